@@ -5,4 +5,10 @@
 //! Not here: SQL (the store crate), HTTP shapes (the server crate), process or network I/O beyond
 //! the local runner pipe.
 
+pub mod clock;
+pub mod crypto;
+pub mod duration;
+pub mod payload;
+pub mod schedule;
+pub mod spec;
 pub mod transport;

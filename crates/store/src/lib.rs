@@ -1,1 +1,39 @@
-//! (to be written)
+//! The store: the single source of truth of a Cronium installation (queue, schedule state, logs,
+//! results, variables, users and API tokens), on SQLite (embedded default) or PostgreSQL (several
+//! servers and agents).
+//!
+//! One set of behaviours on both backends: every query is one SQL text run through sqlx's `Any`
+//! driver (`$1` placeholders work on both); the few places where the dialects differ (row locks
+//! on PostgreSQL, `BEGIN IMMEDIATE` on SQLite) branch on [`Backend`] next to the SQL. The
+//! conformance suite in `tests/` runs every operation against both.
+//!
+//! The store never reads the clock: every timestamp (`now`, epoch milliseconds) is passed in by
+//! the caller, so tests and schedulers drive time. It knows nothing about event specs (opaque
+//! JSON), cron, transports or HTTP; it enforces the queue's invariants (claim once, fence every
+//! state change by attempt and worker, one job per schedule tick) and nothing else.
+
+mod auth;
+mod backoff;
+mod error;
+mod events;
+mod executions;
+mod jobs;
+mod logs;
+mod row;
+mod schedule;
+mod store;
+mod variables;
+
+pub use auth::{TokenRow, UserRow};
+pub use backoff::backoff_delay;
+pub use error::StoreError;
+pub use events::{Applied, EventRow, EVENT_STATUSES};
+pub use executions::{ExecutionRow, ExecutionUpdate, EXECUTION_STATUSES};
+pub use jobs::{
+    CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob, FINISHED_JOB_STATUSES,
+    JOB_STATUSES,
+};
+pub use logs::{LogLine, NewLogLine};
+pub use schedule::FireResult;
+pub use store::{Backend, Store};
+pub use variables::{VariableRow, VariableValue};

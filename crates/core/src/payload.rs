@@ -1,0 +1,250 @@
+//! Payloads: the tar.gz (`manifest.yaml` + the script) that the runner executes, built from one
+//! event version, content-addressed by SHA-256 and cached on disk while the event is unchanged.
+//!
+//! The archive is deterministic (fixed order, modes and timestamps), so the same event version
+//! always yields the same address, and any change of script or settings yields a new one.
+//! Per-run data (job id, input, variables) is not in here: it travels as the run context.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use cronium_protocol::{EventMeta, Interpreter, Manifest, MANIFEST_FORMAT, MANIFEST_NAME};
+use flate2::write::GzEncoder;
+use flate2::Compression;
+use sha2::{Digest, Sha256};
+
+/// What a payload is made from.
+#[derive(Debug, Clone)]
+pub struct PayloadSource<'a> {
+    pub interpreter: Interpreter,
+    pub script: &'a str,
+    pub env: std::collections::BTreeMap<String, String>,
+    pub timeout: Duration,
+    pub kill_grace: Duration,
+    pub max_output_bytes: u64,
+    pub event: EventMeta,
+}
+
+/// A payload archive on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadRef {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PayloadError {
+    #[error("cannot write payload {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot encode manifest: {0}")]
+    Manifest(String),
+}
+
+/// Builds the archive bytes.
+pub fn build_archive(src: &PayloadSource<'_>) -> Result<Vec<u8>, PayloadError> {
+    let entrypoint = format!("script.{}", src.interpreter.extension());
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        interpreter: src.interpreter,
+        entrypoint: entrypoint.clone(),
+        env: src.env.clone(),
+        timeout_ms: u64::try_from(src.timeout.as_millis()).unwrap_or(u64::MAX),
+        kill_grace_ms: u64::try_from(src.kill_grace.as_millis()).unwrap_or(u64::MAX),
+        max_output_bytes: src.max_output_bytes,
+        event: src.event.clone(),
+    };
+    let manifest_text =
+        serde_saphyr::to_string(&manifest).map_err(|e| PayloadError::Manifest(e.to_string()))?;
+    let io = |source| PayloadError::Io {
+        path: "(memory)".into(),
+        source,
+    };
+    let mut tar = tar::Builder::new(GzEncoder::new(Vec::new(), Compression::fast()));
+    for (name, body, mode) in [
+        (MANIFEST_NAME, manifest_text.as_bytes(), 0o644),
+        (entrypoint.as_str(), src.script.as_bytes(), 0o755),
+    ] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(mode);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        tar.append_data(&mut header, name, body).map_err(io)?;
+    }
+    let gz = tar.into_inner().map_err(io)?;
+    gz.finish().map_err(io)
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Content-addressed payload files under one directory, with an in-memory index from
+/// (event id, version, settings) to the file so that unchanged events are not rebuilt.
+#[derive(Debug)]
+pub struct PayloadCache {
+    dir: PathBuf,
+    index: Mutex<HashMap<String, PayloadRef>>,
+}
+
+impl PayloadCache {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        PayloadCache {
+            dir: dir.into(),
+            index: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The payload for `src`, built and written only when not already cached.
+    pub fn get_or_build(&self, src: &PayloadSource<'_>) -> Result<PayloadRef, PayloadError> {
+        let key = format!(
+            "{}:{}:{}:{}:{}",
+            src.event.id,
+            src.event.version,
+            src.max_output_bytes,
+            src.kill_grace.as_millis(),
+            src.timeout.as_millis()
+        );
+        if let Some(hit) = self.index.lock().ok().and_then(|i| i.get(&key).cloned()) {
+            if hit.path.exists() {
+                return Ok(hit);
+            }
+        }
+        let bytes = build_archive(src)?;
+        let sha256 = sha256_hex(&bytes);
+        let path = self.dir.join(format!("{sha256}.tar.gz"));
+        let io = |source| PayloadError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        if path.exists() {
+            // Mark as used so that age-based cleanup keeps it.
+            let _ = std::fs::File::options()
+                .append(true)
+                .open(&path)
+                .and_then(|f| f.set_modified(SystemTime::now()));
+        } else {
+            std::fs::create_dir_all(&self.dir).map_err(io)?;
+            let tmp = self.dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            drop(f);
+            std::fs::rename(&tmp, &path).map_err(io)?;
+        }
+        let r = PayloadRef {
+            path,
+            sha256,
+            size: bytes.len() as u64,
+        };
+        if let Ok(mut i) = self.index.lock() {
+            i.insert(key, r.clone());
+        }
+        Ok(r)
+    }
+
+    /// Removes payload files not used for `max_age`. Returns how many were removed.
+    pub fn cleanup(&self, max_age: Duration) -> std::io::Result<usize> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Ok(0);
+        };
+        let cutoff = SystemTime::now() - max_age;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_payload = path.extension().is_some_and(|e| e == "gz");
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < cutoff);
+            if is_payload && old && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        if removed > 0 {
+            if let Ok(mut i) = self.index.lock() {
+                i.retain(|_, r| r.path.exists());
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(script: &str, version: i64) -> PayloadSource<'_> {
+        PayloadSource {
+            interpreter: Interpreter::Python,
+            script,
+            env: [("A".to_string(), "1".to_string())].into(),
+            timeout: Duration::from_secs(60),
+            kill_grace: Duration::from_secs(5),
+            max_output_bytes: 1 << 20,
+            event: EventMeta {
+                id: 1,
+                name: "e".into(),
+                version,
+            },
+        }
+    }
+
+    #[test]
+    fn archive_is_deterministic_and_holds_manifest_and_script() {
+        let a = build_archive(&src("print(1)", 1)).unwrap();
+        let b = build_archive(&src("print(1)", 1)).unwrap();
+        assert_eq!(sha256_hex(&a), sha256_hex(&b));
+        let c = build_archive(&src("print(2)", 1)).unwrap();
+        assert_ne!(sha256_hex(&a), sha256_hex(&c));
+
+        let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(&a[..]));
+        let mut names = vec![];
+        for e in ar.entries().unwrap() {
+            let mut e = e.unwrap();
+            let name = e.path().unwrap().display().to_string();
+            let mut body = String::new();
+            std::io::Read::read_to_string(&mut e, &mut body).unwrap();
+            if name == MANIFEST_NAME {
+                let m: Manifest = serde_saphyr::from_str(&body).unwrap();
+                assert_eq!(m.entrypoint, "script.py");
+                assert_eq!(m.timeout_ms, 60_000);
+            } else {
+                assert_eq!(body, "print(1)");
+            }
+            names.push(name);
+        }
+        assert_eq!(names, [MANIFEST_NAME, "script.py"]);
+    }
+
+    #[test]
+    fn cache_reuses_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PayloadCache::new(dir.path());
+        let a = cache.get_or_build(&src("print(1)", 1)).unwrap();
+        let again = cache.get_or_build(&src("print(1)", 1)).unwrap();
+        assert_eq!(a, again);
+        let b = cache.get_or_build(&src("print(2)", 2)).unwrap();
+        assert_ne!(a.sha256, b.sha256);
+        assert!(a.path.exists() && b.path.exists());
+        assert_eq!(cache.cleanup(Duration::from_secs(3600)).unwrap(), 0);
+        // Age the first file.
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options().append(true).open(&a.path).unwrap().set_modified(old).unwrap();
+        assert_eq!(cache.cleanup(Duration::from_secs(3600)).unwrap(), 1);
+        assert!(!a.path.exists() && b.path.exists());
+        // Rebuilt on demand after cleanup.
+        let c = cache.get_or_build(&src("print(1)", 1)).unwrap();
+        assert!(c.path.exists());
+    }
+}

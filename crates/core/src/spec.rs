@@ -1,0 +1,674 @@
+//! The event file (PRODUCT.md "Event file"): parsing from YAML or JSON, validation, and the
+//! normalised form that the store keeps as an immutable event version.
+//!
+//! Every error names the field at fault (`retries.backoff: ...`). Parsing goes through one path
+//! for both formats (YAML is first read into a JSON value) so the API and the CLI report the
+//! same messages.
+//!
+//! Not here: reading `script_file` from disk (the CLI resolves it relative to the YAML file before
+//! sending, because the server cannot see the client's files).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{de, Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::duration::{ByteSize, HumanDuration};
+use crate::schedule::{parse_timezone, Schedule};
+
+/// Largest script accepted inline.
+pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
+/// Default event timeout.
+pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventType {
+    Bash,
+    Python,
+    Node,
+    Http,
+}
+
+impl EventType {
+    pub fn interpreter(self) -> Option<cronium_protocol::Interpreter> {
+        use cronium_protocol::Interpreter;
+        match self {
+            EventType::Bash => Some(Interpreter::Bash),
+            EventType::Python => Some(Interpreter::Python),
+            EventType::Node => Some(Interpreter::Node),
+            EventType::Http => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventStatus {
+    #[default]
+    Active,
+    Paused,
+    Draft,
+    Archived,
+}
+
+impl EventStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventStatus::Active => "active",
+            EventStatus::Paused => "paused",
+            EventStatus::Draft => "draft",
+            EventStatus::Archived => "archived",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        serde_json::from_value(Value::String(s.to_string())).ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlap {
+    /// Start a new run even if one is still going.
+    Allow,
+    /// Drop the tick if a run of the event is queued or running.
+    #[default]
+    Skip,
+    /// Queue the tick; it starts when the previous run has ended.
+    Queue,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Missed {
+    /// Ticks missed during downtime are dropped.
+    #[default]
+    Skip,
+    /// One run is made for all the ticks missed during downtime.
+    RunOnce,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Total attempts including the first (1 = no retry).
+    #[serde(default = "one")]
+    pub max_attempts: u32,
+    #[serde(default = "default_backoff")]
+    pub backoff: HumanDuration,
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff: HumanDuration,
+}
+
+fn one() -> u32 {
+    1
+}
+fn default_backoff() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(5))
+}
+fn default_max_backoff() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(300))
+}
+
+impl Default for Retries {
+    fn default() -> Self {
+        Retries {
+            max_attempts: 1,
+            backoff: default_backoff(),
+            max_backoff: default_max_backoff(),
+        }
+    }
+}
+
+/// Execution mode on servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerMode {
+    #[default]
+    RunnerSsh,
+    DirectSsh,
+    Auto,
+}
+
+impl ServerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerMode::RunnerSsh => "runner-ssh",
+            ServerMode::DirectSsh => "direct-ssh",
+            ServerMode::Auto => "auto",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServersTarget {
+    /// Servers by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<String>,
+    /// Every server carrying one of these tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub mode: ServerMode,
+    /// How many servers run at once (default: all, bounded by the agent's setting).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<u32>,
+    /// `false`: the first failing server cancels the remaining ones.
+    #[serde(default = "yes")]
+    pub continue_on_failure: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerNetwork {
+    /// No network at all (default).
+    #[default]
+    None,
+    /// A fresh network for this job only.
+    Isolated,
+    /// A named, existing Docker network.
+    #[serde(untagged)]
+    Named(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContainerTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<ByteSize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+    #[serde(default)]
+    pub network: ContainerNetwork,
+}
+
+/// Where an event runs.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Target {
+    #[default]
+    Local,
+    Servers(ServersTarget),
+    Container(ContainerTarget),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TargetMap {
+    #[serde(default)]
+    servers: Option<Vec<String>>,
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    #[serde(default)]
+    mode: Option<ServerMode>,
+    #[serde(default)]
+    concurrency: Option<u32>,
+    #[serde(default)]
+    continue_on_failure: Option<bool>,
+    #[serde(default)]
+    container: Option<ContainerTarget>,
+    #[serde(default)]
+    local: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for Target {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Target;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`local`, `{ servers: [...] }` or `{ container: {...} }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Target, E> {
+                match v {
+                    "local" => Ok(Target::Local),
+                    "container" => Ok(Target::Container(ContainerTarget::default())),
+                    other => Err(E::custom(format!(
+                        "unknown target `{other}`; expected `local`, `{{ servers: [...] }}` or `{{ container: {{...}} }}`"
+                    ))),
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Target, A::Error> {
+                let m = TargetMap::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                let server_keys = m.servers.is_some()
+                    || m.tags.is_some()
+                    || m.mode.is_some()
+                    || m.concurrency.is_some()
+                    || m.continue_on_failure.is_some();
+                match (server_keys, m.container, m.local) {
+                    (true, None, None) => {
+                        let t = ServersTarget {
+                            servers: m.servers.unwrap_or_default(),
+                            tags: m.tags.unwrap_or_default(),
+                            mode: m.mode.unwrap_or_default(),
+                            concurrency: m.concurrency,
+                            continue_on_failure: m.continue_on_failure.unwrap_or(true),
+                        };
+                        if t.servers.is_empty() && t.tags.is_empty() {
+                            return Err(de::Error::custom(
+                                "a servers target needs `servers` (names) or `tags`",
+                            ));
+                        }
+                        Ok(Target::Servers(t))
+                    }
+                    (false, Some(c), None) => Ok(Target::Container(c)),
+                    (false, None, Some(_)) => Ok(Target::Local),
+                    (false, None, None) => Err(de::Error::custom(
+                        "empty target; expected `local`, `{ servers: [...] }` or `{ container: {...} }`",
+                    )),
+                    _ => Err(de::Error::custom(
+                        "a target is either servers, container or local, not several",
+                    )),
+                }
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            Target::Local => s.serialize_str("local"),
+            Target::Servers(t) => t.serialize(s),
+            Target::Container(c) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("container", c)?;
+                m.end()
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    #[serde(default = "default_method")]
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Statuses that count as success (default: any 2xx).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expect_status: Vec<u16>,
+    /// Request timeout (default: the event's timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<HumanDuration>,
+}
+
+fn default_method() -> String {
+    "GET".into()
+}
+
+/// The schedule as written: a string, or a one-key map (`{every: 30s}`, `{at: ...}`, `{cron: ...}`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleText(pub String);
+
+impl Serialize for ScheduleText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ScheduleText {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => Ok(ScheduleText(s)),
+            Value::Object(m) if m.len() == 1 => {
+                let (k, v) = m.into_iter().next().ok_or_else(|| de::Error::custom("empty"))?;
+                let v = match v {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                match k.as_str() {
+                    "every" | "at" => Ok(ScheduleText(format!("{k} {v}"))),
+                    "cron" => Ok(ScheduleText(v)),
+                    _ => Err(de::Error::custom(format!(
+                        "unknown schedule kind `{k}`; expected cron text, `every: 30s` or `at: <RFC 3339>`"
+                    ))),
+                }
+            }
+            _ => Err(de::Error::custom(
+                "expected cron text, `every: 30s` or `at: <RFC 3339>`",
+            )),
+        }
+    }
+}
+
+/// An event as written in an event file or an API body.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventSpec {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// Only meaningful to the CLI, which replaces it with `script`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleText>,
+    #[serde(default = "utc")]
+    pub timezone: String,
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default)]
+    pub retries: Retries,
+    #[serde(default)]
+    pub overlap: Overlap,
+    #[serde(default)]
+    pub missed: Missed,
+    #[serde(default)]
+    pub target: Target,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default = "empty_object")]
+    pub input: Value,
+    #[serde(default)]
+    pub max_executions: u64,
+    #[serde(default)]
+    pub status: EventStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(DEFAULT_TIMEOUT_SECS))
+}
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// A problem with an event file or body: the field at fault and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: String,
+    pub message: String,
+}
+
+impl SpecError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        SpecError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses a YAML document (JSON is accepted too, being YAML).
+pub fn parse_yaml(text: &str) -> Result<EventSpec, SpecError> {
+    let value: Value = serde_saphyr::from_str(text)
+        .map_err(|e| SpecError::new("(document)", format!("not valid YAML: {e}")))?;
+    from_value(value)
+}
+
+/// Parses a JSON document.
+pub fn parse_json(text: &str) -> Result<EventSpec, SpecError> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| SpecError::new("(body)", format!("not valid JSON: {e}")))?;
+    from_value(value)
+}
+
+/// Deserialises and validates a JSON value, naming the field at fault.
+pub fn from_value(value: Value) -> Result<EventSpec, SpecError> {
+    if !value.is_object() {
+        return Err(SpecError::new("(document)", "expected a mapping of event fields"));
+    }
+    let spec: EventSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "(document)".to_string() } else { path };
+        SpecError::new(field, e.into_inner().to_string())
+    })?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+impl EventSpec {
+    /// Checks what the types alone cannot.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        validate_name(&self.name)?;
+        let tz_ok = parse_timezone(&self.timezone).map_err(|e| SpecError::new("timezone", e.to_string()));
+        tz_ok?;
+        if let Some(s) = &self.schedule {
+            Schedule::parse(&s.0, &self.timezone)
+                .map_err(|e| SpecError::new("schedule", e.to_string()))?;
+        }
+        if self.timeout.0.is_zero() {
+            return Err(SpecError::new("timeout", "must be greater than zero"));
+        }
+        if self.retries.max_attempts == 0 || self.retries.max_attempts > 100 {
+            return Err(SpecError::new(
+                "retries.max_attempts",
+                "must be between 1 and 100 (1 = no retry)",
+            ));
+        }
+        if self.retries.max_backoff < self.retries.backoff {
+            return Err(SpecError::new(
+                "retries.max_backoff",
+                "must not be smaller than retries.backoff",
+            ));
+        }
+        for key in self.env.keys() {
+            let ok = !key.is_empty()
+                && !key.starts_with(|c: char| c.is_ascii_digit())
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !ok {
+                return Err(SpecError::new(
+                    format!("env.{key}"),
+                    "variable names use letters, digits and _ and do not start with a digit",
+                ));
+            }
+        }
+        if self.script_file.is_some() {
+            return Err(SpecError::new(
+                "script_file",
+                "is resolved by `cronium event apply -f`; send the script text in `script`",
+            ));
+        }
+        match self.kind {
+            EventType::Http => {
+                let Some(http) = &self.http else {
+                    return Err(SpecError::new("http", "required for type http"));
+                };
+                if self.script.is_some() {
+                    return Err(SpecError::new("script", "not allowed for type http"));
+                }
+                let url = http.url.trim();
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(SpecError::new("http.url", "must start with http:// or https://"));
+                }
+                let m = http.method.to_ascii_uppercase();
+                if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&m.as_str()) {
+                    return Err(SpecError::new("http.method", format!("unknown method `{}`", http.method)));
+                }
+                if let Some(bad) = http.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
+                    return Err(SpecError::new("http.expect_status", format!("{bad} is not an HTTP status")));
+                }
+                if !matches!(self.target, Target::Local) {
+                    return Err(SpecError::new("target", "http events run in the agent: target must be local"));
+                }
+            }
+            _ => {
+                if self.http.is_some() {
+                    return Err(SpecError::new("http", "only allowed for type http"));
+                }
+                match &self.script {
+                    None => return Err(SpecError::new("script", "required for script events (or script_file with the CLI)")),
+                    Some(s) if s.trim().is_empty() => return Err(SpecError::new("script", "is empty")),
+                    Some(s) if s.len() > MAX_SCRIPT_BYTES => {
+                        return Err(SpecError::new(
+                            "script",
+                            format!("is {} bytes; the limit is {} bytes", s.len(), MAX_SCRIPT_BYTES),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        if let Target::Container(c) = &self.target {
+            if let Some(cpus) = c.cpus {
+                if !(cpus.is_finite() && cpus > 0.0) {
+                    return Err(SpecError::new("target.container.cpus", "must be a positive number of cores"));
+                }
+            }
+            if let Some(p) = c.pids {
+                if p < 1 {
+                    return Err(SpecError::new("target.container.pids", "must be at least 1"));
+                }
+            }
+        }
+        if let Target::Servers(t) = &self.target {
+            if t.concurrency == Some(0) {
+                return Err(SpecError::new("target.concurrency", "must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The parsed schedule, if any. Only call on a validated spec.
+    pub fn parsed_schedule(&self) -> Option<Schedule> {
+        self.schedule
+            .as_ref()
+            .and_then(|s| Schedule::parse(&s.0, &self.timezone).ok())
+    }
+
+    /// The normalised JSON form stored as an event version.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Names are unique and used in URLs and CLI arguments: `[a-z0-9-_.]`, 1 to 100 characters.
+pub fn validate_name(name: &str) -> Result<(), SpecError> {
+    if name.is_empty() || name.len() > 100 {
+        return Err(SpecError::new("name", "must be 1 to 100 characters"));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(*c)))
+    {
+        return Err(SpecError::new(
+            "name",
+            format!("`{name}` contains `{c}`; use lowercase letters, digits, -, _ and ."),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(SpecError::new("name", "cannot be . or .."));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+name: nightly-backup
+type: python
+script: |
+  import cronium
+  cronium.output({"files": 12})
+schedule: "0 30 2 * * *"
+timezone: Europe/Berlin
+timeout: 10m
+retries: { max_attempts: 3, backoff: 5s, max_backoff: 5m }
+overlap: skip
+missed: skip
+target: { servers: [web1, web2], mode: runner-ssh }
+env: { LOG_LEVEL: info }
+input: { dry_run: false }
+max_executions: 0
+status: active
+"#;
+
+    #[test]
+    fn product_example_parses() {
+        let s = parse_yaml(FULL).unwrap();
+        assert_eq!(s.name, "nightly-backup");
+        assert_eq!(s.kind, EventType::Python);
+        assert_eq!(s.timeout.0.as_secs(), 600);
+        assert_eq!(s.retries.max_attempts, 3);
+        match &s.target {
+            Target::Servers(t) => {
+                assert_eq!(t.servers, ["web1", "web2"]);
+                assert_eq!(t.mode, ServerMode::RunnerSsh);
+            }
+            other => panic!("{other:?}"),
+        }
+        // The normalised form parses back to the same spec.
+        let again = from_value(s.to_value()).unwrap();
+        assert_eq!(again, s);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases = [
+            ("name: x\ntype: bash\nscript: echo\nsurprise: 1\n", "surprise", "unknown field"),
+            ("name: x\ntype: bash\nscript: echo\ntimeout: forever\n", "timeout", "not a duration"),
+            ("name: x\ntype: bash\nscript: echo\nretries: { backoff: soon }\n", "retries.backoff", "not a duration"),
+            ("name: x\ntype: bash\nscript: echo\nschedule: '61 * * * *'\n", "schedule", "invalid cron"),
+            ("name: x\ntype: bash\nscript: echo\ntimezone: Mars/Base\n", "timezone", "Mars/Base"),
+            ("name: Bad Name\ntype: bash\nscript: echo\n", "name", "contains"),
+            ("name: x\ntype: ruby\nscript: echo\n", "type", "ruby"),
+            ("name: x\ntype: bash\n", "script", "required"),
+            ("name: x\ntype: http\nhttp: { url: 'ftp://a' }\n", "http.url", "http://"),
+            ("name: x\ntype: bash\nscript: echo\ntarget: { container: { memory: lots } }\n", "target", "not a size"),
+            ("name: x\ntype: bash\nscript: echo\ntarget: moon\n", "target", "unknown target"),
+        ];
+        for (yaml, field, needle) in cases {
+            let e = parse_yaml(yaml).unwrap_err();
+            assert!(e.field.starts_with(field), "{yaml}: field {} ({e})", e.field);
+            assert!(e.to_string().contains(needle), "{yaml}: {e}");
+        }
+    }
+
+    #[test]
+    fn schedule_forms() {
+        for (s, ok) in [
+            ("schedule: { every: 30s }", true),
+            ("schedule: 'every: 30s'", true),
+            ("schedule: { at: '2030-01-01T00:00:00Z' }", true),
+            ("schedule: '*/5 * * * *'", true),
+            ("schedule: { often: 1 }", false),
+        ] {
+            let doc = format!("name: x\ntype: bash\nscript: echo\n{s}\n");
+            assert_eq!(parse_yaml(&doc).is_ok(), ok, "{s}: {:?}", parse_yaml(&doc));
+        }
+    }
+
+    #[test]
+    fn oversized_script_is_refused() {
+        let big = "x".repeat(MAX_SCRIPT_BYTES + 1);
+        let v = serde_json::json!({"name": "x", "type": "bash", "script": big});
+        let e = from_value(v).unwrap_err();
+        assert_eq!(e.field, "script");
+    }
+
+    #[test]
+    fn malformed_yaml_is_reported() {
+        let e = parse_yaml("name: [unclosed\n").unwrap_err();
+        assert!(e.message.contains("YAML"), "{e}");
+    }
+}
