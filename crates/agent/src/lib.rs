@@ -1,1 +1,188 @@
-//! (to be written)
+//! The agent: claims jobs from the queue and executes them through a transport.
+//!
+//! It sees the queue only through [`queue::JobQueue`], so the same code runs embedded in the
+//! server (the default) and, later, as separate `cronium agent` processes. It never decides *when*
+//! something runs (that is the scheduler's job) and never runs user code itself: scripts run in
+//! `cronium-runner`; only `http` events are carried out here, with an HTTP client.
+
+pub mod http;
+pub mod interpreters;
+mod job;
+pub mod local;
+pub mod queue;
+pub mod recorder;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cronium_core::clock::now_ms;
+use cronium_core::logbus::LogBus;
+use cronium_core::payload::PayloadCache;
+use cronium_protocol::Interpreter;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::local::LocalTransport;
+use crate::queue::JobQueue;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Unique per agent process; recorded as the lease owner.
+    pub worker_id: String,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// How long a claim stays valid without a heartbeat.
+    pub lease: Duration,
+    /// Fallback poll interval when no wake-up arrives (e.g. jobs enqueued by another server).
+    pub poll_interval: Duration,
+    /// The `cronium-runner` binary for local runs.
+    pub runner_path: PathBuf,
+    /// Where payload archives are cached.
+    pub payload_dir: PathBuf,
+    /// Where runners create their working directories (None: the system temp dir).
+    pub work_base: Option<PathBuf>,
+    /// Cap on the log bytes kept per execution.
+    pub max_output_bytes: u64,
+    /// SIGTERM-to-SIGKILL grace on timeout and cancel.
+    pub kill_grace: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(runner_path: PathBuf, payload_dir: PathBuf) -> Self {
+        AgentConfig {
+            worker_id: default_worker_id(),
+            concurrency: 16,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+            runner_path,
+            payload_dir,
+            work_base: None,
+            max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
+            kill_grace: Duration::from_millis(cronium_protocol::DEFAULT_KILL_GRACE_MS),
+        }
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    format!("{}-{}-{:04x}", host.trim(), std::process::id(), rand::random::<u16>())
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: AgentConfig,
+    pub(crate) queue: Arc<dyn JobQueue>,
+    pub(crate) bus: Arc<LogBus>,
+    pub(crate) wake: Arc<Notify>,
+    pub(crate) payloads: PayloadCache,
+    pub(crate) local: LocalTransport,
+    pub(crate) http: reqwest::Client,
+    pub(crate) interpreters: BTreeMap<Interpreter, String>,
+}
+
+/// A running agent. Cheap to clone.
+#[derive(Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig, queue: Arc<dyn JobQueue>, bus: Arc<LogBus>) -> Self {
+        let local = LocalTransport {
+            runner: config.runner_path.clone(),
+            work_base: config.work_base.clone(),
+        };
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("cronium/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .unwrap_or_default();
+        Agent {
+            inner: Arc::new(Inner {
+                payloads: PayloadCache::new(config.payload_dir.clone()),
+                config,
+                queue,
+                bus,
+                wake: Arc::new(Notify::new()),
+                local,
+                http,
+                interpreters: interpreters::resolve(),
+            }),
+        }
+    }
+
+    /// Notify this to make the agent look for work at once (after an enqueue).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.inner.wake.clone()
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.inner.config.worker_id
+    }
+
+    /// Claims and runs jobs until `shutdown` is cancelled.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let inner = self.inner.clone();
+        let slots = Arc::new(Semaphore::new(inner.config.concurrency.max(1)));
+        let recovery = tokio::spawn(recovery_loop(inner.clone(), shutdown.clone()));
+        let lease_ms = inner.config.lease.as_millis() as i64;
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                _ = shutdown.cancelled() => break,
+            };
+            match inner.queue.claim(&inner.config.worker_id, lease_ms).await {
+                Ok(Some(job)) => {
+                    tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "claimed");
+                    let inner = inner.clone();
+                    tokio::spawn(async move {
+                        job::execute(inner, job).await;
+                        drop(permit);
+                    });
+                }
+                Ok(None) => {
+                    drop(permit);
+                    let wait = match inner.queue.next_run_at().await {
+                        Ok(Some(at)) => {
+                            Duration::from_millis((at - now_ms()).clamp(1, inner.config.poll_interval.as_millis() as i64) as u64)
+                        }
+                        _ => inner.config.poll_interval,
+                    };
+                    tokio::select! {
+                        _ = inner.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::warn!(error = %e, "claiming failed");
+                    tokio::select! {
+                        _ = tokio::time::sleep(inner.config.poll_interval) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                }
+            }
+        }
+        recovery.abort();
+    }
+}
+
+/// Requeues jobs whose worker vanished (crashed agent, lost machine).
+async fn recovery_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let every = (inner.config.lease / 2).max(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        match inner.queue.recover_expired().await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(jobs = n, "recovered jobs whose worker vanished");
+                inner.wake.notify_one();
+            }
+            Err(e) => tracing::warn!(error = %e, "lease recovery failed"),
+        }
+    }
+}

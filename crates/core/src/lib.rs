@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod crypto;
 pub mod duration;
+pub mod logbus;
 pub mod payload;
 pub mod schedule;
 pub mod spec;

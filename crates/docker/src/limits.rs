@@ -38,6 +38,9 @@ pub struct ContainerSpec {
     pub image: Option<String>,
     pub limits: Limits,
     pub network: NetworkMode,
+    /// The interpreter binary inside the image, when it is not on `PATH` under its usual name
+    /// (`/bin/sh` for bash scripts in a busybox image). `None`: the runner searches `PATH`.
+    pub interpreter_path: Option<String>,
 }
 
 /// A limit an event may not have. Names the field as the event file spells it.

@@ -61,6 +61,11 @@ impl Emitter {
         self.broken.load(Ordering::Relaxed)
     }
 
+    /// True once the output cap was reached.
+    pub fn is_truncated(&self) -> bool {
+        self.lock().truncated
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A poisoned lock only means another thread panicked mid-write; the stream is still usable.
         self.inner.lock().unwrap_or_else(|p| p.into_inner())

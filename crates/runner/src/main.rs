@@ -1,1 +1,39 @@
-fn main() {}
+//! `cronium-runner`: the only program in Cronium that runs user code.
+//!
+//! It executes one payload (a `.tar.gz` with `manifest.yaml` and a script), provides the runtime
+//! helpers, enforces the timeout, and reports a JSON event stream on stdout (see
+//! `cronium_protocol`). It is a small static binary so that it can run on the agent's machine,
+//! inside any container and on any x86_64 Linux host reached over SSH. This file only dispatches.
+
+mod bundle;
+mod capture;
+mod cli;
+mod control;
+mod emit;
+mod helper_cmd;
+mod payload;
+mod process;
+mod run;
+mod updates;
+mod workdir;
+
+use std::time::Instant;
+
+fn main() {
+    let started = Instant::now();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let code = match cli::parse(&args) {
+        Ok(cli::Command::Version) => {
+            println!("cronium-runner {}", env!("CARGO_PKG_VERSION"));
+            0
+        }
+        Ok(cli::Command::Run(run_args)) => run::run(run_args, started),
+        Ok(cli::Command::Helper { op, args }) => helper_cmd::main(&op, &args),
+        Err(e) => {
+            eprintln!("cronium-runner: {e}\n{}", cli::USAGE);
+            run::EXIT_SETUP
+        }
+    };
+    // Every resource (working directory, processes) is released inside the calls above.
+    std::process::exit(code);
+}

@@ -1,1 +1,33 @@
-//! (to be written)
+//! Remote execution over SSH: the transport for the `servers` target.
+//!
+//! [`SshExecutor`] holds a connection pool per server, the runner deployment cache and the
+//! metrics. It runs one execution on one server in one of three modes:
+//! - `runner-ssh`: deploy `cronium-runner` once per server (SFTP, or `cat > file` when the host has
+//!   no SFTP subsystem), then stream the run context and the payload over the stdin of one exec
+//!   channel and forward the runner's event stream;
+//! - `direct-ssh`: send the script itself to the interpreter (`bash -s`, `python3 -`, `node -`)
+//!   in its own process group, with no runtime helpers;
+//! - `auto`: runner-ssh, falling back to direct-ssh when the runner cannot be deployed.
+//!
+//! This crate is not the store, the fan-out or the scheduler: it runs one execution on one server
+//! and returns what the caller must record (the observed host key to pin, the deployment record).
+//! Fan-out is the caller running many [`SshExecutor::run`] futures at once; the executor is
+//! `Clone` and shares its pools between them.
+
+mod config;
+mod connection;
+mod deploy;
+mod direct;
+mod error;
+mod executor;
+mod metrics;
+mod pool;
+mod runner_run;
+mod shell;
+
+pub use config::{Credential, DirectScript, Mode, RunnerArtifact, ServerConfig, SshConfig};
+pub use deploy::{DeployOutcome, DeploymentRecord};
+pub use error::SshError;
+pub use executor::{HostKeyStatus, RemoteRun, SshExecutor, TestReport};
+pub use metrics::MetricsSnapshot;
+pub use shell::{quote, validate_env_name};

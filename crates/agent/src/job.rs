@@ -1,0 +1,323 @@
+//! One claimed job from start to outcome: heartbeats, the event version, one execution per
+//! attempt (and per server), the final status or a retry with backoff.
+//!
+//! Every write is fenced by the lease; when the store reports the lease lost, the job stops
+//! writing at once (another worker owns it now) and the local run is cancelled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use cronium_core::clock::now_ms;
+use cronium_core::payload::PayloadSource;
+use cronium_core::spec::{self, EventSpec, EventType, Target};
+use cronium_core::transport::RunRequest;
+use cronium_protocol::{EventMeta, Finished, HelperMode, RunContext, RunStatus};
+use cronium_store::{backoff_delay, ExecutionUpdate, Heartbeat, JobOutcome, JobRow};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::recorder::{ExecutionFacts, Recorder};
+use crate::{http, Inner};
+use crate::queue::Lease;
+
+/// The result of one execution, before it is turned into a job outcome.
+struct ExecResult {
+    execution_id: Option<i64>,
+    server: Option<String>,
+    finished: Finished,
+}
+
+pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
+    let lease = Lease {
+        job_id: job.id,
+        worker: inner.config.worker_id.clone(),
+        attempt: job.attempt,
+    };
+    let cancel = CancellationToken::new();
+    let lost = Arc::new(AtomicBool::new(false));
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        inner.clone(),
+        lease.clone(),
+        cancel.clone(),
+        lost.clone(),
+    ));
+    let first_seq = inner.queue.max_log_seq(job.id).await.unwrap_or(0) + 1;
+    let mut recorder = Recorder::start(inner.queue.clone(), inner.bus.clone(), lease.clone(), first_seq);
+    if job.attempt > 1 {
+        recorder
+            .system(None, format!("[cronium] attempt {} of {}", job.attempt, job.max_attempts))
+            .await;
+    }
+
+    let results = match load_spec(&inner, &job).await {
+        Ok(spec) => run_executions(&inner, &job, &lease, &spec, &mut recorder, &cancel).await,
+        Err(message) => {
+            recorder.system(None, format!("[cronium] {message}")).await;
+            Err(message)
+        }
+    };
+    let facts = recorder.close().await;
+    heartbeat.abort();
+    if lost.load(Ordering::SeqCst) {
+        tracing::warn!(job = job.id, "lease lost; leaving the outcome to the new owner");
+        return;
+    }
+    let done = conclude(&inner, &job, &lease, results, &facts).await;
+    if done {
+        inner.bus.finish(job.id);
+    }
+    inner.wake.notify_one();
+}
+
+async fn heartbeat_loop(inner: Arc<Inner>, lease: Lease, cancel: CancellationToken, lost: Arc<AtomicBool>) {
+    let lease_ms = inner.config.lease.as_millis() as i64;
+    let every = inner.config.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        match inner.queue.heartbeat(&lease, lease_ms).await {
+            Ok(Heartbeat::Ok { cancel_requested }) => {
+                if cancel_requested && !cancel.is_cancelled() {
+                    tracing::info!(job = lease.job_id, "cancellation requested");
+                    cancel.cancel();
+                }
+            }
+            Ok(Heartbeat::Lost) => {
+                lost.store(true, Ordering::SeqCst);
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(job = lease.job_id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+async fn load_spec(inner: &Inner, job: &JobRow) -> Result<EventSpec, String> {
+    let value = inner
+        .queue
+        .event_spec(job)
+        .await
+        .map_err(|e| format!("cannot load the event: {e}"))?
+        .ok_or_else(|| format!("event {} (version {}) no longer exists", job.event_name, job.event_version))?;
+    spec::from_value(value).map_err(|e| format!("stored event is invalid: {e}"))
+}
+
+async fn run_executions(
+    inner: &Arc<Inner>,
+    job: &JobRow,
+    lease: &Lease,
+    spec: &EventSpec,
+    recorder: &mut Recorder,
+    cancel: &CancellationToken,
+) -> Result<Vec<ExecResult>, String> {
+    match (&spec.kind, &spec.target) {
+        (_, Target::Local) => {
+            let exec = inner
+                .queue
+                .start_execution(lease, None, "pending")
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("lease lost before the execution started")?;
+            let sink = recorder.sink_for(Some(exec.id));
+            let finished = if spec.kind == EventType::Http {
+                let Some(h) = &spec.http else {
+                    return Err("http settings missing".into());
+                };
+                let _ = inner
+                    .queue
+                    .update_execution(
+                        lease,
+                        exec.id,
+                        &ExecutionUpdate {
+                            status: Some("running".into()),
+                            started_at: Some(now_ms()),
+                            mode: Some("http".into()),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                http::run_http(&inner.http, h, spec.timeout.0, &sink, cancel.clone()).await
+            } else {
+                let req = run_request(inner, job, lease, spec, exec.id, None).await?;
+                match inner.local.run(&req, &sink, cancel.clone()).await {
+                    Ok(f) => f,
+                    Err(e) => Finished {
+                        status: RunStatus::Failed,
+                        exit_code: None,
+                        signal: None,
+                        run_ms: 0,
+                        error: Some(e.to_string()),
+                    },
+                }
+            };
+            drop(sink);
+            Ok(vec![ExecResult {
+                execution_id: Some(exec.id),
+                server: None,
+                finished,
+            }])
+        }
+        (_, Target::Container(_)) => Err("the container target is not available in this agent".into()),
+        (_, Target::Servers(_)) => Err("the servers target is not available in this agent".into()),
+    }
+}
+
+/// The run request for one execution: payload (cached per event version) and run context.
+pub(crate) async fn run_request(
+    inner: &Inner,
+    job: &JobRow,
+    lease: &Lease,
+    spec: &EventSpec,
+    execution_id: i64,
+    server: Option<&str>,
+) -> Result<RunRequest, String> {
+    let interpreter = spec
+        .kind
+        .interpreter()
+        .ok_or("http events do not run in a runner")?;
+    let src = PayloadSource {
+        interpreter,
+        script: spec.script.as_deref().unwrap_or_default(),
+        env: spec.env.clone(),
+        timeout: spec.timeout.0,
+        kill_grace: inner.config.kill_grace,
+        max_output_bytes: inner.config.max_output_bytes,
+        event: EventMeta {
+            id: job.event_id.unwrap_or_default(),
+            name: job.event_name.clone(),
+            version: job.event_version,
+        },
+    };
+    let payload = inner.payloads.get_or_build(&src).map_err(|e| e.to_string())?;
+    let variables = inner
+        .queue
+        .variables()
+        .await
+        .map_err(|e| format!("cannot read variables: {e}"))?;
+    Ok(RunRequest {
+        payload_path: payload.path,
+        payload_sha256: payload.sha256,
+        context: RunContext {
+            job_id: job.id,
+            execution_id,
+            attempt: lease.attempt.max(1) as u32,
+            trigger: job.trigger.clone(),
+            server: server.map(str::to_string),
+            input: job.input.clone(),
+            variables,
+            helper_mode: HelperMode::Bundled,
+            api: None,
+            interpreters: inner.interpreters.clone(),
+            env: Default::default(),
+        },
+        timeout: spec.timeout.0,
+        kill_grace: inner.config.kill_grace,
+    })
+}
+
+/// Records each execution's end and the job's outcome (or schedules a retry).
+/// Returns true when the job reached a final status.
+async fn conclude(
+    inner: &Inner,
+    job: &JobRow,
+    lease: &Lease,
+    results: Result<Vec<ExecResult>, String>,
+    facts: &HashMap<Option<i64>, ExecutionFacts>,
+) -> bool {
+    let now = now_ms();
+    let (status, exit_code, output, error) = match &results {
+        Err(message) => ("failed", None, Value::Null, Some(message.clone())),
+        Ok(results) => {
+            for r in results {
+                let Some(id) = r.execution_id else { continue };
+                let f = facts.get(&r.execution_id).cloned().unwrap_or_default();
+                let update = ExecutionUpdate {
+                    status: Some(r.finished.status.as_str().into()),
+                    exit_code: r.finished.exit_code,
+                    finished_at: Some(now),
+                    run_ms: Some(r.finished.run_ms as i64),
+                    error: r.finished.error.clone(),
+                    output: f.output.clone(),
+                    ..Default::default()
+                };
+                if let Err(e) = inner.queue.update_execution(lease, id, &update).await {
+                    tracing::warn!(error = %e, "recording execution end");
+                }
+            }
+            aggregate(results, facts)
+        }
+    };
+    let retryable = matches!(status, "failed" | "timed_out") && job.attempt < job.max_attempts;
+    if retryable {
+        let delay = backoff_delay(job.backoff_ms, job.max_backoff_ms, job.attempt, rand::random::<f64>() * 0.4 - 0.2);
+        let reason = error.clone().unwrap_or_else(|| format!("attempt {} {status}", job.attempt));
+        match inner.queue.retry_later(lease, now + delay, &reason).await {
+            Ok(true) => {
+                tracing::info!(job = job.id, delay_ms = delay, "retry scheduled");
+                return false;
+            }
+            Ok(false) => return false,
+            Err(e) => tracing::warn!(error = %e, "scheduling a retry failed; finishing the job"),
+        }
+    }
+    let outcome = JobOutcome {
+        status: status.to_string(),
+        exit_code,
+        output,
+        error,
+    };
+    match inner.queue.finish(lease, &outcome).await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!(job = job.id, "lease lost before the outcome was written");
+            false
+        }
+        Err(e) => {
+            tracing::error!(job = job.id, error = %e, "writing the outcome failed");
+            false
+        }
+    }
+}
+
+/// The job's status from its executions: all succeeded => succeeded; some => partial; none =>
+/// the (single) failure's status.
+fn aggregate(
+    results: &[ExecResult],
+    facts: &HashMap<Option<i64>, ExecutionFacts>,
+) -> (&'static str, Option<i32>, Value, Option<String>) {
+    let ok = results.iter().filter(|r| r.finished.status == RunStatus::Succeeded).count();
+    let output_of = |r: &ExecResult| {
+        facts
+            .get(&r.execution_id)
+            .and_then(|f| f.output.clone())
+            .unwrap_or(Value::Null)
+    };
+    let single = results.len() == 1;
+    let output = if single {
+        output_of(&results[0])
+    } else {
+        Value::Object(
+            results
+                .iter()
+                .map(|r| (r.server.clone().unwrap_or_default(), output_of(r)))
+                .collect(),
+        )
+    };
+    let first_bad = results.iter().find(|r| r.finished.status != RunStatus::Succeeded);
+    let status = match first_bad {
+        None => "succeeded",
+        Some(_) if ok > 0 => "partial",
+        Some(bad) => bad.finished.status.as_str(),
+    };
+    let exit_code = match first_bad {
+        None => results.first().and_then(|r| r.finished.exit_code),
+        Some(bad) => bad.finished.exit_code,
+    };
+    let error = first_bad.and_then(|r| {
+        r.finished.error.clone().map(|e| match &r.server {
+            Some(s) => format!("{s}: {e}"),
+            None => e,
+        })
+    });
+    (status, exit_code, output, error)
+}

@@ -1,0 +1,189 @@
+//! The agent's narrow interface to the job queue. Everything the agent reads or writes goes
+//! through [`JobQueue`], so that the same agent code runs inside the server (on the store
+//! directly, [`StoreQueue`]) and, later, as a separate `cronium agent` process (over the API).
+//!
+//! Every write that belongs to a claimed job carries its [`Lease`] (job, worker, attempt): the
+//! store refuses writes from a worker that lost the lease, and the agent treats a refused write as
+//! "stop working on this job".
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cronium_core::clock::now_ms;
+use cronium_core::crypto::SecretBox;
+use cronium_store::{
+    ExecutionRow, ExecutionUpdate, Heartbeat, JobOutcome, JobRow, NewLogLine, Store, StoreError,
+    VariableValue,
+};
+use serde_json::Value;
+
+/// Proof of ownership of a claimed job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub job_id: i64,
+    pub worker: String,
+    pub attempt: i32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<JobRow>, QueueError>;
+    async fn heartbeat(&self, lease: &Lease, lease_ms: i64) -> Result<Heartbeat, QueueError>;
+    /// The event spec of the version the job was enqueued with.
+    async fn event_spec(&self, job: &JobRow) -> Result<Option<Value>, QueueError>;
+    async fn start_execution(
+        &self,
+        lease: &Lease,
+        server: Option<&str>,
+        status: &str,
+    ) -> Result<Option<ExecutionRow>, QueueError>;
+    async fn update_execution(
+        &self,
+        lease: &Lease,
+        execution_id: i64,
+        update: &ExecutionUpdate,
+    ) -> Result<bool, QueueError>;
+    /// Highest stored log seq of the job (0 when none), to continue numbering after a retry.
+    async fn max_log_seq(&self, job_id: i64) -> Result<i64, QueueError>;
+    async fn append_logs(&self, job_id: i64, lines: &[NewLogLine]) -> Result<(), QueueError>;
+    /// Every variable, secret ones decrypted, for a run's snapshot.
+    async fn variables(&self) -> Result<BTreeMap<String, Value>, QueueError>;
+    /// A variable written by a script; a secret variable stays secret.
+    async fn set_variable(&self, name: &str, value: &Value) -> Result<(), QueueError>;
+    async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError>;
+    async fn retry_later(&self, lease: &Lease, run_at: i64, error: &str) -> Result<bool, QueueError>;
+    /// Requeues or fails jobs whose worker vanished; returns how many.
+    async fn recover_expired(&self) -> Result<usize, QueueError>;
+    /// Earliest `run_at` among queued jobs, to sleep until a delayed retry is due.
+    async fn next_run_at(&self) -> Result<Option<i64>, QueueError>;
+}
+
+/// [`JobQueue`] on the store, for the agent embedded in the server.
+#[derive(Clone)]
+pub struct StoreQueue {
+    pub store: Store,
+    pub secrets: Arc<SecretBox>,
+}
+
+pub fn variable_context(name: &str) -> String {
+    format!("variable:{name}")
+}
+
+#[async_trait]
+impl JobQueue for StoreQueue {
+    async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<JobRow>, QueueError> {
+        Ok(self.store.claim(worker, lease_ms, now_ms()).await?)
+    }
+
+    async fn heartbeat(&self, lease: &Lease, lease_ms: i64) -> Result<Heartbeat, QueueError> {
+        Ok(self
+            .store
+            .heartbeat(lease.job_id, &lease.worker, lease.attempt, lease_ms, now_ms())
+            .await?)
+    }
+
+    async fn event_spec(&self, job: &JobRow) -> Result<Option<Value>, QueueError> {
+        let Some(event_id) = job.event_id else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .get_event_version(event_id, job.event_version)
+            .await?)
+    }
+
+    async fn start_execution(
+        &self,
+        lease: &Lease,
+        server: Option<&str>,
+        status: &str,
+    ) -> Result<Option<ExecutionRow>, QueueError> {
+        Ok(self
+            .store
+            .create_execution(lease.job_id, &lease.worker, lease.attempt, server, status, now_ms())
+            .await?)
+    }
+
+    async fn update_execution(
+        &self,
+        lease: &Lease,
+        execution_id: i64,
+        update: &ExecutionUpdate,
+    ) -> Result<bool, QueueError> {
+        Ok(self
+            .store
+            .update_execution(execution_id, &lease.worker, lease.attempt, update)
+            .await?)
+    }
+
+    async fn max_log_seq(&self, job_id: i64) -> Result<i64, QueueError> {
+        Ok(self.store.max_log_seq(job_id).await?)
+    }
+
+    async fn append_logs(&self, job_id: i64, lines: &[NewLogLine]) -> Result<(), QueueError> {
+        Ok(self.store.append_logs(job_id, lines).await?)
+    }
+
+    async fn variables(&self) -> Result<BTreeMap<String, Value>, QueueError> {
+        let mut out = BTreeMap::new();
+        for row in self.store.list_variables().await? {
+            let value = match row.value {
+                VariableValue::Plain(v) => v,
+                VariableValue::Secret(ct) => {
+                    let clear = self
+                        .secrets
+                        .decrypt(&variable_context(&row.name), &ct)
+                        .map_err(|e| QueueError::Other(format!("variable {}: {e}", row.name)))?;
+                    serde_json::from_slice(&clear).unwrap_or(Value::Null)
+                }
+            };
+            out.insert(row.name, value);
+        }
+        Ok(out)
+    }
+
+    async fn set_variable(&self, name: &str, value: &Value) -> Result<(), QueueError> {
+        let secret = matches!(
+            self.store.get_variable(name).await?.map(|r| r.value),
+            Some(VariableValue::Secret(_))
+        );
+        let v = if secret {
+            let clear = serde_json::to_vec(value).map_err(|e| QueueError::Other(e.to_string()))?;
+            VariableValue::Secret(self.secrets.encrypt(&variable_context(name), &clear))
+        } else {
+            VariableValue::Plain(value.clone())
+        };
+        Ok(self.store.set_variable(name, v, now_ms()).await?)
+    }
+
+    async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError> {
+        Ok(self
+            .store
+            .finish(lease.job_id, &lease.worker, lease.attempt, outcome, now_ms())
+            .await?)
+    }
+
+    async fn retry_later(&self, lease: &Lease, run_at: i64, error: &str) -> Result<bool, QueueError> {
+        Ok(self
+            .store
+            .retry_later(lease.job_id, &lease.worker, lease.attempt, run_at, error, now_ms())
+            .await?)
+    }
+
+    async fn recover_expired(&self) -> Result<usize, QueueError> {
+        Ok(self.store.recover_expired(now_ms()).await?.len())
+    }
+
+    async fn next_run_at(&self) -> Result<Option<i64>, QueueError> {
+        Ok(self.store.next_run_at().await?)
+    }
+}

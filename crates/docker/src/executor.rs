@@ -1,0 +1,760 @@
+//! [`DockerExecutor`]: one execution = one fresh container running the bind-mounted static runner.
+//!
+//! The flow of [`DockerExecutor::run`]: check limits, make sure the image is there, create the
+//! per-job network if asked, create the container (labelled, hardened), attach to its stdio
+//! *before* starting it (so no output is lost), start it, write the run context and the payload
+//! to the runner's stdin, forward the runner's events, and on cancellation write a cancel line.
+//! When the runner is done: wait for the container to exit, read the engine's OOM verdict, and
+//! remove the container and network. A drop guard removes them too when the future is dropped
+//! mid-run (the agent's task aborted); the reaper covers the agent process dying.
+//!
+//! Not for timeouts of the script (the runner enforces them): this module only has a backstop
+//! that stops the container when the runner misses [`RunRequest::hard_deadline`].
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+};
+use bollard::Docker;
+use cronium_core::transport::{pump_events, send_cancel, send_context, EventSink, RunRequest};
+use cronium_protocol::{Finished, Interpreter, RunStatus, RunnerEvent, Stream, EXIT_CANCELLED, EXIT_TIMEOUT};
+use futures::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio_util::io::StreamReader;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{is_not_found, DockerError};
+use crate::labels::{self, NAME_PREFIX};
+use crate::limits::{self, format_bytes, ContainerSpec, LimitError, Limits, NetworkMode};
+
+/// Where the runner binary appears inside every container (read-only bind mount).
+pub const RUNNER_MOUNT_PATH: &str = "/opt/cronium/cronium-runner";
+
+/// Size of the writable `/tmp` (the runner's work directory; the root filesystem is read-only).
+const DEFAULT_TMPFS_BYTES: i64 = 256 * 1024 * 1024;
+
+/// Whether a missing image may be pulled from a registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull when the image is not on the engine (progress goes to the job's log).
+    #[default]
+    IfMissing,
+    /// Never pull: a missing image fails the run at once (air-gapped hosts).
+    Never,
+}
+
+/// Global settings of the container target.
+#[derive(Debug, Clone)]
+pub struct DockerConfig {
+    /// The static `cronium-runner` on the agent's host; bind-mounted into every container.
+    pub runner_path: PathBuf,
+    /// Default image per language (`cronium/python:1`, ...), used when the event names none.
+    pub images: BTreeMap<Interpreter, String>,
+    /// Limits applied when the event sets none.
+    pub defaults: Limits,
+    /// Limits no event may exceed.
+    pub maximums: Limits,
+    /// `uid:gid` the runner and the script run as (`65534:65534`, nobody, by default).
+    pub user: String,
+    /// How old an orphan must be before [`DockerExecutor::reap`] removes it.
+    pub reap_grace: Duration,
+    pub pull: PullPolicy,
+    /// Size of the tmpfs mounted on `/tmp`, in bytes.
+    pub tmpfs_bytes: i64,
+}
+
+impl DockerConfig {
+    /// The defaults: the images built by `scripts/build-images.sh`, nobody, no limits, 10 min grace.
+    pub fn new(runner_path: impl Into<PathBuf>) -> Self {
+        DockerConfig {
+            runner_path: runner_path.into(),
+            images: BTreeMap::from([
+                (Interpreter::Bash, "cronium/bash:1".to_string()),
+                (Interpreter::Python, "cronium/python:1".to_string()),
+                (Interpreter::Node, "cronium/node:1".to_string()),
+            ]),
+            defaults: Limits::default(),
+            maximums: Limits::default(),
+            user: "65534:65534".to_string(),
+            reap_grace: Duration::from_secs(600),
+            pull: PullPolicy::IfMissing,
+            tmpfs_bytes: DEFAULT_TMPFS_BYTES,
+        }
+    }
+}
+
+/// The outcome of one container run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerRun {
+    /// The runner's final record, amended when the engine saw an out-of-memory kill
+    /// (`error: "out of memory (limit 64 MiB)"`) or when the backstop had to stop the container.
+    pub finished: Finished,
+    /// The engine reported an out-of-memory kill inside the container.
+    pub oom_killed: bool,
+    pub image: String,
+    pub container_id: String,
+    /// The limits that were applied.
+    pub limits: Limits,
+}
+
+/// Runs executions in containers. Cheap to share (`Arc` it); every call is independent.
+pub struct DockerExecutor {
+    pub(crate) docker: Docker,
+    pub(crate) config: DockerConfig,
+    host_cpus: Option<f64>,
+    /// Executions running through this executor: never reaped, whatever their age.
+    pub(crate) live: Arc<Mutex<HashSet<i64>>>,
+}
+
+impl std::fmt::Debug for DockerExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DockerExecutor")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A system log line for the job's log (numbered by the agent).
+pub(crate) fn system_line(line: String) -> RunnerEvent {
+    RunnerEvent::Log {
+        seq: 0,
+        stream: Stream::System,
+        line,
+        ts_ms: now_ms(),
+    }
+}
+
+impl DockerExecutor {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket), negotiating the API
+    /// version, and checks the configuration.
+    pub async fn connect(config: DockerConfig) -> Result<Self, DockerError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| DockerError::Connect(e.to_string()))?;
+        Self::with_client(docker, config).await
+    }
+
+    /// As [`connect`](Self::connect), with a client the caller built (another host, a timeout).
+    pub async fn with_client(docker: Docker, config: DockerConfig) -> Result<Self, DockerError> {
+        let meta = std::fs::metadata(&config.runner_path).map_err(|e| {
+            DockerError::Config(format!(
+                "runner_path {}: {e}",
+                config.runner_path.display()
+            ))
+        })?;
+        if !meta.is_file() {
+            return Err(DockerError::Config(format!(
+                "runner_path {} is not a file",
+                config.runner_path.display()
+            )));
+        }
+        if !config.runner_path.is_absolute() {
+            return Err(DockerError::Config(format!(
+                "runner_path {} must be absolute (it is bind-mounted)",
+                config.runner_path.display()
+            )));
+        }
+        limits::validate_config(&config.defaults, &config.maximums)
+            .map_err(|e| DockerError::Config(format!("defaults/maximums: {e}")))?;
+        if config.user.trim().is_empty() {
+            return Err(DockerError::Config("user must not be empty".into()));
+        }
+        // Old engines (this crate is tested on API 1.41) refuse a client newer than they are.
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| DockerError::Connect(e.to_string()))?;
+        let info = docker
+            .info()
+            .await
+            .map_err(|e| DockerError::Connect(e.to_string()))?;
+        Ok(DockerExecutor {
+            docker,
+            config,
+            host_cpus: info.ncpu.map(|n| n as f64),
+            live: Arc::new(Mutex::new(HashSet::new())),
+        })
+    }
+
+    /// The engine client, for callers that need more than this API (tests, diagnostics).
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+
+    /// The limits a run of `spec` would get, or which field is out of bounds.
+    pub fn check_limits(&self, spec: &ContainerSpec) -> Result<Limits, LimitError> {
+        limits::effective(
+            &spec.limits,
+            &self.config.defaults,
+            &self.config.maximums,
+            self.host_cpus,
+        )
+    }
+
+    /// The image a run of `spec` with `interpreter` uses.
+    pub fn image_for(&self, interpreter: Interpreter, spec: &ContainerSpec) -> Result<String, DockerError> {
+        match &spec.image {
+            Some(i) if i.trim().is_empty() => Err(DockerError::Config("container.image is empty".into())),
+            Some(i) => Ok(i.clone()),
+            None => self
+                .config
+                .images
+                .get(&interpreter)
+                .cloned()
+                .ok_or_else(|| DockerError::no_image(interpreter)),
+        }
+    }
+
+    /// Whether `image` is on the engine.
+    pub async fn image_present(&self, image: &str) -> Result<bool, DockerError> {
+        crate::image::present(&self.docker, image).await
+    }
+
+    async fn ensure_image(&self, image: &str, sink: &EventSink) -> Result<(), DockerError> {
+        if self.image_present(image).await? {
+            return Ok(());
+        }
+        match self.config.pull {
+            PullPolicy::Never => Err(DockerError::ImageUnavailable {
+                image: image.to_string(),
+                reason: "it is not on this Docker engine and pulling is disabled (build it with scripts/build-images.sh or docker load it)".into(),
+            }),
+            PullPolicy::IfMissing => crate::image::pull(&self.docker, image, sink).await,
+        }
+    }
+
+    /// Runs one execution in a fresh container and removes it afterwards.
+    ///
+    /// Returns `Ok` with the runner's result whatever the script did (failed, timed out, killed
+    /// for memory, cancelled); `Err` only when the container machinery failed, after cleaning up.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn run(
+        &self,
+        job_id: i64,
+        execution_id: i64,
+        interpreter: Interpreter,
+        spec: &ContainerSpec,
+        req: &RunRequest,
+        sink: &EventSink,
+        cancel: CancellationToken,
+    ) -> Result<ContainerRun, DockerError> {
+        let limits = self.check_limits(spec)?;
+        let image = self.image_for(interpreter, spec)?;
+        self.ensure_image(&image, sink).await?;
+
+        let _live = LiveGuard::register(&self.live, execution_id);
+        let mut owned = Owned {
+            docker: self.docker.clone(),
+            container: None,
+            network: None,
+        };
+        let created = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let labels = labels::for_run(job_id, execution_id, created);
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let name = format!("{NAME_PREFIX}-{job_id}-{execution_id}-{}", &suffix[..8]);
+
+        let network_mode = match &spec.network {
+            NetworkMode::None => "none".to_string(),
+            NetworkMode::Named(n) => n.clone(),
+            NetworkMode::Isolated => {
+                self.docker
+                    .create_network(NetworkCreateRequest {
+                        name: name.clone(),
+                        driver: Some("bridge".into()),
+                        labels: Some(labels.clone()),
+                        ..Default::default()
+                    })
+                    .await?;
+                owned.network = Some(name.clone());
+                name.clone()
+            }
+        };
+
+        let body = self.container_body(&image, &limits, network_mode, labels);
+        let container = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await
+            .map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError { status_code: 404, message }
+                    if message.contains("network") =>
+                {
+                    DockerError::Config(format!("container.network: {message}"))
+                }
+                e => e.into(),
+            })?;
+        let id = container.id;
+        owned.container = Some(id.clone());
+
+        let attach = self
+            .docker
+            .attach_container(
+                &id,
+                Some(
+                    AttachContainerOptionsBuilder::default()
+                        .stdin(true)
+                        .stdout(true)
+                        .stderr(true)
+                        .stream(true)
+                        .build(),
+                ),
+            )
+            .await?;
+        self.docker.start_container(&id, None).await?;
+
+        let context = context_for_container(req, interpreter, spec);
+        let outcome = self.drive(&id, attach, &context, req, sink, &cancel).await;
+
+        // The runner exits right after its final event; give it a moment, then make sure.
+        let exit = self.wait_exit(&id, Duration::from_secs(5)).await;
+        let state = self.docker.inspect_container(&id, None).await.ok().and_then(|c| c.state);
+        let oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+        let container_exit = state.as_ref().and_then(|s| s.exit_code).or(exit);
+
+        let result = match outcome {
+            Ok(mut finished) => {
+                if oom_killed {
+                    amend_oom(&mut finished, limits.memory_bytes);
+                }
+                let _ = sink.send(RunnerEvent::Finished(finished.clone())).await;
+                Ok(ContainerRun {
+                    finished,
+                    oom_killed,
+                    image,
+                    container_id: id,
+                    limits,
+                })
+            }
+            Err(message) if oom_killed => {
+                // The kernel killed the runner itself: still an out-of-memory result, not a
+                // transport failure.
+                let mut finished = Finished {
+                    status: RunStatus::Failed,
+                    exit_code: container_exit.map(|c| c as i32),
+                    signal: Some(9),
+                    run_ms: 0,
+                    error: Some(message),
+                };
+                amend_oom(&mut finished, limits.memory_bytes);
+                let _ = sink.send(RunnerEvent::Finished(finished.clone())).await;
+                Ok(ContainerRun {
+                    finished,
+                    oom_killed,
+                    image,
+                    container_id: id,
+                    limits,
+                })
+            }
+            Err(message) => Err(DockerError::Runner {
+                container: id,
+                message,
+            }),
+        };
+        owned.remove().await;
+        result
+    }
+
+    fn container_body(
+        &self,
+        image: &str,
+        limits: &Limits,
+        network_mode: String,
+        labels: HashMap<String, String>,
+    ) -> ContainerCreateBody {
+        let host_config = HostConfig {
+            binds: Some(vec![format!(
+                "{}:{RUNNER_MOUNT_PATH}:ro",
+                self.config.runner_path.display()
+            )]),
+            network_mode: Some(network_mode),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                // exec: the runner's bash helpers are small executables in the work directory.
+                format!("rw,exec,nosuid,nodev,mode=1777,size={}", self.config.tmpfs_bytes),
+            )])),
+            cap_drop: Some(vec!["ALL".to_string()]),
+            security_opt: Some(vec!["no-new-privileges".to_string()]),
+            // A real init as PID 1 reaps orphans and forwards `docker stop`'s SIGTERM to the runner.
+            init: Some(true),
+            nano_cpus: limits.cpus.map(|c| (c * 1e9) as i64),
+            memory: limits.memory_bytes,
+            // Swap equal to memory: no swap, so that a hog is killed instead of crawling.
+            memory_swap: limits.memory_bytes,
+            pids_limit: limits.pids,
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(image.to_string()),
+            user: Some(self.config.user.clone()),
+            entrypoint: Some(vec![RUNNER_MOUNT_PATH.to_string()]),
+            cmd: Some(vec![
+                "run".to_string(),
+                "-".to_string(),
+                "--control-stdin".to_string(),
+                "--work-base".to_string(),
+                "/tmp".to_string(),
+            ]),
+            env: Some(vec!["TMPDIR=/tmp".to_string(), "HOME=/tmp".to_string()]),
+            working_dir: Some("/tmp".to_string()),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+
+    /// Feeds the runner and collects its events. `Err` carries a message for a run that produced
+    /// no final event (the runner crashed, could not start, or stopped answering).
+    async fn drive(
+        &self,
+        id: &str,
+        attach: bollard::container::AttachContainerResults,
+        context: &cronium_protocol::RunContext,
+        req: &RunRequest,
+        sink: &EventSink,
+        cancel: &CancellationToken,
+    ) -> Result<Finished, String> {
+        let bollard::container::AttachContainerResults { output, mut input } = attach;
+        let stderr_tail = Arc::new(Mutex::new(StderrLines::default()));
+        let (stderr_tx, mut stderr_rx) = mpsc::unbounded_channel::<bytes::Bytes>();
+        let stdout = output.filter_map(move |item| {
+            let stderr_tx = stderr_tx.clone();
+            async move {
+                match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        Some(Ok(message))
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        let _ = stderr_tx.send(message);
+                        None
+                    }
+                    Ok(LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(std::io::Error::other(e))),
+                }
+            }
+        });
+        let reader = StreamReader::new(Box::pin(stdout));
+        let (inner_tx, mut inner_rx) = mpsc::channel::<RunnerEvent>(256);
+        let pump = async move {
+            let r = pump_events(reader, &inner_tx).await;
+            drop(inner_tx);
+            r
+        };
+        // Everything but the final event goes straight to the agent; the final event is held back
+        // so that it can be amended (OOM) before the agent sees it.
+        let forward = async {
+            while let Some(ev) = inner_rx.recv().await {
+                if !matches!(ev, RunnerEvent::Finished(_)) {
+                    let _ = sink.send(ev).await;
+                }
+            }
+        };
+        let tail = stderr_tail.clone();
+        let stderr = async {
+            while let Some(chunk) = stderr_rx.recv().await {
+                let lines = tail.lock().map(|mut t| t.push(&chunk)).unwrap_or_default();
+                for line in lines {
+                    let _ = sink.send(system_line(format!("[runner] {line}"))).await;
+                }
+            }
+        };
+        let pumping = async {
+            let (r, (), ()) = tokio::join!(pump, forward, stderr);
+            r
+        };
+        tokio::pin!(pumping);
+
+        // Input first: context line, payload length line, payload bytes. Stdin then stays open:
+        // EOF means "cancel" to the runner.
+        let feed = async {
+            send_context(&mut input, &context).await?;
+            let payload = tokio::fs::read(&req.payload_path).await?;
+            input
+                .write_all(format!("{}\n", payload.len()).as_bytes())
+                .await?;
+            input.write_all(&payload).await?;
+            input.flush().await
+        };
+        let deadline = tokio::time::sleep(req.hard_deadline());
+        tokio::pin!(deadline);
+        tokio::select! {
+            r = feed => {
+                if let Err(e) = r {
+                    // The runner died before reading everything; its output says why.
+                    tracing::warn!(container = id, error = %e, "writing the runner's input failed");
+                }
+            }
+            _ = &mut deadline => {}
+        }
+
+        let mut cancelled = false;
+        let mut backstop: Option<RunStatus> = None;
+        let result = loop {
+            tokio::select! {
+                r = &mut pumping => break r,
+                _ = cancel.cancelled(), if !cancelled => {
+                    cancelled = true;
+                    let _ = send_cancel(&mut input).await;
+                    // The runner needs the grace to stop the script; then we stop it ourselves.
+                    deadline.as_mut().reset(tokio::time::Instant::now() + req.kill_grace + Duration::from_secs(5));
+                }
+                _ = &mut deadline => {
+                    if backstop.is_some() {
+                        break Err(cronium_core::transport::TransportError::Lost(
+                            "the container did not stop".into(),
+                        ));
+                    }
+                    let status = if cancelled { RunStatus::Cancelled } else { RunStatus::TimedOut };
+                    backstop = Some(status);
+                    tracing::warn!(container = id, "runner missed its deadline; stopping the container");
+                    let grace = if cancelled { 0 } else { req.kill_grace.as_secs().max(1) as i32 };
+                    let _ = self
+                        .docker
+                        .stop_container(id, Some(StopContainerOptionsBuilder::default().t(grace).build()))
+                        .await;
+                    deadline.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(10));
+                }
+            }
+        };
+        let _ = input.shutdown().await;
+        match (result, backstop) {
+            (Ok(f), _) => Ok(f),
+            (Err(_), Some(status)) => Ok(Finished {
+                status,
+                exit_code: Some(if status == RunStatus::Cancelled {
+                    EXIT_CANCELLED
+                } else {
+                    EXIT_TIMEOUT
+                }),
+                signal: None,
+                run_ms: 0,
+                error: Some(format!(
+                    "the runner did not finish in time; the container was stopped ({})",
+                    if status == RunStatus::Cancelled { "cancelled" } else { "hard deadline" }
+                )),
+            }),
+            (Err(e), None) => {
+                let tail = stderr_tail.lock().map(|t| t.tail()).unwrap_or_default();
+                Err(if tail.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{e}; runner stderr: {tail}")
+                })
+            }
+        }
+    }
+
+    /// Waits for the container to exit (returns its exit code), killing it after `patience`.
+    async fn wait_exit(&self, id: &str, patience: Duration) -> Option<i64> {
+        let opts = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let mut wait = self.docker.wait_container(id, Some(opts));
+        match tokio::time::timeout(patience, wait.next()).await {
+            Ok(Some(Ok(r))) => Some(r.status_code),
+            // bollard turns a non-zero exit into an error carrying the code.
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => Some(code),
+            _ => {
+                let _ = self
+                    .docker
+                    .kill_container(id, Some(KillContainerOptionsBuilder::default().signal("KILL").build()))
+                    .await;
+                None
+            }
+        }
+    }
+}
+
+/// Adds the out-of-memory verdict to a runner's result.
+fn amend_oom(finished: &mut Finished, memory: Option<i64>) {
+    let what = match memory {
+        Some(m) => format!("out of memory (limit {})", format_bytes(m)),
+        None => "out of memory".to_string(),
+    };
+    finished.error = Some(match finished.error.take() {
+        Some(prev) if !prev.is_empty() => format!("{what}; {prev}"),
+        _ => what,
+    });
+    if finished.status == RunStatus::Succeeded {
+        // A process of the script was killed: the run did not do what it was meant to.
+        finished.status = RunStatus::Failed;
+    }
+}
+
+/// The run context as the runner in the container must see it. The agent resolved interpreters on
+/// its own host; those paths mean nothing in the image, where they are found on `PATH` unless the
+/// event names one.
+fn context_for_container(
+    req: &RunRequest,
+    interpreter: Interpreter,
+    spec: &ContainerSpec,
+) -> cronium_protocol::RunContext {
+    let mut ctx = req.context.clone();
+    ctx.interpreters.clear();
+    if let Some(path) = &spec.interpreter_path {
+        ctx.interpreters.insert(interpreter, path.clone());
+    }
+    ctx.server = None;
+    ctx
+}
+
+/// Splits the runner's stderr into lines and keeps the last few for error messages.
+#[derive(Default)]
+struct StderrLines {
+    partial: Vec<u8>,
+    last: std::collections::VecDeque<String>,
+}
+
+impl StderrLines {
+    fn push(&mut self, chunk: &[u8]) -> Vec<String> {
+        self.partial.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = self.partial.drain(..=pos).collect();
+            let line = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+            self.last.push_back(line.clone());
+            if self.last.len() > 5 {
+                self.last.pop_front();
+            }
+            out.push(line);
+        }
+        out
+    }
+
+    fn tail(&self) -> String {
+        let mut parts: Vec<String> = self.last.iter().cloned().collect();
+        if !self.partial.is_empty() {
+            parts.push(String::from_utf8_lossy(&self.partial).into_owned());
+        }
+        parts.join(" | ")
+    }
+}
+
+/// Marks an execution as live for as long as its run is in progress.
+struct LiveGuard {
+    set: Arc<Mutex<HashSet<i64>>>,
+    execution_id: i64,
+}
+
+impl LiveGuard {
+    fn register(set: &Arc<Mutex<HashSet<i64>>>, execution_id: i64) -> Self {
+        if let Ok(mut s) = set.lock() {
+            s.insert(execution_id);
+        }
+        LiveGuard {
+            set: set.clone(),
+            execution_id,
+        }
+    }
+}
+
+impl Drop for LiveGuard {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.set.lock() {
+            s.remove(&self.execution_id);
+        }
+    }
+}
+
+/// The engine objects one run created. Removed explicitly at the end of a run, or from `Drop` when
+/// the run's future is dropped half-way (the removal is then spawned on the runtime).
+struct Owned {
+    docker: Docker,
+    container: Option<String>,
+    network: Option<String>,
+}
+
+impl Owned {
+    async fn remove(&mut self) {
+        remove_objects(&self.docker, self.container.take(), self.network.take()).await;
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if self.container.is_none() && self.network.is_none() {
+            return;
+        }
+        let (docker, container, network) = (self.docker.clone(), self.container.take(), self.network.take());
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move { remove_objects(&docker, container, network).await });
+            }
+            // No runtime (process shutting down): the reaper will find them by their labels.
+            Err(_) => tracing::warn!(?container, ?network, "left for the reaper"),
+        }
+    }
+}
+
+pub(crate) async fn remove_objects(docker: &Docker, container: Option<String>, network: Option<String>) {
+    if let Some(id) = container {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        if let Err(e) = docker.remove_container(&id, Some(opts)).await {
+            if !is_not_found(&e) {
+                tracing::warn!(container = %id, error = %e, "could not remove container; the reaper will retry");
+            }
+        }
+    }
+    if let Some(net) = network {
+        if let Err(e) = docker.remove_network(&net).await {
+            if !is_not_found(&e) {
+                tracing::warn!(network = %net, error = %e, "could not remove network; the reaper will retry");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oom_is_reported_with_the_limit() {
+        let mut f = Finished {
+            status: RunStatus::Failed,
+            exit_code: Some(137),
+            signal: Some(9),
+            run_ms: 5,
+            error: None,
+        };
+        amend_oom(&mut f, Some(64 * 1024 * 1024));
+        assert_eq!(f.error.as_deref(), Some("out of memory (limit 64 MiB)"));
+    }
+
+    #[test]
+    fn stderr_is_split_into_lines_and_tail_kept() {
+        let mut s = StderrLines::default();
+        assert_eq!(s.push(b"a\nb"), vec!["a".to_string()]);
+        assert_eq!(s.push(b"c\n"), vec!["bc".to_string()]);
+        s.push(b"half");
+        assert_eq!(s.tail(), "a | bc | half");
+    }
+}

@@ -1,0 +1,94 @@
+'use strict';
+// Cronium runtime helpers for Node.js scripts (bundled mode).
+//
+// Written by cronium-runner into the run's working directory and reachable through NODE_PATH, so
+// that require('cronium') works in every target. Reads the run's data from $CRONIUM_HELPER_DIR and
+// appends updates to updates.jsonl, which the runner forwards to the server.
+
+const fs = require('fs');
+const path = require('path');
+
+const DIR = process.env.CRONIUM_HELPER_DIR || '.cronium';
+
+function file(name) {
+  return path.join(DIR, name);
+}
+
+function read(name, dflt) {
+  let text;
+  try {
+    text = fs.readFileSync(file(name), 'utf8');
+  } catch (e) {
+    if (e.code === 'ENOENT') return dflt;
+    throw e;
+  }
+  const value = JSON.parse(text);
+  return value === null ? dflt : value;
+}
+
+// undefined is not JSON; treat it as null, as JSON.stringify does inside arrays.
+function json(value) {
+  return value === undefined ? null : value;
+}
+
+function append(update) {
+  const line = Buffer.from(JSON.stringify(update) + '\n', 'utf8');
+  // One write() on an O_APPEND descriptor: lines from concurrent writers never interleave.
+  const fd = fs.openSync(file('updates.jsonl'), 'a', 0o600);
+  try {
+    let off = 0;
+    while (off < line.length) off += fs.writeSync(fd, line, off);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function input() {
+  return read('input.json', {});
+}
+
+function output(value, ...rest) {
+  if (rest.length > 0) {
+    if (typeof value !== 'string') throw new TypeError('cronium.output(key, value): key must be a string');
+    append({ op: 'output_key', key: value, value: json(rest[0]) });
+  } else {
+    append({ op: 'output', value: json(value) });
+  }
+}
+
+function getVariable(name) {
+  const vars = read('variables.json', {});
+  return Object.prototype.hasOwnProperty.call(vars, name) ? vars[name] : null;
+}
+
+function setVariable(name, value) {
+  if (typeof name !== 'string' || name === '') throw new TypeError('cronium.setVariable: name must be a non-empty string');
+  const v = json(value);
+  append({ op: 'set_variable', name, value: v });
+  const vars = read('variables.json', {});
+  vars[name] = v;
+  const tmp = file(`variables.json.${process.pid}.tmp`);
+  fs.writeFileSync(tmp, JSON.stringify(vars));
+  fs.renameSync(tmp, file('variables.json'));
+}
+
+function event() {
+  return read('event.json', {});
+}
+
+function setCondition(value) {
+  if (typeof value !== 'boolean') throw new TypeError('cronium.setCondition expects true or false');
+  append({ op: 'set_condition', value });
+}
+
+module.exports = {
+  input,
+  output,
+  getVariable,
+  get_variable: getVariable,
+  setVariable,
+  set_variable: setVariable,
+  event,
+  setCondition,
+  set_condition: setCondition,
+};

@@ -1,0 +1,377 @@
+//! One run from start to finish: obtain the context and payload, unpack and validate, prepare the
+//! helpers, start the interpreter, watch for exit / timeout / cancel, clean up every process and
+//! the working directory, and report exactly one `Finished` as the last event on every path.
+//!
+//! Not for the details of any one step; each lives in its own module.
+
+use std::io::Cursor;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cronium_protocol::{
+    Finished, HelperMode, Interpreter, Manifest, RunContext, RunStatus, RunnerEvent, Stream,
+    DEFAULT_MAX_OUTPUT_BYTES, EXIT_CANCELLED, EXIT_TIMEOUT,
+};
+
+use crate::bundle::{self, BundleError, UPDATES_FILE};
+use crate::capture;
+use crate::cli::{ContextSource, PayloadSource, RunArgs};
+use crate::control::{self, ControlError, ControlStdin};
+use crate::emit::Emitter;
+use crate::payload::{self, PayloadError};
+use crate::process;
+use crate::updates::UpdateTail;
+use crate::workdir::{WorkDir, WorkDirError};
+
+/// Exit code of the runner when the payload or the setup is invalid.
+pub const EXIT_SETUP: i32 = 2;
+/// Exit code when the interpreter cannot be found (as a shell's "command not found").
+pub const EXIT_NOT_FOUND: i32 = 127;
+/// How often helper updates are read while the script runs.
+const TICK: Duration = Duration::from_millis(50);
+/// Upper bound for things that should be instant once every process is SIGKILLed.
+const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
+
+/// What the run loop waits for.
+pub enum Msg {
+    /// The script's main process ended (raw wait status).
+    Exited(ExitStatus),
+    /// Stop the run (control message, stdin EOF, signal to the runner).
+    Cancel(&'static str),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    WorkDir(#[from] WorkDirError),
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    #[error("run context env: {0}")]
+    ContextEnv(String),
+    #[error("helper_mode `api` is not supported by this runner yet; use `bundled`")]
+    ApiMode,
+    #[error("{interpreter} interpreter not found: {detail}")]
+    InterpreterMissing {
+        interpreter: &'static str,
+        detail: String,
+    },
+    #[error("cannot start the {interpreter} interpreter {path}: {source}")]
+    Spawn {
+        interpreter: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl SetupError {
+    /// (runner exit code, `Finished.exit_code`).
+    fn codes(&self) -> (i32, Option<i32>) {
+        match self {
+            SetupError::InterpreterMissing { .. } => (EXIT_NOT_FOUND, Some(EXIT_NOT_FOUND)),
+            SetupError::Spawn { source, .. } => {
+                let code = if source.kind() == std::io::ErrorKind::NotFound {
+                    EXIT_NOT_FOUND
+                } else {
+                    126
+                };
+                (code, Some(code))
+            }
+            _ => (EXIT_SETUP, None),
+        }
+    }
+}
+
+/// Everything ready to start the interpreter.
+struct Prepared {
+    workdir: WorkDir,
+    manifest: Manifest,
+    interpreter: PathBuf,
+    entrypoint: PathBuf,
+    env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString>,
+}
+
+/// Runs one payload; returns the runner's exit code. `started` is when the runner process began.
+pub fn run(args: RunArgs, started: Instant) -> i32 {
+    let emitter = Arc::new(Emitter::new(DEFAULT_MAX_OUTPUT_BYTES));
+    let (tx, rx) = mpsc::channel();
+    control::cancel_on_signals(tx.clone());
+    let prepared = prepare(&args, &emitter, &tx);
+    let result = prepared.and_then(|p| execute(p, started, &emitter, tx, rx));
+    match result {
+        Ok((finished, code)) => {
+            emitter.event(&RunnerEvent::Finished(finished));
+            code
+        }
+        Err(e) => {
+            let (code, exit_code) = e.codes();
+            emitter.event(&RunnerEvent::Finished(Finished {
+                status: RunStatus::Failed,
+                exit_code,
+                signal: None,
+                run_ms: 0,
+                error: Some(e.to_string()),
+            }));
+            code
+        }
+    }
+}
+
+fn prepare(
+    args: &RunArgs,
+    emitter: &Emitter,
+    tx: &mpsc::Sender<Msg>,
+) -> Result<Prepared, SetupError> {
+    let mut stdin_payload = None;
+    let context = match &args.context {
+        ContextSource::Default => control::default_context(),
+        ContextSource::File(path) => control::context_from_file(path)?,
+        ContextSource::ControlStdin => {
+            let mut stdin = ControlStdin::new();
+            let context = stdin.read_context()?;
+            if args.payload == PayloadSource::Stdin {
+                stdin_payload = Some(stdin.read_payload()?);
+            }
+            stdin.watch(tx.clone());
+            context
+        }
+    };
+    if let Err(e) = process::become_subreaper() {
+        eprintln!("cronium-runner: cannot become a child subreaper: {e}");
+    }
+    let base = args
+        .work_base
+        .clone()
+        .or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let workdir = WorkDir::create(&base)?;
+    match (&args.payload, stdin_payload) {
+        (_, Some(bytes)) => payload::unpack(Cursor::new(bytes), workdir.path())?,
+        (PayloadSource::File(path), None) => {
+            payload::unpack(payload::open_file(path)?, workdir.path())?
+        }
+        (PayloadSource::Stdin, None) => {
+            // cli::parse refuses `-` without --control-stdin, so the bytes were read above.
+            return Err(ControlError::NoLength.into());
+        }
+    }
+    let manifest = payload::load_manifest(workdir.path())?;
+    emitter.set_limit(manifest.max_output_bytes);
+    if context.helper_mode == HelperMode::Api {
+        return Err(SetupError::ApiMode);
+    }
+    payload::check_env(&context.env).map_err(SetupError::ContextEnv)?;
+    let helper_dir = bundle::write(workdir.path(), &manifest, &context)?;
+    let runner_bin = std::env::current_exe()
+        .or_else(|_| std::env::args().next().map(PathBuf::from).ok_or(()))
+        .unwrap_or_else(|_| PathBuf::from("cronium-runner"));
+    let env = bundle::environment(&manifest, &context, &helper_dir, &runner_bin);
+    let interpreter = resolve_interpreter(manifest.interpreter, &context, &env)?;
+    let entrypoint = workdir.path().join(&manifest.entrypoint);
+    Ok(Prepared {
+        workdir,
+        manifest,
+        interpreter,
+        entrypoint,
+        env,
+    })
+}
+
+/// The context's resolved binary if given, else the first candidate found on the script's PATH.
+fn resolve_interpreter(
+    interp: Interpreter,
+    context: &RunContext,
+    env: &std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString>,
+) -> Result<PathBuf, SetupError> {
+    if let Some(path) = context.interpreters.get(&interp) {
+        return Ok(PathBuf::from(path));
+    }
+    let path_var = bundle::lookup(env, "PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
+    for name in interp.candidates() {
+        for dir in std::env::split_paths(&path_var) {
+            let candidate = dir.join(name);
+            if is_executable(&candidate) {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(SetupError::InterpreterMissing {
+        interpreter: interp.as_str(),
+        detail: format!(
+            "none of {} is on PATH ({})",
+            interp.candidates().join(", "),
+            path_var.to_string_lossy()
+        ),
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// Why the run was stopped before the script ended by itself.
+#[derive(Clone, Copy, PartialEq)]
+enum Stop {
+    TimedOut,
+    Cancelled,
+}
+
+fn execute(
+    mut prepared: Prepared,
+    started: Instant,
+    emitter: &Arc<Emitter>,
+    tx: mpsc::Sender<Msg>,
+    rx: Receiver<Msg>,
+) -> Result<(Finished, i32), SetupError> {
+    let manifest = &prepared.manifest;
+    let run_start = Instant::now();
+    let mut child = process::spawn(
+        &prepared.interpreter,
+        &prepared.entrypoint,
+        prepared.workdir.path(),
+        &prepared.env,
+    )
+    .map_err(|source| SetupError::Spawn {
+        interpreter: manifest.interpreter.as_str(),
+        path: prepared.interpreter.clone(),
+        source,
+    })?;
+    let pid = child.id();
+    emitter.event(&RunnerEvent::Started {
+        runner_version: env!("CARGO_PKG_VERSION").to_string(),
+        pid,
+        setup_ms: run_start.duration_since(started).as_millis() as u64,
+    });
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut readers = 0;
+    if let Some(out) = child.stdout.take() {
+        if capture::spawn_reader(out, Stream::Stdout, emitter.clone(), done_tx.clone()).is_ok() {
+            readers += 1;
+        }
+    }
+    if let Some(err) = child.stderr.take() {
+        if capture::spawn_reader(err, Stream::Stderr, emitter.clone(), done_tx).is_ok() {
+            readers += 1;
+        }
+    }
+    let mut tail = UpdateTail::open(&prepared.workdir.path().join(".cronium").join(UPDATES_FILE));
+    if let Err(e) = process::watch_exit(pid, tx.clone()) {
+        // Without a waiter the run cannot end normally: stop it now rather than hang.
+        emitter.system_line(format!("[cronium] cannot wait for the script: {e}"));
+        let _ = tx.send(Msg::Cancel("internal error"));
+    }
+
+    let deadline =
+        (manifest.timeout_ms > 0).then(|| run_start + Duration::from_millis(manifest.timeout_ms));
+    let mut status = None;
+    let mut ended = None;
+    let mut stop = None;
+    // Phase 1: until the script exits, the deadline passes or a cancel arrives.
+    while status.is_none() && stop.is_none() {
+        let wait = deadline.map_or(TICK, |d| {
+            TICK.min(d.saturating_duration_since(Instant::now()))
+        });
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Exited(st)) => {
+                ended = Some(Instant::now());
+                status = Some(st);
+            }
+            Ok(Msg::Cancel(reason)) => {
+                emitter.system_line(format!("[cronium] run cancelled: {reason}"));
+                stop = Some(Stop::Cancelled);
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+                tail.poll(emitter);
+                if emitter.is_broken() {
+                    stop = Some(Stop::Cancelled);
+                } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                    emitter.system_line(format!(
+                        "[cronium] timed out after {} ms; stopping the script",
+                        manifest.timeout_ms
+                    ));
+                    stop = Some(Stop::TimedOut);
+                }
+            }
+        }
+    }
+
+    // Phase 2: SIGTERM, then up to the grace period for the main process to exit.
+    if status.is_none() {
+        process::signal_group(pid, libc::SIGTERM);
+        let grace_end = Instant::now() + Duration::from_millis(manifest.kill_grace_ms);
+        status = wait_exit(&rx, grace_end, &mut tail, emitter);
+        if status.is_some() {
+            ended = Some(Instant::now());
+        }
+    }
+    // Phase 3: nothing of the script survives, whatever happened above.
+    process::signal_group(pid, libc::SIGKILL);
+    if status.is_none() {
+        status = wait_exit(&rx, Instant::now() + CLEANUP_LIMIT, &mut tail, emitter);
+        ended = Some(Instant::now());
+    }
+    process::kill_descendants(CLEANUP_LIMIT);
+    let run_ms = ended
+        .unwrap_or_else(Instant::now)
+        .duration_since(run_start)
+        .as_millis() as u64;
+
+    // Every writer of the pipes is dead now, so the readers reach EOF promptly.
+    let readers_deadline = Instant::now() + Duration::from_secs(5);
+    for _ in 0..readers {
+        let left = readers_deadline.saturating_duration_since(Instant::now());
+        if done_rx.recv_timeout(left).is_err() {
+            eprintln!("cronium-runner: output pipes still open after cleanup; not waiting");
+            break;
+        }
+    }
+    tail.poll(emitter);
+    prepared.workdir.remove();
+
+    let (code, signal) = status.map_or((255, None), process::decode);
+    let (status, exit_code) = match stop {
+        Some(Stop::TimedOut) => (RunStatus::TimedOut, EXIT_TIMEOUT),
+        Some(Stop::Cancelled) => (RunStatus::Cancelled, EXIT_CANCELLED),
+        None if code == 0 => (RunStatus::Succeeded, 0),
+        None => (RunStatus::Failed, code),
+    };
+    let finished = Finished {
+        status,
+        exit_code: Some(exit_code),
+        signal,
+        run_ms,
+        error: None,
+    };
+    Ok((finished, exit_code))
+}
+
+/// Waits for the main process to exit until `until`, polling helper updates meanwhile.
+fn wait_exit(
+    rx: &Receiver<Msg>,
+    until: Instant,
+    tail: &mut UpdateTail,
+    emitter: &Emitter,
+) -> Option<ExitStatus> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        match rx.recv_timeout(TICK.min(left)) {
+            Ok(Msg::Exited(st)) => return Some(st),
+            Ok(Msg::Cancel(_)) => {} // already stopping
+            Err(RecvTimeoutError::Timeout) => tail.poll(emitter),
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}

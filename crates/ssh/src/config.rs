@@ -1,0 +1,236 @@
+//! What the caller hands the executor: the server to reach, the executor's tuning, the runner
+//! binary to deploy and the script for direct-ssh runs. Plain data plus validation; no I/O except
+//! [`RunnerArtifact::from_path`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cronium_protocol::Interpreter;
+use sha2::{Digest, Sha256};
+
+use crate::SshError;
+
+/// A registered SSH server.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The server's name in Cronium (used in messages and the deployment record).
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub credential: Credential,
+    /// Pinned host key in OpenSSH format (`ssh-ed25519 AAAA...`); `None` = trust on first use.
+    pub host_key: Option<String>,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    // Hand-written so that credentials never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("name", &self.name)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("host_key", &self.host_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServerConfig {
+    pub(crate) fn validate(&self) -> Result<(), SshError> {
+        let bad = |field, reason: &str| {
+            Err(SshError::InvalidConfig {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.host.trim().is_empty() {
+            return bad("host", "must not be empty");
+        }
+        if self.port == 0 {
+            return bad("port", "must be between 1 and 65535");
+        }
+        if self.user.is_empty() {
+            return bad("user", "must not be empty");
+        }
+        if let Some(k) = &self.host_key {
+            if russh::keys::PublicKey::from_openssh(k.trim()).is_err() {
+                return bad(
+                    "host_key",
+                    "is not an OpenSSH public key (expected e.g. 'ssh-ed25519 AAAA...')",
+                );
+            }
+        }
+        if let Credential::Key { pem, passphrase } = &self.credential {
+            if let Err(e) = russh::keys::decode_secret_key(pem, passphrase.as_deref()) {
+                return Err(SshError::InvalidConfig {
+                    field: "credential.key",
+                    reason: format!("cannot read the private key: {e}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// How the executor logs in.
+#[derive(Clone)]
+pub enum Credential {
+    /// A private key in OpenSSH or PEM format, with its passphrase if it is encrypted.
+    Key {
+        pem: String,
+        passphrase: Option<String>,
+    },
+    Password(String),
+}
+
+/// Tuning of the executor. [`Default`] gives the documented defaults.
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    /// Connections kept (and opened at most at once) per server.
+    pub pool_size: usize,
+    /// An idle pooled connection older than this is closed instead of reused.
+    pub idle_timeout: Duration,
+    /// Silence from the server after which a keepalive is sent.
+    pub keepalive_interval: Duration,
+    /// Unanswered keepalives after which the connection counts as dead.
+    pub keepalive_max: usize,
+    /// TCP connect, handshake and authentication together.
+    pub connect_timeout: Duration,
+    /// Where runners are deployed: relative to the login's home, or absolute.
+    pub deploy_dir: String,
+    pub deploy_attempts: u32,
+    /// Wait before the second deployment attempt; doubled for each further one.
+    pub deploy_backoff: Duration,
+    /// A cached deployment is checked on the host again after this long.
+    pub reverify_after: Duration,
+}
+
+impl Default for SshConfig {
+    fn default() -> Self {
+        SshConfig {
+            pool_size: 10,
+            idle_timeout: Duration::from_secs(300),
+            keepalive_interval: Duration::from_secs(5),
+            keepalive_max: 3,
+            connect_timeout: Duration::from_secs(10),
+            deploy_dir: ".cache/cronium".into(),
+            deploy_attempts: 3,
+            deploy_backoff: Duration::from_secs(2),
+            reverify_after: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl SshConfig {
+    /// The deploy directory as the remote shell and SFTP see it (`~/` dropped: both start in the
+    /// login's home).
+    pub(crate) fn remote_deploy_dir(&self) -> String {
+        let d = self.deploy_dir.trim();
+        let d = d.strip_prefix("~/").unwrap_or(d);
+        let d = d.trim_end_matches('/');
+        if d.is_empty() || d == "~" {
+            ".".into()
+        } else {
+            d.into()
+        }
+    }
+}
+
+/// The runner binary to deploy (linux x86_64, static).
+#[derive(Debug, Clone)]
+pub struct RunnerArtifact {
+    pub path: PathBuf,
+    /// As printed by `cronium-runner --version` (`X.Y.Z`).
+    pub version: String,
+    /// SHA-256 of the file, hex.
+    pub sha256: String,
+}
+
+impl RunnerArtifact {
+    /// Reads the binary at `path`: hashes it and asks it for its version.
+    pub async fn from_path(path: impl Into<PathBuf>) -> Result<Self, SshError> {
+        let path = path.into();
+        let bytes = tokio::fs::read(&path).await.map_err(|e| {
+            SshError::Io(format!("cannot read runner binary {}: {e}", path.display()))
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let out = tokio::process::Command::new(&path)
+            .arg("--version")
+            .output()
+            .await
+            .map_err(|e| SshError::Io(format!("cannot run {} --version: {e}", path.display())))?;
+        let version = parse_version(&String::from_utf8_lossy(&out.stdout)).ok_or_else(|| {
+            SshError::Io(format!(
+                "{} --version printed no version (expected 'cronium-runner X.Y.Z')",
+                path.display()
+            ))
+        })?;
+        Ok(RunnerArtifact {
+            path,
+            version,
+            sha256,
+        })
+    }
+
+    /// File name on the host: versioned so that several versions can coexist while agents roll.
+    pub(crate) fn remote_name(&self) -> String {
+        let sha8: String = self.sha256.chars().take(8).collect();
+        format!("cronium-runner-{}-{}", self.version, sha8)
+    }
+}
+
+/// Extracts `X.Y.Z` from `cronium-runner X.Y.Z`.
+pub(crate) fn parse_version(out: &str) -> Option<String> {
+    out.lines()
+        .find_map(|l| l.trim().strip_prefix("cronium-runner "))
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// How to run on a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    RunnerSsh,
+    DirectSsh,
+    Auto,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::RunnerSsh => "runner-ssh",
+            Mode::DirectSsh => "direct-ssh",
+            Mode::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = SshError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "runner-ssh" => Ok(Mode::RunnerSsh),
+            "direct-ssh" => Ok(Mode::DirectSsh),
+            "auto" => Ok(Mode::Auto),
+            other => Err(SshError::InvalidRequest {
+                field: "mode".into(),
+                reason: format!("'{other}' is not one of runner-ssh, direct-ssh, auto"),
+            }),
+        }
+    }
+}
+
+/// The script itself, for direct-ssh (and auto's fallback).
+#[derive(Debug, Clone)]
+pub struct DirectScript {
+    pub interpreter: Interpreter,
+    pub script: String,
+    /// Environment of the script (event env merged with the run's env by the caller).
+    pub env: BTreeMap<String, String>,
+}

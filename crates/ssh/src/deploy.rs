@@ -1,0 +1,362 @@
+//! Runner deployment: make sure the right `cronium-runner` is on the host, executable and intact,
+//! and remember it. Upload over SFTP (or `cat > file` over an exec channel when the host has no
+//! SFTP subsystem) to a temporary name, check the checksum, rename into place, ask it for its
+//! version. A partial upload is removed. Not responsible for running anything with the runner.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use russh_sftp::client::SftpSession;
+use russh_sftp::protocol::OpenFlags;
+use tokio::io::AsyncWriteExt;
+
+use crate::config::parse_version;
+use crate::connection::{exec, Conn};
+use crate::metrics::{add, inc, Metrics};
+use crate::shell::quote;
+use crate::{RunnerArtifact, ServerConfig, SshConfig, SshError};
+
+/// How a deployment check ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeployOutcome {
+    /// The runner was uploaded and verified.
+    Deployed,
+    /// The runner was already there (cache or verified on the host); nothing uploaded.
+    Cached,
+    Failed,
+}
+
+impl DeployOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeployOutcome::Deployed => "deployed",
+            DeployOutcome::Cached => "cached",
+            DeployOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// What the caller stores in the deployment history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    pub server: String,
+    pub version: String,
+    pub sha256: String,
+    /// Path of the runner on the host (relative to the login's home unless absolute).
+    pub path: String,
+    /// Unix milliseconds when the check started.
+    pub at_ms: i64,
+    pub outcome: DeployOutcome,
+    /// Upload attempts made (0 when cached).
+    pub attempts: u32,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct CacheKey {
+    host: String,
+    port: u16,
+    user: String,
+}
+
+#[derive(Debug, Clone)]
+struct CacheEntry {
+    path: String,
+    sha256: String,
+    verified: Instant,
+}
+
+/// Per-server knowledge of deployed runners, plus a lock per server so that concurrent runs on
+/// one host upload at most once.
+#[derive(Default)]
+pub(crate) struct DeployCache {
+    entries: Mutex<HashMap<CacheKey, CacheEntry>>,
+    locks: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn key(server: &ServerConfig) -> CacheKey {
+    CacheKey {
+        host: server.host.clone(),
+        port: server.port,
+        user: server.user.clone(),
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl DeployCache {
+    /// Forgets what is known about `server` (the binary vanished, or a run failed oddly).
+    pub fn invalidate(&self, server: &ServerConfig) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.remove(&key(server));
+        }
+    }
+
+    fn lock_for(&self, server: &ServerConfig) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(key(server)).or_default().clone()
+    }
+
+    fn fresh(&self, server: &ServerConfig, runner: &RunnerArtifact, path: &str, max_age: Duration) -> bool {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.get(&key(server)).is_some_and(|e| {
+            e.path == path && e.sha256 == runner.sha256 && e.verified.elapsed() < max_age
+        })
+    }
+
+    fn store(&self, server: &ServerConfig, runner: &RunnerArtifact, path: &str) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert(
+            key(server),
+            CacheEntry {
+                path: path.to_string(),
+                sha256: runner.sha256.clone(),
+                verified: Instant::now(),
+            },
+        );
+    }
+}
+
+/// Deployment context shared by the executor.
+pub(crate) struct Deployer<'a> {
+    pub cfg: &'a SshConfig,
+    pub runner: &'a RunnerArtifact,
+    pub cache: &'a DeployCache,
+    pub metrics: &'a Metrics,
+}
+
+/// Output of a short command on the host that a deployment needs.
+const STEP_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Deployer<'_> {
+    pub fn remote_path(&self) -> String {
+        format!("{}/{}", self.cfg.remote_deploy_dir(), self.runner.remote_name())
+    }
+
+    /// Makes sure the runner is on the host. Always returns a record (also on failure, for the
+    /// history); the error says why it failed.
+    pub async fn ensure(
+        &self,
+        conn: &Conn,
+        server: &ServerConfig,
+    ) -> (DeploymentRecord, Result<String, SshError>) {
+        let started = Instant::now();
+        let at_ms = now_ms();
+        let path = self.remote_path();
+        inc(&self.metrics.deployments_total);
+        let record = |outcome, attempts, error: Option<String>| DeploymentRecord {
+            server: server.name.clone(),
+            version: self.runner.version.clone(),
+            sha256: self.runner.sha256.clone(),
+            path: path.clone(),
+            at_ms,
+            outcome,
+            attempts,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error,
+        };
+        if self.cache.fresh(server, self.runner, &path, self.cfg.reverify_after) {
+            inc(&self.metrics.deployments_cached);
+            return (record(DeployOutcome::Cached, 0, None), Ok(path));
+        }
+        // One upload per host at a time; whoever waited finds the cache filled.
+        let lock = self.cache.lock_for(server);
+        let _guard = lock.lock().await;
+        if self.cache.fresh(server, self.runner, &path, self.cfg.reverify_after) {
+            inc(&self.metrics.deployments_cached);
+            return (record(DeployOutcome::Cached, 0, None), Ok(path));
+        }
+        // Not known (new agent, cache expired, or invalidated): the binary may still be there.
+        if self.verify(conn, &path).await.is_ok() {
+            self.cache.store(server, self.runner, &path);
+            inc(&self.metrics.deployments_cached);
+            return (record(DeployOutcome::Cached, 0, None), Ok(path));
+        }
+        let attempts = self.cfg.deploy_attempts.max(1);
+        let mut last_err = String::new();
+        for attempt in 1..=attempts {
+            if attempt > 1 {
+                let backoff = self.cfg.deploy_backoff * 2u32.saturating_pow(attempt - 2);
+                tokio::time::sleep(backoff).await;
+                if conn.handle.is_closed() {
+                    last_err = format!("{last_err}; connection closed before attempt {attempt}");
+                    break;
+                }
+            }
+            match self.upload_once(conn, &path).await {
+                Ok(()) => {
+                    self.cache.store(server, self.runner, &path);
+                    inc(&self.metrics.deployments_succeeded);
+                    let rec = record(DeployOutcome::Deployed, attempt, None);
+                    add(&self.metrics.deployment_ms_sum, rec.duration_ms);
+                    inc(&self.metrics.deployment_count);
+                    return (rec, Ok(path));
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.name, attempt, error = %e, "runner deployment failed");
+                    last_err = e;
+                }
+            }
+        }
+        self.cache.invalidate(server);
+        inc(&self.metrics.deployments_failed);
+        let reason = format!("after {attempts} attempt(s): {last_err}");
+        let rec = record(DeployOutcome::Failed, attempts, Some(reason.clone()));
+        add(&self.metrics.deployment_ms_sum, rec.duration_ms);
+        inc(&self.metrics.deployment_count);
+        (
+            rec,
+            Err(SshError::Deploy {
+                server: server.name.clone(),
+                reason,
+            }),
+        )
+    }
+
+    /// Checks the binary at `path`: checksum and `--version`.
+    async fn verify(&self, conn: &Conn, path: &str) -> Result<(), String> {
+        let q = quote(path);
+        let cmd = format!("sha256sum {q} && {q} --version");
+        let out = exec(conn, &cmd, None, STEP_TIMEOUT).await?;
+        if !out.ok() {
+            return Err(format!("verification failed: {}", out.stderr_str()));
+        }
+        self.check_output(&out.stdout_str())
+    }
+
+    fn check_output(&self, stdout: &str) -> Result<(), String> {
+        let sum = stdout.split_whitespace().next().unwrap_or_default();
+        if sum != self.runner.sha256 {
+            return Err(format!(
+                "checksum mismatch on the host: expected {}, found {sum}",
+                self.runner.sha256
+            ));
+        }
+        match parse_version(stdout) {
+            Some(v) if v == self.runner.version => Ok(()),
+            Some(v) => Err(format!(
+                "the deployed runner reports version {v}, expected {}",
+                self.runner.version
+            )),
+            None => Err("the deployed runner printed no version".into()),
+        }
+    }
+
+    async fn upload_once(&self, conn: &Conn, path: &str) -> Result<(), String> {
+        inc(&self.metrics.uploads);
+        let dir = self.cfg.remote_deploy_dir();
+        let out = exec(conn, &format!("mkdir -p {}", quote(&dir)), None, STEP_TIMEOUT).await?;
+        if !out.ok() {
+            return Err(format!(
+                "cannot create the deploy directory {dir}: {}",
+                out.stderr_str()
+            ));
+        }
+        let bytes = tokio::fs::read(&self.runner.path).await.map_err(|e| {
+            format!("cannot read the runner binary {}: {e}", self.runner.path.display())
+        })?;
+        let tmp = format!(
+            "{dir}/.{}.part-{:08x}",
+            self.runner.remote_name(),
+            rand_u32()
+        );
+        let result = self.upload_and_install(conn, &bytes, &tmp, path).await;
+        if result.is_err() {
+            // Never leave a partial file behind; the rename is the last step, so `path` is
+            // either the old complete binary or absent.
+            let _ = exec(conn, &format!("rm -f {}", quote(&tmp)), None, STEP_TIMEOUT).await;
+        }
+        result
+    }
+
+    async fn upload_and_install(
+        &self,
+        conn: &Conn,
+        bytes: &[u8],
+        tmp: &str,
+        path: &str,
+    ) -> Result<(), String> {
+        match sftp_upload(conn, bytes, tmp).await {
+            Ok(()) => {}
+            Err(SftpFailure::NoSubsystem(why)) => {
+                tracing::info!(reason = %why, "no SFTP subsystem; uploading over an exec channel");
+                let out = exec(conn, &format!("cat > {}", quote(tmp)), Some(bytes), STEP_TIMEOUT)
+                    .await?;
+                if !out.ok() {
+                    return Err(format!("upload with cat failed: {}", out.stderr_str()));
+                }
+            }
+            Err(SftpFailure::Other(e)) => return Err(format!("SFTP upload failed: {e}")),
+        }
+        let (qt, qp) = (quote(tmp), quote(path));
+        let cmd = format!("chmod 755 {qt} && sha256sum {qt} && mv -f {qt} {qp} && {qp} --version");
+        let out = exec(conn, &cmd, None, STEP_TIMEOUT).await?;
+        if !out.ok() {
+            return Err(format!("install failed: {}", out.stderr_str()));
+        }
+        self.check_output(&out.stdout_str())
+    }
+}
+
+enum SftpFailure {
+    NoSubsystem(String),
+    Other(String),
+}
+
+async fn sftp_upload(conn: &Conn, bytes: &[u8], tmp: &str) -> Result<(), SftpFailure> {
+    let channel = conn
+        .handle
+        .channel_open_session()
+        .await
+        .map_err(|e| SftpFailure::Other(format!("cannot open a channel: {e}")))?;
+    channel
+        .request_subsystem(true, "sftp")
+        .await
+        .map_err(|e| SftpFailure::NoSubsystem(e.to_string()))?;
+    // A refused subsystem request shows up as the session failing to initialise.
+    let sftp = match tokio::time::timeout(STEP_TIMEOUT, SftpSession::new(channel.into_stream())).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(SftpFailure::NoSubsystem(e.to_string())),
+        Err(_) => return Err(SftpFailure::NoSubsystem("no SFTP answer".into())),
+    };
+    let upload = async {
+        let mut file = sftp
+            .open_with_flags(
+                tmp,
+                OpenFlags::CREATE | OpenFlags::TRUNCATE | OpenFlags::WRITE,
+            )
+            .await
+            .map_err(|e| format!("cannot create {tmp}: {e}"))?;
+        file.write_all(bytes)
+            .await
+            .map_err(|e| format!("write to {tmp} failed: {e}"))?;
+        file.shutdown()
+            .await
+            .map_err(|e| format!("closing {tmp} failed: {e}"))?;
+        Ok::<(), String>(())
+    };
+    let r = tokio::time::timeout(STEP_TIMEOUT, upload).await;
+    let _ = sftp.close().await;
+    match r {
+        Ok(r) => r.map_err(SftpFailure::Other),
+        Err(_) => Err(SftpFailure::Other("SFTP upload timed out".into())),
+    }
+}
+
+fn rand_u32() -> u32 {
+    // Unique enough for a temporary name: time and a process-wide counter.
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    t ^ N.fetch_add(1, Ordering::Relaxed).wrapping_mul(2654435761)
+}

@@ -1,0 +1,376 @@
+//! [`SshExecutor`]: the public face of the crate. Picks the mode, leases a connection, deploys the
+//! runner when needed, runs, falls back in auto mode, and counts. Holds no per-run state.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cronium_core::transport::{EventSink, RunRequest};
+use cronium_protocol::{Finished, RunStatus, RunnerEvent, Stream};
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{self, exec, fingerprint_of};
+use crate::deploy::{DeployCache, Deployer};
+use crate::direct::{kill_group, run_direct};
+use crate::metrics::{add, inc, Metrics, MetricsSnapshot};
+use crate::pool::{Lease, Pool};
+use crate::runner_run::{run_runner, RunnerRunError};
+use crate::shell::quote;
+use crate::{DeploymentRecord, DirectScript, Mode, RunnerArtifact, ServerConfig, SshConfig, SshError};
+
+/// The result of one execution on one server.
+#[derive(Debug, Clone)]
+pub struct RemoteRun {
+    pub finished: Finished,
+    /// `RunnerSsh` or `DirectSsh` (never `Auto`).
+    pub mode_used: Mode,
+    /// Why auto mode fell back to direct-ssh.
+    pub fallback_reason: Option<String>,
+    /// The deployment check of this run (runner-ssh and auto), for the deployment history.
+    /// When the binary had vanished and was redeployed, this is the redeployment.
+    pub deployment: Option<DeploymentRecord>,
+    /// The host key the server presented (OpenSSH format): the caller pins it on first use.
+    pub observed_host_key: String,
+    pub runner_version: Option<String>,
+}
+
+/// How the server's host key compares with the pinned one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostKeyStatus {
+    Matches,
+    /// Nothing pinned yet: the caller should pin [`TestReport::host_key`].
+    FirstUse,
+    Changed {
+        expected_fingerprint: String,
+    },
+}
+
+/// Result of [`SshExecutor::test`] (`cronium server test NAME`).
+#[derive(Debug, Clone)]
+pub struct TestReport {
+    pub server: String,
+    pub reachable: bool,
+    pub authenticated: bool,
+    /// Presented host key, OpenSSH format.
+    pub host_key: Option<String>,
+    pub host_key_fingerprint: Option<String>,
+    pub host_key_status: Option<HostKeyStatus>,
+    /// `uname -s`, e.g. `Linux`.
+    pub os: Option<String>,
+    /// `uname -m`, e.g. `x86_64`.
+    pub arch: Option<String>,
+    /// Version of the current runner if it is deployed on the host.
+    pub runner_version: Option<String>,
+    /// Connect, log in and probe, in milliseconds.
+    pub latency_ms: u64,
+    pub error: Option<String>,
+}
+
+struct Inner {
+    cfg: SshConfig,
+    runner: RunnerArtifact,
+    pool: Arc<Pool>,
+    cache: DeployCache,
+    metrics: Arc<Metrics>,
+}
+
+/// Runs executions on SSH servers. Cheap to clone; clones share pools, cache and metrics.
+#[derive(Clone)]
+pub struct SshExecutor {
+    inner: Arc<Inner>,
+}
+
+impl SshExecutor {
+    pub fn new(config: SshConfig, runner: RunnerArtifact) -> Self {
+        let metrics = Arc::new(Metrics::default());
+        SshExecutor {
+            inner: Arc::new(Inner {
+                pool: Arc::new(Pool::new(config.clone(), metrics.clone())),
+                cfg: config,
+                runner,
+                cache: DeployCache::default(),
+                metrics,
+            }),
+        }
+    }
+
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.inner.metrics.snapshot()
+    }
+
+    pub fn config(&self) -> &SshConfig {
+        &self.inner.cfg
+    }
+
+    /// Drops pooled connections and the deployment cache entry of `server` (after `accept-key`,
+    /// a credential change or removal).
+    pub fn forget(&self, server: &ServerConfig) {
+        self.inner.pool.forget(server);
+        self.inner.cache.invalidate(server);
+    }
+
+    /// Connects with a fresh connection (never pooled) and reports what an operator needs to
+    /// register the server. Never fails: problems are in [`TestReport::error`].
+    pub async fn test(&self, server: &ServerConfig) -> TestReport {
+        let started = Instant::now();
+        let mut report = TestReport {
+            server: server.name.clone(),
+            reachable: false,
+            authenticated: false,
+            host_key: None,
+            host_key_fingerprint: None,
+            host_key_status: None,
+            os: None,
+            arch: None,
+            runner_version: None,
+            latency_ms: 0,
+            error: None,
+        };
+        let conn = match connection::connect(server, &self.inner.cfg).await {
+            Ok(c) => c,
+            Err(e) => {
+                match &e {
+                    SshError::HostKeyChanged {
+                        expected,
+                        observed,
+                        observed_key,
+                        ..
+                    } => {
+                        report.reachable = true;
+                        report.host_key = Some(observed_key.clone());
+                        report.host_key_fingerprint = Some(observed.clone());
+                        report.host_key_status = Some(HostKeyStatus::Changed {
+                            expected_fingerprint: expected.clone(),
+                        });
+                    }
+                    SshError::Auth { .. } | SshError::HostKeyRejected { .. } => {
+                        report.reachable = true
+                    }
+                    _ => {}
+                }
+                report.error = Some(e.to_string());
+                report.latency_ms = started.elapsed().as_millis() as u64;
+                return report;
+            }
+        };
+        report.reachable = true;
+        report.authenticated = true;
+        report.host_key_fingerprint = Some(fingerprint_of(&conn.host_key));
+        report.host_key_status = Some(if server.host_key.is_some() {
+            HostKeyStatus::Matches
+        } else {
+            HostKeyStatus::FirstUse
+        });
+        report.host_key = Some(conn.host_key.clone());
+        let path = Deployer {
+            cfg: &self.inner.cfg,
+            runner: &self.inner.runner,
+            cache: &self.inner.cache,
+            metrics: &self.inner.metrics,
+        }
+        .remote_path();
+        let q = quote(&path);
+        let cmd = format!("uname -s; uname -m; if [ -x {q} ]; then {q} --version; fi");
+        match exec(&conn, &cmd, None, self.inner.cfg.connect_timeout).await {
+            Ok(out) => {
+                let text = out.stdout_str();
+                let mut lines = text.lines();
+                report.os = lines.next().map(|s| s.trim().to_string());
+                report.arch = lines.next().map(|s| s.trim().to_string());
+                report.runner_version = crate::config::parse_version(&text);
+            }
+            Err(e) => report.error = Some(format!("probe command failed: {e}")),
+        }
+        let _ = conn
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "")
+            .await;
+        report.latency_ms = started.elapsed().as_millis() as u64;
+        report
+    }
+
+    /// Runs one execution on `server`. Script failures, timeouts and cancellations are
+    /// `Ok(RemoteRun)` with the matching `Finished`; `Err` means the transport failed (host key,
+    /// credentials, network, deployment in runner-ssh mode).
+    pub async fn run(
+        &self,
+        server: &ServerConfig,
+        mode: Mode,
+        req: &RunRequest,
+        direct: &DirectScript,
+        sink: &EventSink,
+        cancel: CancellationToken,
+    ) -> Result<RemoteRun, SshError> {
+        let m = &self.inner.metrics;
+        inc(&m.executions_total);
+        let started = Instant::now();
+        let result = self.run_inner(server, mode, req, direct, sink, &cancel).await;
+        add(&m.execution_ms_sum, started.elapsed().as_millis() as u64);
+        inc(&m.execution_count);
+        match &result {
+            Ok(r) => inc(match r.finished.status {
+                RunStatus::Succeeded => &m.executions_succeeded,
+                RunStatus::Failed => &m.executions_failed,
+                RunStatus::TimedOut => &m.executions_timed_out,
+                RunStatus::Cancelled => &m.executions_cancelled,
+            }),
+            Err(SshError::Lost { .. }) => inc(&m.executions_lost),
+            Err(_) => inc(&m.executions_failed),
+        }
+        result
+    }
+
+    async fn run_inner(
+        &self,
+        server: &ServerConfig,
+        mode: Mode,
+        req: &RunRequest,
+        direct: &DirectScript,
+        sink: &EventSink,
+        cancel: &CancellationToken,
+    ) -> Result<RemoteRun, SshError> {
+        server.validate()?;
+        if mode != Mode::RunnerSsh {
+            // Refuse bad env before touching the host.
+            crate::direct::command_line(direct, req)?;
+        }
+        let mut lease = self.inner.pool.get(server).await?;
+        match mode {
+            Mode::DirectSsh => self.direct(&mut lease, server, req, direct, sink, cancel, None, None).await,
+            Mode::RunnerSsh => match self.runner(&mut lease, server, req, sink, cancel).await {
+                Ok(r) => Ok(r),
+                Err((_, e)) => Err(e),
+            },
+            Mode::Auto => match self.runner(&mut lease, server, req, sink, cancel).await {
+                Ok(r) => Ok(r),
+                Err((Some(record), e @ SshError::Deploy { .. })) => {
+                    inc(&self.inner.metrics.fallbacks);
+                    let reason = e.to_string();
+                    let _ = sink
+                        .send(RunnerEvent::Log {
+                            seq: 0,
+                            stream: Stream::System,
+                            line: format!("auto mode: falling back to direct-ssh: {reason}"),
+                            ts_ms: 0,
+                        })
+                        .await;
+                    self.direct(&mut lease, server, req, direct, sink, cancel, Some(reason), Some(record))
+                        .await
+                }
+                Err((_, e)) => Err(e),
+            },
+        }
+    }
+
+    /// runner-ssh; on a deployment failure the error comes with the deployment record.
+    async fn runner(
+        &self,
+        lease: &mut Lease,
+        server: &ServerConfig,
+        req: &RunRequest,
+        sink: &EventSink,
+        cancel: &CancellationToken,
+    ) -> Result<RemoteRun, (Option<DeploymentRecord>, SshError)> {
+        let deployer = Deployer {
+            cfg: &self.inner.cfg,
+            runner: &self.inner.runner,
+            cache: &self.inner.cache,
+            metrics: &self.inner.metrics,
+        };
+        let mut retried = false;
+        loop {
+            let (record, path) = deployer.ensure(&lease.conn, server).await;
+            let path = match path {
+                Ok(p) => p,
+                Err(e) => {
+                    if lease.conn.handle.is_closed() {
+                        lease.mark_broken();
+                    }
+                    return Err((Some(record), e));
+                }
+            };
+            match run_runner(&lease.conn, server, &path, req, sink, cancel).await {
+                Ok(finished) => {
+                    return Ok(RemoteRun {
+                        finished,
+                        mode_used: Mode::RunnerSsh,
+                        fallback_reason: None,
+                        deployment: Some(record),
+                        observed_host_key: lease.conn.host_key.clone(),
+                        runner_version: Some(self.inner.runner.version.clone()),
+                    })
+                }
+                Err(RunnerRunError::Missing(why)) if !retried => {
+                    // The binary vanished behind the cache's back: forget, redeploy, retry once.
+                    tracing::warn!(server = %server.name, %why, "runner missing on the host; redeploying");
+                    let _ = sink
+                        .send(RunnerEvent::Log {
+                            seq: 0,
+                            stream: Stream::System,
+                            line: format!("runner missing on {} ({why}); redeploying", server.name),
+                            ts_ms: 0,
+                        })
+                        .await;
+                    self.inner.cache.invalidate(server);
+                    retried = true;
+                }
+                Err(RunnerRunError::Missing(why)) => {
+                    self.inner.cache.invalidate(server);
+                    return Err((
+                        Some(record),
+                        SshError::Deploy {
+                            server: server.name.clone(),
+                            reason: format!("the runner is still missing after redeploying: {why}"),
+                        },
+                    ));
+                }
+                Err(RunnerRunError::Other(e)) => {
+                    // Any error puts the deployment in doubt: verify it on the next run.
+                    self.inner.cache.invalidate(server);
+                    if matches!(e, SshError::Lost { .. } | SshError::Protocol { .. }) {
+                        lease.mark_broken();
+                    }
+                    return Err((Some(record), e));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn direct(
+        &self,
+        lease: &mut Lease,
+        server: &ServerConfig,
+        req: &RunRequest,
+        script: &DirectScript,
+        sink: &EventSink,
+        cancel: &CancellationToken,
+        fallback_reason: Option<String>,
+        deployment: Option<DeploymentRecord>,
+    ) -> Result<RemoteRun, SshError> {
+        match run_direct(&lease.conn, server, script, req, sink, cancel).await {
+            Ok(finished) => Ok(RemoteRun {
+                finished,
+                mode_used: Mode::DirectSsh,
+                fallback_reason,
+                deployment,
+                observed_host_key: lease.conn.host_key.clone(),
+                runner_version: None,
+            }),
+            Err(lost) => {
+                lease.mark_broken();
+                if let Some(pgid) = lost.pgid {
+                    // Without a runner nothing on the host notices the lost connection: kill the
+                    // group over a new connection, best effort.
+                    let (cfg, server2) = (self.inner.cfg.clone(), server.clone());
+                    let grace = req.kill_grace;
+                    tokio::spawn(async move {
+                        if let Ok(conn) = connection::connect(&server2, &cfg).await {
+                            let _ = kill_group(&conn, pgid, grace).await;
+                        }
+                    });
+                }
+                Err(lost.error)
+            }
+        }
+    }
+}

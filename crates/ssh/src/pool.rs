@@ -1,0 +1,186 @@
+//! Connection pools, one per server identity (address, user, credential, pinned key). A run leases
+//! a connection for its whole duration; the lease goes back to the pool when it is dropped,
+//! unless the run marked it broken. Idle connections are health-checked before reuse and closed
+//! after the idle timeout. Not responsible for deciding *what* runs on a connection.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::connection::{self, Conn};
+use crate::metrics::{inc, Metrics};
+use crate::{Credential, ServerConfig, SshConfig, SshError};
+
+/// Identity of a server for pooling: two configs that would log in differently never share a
+/// connection (a changed credential or pinned key must not reuse an old session).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct ServerKey {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    secret_hash: u64,
+    host_key: Option<String>,
+}
+
+impl ServerKey {
+    pub fn of(server: &ServerConfig) -> Self {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        match &server.credential {
+            Credential::Key { pem, passphrase } => {
+                0u8.hash(&mut h);
+                pem.hash(&mut h);
+                passphrase.hash(&mut h);
+            }
+            Credential::Password(p) => {
+                1u8.hash(&mut h);
+                p.hash(&mut h);
+            }
+        }
+        ServerKey {
+            host: server.host.clone(),
+            port: server.port,
+            user: server.user.clone(),
+            secret_hash: h.finish(),
+            host_key: server.host_key.as_ref().map(|k| k.trim().to_string()),
+        }
+    }
+}
+
+struct Idle {
+    conn: Arc<Conn>,
+    since: Instant,
+}
+
+struct ServerPool {
+    idle: Vec<Idle>,
+    /// Bounds the connections open at once to this server (in use plus idle).
+    slots: Arc<Semaphore>,
+}
+
+pub(crate) struct Pool {
+    cfg: SshConfig,
+    servers: Mutex<HashMap<ServerKey, ServerPool>>,
+    metrics: Arc<Metrics>,
+}
+
+/// A connection checked out of the pool.
+pub(crate) struct Lease {
+    pub conn: Arc<Conn>,
+    key: ServerKey,
+    pool: Arc<Pool>,
+    broken: bool,
+    /// Whether the connection came from the pool (true) or was opened for this lease.
+    pub reused: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// The connection must not be reused (it failed or the server misbehaved).
+    pub fn mark_broken(&mut self) {
+        self.broken = true;
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if self.broken || self.conn.handle.is_closed() {
+            return;
+        }
+        if let Ok(mut servers) = self.pool.servers.lock() {
+            if let Some(sp) = servers.get_mut(&self.key) {
+                sp.idle.push(Idle {
+                    conn: self.conn.clone(),
+                    since: Instant::now(),
+                });
+            }
+        }
+        // The permit is released after the connection is back, so a waiter finds it idle.
+    }
+}
+
+impl Pool {
+    pub fn new(cfg: SshConfig, metrics: Arc<Metrics>) -> Self {
+        Pool {
+            cfg,
+            servers: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    fn slots(&self, key: &ServerKey) -> Arc<Semaphore> {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers
+            .entry(key.clone())
+            .or_insert_with(|| ServerPool {
+                idle: Vec::new(),
+                slots: Arc::new(Semaphore::new(self.cfg.pool_size.max(1))),
+            })
+            .slots
+            .clone()
+    }
+
+    /// Takes the most recently used idle connection that is still fresh; drops stale ones.
+    fn take_idle(&self, key: &ServerKey) -> Option<(Arc<Conn>, Duration)> {
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        let sp = servers.get_mut(key)?;
+        let now = Instant::now();
+        sp.idle.retain(|i| {
+            now.duration_since(i.since) < self.cfg.idle_timeout && !i.conn.handle.is_closed()
+        });
+        sp.idle
+            .pop()
+            .map(|i| (i.conn, now.duration_since(i.since)))
+    }
+
+    /// Leases a connection to `server`: a healthy pooled one, or a new one.
+    pub async fn get(self: &Arc<Self>, server: &ServerConfig) -> Result<Lease, SshError> {
+        let key = ServerKey::of(server);
+        let permit = self
+            .slots(&key)
+            .acquire_owned()
+            .await
+            .map_err(|_| SshError::Io("connection pool closed".into()))?;
+        while let Some((conn, idle_for)) = self.take_idle(&key) {
+            // A connection that has been quiet for a while is pinged first: a peer that vanished
+            // without closing TCP would otherwise only be noticed by the run itself.
+            if idle_for >= self.cfg.keepalive_interval {
+                let ping = tokio::time::timeout(self.cfg.connect_timeout, conn.handle.send_ping());
+                if !matches!(ping.await, Ok(Ok(()))) || conn.handle.is_closed() {
+                    continue;
+                }
+            }
+            inc(&self.metrics.pool_hits);
+            return Ok(Lease {
+                conn,
+                key,
+                pool: self.clone(),
+                broken: false,
+                reused: true,
+                _permit: permit,
+            });
+        }
+        inc(&self.metrics.pool_misses);
+        let conn = connection::connect(server, &self.cfg).await?;
+        Ok(Lease {
+            conn: Arc::new(conn),
+            key,
+            pool: self.clone(),
+            broken: false,
+            reused: false,
+            _permit: permit,
+        })
+    }
+
+    /// Closes every idle connection to `server` (after a host key change was accepted, or when
+    /// the server is removed).
+    pub fn forget(&self, server: &ServerConfig) {
+        let key = ServerKey::of(server);
+        let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sp) = servers.get_mut(&key) {
+            sp.idle.clear();
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Executions: one row per attempt and per server of a job, created and updated by the worker
+//! that holds the job's lease (fenced by worker and attempt, like every job change).
+//!
+//! Not for the job's own outcome: that is `jobs.rs` (`finish`).
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::AnyRow;
+
+use crate::row::{i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json};
+use crate::store::map_opt;
+use crate::{Store, StoreError};
+
+/// Every execution status.
+pub const EXECUTION_STATUSES: &[&str] = &[
+    "pending",
+    "deploying",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "lost",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExecutionRow {
+    pub id: i64,
+    pub job_id: i64,
+    pub attempt: i32,
+    /// The SSH server's name; `None` for local and container runs.
+    pub server: Option<String>,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// Time spent getting the runner and payload in place.
+    pub setup_ms: Option<i64>,
+    /// Time the script itself ran.
+    pub run_ms: Option<i64>,
+    pub runner_version: Option<String>,
+    pub error: Option<String>,
+    pub output: Value,
+    /// How it ran, e.g. `local`, `container`, `runner-ssh`, `direct-ssh`.
+    pub mode: Option<String>,
+    /// Free-form remark for users (e.g. "fell back to direct-ssh: ...").
+    pub note: Option<String>,
+    pub created_at: i64,
+}
+
+/// Fields to change on an execution; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutionUpdate {
+    pub status: Option<String>,
+    pub exit_code: Option<i32>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub setup_ms: Option<i64>,
+    pub run_ms: Option<i64>,
+    pub runner_version: Option<String>,
+    pub error: Option<String>,
+    pub output: Option<Value>,
+    pub mode: Option<String>,
+    pub note: Option<String>,
+}
+
+macro_rules! execution_cols {
+    () => {
+        "id, job_id, attempt, server, status, exit_code, started_at, finished_at, setup_ms, run_ms, \
+         runner_version, error, output, mode, note, created_at"
+    };
+}
+
+fn execution_row(row: &AnyRow) -> Result<ExecutionRow, StoreError> {
+    Ok(ExecutionRow {
+        id: i64_col(row, "id")?,
+        job_id: i64_col(row, "job_id")?,
+        attempt: i32_col(row, "attempt")?,
+        server: opt_text(row, "server")?,
+        status: text(row, "status")?,
+        exit_code: opt_i32(row, "exit_code")?,
+        started_at: opt_i64(row, "started_at")?,
+        finished_at: opt_i64(row, "finished_at")?,
+        setup_ms: opt_i64(row, "setup_ms")?,
+        run_ms: opt_i64(row, "run_ms")?,
+        runner_version: opt_text(row, "runner_version")?,
+        error: opt_text(row, "error")?,
+        output: json(row, "output")?,
+        mode: opt_text(row, "mode")?,
+        note: opt_text(row, "note")?,
+        created_at: i64_col(row, "created_at")?,
+    })
+}
+
+fn check_status(status: &str) -> Result<(), StoreError> {
+    if EXECUTION_STATUSES.contains(&status) {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(format!(
+            "status: {status:?} is not one of {}",
+            EXECUTION_STATUSES.join(", ")
+        )))
+    }
+}
+
+impl Store {
+    /// Creates an execution for the attempt `worker` holds. `None` (nothing written) when the
+    /// worker no longer owns that running attempt.
+    pub async fn create_execution(
+        &self,
+        job_id: i64,
+        worker: &str,
+        attempt: i32,
+        server: Option<&str>,
+        status: &str,
+        now: i64,
+    ) -> Result<Option<ExecutionRow>, StoreError> {
+        check_status(status)?;
+        // INSERT ... SELECT from the job row: the fence and the insert are one statement.
+        let row = sqlx::query(concat!(
+            "INSERT INTO executions (job_id, attempt, server, status, created_at) ",
+            "SELECT id, attempt, $1, $2, $3 FROM jobs ",
+            "WHERE id = $4 AND lease_owner = $5 AND attempt = $6 AND status = 'running' ",
+            "RETURNING ",
+            execution_cols!()
+        ))
+        .bind(server)
+        .bind(status)
+        .bind(now)
+        .bind(job_id)
+        .bind(worker)
+        .bind(i64::from(attempt))
+        .fetch_optional(&self.write)
+        .await?;
+        map_opt(row, execution_row)
+    }
+
+    /// Applies `update` to an execution of the attempt `worker` owns (or owned and finished
+    /// itself). False (nothing written) when the lease was lost: the job was recovered or
+    /// re-claimed, or the execution belongs to another attempt.
+    pub async fn update_execution(
+        &self,
+        exec_id: i64,
+        worker: &str,
+        attempt: i32,
+        update: &ExecutionUpdate,
+    ) -> Result<bool, StoreError> {
+        if let Some(status) = &update.status {
+            check_status(status)?;
+        }
+        let output = update
+            .output
+            .as_ref()
+            .map(|v| to_json("output", v))
+            .transpose()?;
+        let done = sqlx::query(
+            "UPDATE executions SET \
+               status = COALESCE($1, status), exit_code = COALESCE($2, exit_code), \
+               started_at = COALESCE($3, started_at), finished_at = COALESCE($4, finished_at), \
+               setup_ms = COALESCE($5, setup_ms), run_ms = COALESCE($6, run_ms), \
+               runner_version = COALESCE($7, runner_version), error = COALESCE($8, error), \
+               output = COALESCE($9, output), mode = COALESCE($10, mode), note = COALESCE($11, note) \
+             WHERE id = $12 AND attempt = $13 AND EXISTS (SELECT 1 FROM jobs j \
+               WHERE j.id = executions.job_id AND j.lease_owner = $14 AND j.attempt = $13)",
+        )
+        .bind(update.status.as_deref())
+        .bind(update.exit_code.map(i64::from))
+        .bind(update.started_at)
+        .bind(update.finished_at)
+        .bind(update.setup_ms)
+        .bind(update.run_ms)
+        .bind(update.runner_version.as_deref())
+        .bind(update.error.as_deref())
+        .bind(output)
+        .bind(update.mode.as_deref())
+        .bind(update.note.as_deref())
+        .bind(exec_id)
+        .bind(i64::from(attempt))
+        .bind(worker)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn get_execution(&self, exec_id: i64) -> Result<Option<ExecutionRow>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", execution_cols!(), " FROM executions WHERE id = $1"))
+            .bind(exec_id)
+            .fetch_optional(&self.read)
+            .await?;
+        map_opt(row, execution_row)
+    }
+
+    /// A job's executions, in creation order (attempt by attempt).
+    pub async fn list_executions(&self, job_id: i64) -> Result<Vec<ExecutionRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            execution_cols!(),
+            " FROM executions WHERE job_id = $1 ORDER BY id"
+        ))
+        .bind(job_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(execution_row).collect()
+    }
+}

@@ -1,0 +1,639 @@
+//! The job queue: enqueue, claim with a lease, heartbeat, finish, retry, cancel, recover the jobs
+//! of vanished workers, and the queries the UI and the scheduler need.
+//!
+//! Every state change a worker makes is fenced by `(lease_owner, attempt)`: "no row updated"
+//! means the worker lost its lease and must stop. Retry policy (attempts, backoff) is data on the
+//! row, so recovery on any server applies the same policy. Not for executing anything.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::any::{AnyConnection, AnyRow};
+
+use crate::backoff::{backoff_delay, row_jitter};
+use crate::row::{bool_col, bool_int, i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json};
+use crate::store::map_opt;
+use crate::{Backend, Store, StoreError};
+
+/// Every job status.
+pub const JOB_STATUSES: &[&str] = &[
+    "queued",
+    "running",
+    "succeeded",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "partial",
+];
+/// Statuses a job ends in (what [`Store::finish`] accepts).
+pub const FINISHED_JOB_STATUSES: &[&str] = &["succeeded", "failed", "timed_out", "cancelled", "partial"];
+
+/// Error recorded on a job whose worker stopped renewing its lease.
+pub const WORKER_LOST: &str = "worker lost";
+
+/// How many serial-job races a claim retries before reporting "nothing to claim".
+const CLAIM_RETRIES: usize = 5;
+/// Upper bound on jobs recovered per call, so one call stays short.
+const RECOVER_BATCH: i64 = 500;
+
+/// A job to enqueue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub event_id: Option<i64>,
+    pub event_name: String,
+    pub event_version: i64,
+    /// What asked for the run: `schedule`, `manual`, `api`, `workflow`, `webhook`...
+    pub trigger: String,
+    pub input: Value,
+    /// Not claimable before this instant.
+    pub run_at: i64,
+    /// Total attempts allowed (1 = no retry).
+    pub max_attempts: i32,
+    /// First retry delay; doubles per attempt up to `max_backoff_ms`.
+    pub backoff_ms: i64,
+    pub max_backoff_ms: i64,
+    /// Never run while another job of the same event is running (overlap: queue).
+    pub serial: bool,
+    /// The schedule tick this job was fired for; at most one job per (event, tick).
+    pub scheduled_for: Option<i64>,
+    pub timeout_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct JobRow {
+    pub id: i64,
+    /// NULL once the event is deleted (the job keeps `event_name`).
+    pub event_id: Option<i64>,
+    pub event_name: String,
+    pub event_version: i64,
+    pub trigger: String,
+    pub status: String,
+    pub input: Value,
+    pub output: Value,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+    /// Attempts started so far (0 while never claimed); the fencing token.
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub backoff_ms: i64,
+    pub max_backoff_ms: i64,
+    pub run_at: i64,
+    pub scheduled_for: Option<i64>,
+    pub serial: bool,
+    pub timeout_ms: i64,
+    /// The worker holding (or, once finished, last holding) the lease.
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<i64>,
+    pub cancel_requested: bool,
+    pub created_at: i64,
+    /// First claim.
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// The end of a run, as reported by its worker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobOutcome {
+    /// One of [`FINISHED_JOB_STATUSES`].
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub output: Value,
+    pub error: Option<String>,
+}
+
+/// Filter for [`Store::list_jobs`]; all conditions are ANDed. Results are newest first.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub event_name: Option<String>,
+    pub event_id: Option<i64>,
+    pub status: Option<String>,
+    /// Default 100, at most 10 000.
+    pub limit: Option<i64>,
+    /// Only jobs with a smaller id (the last id of the previous page).
+    pub before_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Heartbeat {
+    /// Lease renewed; `cancel_requested` tells the worker to stop the run.
+    Ok { cancel_requested: bool },
+    /// The worker no longer owns this attempt: it must stop and write nothing more.
+    Lost,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum CancelResult {
+    /// It was queued; it is now cancelled and will never run.
+    Cancelled,
+    /// It is running; its worker sees `cancel_requested` on its next heartbeat.
+    Requested,
+    /// It had already ended with this status.
+    AlreadyFinished(String),
+    NotFound,
+}
+
+/// A running job whose lease expired, as handled by [`Store::recover_expired`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecoveredJob {
+    pub job_id: i64,
+    /// The attempt that was lost.
+    pub attempt: i32,
+    /// The worker that held the lease.
+    pub worker: Option<String>,
+    /// `queued` (will be retried), `failed` (attempts used up) or `cancelled` (a cancel was
+    /// pending).
+    pub status: String,
+    /// When it becomes claimable again, for `queued`.
+    pub run_at: Option<i64>,
+}
+
+macro_rules! job_cols {
+    () => {
+        "id, event_id, event_name, event_version, trigger_kind, status, input, output, exit_code, \
+         error, attempt, max_attempts, backoff_ms, max_backoff_ms, run_at, scheduled_for, serial, \
+         timeout_ms, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
+         finished_at"
+    };
+}
+
+fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
+    Ok(JobRow {
+        id: i64_col(row, "id")?,
+        event_id: opt_i64(row, "event_id")?,
+        event_name: text(row, "event_name")?,
+        event_version: i64_col(row, "event_version")?,
+        trigger: text(row, "trigger_kind")?,
+        status: text(row, "status")?,
+        input: json(row, "input")?,
+        output: json(row, "output")?,
+        exit_code: opt_i32(row, "exit_code")?,
+        error: opt_text(row, "error")?,
+        attempt: i32_col(row, "attempt")?,
+        max_attempts: i32_col(row, "max_attempts")?,
+        backoff_ms: i64_col(row, "backoff_ms")?,
+        max_backoff_ms: i64_col(row, "max_backoff_ms")?,
+        run_at: i64_col(row, "run_at")?,
+        scheduled_for: opt_i64(row, "scheduled_for")?,
+        serial: bool_col(row, "serial")?,
+        timeout_ms: i64_col(row, "timeout_ms")?,
+        lease_owner: opt_text(row, "lease_owner")?,
+        lease_expires_at: opt_i64(row, "lease_expires_at")?,
+        cancel_requested: bool_col(row, "cancel_requested")?,
+        created_at: i64_col(row, "created_at")?,
+        started_at: opt_i64(row, "started_at")?,
+        finished_at: opt_i64(row, "finished_at")?,
+    })
+}
+
+pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), StoreError> {
+    let invalid = |m: String| Err(StoreError::Invalid(m));
+    if job.event_name.trim().is_empty() {
+        return invalid("event_name: must not be empty".into());
+    }
+    if job.trigger.trim().is_empty() {
+        return invalid("trigger: must not be empty".into());
+    }
+    if job.max_attempts < 1 {
+        return invalid(format!("max_attempts: must be at least 1, got {}", job.max_attempts));
+    }
+    if job.backoff_ms < 0 {
+        return invalid(format!("backoff_ms: must not be negative, got {}", job.backoff_ms));
+    }
+    if job.max_backoff_ms < 0 {
+        return invalid(format!("max_backoff_ms: must not be negative, got {}", job.max_backoff_ms));
+    }
+    if job.timeout_ms < 0 {
+        return invalid(format!("timeout_ms: must not be negative, got {}", job.timeout_ms));
+    }
+    Ok(())
+}
+
+fn check_lease(worker: &str, lease_ms: i64) -> Result<(), StoreError> {
+    if worker.is_empty() {
+        return Err(StoreError::Invalid("worker: must not be empty".into()));
+    }
+    if lease_ms <= 0 {
+        return Err(StoreError::Invalid(format!("lease_ms: must be positive, got {lease_ms}")));
+    }
+    Ok(())
+}
+
+/// Inserts a queued job. With `skip_duplicate_tick`, a job for an (event, tick) that already has
+/// one is not inserted and `None` is returned; otherwise that is `Conflict("scheduled_for")`.
+pub(crate) async fn insert_job(
+    conn: &mut AnyConnection,
+    job: &NewJob,
+    now: i64,
+    skip_duplicate_tick: bool,
+) -> Result<Option<JobRow>, StoreError> {
+    const INSERT: &str = concat!(
+        "INSERT INTO jobs (event_id, event_name, event_version, trigger_kind, status, input, run_at, ",
+        "max_attempts, backoff_ms, max_backoff_ms, serial, scheduled_for, timeout_ms, created_at) ",
+        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ",
+        job_cols!()
+    );
+    const INSERT_SKIP: &str = concat!(
+        "INSERT INTO jobs (event_id, event_name, event_version, trigger_kind, status, input, run_at, ",
+        "max_attempts, backoff_ms, max_backoff_ms, serial, scheduled_for, timeout_ms, created_at) ",
+        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13) ",
+        "ON CONFLICT (event_id, scheduled_for) DO NOTHING RETURNING ",
+        job_cols!()
+    );
+    let input = to_json("input", &job.input)?;
+    let row = sqlx::query(if skip_duplicate_tick { INSERT_SKIP } else { INSERT })
+        .bind(job.event_id)
+        .bind(job.event_name.as_str())
+        .bind(job.event_version)
+        .bind(job.trigger.as_str())
+        .bind(input)
+        .bind(job.run_at)
+        .bind(i64::from(job.max_attempts))
+        .bind(job.backoff_ms)
+        .bind(job.max_backoff_ms)
+        .bind(bool_int(job.serial))
+        .bind(job.scheduled_for)
+        .bind(job.timeout_ms)
+        .bind(now)
+        .fetch_optional(conn)
+        .await?;
+    map_opt(row, job_row)
+}
+
+impl Store {
+    /// Adds a queued job, claimable from `job.run_at`.
+    pub async fn enqueue(&self, job: &NewJob, now: i64) -> Result<JobRow, StoreError> {
+        validate_new_job(job)?;
+        let mut conn = self.write.acquire().await?;
+        insert_job(&mut conn, job, now, false)
+            .await?
+            .ok_or_else(|| StoreError::Conflict("scheduled_for".into()))
+    }
+
+    /// Claims the oldest due queued job (by `run_at`, then id) for `worker`, in one statement:
+    /// status `running`, `attempt + 1`, lease until `now + lease_ms`. Serial jobs whose event
+    /// already has a running job are passed over. `None` when nothing is claimable.
+    pub async fn claim(&self, worker: &str, lease_ms: i64, now: i64) -> Result<Option<JobRow>, StoreError> {
+        check_lease(worker, lease_ms)?;
+        const CLAIM_SQLITE: &str = concat!(
+            "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
+            "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+            "WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
+            "AND (j.serial = 0 OR NOT EXISTS (SELECT 1 FROM jobs r WHERE r.event_id = j.event_id AND r.status = 'running')) ",
+            "ORDER BY j.run_at, j.id LIMIT 1) ",
+            "RETURNING ",
+            job_cols!()
+        );
+        // SKIP LOCKED: concurrent claimers take different rows instead of queueing on one.
+        const CLAIM_POSTGRES: &str = concat!(
+            "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
+            "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+            "WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
+            "AND (j.serial = 0 OR NOT EXISTS (SELECT 1 FROM jobs r WHERE r.event_id = j.event_id AND r.status = 'running')) ",
+            "ORDER BY j.run_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED) AND status = 'queued' ",
+            "RETURNING ",
+            job_cols!()
+        );
+        let sql = match self.backend {
+            Backend::Sqlite => CLAIM_SQLITE,
+            Backend::Postgres => CLAIM_POSTGRES,
+        };
+        for _ in 0..CLAIM_RETRIES {
+            let claimed = sqlx::query(sql)
+                .bind(worker)
+                .bind(now.saturating_add(lease_ms))
+                .bind(now)
+                .fetch_optional(&self.write)
+                .await;
+            match claimed {
+                Ok(row) => return map_opt(row, job_row),
+                // Two claimers took serial jobs of one event at the same time (both saw no
+                // running job in their snapshot); the unique index refused the second. Try
+                // again: the new snapshot sees the running job and passes over its siblings.
+                Err(e) => match StoreError::from_db(e) {
+                    StoreError::Conflict(field) if field == "serial" => continue,
+                    other => return Err(other),
+                },
+            }
+        }
+        Ok(None)
+    }
+
+    /// Renews the lease of a running attempt to `now + lease_ms`.
+    pub async fn heartbeat(
+        &self,
+        job_id: i64,
+        worker: &str,
+        attempt: i32,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Heartbeat, StoreError> {
+        check_lease(worker, lease_ms)?;
+        let row = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $1 \
+             WHERE id = $2 AND lease_owner = $3 AND attempt = $4 AND status = 'running' \
+             RETURNING cancel_requested",
+        )
+        .bind(now.saturating_add(lease_ms))
+        .bind(job_id)
+        .bind(worker)
+        .bind(i64::from(attempt))
+        .fetch_optional(&self.write)
+        .await?;
+        Ok(match row {
+            Some(row) => Heartbeat::Ok {
+                cancel_requested: bool_col(&row, "cancel_requested")?,
+            },
+            None => Heartbeat::Lost,
+        })
+    }
+
+    /// Records the end of a running attempt. False (and nothing written) when `worker` no longer
+    /// owns `attempt`. The job keeps `lease_owner`, so the worker can still finalise the
+    /// executions of its attempt.
+    pub async fn finish(
+        &self,
+        job_id: i64,
+        worker: &str,
+        attempt: i32,
+        outcome: &JobOutcome,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        if !FINISHED_JOB_STATUSES.contains(&outcome.status.as_str()) {
+            return Err(StoreError::Invalid(format!(
+                "status: {:?} is not one of {}",
+                outcome.status,
+                FINISHED_JOB_STATUSES.join(", ")
+            )));
+        }
+        let output = to_json("output", &outcome.output)?;
+        let done = sqlx::query(
+            "UPDATE jobs SET status = $1, exit_code = $2, output = $3, error = $4, finished_at = $5, \
+             lease_expires_at = NULL \
+             WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running'",
+        )
+        .bind(outcome.status.as_str())
+        .bind(outcome.exit_code.map(i64::from))
+        .bind(output)
+        .bind(outcome.error.as_deref())
+        .bind(now)
+        .bind(job_id)
+        .bind(worker)
+        .bind(i64::from(attempt))
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Gives a failed attempt back to the queue, claimable from `run_at` (the caller computes it
+    /// with [`backoff_delay`]). A cancel requested meanwhile wins: the job becomes `cancelled`.
+    /// False (and nothing written) when `worker` no longer owns `attempt`.
+    pub async fn retry_later(
+        &self,
+        job_id: i64,
+        worker: &str,
+        attempt: i32,
+        run_at: i64,
+        error: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE jobs SET \
+               status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
+               finished_at = CASE WHEN cancel_requested = 1 THEN $1 ELSE NULL END, \
+               run_at = $2, error = $3, lease_expires_at = NULL \
+             WHERE id = $4 AND lease_owner = $5 AND attempt = $6 AND status = 'running'",
+        )
+        .bind(now)
+        .bind(run_at)
+        .bind(error)
+        .bind(job_id)
+        .bind(worker)
+        .bind(i64::from(attempt))
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Cancels a job: a queued one at once, a running one by asking its worker (through
+    /// [`Heartbeat::Ok`]'s `cancel_requested`).
+    pub async fn cancel(&self, job_id: i64, now: i64) -> Result<CancelResult, StoreError> {
+        // Three single-row statements instead of a read-then-write: each is atomic, and a job
+        // moving between states in between (claimed, retried) is caught by the next one or by
+        // another round.
+        for _ in 0..3 {
+            let queued = sqlx::query(
+                "UPDATE jobs SET status = 'cancelled', finished_at = $1 WHERE id = $2 AND status = 'queued'",
+            )
+            .bind(now)
+            .bind(job_id)
+            .execute(&self.write)
+            .await?;
+            if queued.rows_affected() > 0 {
+                return Ok(CancelResult::Cancelled);
+            }
+            let running = sqlx::query(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND status = 'running'",
+            )
+            .bind(job_id)
+            .execute(&self.write)
+            .await?;
+            if running.rows_affected() > 0 {
+                return Ok(CancelResult::Requested);
+            }
+            let status = sqlx::query("SELECT status FROM jobs WHERE id = $1")
+                .bind(job_id)
+                .fetch_optional(&self.write)
+                .await?;
+            match map_opt(status, |r| text(r, "status"))? {
+                None => return Ok(CancelResult::NotFound),
+                Some(s) if s != "queued" && s != "running" => {
+                    return Ok(CancelResult::AlreadyFinished(s))
+                }
+                Some(_) => continue,
+            }
+        }
+        // Still flapping between queued and running after three rounds: report it as requested,
+        // which is true of the last state we saw.
+        Ok(CancelResult::Requested)
+    }
+
+    /// Handles running jobs whose lease expired before `now`: their unfinished executions of that
+    /// attempt become `lost` (output kept), and the job is requeued with the backoff stored on
+    /// the row, or `failed` ("worker lost") when its attempts are used up, or `cancelled` when a
+    /// cancel was pending. Each job is fenced by its attempt, so several servers may run this at
+    /// once: a job is recovered by exactly one of them.
+    pub async fn recover_expired(&self, now: i64) -> Result<Vec<RecoveredJob>, StoreError> {
+        let candidates = sqlx::query(
+            "SELECT id, attempt, lease_owner, max_attempts, backoff_ms, max_backoff_ms, cancel_requested \
+             FROM jobs WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at, id LIMIT $2",
+        )
+        .bind(now)
+        .bind(RECOVER_BATCH)
+        .fetch_all(&self.read)
+        .await?;
+        let mut recovered = Vec::with_capacity(candidates.len());
+        for row in &candidates {
+            let job_id = i64_col(row, "id")?;
+            let attempt = i32_col(row, "attempt")?;
+            let worker = opt_text(row, "lease_owner")?;
+            let max_attempts = i32_col(row, "max_attempts")?;
+            let (status, run_at, finished_at) = if bool_col(row, "cancel_requested")? {
+                ("cancelled", None, Some(now))
+            } else if attempt < max_attempts {
+                let delay = backoff_delay(
+                    i64_col(row, "backoff_ms")?,
+                    i64_col(row, "max_backoff_ms")?,
+                    attempt,
+                    row_jitter(job_id, attempt),
+                );
+                ("queued", Some(now.saturating_add(delay)), None)
+            } else {
+                ("failed", None, Some(now))
+            };
+
+            let mut tx = self.begin_write().await?;
+            // lease_owner is cleared: the vanished worker must not touch this attempt's
+            // executions any more (they are fenced by owner and attempt).
+            let done = sqlx::query(
+                "UPDATE jobs SET status = $1, run_at = COALESCE($2, run_at), finished_at = $3, \
+                 error = $4, lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $5 AND attempt = $6 AND status = 'running' AND lease_expires_at < $7",
+            )
+            .bind(status)
+            .bind(run_at)
+            .bind(finished_at)
+            .bind(WORKER_LOST)
+            .bind(job_id)
+            .bind(i64::from(attempt))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            if done.rows_affected() == 0 {
+                // Renewed, finished or recovered by someone else since we looked.
+                tx.rollback().await?;
+                continue;
+            }
+            sqlx::query(
+                "UPDATE executions SET status = 'lost', finished_at = COALESCE(finished_at, $1), \
+                 error = COALESCE(error, $2) \
+                 WHERE job_id = $3 AND attempt = $4 AND status IN ('pending', 'deploying', 'running')",
+            )
+            .bind(now)
+            .bind(WORKER_LOST)
+            .bind(job_id)
+            .bind(i64::from(attempt))
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            recovered.push(RecoveredJob {
+                job_id,
+                attempt,
+                worker,
+                status: status.to_string(),
+                run_at,
+            });
+        }
+        Ok(recovered)
+    }
+
+    pub async fn get_job(&self, id: i64) -> Result<Option<JobRow>, StoreError> {
+        let row = sqlx::query(concat!("SELECT ", job_cols!(), " FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+        map_opt(row, job_row)
+    }
+
+    /// Jobs matching `filter`, newest first.
+    pub async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRow>, StoreError> {
+        let limit = filter.limit.unwrap_or(100);
+        if !(1..=10_000).contains(&limit) {
+            return Err(StoreError::Invalid(format!(
+                "limit: must be between 1 and 10000, got {limit}"
+            )));
+        }
+        if let Some(status) = &filter.status {
+            if !JOB_STATUSES.contains(&status.as_str()) {
+                return Err(StoreError::Invalid(format!(
+                    "status: {status:?} is not one of {}",
+                    JOB_STATUSES.join(", ")
+                )));
+            }
+        }
+        // Only the conditions in use appear in the SQL, so each combination gets a plan that
+        // uses its index (at most 16 distinct statements, all cached).
+        let mut sql = String::from(concat!("SELECT ", job_cols!(), " FROM jobs WHERE 1 = 1"));
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if filter.event_name.is_some() {
+            sql.push_str(&format!(" AND event_name = ${}", next()));
+        }
+        if filter.event_id.is_some() {
+            sql.push_str(&format!(" AND event_id = ${}", next()));
+        }
+        if filter.status.is_some() {
+            sql.push_str(&format!(" AND status = ${}", next()));
+        }
+        if filter.before_id.is_some() {
+            sql.push_str(&format!(" AND id < ${}", next()));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next()));
+        let mut query = sqlx::query(&sql);
+        if let Some(v) = &filter.event_name {
+            query = query.bind(v.as_str());
+        }
+        if let Some(v) = filter.event_id {
+            query = query.bind(v);
+        }
+        if let Some(v) = &filter.status {
+            query = query.bind(v.as_str());
+        }
+        if let Some(v) = filter.before_id {
+            query = query.bind(v);
+        }
+        let rows = query.bind(limit).fetch_all(&self.read).await?;
+        rows.iter().map(job_row).collect()
+    }
+
+    /// Whether the event has a queued or running job (overlap policy).
+    pub async fn has_active_job(&self, event_id: i64) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            "SELECT id FROM jobs WHERE event_id = $1 AND status IN ('queued', 'running') LIMIT 1",
+        )
+        .bind(event_id)
+        .fetch_optional(&self.read)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Jobs ever created for the event (`max_executions`).
+    pub async fn count_jobs_for_event(&self, event_id: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE event_id = $1")
+            .bind(event_id)
+            .fetch_one(&self.read)
+            .await?;
+        i64_col(&row, "n")
+    }
+
+    /// `(status, count)` for every status that has jobs, by status.
+    pub async fn job_counts_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status ORDER BY status")
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((text(r, "status")?, i64_col(r, "n")?)))
+            .collect()
+    }
+
+    /// Earliest `run_at` of the queued jobs: when a worker with nothing to do should look again.
+    pub async fn next_run_at(&self) -> Result<Option<i64>, StoreError> {
+        // ORDER BY + LIMIT rather than MIN(): it walks the claim index, and the column keeps its
+        // declared type on both backends.
+        let row = sqlx::query("SELECT run_at FROM jobs WHERE status = 'queued' ORDER BY run_at LIMIT 1")
+            .fetch_optional(&self.read)
+            .await?;
+        map_opt(row, |r| i64_col(r, "run_at"))
+    }
+}

@@ -1,0 +1,161 @@
+//! Log lines of jobs: batched appends (the hot path: up to 50 MB per job) and paged reads by
+//! sequence number, which is what live viewers follow.
+//!
+//! Not for fan-out to viewers: the server notifies them after a batch is stored.
+
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+
+use crate::row::{i64_col, opt_i64, text};
+use crate::store::map_opt;
+use crate::{Store, StoreError};
+
+/// Rows per INSERT: 6 parameters each stays far below both backends' parameter limits
+/// (SQLite 32 766, PostgreSQL 65 535) while amortising the round trip.
+const CHUNK_ROWS: usize = 500;
+const COLS: usize = 6;
+/// Largest page [`Store::read_logs`] returns.
+pub const MAX_READ_LIMIT: i64 = 100_000;
+
+/// A line to store; `seq` is assigned by the job's current owner, strictly increasing per job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NewLogLine {
+    pub execution_id: Option<i64>,
+    pub seq: i64,
+    /// `stdout`, `stderr`, or `system` for Cronium's own messages.
+    pub stream: String,
+    pub line: String,
+    pub ts: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LogLine {
+    pub job_id: i64,
+    pub execution_id: Option<i64>,
+    pub seq: i64,
+    pub stream: String,
+    pub line: String,
+    pub ts: i64,
+}
+
+fn log_line(row: &AnyRow) -> Result<LogLine, StoreError> {
+    Ok(LogLine {
+        job_id: i64_col(row, "job_id")?,
+        execution_id: opt_i64(row, "execution_id")?,
+        seq: i64_col(row, "seq")?,
+        stream: text(row, "stream")?,
+        line: text(row, "line")?,
+        ts: i64_col(row, "ts")?,
+    })
+}
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::with_capacity(64 + rows * 40);
+    sql.push_str("INSERT INTO logs (job_id, execution_id, seq, stream, line, ts) VALUES ");
+    for r in 0..rows {
+        if r > 0 {
+            sql.push(',');
+        }
+        let b = r * COLS;
+        sql.push_str(&format!(
+            "(${}, ${}, ${}, ${}, ${}, ${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6
+        ));
+    }
+    sql
+}
+
+fn full_chunk_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| insert_sql(CHUNK_ROWS))
+}
+
+impl Store {
+    /// Stores `lines` for a job in one transaction (all or nothing), with multi-row inserts.
+    /// A `seq` already stored for the job is `Conflict("seq")`; seqs within one call must be
+    /// positive and strictly increasing. NUL characters, which PostgreSQL text cannot hold,
+    /// become U+FFFD on both backends.
+    pub async fn append_logs(&self, job_id: i64, lines: &[NewLogLine]) -> Result<(), StoreError> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let mut prev = 0;
+        for (i, l) in lines.iter().enumerate() {
+            if l.seq <= prev {
+                return Err(StoreError::Invalid(format!(
+                    "lines[{i}].seq: {} must be positive and greater than the previous line's ({prev})",
+                    l.seq
+                )));
+            }
+            prev = l.seq;
+            if l.stream.is_empty() {
+                return Err(StoreError::Invalid(format!("lines[{i}].stream: must not be empty")));
+            }
+        }
+        let mut tx = self.begin_write().await?;
+        for chunk in lines.chunks(CHUNK_ROWS) {
+            let partial_sql;
+            let (sql, persistent) = if chunk.len() == CHUNK_ROWS {
+                (full_chunk_sql(), true)
+            } else {
+                partial_sql = insert_sql(chunk.len());
+                // Odd-sized tails would churn the prepared-statement cache; run them unprepared.
+                (partial_sql.as_str(), false)
+            };
+            let mut query = sqlx::query(sql).persistent(persistent);
+            for l in chunk {
+                let line = if l.line.contains('\0') {
+                    l.line.replace('\0', "\u{FFFD}")
+                } else {
+                    l.line.clone()
+                };
+                query = query
+                    .bind(job_id)
+                    .bind(l.execution_id)
+                    .bind(l.seq)
+                    .bind(l.stream.as_str())
+                    .bind(line)
+                    .bind(l.ts);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Up to `limit` lines of a job with `seq > after_seq`, in order. Follow a job by passing
+    /// the last seq received.
+    pub async fn read_logs(&self, job_id: i64, after_seq: i64, limit: i64) -> Result<Vec<LogLine>, StoreError> {
+        if !(1..=MAX_READ_LIMIT).contains(&limit) {
+            return Err(StoreError::Invalid(format!(
+                "limit: must be between 1 and {MAX_READ_LIMIT}, got {limit}"
+            )));
+        }
+        let rows = sqlx::query(
+            "SELECT job_id, execution_id, seq, stream, line, ts FROM logs \
+             WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(after_seq)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(log_line).collect()
+    }
+
+    /// Highest stored seq of a job, 0 when it has no lines (where a new owner continues).
+    pub async fn max_log_seq(&self, job_id: i64) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT seq FROM logs WHERE job_id = $1 ORDER BY seq DESC LIMIT 1")
+            .bind(job_id)
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(map_opt(row, |r| i64_col(r, "seq"))?.unwrap_or(0))
+    }
+}
