@@ -243,6 +243,9 @@ async fn conclude(
                 if let Err(e) = inner.queue.update_execution(lease, id, &update).await {
                     tracing::warn!(error = %e, "recording execution end");
                 }
+                inner
+                    .metrics
+                    .execution_finished(r.finished.status.as_str(), r.finished.run_ms);
             }
             aggregate(results, facts)
         }

@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use cronium_core::clock::now_ms;
 use cronium_core::logbus::LogBus;
+use cronium_core::metrics::Metrics;
 use cronium_core::payload::PayloadCache;
 use cronium_protocol::Interpreter;
 use tokio::sync::{Notify, Semaphore};
@@ -74,6 +75,7 @@ pub(crate) struct Inner {
     pub(crate) config: AgentConfig,
     pub(crate) queue: Arc<dyn JobQueue>,
     pub(crate) bus: Arc<LogBus>,
+    pub(crate) metrics: Arc<Metrics>,
     pub(crate) wake: Arc<Notify>,
     pub(crate) payloads: PayloadCache,
     pub(crate) local: LocalTransport,
@@ -88,7 +90,7 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(config: AgentConfig, queue: Arc<dyn JobQueue>, bus: Arc<LogBus>) -> Self {
+    pub fn new(config: AgentConfig, queue: Arc<dyn JobQueue>, bus: Arc<LogBus>, metrics: Arc<Metrics>) -> Self {
         let local = LocalTransport {
             runner: config.runner_path.clone(),
             work_base: config.work_base.clone(),
@@ -103,6 +105,7 @@ impl Agent {
                 config,
                 queue,
                 bus,
+                metrics,
                 wake: Arc::new(Notify::new()),
                 local,
                 http,

@@ -1,1 +1,136 @@
-fn main() {}
+//! `cronium`: the server (`cronium serve`) and the command-line client in one binary.
+//! Only flag parsing and dispatch live here.
+
+mod cli;
+mod client;
+mod commands;
+mod local_run;
+
+use std::path::PathBuf;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Parser;
+use cronium_core::duration::ByteSize;
+use cronium_server::ServerConfig;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{Cli, Command, ServeArgs};
+
+/// The runner: the flag, then next to this binary, then PATH.
+fn find_runner(flag: Option<PathBuf>) -> Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p);
+    }
+    if let Some(sibling) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("cronium-runner"))) {
+        if sibling.is_file() {
+            return Ok(sibling);
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join("cronium-runner");
+            if p.is_file() {
+                return Ok(p);
+            }
+        }
+    }
+    Err(anyhow!("cronium-runner not found next to cronium or on PATH; pass --runner or set CRONIUM_RUNNER"))
+}
+
+fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(d).join("cronium");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/cronium"),
+        None => PathBuf::from("cronium-data"),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<i32> {
+    let runner = find_runner(args.runner)?;
+    let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
+    let mut config = ServerConfig::new(data_dir.clone(), runner);
+    config.database_url = args.database_url;
+    config.admin_token = std::env::var("CRONIUM_ADMIN_TOKEN").ok();
+    config.admin_password = std::env::var("CRONIUM_ADMIN_PASSWORD").ok();
+    config.encryption_key = std::env::var("CRONIUM_ENCRYPTION_KEY").ok();
+    config.embedded_agent = !args.no_agent;
+    config.agent_concurrency = args.concurrency.max(1);
+    config.max_output_bytes = ByteSize::parse(&args.max_output).map_err(|e| anyhow!("--max-output: {e}"))?.0;
+
+    let running = cronium_server::prepare(&config).await?;
+    if let Some(b) = &running.bootstrap {
+        println!("First start: created the admin account `{}`.", b.username);
+        if let Some(p) = &b.password {
+            println!("  admin password: {p}");
+        }
+        match &b.token {
+            Some(t) => println!("  API token:      {t}\n  (shown only this once; use it as CRONIUM_TOKEN or --token)"),
+            None => println!("  API token:      the value of CRONIUM_ADMIN_TOKEN"),
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), database = %redact(&config.database_url()), "cronium listening");
+    println!("Cronium listening on http://{addr} (data in {})", data_dir.display());
+    let shutdown = CancellationToken::new();
+    let s = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+        s.cancel();
+    });
+    cronium_server::serve(running, &config, listener, shutdown).await?;
+    Ok(0)
+}
+
+/// Hides a password in a database URL before logging it.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("CRONIUM_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Event(cmd) => commands::event(cmd).await,
+        Command::Job(cmd) => commands::job(cmd).await,
+        Command::Var(cmd) => commands::var(cmd).await,
+        Command::Token(cmd) => commands::token(cmd).await,
+        Command::Run(args) => match find_runner(args.runner.clone()) {
+            Ok(r) => local_run::run(args, r).await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}

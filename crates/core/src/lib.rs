@@ -9,6 +9,7 @@ pub mod clock;
 pub mod crypto;
 pub mod duration;
 pub mod logbus;
+pub mod metrics;
 pub mod payload;
 pub mod schedule;
 pub mod spec;

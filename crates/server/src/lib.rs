@@ -1,1 +1,229 @@
-//! (to be written)
+//! The Cronium server: opens the store, bootstraps the first admin, and runs the HTTP API, the
+//! scheduler and the embedded agent until shutdown.
+//!
+//! `main` only parses flags and calls [`serve`]; the listener and the shutdown signal are passed
+//! in so tests bind port 0 and stop the server when they like.
+
+pub mod api;
+pub mod auth;
+pub mod runs;
+pub mod scheduler;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cronium_agent::queue::StoreQueue;
+use cronium_agent::{Agent, AgentConfig};
+use cronium_core::clock::now_ms;
+use cronium_core::crypto::SecretBox;
+use cronium_core::logbus::LogBus;
+use cronium_core::metrics::Metrics;
+use cronium_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    /// `sqlite:...` or `postgres://...`; default: `cronium.db` in the data directory.
+    pub database_url: Option<String>,
+    /// The `cronium-runner` binary.
+    pub runner_path: PathBuf,
+    /// `CRONIUM_ADMIN_TOKEN`: the first admin token, when set on first start.
+    pub admin_token: Option<String>,
+    /// `CRONIUM_ADMIN_PASSWORD`: the first admin's password, when set on first start.
+    pub admin_password: Option<String>,
+    /// `CRONIUM_ENCRYPTION_KEY`.
+    pub encryption_key: Option<String>,
+    /// Run an agent inside the server (default true).
+    pub embedded_agent: bool,
+    pub agent_concurrency: usize,
+    pub max_output_bytes: u64,
+    /// Remove cached payloads unused for this long.
+    pub payload_max_age: Duration,
+}
+
+impl ServerConfig {
+    pub fn new(data_dir: PathBuf, runner_path: PathBuf) -> Self {
+        ServerConfig {
+            data_dir,
+            database_url: None,
+            runner_path,
+            admin_token: None,
+            admin_password: None,
+            encryption_key: None,
+            embedded_agent: true,
+            agent_concurrency: 16,
+            max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
+            payload_max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite:{}", self.data_dir.join("cronium.db").display()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("database: {0}")]
+    Store(#[from] cronium_store::StoreError),
+    #[error("encryption key: {0}")]
+    Crypto(#[from] cronium_core::crypto::CryptoError),
+    #[error("runner binary not found at {0} (build it with `cargo build -p cronium-runner` or set --runner)")]
+    Runner(String),
+    #[error("first start: {0}")]
+    Bootstrap(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// What the first start created, to be shown once.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub username: String,
+    /// None when it came from CRONIUM_ADMIN_PASSWORD.
+    pub password: Option<String>,
+    /// None when it came from CRONIUM_ADMIN_TOKEN.
+    pub token: Option<String>,
+}
+
+/// Creates the admin account and its first token when the database has no user yet.
+pub async fn bootstrap(store: &Store, config: &ServerConfig) -> Result<Option<Bootstrap>, ServeError> {
+    if store.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let (password, shown_password) = match &config.admin_password {
+        Some(p) if !p.is_empty() => (p.clone(), None),
+        _ => {
+            let p = auth::new_password();
+            (p.clone(), Some(p))
+        }
+    };
+    let (token, shown_token) = match &config.admin_token {
+        Some(t) if t.trim().len() >= 16 => (t.trim().to_string(), None),
+        Some(_) => {
+            return Err(ServeError::Bootstrap(
+                "CRONIUM_ADMIN_TOKEN must be at least 16 characters".into(),
+            ))
+        }
+        None => {
+            let t = auth::new_token();
+            (t.clone(), Some(t))
+        }
+    };
+    let hash = auth::hash_password(&password).map_err(ServeError::Bootstrap)?;
+    let now = now_ms();
+    let user = store.create_user("admin", &hash, "admin", now).await?;
+    store
+        .create_token("admin (first start)", &auth::hash_token(&token), user, now)
+        .await?;
+    Ok(Some(Bootstrap {
+        username: "admin".into(),
+        password: shown_password,
+        token: shown_token,
+    }))
+}
+
+/// A started server.
+pub struct Running {
+    pub state: AppState,
+    pub agent: Option<Agent>,
+    pub bootstrap: Option<Bootstrap>,
+}
+
+/// Opens the store and prepares everything [`serve`] runs.
+pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    if !config.runner_path.is_file() {
+        return Err(ServeError::Runner(config.runner_path.display().to_string()));
+    }
+    let store = Store::open(&config.database_url()).await?;
+    let secrets = Arc::new(SecretBox::load(config.encryption_key.as_deref(), &config.data_dir)?);
+    let bootstrap = bootstrap(&store, config).await?;
+    let bus = Arc::new(LogBus::new());
+    let metrics = Arc::new(Metrics::new());
+    let agent = config.embedded_agent.then(|| {
+        let mut ac = AgentConfig::new(config.runner_path.clone(), config.data_dir.join("payloads"));
+        ac.concurrency = config.agent_concurrency;
+        ac.max_output_bytes = config.max_output_bytes;
+        let queue = Arc::new(StoreQueue {
+            store: store.clone(),
+            secrets: secrets.clone(),
+        });
+        Agent::new(ac, queue, bus.clone(), metrics.clone())
+    });
+    let agent_wake = agent.as_ref().map_or_else(|| Arc::new(Notify::new()), |a| a.waker());
+    let state = AppState {
+        store,
+        secrets,
+        bus,
+        metrics,
+        agent_wake,
+        scheduler_wake: Arc::new(Notify::new()),
+        data_dir: config.data_dir.clone(),
+    };
+    Ok(Running {
+        state,
+        agent,
+        bootstrap,
+    })
+}
+
+/// Serves the API on `listener` and runs the scheduler and the agent until `shutdown`.
+pub async fn serve(
+    running: Running,
+    config: &ServerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let Running { state, agent, .. } = running;
+    let holder = agent
+        .as_ref()
+        .map_or_else(|| format!("server-{}", std::process::id()), |a| a.worker_id().to_string());
+    let mut tasks = Vec::new();
+    tasks.push(tokio::spawn(scheduler::run(state.clone(), holder, shutdown.clone())));
+    if let Some(agent) = agent {
+        let s = shutdown.clone();
+        tasks.push(tokio::spawn(async move { agent.run(s).await }));
+    }
+    let payload_dir = config.data_dir.join("payloads");
+    let max_age = config.payload_max_age;
+    let s = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let cache = cronium_core::payload::PayloadCache::new(payload_dir);
+        loop {
+            if let Ok(n) = cache.cleanup(max_age) {
+                if n > 0 {
+                    tracing::info!(removed = n, "old payloads removed");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                _ = s.cancelled() => return,
+            }
+        }
+    }));
+    let app = api::router(state);
+    let s = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { s.cancelled().await })
+        .await?;
+    shutdown.cancel();
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    Ok(())
+}

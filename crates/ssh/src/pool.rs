@@ -72,8 +72,6 @@ pub(crate) struct Lease {
     key: ServerKey,
     pool: Arc<Pool>,
     broken: bool,
-    /// Whether the connection came from the pool (true) or was opened for this lease.
-    pub reused: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -158,7 +156,6 @@ impl Pool {
                 key,
                 pool: self.clone(),
                 broken: false,
-                reused: true,
                 _permit: permit,
             });
         }
@@ -169,7 +166,6 @@ impl Pool {
             key,
             pool: self.clone(),
             broken: false,
-            reused: false,
             _permit: permit,
         })
     }

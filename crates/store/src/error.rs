@@ -22,7 +22,7 @@ pub enum StoreError {
     #[error("unsupported database URL {0:?}: expected sqlite:PATH or postgres://...")]
     UnsupportedUrl(String),
     #[error(transparent)]
-    Database(#[source] sqlx::Error),
+    Database(sqlx::Error),
     #[error(transparent)]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("cannot prepare the database location: {0}")]

@@ -7,7 +7,8 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use sqlx::any::{AnyConnection, AnyRow};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 
 use crate::backoff::{backoff_delay, row_jitter};
 use crate::row::{bool_col, bool_int, i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json};

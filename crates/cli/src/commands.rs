@@ -1,0 +1,299 @@
+//! Client commands: each one request (or a few) to the server, printed as text or JSON.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::cli::{EventCmd, JobCmd, TokenCmd, VarCmd};
+use crate::client::{exit_code_for, print_line, Client};
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+    v[k].as_str().unwrap_or("-")
+}
+
+/// Reads an event file, resolving `script_file` relative to it, and checks it locally so that
+/// mistakes are reported with the field name before anything is sent.
+pub fn read_event_file(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut value: Value = serde_saphyr::from_str(&text)
+        .map_err(|e| anyhow!("{}: not valid YAML: {e}", path.display()))?;
+    let obj = value
+        .as_object_mut()
+        .ok_or_else(|| anyhow!("{}: expected a mapping of event fields", path.display()))?;
+    if let Some(file) = obj.remove("script_file") {
+        let rel = file
+            .as_str()
+            .ok_or_else(|| anyhow!("{}: script_file: expected a path", path.display()))?;
+        if obj.contains_key("script") {
+            bail!("{}: give either script or script_file, not both", path.display());
+        }
+        let script_path = path.parent().unwrap_or(Path::new(".")).join(rel);
+        let script = std::fs::read_to_string(&script_path)
+            .with_context(|| format!("{}: script_file: cannot read {}", path.display(), script_path.display()))?;
+        obj.insert("script".into(), Value::String(script));
+    }
+    cronium_core::spec::from_value(value.clone()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(value)
+}
+
+pub async fn event(cmd: EventCmd) -> Result<i32> {
+    match cmd {
+        EventCmd::Apply { file, client } => {
+            let body = read_event_file(&file)?;
+            let name = body["name"].as_str().unwrap_or_default().to_string();
+            let c = Client::new(&client)?;
+            let r = c.request(Method::PUT, &format!("/api/v1/events/{name}"), Some(&body)).await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                let next = r["event"]["next_fire_at"].as_str().map(|t| format!(", next run {t}")).unwrap_or_default();
+                println!("event {name} {} (version {}{next})", s(&r, "result"), r["event"]["version"]);
+            }
+        }
+        EventCmd::List { client } => {
+            let r = Client::new(&client)?.get("/api/v1/events").await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("{:<30} {:<8} {:<8} {:<28} NEXT RUN", "NAME", "TYPE", "STATUS", "SCHEDULE");
+                for e in r.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<30} {:<8} {:<8} {:<28} {}",
+                        s(e, "name"),
+                        s(&e["spec"], "type"),
+                        s(e, "status"),
+                        e["spec"]["schedule"].as_str().unwrap_or("manual"),
+                        s(e, "next_fire_at"),
+                    );
+                }
+            }
+        }
+        EventCmd::Show { name, client } => {
+            let r = Client::new(&client)?.get(&format!("/api/v1/events/{name}")).await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("name:      {}\nversion:   {}\nstatus:    {}\nnext run:  {}\nlast run:  {}",
+                    s(&r, "name"), r["version"], s(&r, "status"), s(&r, "next_fire_at"), s(&r, "last_fired_at"));
+                let yaml = serde_saphyr::to_string(&r["spec"]).unwrap_or_default();
+                println!("---\n{yaml}");
+            }
+        }
+        EventCmd::Delete { name, client } => {
+            Client::new(&client)?
+                .request(Method::DELETE, &format!("/api/v1/events/{name}"), None)
+                .await?;
+            if client.json {
+                print_json(&json!({"deleted": name}));
+            } else {
+                println!("event {name} deleted");
+            }
+        }
+        EventCmd::Run { name, input, follow, client } => {
+            let body = match input {
+                Some(text) => {
+                    let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("--input: not valid JSON: {e}"))?;
+                    json!({"input": v})
+                }
+                None => json!({}),
+            };
+            let c = Client::new(&client)?;
+            let r = c.request(Method::POST, &format!("/api/v1/events/{name}/run"), Some(&body)).await?;
+            let id = r["id"].as_i64().ok_or_else(|| anyhow!("server returned no job id"))?;
+            if !follow {
+                if client.json {
+                    print_json(&json!({"id": id}));
+                } else {
+                    println!("{id}");
+                }
+                return Ok(0);
+            }
+            let end = c.follow(id, 0).await?;
+            if client.json {
+                let job = c.get(&format!("/api/v1/jobs/{id}")).await?;
+                print_json(&job);
+            }
+            return Ok(exit_code_for(&end));
+        }
+    }
+    Ok(0)
+}
+
+pub async fn job(cmd: JobCmd) -> Result<i32> {
+    match cmd {
+        JobCmd::List { event, status, limit, client } => {
+            let mut q = vec![format!("limit={limit}")];
+            if let Some(e) = event {
+                q.push(format!("event={e}"));
+            }
+            if let Some(st) = status {
+                q.push(format!("status={st}"));
+            }
+            let r = Client::new(&client)?.get(&format!("/api/v1/jobs?{}", q.join("&"))).await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("{:<8} {:<30} {:<10} {:<9} {:<5} CREATED", "ID", "EVENT", "STATUS", "TRIGGER", "EXIT");
+                for j in r.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<8} {:<30} {:<10} {:<9} {:<5} {}",
+                        j["id"], s(j, "event"), s(j, "status"), s(j, "trigger"),
+                        j["exit_code"].as_i64().map(|c| c.to_string()).unwrap_or("-".into()),
+                        s(j, "created_at"),
+                    );
+                }
+            }
+        }
+        JobCmd::Show { id, client } => {
+            let r = Client::new(&client)?.get(&format!("/api/v1/jobs/{id}")).await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("job {} of {} ({}): {}", r["id"], s(&r, "event"), s(&r, "trigger"), s(&r, "status"));
+                println!("exit code: {}", r["exit_code"]);
+                if let Some(e) = r["error"].as_str() {
+                    println!("error:     {e}");
+                }
+                println!("output:    {}", r["output"]);
+                for x in r["executions"].as_array().into_iter().flatten() {
+                    println!(
+                        "  execution {} attempt {} server {} {} exit {} runner {} ({} ms)",
+                        x["id"], x["attempt"], x["server"].as_str().unwrap_or("-"), s(x, "status"),
+                        x["exit_code"], s(x, "runner_version"), x["run_ms"]
+                    );
+                }
+            }
+        }
+        JobCmd::Logs { id, follow, client } => {
+            let c = Client::new(&client)?;
+            if follow {
+                let end = c.follow(id, 0).await?;
+                return Ok(exit_code_for(&end));
+            }
+            let mut after = 0;
+            loop {
+                let page = c.get(&format!("/api/v1/jobs/{id}/logs?after={after}&limit=5000")).await?;
+                let lines = page["lines"].as_array().cloned().unwrap_or_default();
+                for l in &lines {
+                    if client.json {
+                        println!("{l}");
+                    } else {
+                        print_line(l);
+                    }
+                }
+                after = page["next_after"].as_i64().unwrap_or(after);
+                if lines.len() < 5000 {
+                    break;
+                }
+            }
+        }
+        JobCmd::Cancel { id, client } => {
+            let r = Client::new(&client)?
+                .request(Method::POST, &format!("/api/v1/jobs/{id}/cancel"), None)
+                .await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                let what = if s(&r, "status") == "cancelled" { "cancelled" } else { "cancellation requested" };
+                println!("job {id}: {what}");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// A command-line value: JSON when it parses as JSON, otherwise the string itself.
+pub fn json_or_string(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+pub async fn var(cmd: VarCmd) -> Result<i32> {
+    match cmd {
+        VarCmd::Get { name, client } => {
+            let r = Client::new(&client)?.get(&format!("/api/v1/variables/{name}")).await?;
+            if client.json {
+                print_json(&r);
+            } else if r["secret"].as_bool() == Some(true) {
+                bail!("variable {name} is secret: its value cannot be read back");
+            } else {
+                match &r["value"] {
+                    Value::String(s) => println!("{s}"),
+                    v => println!("{v}"),
+                }
+            }
+        }
+        VarCmd::Set { name, value, secret, client } => {
+            let body = json!({"value": json_or_string(&value), "secret": secret});
+            let r = Client::new(&client)?
+                .request(Method::PUT, &format!("/api/v1/variables/{name}"), Some(&body))
+                .await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("variable {name} set{}", if secret { " (secret)" } else { "" });
+            }
+        }
+        VarCmd::List { client } => {
+            let r = Client::new(&client)?.get("/api/v1/variables").await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                for v in r.as_array().into_iter().flatten() {
+                    let shown = if v["secret"].as_bool() == Some(true) { "******** (secret)".to_string() } else { v["value"].to_string() };
+                    println!("{:<30} {shown}", s(v, "name"));
+                }
+            }
+        }
+        VarCmd::Delete { name, client } => {
+            Client::new(&client)?
+                .request(Method::DELETE, &format!("/api/v1/variables/{name}"), None)
+                .await?;
+            if !client.json {
+                println!("variable {name} deleted");
+            }
+        }
+    }
+    Ok(0)
+}
+
+pub async fn token(cmd: TokenCmd) -> Result<i32> {
+    match cmd {
+        TokenCmd::Create { name, client } => {
+            let r = Client::new(&client)?
+                .request(Method::POST, "/api/v1/tokens", Some(&json!({"name": name})))
+                .await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("{}", s(&r, "token"));
+                eprintln!("token {} created (id {}); it is shown only this once", name, r["id"]);
+            }
+        }
+        TokenCmd::List { client } => {
+            let r = Client::new(&client)?.get("/api/v1/tokens").await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("{:<6} {:<30} {:<26} {:<26} REVOKED", "ID", "NAME", "CREATED", "LAST USED");
+                for t in r.as_array().into_iter().flatten() {
+                    println!("{:<6} {:<30} {:<26} {:<26} {}", t["id"], s(t, "name"), s(t, "created_at"), s(t, "last_used_at"), s(t, "revoked_at"));
+                }
+            }
+        }
+        TokenCmd::Revoke { id, client } => {
+            Client::new(&client)?
+                .request(Method::DELETE, &format!("/api/v1/tokens/{id}"), None)
+                .await?;
+            if !client.json {
+                println!("token {id} revoked");
+            }
+        }
+    }
+    Ok(0)
+}

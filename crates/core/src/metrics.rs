@@ -1,0 +1,100 @@
+//! Prometheus metrics shared by the server, the scheduler and the agent. Gauges that mirror the
+//! store (jobs by status, queue depth) are refreshed from it at scrape time; histograms and
+//! counters are updated where things happen.
+
+use std::sync::Mutex;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    /// Jobs per status, from the store at scrape time.
+    pub jobs: Family<StatusLabel, Gauge>,
+    /// Queued jobs whose time has come.
+    pub queue_depth: Gauge,
+    /// Delay between a scheduled instant and the job being enqueued, in seconds.
+    pub scheduler_lag: Histogram,
+    /// Run time of finished executions, in seconds.
+    pub run_duration: Histogram,
+    /// Finished executions by final status.
+    pub executions: Family<StatusLabel, Counter>,
+    /// Ticks fired / skipped by the scheduler.
+    pub ticks: Family<KindLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("cronium")),
+            jobs: Family::default(),
+            queue_depth: Gauge::default(),
+            scheduler_lag: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            run_duration: Histogram::new(exponential_buckets(0.005, 2.0, 20)),
+            executions: Family::default(),
+            ticks: Family::default(),
+        };
+        if let Ok(mut r) = m.registry.lock() {
+            r.register("jobs", "Jobs by status", m.jobs.clone());
+            r.register("queue_depth", "Queued jobs that are due", m.queue_depth.clone());
+            r.register(
+                "scheduler_lag_seconds",
+                "Delay from a scheduled instant to its job being enqueued",
+                m.scheduler_lag.clone(),
+            );
+            r.register(
+                "run_duration_seconds",
+                "Run time of finished executions",
+                m.run_duration.clone(),
+            );
+            r.register("executions", "Finished executions by status", m.executions.clone());
+            r.register("scheduler_ticks", "Scheduler ticks by outcome", m.ticks.clone());
+        }
+        m
+    }
+
+    /// Registers more metrics (e.g. a transport's) under the `cronium_` prefix.
+    pub fn with_registry(&self, f: impl FnOnce(&mut Registry)) {
+        if let Ok(mut r) = self.registry.lock() {
+            f(&mut r);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if let Ok(r) = self.registry.lock() {
+            let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        }
+        out
+    }
+
+    pub fn execution_finished(&self, status: &str, run_ms: u64) {
+        self.executions
+            .get_or_create(&StatusLabel {
+                status: status.to_string(),
+            })
+            .inc();
+        self.run_duration.observe(run_ms as f64 / 1000.0);
+    }
+}

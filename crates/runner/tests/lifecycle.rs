@@ -1,0 +1,308 @@
+//! Process lifecycle: exit codes, timeouts, cancellation, leftover processes, results reported on
+//! failure and timeout, live streaming, and the working directory removed on every path.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use cronium_protocol::{RunStatus, RunnerEvent, Stream};
+use serde_json::json;
+
+#[test]
+fn exit_code_and_started_event() {
+    let scratch = Scratch::new();
+    let out = run(
+        &scratch,
+        &script("bash", "echo out; echo err >&2; exit 7\n", json!({})),
+        &context(json!({})),
+    );
+    assert!(
+        matches!(out.events.first(), Some(RunnerEvent::Started { pid, .. }) if *pid > 0),
+        "{:?}",
+        out.events
+    );
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::Failed);
+    assert_eq!(fin.exit_code, Some(7));
+    assert_eq!(fin.signal, None);
+    assert_eq!(out.code, 7);
+    assert_eq!(out.lines(Stream::Stdout), vec!["out"]);
+    assert_eq!(out.lines(Stream::Stderr), vec!["err"]);
+    scratch.assert_clean();
+}
+
+#[test]
+fn death_by_signal_reports_128_plus_signal() {
+    let scratch = Scratch::new();
+    let out = run(
+        &scratch,
+        &script("bash", "kill -KILL $$\n", json!({})),
+        &context(json!({})),
+    );
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::Failed);
+    assert_eq!(fin.exit_code, Some(137));
+    assert_eq!(fin.signal, Some(9));
+    assert_eq!(out.code, 137);
+    scratch.assert_clean();
+}
+
+#[test]
+fn outputs_and_variables_survive_a_failing_script() {
+    let scratch = Scratch::new();
+    let src = "cronium.output '{\"done\": 1}'\ncronium.setVariable last ok\nexit 1\n";
+    let out = run(&scratch, &script("bash", src, json!({})), &context(json!({})));
+    assert_eq!(out.finished().status, RunStatus::Failed);
+    assert_eq!(out.finished().exit_code, Some(1));
+    assert_eq!(out.last_output(), Some(json!({"done": 1})));
+    assert_eq!(out.variables(), vec![("last".to_string(), json!("ok"))]);
+    scratch.assert_clean();
+}
+
+#[test]
+fn outputs_and_variables_survive_a_timeout() {
+    let scratch = Scratch::new();
+    let src = "import cronium, time\ncronium.output({'partial': [1, 2]})\n\
+               cronium.setVariable('progress', 50)\ntime.sleep(1000)\n";
+    let out = run(
+        &scratch,
+        &script(
+            "python",
+            src,
+            json!({"timeout_ms": 800, "kill_grace_ms": 200}),
+        ),
+        &context(json!({})),
+    );
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::TimedOut);
+    assert_eq!(fin.exit_code, Some(124));
+    assert_eq!(out.code, 124);
+    assert_eq!(out.last_output(), Some(json!({"partial": [1, 2]})));
+    assert_eq!(out.variables(), vec![("progress".to_string(), json!(50))]);
+    scratch.assert_clean();
+}
+
+/// A script that ignores SIGTERM and leaves children in and out of its process group.
+const STUBBORN: &str = r#"trap '' TERM
+sleep 1000 & echo $! >> "$PIDFILE"
+bash -c 'while :; do sleep 1; done' & echo $! >> "$PIDFILE"
+setsid bash -c 'echo $$ >> "$0"; exec sleep 1000' "$PIDFILE" &
+( setsid sleep 1000 & echo $! >> "$PIDFILE" )
+echo $$ >> "$PIDFILE"
+echo ready
+while :; do sleep 0.05; done
+"#;
+
+#[test]
+fn timeout_kills_a_term_ignoring_tree_including_setsid_children() {
+    let scratch = Scratch::new();
+    let pidfile = scratch.path("pids");
+    let (timeout, grace) = (1_500u64, 700u64);
+    let started = Instant::now();
+    let out = run(
+        &scratch,
+        &script(
+            "bash",
+            STUBBORN,
+            json!({"timeout_ms": timeout, "kill_grace_ms": grace}),
+        ),
+        &context(json!({"env": {"PIDFILE": pidfile.to_str().unwrap()}})),
+    );
+    let elapsed = started.elapsed();
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::TimedOut, "{:?}", out.events);
+    assert_eq!(fin.exit_code, Some(124));
+    assert_eq!(out.code, 124);
+    // SIGTERM was ignored, so the run lasts the timeout plus the whole grace period, not more.
+    assert!(
+        elapsed >= Duration::from_millis(timeout + grace),
+        "{elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(timeout + grace + 3_000),
+        "{elapsed:?}"
+    );
+    let pids = read_pids(&pidfile);
+    assert_eq!(pids.len(), 5, "script did not record every pid: {pids:?}");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} survived the runner");
+    }
+    scratch.assert_clean();
+}
+
+#[test]
+fn background_processes_left_by_a_successful_script_are_killed() {
+    let scratch = Scratch::new();
+    let pidfile = scratch.path("pids");
+    let src = r#"sleep 1000 & echo $! >> "$PIDFILE"
+( setsid sleep 1000 >/dev/null 2>&1 & echo $! >> "$PIDFILE" )
+echo done
+exit 0
+"#;
+    let started = Instant::now();
+    let out = run(
+        &scratch,
+        &script("bash", src, json!({})),
+        &context(json!({"env": {"PIDFILE": pidfile.to_str().unwrap()}})),
+    );
+    assert_eq!(out.finished().status, RunStatus::Succeeded);
+    assert_eq!(out.stdout(), vec!["done"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let pids = read_pids(&pidfile);
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for pid in pids {
+        assert!(!alive(pid), "background process {pid} survived the runner");
+    }
+    scratch.assert_clean();
+}
+
+const WAITER: &str = r#"sleep 1000 & echo $! >> "$PIDFILE"
+( setsid sleep 1000 & echo $! >> "$PIDFILE" )
+echo $$ >> "$PIDFILE"
+echo ready
+wait
+"#;
+
+fn cancel_test(cancel: impl FnOnce(&mut Live)) {
+    let scratch = Scratch::new();
+    let pidfile = scratch.path("pids");
+    let mut live = Live::start(
+        &scratch,
+        &script("bash", WAITER, json!({"kill_grace_ms": 5_000})),
+        &context(json!({"env": {"PIDFILE": pidfile.to_str().unwrap()}})),
+    );
+    live.wait_for(Duration::from_secs(10), |e| {
+        matches!(e, RunnerEvent::Log { line, .. } if line == "ready")
+    });
+    assert_eq!(scratch.leftovers().len(), 1, "working directory exists while running");
+    let cancelled_at = Instant::now();
+    cancel(&mut live);
+    let out = live.finish(Duration::from_secs(20));
+    // bash dies on SIGTERM, so the runner does not wait out the 5 s grace period.
+    assert!(cancelled_at.elapsed() < Duration::from_secs(4));
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::Cancelled, "{:?}", out.events);
+    assert_eq!(fin.exit_code, Some(143));
+    assert_eq!(out.code, 143);
+    let pids = read_pids(&pidfile);
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} survived the cancel");
+    }
+    scratch.assert_clean();
+}
+
+#[test]
+fn cancel_by_closing_stdin() {
+    cancel_test(|live| live.close_stdin());
+}
+
+#[test]
+fn cancel_by_control_line() {
+    cancel_test(|live| live.send("{\"t\":\"cancel\"}\n"));
+}
+
+#[test]
+fn log_lines_stream_while_the_script_runs() {
+    let scratch = Scratch::new();
+    let marker = scratch.path("go");
+    let src = r#"echo first
+while [ ! -e "$MARKER" ]; do sleep 0.01; done
+echo second
+"#;
+    let mut live = Live::start(
+        &scratch,
+        &script("bash", src, json!({})),
+        &context(json!({"env": {"MARKER": marker.to_str().unwrap()}})),
+    );
+    // The first line must arrive while the script is still blocked on the marker.
+    live.wait_for(Duration::from_secs(10), |e| {
+        matches!(e, RunnerEvent::Log { line, .. } if line == "first")
+    });
+    std::fs::write(&marker, b"").unwrap();
+    let out = live.finish(Duration::from_secs(10));
+    assert_eq!(out.finished().status, RunStatus::Succeeded);
+    assert_eq!(out.stdout(), vec!["first", "second"]);
+    scratch.assert_clean();
+}
+
+#[test]
+fn working_directory_is_private_and_removed_even_when_locked_down() {
+    let scratch = Scratch::new();
+    let src = r#"stat -c '%a' .
+pwd
+mkdir -p locked/inner && touch locked/inner/f && chmod 000 locked/inner locked
+"#;
+    let out = run(&scratch, &script("bash", src, json!({})), &context(json!({})));
+    assert_eq!(out.finished().status, RunStatus::Succeeded);
+    let lines = out.stdout();
+    assert_eq!(lines[0], "700");
+    assert!(
+        lines[1].starts_with(scratch.work().to_str().unwrap()),
+        "{lines:?}"
+    );
+    scratch.assert_clean();
+}
+
+#[test]
+fn missing_interpreter_fails_with_127() {
+    let scratch = Scratch::new();
+    let out = run(
+        &scratch,
+        &script("python", "print(1)\n", json!({})),
+        &context(json!({"interpreters": {"python": "/nonexistent/python3"}})),
+    );
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::Failed);
+    assert_eq!(fin.exit_code, Some(127));
+    assert!(
+        fin.error.as_deref().unwrap_or("").contains("/nonexistent/python3"),
+        "{fin:?}"
+    );
+    assert_eq!(out.code, 127);
+    scratch.assert_clean();
+
+    let out = run(
+        &scratch,
+        &script("bash", "echo hi\n", json!({"env": {"PATH": "/nonexistent"}})),
+        &context(json!({})),
+    );
+    let fin = out.finished();
+    assert_eq!(fin.exit_code, Some(127));
+    assert!(
+        fin.error.as_deref().unwrap_or("").contains("bash interpreter not found"),
+        "{fin:?}"
+    );
+    scratch.assert_clean();
+}
+
+#[test]
+fn api_helper_mode_is_refused_clearly() {
+    let scratch = Scratch::new();
+    let out = run(
+        &scratch,
+        &script("bash", "echo should-not-run\n", json!({})),
+        &context(json!({"helper_mode": "api", "api": {"endpoint": "http://x", "token": "t"}})),
+    );
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::Failed);
+    assert_eq!(fin.exit_code, None);
+    assert!(fin.error.as_deref().unwrap_or("").contains("api"), "{fin:?}");
+    assert!(out.stdout().is_empty());
+    assert_eq!(out.code, 2);
+    scratch.assert_clean();
+}
+
+#[test]
+fn version_flag_prints_crate_version() {
+    let out = std::process::Command::new(RUNNER)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("cronium-runner {}", env!("CARGO_PKG_VERSION"))
+    );
+}

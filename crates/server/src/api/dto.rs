@@ -1,0 +1,251 @@
+//! JSON shapes of the API. Only this module knows them; handlers convert store rows here.
+
+use cronium_core::clock::rfc3339;
+use cronium_store::{EventRow, ExecutionRow, JobRow, LogLine, TokenRow};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+fn ts(ms: Option<i64>) -> Option<String> {
+    ms.map(rfc3339)
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventDto {
+    pub id: i64,
+    pub name: String,
+    pub version: i64,
+    /// active | paused | draft | archived
+    pub status: String,
+    /// The event file fields, normalised.
+    #[schema(value_type = Object)]
+    pub spec: Value,
+    pub next_fire_at: Option<String>,
+    pub last_fired_at: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<EventRow> for EventDto {
+    fn from(e: EventRow) -> Self {
+        let mut spec = e.spec;
+        if let Some(obj) = spec.as_object_mut() {
+            obj.insert("status".into(), Value::String(e.status.clone()));
+        }
+        EventDto {
+            id: e.id,
+            name: e.name,
+            version: e.version,
+            status: e.status,
+            spec,
+            next_fire_at: ts(e.next_fire_at),
+            last_fired_at: ts(e.last_fired_at),
+            created_at: rfc3339(e.created_at),
+            updated_at: rfc3339(e.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApplyDto {
+    /// created | updated | unchanged
+    pub result: String,
+    pub event: EventDto,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RunBody {
+    /// The run's input; the event's default input when absent.
+    #[schema(value_type = Object)]
+    #[serde(default)]
+    pub input: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CreatedDto {
+    pub id: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ExecutionDto {
+    pub id: i64,
+    pub attempt: i32,
+    /// Server name; null for local and container runs.
+    pub server: Option<String>,
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub runner_version: Option<String>,
+    pub mode: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub setup_ms: Option<i64>,
+    pub run_ms: Option<i64>,
+    pub error: Option<String>,
+    #[schema(value_type = Object)]
+    pub output: Value,
+    pub note: Option<String>,
+}
+
+impl From<ExecutionRow> for ExecutionDto {
+    fn from(x: ExecutionRow) -> Self {
+        ExecutionDto {
+            id: x.id,
+            attempt: x.attempt,
+            server: x.server,
+            status: x.status,
+            exit_code: x.exit_code,
+            runner_version: x.runner_version,
+            mode: x.mode,
+            started_at: ts(x.started_at),
+            finished_at: ts(x.finished_at),
+            setup_ms: x.setup_ms,
+            run_ms: x.run_ms,
+            error: x.error,
+            output: x.output,
+            note: x.note,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct JobDto {
+    pub id: i64,
+    /// Event name.
+    pub event: String,
+    pub event_id: Option<i64>,
+    pub event_version: i64,
+    /// queued | running | succeeded | failed | timed_out | cancelled | partial
+    pub status: String,
+    pub trigger: String,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub exit_code: Option<i32>,
+    /// The script's outputs (per server for multi-server runs).
+    #[schema(value_type = Object)]
+    pub output: Value,
+    pub error: Option<String>,
+    #[schema(value_type = Object)]
+    pub input: Value,
+    pub cancel_requested: bool,
+    pub created_at: String,
+    pub run_at: String,
+    pub scheduled_for: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executions: Option<Vec<ExecutionDto>>,
+}
+
+impl JobDto {
+    pub fn new(j: JobRow, executions: Option<Vec<ExecutionRow>>) -> Self {
+        JobDto {
+            duration_ms: j.started_at.zip(j.finished_at).map(|(s, f)| f - s),
+            id: j.id,
+            event: j.event_name,
+            event_id: j.event_id,
+            event_version: j.event_version,
+            status: j.status,
+            trigger: j.trigger,
+            attempt: j.attempt,
+            max_attempts: j.max_attempts,
+            exit_code: j.exit_code,
+            output: j.output,
+            error: j.error,
+            input: j.input,
+            cancel_requested: j.cancel_requested,
+            created_at: rfc3339(j.created_at),
+            run_at: rfc3339(j.run_at),
+            scheduled_for: ts(j.scheduled_for),
+            started_at: ts(j.started_at),
+            finished_at: ts(j.finished_at),
+            executions: executions.map(|xs| xs.into_iter().map(ExecutionDto::from).collect()),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema, Clone)]
+pub struct LogLineDto {
+    pub seq: i64,
+    pub ts: String,
+    /// stdout | stderr | system
+    pub stream: String,
+    pub line: String,
+    pub execution_id: Option<i64>,
+    /// Server the line came from (multi-server runs).
+    pub server: Option<String>,
+}
+
+impl LogLineDto {
+    pub fn new(l: LogLine, server: Option<String>) -> Self {
+        LogLineDto {
+            seq: l.seq,
+            ts: rfc3339(l.ts),
+            stream: l.stream,
+            line: l.line,
+            execution_id: l.execution_id,
+            server,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LogPageDto {
+    pub lines: Vec<LogLineDto>,
+    /// Pass as `after` to get the next page.
+    pub next_after: i64,
+    /// The job has ended and every line has been returned.
+    pub done: bool,
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VariableDto {
+    pub name: String,
+    /// The value; always null for secret variables.
+    #[schema(value_type = Object)]
+    pub value: Value,
+    pub secret: bool,
+    pub updated_at: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VariableBody {
+    #[schema(value_type = Object)]
+    pub value: Value,
+    #[serde(default)]
+    pub secret: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenDto {
+    pub id: i64,
+    pub name: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked_at: Option<String>,
+    /// Only in the response that creates the token; never shown again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl From<TokenRow> for TokenDto {
+    fn from(t: TokenRow) -> Self {
+        TokenDto {
+            id: t.id,
+            name: t.name,
+            created_at: rfc3339(t.created_at),
+            last_used_at: ts(t.last_used_at),
+            revoked_at: ts(t.revoked_at),
+            token: None,
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    pub name: String,
+}

@@ -1,0 +1,136 @@
+//! `/api/v1/events`: create, apply (create or update by name), list, show, delete, run now.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use cronium_core::clock::now_ms;
+use cronium_core::spec::{self, EventSpec, EventStatus};
+use cronium_store::{Applied, EventRow};
+
+use super::body;
+use super::dto::{ApplyDto, CreatedDto, EventDto, RunBody};
+use super::error::{ApiError, ApiResult};
+use crate::state::AppState;
+use crate::{runs, scheduler};
+
+fn parse_spec(bytes: &Bytes) -> ApiResult<EventSpec> {
+    let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad("(body)", "not UTF-8"))?;
+    Ok(spec::parse_json(text)?)
+}
+
+pub(crate) async fn find(state: &AppState, name: &str) -> ApiResult<EventRow> {
+    state
+        .store
+        .get_event_by_name(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("event `{name}` not found")))
+}
+
+/// List events.
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    responses((status = 200, body = [EventDto])), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<EventDto>>> {
+    let events = state.store.list_events().await?;
+    Ok(Json(events.into_iter().map(EventDto::from).collect()))
+}
+
+/// Create an event (409 when the name is taken).
+#[utoipa::path(post, path = "/api/v1/events", tag = "events",
+    request_body(content = Object, description = "The event file fields as JSON"),
+    responses((status = 201, body = EventDto), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn create(State(state): State<AppState>, bytes: Bytes) -> ApiResult<(StatusCode, Json<EventDto>)> {
+    let spec = parse_spec(&bytes)?;
+    let event = state
+        .store
+        .create_event(&spec.name, spec.status.as_str(), &spec.to_value(), now_ms())
+        .await?;
+    scheduler::reschedule(&state, &event).await?;
+    let event = find(&state, &event.name).await?;
+    Ok((StatusCode::CREATED, Json(event.into())))
+}
+
+/// Create or update an event by name (what `cronium event apply` calls).
+#[utoipa::path(put, path = "/api/v1/events/{name}", tag = "events",
+    params(("name" = String, Path)),
+    request_body(content = Object, description = "The event file fields as JSON"),
+    responses((status = 200, body = ApplyDto), (status = 422)), security(("bearer" = [])))]
+pub async fn apply(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Json<ApplyDto>> {
+    let mut value: serde_json::Value = body::json(&bytes)?;
+    match value.get("name") {
+        None => {
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("name".into(), serde_json::Value::String(name.clone()));
+            }
+        }
+        Some(n) if n.as_str() == Some(name.as_str()) => {}
+        Some(_) => return Err(ApiError::bad("name", format!("does not match the URL (`{name}`)"))),
+    }
+    let spec = spec::from_value(value)?;
+    let (event, applied) = state
+        .store
+        .apply_event(&spec.name, spec.status.as_str(), &spec.to_value(), now_ms())
+        .await?;
+    if applied != Applied::Unchanged {
+        scheduler::reschedule(&state, &event).await?;
+    }
+    let event = find(&state, &event.name).await?;
+    let result = match applied {
+        Applied::Created => "created",
+        Applied::Updated => "updated",
+        Applied::Unchanged => "unchanged",
+    };
+    Ok(Json(ApplyDto {
+        result: result.into(),
+        event: event.into(),
+    }))
+}
+
+/// Show one event.
+#[utoipa::path(get, path = "/api/v1/events/{name}", tag = "events",
+    params(("name" = String, Path)),
+    responses((status = 200, body = EventDto), (status = 404)), security(("bearer" = [])))]
+pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<EventDto>> {
+    Ok(Json(find(&state, &name).await?.into()))
+}
+
+/// Delete an event. Its past jobs and logs are kept.
+#[utoipa::path(delete, path = "/api/v1/events/{name}", tag = "events",
+    params(("name" = String, Path)),
+    responses((status = 204), (status = 404)), security(("bearer" = [])))]
+pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let event = find(&state, &name).await?;
+    state.store.delete_event(event.id).await?;
+    state.scheduler_wake.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Run an event now, optionally with input. Returns the new job's id.
+#[utoipa::path(post, path = "/api/v1/events/{name}/run", tag = "events",
+    params(("name" = String, Path)),
+    request_body(content = RunBody, description = "Optional input"),
+    responses((status = 201, body = CreatedDto), (status = 404), (status = 422)), security(("bearer" = [])))]
+pub async fn run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<(StatusCode, Json<CreatedDto>)> {
+    let body: RunBody = body::json(&bytes)?;
+    let event = find(&state, &name).await?;
+    if event.status == EventStatus::Archived.as_str() {
+        return Err(ApiError::bad("status", format!("event `{name}` is archived")));
+    }
+    let spec = spec::from_value(event.spec.clone()).map_err(ApiError::internal)?;
+    let now = now_ms();
+    let job = runs::new_job(&event, &spec, "manual", body.input, now, None);
+    let job = state.store.enqueue(&job, now).await?;
+    state.agent_wake.notify_one();
+    if runs::apply_execution_limit(&state.store, &event, &spec, now).await? {
+        state.scheduler_wake.notify_one();
+    }
+    Ok((StatusCode::CREATED, Json(CreatedDto { id: job.id })))
+}

@@ -1,0 +1,242 @@
+//! `/api/v1/jobs`: list with filters, detail with executions, cancel, logs (paged and live).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::Json;
+use cronium_core::clock::now_ms;
+use cronium_store::{CancelResult, JobFilter, JobRow};
+use futures::Stream;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::dto::{JobDto, LogLineDto, LogPageDto};
+use super::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+const FINAL: [&str; 5] = ["succeeded", "failed", "timed_out", "cancelled", "partial"];
+
+pub fn is_final(status: &str) -> bool {
+    FINAL.contains(&status)
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only jobs of this event.
+    pub event: Option<String>,
+    /// Only jobs with this status.
+    pub status: Option<String>,
+    /// At most this many (default 50, max 1000).
+    pub limit: Option<i64>,
+    /// Only jobs with an id below this (paging, newest first).
+    pub before: Option<i64>,
+}
+
+/// List jobs, newest first.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
+    responses((status = 200, body = [JobDto])), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Vec<JobDto>>> {
+    if let Some(s) = &q.status {
+        if !(is_final(s) || s == "queued" || s == "running") {
+            return Err(ApiError::bad("status", format!("unknown job status `{s}`")));
+        }
+    }
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad("limit", "must be between 1 and 1000"));
+    }
+    let filter = JobFilter {
+        event_name: q.event,
+        event_id: None,
+        status: q.status,
+        limit: Some(limit),
+        before_id: q.before,
+    };
+    let jobs = state.store.list_jobs(&filter).await?;
+    Ok(Json(jobs.into_iter().map(|j| JobDto::new(j, None)).collect()))
+}
+
+async fn find(state: &AppState, id: i64) -> ApiResult<JobRow> {
+    state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("job {id} not found")))
+}
+
+/// One job with its executions.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobDto), (status = 404)), security(("bearer" = [])))]
+pub async fn show(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<JobDto>> {
+    let job = find(&state, id).await?;
+    let executions = state.store.list_executions(id).await?;
+    Ok(Json(JobDto::new(job, Some(executions))))
+}
+
+/// Cancel a queued (at once) or running (the runner stops the script) job.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path)),
+    responses((status = 200, body = JobDto), (status = 404), (status = 409)), security(("bearer" = [])))]
+pub async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<JobDto>> {
+    match state.store.cancel(id, now_ms()).await? {
+        CancelResult::NotFound => return Err(ApiError::NotFound(format!("job {id} not found"))),
+        CancelResult::AlreadyFinished(status) => {
+            return Err(ApiError::Conflict {
+                field: None,
+                message: format!("job {id} has already ended ({status})"),
+            })
+        }
+        CancelResult::Cancelled => state.bus.finish(id),
+        CancelResult::Requested => {}
+    }
+    let job = find(&state, id).await?;
+    Ok(Json(JobDto::new(job, None)))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Return lines with a seq greater than this (default 0).
+    pub after: Option<i64>,
+    /// At most this many lines (default 1000, max 10000).
+    pub limit: Option<i64>,
+}
+
+async fn servers_of(state: &AppState, job_id: i64) -> ApiResult<HashMap<i64, String>> {
+    Ok(state
+        .store
+        .list_executions(job_id)
+        .await?
+        .into_iter()
+        .filter_map(|x| x.server.map(|s| (x.id, s)))
+        .collect())
+}
+
+/// A page of a job's log.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "logs", params(("id" = i64, Path), LogQuery),
+    responses((status = 200, body = LogPageDto), (status = 404)), security(("bearer" = [])))]
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<LogPageDto>> {
+    let limit = q.limit.unwrap_or(1000);
+    if !(1..=10_000).contains(&limit) {
+        return Err(ApiError::bad("limit", "must be between 1 and 10000"));
+    }
+    let after = q.after.unwrap_or(0);
+    // Read the status first: if it is final, every line was stored before it.
+    let job = find(&state, id).await?;
+    let lines = state.store.read_logs(id, after, limit).await?;
+    let servers = servers_of(&state, id).await?;
+    let next_after = lines.last().map_or(after, |l| l.seq);
+    let done = is_final(&job.status) && (lines.len() as i64) < limit;
+    Ok(Json(LogPageDto {
+        lines: lines
+            .into_iter()
+            .map(|l| {
+                let server = l.execution_id.and_then(|x| servers.get(&x).cloned());
+                LogLineDto::new(l, server)
+            })
+            .collect(),
+        next_after,
+        done,
+        status: job.status,
+    }))
+}
+
+/// Live log as Server-Sent Events: `line` events (id = seq, data = a log line as JSON), then one
+/// `end` event with the job's final status. Resume with `Last-Event-ID` or `?after=SEQ`: nothing
+/// is missed and nothing is sent twice.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs/stream", tag = "logs", params(("id" = i64, Path), LogQuery),
+    responses((status = 200, content_type = "text/event-stream")), security(("bearer" = [])))]
+pub async fn stream(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(q): Query<LogQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    find(&state, id).await?;
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let after = resume.or(q.after).unwrap_or(0);
+    let rx = state.bus.subscribe(id);
+
+    struct Cursor {
+        state: AppState,
+        id: i64,
+        after: i64,
+        rx: Option<tokio::sync::watch::Receiver<cronium_core::logbus::LogMark>>,
+        pending: std::collections::VecDeque<Event>,
+        ended: bool,
+        servers: HashMap<i64, String>,
+    }
+    let cursor = Cursor {
+        state,
+        id,
+        after,
+        rx,
+        pending: Default::default(),
+        ended: false,
+        servers: HashMap::new(),
+    };
+    let stream = futures::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(e) = c.pending.pop_front() {
+                return Some((Ok(e), c));
+            }
+            if c.ended {
+                if let Some(rx) = c.rx.take() {
+                    drop(rx);
+                    c.state.bus.release(c.id);
+                }
+                return None;
+            }
+            // Status before lines: once final, all lines are stored.
+            let status = match c.state.store.get_job(c.id).await {
+                Ok(Some(j)) => j,
+                _ => {
+                    c.ended = true;
+                    continue;
+                }
+            };
+            let lines = c.state.store.read_logs(c.id, c.after, 1000).await.unwrap_or_default();
+            if lines.iter().any(|l| l.execution_id.is_some_and(|x| !c.servers.contains_key(&x))) {
+                if let Ok(xs) = c.state.store.list_executions(c.id).await {
+                    c.servers = xs.into_iter().filter_map(|x| x.server.map(|s| (x.id, s))).collect();
+                }
+            }
+            if !lines.is_empty() {
+                for l in lines {
+                    c.after = l.seq;
+                    let server = l.execution_id.and_then(|x| c.servers.get(&x).cloned());
+                    let dto = LogLineDto::new(l, server);
+                    let data = serde_json::to_string(&dto).unwrap_or_default();
+                    c.pending
+                        .push_back(Event::default().event("line").id(dto.seq.to_string()).data(data));
+                }
+                continue;
+            }
+            if is_final(&status.status) {
+                let end = serde_json::json!({"status": status.status, "exit_code": status.exit_code});
+                c.pending.push_back(Event::default().event("end").data(end.to_string()));
+                c.ended = true;
+                continue;
+            }
+            // Wait for the agent's wake-up, or poll (jobs run by another server's agent).
+            match c.rx.as_mut() {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+                }
+                None => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}

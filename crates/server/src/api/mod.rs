@@ -1,0 +1,155 @@
+//! The HTTP API under `/api/v1` (JSON), `/metrics` (Prometheus) and `/healthz`.
+//! Every route except `/healthz` requires `Authorization: Bearer <token>`.
+
+pub mod body;
+pub mod dto;
+pub mod error;
+pub mod events;
+pub mod jobs;
+pub mod tokens;
+pub mod variables;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::header;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cronium_core::clock::now_ms;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use self::error::ApiError;
+use crate::auth::hash_token;
+use crate::state::AppState;
+
+/// Largest request body (an event with a 1 MiB script fits).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// Who made the request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: i64,
+    pub token_id: i64,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cronium API", description = "Events, jobs, logs, variables and tokens of a Cronium server."),
+    paths(
+        events::list, events::create, events::apply, events::show, events::delete, events::run,
+        jobs::list, jobs::show, jobs::cancel, jobs::logs, jobs::stream,
+        variables::list, variables::show, variables::set, variables::delete,
+        tokens::list, tokens::create, tokens::revoke,
+    ),
+    modifiers(&BearerAuth),
+    tags((name = "events"), (name = "jobs"), (name = "logs"), (name = "variables"), (name = "tokens"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    match state.store.next_run_at().await {
+        Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "health check: store unreachable");
+            (
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"status": "store unreachable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let counts = state.store.job_counts_by_status().await?;
+    for status in ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "partial"] {
+        let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        state
+            .metrics
+            .jobs
+            .get_or_create(&cronium_core::metrics::StatusLabel { status: status.into() })
+            .set(n);
+    }
+    let queued = counts.iter().find(|(s, _)| s == "queued").map_or(0, |(_, n)| *n);
+    state.metrics.queue_depth.set(queued);
+    Ok((
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.encode(),
+    )
+        .into_response())
+}
+
+async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return ApiError::Unauthorized.into_response();
+    };
+    match state.store.find_token(&hash_token(token), now_ms()).await {
+        Ok(Some(t)) => {
+            req.extensions_mut().insert(Caller {
+                user_id: t.user_id,
+                token_id: t.id,
+            });
+            next.run(req).await
+        }
+        Ok(None) => ApiError::Unauthorized.into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/events", get(events::list).post(events::create))
+        .route("/events/{name}", get(events::show).put(events::apply).delete(events::delete))
+        .route("/events/{name}/run", post(events::run))
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{id}", get(jobs::show))
+        .route("/jobs/{id}/cancel", post(jobs::cancel))
+        .route("/jobs/{id}/logs", get(jobs::logs))
+        .route("/jobs/{id}/logs/stream", get(jobs::stream))
+        .route("/variables", get(variables::list))
+        .route("/variables/{name}", get(variables::show).put(variables::set).delete(variables::delete))
+        .route("/tokens", get(tokens::list).post(tokens::create))
+        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found);
+    let protected = Router::new()
+        .nest("/api/v1", api)
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .merge(protected)
+        .route("/healthz", get(healthz))
+        .route("/", get(|| async { axum::response::Redirect::temporary("/healthz") }))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+

@@ -1,0 +1,103 @@
+//! `/api/v1/variables`: named JSON values scripts read and write. Secret ones are encrypted at
+//! rest and never returned in clear text once written.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use cronium_agent::queue::variable_context;
+use cronium_core::clock::{now_ms, rfc3339};
+use cronium_store::{VariableRow, VariableValue};
+use serde_json::Value;
+
+use super::body;
+use super::dto::{VariableBody, VariableDto};
+use super::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Largest variable value, as JSON text.
+const MAX_VALUE_BYTES: usize = 1024 * 1024;
+
+fn dto(row: VariableRow) -> VariableDto {
+    let (value, secret) = match row.value {
+        VariableValue::Plain(v) => (v, false),
+        VariableValue::Secret(_) => (Value::Null, true),
+    };
+    VariableDto {
+        name: row.name,
+        value,
+        secret,
+        updated_at: rfc3339(row.updated_at),
+    }
+}
+
+pub fn validate_name(name: &str) -> ApiResult<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad("name", "use 1 to 200 letters, digits, -, _ and ."))
+    }
+}
+
+/// List variables (secret values are null).
+#[utoipa::path(get, path = "/api/v1/variables", tag = "variables",
+    responses((status = 200, body = [VariableDto])), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<VariableDto>>> {
+    Ok(Json(state.store.list_variables().await?.into_iter().map(dto).collect()))
+}
+
+/// Read one variable (a secret one's value is null).
+#[utoipa::path(get, path = "/api/v1/variables/{name}", tag = "variables", params(("name" = String, Path)),
+    responses((status = 200, body = VariableDto), (status = 404)), security(("bearer" = [])))]
+pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<VariableDto>> {
+    let row = state
+        .store
+        .get_variable(&name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("variable `{name}` not found")))?;
+    Ok(Json(dto(row)))
+}
+
+/// Create or replace a variable.
+#[utoipa::path(put, path = "/api/v1/variables/{name}", tag = "variables", params(("name" = String, Path)),
+    request_body = VariableBody,
+    responses((status = 200, body = VariableDto), (status = 422)), security(("bearer" = [])))]
+pub async fn set(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Json<VariableDto>> {
+    validate_name(&name)?;
+    let body: VariableBody = body::json(&bytes)?;
+    let text = serde_json::to_vec(&body.value).map_err(ApiError::internal)?;
+    if text.len() > MAX_VALUE_BYTES {
+        return Err(ApiError::bad("value", format!("is {} bytes; the limit is {MAX_VALUE_BYTES}", text.len())));
+    }
+    let value = if body.secret {
+        VariableValue::Secret(state.secrets.encrypt(&variable_context(&name), &text))
+    } else {
+        VariableValue::Plain(body.value)
+    };
+    let now = now_ms();
+    state.store.set_variable(&name, value, now).await?;
+    let row = state
+        .store
+        .get_variable(&name)
+        .await?
+        .ok_or_else(|| ApiError::internal("variable vanished"))?;
+    Ok(Json(dto(row)))
+}
+
+/// Delete a variable.
+#[utoipa::path(delete, path = "/api/v1/variables/{name}", tag = "variables", params(("name" = String, Path)),
+    responses((status = 204), (status = 404)), security(("bearer" = [])))]
+pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if state.store.delete_variable(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound(format!("variable `{name}` not found")))
+    }
+}

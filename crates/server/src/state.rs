@@ -1,0 +1,23 @@
+//! What every request handler and background task of the server shares.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use cronium_core::crypto::SecretBox;
+use cronium_core::logbus::LogBus;
+use cronium_core::metrics::Metrics;
+use cronium_store::Store;
+use tokio::sync::Notify;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub secrets: Arc<SecretBox>,
+    pub bus: Arc<LogBus>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the embedded agent after an enqueue.
+    pub agent_wake: Arc<Notify>,
+    /// Wakes the scheduler after an event changed.
+    pub scheduler_wake: Arc<Notify>,
+    pub data_dir: PathBuf,
+}

@@ -1,0 +1,621 @@
+//! Integration tests of cronium-ssh against real OpenSSH sshd instances on 127.0.0.1 and the real
+//! cronium-runner. Needs root (creates the `cronium-test` user via scripts/test-sshd.sh) and a
+//! built runner (`cargo build -p cronium-runner`, or CRONIUM_RUNNER_BIN).
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use cronium_protocol::{Interpreter, RunStatus, RunnerEvent, EXIT_TIMEOUT};
+use cronium_ssh::{
+    Credential, DeployOutcome, DirectScript, HostKeyStatus, Mode, SshError, SshExecutor,
+};
+use support::*;
+use tokio_util::sync::CancellationToken;
+
+fn bash(script: &str) -> DirectScript {
+    DirectScript {
+        interpreter: Interpreter::Bash,
+        script: script.into(),
+        env: BTreeMap::new(),
+    }
+}
+
+async fn executor(tag: &str) -> SshExecutor {
+    SshExecutor::new(config(tag), runner().await)
+}
+
+fn same_key(a: &str, b: &str) -> bool {
+    let f = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
+    f(a) == f(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_ssh_deploys_runs_helpers_and_caches() {
+    let sshd = Sshd::start();
+    let ex = executor("helpers").await;
+    let server = sshd.server("helpers");
+    let script = "echo hello-from-runner\n\
+                  cronium.output result 42\n\
+                  cronium.setVariable counter 3\n\
+                  echo \"greeting=$(cronium.getVariable greeting)\"\n";
+    let p = payload(Interpreter::Bash, script, Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "helpers");
+    let (tx, mut rx) = sink();
+    let run = ex
+        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .await
+        .expect("first run");
+    let events = drain(&mut rx);
+    assert_eq!(run.finished.status, RunStatus::Succeeded, "{events:#?}");
+    assert_eq!(run.mode_used, Mode::RunnerSsh);
+    let lines = log_lines(&events);
+    assert!(lines.iter().any(|l| l == "hello-from-runner"), "{lines:?}");
+    assert!(lines.iter().any(|l| l == "greeting=hello"), "{lines:?}");
+    assert!(
+        events.iter().any(|e| matches!(e, RunnerEvent::Output { value } if value["result"] == 42)),
+        "no output event: {events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| matches!(e, RunnerEvent::Variable { name, .. } if name == "counter")),
+        "no variable event: {events:#?}"
+    );
+    assert!(matches!(events.last(), Some(RunnerEvent::Finished(_))));
+    let dep = run.deployment.expect("deployment record");
+    assert_eq!(dep.outcome, DeployOutcome::Deployed);
+    assert_eq!(dep.attempts, 1);
+    assert!(same_key(&run.observed_host_key, &sshd.host_key()));
+    assert_eq!(run.runner_version.as_deref(), Some(dep.version.as_str()));
+    // The binary is in place under its versioned name, executable, with no partial upload left.
+    let dir = home_path(&ex.config().deploy_dir);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let expected = format!("cronium-runner-{}-{}", dep.version, &dep.sha256[..8]);
+    assert_eq!(names, vec![expected.clone()]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir.join(&expected)).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o755);
+
+    // Second run: cache hit, no upload, pooled connection.
+    let before = ex.metrics();
+    let run2 = ex
+        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .await
+        .expect("second run");
+    assert_eq!(run2.finished.status, RunStatus::Succeeded);
+    assert_eq!(run2.deployment.unwrap().outcome, DeployOutcome::Cached);
+    let after = ex.metrics();
+    assert_eq!(after.uploads, before.uploads, "second run uploaded again");
+    assert_eq!(after.deployments_cached, before.deployments_cached + 1);
+    assert_eq!(after.pool_hits, before.pool_hits + 1);
+    assert_eq!(after.executions_succeeded, 2);
+
+    // A fresh executor (agent restart) finds the binary on the host: verified, not uploaded.
+    let ex2 = SshExecutor::new(ex.config().clone(), runner().await);
+    let run3 = ex2
+        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(run3.deployment.unwrap().outcome, DeployOutcome::Cached);
+    assert_eq!(ex2.metrics().uploads, 0);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_is_redeployed_after_the_binary_is_deleted_on_the_host() {
+    let sshd = Sshd::start();
+    let ex = executor("redeploy").await;
+    let server = sshd.server("redeploy");
+    let p = payload(Interpreter::Bash, "echo ok\n", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "redeploy");
+    let (tx, _rx) = sink();
+    let first = ex
+        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .await
+        .unwrap();
+    let path = home_path(&first.deployment.unwrap().path);
+    std::fs::remove_file(&path).unwrap();
+    let second = ex
+        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .await
+        .expect("run after deletion");
+    assert_eq!(second.finished.status, RunStatus::Succeeded);
+    assert_eq!(second.deployment.unwrap().outcome, DeployOutcome::Deployed);
+    assert!(path.exists());
+    assert_eq!(ex.metrics().uploads, 2);
+    let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_less_host_gets_the_runner_over_an_exec_channel() {
+    let sshd = Sshd::start_with(false);
+    let ex = executor("nosftp").await;
+    let server = sshd.server("nosftp");
+    let p = payload(Interpreter::Bash, "echo via-cat\n", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "nosftp");
+    let (tx, mut rx) = sink();
+    let run = ex
+        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .await
+        .expect("run on a host without sftp");
+    assert_eq!(run.finished.status, RunStatus::Succeeded);
+    assert_eq!(run.deployment.unwrap().outcome, DeployOutcome::Deployed);
+    assert!(log_lines(&drain(&mut rx)).contains(&"via-cat".to_string()));
+    let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_host_key_is_refused_with_instructions() {
+    let mut sshd = Sshd::start();
+    let ex = executor("hostkey").await;
+    let mut server = sshd.server("web1");
+    server.host_key = Some(sshd.host_key());
+    let report = ex.test(&server).await;
+    assert_eq!(report.host_key_status, Some(HostKeyStatus::Matches), "{report:?}");
+
+    sshd.new_host_key();
+    sshd.restart();
+    let p = payload(Interpreter::Bash, "echo never\n", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "web1");
+    let (tx, mut rx) = sink();
+    let err = ex
+        .run(&server, Mode::DirectSsh, &req, &bash("echo never"), &tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    match &err {
+        SshError::HostKeyChanged {
+            observed_key, expected, observed, ..
+        } => {
+            assert!(same_key(observed_key, &sshd.host_key()));
+            assert_ne!(expected, observed);
+        }
+        other => panic!("expected HostKeyChanged, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("cronium server accept-key web1"), "{msg}");
+    assert!(msg.contains("SHA256:"), "{msg}");
+    assert!(drain(&mut rx).is_empty(), "nothing may run on a host with a changed key");
+    let report = ex.test(&server).await;
+    assert!(matches!(report.host_key_status, Some(HostKeyStatus::Changed { .. })), "{report:?}");
+    assert!(!report.authenticated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_test_reports_first_use_os_and_runner_state() {
+    let sshd = Sshd::start();
+    let ex = executor("report").await;
+    let server = sshd.server("report");
+    let report = ex.test(&server).await;
+    assert!(report.reachable && report.authenticated, "{report:?}");
+    assert_eq!(report.host_key_status, Some(HostKeyStatus::FirstUse));
+    assert!(same_key(report.host_key.as_deref().unwrap(), &sshd.host_key()));
+    assert!(report.host_key_fingerprint.as_deref().unwrap().starts_with("SHA256:"));
+    assert_eq!(report.os.as_deref(), Some("Linux"));
+    assert_eq!(report.arch.as_deref(), Some(std::env::consts::ARCH));
+    assert_eq!(report.runner_version, None);
+
+    let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
+    let (tx, _rx) = sink();
+    ex.run(&server, Mode::RunnerSsh, &request(&p, Duration::from_secs(30), "report"), &bash(""), &tx, CancellationToken::new())
+        .await
+        .unwrap();
+    let report = ex.test(&server).await;
+    assert_eq!(report.runner_version, Some(runner().await.version));
+    let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_reported_as_auth_errors() {
+    let sshd = Sshd::start();
+    let ex = executor("auth").await;
+    let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "auth");
+    let (tx, _rx) = sink();
+
+    let mut wrong_key = sshd.server("auth");
+    wrong_key.credential = Credential::Key {
+        pem: env().other_key.clone(),
+        passphrase: None,
+    };
+    let err = ex
+        .run(&wrong_key, Mode::DirectSsh, &req, &bash("true"), &tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::Auth { .. }), "{err:?}");
+    assert!(err.to_string().contains("cronium-test"), "{err}");
+
+    let mut wrong_pw = sshd.server("auth");
+    wrong_pw.credential = Credential::Password("not-the-password".into());
+    let err = ex
+        .run(&wrong_pw, Mode::DirectSsh, &req, &bash("true"), &tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::Auth { .. }), "{err:?}");
+
+    let mut good_pw = sshd.server("auth");
+    good_pw.credential = Credential::Password(PASSWORD.into());
+    let run = ex
+        .run(&good_pw, Mode::DirectSsh, &req, &bash("echo pw-ok"), &tx, CancellationToken::new())
+        .await
+        .expect("password login");
+    assert_eq!(run.finished.status, RunStatus::Succeeded);
+
+    // A key that cannot be parsed is a configuration error naming the field.
+    let mut garbage = sshd.server("auth");
+    garbage.credential = Credential::Key {
+        pem: "not a key".into(),
+        passphrase: None,
+    };
+    let err = ex
+        .run(&garbage, Mode::DirectSsh, &req, &bash("true"), &tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("credential.key"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_port_is_unreachable_fast() {
+    let _ = env();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let ex = executor("closed").await;
+    let mut server = Sshd::start().server("closed");
+    server.port = port;
+    let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
+    let (tx, _rx) = sink();
+    let started = Instant::now();
+    let err = ex
+        .run(&server, Mode::RunnerSsh, &request(&p, Duration::from_secs(30), "closed"), &bash(""), &tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::Unreachable { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    let report = ex.test(&server).await;
+    assert!(!report.reachable && report.error.is_some());
+}
+
+/// Waits until a log line equal to `line` arrives, returning the events seen.
+async fn wait_for_line(
+    rx: &mut tokio::sync::mpsc::Receiver<RunnerEvent>,
+    line: &str,
+    timeout: Duration,
+) -> Vec<RunnerEvent> {
+    let mut seen = vec![];
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some(e)) => {
+                let hit = matches!(&e, RunnerEvent::Log { line: l, .. } if l == line);
+                seen.push(e);
+                if hit {
+                    return seen;
+                }
+            }
+            _ => panic!("line {line:?} did not arrive; saw {seen:#?}"),
+        }
+    }
+}
+
+/// A script whose child and grandchild live long and are findable by a unique sleep length.
+fn long_script(marker: &str) -> String {
+    format!(
+        "bash -c 'sleep {marker}; echo never' &\n( sleep {marker} ) &\necho started\nsleep {marker}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_dying_mid_run_is_detected_within_the_keepalive_window() {
+    let sshd = Sshd::start();
+    let ex = executor("dying").await;
+    let server = sshd.server("dying");
+    let marker = format!("3101.{}", std::process::id());
+    let p = payload(Interpreter::Bash, &long_script(&marker), Duration::from_secs(600));
+    let req = request(&p, Duration::from_secs(600), "dying");
+    let (tx, mut rx) = sink();
+    let task = {
+        let (ex, server, req) = (ex.clone(), server.clone(), req.clone());
+        tokio::spawn(async move {
+            ex.run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+                .await
+        })
+    };
+    wait_for_line(&mut rx, "started", Duration::from_secs(30)).await;
+    // Freeze the server side of the connection, as a host that lost power or network would.
+    let sessions = sshd.session_processes();
+    assert!(!sessions.is_empty());
+    for p in &sessions {
+        signal(*p, libc_sig::STOP);
+    }
+    let cut = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("run must end within the keepalive window, not the job timeout")
+        .unwrap();
+    let detected = cut.elapsed();
+    let err = result.unwrap_err();
+    assert!(matches!(err, SshError::Lost { .. }), "{err:?}");
+    // keepalive 1 s x 2 unanswered, plus scheduling slack.
+    assert!(detected < Duration::from_secs(8), "detected after {detected:?}");
+    assert_eq!(ex.metrics().executions_lost, 1);
+    // The host comes back only to drop the sessions: the runner sees EOF and cleans up.
+    for p in &sessions {
+        signal(*p, libc_sig::KILL);
+    }
+    let gone = wait_for(Duration::from_secs(15), || processes_with(&marker).is_empty()).await;
+    if !gone {
+        let ps = std::process::Command::new("ps").args(["-u", USER, "-o", "pid,ppid,pgid,stat,cmd"]).output().unwrap();
+        eprintln!("{}", String::from_utf8_lossy(&ps.stdout));
+    }
+    assert!(gone, "left running: {:?}", processes_with(&marker));
+    let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runner_timeout_and_cancel_leave_no_process_behind() {
+    let sshd = Sshd::start();
+    let ex = executor("timeout").await;
+    let server = sshd.server("timeout");
+
+    // Timeout, enforced by the runner.
+    let marker = format!("3102.{}", std::process::id());
+    let p = payload(Interpreter::Bash, &long_script(&marker), Duration::from_secs(2));
+    let req = request(&p, Duration::from_secs(2), "timeout");
+    let (tx, _rx) = sink();
+    let started = Instant::now();
+    let run = ex
+        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(run.finished.status, RunStatus::TimedOut);
+    assert_eq!(run.finished.exit_code, Some(EXIT_TIMEOUT));
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let gone = wait_for(Duration::from_secs(10), || processes_with(&marker).is_empty()).await;
+    assert!(gone, "left running after timeout: {:?}", processes_with(&marker));
+
+    // Cancellation: cancel line, then EOF.
+    let marker = format!("3103.{}", std::process::id());
+    let p = payload(Interpreter::Bash, &long_script(&marker), Duration::from_secs(600));
+    let req = request(&p, Duration::from_secs(600), "timeout");
+    let (tx, mut rx) = sink();
+    let cancel = CancellationToken::new();
+    let task = {
+        let (ex, server, req, cancel) = (ex.clone(), server.clone(), req.clone(), cancel.clone());
+        tokio::spawn(async move { ex.run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, cancel).await })
+    };
+    wait_for_line(&mut rx, "started", Duration::from_secs(30)).await;
+    cancel.cancel();
+    let run = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("cancel must end the run")
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.finished.status, RunStatus::Cancelled);
+    let gone = wait_for(Duration::from_secs(10), || processes_with(&marker).is_empty()).await;
+    assert!(gone, "left running after cancel: {:?}", processes_with(&marker));
+    assert_eq!(ex.metrics().executions_timed_out, 1);
+    assert_eq!(ex.metrics().executions_cancelled, 1);
+    let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_ssh_passes_hostile_env_values_literally() {
+    let sshd = Sshd::start();
+    let ex = executor("direct-env").await;
+    let server = sshd.server("direct-env");
+    let pwned = format!("/tmp/cronium-pwned-{}", std::process::id());
+    let hostile = [
+        ("A", format!("'; touch {pwned}; echo '")),
+        ("B", format!("$(touch {pwned})")),
+        ("C", format!("`touch {pwned}` \"quoted\" \\back")),
+        ("D", "two words; and a ' quote".to_string()),
+    ];
+    let mut script = bash("for v in A B C D; do printf '%s=%s\\n' \"$v\" \"${!v}\"; done\necho err-line >&2\nexit 3");
+    script.env = hostile.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "direct-env");
+    let (tx, mut rx) = sink();
+    let run = ex
+        .run(&server, Mode::DirectSsh, &req, &script, &tx, CancellationToken::new())
+        .await
+        .unwrap();
+    let events = drain(&mut rx);
+    assert_eq!(run.mode_used, Mode::DirectSsh);
+    assert_eq!(run.finished.status, RunStatus::Failed);
+    assert_eq!(run.finished.exit_code, Some(3));
+    assert!(run.deployment.is_none() && run.runner_version.is_none());
+    let lines = log_lines(&events);
+    for (k, v) in &hostile {
+        assert!(lines.contains(&format!("{k}={v}")), "{k}: {lines:?}");
+    }
+    assert!(!std::path::Path::new(&pwned).exists(), "injection succeeded");
+    // Sequence numbers are ours: 1, 2, 3, ... with the helper notice first.
+    let seqs: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            RunnerEvent::Log { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert!(lines[0].contains("helpers"), "{lines:?}");
+    assert!(events.iter().any(|e| matches!(e, RunnerEvent::Log { stream: cronium_protocol::Stream::Stderr, line, .. } if line == "err-line")));
+    assert!(matches!(events.last(), Some(RunnerEvent::Finished(_))));
+
+    // A bad name is refused before anything runs.
+    let mut bad = bash("echo should-not-run");
+    bad.env.insert("X;touch".into(), "v".into());
+    let (tx, mut rx) = sink();
+    let err = ex
+        .run(&server, Mode::DirectSsh, &req, &bad, &tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("env.X;touch"), "{err}");
+    assert!(drain(&mut rx).is_empty());
+
+    // Python through `python3 -`.
+    let py = DirectScript {
+        interpreter: Interpreter::Python,
+        script: "import os\nprint('py', os.environ['Q'])\n".into(),
+        env: BTreeMap::from([("Q".to_string(), "it's".to_string())]),
+    };
+    let (tx, mut rx) = sink();
+    let run = ex
+        .run(&server, Mode::DirectSsh, &req, &py, &tx, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(run.finished.status, RunStatus::Succeeded);
+    assert!(log_lines(&drain(&mut rx)).contains(&"py it's".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_ssh_timeout_and_cancel_kill_the_remote_group() {
+    let sshd = Sshd::start();
+    let ex = executor("direct-kill").await;
+    let server = sshd.server("direct-kill");
+    let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
+
+    let marker = format!("3104.{}", std::process::id());
+    // The script ignores TERM: only the KILL after the grace ends it.
+    let script = bash(&format!("trap '' TERM\n{}", long_script(&marker)));
+    let req = request(&p, Duration::from_secs(2), "direct-kill");
+    let (tx, mut rx) = sink();
+    let started = Instant::now();
+    let run = ex
+        .run(&server, Mode::DirectSsh, &req, &script, &tx, CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(run.finished.status, RunStatus::TimedOut);
+    assert_eq!(run.finished.exit_code, Some(EXIT_TIMEOUT));
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(log_lines(&drain(&mut rx)).contains(&"started".to_string()));
+    let gone = wait_for(Duration::from_secs(10), || processes_with(&marker).is_empty()).await;
+    assert!(gone, "left running after timeout: {:?}", processes_with(&marker));
+
+    let marker = format!("3105.{}", std::process::id());
+    let script = bash(&long_script(&marker));
+    let req = request(&p, Duration::from_secs(600), "direct-kill");
+    let (tx, mut rx) = sink();
+    let cancel = CancellationToken::new();
+    let task = {
+        let (ex, server, req, cancel, script) =
+            (ex.clone(), server.clone(), req.clone(), cancel.clone(), script.clone());
+        tokio::spawn(async move { ex.run(&server, Mode::DirectSsh, &req, &script, &tx, cancel).await })
+    };
+    wait_for_line(&mut rx, "started", Duration::from_secs(30)).await;
+    cancel.cancel();
+    let run = tokio::time::timeout(Duration::from_secs(20), task)
+        .await
+        .expect("cancel must end the run")
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.finished.status, RunStatus::Cancelled);
+    let gone = wait_for(Duration::from_secs(10), || processes_with(&marker).is_empty()).await;
+    assert!(gone, "left running after cancel: {:?}", processes_with(&marker));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mode_falls_back_to_direct_when_deployment_fails() {
+    let sshd = Sshd::start();
+    let mut cfg = config("auto");
+    cfg.deploy_dir = "/proc/cronium-cannot-exist".into();
+    let ex = SshExecutor::new(cfg, runner().await);
+    let server = sshd.server("auto");
+    let p = payload(Interpreter::Bash, "echo via-runner\n", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "auto");
+    let (tx, mut rx) = sink();
+    let run = ex
+        .run(&server, Mode::Auto, &req, &bash("echo via-direct"), &tx, CancellationToken::new())
+        .await
+        .expect("auto run");
+    assert_eq!(run.mode_used, Mode::DirectSsh);
+    assert_eq!(run.finished.status, RunStatus::Succeeded);
+    let reason = run.fallback_reason.expect("fallback reason");
+    assert!(reason.contains("/proc/cronium-cannot-exist"), "{reason}");
+    let dep = run.deployment.expect("failed deployment record");
+    assert_eq!(dep.outcome, DeployOutcome::Failed);
+    assert_eq!(dep.attempts, 3);
+    assert!(log_lines(&drain(&mut rx)).contains(&"via-direct".to_string()));
+    let m = ex.metrics();
+    assert_eq!((m.fallbacks, m.deployments_failed, m.uploads), (1, 1, 3));
+
+    // runner-ssh alone reports the deployment failure.
+    let err = ex
+        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SshError::Deploy { .. }), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_to_twenty_servers_with_one_down() {
+    let hosts: Vec<Sshd> = (0..19).map(|_| Sshd::start()).collect();
+    let ex = executor("fanout").await;
+    let mut servers: Vec<_> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| h.server(&format!("web{i}")))
+        .collect();
+    let mut down = servers[0].clone();
+    down.name = "down".into();
+    down.port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    servers.push(down);
+    let p = payload(Interpreter::Bash, "echo \"on $(cronium.event server)\"\n", Duration::from_secs(60));
+    let started = Instant::now();
+    let runs = servers.iter().cloned().map(|s| {
+        let ex = ex.clone();
+        let req = request(&p, Duration::from_secs(60), &s.name);
+        async move {
+            let (tx, rx) = sink();
+            let r = ex
+                .run(&s, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+                .await;
+            (s.name.clone(), r, rx)
+        }
+    });
+    let results = futures_join_all(runs).await;
+    let elapsed = started.elapsed();
+    let mut ok = 0;
+    for (name, r, mut rx) in results {
+        match r {
+            Ok(run) => {
+                assert_eq!(run.finished.status, RunStatus::Succeeded, "{name}");
+                ok += 1;
+                let lines = log_lines(&drain(&mut rx));
+                assert!(lines.contains(&format!("on {name}")), "{name}: {lines:?}");
+            }
+            Err(e) => {
+                assert_eq!(name, "down");
+                assert!(matches!(e, SshError::Unreachable { .. }), "{e:?}");
+            }
+        }
+    }
+    assert_eq!(ok, 19);
+    eprintln!("fan-out to 20 servers (cold, with deployment): {elapsed:?}");
+    let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
+}
+
+/// `join_all` without pulling in the futures crate.
+async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut set = Vec::new();
+    for f in futs {
+        set.push(tokio::spawn(f));
+    }
+    let mut out = Vec::new();
+    for h in set {
+        out.push(h.await.unwrap());
+    }
+    out
+}

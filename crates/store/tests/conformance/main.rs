@@ -1,0 +1,16 @@
+//! The store conformance suite: every store operation, written once, run against SQLite and
+//! PostgreSQL (each test expands to `<name>::sqlite` and `<name>::postgres`).
+//!
+//! PostgreSQL variants need `CRONIUM_TEST_PG_URL` (start a server with `scripts/test-pg.sh`);
+//! without it they fail rather than skip, so a green run always means both backends passed.
+
+#[macro_use]
+mod harness;
+
+mod auth;
+mod events;
+mod executions;
+mod logs;
+mod queue;
+mod schedule;
+mod variables;
