@@ -48,6 +48,9 @@ pub struct AgentConfig {
     pub max_output_bytes: u64,
     /// SIGTERM-to-SIGKILL grace on timeout and cancel.
     pub kill_grace: Duration,
+    /// On shutdown, how long running jobs may take to finish. Jobs still running after it are
+    /// left to lease recovery (their runners stop the scripts when the agent exits).
+    pub shutdown_grace: Duration,
 }
 
 impl AgentConfig {
@@ -62,6 +65,7 @@ impl AgentConfig {
             work_base: None,
             max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
             kill_grace: Duration::from_millis(cronium_protocol::DEFAULT_KILL_GRACE_MS),
+            shutdown_grace: Duration::from_secs(10),
         }
     }
 }
@@ -129,7 +133,9 @@ impl Agent {
         let slots = Arc::new(Semaphore::new(inner.config.concurrency.max(1)));
         let recovery = tokio::spawn(recovery_loop(inner.clone(), shutdown.clone()));
         let lease_ms = inner.config.lease.as_millis() as i64;
+        let mut running = tokio::task::JoinSet::new();
         loop {
+            while running.try_join_next().is_some() {}
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
@@ -138,7 +144,7 @@ impl Agent {
                 Ok(Some(job)) => {
                     tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "claimed");
                     let inner = inner.clone();
-                    tokio::spawn(async move {
+                    running.spawn(async move {
                         job::execute(inner, job).await;
                         drop(permit);
                     });
@@ -168,6 +174,13 @@ impl Agent {
             }
         }
         recovery.abort();
+        if !running.is_empty() {
+            tracing::info!(jobs = running.len(), "waiting for running jobs before shutting down");
+            let _ = tokio::time::timeout(inner.config.shutdown_grace, async {
+                while running.join_next().await.is_some() {}
+            })
+            .await;
+        }
     }
 }
 

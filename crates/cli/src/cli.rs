@@ -65,6 +65,9 @@ pub struct ServeArgs {
     /// Log bytes kept per execution (the rest is cut with a visible marker).
     #[arg(long, env = "CRONIUM_MAX_OUTPUT", default_value = "10m")]
     pub max_output: String,
+    /// How long a job claim lasts without a heartbeat (a crashed agent's jobs are recovered after it).
+    #[arg(long, env = "CRONIUM_LEASE", default_value = "30s")]
+    pub lease: String,
     /// Do not run an agent in this server.
     #[arg(long)]
     pub no_agent: bool,

@@ -57,6 +57,10 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.encryption_key = std::env::var("CRONIUM_ENCRYPTION_KEY").ok();
     config.embedded_agent = !args.no_agent;
     config.agent_concurrency = args.concurrency.max(1);
+    config.lease = cronium_core::duration::HumanDuration::parse(&args.lease).map_err(|e| anyhow!("--lease: {e}"))?.0;
+    if config.lease < std::time::Duration::from_millis(300) {
+        return Err(anyhow!("--lease: must be at least 300ms"));
+    }
     config.max_output_bytes = ByteSize::parse(&args.max_output).map_err(|e| anyhow!("--max-output: {e}"))?.0;
 
     let running = cronium_server::prepare(&config).await?;

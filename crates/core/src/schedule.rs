@@ -102,7 +102,9 @@ impl Schedule {
     pub fn next_after(&self, after_ms: i64, anchor_ms: i64) -> Option<i64> {
         match self {
             Schedule::Cron { cron, tz } => {
-                let after = tz.timestamp_millis_opt(after_ms).single()?;
+                // Cron instants are whole seconds: search from the start of the current second.
+                let whole = after_ms - after_ms.rem_euclid(1000);
+                let after = tz.timestamp_millis_opt(whole).single()?;
                 cron.find_next_occurrence(&after, false)
                     .ok()
                     .map(|t| t.with_timezone(&Utc).timestamp_millis())
@@ -151,6 +153,13 @@ mod tests {
             s.next_after(ms("2026-01-01T00:00:10Z"), 0),
             Some(ms("2026-01-01T00:00:20Z"))
         );
+    }
+
+    #[test]
+    fn cron_instants_are_whole_seconds() {
+        let s = Schedule::parse("* * * * * *", "UTC").unwrap();
+        let t = ms("2026-01-01T00:00:05Z") + 385;
+        assert_eq!(s.next_after(t, 0), Some(ms("2026-01-01T00:00:06Z")));
     }
 
     #[test]

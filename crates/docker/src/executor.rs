@@ -420,7 +420,8 @@ impl DockerExecutor {
                 "/tmp".to_string(),
             ]),
             env: Some(vec!["TMPDIR=/tmp".to_string(), "HOME=/tmp".to_string()]),
-            working_dir: Some("/tmp".to_string()),
+            // No WorkingDir=/tmp: the engine would then create /tmp in images that lack it and
+            // mount the tmpfs with mode 0755 instead of 1777 (not writable by the user).
             attach_stdin: Some(true),
             attach_stdout: Some(true),
             attach_stderr: Some(true),

@@ -82,6 +82,8 @@ async fn agent_crash_leaves_orphans_that_the_reaper_removes() {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, "1")
+        // The runner is already built: the child must not rebuild it.
+        .env("CRONIUM_RUNNER", runner_path())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

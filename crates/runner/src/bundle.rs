@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::payload::RESERVED_DIR;
 
 const PYTHON_MODULE: &str = include_str!("helpers/cronium.py");
-const NODE_MODULE: &str = include_str!("helpers/index.js");
+const NODE_MODULE: &str = include_str!("helpers/cronium.js");
 const BASH_FUNCTIONS: &str = include_str!("helpers/cronium.bash");
 
 /// File names inside `.cronium/`, shared with the `helper` subcommand and the update tail.
@@ -25,6 +25,9 @@ pub const INPUT_FILE: &str = "input.json";
 pub const EVENT_FILE: &str = "event.json";
 pub const VARIABLES_FILE: &str = "variables.json";
 pub const UPDATES_FILE: &str = "updates.jsonl";
+const PYTHON_LIB: &str = "cronium.py";
+const NODE_LIB: &str = "cronium.js";
+const BASH_LIB: &str = "cronium.bash";
 /// Environment variable naming the `.cronium/` directory for the helpers.
 pub const HELPER_DIR_ENV: &str = "CRONIUM_HELPER_DIR";
 
@@ -35,29 +38,28 @@ pub struct BundleError {
     source: io::Error,
 }
 
-/// Writes `.cronium/` under `workdir` and returns the helper directory.
+/// Writes `.cronium/` under `workdir` and returns it.
+///
+/// Kept flat and minimal on purpose: every directory and file created here is also deleted at the
+/// end, and on a disk mounted with `discard` each one costs a measurable part of a trivial run.
+/// So the helper libraries sit directly in `.cronium/` (Node finds `cronium.js` on NODE_PATH just
+/// as it would `cronium/index.js`), and files whose content would be empty (`{}` input, no
+/// variables, no updates yet) are not written: the helpers read a missing file as `{}`.
 pub fn write(
     workdir: &Path,
     manifest: &Manifest,
     context: &RunContext,
 ) -> Result<PathBuf, BundleError> {
     let dir = workdir.join(RESERVED_DIR);
-    let lib = dir.join("lib");
-    let node_pkg = lib.join("node").join("cronium");
     let err = |path: &Path| {
         let path = path.to_path_buf();
         move |source| BundleError { path, source }
     };
     fs::DirBuilder::new()
-        .recursive(true)
         .mode(0o700)
-        .create(&node_pkg)
-        .map_err(err(&node_pkg))?;
+        .create(&dir)
+        .map_err(err(&dir))?;
 
-    let input = match &context.input {
-        Value::Null => json!({}),
-        v => v.clone(),
-    };
     let event = json!({
         "id": manifest.event.id,
         "name": manifest.event.name,
@@ -68,19 +70,26 @@ pub fn write(
         "server": context.server,
         "version": manifest.event.version,
     });
-    let files: [(PathBuf, Vec<u8>); 7] = [
-        (dir.join(INPUT_FILE), input.to_string().into_bytes()),
-        (dir.join(EVENT_FILE), event.to_string().into_bytes()),
-        (
-            dir.join(VARIABLES_FILE),
-            serde_json::to_vec(&context.variables).unwrap_or_else(|_| b"{}".to_vec()),
-        ),
-        (dir.join(UPDATES_FILE), Vec::new()),
-        (lib.join("cronium.py"), PYTHON_MODULE.as_bytes().to_vec()),
-        (node_pkg.join("index.js"), NODE_MODULE.as_bytes().to_vec()),
-        (lib.join("cronium.bash"), BASH_FUNCTIONS.as_bytes().to_vec()),
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        (EVENT_FILE, event.to_string().into_bytes()),
+        (PYTHON_LIB, PYTHON_MODULE.as_bytes().to_vec()),
+        (NODE_LIB, NODE_MODULE.as_bytes().to_vec()),
+        (BASH_LIB, BASH_FUNCTIONS.as_bytes().to_vec()),
     ];
-    for (path, bytes) in files {
+    let empty_input = match &context.input {
+        Value::Null => true,
+        Value::Object(map) => map.is_empty(),
+        _ => false,
+    };
+    if !empty_input {
+        files.push((INPUT_FILE, context.input.to_string().into_bytes()));
+    }
+    if !context.variables.is_empty() {
+        let vars = serde_json::to_vec(&context.variables).unwrap_or_else(|_| b"{}".to_vec());
+        files.push((VARIABLES_FILE, vars));
+    }
+    for (name, bytes) in files {
+        let path = dir.join(name);
         fs::write(&path, bytes).map_err(err(&path))?;
     }
     Ok(dir)
@@ -102,10 +111,16 @@ pub fn environment(
         env.insert(k.into(), v);
     };
     set("CRONIUM_JOB_ID", context.job_id.to_string().into());
-    set("CRONIUM_EXECUTION_ID", context.execution_id.to_string().into());
+    set(
+        "CRONIUM_EXECUTION_ID",
+        context.execution_id.to_string().into(),
+    );
     set("CRONIUM_EVENT_ID", manifest.event.id.to_string().into());
     set("CRONIUM_EVENT_NAME", manifest.event.name.clone().into());
-    set("CRONIUM_EVENT_VERSION", manifest.event.version.to_string().into());
+    set(
+        "CRONIUM_EVENT_VERSION",
+        manifest.event.version.to_string().into(),
+    );
     set("CRONIUM_ATTEMPT", context.attempt.to_string().into());
     set("CRONIUM_TRIGGER", context.trigger.clone().into());
     if let Some(server) = &context.server {
@@ -113,10 +128,9 @@ pub fn environment(
     }
     set(HELPER_DIR_ENV, helper_dir.into());
     set("CRONIUM_RUNNER_BIN", runner_bin.into());
-    let lib = helper_dir.join("lib");
-    set("BASH_ENV", lib.join("cronium.bash").into());
-    let python_path = prepend_path(lib.clone(), lookup(&env, "PYTHONPATH"));
-    let node_path = prepend_path(lib.join("node"), lookup(&env, "NODE_PATH"));
+    set("BASH_ENV", helper_dir.join(BASH_LIB).into());
+    let python_path = prepend_path(helper_dir.to_path_buf(), lookup(&env, "PYTHONPATH"));
+    let node_path = prepend_path(helper_dir.to_path_buf(), lookup(&env, "NODE_PATH"));
     env.insert("PYTHONPATH".into(), python_path);
     env.insert("NODE_PATH".into(), node_path);
     env

@@ -166,8 +166,7 @@ pub fn cancel_on_signals(tx: Sender<Msg>) {
                 let n = unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) };
                 if n == 1 {
                     let _ = tx.send(Msg::Cancel("runner received a termination signal"));
-                } else if n == 0
-                    || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
+                } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
                 {
                     return;
                 }

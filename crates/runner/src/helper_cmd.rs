@@ -58,7 +58,12 @@ fn run(op: &str, args: &[String]) -> Result<Option<String>, HelperError> {
         ("input", [key]) => Ok(read_value(&dir, INPUT_FILE)?.get(key).map(show)),
         ("input", _) => Err(HelperError::Usage("cronium.input [KEY]")),
         ("output", [value]) => {
-            append(&dir, &HelperUpdate::Output { value: parse(value) })?;
+            append(
+                &dir,
+                &HelperUpdate::Output {
+                    value: parse(value),
+                },
+            )?;
             Ok(None)
         }
         ("output", [key, value]) => {
@@ -71,7 +76,9 @@ fn run(op: &str, args: &[String]) -> Result<Option<String>, HelperError> {
             )?;
             Ok(None)
         }
-        ("output", _) => Err(HelperError::Usage("cronium.output JSON | cronium.output KEY VALUE")),
+        ("output", _) => Err(HelperError::Usage(
+            "cronium.output JSON | cronium.output KEY VALUE",
+        )),
         ("getVariable", [name]) => Ok(read_value(&dir, VARIABLES_FILE)?.get(name).map(show)),
         ("getVariable", _) => Err(HelperError::Usage("cronium.getVariable NAME")),
         ("setVariable", [name, value]) if !name.is_empty() => {

@@ -102,8 +102,13 @@ impl<R: Read> Read for Limited<R> {
     }
 }
 
-/// Unpacks a gzip-compressed tar stream into `dest` (an empty private directory).
-pub fn unpack(compressed: impl Read, dest: &Path) -> Result<(), PayloadError> {
+/// Largest accepted `manifest.yaml`.
+const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
+
+/// Unpacks a gzip-compressed tar stream into `dest` (an empty private directory) and returns the
+/// bytes of `manifest.yaml`, which is kept in memory rather than written: the script has no use
+/// for it, and every file created and deleted costs time on a local run.
+pub fn unpack(compressed: impl Read, dest: &Path) -> Result<Option<Vec<u8>>, PayloadError> {
     let exceeded = Rc::new(Cell::new(false));
     let limited = Limited {
         inner: MultiGzDecoder::new(compressed.take(MAX_COMPRESSED_BYTES + 1)),
@@ -121,6 +126,7 @@ pub fn unpack(compressed: impl Read, dest: &Path) -> Result<(), PayloadError> {
     let mut archive = tar::Archive::new(limited);
     let mut total: u64 = 0;
     let mut count = 0usize;
+    let mut manifest = None;
     for entry in archive.entries().map_err(corrupt)? {
         let mut entry = entry.map_err(corrupt)?;
         count += 1;
@@ -149,6 +155,20 @@ pub fn unpack(compressed: impl Read, dest: &Path) -> Result<(), PayloadError> {
         let Some(rel) = rel else { continue };
         if rel.starts_with(RESERVED_DIR) {
             return Err(PayloadError::Reserved(raw_path));
+        }
+        if rel.as_os_str() == MANIFEST_NAME {
+            if kind == EntryType::Directory {
+                return Err(PayloadError::ManifestNotFile);
+            }
+            if size > MAX_MANIFEST_BYTES {
+                return Err(PayloadError::Manifest(format!(
+                    "{size} bytes, more than the limit of {MAX_MANIFEST_BYTES}"
+                )));
+            }
+            let mut bytes = Vec::with_capacity(size as usize);
+            entry.read_to_end(&mut bytes).map_err(corrupt)?;
+            manifest = Some(bytes);
+            continue;
         }
         let target = dest.join(&rel);
         let write_err = |source| PayloadError::Write {
@@ -190,7 +210,7 @@ pub fn unpack(compressed: impl Read, dest: &Path) -> Result<(), PayloadError> {
             }
         })?;
     }
-    Ok(())
+    Ok(manifest)
 }
 
 /// The normalised relative path of an entry, `None` for the archive root (`./`).
@@ -226,18 +246,9 @@ fn forbidden_kind(kind: EntryType) -> Option<&'static str> {
     }
 }
 
-/// Reads and checks `manifest.yaml` and the entrypoint in an unpacked payload.
-pub fn load_manifest(dir: &Path) -> Result<Manifest, PayloadError> {
-    let path = dir.join(MANIFEST_NAME);
-    let meta = match fs::symlink_metadata(&path) {
-        Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(PayloadError::NoManifest),
-        Err(e) => return Err(PayloadError::Manifest(e.to_string())),
-    };
-    if !meta.is_file() {
-        return Err(PayloadError::ManifestNotFile);
-    }
-    let bytes = fs::read(&path).map_err(|e| PayloadError::Manifest(e.to_string()))?;
+/// Parses and checks `manifest.yaml` (as returned by [`unpack`]) and the entrypoint in `dir`.
+pub fn load_manifest(dir: &Path, bytes: Option<Vec<u8>>) -> Result<Manifest, PayloadError> {
+    let bytes = bytes.ok_or(PayloadError::NoManifest)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| PayloadError::Manifest("not valid UTF-8".to_string()))?;
     let manifest: Manifest =

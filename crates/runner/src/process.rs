@@ -88,6 +88,33 @@ pub fn signal_group(pgid: u32, sig: libc::c_int) {
     }
 }
 
+/// Reaps descendants that were re-parented to the runner and have already exited, so a
+/// long-running script that keeps starting short-lived daemons does not fill the process table
+/// with zombies. Leaves the script's main process alone: its waiter thread owns it.
+pub fn reap_orphans(main_pid: u32) {
+    loop {
+        // SAFETY: waitid only writes into `info`.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let rc = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // Peek (WNOWAIT) first: reaping blindly could steal the main process from its waiter.
+        let pid = unsafe { info.si_pid() };
+        if rc != 0 || pid <= 0 || pid as u32 == main_pid {
+            return;
+        }
+        let mut status = 0;
+        unsafe {
+            libc::waitpid(pid, &mut status, libc::WNOHANG);
+        }
+    }
+}
+
 enum Reaped {
     /// The runner has no child left at all, hence no descendant either (orphans come to us).
     NoChildren,

@@ -146,13 +146,9 @@ fn prepare(
     if let Err(e) = process::become_subreaper() {
         eprintln!("cronium-runner: cannot become a child subreaper: {e}");
     }
-    let base = args
-        .work_base
-        .clone()
-        .or_else(|| std::env::var_os("TMPDIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("/tmp"));
+    let base = args.work_base.clone().unwrap_or_else(default_work_base);
     let workdir = WorkDir::create(&base)?;
-    match (&args.payload, stdin_payload) {
+    let manifest_bytes = match (&args.payload, stdin_payload) {
         (_, Some(bytes)) => payload::unpack(Cursor::new(bytes), workdir.path())?,
         (PayloadSource::File(path), None) => {
             payload::unpack(payload::open_file(path)?, workdir.path())?
@@ -161,8 +157,8 @@ fn prepare(
             // cli::parse refuses `-` without --control-stdin, so the bytes were read above.
             return Err(ControlError::NoLength.into());
         }
-    }
-    let manifest = payload::load_manifest(workdir.path())?;
+    };
+    let manifest = payload::load_manifest(workdir.path(), manifest_bytes)?;
     emitter.set_limit(manifest.max_output_bytes);
     if context.helper_mode == HelperMode::Api {
         return Err(SetupError::ApiMode);
@@ -182,6 +178,24 @@ fn prepare(
         entrypoint,
         env,
     })
+}
+
+/// `$TMPDIR`, else `/tmp`; a bare `FROM scratch` image may have neither, so fall back to other
+/// conventional scratch places that exist (Docker always mounts `/dev/shm`).
+fn default_work_base() -> PathBuf {
+    let candidates = std::env::var_os("TMPDIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/tmp", "/dev/shm", "/var/tmp"].map(PathBuf::from));
+    let mut first = None;
+    for dir in candidates {
+        if dir.is_dir() {
+            return dir;
+        }
+        first.get_or_insert(dir);
+    }
+    // None exists: report the conventional one in the error.
+    first.unwrap_or_else(|| PathBuf::from("/tmp"))
 }
 
 /// The context's resolved binary if given, else the first candidate found on the script's PATH.
@@ -264,7 +278,13 @@ fn execute(
             readers += 1;
         }
     }
-    let mut tail = UpdateTail::open(&prepared.workdir.path().join(".cronium").join(UPDATES_FILE));
+    let mut tail = UpdateTail::new(
+        prepared
+            .workdir
+            .path()
+            .join(crate::payload::RESERVED_DIR)
+            .join(UPDATES_FILE),
+    );
     if let Err(e) = process::watch_exit(pid, tx.clone()) {
         // Without a waiter the run cannot end normally: stop it now rather than hang.
         emitter.system_line(format!("[cronium] cannot wait for the script: {e}"));
@@ -292,6 +312,7 @@ fn execute(
             }
             Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
                 tail.poll(emitter);
+                process::reap_orphans(pid);
                 if emitter.is_broken() {
                     stop = Some(Stop::Cancelled);
                 } else if deadline.is_some_and(|d| Instant::now() >= d) {

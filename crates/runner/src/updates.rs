@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::PathBuf;
 
 use cronium_protocol::{HelperUpdate, RunnerEvent};
 use serde_json::{Map, Value};
@@ -14,6 +14,8 @@ use crate::emit::Emitter;
 
 /// Follows one updates file; keeps the merged output object.
 pub struct UpdateTail {
+    path: PathBuf,
+    /// Opened on the first poll after a helper created the file.
     file: Option<File>,
     /// Bytes after the last newline seen (a line still being written).
     partial: Vec<u8>,
@@ -21,16 +23,10 @@ pub struct UpdateTail {
 }
 
 impl UpdateTail {
-    pub fn open(path: &Path) -> Self {
-        let file = match File::open(path) {
-            Ok(f) => Some(f),
-            Err(e) => {
-                eprintln!("cronium-runner: cannot follow {}: {e}", path.display());
-                None
-            }
-        };
+    pub fn new(path: PathBuf) -> Self {
         UpdateTail {
-            file,
+            path,
+            file: None,
             partial: Vec::new(),
             output: Value::Null,
         }
@@ -38,6 +34,16 @@ impl UpdateTail {
 
     /// Reads whatever was appended since the last call and emits the corresponding events.
     pub fn poll(&mut self, emitter: &Emitter) {
+        if self.file.is_none() {
+            match File::open(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) => {
+                    eprintln!("cronium-runner: cannot follow {}: {e}", self.path.display());
+                    return;
+                }
+            }
+        }
         let Some(file) = self.file.as_mut() else {
             return;
         };
@@ -59,7 +65,9 @@ impl UpdateTail {
             }
             match serde_json::from_slice::<HelperUpdate>(line) {
                 Ok(update) => output_changed |= self.apply(update, emitter),
-                Err(e) => emitter.system_line(format!("[cronium] ignored an invalid helper update: {e}")),
+                Err(e) => {
+                    emitter.system_line(format!("[cronium] ignored an invalid helper update: {e}"))
+                }
             }
         }
         if output_changed {

@@ -34,10 +34,7 @@ impl WorkDir {
         let mut last_err = None;
         for _ in 0..16 {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = base.join(format!(
-                "cronium-run-{}-{nanos:08x}{n}",
-                std::process::id()
-            ));
+            let path = base.join(format!("cronium-run-{}-{nanos:08x}{n}", std::process::id()));
             // create (not create_all): fails if the name exists, so we never reuse someone's dir.
             match fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => {

@@ -97,7 +97,11 @@ cronium_setCondition false
 if cronium.setCondition maybe 2>/dev/null; then echo "bad condition accepted"; fi
 "#
     );
-    let out = run(&scratch, &script("bash", &src, json!({})), &helper_context());
+    let out = run(
+        &scratch,
+        &script("bash", &src, json!({})),
+        &helper_context(),
+    );
     let fin = out.finished();
     assert_eq!(fin.status, RunStatus::Succeeded, "{:?}", out.events);
     assert_eq!(out.code, 0);
@@ -120,7 +124,10 @@ if cronium.setCondition maybe 2>/dev/null; then echo "bad condition accepted"; f
     assert_eq!(json_line(&out, "event="), expected_event());
     assert_eq!(line_value(&out, "event_name="), "test-event");
     assert_eq!(line_value(&out, "event_attempt="), "2");
-    assert_eq!(line_value(&out, "env="), "11/22/42/test-event/2/manual/web1");
+    assert_eq!(
+        line_value(&out, "env="),
+        "11/22/42/test-event/2/manual/web1"
+    );
     assert!(!out.stdout().iter().any(|l| l.contains("bad condition")));
 
     assert_eq!(
@@ -172,7 +179,11 @@ except TypeError:
 "#,
         complex = complex().to_string()
     );
-    let out = run(&scratch, &script("python", &src, json!({})), &helper_context());
+    let out = run(
+        &scratch,
+        &script("python", &src, json!({})),
+        &helper_context(),
+    );
     let fin = out.finished();
     assert_eq!(fin.status, RunStatus::Succeeded, "{:?}", out.events);
 
@@ -229,7 +240,11 @@ try {{ cronium.setCondition('yes'); console.log('bad condition accepted'); }} ca
         complex = complex(),
         python = python()
     );
-    let out = run(&scratch, &script("node", &src, json!({})), &helper_context());
+    let out = run(
+        &scratch,
+        &script("node", &src, json!({})),
+        &helper_context(),
+    );
     let fin = out.finished();
     assert_eq!(fin.status, RunStatus::Succeeded, "{:?}", out.events);
 
@@ -278,7 +293,11 @@ fn environment_layers_manifest_then_context() {
     let src = "echo \"A=$A B=$B C=$C\"\n";
     let out = run(
         &scratch,
-        &script("bash", src, json!({"env": {"A": "manifest", "B": "manifest"}})),
+        &script(
+            "bash",
+            src,
+            json!({"env": {"A": "manifest", "B": "manifest"}}),
+        ),
         &context(json!({"env": {"B": "context", "C": "context"}})),
     );
     assert_eq!(out.finished().status, RunStatus::Succeeded);

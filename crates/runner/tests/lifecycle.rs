@@ -52,7 +52,11 @@ fn death_by_signal_reports_128_plus_signal() {
 fn outputs_and_variables_survive_a_failing_script() {
     let scratch = Scratch::new();
     let src = "cronium.output '{\"done\": 1}'\ncronium.setVariable last ok\nexit 1\n";
-    let out = run(&scratch, &script("bash", src, json!({})), &context(json!({})));
+    let out = run(
+        &scratch,
+        &script("bash", src, json!({})),
+        &context(json!({})),
+    );
     assert_eq!(out.finished().status, RunStatus::Failed);
     assert_eq!(out.finished().exit_code, Some(1));
     assert_eq!(out.last_output(), Some(json!({"done": 1})));
@@ -172,10 +176,15 @@ fn cancel_test(cancel: impl FnOnce(&mut Live)) {
         &script("bash", WAITER, json!({"kill_grace_ms": 5_000})),
         &context(json!({"env": {"PIDFILE": pidfile.to_str().unwrap()}})),
     );
-    live.wait_for(Duration::from_secs(10), |e| {
-        matches!(e, RunnerEvent::Log { line, .. } if line == "ready")
-    });
-    assert_eq!(scratch.leftovers().len(), 1, "working directory exists while running");
+    live.wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, RunnerEvent::Log { line, .. } if line == "ready"),
+    );
+    assert_eq!(
+        scratch.leftovers().len(),
+        1,
+        "working directory exists while running"
+    );
     let cancelled_at = Instant::now();
     cancel(&mut live);
     let out = live.finish(Duration::from_secs(20));
@@ -217,9 +226,10 @@ echo second
         &context(json!({"env": {"MARKER": marker.to_str().unwrap()}})),
     );
     // The first line must arrive while the script is still blocked on the marker.
-    live.wait_for(Duration::from_secs(10), |e| {
-        matches!(e, RunnerEvent::Log { line, .. } if line == "first")
-    });
+    live.wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, RunnerEvent::Log { line, .. } if line == "first"),
+    );
     std::fs::write(&marker, b"").unwrap();
     let out = live.finish(Duration::from_secs(10));
     assert_eq!(out.finished().status, RunStatus::Succeeded);
@@ -234,7 +244,11 @@ fn working_directory_is_private_and_removed_even_when_locked_down() {
 pwd
 mkdir -p locked/inner && touch locked/inner/f && chmod 000 locked/inner locked
 "#;
-    let out = run(&scratch, &script("bash", src, json!({})), &context(json!({})));
+    let out = run(
+        &scratch,
+        &script("bash", src, json!({})),
+        &context(json!({})),
+    );
     assert_eq!(out.finished().status, RunStatus::Succeeded);
     let lines = out.stdout();
     assert_eq!(lines[0], "700");
@@ -257,7 +271,10 @@ fn missing_interpreter_fails_with_127() {
     assert_eq!(fin.status, RunStatus::Failed);
     assert_eq!(fin.exit_code, Some(127));
     assert!(
-        fin.error.as_deref().unwrap_or("").contains("/nonexistent/python3"),
+        fin.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("/nonexistent/python3"),
         "{fin:?}"
     );
     assert_eq!(out.code, 127);
@@ -265,13 +282,20 @@ fn missing_interpreter_fails_with_127() {
 
     let out = run(
         &scratch,
-        &script("bash", "echo hi\n", json!({"env": {"PATH": "/nonexistent"}})),
+        &script(
+            "bash",
+            "echo hi\n",
+            json!({"env": {"PATH": "/nonexistent"}}),
+        ),
         &context(json!({})),
     );
     let fin = out.finished();
     assert_eq!(fin.exit_code, Some(127));
     assert!(
-        fin.error.as_deref().unwrap_or("").contains("bash interpreter not found"),
+        fin.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("bash interpreter not found"),
         "{fin:?}"
     );
     scratch.assert_clean();
@@ -288,7 +312,10 @@ fn api_helper_mode_is_refused_clearly() {
     let fin = out.finished();
     assert_eq!(fin.status, RunStatus::Failed);
     assert_eq!(fin.exit_code, None);
-    assert!(fin.error.as_deref().unwrap_or("").contains("api"), "{fin:?}");
+    assert!(
+        fin.error.as_deref().unwrap_or("").contains("api"),
+        "{fin:?}"
+    );
     assert!(out.stdout().is_empty());
     assert_eq!(out.code, 2);
     scratch.assert_clean();
@@ -305,4 +332,65 @@ fn version_flag_prints_crate_version() {
         String::from_utf8_lossy(&out.stdout).trim(),
         format!("cronium-runner {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+#[test]
+fn sigterm_to_the_runner_cancels_the_run() {
+    let scratch = Scratch::new();
+    let pidfile = scratch.path("pids");
+    let mut live = Live::start(
+        &scratch,
+        &script("bash", WAITER, json!({})),
+        &context(json!({"env": {"PIDFILE": pidfile.to_str().unwrap()}})),
+    );
+    live.wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, RunnerEvent::Log { line, .. } if line == "ready"),
+    );
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &live.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = live.finish(Duration::from_secs(20));
+    assert_eq!(
+        out.finished().status,
+        RunStatus::Cancelled,
+        "{:?}",
+        out.events
+    );
+    assert_eq!(out.code, 143);
+    for pid in read_pids(&pidfile) {
+        assert!(!alive(pid), "process {pid} survived");
+    }
+    scratch.assert_clean();
+}
+
+#[test]
+fn orphans_that_exit_during_the_run_are_reaped_at_once() {
+    let scratch = Scratch::new();
+    // Daemonised children that exit become zombies of the runner (the subreaper) until reaped;
+    // the script counts them from the inside, for up to 5 s.
+    let src = r#"runner=$PPID
+zombies() {
+    n=0
+    for f in /proc/[0-9]*/stat; do
+        read -r line < "$f" 2>/dev/null || continue
+        set -- ${line##*) }
+        if [ "$1" = Z ] && [ "$2" = "$runner" ]; then n=$((n + 1)); fi
+    done
+    echo $n
+}
+for i in $(seq 20); do ( setsid true & ); done
+for i in $(seq 100); do [ "$(zombies)" = 0 ] && break; sleep 0.05; done
+echo "zombies=$(zombies)"
+"#;
+    let out = run(
+        &scratch,
+        &script("bash", src, json!({})),
+        &context(json!({})),
+    );
+    assert_eq!(out.finished().status, RunStatus::Succeeded);
+    assert_eq!(out.stdout(), vec!["zombies=0"]);
+    scratch.assert_clean();
 }

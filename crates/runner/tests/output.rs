@@ -7,13 +7,17 @@ use cronium_protocol::{RunStatus, RunnerEvent, Stream, DEFAULT_MAX_OUTPUT_BYTES}
 use serde_json::json;
 
 fn expected_line(i: u64) -> String {
-    format!("{i:07} {}é☃ {}", "x".repeat((i % 50) as usize), "y".repeat(60))
+    format!(
+        "{i:07} {}é☃ {}",
+        "x".repeat((i % 50) as usize),
+        "y".repeat(60)
+    )
 }
 
 #[test]
 fn fifty_megabytes_arrive_complete_and_in_order() {
     let scratch = Scratch::new();
-    let n: u64 = 500_000;
+    let n: u64 = 520_000;
     // Every 1000th line also goes to stderr, so seq must be contiguous across both streams.
     let src = format!(
         r#"import sys
@@ -46,7 +50,11 @@ for i in range({n}):
             total_bytes += line.len() + 1;
             match stream {
                 Stream::Stdout => {
-                    assert_eq!(line, &expected_line(stdout_lines), "stdout line {stdout_lines}");
+                    assert_eq!(
+                        line,
+                        &expected_line(stdout_lines),
+                        "stdout line {stdout_lines}"
+                    );
                     stdout_lines += 1;
                 }
                 Stream::Stderr => {
@@ -113,17 +121,26 @@ open(os.environ["DONE"], "w").close()
         .iter()
         .position(|e| matches!(e, RunnerEvent::Log { line, .. } if *line == marker))
         .unwrap();
-    assert!(!out.events[marker_pos..]
-        .iter()
-        .any(|e| matches!(e, RunnerEvent::Log { stream: Stream::Stdout, .. })));
+    assert!(!out.events[marker_pos..].iter().any(|e| matches!(
+        e,
+        RunnerEvent::Log {
+            stream: Stream::Stdout,
+            ..
+        }
+    )));
     scratch.assert_clean();
 }
 
 #[test]
 fn invalid_utf8_is_delivered_as_readable_text() {
     let scratch = Scratch::new();
-    let src = "printf 'ok \\xff\\xfe end\\n'\nprintf 'caf\\xc3\\xa9\\n'\nprintf 'no newline \\xc3'\n";
-    let out = run(&scratch, &script("bash", src, json!({})), &context(json!({})));
+    let src =
+        "printf 'ok \\xff\\xfe end\\n'\nprintf 'caf\\xc3\\xa9\\n'\nprintf 'no newline \\xc3'\n";
+    let out = run(
+        &scratch,
+        &script("bash", src, json!({})),
+        &context(json!({})),
+    );
     assert_eq!(out.finished().status, RunStatus::Succeeded);
     assert_eq!(
         out.stdout(),
@@ -136,7 +153,11 @@ fn invalid_utf8_is_delivered_as_readable_text() {
 fn long_lines_are_cut_into_64k_chunks() {
     let scratch = Scratch::new();
     let src = "import sys\nsys.stdout.write('a' * 200000 + '\\nshort\\n')\n";
-    let out = run(&scratch, &script("python", src, json!({})), &context(json!({})));
+    let out = run(
+        &scratch,
+        &script("python", src, json!({})),
+        &context(json!({})),
+    );
     assert_eq!(out.finished().status, RunStatus::Succeeded);
     let lines = out.stdout();
     let lens: Vec<usize> = lines.iter().map(String::len).collect();

@@ -70,9 +70,7 @@ fn raw_entry(
     b.append(&h, data).unwrap();
 }
 
-fn with_good_payload(
-    extra: impl FnOnce(&mut tar::Builder<GzEncoder<Vec<u8>>>),
-) -> Vec<u8> {
+fn with_good_payload(extra: impl FnOnce(&mut tar::Builder<GzEncoder<Vec<u8>>>)) -> Vec<u8> {
     archive(|b| {
         add_file(b, "manifest.yaml", good_manifest().to_string().as_bytes());
         add_file(b, "main.sh", TRACE.as_bytes());
@@ -174,7 +172,11 @@ fn oversized_uncompressed_entry_is_refused() {
         b.append_data(&mut h, "bomb.bin", std::io::repeat(0).take(size))
             .unwrap();
     });
-    assert!(p.len() < 2 * 1024 * 1024, "test archive is {} bytes", p.len());
+    assert!(
+        p.len() < 2 * 1024 * 1024,
+        "test archive is {} bytes",
+        p.len()
+    );
     assert_refused(&scratch, &p, "256 MiB");
 }
 
@@ -231,9 +233,15 @@ fn newer_manifest_format_is_refused() {
 fn bad_entrypoints_are_refused() {
     let scratch = Scratch::new();
     let cases = [
-        ("nope.sh", "entrypoint `nope.sh` is missing from the payload"),
+        (
+            "nope.sh",
+            "entrypoint `nope.sh` is missing from the payload",
+        ),
         ("/bin/sh", "entrypoint `/bin/sh` is an absolute path"),
-        ("../main.sh", "entrypoint `../main.sh` contains a `..` component"),
+        (
+            "../main.sh",
+            "entrypoint `../main.sh` contains a `..` component",
+        ),
         ("dir", "entrypoint `dir` is not a regular file"),
         ("", "entrypoint `` is empty"),
     ];
@@ -271,11 +279,20 @@ fn yaml_manifest_with_subdirectories_runs() {
                 timeout_ms: 10000\nenv:\n  GREETING: hello\nevent:\n  id: 1\n  name: yaml\n  version: 1\n";
     let p = archive(|b| {
         add_file(b, "manifest.yaml", yaml.as_bytes());
-        add_file(b, "scripts/main.sh", b"echo \"$GREETING\"; cat scripts/data.txt\n");
+        add_file(
+            b,
+            "scripts/main.sh",
+            b"echo \"$GREETING\"; cat scripts/data.txt\n",
+        );
         add_file(b, "scripts/data.txt", b"data\n");
     });
     let out = run(&scratch, &p, &context(json!({})));
-    assert_eq!(out.finished().status, RunStatus::Succeeded, "{:?}", out.events);
+    assert_eq!(
+        out.finished().status,
+        RunStatus::Succeeded,
+        "{:?}",
+        out.events
+    );
     assert_eq!(out.stdout(), vec!["hello", "data"]);
     scratch.assert_clean();
 }
@@ -286,13 +303,19 @@ fn payload_on_stdin_runs_with_helpers_and_control_channel() {
     let src = "cronium.output \"$(cronium.input)\"\necho ready\nsleep 1000\n";
     let p = script("bash", src, json!({"kill_grace_ms": 2_000}));
     let mut live = Live::start_stdin(&scratch, &p, &context(json!({"input": {"k": [1, "v"]}})));
-    live.wait_for(Duration::from_secs(10), |e| {
-        matches!(e, RunnerEvent::Log { line, .. } if line == "ready")
-    });
+    live.wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, RunnerEvent::Log { line, .. } if line == "ready"),
+    );
     // After the archive bytes, the same stdin carries control lines.
     live.send("{\"t\":\"cancel\"}\n");
     let out = live.finish(Duration::from_secs(20));
-    assert_eq!(out.finished().status, RunStatus::Cancelled, "{:?}", out.events);
+    assert_eq!(
+        out.finished().status,
+        RunStatus::Cancelled,
+        "{:?}",
+        out.events
+    );
     assert_eq!(out.last_output(), Some(json!({"k": [1, "v"]})));
     // Nothing of the payload is left behind: no file was ever written outside the work base.
     assert_eq!(
@@ -318,7 +341,11 @@ fn payload_on_stdin_with_bad_length_is_refused() {
     let cases: [(&str, &[u8], &str); 3] = [
         ("abc\n", b"", "not a decimal byte count"),
         ("999999999999\n", b"", "64 MiB"),
-        ("100\n", b"short", "stdin ended after 5 of the 100 payload bytes"),
+        (
+            "100\n",
+            b"short",
+            "stdin ended after 5 of the 100 payload bytes",
+        ),
     ];
     for (length_line, bytes, needle) in cases {
         let mut live = Live::start_raw(&scratch);

@@ -43,6 +43,9 @@ pub struct ServerConfig {
     /// Run an agent inside the server (default true).
     pub embedded_agent: bool,
     pub agent_concurrency: usize,
+    /// How long a job claim stays valid without a heartbeat; a crashed agent's jobs are
+    /// recovered after this.
+    pub lease: Duration,
     pub max_output_bytes: u64,
     /// Remove cached payloads unused for this long.
     pub payload_max_age: Duration,
@@ -59,6 +62,7 @@ impl ServerConfig {
             encryption_key: None,
             embedded_agent: true,
             agent_concurrency: 16,
+            lease: Duration::from_secs(30),
             max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
             payload_max_age: Duration::from_secs(7 * 24 * 3600),
         }
@@ -109,7 +113,7 @@ pub async fn bootstrap(store: &Store, config: &ServerConfig) -> Result<Option<Bo
             (p.clone(), Some(p))
         }
     };
-    let (token, shown_token) = match &config.admin_token {
+    let (token, shown_token) = match config.admin_token.as_ref().filter(|t| !t.trim().is_empty()) {
         Some(t) if t.trim().len() >= 16 => (t.trim().to_string(), None),
         Some(_) => {
             return Err(ServeError::Bootstrap(
@@ -158,6 +162,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
     let agent = config.embedded_agent.then(|| {
         let mut ac = AgentConfig::new(config.runner_path.clone(), config.data_dir.join("payloads"));
         ac.concurrency = config.agent_concurrency;
+        ac.lease = config.lease;
         ac.max_output_bytes = config.max_output_bytes;
         let queue = Arc::new(StoreQueue {
             store: store.clone(),
@@ -223,7 +228,7 @@ pub async fn serve(
         .await?;
     shutdown.cancel();
     for t in tasks {
-        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        let _ = tokio::time::timeout(Duration::from_secs(15), t).await;
     }
     Ok(())
 }

@@ -34,8 +34,10 @@ impl client::Handler for ClientHandler {
             PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
             PublicKeyOrCertificate::Certificate(_) => {
                 if let Ok(mut o) = self.observed.lock() {
-                    o.rejected_reason =
-                        Some("the server offered a host certificate; only plain host keys can be pinned".into());
+                    o.rejected_reason = Some(
+                        "the server offered a host certificate; only plain host keys can be pinned"
+                            .into(),
+                    );
                 }
                 return Ok(false);
             }
@@ -80,12 +82,14 @@ pub(crate) fn fingerprint_of(openssh: &str) -> String {
 pub(crate) async fn connect(server: &ServerConfig, cfg: &SshConfig) -> Result<Conn, SshError> {
     server.validate()?;
     let expected = match &server.host_key {
-        Some(k) => Some(PublicKey::from_openssh(k.trim()).map_err(|e| {
-            SshError::InvalidConfig {
-                field: "host_key",
-                reason: e.to_string(),
-            }
-        })?),
+        Some(k) => {
+            Some(
+                PublicKey::from_openssh(k.trim()).map_err(|e| SshError::InvalidConfig {
+                    field: "host_key",
+                    reason: e.to_string(),
+                })?,
+            )
+        }
         None => None,
     };
     let observed = Arc::new(Mutex::new(Observed::default()));
@@ -114,7 +118,9 @@ pub(crate) async fn connect(server: &ServerConfig, cfg: &SshConfig) -> Result<Co
         let mut handle = match handle {
             Ok(h) => h,
             Err(e) => {
-                let o = observed.lock().map(|o| (o.key.clone(), o.rejected_reason.clone()));
+                let o = observed
+                    .lock()
+                    .map(|o| (o.key.clone(), o.rejected_reason.clone()));
                 let (seen, rejected) = o.unwrap_or((None, None));
                 if let Some(reason) = rejected {
                     return Err(SshError::HostKeyRejected {
@@ -142,12 +148,13 @@ pub(crate) async fn connect(server: &ServerConfig, cfg: &SshConfig) -> Result<Co
         };
         let result = match &server.credential {
             Credential::Key { pem, passphrase } => {
-                let key = russh::keys::decode_secret_key(pem, passphrase.as_deref()).map_err(
-                    |e| SshError::InvalidConfig {
-                        field: "credential.key",
-                        reason: format!("cannot read the private key: {e}"),
-                    },
-                )?;
+                let key =
+                    russh::keys::decode_secret_key(pem, passphrase.as_deref()).map_err(|e| {
+                        SshError::InvalidConfig {
+                            field: "credential.key",
+                            reason: format!("cannot read the private key: {e}"),
+                        }
+                    })?;
                 let hash = if key.algorithm().is_rsa() {
                     handle
                         .best_supported_rsa_hash()

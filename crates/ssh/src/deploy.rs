@@ -104,7 +104,13 @@ impl DeployCache {
         locks.entry(key(server)).or_default().clone()
     }
 
-    fn fresh(&self, server: &ServerConfig, runner: &RunnerArtifact, path: &str, max_age: Duration) -> bool {
+    fn fresh(
+        &self,
+        server: &ServerConfig,
+        runner: &RunnerArtifact,
+        path: &str,
+        max_age: Duration,
+    ) -> bool {
         let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         entries.get(&key(server)).is_some_and(|e| {
             e.path == path && e.sha256 == runner.sha256 && e.verified.elapsed() < max_age
@@ -137,7 +143,11 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Deployer<'_> {
     pub fn remote_path(&self) -> String {
-        format!("{}/{}", self.cfg.remote_deploy_dir(), self.runner.remote_name())
+        format!(
+            "{}/{}",
+            self.cfg.remote_deploy_dir(),
+            self.runner.remote_name()
+        )
     }
 
     /// Makes sure the runner is on the host. Always returns a record (also on failure, for the
@@ -162,14 +172,20 @@ impl Deployer<'_> {
             duration_ms: started.elapsed().as_millis() as u64,
             error,
         };
-        if self.cache.fresh(server, self.runner, &path, self.cfg.reverify_after) {
+        if self
+            .cache
+            .fresh(server, self.runner, &path, self.cfg.reverify_after)
+        {
             inc(&self.metrics.deployments_cached);
             return (record(DeployOutcome::Cached, 0, None), Ok(path));
         }
         // One upload per host at a time; whoever waited finds the cache filled.
         let lock = self.cache.lock_for(server);
         let _guard = lock.lock().await;
-        if self.cache.fresh(server, self.runner, &path, self.cfg.reverify_after) {
+        if self
+            .cache
+            .fresh(server, self.runner, &path, self.cfg.reverify_after)
+        {
             inc(&self.metrics.deployments_cached);
             return (record(DeployOutcome::Cached, 0, None), Ok(path));
         }
@@ -252,7 +268,13 @@ impl Deployer<'_> {
     async fn upload_once(&self, conn: &Conn, path: &str) -> Result<(), String> {
         inc(&self.metrics.uploads);
         let dir = self.cfg.remote_deploy_dir();
-        let out = exec(conn, &format!("mkdir -p {}", quote(&dir)), None, STEP_TIMEOUT).await?;
+        let out = exec(
+            conn,
+            &format!("mkdir -p {}", quote(&dir)),
+            None,
+            STEP_TIMEOUT,
+        )
+        .await?;
         if !out.ok() {
             return Err(format!(
                 "cannot create the deploy directory {dir}: {}",
@@ -260,7 +282,10 @@ impl Deployer<'_> {
             ));
         }
         let bytes = tokio::fs::read(&self.runner.path).await.map_err(|e| {
-            format!("cannot read the runner binary {}: {e}", self.runner.path.display())
+            format!(
+                "cannot read the runner binary {}: {e}",
+                self.runner.path.display()
+            )
         })?;
         let tmp = format!(
             "{dir}/.{}.part-{:08x}",
@@ -287,8 +312,13 @@ impl Deployer<'_> {
             Ok(()) => {}
             Err(SftpFailure::NoSubsystem(why)) => {
                 tracing::info!(reason = %why, "no SFTP subsystem; uploading over an exec channel");
-                let out = exec(conn, &format!("cat > {}", quote(tmp)), Some(bytes), STEP_TIMEOUT)
-                    .await?;
+                let out = exec(
+                    conn,
+                    &format!("cat > {}", quote(tmp)),
+                    Some(bytes),
+                    STEP_TIMEOUT,
+                )
+                .await?;
                 if !out.ok() {
                     return Err(format!("upload with cat failed: {}", out.stderr_str()));
                 }
@@ -296,7 +326,17 @@ impl Deployer<'_> {
             Err(SftpFailure::Other(e)) => return Err(format!("SFTP upload failed: {e}")),
         }
         let (qt, qp) = (quote(tmp), quote(path));
-        let cmd = format!("chmod 755 {qt} && sha256sum {qt} && mv -f {qt} {qp} && {qp} --version");
+        let sum = quote(&format!("^{} ", self.runner.sha256));
+        // Check the upload, then put it in place without ever replacing a good binary: a runner
+        // that is running from it (another agent, another run) must keep a valid
+        // /proc/self/exe. `ln` creates the name atomically or fails when it exists; only a bad
+        // existing file is replaced.
+        let cmd = format!(
+            "chmod 755 {qt} && sha256sum {qt} | grep -q {sum} \
+             || {{ echo 'the uploaded file has the wrong checksum' >&2; exit 1; }}; \
+             ln {qt} {qp} 2>/dev/null || sha256sum {qp} 2>/dev/null | grep -q {sum} || mv -f {qt} {qp}; \
+             rm -f {qt}; sha256sum {qp} && {qp} --version"
+        );
         let out = exec(conn, &cmd, None, STEP_TIMEOUT).await?;
         if !out.ok() {
             return Err(format!("install failed: {}", out.stderr_str()));
@@ -321,11 +361,12 @@ async fn sftp_upload(conn: &Conn, bytes: &[u8], tmp: &str) -> Result<(), SftpFai
         .await
         .map_err(|e| SftpFailure::NoSubsystem(e.to_string()))?;
     // A refused subsystem request shows up as the session failing to initialise.
-    let sftp = match tokio::time::timeout(STEP_TIMEOUT, SftpSession::new(channel.into_stream())).await {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return Err(SftpFailure::NoSubsystem(e.to_string())),
-        Err(_) => return Err(SftpFailure::NoSubsystem("no SFTP answer".into())),
-    };
+    let sftp =
+        match tokio::time::timeout(STEP_TIMEOUT, SftpSession::new(channel.into_stream())).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(SftpFailure::NoSubsystem(e.to_string())),
+            Err(_) => return Err(SftpFailure::NoSubsystem("no SFTP answer".into())),
+        };
     let upload = async {
         let mut file = sftp
             .open_with_flags(

@@ -128,10 +128,22 @@ enum Stop {
 /// then KILL. Runs on its own channel of `conn`.
 pub(crate) async fn kill_group(conn: &Conn, pgid: u32, grace: Duration) -> Result<(), String> {
     let g = format!("-{pgid}");
-    exec(conn, &format!("kill -TERM -- {g} 2>/dev/null"), None, KILL_STEP_TIMEOUT).await?;
+    exec(
+        conn,
+        &format!("kill -TERM -- {g} 2>/dev/null"),
+        None,
+        KILL_STEP_TIMEOUT,
+    )
+    .await?;
     let deadline = Instant::now() + grace;
     loop {
-        let alive = exec(conn, &format!("kill -0 -- {g} 2>/dev/null"), None, KILL_STEP_TIMEOUT).await?;
+        let alive = exec(
+            conn,
+            &format!("kill -0 -- {g} 2>/dev/null"),
+            None,
+            KILL_STEP_TIMEOUT,
+        )
+        .await?;
         if !alive.ok() {
             return Ok(());
         }
@@ -140,7 +152,13 @@ pub(crate) async fn kill_group(conn: &Conn, pgid: u32, grace: Duration) -> Resul
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    exec(conn, &format!("kill -KILL -- {g} 2>/dev/null"), None, KILL_STEP_TIMEOUT).await?;
+    exec(
+        conn,
+        &format!("kill -KILL -- {g} 2>/dev/null"),
+        None,
+        KILL_STEP_TIMEOUT,
+    )
+    .await?;
     Ok(())
 }
 
@@ -198,8 +216,14 @@ pub(crate) async fn run_direct(
         write.eof().await
     };
 
-    let mut out = LineSplitter { buf: Vec::new(), stream: Stream::Stdout };
-    let mut err = LineSplitter { buf: Vec::new(), stream: Stream::Stderr };
+    let mut out = LineSplitter {
+        buf: Vec::new(),
+        stream: Stream::Stdout,
+    };
+    let mut err = LineSplitter {
+        buf: Vec::new(),
+        stream: Stream::Stderr,
+    };
     let mut pgid: Option<u32> = None;
     let mut status: Option<u32> = None;
     let mut signal: Option<String> = None;

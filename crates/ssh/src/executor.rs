@@ -15,7 +15,9 @@ use crate::metrics::{add, inc, Metrics, MetricsSnapshot};
 use crate::pool::{Lease, Pool};
 use crate::runner_run::{run_runner, RunnerRunError};
 use crate::shell::quote;
-use crate::{DeploymentRecord, DirectScript, Mode, RunnerArtifact, ServerConfig, SshConfig, SshError};
+use crate::{
+    DeploymentRecord, DirectScript, Mode, RunnerArtifact, ServerConfig, SshConfig, SshError,
+};
 
 /// The result of one execution on one server.
 #[derive(Debug, Clone)]
@@ -203,7 +205,9 @@ impl SshExecutor {
         let m = &self.inner.metrics;
         inc(&m.executions_total);
         let started = Instant::now();
-        let result = self.run_inner(server, mode, req, direct, sink, &cancel).await;
+        let result = self
+            .run_inner(server, mode, req, direct, sink, &cancel)
+            .await;
         add(&m.execution_ms_sum, started.elapsed().as_millis() as u64);
         inc(&m.execution_count);
         match &result {
@@ -235,7 +239,10 @@ impl SshExecutor {
         }
         let mut lease = self.inner.pool.get(server).await?;
         match mode {
-            Mode::DirectSsh => self.direct(&mut lease, server, req, direct, sink, cancel, None, None).await,
+            Mode::DirectSsh => {
+                self.direct(&mut lease, server, req, direct, sink, cancel, None, None)
+                    .await
+            }
             Mode::RunnerSsh => match self.runner(&mut lease, server, req, sink, cancel).await {
                 Ok(r) => Ok(r),
                 Err((_, e)) => Err(e),
@@ -253,8 +260,17 @@ impl SshExecutor {
                             ts_ms: 0,
                         })
                         .await;
-                    self.direct(&mut lease, server, req, direct, sink, cancel, Some(reason), Some(record))
-                        .await
+                    self.direct(
+                        &mut lease,
+                        server,
+                        req,
+                        direct,
+                        sink,
+                        cancel,
+                        Some(reason),
+                        Some(record),
+                    )
+                    .await
                 }
                 Err((_, e)) => Err(e),
             },

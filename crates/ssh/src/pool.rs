@@ -128,9 +128,7 @@ impl Pool {
         sp.idle.retain(|i| {
             now.duration_since(i.since) < self.cfg.idle_timeout && !i.conn.handle.is_closed()
         });
-        sp.idle
-            .pop()
-            .map(|i| (i.conn, now.duration_since(i.since)))
+        sp.idle.pop().map(|i| (i.conn, now.duration_since(i.since)))
     }
 
     /// Leases a connection to `server`: a healthy pooled one, or a new one.

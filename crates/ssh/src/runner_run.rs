@@ -53,12 +53,14 @@ pub(crate) async fn run_runner(
             reason,
         })
     };
-    let payload = tokio::fs::File::open(&req.payload_path).await.map_err(|e| {
-        RunnerRunError::Other(SshError::InvalidRequest {
-            field: "payload_path".into(),
-            reason: format!("cannot open {}: {e}", req.payload_path.display()),
-        })
-    })?;
+    let payload = tokio::fs::File::open(&req.payload_path)
+        .await
+        .map_err(|e| {
+            RunnerRunError::Other(SshError::InvalidRequest {
+                field: "payload_path".into(),
+                reason: format!("cannot open {}: {e}", req.payload_path.display()),
+            })
+        })?;
     let payload_len = payload
         .metadata()
         .await
@@ -99,9 +101,9 @@ pub(crate) async fn run_runner(
         while let Some(msg) = read.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
-                    if pipe_w.write_all(&data).await.is_err() {
-                        break;
-                    }
+                    // Once the pump has stopped this fails at once; reading goes on for the
+                    // exit status.
+                    let _ = pipe_w.write_all(&data).await;
                 }
                 ChannelMsg::ExtendedData { data, .. } => {
                     let room = STDERR_CAP.saturating_sub(end.stderr.len());

@@ -44,7 +44,14 @@ async fn runner_ssh_deploys_runs_helpers_and_caches() {
     let req = request(&p, Duration::from_secs(30), "helpers");
     let (tx, mut rx) = sink();
     let run = ex
-        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .expect("first run");
     let events = drain(&mut rx);
@@ -54,11 +61,15 @@ async fn runner_ssh_deploys_runs_helpers_and_caches() {
     assert!(lines.iter().any(|l| l == "hello-from-runner"), "{lines:?}");
     assert!(lines.iter().any(|l| l == "greeting=hello"), "{lines:?}");
     assert!(
-        events.iter().any(|e| matches!(e, RunnerEvent::Output { value } if value["result"] == 42)),
+        events
+            .iter()
+            .any(|e| matches!(e, RunnerEvent::Output { value } if value["result"] == 42)),
         "no output event: {events:#?}"
     );
     assert!(
-        events.iter().any(|e| matches!(e, RunnerEvent::Variable { name, .. } if name == "counter")),
+        events
+            .iter()
+            .any(|e| matches!(e, RunnerEvent::Variable { name, .. } if name == "counter")),
         "no variable event: {events:#?}"
     );
     assert!(matches!(events.last(), Some(RunnerEvent::Finished(_))));
@@ -76,13 +87,23 @@ async fn runner_ssh_deploys_runs_helpers_and_caches() {
     let expected = format!("cronium-runner-{}-{}", dep.version, &dep.sha256[..8]);
     assert_eq!(names, vec![expected.clone()]);
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir.join(&expected)).unwrap().permissions().mode();
+    let mode = std::fs::metadata(dir.join(&expected))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o755);
 
     // Second run: cache hit, no upload, pooled connection.
     let before = ex.metrics();
     let run2 = ex
-        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .expect("second run");
     assert_eq!(run2.finished.status, RunStatus::Succeeded);
@@ -96,7 +117,14 @@ async fn runner_ssh_deploys_runs_helpers_and_caches() {
     // A fresh executor (agent restart) finds the binary on the host: verified, not uploaded.
     let ex2 = SshExecutor::new(ex.config().clone(), runner().await);
     let run3 = ex2
-        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_eq!(run3.deployment.unwrap().outcome, DeployOutcome::Cached);
@@ -113,13 +141,27 @@ async fn runner_is_redeployed_after_the_binary_is_deleted_on_the_host() {
     let req = request(&p, Duration::from_secs(30), "redeploy");
     let (tx, _rx) = sink();
     let first = ex
-        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     let path = home_path(&first.deployment.unwrap().path);
     std::fs::remove_file(&path).unwrap();
     let second = ex
-        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .expect("run after deletion");
     assert_eq!(second.finished.status, RunStatus::Succeeded);
@@ -138,7 +180,14 @@ async fn sftp_less_host_gets_the_runner_over_an_exec_channel() {
     let req = request(&p, Duration::from_secs(30), "nosftp");
     let (tx, mut rx) = sink();
     let run = ex
-        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .expect("run on a host without sftp");
     assert_eq!(run.finished.status, RunStatus::Succeeded);
@@ -154,7 +203,11 @@ async fn changed_host_key_is_refused_with_instructions() {
     let mut server = sshd.server("web1");
     server.host_key = Some(sshd.host_key());
     let report = ex.test(&server).await;
-    assert_eq!(report.host_key_status, Some(HostKeyStatus::Matches), "{report:?}");
+    assert_eq!(
+        report.host_key_status,
+        Some(HostKeyStatus::Matches),
+        "{report:?}"
+    );
 
     sshd.new_host_key();
     sshd.restart();
@@ -162,12 +215,22 @@ async fn changed_host_key_is_refused_with_instructions() {
     let req = request(&p, Duration::from_secs(30), "web1");
     let (tx, mut rx) = sink();
     let err = ex
-        .run(&server, Mode::DirectSsh, &req, &bash("echo never"), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::DirectSsh,
+            &req,
+            &bash("echo never"),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap_err();
     match &err {
         SshError::HostKeyChanged {
-            observed_key, expected, observed, ..
+            observed_key,
+            expected,
+            observed,
+            ..
         } => {
             assert!(same_key(observed_key, &sshd.host_key()));
             assert_ne!(expected, observed);
@@ -177,9 +240,15 @@ async fn changed_host_key_is_refused_with_instructions() {
     let msg = err.to_string();
     assert!(msg.contains("cronium server accept-key web1"), "{msg}");
     assert!(msg.contains("SHA256:"), "{msg}");
-    assert!(drain(&mut rx).is_empty(), "nothing may run on a host with a changed key");
+    assert!(
+        drain(&mut rx).is_empty(),
+        "nothing may run on a host with a changed key"
+    );
     let report = ex.test(&server).await;
-    assert!(matches!(report.host_key_status, Some(HostKeyStatus::Changed { .. })), "{report:?}");
+    assert!(
+        matches!(report.host_key_status, Some(HostKeyStatus::Changed { .. })),
+        "{report:?}"
+    );
     assert!(!report.authenticated);
 }
 
@@ -191,17 +260,31 @@ async fn server_test_reports_first_use_os_and_runner_state() {
     let report = ex.test(&server).await;
     assert!(report.reachable && report.authenticated, "{report:?}");
     assert_eq!(report.host_key_status, Some(HostKeyStatus::FirstUse));
-    assert!(same_key(report.host_key.as_deref().unwrap(), &sshd.host_key()));
-    assert!(report.host_key_fingerprint.as_deref().unwrap().starts_with("SHA256:"));
+    assert!(same_key(
+        report.host_key.as_deref().unwrap(),
+        &sshd.host_key()
+    ));
+    assert!(report
+        .host_key_fingerprint
+        .as_deref()
+        .unwrap()
+        .starts_with("SHA256:"));
     assert_eq!(report.os.as_deref(), Some("Linux"));
     assert_eq!(report.arch.as_deref(), Some(std::env::consts::ARCH));
     assert_eq!(report.runner_version, None);
 
     let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
     let (tx, _rx) = sink();
-    ex.run(&server, Mode::RunnerSsh, &request(&p, Duration::from_secs(30), "report"), &bash(""), &tx, CancellationToken::new())
-        .await
-        .unwrap();
+    ex.run(
+        &server,
+        Mode::RunnerSsh,
+        &request(&p, Duration::from_secs(30), "report"),
+        &bash(""),
+        &tx,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     let report = ex.test(&server).await;
     assert_eq!(report.runner_version, Some(runner().await.version));
     let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
@@ -221,7 +304,14 @@ async fn wrong_credentials_are_reported_as_auth_errors() {
         passphrase: None,
     };
     let err = ex
-        .run(&wrong_key, Mode::DirectSsh, &req, &bash("true"), &tx, CancellationToken::new())
+        .run(
+            &wrong_key,
+            Mode::DirectSsh,
+            &req,
+            &bash("true"),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, SshError::Auth { .. }), "{err:?}");
@@ -230,7 +320,14 @@ async fn wrong_credentials_are_reported_as_auth_errors() {
     let mut wrong_pw = sshd.server("auth");
     wrong_pw.credential = Credential::Password("not-the-password".into());
     let err = ex
-        .run(&wrong_pw, Mode::DirectSsh, &req, &bash("true"), &tx, CancellationToken::new())
+        .run(
+            &wrong_pw,
+            Mode::DirectSsh,
+            &req,
+            &bash("true"),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, SshError::Auth { .. }), "{err:?}");
@@ -238,7 +335,14 @@ async fn wrong_credentials_are_reported_as_auth_errors() {
     let mut good_pw = sshd.server("auth");
     good_pw.credential = Credential::Password(PASSWORD.into());
     let run = ex
-        .run(&good_pw, Mode::DirectSsh, &req, &bash("echo pw-ok"), &tx, CancellationToken::new())
+        .run(
+            &good_pw,
+            Mode::DirectSsh,
+            &req,
+            &bash("echo pw-ok"),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .expect("password login");
     assert_eq!(run.finished.status, RunStatus::Succeeded);
@@ -250,7 +354,14 @@ async fn wrong_credentials_are_reported_as_auth_errors() {
         passphrase: None,
     };
     let err = ex
-        .run(&garbage, Mode::DirectSsh, &req, &bash("true"), &tx, CancellationToken::new())
+        .run(
+            &garbage,
+            Mode::DirectSsh,
+            &req,
+            &bash("true"),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("credential.key"), "{err}");
@@ -270,12 +381,23 @@ async fn closed_port_is_unreachable_fast() {
     let (tx, _rx) = sink();
     let started = Instant::now();
     let err = ex
-        .run(&server, Mode::RunnerSsh, &request(&p, Duration::from_secs(30), "closed"), &bash(""), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &request(&p, Duration::from_secs(30), "closed"),
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, SshError::Unreachable { .. }), "{err:?}");
     assert!(err.is_retryable());
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     let report = ex.test(&server).await;
     assert!(!report.reachable && report.error.is_some());
 }
@@ -315,14 +437,25 @@ async fn host_dying_mid_run_is_detected_within_the_keepalive_window() {
     let ex = executor("dying").await;
     let server = sshd.server("dying");
     let marker = format!("3101.{}", std::process::id());
-    let p = payload(Interpreter::Bash, &long_script(&marker), Duration::from_secs(600));
+    let p = payload(
+        Interpreter::Bash,
+        &long_script(&marker),
+        Duration::from_secs(600),
+    );
     let req = request(&p, Duration::from_secs(600), "dying");
     let (tx, mut rx) = sink();
     let task = {
         let (ex, server, req) = (ex.clone(), server.clone(), req.clone());
         tokio::spawn(async move {
-            ex.run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
-                .await
+            ex.run(
+                &server,
+                Mode::RunnerSsh,
+                &req,
+                &bash(""),
+                &tx,
+                CancellationToken::new(),
+            )
+            .await
         })
     };
     wait_for_line(&mut rx, "started", Duration::from_secs(30)).await;
@@ -341,15 +474,24 @@ async fn host_dying_mid_run_is_detected_within_the_keepalive_window() {
     let err = result.unwrap_err();
     assert!(matches!(err, SshError::Lost { .. }), "{err:?}");
     // keepalive 1 s x 2 unanswered, plus scheduling slack.
-    assert!(detected < Duration::from_secs(8), "detected after {detected:?}");
+    assert!(
+        detected < Duration::from_secs(8),
+        "detected after {detected:?}"
+    );
     assert_eq!(ex.metrics().executions_lost, 1);
     // The host comes back only to drop the sessions: the runner sees EOF and cleans up.
     for p in &sessions {
         signal(*p, libc_sig::KILL);
     }
-    let gone = wait_for(Duration::from_secs(15), || processes_with(&marker).is_empty()).await;
+    let gone = wait_for(Duration::from_secs(15), || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
     if !gone {
-        let ps = std::process::Command::new("ps").args(["-u", USER, "-o", "pid,ppid,pgid,stat,cmd"]).output().unwrap();
+        let ps = std::process::Command::new("ps")
+            .args(["-u", USER, "-o", "pid,ppid,pgid,stat,cmd"])
+            .output()
+            .unwrap();
         eprintln!("{}", String::from_utf8_lossy(&ps.stdout));
     }
     assert!(gone, "left running: {:?}", processes_with(&marker));
@@ -364,29 +506,54 @@ async fn runner_timeout_and_cancel_leave_no_process_behind() {
 
     // Timeout, enforced by the runner.
     let marker = format!("3102.{}", std::process::id());
-    let p = payload(Interpreter::Bash, &long_script(&marker), Duration::from_secs(2));
+    let p = payload(
+        Interpreter::Bash,
+        &long_script(&marker),
+        Duration::from_secs(2),
+    );
     let req = request(&p, Duration::from_secs(2), "timeout");
     let (tx, _rx) = sink();
     let started = Instant::now();
     let run = ex
-        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_eq!(run.finished.status, RunStatus::TimedOut);
     assert_eq!(run.finished.exit_code, Some(EXIT_TIMEOUT));
     assert!(started.elapsed() < Duration::from_secs(15));
-    let gone = wait_for(Duration::from_secs(10), || processes_with(&marker).is_empty()).await;
-    assert!(gone, "left running after timeout: {:?}", processes_with(&marker));
+    let gone = wait_for(Duration::from_secs(10), || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+    assert!(
+        gone,
+        "left running after timeout: {:?}",
+        processes_with(&marker)
+    );
 
     // Cancellation: cancel line, then EOF.
     let marker = format!("3103.{}", std::process::id());
-    let p = payload(Interpreter::Bash, &long_script(&marker), Duration::from_secs(600));
+    let p = payload(
+        Interpreter::Bash,
+        &long_script(&marker),
+        Duration::from_secs(600),
+    );
     let req = request(&p, Duration::from_secs(600), "timeout");
     let (tx, mut rx) = sink();
     let cancel = CancellationToken::new();
     let task = {
         let (ex, server, req, cancel) = (ex.clone(), server.clone(), req.clone(), cancel.clone());
-        tokio::spawn(async move { ex.run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, cancel).await })
+        tokio::spawn(async move {
+            ex.run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, cancel)
+                .await
+        })
     };
     wait_for_line(&mut rx, "started", Duration::from_secs(30)).await;
     cancel.cancel();
@@ -396,8 +563,15 @@ async fn runner_timeout_and_cancel_leave_no_process_behind() {
         .unwrap()
         .unwrap();
     assert_eq!(run.finished.status, RunStatus::Cancelled);
-    let gone = wait_for(Duration::from_secs(10), || processes_with(&marker).is_empty()).await;
-    assert!(gone, "left running after cancel: {:?}", processes_with(&marker));
+    let gone = wait_for(Duration::from_secs(10), || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+    assert!(
+        gone,
+        "left running after cancel: {:?}",
+        processes_with(&marker)
+    );
     assert_eq!(ex.metrics().executions_timed_out, 1);
     assert_eq!(ex.metrics().executions_cancelled, 1);
     let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
@@ -415,13 +589,25 @@ async fn direct_ssh_passes_hostile_env_values_literally() {
         ("C", format!("`touch {pwned}` \"quoted\" \\back")),
         ("D", "two words; and a ' quote".to_string()),
     ];
-    let mut script = bash("for v in A B C D; do printf '%s=%s\\n' \"$v\" \"${!v}\"; done\necho err-line >&2\nexit 3");
-    script.env = hostile.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let mut script = bash(
+        "for v in A B C D; do printf '%s=%s\\n' \"$v\" \"${!v}\"; done\necho err-line >&2\nexit 3",
+    );
+    script.env = hostile
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
     let req = request(&p, Duration::from_secs(30), "direct-env");
     let (tx, mut rx) = sink();
     let run = ex
-        .run(&server, Mode::DirectSsh, &req, &script, &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::DirectSsh,
+            &req,
+            &script,
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     let events = drain(&mut rx);
@@ -433,7 +619,10 @@ async fn direct_ssh_passes_hostile_env_values_literally() {
     for (k, v) in &hostile {
         assert!(lines.contains(&format!("{k}={v}")), "{k}: {lines:?}");
     }
-    assert!(!std::path::Path::new(&pwned).exists(), "injection succeeded");
+    assert!(
+        !std::path::Path::new(&pwned).exists(),
+        "injection succeeded"
+    );
     // Sequence numbers are ours: 1, 2, 3, ... with the helper notice first.
     let seqs: Vec<u64> = events
         .iter()
@@ -452,7 +641,14 @@ async fn direct_ssh_passes_hostile_env_values_literally() {
     bad.env.insert("X;touch".into(), "v".into());
     let (tx, mut rx) = sink();
     let err = ex
-        .run(&server, Mode::DirectSsh, &req, &bad, &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::DirectSsh,
+            &req,
+            &bad,
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("env.X;touch"), "{err}");
@@ -466,7 +662,14 @@ async fn direct_ssh_passes_hostile_env_values_literally() {
     };
     let (tx, mut rx) = sink();
     let run = ex
-        .run(&server, Mode::DirectSsh, &req, &py, &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::DirectSsh,
+            &req,
+            &py,
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_eq!(run.finished.status, RunStatus::Succeeded);
@@ -487,15 +690,33 @@ async fn direct_ssh_timeout_and_cancel_kill_the_remote_group() {
     let (tx, mut rx) = sink();
     let started = Instant::now();
     let run = ex
-        .run(&server, Mode::DirectSsh, &req, &script, &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::DirectSsh,
+            &req,
+            &script,
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap();
     assert_eq!(run.finished.status, RunStatus::TimedOut);
     assert_eq!(run.finished.exit_code, Some(EXIT_TIMEOUT));
-    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(log_lines(&drain(&mut rx)).contains(&"started".to_string()));
-    let gone = wait_for(Duration::from_secs(10), || processes_with(&marker).is_empty()).await;
-    assert!(gone, "left running after timeout: {:?}", processes_with(&marker));
+    let gone = wait_for(Duration::from_secs(10), || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+    assert!(
+        gone,
+        "left running after timeout: {:?}",
+        processes_with(&marker)
+    );
 
     let marker = format!("3105.{}", std::process::id());
     let script = bash(&long_script(&marker));
@@ -503,9 +724,17 @@ async fn direct_ssh_timeout_and_cancel_kill_the_remote_group() {
     let (tx, mut rx) = sink();
     let cancel = CancellationToken::new();
     let task = {
-        let (ex, server, req, cancel, script) =
-            (ex.clone(), server.clone(), req.clone(), cancel.clone(), script.clone());
-        tokio::spawn(async move { ex.run(&server, Mode::DirectSsh, &req, &script, &tx, cancel).await })
+        let (ex, server, req, cancel, script) = (
+            ex.clone(),
+            server.clone(),
+            req.clone(),
+            cancel.clone(),
+            script.clone(),
+        );
+        tokio::spawn(async move {
+            ex.run(&server, Mode::DirectSsh, &req, &script, &tx, cancel)
+                .await
+        })
     };
     wait_for_line(&mut rx, "started", Duration::from_secs(30)).await;
     cancel.cancel();
@@ -515,8 +744,15 @@ async fn direct_ssh_timeout_and_cancel_kill_the_remote_group() {
         .unwrap()
         .unwrap();
     assert_eq!(run.finished.status, RunStatus::Cancelled);
-    let gone = wait_for(Duration::from_secs(10), || processes_with(&marker).is_empty()).await;
-    assert!(gone, "left running after cancel: {:?}", processes_with(&marker));
+    let gone = wait_for(Duration::from_secs(10), || {
+        processes_with(&marker).is_empty()
+    })
+    .await;
+    assert!(
+        gone,
+        "left running after cancel: {:?}",
+        processes_with(&marker)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,11 +762,22 @@ async fn auto_mode_falls_back_to_direct_when_deployment_fails() {
     cfg.deploy_dir = "/proc/cronium-cannot-exist".into();
     let ex = SshExecutor::new(cfg, runner().await);
     let server = sshd.server("auto");
-    let p = payload(Interpreter::Bash, "echo via-runner\n", Duration::from_secs(30));
+    let p = payload(
+        Interpreter::Bash,
+        "echo via-runner\n",
+        Duration::from_secs(30),
+    );
     let req = request(&p, Duration::from_secs(30), "auto");
     let (tx, mut rx) = sink();
     let run = ex
-        .run(&server, Mode::Auto, &req, &bash("echo via-direct"), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::Auto,
+            &req,
+            &bash("echo via-direct"),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .expect("auto run");
     assert_eq!(run.mode_used, Mode::DirectSsh);
@@ -546,7 +793,14 @@ async fn auto_mode_falls_back_to_direct_when_deployment_fails() {
 
     // runner-ssh alone reports the deployment failure.
     let err = ex
-        .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, SshError::Deploy { .. }), "{err:?}");
@@ -568,7 +822,11 @@ async fn fan_out_to_twenty_servers_with_one_down() {
         l.local_addr().unwrap().port()
     };
     servers.push(down);
-    let p = payload(Interpreter::Bash, "echo \"on $(cronium.event server)\"\n", Duration::from_secs(60));
+    let p = payload(
+        Interpreter::Bash,
+        "echo \"on $(cronium.event server)\"\n",
+        Duration::from_secs(60),
+    );
     let started = Instant::now();
     let runs = servers.iter().cloned().map(|s| {
         let ex = ex.clone();
@@ -576,7 +834,14 @@ async fn fan_out_to_twenty_servers_with_one_down() {
         async move {
             let (tx, rx) = sink();
             let r = ex
-                .run(&s, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+                .run(
+                    &s,
+                    Mode::RunnerSsh,
+                    &req,
+                    &bash(""),
+                    &tx,
+                    CancellationToken::new(),
+                )
                 .await;
             (s.name.clone(), r, rx)
         }
@@ -604,9 +869,9 @@ async fn fan_out_to_twenty_servers_with_one_down() {
 }
 
 /// `join_all` without pulling in the futures crate.
-async fn futures_join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let mut set = Vec::new();

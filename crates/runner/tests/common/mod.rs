@@ -128,7 +128,11 @@ impl Scratch {
             .collect()
     }
     pub fn assert_clean(&self) {
-        assert_eq!(self.leftovers(), Vec::<String>::new(), "work base not empty");
+        assert_eq!(
+            self.leftovers(),
+            Vec::<String>::new(),
+            "work base not empty"
+        );
     }
 }
 

@@ -15,7 +15,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use cronium_core::transport::RunRequest;
-use cronium_protocol::{EventMeta, Interpreter, Manifest, RunContext, RunnerEvent, MANIFEST_FORMAT};
+use cronium_protocol::{
+    EventMeta, Interpreter, Manifest, RunContext, RunnerEvent, MANIFEST_FORMAT,
+};
 use cronium_ssh::{Credential, RunnerArtifact, ServerConfig, SshConfig};
 
 pub const USER: &str = "cronium-test";
@@ -76,6 +78,7 @@ pub async fn runner() -> RunnerArtifact {
         }
         let target = workspace_root().join("target");
         let candidates = [
+            "x86_64-unknown-linux-gnu/release-runner/cronium-runner",
             "x86_64-unknown-linux-musl/release-runner/cronium-runner",
             "release-runner/cronium-runner",
             "release/cronium-runner",
@@ -197,7 +200,11 @@ impl Sshd {
                     std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
                 );
             }
-            assert!(Instant::now() < deadline, "sshd did not start on {}", self.port);
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not start on {}",
+                self.port
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }

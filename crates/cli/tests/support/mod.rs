@@ -1,0 +1,274 @@
+//! Test support: starts the real `cronium` binary as a server on a free loopback port, with its
+//! own data directory, and talks to it over HTTP and through the CLI.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const TOKEN: &str = "crn_test_token_0123456789abcdef";
+
+pub fn cronium_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cronium"))
+}
+
+/// The runner: CRONIUM_RUNNER, else the one cargo built next to `cronium`.
+pub fn runner_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CRONIUM_RUNNER") {
+        return PathBuf::from(p);
+    }
+    let p = cronium_bin().with_file_name("cronium-runner");
+    assert!(
+        p.is_file(),
+        "{} is missing: build it first (`cargo build -p cronium-runner`, or run scripts/test.sh)",
+        p.display()
+    );
+    p
+}
+
+/// A fresh database on the test PostgreSQL server (see scripts/test-pg.sh).
+pub async fn fresh_pg_database() -> String {
+    use sqlx::Connection;
+    let base = std::env::var("CRONIUM_TEST_PG_URL")
+        .expect("CRONIUM_TEST_PG_URL is not set: run `eval \"$(scripts/test-pg.sh | tail -n1)\"` or scripts/test.sh");
+    let name = format!("cronium_srv_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    match base.rfind('/') {
+        Some(i) => format!("{}/{name}", &base[..i]),
+        None => panic!("bad CRONIUM_TEST_PG_URL {base}"),
+    }
+}
+
+pub struct ServerOpts {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub args: Vec<String>,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        ServerOpts {
+            data_dir: None,
+            database_url: None,
+            env: vec![],
+            args: vec![],
+        }
+    }
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub token: String,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub http: reqwest::Client,
+    /// First-start messages the server printed.
+    pub banner: Vec<String>,
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Self::start_with(ServerOpts::default())
+    }
+
+    pub fn start_with(opts: ServerOpts) -> Server {
+        let (tmp, data_dir) = match opts.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let d = t.path().join("data");
+                (Some(t), d)
+            }
+        };
+        let mut cmd = Command::new(cronium_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .arg("--runner")
+            .arg(runner_bin())
+            .args(&opts.args)
+            .env("CRONIUM_ADMIN_TOKEN", TOKEN)
+            .env("CRONIUM_LOG", "info,cronium_server=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(db) = &opts.database_url {
+            cmd.arg("--database-url").arg(db);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn cronium serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut banner = vec![];
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .unwrap_or_else(|_| panic!("server did not start; printed: {banner:?}"));
+            if let Some(rest) = line.strip_prefix("Cronium listening on ") {
+                break rest.split_whitespace().next().unwrap_or_default().to_string();
+            }
+            banner.push(line);
+        };
+        Server {
+            child,
+            url,
+            token: TOKEN.into(),
+            data_dir,
+            _tmp: tmp,
+            http: reqwest::Client::new(),
+            banner,
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(cronium_bin())
+            .args(args)
+            .env("CRONIUM_URL", &self.url)
+            .env("CRONIUM_TOKEN", &self.token)
+            .env("CRONIUM_RUNNER", runner_bin())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cronium CLI")
+    }
+
+    pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.api_with_token(method, path, body, Some(&self.token)).await
+    }
+
+    pub async fn api_with_token(&self, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut rb = self.http.request(m, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let resp = rb.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Applies an event given as YAML through the API.
+    pub async fn apply_yaml(&self, yaml: &str) -> Value {
+        let v: Value = serde_saphyr::from_str(yaml).expect("yaml");
+        let name = v["name"].as_str().expect("name").to_string();
+        let (status, body) = self.api("PUT", &format!("/api/v1/events/{name}"), Some(v)).await;
+        assert_eq!(status, 200, "apply {name}: {body}");
+        body
+    }
+
+    pub async fn run_event(&self, name: &str, input: Option<Value>) -> i64 {
+        let body = match input {
+            Some(i) => serde_json::json!({"input": i}),
+            None => serde_json::json!({}),
+        };
+        let (status, r) = self.api("POST", &format!("/api/v1/events/{name}/run"), Some(body)).await;
+        assert_eq!(status, 201, "run {name}: {r}");
+        r["id"].as_i64().expect("job id")
+    }
+
+    pub async fn job(&self, id: i64) -> Value {
+        let (status, j) = self.api("GET", &format!("/api/v1/jobs/{id}"), None).await;
+        assert_eq!(status, 200, "job {id}: {j}");
+        j
+    }
+
+    /// Waits until the job reaches a final status and returns it.
+    pub async fn wait_job(&self, id: i64, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let j = self.job(id).await;
+            let st = j["status"].as_str().unwrap_or_default();
+            if ["succeeded", "failed", "timed_out", "cancelled", "partial"].contains(&st) {
+                return j;
+            }
+            assert!(Instant::now() < deadline, "job {id} still {st} after {within:?}: {j}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for a condition on the server, polling.
+    pub async fn wait_for<F, Fut>(&self, what: &str, within: Duration, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        while !f().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn log_text(&self, id: i64) -> String {
+        let (_, page) = self.api("GET", &format!("/api/v1/jobs/{id}/logs?limit=10000"), None).await;
+        page["lines"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| l["line"].as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Stops the server abruptly (SIGKILL), as a crash would.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stops the server gracefully (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.crash();
+    }
+
+    pub fn data_path(&self, rel: &str) -> PathBuf {
+        self.data_dir.join(rel)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write file");
+    p
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
