@@ -24,7 +24,9 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use cronium_core::transport::{pump_events, send_cancel, send_context, EventSink, RunRequest};
-use cronium_protocol::{Finished, Interpreter, RunStatus, RunnerEvent, Stream, EXIT_CANCELLED, EXIT_TIMEOUT};
+use cronium_protocol::{
+    Finished, Interpreter, RunStatus, RunnerEvent, Stream, EXIT_CANCELLED, EXIT_TIMEOUT,
+};
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -151,10 +153,7 @@ impl DockerExecutor {
     /// As [`connect`](Self::connect), with a client the caller built (another host, a timeout).
     pub async fn with_client(docker: Docker, config: DockerConfig) -> Result<Self, DockerError> {
         let meta = std::fs::metadata(&config.runner_path).map_err(|e| {
-            DockerError::Config(format!(
-                "runner_path {}: {e}",
-                config.runner_path.display()
-            ))
+            DockerError::Config(format!("runner_path {}: {e}", config.runner_path.display()))
         })?;
         if !meta.is_file() {
             return Err(DockerError::Config(format!(
@@ -210,9 +209,15 @@ impl DockerExecutor {
     }
 
     /// The image a run of `spec` with `interpreter` uses.
-    pub fn image_for(&self, interpreter: Interpreter, spec: &ContainerSpec) -> Result<String, DockerError> {
+    pub fn image_for(
+        &self,
+        interpreter: Interpreter,
+        spec: &ContainerSpec,
+    ) -> Result<String, DockerError> {
         match &spec.image {
-            Some(i) if i.trim().is_empty() => Err(DockerError::Config("container.image is empty".into())),
+            Some(i) if i.trim().is_empty() => {
+                Err(DockerError::Config("container.image is empty".into()))
+            }
             Some(i) => Ok(i.clone()),
             None => self
                 .config
@@ -300,9 +305,10 @@ impl DockerExecutor {
             )
             .await
             .map_err(|e| match e {
-                bollard::errors::Error::DockerResponseServerError { status_code: 404, message }
-                    if message.contains("network") =>
-                {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    message,
+                } if message.contains("network") => {
                     DockerError::Config(format!("container.network: {message}"))
                 }
                 e => e.into(),
@@ -331,7 +337,12 @@ impl DockerExecutor {
 
         // The runner exits right after its final event; give it a moment, then make sure.
         let exit = self.wait_exit(&id, Duration::from_secs(5)).await;
-        let state = self.docker.inspect_container(&id, None).await.ok().and_then(|c| c.state);
+        let state = self
+            .docker
+            .inspect_container(&id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state);
         let oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
         let container_exit = state.as_ref().and_then(|s| s.exit_code).or(exit);
 
@@ -395,7 +406,10 @@ impl DockerExecutor {
             tmpfs: Some(HashMap::from([(
                 "/tmp".to_string(),
                 // exec: the runner's bash helpers are small executables in the work directory.
-                format!("rw,exec,nosuid,nodev,mode=1777,size={}", self.config.tmpfs_bytes),
+                format!(
+                    "rw,exec,nosuid,nodev,mode=1777,size={}",
+                    self.config.tmpfs_bytes
+                ),
             )])),
             cap_drop: Some(vec!["ALL".to_string()]),
             security_opt: Some(vec!["no-new-privileges".to_string()]),
@@ -561,7 +575,11 @@ impl DockerExecutor {
                 run_ms: 0,
                 error: Some(format!(
                     "the runner did not finish in time; the container was stopped ({})",
-                    if status == RunStatus::Cancelled { "cancelled" } else { "hard deadline" }
+                    if status == RunStatus::Cancelled {
+                        "cancelled"
+                    } else {
+                        "hard deadline"
+                    }
                 )),
             }),
             (Err(e), None) => {
@@ -577,16 +595,27 @@ impl DockerExecutor {
 
     /// Waits for the container to exit (returns its exit code), killing it after `patience`.
     async fn wait_exit(&self, id: &str, patience: Duration) -> Option<i64> {
-        let opts = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let opts = WaitContainerOptionsBuilder::default()
+            .condition("not-running")
+            .build();
         let mut wait = self.docker.wait_container(id, Some(opts));
         match tokio::time::timeout(patience, wait.next()).await {
             Ok(Some(Ok(r))) => Some(r.status_code),
             // bollard turns a non-zero exit into an error carrying the code.
-            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => Some(code),
+            Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => {
+                Some(code)
+            }
             _ => {
                 let _ = self
                     .docker
-                    .kill_container(id, Some(KillContainerOptionsBuilder::default().signal("KILL").build()))
+                    .kill_container(
+                        id,
+                        Some(
+                            KillContainerOptionsBuilder::default()
+                                .signal("KILL")
+                                .build(),
+                        ),
+                    )
                     .await;
                 None
             }
@@ -704,7 +733,11 @@ impl Drop for Owned {
         if self.container.is_none() && self.network.is_none() {
             return;
         }
-        let (docker, container, network) = (self.docker.clone(), self.container.take(), self.network.take());
+        let (docker, container, network) = (
+            self.docker.clone(),
+            self.container.take(),
+            self.network.take(),
+        );
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(async move { remove_objects(&docker, container, network).await });
@@ -715,9 +748,16 @@ impl Drop for Owned {
     }
 }
 
-pub(crate) async fn remove_objects(docker: &Docker, container: Option<String>, network: Option<String>) {
+pub(crate) async fn remove_objects(
+    docker: &Docker,
+    container: Option<String>,
+    network: Option<String>,
+) {
     if let Some(id) = container {
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         if let Err(e) = docker.remove_container(&id, Some(opts)).await {
             if !is_not_found(&e) {
                 tracing::warn!(container = %id, error = %e, "could not remove container; the reaper will retry");

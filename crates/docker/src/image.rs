@@ -42,7 +42,11 @@ fn split_reference(image: &str) -> (String, String) {
 
 /// Pulls `image`, forwarding progress to `sink` (one line per layer and status change, not per
 /// progress tick, so that a pull does not flood the job's log).
-pub(crate) async fn pull(docker: &Docker, image: &str, sink: &EventSink) -> Result<(), DockerError> {
+pub(crate) async fn pull(
+    docker: &Docker,
+    image: &str,
+    sink: &EventSink,
+) -> Result<(), DockerError> {
     let (from_image, tag) = split_reference(image);
     let options = CreateImageOptions {
         from_image: Some(from_image),

@@ -14,7 +14,11 @@ pub const LABEL_CREATED: &str = "io.cronium.created";
 /// Prefix of container and network names, for humans reading `docker ps`.
 pub const NAME_PREFIX: &str = "cronium";
 
-pub(crate) fn for_run(job_id: i64, execution_id: i64, created_epoch: u64) -> HashMap<String, String> {
+pub(crate) fn for_run(
+    job_id: i64,
+    execution_id: i64,
+    created_epoch: u64,
+) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
         (LABEL_JOB.to_string(), job_id.to_string()),

@@ -20,8 +20,6 @@ mod reaper;
 
 pub use error::DockerError;
 pub use executor::{ContainerRun, DockerConfig, DockerExecutor, PullPolicy, RUNNER_MOUNT_PATH};
-pub use labels::{
-    LABEL_CREATED, LABEL_EXECUTION, LABEL_JOB, LABEL_MANAGED, NAME_PREFIX,
-};
+pub use labels::{LABEL_CREATED, LABEL_EXECUTION, LABEL_JOB, LABEL_MANAGED, NAME_PREFIX};
 pub use limits::{format_bytes, ContainerSpec, LimitError, Limits, NetworkMode};
 pub use reaper::ReapReport;

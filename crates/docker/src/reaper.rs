@@ -37,7 +37,10 @@ impl DockerExecutor {
     where
         F: Fn(i64, i64) -> bool,
     {
-        let now_s = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now_s = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let grace = self.config.reap_grace.as_secs();
         let live: std::collections::HashSet<i64> =
             self.live.lock().map(|s| s.clone()).unwrap_or_default();
@@ -80,10 +83,15 @@ impl DockerExecutor {
         // After the containers: a network cannot go while a container is attached to it.
         let networks = self
             .docker
-            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
             .await?;
         for n in networks {
-            let (Some(name), Some(owner)) = (n.name.clone(), Owner::parse(n.labels.as_ref())) else {
+            let (Some(name), Some(owner)) = (n.name.clone(), Owner::parse(n.labels.as_ref()))
+            else {
                 continue;
             };
             if spare(&owner) {

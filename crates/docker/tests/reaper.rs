@@ -52,12 +52,23 @@ async fn crash_child() {
         }
     });
     let _ = exec
-        .run(execution_id, execution_id, Interpreter::Bash, &spec, &req, &tx, CancellationToken::new())
+        .run(
+            execution_id,
+            execution_id,
+            Interpreter::Bash,
+            &spec,
+            &req,
+            &tx,
+            CancellationToken::new(),
+        )
         .await;
     panic!("the run should have been killed with its process");
 }
 
-async fn foreign_container(exec: &cronium_docker::DockerExecutor, labels: HashMap<String, String>) -> String {
+async fn foreign_container(
+    exec: &cronium_docker::DockerExecutor,
+    labels: HashMap<String, String>,
+) -> String {
     let name = format!("cronium-test-foreign-{}", next_id());
     exec.client()
         .create_container(
@@ -80,7 +91,13 @@ async fn agent_crash_leaves_orphans_that_the_reaper_removes() {
 
     // 1. An "agent" starts a container run and dies with SIGKILL.
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, "1")
         // The runner is already built: the child must not rebuild it.
         .env("CRONIUM_RUNNER", runner_path())
@@ -92,7 +109,8 @@ async fn agent_crash_leaves_orphans_that_the_reaper_removes() {
     let execution_id = tokio::task::spawn_blocking(move || {
         for line in BufReader::new(stdout).lines() {
             let line = line.unwrap();
-            if let Some(id) = line.strip_prefix("CHILD-STARTED ") {
+            // libtest prints "test crash_child ... " before it, on the same line.
+            if let Some((_, id)) = line.split_once("CHILD-STARTED ") {
                 return id.trim().parse::<i64>().unwrap();
             }
         }
@@ -106,7 +124,11 @@ async fn agent_crash_leaves_orphans_that_the_reaper_removes() {
     child.wait().unwrap();
 
     let orphans = leftovers(&exec, execution_id).await;
-    assert_eq!(orphans.len(), 2, "container and network survive the crash: {orphans:?}");
+    assert_eq!(
+        orphans.len(),
+        2,
+        "container and network survive the crash: {orphans:?}"
+    );
 
     // 2. Containers that are not ours, one without labels and one explicitly not managed.
     let unlabelled = foreign_container(&exec, HashMap::new()).await;
@@ -131,7 +153,15 @@ async fn agent_crash_leaves_orphans_that_the_reaper_removes() {
     let exec = live_exec.clone();
     let live = tokio::spawn(async move {
         live_exec
-            .run(live_id, live_id, Interpreter::Bash, &ContainerSpec::default(), &live_req, &tx, CancellationToken::new())
+            .run(
+                live_id,
+                live_id,
+                Interpreter::Bash,
+                &ContainerSpec::default(),
+                &live_req,
+                &tx,
+                CancellationToken::new(),
+            )
             .await
     });
     while let Some(e) = rx.recv().await {
@@ -146,12 +176,17 @@ async fn agent_crash_leaves_orphans_that_the_reaper_removes() {
 
     // A caller-declared live execution is spared even when old.
     let later = SystemTime::now() + Duration::from_secs(3600);
-    exec.reap_with(later, |_, e| e == execution_id).await.unwrap();
+    exec.reap_with(later, |_, e| e == execution_id)
+        .await
+        .unwrap();
     assert_eq!(leftovers(&exec, execution_id).await.len(), 2);
 
     // Past the grace: the orphan container and network go; the rest stays.
     let report = exec.reap(later).await.unwrap();
-    assert!(leftovers(&exec, execution_id).await.is_empty(), "{report:?}");
+    assert!(
+        leftovers(&exec, execution_id).await.is_empty(),
+        "{report:?}"
+    );
     assert!(!report.networks.is_empty(), "{report:?}");
     for id in [&unlabelled, &not_managed] {
         exec.client()
@@ -167,7 +202,10 @@ async fn agent_crash_leaves_orphans_that_the_reaper_removes() {
 
     for id in [unlabelled, not_managed] {
         exec.client()
-            .remove_container(&id, Some(RemoveContainerOptionsBuilder::default().force(true).build()))
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
             .await
             .unwrap();
     }

@@ -106,7 +106,14 @@ async fn exit_code_of_a_failing_script_is_captured() {
         Duration::from_secs(60),
         json!({}),
     );
-    let out = run(&exec, Interpreter::Bash, &spec(), &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Bash,
+        &spec(),
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     let r = out.run();
     assert_eq!(r.finished.status, RunStatus::Failed);
     assert_eq!(r.finished.exit_code, Some(7));
@@ -132,7 +139,14 @@ async fn memory_hog_is_reported_as_out_of_memory() {
         },
         ..spec()
     };
-    let out = run(&exec, Interpreter::Python, &spec, &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Python,
+        &spec,
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     let r = out.run();
     assert!(r.oom_killed, "{:#?}", out.events);
     assert_eq!(r.finished.status, RunStatus::Failed);
@@ -178,13 +192,23 @@ cronium.output({"forked": n, "error": err})
         ..spec()
     };
     let started = Instant::now();
-    let out = run(&exec, Interpreter::Python, &spec, &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Python,
+        &spec,
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     out.run();
     let output = out.output().expect("output");
     let forked = output["forked"].as_i64().unwrap();
     assert!(forked < 40, "forked {forked} processes despite pids=40");
     assert!(
-        output["error"].as_str().unwrap_or_default().contains("unavailable"),
+        output["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unavailable"),
         "{output}"
     );
     // The sleeping children do not hold the run open: removing the container ends them.
@@ -223,13 +247,23 @@ cronium.output({"quota": quota, "ratio": ratio})
         },
         ..spec()
     };
-    let out = run(&exec, Interpreter::Python, &spec, &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Python,
+        &spec,
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     out.run();
     let output = out.output().expect("output");
     assert_eq!(output["quota"], "25000 100000", "{output}");
     let ratio = output["ratio"].as_f64().unwrap();
     // Contention can only lower the ratio; without the limit it would be close to 1.
-    assert!(ratio < 0.4, "busy loop got {ratio} of a core with cpus=0.25");
+    assert!(
+        ratio < 0.4,
+        "busy loop got {ratio} of a core with cpus=0.25"
+    );
     assert_clean(&exec, out.execution_id).await;
 }
 
@@ -269,13 +303,17 @@ async fn limits_above_the_maximum_are_refused_before_anything_runs() {
             "container.pids: 1000 exceeds the maximum allowed (100)",
         ),
     ] {
-        let spec = ContainerSpec {
-            limits,
-            ..spec()
-        };
+        let spec = ContainerSpec { limits, ..spec() };
         let err = exec.check_limits(&spec).unwrap_err();
         assert_eq!(err.field(), field);
-        let out = run(&exec, Interpreter::Bash, &spec, &req, CancellationToken::new()).await;
+        let out = run(
+            &exec,
+            Interpreter::Bash,
+            &spec,
+            &req,
+            CancellationToken::new(),
+        )
+        .await;
         match &out.result {
             Err(DockerError::Limit(e)) => assert_eq!(e.to_string(), text),
             other => panic!("expected a limit error, got {other:?}"),
@@ -305,7 +343,14 @@ echo "uid=$(id -u) gid=$(id -g)"
         Duration::from_secs(60),
         json!({}),
     );
-    let out = run(&exec, Interpreter::Bash, &spec(), &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Bash,
+        &spec(),
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     assert_eq!(out.run().finished.exit_code, Some(0), "{:#?}", out.events);
     let lines = out.script_lines();
     for expected in [
@@ -316,7 +361,10 @@ echo "uid=$(id -u) gid=$(id -g)"
         "NoNewPrivs: 1",
         "uid=65534 gid=65534",
     ] {
-        assert!(lines.iter().any(|l| l == expected), "{expected:?} not in {lines:?}");
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "{expected:?} not in {lines:?}"
+        );
     }
     assert_clean(&exec, out.execution_id).await;
 }
@@ -332,7 +380,14 @@ async fn network_none_has_only_loopback_and_isolated_gets_its_own_network() {
         Duration::from_secs(60),
         json!({}),
     );
-    let out = run(&exec, Interpreter::Bash, &spec(), &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Bash,
+        &spec(),
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     out.run();
     assert_eq!(out.script_lines(), vec!["lo "]);
     assert_clean(&exec, out.execution_id).await;
@@ -349,7 +404,14 @@ async fn network_none_has_only_loopback_and_isolated_gets_its_own_network() {
         network: NetworkMode::Isolated,
         ..spec()
     };
-    let out = run(&exec, Interpreter::Bash, &isolated, &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Bash,
+        &isolated,
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     out.run();
     assert_eq!(out.script_lines(), vec!["eth0 lo "]);
     assert_clean(&exec, out.execution_id).await;
@@ -359,9 +421,19 @@ async fn network_none_has_only_loopback_and_isolated_gets_its_own_network() {
         network: NetworkMode::Named("cronium-test-no-such-network".into()),
         ..spec()
     };
-    let out = run(&exec, Interpreter::Bash, &named, &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Bash,
+        &named,
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     let err = out.result.expect_err("missing network");
-    assert!(err.to_string().contains("cronium-test-no-such-network"), "{err}");
+    assert!(
+        err.to_string().contains("cronium-test-no-such-network"),
+        "{err}"
+    );
     assert_clean(&exec, out.execution_id).await;
 }
 
@@ -377,7 +449,14 @@ async fn timeout_reports_timed_out_124() {
         json!({}),
     );
     let t = Instant::now();
-    let out = run(&exec, Interpreter::Bash, &spec(), &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Bash,
+        &spec(),
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     let r = out.run();
     assert_eq!(r.finished.status, RunStatus::TimedOut, "{:#?}", out.events);
     assert_eq!(r.finished.exit_code, Some(EXIT_TIMEOUT));
@@ -417,7 +496,15 @@ async fn cancellation_mid_run_stops_the_container_quickly() {
         })
     };
     let result = exec
-        .run(execution_id, execution_id, Interpreter::Bash, &spec(), &req, &tx, cancel)
+        .run(
+            execution_id,
+            execution_id,
+            Interpreter::Bash,
+            &spec(),
+            &req,
+            &tx,
+            cancel,
+        )
         .await;
     let returned_at = Instant::now();
     drop(tx);
@@ -447,7 +534,14 @@ async fn missing_image_fails_with_an_error_naming_it() {
             ..spec()
         };
         assert!(!exec.image_present(image).await.unwrap());
-        let out = run(&exec, Interpreter::Bash, &spec, &req, CancellationToken::new()).await;
+        let out = run(
+            &exec,
+            Interpreter::Bash,
+            &spec,
+            &req,
+            CancellationToken::new(),
+        )
+        .await;
         match &out.result {
             Err(e @ DockerError::ImageUnavailable { image: named, .. }) => {
                 assert_eq!(named, image);
@@ -457,7 +551,11 @@ async fn missing_image_fails_with_an_error_naming_it() {
         }
         if pull == PullPolicy::IfMissing {
             // The attempt is visible in the job's log.
-            assert!(out.all_lines().contains("pulling image"), "{}", out.all_lines());
+            assert!(
+                out.all_lines().contains("pulling image"),
+                "{}",
+                out.all_lines()
+            );
         }
         assert_clean(&exec, out.execution_id).await;
     }
@@ -480,7 +578,14 @@ async fn static_runner_runs_in_a_from_scratch_busybox_image() {
         interpreter_path: Some("/bin/sh".into()),
         ..spec()
     };
-    let out = run(&exec, Interpreter::Bash, &spec, &req, CancellationToken::new()).await;
+    let out = run(
+        &exec,
+        Interpreter::Bash,
+        &spec,
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
     let r = out.run();
     assert_eq!(r.image, "cronium/scratch-sh:1");
     assert_eq!(r.finished.exit_code, Some(3), "{:#?}", out.events);

@@ -10,7 +10,7 @@ use sqlx::any::AnyRow;
 
 use crate::row::{i64_col, opt_i64, text};
 use crate::store::map_opt;
-use crate::{Store, StoreError};
+use crate::{Backend, Store, StoreError};
 
 /// Rows per INSERT: 6 parameters each stays far below both backends' parameter limits
 /// (SQLite 32 766, PostgreSQL 65 535) while amortising the round trip.
@@ -51,30 +51,41 @@ fn log_line(row: &AnyRow) -> Result<LogLine, StoreError> {
     })
 }
 
-fn insert_sql(rows: usize) -> String {
-    let mut sql = String::with_capacity(64 + rows * 40);
+fn insert_sql(backend: Backend, rows: usize) -> String {
+    let mut sql = String::with_capacity(80 + rows * 40);
     sql.push_str("INSERT INTO logs (job_id, execution_id, seq, stream, line, ts) VALUES ");
     for r in 0..rows {
         if r > 0 {
             sql.push(',');
         }
-        let b = r * COLS;
-        sql.push_str(&format!(
-            "(${}, ${}, ${}, ${}, ${}, ${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6
-        ));
+        match backend {
+            // Anonymous `?` on SQLite: sqlite3_bind_parameter_name is a linear search, so binding
+            // 3000 numbered parameters is quadratic (it took 70 % of the append time).
+            Backend::Sqlite => sql.push_str("(?, ?, ?, ?, ?, ?)"),
+            Backend::Postgres => {
+                let b = r * COLS;
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+        }
     }
     sql
 }
 
-fn full_chunk_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| insert_sql(CHUNK_ROWS))
+fn full_chunk_sql(backend: Backend) -> &'static str {
+    static SQLITE: OnceLock<String> = OnceLock::new();
+    static POSTGRES: OnceLock<String> = OnceLock::new();
+    match backend {
+        Backend::Sqlite => SQLITE.get_or_init(|| insert_sql(backend, CHUNK_ROWS)),
+        Backend::Postgres => POSTGRES.get_or_init(|| insert_sql(backend, CHUNK_ROWS)),
+    }
 }
 
 impl Store {
@@ -103,9 +114,9 @@ impl Store {
         for chunk in lines.chunks(CHUNK_ROWS) {
             let partial_sql;
             let (sql, persistent) = if chunk.len() == CHUNK_ROWS {
-                (full_chunk_sql(), true)
+                (full_chunk_sql(self.backend), true)
             } else {
-                partial_sql = insert_sql(chunk.len());
+                partial_sql = insert_sql(self.backend, chunk.len());
                 // Odd-sized tails would churn the prepared-statement cache; run them unprepared.
                 (partial_sql.as_str(), false)
             };

@@ -15,7 +15,9 @@ use cronium_core::transport::RunRequest;
 use cronium_docker::{
     ContainerRun, ContainerSpec, DockerConfig, DockerError, DockerExecutor, LABEL_EXECUTION,
 };
-use cronium_protocol::{EventMeta, Interpreter, Manifest, RunContext, RunnerEvent, MANIFEST_FORMAT};
+use cronium_protocol::{
+    EventMeta, Interpreter, Manifest, RunContext, RunnerEvent, MANIFEST_FORMAT,
+};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -81,7 +83,9 @@ pub async fn executor(tweak: impl FnOnce(&mut DockerConfig)) -> DockerExecutor {
     ensure_images();
     let mut config = DockerConfig::new(runner_path());
     tweak(&mut config);
-    DockerExecutor::connect(config).await.expect("connect to docker")
+    DockerExecutor::connect(config)
+        .await
+        .expect("connect to docker")
 }
 
 /// A payload archive in `dir` and the request that runs it.
@@ -209,7 +213,15 @@ pub async fn run(
         events
     });
     let result = exec
-        .run(execution_id, execution_id, interpreter, spec, req, &tx, cancel)
+        .run(
+            execution_id,
+            execution_id,
+            interpreter,
+            spec,
+            req,
+            &tx,
+            cancel,
+        )
         .await;
     drop(tx);
     let events = collect.await.unwrap();
@@ -241,7 +253,11 @@ pub async fn leftovers(exec: &DockerExecutor, execution_id: i64) -> Vec<String> 
         .collect();
     found.extend(
         docker
-            .list_networks(Some(ListNetworksOptionsBuilder::default().filters(&filter).build()))
+            .list_networks(Some(
+                ListNetworksOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
             .await
             .unwrap()
             .into_iter()

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine with a Rust toolchain:
+#   - installs what the tests need (PostgreSQL, OpenSSH server, Python, Node.js, image tools),
+#   - starts a throwaway PostgreSQL on 127.0.0.1:55432,
+#   - builds the binaries, the static runner and the container images (once; reused when present),
+#   - runs every test (unit, store conformance on SQLite and PostgreSQL, integration against the
+#     real binaries, sshd instances and the Docker engine), then rustfmt and clippy.
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CRONIUM_TEST_DIR="${CRONIUM_TEST_DIR:-/tmp/cronium-test}"
+mkdir -p "$CRONIUM_TEST_DIR"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+step "system packages"
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+command -v python3 >/dev/null || missing+=(python3)
+command -v node >/dev/null || missing+=(nodejs)
+command -v docker >/dev/null || missing+=(docker.io)
+command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+[ -x /bin/busybox ] || missing+=(busybox-static)
+command -v file >/dev/null || missing+=(file)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! docker info >/dev/null 2>&1; then
+    step "starting the Docker engine"
+    (as_root systemctl start docker 2>/dev/null || as_root service docker start 2>/dev/null || (as_root dockerd >/tmp/dockerd.log 2>&1 &)) || true
+    for _ in $(seq 1 30); do docker info >/dev/null 2>&1 && break; sleep 1; done
+fi
+
+step "PostgreSQL"
+eval "$(scripts/test-pg.sh | tail -n1)"
+export CRONIUM_TEST_PG_URL
+
+step "build"
+cargo build --workspace --all-targets
+if [ -x scripts/build-runner.sh ]; then
+    CRONIUM_RUNNER_STATIC="$(scripts/build-runner.sh | tail -n1)"
+    export CRONIUM_RUNNER_STATIC
+fi
+
+if [ -x scripts/build-images.sh ]; then
+    step "container images"
+    scripts/build-images.sh
+fi
+
+step "tests"
+cargo test --workspace "$@"
+
+step "rustfmt and clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+echo "all checks passed" >&2
