@@ -512,7 +512,7 @@ impl DockerExecutor {
         // Input first: context line, payload length line, payload bytes. Stdin then stays open:
         // EOF means "cancel" to the runner.
         let feed = async {
-            send_context(&mut input, &context).await?;
+            send_context(&mut input, context).await?;
             let payload = tokio::fs::read(&req.payload_path).await?;
             input
                 .write_all(format!("{}\n", payload.len()).as_bytes())

@@ -31,6 +31,8 @@ use crate::workdir::{WorkDir, WorkDirError};
 pub const EXIT_SETUP: i32 = 2;
 /// Exit code when the interpreter cannot be found (as a shell's "command not found").
 pub const EXIT_NOT_FOUND: i32 = 127;
+/// Longest honoured SIGTERM-to-SIGKILL grace period (one day).
+const MAX_GRACE_MS: u64 = 86_400_000;
 /// How often helper updates are read while the script runs.
 const TICK: Duration = Duration::from_millis(50);
 /// Upper bound for things that should be instant once every process is SIGKILLed.
@@ -291,8 +293,10 @@ fn execute(
         let _ = tx.send(Msg::Cancel("internal error"));
     }
 
-    let deadline =
-        (manifest.timeout_ms > 0).then(|| run_start + Duration::from_millis(manifest.timeout_ms));
+    // 0, or a timeout too large to represent, means no timeout.
+    let deadline = (manifest.timeout_ms > 0)
+        .then(|| run_start.checked_add(Duration::from_millis(manifest.timeout_ms)))
+        .flatten();
     let mut status = None;
     let mut ended = None;
     let mut stop = None;
@@ -329,7 +333,9 @@ fn execute(
     // Phase 2: SIGTERM, then up to the grace period for the main process to exit.
     if status.is_none() {
         process::signal_group(pid, libc::SIGTERM);
-        let grace_end = Instant::now() + Duration::from_millis(manifest.kill_grace_ms);
+        // Capped so that an absurd value cannot overflow the clock; a day is already "forever".
+        let grace = Duration::from_millis(manifest.kill_grace_ms.min(MAX_GRACE_MS));
+        let grace_end = Instant::now() + grace;
         status = wait_exit(&rx, grace_end, &mut tail, emitter);
         if status.is_some() {
             ended = Some(Instant::now());

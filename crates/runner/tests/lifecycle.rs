@@ -394,3 +394,35 @@ echo "zombies=$(zombies)"
     assert_eq!(out.stdout(), vec!["zombies=0"]);
     scratch.assert_clean();
 }
+
+#[test]
+fn huge_timeout_and_grace_values_do_not_crash_the_runner() {
+    let scratch = Scratch::new();
+    let out = run(
+        &scratch,
+        &script(
+            "bash",
+            "echo ok\n",
+            json!({"timeout_ms": u64::MAX, "kill_grace_ms": u64::MAX}),
+        ),
+        &context(json!({})),
+    );
+    assert_eq!(out.finished().status, RunStatus::Succeeded);
+    assert_eq!(out.stdout(), vec!["ok"]);
+    scratch.assert_clean();
+}
+
+#[test]
+fn command_line_errors_exit_2_with_usage() {
+    let out = std::process::Command::new(RUNNER)
+        .args(["run", "p.tgz", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`--bogus`") && stderr.contains("usage:"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -93,7 +93,7 @@ impl Server {
             .arg(runner_bin())
             .args(&opts.args)
             .env("CRONIUM_ADMIN_TOKEN", TOKEN)
-            .env("CRONIUM_LOG", "info,cronium_server=debug")
+            .env("CRONIUM_LOG", std::env::var("CRONIUM_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(db) = &opts.database_url {

@@ -69,7 +69,8 @@ pub fn env() -> &'static Env {
     })
 }
 
-/// The runner binary under test: `CRONIUM_RUNNER_BIN`, else the newest build in target/.
+/// The runner binary under test: `CRONIUM_RUNNER_BIN`, else the first build found in target/
+/// (static release build preferred).
 pub async fn runner() -> RunnerArtifact {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     let path = PATH.get_or_init(|| {
@@ -84,15 +85,15 @@ pub async fn runner() -> RunnerArtifact {
             "release/cronium-runner",
             "debug/cronium-runner",
         ];
+        // The shipped (static, release) build first; a debug build only when nothing else exists.
         candidates
             .iter()
             .map(|c| target.join(c))
-            .filter(|p| p.exists())
-            .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .find(|p| p.exists())
             .unwrap_or_else(|| {
                 panic!(
-                    "no cronium-runner binary: run `cargo build -p cronium-runner` first \
-                     or set CRONIUM_RUNNER_BIN"
+                    "no cronium-runner binary: run scripts/build-runner.sh (or \
+                     `cargo build -p cronium-runner`) first, or set CRONIUM_RUNNER_BIN"
                 )
             })
     });

@@ -1,0 +1,326 @@
+//! A real `cronium serve` process under test, started the way the integration tests start it
+//! (loopback port 0, its own data directory, an admin token from the environment), and the few
+//! API calls the benchmarks make against it.
+//!
+//! Not a client library for Cronium: only what the benchmarks need, with errors that say which
+//! call failed and what the server answered.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::sse::SseReader;
+
+pub const TOKEN: &str = "crn_bench_token_0123456789abcdef";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot start {bin}: {source}")]
+    Spawn { bin: String, source: std::io::Error },
+    #[error("the server did not print its address within 60 s; stderr is in {log}")]
+    NoBanner { log: String },
+    #[error("{method} {path}: {source}")]
+    Http {
+        method: String,
+        path: String,
+        source: reqwest::Error,
+    },
+    #[error("{method} {path}: HTTP {status}: {body}")]
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("job {id} did not end within {secs} s (last status `{status}`)")]
+    Timeout { id: i64, secs: u64, status: String },
+    #[error(transparent)]
+    Sse(#[from] crate::sse::SseError),
+    #[error("unexpected answer to {what}: {body}")]
+    Shape { what: String, body: String },
+}
+
+/// The release binaries under test.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    pub cronium: PathBuf,
+    pub runner: PathBuf,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct ServerOpts {
+    pub database_url: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub pid: u32,
+    pub http: reqwest::Client,
+    /// Holds the data directory and the server's stderr log for the server's lifetime.
+    pub dir: tempfile::TempDir,
+}
+
+impl Server {
+    pub fn start(bins: &Binaries, opts: &ServerOpts) -> Result<Server, ServerError> {
+        let dir = tempfile::Builder::new().prefix("cronium-bench-").tempdir()?;
+        let log_path = dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(&bins.cronium);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--runner")
+            .arg(&bins.runner)
+            .args(&opts.extra_args)
+            .env("CRONIUM_ADMIN_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if let Some(db) = &opts.database_url {
+            cmd.arg("--database-url").arg(db);
+        }
+        let mut child = cmd.spawn().map_err(|source| ServerError::Spawn {
+            bin: bins.cronium.display().to_string(),
+            source,
+        })?;
+        let pid = child.id();
+        let no_banner = || ServerError::NoBanner {
+            log: log_path.display().to_string(),
+        };
+        let stdout = match child.stdout.take() {
+            Some(s) => s,
+            None => {
+                let _ = child.kill();
+                return Err(no_banner());
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The server keeps writing to stdout; a reader thread drains it so it never blocks.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    // Nobody listens any more: keep draining.
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let url = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("Cronium listening on ") {
+                        break rest.split_whitespace().next().unwrap_or_default().to_string();
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(no_banner());
+                }
+            }
+        };
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|source| ServerError::Http {
+                method: "build".into(),
+                path: "client".into(),
+                source,
+            })?;
+        Ok(Server {
+            child,
+            url,
+            pid,
+            http,
+            dir,
+        })
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    pub async fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ServerError> {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut req = self
+            .http
+            .request(m, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let http_err = |source| ServerError::Http {
+            method: method.into(),
+            path: path.into(),
+            source,
+        };
+        let resp = req.send().await.map_err(http_err)?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(http_err)?;
+        if !(200..300).contains(&status) {
+            return Err(ServerError::Status {
+                method: method.into(),
+                path: path.into(),
+                status,
+                body: text,
+            });
+        }
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|_| ServerError::Shape {
+            what: format!("{method} {path}"),
+            body: text,
+        })
+    }
+
+    /// Creates or replaces an event from its JSON spec.
+    pub async fn put_event(&self, spec: &Value) -> Result<(), ServerError> {
+        let name = spec["name"].as_str().unwrap_or_default();
+        self.api("PUT", &format!("/api/v1/events/{name}"), Some(spec)).await?;
+        Ok(())
+    }
+
+    /// Enqueues a run of `event` and returns the job id.
+    pub async fn run(&self, event: &str, input: Option<Value>) -> Result<i64, ServerError> {
+        let body = json!({ "input": input });
+        let v = self
+            .api("POST", &format!("/api/v1/events/{event}/run"), Some(&body))
+            .await?;
+        v["id"].as_i64().ok_or_else(|| ServerError::Shape {
+            what: "POST run".into(),
+            body: v.to_string(),
+        })
+    }
+
+    pub async fn job(&self, id: i64) -> Result<Value, ServerError> {
+        self.api("GET", &format!("/api/v1/jobs/{id}"), None).await
+    }
+
+    /// Opens the live log of a job.
+    pub async fn stream(&self, id: i64) -> Result<SseReader, ServerError> {
+        let path = format!("/api/v1/jobs/{id}/logs/stream");
+        let http_err = |source| ServerError::Http {
+            method: "GET".into(),
+            path: path.clone(),
+            source,
+        };
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .map_err(http_err)?;
+        let status = resp.status().as_u16();
+        if status != 200 {
+            let body = resp.text().await.unwrap_or_default();
+            return Err(ServerError::Status {
+                method: "GET".into(),
+                path,
+                status,
+                body,
+            });
+        }
+        Ok(SseReader::new(resp))
+    }
+
+    /// Polls a job until it reaches a final status, `interval` apart, and returns it.
+    pub async fn wait_final(&self, id: i64, interval: Duration, timeout: Duration) -> Result<Value, ServerError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await?;
+            let status = job["status"].as_str().unwrap_or_default().to_string();
+            if is_final(&status) {
+                return Ok(job);
+            }
+            if Instant::now() >= deadline {
+                return Err(ServerError::Timeout {
+                    id,
+                    secs: timeout.as_secs(),
+                    status,
+                });
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Resident memory of the server process, from /proc (kB): (VmRSS, VmHWM).
+    pub fn rss_kb(&self) -> Result<(u64, u64), ServerError> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("VmRSS:"), field("VmHWM:")))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn is_final(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "timed_out" | "cancelled" | "partial")
+}
+
+/// Milliseconds since the epoch of an RFC 3339 timestamp as the API prints it.
+pub fn ts_ms(v: &Value) -> Option<i64> {
+    let s = v.as_str()?;
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+}
+
+/// Milliseconds since the epoch, now, on the same clock the server stamps rows with.
+pub fn now_ms_f64() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// A fresh PostgreSQL database on the server at `base` (a superuser URL); returns its URL.
+pub async fn fresh_pg_database(base: &str) -> anyhow::Result<String> {
+    use sqlx::Connection;
+    let name = format!("cronium_bench_{:016x}", rand::random::<u64>());
+    let mut conn = sqlx::PgConnection::connect(base)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL at the given URL: {e}"))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    let _ = conn.close().await;
+    let (prefix, query) = match base.split_once('?') {
+        Some((p, q)) => (p, format!("?{q}")),
+        None => (base, String::new()),
+    };
+    match prefix.rfind('/') {
+        Some(i) if i > "postgres://".len() => Ok(format!("{}/{name}{query}", &prefix[..i])),
+        _ => Ok(format!("{prefix}/{name}{query}")),
+    }
+}
+
+/// Path helper: `path` if it is a file, with a readable error otherwise.
+pub fn existing(path: &Path, what: &str) -> anyhow::Result<PathBuf> {
+    if path.is_file() {
+        Ok(path.to_path_buf())
+    } else {
+        anyhow::bail!(
+            "{what} `{}` does not exist: build it with `cargo build --release -p cronium -p cronium-runner` or pass its path",
+            path.display()
+        )
+    }
+}
