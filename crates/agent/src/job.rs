@@ -18,14 +18,14 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::recorder::{ExecutionFacts, Recorder};
-use crate::{http, Inner};
+use crate::{http, targets, Inner};
 use crate::queue::Lease;
 
 /// The result of one execution, before it is turned into a job outcome.
-struct ExecResult {
-    execution_id: Option<i64>,
-    server: Option<String>,
-    finished: Finished,
+pub(crate) struct ExecResult {
+    pub(crate) execution_id: Option<i64>,
+    pub(crate) server: Option<String>,
+    pub(crate) finished: Finished,
 }
 
 pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
@@ -43,7 +43,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         lost.clone(),
     ));
     let first_seq = inner.queue.max_log_seq(job.id).await.unwrap_or(0) + 1;
-    let mut recorder = Recorder::start(inner.queue.clone(), inner.bus.clone(), lease.clone(), first_seq);
+    let recorder = Arc::new(Recorder::start(inner.queue.clone(), inner.bus.clone(), lease.clone(), first_seq));
     if job.attempt > 1 {
         recorder
             .system(None, format!("[cronium] attempt {} of {}", job.attempt, job.max_attempts))
@@ -51,13 +51,19 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
     }
 
     let results = match load_spec(&inner, &job).await {
-        Ok(spec) => run_executions(&inner, &job, &lease, &spec, &mut recorder, &cancel).await,
+        Ok(spec) => run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await,
         Err(message) => {
             recorder.system(None, format!("[cronium] {message}")).await;
             Err(message)
         }
     };
-    let facts = recorder.close().await;
+    let facts = match Arc::try_unwrap(recorder) {
+        Ok(r) => r.close().await,
+        Err(_) => {
+            tracing::error!(job = job.id, "recorder still shared after the executions ended");
+            HashMap::new()
+        }
+    };
     heartbeat.abort();
     if lost.load(Ordering::SeqCst) {
         tracing::warn!(job = job.id, "lease lost; leaving the outcome to the new owner");
@@ -107,7 +113,7 @@ async fn run_executions(
     job: &JobRow,
     lease: &Lease,
     spec: &EventSpec,
-    recorder: &mut Recorder,
+    recorder: &Arc<Recorder>,
     cancel: &CancellationToken,
 ) -> Result<Vec<ExecResult>, String> {
     match (&spec.kind, &spec.target) {
@@ -157,8 +163,8 @@ async fn run_executions(
                 finished,
             }])
         }
-        (_, Target::Container(_)) => Err("the container target is not available in this agent".into()),
-        (_, Target::Servers(_)) => Err("the servers target is not available in this agent".into()),
+        (_, Target::Container(c)) => targets::run_container(inner, job, lease, spec, c, recorder, cancel).await,
+        (_, Target::Servers(t)) => targets::run_servers(inner, job, lease, spec, t, recorder, cancel).await,
     }
 }
 

@@ -7,10 +7,12 @@
 
 pub mod http;
 pub mod interpreters;
+pub mod credentials;
 mod job;
 pub mod local;
 pub mod queue;
 pub mod recorder;
+pub mod targets;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -48,6 +50,8 @@ pub struct AgentConfig {
     pub max_output_bytes: u64,
     /// SIGTERM-to-SIGKILL grace on timeout and cancel.
     pub kill_grace: Duration,
+    /// Most servers one job runs on at once.
+    pub fanout_concurrency: usize,
     /// On shutdown, how long running jobs may take to finish. Jobs still running after it are
     /// left to lease recovery (their runners stop the scripts when the agent exits).
     pub shutdown_grace: Duration,
@@ -66,6 +70,7 @@ impl AgentConfig {
             max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
             kill_grace: Duration::from_millis(cronium_protocol::DEFAULT_KILL_GRACE_MS),
             shutdown_grace: Duration::from_secs(10),
+            fanout_concurrency: 50,
         }
     }
 }
@@ -85,6 +90,16 @@ pub(crate) struct Inner {
     pub(crate) local: LocalTransport,
     pub(crate) http: reqwest::Client,
     pub(crate) interpreters: BTreeMap<Interpreter, String>,
+    pub(crate) docker: Option<Arc<cronium_docker::DockerExecutor>>,
+    pub(crate) ssh: Option<cronium_ssh::SshExecutor>,
+}
+
+/// The remote transports an agent can use; a target whose transport is missing fails its jobs
+/// with a message that says so.
+#[derive(Default, Clone)]
+pub struct Transports {
+    pub docker: Option<Arc<cronium_docker::DockerExecutor>>,
+    pub ssh: Option<cronium_ssh::SshExecutor>,
 }
 
 /// A running agent. Cheap to clone.
@@ -94,7 +109,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    pub fn new(config: AgentConfig, queue: Arc<dyn JobQueue>, bus: Arc<LogBus>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: AgentConfig,
+        queue: Arc<dyn JobQueue>,
+        bus: Arc<LogBus>,
+        metrics: Arc<Metrics>,
+        transports: Transports,
+    ) -> Self {
         let local = LocalTransport {
             runner: config.runner_path.clone(),
             work_base: config.work_base.clone(),
@@ -114,6 +135,8 @@ impl Agent {
                 local,
                 http,
                 interpreters: interpreters::resolve(),
+                docker: transports.docker,
+                ssh: transports.ssh,
             }),
         }
     }

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use cronium_core::clock::now_ms;
 use cronium_core::crypto::SecretBox;
 use cronium_store::{
-    ExecutionRow, ExecutionUpdate, Heartbeat, JobOutcome, JobRow, NewLogLine, Store, StoreError,
-    VariableValue,
+    ExecutionRow, ExecutionUpdate, Heartbeat, JobOutcome, JobRow, NewDeployment, NewLogLine, Store,
+    StoreError, VariableValue,
 };
 use serde_json::Value;
 
@@ -24,6 +24,13 @@ pub struct Lease {
     pub job_id: i64,
     pub worker: String,
     pub attempt: i32,
+}
+
+/// A registered server, ready to connect to.
+#[derive(Debug, Clone)]
+pub struct RemoteServer {
+    pub id: i64,
+    pub config: cronium_ssh::ServerConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +72,14 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn recover_expired(&self) -> Result<usize, QueueError>;
     /// Earliest `run_at` among queued jobs, to sleep until a delayed retry is due.
     async fn next_run_at(&self) -> Result<Option<i64>, QueueError>;
+    /// The servers a `servers` target names, by name or by tag, with their credentials. Unknown
+    /// names are an error that says which.
+    async fn resolve_servers(&self, names: &[String], tags: &[String]) -> Result<Vec<RemoteServer>, QueueError>;
+    /// Pins the key a server presented on first contact.
+    async fn pin_host_key(&self, server_id: i64, key: &str) -> Result<(), QueueError>;
+    /// Remembers a changed host key for an operator to accept.
+    async fn host_key_changed(&self, server_id: i64, observed_key: &str) -> Result<(), QueueError>;
+    async fn record_deployment(&self, server_id: i64, deployment: &NewDeployment) -> Result<(), QueueError>;
 }
 
 /// [`JobQueue`] on the store, for the agent embedded in the server.
@@ -185,5 +200,53 @@ impl JobQueue for StoreQueue {
 
     async fn next_run_at(&self) -> Result<Option<i64>, QueueError> {
         Ok(self.store.next_run_at().await?)
+    }
+
+    async fn resolve_servers(&self, names: &[String], tags: &[String]) -> Result<Vec<RemoteServer>, QueueError> {
+        let all = self.store.list_servers().await?;
+        let mut missing: Vec<&str> = names
+            .iter()
+            .filter(|n| !all.iter().any(|s| &s.name == *n))
+            .map(String::as_str)
+            .collect();
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(QueueError::Other(format!("unknown server(s): {}", missing.join(", "))));
+        }
+        let mut out = Vec::new();
+        for row in all {
+            let wanted = names.contains(&row.name) || row.tags.iter().any(|t| tags.contains(t));
+            if !wanted {
+                continue;
+            }
+            let credential = crate::credentials::decrypt(&self.secrets, &row.name, &row.credential)
+                .map_err(QueueError::Other)?;
+            let port = u16::try_from(row.port).map_err(|_| QueueError::Other(format!("server {}: bad port", row.name)))?;
+            out.push(RemoteServer {
+                id: row.id,
+                config: cronium_ssh::ServerConfig {
+                    name: row.name,
+                    host: row.host,
+                    port,
+                    user: row.username,
+                    credential,
+                    host_key: row.host_key,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    async fn pin_host_key(&self, server_id: i64, key: &str) -> Result<(), QueueError> {
+        self.store.pin_host_key(server_id, key, now_ms()).await?;
+        Ok(())
+    }
+
+    async fn host_key_changed(&self, server_id: i64, observed_key: &str) -> Result<(), QueueError> {
+        Ok(self.store.set_pending_host_key(server_id, Some(observed_key), now_ms()).await?)
+    }
+
+    async fn record_deployment(&self, server_id: i64, deployment: &NewDeployment) -> Result<(), QueueError> {
+        Ok(self.store.record_deployment(server_id, deployment).await?)
     }
 }

@@ -35,7 +35,7 @@ pub struct ExecutionFacts {
 pub struct Recorder {
     tx: mpsc::Sender<(Option<i64>, RunnerEvent)>,
     task: JoinHandle<HashMap<Option<i64>, ExecutionFacts>>,
-    forwarders: Vec<JoinHandle<()>>,
+    forwarders: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Recorder {
@@ -146,21 +146,24 @@ impl Recorder {
         Recorder {
             tx,
             task,
-            forwarders: Vec::new(),
+            forwarders: std::sync::Mutex::new(Vec::new()),
         }
     }
 
     /// A sink for one execution's events (what a transport writes to).
-    pub fn sink_for(&mut self, execution_id: Option<i64>) -> EventSink {
+    pub fn sink_for(&self, execution_id: Option<i64>) -> EventSink {
         let (etx, mut erx) = mpsc::channel::<RunnerEvent>(BATCH);
         let tx = self.tx.clone();
-        self.forwarders.push(tokio::spawn(async move {
+        let forwarder = tokio::spawn(async move {
             while let Some(e) = erx.recv().await {
                 if tx.send((execution_id, e)).await.is_err() {
                     break;
                 }
             }
-        }));
+        });
+        if let Ok(mut f) = self.forwarders.lock() {
+            f.push(forwarder);
+        }
         etx
     }
 
@@ -183,7 +186,8 @@ impl Recorder {
     /// Waits until everything sent so far is stored; returns what was learnt per execution.
     /// Every sink handed out must have been dropped.
     pub async fn close(self) -> HashMap<Option<i64>, ExecutionFacts> {
-        for f in self.forwarders {
+        let forwarders = self.forwarders.into_inner().unwrap_or_default();
+        for f in forwarders {
             let _ = f.await;
         }
         drop(self.tx);

@@ -64,7 +64,7 @@ pub struct Server {
     pub pid: u32,
     pub http: reqwest::Client,
     /// Holds the data directory and the server's stderr log for the server's lifetime.
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Server {
@@ -139,12 +139,8 @@ impl Server {
             url,
             pid,
             http,
-            dir,
+            _dir: dir,
         })
-    }
-
-    pub fn log_path(&self) -> PathBuf {
-        self.dir.path().join("server.log")
     }
 
     pub async fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ServerError> {
@@ -282,14 +278,6 @@ pub fn is_final(status: &str) -> bool {
 pub fn ts_ms(v: &Value) -> Option<i64> {
     let s = v.as_str()?;
     chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
-}
-
-/// Milliseconds since the epoch, now, on the same clock the server stamps rows with.
-pub fn now_ms_f64() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64() * 1000.0)
-        .unwrap_or(0.0)
 }
 
 /// A fresh PostgreSQL database on the server at `base` (a superuser URL); returns its URL.

@@ -41,6 +41,9 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Manage SSH servers.
+    #[command(subcommand)]
+    Server(ServerCmd),
     /// Run a script locally with the runtime helpers, without a server.
     Run(RunArgs),
 }
@@ -71,6 +74,52 @@ pub struct ServeArgs {
     /// Do not run an agent in this server.
     #[arg(long)]
     pub no_agent: bool,
+    /// A statically linked runner for containers and SSH servers (scripts/build-runner.sh builds
+    /// it). Default: the one found next to this binary under target/.../release-runner, else --runner.
+    #[arg(long, env = "CRONIUM_STATIC_RUNNER")]
+    pub static_runner: Option<PathBuf>,
+    /// Do not use the Docker engine (container targets then fail with a clear error).
+    #[arg(long)]
+    pub no_docker: bool,
+    /// Image for bash scripts in containers.
+    #[arg(long, env = "CRONIUM_IMAGE_BASH", default_value = "cronium/bash:1")]
+    pub image_bash: String,
+    /// Image for Python scripts in containers.
+    #[arg(long, env = "CRONIUM_IMAGE_PYTHON", default_value = "cronium/python:1")]
+    pub image_python: String,
+    /// Image for Node.js scripts in containers.
+    #[arg(long, env = "CRONIUM_IMAGE_NODE", default_value = "cronium/node:1")]
+    pub image_node: String,
+    /// Default CPU limit of a container (cores) when the event sets none.
+    #[arg(long, env = "CRONIUM_CONTAINER_CPUS")]
+    pub container_cpus: Option<f64>,
+    /// Default memory limit of a container when the event sets none (e.g. 512m).
+    #[arg(long, env = "CRONIUM_CONTAINER_MEMORY", default_value = "512m")]
+    pub container_memory: String,
+    /// Default process limit of a container when the event sets none.
+    #[arg(long, env = "CRONIUM_CONTAINER_PIDS", default_value_t = 256)]
+    pub container_pids: i64,
+    /// Most CPU an event may ask for.
+    #[arg(long, env = "CRONIUM_CONTAINER_MAX_CPUS")]
+    pub container_max_cpus: Option<f64>,
+    /// Most memory an event may ask for.
+    #[arg(long, env = "CRONIUM_CONTAINER_MAX_MEMORY", default_value = "4g")]
+    pub container_max_memory: String,
+    /// Most processes an event may ask for.
+    #[arg(long, env = "CRONIUM_CONTAINER_MAX_PIDS", default_value_t = 4096)]
+    pub container_max_pids: i64,
+    /// SSH connections kept per server.
+    #[arg(long, env = "CRONIUM_SSH_POOL_SIZE", default_value_t = 10)]
+    pub ssh_pool_size: usize,
+    /// Idle SSH connections are closed after this.
+    #[arg(long, env = "CRONIUM_SSH_IDLE_TIMEOUT", default_value = "5m")]
+    pub ssh_idle_timeout: String,
+    /// Where the runner is deployed on servers (relative to the login's home).
+    #[arg(long, env = "CRONIUM_SSH_DEPLOY_DIR", default_value = "~/.cache/cronium")]
+    pub ssh_deploy_dir: String,
+    /// Most servers one job runs on at once.
+    #[arg(long, env = "CRONIUM_FANOUT_CONCURRENCY", default_value_t = 50)]
+    pub fanout_concurrency: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -196,6 +245,69 @@ pub enum TokenCmd {
     /// Revoke a token.
     Revoke {
         id: i64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServerCmd {
+    /// Register a server.
+    Add {
+        name: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 22)]
+        port: u16,
+        #[arg(long, default_value = "root")]
+        user: String,
+        /// Private key file.
+        #[arg(long, conflicts_with = "password_env")]
+        key_file: Option<PathBuf>,
+        /// Environment variable holding the key's passphrase.
+        #[arg(long, requires = "key_file")]
+        passphrase_env: Option<String>,
+        /// Environment variable holding the password.
+        #[arg(long)]
+        password_env: Option<String>,
+        /// The host key to trust ('ssh-ed25519 AAAA...'); pinned on first contact when absent.
+        #[arg(long)]
+        host_key: Option<String>,
+        /// A tag (repeatable); events can target servers by tag.
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List servers.
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show a server and its runner deployments.
+    Show {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Connect and report reachability, authentication, host key, OS/arch and runner.
+    Test {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Remove a server.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Trust the changed host key a server presented (after checking it).
+    AcceptKey {
+        name: String,
+        /// The key to trust instead of the one the server presented.
+        #[arg(long)]
+        host_key: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },

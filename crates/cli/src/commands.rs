@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cli::{EventCmd, JobCmd, TokenCmd, VarCmd};
+use crate::cli::{EventCmd, JobCmd, ServerCmd, TokenCmd, VarCmd};
 use crate::client::{exit_code_for, print_line, Client};
 
 fn print_json(v: &Value) {
@@ -292,6 +292,104 @@ pub async fn token(cmd: TokenCmd) -> Result<i32> {
                 .await?;
             if !client.json {
                 println!("token {id} revoked");
+            }
+        }
+    }
+    Ok(0)
+}
+
+fn env_secret(var: &str, what: &str) -> Result<String> {
+    std::env::var(var).map_err(|_| anyhow!("--{what}-env {var}: the environment variable is not set"))
+}
+
+pub async fn server(cmd: ServerCmd) -> Result<i32> {
+    match cmd {
+        ServerCmd::Add { name, host, port, user, key_file, passphrase_env, password_env, host_key, tags, client } => {
+            let mut body = json!({"name": name, "host": host, "port": port, "user": user, "tags": tags});
+            match (key_file, password_env) {
+                (Some(path), None) => {
+                    let pem = std::fs::read_to_string(&path)
+                        .with_context(|| format!("--key-file: cannot read {}", path.display()))?;
+                    body["private_key"] = json!(pem);
+                    if let Some(var) = passphrase_env {
+                        body["passphrase"] = json!(env_secret(&var, "passphrase")?);
+                    }
+                }
+                (None, Some(var)) => body["password"] = json!(env_secret(&var, "password")?),
+                _ => bail!("give --key-file PATH or --password-env VAR"),
+            }
+            if let Some(k) = host_key {
+                body["host_key"] = json!(k);
+            }
+            let r = Client::new(&client)?.request(Method::POST, "/api/v1/servers", Some(&body)).await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("server {} added ({}@{}:{})", s(&r, "name"), s(&r, "user"), s(&r, "host"), r["port"]);
+            }
+        }
+        ServerCmd::List { client } => {
+            let r = Client::new(&client)?.get("/api/v1/servers").await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("{:<24} {:<28} {:<10} {:<9} TAGS", "NAME", "ADDRESS", "USER", "HOST KEY");
+                for v in r.as_array().into_iter().flatten() {
+                    let key = if !v["pending_host_key"].is_null() { "CHANGED" } else if v["host_key"].is_null() { "unpinned" } else { "pinned" };
+                    let tags: Vec<&str> = v["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
+                    println!("{:<24} {:<28} {:<10} {:<9} {}", s(v, "name"), format!("{}:{}", s(v, "host"), v["port"]), s(v, "user"), key, tags.join(","));
+                }
+            }
+        }
+        ServerCmd::Show { name, client } => {
+            let r = Client::new(&client)?.get(&format!("/api/v1/servers/{name}")).await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("name:      {}\naddress:   {}:{}\nuser:      {}\nauth:      {}\nhost key:  {}", s(&r, "name"), s(&r, "host"), r["port"], s(&r, "user"), s(&r, "auth"), s(&r, "host_key"));
+                if let Some(p) = r["pending_host_key"].as_str() {
+                    println!("CHANGED host key presented: {p}\n  check it, then: cronium server accept-key {name}");
+                }
+                for d in r["deployments"].as_array().into_iter().flatten() {
+                    println!("  deployment {} {} {} ({} attempts, {} ms){}", s(d, "at"), s(d, "version"), s(d, "outcome"), d["attempts"], d["duration_ms"], d["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default());
+                }
+            }
+        }
+        ServerCmd::Test { name, client } => {
+            let r = Client::new(&client)?.request(Method::POST, &format!("/api/v1/servers/{name}/test"), None).await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                let yes = |b: &Value| if b.as_bool() == Some(true) { "yes" } else { "no" };
+                println!("reachable:     {}", yes(&r["reachable"]));
+                println!("authenticated: {}", yes(&r["authenticated"]));
+                println!("host key:      {} ({})", s(&r, "host_key_fingerprint"), s(&r, "host_key_status"));
+                println!("system:        {} {}", s(&r, "os"), s(&r, "arch"));
+                println!("runner:        {}", r["runner_version"].as_str().unwrap_or("not deployed"));
+                println!("latency:       {} ms", r["latency_ms"]);
+                if let Some(e) = r["error"].as_str() {
+                    println!("error:         {e}");
+                }
+            }
+            let ok = r["reachable"].as_bool() == Some(true) && r["authenticated"].as_bool() == Some(true) && r["host_key_status"] != "changed";
+            return Ok(if ok { 0 } else { 1 });
+        }
+        ServerCmd::Remove { name, client } => {
+            Client::new(&client)?.request(Method::DELETE, &format!("/api/v1/servers/{name}"), None).await?;
+            if !client.json {
+                println!("server {name} removed");
+            }
+        }
+        ServerCmd::AcceptKey { name, host_key, client } => {
+            let body = match host_key {
+                Some(k) => json!({"host_key": k}),
+                None => json!({}),
+            };
+            let r = Client::new(&client)?.request(Method::POST, &format!("/api/v1/servers/{name}/accept-key"), Some(&body)).await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("server {name}: host key trusted: {}", s(&r, "host_key"));
             }
         }
     }

@@ -37,6 +37,15 @@ fn find_runner(flag: Option<PathBuf>) -> Result<PathBuf> {
     Err(anyhow!("cronium-runner not found next to cronium or on PATH; pass --runner or set CRONIUM_RUNNER"))
 }
 
+/// A static runner built by scripts/build-runner.sh, when this binary runs from a source tree
+/// (target/release/cronium -> target/x86_64-unknown-linux-gnu/release-runner/cronium-runner).
+fn find_static_runner() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let target = exe.parent()?.parent()?;
+    let p = target.join("x86_64-unknown-linux-gnu/release-runner/cronium-runner");
+    p.is_file().then_some(p)
+}
+
 fn default_data_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("XDG_DATA_HOME") {
         return PathBuf::from(d).join("cronium");
@@ -62,6 +71,34 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         return Err(anyhow!("--lease: must be at least 300ms"));
     }
     config.max_output_bytes = ByteSize::parse(&args.max_output).map_err(|e| anyhow!("--max-output: {e}"))?.0;
+
+    config.static_runner = args.static_runner.or_else(find_static_runner);
+    config.docker = !args.no_docker;
+    config.container.images = [
+        (cronium_protocol::Interpreter::Bash, args.image_bash),
+        (cronium_protocol::Interpreter::Python, args.image_python),
+        (cronium_protocol::Interpreter::Node, args.image_node),
+    ]
+    .into();
+    let size = |flag: &str, v: &str| -> Result<i64> {
+        Ok(ByteSize::parse(v).map_err(|e| anyhow!("--{flag}: {e}"))?.0 as i64)
+    };
+    config.container.defaults = cronium_docker::Limits {
+        cpus: args.container_cpus,
+        memory_bytes: Some(size("container-memory", &args.container_memory)?),
+        pids: Some(args.container_pids),
+    };
+    config.container.maximums = cronium_docker::Limits {
+        cpus: args.container_max_cpus,
+        memory_bytes: Some(size("container-max-memory", &args.container_max_memory)?),
+        pids: Some(args.container_max_pids),
+    };
+    config.ssh.pool_size = args.ssh_pool_size.max(1);
+    config.ssh.idle_timeout = cronium_core::duration::HumanDuration::parse(&args.ssh_idle_timeout)
+        .map_err(|e| anyhow!("--ssh-idle-timeout: {e}"))?
+        .0;
+    config.ssh.deploy_dir = args.ssh_deploy_dir;
+    config.fanout_concurrency = args.fanout_concurrency.max(1);
 
     let running = cronium_server::prepare(&config).await?;
     if let Some(b) = &running.bootstrap {
@@ -125,6 +162,7 @@ async fn main() {
         Command::Job(cmd) => commands::job(cmd).await,
         Command::Var(cmd) => commands::var(cmd).await,
         Command::Token(cmd) => commands::token(cmd).await,
+        Command::Server(cmd) => commands::server(cmd).await,
         Command::Run(args) => match find_runner(args.runner.clone()) {
             Ok(r) => local_run::run(args, r).await,
             Err(e) => Err(e),

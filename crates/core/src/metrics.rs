@@ -35,6 +35,8 @@ pub struct Metrics {
     pub executions: Family<StatusLabel, Counter>,
     /// Ticks fired / skipped by the scheduler.
     pub ticks: Family<KindLabel, Counter>,
+    /// Counters kept elsewhere (a transport's atomics), mirrored at scrape time.
+    pub transport: Family<KindLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -53,6 +55,7 @@ impl Metrics {
             run_duration: Histogram::new(exponential_buckets(0.005, 2.0, 20)),
             executions: Family::default(),
             ticks: Family::default(),
+            transport: Family::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register("jobs", "Jobs by status", m.jobs.clone());
@@ -69,6 +72,11 @@ impl Metrics {
             );
             r.register("executions", "Finished executions by status", m.executions.clone());
             r.register("scheduler_ticks", "Scheduler ticks by outcome", m.ticks.clone());
+            r.register(
+                "transport",
+                "Transport counters: SSH executions, deployments, pool hits and misses, durations (ms)",
+                m.transport.clone(),
+            );
         }
         m
     }
@@ -87,6 +95,15 @@ impl Metrics {
             let _ = prometheus_client::encoding::text::encode(&mut out, &r);
         }
         out
+    }
+
+    /// Brings the mirrored counter `kind` up to `value` (counters only grow).
+    pub fn set_counter(&self, kind: &str, value: u64) {
+        let c = self.transport.get_or_create(&KindLabel { kind: kind.to_string() });
+        let cur = c.get();
+        if value > cur {
+            c.inc_by(value - cur);
+        }
     }
 
     pub fn execution_finished(&self, status: &str, run_ms: u64) {

@@ -94,33 +94,48 @@ async fn main() -> anyhow::Result<()> {
         anyhow::ensure!(r.finished.status == RunStatus::Succeeded, "{r:?}");
         anyhow::Ok(took)
     };
-    let docker_once = || -> anyhow::Result<Duration> {
+    // `hardened`: the same isolation as ours, so that the comparison is about orchestration only.
+    let docker_once = |hardened: bool| -> anyhow::Result<Duration> {
+        let mut args = vec!["run", "--rm", "-i"];
+        if hardened {
+            args.extend([
+                "--network", "none", "--read-only", "--user", "65534:65534", "--cap-drop", "ALL",
+                "--init",
+            ]);
+        }
+        args.extend([image.as_str(), "bash", "-c", "echo hi"]);
         let t = Instant::now();
-        // Same isolation as ours so that the comparison is about orchestration, not settings.
-        let out = Command::new("docker")
-            .args([
-                "run", "--rm", "-i", "--network", "none", "--read-only", "--user", "65534:65534",
-                "--cap-drop", "ALL", "--init", &image, "bash", "-c", "echo hi",
-            ])
-            .output()?;
+        let out = Command::new("docker").args(&args).output()?;
         anyhow::ensure!(out.status.success(), "docker run failed: {out:?}");
         Ok(t.elapsed())
     };
 
     // Warm-up: page cache, image layers, the engine's own caches.
     ours_once().await?;
-    docker_once()?;
-    let (mut ours, mut plain) = (Vec::new(), Vec::new());
+    docker_once(false)?;
+    let (mut ours, mut plain, mut hardened) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         ours.push(ours_once().await?);
-        plain.push(docker_once()?);
+        plain.push(docker_once(false)?);
+        hardened.push(docker_once(true)?);
     }
-    let (o, p) = (median(&mut ours), median(&mut plain));
+    let (o, p, h) = (
+        median(&mut ours),
+        median(&mut plain),
+        median(&mut hardened),
+    );
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("image {image}, N={n}, medians:");
+    println!("  cronium DockerExecutor::run        {:7.1} ms", ms(o));
     println!(
-        "image {image}, N={n}: cronium median {:.1} ms, docker run --rm median {:.1} ms, ratio {:.2}",
-        o.as_secs_f64() * 1e3,
-        p.as_secs_f64() * 1e3,
-        o.as_secs_f64() / p.as_secs_f64()
+        "  docker run --rm (plain)            {:7.1} ms  ratio {:.2}",
+        ms(p),
+        ms(o) / ms(p)
+    );
+    println!(
+        "  docker run --rm (same hardening)   {:7.1} ms  ratio {:.2}",
+        ms(h),
+        ms(o) / ms(h)
     );
     Ok(())
 }

@@ -40,11 +40,10 @@ pub struct BundleError {
 
 /// Writes `.cronium/` under `workdir` and returns it.
 ///
-/// Kept flat and minimal on purpose: every directory and file created here is also deleted at the
-/// end, and on a disk mounted with `discard` each one costs a measurable part of a trivial run.
-/// So the helper libraries sit directly in `.cronium/` (Node finds `cronium.js` on NODE_PATH just
-/// as it would `cronium/index.js`), and files whose content would be empty (`{}` input, no
-/// variables, no updates yet) are not written: the helpers read a missing file as `{}`.
+/// Kept flat on purpose: every directory and file created here is also deleted at the end, and
+/// on a disk mounted with `discard` each one costs a measurable part of a trivial run. So the
+/// helper libraries sit directly in `.cronium/` (Node finds `cronium.js` on NODE_PATH exactly as
+/// it would `cronium/index.js`), and `updates.jsonl` is created by the first helper that writes.
 pub fn write(
     workdir: &Path,
     manifest: &Manifest,
@@ -70,24 +69,19 @@ pub fn write(
         "server": context.server,
         "version": manifest.event.version,
     });
-    let mut files: Vec<(&str, Vec<u8>)> = vec![
+    let input = match &context.input {
+        Value::Null => "{}".to_string(),
+        v => v.to_string(),
+    };
+    let variables = serde_json::to_vec(&context.variables).unwrap_or_else(|_| b"{}".to_vec());
+    let files: [(&str, Vec<u8>); 6] = [
+        (INPUT_FILE, input.into_bytes()),
         (EVENT_FILE, event.to_string().into_bytes()),
+        (VARIABLES_FILE, variables),
         (PYTHON_LIB, PYTHON_MODULE.as_bytes().to_vec()),
         (NODE_LIB, NODE_MODULE.as_bytes().to_vec()),
         (BASH_LIB, BASH_FUNCTIONS.as_bytes().to_vec()),
     ];
-    let empty_input = match &context.input {
-        Value::Null => true,
-        Value::Object(map) => map.is_empty(),
-        _ => false,
-    };
-    if !empty_input {
-        files.push((INPUT_FILE, context.input.to_string().into_bytes()));
-    }
-    if !context.variables.is_empty() {
-        let vars = serde_json::to_vec(&context.variables).unwrap_or_else(|_| b"{}".to_vec());
-        files.push((VARIABLES_FILE, vars));
-    }
     for (name, bytes) in files {
         let path = dir.join(name);
         fs::write(&path, bytes).map_err(err(&path))?;

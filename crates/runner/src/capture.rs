@@ -103,7 +103,7 @@ pub fn spawn_reader<R: Read + Send + 'static>(
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
-                        eprintln!("cronium-runner: reading {}: {e}", stream.as_str());
+                        diag!("cronium-runner: reading {}: {e}", stream.as_str());
                         break;
                     }
                 }

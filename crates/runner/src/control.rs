@@ -113,7 +113,7 @@ impl ControlStdin {
                         return;
                     }
                     Err(e) => {
-                        eprintln!("cronium-runner: {e}; treating it as a cancel");
+                        diag!("cronium-runner: {e}; treating it as a cancel");
                         let _ = tx.send(Msg::Cancel("stdin failed"));
                         return;
                     }
@@ -122,12 +122,12 @@ impl ControlStdin {
                         Ok(Control::Cancel) => {
                             let _ = tx.send(Msg::Cancel("cancel requested"));
                         }
-                        Err(e) => eprintln!("cronium-runner: ignoring control line: {e}"),
+                        Err(e) => diag!("cronium-runner: ignoring control line: {e}"),
                     },
                 }
             });
         if let Err(e) = spawned {
-            eprintln!("cronium-runner: cannot watch stdin for control messages: {e}");
+            diag!("cronium-runner: cannot watch stdin for control messages: {e}");
         }
     }
 }
@@ -150,7 +150,7 @@ extern "C" fn on_signal(_sig: libc::c_int) {
 pub fn cancel_on_signals(tx: Sender<Msg>) {
     let mut fds = [0 as libc::c_int; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        eprintln!(
+        diag!(
             "cronium-runner: cannot create a signal pipe: {}",
             io::Error::last_os_error()
         );

@@ -138,7 +138,7 @@ impl Emitter {
 
     fn note(&self, result: io::Result<()>) {
         if result.is_err() && !self.broken.swap(true, Ordering::Relaxed) {
-            eprintln!("cronium-runner: stdout is closed; cancelling the run");
+            diag!("cronium-runner: stdout is closed; cancelling the run");
         }
     }
 }

@@ -45,7 +45,7 @@ pub fn main(op: &str, args: &[String]) -> i32 {
         }
         Ok(None) => 0,
         Err(e) => {
-            eprintln!("cronium.{op}: {e}");
+            diag!("cronium.{op}: {e}");
             2
         }
     }

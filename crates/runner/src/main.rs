@@ -5,6 +5,15 @@
 //! `cronium_protocol`). It is a small static binary so that it can run on the agent's machine,
 //! inside any container and on any x86_64 Linux host reached over SSH. This file only dispatches.
 
+/// Writes a diagnostic line to stderr, ignoring failure. `eprintln!` would panic when stderr is
+/// gone (an SSH channel that closed), and with `panic = abort` that would skip all cleanup.
+macro_rules! diag {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bundle;
 mod capture;
 mod cli;
@@ -24,13 +33,22 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match cli::parse(&args) {
         Ok(cli::Command::Version) => {
-            println!("cronium-runner {}", env!("CARGO_PKG_VERSION"));
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stdout(),
+                "cronium-runner {}",
+                env!("CARGO_PKG_VERSION")
+            );
             0
         }
         Ok(cli::Command::Run(run_args)) => run::run(run_args, started),
         Ok(cli::Command::Helper { op, args }) => helper_cmd::main(&op, &args),
         Err(e) => {
-            eprintln!("cronium-runner: {e}\n{}", cli::USAGE);
+            diag!("cronium-runner: {e}\n{}", cli::USAGE);
+            if args.first().map(String::as_str) == Some("run") {
+                // A controller reads only stdout: give it the promised final event here too.
+                run::report_setup_failure(&format!("invalid runner command line: {e}"));
+            }
             run::EXIT_SETUP
         }
     };

@@ -71,7 +71,7 @@ pub fn watch_exit(pid: u32, tx: Sender<Msg>) -> io::Result<()> {
                 }
                 let err = io::Error::last_os_error();
                 if err.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("cronium-runner: waitpid failed: {err}");
+                    diag!("cronium-runner: waitpid failed: {err}");
                     // Report a failure rather than hang the run forever.
                     let _ = tx.send(Msg::Exited(ExitStatus::from_raw(255 << 8)));
                     return;
@@ -150,7 +150,7 @@ pub fn kill_descendants(limit: Duration) {
             return;
         }
         if Instant::now() >= deadline {
-            eprintln!("cronium-runner: some descendants could not be reaped in time");
+            diag!("cronium-runner: some descendants could not be reaped in time");
             return;
         }
         for pid in descendants(me) {

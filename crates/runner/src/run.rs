@@ -126,6 +126,17 @@ pub fn run(args: RunArgs, started: Instant) -> i32 {
     }
 }
 
+/// Emits the `Finished` of a run that could not even be set up.
+pub fn report_setup_failure(message: &str) {
+    Emitter::new(0).event(&RunnerEvent::Finished(Finished {
+        status: RunStatus::Failed,
+        exit_code: None,
+        signal: None,
+        run_ms: 0,
+        error: Some(message.to_string()),
+    }));
+}
+
 fn prepare(
     args: &RunArgs,
     emitter: &Emitter,
@@ -146,9 +157,10 @@ fn prepare(
         }
     };
     if let Err(e) = process::become_subreaper() {
-        eprintln!("cronium-runner: cannot become a child subreaper: {e}");
+        diag!("cronium-runner: cannot become a child subreaper: {e}");
     }
     let base = args.work_base.clone().unwrap_or_else(default_work_base);
+    crate::workdir::sweep_stale(&base);
     let workdir = WorkDir::create(&base)?;
     let manifest_bytes = match (&args.payload, stdin_payload) {
         (_, Some(bytes)) => payload::unpack(Cursor::new(bytes), workdir.path())?,
@@ -358,7 +370,7 @@ fn execute(
     for _ in 0..readers {
         let left = readers_deadline.saturating_duration_since(Instant::now());
         if done_rx.recv_timeout(left).is_err() {
-            eprintln!("cronium-runner: output pipes still open after cleanup; not waiting");
+            diag!("cronium-runner: output pipes still open after cleanup; not waiting");
             break;
         }
     }

@@ -39,7 +39,7 @@ impl UpdateTail {
                 Ok(f) => self.file = Some(f),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
                 Err(e) => {
-                    eprintln!("cronium-runner: cannot follow {}: {e}", self.path.display());
+                    diag!("cronium-runner: cannot follow {}: {e}", self.path.display());
                     return;
                 }
             }
@@ -49,7 +49,7 @@ impl UpdateTail {
         };
         let before = self.partial.len();
         if let Err(e) = file.read_to_end(&mut self.partial) {
-            eprintln!("cronium-runner: reading helper updates: {e}");
+            diag!("cronium-runner: reading helper updates: {e}");
         }
         if self.partial.len() == before {
             return;

@@ -1,14 +1,23 @@
 //! The private working directory of one run.
 //!
 //! Created with mode 0700 under the work base, holds the unpacked payload and `.cronium/`, and is
-//! removed when the [`WorkDir`] is dropped, on every path. Not responsible for what goes in it.
+//! removed when the [`WorkDir`] is dropped, on every path. A runner that is killed outright
+//! (SIGKILL, out of memory) cannot clean up, so each live directory is held under an `flock`, and
+//! [`sweep_stale`] lets the next run on that host remove directories nobody holds any more.
+//! Not responsible for what goes in the directory.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Prefix of every working directory's name.
+const PREFIX: &str = "cronium-run-";
+/// A directory younger than this is never swept: its runner may not have locked it yet.
+const SWEEP_MIN_AGE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkDirError {
@@ -21,6 +30,9 @@ pub enum WorkDirError {
 pub struct WorkDir {
     path: PathBuf,
     removed: bool,
+    /// Open on the directory with an exclusive `flock` for as long as the run lives (close-on-exec,
+    /// so the script does not inherit it); released when the runner exits, however it exits.
+    _lock: Option<File>,
 }
 
 impl WorkDir {
@@ -34,15 +46,17 @@ impl WorkDir {
         let mut last_err = None;
         for _ in 0..16 {
             let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let path = base.join(format!("cronium-run-{}-{nanos:08x}{n}", std::process::id()));
+            let path = base.join(format!("{PREFIX}{}-{nanos:08x}{n}", std::process::id()));
             // create (not create_all): fails if the name exists, so we never reuse someone's dir.
             match fs::DirBuilder::new().mode(0o700).create(&path) {
                 Ok(()) => {
                     // The umask may have narrowed the mode; make it exactly 0700.
                     let _ = fs::set_permissions(&path, fs::Permissions::from_mode(0o700));
+                    let lock = lock(&path);
                     return Ok(WorkDir {
                         path,
                         removed: false,
+                        _lock: lock,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
@@ -78,7 +92,7 @@ impl WorkDir {
         make_writable(&self.path);
         if let Err(e) = fs::remove_dir_all(&self.path) {
             if e.kind() != io::ErrorKind::NotFound {
-                eprintln!(
+                diag!(
                     "cronium-runner: could not remove {}: {e}",
                     self.path.display()
                 );
@@ -100,6 +114,50 @@ fn make_writable(dir: &Path) {
             if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
                 make_writable(&entry.path());
             }
+        }
+    }
+}
+
+/// Opens `dir` and takes an exclusive, non-blocking `flock` on it; `None` if someone holds it.
+fn lock(dir: &Path) -> Option<File> {
+    let file = File::open(dir).ok()?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    (rc == 0).then_some(file)
+}
+
+/// Removes working directories under `base` left by runners that died without cleaning up:
+/// ours (same owner), older than a minute, and not locked by a live runner.
+pub fn sweep_stale(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    let uid = unsafe { libc::geteuid() };
+    let now = SystemTime::now();
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+            continue;
+        }
+        let path = entry.path();
+        // symlink_metadata: a symlink planted under our prefix is never followed.
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let old_enough = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age >= SWEEP_MIN_AGE);
+        if !meta.is_dir() || meta.uid() != uid || !old_enough {
+            continue;
+        }
+        if let Some(_held) = lock(&path) {
+            let mut stale = WorkDir {
+                path,
+                removed: false,
+                _lock: None,
+            };
+            stale.remove();
         }
     }
 }

@@ -424,5 +424,93 @@ fn command_line_errors_exit_2_with_usage() {
         stderr.contains("`--bogus`") && stderr.contains("usage:"),
         "{stderr}"
     );
-    assert!(out.stdout.is_empty());
+    // The one line on stdout is the final event, naming the problem.
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    match RunnerEvent::parse(&stdout).unwrap() {
+        RunnerEvent::Finished(f) => {
+            assert_eq!(f.status, RunStatus::Failed);
+            assert!(f.error.unwrap().contains("`--bogus`"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn parallel_runs_stay_separate() {
+    let scratch = Scratch::new();
+    let src = "cronium.output n \"$(cronium.input n)\"\ncronium.setVariable seen \"$(cronium.input n)\"\n\
+               echo \"run $(cronium.input n) in $PWD\"\n";
+    let p = script("bash", src, json!({}));
+    let mut runs: Vec<Live> = (0..8)
+        .map(|n| Live::start_stdin(&scratch, &p, &context(json!({"input": {"n": n}}))))
+        .collect();
+    let outs: Vec<RunOutput> = runs
+        .drain(..)
+        .map(|live| live.finish(Duration::from_secs(30)))
+        .collect();
+    let mut dirs = std::collections::HashSet::new();
+    for (n, out) in outs.iter().enumerate() {
+        assert_eq!(
+            out.finished().status,
+            RunStatus::Succeeded,
+            "{:?}",
+            out.events
+        );
+        assert_eq!(out.last_output(), Some(json!({"n": n})));
+        assert_eq!(out.variables(), vec![("seen".to_string(), json!(n))]);
+        let line = &out.stdout()[0];
+        assert!(line.starts_with(&format!("run {n} in ")), "{line}");
+        dirs.insert(line.clone());
+    }
+    assert_eq!(dirs.len(), 8, "each run has its own working directory");
+    scratch.assert_clean();
+}
+
+/// Regression: with stdout and stderr both gone (a dropped SSH channel), writing a diagnostic
+/// used to panic the runner before it killed the script and removed its directory.
+#[test]
+fn a_vanished_controller_cancels_the_run_and_cleans_up() {
+    use std::io::{BufRead, BufReader, Write};
+    let scratch = Scratch::new();
+    let pidfile = scratch.path("pids");
+    let payload_path = scratch.path("payload.tgz");
+    let src = "sleep 1000 & echo $! >> \"$PIDFILE\"\necho ready\nwhile :; do echo tick; sleep 0.01; done\n";
+    std::fs::write(&payload_path, script("bash", src, json!({}))).unwrap();
+    let mut child = std::process::Command::new(RUNNER)
+        .arg("run")
+        .arg(&payload_path)
+        .args(["--control-stdin", "--work-base"])
+        .arg(scratch.work())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let ctx = context(json!({"env": {"PIDFILE": pidfile.to_str().unwrap()}}));
+    stdin.write_all(format!("{ctx}\n").as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.any(|l| l.unwrap().contains("\"line\":\"ready\"")));
+    // Stdin stays open: only the output side disappears.
+    drop(lines);
+    drop(child.stderr.take());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "runner kept running without a reader"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(143), "{status:?}");
+    let pids = read_pids(&pidfile);
+    assert_eq!(pids.len(), 1);
+    assert!(!alive(pids[0]), "background process survived");
+    scratch.assert_clean();
+    drop(stdin);
 }

@@ -49,6 +49,17 @@ pub struct ServerConfig {
     pub max_output_bytes: u64,
     /// Remove cached payloads unused for this long.
     pub payload_max_age: Duration,
+    /// A statically linked runner for containers and SSH servers (the local one may be dynamic).
+    /// None: `runner_path` is used everywhere.
+    pub static_runner: Option<PathBuf>,
+    /// Use the Docker engine for the container target (when reachable).
+    pub docker: bool,
+    /// Container settings: default images per language, default and maximum limits.
+    pub container: cronium_docker::DockerConfig,
+    /// SSH pool and deployment settings.
+    pub ssh: cronium_ssh::SshConfig,
+    /// Most servers one job runs on at once.
+    pub fanout_concurrency: usize,
 }
 
 impl ServerConfig {
@@ -65,6 +76,11 @@ impl ServerConfig {
             lease: Duration::from_secs(30),
             max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
             payload_max_age: Duration::from_secs(7 * 24 * 3600),
+            static_runner: None,
+            docker: true,
+            container: cronium_docker::DockerConfig::new(PathBuf::new()),
+            ssh: cronium_ssh::SshConfig::default(),
+            fanout_concurrency: 50,
         }
     }
 
@@ -159,16 +175,19 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
     let bootstrap = bootstrap(&store, config).await?;
     let bus = Arc::new(LogBus::new());
     let metrics = Arc::new(Metrics::new());
+    let remote_runner = config.static_runner.clone().unwrap_or_else(|| config.runner_path.clone());
+    let transports = transports(config, &remote_runner).await;
     let agent = config.embedded_agent.then(|| {
         let mut ac = AgentConfig::new(config.runner_path.clone(), config.data_dir.join("payloads"));
         ac.concurrency = config.agent_concurrency;
         ac.lease = config.lease;
+        ac.fanout_concurrency = config.fanout_concurrency;
         ac.max_output_bytes = config.max_output_bytes;
         let queue = Arc::new(StoreQueue {
             store: store.clone(),
             secrets: secrets.clone(),
         });
-        Agent::new(ac, queue, bus.clone(), metrics.clone())
+        Agent::new(ac, queue, bus.clone(), metrics.clone(), transports.clone())
     });
     let agent_wake = agent.as_ref().map_or_else(|| Arc::new(Notify::new()), |a| a.waker());
     let state = AppState {
@@ -179,12 +198,33 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         agent_wake,
         scheduler_wake: Arc::new(Notify::new()),
         data_dir: config.data_dir.clone(),
+        ssh: transports.ssh,
+        docker: transports.docker,
     };
     Ok(Running {
         state,
         agent,
         bootstrap,
     })
+}
+
+/// The SSH and container transports. Neither is fatal when missing: a server without Docker
+/// still runs local and SSH jobs, and says why container jobs fail.
+async fn transports(config: &ServerConfig, remote_runner: &std::path::Path) -> cronium_agent::Transports {
+    let mut t = cronium_agent::Transports::default();
+    match cronium_ssh::RunnerArtifact::from_path(remote_runner).await {
+        Ok(artifact) => t.ssh = Some(cronium_ssh::SshExecutor::new(config.ssh.clone(), artifact)),
+        Err(e) => tracing::warn!(error = %e, "SSH targets unavailable: the runner binary cannot be read"),
+    }
+    if config.docker {
+        let mut dc = config.container.clone();
+        dc.runner_path = remote_runner.to_path_buf();
+        match cronium_docker::DockerExecutor::connect(dc).await {
+            Ok(d) => t.docker = Some(Arc::new(d)),
+            Err(e) => tracing::warn!(error = %e, "container targets unavailable"),
+        }
+    }
+    t
 }
 
 /// Serves the API on `listener` and runs the scheduler and the agent until `shutdown`.
@@ -221,6 +261,35 @@ pub async fn serve(
             }
         }
     }));
+    if let Some(docker) = state.docker.clone() {
+        let s = shutdown.clone();
+        let store = state.store.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                // Containers of jobs still running anywhere (another agent on this engine) are spared.
+                let running: std::collections::HashSet<i64> = store
+                    .list_jobs(&cronium_store::JobFilter {
+                        status: Some("running".into()),
+                        limit: Some(10_000),
+                        ..Default::default()
+                    })
+                    .await
+                    .map(|jobs| jobs.into_iter().map(|j| j.id).collect())
+                    .unwrap_or_default();
+                match docker.reap_with(std::time::SystemTime::now(), |job, _| running.contains(&job)).await {
+                    Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => {
+                        tracing::warn!(containers = ?r.containers, networks = ?r.networks, "reaped orphaned containers");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "container reaper"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    _ = s.cancelled() => return,
+                }
+            }
+        }));
+    }
     let app = api::router(state);
     let s = shutdown.clone();
     axum::serve(listener, app)

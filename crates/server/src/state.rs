@@ -20,4 +20,8 @@ pub struct AppState {
     /// Wakes the scheduler after an event changed.
     pub scheduler_wake: Arc<Notify>,
     pub data_dir: PathBuf,
+    /// The SSH transport (also used by `server test`).
+    pub ssh: Option<cronium_ssh::SshExecutor>,
+    /// The container transport, when a Docker engine was reachable at start.
+    pub docker: Option<Arc<cronium_docker::DockerExecutor>>,
 }

@@ -72,7 +72,9 @@ async fn main() {
     eprintln!(
         "runner {} ({} bytes), {} sshd instances",
         runner.version,
-        std::fs::metadata(&runner.path).map(|m| m.len()).unwrap_or(0),
+        std::fs::metadata(&runner.path)
+            .map(|m| m.len())
+            .unwrap_or(0),
         hosts.len()
     );
     let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(60));

@@ -62,13 +62,16 @@ impl ServerConfig {
                 );
             }
         }
-        if let Credential::Key { pem, passphrase } = &self.credential {
-            if let Err(e) = russh::keys::decode_secret_key(pem, passphrase.as_deref()) {
-                return Err(SshError::InvalidConfig {
-                    field: "credential.key",
-                    reason: format!("cannot read the private key: {e}"),
-                });
+        // The key itself is decoded when connecting (an encrypted key costs a KDF run, which a
+        // warm run on a pooled connection must not pay); only emptiness is checked here.
+        match &self.credential {
+            Credential::Key { pem, .. } if pem.trim().is_empty() => {
+                return bad("credential.key", "must not be empty");
             }
+            Credential::Password(p) if p.is_empty() => {
+                return bad("credential.password", "must not be empty");
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -232,6 +232,7 @@ impl Deployer<'_> {
             Err(SshError::Deploy {
                 server: server.name.clone(),
                 reason,
+                record: None,
             }),
         )
     }

@@ -15,24 +15,34 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::{exec, Conn};
-use crate::shell::{quote, validate_env_name, validate_env_value};
+use crate::shell::{quote, quote_ansi_c, validate_env_name, validate_env_value};
 use crate::{DirectScript, ServerConfig, SshError};
 
 /// First stdout line of a direct run: the process group to kill.
 const PGID_PREFIX: &str = "cronium-pgid ";
 const KILL_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The exec command line: env assignments quoted, interpreter reading the script from stdin.
-pub(crate) fn command_line(script: &DirectScript, req: &RunRequest) -> Result<String, SshError> {
-    let mut env = String::new();
+/// The exec command line and the first stdin line (the environment). The environment travels
+/// over stdin, not on the command line, so that secret values never show in the host's process
+/// list; a bash wrapper reads that one line (byte by byte, so the script stays unread), evals it,
+/// and execs the interpreter on the rest of stdin.
+pub(crate) fn command_line(
+    script: &DirectScript,
+    req: &RunRequest,
+) -> Result<(String, String), SshError> {
+    let mut env_line = String::from("export");
     for (k, v) in &script.env {
         validate_env_name(k)?;
         validate_env_value(k, v)?;
-        env.push(' ');
-        env.push_str(k);
-        env.push('=');
-        env.push_str(&quote(v));
+        env_line.push(' ');
+        env_line.push_str(k);
+        env_line.push('=');
+        env_line.push_str(&quote_ansi_c(v));
     }
+    if script.env.is_empty() {
+        env_line = ":".into();
+    }
+    env_line.push('\n');
     let program = req
         .context
         .interpreters
@@ -51,12 +61,16 @@ pub(crate) fn command_line(script: &DirectScript, req: &RunRequest) -> Result<St
         Interpreter::Python | Interpreter::Node => "-",
     };
     let inner = format!(
-        "echo \"{PGID_PREFIX}$$\"; exec env{env} {} {args}",
+        "echo \"{PGID_PREFIX}$$\"; IFS= read -r cronium_env || exit 125; eval \"$cronium_env\"; \
+         unset cronium_env; exec {} {args}",
         quote(&program)
     );
     // `setsid -w`: a new session and process group even when the login shell already leads one,
     // and the interpreter's exit status passed back.
-    Ok(format!("exec setsid -w sh -c {}", quote(&inner)))
+    Ok((
+        format!("exec setsid -w bash -c {}", quote(&inner)),
+        env_line,
+    ))
 }
 
 fn now_ms() -> i64 {
@@ -184,7 +198,8 @@ pub(crate) async fn run_direct(
         },
         pgid,
     };
-    let command = command_line(script, req).map_err(|error| DirectLost { error, pgid: None })?;
+    let (command, env_line) =
+        command_line(script, req).map_err(|error| DirectLost { error, pgid: None })?;
     let mut emit = Emitter { sink, seq: 0 };
     emit.log(
         Stream::System,
@@ -203,11 +218,13 @@ pub(crate) async fn run_direct(
         .await
         .map_err(|e| lost(format!("cannot open a channel: {e}"), None))?;
     let (mut read, write) = channel.split();
+    // No reply awaited, as in runner_run.rs: the script follows at once.
     write
-        .exec(true, command)
+        .exec(false, command)
         .await
         .map_err(|e| lost(format!("exec request failed: {e}"), None))?;
-    let mut script_bytes = script.script.clone().into_bytes();
+    let mut script_bytes = env_line.into_bytes();
+    script_bytes.extend_from_slice(script.script.as_bytes());
     if !script_bytes.ends_with(b"\n") {
         script_bytes.push(b'\n');
     }

@@ -32,7 +32,12 @@ pub enum SshError {
         reason: String,
     },
     #[error("could not deploy the runner to server '{server}': {reason}")]
-    Deploy { server: String, reason: String },
+    Deploy {
+        server: String,
+        reason: String,
+        /// The failed deployment, for the deployment history.
+        record: Option<Box<crate::DeploymentRecord>>,
+    },
     #[error("lost the connection to server '{server}': {reason}")]
     Lost { server: String, reason: String },
     #[error("invalid server configuration: {field}: {reason}")]

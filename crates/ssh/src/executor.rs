@@ -103,6 +103,11 @@ impl SshExecutor {
         &self.inner.cfg
     }
 
+    /// Idle pooled connections to `server` that are still open (for status pages and tests).
+    pub fn idle_connections(&self, server: &ServerConfig) -> usize {
+        self.inner.pool.idle_count(server)
+    }
+
     /// Drops pooled connections and the deployment cache entry of `server` (after `accept-key`,
     /// a credential change or removal).
     pub fn forget(&self, server: &ServerConfig) {
@@ -245,6 +250,11 @@ impl SshExecutor {
             }
             Mode::RunnerSsh => match self.runner(&mut lease, server, req, sink, cancel).await {
                 Ok(r) => Ok(r),
+                Err((rec, SshError::Deploy { server, reason, .. })) => Err(SshError::Deploy {
+                    server,
+                    reason,
+                    record: rec.map(Box::new),
+                }),
                 Err((_, e)) => Err(e),
             },
             Mode::Auto => match self.runner(&mut lease, server, req, sink, cancel).await {
@@ -336,6 +346,7 @@ impl SshExecutor {
                         SshError::Deploy {
                             server: server.name.clone(),
                             reason: format!("the runner is still missing after redeploying: {why}"),
+                            record: None,
                         },
                     ));
                 }

@@ -24,6 +24,7 @@ mod metrics;
 mod pool;
 mod runner_run;
 mod shell;
+mod validate;
 
 pub use config::{Credential, DirectScript, Mode, RunnerArtifact, ServerConfig, SshConfig};
 pub use deploy::{DeployOutcome, DeploymentRecord};
@@ -31,3 +32,4 @@ pub use error::SshError;
 pub use executor::{HostKeyStatus, RemoteRun, SshExecutor, TestReport};
 pub use metrics::MetricsSnapshot;
 pub use shell::{quote, validate_env_name};
+pub use validate::{validate_host_key, validate_private_key};

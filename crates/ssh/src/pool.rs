@@ -120,14 +120,18 @@ impl Pool {
             .clone()
     }
 
-    /// Takes the most recently used idle connection that is still fresh; drops stale ones.
+    /// Takes the most recently used idle connection that is still fresh. Every call also drops
+    /// the expired and closed idle connections of all servers, so that a server nobody runs on
+    /// any more does not keep sessions open (there is no background task to do it).
     fn take_idle(&self, key: &ServerKey) -> Option<(Arc<Conn>, Duration)> {
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        let sp = servers.get_mut(key)?;
         let now = Instant::now();
-        sp.idle.retain(|i| {
-            now.duration_since(i.since) < self.cfg.idle_timeout && !i.conn.handle.is_closed()
-        });
+        for sp in servers.values_mut() {
+            sp.idle.retain(|i| {
+                now.duration_since(i.since) < self.cfg.idle_timeout && !i.conn.handle.is_closed()
+            });
+        }
+        let sp = servers.get_mut(key)?;
         sp.idle.pop().map(|i| (i.conn, now.duration_since(i.since)))
     }
 
@@ -165,6 +169,18 @@ impl Pool {
             pool: self.clone(),
             broken: false,
             _permit: permit,
+        })
+    }
+
+    /// Idle connections to `server` that are still open.
+    pub fn idle_count(&self, server: &ServerConfig) -> usize {
+        let key = ServerKey::of(server);
+        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        servers.get(&key).map_or(0, |sp| {
+            sp.idle
+                .iter()
+                .filter(|i| !i.conn.handle.is_closed())
+                .count()
         })
     }
 

@@ -74,8 +74,10 @@ pub(crate) async fn run_runner(
         .map_err(|e| lost(format!("cannot open a channel: {e}")))?;
     let (mut read, write) = channel.split();
     let command = format!("{} run - --control-stdin", quote(runner_path));
+    // No reply awaited: stdin follows at once (the channel keeps the order), saving a round
+    // trip per run; a failed exec shows up as a closed channel without a result.
     write
-        .exec(true, command)
+        .exec(false, command)
         .await
         .map_err(|e| lost(format!("exec request failed: {e}")))?;
 

@@ -20,6 +20,26 @@ pub fn quote(s: &str) -> String {
     out
 }
 
+/// Quotes `s` as one bash word in ANSI-C form (`$'...'`): backslash, single quote and every
+/// control character escaped, so that the result never contains a raw newline and can travel as
+/// one line.
+pub fn quote_ansi_c(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 3);
+    out.push_str("$'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
 /// Checks that `name` can be an environment variable name (`[A-Za-z_][A-Za-z0-9_]*`): names are
 /// placed unquoted before `=`, so anything else is refused rather than escaped.
 pub fn validate_env_name(name: &str) -> Result<(), SshError> {
@@ -60,6 +80,12 @@ mod tests {
         assert_eq!(quote("a'b"), "'a'\\''b'");
         assert_eq!(quote(""), "''");
         assert_eq!(quote("$(rm -rf /)"), "'$(rm -rf /)'");
+    }
+
+    #[test]
+    fn ansi_c_quote_is_one_line() {
+        assert_eq!(quote_ansi_c("a'b\\c\nd"), "$'a\\'b\\\\c\\x0ad'");
+        assert!(!quote_ansi_c("x\r\n\t").contains('\n'));
     }
 
     #[test]

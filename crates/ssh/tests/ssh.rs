@@ -588,14 +588,23 @@ async fn direct_ssh_passes_hostile_env_values_literally() {
         ("B", format!("$(touch {pwned})")),
         ("C", format!("`touch {pwned}` \"quoted\" \\back")),
         ("D", "two words; and a ' quote".to_string()),
+        ("E", "line1\nline2 \\x41 $'x' \u{e9}".to_string()),
     ];
-    let mut script = bash(
-        "for v in A B C D; do printf '%s=%s\\n' \"$v\" \"${!v}\"; done\necho err-line >&2\nexit 3",
-    );
+    // The secret must not appear in any process's command line on the host (bash's own [[ ]]
+    // matching, so that no helper process carries the secret in its arguments).
+    let secret = format!("s3cret-{}", std::process::id());
+    let mut script = bash(concat!(
+        "for v in A B C D; do printf '%s=%s\\n' \"$v\" \"${!v}\"; done\n",
+        "printf 'E=%s|\\n' \"$E\"\n",
+        "n=0; for f in /proc/[0-9]*/cmdline; do c=$(tr '\\0' ' ' < \"$f\" 2>/dev/null); ",
+        "[[ $c == *\"$SECRET\"* ]] && n=$((n+1)); done; echo \"secret-in-cmdlines=$n\"\n",
+        "echo err-line >&2\nexit 3",
+    ));
     script.env = hostile
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
+    script.env.insert("SECRET".into(), secret.clone());
     let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
     let req = request(&p, Duration::from_secs(30), "direct-env");
     let (tx, mut rx) = sink();
@@ -616,9 +625,19 @@ async fn direct_ssh_passes_hostile_env_values_literally() {
     assert_eq!(run.finished.exit_code, Some(3));
     assert!(run.deployment.is_none() && run.runner_version.is_none());
     let lines = log_lines(&events);
-    for (k, v) in &hostile {
+    for (k, v) in &hostile[..4] {
         assert!(lines.contains(&format!("{k}={v}")), "{k}: {lines:?}");
     }
+    // E holds a newline: it comes back as two lines, byte for byte.
+    let joined = lines.join("\n");
+    assert!(
+        joined.contains(&format!("E={}|", hostile[4].1)),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&"secret-in-cmdlines=0".to_string()),
+        "{lines:?}"
+    );
     assert!(
         !std::path::Path::new(&pwned).exists(),
         "injection succeeded"
@@ -883,4 +902,50 @@ where
         out.push(h.await.unwrap());
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connection_is_reused_and_replaced_after_the_server_restarts() {
+    let mut sshd = Sshd::start();
+    let ex = executor("pool").await;
+    let server = sshd.server("pool");
+    let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "pool");
+    let (tx, _rx) = sink();
+    for _ in 0..2 {
+        let run = ex
+            .run(
+                &server,
+                Mode::DirectSsh,
+                &req,
+                &bash("echo one"),
+                &tx,
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(run.finished.status, RunStatus::Succeeded);
+    }
+    assert_eq!(ex.idle_connections(&server), 1);
+    assert_eq!((ex.metrics().pool_hits, ex.metrics().pool_misses), (1, 1));
+    // The server restarts: its sessions die, the pool notices and drops the connection.
+    sshd.restart();
+    assert!(
+        wait_for(Duration::from_secs(10), || ex.idle_connections(&server)
+            == 0)
+        .await
+    );
+    let run = ex
+        .run(
+            &server,
+            Mode::DirectSsh,
+            &req,
+            &bash("echo two"),
+            &tx,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("reconnects");
+    assert_eq!(run.finished.status, RunStatus::Succeeded);
+    assert_eq!(ex.metrics().pool_misses, 2);
 }

@@ -21,6 +21,7 @@ mod jobs;
 mod logs;
 mod row;
 mod schedule;
+mod servers;
 mod store;
 mod variables;
 
@@ -35,5 +36,6 @@ pub use jobs::{
 };
 pub use logs::{LogLine, NewLogLine};
 pub use schedule::FireResult;
+pub use servers::{DeploymentRow, NewDeployment, NewServer, ServerRow};
 pub use store::{Backend, Store};
 pub use variables::{VariableRow, VariableValue};

@@ -14,7 +14,7 @@ use crate::{Backend, Store, StoreError};
 
 /// Rows per INSERT: 6 parameters each stays far below both backends' parameter limits
 /// (SQLite 32 766, PostgreSQL 65 535) while amortising the round trip.
-const CHUNK_ROWS: usize = 500;
+const CHUNK_ROWS: usize = 2000;
 const COLS: usize = 6;
 /// Largest page [`Store::read_logs`] returns.
 pub const MAX_READ_LIMIT: i64 = 100_000;

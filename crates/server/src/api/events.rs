@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use cronium_core::clock::now_ms;
-use cronium_core::spec::{self, EventSpec, EventStatus};
+use cronium_core::spec::{self, EventSpec, EventStatus, Target};
 use cronium_store::{Applied, EventRow};
 
 use super::body;
@@ -17,6 +17,32 @@ use crate::{runs, scheduler};
 fn parse_spec(bytes: &Bytes) -> ApiResult<EventSpec> {
     let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad("(body)", "not UTF-8"))?;
     Ok(spec::parse_json(text)?)
+}
+
+/// Checks what depends on this installation: servers named by the target exist, container
+/// limits are within the configured maximums.
+async fn validate_target(state: &AppState, spec: &EventSpec) -> ApiResult<()> {
+    match &spec.target {
+        Target::Local => Ok(()),
+        Target::Servers(t) => {
+            let known = state.store.list_servers().await?;
+            if let Some(missing) = t.servers.iter().find(|n| !known.iter().any(|s| &s.name == *n)) {
+                return Err(ApiError::bad(
+                    "target.servers",
+                    format!("unknown server `{missing}` (register it with `cronium server add`)"),
+                ));
+            }
+            Ok(())
+        }
+        Target::Container(c) => {
+            if let Some(docker) = &state.docker {
+                docker
+                    .check_limits(&cronium_agent::targets::container_spec(c))
+                    .map_err(|e| ApiError::bad(format!("target.container.{}", e.field()), e.to_string()))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 pub(crate) async fn find(state: &AppState, name: &str) -> ApiResult<EventRow> {
@@ -41,6 +67,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<EventDto>
     responses((status = 201, body = EventDto), (status = 409), (status = 422)), security(("bearer" = [])))]
 pub async fn create(State(state): State<AppState>, bytes: Bytes) -> ApiResult<(StatusCode, Json<EventDto>)> {
     let spec = parse_spec(&bytes)?;
+    validate_target(&state, &spec).await?;
     let event = state
         .store
         .create_event(&spec.name, spec.status.as_str(), &spec.to_value(), now_ms())
@@ -71,6 +98,7 @@ pub async fn apply(
         Some(_) => return Err(ApiError::bad("name", format!("does not match the URL (`{name}`)"))),
     }
     let spec = spec::from_value(value)?;
+    validate_target(&state, &spec).await?;
     let (event, applied) = state
         .store
         .apply_event(&spec.name, spec.status.as_str(), &spec.to_value(), now_ms())

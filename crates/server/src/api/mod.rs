@@ -6,6 +6,7 @@ pub mod dto;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod servers;
 pub mod tokens;
 pub mod variables;
 
@@ -41,9 +42,11 @@ pub struct Caller {
         jobs::list, jobs::show, jobs::cancel, jobs::logs, jobs::stream,
         variables::list, variables::show, variables::set, variables::delete,
         tokens::list, tokens::create, tokens::revoke,
+        servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
+        transport_metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "events"), (name = "jobs"), (name = "logs"), (name = "variables"), (name = "tokens"))
+    tags((name = "events"), (name = "jobs"), (name = "logs"), (name = "variables"), (name = "tokens"), (name = "servers"), (name = "metrics"))
 )]
 pub struct ApiDoc;
 
@@ -89,11 +92,51 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     }
     let queued = counts.iter().find(|(s, _)| s == "queued").map_or(0, |(_, n)| *n);
     state.metrics.queue_depth.set(queued);
+    if let Some(ssh) = &state.ssh {
+        for (name, value) in ssh_counters(&ssh.metrics()) {
+            state.metrics.set_counter(name, value);
+        }
+    }
     Ok((
         [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),
     )
         .into_response())
+}
+
+fn ssh_counters(m: &cronium_ssh::MetricsSnapshot) -> Vec<(&'static str, u64)> {
+    vec![
+        ("ssh_executions_total", m.executions_total),
+        ("ssh_executions_succeeded", m.executions_succeeded),
+        ("ssh_executions_failed", m.executions_failed),
+        ("ssh_executions_timed_out", m.executions_timed_out),
+        ("ssh_executions_cancelled", m.executions_cancelled),
+        ("ssh_executions_lost", m.executions_lost),
+        ("ssh_deployments_total", m.deployments_total),
+        ("ssh_deployments_succeeded", m.deployments_succeeded),
+        ("ssh_deployments_failed", m.deployments_failed),
+        ("ssh_deployments_cached", m.deployments_cached),
+        ("ssh_fallbacks", m.fallbacks),
+        ("ssh_pool_hits", m.pool_hits),
+        ("ssh_pool_misses", m.pool_misses),
+        ("ssh_execution_ms_sum", m.execution_ms_sum),
+        ("ssh_execution_count", m.execution_count),
+        ("ssh_deployment_ms_sum", m.deployment_ms_sum),
+        ("ssh_deployment_count", m.deployment_count),
+    ]
+}
+
+/// Counters of the SSH transport (executions, deployments, pool) as JSON.
+#[utoipa::path(get, path = "/api/v1/metrics/transports", tag = "metrics",
+    responses((status = 200, body = Object)), security(("bearer" = [])))]
+async fn transport_metrics(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let ssh = state.ssh.as_ref().map(|s| {
+        ssh_counters(&s.metrics())
+            .into_iter()
+            .map(|(k, v)| (k.trim_start_matches("ssh_").to_string(), serde_json::json!(v)))
+            .collect::<serde_json::Map<_, _>>()
+    });
+    Json(serde_json::json!({"ssh": ssh, "docker": {"available": state.docker.is_some()}}))
 }
 
 async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
@@ -138,6 +181,11 @@ pub fn router(state: AppState) -> Router {
         .route("/variables/{name}", get(variables::show).put(variables::set).delete(variables::delete))
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
+        .route("/servers", get(servers::list).post(servers::create))
+        .route("/servers/{name}", get(servers::show).delete(servers::delete))
+        .route("/servers/{name}/test", post(servers::test))
+        .route("/servers/{name}/accept-key", post(servers::accept_key))
+        .route("/metrics/transports", get(transport_metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found);
     let protected = Router::new()

@@ -1,0 +1,300 @@
+//! The remote targets: a container per run (Docker) and fan-out to SSH servers. Both hand the
+//! same payload and run context as the local target to a runner elsewhere and record the
+//! runner's stream the same way; they differ only in transport.
+
+use std::sync::Arc;
+
+use cronium_core::clock::now_ms;
+use cronium_core::spec::{ContainerNetwork, ContainerTarget, EventSpec, ServerMode, ServersTarget};
+use cronium_docker::{ContainerSpec, Limits, NetworkMode};
+use cronium_protocol::{Finished, RunStatus};
+use cronium_ssh::{DeployOutcome, DirectScript, Mode, SshError};
+use cronium_store::{ExecutionUpdate, JobRow, NewDeployment};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::job::{run_request, ExecResult};
+use crate::queue::{Lease, RemoteServer};
+use crate::recorder::Recorder;
+use crate::Inner;
+
+fn failed(error: String) -> Finished {
+    Finished {
+        status: RunStatus::Failed,
+        exit_code: None,
+        signal: None,
+        run_ms: 0,
+        error: Some(error),
+    }
+}
+
+/// The container settings of an event, as the Docker transport takes them.
+pub fn container_spec(c: &ContainerTarget) -> ContainerSpec {
+    ContainerSpec {
+        image: c.image.clone(),
+        limits: Limits {
+            cpus: c.cpus,
+            memory_bytes: c.memory.map(|m| i64::try_from(m.0).unwrap_or(i64::MAX)),
+            pids: c.pids,
+        },
+        network: match &c.network {
+            ContainerNetwork::None => NetworkMode::None,
+            ContainerNetwork::Isolated => NetworkMode::Isolated,
+            ContainerNetwork::Named(n) => NetworkMode::Named(n.clone()),
+        },
+        interpreter_path: None,
+    }
+}
+
+pub(crate) async fn run_container(
+    inner: &Arc<Inner>,
+    job: &JobRow,
+    lease: &Lease,
+    spec: &EventSpec,
+    target: &ContainerTarget,
+    recorder: &Recorder,
+    cancel: &CancellationToken,
+) -> Result<Vec<ExecResult>, String> {
+    let docker = inner
+        .docker
+        .as_ref()
+        .ok_or("the container target is unavailable: this agent has no Docker engine (see `cronium serve` logs)")?;
+    let interpreter = spec.kind.interpreter().ok_or("http events do not run in containers")?;
+    let exec = inner
+        .queue
+        .start_execution(lease, None, "pending")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("lease lost before the execution started")?;
+    let mut req = run_request(inner, job, lease, spec, exec.id, None).await?;
+    // Interpreter paths of this machine mean nothing inside the image.
+    req.context.interpreters.clear();
+    let _ = inner
+        .queue
+        .update_execution(
+            lease,
+            exec.id,
+            &ExecutionUpdate {
+                mode: Some("container".into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    let sink = recorder.sink_for(Some(exec.id));
+    let cspec = container_spec(target);
+    let finished = match docker.run(job.id, exec.id, interpreter, &cspec, &req, &sink, cancel.clone()).await {
+        Ok(run) => {
+            let note = format!("image {}{}", run.image, if run.oom_killed { "; out of memory" } else { "" });
+            let _ = inner
+                .queue
+                .update_execution(lease, exec.id, &ExecutionUpdate { note: Some(note), ..Default::default() })
+                .await;
+            run.finished
+        }
+        Err(e) => failed(e.to_string()),
+    };
+    drop(sink);
+    Ok(vec![ExecResult {
+        execution_id: Some(exec.id),
+        server: None,
+        finished,
+    }])
+}
+
+fn ssh_mode(m: ServerMode) -> Mode {
+    match m {
+        ServerMode::RunnerSsh => Mode::RunnerSsh,
+        ServerMode::DirectSsh => Mode::DirectSsh,
+        ServerMode::Auto => Mode::Auto,
+    }
+}
+
+pub(crate) async fn run_servers(
+    inner: &Arc<Inner>,
+    job: &JobRow,
+    lease: &Lease,
+    spec: &EventSpec,
+    target: &ServersTarget,
+    recorder: &Arc<Recorder>,
+    cancel: &CancellationToken,
+) -> Result<Vec<ExecResult>, String> {
+    let ssh = inner
+        .ssh
+        .as_ref()
+        .ok_or("the servers target is unavailable: this agent has no SSH transport")?;
+    let servers = inner
+        .queue
+        .resolve_servers(&target.servers, &target.tags)
+        .await
+        .map_err(|e| e.to_string())?;
+    if servers.is_empty() {
+        return Err(format!("no registered server has any of the tags {:?}", target.tags));
+    }
+    let interpreter = spec.kind.interpreter().ok_or("http events do not run on servers")?;
+    let limit = target
+        .concurrency
+        .map_or(inner.config.fanout_concurrency, |c| c as usize)
+        .clamp(1, inner.config.fanout_concurrency.max(1));
+    let slots = Arc::new(Semaphore::new(limit));
+    // Cancelling the job cancels every server; with continue_on_failure: false the first failure
+    // cancels the others too.
+    let group = cancel.child_token();
+    let mode = ssh_mode(target.mode);
+    let mut tasks = tokio::task::JoinSet::new();
+    for server in servers {
+        let (inner, job, lease, spec, recorder, group, slots, ssh) = (
+            inner.clone(),
+            job.clone(),
+            lease.clone(),
+            spec.clone(),
+            recorder.clone(),
+            group.clone(),
+            slots.clone(),
+            ssh.clone(),
+        );
+        let fail_fast = !target.continue_on_failure;
+        tasks.spawn(async move {
+            let _permit = slots.acquire_owned().await;
+            let r = run_on_server(&inner, &ssh, &job, &lease, &spec, interpreter, mode, &server, &recorder, &group).await;
+            if fail_fast && r.finished.status != RunStatus::Succeeded && !group.is_cancelled() {
+                recorder
+                    .system(r.execution_id, format!("[cronium] {} failed; cancelling the other servers (continue_on_failure: false)", server.config.name))
+                    .await;
+                group.cancel();
+            }
+            r
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r {
+            Ok(r) => results.push(r),
+            Err(e) => tracing::error!(error = %e, "a server task panicked"),
+        }
+    }
+    results.sort_by(|a, b| a.server.cmp(&b.server));
+    Ok(results)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_on_server(
+    inner: &Arc<Inner>,
+    ssh: &cronium_ssh::SshExecutor,
+    job: &JobRow,
+    lease: &Lease,
+    spec: &EventSpec,
+    interpreter: cronium_protocol::Interpreter,
+    mode: Mode,
+    server: &RemoteServer,
+    recorder: &Recorder,
+    cancel: &CancellationToken,
+) -> ExecResult {
+    let name = server.config.name.clone();
+    let exec = match inner.queue.start_execution(lease, Some(&name), "pending").await {
+        Ok(Some(x)) => x,
+        Ok(None) => {
+            return ExecResult { execution_id: None, server: Some(name), finished: failed("lease lost".into()) };
+        }
+        Err(e) => return ExecResult { execution_id: None, server: Some(name), finished: failed(e.to_string()) },
+    };
+    if cancel.is_cancelled() {
+        return ExecResult {
+            execution_id: Some(exec.id),
+            server: Some(name),
+            finished: Finished { status: RunStatus::Cancelled, exit_code: None, signal: None, run_ms: 0, error: Some("cancelled before it started".into()) },
+        };
+    }
+    let req = match run_request(inner, job, lease, spec, exec.id, Some(&name)).await {
+        Ok(mut r) => {
+            r.context.interpreters.clear();
+            r
+        }
+        Err(e) => return ExecResult { execution_id: Some(exec.id), server: Some(name), finished: failed(e) },
+    };
+    let _ = inner
+        .queue
+        .update_execution(lease, exec.id, &ExecutionUpdate { status: Some("deploying".into()), mode: Some(mode.as_str().into()), ..Default::default() })
+        .await;
+    let direct = DirectScript {
+        interpreter,
+        script: spec.script.clone().unwrap_or_default(),
+        env: spec.env.clone(),
+    };
+    let sink = recorder.sink_for(Some(exec.id));
+    let result = ssh.run(&server.config, mode, &req, &direct, &sink, cancel.clone()).await;
+    drop(sink);
+    let finished = match result {
+        Ok(run) => {
+            if server.config.host_key.is_none() {
+                if let Err(e) = inner.queue.pin_host_key(server.id, &run.observed_host_key).await {
+                    tracing::warn!(server = %name, error = %e, "pinning the host key");
+                }
+            }
+            if let Some(d) = &run.deployment {
+                record_deployment(inner, server.id, d).await;
+            }
+            let mut note = None;
+            if let Some(reason) = &run.fallback_reason {
+                note = Some(format!("auto: fell back to direct-ssh ({reason})"));
+                recorder.system(Some(exec.id), format!("[cronium] runner unavailable, ran in direct-ssh mode: {reason}")).await;
+            }
+            let _ = inner
+                .queue
+                .update_execution(
+                    lease,
+                    exec.id,
+                    &ExecutionUpdate {
+                        mode: Some(run.mode_used.as_str().into()),
+                        runner_version: run.runner_version.clone(),
+                        note,
+                        ..Default::default()
+                    },
+                )
+                .await;
+            run.finished
+        }
+        Err(e) => {
+            if let SshError::HostKeyChanged { observed_key, .. } = &e {
+                let _ = inner.queue.host_key_changed(server.id, observed_key).await;
+            }
+            if let SshError::Deploy { .. } = &e {
+                record_deployment_failure(inner, server.id, &e.to_string()).await;
+            }
+            recorder.system(Some(exec.id), format!("[cronium] {e}")).await;
+            failed(e.to_string())
+        }
+    };
+    ExecResult { execution_id: Some(exec.id), server: Some(name), finished }
+}
+
+async fn record_deployment(inner: &Inner, server_id: i64, d: &cronium_ssh::DeploymentRecord) {
+    // Cache hits happen on every run: they are counted in the metrics, not stored.
+    if d.outcome == DeployOutcome::Cached {
+        return;
+    }
+    let row = NewDeployment {
+        version: d.version.clone(),
+        sha256: d.sha256.clone(),
+        outcome: d.outcome.as_str().into(),
+        attempts: i64::from(d.attempts),
+        duration_ms: d.duration_ms as i64,
+        error: d.error.clone(),
+        at: d.at_ms,
+    };
+    if let Err(e) = inner.queue.record_deployment(server_id, &row).await {
+        tracing::warn!(error = %e, "recording a deployment");
+    }
+}
+
+async fn record_deployment_failure(inner: &Inner, server_id: i64, error: &str) {
+    let row = NewDeployment {
+        version: String::new(),
+        sha256: String::new(),
+        outcome: "failed".into(),
+        attempts: 0,
+        duration_ms: 0,
+        error: Some(error.to_string()),
+        at: now_ms(),
+    };
+    let _ = inner.queue.record_deployment(server_id, &row).await;
+}

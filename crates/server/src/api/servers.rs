@@ -1,0 +1,306 @@
+//! `/api/v1/servers`: registered SSH servers (register, list, show, test, remove, accept a changed
+//! host key) and their runner deployment history. Credentials are encrypted before they reach the
+//! store and never returned.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use cronium_agent::credentials;
+use cronium_core::clock::{now_ms, rfc3339};
+use cronium_core::spec::validate_name;
+use cronium_ssh::{Credential, HostKeyStatus, ServerConfig};
+use cronium_store::{NewServer, ServerRow};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::body;
+use super::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerBody {
+    pub name: String,
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_user")]
+    pub user: String,
+    /// Private key, OpenSSH or PEM text. Either this or `password`.
+    #[serde(default)]
+    pub private_key: Option<String>,
+    #[serde(default)]
+    pub passphrase: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The host key to trust (`ssh-ed25519 AAAA...`); pinned on first contact when absent.
+    #[serde(default)]
+    pub host_key: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+fn default_port() -> u16 {
+    22
+}
+fn default_user() -> String {
+    "root".into()
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServerDto {
+    pub name: String,
+    pub host: String,
+    pub port: i64,
+    pub user: String,
+    /// `key` or `password` (the credential itself is never returned).
+    pub auth: String,
+    pub host_key: Option<String>,
+    /// A different key the server presented, waiting for `accept-key`.
+    pub pending_host_key: Option<String>,
+    pub tags: Vec<String>,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployments: Option<Vec<DeploymentDto>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeploymentDto {
+    pub version: String,
+    pub sha256: String,
+    /// deployed | failed
+    pub outcome: String,
+    pub attempts: i64,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+    pub at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestReportDto {
+    pub server: String,
+    pub reachable: bool,
+    pub authenticated: bool,
+    pub host_key: Option<String>,
+    pub host_key_fingerprint: Option<String>,
+    /// matches | first_use (now pinned) | changed
+    pub host_key_status: Option<String>,
+    pub os: Option<String>,
+    pub arch: Option<String>,
+    /// Version of the runner deployed on the host, if any.
+    pub runner_version: Option<String>,
+    pub latency_ms: u64,
+    pub error: Option<String>,
+}
+
+fn dto(s: ServerRow) -> ServerDto {
+    ServerDto {
+        name: s.name,
+        host: s.host,
+        port: s.port,
+        user: s.username,
+        auth: s.auth_kind,
+        host_key: s.host_key,
+        pending_host_key: s.pending_host_key,
+        tags: s.tags,
+        created_at: rfc3339(s.created_at),
+        deployments: None,
+    }
+}
+
+async fn find(state: &AppState, name: &str) -> ApiResult<ServerRow> {
+    state
+        .store
+        .get_server_by_name(name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("server `{name}` not found")))
+}
+
+/// The connection settings of a stored server.
+pub fn config_of(state: &AppState, s: &ServerRow) -> ApiResult<ServerConfig> {
+    Ok(ServerConfig {
+        name: s.name.clone(),
+        host: s.host.clone(),
+        port: u16::try_from(s.port).map_err(|_| ApiError::internal("stored port out of range"))?,
+        user: s.username.clone(),
+        credential: credentials::decrypt(&state.secrets, &s.name, &s.credential).map_err(ApiError::internal)?,
+        host_key: s.host_key.clone(),
+    })
+}
+
+/// Register a server.
+#[utoipa::path(post, path = "/api/v1/servers", tag = "servers", request_body = ServerBody,
+    responses((status = 201, body = ServerDto), (status = 409), (status = 422)), security(("bearer" = [])))]
+pub async fn create(State(state): State<AppState>, bytes: Bytes) -> ApiResult<(StatusCode, Json<ServerDto>)> {
+    let b: ServerBody = body::json(&bytes)?;
+    validate_name(&b.name)?;
+    if b.host.trim().is_empty() || b.host.chars().any(|c| c.is_whitespace()) {
+        return Err(ApiError::bad("host", "must be a host name or address"));
+    }
+    if b.port == 0 {
+        return Err(ApiError::bad("port", "must be between 1 and 65535"));
+    }
+    if b.user.trim().is_empty() {
+        return Err(ApiError::bad("user", "must not be empty"));
+    }
+    for t in &b.tags {
+        validate_name(t).map_err(|e| ApiError::bad("tags", e.message))?;
+    }
+    let credential = match (b.private_key, b.password) {
+        (Some(pem), None) => {
+            cronium_ssh::validate_private_key(&pem, b.passphrase.as_deref())
+                .map_err(|reason| ApiError::bad("private_key", reason))?;
+            Credential::Key { pem, passphrase: b.passphrase }
+        }
+        (None, Some(p)) if !p.is_empty() => Credential::Password(p),
+        (None, Some(_)) => return Err(ApiError::bad("password", "must not be empty")),
+        (Some(_), Some(_)) => return Err(ApiError::bad("password", "give either private_key or password, not both")),
+        (None, None) => return Err(ApiError::bad("private_key", "a private_key or a password is required")),
+    };
+    if let Some(k) = &b.host_key {
+        cronium_ssh::validate_host_key(k).map_err(|reason| ApiError::bad("host_key", reason))?;
+    }
+    let row = state
+        .store
+        .create_server(
+            &NewServer {
+                name: b.name.clone(),
+                host: b.host.trim().to_string(),
+                port: i64::from(b.port),
+                username: b.user,
+                auth_kind: credentials::kind(&credential).into(),
+                credential: credentials::encrypt(&state.secrets, &b.name, &credential),
+                host_key: b.host_key.map(|k| k.trim().to_string()),
+                tags: b.tags,
+            },
+            now_ms(),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(dto(row))))
+}
+
+/// List servers.
+#[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
+    responses((status = 200, body = [ServerDto])), security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerDto>>> {
+    Ok(Json(state.store.list_servers().await?.into_iter().map(dto).collect()))
+}
+
+/// Show a server with its recent runner deployments.
+#[utoipa::path(get, path = "/api/v1/servers/{name}", tag = "servers", params(("name" = String, Path)),
+    responses((status = 200, body = ServerDto), (status = 404)), security(("bearer" = [])))]
+pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ServerDto>> {
+    let row = find(&state, &name).await?;
+    let deployments = state.store.list_deployments(row.id, 50).await?;
+    let mut d = dto(row);
+    d.deployments = Some(
+        deployments
+            .into_iter()
+            .map(|x| DeploymentDto {
+                version: x.version,
+                sha256: x.sha256,
+                outcome: x.outcome,
+                attempts: x.attempts,
+                duration_ms: x.duration_ms,
+                error: x.error,
+                at: rfc3339(x.at),
+            })
+            .collect(),
+    );
+    Ok(Json(d))
+}
+
+/// Remove a server. Past executions keep its name.
+#[utoipa::path(delete, path = "/api/v1/servers/{name}", tag = "servers", params(("name" = String, Path)),
+    responses((status = 204), (status = 404)), security(("bearer" = [])))]
+pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let row = find(&state, &name).await?;
+    state.store.delete_server(row.id).await?;
+    if let Some(ssh) = &state.ssh {
+        if let Ok(cfg) = config_of(&state, &row) {
+            ssh.forget(&cfg);
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Connect to a server and report reachability, authentication, host key, OS/arch and runner.
+/// On first contact the presented host key is pinned.
+#[utoipa::path(post, path = "/api/v1/servers/{name}/test", tag = "servers", params(("name" = String, Path)),
+    responses((status = 200, body = TestReportDto), (status = 404)), security(("bearer" = [])))]
+pub async fn test(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<TestReportDto>> {
+    let row = find(&state, &name).await?;
+    let ssh = state
+        .ssh
+        .as_ref()
+        .ok_or_else(|| ApiError::bad("server", "the SSH transport is not available on this server"))?;
+    let cfg = config_of(&state, &row)?;
+    let r = ssh.test(&cfg).await;
+    let status = match &r.host_key_status {
+        Some(HostKeyStatus::Matches) => Some("matches"),
+        Some(HostKeyStatus::FirstUse) => Some("first_use"),
+        Some(HostKeyStatus::Changed { .. }) => Some("changed"),
+        None => None,
+    };
+    match (&r.host_key_status, &r.host_key) {
+        (Some(HostKeyStatus::FirstUse), Some(k)) => {
+            state.store.pin_host_key(row.id, k, now_ms()).await?;
+        }
+        (Some(HostKeyStatus::Changed { .. }), Some(k)) => {
+            state.store.set_pending_host_key(row.id, Some(k), now_ms()).await?;
+        }
+        _ => {}
+    }
+    Ok(Json(TestReportDto {
+        server: r.server,
+        reachable: r.reachable,
+        authenticated: r.authenticated,
+        host_key: r.host_key,
+        host_key_fingerprint: r.host_key_fingerprint,
+        host_key_status: status.map(str::to_string),
+        os: r.os,
+        arch: r.arch,
+        runner_version: r.runner_version,
+        latency_ms: r.latency_ms,
+        error: r.error,
+    }))
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptKeyBody {
+    /// The key to trust; default: the pending key the server presented.
+    #[serde(default)]
+    pub host_key: Option<String>,
+}
+
+/// Trust a changed host key (after checking it out of band).
+#[utoipa::path(post, path = "/api/v1/servers/{name}/accept-key", tag = "servers", params(("name" = String, Path)),
+    request_body = AcceptKeyBody,
+    responses((status = 200, body = ServerDto), (status = 404), (status = 422)), security(("bearer" = [])))]
+pub async fn accept_key(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> ApiResult<Json<ServerDto>> {
+    let b: AcceptKeyBody = body::json(&bytes)?;
+    let row = find(&state, &name).await?;
+    let key = match b.host_key.or(row.pending_host_key.clone()) {
+        Some(k) => k,
+        None => {
+            return Err(ApiError::bad(
+                "host_key",
+                format!("server `{name}` has no pending host key; run `cronium server test {name}` first or give the key"),
+            ))
+        }
+    };
+    cronium_ssh::validate_host_key(&key).map_err(|reason| ApiError::bad("host_key", reason))?;
+    state.store.accept_host_key(row.id, key.trim(), now_ms()).await?;
+    if let Some(ssh) = &state.ssh {
+        if let Ok(cfg) = config_of(&state, &row) {
+            ssh.forget(&cfg);
+        }
+    }
+    Ok(Json(dto(find(&state, &name).await?)))
+}

@@ -1,0 +1,228 @@
+//! Registered SSH servers and the history of runner deployments to them.
+//!
+//! Not for credentials in clear: the caller encrypts the credential before `create_server` and
+//! decrypts it after reading; the store keeps ciphertext only.
+
+use serde_json::Value;
+use sqlx::any::AnyRow;
+
+use crate::row::{i64_col, json, opt_text, text, to_json};
+use crate::store::map_opt;
+use crate::{Store, StoreError};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerRow {
+    pub id: i64,
+    pub name: String,
+    pub host: String,
+    pub port: i64,
+    pub username: String,
+    /// `key` or `password`.
+    pub auth_kind: String,
+    /// Ciphertext, opaque to the store.
+    pub credential: Vec<u8>,
+    pub host_key: Option<String>,
+    pub pending_host_key: Option<String>,
+    pub tags: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewServer {
+    pub name: String,
+    pub host: String,
+    pub port: i64,
+    pub username: String,
+    pub auth_kind: String,
+    pub credential: Vec<u8>,
+    pub host_key: Option<String>,
+    pub tags: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentRow {
+    pub id: i64,
+    pub server_id: i64,
+    pub version: String,
+    pub sha256: String,
+    /// `deployed`, `cached` or `failed`.
+    pub outcome: String,
+    pub attempts: i64,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeployment {
+    pub version: String,
+    pub sha256: String,
+    pub outcome: String,
+    pub attempts: i64,
+    pub duration_ms: i64,
+    pub error: Option<String>,
+    pub at: i64,
+}
+
+const SERVER_COLS: &str = "id, name, host, port, username, auth_kind, credential, host_key, \
+                           pending_host_key, tags, created_at, updated_at";
+
+fn server_row(row: &AnyRow) -> Result<ServerRow, StoreError> {
+    let tags = match json(row, "tags")? {
+        Value::Array(items) => items
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(ServerRow {
+        id: i64_col(row, "id")?,
+        name: text(row, "name")?,
+        host: text(row, "host")?,
+        port: i64_col(row, "port")?,
+        username: text(row, "username")?,
+        auth_kind: text(row, "auth_kind")?,
+        credential: sqlx::Row::try_get(row, "credential")?,
+        host_key: opt_text(row, "host_key")?,
+        pending_host_key: opt_text(row, "pending_host_key")?,
+        tags,
+        created_at: i64_col(row, "created_at")?,
+        updated_at: i64_col(row, "updated_at")?,
+    })
+}
+
+fn deployment_row(row: &AnyRow) -> Result<DeploymentRow, StoreError> {
+    Ok(DeploymentRow {
+        id: i64_col(row, "id")?,
+        server_id: i64_col(row, "server_id")?,
+        version: text(row, "version")?,
+        sha256: text(row, "sha256")?,
+        outcome: text(row, "outcome")?,
+        attempts: i64_col(row, "attempts")?,
+        duration_ms: i64_col(row, "duration_ms")?,
+        error: opt_text(row, "error")?,
+        at: i64_col(row, "at")?,
+    })
+}
+
+impl Store {
+    /// Registers a server; `Conflict("name")` when the name is taken.
+    pub async fn create_server(&self, s: &NewServer, now: i64) -> Result<ServerRow, StoreError> {
+        if !(1..=65535).contains(&s.port) {
+            return Err(StoreError::Invalid(format!("port: {} is not a TCP port", s.port)));
+        }
+        let tags = to_json("tags", &Value::from(s.tags.clone()))?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO servers (name, host, port, username, auth_kind, credential, host_key, \
+             pending_host_key, tags, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, NULL, $8, $9, $9) RETURNING {SERVER_COLS}"
+        ))
+        .bind(&s.name)
+        .bind(&s.host)
+        .bind(s.port)
+        .bind(&s.username)
+        .bind(&s.auth_kind)
+        .bind(s.credential.clone())
+        .bind(s.host_key.as_deref())
+        .bind(tags)
+        .bind(now)
+        .fetch_one(&self.write)
+        .await?;
+        server_row(&row)
+    }
+
+    pub async fn get_server_by_name(&self, name: &str) -> Result<Option<ServerRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {SERVER_COLS} FROM servers WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.read)
+            .await?;
+        map_opt(row, server_row)
+    }
+
+    /// All servers, by name.
+    pub async fn list_servers(&self) -> Result<Vec<ServerRow>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {SERVER_COLS} FROM servers ORDER BY name"))
+            .fetch_all(&self.read)
+            .await?;
+        rows.iter().map(server_row).collect()
+    }
+
+    /// Removes a server and its deployment history. Past executions keep the server's name.
+    pub async fn delete_server(&self, id: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM servers WHERE id = $1")
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Pins a host key on first contact: only when none is pinned yet (a concurrent first
+    /// contact cannot replace a key another one pinned). Returns whether it was pinned.
+    pub async fn pin_host_key(&self, id: i64, key: &str, now: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE servers SET host_key = $1, updated_at = $2 WHERE id = $3 AND host_key IS NULL",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Records a changed host key seen on contact, for an operator to check and accept.
+    pub async fn set_pending_host_key(&self, id: i64, key: Option<&str>, now: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE servers SET pending_host_key = $1, updated_at = $2 WHERE id = $3")
+            .bind(key)
+            .bind(now)
+            .bind(id)
+            .execute(&self.write)
+            .await?;
+        Ok(())
+    }
+
+    /// Trusts a new host key (the pending one, or one given by the operator).
+    pub async fn accept_host_key(&self, id: i64, key: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE servers SET host_key = $1, pending_host_key = NULL, updated_at = $2 WHERE id = $3",
+        )
+        .bind(key)
+        .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn record_deployment(&self, server_id: i64, d: &NewDeployment) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO runner_deployments (server_id, version, sha256, outcome, attempts, duration_ms, error, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(server_id)
+        .bind(&d.version)
+        .bind(&d.sha256)
+        .bind(&d.outcome)
+        .bind(d.attempts)
+        .bind(d.duration_ms)
+        .bind(d.error.as_deref())
+        .bind(d.at)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// A server's deployment history, newest first.
+    pub async fn list_deployments(&self, server_id: i64, limit: i64) -> Result<Vec<DeploymentRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, server_id, version, sha256, outcome, attempts, duration_ms, error, at \
+             FROM runner_deployments WHERE server_id = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(server_id)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(deployment_row).collect()
+    }
+}
