@@ -45,8 +45,8 @@ export CRONIUM_TEST_PG_URL
 step "build"
 cargo build --workspace --all-targets
 if [ -x scripts/build-runner.sh ]; then
-    CRONIUM_RUNNER_STATIC="$(scripts/build-runner.sh | tail -n1)"
-    export CRONIUM_RUNNER_STATIC
+    CRONIUM_STATIC_RUNNER="$(scripts/build-runner.sh | tail -n1)"
+    export CRONIUM_STATIC_RUNNER
 fi
 
 if [ -x scripts/build-images.sh ]; then

@@ -514,3 +514,55 @@ fn a_vanished_controller_cancels_the_run_and_cleans_up() {
     scratch.assert_clean();
     drop(stdin);
 }
+
+#[test]
+fn directories_left_by_killed_runners_are_swept_by_the_next_run() {
+    use std::time::SystemTime;
+    let scratch = Scratch::new();
+    let make = |name: &str, age: Duration| {
+        let dir = scratch.work().join(name);
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("sub/file"), b"x").unwrap();
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(SystemTime::now() - age)
+            .unwrap();
+        dir
+    };
+    let hour = Duration::from_secs(3600);
+    let stale = make("cronium-run-1-dead", hour);
+    let young = make("cronium-run-2-young", Duration::ZERO);
+    let held = make("cronium-run-3-held", hour);
+    let foreign = make("cronium-run-4-foreign", hour);
+    let unrelated = make("something-else", hour);
+    std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).unwrap();
+    // A live runner holds its directory's lock; the flock(1) tool stands in for one here.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-x")
+        .arg(&held)
+        .args(["-c", "echo locked; exec sleep 600"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert_eq!(first.trim(), "locked");
+
+    let out = run(
+        &scratch,
+        &script("bash", "echo hi\n", json!({})),
+        &context(json!({})),
+    );
+    assert_eq!(out.finished().status, RunStatus::Succeeded);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    assert!(!stale.exists(), "stale directory was not swept");
+    for kept in [&young, &held, &foreign, &unrelated] {
+        assert!(kept.exists(), "{} must be kept", kept.display());
+    }
+}

@@ -97,14 +97,16 @@ pub(crate) async fn connect(server: &ServerConfig, cfg: &SshConfig) -> Result<Co
         expected: expected.clone(),
         observed: observed.clone(),
     };
-    let mut preferred = russh::Preferred::default();
     // AES-GCM first: hardware-accelerated on both ends, which matters for runner uploads.
-    preferred.cipher = std::borrow::Cow::Borrowed(&[
-        russh::cipher::AES_256_GCM,
-        russh::cipher::CHACHA20_POLY1305,
-        russh::cipher::AES_256_CTR,
-        russh::cipher::AES_128_CTR,
-    ]);
+    let preferred = russh::Preferred {
+        cipher: std::borrow::Cow::Borrowed(&[
+            russh::cipher::AES_256_GCM,
+            russh::cipher::CHACHA20_POLY1305,
+            russh::cipher::AES_256_CTR,
+            russh::cipher::AES_128_CTR,
+        ]),
+        ..Default::default()
+    };
     let rconfig = client::Config {
         keepalive_interval: Some(cfg.keepalive_interval),
         keepalive_max: cfg.keepalive_max,

@@ -350,16 +350,40 @@ impl SshExecutor {
                         },
                     ));
                 }
-                Err(RunnerRunError::Other(e)) => {
+                Err(RunnerRunError::Other(e, pid)) => {
                     // Any error puts the deployment in doubt: verify it on the next run.
                     self.inner.cache.invalidate(server);
                     if matches!(e, SshError::Lost { .. } | SshError::Protocol { .. }) {
                         lease.mark_broken();
                     }
+                    if let (SshError::Lost { .. }, Some(pid)) = (&e, pid) {
+                        // The runner stops the script when it sees EOF, but sshd may not notice
+                        // a dead client for a long time: stop the script's group ourselves.
+                        self.kill_later(server, pid, req.kill_grace);
+                    }
                     return Err((Some(record), e));
                 }
             }
         }
+    }
+
+    /// Kills process group `pgid` on `server` over a new connection, in the background and best
+    /// effort: used after the run's own connection was lost (a host that is really down cannot
+    /// be reached, and then its processes are not running either... or it gets them at reboot).
+    fn kill_later(&self, server: &ServerConfig, pgid: u32, grace: std::time::Duration) {
+        let (cfg, server) = (self.inner.cfg.clone(), server.clone());
+        tokio::spawn(async move {
+            match connection::connect(&server, &cfg).await {
+                Ok(conn) => {
+                    if let Err(e) = kill_group(&conn, pgid, grace).await {
+                        tracing::warn!(server = %server.name, pgid, error = %e, "cleanup after a lost connection failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(server = %server.name, pgid, error = %e, "cannot reconnect to clean up after a lost connection");
+                }
+            }
+        });
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -386,15 +410,8 @@ impl SshExecutor {
             Err(lost) => {
                 lease.mark_broken();
                 if let Some(pgid) = lost.pgid {
-                    // Without a runner nothing on the host notices the lost connection: kill the
-                    // group over a new connection, best effort.
-                    let (cfg, server2) = (self.inner.cfg.clone(), server.clone());
-                    let grace = req.kill_grace;
-                    tokio::spawn(async move {
-                        if let Ok(conn) = connection::connect(&server2, &cfg).await {
-                            let _ = kill_group(&conn, pgid, grace).await;
-                        }
-                    });
+                    // Without a runner nothing on the host notices the lost connection.
+                    self.kill_later(server, pgid, req.kill_grace);
                 }
                 Err(lost.error)
             }

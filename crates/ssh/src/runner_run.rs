@@ -6,8 +6,13 @@
 
 use std::time::Duration;
 
-use cronium_core::transport::{pump_events, send_cancel, send_context, EventSink, RunRequest};
-use cronium_protocol::Finished;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use cronium_core::transport::{
+    pump_events, send_cancel, send_context, EventSink, RunRequest, TransportError,
+};
+use cronium_protocol::{Finished, RunnerEvent};
 use russh::ChannelMsg;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
@@ -23,7 +28,9 @@ type Stdin = Box<dyn tokio::io::AsyncWrite + Send + Unpin>;
 pub(crate) enum RunnerRunError {
     /// The runner binary is not on the host (deleted behind our back): redeploy and retry.
     Missing(String),
-    Other(SshError),
+    /// Any other failure, with the script's pid (its process group) when the runner had
+    /// started it: after a lost connection the caller kills that group over a new one.
+    Other(SshError, Option<u32>),
 }
 
 /// What the channel reader saw besides stdout.
@@ -48,23 +55,29 @@ pub(crate) async fn run_runner(
     cancel: &CancellationToken,
 ) -> Result<Finished, RunnerRunError> {
     let lost = |reason: String| {
-        RunnerRunError::Other(SshError::Lost {
-            server: server.name.clone(),
-            reason,
-        })
+        RunnerRunError::Other(
+            SshError::Lost {
+                server: server.name.clone(),
+                reason,
+            },
+            None,
+        )
     };
     let payload = tokio::fs::File::open(&req.payload_path)
         .await
         .map_err(|e| {
-            RunnerRunError::Other(SshError::InvalidRequest {
-                field: "payload_path".into(),
-                reason: format!("cannot open {}: {e}", req.payload_path.display()),
-            })
+            RunnerRunError::Other(
+                SshError::InvalidRequest {
+                    field: "payload_path".into(),
+                    reason: format!("cannot open {}: {e}", req.payload_path.display()),
+                },
+                None,
+            )
         })?;
     let payload_len = payload
         .metadata()
         .await
-        .map_err(|e| RunnerRunError::Other(SshError::Io(e.to_string())))?
+        .map_err(|e| RunnerRunError::Other(SshError::Io(e.to_string()), None))?
         .len();
 
     let channel = conn
@@ -126,8 +139,23 @@ pub(crate) async fn run_runner(
         end
     });
 
-    let pump = pump_events(BufReader::new(pipe_r), sink);
-    tokio::pin!(pump);
+    // Events pass through a forwarder that notes the script's pid from `Started`.
+    let (inner_tx, mut inner_rx) = tokio::sync::mpsc::channel::<RunnerEvent>(1024);
+    let script_pid = Arc::new(AtomicU32::new(0));
+    let forwarder = {
+        let (sink, script_pid) = (sink.clone(), script_pid.clone());
+        tokio::spawn(async move {
+            while let Some(event) = inner_rx.recv().await {
+                if let RunnerEvent::Started { pid, .. } = &event {
+                    script_pid.store(*pid, Ordering::Relaxed);
+                }
+                let _ = sink.send(event).await;
+            }
+        })
+    };
+    // Boxed so that it can be dropped (ending its borrow of `inner_tx`) before the forwarder is
+    // awaited.
+    let mut pump = Box::pin(pump_events(BufReader::new(pipe_r), &inner_tx));
     let hard = tokio::time::sleep(req.hard_deadline());
     tokio::pin!(hard);
     let mut stopping = false;
@@ -152,7 +180,7 @@ pub(crate) async fn run_runner(
                     // Even the cancel went unanswered: give up on this runner.
                     let _ = write.close().await;
                     reader_task.abort();
-                    return Err(lost(format!(
+                    break Err(TransportError::Lost(format!(
                         "the runner did not report a result within {} s of the deadline",
                         (req.kill_grace + REPORT_GRACE).as_secs()
                     )));
@@ -163,6 +191,14 @@ pub(crate) async fn run_runner(
                 hard.as_mut().reset(tokio::time::Instant::now() + req.kill_grace + REPORT_GRACE);
             }
         }
+    };
+    drop(pump);
+    drop(inner_tx);
+    // Every event is in the sink before the run returns.
+    let _ = forwarder.await;
+    let pid = match script_pid.load(Ordering::Relaxed) {
+        0 => None,
+        p => Some(p),
     };
     if !stdin_task.is_finished() {
         stdin_task.abort();
@@ -186,25 +222,43 @@ pub(crate) async fn run_runner(
                     end.status
                 )));
             }
-            if conn.handle.is_closed() || (end.status.is_none() && end.signal.is_none()) {
-                return Err(lost(format!(
-                    "the connection closed before the runner reported a result ({e})"
-                )));
+            if let TransportError::Lost(reason) = e {
+                return Err(RunnerRunError::Other(
+                    SshError::Lost {
+                        server: server.name.clone(),
+                        reason,
+                    },
+                    pid,
+                ));
             }
-            Err(RunnerRunError::Other(SshError::Protocol {
-                server: server.name.clone(),
-                reason: format!(
-                    "the runner ended (status {:?}, signal {:?}) without a result: {}{}",
-                    end.status,
-                    end.signal,
-                    e,
-                    if stderr.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; stderr: {stderr}")
-                    }
-                ),
-            }))
+            if conn.handle.is_closed() || (end.status.is_none() && end.signal.is_none()) {
+                return Err(RunnerRunError::Other(
+                    SshError::Lost {
+                        server: server.name.clone(),
+                        reason: format!(
+                            "the connection closed before the runner reported a result ({e})"
+                        ),
+                    },
+                    pid,
+                ));
+            }
+            Err(RunnerRunError::Other(
+                SshError::Protocol {
+                    server: server.name.clone(),
+                    reason: format!(
+                        "the runner ended (status {:?}, signal {:?}) without a result: {}{}",
+                        end.status,
+                        end.signal,
+                        e,
+                        if stderr.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; stderr: {stderr}")
+                        }
+                    ),
+                },
+                pid,
+            ))
         }
     }
 }

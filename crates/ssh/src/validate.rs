@@ -12,5 +12,7 @@ pub fn validate_private_key(pem: &str, passphrase: Option<&str>) -> Result<(), S
 pub fn validate_host_key(key: &str) -> Result<(), String> {
     russh::keys::PublicKey::from_openssh(key.trim())
         .map(|_| ())
-        .map_err(|_| "is not an OpenSSH public key (expected e.g. 'ssh-ed25519 AAAA...')".to_string())
+        .map_err(|_| {
+            "is not an OpenSSH public key (expected e.g. 'ssh-ed25519 AAAA...')".to_string()
+        })
 }

@@ -35,6 +35,7 @@ fn same_key(a: &str, b: &str) -> bool {
 async fn runner_ssh_deploys_runs_helpers_and_caches() {
     let sshd = Sshd::start();
     let ex = executor("helpers").await;
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("helpers");
     let script = "echo hello-from-runner\n\
                   cronium.output result 42\n\
@@ -136,6 +137,7 @@ async fn runner_ssh_deploys_runs_helpers_and_caches() {
 async fn runner_is_redeployed_after_the_binary_is_deleted_on_the_host() {
     let sshd = Sshd::start();
     let ex = executor("redeploy").await;
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("redeploy");
     let p = payload(Interpreter::Bash, "echo ok\n", Duration::from_secs(30));
     let req = request(&p, Duration::from_secs(30), "redeploy");
@@ -175,6 +177,7 @@ async fn runner_is_redeployed_after_the_binary_is_deleted_on_the_host() {
 async fn sftp_less_host_gets_the_runner_over_an_exec_channel() {
     let sshd = Sshd::start_with(false);
     let ex = executor("nosftp").await;
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("nosftp");
     let p = payload(Interpreter::Bash, "echo via-cat\n", Duration::from_secs(30));
     let req = request(&p, Duration::from_secs(30), "nosftp");
@@ -200,6 +203,7 @@ async fn sftp_less_host_gets_the_runner_over_an_exec_channel() {
 async fn changed_host_key_is_refused_with_instructions() {
     let mut sshd = Sshd::start();
     let ex = executor("hostkey").await;
+    let _cleanup = DirCleanup::new(&ex);
     let mut server = sshd.server("web1");
     server.host_key = Some(sshd.host_key());
     let report = ex.test(&server).await;
@@ -256,6 +260,7 @@ async fn changed_host_key_is_refused_with_instructions() {
 async fn server_test_reports_first_use_os_and_runner_state() {
     let sshd = Sshd::start();
     let ex = executor("report").await;
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("report");
     let report = ex.test(&server).await;
     assert!(report.reachable && report.authenticated, "{report:?}");
@@ -294,6 +299,7 @@ async fn server_test_reports_first_use_os_and_runner_state() {
 async fn wrong_credentials_are_reported_as_auth_errors() {
     let sshd = Sshd::start();
     let ex = executor("auth").await;
+    let _cleanup = DirCleanup::new(&ex);
     let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
     let req = request(&p, Duration::from_secs(30), "auth");
     let (tx, _rx) = sink();
@@ -375,6 +381,7 @@ async fn closed_port_is_unreachable_fast() {
         l.local_addr().unwrap().port()
     };
     let ex = executor("closed").await;
+    let _cleanup = DirCleanup::new(&ex);
     let mut server = Sshd::start().server("closed");
     server.port = port;
     let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
@@ -435,6 +442,7 @@ fn long_script(marker: &str) -> String {
 async fn host_dying_mid_run_is_detected_within_the_keepalive_window() {
     let sshd = Sshd::start();
     let ex = executor("dying").await;
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("dying");
     let marker = format!("3101.{}", std::process::id());
     let p = payload(
@@ -479,7 +487,9 @@ async fn host_dying_mid_run_is_detected_within_the_keepalive_window() {
         "detected after {detected:?}"
     );
     assert_eq!(ex.metrics().executions_lost, 1);
-    // The host comes back only to drop the sessions: the runner sees EOF and cleans up.
+    // Nothing of the script survives: the executor reconnects and kills the script's process
+    // group (sshd may take hours to notice a dead client, so the runner's EOF cannot be relied
+    // on alone), and the dropped sessions give the runner EOF.
     for p in &sessions {
         signal(*p, libc_sig::KILL);
     }
@@ -502,6 +512,7 @@ async fn host_dying_mid_run_is_detected_within_the_keepalive_window() {
 async fn runner_timeout_and_cancel_leave_no_process_behind() {
     let sshd = Sshd::start();
     let ex = executor("timeout").await;
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("timeout");
 
     // Timeout, enforced by the runner.
@@ -581,6 +592,7 @@ async fn runner_timeout_and_cancel_leave_no_process_behind() {
 async fn direct_ssh_passes_hostile_env_values_literally() {
     let sshd = Sshd::start();
     let ex = executor("direct-env").await;
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("direct-env");
     let pwned = format!("/tmp/cronium-pwned-{}", std::process::id());
     let hostile = [
@@ -699,6 +711,7 @@ async fn direct_ssh_passes_hostile_env_values_literally() {
 async fn direct_ssh_timeout_and_cancel_kill_the_remote_group() {
     let sshd = Sshd::start();
     let ex = executor("direct-kill").await;
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("direct-kill");
     let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
 
@@ -780,6 +793,7 @@ async fn auto_mode_falls_back_to_direct_when_deployment_fails() {
     let mut cfg = config("auto");
     cfg.deploy_dir = "/proc/cronium-cannot-exist".into();
     let ex = SshExecutor::new(cfg, runner().await);
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("auto");
     let p = payload(
         Interpreter::Bash,
@@ -829,6 +843,7 @@ async fn auto_mode_falls_back_to_direct_when_deployment_fails() {
 async fn fan_out_to_twenty_servers_with_one_down() {
     let hosts: Vec<Sshd> = (0..19).map(|_| Sshd::start()).collect();
     let ex = executor("fanout").await;
+    let _cleanup = DirCleanup::new(&ex);
     let mut servers: Vec<_> = hosts
         .iter()
         .enumerate()
@@ -908,6 +923,7 @@ where
 async fn pooled_connection_is_reused_and_replaced_after_the_server_restarts() {
     let mut sshd = Sshd::start();
     let ex = executor("pool").await;
+    let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("pool");
     let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
     let req = request(&p, Duration::from_secs(30), "pool");
@@ -948,4 +964,54 @@ async fn pooled_connection_is_reused_and_replaced_after_the_server_restarts() {
         .expect("reconnects");
     assert_eq!(run.finished.status, RunStatus::Succeeded);
     assert_eq!(ex.metrics().pool_misses, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_runs_on_one_server_upload_the_runner_once() {
+    let sshd = Sshd::start();
+    let mut cfg = config("once");
+    cfg.pool_size = 3;
+    let ex = SshExecutor::new(cfg, runner().await);
+    let _cleanup = DirCleanup::new(&ex);
+    let server = sshd.server("once");
+    let p = payload(Interpreter::Bash, "echo ran\n", Duration::from_secs(30));
+    let runs = (0..6).map(|_| {
+        let (ex, server) = (ex.clone(), server.clone());
+        let req = request(&p, Duration::from_secs(30), "once");
+        async move {
+            let (tx, _rx) = sink();
+            ex.run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+                .await
+        }
+    });
+    let results = futures_join_all(runs).await;
+    let mut outcomes = vec![];
+    for r in results {
+        let run = r.expect("run");
+        assert_eq!(run.finished.status, RunStatus::Succeeded);
+        outcomes.push(run.deployment.unwrap().outcome);
+    }
+    let m = ex.metrics();
+    assert_eq!(m.uploads, 1, "{outcomes:?}");
+    assert_eq!(m.deployments_succeeded, 1);
+    assert_eq!(m.deployments_cached, 5);
+    // At most pool_size connections were opened; the others waited and reused them.
+    assert!(m.pool_misses <= 3, "{m:?}");
+    assert_eq!(m.pool_hits + m.pool_misses, 6);
+
+    // Re-verification: with reverify_after = 0 every run checks the host again, and a
+    // verified binary is not uploaded again.
+    let mut cfg = ex.config().clone();
+    cfg.reverify_after = Duration::ZERO;
+    let ex2 = SshExecutor::new(cfg, runner().await);
+    let (tx, _rx) = sink();
+    let req = request(&p, Duration::from_secs(30), "once");
+    for _ in 0..2 {
+        let run = ex2
+            .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(run.deployment.unwrap().outcome, DeployOutcome::Cached);
+    }
+    assert_eq!(ex2.metrics().uploads, 0);
 }

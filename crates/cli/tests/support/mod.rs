@@ -29,6 +29,18 @@ pub fn runner_bin() -> PathBuf {
     p
 }
 
+/// The static runner for containers and SSH servers: CRONIUM_STATIC_RUNNER, else the one
+/// scripts/build-runner.sh builds.
+pub fn static_runner_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("CRONIUM_STATIC_RUNNER") {
+        return PathBuf::from(p);
+    }
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/x86_64-unknown-linux-gnu/release-runner/cronium-runner");
+    assert!(p.is_file(), "no static runner: run scripts/build-runner.sh (or scripts/test.sh)");
+    p
+}
+
 /// A fresh database on the test PostgreSQL server (see scripts/test-pg.sh).
 pub async fn fresh_pg_database() -> String {
     use sqlx::Connection;

@@ -450,3 +450,21 @@ pub fn log_lines(events: &[RunnerEvent]) -> Vec<String> {
         })
         .collect()
 }
+
+/// Removes an executor's deploy directory from the test user's home when dropped, also when the
+/// test fails.
+pub struct DirCleanup(PathBuf);
+
+impl DirCleanup {
+    pub fn new(ex: &cronium_ssh::SshExecutor) -> Self {
+        DirCleanup(home_path(&ex.config().deploy_dir))
+    }
+}
+
+impl Drop for DirCleanup {
+    fn drop(&mut self) {
+        if self.0.starts_with(Path::new("/home").join(USER)) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
