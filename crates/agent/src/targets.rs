@@ -136,25 +136,29 @@ pub(crate) async fn run_servers(
         .map_or(inner.config.fanout_concurrency, |c| c as usize)
         .clamp(1, inner.config.fanout_concurrency.max(1));
     let slots = Arc::new(Semaphore::new(limit));
+    let mut servers = servers;
+    order_servers(&mut servers, &target.servers);
     // Cancelling the job cancels every server; with continue_on_failure: false the first failure
     // cancels the others too.
     let group = cancel.child_token();
     let mode = ssh_mode(target.mode);
     let mut tasks = tokio::task::JoinSet::new();
+    // Servers start in the order the target lists them (a slot is taken before each spawn), so
+    // that with a small concurrency and `continue_on_failure: false` the first ones decide.
     for server in servers {
-        let (inner, job, lease, spec, recorder, group, slots, ssh) = (
+        let permit = slots.clone().acquire_owned().await;
+        let (inner, job, lease, spec, recorder, group, ssh) = (
             inner.clone(),
             job.clone(),
             lease.clone(),
             spec.clone(),
             recorder.clone(),
             group.clone(),
-            slots.clone(),
             ssh.clone(),
         );
         let fail_fast = !target.continue_on_failure;
         tasks.spawn(async move {
-            let _permit = slots.acquire_owned().await;
+            let _permit = permit;
             let r = run_on_server(&inner, &ssh, &job, &lease, &spec, interpreter, mode, &server, &recorder, &group).await;
             if fail_fast && r.finished.status != RunStatus::Succeeded && !group.is_cancelled() {
                 recorder
@@ -174,6 +178,14 @@ pub(crate) async fn run_servers(
     }
     results.sort_by(|a, b| a.server.cmp(&b.server));
     Ok(results)
+}
+
+/// Named servers first, in the order the target names them; servers matched by tag after, by name.
+fn order_servers(servers: &mut [RemoteServer], names: &[String]) {
+    servers.sort_by_key(|s| {
+        let pos = names.iter().position(|n| *n == s.config.name).unwrap_or(usize::MAX);
+        (pos, s.config.name.clone())
+    });
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -86,7 +86,15 @@ async fn main() -> anyhow::Result<()> {
         let drain = tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let t = Instant::now();
         let r = exec
-            .run(1, 1, Interpreter::Bash, &spec, &req, &tx, CancellationToken::new())
+            .run(
+                1,
+                1,
+                Interpreter::Bash,
+                &spec,
+                &req,
+                &tx,
+                CancellationToken::new(),
+            )
             .await?;
         let took = t.elapsed();
         drop(tx);
@@ -99,7 +107,13 @@ async fn main() -> anyhow::Result<()> {
         let mut args = vec!["run", "--rm", "-i"];
         if hardened {
             args.extend([
-                "--network", "none", "--read-only", "--user", "65534:65534", "--cap-drop", "ALL",
+                "--network",
+                "none",
+                "--read-only",
+                "--user",
+                "65534:65534",
+                "--cap-drop",
+                "ALL",
                 "--init",
             ]);
         }
@@ -119,11 +133,7 @@ async fn main() -> anyhow::Result<()> {
         plain.push(docker_once(false)?);
         hardened.push(docker_once(true)?);
     }
-    let (o, p, h) = (
-        median(&mut ours),
-        median(&mut plain),
-        median(&mut hardened),
-    );
+    let (o, p, h) = (median(&mut ours), median(&mut plain), median(&mut hardened));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     println!("image {image}, N={n}, medians:");
     println!("  cronium DockerExecutor::run        {:7.1} ms", ms(o));

@@ -11,8 +11,7 @@
 //! Not for timeouts of the script (the runner enforces them): this module only has a backstop
 //! that stops the container when the runner misses [`RunRequest::hard_deadline`].
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::PathBuf;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +19,7 @@ use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig, NetworkCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
 use cronium_core::transport::{pump_events, send_cancel, send_context, EventSink, RunRequest};
@@ -33,79 +32,14 @@ use tokio::sync::mpsc;
 use tokio_util::io::StreamReader;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::{is_not_found, DockerError};
+use crate::cleanup::{LiveGuard, Owned};
+use crate::config::{ContainerRun, DockerConfig, PullPolicy};
+use crate::error::DockerError;
 use crate::labels::{self, NAME_PREFIX};
 use crate::limits::{self, format_bytes, ContainerSpec, LimitError, Limits, NetworkMode};
 
 /// Where the runner binary appears inside every container (read-only bind mount).
 pub const RUNNER_MOUNT_PATH: &str = "/opt/cronium/cronium-runner";
-
-/// Size of the writable `/tmp` (the runner's work directory; the root filesystem is read-only).
-const DEFAULT_TMPFS_BYTES: i64 = 256 * 1024 * 1024;
-
-/// Whether a missing image may be pulled from a registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PullPolicy {
-    /// Pull when the image is not on the engine (progress goes to the job's log).
-    #[default]
-    IfMissing,
-    /// Never pull: a missing image fails the run at once (air-gapped hosts).
-    Never,
-}
-
-/// Global settings of the container target.
-#[derive(Debug, Clone)]
-pub struct DockerConfig {
-    /// The static `cronium-runner` on the agent's host; bind-mounted into every container.
-    pub runner_path: PathBuf,
-    /// Default image per language (`cronium/python:1`, ...), used when the event names none.
-    pub images: BTreeMap<Interpreter, String>,
-    /// Limits applied when the event sets none.
-    pub defaults: Limits,
-    /// Limits no event may exceed.
-    pub maximums: Limits,
-    /// `uid:gid` the runner and the script run as (`65534:65534`, nobody, by default).
-    pub user: String,
-    /// How old an orphan must be before [`DockerExecutor::reap`] removes it.
-    pub reap_grace: Duration,
-    pub pull: PullPolicy,
-    /// Size of the tmpfs mounted on `/tmp`, in bytes.
-    pub tmpfs_bytes: i64,
-}
-
-impl DockerConfig {
-    /// The defaults: the images built by `scripts/build-images.sh`, nobody, no limits, 10 min grace.
-    pub fn new(runner_path: impl Into<PathBuf>) -> Self {
-        DockerConfig {
-            runner_path: runner_path.into(),
-            images: BTreeMap::from([
-                (Interpreter::Bash, "cronium/bash:1".to_string()),
-                (Interpreter::Python, "cronium/python:1".to_string()),
-                (Interpreter::Node, "cronium/node:1".to_string()),
-            ]),
-            defaults: Limits::default(),
-            maximums: Limits::default(),
-            user: "65534:65534".to_string(),
-            reap_grace: Duration::from_secs(600),
-            pull: PullPolicy::IfMissing,
-            tmpfs_bytes: DEFAULT_TMPFS_BYTES,
-        }
-    }
-}
-
-/// The outcome of one container run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ContainerRun {
-    /// The runner's final record, amended when the engine saw an out-of-memory kill
-    /// (`error: "out of memory (limit 64 MiB)"`) or when the backstop had to stop the container.
-    pub finished: Finished,
-    /// The engine reported an out-of-memory kill inside the container.
-    pub oom_killed: bool,
-    pub image: String,
-    pub container_id: String,
-    /// The limits that were applied.
-    pub limits: Limits,
-}
 
 /// Runs executions in containers. Cheap to share (`Arc` it); every call is independent.
 pub struct DockerExecutor {
@@ -685,91 +619,6 @@ impl StderrLines {
             parts.push(String::from_utf8_lossy(&self.partial).into_owned());
         }
         parts.join(" | ")
-    }
-}
-
-/// Marks an execution as live for as long as its run is in progress.
-struct LiveGuard {
-    set: Arc<Mutex<HashSet<i64>>>,
-    execution_id: i64,
-}
-
-impl LiveGuard {
-    fn register(set: &Arc<Mutex<HashSet<i64>>>, execution_id: i64) -> Self {
-        if let Ok(mut s) = set.lock() {
-            s.insert(execution_id);
-        }
-        LiveGuard {
-            set: set.clone(),
-            execution_id,
-        }
-    }
-}
-
-impl Drop for LiveGuard {
-    fn drop(&mut self) {
-        if let Ok(mut s) = self.set.lock() {
-            s.remove(&self.execution_id);
-        }
-    }
-}
-
-/// The engine objects one run created. Removed explicitly at the end of a run, or from `Drop` when
-/// the run's future is dropped half-way (the removal is then spawned on the runtime).
-struct Owned {
-    docker: Docker,
-    container: Option<String>,
-    network: Option<String>,
-}
-
-impl Owned {
-    async fn remove(&mut self) {
-        remove_objects(&self.docker, self.container.take(), self.network.take()).await;
-    }
-}
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        if self.container.is_none() && self.network.is_none() {
-            return;
-        }
-        let (docker, container, network) = (
-            self.docker.clone(),
-            self.container.take(),
-            self.network.take(),
-        );
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(async move { remove_objects(&docker, container, network).await });
-            }
-            // No runtime (process shutting down): the reaper will find them by their labels.
-            Err(_) => tracing::warn!(?container, ?network, "left for the reaper"),
-        }
-    }
-}
-
-pub(crate) async fn remove_objects(
-    docker: &Docker,
-    container: Option<String>,
-    network: Option<String>,
-) {
-    if let Some(id) = container {
-        let opts = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        if let Err(e) = docker.remove_container(&id, Some(opts)).await {
-            if !is_not_found(&e) {
-                tracing::warn!(container = %id, error = %e, "could not remove container; the reaper will retry");
-            }
-        }
-    }
-    if let Some(net) = network {
-        if let Err(e) = docker.remove_network(&net).await {
-            if !is_not_found(&e) {
-                tracing::warn!(network = %net, error = %e, "could not remove network; the reaper will retry");
-            }
-        }
     }
 }
 

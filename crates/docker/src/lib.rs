@@ -11,6 +11,8 @@
 //! live there), storing anything, or deciding retries. It talks to the engine API only (bollard),
 //! never to the `docker` CLI.
 
+mod cleanup;
+mod config;
 mod error;
 mod executor;
 mod image;
@@ -18,8 +20,9 @@ mod labels;
 mod limits;
 mod reaper;
 
+pub use config::{ContainerRun, DockerConfig, PullPolicy};
 pub use error::DockerError;
-pub use executor::{ContainerRun, DockerConfig, DockerExecutor, PullPolicy, RUNNER_MOUNT_PATH};
+pub use executor::{DockerExecutor, RUNNER_MOUNT_PATH};
 pub use labels::{LABEL_CREATED, LABEL_EXECUTION, LABEL_JOB, LABEL_MANAGED, NAME_PREFIX};
 pub use limits::{format_bytes, ContainerSpec, LimitError, Limits, NetworkMode};
 pub use reaper::ReapReport;

@@ -9,8 +9,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bollard::query_parameters::{ListContainersOptionsBuilder, ListNetworksOptionsBuilder};
 
+use crate::cleanup::remove_objects;
 use crate::error::DockerError;
-use crate::executor::{remove_objects, DockerExecutor};
+use crate::executor::DockerExecutor;
 use crate::labels::{managed_filter, Owner};
 
 /// What one reaper pass did.
@@ -22,6 +23,8 @@ pub struct ReapReport {
     pub networks: Vec<String>,
     /// Our objects left in place because they are young or live.
     pub kept: usize,
+    /// Our orphans that could not be removed this time (logged; retried on the next pass).
+    pub failed: usize,
 }
 
 impl DockerExecutor {
@@ -76,8 +79,11 @@ impl DockerExecutor {
                 report.kept += 1;
                 continue;
             }
-            remove_objects(&self.docker, Some(id.clone()), None).await;
-            report.containers.push(id);
+            if remove_objects(&self.docker, Some(id.clone()), None).await {
+                report.containers.push(id);
+            } else {
+                report.failed += 1;
+            }
         }
 
         // After the containers: a network cannot go while a container is attached to it.
@@ -98,8 +104,11 @@ impl DockerExecutor {
                 report.kept += 1;
                 continue;
             }
-            remove_objects(&self.docker, None, Some(name.clone())).await;
-            report.networks.push(name);
+            if remove_objects(&self.docker, None, Some(name.clone())).await {
+                report.networks.push(name);
+            } else {
+                report.failed += 1;
+            }
         }
         if !report.containers.is_empty() || !report.networks.is_empty() {
             tracing::info!(containers = ?report.containers, networks = ?report.networks, "reaped orphans");

@@ -595,3 +595,97 @@ async fn static_runner_runs_in_a_from_scratch_busybox_image() {
     assert!(!lines.iter().any(|l| l == "usr" || l == "lib"), "{lines:?}");
     assert_clean(&exec, out.execution_id).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_run_mid_way_still_removes_its_container_and_network() {
+    let exec = std::sync::Arc::new(executor(|_| {}).await);
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(
+        dir.path(),
+        Interpreter::Bash,
+        "echo started; sleep 60",
+        Duration::from_secs(120),
+        json!({}),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let execution_id = next_id();
+    let task = {
+        let exec = exec.clone();
+        tokio::spawn(async move {
+            let spec = ContainerSpec {
+                network: NetworkMode::Isolated,
+                ..ContainerSpec::default()
+            };
+            exec.run(
+                execution_id,
+                execution_id,
+                Interpreter::Bash,
+                &spec,
+                &req,
+                &tx,
+                CancellationToken::new(),
+            )
+            .await
+        })
+    };
+    while let Some(e) = rx.recv().await {
+        if matches!(&e, RunnerEvent::Log { line, .. } if line == "started") {
+            break;
+        }
+    }
+    assert_eq!(leftovers(&exec, execution_id).await.len(), 2);
+    // The agent aborts the task (e.g. on shutdown): no code after the await point runs.
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_clean(&exec, execution_id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_runner_is_stopped_by_the_backstop_on_cancel() {
+    let exec = executor(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The script freezes its runner (same user, so it may): no event will ever come back.
+    let req = request(
+        dir.path(),
+        Interpreter::Bash,
+        "echo started; sleep 0.5; kill -STOP $PPID; sleep 120",
+        Duration::from_secs(300),
+        json!({}),
+    );
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let execution_id = next_id();
+    let watcher = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            while let Some(e) = rx.recv().await {
+                if matches!(&e, RunnerEvent::Log { line, .. } if line == "started") {
+                    // Let the script freeze the runner first.
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    cancel.cancel();
+                }
+            }
+        })
+    };
+    let t = Instant::now();
+    let r = exec
+        .run(
+            execution_id,
+            execution_id,
+            Interpreter::Bash,
+            &spec(),
+            &req,
+            &tx,
+            cancel,
+        )
+        .await
+        .unwrap();
+    drop(tx);
+    watcher.await.unwrap();
+    assert_eq!(r.finished.status, RunStatus::Cancelled, "{r:?}");
+    let error = r.finished.error.unwrap_or_default();
+    assert!(error.contains("container was stopped"), "{error}");
+    // kill grace (2 s) + 5 s margin, then an immediate stop.
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    assert_clean(&exec, execution_id).await;
+}

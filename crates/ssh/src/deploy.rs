@@ -206,7 +206,7 @@ impl Deployer<'_> {
                     break;
                 }
             }
-            match self.upload_once(conn, &path).await {
+            match self.upload_once(conn, &path, attempt).await {
                 Ok(()) => {
                     self.cache.store(server, self.runner, &path);
                     inc(&self.metrics.deployments_succeeded);
@@ -240,7 +240,9 @@ impl Deployer<'_> {
     /// Checks the binary at `path`: checksum and `--version`.
     async fn verify(&self, conn: &Conn, path: &str) -> Result<(), String> {
         let q = quote(path);
-        let cmd = format!("sha256sum {q} && {q} --version");
+        // The directory is created on the way: a first upload then needs no separate mkdir.
+        let dir = quote(&self.cfg.remote_deploy_dir());
+        let cmd = format!("mkdir -p {dir} 2>/dev/null; sha256sum {q} && {q} --version");
         let out = exec(conn, &cmd, None, STEP_TIMEOUT).await?;
         if !out.ok() {
             return Err(format!("verification failed: {}", out.stderr_str()));
@@ -266,21 +268,25 @@ impl Deployer<'_> {
         }
     }
 
-    async fn upload_once(&self, conn: &Conn, path: &str) -> Result<(), String> {
+    async fn upload_once(&self, conn: &Conn, path: &str, attempt: u32) -> Result<(), String> {
         inc(&self.metrics.uploads);
         let dir = self.cfg.remote_deploy_dir();
-        let out = exec(
-            conn,
-            &format!("mkdir -p {}", quote(&dir)),
-            None,
-            STEP_TIMEOUT,
-        )
-        .await?;
-        if !out.ok() {
-            return Err(format!(
-                "cannot create the deploy directory {dir}: {}",
-                out.stderr_str()
-            ));
+        // The verification before the first attempt already ran `mkdir -p`; a retry runs it on
+        // its own to report precisely why the directory cannot be created.
+        if attempt > 1 {
+            let out = exec(
+                conn,
+                &format!("mkdir -p {}", quote(&dir)),
+                None,
+                STEP_TIMEOUT,
+            )
+            .await?;
+            if !out.ok() {
+                return Err(format!(
+                    "cannot create the deploy directory {dir}: {}",
+                    out.stderr_str()
+                ));
+            }
         }
         let bytes = tokio::fs::read(&self.runner.path).await.map_err(|e| {
             format!(
@@ -335,8 +341,9 @@ impl Deployer<'_> {
         let cmd = format!(
             "chmod 755 {qt} && sha256sum {qt} | grep -q {sum} \
              || {{ echo 'the uploaded file has the wrong checksum' >&2; exit 1; }}; \
-             ln {qt} {qp} 2>/dev/null || sha256sum {qp} 2>/dev/null | grep -q {sum} || mv -f {qt} {qp}; \
-             rm -f {qt}; sha256sum {qp} && {qp} --version"
+             ln {qt} {qp} 2>/dev/null || sha256sum {qp} 2>/dev/null | grep -q {sum} || mv -f {qt} {qp} || exit 1; \
+             rm -f {qt}; echo {sha}; {qp} --version",
+            sha = self.runner.sha256
         );
         let out = exec(conn, &cmd, None, STEP_TIMEOUT).await?;
         if !out.ok() {

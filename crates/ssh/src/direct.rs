@@ -56,13 +56,15 @@ pub(crate) fn command_line(
             }
             .to_string()
         });
-    let args = match script.interpreter {
-        Interpreter::Bash => "-s",
-        Interpreter::Python | Interpreter::Node => "-",
-    };
+    if script.interpreter == Interpreter::Bash {
+        // bash reads the script from stdin itself: the pgid line and the environment simply go
+        // first, which saves starting a second shell on every run.
+        let prefix = format!("echo \"{PGID_PREFIX}$$\"\n{env_line}");
+        return Ok((format!("exec setsid -w {} -s", quote(&program)), prefix));
+    }
     let inner = format!(
         "echo \"{PGID_PREFIX}$$\"; IFS= read -r cronium_env || exit 125; eval \"$cronium_env\"; \
-         unset cronium_env; exec {} {args}",
+         unset cronium_env; exec {} -",
         quote(&program)
     );
     // `setsid -w`: a new session and process group even when the login shell already leads one,

@@ -980,8 +980,15 @@ async fn concurrent_runs_on_one_server_upload_the_runner_once() {
         let req = request(&p, Duration::from_secs(30), "once");
         async move {
             let (tx, _rx) = sink();
-            ex.run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
-                .await
+            ex.run(
+                &server,
+                Mode::RunnerSsh,
+                &req,
+                &bash(""),
+                &tx,
+                CancellationToken::new(),
+            )
+            .await
         }
     });
     let results = futures_join_all(runs).await;
@@ -1008,7 +1015,14 @@ async fn concurrent_runs_on_one_server_upload_the_runner_once() {
     let req = request(&p, Duration::from_secs(30), "once");
     for _ in 0..2 {
         let run = ex2
-            .run(&server, Mode::RunnerSsh, &req, &bash(""), &tx, CancellationToken::new())
+            .run(
+                &server,
+                Mode::RunnerSsh,
+                &req,
+                &bash(""),
+                &tx,
+                CancellationToken::new(),
+            )
             .await
             .unwrap();
         assert_eq!(run.deployment.unwrap().outcome, DeployOutcome::Cached);

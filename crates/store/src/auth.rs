@@ -100,10 +100,12 @@ impl Store {
     }
 
     pub async fn get_user(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
-        let row = sqlx::query("SELECT id, username, password_hash, role, created_at FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(
+            "SELECT id, username, password_hash, role, created_at FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
         map_opt(row, user_row)
     }
 
@@ -144,7 +146,11 @@ impl Store {
     }
 
     /// The unrevoked token with this hash, marking it used at `now`.
-    pub async fn find_token(&self, token_hash: &str, now: i64) -> Result<Option<TokenRow>, StoreError> {
+    pub async fn find_token(
+        &self,
+        token_hash: &str,
+        now: i64,
+    ) -> Result<Option<TokenRow>, StoreError> {
         let row = sqlx::query(concat!(
             "SELECT ",
             token_cols!(),
@@ -172,19 +178,24 @@ impl Store {
 
     /// All tokens, revoked ones included, by id.
     pub async fn list_tokens(&self) -> Result<Vec<TokenRow>, StoreError> {
-        let rows = sqlx::query(concat!("SELECT ", token_cols!(), " FROM tokens ORDER BY id"))
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            token_cols!(),
+            " FROM tokens ORDER BY id"
+        ))
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().map(token_row).collect()
     }
 
     /// False if there is no such token or it was already revoked.
     pub async fn revoke_token(&self, id: i64, now: i64) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(id)
-            .execute(&self.write)
-            .await?;
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(id)
+                .execute(&self.write)
+                .await?;
         Ok(done.rows_affected() > 0)
     }
 }

@@ -53,7 +53,11 @@ mod tests {
         assert_eq!(backoff_delay(1000, 60_000, 10, 0.0), 60_000);
         assert_eq!(backoff_delay(1000, 60_000, i32::MAX, 0.0), 60_000);
         assert_eq!(backoff_delay(1000, 0, 3, 0.0), 4000, "no cap when max is 0");
-        assert_eq!(backoff_delay(1000, 60_000, 0, 0.0), 1000, "attempt 0 treated as 1");
+        assert_eq!(
+            backoff_delay(1000, 60_000, 0, 0.0),
+            1000,
+            "attempt 0 treated as 1"
+        );
     }
 
     #[test]
@@ -68,7 +72,9 @@ mod tests {
     #[test]
     fn row_jitter_stays_in_range_and_varies() {
         let values: Vec<f64> = (1..200).map(|id| row_jitter(id, 1)).collect();
-        assert!(values.iter().all(|j| (-MAX_JITTER..=MAX_JITTER).contains(j)));
+        assert!(values
+            .iter()
+            .all(|j| (-MAX_JITTER..=MAX_JITTER).contains(j)));
         assert!(values.iter().any(|j| *j > 0.1) && values.iter().any(|j| *j < -0.1));
     }
 }

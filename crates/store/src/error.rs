@@ -82,7 +82,10 @@ mod tests {
 
     #[test]
     fn both_dialects_name_the_same_field() {
-        assert_eq!(conflict_field("events_name_key"), conflict_field("events.name"));
+        assert_eq!(
+            conflict_field("events_name_key"),
+            conflict_field("events.name")
+        );
         assert_eq!(conflict_field("logs_pkey"), "seq");
         assert_eq!(conflict_field("logs.job_id, logs.seq"), "seq");
         assert_eq!(conflict_field("something_else"), "something_else");

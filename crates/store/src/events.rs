@@ -136,7 +136,10 @@ impl Store {
             concat!("SELECT ", event_cols!(), " FROM events WHERE name = $1{}"),
             self.for_update()
         );
-        let current = sqlx::query(&sql).bind(name).fetch_optional(&mut *tx).await?;
+        let current = sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
         let result = match map_opt(current, event_row)? {
             None => (
                 insert_event(&mut tx, name, status, &spec_text, now).await?,
@@ -145,7 +148,14 @@ impl Store {
             Some(current) => {
                 let (row, changed) =
                     update_locked(&mut tx, current, status, spec, &spec_text, now).await?;
-                (row, if changed { Applied::Updated } else { Applied::Unchanged })
+                (
+                    row,
+                    if changed {
+                        Applied::Updated
+                    } else {
+                        Applied::Unchanged
+                    },
+                )
             }
         };
         tx.commit().await?;
@@ -153,18 +163,26 @@ impl Store {
     }
 
     pub async fn get_event(&self, id: i64) -> Result<Option<EventRow>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            event_cols!(),
+            " FROM events WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
         map_opt(row, event_row)
     }
 
     pub async fn get_event_by_name(&self, name: &str) -> Result<Option<EventRow>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            event_cols!(),
+            " FROM events WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
         map_opt(row, event_row)
     }
 
@@ -174,19 +192,24 @@ impl Store {
         event_id: i64,
         version: i64,
     ) -> Result<Option<Value>, StoreError> {
-        let row = sqlx::query("SELECT spec FROM event_versions WHERE event_id = $1 AND version = $2")
-            .bind(event_id)
-            .bind(version)
-            .fetch_optional(&self.read)
-            .await?;
+        let row =
+            sqlx::query("SELECT spec FROM event_versions WHERE event_id = $1 AND version = $2")
+                .bind(event_id)
+                .bind(version)
+                .fetch_optional(&self.read)
+                .await?;
         map_opt(row, |r| json(r, "spec"))
     }
 
     /// All events, by name.
     pub async fn list_events(&self) -> Result<Vec<EventRow>, StoreError> {
-        let rows = sqlx::query(concat!("SELECT ", event_cols!(), " FROM events ORDER BY name"))
-            .fetch_all(&self.read)
-            .await?;
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            event_cols!(),
+            " FROM events ORDER BY name"
+        ))
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().map(event_row).collect()
     }
 
@@ -225,7 +248,12 @@ impl Store {
     }
 
     /// Changes only the status (pause, resume, archive): no new version, the spec is untouched.
-    pub async fn set_event_status(&self, id: i64, status: &str, now: i64) -> Result<(), StoreError> {
+    pub async fn set_event_status(
+        &self,
+        id: i64,
+        status: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
         check_event_status(status)?;
         let done = sqlx::query("UPDATE events SET status = $1, updated_at = $2 WHERE id = $3")
             .bind(status)

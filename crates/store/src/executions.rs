@@ -183,10 +183,14 @@ impl Store {
     }
 
     pub async fn get_execution(&self, exec_id: i64) -> Result<Option<ExecutionRow>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", execution_cols!(), " FROM executions WHERE id = $1"))
-            .bind(exec_id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            execution_cols!(),
+            " FROM executions WHERE id = $1"
+        ))
+        .bind(exec_id)
+        .fetch_optional(&self.read)
+        .await?;
         map_opt(row, execution_row)
     }
 

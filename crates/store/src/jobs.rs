@@ -11,7 +11,9 @@ use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
 use crate::backoff::{backoff_delay, row_jitter};
-use crate::row::{bool_col, bool_int, i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json};
+use crate::row::{
+    bool_col, bool_int, i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json,
+};
 use crate::store::map_opt;
 use crate::{Backend, Store, StoreError};
 
@@ -26,7 +28,8 @@ pub const JOB_STATUSES: &[&str] = &[
     "partial",
 ];
 /// Statuses a job ends in (what [`Store::finish`] accepts).
-pub const FINISHED_JOB_STATUSES: &[&str] = &["succeeded", "failed", "timed_out", "cancelled", "partial"];
+pub const FINISHED_JOB_STATUSES: &[&str] =
+    &["succeeded", "failed", "timed_out", "cancelled", "partial"];
 
 /// Error recorded on a job whose worker stopped renewing its lease.
 pub const WORKER_LOST: &str = "worker lost";
@@ -194,16 +197,28 @@ pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), StoreError> {
         return invalid("trigger: must not be empty".into());
     }
     if job.max_attempts < 1 {
-        return invalid(format!("max_attempts: must be at least 1, got {}", job.max_attempts));
+        return invalid(format!(
+            "max_attempts: must be at least 1, got {}",
+            job.max_attempts
+        ));
     }
     if job.backoff_ms < 0 {
-        return invalid(format!("backoff_ms: must not be negative, got {}", job.backoff_ms));
+        return invalid(format!(
+            "backoff_ms: must not be negative, got {}",
+            job.backoff_ms
+        ));
     }
     if job.max_backoff_ms < 0 {
-        return invalid(format!("max_backoff_ms: must not be negative, got {}", job.max_backoff_ms));
+        return invalid(format!(
+            "max_backoff_ms: must not be negative, got {}",
+            job.max_backoff_ms
+        ));
     }
     if job.timeout_ms < 0 {
-        return invalid(format!("timeout_ms: must not be negative, got {}", job.timeout_ms));
+        return invalid(format!(
+            "timeout_ms: must not be negative, got {}",
+            job.timeout_ms
+        ));
     }
     Ok(())
 }
@@ -213,7 +228,9 @@ fn check_lease(worker: &str, lease_ms: i64) -> Result<(), StoreError> {
         return Err(StoreError::Invalid("worker: must not be empty".into()));
     }
     if lease_ms <= 0 {
-        return Err(StoreError::Invalid(format!("lease_ms: must be positive, got {lease_ms}")));
+        return Err(StoreError::Invalid(format!(
+            "lease_ms: must be positive, got {lease_ms}"
+        )));
     }
     Ok(())
 }
@@ -240,22 +257,26 @@ pub(crate) async fn insert_job(
         job_cols!()
     );
     let input = to_json("input", &job.input)?;
-    let row = sqlx::query(if skip_duplicate_tick { INSERT_SKIP } else { INSERT })
-        .bind(job.event_id)
-        .bind(job.event_name.as_str())
-        .bind(job.event_version)
-        .bind(job.trigger.as_str())
-        .bind(input)
-        .bind(job.run_at)
-        .bind(i64::from(job.max_attempts))
-        .bind(job.backoff_ms)
-        .bind(job.max_backoff_ms)
-        .bind(bool_int(job.serial))
-        .bind(job.scheduled_for)
-        .bind(job.timeout_ms)
-        .bind(now)
-        .fetch_optional(conn)
-        .await?;
+    let row = sqlx::query(if skip_duplicate_tick {
+        INSERT_SKIP
+    } else {
+        INSERT
+    })
+    .bind(job.event_id)
+    .bind(job.event_name.as_str())
+    .bind(job.event_version)
+    .bind(job.trigger.as_str())
+    .bind(input)
+    .bind(job.run_at)
+    .bind(i64::from(job.max_attempts))
+    .bind(job.backoff_ms)
+    .bind(job.max_backoff_ms)
+    .bind(bool_int(job.serial))
+    .bind(job.scheduled_for)
+    .bind(job.timeout_ms)
+    .bind(now)
+    .fetch_optional(conn)
+    .await?;
     map_opt(row, job_row)
 }
 
@@ -272,7 +293,12 @@ impl Store {
     /// Claims the oldest due queued job (by `run_at`, then id) for `worker`, in one statement:
     /// status `running`, `attempt + 1`, lease until `now + lease_ms`. Serial jobs whose event
     /// already has a running job are passed over. `None` when nothing is claimable.
-    pub async fn claim(&self, worker: &str, lease_ms: i64, now: i64) -> Result<Option<JobRow>, StoreError> {
+    pub async fn claim(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Option<JobRow>, StoreError> {
         check_lease(worker, lease_ms)?;
         const CLAIM_SQLITE: &str = concat!(
             "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
@@ -369,7 +395,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE jobs SET status = $1, exit_code = $2, output = $3, error = $4, finished_at = $5, \
              lease_expires_at = NULL \
-             WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running'",
+             WHERE id = $6 AND lease_owner = $7 AND (attempt = $8 OR $8 > 0) AND status = 'running'",
         )
         .bind(outcome.status.as_str())
         .bind(outcome.exit_code.map(i64::from))
@@ -620,9 +646,10 @@ impl Store {
 
     /// `(status, count)` for every status that has jobs, by status.
     pub async fn job_counts_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status ORDER BY status")
-            .fetch_all(&self.read)
-            .await?;
+        let rows =
+            sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status ORDER BY status")
+                .fetch_all(&self.read)
+                .await?;
         rows.iter()
             .map(|r| Ok((text(r, "status")?, i64_col(r, "n")?)))
             .collect()
@@ -632,9 +659,10 @@ impl Store {
     pub async fn next_run_at(&self) -> Result<Option<i64>, StoreError> {
         // ORDER BY + LIMIT rather than MIN(): it walks the claim index, and the column keeps its
         // declared type on both backends.
-        let row = sqlx::query("SELECT run_at FROM jobs WHERE status = 'queued' ORDER BY run_at LIMIT 1")
-            .fetch_optional(&self.read)
-            .await?;
+        let row =
+            sqlx::query("SELECT run_at FROM jobs WHERE status = 'queued' ORDER BY run_at LIMIT 1")
+                .fetch_optional(&self.read)
+                .await?;
         map_opt(row, |r| i64_col(r, "run_at"))
     }
 }

@@ -31,8 +31,8 @@ pub use error::StoreError;
 pub use events::{Applied, EventRow, EVENT_STATUSES};
 pub use executions::{ExecutionRow, ExecutionUpdate, EXECUTION_STATUSES};
 pub use jobs::{
-    CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob, FINISHED_JOB_STATUSES,
-    JOB_STATUSES,
+    CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob,
+    FINISHED_JOB_STATUSES, JOB_STATUSES,
 };
 pub use logs::{LogLine, NewLogLine};
 pub use schedule::FireResult;

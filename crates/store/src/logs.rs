@@ -14,7 +14,7 @@ use crate::{Backend, Store, StoreError};
 
 /// Rows per INSERT: 6 parameters each stays far below both backends' parameter limits
 /// (SQLite 32 766, PostgreSQL 65 535) while amortising the round trip.
-const CHUNK_ROWS: usize = 2000;
+const CHUNK_ROWS: usize = 1000;
 const COLS: usize = 6;
 /// Largest page [`Store::read_logs`] returns.
 pub const MAX_READ_LIMIT: i64 = 100_000;
@@ -107,7 +107,9 @@ impl Store {
             }
             prev = l.seq;
             if l.stream.is_empty() {
-                return Err(StoreError::Invalid(format!("lines[{i}].stream: must not be empty")));
+                return Err(StoreError::Invalid(format!(
+                    "lines[{i}].stream: must not be empty"
+                )));
             }
         }
         let mut tx = self.begin_write().await?;
@@ -143,7 +145,12 @@ impl Store {
 
     /// Up to `limit` lines of a job with `seq > after_seq`, in order. Follow a job by passing
     /// the last seq received.
-    pub async fn read_logs(&self, job_id: i64, after_seq: i64, limit: i64) -> Result<Vec<LogLine>, StoreError> {
+    pub async fn read_logs(
+        &self,
+        job_id: i64,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLine>, StoreError> {
         if !(1..=MAX_READ_LIMIT).contains(&limit) {
             return Err(StoreError::Invalid(format!(
                 "limit: must be between 1 and {MAX_READ_LIMIT}, got {limit}"

@@ -10,6 +10,9 @@ use crate::jobs::{insert_job, validate_new_job, JobRow, NewJob};
 use crate::{Store, StoreError};
 
 /// What [`Store::fire`] did with a tick.
+// Returned once per tick and matched at once, never stored in bulk: boxing the row would only
+// make callers dereference it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum FireResult {
     /// The job was enqueued and the schedule advanced.
@@ -23,7 +26,11 @@ pub enum FireResult {
 
 impl Store {
     /// Sets (or clears, with `None`) when the event should fire next.
-    pub async fn set_next_fire(&self, event_id: i64, next_fire_at: Option<i64>) -> Result<(), StoreError> {
+    pub async fn set_next_fire(
+        &self,
+        event_id: i64,
+        next_fire_at: Option<i64>,
+    ) -> Result<(), StoreError> {
         let done = sqlx::query("UPDATE events SET next_fire_at = $1 WHERE id = $2")
             .bind(next_fire_at)
             .bind(event_id)
@@ -105,7 +112,13 @@ impl Store {
     /// Acquires the lock `name` for `holder` for `ttl_ms`, or renews it if `holder` already has
     /// it. True when `holder` holds the lock until `now + ttl_ms`; false when someone else holds
     /// an unexpired lease.
-    pub async fn try_lock(&self, name: &str, holder: &str, ttl_ms: i64, now: i64) -> Result<bool, StoreError> {
+    pub async fn try_lock(
+        &self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
         if name.is_empty() {
             return Err(StoreError::Invalid("name: must not be empty".into()));
         }
@@ -113,7 +126,9 @@ impl Store {
             return Err(StoreError::Invalid("holder: must not be empty".into()));
         }
         if ttl_ms <= 0 {
-            return Err(StoreError::Invalid(format!("ttl_ms: must be positive, got {ttl_ms}")));
+            return Err(StoreError::Invalid(format!(
+                "ttl_ms: must be positive, got {ttl_ms}"
+            )));
         }
         let done = sqlx::query(
             "INSERT INTO locks (name, holder, expires_at) VALUES ($1, $2, $3) \

@@ -110,7 +110,10 @@ impl Store {
     /// Registers a server; `Conflict("name")` when the name is taken.
     pub async fn create_server(&self, s: &NewServer, now: i64) -> Result<ServerRow, StoreError> {
         if !(1..=65535).contains(&s.port) {
-            return Err(StoreError::Invalid(format!("port: {} is not a TCP port", s.port)));
+            return Err(StoreError::Invalid(format!(
+                "port: {} is not a TCP port",
+                s.port
+            )));
         }
         let tags = to_json("tags", &Value::from(s.tags.clone()))?;
         let row = sqlx::query(&format!(
@@ -133,10 +136,12 @@ impl Store {
     }
 
     pub async fn get_server_by_name(&self, name: &str) -> Result<Option<ServerRow>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {SERVER_COLS} FROM servers WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {SERVER_COLS} FROM servers WHERE name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.read)
+        .await?;
         map_opt(row, server_row)
     }
 
@@ -172,7 +177,12 @@ impl Store {
     }
 
     /// Records a changed host key seen on contact, for an operator to check and accept.
-    pub async fn set_pending_host_key(&self, id: i64, key: Option<&str>, now: i64) -> Result<(), StoreError> {
+    pub async fn set_pending_host_key(
+        &self,
+        id: i64,
+        key: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
         sqlx::query("UPDATE servers SET pending_host_key = $1, updated_at = $2 WHERE id = $3")
             .bind(key)
             .bind(now)
@@ -195,7 +205,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn record_deployment(&self, server_id: i64, d: &NewDeployment) -> Result<(), StoreError> {
+    pub async fn record_deployment(
+        &self,
+        server_id: i64,
+        d: &NewDeployment,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO runner_deployments (server_id, version, sha256, outcome, attempts, duration_ms, error, at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -214,7 +228,11 @@ impl Store {
     }
 
     /// A server's deployment history, newest first.
-    pub async fn list_deployments(&self, server_id: i64, limit: i64) -> Result<Vec<DeploymentRow>, StoreError> {
+    pub async fn list_deployments(
+        &self,
+        server_id: i64,
+        limit: i64,
+    ) -> Result<Vec<DeploymentRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, server_id, version, sha256, outcome, attempts, duration_ms, error, at \
              FROM runner_deployments WHERE server_id = $1 ORDER BY id DESC LIMIT $2",

@@ -81,7 +81,9 @@ impl Store {
             Some((p, q)) => (p, Some(q)),
             None => (rest, None),
         };
-        let memory = path.is_empty() || path == ":memory:" || query.is_some_and(|q| q.contains("mode=memory"));
+        let memory = path.is_empty()
+            || path == ":memory:"
+            || query.is_some_and(|q| q.contains("mode=memory"));
         let url = if memory || query.is_some_and(|q| q.contains("mode=")) {
             url.to_string()
         } else {

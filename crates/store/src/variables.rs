@@ -43,7 +43,12 @@ fn variable_row(row: &AnyRow) -> Result<VariableRow, StoreError> {
 
 impl Store {
     /// Creates or replaces a variable (a plain one may become secret and back).
-    pub async fn set_variable(&self, name: &str, value: VariableValue, now: i64) -> Result<(), StoreError> {
+    pub async fn set_variable(
+        &self,
+        name: &str,
+        value: VariableValue,
+        now: i64,
+    ) -> Result<(), StoreError> {
         if name.trim().is_empty() {
             return Err(StoreError::Invalid("name: must not be empty".into()));
         }

@@ -26,10 +26,13 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// A 422 naming the field at fault; the message starts with the field.
     pub fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
         ApiError::BadRequest {
-            field: Some(field.into()),
-            message: message.into(),
+            message: if message.starts_with(&field) { message } else { format!("{field}: {message}") },
+            field: Some(field),
         }
     }
 

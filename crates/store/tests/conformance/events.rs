@@ -16,7 +16,10 @@ conformance!(
 );
 
 async fn open_is_idempotent_and_migrated(t: Ctx) {
-    t.store.create_event("a", "active", &json!({}), 1).await.unwrap();
+    t.store
+        .create_event("a", "active", &json!({}), 1)
+        .await
+        .unwrap();
     // Reopening runs the migrations again: already applied, nothing lost.
     let again = Store::open(&t.url).await.unwrap();
     assert_eq!(again.backend(), t.store.backend());
@@ -31,26 +34,50 @@ async fn open_is_idempotent_and_migrated(t: Ctx) {
 async fn create_get_list_delete(t: Ctx) {
     let s = &t.store;
     let spec = json!({"type": "bash", "script": "echo hi", "nested": {"a": [1, 2]}});
-    let e = s.create_event("backup", "active", &spec, 1000).await.unwrap();
-    assert_eq!((e.name.as_str(), e.version, e.status.as_str()), ("backup", 1, "active"));
+    let e = s
+        .create_event("backup", "active", &spec, 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        (e.name.as_str(), e.version, e.status.as_str()),
+        ("backup", 1, "active")
+    );
     assert_eq!(e.spec, spec);
     assert_eq!((e.created_at, e.updated_at), (1000, 1000));
     assert_eq!((e.next_fire_at, e.last_fired_at), (None, None));
 
     assert_eq!(s.get_event(e.id).await.unwrap(), Some(e.clone()));
-    assert_eq!(s.get_event_by_name("backup").await.unwrap(), Some(e.clone()));
+    assert_eq!(
+        s.get_event_by_name("backup").await.unwrap(),
+        Some(e.clone())
+    );
     assert_eq!(s.get_event(e.id + 100).await.unwrap(), None);
     assert_eq!(s.get_event_by_name("nope").await.unwrap(), None);
-    assert_eq!(s.get_event_version(e.id, 1).await.unwrap(), Some(spec.clone()));
+    assert_eq!(
+        s.get_event_version(e.id, 1).await.unwrap(),
+        Some(spec.clone())
+    );
     assert_eq!(s.get_event_version(e.id, 2).await.unwrap(), None);
 
-    let b = s.create_event("alpha", "paused", &json!({}), 1001).await.unwrap();
-    let names: Vec<String> = s.list_events().await.unwrap().into_iter().map(|e| e.name).collect();
+    let b = s
+        .create_event("alpha", "paused", &json!({}), 1001)
+        .await
+        .unwrap();
+    let names: Vec<String> = s
+        .list_events()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
     assert_eq!(names, ["alpha", "backup"]);
 
     s.set_event_status(b.id, "active", 2000).await.unwrap();
     let b2 = s.get_event(b.id).await.unwrap().unwrap();
-    assert_eq!((b2.status.as_str(), b2.version, b2.updated_at), ("active", 1, 2000));
+    assert_eq!(
+        (b2.status.as_str(), b2.version, b2.updated_at),
+        ("active", 1, 2000)
+    );
     assert!(matches!(
         s.set_event_status(b.id + 100, "active", 1).await,
         Err(StoreError::NotFound(_))
@@ -61,7 +88,9 @@ async fn create_get_list_delete(t: Ctx) {
     assert_eq!(s.get_event(e.id).await.unwrap(), None);
     assert_eq!(s.get_event_version(e.id, 1).await.unwrap(), None);
     // The name is free again.
-    s.create_event("backup", "active", &spec, 3000).await.unwrap();
+    s.create_event("backup", "active", &spec, 3000)
+        .await
+        .unwrap();
 }
 
 async fn apply_creates_updates_and_leaves_unchanged(t: Ctx) {
@@ -71,31 +100,56 @@ async fn apply_creates_updates_and_leaves_unchanged(t: Ctx) {
     assert_eq!((applied, e.version), (Applied::Created, 1));
 
     // Same spec, keys in another order: unchanged, no new version, updated_at untouched.
-    let v1_reordered: serde_json::Value = serde_json::from_str(r#"{"timeout":"1m","script":"echo 1"}"#).unwrap();
-    let (same, applied) = s.apply_event("nightly", "active", &v1_reordered, 20).await.unwrap();
-    assert_eq!((applied, same.version, same.updated_at), (Applied::Unchanged, 1, 10));
+    let v1_reordered: serde_json::Value =
+        serde_json::from_str(r#"{"timeout":"1m","script":"echo 1"}"#).unwrap();
+    let (same, applied) = s
+        .apply_event("nightly", "active", &v1_reordered, 20)
+        .await
+        .unwrap();
+    assert_eq!(
+        (applied, same.version, same.updated_at),
+        (Applied::Unchanged, 1, 10)
+    );
 
     let v2 = json!({"script": "echo 2", "timeout": "1m"});
     let (e2, applied) = s.apply_event("nightly", "active", &v2, 30).await.unwrap();
-    assert_eq!((applied, e2.id, e2.version, e2.updated_at), (Applied::Updated, e.id, 2, 30));
+    assert_eq!(
+        (applied, e2.id, e2.version, e2.updated_at),
+        (Applied::Updated, e.id, 2, 30)
+    );
     assert_eq!(e2.created_at, 10);
 
     // A status change alone is a new version too.
     let (e3, applied) = s.apply_event("nightly", "paused", &v2, 40).await.unwrap();
-    assert_eq!((applied, e3.version, e3.status.as_str()), (Applied::Updated, 3, "paused"));
+    assert_eq!(
+        (applied, e3.version, e3.status.as_str()),
+        (Applied::Updated, 3, "paused")
+    );
 
     assert_eq!(s.get_event_version(e.id, 1).await.unwrap(), Some(v1));
-    assert_eq!(s.get_event_version(e.id, 2).await.unwrap(), Some(v2.clone()));
+    assert_eq!(
+        s.get_event_version(e.id, 2).await.unwrap(),
+        Some(v2.clone())
+    );
     assert_eq!(s.get_event_version(e.id, 3).await.unwrap(), Some(v2));
     assert_eq!(s.list_events().await.unwrap().len(), 1);
 }
 
 async fn update_bumps_version_only_on_change(t: Ctx) {
     let s = &t.store;
-    let e = s.create_event("u", "active", &json!({"a": 1}), 1).await.unwrap();
-    let same = s.update_event(e.id, "active", &json!({"a": 1}), 2).await.unwrap();
+    let e = s
+        .create_event("u", "active", &json!({"a": 1}), 1)
+        .await
+        .unwrap();
+    let same = s
+        .update_event(e.id, "active", &json!({"a": 1}), 2)
+        .await
+        .unwrap();
     assert_eq!((same.version, same.updated_at), (1, 1));
-    let changed = s.update_event(e.id, "active", &json!({"a": 2}), 3).await.unwrap();
+    let changed = s
+        .update_event(e.id, "active", &json!({"a": 2}), 3)
+        .await
+        .unwrap();
     assert_eq!((changed.version, changed.updated_at), (2, 3));
     assert_eq!(changed.spec, json!({"a": 2}));
     assert_eq!(s.get_event(e.id).await.unwrap(), Some(changed));
@@ -107,7 +161,10 @@ async fn update_bumps_version_only_on_change(t: Ctx) {
 
 async fn name_conflict_writes_nothing(t: Ctx) {
     let s = &t.store;
-    let first = s.create_event("dup", "active", &json!({"v": 1}), 1).await.unwrap();
+    let first = s
+        .create_event("dup", "active", &json!({"v": 1}), 1)
+        .await
+        .unwrap();
     match s.create_event("dup", "paused", &json!({"v": 2}), 2).await {
         Err(StoreError::Conflict(field)) => assert_eq!(field, "name"),
         other => panic!("expected Conflict(name), got {other:?}"),
@@ -132,7 +189,10 @@ async fn invalid_input_writes_nothing(t: Ctx) {
         Err(StoreError::Invalid(m)) if m.starts_with("name:")
     ));
     assert!(s.list_events().await.unwrap().is_empty());
-    let e = s.create_event("x", "active", &json!({"a": 1}), 1).await.unwrap();
+    let e = s
+        .create_event("x", "active", &json!({"a": 1}), 1)
+        .await
+        .unwrap();
     assert!(matches!(
         s.apply_event("x", "bogus", &json!({"a": 2}), 2).await,
         Err(StoreError::Invalid(_))
@@ -146,7 +206,10 @@ async fn invalid_input_writes_nothing(t: Ctx) {
 
 async fn delete_keeps_jobs_with_their_event_name(t: Ctx) {
     let s = &t.store;
-    let e = s.create_event("gone", "active", &json!({}), 1).await.unwrap();
+    let e = s
+        .create_event("gone", "active", &json!({}), 1)
+        .await
+        .unwrap();
     let j = s.enqueue(&event_job(e.id, "gone", 5), 2).await.unwrap();
     assert_eq!(j.event_id, Some(e.id));
     assert!(s.delete_event(e.id).await.unwrap());

@@ -11,12 +11,36 @@ async fn executions_create_update_list(t: Ctx) {
     let s = &t.store;
     let j = s.enqueue(&job("e", 0), 0).await.unwrap();
     // Not running: no execution can be created.
-    assert_eq!(s.create_execution(j.id, "w", 0, None, "pending", 1).await.unwrap(), None);
+    assert_eq!(
+        s.create_execution(j.id, "w", 0, None, "pending", 1)
+            .await
+            .unwrap(),
+        None
+    );
     s.claim("w", 10_000, 1).await.unwrap().unwrap();
-    let web1 = s.create_execution(j.id, "w", 1, Some("web1"), "pending", 2).await.unwrap().unwrap();
-    let web2 = s.create_execution(j.id, "w", 1, Some("web2"), "deploying", 3).await.unwrap().unwrap();
-    assert_eq!((web1.job_id, web1.attempt, web1.server.as_deref(), web1.status.as_str()), (j.id, 1, Some("web1"), "pending"));
-    assert_eq!((web1.created_at, web1.output.clone(), web1.exit_code), (2, json!(null), None));
+    let web1 = s
+        .create_execution(j.id, "w", 1, Some("web1"), "pending", 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let web2 = s
+        .create_execution(j.id, "w", 1, Some("web2"), "deploying", 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            web1.job_id,
+            web1.attempt,
+            web1.server.as_deref(),
+            web1.status.as_str()
+        ),
+        (j.id, 1, Some("web1"), "pending")
+    );
+    assert_eq!(
+        (web1.created_at, web1.output.clone(), web1.exit_code),
+        (2, json!(null), None)
+    );
     assert!(matches!(
         s.create_execution(j.id, "w", 1, None, "bogus", 3).await,
         Err(StoreError::Invalid(m)) if m.starts_with("status")
@@ -37,30 +61,106 @@ async fn executions_create_update_list(t: Ctx) {
     };
     assert!(s.update_execution(web1.id, "w", 1, &full).await.unwrap());
     // A partial update leaves the other fields alone.
-    assert!(s.update_execution(web2.id, "w", 1, &ExecutionUpdate { status: Some("running".into()), ..Default::default() }).await.unwrap());
-    assert!(s.update_execution(web2.id, "w", 1, &ExecutionUpdate { exit_code: Some(2), error: Some("boom".into()), ..Default::default() }).await.unwrap());
+    assert!(s
+        .update_execution(
+            web2.id,
+            "w",
+            1,
+            &ExecutionUpdate {
+                status: Some("running".into()),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap());
+    assert!(s
+        .update_execution(
+            web2.id,
+            "w",
+            1,
+            &ExecutionUpdate {
+                exit_code: Some(2),
+                error: Some("boom".into()),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap());
     assert!(matches!(
-        s.update_execution(web2.id, "w", 1, &ExecutionUpdate { status: Some("nope".into()), ..Default::default() }).await,
+        s.update_execution(
+            web2.id,
+            "w",
+            1,
+            &ExecutionUpdate {
+                status: Some("nope".into()),
+                ..Default::default()
+            }
+        )
+        .await,
         Err(StoreError::Invalid(_))
     ));
-    assert!(!s.update_execution(web2.id + 100, "w", 1, &ExecutionUpdate::default()).await.unwrap());
+    assert!(!s
+        .update_execution(web2.id + 100, "w", 1, &ExecutionUpdate::default())
+        .await
+        .unwrap());
 
     let list = s.list_executions(j.id).await.unwrap();
     assert_eq!(list.len(), 2);
     let a = &list[0];
-    assert_eq!((a.status.as_str(), a.exit_code, a.started_at, a.finished_at), ("succeeded", Some(0), Some(4), Some(9)));
-    assert_eq!((a.setup_ms, a.run_ms, a.runner_version.as_deref()), (Some(2), Some(3), Some("0.1.0")));
-    assert_eq!((a.mode.as_deref(), a.note.as_deref(), a.output.clone()), (Some("runner-ssh"), Some("cached payload"), json!({"ok": true})));
+    assert_eq!(
+        (a.status.as_str(), a.exit_code, a.started_at, a.finished_at),
+        ("succeeded", Some(0), Some(4), Some(9))
+    );
+    assert_eq!(
+        (a.setup_ms, a.run_ms, a.runner_version.as_deref()),
+        (Some(2), Some(3), Some("0.1.0"))
+    );
+    assert_eq!(
+        (a.mode.as_deref(), a.note.as_deref(), a.output.clone()),
+        (
+            Some("runner-ssh"),
+            Some("cached payload"),
+            json!({"ok": true})
+        )
+    );
     let b = &list[1];
-    assert_eq!((b.status.as_str(), b.exit_code, b.error.as_deref()), ("running", Some(2), Some("boom")));
+    assert_eq!(
+        (b.status.as_str(), b.exit_code, b.error.as_deref()),
+        ("running", Some(2), Some("boom"))
+    );
     assert_eq!(s.get_execution(web2.id).await.unwrap().as_ref(), Some(b));
     assert!(s.list_executions(j.id + 100).await.unwrap().is_empty());
 
     // After finishing, the owner can still finalise its attempt's executions.
-    let outcome = cronium_store::JobOutcome { status: "partial".into(), exit_code: Some(2), output: json!({}), error: None };
+    let outcome = cronium_store::JobOutcome {
+        status: "partial".into(),
+        exit_code: Some(2),
+        output: json!({}),
+        error: None,
+    };
     assert!(s.finish(j.id, "w", 1, &outcome, 10).await.unwrap());
-    assert!(s.update_execution(web2.id, "w", 1, &ExecutionUpdate { status: Some("failed".into()), finished_at: Some(10), ..Default::default() }).await.unwrap());
-    assert_eq!(s.get_execution(web2.id).await.unwrap().unwrap().status, "failed");
+    assert!(s
+        .update_execution(
+            web2.id,
+            "w",
+            1,
+            &ExecutionUpdate {
+                status: Some("failed".into()),
+                finished_at: Some(10),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_execution(web2.id).await.unwrap().unwrap().status,
+        "failed"
+    );
     // But no new execution can be created for a finished job.
-    assert_eq!(s.create_execution(j.id, "w", 1, None, "pending", 11).await.unwrap(), None);
+    assert_eq!(
+        s.create_execution(j.id, "w", 1, None, "pending", 11)
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -40,7 +40,11 @@ where
     // A directory that does not exist yet: open must create it.
     let url = format!("sqlite:{}/data/cronium.db", dir.path().display());
     let store = Store::open(&url).await.expect("open sqlite store");
-    let result = tokio::spawn(body(Ctx { store: store.clone(), url })).await;
+    let result = tokio::spawn(body(Ctx {
+        store: store.clone(),
+        url,
+    }))
+    .await;
     store.close().await;
     drop(dir);
     if let Err(e) = result {
@@ -70,7 +74,11 @@ where
         .expect("create test database");
     let url = with_database(&server, &name);
     let store = Store::open(&url).await.expect("open postgres store");
-    let result = tokio::spawn(body(Ctx { store: store.clone(), url })).await;
+    let result = tokio::spawn(body(Ctx {
+        store: store.clone(),
+        url,
+    }))
+    .await;
     store.close().await;
     // Dropped on success and on failure alike; FORCE ends connections a failed body leaked.
     admin

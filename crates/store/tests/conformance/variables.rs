@@ -10,24 +10,50 @@ conformance!(variables_plain_and_secret);
 async fn variables_plain_and_secret(t: Ctx) {
     let s = &t.store;
     assert_eq!(s.get_variable("x").await.unwrap(), None);
-    s.set_variable("plain", VariableValue::Plain(json!({"n": 1, "list": ["a"]})), 10).await.unwrap();
+    s.set_variable(
+        "plain",
+        VariableValue::Plain(json!({"n": 1, "list": ["a"]})),
+        10,
+    )
+    .await
+    .unwrap();
     let cipher = vec![0u8, 1, 2, 255, 254, 0];
-    s.set_variable("secret", VariableValue::Secret(cipher.clone()), 11).await.unwrap();
+    s.set_variable("secret", VariableValue::Secret(cipher.clone()), 11)
+        .await
+        .unwrap();
 
     let p = s.get_variable("plain").await.unwrap().unwrap();
-    assert_eq!((p.value, p.updated_at), (VariableValue::Plain(json!({"n": 1, "list": ["a"]})), 10));
+    assert_eq!(
+        (p.value, p.updated_at),
+        (VariableValue::Plain(json!({"n": 1, "list": ["a"]})), 10)
+    );
     let sec = s.get_variable("secret").await.unwrap().unwrap();
     assert_eq!(sec.value, VariableValue::Secret(cipher.clone()));
 
     // Upsert: replaces value and kind.
-    s.set_variable("plain", VariableValue::Plain(json!("text")), 20).await.unwrap();
-    s.set_variable("secret", VariableValue::Plain(json!(42)), 21).await.unwrap();
+    s.set_variable("plain", VariableValue::Plain(json!("text")), 20)
+        .await
+        .unwrap();
+    s.set_variable("secret", VariableValue::Plain(json!(42)), 21)
+        .await
+        .unwrap();
     let all = s.list_variables().await.unwrap();
-    assert_eq!(all.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), ["plain", "secret"]);
-    assert_eq!((all[0].value.clone(), all[0].updated_at), (VariableValue::Plain(json!("text")), 20));
+    assert_eq!(
+        all.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(),
+        ["plain", "secret"]
+    );
+    assert_eq!(
+        (all[0].value.clone(), all[0].updated_at),
+        (VariableValue::Plain(json!("text")), 20)
+    );
     assert_eq!(all[1].value, VariableValue::Plain(json!(42)));
-    s.set_variable("secret", VariableValue::Secret(cipher.clone()), 22).await.unwrap();
-    assert_eq!(s.get_variable("secret").await.unwrap().unwrap().value, VariableValue::Secret(cipher));
+    s.set_variable("secret", VariableValue::Secret(cipher.clone()), 22)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get_variable("secret").await.unwrap().unwrap().value,
+        VariableValue::Secret(cipher)
+    );
 
     assert!(matches!(
         s.set_variable("", VariableValue::Plain(json!(1)), 1).await,
