@@ -8,8 +8,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 enum Stored {
-    Key { pem: String, passphrase: Option<String> },
-    Password { password: String },
+    Key {
+        pem: String,
+        passphrase: Option<String>,
+    },
+    Password {
+        password: String,
+    },
 }
 
 fn context(server: &str) -> String {
@@ -30,7 +35,9 @@ pub fn encrypt(secrets: &SecretBox, server: &str, c: &Credential) -> Vec<u8> {
             pem: pem.clone(),
             passphrase: passphrase.clone(),
         },
-        Credential::Password(p) => Stored::Password { password: p.clone() },
+        Credential::Password(p) => Stored::Password {
+            password: p.clone(),
+        },
     };
     let clear = serde_json::to_vec(&stored).unwrap_or_default();
     secrets.encrypt(&context(server), &clear)
@@ -40,8 +47,8 @@ pub fn decrypt(secrets: &SecretBox, server: &str, data: &[u8]) -> Result<Credent
     let clear = secrets
         .decrypt(&context(server), data)
         .map_err(|e| format!("credential of server {server}: {e}"))?;
-    let stored: Stored =
-        serde_json::from_slice(&clear).map_err(|e| format!("credential of server {server}: {e}"))?;
+    let stored: Stored = serde_json::from_slice(&clear)
+        .map_err(|e| format!("credential of server {server}: {e}"))?;
     Ok(match stored {
         Stored::Key { pem, passphrase } => Credential::Key { pem, passphrase },
         Stored::Password { password } => Credential::Password(password),

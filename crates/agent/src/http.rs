@@ -47,7 +47,14 @@ pub async fn run_http(
     };
     let m = match reqwest::Method::from_bytes(method.as_bytes()) {
         Ok(m) => m,
-        Err(_) => return finish(RunStatus::Failed, None, Some(format!("invalid method {method}")), started),
+        Err(_) => {
+            return finish(
+                RunStatus::Failed,
+                None,
+                Some(format!("invalid method {method}")),
+                started,
+            )
+        }
     };
     let mut rb = client
         .request(m, &spec.url)
@@ -58,7 +65,13 @@ pub async fn run_http(
     if let Some(body) = &spec.body {
         rb = rb.body(body.clone());
     }
-    log(sink, &mut seq, Stream::System, format!("{method} {}", spec.url)).await;
+    log(
+        sink,
+        &mut seq,
+        Stream::System,
+        format!("{method} {}", spec.url),
+    )
+    .await;
 
     let response = tokio::select! {
         r = rb.send() => r,
@@ -70,8 +83,19 @@ pub async fn run_http(
     let response = match response {
         Ok(r) => r,
         Err(e) if e.is_timeout() => {
-            log(sink, &mut seq, Stream::System, format!("timed out after {:?}", started.elapsed())).await;
-            return finish(RunStatus::TimedOut, Some(EXIT_TIMEOUT), Some("request timed out".into()), started);
+            log(
+                sink,
+                &mut seq,
+                Stream::System,
+                format!("timed out after {:?}", started.elapsed()),
+            )
+            .await;
+            return finish(
+                RunStatus::TimedOut,
+                Some(EXIT_TIMEOUT),
+                Some("request timed out".into()),
+                started,
+            );
         }
         Err(e) => {
             let msg = format!("request failed: {e}");
@@ -82,7 +106,10 @@ pub async fn run_http(
     let status = response.status();
     let mut headers = Map::new();
     for (k, v) in response.headers() {
-        headers.insert(k.to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()));
+        headers.insert(
+            k.to_string(),
+            Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        );
     }
     let body = tokio::select! {
         b = response.bytes() => b,
@@ -104,14 +131,25 @@ pub async fn run_http(
         sink,
         &mut seq,
         Stream::System,
-        format!("HTTP {} in {} ms, {} bytes", status, started.elapsed().as_millis(), body.len()),
+        format!(
+            "HTTP {} in {} ms, {} bytes",
+            status,
+            started.elapsed().as_millis(),
+            body.len()
+        ),
     )
     .await;
     for line in text.lines() {
         log(sink, &mut seq, Stream::Stdout, line.to_string()).await;
     }
     if truncated {
-        log(sink, &mut seq, Stream::System, format!("[cronium] response body truncated after {MAX_BODY} bytes")).await;
+        log(
+            sink,
+            &mut seq,
+            Stream::System,
+            format!("[cronium] response body truncated after {MAX_BODY} bytes"),
+        )
+        .await;
     }
     let mut output = json!({"status": status.as_u16(), "headers": headers, "body": text});
     if let Ok(parsed) = serde_json::from_str::<Value>(&text) {
@@ -135,7 +173,10 @@ pub async fn run_http(
         finish(
             RunStatus::Failed,
             Some(1),
-            Some(format!("unexpected status {} (expected {expected})", status.as_u16())),
+            Some(format!(
+                "unexpected status {} (expected {expected})",
+                status.as_u16()
+            )),
             started,
         )
     }

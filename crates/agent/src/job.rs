@@ -17,9 +17,9 @@ use cronium_store::{backoff_delay, ExecutionUpdate, Heartbeat, JobOutcome, JobRo
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::queue::Lease;
 use crate::recorder::{ExecutionFacts, Recorder};
 use crate::{http, targets, Inner};
-use crate::queue::Lease;
 
 /// The result of one execution, before it is turned into a job outcome.
 pub(crate) struct ExecResult {
@@ -43,10 +43,18 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         lost.clone(),
     ));
     let first_seq = inner.queue.max_log_seq(job.id).await.unwrap_or(0) + 1;
-    let recorder = Arc::new(Recorder::start(inner.queue.clone(), inner.bus.clone(), lease.clone(), first_seq));
+    let recorder = Arc::new(Recorder::start(
+        inner.queue.clone(),
+        inner.bus.clone(),
+        lease.clone(),
+        first_seq,
+    ));
     if job.attempt > 1 {
         recorder
-            .system(None, format!("[cronium] attempt {} of {}", job.attempt, job.max_attempts))
+            .system(
+                None,
+                format!("[cronium] attempt {} of {}", job.attempt, job.max_attempts),
+            )
             .await;
     }
 
@@ -60,13 +68,19 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
     let facts = match Arc::try_unwrap(recorder) {
         Ok(r) => r.close().await,
         Err(_) => {
-            tracing::error!(job = job.id, "recorder still shared after the executions ended");
+            tracing::error!(
+                job = job.id,
+                "recorder still shared after the executions ended"
+            );
             HashMap::new()
         }
     };
     heartbeat.abort();
     if lost.load(Ordering::SeqCst) {
-        tracing::warn!(job = job.id, "lease lost; leaving the outcome to the new owner");
+        tracing::warn!(
+            job = job.id,
+            "lease lost; leaving the outcome to the new owner"
+        );
         return;
     }
     let done = conclude(&inner, &job, &lease, results, &facts).await;
@@ -76,7 +90,12 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
     inner.wake.notify_one();
 }
 
-async fn heartbeat_loop(inner: Arc<Inner>, lease: Lease, cancel: CancellationToken, lost: Arc<AtomicBool>) {
+async fn heartbeat_loop(
+    inner: Arc<Inner>,
+    lease: Lease,
+    cancel: CancellationToken,
+    lost: Arc<AtomicBool>,
+) {
     let lease_ms = inner.config.lease.as_millis() as i64;
     let every = inner.config.lease / 3;
     loop {
@@ -104,7 +123,12 @@ async fn load_spec(inner: &Inner, job: &JobRow) -> Result<EventSpec, String> {
         .event_spec(job)
         .await
         .map_err(|e| format!("cannot load the event: {e}"))?
-        .ok_or_else(|| format!("event {} (version {}) no longer exists", job.event_name, job.event_version))?;
+        .ok_or_else(|| {
+            format!(
+                "event {} (version {}) no longer exists",
+                job.event_name, job.event_version
+            )
+        })?;
     spec::from_value(value).map_err(|e| format!("stored event is invalid: {e}"))
 }
 
@@ -163,8 +187,12 @@ async fn run_executions(
                 finished,
             }])
         }
-        (_, Target::Container(c)) => targets::run_container(inner, job, lease, spec, c, recorder, cancel).await,
-        (_, Target::Servers(t)) => targets::run_servers(inner, job, lease, spec, t, recorder, cancel).await,
+        (_, Target::Container(c)) => {
+            targets::run_container(inner, job, lease, spec, c, recorder, cancel).await
+        }
+        (_, Target::Servers(t)) => {
+            targets::run_servers(inner, job, lease, spec, t, recorder, cancel).await
+        }
     }
 }
 
@@ -194,7 +222,10 @@ pub(crate) async fn run_request(
             version: job.event_version,
         },
     };
-    let payload = inner.payloads.get_or_build(&src).map_err(|e| e.to_string())?;
+    let payload = inner
+        .payloads
+        .get_or_build(&src)
+        .map_err(|e| e.to_string())?;
     let variables = inner
         .queue
         .variables()
@@ -258,8 +289,15 @@ async fn conclude(
     };
     let retryable = matches!(status, "failed" | "timed_out") && job.attempt < job.max_attempts;
     if retryable {
-        let delay = backoff_delay(job.backoff_ms, job.max_backoff_ms, job.attempt, rand::random::<f64>() * 0.4 - 0.2);
-        let reason = error.clone().unwrap_or_else(|| format!("attempt {} {status}", job.attempt));
+        let delay = backoff_delay(
+            job.backoff_ms,
+            job.max_backoff_ms,
+            job.attempt,
+            rand::random::<f64>() * 0.4 - 0.2,
+        );
+        let reason = error
+            .clone()
+            .unwrap_or_else(|| format!("attempt {} {status}", job.attempt));
         match inner.queue.retry_later(lease, now + delay, &reason).await {
             Ok(true) => {
                 tracing::info!(job = job.id, delay_ms = delay, "retry scheduled");
@@ -294,7 +332,10 @@ fn aggregate(
     results: &[ExecResult],
     facts: &HashMap<Option<i64>, ExecutionFacts>,
 ) -> (&'static str, Option<i32>, Value, Option<String>) {
-    let ok = results.iter().filter(|r| r.finished.status == RunStatus::Succeeded).count();
+    let ok = results
+        .iter()
+        .filter(|r| r.finished.status == RunStatus::Succeeded)
+        .count();
     let output_of = |r: &ExecResult| {
         facts
             .get(&r.execution_id)
@@ -312,7 +353,9 @@ fn aggregate(
                 .collect(),
         )
     };
-    let first_bad = results.iter().find(|r| r.finished.status != RunStatus::Succeeded);
+    let first_bad = results
+        .iter()
+        .find(|r| r.finished.status != RunStatus::Succeeded);
     let status = match first_bad {
         None => "succeeded",
         Some(_) if ok > 0 => "partial",

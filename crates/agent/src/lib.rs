@@ -5,9 +5,9 @@
 //! something runs (that is the scheduler's job) and never runs user code itself: scripts run in
 //! `cronium-runner`; only `http` events are carried out here, with an HTTP client.
 
+pub mod credentials;
 pub mod http;
 pub mod interpreters;
-pub mod credentials;
 mod job;
 pub mod local;
 pub mod queue;
@@ -76,8 +76,14 @@ impl AgentConfig {
 }
 
 fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
-    format!("{}-{}-{:04x}", host.trim(), std::process::id(), rand::random::<u16>())
+    let host =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "host".into());
+    format!(
+        "{}-{}-{:04x}",
+        host.trim(),
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }
 
 pub(crate) struct Inner {
@@ -175,9 +181,10 @@ impl Agent {
                 Ok(None) => {
                     drop(permit);
                     let wait = match inner.queue.next_run_at().await {
-                        Ok(Some(at)) => {
-                            Duration::from_millis((at - now_ms()).clamp(1, inner.config.poll_interval.as_millis() as i64) as u64)
-                        }
+                        Ok(Some(at)) => Duration::from_millis(
+                            (at - now_ms()).clamp(1, inner.config.poll_interval.as_millis() as i64)
+                                as u64,
+                        ),
                         _ => inner.config.poll_interval,
                     };
                     tokio::select! {
@@ -198,7 +205,10 @@ impl Agent {
         }
         recovery.abort();
         if !running.is_empty() {
-            tracing::info!(jobs = running.len(), "waiting for running jobs before shutting down");
+            tracing::info!(
+                jobs = running.len(),
+                "waiting for running jobs before shutting down"
+            );
             let _ = tokio::time::timeout(inner.config.shutdown_grace, async {
                 while running.join_next().await.is_some() {}
             })

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use cronium_core::transport::{pump_events, send_cancel, send_context, EventSink, RunRequest, TransportError};
+use cronium_core::transport::{
+    pump_events, send_cancel, send_context, EventSink, RunRequest, TransportError,
+};
 use cronium_protocol::Finished;
 use tokio::io::{AsyncReadExt, BufReader};
 use tokio::process::Command;

@@ -67,19 +67,32 @@ pub trait JobQueue: Send + Sync + 'static {
     /// A variable written by a script; a secret variable stays secret.
     async fn set_variable(&self, name: &str, value: &Value) -> Result<(), QueueError>;
     async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError>;
-    async fn retry_later(&self, lease: &Lease, run_at: i64, error: &str) -> Result<bool, QueueError>;
+    async fn retry_later(
+        &self,
+        lease: &Lease,
+        run_at: i64,
+        error: &str,
+    ) -> Result<bool, QueueError>;
     /// Requeues or fails jobs whose worker vanished; returns how many.
     async fn recover_expired(&self) -> Result<usize, QueueError>;
     /// Earliest `run_at` among queued jobs, to sleep until a delayed retry is due.
     async fn next_run_at(&self) -> Result<Option<i64>, QueueError>;
     /// The servers a `servers` target names, by name or by tag, with their credentials. Unknown
     /// names are an error that says which.
-    async fn resolve_servers(&self, names: &[String], tags: &[String]) -> Result<Vec<RemoteServer>, QueueError>;
+    async fn resolve_servers(
+        &self,
+        names: &[String],
+        tags: &[String],
+    ) -> Result<Vec<RemoteServer>, QueueError>;
     /// Pins the key a server presented on first contact.
     async fn pin_host_key(&self, server_id: i64, key: &str) -> Result<(), QueueError>;
     /// Remembers a changed host key for an operator to accept.
     async fn host_key_changed(&self, server_id: i64, observed_key: &str) -> Result<(), QueueError>;
-    async fn record_deployment(&self, server_id: i64, deployment: &NewDeployment) -> Result<(), QueueError>;
+    async fn record_deployment(
+        &self,
+        server_id: i64,
+        deployment: &NewDeployment,
+    ) -> Result<(), QueueError>;
 }
 
 /// [`JobQueue`] on the store, for the agent embedded in the server.
@@ -102,7 +115,13 @@ impl JobQueue for StoreQueue {
     async fn heartbeat(&self, lease: &Lease, lease_ms: i64) -> Result<Heartbeat, QueueError> {
         Ok(self
             .store
-            .heartbeat(lease.job_id, &lease.worker, lease.attempt, lease_ms, now_ms())
+            .heartbeat(
+                lease.job_id,
+                &lease.worker,
+                lease.attempt,
+                lease_ms,
+                now_ms(),
+            )
             .await?)
     }
 
@@ -124,7 +143,14 @@ impl JobQueue for StoreQueue {
     ) -> Result<Option<ExecutionRow>, QueueError> {
         Ok(self
             .store
-            .create_execution(lease.job_id, &lease.worker, lease.attempt, server, status, now_ms())
+            .create_execution(
+                lease.job_id,
+                &lease.worker,
+                lease.attempt,
+                server,
+                status,
+                now_ms(),
+            )
             .await?)
     }
 
@@ -183,14 +209,32 @@ impl JobQueue for StoreQueue {
     async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError> {
         Ok(self
             .store
-            .finish(lease.job_id, &lease.worker, lease.attempt, outcome, now_ms())
+            .finish(
+                lease.job_id,
+                &lease.worker,
+                lease.attempt,
+                outcome,
+                now_ms(),
+            )
             .await?)
     }
 
-    async fn retry_later(&self, lease: &Lease, run_at: i64, error: &str) -> Result<bool, QueueError> {
+    async fn retry_later(
+        &self,
+        lease: &Lease,
+        run_at: i64,
+        error: &str,
+    ) -> Result<bool, QueueError> {
         Ok(self
             .store
-            .retry_later(lease.job_id, &lease.worker, lease.attempt, run_at, error, now_ms())
+            .retry_later(
+                lease.job_id,
+                &lease.worker,
+                lease.attempt,
+                run_at,
+                error,
+                now_ms(),
+            )
             .await?)
     }
 
@@ -202,7 +246,11 @@ impl JobQueue for StoreQueue {
         Ok(self.store.next_run_at().await?)
     }
 
-    async fn resolve_servers(&self, names: &[String], tags: &[String]) -> Result<Vec<RemoteServer>, QueueError> {
+    async fn resolve_servers(
+        &self,
+        names: &[String],
+        tags: &[String],
+    ) -> Result<Vec<RemoteServer>, QueueError> {
         let all = self.store.list_servers().await?;
         let mut missing: Vec<&str> = names
             .iter()
@@ -211,7 +259,10 @@ impl JobQueue for StoreQueue {
             .collect();
         if !missing.is_empty() {
             missing.sort();
-            return Err(QueueError::Other(format!("unknown server(s): {}", missing.join(", "))));
+            return Err(QueueError::Other(format!(
+                "unknown server(s): {}",
+                missing.join(", ")
+            )));
         }
         let mut out = Vec::new();
         for row in all {
@@ -221,7 +272,8 @@ impl JobQueue for StoreQueue {
             }
             let credential = crate::credentials::decrypt(&self.secrets, &row.name, &row.credential)
                 .map_err(QueueError::Other)?;
-            let port = u16::try_from(row.port).map_err(|_| QueueError::Other(format!("server {}: bad port", row.name)))?;
+            let port = u16::try_from(row.port)
+                .map_err(|_| QueueError::Other(format!("server {}: bad port", row.name)))?;
             out.push(RemoteServer {
                 id: row.id,
                 config: cronium_ssh::ServerConfig {
@@ -243,10 +295,17 @@ impl JobQueue for StoreQueue {
     }
 
     async fn host_key_changed(&self, server_id: i64, observed_key: &str) -> Result<(), QueueError> {
-        Ok(self.store.set_pending_host_key(server_id, Some(observed_key), now_ms()).await?)
+        Ok(self
+            .store
+            .set_pending_host_key(server_id, Some(observed_key), now_ms())
+            .await?)
     }
 
-    async fn record_deployment(&self, server_id: i64, deployment: &NewDeployment) -> Result<(), QueueError> {
+    async fn record_deployment(
+        &self,
+        server_id: i64,
+        deployment: &NewDeployment,
+    ) -> Result<(), QueueError> {
         Ok(self.store.record_deployment(server_id, deployment).await?)
     }
 }

@@ -58,7 +58,12 @@ impl Recorder {
                 for (exec, event) in batch.drain(..) {
                     let f = facts.entry(exec).or_default();
                     match event {
-                        RunnerEvent::Log { stream, line, ts_ms, .. } => {
+                        RunnerEvent::Log {
+                            stream,
+                            line,
+                            ts_ms,
+                            ..
+                        } => {
                             seq += 1;
                             lines.push(NewLogLine {
                                 execution_id: exec,
@@ -68,7 +73,11 @@ impl Recorder {
                                 ts: if ts_ms > 0 { ts_ms } else { now_ms() },
                             });
                         }
-                        RunnerEvent::Started { runner_version, setup_ms, .. } => {
+                        RunnerEvent::Started {
+                            runner_version,
+                            setup_ms,
+                            ..
+                        } => {
                             f.runner_version = Some(runner_version.clone());
                             f.setup_ms = Some(setup_ms);
                             f.started_at = Some(now_ms());
@@ -111,7 +120,9 @@ impl Recorder {
                 // Outputs are written as they change, so a script that later fails or times out
                 // keeps what it produced.
                 for exec in touched_outputs {
-                    if let (Some(id), Some(out)) = (exec, facts.get(&exec).and_then(|f| f.output.clone())) {
+                    if let (Some(id), Some(out)) =
+                        (exec, facts.get(&exec).and_then(|f| f.output.clone()))
+                    {
                         let update = ExecutionUpdate {
                             output: Some(out),
                             ..Default::default()
@@ -130,7 +141,8 @@ impl Recorder {
                             Err(e) if attempt < 5 => {
                                 attempt += 1;
                                 tracing::warn!(error = %e, attempt, "storing log lines, retrying");
-                                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt))
+                                    .await;
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, lines = lines.len(), "log lines could not be stored");

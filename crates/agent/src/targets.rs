@@ -59,7 +59,10 @@ pub(crate) async fn run_container(
         .docker
         .as_ref()
         .ok_or("the container target is unavailable: this agent has no Docker engine (see `cronium serve` logs)")?;
-    let interpreter = spec.kind.interpreter().ok_or("http events do not run in containers")?;
+    let interpreter = spec
+        .kind
+        .interpreter()
+        .ok_or("http events do not run in containers")?;
     let exec = inner
         .queue
         .start_execution(lease, None, "pending")
@@ -82,12 +85,38 @@ pub(crate) async fn run_container(
         .await;
     let sink = recorder.sink_for(Some(exec.id));
     let cspec = container_spec(target);
-    let finished = match docker.run(job.id, exec.id, interpreter, &cspec, &req, &sink, cancel.clone()).await {
+    let finished = match docker
+        .run(
+            job.id,
+            exec.id,
+            interpreter,
+            &cspec,
+            &req,
+            &sink,
+            cancel.clone(),
+        )
+        .await
+    {
         Ok(run) => {
-            let note = format!("image {}{}", run.image, if run.oom_killed { "; out of memory" } else { "" });
+            let note = format!(
+                "image {}{}",
+                run.image,
+                if run.oom_killed {
+                    "; out of memory"
+                } else {
+                    ""
+                }
+            );
             let _ = inner
                 .queue
-                .update_execution(lease, exec.id, &ExecutionUpdate { note: Some(note), ..Default::default() })
+                .update_execution(
+                    lease,
+                    exec.id,
+                    &ExecutionUpdate {
+                        note: Some(note),
+                        ..Default::default()
+                    },
+                )
                 .await;
             run.finished
         }
@@ -128,9 +157,15 @@ pub(crate) async fn run_servers(
         .await
         .map_err(|e| e.to_string())?;
     if servers.is_empty() {
-        return Err(format!("no registered server has any of the tags {:?}", target.tags));
+        return Err(format!(
+            "no registered server has any of the tags {:?}",
+            target.tags
+        ));
     }
-    let interpreter = spec.kind.interpreter().ok_or("http events do not run on servers")?;
+    let interpreter = spec
+        .kind
+        .interpreter()
+        .ok_or("http events do not run on servers")?;
     let limit = target
         .concurrency
         .map_or(inner.config.fanout_concurrency, |c| c as usize)
@@ -183,7 +218,10 @@ pub(crate) async fn run_servers(
 /// Named servers first, in the order the target names them; servers matched by tag after, by name.
 fn order_servers(servers: &mut [RemoteServer], names: &[String]) {
     servers.sort_by_key(|s| {
-        let pos = names.iter().position(|n| *n == s.config.name).unwrap_or(usize::MAX);
+        let pos = names
+            .iter()
+            .position(|n| *n == s.config.name)
+            .unwrap_or(usize::MAX);
         (pos, s.config.name.clone())
     });
 }
@@ -202,18 +240,38 @@ async fn run_on_server(
     cancel: &CancellationToken,
 ) -> ExecResult {
     let name = server.config.name.clone();
-    let exec = match inner.queue.start_execution(lease, Some(&name), "pending").await {
+    let exec = match inner
+        .queue
+        .start_execution(lease, Some(&name), "pending")
+        .await
+    {
         Ok(Some(x)) => x,
         Ok(None) => {
-            return ExecResult { execution_id: None, server: Some(name), finished: failed("lease lost".into()) };
+            return ExecResult {
+                execution_id: None,
+                server: Some(name),
+                finished: failed("lease lost".into()),
+            };
         }
-        Err(e) => return ExecResult { execution_id: None, server: Some(name), finished: failed(e.to_string()) },
+        Err(e) => {
+            return ExecResult {
+                execution_id: None,
+                server: Some(name),
+                finished: failed(e.to_string()),
+            }
+        }
     };
     if cancel.is_cancelled() {
         return ExecResult {
             execution_id: Some(exec.id),
             server: Some(name),
-            finished: Finished { status: RunStatus::Cancelled, exit_code: None, signal: None, run_ms: 0, error: Some("cancelled before it started".into()) },
+            finished: Finished {
+                status: RunStatus::Cancelled,
+                exit_code: None,
+                signal: None,
+                run_ms: 0,
+                error: Some("cancelled before it started".into()),
+            },
         };
     }
     let req = match run_request(inner, job, lease, spec, exec.id, Some(&name)).await {
@@ -221,11 +279,25 @@ async fn run_on_server(
             r.context.interpreters.clear();
             r
         }
-        Err(e) => return ExecResult { execution_id: Some(exec.id), server: Some(name), finished: failed(e) },
+        Err(e) => {
+            return ExecResult {
+                execution_id: Some(exec.id),
+                server: Some(name),
+                finished: failed(e),
+            }
+        }
     };
     let _ = inner
         .queue
-        .update_execution(lease, exec.id, &ExecutionUpdate { status: Some("deploying".into()), mode: Some(mode.as_str().into()), ..Default::default() })
+        .update_execution(
+            lease,
+            exec.id,
+            &ExecutionUpdate {
+                status: Some("deploying".into()),
+                mode: Some(mode.as_str().into()),
+                ..Default::default()
+            },
+        )
         .await;
     let direct = DirectScript {
         interpreter,
@@ -233,12 +305,18 @@ async fn run_on_server(
         env: spec.env.clone(),
     };
     let sink = recorder.sink_for(Some(exec.id));
-    let result = ssh.run(&server.config, mode, &req, &direct, &sink, cancel.clone()).await;
+    let result = ssh
+        .run(&server.config, mode, &req, &direct, &sink, cancel.clone())
+        .await;
     drop(sink);
     let finished = match result {
         Ok(run) => {
             if server.config.host_key.is_none() {
-                if let Err(e) = inner.queue.pin_host_key(server.id, &run.observed_host_key).await {
+                if let Err(e) = inner
+                    .queue
+                    .pin_host_key(server.id, &run.observed_host_key)
+                    .await
+                {
                     tracing::warn!(server = %name, error = %e, "pinning the host key");
                 }
             }
@@ -248,7 +326,12 @@ async fn run_on_server(
             let mut note = None;
             if let Some(reason) = &run.fallback_reason {
                 note = Some(format!("auto: fell back to direct-ssh ({reason})"));
-                recorder.system(Some(exec.id), format!("[cronium] runner unavailable, ran in direct-ssh mode: {reason}")).await;
+                recorder
+                    .system(
+                        Some(exec.id),
+                        format!("[cronium] runner unavailable, ran in direct-ssh mode: {reason}"),
+                    )
+                    .await;
             }
             let _ = inner
                 .queue
@@ -272,11 +355,17 @@ async fn run_on_server(
             if let SshError::Deploy { .. } = &e {
                 record_deployment_failure(inner, server.id, &e.to_string()).await;
             }
-            recorder.system(Some(exec.id), format!("[cronium] {e}")).await;
+            recorder
+                .system(Some(exec.id), format!("[cronium] {e}"))
+                .await;
             failed(e.to_string())
         }
     };
-    ExecResult { execution_id: Some(exec.id), server: Some(name), finished }
+    ExecResult {
+        execution_id: Some(exec.id),
+        server: Some(name),
+        finished,
+    }
 }
 
 async fn record_deployment(inner: &Inner, server_id: i64, d: &cronium_ssh::DeploymentRecord) {

@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cronium", version, about = "Run scripts and HTTP requests on a schedule, locally, in containers or over SSH")]
+#[command(
+    name = "cronium",
+    version,
+    about = "Run scripts and HTTP requests on a schedule, locally, in containers or over SSH"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -115,7 +119,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CRONIUM_SSH_IDLE_TIMEOUT", default_value = "5m")]
     pub ssh_idle_timeout: String,
     /// Where the runner is deployed on servers (relative to the login's home).
-    #[arg(long, env = "CRONIUM_SSH_DEPLOY_DIR", default_value = "~/.cache/cronium")]
+    #[arg(
+        long,
+        env = "CRONIUM_SSH_DEPLOY_DIR",
+        default_value = "~/.cache/cronium"
+    )]
     pub ssh_deploy_dir: String,
     /// Most servers one job runs on at once.
     #[arg(long, env = "CRONIUM_FANOUT_CONCURRENCY", default_value_t = 50)]

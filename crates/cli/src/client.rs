@@ -38,10 +38,12 @@ impl Client {
         if let Some(b) = body {
             rb = rb.json(b);
         }
-        let resp = rb
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the Cronium server at {} (is `cronium serve` running? see --url)", self.base))?;
+        let resp = rb.send().await.with_context(|| {
+            format!(
+                "cannot reach the Cronium server at {} (is `cronium serve` running? see --url)",
+                self.base
+            )
+        })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if status == StatusCode::NO_CONTENT {
@@ -133,7 +135,10 @@ impl Client {
 /// Prints one log line (as the API returns it) to the stream it came from.
 pub fn print_line(v: &Value) {
     let text = v["line"].as_str().unwrap_or_default();
-    let prefix = v["server"].as_str().map(|s| format!("[{s}] ")).unwrap_or_default();
+    let prefix = v["server"]
+        .as_str()
+        .map(|s| format!("[{s}] "))
+        .unwrap_or_default();
     match v["stream"].as_str() {
         Some("stderr") | Some("system") => eprintln!("{prefix}{text}"),
         _ => println!("{prefix}{text}"),
@@ -146,6 +151,10 @@ pub fn exit_code_for(end: &Value) -> i32 {
     match end["status"].as_str() {
         Some("succeeded") => 0,
         Some("timed_out") => 124,
-        _ => end["exit_code"].as_i64().map(|c| c as i32).filter(|c| *c != 0).unwrap_or(1),
+        _ => end["exit_code"]
+            .as_i64()
+            .map(|c| c as i32)
+            .filter(|c| *c != 0)
+            .unwrap_or(1),
     }
 }

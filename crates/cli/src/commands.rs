@@ -20,7 +20,8 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
 /// Reads an event file, resolving `script_file` relative to it, and checks it locally so that
 /// mistakes are reported with the field name before anything is sent.
 pub fn read_event_file(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut value: Value = serde_saphyr::from_str(&text)
         .map_err(|e| anyhow!("{}: not valid YAML: {e}", path.display()))?;
     let obj = value
@@ -31,14 +32,23 @@ pub fn read_event_file(path: &Path) -> Result<Value> {
             .as_str()
             .ok_or_else(|| anyhow!("{}: script_file: expected a path", path.display()))?;
         if obj.contains_key("script") {
-            bail!("{}: give either script or script_file, not both", path.display());
+            bail!(
+                "{}: give either script or script_file, not both",
+                path.display()
+            );
         }
         let script_path = path.parent().unwrap_or(Path::new(".")).join(rel);
-        let script = std::fs::read_to_string(&script_path)
-            .with_context(|| format!("{}: script_file: cannot read {}", path.display(), script_path.display()))?;
+        let script = std::fs::read_to_string(&script_path).with_context(|| {
+            format!(
+                "{}: script_file: cannot read {}",
+                path.display(),
+                script_path.display()
+            )
+        })?;
         obj.insert("script".into(), Value::String(script));
     }
-    cronium_core::spec::from_value(value.clone()).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    cronium_core::spec::from_value(value.clone())
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(value)
 }
 
@@ -48,12 +58,21 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
             let body = read_event_file(&file)?;
             let name = body["name"].as_str().unwrap_or_default().to_string();
             let c = Client::new(&client)?;
-            let r = c.request(Method::PUT, &format!("/api/v1/events/{name}"), Some(&body)).await?;
+            let r = c
+                .request(Method::PUT, &format!("/api/v1/events/{name}"), Some(&body))
+                .await?;
             if client.json {
                 print_json(&r);
             } else {
-                let next = r["event"]["next_fire_at"].as_str().map(|t| format!(", next run {t}")).unwrap_or_default();
-                println!("event {name} {} (version {}{next})", s(&r, "result"), r["event"]["version"]);
+                let next = r["event"]["next_fire_at"]
+                    .as_str()
+                    .map(|t| format!(", next run {t}"))
+                    .unwrap_or_default();
+                println!(
+                    "event {name} {} (version {}{next})",
+                    s(&r, "result"),
+                    r["event"]["version"]
+                );
             }
         }
         EventCmd::List { client } => {
@@ -61,7 +80,10 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                println!("{:<30} {:<8} {:<8} {:<28} NEXT RUN", "NAME", "TYPE", "STATUS", "SCHEDULE");
+                println!(
+                    "{:<30} {:<8} {:<8} {:<28} NEXT RUN",
+                    "NAME", "TYPE", "STATUS", "SCHEDULE"
+                );
                 for e in r.as_array().into_iter().flatten() {
                     println!(
                         "{:<30} {:<8} {:<8} {:<28} {}",
@@ -75,12 +97,20 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
             }
         }
         EventCmd::Show { name, client } => {
-            let r = Client::new(&client)?.get(&format!("/api/v1/events/{name}")).await?;
+            let r = Client::new(&client)?
+                .get(&format!("/api/v1/events/{name}"))
+                .await?;
             if client.json {
                 print_json(&r);
             } else {
-                println!("name:      {}\nversion:   {}\nstatus:    {}\nnext run:  {}\nlast run:  {}",
-                    s(&r, "name"), r["version"], s(&r, "status"), s(&r, "next_fire_at"), s(&r, "last_fired_at"));
+                println!(
+                    "name:      {}\nversion:   {}\nstatus:    {}\nnext run:  {}\nlast run:  {}",
+                    s(&r, "name"),
+                    r["version"],
+                    s(&r, "status"),
+                    s(&r, "next_fire_at"),
+                    s(&r, "last_fired_at")
+                );
                 let yaml = serde_saphyr::to_string(&r["spec"]).unwrap_or_default();
                 println!("---\n{yaml}");
             }
@@ -95,17 +125,31 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
                 println!("event {name} deleted");
             }
         }
-        EventCmd::Run { name, input, follow, client } => {
+        EventCmd::Run {
+            name,
+            input,
+            follow,
+            client,
+        } => {
             let body = match input {
                 Some(text) => {
-                    let v: Value = serde_json::from_str(&text).map_err(|e| anyhow!("--input: not valid JSON: {e}"))?;
+                    let v: Value = serde_json::from_str(&text)
+                        .map_err(|e| anyhow!("--input: not valid JSON: {e}"))?;
                     json!({"input": v})
                 }
                 None => json!({}),
             };
             let c = Client::new(&client)?;
-            let r = c.request(Method::POST, &format!("/api/v1/events/{name}/run"), Some(&body)).await?;
-            let id = r["id"].as_i64().ok_or_else(|| anyhow!("server returned no job id"))?;
+            let r = c
+                .request(
+                    Method::POST,
+                    &format!("/api/v1/events/{name}/run"),
+                    Some(&body),
+                )
+                .await?;
+            let id = r["id"]
+                .as_i64()
+                .ok_or_else(|| anyhow!("server returned no job id"))?;
             if !follow {
                 if client.json {
                     print_json(&json!({"id": id}));
@@ -127,7 +171,12 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
 
 pub async fn job(cmd: JobCmd) -> Result<i32> {
     match cmd {
-        JobCmd::List { event, status, limit, client } => {
+        JobCmd::List {
+            event,
+            status,
+            limit,
+            client,
+        } => {
             let mut q = vec![format!("limit={limit}")];
             if let Some(e) = event {
                 q.push(format!("event={e}"));
@@ -135,27 +184,46 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
             if let Some(st) = status {
                 q.push(format!("status={st}"));
             }
-            let r = Client::new(&client)?.get(&format!("/api/v1/jobs?{}", q.join("&"))).await?;
+            let r = Client::new(&client)?
+                .get(&format!("/api/v1/jobs?{}", q.join("&")))
+                .await?;
             if client.json {
                 print_json(&r);
             } else {
-                println!("{:<8} {:<30} {:<10} {:<9} {:<5} CREATED", "ID", "EVENT", "STATUS", "TRIGGER", "EXIT");
+                println!(
+                    "{:<8} {:<30} {:<10} {:<9} {:<5} CREATED",
+                    "ID", "EVENT", "STATUS", "TRIGGER", "EXIT"
+                );
                 for j in r.as_array().into_iter().flatten() {
                     println!(
                         "{:<8} {:<30} {:<10} {:<9} {:<5} {}",
-                        j["id"], s(j, "event"), s(j, "status"), s(j, "trigger"),
-                        j["exit_code"].as_i64().map(|c| c.to_string()).unwrap_or("-".into()),
+                        j["id"],
+                        s(j, "event"),
+                        s(j, "status"),
+                        s(j, "trigger"),
+                        j["exit_code"]
+                            .as_i64()
+                            .map(|c| c.to_string())
+                            .unwrap_or("-".into()),
                         s(j, "created_at"),
                     );
                 }
             }
         }
         JobCmd::Show { id, client } => {
-            let r = Client::new(&client)?.get(&format!("/api/v1/jobs/{id}")).await?;
+            let r = Client::new(&client)?
+                .get(&format!("/api/v1/jobs/{id}"))
+                .await?;
             if client.json {
                 print_json(&r);
             } else {
-                println!("job {} of {} ({}): {}", r["id"], s(&r, "event"), s(&r, "trigger"), s(&r, "status"));
+                println!(
+                    "job {} of {} ({}): {}",
+                    r["id"],
+                    s(&r, "event"),
+                    s(&r, "trigger"),
+                    s(&r, "status")
+                );
                 println!("exit code: {}", r["exit_code"]);
                 if let Some(e) = r["error"].as_str() {
                     println!("error:     {e}");
@@ -164,8 +232,13 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
                 for x in r["executions"].as_array().into_iter().flatten() {
                     println!(
                         "  execution {} attempt {} server {} {} exit {} runner {} ({} ms)",
-                        x["id"], x["attempt"], x["server"].as_str().unwrap_or("-"), s(x, "status"),
-                        x["exit_code"], s(x, "runner_version"), x["run_ms"]
+                        x["id"],
+                        x["attempt"],
+                        x["server"].as_str().unwrap_or("-"),
+                        s(x, "status"),
+                        x["exit_code"],
+                        s(x, "runner_version"),
+                        x["run_ms"]
                     );
                 }
             }
@@ -178,7 +251,9 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
             }
             let mut after = 0;
             loop {
-                let page = c.get(&format!("/api/v1/jobs/{id}/logs?after={after}&limit=5000")).await?;
+                let page = c
+                    .get(&format!("/api/v1/jobs/{id}/logs?after={after}&limit=5000"))
+                    .await?;
                 let lines = page["lines"].as_array().cloned().unwrap_or_default();
                 for l in &lines {
                     if client.json {
@@ -200,7 +275,11 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                let what = if s(&r, "status") == "cancelled" { "cancelled" } else { "cancellation requested" };
+                let what = if s(&r, "status") == "cancelled" {
+                    "cancelled"
+                } else {
+                    "cancellation requested"
+                };
                 println!("job {id}: {what}");
             }
         }
@@ -216,7 +295,9 @@ pub fn json_or_string(text: &str) -> Value {
 pub async fn var(cmd: VarCmd) -> Result<i32> {
     match cmd {
         VarCmd::Get { name, client } => {
-            let r = Client::new(&client)?.get(&format!("/api/v1/variables/{name}")).await?;
+            let r = Client::new(&client)?
+                .get(&format!("/api/v1/variables/{name}"))
+                .await?;
             if client.json {
                 print_json(&r);
             } else if r["secret"].as_bool() == Some(true) {
@@ -228,15 +309,27 @@ pub async fn var(cmd: VarCmd) -> Result<i32> {
                 }
             }
         }
-        VarCmd::Set { name, value, secret, client } => {
+        VarCmd::Set {
+            name,
+            value,
+            secret,
+            client,
+        } => {
             let body = json!({"value": json_or_string(&value), "secret": secret});
             let r = Client::new(&client)?
-                .request(Method::PUT, &format!("/api/v1/variables/{name}"), Some(&body))
+                .request(
+                    Method::PUT,
+                    &format!("/api/v1/variables/{name}"),
+                    Some(&body),
+                )
                 .await?;
             if client.json {
                 print_json(&r);
             } else {
-                println!("variable {name} set{}", if secret { " (secret)" } else { "" });
+                println!(
+                    "variable {name} set{}",
+                    if secret { " (secret)" } else { "" }
+                );
             }
         }
         VarCmd::List { client } => {
@@ -245,7 +338,11 @@ pub async fn var(cmd: VarCmd) -> Result<i32> {
                 print_json(&r);
             } else {
                 for v in r.as_array().into_iter().flatten() {
-                    let shown = if v["secret"].as_bool() == Some(true) { "******** (secret)".to_string() } else { v["value"].to_string() };
+                    let shown = if v["secret"].as_bool() == Some(true) {
+                        "******** (secret)".to_string()
+                    } else {
+                        v["value"].to_string()
+                    };
                     println!("{:<30} {shown}", s(v, "name"));
                 }
             }
@@ -272,7 +369,10 @@ pub async fn token(cmd: TokenCmd) -> Result<i32> {
                 print_json(&r);
             } else {
                 println!("{}", s(&r, "token"));
-                eprintln!("token {} created (id {}); it is shown only this once", name, r["id"]);
+                eprintln!(
+                    "token {} created (id {}); it is shown only this once",
+                    name, r["id"]
+                );
             }
         }
         TokenCmd::List { client } => {
@@ -280,9 +380,19 @@ pub async fn token(cmd: TokenCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                println!("{:<6} {:<30} {:<26} {:<26} REVOKED", "ID", "NAME", "CREATED", "LAST USED");
+                println!(
+                    "{:<6} {:<30} {:<26} {:<26} REVOKED",
+                    "ID", "NAME", "CREATED", "LAST USED"
+                );
                 for t in r.as_array().into_iter().flatten() {
-                    println!("{:<6} {:<30} {:<26} {:<26} {}", t["id"], s(t, "name"), s(t, "created_at"), s(t, "last_used_at"), s(t, "revoked_at"));
+                    println!(
+                        "{:<6} {:<30} {:<26} {:<26} {}",
+                        t["id"],
+                        s(t, "name"),
+                        s(t, "created_at"),
+                        s(t, "last_used_at"),
+                        s(t, "revoked_at")
+                    );
                 }
             }
         }
@@ -299,13 +409,26 @@ pub async fn token(cmd: TokenCmd) -> Result<i32> {
 }
 
 fn env_secret(var: &str, what: &str) -> Result<String> {
-    std::env::var(var).map_err(|_| anyhow!("--{what}-env {var}: the environment variable is not set"))
+    std::env::var(var)
+        .map_err(|_| anyhow!("--{what}-env {var}: the environment variable is not set"))
 }
 
 pub async fn server(cmd: ServerCmd) -> Result<i32> {
     match cmd {
-        ServerCmd::Add { name, host, port, user, key_file, passphrase_env, password_env, host_key, tags, client } => {
-            let mut body = json!({"name": name, "host": host, "port": port, "user": user, "tags": tags});
+        ServerCmd::Add {
+            name,
+            host,
+            port,
+            user,
+            key_file,
+            passphrase_env,
+            password_env,
+            host_key,
+            tags,
+            client,
+        } => {
+            let mut body =
+                json!({"name": name, "host": host, "port": port, "user": user, "tags": tags});
             match (key_file, password_env) {
                 (Some(path), None) => {
                     let pem = std::fs::read_to_string(&path)
@@ -321,11 +444,19 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
             if let Some(k) = host_key {
                 body["host_key"] = json!(k);
             }
-            let r = Client::new(&client)?.request(Method::POST, "/api/v1/servers", Some(&body)).await?;
+            let r = Client::new(&client)?
+                .request(Method::POST, "/api/v1/servers", Some(&body))
+                .await?;
             if client.json {
                 print_json(&r);
             } else {
-                println!("server {} added ({}@{}:{})", s(&r, "name"), s(&r, "user"), s(&r, "host"), r["port"]);
+                println!(
+                    "server {} added ({}@{}:{})",
+                    s(&r, "name"),
+                    s(&r, "user"),
+                    s(&r, "host"),
+                    r["port"]
+                );
             }
         }
         ServerCmd::List { client } => {
@@ -333,59 +464,130 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                println!("{:<24} {:<28} {:<10} {:<9} TAGS", "NAME", "ADDRESS", "USER", "HOST KEY");
+                println!(
+                    "{:<24} {:<28} {:<10} {:<9} TAGS",
+                    "NAME", "ADDRESS", "USER", "HOST KEY"
+                );
                 for v in r.as_array().into_iter().flatten() {
-                    let key = if !v["pending_host_key"].is_null() { "CHANGED" } else if v["host_key"].is_null() { "unpinned" } else { "pinned" };
-                    let tags: Vec<&str> = v["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str()).collect();
-                    println!("{:<24} {:<28} {:<10} {:<9} {}", s(v, "name"), format!("{}:{}", s(v, "host"), v["port"]), s(v, "user"), key, tags.join(","));
+                    let key = if !v["pending_host_key"].is_null() {
+                        "CHANGED"
+                    } else if v["host_key"].is_null() {
+                        "unpinned"
+                    } else {
+                        "pinned"
+                    };
+                    let tags: Vec<&str> = v["tags"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|t| t.as_str())
+                        .collect();
+                    println!(
+                        "{:<24} {:<28} {:<10} {:<9} {}",
+                        s(v, "name"),
+                        format!("{}:{}", s(v, "host"), v["port"]),
+                        s(v, "user"),
+                        key,
+                        tags.join(",")
+                    );
                 }
             }
         }
         ServerCmd::Show { name, client } => {
-            let r = Client::new(&client)?.get(&format!("/api/v1/servers/{name}")).await?;
+            let r = Client::new(&client)?
+                .get(&format!("/api/v1/servers/{name}"))
+                .await?;
             if client.json {
                 print_json(&r);
             } else {
-                println!("name:      {}\naddress:   {}:{}\nuser:      {}\nauth:      {}\nhost key:  {}", s(&r, "name"), s(&r, "host"), r["port"], s(&r, "user"), s(&r, "auth"), s(&r, "host_key"));
+                println!(
+                    "name:      {}\naddress:   {}:{}\nuser:      {}\nauth:      {}\nhost key:  {}",
+                    s(&r, "name"),
+                    s(&r, "host"),
+                    r["port"],
+                    s(&r, "user"),
+                    s(&r, "auth"),
+                    s(&r, "host_key")
+                );
                 if let Some(p) = r["pending_host_key"].as_str() {
                     println!("CHANGED host key presented: {p}\n  check it, then: cronium server accept-key {name}");
                 }
                 for d in r["deployments"].as_array().into_iter().flatten() {
-                    println!("  deployment {} {} {} ({} attempts, {} ms){}", s(d, "at"), s(d, "version"), s(d, "outcome"), d["attempts"], d["duration_ms"], d["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default());
+                    println!(
+                        "  deployment {} {} {} ({} attempts, {} ms){}",
+                        s(d, "at"),
+                        s(d, "version"),
+                        s(d, "outcome"),
+                        d["attempts"],
+                        d["duration_ms"],
+                        d["error"]
+                            .as_str()
+                            .map(|e| format!(": {e}"))
+                            .unwrap_or_default()
+                    );
                 }
             }
         }
         ServerCmd::Test { name, client } => {
-            let r = Client::new(&client)?.request(Method::POST, &format!("/api/v1/servers/{name}/test"), None).await?;
+            let r = Client::new(&client)?
+                .request(Method::POST, &format!("/api/v1/servers/{name}/test"), None)
+                .await?;
             if client.json {
                 print_json(&r);
             } else {
-                let yes = |b: &Value| if b.as_bool() == Some(true) { "yes" } else { "no" };
+                let yes = |b: &Value| {
+                    if b.as_bool() == Some(true) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                };
                 println!("reachable:     {}", yes(&r["reachable"]));
                 println!("authenticated: {}", yes(&r["authenticated"]));
-                println!("host key:      {} ({})", s(&r, "host_key_fingerprint"), s(&r, "host_key_status"));
+                println!(
+                    "host key:      {} ({})",
+                    s(&r, "host_key_fingerprint"),
+                    s(&r, "host_key_status")
+                );
                 println!("system:        {} {}", s(&r, "os"), s(&r, "arch"));
-                println!("runner:        {}", r["runner_version"].as_str().unwrap_or("not deployed"));
+                println!(
+                    "runner:        {}",
+                    r["runner_version"].as_str().unwrap_or("not deployed")
+                );
                 println!("latency:       {} ms", r["latency_ms"]);
                 if let Some(e) = r["error"].as_str() {
                     println!("error:         {e}");
                 }
             }
-            let ok = r["reachable"].as_bool() == Some(true) && r["authenticated"].as_bool() == Some(true) && r["host_key_status"] != "changed";
+            let ok = r["reachable"].as_bool() == Some(true)
+                && r["authenticated"].as_bool() == Some(true)
+                && r["host_key_status"] != "changed";
             return Ok(if ok { 0 } else { 1 });
         }
         ServerCmd::Remove { name, client } => {
-            Client::new(&client)?.request(Method::DELETE, &format!("/api/v1/servers/{name}"), None).await?;
+            Client::new(&client)?
+                .request(Method::DELETE, &format!("/api/v1/servers/{name}"), None)
+                .await?;
             if !client.json {
                 println!("server {name} removed");
             }
         }
-        ServerCmd::AcceptKey { name, host_key, client } => {
+        ServerCmd::AcceptKey {
+            name,
+            host_key,
+            client,
+        } => {
             let body = match host_key {
                 Some(k) => json!({"host_key": k}),
                 None => json!({}),
             };
-            let r = Client::new(&client)?.request(Method::POST, &format!("/api/v1/servers/{name}/accept-key"), Some(&body)).await?;
+            let r = Client::new(&client)?
+                .request(
+                    Method::POST,
+                    &format!("/api/v1/servers/{name}/accept-key"),
+                    Some(&body),
+                )
+                .await?;
             if client.json {
                 print_json(&r);
             } else {

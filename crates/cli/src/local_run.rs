@@ -25,7 +25,10 @@ fn interpreter_for(path: &Path, kind: Option<&str>) -> Result<Interpreter> {
             Some("sh" | "bash") => "bash".into(),
             Some("py") => "python".into(),
             Some("js" | "cjs" | "mjs") => "node".into(),
-            _ => bail!("cannot tell the language of {} from its extension; pass --type bash|python|node", path.display()),
+            _ => bail!(
+                "cannot tell the language of {} from its extension; pass --type bash|python|node",
+                path.display()
+            ),
         },
     };
     match name.as_str() {
@@ -38,18 +41,28 @@ fn interpreter_for(path: &Path, kind: Option<&str>) -> Result<Interpreter> {
 
 pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
     let interpreter = interpreter_for(&args.file, args.kind.as_deref())?;
-    let script = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let script = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let input: Value = match &args.input {
         Some(t) => serde_json::from_str(t).map_err(|e| anyhow!("--input: not valid JSON: {e}"))?,
         None => json!({}),
     };
-    let timeout = HumanDuration::parse(&args.timeout).map_err(|e| anyhow!("--timeout: {e}"))?.0;
+    let timeout = HumanDuration::parse(&args.timeout)
+        .map_err(|e| anyhow!("--timeout: {e}"))?
+        .0;
     let mut variables = BTreeMap::new();
     for v in &args.vars {
-        let (k, val) = v.split_once('=').ok_or_else(|| anyhow!("--var {v}: expected NAME=VALUE"))?;
+        let (k, val) = v
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--var {v}: expected NAME=VALUE"))?;
         variables.insert(k.to_string(), json_or_string(val));
     }
-    let name = args.file.file_stem().and_then(|s| s.to_str()).unwrap_or("script").to_string();
+    let name = args
+        .file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("script")
+        .to_string();
     let bytes = build_archive(&PayloadSource {
         interpreter,
         script: &script,
@@ -57,7 +70,11 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
         timeout,
         kill_grace: Duration::from_millis(cronium_protocol::DEFAULT_KILL_GRACE_MS),
         max_output_bytes: u64::MAX / 2,
-        event: EventMeta { id: 0, name: name.clone(), version: 0 },
+        event: EventMeta {
+            id: 0,
+            name: name.clone(),
+            version: 0,
+        },
     })?;
     let dir = tempfile::tempdir()?;
     let payload = dir.path().join("payload.tar.gz");
@@ -75,7 +92,10 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
         timeout,
         kill_grace: Duration::from_millis(cronium_protocol::DEFAULT_KILL_GRACE_MS),
     };
-    let transport = LocalTransport { runner, work_base: None };
+    let transport = LocalTransport {
+        runner,
+        work_base: None,
+    };
     let (tx, mut rx) = mpsc::channel(1024);
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();
@@ -130,7 +150,12 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
         );
     } else {
         eprintln!("--");
-        eprintln!("status:    {} (exit {}, {} ms)", finished.status.as_str(), finished.exit_code.map_or("-".into(), |c| c.to_string()), finished.run_ms);
+        eprintln!(
+            "status:    {} (exit {}, {} ms)",
+            finished.status.as_str(),
+            finished.exit_code.map_or("-".into(), |c| c.to_string()),
+            finished.run_ms
+        );
         if let Some(e) = &finished.error {
             eprintln!("error:     {e}");
         }

@@ -21,7 +21,10 @@ fn find_runner(flag: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p);
     }
-    if let Some(sibling) = std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("cronium-runner"))) {
+    if let Some(sibling) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("cronium-runner")))
+    {
         if sibling.is_file() {
             return Ok(sibling);
         }
@@ -34,7 +37,9 @@ fn find_runner(flag: Option<PathBuf>) -> Result<PathBuf> {
             }
         }
     }
-    Err(anyhow!("cronium-runner not found next to cronium or on PATH; pass --runner or set CRONIUM_RUNNER"))
+    Err(anyhow!(
+        "cronium-runner not found next to cronium or on PATH; pass --runner or set CRONIUM_RUNNER"
+    ))
 }
 
 /// A static runner built by scripts/build-runner.sh, when this binary runs from a source tree
@@ -66,11 +71,15 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.encryption_key = std::env::var("CRONIUM_ENCRYPTION_KEY").ok();
     config.embedded_agent = !args.no_agent;
     config.agent_concurrency = args.concurrency.max(1);
-    config.lease = cronium_core::duration::HumanDuration::parse(&args.lease).map_err(|e| anyhow!("--lease: {e}"))?.0;
+    config.lease = cronium_core::duration::HumanDuration::parse(&args.lease)
+        .map_err(|e| anyhow!("--lease: {e}"))?
+        .0;
     if config.lease < std::time::Duration::from_millis(300) {
         return Err(anyhow!("--lease: must be at least 300ms"));
     }
-    config.max_output_bytes = ByteSize::parse(&args.max_output).map_err(|e| anyhow!("--max-output: {e}"))?.0;
+    config.max_output_bytes = ByteSize::parse(&args.max_output)
+        .map_err(|e| anyhow!("--max-output: {e}"))?
+        .0;
 
     config.static_runner = args.static_runner.or_else(find_static_runner);
     config.docker = !args.no_docker;
@@ -116,11 +125,15 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %data_dir.display(), database = %redact(&config.database_url()), "cronium listening");
-    println!("Cronium listening on http://{addr} (data in {})", data_dir.display());
+    println!(
+        "Cronium listening on http://{addr} (data in {})",
+        data_dir.display()
+    );
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
@@ -148,7 +161,11 @@ fn redact(url: &str) -> String {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) { "info" } else { "warn" };
+    let default_level = if matches!(cli.command, Command::Serve(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRONIUM_LOG")

@@ -32,7 +32,9 @@ async fn every_endpoint_requires_a_token_and_only_hashes_are_stored() {
     ] {
         let (status, body) = s.api_with_token(m, path, Some(json!({})), None).await;
         assert_eq!(status, 401, "{m} {path} without token: {body}");
-        let (status, _) = s.api_with_token(m, path, Some(json!({})), Some("crn_wrong")).await;
+        let (status, _) = s
+            .api_with_token(m, path, Some(json!({})), Some("crn_wrong"))
+            .await;
         assert_eq!(status, 401, "{m} {path} with a wrong token");
     }
     let (status, body) = s.api_with_token("GET", "/healthz", None, None).await;
@@ -42,7 +44,10 @@ async fn every_endpoint_requires_a_token_and_only_hashes_are_stored() {
     let (status, _) = s.api("GET", "/api/v1/events", None).await;
     assert_eq!(status, 200);
     let db = std::fs::read(s.data_path("cronium.db")).unwrap();
-    assert!(!db.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()), "token stored in clear");
+    assert!(
+        !db.windows(TOKEN.len()).any(|w| w == TOKEN.as_bytes()),
+        "token stored in clear"
+    );
 }
 
 #[tokio::test]
@@ -61,7 +66,9 @@ async fn first_start_without_a_token_prints_one_once() {
         .map(|t| t.trim().to_string())
         .unwrap_or_else(|| panic!("no token printed: {printed}"));
     assert!(token.starts_with("crn_"), "{printed}");
-    let (status, _) = a.api_with_token("GET", "/api/v1/events", None, Some(&token)).await;
+    let (status, _) = a
+        .api_with_token("GET", "/api/v1/events", None, Some(&token))
+        .await;
     assert_eq!(status, 200);
     a.stop();
     let b = Server::start_with(ServerOpts {
@@ -69,27 +76,68 @@ async fn first_start_without_a_token_prints_one_once() {
         env: vec![("CRONIUM_ADMIN_TOKEN".into(), String::new())],
         ..Default::default()
     });
-    assert!(!b.banner.join("\n").contains("API token"), "printed again: {:?}", b.banner);
-    let (status, _) = b.api_with_token("GET", "/api/v1/events", None, Some(&token)).await;
+    assert!(
+        !b.banner.join("\n").contains("API token"),
+        "printed again: {:?}",
+        b.banner
+    );
+    let (status, _) = b
+        .api_with_token("GET", "/api/v1/events", None, Some(&token))
+        .await;
     assert_eq!(status, 200, "token survives a restart");
 }
 
 #[tokio::test]
 async fn bad_event_input_names_the_field_and_writes_nothing() {
     let s = Server::start();
-    s.apply_yaml("name: keep\ntype: bash\nscript: echo hi\n").await;
+    s.apply_yaml("name: keep\ntype: bash\nscript: echo hi\n")
+        .await;
     let cases: Vec<(Value, &str, &str)> = vec![
-        (json!({"name": "keep", "type": "bash", "script": "x", "surprise": 1}), "surprise", "unknown field"),
-        (json!({"name": "keep", "type": "bash", "script": "x", "schedule": "61 * * * *"}), "schedule", "cron"),
-        (json!({"name": "keep", "type": "bash", "script": "x", "timezone": "Mars/Base"}), "timezone", "Mars/Base"),
-        (json!({"name": "keep", "type": "bash", "script": "x", "timeout": "soon"}), "timeout", "duration"),
-        (json!({"name": "keep", "type": "bash", "script": "x", "retries": {"backoff": "x"}}), "retries.backoff", "duration"),
-        (json!({"name": "keep", "type": "cobol", "script": "x"}), "type", "cobol"),
-        (json!({"name": "keep", "type": "bash", "script": "x".repeat(1024 * 1024 + 1)}), "script", "limit"),
-        (json!({"name": "keep", "type": "bash"}), "script", "required"),
+        (
+            json!({"name": "keep", "type": "bash", "script": "x", "surprise": 1}),
+            "surprise",
+            "unknown field",
+        ),
+        (
+            json!({"name": "keep", "type": "bash", "script": "x", "schedule": "61 * * * *"}),
+            "schedule",
+            "cron",
+        ),
+        (
+            json!({"name": "keep", "type": "bash", "script": "x", "timezone": "Mars/Base"}),
+            "timezone",
+            "Mars/Base",
+        ),
+        (
+            json!({"name": "keep", "type": "bash", "script": "x", "timeout": "soon"}),
+            "timeout",
+            "duration",
+        ),
+        (
+            json!({"name": "keep", "type": "bash", "script": "x", "retries": {"backoff": "x"}}),
+            "retries.backoff",
+            "duration",
+        ),
+        (
+            json!({"name": "keep", "type": "cobol", "script": "x"}),
+            "type",
+            "cobol",
+        ),
+        (
+            json!({"name": "keep", "type": "bash", "script": "x".repeat(1024 * 1024 + 1)}),
+            "script",
+            "limit",
+        ),
+        (
+            json!({"name": "keep", "type": "bash"}),
+            "script",
+            "required",
+        ),
     ];
     for (body, field, needle) in cases {
-        let (status, r) = s.api("PUT", "/api/v1/events/keep", Some(body.clone())).await;
+        let (status, r) = s
+            .api("PUT", "/api/v1/events/keep", Some(body.clone()))
+            .await;
         assert_eq!(status, 422, "{body}: {r}");
         assert_eq!(r["error"]["field"].as_str(), Some(field), "{r}");
         let msg = r["error"]["message"].as_str().unwrap_or_default();
@@ -108,7 +156,11 @@ async fn bad_event_input_names_the_field_and_writes_nothing() {
     assert_eq!(resp.status().as_u16(), 422);
     // A name clash on create.
     let (status, r) = s
-        .api("POST", "/api/v1/events", Some(json!({"name": "keep", "type": "bash", "script": "echo other"})))
+        .api(
+            "POST",
+            "/api/v1/events",
+            Some(json!({"name": "keep", "type": "bash", "script": "echo other"})),
+        )
         .await;
     assert_eq!(status, 409, "{r}");
     assert_eq!(r["error"]["field"], "name");
@@ -124,7 +176,11 @@ async fn bad_event_input_names_the_field_and_writes_nothing() {
 async fn cli_applies_files_and_reports_errors() {
     let s = Server::start();
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "job.py", "import cronium\ncronium.output({'got': cronium.input()})\n");
+    write(
+        dir.path(),
+        "job.py",
+        "import cronium\ncronium.output({'got': cronium.input()})\n",
+    );
     let f = write(
         dir.path(),
         "ev.yaml",
@@ -136,7 +192,11 @@ async fn cli_applies_files_and_reports_errors() {
     let o = s.cli(&["event", "apply", "-f", f.to_str().unwrap()]);
     assert!(stdout(&o).contains("unchanged"), "{}", stdout(&o));
 
-    let bad = write(dir.path(), "bad.yaml", "name: from-file\ntype: python\nscript: x\ntimeout: soon\n");
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "name: from-file\ntype: python\nscript: x\ntimeout: soon\n",
+    );
     let o = s.cli(&["event", "apply", "-f", bad.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("timeout"), "{}", stderr(&o));
@@ -145,9 +205,18 @@ async fn cli_applies_files_and_reports_errors() {
     let list: Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list[0]["name"], "from-file");
 
-    let o = s.cli(&["event", "run", "from-file", "--input", "{\"b\": 2}", "--json"]);
+    let o = s.cli(&[
+        "event",
+        "run",
+        "from-file",
+        "--input",
+        "{\"b\": 2}",
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["id"].as_i64().unwrap();
+    let id = serde_json::from_slice::<Value>(&o.stdout).unwrap()["id"]
+        .as_i64()
+        .unwrap();
     let job = s.wait_job(id, Duration::from_secs(30)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(job["output"], json!({"got": {"b": 2}}));
@@ -170,12 +239,25 @@ async fn cli_applies_files_and_reports_errors() {
 async fn follow_streams_the_log_and_exits_with_the_jobs_code() {
     let s = Server::start();
     s.apply_yaml("name: ok\ntype: bash\nscript: |\n  echo line-one\n  echo to-err >&2\n  echo \"in=$(cronium.input who)\"\n").await;
-    s.apply_yaml("name: bad\ntype: bash\nscript: |\n  echo failing\n  exit 3\n").await;
-    s.apply_yaml("name: slow\ntype: bash\ntimeout: 1s\nscript: sleep 30\n").await;
+    s.apply_yaml("name: bad\ntype: bash\nscript: |\n  echo failing\n  exit 3\n")
+        .await;
+    s.apply_yaml("name: slow\ntype: bash\ntimeout: 1s\nscript: sleep 30\n")
+        .await;
 
-    let o = s.cli(&["event", "run", "ok", "--input", "{\"who\":\"me\"}", "--follow"]);
+    let o = s.cli(&[
+        "event",
+        "run",
+        "ok",
+        "--input",
+        "{\"who\":\"me\"}",
+        "--follow",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    assert!(stdout(&o).contains("line-one") && stdout(&o).contains("in=me"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("line-one") && stdout(&o).contains("in=me"),
+        "{}",
+        stdout(&o)
+    );
     assert!(stderr(&o).contains("to-err"), "{}", stderr(&o));
 
     let o = s.cli(&["event", "run", "bad", "--follow"]);
@@ -205,8 +287,14 @@ async fn job_show_json_has_the_documented_fields() {
     assert_eq!(x["status"], "succeeded");
     assert_eq!(x["exit_code"], 0);
     assert_eq!(x["attempt"], 1);
-    assert!(x["runner_version"].as_str().is_some_and(|v| !v.is_empty()), "{x}");
-    assert!(x["setup_ms"].as_i64().is_some() && x["run_ms"].as_i64().is_some(), "{x}");
+    assert!(
+        x["runner_version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{x}"
+    );
+    assert!(
+        x["setup_ms"].as_i64().is_some() && x["run_ms"].as_i64().is_some(),
+        "{x}"
+    );
 }
 
 #[tokio::test]
@@ -237,7 +325,9 @@ async fn failed_runs_are_retried_with_backoff() {
 }
 
 fn chrono_ms(t: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_millis()
+    chrono::DateTime::parse_from_rfc3339(t)
+        .unwrap()
+        .timestamp_millis()
 }
 
 #[tokio::test]
@@ -255,8 +345,15 @@ async fn cancel_stops_running_and_queued_jobs() {
     .await;
     let running = s.run_event("long", None).await;
     let queued = s.run_event("long", None).await;
-    s.wait_for("the script to start", Duration::from_secs(30), || async { pidfile.exists() }).await;
-    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    s.wait_for("the script to start", Duration::from_secs(30), || async {
+        pidfile.exists()
+    })
+    .await;
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
 
     // Queued: cancelled at once.
     let o = s.cli(&["job", "cancel", &queued.to_string()]);
@@ -267,9 +364,14 @@ async fn cancel_stops_running_and_queued_jobs() {
     assert!(o.status.success(), "{}", stderr(&o));
     let j = s.wait_job(running, Duration::from_secs(30)).await;
     assert_eq!(j["status"], "cancelled", "{j}");
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "script {pid} still running");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "script {pid} still running"
+    );
     // Cancelling a finished job is a conflict.
-    let (status, _) = s.api("POST", &format!("/api/v1/jobs/{running}/cancel"), None).await;
+    let (status, _) = s
+        .api("POST", &format!("/api/v1/jobs/{running}/cancel"), None)
+        .await;
     assert_eq!(status, 409);
     let (status, _) = s.api("POST", "/api/v1/jobs/999999/cancel", None).await;
     assert_eq!(status, 404);
@@ -282,7 +384,13 @@ async fn variables_and_secrets() {
     assert!(o.status.success(), "{}", stderr(&o));
     let o = s.cli(&["var", "set", "limits", "{\"max\": 5}"]);
     assert!(o.status.success());
-    let o = s.cli(&["var", "set", "db_password", "hunter2-very-secret", "--secret"]);
+    let o = s.cli(&[
+        "var",
+        "set",
+        "db_password",
+        "hunter2-very-secret",
+        "--secret",
+    ]);
     assert!(o.status.success());
 
     let o = s.cli(&["var", "get", "greeting"]);
@@ -296,7 +404,10 @@ async fn variables_and_secrets() {
     assert!(!o.status.success() && !stdout(&o).contains("hunter2"));
     // Encrypted at rest (SQLite may keep old pages around: check the whole file).
     let db = std::fs::read(s.data_path("cronium.db")).unwrap();
-    assert!(!db.windows(19).any(|w| w == b"hunter2-very-secret"), "secret in clear in the database");
+    assert!(
+        !db.windows(19).any(|w| w == b"hunter2-very-secret"),
+        "secret in clear in the database"
+    );
 
     // Scripts read them (secrets decrypted) and write them back.
     s.apply_yaml(
@@ -311,11 +422,23 @@ async fn variables_and_secrets() {
     let (_, v) = s.api("GET", "/api/v1/variables/greeting", None).await;
     assert_eq!(v["value"], "bonjour");
     let (_, v) = s.api("GET", "/api/v1/variables/db_password", None).await;
-    assert_eq!((v["secret"].clone(), v["value"].clone()), (json!(true), Value::Null), "a secret stays secret");
+    assert_eq!(
+        (v["secret"].clone(), v["value"].clone()),
+        (json!(true), Value::Null),
+        "a secret stays secret"
+    );
 
-    let (status, r) = s.api("PUT", "/api/v1/variables/bad%20name", Some(json!({"value": 1}))).await;
+    let (status, r) = s
+        .api(
+            "PUT",
+            "/api/v1/variables/bad%20name",
+            Some(json!({"value": 1})),
+        )
+        .await;
     assert_eq!(status, 422, "{r}");
-    let (status, r) = s.api("PUT", "/api/v1/variables/x", Some(json!({"valeu": 1}))).await;
+    let (status, r) = s
+        .api("PUT", "/api/v1/variables/x", Some(json!({"valeu": 1})))
+        .await;
     assert_eq!(status, 422, "{r}");
     let o = s.cli(&["var", "delete", "greeting"]);
     assert!(o.status.success());
@@ -331,14 +454,18 @@ async fn tokens_can_be_created_listed_and_revoked() {
     let t: Value = serde_json::from_slice(&o.stdout).unwrap();
     let token = t["token"].as_str().unwrap().to_string();
     let id = t["id"].as_i64().unwrap();
-    let (status, _) = s.api_with_token("GET", "/api/v1/jobs", None, Some(&token)).await;
+    let (status, _) = s
+        .api_with_token("GET", "/api/v1/jobs", None, Some(&token))
+        .await;
     assert_eq!(status, 200);
     let (_, list) = s.api("GET", "/api/v1/tokens", None).await;
     assert!(!list.to_string().contains(&token), "token value listed");
     assert_eq!(list.as_array().unwrap().len(), 2);
     let o = s.cli(&["token", "revoke", &id.to_string()]);
     assert!(o.status.success());
-    let (status, _) = s.api_with_token("GET", "/api/v1/jobs", None, Some(&token)).await;
+    let (status, _) = s
+        .api_with_token("GET", "/api/v1/jobs", None, Some(&token))
+        .await;
     assert_eq!(status, 401, "revoked token still works");
 }
 
@@ -347,32 +474,78 @@ async fn openapi_metrics_and_health() {
     let s = Server::start();
     let (status, doc) = s.api("GET", "/api/v1/openapi.json", None).await;
     assert_eq!(status, 200);
-    for p in ["/api/v1/events", "/api/v1/events/{name}/run", "/api/v1/jobs/{id}", "/api/v1/jobs/{id}/logs/stream", "/api/v1/variables/{name}", "/api/v1/tokens"] {
-        assert!(doc["paths"].get(p).is_some(), "{p} missing from the OpenAPI document");
+    for p in [
+        "/api/v1/events",
+        "/api/v1/events/{name}/run",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/{id}/logs/stream",
+        "/api/v1/variables/{name}",
+        "/api/v1/tokens",
+    ] {
+        assert!(
+            doc["paths"].get(p).is_some(),
+            "{p} missing from the OpenAPI document"
+        );
     }
-    s.apply_yaml("name: m\ntype: bash\nscript: echo metrics\n").await;
+    s.apply_yaml("name: m\ntype: bash\nscript: echo metrics\n")
+        .await;
     let id = s.run_event("m", None).await;
     s.wait_job(id, Duration::from_secs(30)).await;
-    let resp = s.http.get(format!("{}/metrics", s.url)).bearer_auth(&s.token).send().await.unwrap();
+    let resp = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .unwrap();
     let text = resp.text().await.unwrap();
-    for needle in ["cronium_jobs{status=\"succeeded\"} 1", "cronium_queue_depth", "cronium_scheduler_lag_seconds", "cronium_run_duration_seconds_count 1"] {
-        assert!(text.contains(needle), "{needle} missing from /metrics:\n{text}");
+    for needle in [
+        "cronium_jobs{status=\"succeeded\"} 1",
+        "cronium_queue_depth",
+        "cronium_scheduler_lag_seconds",
+        "cronium_run_duration_seconds_count 1",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
     }
 }
 
 #[tokio::test]
 async fn logs_page_and_stream_resume_without_gaps_or_repeats() {
     let s = Server::start();
-    s.apply_yaml("name: count\ntype: bash\nscript: |\n  for i in $(seq 1 300); do echo \"line $i\"; done\n").await;
+    s.apply_yaml(
+        "name: count\ntype: bash\nscript: |\n  for i in $(seq 1 300); do echo \"line $i\"; done\n",
+    )
+    .await;
     let id = s.run_event("count", None).await;
     s.wait_job(id, Duration::from_secs(30)).await;
-    let (_, page) = s.api("GET", &format!("/api/v1/jobs/{id}/logs?after=0&limit=100"), None).await;
+    let (_, page) = s
+        .api(
+            "GET",
+            &format!("/api/v1/jobs/{id}/logs?after=0&limit=100"),
+            None,
+        )
+        .await;
     assert_eq!(page["lines"].as_array().unwrap().len(), 100);
     assert_eq!(page["done"], false);
     let next = page["next_after"].as_i64().unwrap();
-    let (_, page2) = s.api("GET", &format!("/api/v1/jobs/{id}/logs?after={next}&limit=1000"), None).await;
+    let (_, page2) = s
+        .api(
+            "GET",
+            &format!("/api/v1/jobs/{id}/logs?after={next}&limit=1000"),
+            None,
+        )
+        .await;
     assert_eq!(page2["done"], true);
-    let all: Vec<Value> = page["lines"].as_array().unwrap().iter().chain(page2["lines"].as_array().unwrap()).cloned().collect();
+    let all: Vec<Value> = page["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(page2["lines"].as_array().unwrap())
+        .cloned()
+        .collect();
     let seqs: Vec<i64> = all.iter().map(|l| l["seq"].as_i64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as i64).collect::<Vec<_>>());
     assert!(all.iter().any(|l| l["line"] == "line 300"));
@@ -387,7 +560,11 @@ async fn logs_page_and_stream_resume_without_gaps_or_repeats() {
         .await
         .unwrap();
     let body = resp.text().await.unwrap();
-    let ids: Vec<i64> = body.lines().filter_map(|l| l.strip_prefix("id:")).map(|v| v.trim().parse().unwrap()).collect();
+    let ids: Vec<i64> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("id:"))
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
     assert_eq!(ids.first(), Some(&151));
     assert_eq!(ids, (151..=seqs.len() as i64).collect::<Vec<_>>());
     assert!(body.contains("event: end"), "{body}");
@@ -400,12 +577,17 @@ async fn http_events_record_status_headers_and_body() {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let n = sock.read(&mut buf).await.unwrap_or(0);
                 let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                let (code, body) = if req.starts_with("POST /ok") && req.contains("x-probe: 1") && req.ends_with("ping") {
+                let (code, body) = if req.starts_with("POST /ok")
+                    && req.contains("x-probe: 1")
+                    && req.ends_with("ping")
+                {
                     ("200 OK", "{\"pong\": true}")
                 } else {
                     ("503 Service Unavailable", "down")
@@ -420,13 +602,20 @@ async fn http_events_record_status_headers_and_body() {
         "name: ping\ntype: http\nhttp: {{ method: POST, url: 'http://{addr}/ok', headers: {{ x-probe: '1' }}, body: ping, expect_status: [200] }}\n"
     ))
     .await;
-    s.apply_yaml(&format!("name: down\ntype: http\nhttp: {{ url: 'http://{addr}/down' }}\n")).await;
-    let ok = s.wait_job(s.run_event("ping", None).await, Duration::from_secs(30)).await;
+    s.apply_yaml(&format!(
+        "name: down\ntype: http\nhttp: {{ url: 'http://{addr}/down' }}\n"
+    ))
+    .await;
+    let ok = s
+        .wait_job(s.run_event("ping", None).await, Duration::from_secs(30))
+        .await;
     assert_eq!(ok["status"], "succeeded", "{ok}");
     assert_eq!(ok["output"]["status"], 200);
     assert_eq!(ok["output"]["headers"]["x-reply"], "yes");
     assert_eq!(ok["output"]["json"], json!({"pong": true}));
-    let down = s.wait_job(s.run_event("down", None).await, Duration::from_secs(30)).await;
+    let down = s
+        .wait_job(s.run_event("down", None).await, Duration::from_secs(30))
+        .await;
     assert_eq!(down["status"], "failed", "{down}");
     assert!(down["error"].as_str().unwrap().contains("503"), "{down}");
 }

@@ -27,15 +27,26 @@ async fn container_runs_report_like_local_runs() {
         "name: boxed\ntype: python\ntarget: { container: { memory: 128m, pids: 64 } }\nscript: |\n  import cronium, os\n  print('uid', os.getuid())\n  cronium.output({'who': cronium.input()['who'], 'ro': not os.access('/usr', os.W_OK)})\n  cronium.setVariable('boxed_seen', True)\n",
     )
     .await;
-    let id = s.run_event("boxed", Some(json!({"who": "container"}))).await;
+    let id = s
+        .run_event("boxed", Some(json!({"who": "container"})))
+        .await;
     let j = s.wait_job(id, Duration::from_secs(120)).await;
     assert_eq!(j["status"], "succeeded", "{j}\n{}", s.log_text(id).await);
     assert_eq!(j["output"], json!({"who": "container", "ro": true}));
     let x = &j["executions"][0];
     assert_eq!(x["mode"], "container");
-    assert!(x["note"].as_str().unwrap_or_default().contains("cronium/python:1"), "{x}");
+    assert!(
+        x["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("cronium/python:1"),
+        "{x}"
+    );
     assert!(x["runner_version"].as_str().is_some(), "{x}");
-    assert!(s.log_text(id).await.contains("uid 65534"), "not run as nobody");
+    assert!(
+        s.log_text(id).await.contains("uid 65534"),
+        "not run as nobody"
+    );
     let (_, v) = s.api("GET", "/api/v1/variables/boxed_seen", None).await;
     assert_eq!(v["value"], true);
 }
@@ -59,12 +70,26 @@ async fn container_limits_above_the_maximum_are_refused_when_applied() {
 #[tokio::test]
 async fn container_timeouts_and_failures() {
     let s = server();
-    s.apply_yaml("name: boxed-slow\ntype: bash\ntimeout: 2s\ntarget: { container: {} }\nscript: sleep 60\n").await;
-    s.apply_yaml("name: boxed-fail\ntype: node\ntarget: { container: {} }\nscript: process.exit(4)\n").await;
+    s.apply_yaml(
+        "name: boxed-slow\ntype: bash\ntimeout: 2s\ntarget: { container: {} }\nscript: sleep 60\n",
+    )
+    .await;
+    s.apply_yaml(
+        "name: boxed-fail\ntype: node\ntarget: { container: {} }\nscript: process.exit(4)\n",
+    )
+    .await;
     let slow = s.run_event("boxed-slow", None).await;
     let fail = s.run_event("boxed-fail", None).await;
     let j = s.wait_job(slow, Duration::from_secs(120)).await;
-    assert_eq!((j["status"].as_str(), j["exit_code"].as_i64()), (Some("timed_out"), Some(124)), "{j}");
+    assert_eq!(
+        (j["status"].as_str(), j["exit_code"].as_i64()),
+        (Some("timed_out"), Some(124)),
+        "{j}"
+    );
     let j = s.wait_job(fail, Duration::from_secs(120)).await;
-    assert_eq!((j["status"].as_str(), j["exit_code"].as_i64()), (Some("failed"), Some(4)), "{j}");
+    assert_eq!(
+        (j["status"].as_str(), j["exit_code"].as_i64()),
+        (Some("failed"), Some(4)),
+        "{j}"
+    );
 }

@@ -12,7 +12,12 @@ use support::*;
 #[tokio::test]
 async fn helpers_work_in_every_language_through_the_server() {
     let s = Server::start();
-    s.api("PUT", "/api/v1/variables/base", Some(json!({"value": {"n": 40}}))).await;
+    s.api(
+        "PUT",
+        "/api/v1/variables/base",
+        Some(json!({"value": {"n": 40}})),
+    )
+    .await;
     let scripts = [
         (
             "bash",
@@ -45,15 +50,26 @@ c.setCondition(true);
     for (lang, script) in scripts {
         let name = format!("helpers-{lang}");
         let (status, r) = s
-            .api("PUT", &format!("/api/v1/events/{name}"), Some(json!({"name": name, "type": lang, "script": script})))
+            .api(
+                "PUT",
+                &format!("/api/v1/events/{name}"),
+                Some(json!({"name": name, "type": lang, "script": script})),
+            )
             .await;
         assert_eq!(status, 200, "{r}");
         let id = s.run_event(&name, Some(json!({"who": "ünïcødé ✓"}))).await;
         let j = s.wait_job(id, Duration::from_secs(60)).await;
-        assert_eq!(j["status"], "succeeded", "{lang}: {j}\n{}", s.log_text(id).await);
+        assert_eq!(
+            j["status"],
+            "succeeded",
+            "{lang}: {j}\n{}",
+            s.log_text(id).await
+        );
         assert_eq!(j["output"]["who"], "ünïcødé ✓", "{lang}: {j}");
         assert_eq!(j["output"]["event"], name.as_str(), "{lang}: {j}");
-        let (_, v) = s.api("GET", &format!("/api/v1/variables/from_{lang}"), None).await;
+        let (_, v) = s
+            .api("GET", &format!("/api/v1/variables/from_{lang}"), None)
+            .await;
         assert_eq!(v["value"], json!({"lang": lang, "n": 42}), "{lang}: {v}");
     }
 }
@@ -77,14 +93,20 @@ async fn outputs_survive_a_timeout() {
 #[tokio::test]
 async fn payloads_are_reused_until_the_event_changes() {
     let s = Server::start();
-    s.apply_yaml("name: p\ntype: bash\nscript: echo one\n").await;
+    s.apply_yaml("name: p\ntype: bash\nscript: echo one\n")
+        .await;
     for _ in 0..3 {
         let id = s.run_event("p", None).await;
         s.wait_job(id, Duration::from_secs(30)).await;
     }
-    let count = || std::fs::read_dir(s.data_path("payloads")).map(|d| d.count()).unwrap_or(0);
+    let count = || {
+        std::fs::read_dir(s.data_path("payloads"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
     assert_eq!(count(), 1, "one payload for one event version");
-    s.apply_yaml("name: p\ntype: bash\nscript: echo two\n").await;
+    s.apply_yaml("name: p\ntype: bash\nscript: echo two\n")
+        .await;
     let id = s.run_event("p", None).await;
     let j = s.wait_job(id, Duration::from_secs(30)).await;
     assert_eq!(j["event_version"], 2);
@@ -94,7 +116,10 @@ async fn payloads_are_reused_until_the_event_changes() {
 
 #[tokio::test]
 async fn output_cap_keeps_the_start_and_marks_the_cut() {
-    let s = Server::start_with(ServerOpts { args: vec!["--max-output".into(), "64k".into()], ..Default::default() });
+    let s = Server::start_with(ServerOpts {
+        args: vec!["--max-output".into(), "64k".into()],
+        ..Default::default()
+    });
     s.apply_yaml("name: chatty\ntype: bash\nscript: |\n  for i in $(seq 1 20000); do echo \"line $i of chatter\"; done\n  printf 'bad utf8: \\xff\\xfe end\\n' >&2\n  exit 0\n").await;
     let id = s.run_event("chatty", None).await;
     let j = s.wait_job(id, Duration::from_secs(60)).await;
@@ -115,7 +140,15 @@ fn cronium_run_executes_a_file_with_helpers_and_no_server() {
         "import cronium\nprint('hi', cronium.input()['x'])\ncronium.output({'double': cronium.input()['x'] * 2})\ncronium.setVariable('seen', cronium.getVariable('start'))\n",
     );
     let o = Command::new(cronium_bin())
-        .args(["run", f.to_str().unwrap(), "--input", "{\"x\": 21}", "--var", "start=go", "--json"])
+        .args([
+            "run",
+            f.to_str().unwrap(),
+            "--input",
+            "{\"x\": 21}",
+            "--var",
+            "start=go",
+            "--json",
+        ])
         .env("CRONIUM_RUNNER", runner_bin())
         .output()
         .unwrap();
@@ -133,8 +166,20 @@ fn cronium_run_executes_a_file_with_helpers_and_no_server() {
         .unwrap();
     assert_eq!(o.status.code(), Some(5));
     assert!(stderr(&o).contains("oops"));
-    let o = Command::new(cronium_bin()).args(["run", "/nonexistent.py"]).env("CRONIUM_RUNNER", runner_bin()).output().unwrap();
-    assert!(!o.status.success() && stderr(&o).contains("cannot read"), "{}", stderr(&o));
-    let o = Command::new(cronium_bin()).args(["run", bad.to_str().unwrap(), "--input", "{x"]).env("CRONIUM_RUNNER", runner_bin()).output().unwrap();
+    let o = Command::new(cronium_bin())
+        .args(["run", "/nonexistent.py"])
+        .env("CRONIUM_RUNNER", runner_bin())
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success() && stderr(&o).contains("cannot read"),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(cronium_bin())
+        .args(["run", bad.to_str().unwrap(), "--input", "{x"])
+        .env("CRONIUM_RUNNER", runner_bin())
+        .output()
+        .unwrap();
     assert!(stderr(&o).contains("--input"), "{}", stderr(&o));
 }

@@ -2,9 +2,9 @@
 //! crate's test support: plain login user, per-instance host keys): registration, fan-out with
 //! per-server executions, partial results, fail-fast, host key pinning and changes.
 
-mod support;
 #[path = "../../ssh/tests/support/mod.rs"]
 mod sshd;
+mod support;
 
 use std::time::Duration;
 
@@ -48,7 +48,19 @@ fn server() -> TestServer {
 /// Registers `h` as NAME through the CLI with a key file and tags.
 fn add(s: &Server, name: &str, h: &sshd::Sshd, tags: &[&str], keyfile: &std::path::Path) {
     let port = h.port.to_string();
-    let mut args = vec!["server", "add", name, "--host", "127.0.0.1", "--port", &port, "--user", sshd::USER, "--key-file", keyfile.to_str().unwrap()];
+    let mut args = vec![
+        "server",
+        "add",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        sshd::USER,
+        "--key-file",
+        keyfile.to_str().unwrap(),
+    ];
     for t in tags {
         args.push("--tag");
         args.push(t);
@@ -82,7 +94,11 @@ async fn fan_out_by_tag_records_each_server_and_ends_partial() {
     let o = s.cli(&["event", "run", "fleet-check", "--follow"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     // Live lines are prefixed with the server.
-    assert!(stdout(&o).contains("[node1] hello from node1"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("[node1] hello from node1"),
+        "{}",
+        stdout(&o)
+    );
     let (_, jobs) = s.api("GET", "/api/v1/jobs?event=fleet-check", None).await;
     let id = jobs[0]["id"].as_i64().unwrap();
     let j = s.job(id).await;
@@ -94,7 +110,11 @@ async fn fan_out_by_tag_records_each_server_and_ends_partial() {
         assert_eq!(x["mode"], "runner-ssh", "{x}");
         assert!(x["runner_version"].as_str().is_some(), "{x}");
         if server == "node2" {
-            assert_eq!((x["status"].as_str(), x["exit_code"].as_i64()), (Some("failed"), Some(2)), "{x}");
+            assert_eq!(
+                (x["status"].as_str(), x["exit_code"].as_i64()),
+                (Some("failed"), Some(2)),
+                "{x}"
+            );
         } else {
             assert_eq!(x["status"], "succeeded", "{x}");
             assert_eq!(x["output"], json!({"server": server}));
@@ -104,10 +124,19 @@ async fn fan_out_by_tag_records_each_server_and_ends_partial() {
     // Log lines carry their server.
     let (_, page) = s.api("GET", &format!("/api/v1/jobs/{id}/logs"), None).await;
     let lines = page["lines"].as_array().unwrap();
-    assert!(lines.iter().any(|l| l["server"] == "node3" && l["line"] == "hello from node3"), "{page}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["server"] == "node3" && l["line"] == "hello from node3"),
+        "{page}"
+    );
     // First contact pinned each host key, and the deployment is on record.
     let (_, srv) = s.api("GET", "/api/v1/servers/node0", None).await;
-    assert_eq!(srv["host_key"].as_str().map(key_only), Some(key_only(&hosts[0].host_key())), "{srv}");
+    assert_eq!(
+        srv["host_key"].as_str().map(key_only),
+        Some(key_only(&hosts[0].host_key())),
+        "{srv}"
+    );
     assert_eq!(srv["deployments"][0]["outcome"], "deployed", "{srv}");
     let (_, m) = s.api("GET", "/api/v1/metrics/transports", None).await;
     assert!(m["ssh"]["executions_total"].as_u64() >= Some(4), "{m}");
@@ -133,10 +162,24 @@ async fn continue_on_failure_false_cancels_the_remaining_servers() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["server"].as_str().unwrap().to_string(), x["status"].as_str().unwrap().to_string()))
+        .map(|x| {
+            (
+                x["server"].as_str().unwrap().to_string(),
+                x["status"].as_str().unwrap().to_string(),
+            )
+        })
         .collect();
-    assert!(statuses.contains(&("ff0".into(), "failed".into())), "{statuses:?}");
-    assert!(statuses.iter().filter(|(n, _)| n != "ff0").all(|(_, st)| st == "cancelled"), "{statuses:?}");
+    assert!(
+        statuses.contains(&("ff0".into(), "failed".into())),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .filter(|(n, _)| n != "ff0")
+            .all(|(_, st)| st == "cancelled"),
+        "{statuses:?}"
+    );
 }
 
 #[tokio::test]
@@ -149,20 +192,31 @@ async fn a_changed_host_key_is_refused_until_accepted() {
     let o = s.cli(&["server", "test", "moving", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let r: Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!((r["reachable"].as_bool(), r["authenticated"].as_bool()), (Some(true), Some(true)), "{r}");
+    assert_eq!(
+        (r["reachable"].as_bool(), r["authenticated"].as_bool()),
+        (Some(true), Some(true)),
+        "{r}"
+    );
     assert_eq!(r["host_key_status"], "first_use");
     assert_eq!(r["os"], "Linux");
 
     h.new_host_key();
     h.restart();
-    s.apply_yaml("name: on-moving\ntype: bash\ntarget: { servers: [moving] }\nscript: echo ran\n").await;
+    s.apply_yaml("name: on-moving\ntype: bash\ntarget: { servers: [moving] }\nscript: echo ran\n")
+        .await;
     let id = s.run_event("on-moving", None).await;
     let j = s.wait_job(id, Duration::from_secs(60)).await;
     assert_eq!(j["status"], "failed", "{j}");
     assert!(j["error"].as_str().unwrap().contains("accept-key"), "{j}");
-    assert!(!s.log_text(id).await.contains("\nran"), "ran despite a changed host key");
+    assert!(
+        !s.log_text(id).await.contains("\nran"),
+        "ran despite a changed host key"
+    );
     let (_, srv) = s.api("GET", "/api/v1/servers/moving", None).await;
-    assert_eq!(srv["pending_host_key"].as_str().map(key_only), Some(key_only(&h.host_key())));
+    assert_eq!(
+        srv["pending_host_key"].as_str().map(key_only),
+        Some(key_only(&h.host_key()))
+    );
 
     let o = s.cli(&["server", "accept-key", "moving"]);
     assert!(o.status.success(), "{}", stderr(&o));
@@ -191,17 +245,69 @@ async fn bad_server_input_is_refused() {
     let s = server();
     let dir = tempfile::tempdir().unwrap();
     let garbage = write(dir.path(), "garbage", "not a key");
-    let o = s.cli(&["server", "add", "x", "--host", "127.0.0.1", "--key-file", garbage.to_str().unwrap()]);
-    assert!(!o.status.success() && stderr(&o).contains("private_key"), "{}", stderr(&o));
-    let o = s.cli(&["server", "add", "x", "--host", "127.0.0.1", "--key-file", "/nonexistent"]);
-    assert!(!o.status.success() && stderr(&o).contains("--key-file"), "{}", stderr(&o));
-    let o = s.cli(&["server", "add", "x", "--host", "127.0.0.1", "--password-env", "NO_SUCH_VAR_X"]);
-    assert!(!o.status.success() && stderr(&o).contains("NO_SUCH_VAR_X"), "{}", stderr(&o));
+    let o = s.cli(&[
+        "server",
+        "add",
+        "x",
+        "--host",
+        "127.0.0.1",
+        "--key-file",
+        garbage.to_str().unwrap(),
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("private_key"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.cli(&[
+        "server",
+        "add",
+        "x",
+        "--host",
+        "127.0.0.1",
+        "--key-file",
+        "/nonexistent",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("--key-file"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s.cli(&[
+        "server",
+        "add",
+        "x",
+        "--host",
+        "127.0.0.1",
+        "--password-env",
+        "NO_SUCH_VAR_X",
+    ]);
+    assert!(
+        !o.status.success() && stderr(&o).contains("NO_SUCH_VAR_X"),
+        "{}",
+        stderr(&o)
+    );
     let (status, r) = s
-        .api("POST", "/api/v1/servers", Some(json!({"name": "x", "host": "h", "password": "p", "host_key": "ssh-ed25519 nope"})))
+        .api(
+            "POST",
+            "/api/v1/servers",
+            Some(
+                json!({"name": "x", "host": "h", "password": "p", "host_key": "ssh-ed25519 nope"}),
+            ),
+        )
         .await;
-    assert_eq!((status, r["error"]["field"].as_str()), (422, Some("host_key")), "{r}");
-    let (status, r) = s.api("POST", "/api/v1/servers", Some(json!({"name": "x", "host": "h"}))).await;
+    assert_eq!(
+        (status, r["error"]["field"].as_str()),
+        (422, Some("host_key")),
+        "{r}"
+    );
+    let (status, r) = s
+        .api(
+            "POST",
+            "/api/v1/servers",
+            Some(json!({"name": "x", "host": "h"})),
+        )
+        .await;
     assert_eq!(status, 422, "{r}");
     let (_, list) = s.api("GET", "/api/v1/servers", None).await;
     assert_eq!(list, json!([]), "nothing registered");
@@ -209,12 +315,25 @@ async fn bad_server_input_is_refused() {
     let (status, r) = s
         .api("PUT", "/api/v1/events/e", Some(json!({"name": "e", "type": "bash", "script": "true", "target": {"servers": ["ghost"]}})))
         .await;
-    assert_eq!((status, r["error"]["field"].as_str()), (422, Some("target.servers")), "{r}");
+    assert_eq!(
+        (status, r["error"]["field"].as_str()),
+        (422, Some("target.servers")),
+        "{r}"
+    );
     // Credentials are not stored in clear.
-    let (status, _) = s.api("POST", "/api/v1/servers", Some(json!({"name": "pw", "host": "127.0.0.1", "password": "sup3r-s3cret-pw"}))).await;
+    let (status, _) = s
+        .api(
+            "POST",
+            "/api/v1/servers",
+            Some(json!({"name": "pw", "host": "127.0.0.1", "password": "sup3r-s3cret-pw"})),
+        )
+        .await;
     assert_eq!(status, 201);
     let db = std::fs::read(s.data_path("cronium.db")).unwrap();
-    assert!(!db.windows(15).any(|w| w == b"sup3r-s3cret-pw"), "password in clear in the database");
+    assert!(
+        !db.windows(15).any(|w| w == b"sup3r-s3cret-pw"),
+        "password in clear in the database"
+    );
     let (_, srv) = s.api("GET", "/api/v1/servers/pw", None).await;
     assert!(!srv.to_string().contains("sup3r"), "{srv}");
 }

@@ -146,7 +146,10 @@ mod tests {
         let ct = b.encrypt("variable:a", b"hunter2");
         assert!(!ct.windows(7).any(|w| w == b"hunter2"));
         assert_eq!(b.decrypt("variable:a", &ct).unwrap(), b"hunter2");
-        assert!(b.decrypt("variable:b", &ct).is_err(), "bound to its context");
+        assert!(
+            b.decrypt("variable:b", &ct).is_err(),
+            "bound to its context"
+        );
         let other = SecretBox::from_key(&[8u8; 32]);
         assert!(other.decrypt("variable:a", &ct).is_err());
     }
@@ -156,7 +159,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let a = SecretBox::load(None, dir.path()).unwrap();
-        let mode = std::fs::metadata(dir.path().join("secret.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("secret.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let b = SecretBox::load(None, dir.path()).unwrap();
         let ct = a.encrypt("x", b"y");

@@ -38,7 +38,11 @@ impl fmt::Display for HumanDuration {
 
 impl Serialize for HumanDuration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(self.0).to_string().replace(' ', ""))
+        s.collect_str(
+            &humantime::format_duration(self.0)
+                .to_string()
+                .replace(' ', ""),
+        )
     }
 }
 
@@ -80,10 +84,9 @@ impl ByteSize {
             Some((i, 'g')) => (&t[..i], 1 << 30),
             _ => (t, 1),
         };
-        let n: f64 = num
-            .trim()
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size; use e.g. 256m, 1g, 512k or a number of bytes"))?;
+        let n: f64 = num.trim().parse().map_err(|_| {
+            format!("`{s}` is not a size; use e.g. 256m, 1g, 512k or a number of bytes")
+        })?;
         if !(n.is_finite() && n > 0.0) {
             return Err(format!("`{s}`: a size must be positive"));
         }
@@ -94,11 +97,11 @@ impl ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        if b % (1 << 30) == 0 {
+        if b.is_multiple_of(1 << 30) {
             write!(f, "{}g", b >> 30)
-        } else if b % (1 << 20) == 0 {
+        } else if b.is_multiple_of(1 << 20) {
             write!(f, "{}m", b >> 20)
-        } else if b % (1 << 10) == 0 {
+        } else if b.is_multiple_of(1 << 10) {
             write!(f, "{}k", b >> 10)
         } else {
             write!(f, "{b}")
@@ -145,10 +148,22 @@ mod tests {
 
     #[test]
     fn durations_parse_and_print_back() {
-        assert_eq!(HumanDuration::parse("10m").unwrap().0, Duration::from_secs(600));
-        assert_eq!(HumanDuration::parse("1h30m").unwrap().0, Duration::from_secs(5400));
-        assert_eq!(HumanDuration::parse("45").unwrap().0, Duration::from_secs(45));
-        assert_eq!(HumanDuration::parse("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(
+            HumanDuration::parse("10m").unwrap().0,
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            HumanDuration::parse("1h30m").unwrap().0,
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            HumanDuration::parse("45").unwrap().0,
+            Duration::from_secs(45)
+        );
+        assert_eq!(
+            HumanDuration::parse("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
         assert!(HumanDuration::parse("ten minutes").is_err());
         let json = serde_json::to_string(&HumanDuration(Duration::from_secs(5400))).unwrap();
         assert_eq!(json, "\"1h30m\"");

@@ -62,7 +62,10 @@ impl LogBus {
     /// Drops the entry of a job nobody watches any more.
     pub fn release(&self, job_id: i64) {
         if let Ok(mut jobs) = self.jobs.lock() {
-            if jobs.get(&job_id).is_some_and(|tx| tx.receiver_count() == 0 && tx.borrow().done) {
+            if jobs
+                .get(&job_id)
+                .is_some_and(|tx| tx.receiver_count() == 0 && tx.borrow().done)
+            {
                 jobs.remove(&job_id);
             }
         }

@@ -59,7 +59,11 @@ impl Metrics {
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register("jobs", "Jobs by status", m.jobs.clone());
-            r.register("queue_depth", "Queued jobs that are due", m.queue_depth.clone());
+            r.register(
+                "queue_depth",
+                "Queued jobs that are due",
+                m.queue_depth.clone(),
+            );
             r.register(
                 "scheduler_lag_seconds",
                 "Delay from a scheduled instant to its job being enqueued",
@@ -70,8 +74,16 @@ impl Metrics {
                 "Run time of finished executions",
                 m.run_duration.clone(),
             );
-            r.register("executions", "Finished executions by status", m.executions.clone());
-            r.register("scheduler_ticks", "Scheduler ticks by outcome", m.ticks.clone());
+            r.register(
+                "executions",
+                "Finished executions by status",
+                m.executions.clone(),
+            );
+            r.register(
+                "scheduler_ticks",
+                "Scheduler ticks by outcome",
+                m.ticks.clone(),
+            );
             r.register(
                 "transport",
                 "Transport counters: SSH executions, deployments, pool hits and misses, durations (ms)",
@@ -99,7 +111,9 @@ impl Metrics {
 
     /// Brings the mirrored counter `kind` up to `value` (counters only grow).
     pub fn set_counter(&self, kind: &str, value: u64) {
-        let c = self.transport.get_or_create(&KindLabel { kind: kind.to_string() });
+        let c = self.transport.get_or_create(&KindLabel {
+            kind: kind.to_string(),
+        });
         let cur = c.get();
         if value > cur {
             c.inc_by(value - cur);

@@ -136,7 +136,9 @@ impl PayloadCache {
                 .and_then(|f| f.set_modified(SystemTime::now()));
         } else {
             std::fs::create_dir_all(&self.dir).map_err(io)?;
-            let tmp = self.dir.join(format!(".{sha256}.{}.tmp", std::process::id()));
+            let tmp = self
+                .dir
+                .join(format!(".{sha256}.{}.tmp", std::process::id()));
             let mut f = std::fs::File::create(&tmp).map_err(io)?;
             f.write_all(&bytes).map_err(io)?;
             drop(f);
@@ -240,7 +242,12 @@ mod tests {
         assert_eq!(cache.cleanup(Duration::from_secs(3600)).unwrap(), 0);
         // Age the first file.
         let old = SystemTime::now() - Duration::from_secs(7200);
-        std::fs::File::options().append(true).open(&a.path).unwrap().set_modified(old).unwrap();
+        std::fs::File::options()
+            .append(true)
+            .open(&a.path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         assert_eq!(cache.cleanup(Duration::from_secs(3600)).unwrap(), 1);
         assert!(!a.path.exists() && b.path.exists());
         // Rebuilt on demand after cleanup.

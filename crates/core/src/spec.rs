@@ -328,7 +328,10 @@ impl<'de> Deserialize<'de> for ScheduleText {
         match Value::deserialize(d)? {
             Value::String(s) => Ok(ScheduleText(s)),
             Value::Object(m) if m.len() == 1 => {
-                let (k, v) = m.into_iter().next().ok_or_else(|| de::Error::custom("empty"))?;
+                let (k, v) = m
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| de::Error::custom("empty"))?;
                 let v = match v {
                     Value::String(s) => s,
                     other => other.to_string(),
@@ -434,11 +437,18 @@ pub fn parse_json(text: &str) -> Result<EventSpec, SpecError> {
 /// Deserialises and validates a JSON value, naming the field at fault.
 pub fn from_value(value: Value) -> Result<EventSpec, SpecError> {
     if !value.is_object() {
-        return Err(SpecError::new("(document)", "expected a mapping of event fields"));
+        return Err(SpecError::new(
+            "(document)",
+            "expected a mapping of event fields",
+        ));
     }
     let spec: EventSpec = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { "(document)".to_string() } else { path };
+        let field = if path == "." {
+            "(document)".to_string()
+        } else {
+            path
+        };
         SpecError::new(field, e.into_inner().to_string())
     })?;
     spec.validate()?;
@@ -449,7 +459,8 @@ impl EventSpec {
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         validate_name(&self.name)?;
-        let tz_ok = parse_timezone(&self.timezone).map_err(|e| SpecError::new("timezone", e.to_string()));
+        let tz_ok =
+            parse_timezone(&self.timezone).map_err(|e| SpecError::new("timezone", e.to_string()));
         tz_ok?;
         if let Some(s) = &self.schedule {
             Schedule::parse(&s.0, &self.timezone)
@@ -497,17 +508,35 @@ impl EventSpec {
                 }
                 let url = http.url.trim();
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(SpecError::new("http.url", "must start with http:// or https://"));
+                    return Err(SpecError::new(
+                        "http.url",
+                        "must start with http:// or https://",
+                    ));
                 }
                 let m = http.method.to_ascii_uppercase();
-                if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"].contains(&m.as_str()) {
-                    return Err(SpecError::new("http.method", format!("unknown method `{}`", http.method)));
+                if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+                    .contains(&m.as_str())
+                {
+                    return Err(SpecError::new(
+                        "http.method",
+                        format!("unknown method `{}`", http.method),
+                    ));
                 }
-                if let Some(bad) = http.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
-                    return Err(SpecError::new("http.expect_status", format!("{bad} is not an HTTP status")));
+                if let Some(bad) = http
+                    .expect_status
+                    .iter()
+                    .find(|s| !(100..=599).contains(*s))
+                {
+                    return Err(SpecError::new(
+                        "http.expect_status",
+                        format!("{bad} is not an HTTP status"),
+                    ));
                 }
                 if !matches!(self.target, Target::Local) {
-                    return Err(SpecError::new("target", "http events run in the agent: target must be local"));
+                    return Err(SpecError::new(
+                        "target",
+                        "http events run in the agent: target must be local",
+                    ));
                 }
             }
             _ => {
@@ -515,12 +544,23 @@ impl EventSpec {
                     return Err(SpecError::new("http", "only allowed for type http"));
                 }
                 match &self.script {
-                    None => return Err(SpecError::new("script", "required for script events (or script_file with the CLI)")),
-                    Some(s) if s.trim().is_empty() => return Err(SpecError::new("script", "is empty")),
+                    None => {
+                        return Err(SpecError::new(
+                            "script",
+                            "required for script events (or script_file with the CLI)",
+                        ))
+                    }
+                    Some(s) if s.trim().is_empty() => {
+                        return Err(SpecError::new("script", "is empty"))
+                    }
                     Some(s) if s.len() > MAX_SCRIPT_BYTES => {
                         return Err(SpecError::new(
                             "script",
-                            format!("is {} bytes; the limit is {} bytes", s.len(), MAX_SCRIPT_BYTES),
+                            format!(
+                                "is {} bytes; the limit is {} bytes",
+                                s.len(),
+                                MAX_SCRIPT_BYTES
+                            ),
                         ))
                     }
                     Some(_) => {}
@@ -530,12 +570,18 @@ impl EventSpec {
         if let Target::Container(c) = &self.target {
             if let Some(cpus) = c.cpus {
                 if !(cpus.is_finite() && cpus > 0.0) {
-                    return Err(SpecError::new("target.container.cpus", "must be a positive number of cores"));
+                    return Err(SpecError::new(
+                        "target.container.cpus",
+                        "must be a positive number of cores",
+                    ));
                 }
             }
             if let Some(p) = c.pids {
                 if p < 1 {
-                    return Err(SpecError::new("target.container.pids", "must be at least 1"));
+                    return Err(SpecError::new(
+                        "target.container.pids",
+                        "must be at least 1",
+                    ));
                 }
             }
         }
@@ -625,21 +671,61 @@ status: active
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            ("name: x\ntype: bash\nscript: echo\nsurprise: 1\n", "surprise", "unknown field"),
-            ("name: x\ntype: bash\nscript: echo\ntimeout: forever\n", "timeout", "not a duration"),
-            ("name: x\ntype: bash\nscript: echo\nretries: { backoff: soon }\n", "retries.backoff", "not a duration"),
-            ("name: x\ntype: bash\nscript: echo\nschedule: '61 * * * *'\n", "schedule", "invalid cron"),
-            ("name: x\ntype: bash\nscript: echo\ntimezone: Mars/Base\n", "timezone", "Mars/Base"),
-            ("name: Bad Name\ntype: bash\nscript: echo\n", "name", "contains"),
+            (
+                "name: x\ntype: bash\nscript: echo\nsurprise: 1\n",
+                "surprise",
+                "unknown field",
+            ),
+            (
+                "name: x\ntype: bash\nscript: echo\ntimeout: forever\n",
+                "timeout",
+                "not a duration",
+            ),
+            (
+                "name: x\ntype: bash\nscript: echo\nretries: { backoff: soon }\n",
+                "retries.backoff",
+                "not a duration",
+            ),
+            (
+                "name: x\ntype: bash\nscript: echo\nschedule: '61 * * * *'\n",
+                "schedule",
+                "invalid cron",
+            ),
+            (
+                "name: x\ntype: bash\nscript: echo\ntimezone: Mars/Base\n",
+                "timezone",
+                "Mars/Base",
+            ),
+            (
+                "name: Bad Name\ntype: bash\nscript: echo\n",
+                "name",
+                "contains",
+            ),
             ("name: x\ntype: ruby\nscript: echo\n", "type", "ruby"),
             ("name: x\ntype: bash\n", "script", "required"),
-            ("name: x\ntype: http\nhttp: { url: 'ftp://a' }\n", "http.url", "http://"),
-            ("name: x\ntype: bash\nscript: echo\ntarget: { container: { memory: lots } }\n", "target", "not a size"),
-            ("name: x\ntype: bash\nscript: echo\ntarget: moon\n", "target", "unknown target"),
+            (
+                "name: x\ntype: http\nhttp: { url: 'ftp://a' }\n",
+                "http.url",
+                "http://",
+            ),
+            (
+                "name: x\ntype: bash\nscript: echo\ntarget: { container: { memory: lots } }\n",
+                "target",
+                "not a size",
+            ),
+            (
+                "name: x\ntype: bash\nscript: echo\ntarget: moon\n",
+                "target",
+                "unknown target",
+            ),
         ];
         for (yaml, field, needle) in cases {
             let e = parse_yaml(yaml).unwrap_err();
-            assert!(e.field.starts_with(field), "{yaml}: field {} ({e})", e.field);
+            assert!(
+                e.field.starts_with(field),
+                "{yaml}: field {} ({e})",
+                e.field
+            );
             assert!(e.to_string().contains(needle), "{yaml}: {e}");
         }
     }

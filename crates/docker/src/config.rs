@@ -72,6 +72,7 @@ pub struct ContainerRun {
     /// The engine reported an out-of-memory kill inside the container.
     pub oom_killed: bool,
     pub image: String,
+    /// Empty when the run was cancelled before its container was created.
     pub container_id: String,
     /// The limits that were applied.
     pub limits: Limits,

@@ -11,6 +11,9 @@ pub enum DockerError {
     /// The configuration given to [`crate::DockerExecutor::connect`] is unusable.
     #[error("invalid docker configuration: {0}")]
     Config(String),
+    /// An event's container settings are unusable (names the field).
+    #[error("invalid container settings: {0}")]
+    Spec(String),
     /// The engine could not be reached or did not answer as expected.
     #[error("cannot reach the Docker engine: {0}")]
     Connect(String),

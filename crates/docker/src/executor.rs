@@ -101,6 +101,7 @@ impl DockerExecutor {
                 config.runner_path.display()
             )));
         }
+        check_static_elf(&config.runner_path)?;
         limits::validate_config(&config.defaults, &config.maximums)
             .map_err(|e| DockerError::Config(format!("defaults/maximums: {e}")))?;
         if config.user.trim().is_empty() {
@@ -149,9 +150,9 @@ impl DockerExecutor {
         spec: &ContainerSpec,
     ) -> Result<String, DockerError> {
         match &spec.image {
-            Some(i) if i.trim().is_empty() => {
-                Err(DockerError::Config("container.image is empty".into()))
-            }
+            Some(i) if i.trim().is_empty() => Err(DockerError::Spec(
+                "container.image: must not be empty".into(),
+            )),
             Some(i) => Ok(i.clone()),
             None => self
                 .config
@@ -196,8 +197,30 @@ impl DockerExecutor {
         cancel: CancellationToken,
     ) -> Result<ContainerRun, DockerError> {
         let limits = self.check_limits(spec)?;
+        check_network(&spec.network)?;
         let image = self.image_for(interpreter, spec)?;
-        self.ensure_image(&image, sink).await?;
+        // A pull can take minutes: cancellation must not wait for it.
+        tokio::select! {
+            r = self.ensure_image(&image, sink) => r?,
+            _ = cancel.cancelled() => {}
+        }
+        if cancel.is_cancelled() {
+            let finished = Finished {
+                status: RunStatus::Cancelled,
+                exit_code: None,
+                signal: None,
+                run_ms: 0,
+                error: Some("cancelled before the container started".into()),
+            };
+            let _ = sink.send(RunnerEvent::Finished(finished.clone())).await;
+            return Ok(ContainerRun {
+                finished,
+                oom_killed: false,
+                image,
+                container_id: String::new(),
+                limits,
+            });
+        }
 
         let _live = LiveGuard::register(&self.live, execution_id);
         let mut owned = Owned {
@@ -205,6 +228,40 @@ impl DockerExecutor {
             container: None,
             network: None,
         };
+        let result = self
+            .run_owned(
+                &mut owned,
+                job_id,
+                execution_id,
+                interpreter,
+                spec,
+                limits,
+                image,
+                req,
+                sink,
+                cancel,
+            )
+            .await;
+        // Awaited here on every path that returns; `Owned`'s drop covers the future being dropped.
+        owned.remove().await;
+        result
+    }
+
+    /// Everything of a run after the checks; whatever it creates is recorded in `owned`.
+    #[allow(clippy::too_many_arguments)]
+    async fn run_owned(
+        &self,
+        owned: &mut Owned,
+        job_id: i64,
+        execution_id: i64,
+        interpreter: Interpreter,
+        spec: &ContainerSpec,
+        limits: Limits,
+        image: String,
+        req: &RunRequest,
+        sink: &EventSink,
+        cancel: CancellationToken,
+    ) -> Result<ContainerRun, DockerError> {
         let created = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -243,7 +300,7 @@ impl DockerExecutor {
                     status_code: 404,
                     message,
                 } if message.contains("network") => {
-                    DockerError::Config(format!("container.network: {message}"))
+                    DockerError::Spec(format!("container.network: {message}"))
                 }
                 e => e.into(),
             })?;
@@ -280,7 +337,7 @@ impl DockerExecutor {
         let oom_killed = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
         let container_exit = state.as_ref().and_then(|s| s.exit_code).or(exit);
 
-        let result = match outcome {
+        match outcome {
             Ok(mut finished) => {
                 if oom_killed {
                     amend_oom(&mut finished, limits.memory_bytes);
@@ -318,9 +375,7 @@ impl DockerExecutor {
                 container: id,
                 message,
             }),
-        };
-        owned.remove().await;
-        result
+        }
     }
 
     fn container_body(
@@ -557,6 +612,61 @@ impl DockerExecutor {
     }
 }
 
+/// The runner is mounted into arbitrary images (even `FROM scratch`): it must be a static ELF
+/// executable. A dynamic one would fail in every container with an obscure "no such file".
+fn check_static_elf(path: &std::path::Path) -> Result<(), DockerError> {
+    use std::io::Read;
+    let bad = |what: &str| DockerError::Config(format!("runner_path {}: {what}", path.display()));
+    let mut head = Vec::new();
+    std::fs::File::open(path)?
+        .take(64 * 1024)
+        .read_to_end(&mut head)?;
+    if head.len() < 64 || &head[..4] != b"\x7fELF" || head[4] != 2 || head[5] != 1 {
+        return Err(bad("not a 64-bit little-endian ELF executable"));
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]) as usize;
+    let mut phoff_bytes = [0u8; 8];
+    phoff_bytes.copy_from_slice(&head[32..40]);
+    let phoff = u64::from_le_bytes(phoff_bytes) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum {
+        let at = phoff.saturating_add(i.saturating_mul(phentsize));
+        let Some(ptype) = head.get(at..at + 4) else {
+            return Err(bad("program headers not where the ELF header says"));
+        };
+        // PT_INTERP: the binary needs a dynamic loader, which images do not have in general.
+        if u32::from_le_bytes([ptype[0], ptype[1], ptype[2], ptype[3]]) == 3 {
+            return Err(bad(
+                "dynamically linked; containers need the static runner (built with crt-static)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses network modes that would undo the isolation: the host's network stack, or another
+/// container's.
+fn check_network(network: &NetworkMode) -> Result<(), DockerError> {
+    let NetworkMode::Named(name) = network else {
+        return Ok(());
+    };
+    let bad = if name.trim().is_empty() {
+        Some("must not be empty")
+    } else if name == "host" {
+        Some("the host network is not allowed (it would share the host's network stack)")
+    } else if name.starts_with("container:") {
+        Some("joining another container's network is not allowed")
+    } else {
+        None
+    };
+    match bad {
+        Some(reason) => Err(DockerError::Spec(format!(
+            "container.network {name:?}: {reason}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Adds the out-of-memory verdict to a runner's result.
 fn amend_oom(finished: &mut Finished, memory: Option<i64>) {
     let what = match memory {
@@ -625,6 +735,33 @@ impl StderrLines {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dynamic_or_non_elf_runners_are_refused() {
+        // This test binary itself is dynamically linked (the default for the gnu target).
+        let me = std::env::current_exe().unwrap();
+        let err = check_static_elf(&me).unwrap_err();
+        assert!(err.to_string().contains("dynamically linked"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("runner.sh");
+        std::fs::write(&script, "#!/bin/sh\n".repeat(10)).unwrap();
+        let err = check_static_elf(&script).unwrap_err();
+        assert!(err.to_string().contains("not a 64-bit"), "{err}");
+    }
+
+    #[test]
+    fn networks_that_undo_isolation_are_refused() {
+        for bad in ["host", "container:abc", " "] {
+            let err = check_network(&NetworkMode::Named(bad.into())).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("invalid container settings: container.network"),
+                "{err}"
+            );
+        }
+        assert!(check_network(&NetworkMode::Named("backend".into())).is_ok());
+        assert!(check_network(&NetworkMode::Isolated).is_ok());
+    }
 
     #[test]
     fn oom_is_reported_with_the_limit() {

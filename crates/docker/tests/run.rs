@@ -655,13 +655,13 @@ async fn a_frozen_runner_is_stopped_by_the_backstop_on_cancel() {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     let cancel = CancellationToken::new();
     let execution_id = next_id();
+    let exec = std::sync::Arc::new(exec);
     let watcher = {
-        let cancel = cancel.clone();
+        let (cancel, exec) = (cancel.clone(), exec.clone());
         tokio::spawn(async move {
             while let Some(e) = rx.recv().await {
                 if matches!(&e, RunnerEvent::Log { line, .. } if line == "started") {
-                    // Let the script freeze the runner first.
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    wait_until_runner_stopped(&exec, execution_id).await;
                     cancel.cancel();
                 }
             }
@@ -688,4 +688,72 @@ async fn a_frozen_runner_is_stopped_by_the_backstop_on_cancel() {
     // kill grace (2 s) + 5 s margin, then an immediate stop.
     assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
     assert_clean(&exec, execution_id).await;
+}
+
+/// Polls the container's process list until the runner is in the stopped state (`T`).
+async fn wait_until_runner_stopped(exec: &cronium_docker::DockerExecutor, execution_id: i64) {
+    use bollard::query_parameters::{ListContainersOptionsBuilder, TopOptionsBuilder};
+    let filter = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec![format!(
+            "{}={execution_id}",
+            cronium_docker::LABEL_EXECUTION
+        )],
+    )]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "the runner never stopped");
+        let containers = exec
+            .client()
+            .list_containers(Some(
+                ListContainersOptionsBuilder::default()
+                    .filters(&filter)
+                    .build(),
+            ))
+            .await
+            .unwrap();
+        if let Some(id) = containers.first().and_then(|c| c.id.clone()) {
+            let top = exec
+                .client()
+                .top_processes(
+                    &id,
+                    Some(
+                        TopOptionsBuilder::default()
+                            .ps_args("-o pid,stat,args")
+                            .build(),
+                    ),
+                )
+                .await
+                .unwrap();
+            let stopped = top.processes.unwrap_or_default().iter().any(|p| {
+                p.get(1).is_some_and(|s| s.starts_with('T'))
+                    && p.get(2).is_some_and(|a| a.contains("cronium-runner run"))
+            });
+            if stopped {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cancelled_before_it_starts_creates_nothing() {
+    let exec = executor(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(
+        dir.path(),
+        Interpreter::Bash,
+        "echo should-not-run",
+        Duration::from_secs(10),
+        json!({}),
+    );
+    let cancel = CancellationToken::new();
+    cancel.cancel();
+    let out = run(&exec, Interpreter::Bash, &spec(), &req, cancel).await;
+    let r = out.run();
+    assert_eq!(r.finished.status, RunStatus::Cancelled);
+    assert!(r.container_id.is_empty());
+    assert!(out.script_lines().is_empty());
+    assert!(leftovers(&exec, out.execution_id).await.is_empty());
 }

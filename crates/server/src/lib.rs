@@ -94,7 +94,10 @@ impl ServerConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("database: {0}")]
     Store(#[from] cronium_store::StoreError),
     #[error("encryption key: {0}")]
@@ -118,7 +121,10 @@ pub struct Bootstrap {
 }
 
 /// Creates the admin account and its first token when the database has no user yet.
-pub async fn bootstrap(store: &Store, config: &ServerConfig) -> Result<Option<Bootstrap>, ServeError> {
+pub async fn bootstrap(
+    store: &Store,
+    config: &ServerConfig,
+) -> Result<Option<Bootstrap>, ServeError> {
     if store.count_users().await? > 0 {
         return Ok(None);
     }
@@ -171,11 +177,17 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         return Err(ServeError::Runner(config.runner_path.display().to_string()));
     }
     let store = Store::open(&config.database_url()).await?;
-    let secrets = Arc::new(SecretBox::load(config.encryption_key.as_deref(), &config.data_dir)?);
+    let secrets = Arc::new(SecretBox::load(
+        config.encryption_key.as_deref(),
+        &config.data_dir,
+    )?);
     let bootstrap = bootstrap(&store, config).await?;
     let bus = Arc::new(LogBus::new());
     let metrics = Arc::new(Metrics::new());
-    let remote_runner = config.static_runner.clone().unwrap_or_else(|| config.runner_path.clone());
+    let remote_runner = config
+        .static_runner
+        .clone()
+        .unwrap_or_else(|| config.runner_path.clone());
     let transports = transports(config, &remote_runner).await;
     let agent = config.embedded_agent.then(|| {
         let mut ac = AgentConfig::new(config.runner_path.clone(), config.data_dir.join("payloads"));
@@ -189,7 +201,9 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         });
         Agent::new(ac, queue, bus.clone(), metrics.clone(), transports.clone())
     });
-    let agent_wake = agent.as_ref().map_or_else(|| Arc::new(Notify::new()), |a| a.waker());
+    let agent_wake = agent
+        .as_ref()
+        .map_or_else(|| Arc::new(Notify::new()), |a| a.waker());
     let state = AppState {
         store,
         secrets,
@@ -210,11 +224,16 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
 
 /// The SSH and container transports. Neither is fatal when missing: a server without Docker
 /// still runs local and SSH jobs, and says why container jobs fail.
-async fn transports(config: &ServerConfig, remote_runner: &std::path::Path) -> cronium_agent::Transports {
+async fn transports(
+    config: &ServerConfig,
+    remote_runner: &std::path::Path,
+) -> cronium_agent::Transports {
     let mut t = cronium_agent::Transports::default();
     match cronium_ssh::RunnerArtifact::from_path(remote_runner).await {
         Ok(artifact) => t.ssh = Some(cronium_ssh::SshExecutor::new(config.ssh.clone(), artifact)),
-        Err(e) => tracing::warn!(error = %e, "SSH targets unavailable: the runner binary cannot be read"),
+        Err(e) => {
+            tracing::warn!(error = %e, "SSH targets unavailable: the runner binary cannot be read")
+        }
     }
     if config.docker {
         let mut dc = config.container.clone();
@@ -235,11 +254,16 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let Running { state, agent, .. } = running;
-    let holder = agent
-        .as_ref()
-        .map_or_else(|| format!("server-{}", std::process::id()), |a| a.worker_id().to_string());
+    let holder = agent.as_ref().map_or_else(
+        || format!("server-{}", std::process::id()),
+        |a| a.worker_id().to_string(),
+    );
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(scheduler::run(state.clone(), holder, shutdown.clone())));
+    tasks.push(tokio::spawn(scheduler::run(
+        state.clone(),
+        holder,
+        shutdown.clone(),
+    )));
     if let Some(agent) = agent {
         let s = shutdown.clone();
         tasks.push(tokio::spawn(async move { agent.run(s).await }));

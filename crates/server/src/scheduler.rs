@@ -52,7 +52,11 @@ pub async fn run(state: AppState, holder: String, shutdown: CancellationToken) {
     loop {
         let now = now_ms();
         if !leader || now - renewed_at >= LOCK_RENEW_MS {
-            match state.store.try_lock(LOCK_NAME, &holder, LOCK_TTL_MS, now).await {
+            match state
+                .store
+                .try_lock(LOCK_NAME, &holder, LOCK_TTL_MS, now)
+                .await
+            {
                 Ok(true) => {
                     if !leader {
                         tracing::info!(%holder, "scheduler: leadership acquired");
@@ -74,7 +78,9 @@ pub async fn run(state: AppState, holder: String, shutdown: CancellationToken) {
         }
         let sleep = if leader {
             match tick(&state).await {
-                Ok(Some(next)) => Duration::from_millis((next - now_ms()).max(0) as u64).min(MAX_SLEEP),
+                Ok(Some(next)) => {
+                    Duration::from_millis((next - now_ms()).max(0) as u64).min(MAX_SLEEP)
+                }
                 Ok(None) => MAX_SLEEP,
                 Err(e) => {
                     tracing::warn!(error = %e, "scheduler: tick failed");
@@ -159,7 +165,11 @@ async fn fire(
     let job = skip_reason
         .is_none()
         .then(|| runs::new_job(event, spec, "schedule", None, now, Some(due)));
-    match state.store.fire(event.id, due, next, job.as_ref(), now).await? {
+    match state
+        .store
+        .fire(event.id, due, next, job.as_ref(), now)
+        .await?
+    {
         FireResult::Fired(job) => {
             state
                 .metrics
@@ -185,5 +195,7 @@ async fn fire(
 }
 
 fn kind(k: &str) -> cronium_core::metrics::KindLabel {
-    cronium_core::metrics::KindLabel { kind: k.to_string() }
+    cronium_core::metrics::KindLabel {
+        kind: k.to_string(),
+    }
 }

@@ -131,6 +131,24 @@ impl Store {
         check_name(name)?;
         check_event_status(status)?;
         let spec_text = to_json("spec", spec)?;
+        match self.apply_once(name, status, spec, &spec_text, now).await {
+            // Two servers applying a new name at once (PostgreSQL: neither saw the row, the
+            // second insert hit the unique name): the second becomes an update of the first.
+            Err(StoreError::Conflict(field)) if field == "name" => {
+                self.apply_once(name, status, spec, &spec_text, now).await
+            }
+            other => other,
+        }
+    }
+
+    async fn apply_once(
+        &self,
+        name: &str,
+        status: &str,
+        spec: &Value,
+        spec_text: &str,
+        now: i64,
+    ) -> Result<(EventRow, Applied), StoreError> {
         let mut tx = self.begin_write().await?;
         let sql = format!(
             concat!("SELECT ", event_cols!(), " FROM events WHERE name = $1{}"),
@@ -142,12 +160,12 @@ impl Store {
             .await?;
         let result = match map_opt(current, event_row)? {
             None => (
-                insert_event(&mut tx, name, status, &spec_text, now).await?,
+                insert_event(&mut tx, name, status, spec_text, now).await?,
                 Applied::Created,
             ),
             Some(current) => {
                 let (row, changed) =
-                    update_locked(&mut tx, current, status, spec, &spec_text, now).await?;
+                    update_locked(&mut tx, current, status, spec, spec_text, now).await?;
                 (
                     row,
                     if changed {

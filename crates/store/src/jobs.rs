@@ -395,7 +395,7 @@ impl Store {
         let done = sqlx::query(
             "UPDATE jobs SET status = $1, exit_code = $2, output = $3, error = $4, finished_at = $5, \
              lease_expires_at = NULL \
-             WHERE id = $6 AND lease_owner = $7 AND (attempt = $8 OR $8 > 0) AND status = 'running'",
+             WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running'",
         )
         .bind(outcome.status.as_str())
         .bind(outcome.exit_code.map(i64::from))

@@ -37,7 +37,10 @@ pub fn static_runner_bin() -> PathBuf {
     }
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../../target/x86_64-unknown-linux-gnu/release-runner/cronium-runner");
-    assert!(p.is_file(), "no static runner: run scripts/build-runner.sh (or scripts/test.sh)");
+    assert!(
+        p.is_file(),
+        "no static runner: run scripts/build-runner.sh (or scripts/test.sh)"
+    );
     p
 }
 
@@ -47,30 +50,25 @@ pub async fn fresh_pg_database() -> String {
     let base = std::env::var("CRONIUM_TEST_PG_URL")
         .expect("CRONIUM_TEST_PG_URL is not set: run `eval \"$(scripts/test-pg.sh | tail -n1)\"` or scripts/test.sh");
     let name = format!("cronium_srv_{:016x}", rand::random::<u64>());
-    let mut conn = sqlx::PgConnection::connect(&base).await.expect("connect to test PostgreSQL");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create database");
+    let mut conn = sqlx::PgConnection::connect(&base)
+        .await
+        .expect("connect to test PostgreSQL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
     match base.rfind('/') {
         Some(i) => format!("{}/{name}", &base[..i]),
         None => panic!("bad CRONIUM_TEST_PG_URL {base}"),
     }
 }
 
+#[derive(Default)]
 pub struct ServerOpts {
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
-}
-
-impl Default for ServerOpts {
-    fn default() -> Self {
-        ServerOpts {
-            data_dir: None,
-            database_url: None,
-            env: vec![],
-            args: vec![],
-        }
-    }
 }
 
 pub struct Server {
@@ -105,7 +103,10 @@ impl Server {
             .arg(runner_bin())
             .args(&opts.args)
             .env("CRONIUM_ADMIN_TOKEN", TOKEN)
-            .env("CRONIUM_LOG", std::env::var("CRONIUM_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "CRONIUM_LOG",
+                std::env::var("CRONIUM_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if let Some(db) = &opts.database_url {
@@ -130,7 +131,11 @@ impl Server {
                 .recv_timeout(left)
                 .unwrap_or_else(|_| panic!("server did not start; printed: {banner:?}"));
             if let Some(rest) = line.strip_prefix("Cronium listening on ") {
-                break rest.split_whitespace().next().unwrap_or_default().to_string();
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
             }
             banner.push(line);
         };
@@ -157,10 +162,17 @@ impl Server {
     }
 
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.api_with_token(method, path, body, Some(&self.token)).await
+        self.api_with_token(method, path, body, Some(&self.token))
+            .await
     }
 
-    pub async fn api_with_token(&self, method: &str, path: &str, body: Option<Value>, token: Option<&str>) -> (u16, Value) {
+    pub async fn api_with_token(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
         let mut rb = self.http.request(m, format!("{}{}", self.url, path));
         if let Some(t) = token {
@@ -172,14 +184,19 @@ impl Server {
         let resp = rb.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// Applies an event given as YAML through the API.
     pub async fn apply_yaml(&self, yaml: &str) -> Value {
         let v: Value = serde_saphyr::from_str(yaml).expect("yaml");
         let name = v["name"].as_str().expect("name").to_string();
-        let (status, body) = self.api("PUT", &format!("/api/v1/events/{name}"), Some(v)).await;
+        let (status, body) = self
+            .api("PUT", &format!("/api/v1/events/{name}"), Some(v))
+            .await;
         assert_eq!(status, 200, "apply {name}: {body}");
         body
     }
@@ -189,7 +206,9 @@ impl Server {
             Some(i) => serde_json::json!({"input": i}),
             None => serde_json::json!({}),
         };
-        let (status, r) = self.api("POST", &format!("/api/v1/events/{name}/run"), Some(body)).await;
+        let (status, r) = self
+            .api("POST", &format!("/api/v1/events/{name}/run"), Some(body))
+            .await;
         assert_eq!(status, 201, "run {name}: {r}");
         r["id"].as_i64().expect("job id")
     }
@@ -209,7 +228,10 @@ impl Server {
             if ["succeeded", "failed", "timed_out", "cancelled", "partial"].contains(&st) {
                 return j;
             }
-            assert!(Instant::now() < deadline, "job {id} still {st} after {within:?}: {j}");
+            assert!(
+                Instant::now() < deadline,
+                "job {id} still {st} after {within:?}: {j}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -228,7 +250,9 @@ impl Server {
     }
 
     pub async fn log_text(&self, id: i64) -> String {
-        let (_, page) = self.api("GET", &format!("/api/v1/jobs/{id}/logs?limit=10000"), None).await;
+        let (_, page) = self
+            .api("GET", &format!("/api/v1/jobs/{id}/logs?limit=10000"), None)
+            .await;
         page["lines"]
             .as_array()
             .into_iter()

@@ -6,7 +6,11 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 
 pub fn json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
-    let text = if bytes.is_empty() { &b"{}"[..] } else { &bytes[..] };
+    let text = if bytes.is_empty() {
+        &b"{}"[..]
+    } else {
+        &bytes[..]
+    };
     let mut de = serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -12,13 +12,19 @@ use serde_json::json;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest { field: Option<String>, message: String },
+    BadRequest {
+        field: Option<String>,
+        message: String,
+    },
     #[error("authentication required: send `Authorization: Bearer <token>`")]
     Unauthorized,
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
-    Conflict { field: Option<String>, message: String },
+    Conflict {
+        field: Option<String>,
+        message: String,
+    },
     #[error("request body too large")]
     TooLarge,
     #[error("internal error")]
@@ -31,7 +37,11 @@ impl ApiError {
         let field = field.into();
         let message = message.into();
         ApiError::BadRequest {
-            message: if message.starts_with(&field) { message } else { format!("{field}: {message}") },
+            message: if message.starts_with(&field) {
+                message
+            } else {
+                format!("{field}: {message}")
+            },
             field: Some(field),
         }
     }
@@ -58,7 +68,10 @@ impl From<StoreError> for ApiError {
                 message: format!("{field}: already exists"),
                 field: Some(field),
             },
-            StoreError::Invalid(message) => ApiError::BadRequest { field: None, message },
+            StoreError::Invalid(message) => ApiError::BadRequest {
+                field: None,
+                message,
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -67,7 +80,9 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
-            ApiError::BadRequest { field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", field.clone()),
+            ApiError::BadRequest { field, .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid", field.clone())
+            }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),

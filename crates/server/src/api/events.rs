@@ -26,7 +26,11 @@ async fn validate_target(state: &AppState, spec: &EventSpec) -> ApiResult<()> {
         Target::Local => Ok(()),
         Target::Servers(t) => {
             let known = state.store.list_servers().await?;
-            if let Some(missing) = t.servers.iter().find(|n| !known.iter().any(|s| &s.name == *n)) {
+            if let Some(missing) = t
+                .servers
+                .iter()
+                .find(|n| !known.iter().any(|s| &s.name == *n))
+            {
                 return Err(ApiError::bad(
                     "target.servers",
                     format!("unknown server `{missing}` (register it with `cronium server add`)"),
@@ -38,7 +42,9 @@ async fn validate_target(state: &AppState, spec: &EventSpec) -> ApiResult<()> {
             if let Some(docker) = &state.docker {
                 docker
                     .check_limits(&cronium_agent::targets::container_spec(c))
-                    .map_err(|e| ApiError::bad(format!("target.container.{}", e.field()), e.to_string()))?;
+                    .map_err(|e| {
+                        ApiError::bad(format!("target.container.{}", e.field()), e.to_string())
+                    })?;
             }
             Ok(())
         }
@@ -65,7 +71,10 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<EventDto>
 #[utoipa::path(post, path = "/api/v1/events", tag = "events",
     request_body(content = Object, description = "The event file fields as JSON"),
     responses((status = 201, body = EventDto), (status = 409), (status = 422)), security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, bytes: Bytes) -> ApiResult<(StatusCode, Json<EventDto>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    bytes: Bytes,
+) -> ApiResult<(StatusCode, Json<EventDto>)> {
     let spec = parse_spec(&bytes)?;
     validate_target(&state, &spec).await?;
     let event = state
@@ -95,7 +104,12 @@ pub async fn apply(
             }
         }
         Some(n) if n.as_str() == Some(name.as_str()) => {}
-        Some(_) => return Err(ApiError::bad("name", format!("does not match the URL (`{name}`)"))),
+        Some(_) => {
+            return Err(ApiError::bad(
+                "name",
+                format!("does not match the URL (`{name}`)"),
+            ))
+        }
     }
     let spec = spec::from_value(value)?;
     validate_target(&state, &spec).await?;
@@ -122,7 +136,10 @@ pub async fn apply(
 #[utoipa::path(get, path = "/api/v1/events/{name}", tag = "events",
     params(("name" = String, Path)),
     responses((status = 200, body = EventDto), (status = 404)), security(("bearer" = [])))]
-pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<EventDto>> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<EventDto>> {
     Ok(Json(find(&state, &name).await?.into()))
 }
 
@@ -130,7 +147,10 @@ pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Ap
 #[utoipa::path(delete, path = "/api/v1/events/{name}", tag = "events",
     params(("name" = String, Path)),
     responses((status = 204), (status = 404)), security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     let event = find(&state, &name).await?;
     state.store.delete_event(event.id).await?;
     state.scheduler_wake.notify_one();
@@ -150,7 +170,10 @@ pub async fn run(
     let body: RunBody = body::json(&bytes)?;
     let event = find(&state, &name).await?;
     if event.status == EventStatus::Archived.as_str() {
-        return Err(ApiError::bad("status", format!("event `{name}` is archived")));
+        return Err(ApiError::bad(
+            "status",
+            format!("event `{name}` is archived"),
+        ));
     }
     let spec = spec::from_value(event.spec.clone()).map_err(ApiError::internal)?;
     let now = now_ms();

@@ -40,7 +40,10 @@ pub struct ListQuery {
 /// List jobs, newest first.
 #[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
     responses((status = 200, body = [JobDto])), security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Vec<JobDto>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Vec<JobDto>>> {
     if let Some(s) = &q.status {
         if !(is_final(s) || s == "queued" || s == "running") {
             return Err(ApiError::bad("status", format!("unknown job status `{s}`")));
@@ -58,7 +61,9 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
         before_id: q.before,
     };
     let jobs = state.store.list_jobs(&filter).await?;
-    Ok(Json(jobs.into_iter().map(|j| JobDto::new(j, None)).collect()))
+    Ok(Json(
+        jobs.into_iter().map(|j| JobDto::new(j, None)).collect(),
+    ))
 }
 
 async fn find(state: &AppState, id: i64) -> ApiResult<JobRow> {
@@ -206,10 +211,21 @@ pub async fn stream(
                     continue;
                 }
             };
-            let lines = c.state.store.read_logs(c.id, c.after, 1000).await.unwrap_or_default();
-            if lines.iter().any(|l| l.execution_id.is_some_and(|x| !c.servers.contains_key(&x))) {
+            let lines = c
+                .state
+                .store
+                .read_logs(c.id, c.after, 1000)
+                .await
+                .unwrap_or_default();
+            if lines
+                .iter()
+                .any(|l| l.execution_id.is_some_and(|x| !c.servers.contains_key(&x)))
+            {
                 if let Ok(xs) = c.state.store.list_executions(c.id).await {
-                    c.servers = xs.into_iter().filter_map(|x| x.server.map(|s| (x.id, s))).collect();
+                    c.servers = xs
+                        .into_iter()
+                        .filter_map(|x| x.server.map(|s| (x.id, s)))
+                        .collect();
                 }
             }
             if !lines.is_empty() {
@@ -218,14 +234,20 @@ pub async fn stream(
                     let server = l.execution_id.and_then(|x| c.servers.get(&x).cloned());
                     let dto = LogLineDto::new(l, server);
                     let data = serde_json::to_string(&dto).unwrap_or_default();
-                    c.pending
-                        .push_back(Event::default().event("line").id(dto.seq.to_string()).data(data));
+                    c.pending.push_back(
+                        Event::default()
+                            .event("line")
+                            .id(dto.seq.to_string())
+                            .data(data),
+                    );
                 }
                 continue;
             }
             if is_final(&status.status) {
-                let end = serde_json::json!({"status": status.status, "exit_code": status.exit_code});
-                c.pending.push_back(Event::default().event("end").data(end.to_string()));
+                let end =
+                    serde_json::json!({"status": status.status, "exit_code": status.exit_code});
+                c.pending
+                    .push_back(Event::default().event("end").data(end.to_string()));
                 c.ended = true;
                 continue;
             }

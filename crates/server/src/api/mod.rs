@@ -82,15 +82,31 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.job_counts_by_status().await?;
-    for status in ["queued", "running", "succeeded", "failed", "timed_out", "cancelled", "partial"] {
-        let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+    for status in [
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "timed_out",
+        "cancelled",
+        "partial",
+    ] {
+        let n = counts
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n);
         state
             .metrics
             .jobs
-            .get_or_create(&cronium_core::metrics::StatusLabel { status: status.into() })
+            .get_or_create(&cronium_core::metrics::StatusLabel {
+                status: status.into(),
+            })
             .set(n);
     }
-    let queued = counts.iter().find(|(s, _)| s == "queued").map_or(0, |(_, n)| *n);
+    let queued = counts
+        .iter()
+        .find(|(s, _)| s == "queued")
+        .map_or(0, |(_, n)| *n);
     state.metrics.queue_depth.set(queued);
     if let Some(ssh) = &state.ssh {
         for (name, value) in ssh_counters(&ssh.metrics()) {
@@ -98,7 +114,10 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         }
     }
     Ok((
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.encode(),
     )
         .into_response())
@@ -133,7 +152,12 @@ async fn transport_metrics(State(state): State<AppState>) -> Json<serde_json::Va
     let ssh = state.ssh.as_ref().map(|s| {
         ssh_counters(&s.metrics())
             .into_iter()
-            .map(|(k, v)| (k.trim_start_matches("ssh_").to_string(), serde_json::json!(v)))
+            .map(|(k, v)| {
+                (
+                    k.trim_start_matches("ssh_").to_string(),
+                    serde_json::json!(v),
+                )
+            })
             .collect::<serde_json::Map<_, _>>()
     });
     Json(serde_json::json!({"ssh": ssh, "docker": {"available": state.docker.is_some()}}))
@@ -144,7 +168,10 @@ async fn require_token(State(state): State<AppState>, mut req: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim)
         .filter(|t| !t.is_empty());
     let Some(token) = token else {
@@ -170,7 +197,10 @@ async fn not_found() -> ApiError {
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/events", get(events::list).post(events::create))
-        .route("/events/{name}", get(events::show).put(events::apply).delete(events::delete))
+        .route(
+            "/events/{name}",
+            get(events::show).put(events::apply).delete(events::delete),
+        )
         .route("/events/{name}/run", post(events::run))
         .route("/jobs", get(jobs::list))
         .route("/jobs/{id}", get(jobs::show))
@@ -178,11 +208,19 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/logs", get(jobs::logs))
         .route("/jobs/{id}/logs/stream", get(jobs::stream))
         .route("/variables", get(variables::list))
-        .route("/variables/{name}", get(variables::show).put(variables::set).delete(variables::delete))
+        .route(
+            "/variables/{name}",
+            get(variables::show)
+                .put(variables::set)
+                .delete(variables::delete),
+        )
         .route("/tokens", get(tokens::list).post(tokens::create))
         .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/servers", get(servers::list).post(servers::create))
-        .route("/servers/{name}", get(servers::show).delete(servers::delete))
+        .route(
+            "/servers/{name}",
+            get(servers::show).delete(servers::delete),
+        )
         .route("/servers/{name}/test", post(servers::test))
         .route("/servers/{name}/accept-key", post(servers::accept_key))
         .route("/metrics/transports", get(transport_metrics))
@@ -195,9 +233,11 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(protected)
         .route("/healthz", get(healthz))
-        .route("/", get(|| async { axum::response::Redirect::temporary("/healthz") }))
+        .route(
+            "/",
+            get(|| async { axum::response::Redirect::temporary("/healthz") }),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
-

@@ -124,7 +124,8 @@ pub fn config_of(state: &AppState, s: &ServerRow) -> ApiResult<ServerConfig> {
         host: s.host.clone(),
         port: u16::try_from(s.port).map_err(|_| ApiError::internal("stored port out of range"))?,
         user: s.username.clone(),
-        credential: credentials::decrypt(&state.secrets, &s.name, &s.credential).map_err(ApiError::internal)?,
+        credential: credentials::decrypt(&state.secrets, &s.name, &s.credential)
+            .map_err(ApiError::internal)?,
         host_key: s.host_key.clone(),
     })
 }
@@ -132,7 +133,10 @@ pub fn config_of(state: &AppState, s: &ServerRow) -> ApiResult<ServerConfig> {
 /// Register a server.
 #[utoipa::path(post, path = "/api/v1/servers", tag = "servers", request_body = ServerBody,
     responses((status = 201, body = ServerDto), (status = 409), (status = 422)), security(("bearer" = [])))]
-pub async fn create(State(state): State<AppState>, bytes: Bytes) -> ApiResult<(StatusCode, Json<ServerDto>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    bytes: Bytes,
+) -> ApiResult<(StatusCode, Json<ServerDto>)> {
     let b: ServerBody = body::json(&bytes)?;
     validate_name(&b.name)?;
     if b.host.trim().is_empty() || b.host.chars().any(|c| c.is_whitespace()) {
@@ -151,12 +155,25 @@ pub async fn create(State(state): State<AppState>, bytes: Bytes) -> ApiResult<(S
         (Some(pem), None) => {
             cronium_ssh::validate_private_key(&pem, b.passphrase.as_deref())
                 .map_err(|reason| ApiError::bad("private_key", reason))?;
-            Credential::Key { pem, passphrase: b.passphrase }
+            Credential::Key {
+                pem,
+                passphrase: b.passphrase,
+            }
         }
         (None, Some(p)) if !p.is_empty() => Credential::Password(p),
         (None, Some(_)) => return Err(ApiError::bad("password", "must not be empty")),
-        (Some(_), Some(_)) => return Err(ApiError::bad("password", "give either private_key or password, not both")),
-        (None, None) => return Err(ApiError::bad("private_key", "a private_key or a password is required")),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad(
+                "password",
+                "give either private_key or password, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(ApiError::bad(
+                "private_key",
+                "a private_key or a password is required",
+            ))
+        }
     };
     if let Some(k) = &b.host_key {
         cronium_ssh::validate_host_key(k).map_err(|reason| ApiError::bad("host_key", reason))?;
@@ -184,13 +201,24 @@ pub async fn create(State(state): State<AppState>, bytes: Bytes) -> ApiResult<(S
 #[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
     responses((status = 200, body = [ServerDto])), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerDto>>> {
-    Ok(Json(state.store.list_servers().await?.into_iter().map(dto).collect()))
+    Ok(Json(
+        state
+            .store
+            .list_servers()
+            .await?
+            .into_iter()
+            .map(dto)
+            .collect(),
+    ))
 }
 
 /// Show a server with its recent runner deployments.
 #[utoipa::path(get, path = "/api/v1/servers/{name}", tag = "servers", params(("name" = String, Path)),
     responses((status = 200, body = ServerDto), (status = 404)), security(("bearer" = [])))]
-pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<ServerDto>> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<ServerDto>> {
     let row = find(&state, &name).await?;
     let deployments = state.store.list_deployments(row.id, 50).await?;
     let mut d = dto(row);
@@ -214,7 +242,10 @@ pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> Ap
 /// Remove a server. Past executions keep its name.
 #[utoipa::path(delete, path = "/api/v1/servers/{name}", tag = "servers", params(("name" = String, Path)),
     responses((status = 204), (status = 404)), security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     let row = find(&state, &name).await?;
     state.store.delete_server(row.id).await?;
     if let Some(ssh) = &state.ssh {
@@ -229,12 +260,17 @@ pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> 
 /// On first contact the presented host key is pinned.
 #[utoipa::path(post, path = "/api/v1/servers/{name}/test", tag = "servers", params(("name" = String, Path)),
     responses((status = 200, body = TestReportDto), (status = 404)), security(("bearer" = [])))]
-pub async fn test(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<TestReportDto>> {
+pub async fn test(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<TestReportDto>> {
     let row = find(&state, &name).await?;
-    let ssh = state
-        .ssh
-        .as_ref()
-        .ok_or_else(|| ApiError::bad("server", "the SSH transport is not available on this server"))?;
+    let ssh = state.ssh.as_ref().ok_or_else(|| {
+        ApiError::bad(
+            "server",
+            "the SSH transport is not available on this server",
+        )
+    })?;
     let cfg = config_of(&state, &row)?;
     let r = ssh.test(&cfg).await;
     let status = match &r.host_key_status {
@@ -248,7 +284,10 @@ pub async fn test(State(state): State<AppState>, Path(name): Path<String>) -> Ap
             state.store.pin_host_key(row.id, k, now_ms()).await?;
         }
         (Some(HostKeyStatus::Changed { .. }), Some(k)) => {
-            state.store.set_pending_host_key(row.id, Some(k), now_ms()).await?;
+            state
+                .store
+                .set_pending_host_key(row.id, Some(k), now_ms())
+                .await?;
         }
         _ => {}
     }
@@ -296,7 +335,10 @@ pub async fn accept_key(
         }
     };
     cronium_ssh::validate_host_key(&key).map_err(|reason| ApiError::bad("host_key", reason))?;
-    state.store.accept_host_key(row.id, key.trim(), now_ms()).await?;
+    state
+        .store
+        .accept_host_key(row.id, key.trim(), now_ms())
+        .await?;
     if let Some(ssh) = &state.ssh {
         if let Ok(cfg) = config_of(&state, &row) {
             ssh.forget(&cfg);

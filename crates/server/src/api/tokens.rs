@@ -17,7 +17,15 @@ use crate::state::AppState;
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens",
     responses((status = 200, body = [TokenDto])), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<TokenDto>>> {
-    Ok(Json(state.store.list_tokens().await?.into_iter().map(TokenDto::from).collect()))
+    Ok(Json(
+        state
+            .store
+            .list_tokens()
+            .await?
+            .into_iter()
+            .map(TokenDto::from)
+            .collect(),
+    ))
 }
 
 /// Create a token; the response holds its value, shown only this once.
@@ -50,6 +58,8 @@ pub async fn revoke(State(state): State<AppState>, Path(id): Path<i64>) -> ApiRe
     if state.store.revoke_token(id, now_ms()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::NotFound(format!("token {id} not found or already revoked")))
+        Err(ApiError::NotFound(format!(
+            "token {id} not found or already revoked"
+        )))
     }
 }

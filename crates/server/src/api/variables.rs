@@ -34,11 +34,16 @@ fn dto(row: VariableRow) -> VariableDto {
 pub fn validate_name(name: &str) -> ApiResult<()> {
     let ok = !name.is_empty()
         && name.len() <= 200
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad("name", "use 1 to 200 letters, digits, -, _ and ."))
+        Err(ApiError::bad(
+            "name",
+            "use 1 to 200 letters, digits, -, _ and .",
+        ))
     }
 }
 
@@ -46,13 +51,24 @@ pub fn validate_name(name: &str) -> ApiResult<()> {
 #[utoipa::path(get, path = "/api/v1/variables", tag = "variables",
     responses((status = 200, body = [VariableDto])), security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<VariableDto>>> {
-    Ok(Json(state.store.list_variables().await?.into_iter().map(dto).collect()))
+    Ok(Json(
+        state
+            .store
+            .list_variables()
+            .await?
+            .into_iter()
+            .map(dto)
+            .collect(),
+    ))
 }
 
 /// Read one variable (a secret one's value is null).
 #[utoipa::path(get, path = "/api/v1/variables/{name}", tag = "variables", params(("name" = String, Path)),
     responses((status = 200, body = VariableDto), (status = 404)), security(("bearer" = [])))]
-pub async fn show(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<Json<VariableDto>> {
+pub async fn show(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<Json<VariableDto>> {
     let row = state
         .store
         .get_variable(&name)
@@ -74,7 +90,10 @@ pub async fn set(
     let body: VariableBody = body::json(&bytes)?;
     let text = serde_json::to_vec(&body.value).map_err(ApiError::internal)?;
     if text.len() > MAX_VALUE_BYTES {
-        return Err(ApiError::bad("value", format!("is {} bytes; the limit is {MAX_VALUE_BYTES}", text.len())));
+        return Err(ApiError::bad(
+            "value",
+            format!("is {} bytes; the limit is {MAX_VALUE_BYTES}", text.len()),
+        ));
     }
     let value = if body.secret {
         VariableValue::Secret(state.secrets.encrypt(&variable_context(&name), &text))
@@ -94,7 +113,10 @@ pub async fn set(
 /// Delete a variable.
 #[utoipa::path(delete, path = "/api/v1/variables/{name}", tag = "variables", params(("name" = String, Path)),
     responses((status = 204), (status = 404)), security(("bearer" = [])))]
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> ApiResult<StatusCode> {
     if state.store.delete_variable(&name).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -13,6 +13,7 @@ conformance!(
     name_conflict_writes_nothing,
     invalid_input_writes_nothing,
     delete_keeps_jobs_with_their_event_name,
+    concurrent_applies_of_a_new_name_create_once,
 );
 
 async fn open_is_idempotent_and_migrated(t: Ctx) {
@@ -215,4 +216,29 @@ async fn delete_keeps_jobs_with_their_event_name(t: Ctx) {
     assert!(s.delete_event(e.id).await.unwrap());
     let j = s.get_job(j.id).await.unwrap().unwrap();
     assert_eq!((j.event_id, j.event_name.as_str()), (None, "gone"));
+}
+
+async fn concurrent_applies_of_a_new_name_create_once(t: Ctx) {
+    let s = std::sync::Arc::new(t.store.clone());
+    for round in 0..5 {
+        let name = format!("race-{round}");
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let s = s.clone();
+                let name = name.clone();
+                tokio::spawn(
+                    async move { s.apply_event(&name, "active", &json!({"v": 1}), 1).await },
+                )
+            })
+            .collect();
+        let mut created = 0;
+        for h in handles {
+            match h.await.unwrap().unwrap() {
+                (_, Applied::Created) => created += 1,
+                (e, applied) => assert_eq!((applied, e.version), (Applied::Unchanged, 1)),
+            }
+        }
+        assert_eq!(created, 1, "{name}");
+    }
+    assert_eq!(s.list_events().await.unwrap().len(), 5);
 }

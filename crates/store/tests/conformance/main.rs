@@ -11,6 +11,7 @@ mod auth;
 mod events;
 mod executions;
 mod logs;
+mod perf;
 mod queue;
 mod schedule;
 mod variables;

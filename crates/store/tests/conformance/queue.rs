@@ -250,12 +250,32 @@ async fn fenced_attempts_ignore_stale_workers(t: Ctx) {
         .unwrap());
     // The same worker name with the stale attempt number (a restarted agent reusing its id, its
     // old task still running) is refused too: the attempt is the fencing token.
-    assert_eq!(s.heartbeat(first.id, "new", 1, 1000, run_at).await.unwrap(), Heartbeat::Lost);
-    assert!(!s.finish(first.id, "new", 1, &ok("succeeded"), run_at).await.unwrap());
-    assert!(!s.retry_later(first.id, "new", 1, run_at + 5, "x", run_at).await.unwrap());
-    assert_eq!(s.create_execution(first.id, "new", 1, None, "running", run_at).await.unwrap(), None);
-    assert!(!s.update_execution(old_exec.id, "new", 1, &upd).await.unwrap());
-    assert!(!s.update_execution(new_exec.id, "new", 1, &upd).await.unwrap());
+    assert_eq!(
+        s.heartbeat(first.id, "new", 1, 1000, run_at).await.unwrap(),
+        Heartbeat::Lost
+    );
+    assert!(!s
+        .finish(first.id, "new", 1, &ok("succeeded"), run_at)
+        .await
+        .unwrap());
+    assert!(!s
+        .retry_later(first.id, "new", 1, run_at + 5, "x", run_at)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.create_execution(first.id, "new", 1, None, "running", run_at)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!s
+        .update_execution(old_exec.id, "new", 1, &upd)
+        .await
+        .unwrap());
+    assert!(!s
+        .update_execution(new_exec.id, "new", 1, &upd)
+        .await
+        .unwrap());
     // Even with the current attempt number, a different worker is refused.
     assert!(!s
         .update_execution(new_exec.id, "old", 2, &upd)
