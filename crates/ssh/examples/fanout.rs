@@ -83,6 +83,56 @@ async fn main() {
         script: "true".into(),
         env: BTreeMap::new(),
     };
+    // Baseline on the same hosts in the same run: the OpenSSH client, one process per host
+    // started all at once (what parallel-ssh does), cold by nature.
+    let key_path = std::env::temp_dir().join(format!("cronium-fanout-key-{}", std::process::id()));
+    std::fs::write(&key_path, &env().client_key).expect("write key");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
+    for &n in &sizes {
+        let started = Instant::now();
+        let children: Vec<_> = hosts[..n]
+            .iter()
+            .map(|h| {
+                std::process::Command::new("ssh")
+                    .args([
+                        "-o",
+                        "StrictHostKeyChecking=no",
+                        "-o",
+                        "UserKnownHostsFile=/dev/null",
+                        "-o",
+                        "BatchMode=yes",
+                        "-o",
+                        "LogLevel=ERROR",
+                        "-i",
+                    ])
+                    .arg(&key_path)
+                    .args([
+                        "-p",
+                        &h.port.to_string(),
+                        &format!("{USER}@127.0.0.1"),
+                        "true",
+                    ])
+                    .stdin(std::process::Stdio::null())
+                    .spawn()
+                    .expect("ssh")
+            })
+            .collect();
+        let mut ok = 0;
+        for mut c in children {
+            if c.wait().map(|s| s.success()).unwrap_or(false) {
+                ok += 1;
+            }
+        }
+        println!(
+            "openssh client x{n} (cold, parallel processes): {} ({ok}/{n} ok)",
+            ms(started.elapsed())
+        );
+    }
+    let _ = std::fs::remove_file(&key_path);
+
     println!(
         "{:>6} | {:>11} | {:>11} | {:>11} | {:>11} | {:>11}",
         "hosts", "direct cold", "direct warm", "runner+dep", "runner cold", "runner warm"

@@ -1029,3 +1029,46 @@ async fn concurrent_runs_on_one_server_upload_the_runner_once() {
     }
     assert_eq!(ex2.metrics().uploads, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_deployment_is_retried_and_leaves_no_partial_file() {
+    let sshd = Sshd::start();
+    // An artifact whose announced checksum is not the file's: every upload fails verification.
+    let mut artifact = runner().await;
+    artifact.sha256 = "0".repeat(64);
+    let ex = SshExecutor::new(config("partial"), artifact);
+    let _cleanup = DirCleanup::new(&ex);
+    let server = sshd.server("partial");
+    let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
+    let (tx, mut rx) = sink();
+    let started = Instant::now();
+    let err = ex
+        .run(
+            &server,
+            Mode::RunnerSsh,
+            &request(&p, Duration::from_secs(30), "partial"),
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    let SshError::Deploy { reason, record, .. } = &err else {
+        panic!("expected a deployment error, got {err:?}");
+    };
+    assert!(reason.contains("after 3 attempt(s)"), "{reason}");
+    assert!(reason.contains("checksum"), "{reason}");
+    let record = record.as_ref().expect("record of the failed deployment");
+    assert_eq!(record.outcome, DeployOutcome::Failed);
+    assert_eq!(record.attempts, 3);
+    // Backoff 100 ms then 200 ms between the attempts.
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let m = ex.metrics();
+    assert_eq!((m.uploads, m.deployments_failed), (3, 1));
+    let dir = home_path(&ex.config().deploy_dir);
+    let left: Vec<_> = std::fs::read_dir(&dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left on the host: {left:?}");
+    assert!(drain(&mut rx).is_empty(), "nothing ran");
+}
