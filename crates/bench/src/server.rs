@@ -125,8 +125,11 @@ impl Server {
                 }
             }
         };
+        // CRONIUM_BENCH_FRESH_CONNECTIONS=1: a new TCP connection per request, to tell costs of
+        // connection reuse (delayed ACK against Nagle) from the server's own work.
+        let fresh = std::env::var_os("CRONIUM_BENCH_FRESH_CONNECTIONS").is_some_and(|v| v == "1");
         let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(if fresh { 0 } else { 64 })
             .tcp_nodelay(true)
             .build()
             .map_err(|source| ServerError::Http {

@@ -757,3 +757,29 @@ async fn a_run_cancelled_before_it_starts_creates_nothing() {
     assert!(out.script_lines().is_empty());
     assert!(leftovers(&exec, out.execution_id).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (150 s): run with --ignored"]
+async fn a_long_silent_run_keeps_its_connection() {
+    let exec = executor(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let req = request(
+        dir.path(),
+        Interpreter::Bash,
+        "echo begin; sleep 150; echo end",
+        Duration::from_secs(300),
+        json!({}),
+    );
+    let out = run(
+        &exec,
+        Interpreter::Bash,
+        &spec(),
+        &req,
+        CancellationToken::new(),
+    )
+    .await;
+    let r = out.run();
+    assert_eq!(r.finished.status, RunStatus::Succeeded, "{:#?}", out.events);
+    assert_eq!(out.script_lines(), vec!["begin", "end"]);
+    assert_clean(&exec, out.execution_id).await;
+}

@@ -353,6 +353,51 @@ async fn wrong_credentials_are_reported_as_auth_errors() {
         .expect("password login");
     assert_eq!(run.finished.status, RunStatus::Succeeded);
 
+    // A passphrase-protected key: accepted with its passphrase, a clear error without it.
+    let enc = sshd.dir.path().join("encrypted_key");
+    let st = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "open sesame", "-f"])
+        .arg(&enc)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mut authorized = std::fs::read_to_string(sshd.dir.path().join("authorized_keys")).unwrap();
+    authorized.push_str(&std::fs::read_to_string(enc.with_extension("pub")).unwrap());
+    std::fs::write(sshd.dir.path().join("authorized_keys"), authorized).unwrap();
+    let mut encrypted = sshd.server("auth");
+    encrypted.credential = Credential::Key {
+        pem: std::fs::read_to_string(&enc).unwrap(),
+        passphrase: Some("open sesame".into()),
+    };
+    let run = ex
+        .run(
+            &encrypted,
+            Mode::DirectSsh,
+            &req,
+            &bash("true"),
+            &tx,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("login with an encrypted key");
+    assert_eq!(run.finished.status, RunStatus::Succeeded);
+    encrypted.credential = Credential::Key {
+        pem: std::fs::read_to_string(&enc).unwrap(),
+        passphrase: Some("wrong".into()),
+    };
+    let err = ex
+        .run(
+            &encrypted,
+            Mode::DirectSsh,
+            &req,
+            &bash("true"),
+            &tx,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("credential.key"), "{err}");
+
     // A key that cannot be parsed is a configuration error naming the field.
     let mut garbage = sshd.server("auth");
     garbage.credential = Credential::Key {

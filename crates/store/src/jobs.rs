@@ -666,3 +666,42 @@ impl Store {
         map_opt(row, |r| i64_col(r, "run_at"))
     }
 }
+
+impl Store {
+    /// Deletes finished jobs (any status but queued and running) that finished before `before`,
+    /// with their executions and logs, at most `limit` jobs per call (call again while it
+    /// returns `limit`). Returns how many jobs were deleted. For retention policies.
+    pub async fn prune_jobs(&self, before: i64, limit: i64) -> Result<u64, StoreError> {
+        if !(1..=10_000).contains(&limit) {
+            return Err(StoreError::Invalid(format!(
+                "limit: must be between 1 and 10000, got {limit}"
+            )));
+        }
+        let mut tx = self.begin_write().await?;
+        let ids = sqlx::query(
+            "SELECT id FROM jobs WHERE status NOT IN ('queued', 'running') AND finished_at < $1 \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut deleted = 0;
+        // Children first and explicitly, so the result does not depend on cascading foreign keys.
+        for row in &ids {
+            let id = i64_col(row, "id")?;
+            for sql in [
+                "DELETE FROM logs WHERE job_id = $1",
+                "DELETE FROM executions WHERE job_id = $1",
+                "DELETE FROM jobs WHERE id = $1",
+            ] {
+                let done = sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+                if sql.starts_with("DELETE FROM jobs") {
+                    deleted += done.rows_affected();
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+}

@@ -107,7 +107,15 @@ impl Store {
                     })
                 })
         };
-        let write = options(1).connect(&url).await?;
+        let mut write_options = options(1);
+        if memory {
+            // The database lives only as long as its one connection: never let the pool recycle it.
+            write_options = write_options
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None);
+        }
+        let write = write_options.connect(&url).await?;
         SQLITE_MIGRATIONS.run(&write).await?;
         // An in-memory database exists once per connection: everything must share the writer.
         let read = if memory {

@@ -242,3 +242,15 @@ async fn concurrent_applies_of_a_new_name_create_once(t: Ctx) {
     }
     assert_eq!(s.list_events().await.unwrap().len(), 5);
 }
+
+#[tokio::test]
+async fn in_memory_sqlite_store_works() {
+    let s = Store::open("sqlite::memory:").await.unwrap();
+    assert_eq!(s.backend(), cronium_store::Backend::Sqlite);
+    let e = s
+        .create_event("mem", "active", &json!({}), 1)
+        .await
+        .unwrap();
+    // Reads go through the same single connection, so they see the writes.
+    assert_eq!(s.get_event_by_name("mem").await.unwrap(), Some(e));
+}

@@ -14,4 +14,5 @@ mod logs;
 mod perf;
 mod queue;
 mod schedule;
+mod servers;
 mod variables;

@@ -1,0 +1,378 @@
+//! The Cronium side of the benchmark: a real `cronium serve` release process (started, stopped,
+//! restarted on the same data directory for cold runs) and the few API calls the benchmark makes:
+//! register a server, put an event, run it and time it from the POST to the job being final.
+//!
+//! Not a client library: only what the benchmark needs, with errors naming the call that failed
+//! and what the server answered.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::procs;
+
+/// The admin token given to every server this benchmark starts (>= 16 characters).
+pub const TOKEN: &str = "crn_bench_remote_0123456789abcdef";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CroniumError {
+    #[error("cannot start {bin}: {source}")]
+    Spawn { bin: String, source: std::io::Error },
+    #[error("the server did not print `Cronium listening on` within 60 s; its log is {log}")]
+    NoBanner { log: String },
+    #[error("{method} {path}: {source}")]
+    Http {
+        method: String,
+        path: String,
+        source: reqwest::Error,
+    },
+    #[error("{method} {path}: HTTP {status}: {body}")]
+    Status {
+        method: String,
+        path: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("job {id} did not end within {secs} s (last status `{status}`)")]
+    Timeout { id: i64, secs: u64, status: String },
+    #[error("unexpected answer to {what}: {body}")]
+    Shape { what: String, body: String },
+    #[error("job {id} ended `{status}`, not `succeeded` (a failed run is not a benchmark sample): {detail}")]
+    NotSucceeded {
+        id: i64,
+        status: String,
+        detail: String,
+    },
+    #[error("job {id} ran {got} executions, expected {want}")]
+    Executions { id: i64, got: usize, want: usize },
+}
+
+/// How to start a server: binaries and flags that stay the same across restarts.
+#[derive(Debug, Clone)]
+pub struct ServerSpec {
+    pub cronium: PathBuf,
+    pub runner: PathBuf,
+    pub static_runner: PathBuf,
+    /// Data directory, kept across restarts (servers, events and pinned host keys survive).
+    pub data_dir: PathBuf,
+    /// Deploy directory on the hosts, relative to the login's home.
+    pub deploy_dir: String,
+    pub fanout_concurrency: usize,
+}
+
+/// A running `cronium serve`.
+pub struct Server {
+    child: Option<Child>,
+    pub url: String,
+    http: reqwest::Client,
+}
+
+/// One timed run.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// From the POST that enqueued the job to the job being final, seen by the client.
+    pub wall: Duration,
+    /// The job's own `duration_ms` (started to finished, server side).
+    pub job_ms: Option<i64>,
+    /// Largest `setup_ms` over the job's executions (connection, deployment, payload upload).
+    pub setup_ms_max: Option<i64>,
+    /// Largest `run_ms` over the job's executions (the runner or the command running).
+    pub run_ms_max: Option<i64>,
+}
+
+impl Server {
+    pub fn start(spec: &ServerSpec) -> Result<Server, CroniumError> {
+        std::fs::create_dir_all(&spec.data_dir).map_err(|source| CroniumError::Io {
+            what: format!("create {}", spec.data_dir.display()),
+            source,
+        })?;
+        let log_path = spec.data_dir.join("server.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| CroniumError::Io {
+                what: format!("open {}", log_path.display()),
+                source,
+            })?;
+        let mut child = Command::new(&spec.cronium)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&spec.data_dir)
+            .arg("--runner")
+            .arg(&spec.runner)
+            .arg("--static-runner")
+            .arg(&spec.static_runner)
+            .arg("--ssh-deploy-dir")
+            .arg(&spec.deploy_dir)
+            .arg("--fanout-concurrency")
+            .arg(spec.fanout_concurrency.to_string())
+            .env("CRONIUM_ADMIN_TOKEN", TOKEN)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .map_err(|source| CroniumError::Spawn {
+                bin: spec.cronium.display().to_string(),
+                source,
+            })?;
+        procs::register(child.id());
+        let no_banner = || CroniumError::NoBanner {
+            log: log_path.display().to_string(),
+        };
+        let Some(stdout) = child.stdout.take() else {
+            procs::kill_tree(child.id());
+            return Err(no_banner());
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Drains stdout for the server's whole life so that it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut server = Server {
+            child: Some(child),
+            url: String::new(),
+            http: reqwest::Client::builder()
+                .tcp_nodelay(true)
+                .build()
+                .map_err(|source| CroniumError::Http {
+                    method: "build".into(),
+                    path: "client".into(),
+                    source,
+                })?,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.strip_prefix("Cronium listening on ") {
+                        server.url = rest.split_whitespace().next().unwrap_or_default().into();
+                        return Ok(server);
+                    }
+                }
+                // `server` is dropped here, which kills the process.
+                Err(_) => return Err(no_banner()),
+            }
+        }
+    }
+
+    /// Stops the server: SIGTERM, then SIGKILL after 10 s; children (sessions) go with it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            procs::signal(c.id(), libc::SIGTERM);
+            if !procs::wait_exit(&mut c, Duration::from_secs(10)) {
+                procs::kill_tree(c.id());
+                let _ = c.wait();
+            }
+            procs::unregister(c.id());
+        }
+    }
+
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, CroniumError> {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut req = self
+            .http
+            .request(m, format!("{}{path}", self.url))
+            .bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let http_err = |source| CroniumError::Http {
+            method: method.into(),
+            path: path.into(),
+            source,
+        };
+        let resp = req.send().await.map_err(http_err)?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await.map_err(http_err)?;
+        if !(200..300).contains(&status) {
+            return Err(CroniumError::Status {
+                method: method.into(),
+                path: path.into(),
+                status,
+                body: text,
+            });
+        }
+        if text.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|_| CroniumError::Shape {
+            what: format!("{method} {path}"),
+            body: text,
+        })
+    }
+
+    /// Registers an SSH server (host key pinned on first use by Cronium itself).
+    pub async fn add_server(
+        &self,
+        name: &str,
+        port: u16,
+        user: &str,
+        pem: &str,
+        tags: &[String],
+    ) -> Result<(), CroniumError> {
+        let body = json!({
+            "name": name, "host": "127.0.0.1", "port": port, "user": user,
+            "private_key": pem, "tags": tags,
+        });
+        self.api("POST", "/api/v1/servers", Some(&body)).await?;
+        Ok(())
+    }
+
+    /// Creates or replaces an event from its JSON spec.
+    pub async fn put_event(&self, spec: &Value) -> Result<(), CroniumError> {
+        let name = spec["name"].as_str().unwrap_or_default();
+        self.api("PUT", &format!("/api/v1/events/{name}"), Some(spec))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs `event` once and times it from the POST to the job being final. The end is seen on
+    /// the live log stream (`event: end`), which the server pushes as soon as the job is final;
+    /// a stream that closes early falls back to polling. The job must succeed with `executions`
+    /// executions, or the sample is refused.
+    pub async fn run_timed(&self, event: &str, executions: usize) -> Result<Sample, CroniumError> {
+        let t0 = Instant::now();
+        let created = self
+            .api(
+                "POST",
+                &format!("/api/v1/events/{event}/run"),
+                Some(&json!({})),
+            )
+            .await?;
+        let id = created["id"].as_i64().ok_or_else(|| CroniumError::Shape {
+            what: "POST run".into(),
+            body: created.to_string(),
+        })?;
+        if !self.follow_to_end(id).await? {
+            self.poll_final(id, Duration::from_secs(120)).await?;
+        }
+        let wall = t0.elapsed();
+        let job = self.api("GET", &format!("/api/v1/jobs/{id}"), None).await?;
+        let status = job["status"].as_str().unwrap_or_default();
+        if status != "succeeded" {
+            return Err(CroniumError::NotSucceeded {
+                id,
+                status: status.into(),
+                detail: job["error"].to_string(),
+            });
+        }
+        let xs = job["executions"].as_array().cloned().unwrap_or_default();
+        if xs.len() != executions {
+            return Err(CroniumError::Executions {
+                id,
+                got: xs.len(),
+                want: executions,
+            });
+        }
+        let max_of = |field: &str| xs.iter().filter_map(|x| x[field].as_i64()).max();
+        Ok(Sample {
+            wall,
+            job_ms: job["duration_ms"].as_i64(),
+            setup_ms_max: max_of("setup_ms"),
+            run_ms_max: max_of("run_ms"),
+        })
+    }
+
+    /// Reads the job's SSE log stream until `event: end`; false when it closed before that.
+    async fn follow_to_end(&self, id: i64) -> Result<bool, CroniumError> {
+        let path = format!("/api/v1/jobs/{id}/logs/stream");
+        let http_err = |source| CroniumError::Http {
+            method: "GET".into(),
+            path: path.clone(),
+            source,
+        };
+        let mut resp = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .map_err(http_err)?;
+        if resp.status().as_u16() != 200 {
+            return Ok(false);
+        }
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
+            buf.extend_from_slice(&chunk);
+            if contains_end_event(&buf) {
+                return Ok(true);
+            }
+            // Only the tail can still hold a partial `event: end` line: keep it bounded.
+            if buf.len() > 64 * 1024 {
+                buf.drain(..buf.len() - 64);
+            }
+        }
+        Ok(false)
+    }
+
+    async fn poll_final(&self, id: i64, timeout: Duration) -> Result<(), CroniumError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.api("GET", &format!("/api/v1/jobs/{id}"), None).await?;
+            let status = job["status"].as_str().unwrap_or_default().to_string();
+            if is_final(&status) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(CroniumError::Timeout {
+                    id,
+                    secs: timeout.as_secs(),
+                    status,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// True when an SSE byte stream holds a complete `event: end` field line.
+pub fn contains_end_event(buf: &[u8]) -> bool {
+    buf.windows(11).any(|w| w == b"event: end\n") || buf.windows(12).any(|w| w == b"event: end\r\n")
+}
+
+pub fn is_final(status: &str) -> bool {
+    matches!(
+        status,
+        "succeeded" | "failed" | "timed_out" | "cancelled" | "partial"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_event_is_found_only_when_complete() {
+        assert!(contains_end_event(
+            b"event: line\ndata: {}\n\nevent: end\ndata: {}\n\n"
+        ));
+        assert!(contains_end_event(b"event: end\r\n"));
+        // A line event whose data mentions "end" must not end the wait.
+        assert!(!contains_end_event(
+            b"event: line\ndata: {\"line\":\"event: en\"}\n"
+        ));
+        assert!(!contains_end_event(b"event: en"));
+    }
+}

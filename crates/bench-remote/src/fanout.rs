@@ -1,0 +1,432 @@
+//! The SSH fan-out benchmark (PRODUCT.md quality bar): a trivial command on 1, 10 and 50 local
+//! sshd hosts through Cronium (runner-ssh: warm, cold, cold with the first deployment; direct-ssh:
+//! warm, cold), then parallel-ssh (warm, cold) and Ansible on the same hosts in the same run.
+//!
+//! Not a load test: one job at a time, each timed from the POST to the job being final.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::cronium::{CroniumError, Sample, Server, ServerSpec};
+use crate::hosts::{Fleet, HostsError, USER};
+use crate::peers::{self, PeersError, Venv};
+use crate::stats::{fmt, fmt_opt, median, median_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error(transparent)]
+    Hosts(#[from] HostsError),
+    #[error(transparent)]
+    Cronium(#[from] CroniumError),
+    #[error(transparent)]
+    Peers(#[from] PeersError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("--servers: {0}")]
+    Servers(String),
+}
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct FanoutOpts {
+    pub servers: Vec<usize>,
+    /// Warm samples per mode (after one unmeasured warm-up run).
+    pub warm: usize,
+    /// Cold samples per mode (one server restart each).
+    pub cold: usize,
+    /// Ansible runs.
+    pub ansible: usize,
+    pub venv: PathBuf,
+}
+
+/// Parses `--servers 1,10,50`: positive counts, at most 200 (the sshd MaxStartups budget).
+pub fn parse_servers(s: &str) -> Result<Vec<usize>, FanoutError> {
+    let mut out = vec![];
+    for part in s.split(',') {
+        let part = part.trim();
+        let n: usize = part
+            .parse()
+            .map_err(|_| FanoutError::Servers(format!("`{part}` is not a number of servers")))?;
+        if n == 0 || n > 200 {
+            return Err(FanoutError::Servers(format!(
+                "{n} servers: must be between 1 and 200"
+            )));
+        }
+        out.push(n);
+    }
+    Ok(out)
+}
+
+/// Figures for one fleet size.
+#[derive(Debug, Default)]
+pub struct FanoutResult {
+    pub n: usize,
+    pub rs_deploy: Vec<Sample>,
+    pub rs_cold: Vec<Sample>,
+    pub rs_warm: Vec<Sample>,
+    pub ds_cold: Vec<Sample>,
+    pub ds_warm: Vec<Sample>,
+    pub pssh_cold: Vec<Duration>,
+    pub pssh_warm: Vec<Duration>,
+    pub ansible: Vec<Duration>,
+}
+
+/// One line of the main table: tool, warm, cold and cold-with-deploy samples.
+type Row = (&'static str, Vec<Duration>, Vec<Duration>, Vec<Duration>);
+
+fn walls(s: &[Sample]) -> Vec<Duration> {
+    s.iter().map(|x| x.wall).collect()
+}
+
+/// Removes a deploy directory from the login's home when dropped (also on error).
+struct DeployCleanup(PathBuf);
+
+impl Drop for DeployCleanup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn home_of(user: &str) -> PathBuf {
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.first() == Some(&user)).then(|| f.get(5).map(PathBuf::from))?
+            })
+        })
+        .unwrap_or_else(|| Path::new("/home").join(user))
+}
+
+/// Runs the whole fan-out benchmark on one fleet of `max(servers)` hosts.
+pub async fn run(
+    workspace: &Path,
+    bins: &ServerSpec,
+    opts: &FanoutOpts,
+) -> Result<(Vec<FanoutResult>, String), FanoutError> {
+    let max = opts.servers.iter().copied().max().unwrap_or(1);
+    eprintln!("starting {max} sshd hosts");
+    let fleet = Fleet::start(workspace, max)?;
+    let venv = Venv::ensure(&opts.venv)?;
+    let versions = venv.versions();
+    let work = tempfile::Builder::new()
+        .prefix("cronium-bench-remote-")
+        .tempdir()
+        .map_err(|source| FanoutError::Io {
+            what: "create a work directory".into(),
+            source,
+        })?;
+    let mut results = vec![];
+    for &n in &opts.servers {
+        results.push(one_size(&fleet, bins, opts, &venv, work.path(), n).await?);
+    }
+    Ok((results, versions))
+}
+
+async fn one_size(
+    fleet: &Fleet,
+    bins: &ServerSpec,
+    opts: &FanoutOpts,
+    venv: &Venv,
+    work: &Path,
+    n: usize,
+) -> Result<FanoutResult, FanoutError> {
+    let ports: Vec<u16> = fleet.ports().into_iter().take(n).collect();
+    let mut r = FanoutResult {
+        n,
+        ..Default::default()
+    };
+    // A deploy directory no earlier run used: the first job must deploy the runner.
+    let deploy_dir = format!(".cache/cronium-bench-{}-n{n}", std::process::id());
+    let _cleanup = DeployCleanup(home_of(USER).join(&deploy_dir));
+    let spec = ServerSpec {
+        data_dir: work.join(format!("data-n{n}")),
+        deploy_dir,
+        fanout_concurrency: 50,
+        ..bins.clone()
+    };
+
+    eprintln!("[{n} servers] cronium: register, cold run with deployment");
+    let mut server = Server::start(&spec)?;
+    for (i, port) in ports.iter().enumerate() {
+        server
+            .add_server(
+                &format!("bench-{i}"),
+                *port,
+                USER,
+                &fleet.key.pem,
+                &["bench".to_string()],
+            )
+            .await?;
+    }
+    for (name, mode) in [("fan-rs", "runner-ssh"), ("fan-ds", "direct-ssh")] {
+        server
+            .put_event(&json!({
+                "name": name, "type": "bash", "script": "true",
+                "target": {"tags": ["bench"], "mode": mode},
+            }))
+            .await?;
+    }
+    r.rs_deploy.push(server.run_timed("fan-rs", n).await?);
+    eprintln!("[{n} servers] cronium runner-ssh warm");
+    server.run_timed("fan-rs", n).await?;
+    for _ in 0..opts.warm {
+        r.rs_warm.push(server.run_timed("fan-rs", n).await?);
+    }
+    eprintln!("[{n} servers] cronium cold (server restarts)");
+    for _ in 0..opts.cold {
+        server.stop();
+        server = Server::start(&spec)?;
+        r.rs_cold.push(server.run_timed("fan-rs", n).await?);
+        server.stop();
+        server = Server::start(&spec)?;
+        r.ds_cold.push(server.run_timed("fan-ds", n).await?);
+    }
+    eprintln!("[{n} servers] cronium direct-ssh warm");
+    server.run_timed("fan-ds", n).await?;
+    for _ in 0..opts.warm {
+        r.ds_warm.push(server.run_timed("fan-ds", n).await?);
+    }
+    server.stop();
+
+    eprintln!("[{n} servers] parallel-ssh");
+    let key = fleet.key.path.clone();
+    let pssh = {
+        let (ports, key, cold, warm) = (ports.clone(), key.clone(), opts.cold, opts.warm);
+        let venv_dir = venv.dir.clone();
+        tokio::task::spawn_blocking(move || {
+            peers::parallel_ssh(&Venv { dir: venv_dir }, &ports, USER, &key, cold, warm)
+        })
+        .await
+        .map_err(|e| FanoutError::Io {
+            what: "parallel-ssh task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??
+    };
+    r.pssh_cold = pssh
+        .cold
+        .iter()
+        .map(|s| Duration::from_secs_f64(*s))
+        .collect();
+    r.pssh_warm = pssh
+        .warm
+        .iter()
+        .map(|s| Duration::from_secs_f64(*s))
+        .collect();
+
+    eprintln!("[{n} servers] ansible");
+    for _ in 0..opts.ansible {
+        r.ansible
+            .push(peers::ansible_once(venv, &ports, USER, &key, work)?);
+    }
+    Ok(r)
+}
+
+/// A target from PRODUCT.md, applied to the 50-server figures.
+fn verdict(value: Option<Duration>, limit: Duration) -> String {
+    match value {
+        Some(v) => format!(
+            "{} ({:.2}x of {})",
+            if v <= limit { "PASS" } else { "FAIL" },
+            v.as_secs_f64() / limit.as_secs_f64(),
+            fmt(limit)
+        ),
+        None => "n/a".into(),
+    }
+}
+
+/// `a` must be below `b` (Cronium faster than the peer); `factor` is how many times faster.
+fn faster(a: Option<Duration>, b: Option<Duration>, factor: f64) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if a > Duration::ZERO => {
+            let x = b.as_secs_f64() / a.as_secs_f64();
+            format!(
+                "{} ({x:.2}x faster, need >= {factor}x)",
+                if x >= factor { "PASS" } else { "FAIL" }
+            )
+        }
+        _ => "n/a".into(),
+    }
+}
+
+/// The markdown tables of the fan-out results.
+pub fn markdown(results: &[FanoutResult], versions: &str) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "Peers: {versions}. Times are medians; `n=` is the sample count.\n\n"
+    ));
+    s.push_str("| servers | tool / mode | warm | cold (new connections) | cold + first deploy |\n");
+    s.push_str("| ---: | --- | ---: | ---: | ---: |\n");
+    let cell = |xs: &[Duration]| {
+        if xs.is_empty() {
+            "-".to_string()
+        } else {
+            format!("{} (n={})", fmt_opt(median(xs)), xs.len())
+        }
+    };
+    for r in results {
+        let rows: [Row; 4] = [
+            (
+                "cronium runner-ssh",
+                walls(&r.rs_warm),
+                walls(&r.rs_cold),
+                walls(&r.rs_deploy),
+            ),
+            (
+                "cronium direct-ssh",
+                walls(&r.ds_warm),
+                walls(&r.ds_cold),
+                vec![],
+            ),
+            (
+                "parallel-ssh",
+                r.pssh_warm.clone(),
+                r.pssh_cold.clone(),
+                vec![],
+            ),
+            ("ansible (-m raw, -f 50)", vec![], r.ansible.clone(), vec![]),
+        ];
+        for (name, w, c, d) in rows {
+            s.push_str(&format!(
+                "| {} | {name} | {} | {} | {} |\n",
+                r.n,
+                cell(&w),
+                cell(&c),
+                cell(&d)
+            ));
+        }
+    }
+
+    s.push_str(
+        "\nWhere Cronium's time goes (medians over samples of the slowest execution's \
+                `setup_ms` / `run_ms`, and the job's own `duration_ms`):\n\n",
+    );
+    s.push_str("| servers | run | client wall | job duration_ms | max setup_ms | max run_ms |\n");
+    s.push_str("| ---: | --- | ---: | ---: | ---: | ---: |\n");
+    for r in results {
+        for (name, xs) in [
+            ("runner-ssh warm", &r.rs_warm),
+            ("runner-ssh cold", &r.rs_cold),
+            ("runner-ssh cold + deploy", &r.rs_deploy),
+            ("direct-ssh warm", &r.ds_warm),
+            ("direct-ssh cold", &r.ds_cold),
+        ] {
+            let m = |f: fn(&Sample) -> Option<i64>| {
+                let v: Vec<i64> = xs.iter().filter_map(f).collect();
+                median_ms(&v)
+                    .map(|x| format!("{x} ms"))
+                    .unwrap_or_else(|| "n/a".into())
+            };
+            s.push_str(&format!(
+                "| {} | {name} | {} | {} | {} | {} |\n",
+                r.n,
+                fmt_opt(median(&walls(xs))),
+                m(|x| x.job_ms),
+                m(|x| x.setup_ms_max),
+                m(|x| x.run_ms_max),
+            ));
+        }
+    }
+
+    if let Some(r) = results.iter().find(|r| r.n == 50) {
+        let rs_w = median(&walls(&r.rs_warm));
+        let rs_c = median(&walls(&r.rs_cold));
+        let rs_d = median(&walls(&r.rs_deploy));
+        let ds_w = median(&walls(&r.ds_warm));
+        let ds_c = median(&walls(&r.ds_cold));
+        let pw = median(&r.pssh_warm);
+        let pc = median(&r.pssh_cold);
+        let an = median(&r.ansible);
+        s.push_str("\nTargets (PRODUCT.md, 50 servers):\n\n| target | measured | verdict |\n| --- | ---: | --- |\n");
+        let rows = [
+            (
+                "runner-ssh warm <= 150 ms",
+                rs_w,
+                verdict(rs_w, Duration::from_millis(150)),
+            ),
+            (
+                "direct-ssh warm <= 100 ms",
+                ds_w,
+                verdict(ds_w, Duration::from_millis(100)),
+            ),
+            (
+                "runner-ssh cold <= 1.2 s",
+                rs_c,
+                verdict(rs_c, Duration::from_millis(1200)),
+            ),
+            (
+                "direct-ssh cold <= 1.2 s",
+                ds_c,
+                verdict(ds_c, Duration::from_millis(1200)),
+            ),
+            (
+                "runner-ssh cold + deploy <= 2 s",
+                rs_d,
+                verdict(rs_d, Duration::from_secs(2)),
+            ),
+            (
+                "runner-ssh warm faster than parallel-ssh warm",
+                rs_w,
+                faster(rs_w, pw, 1.0),
+            ),
+            (
+                "direct-ssh warm faster than parallel-ssh warm",
+                ds_w,
+                faster(ds_w, pw, 1.0),
+            ),
+            (
+                "runner-ssh cold faster than parallel-ssh cold",
+                rs_c,
+                faster(rs_c, pc, 1.0),
+            ),
+            (
+                "direct-ssh cold faster than parallel-ssh cold",
+                ds_c,
+                faster(ds_c, pc, 1.0),
+            ),
+            (
+                "runner-ssh cold >= 10x faster than Ansible",
+                rs_c,
+                faster(rs_c, an, 10.0),
+            ),
+            (
+                "direct-ssh cold >= 10x faster than Ansible",
+                ds_c,
+                faster(ds_c, an, 10.0),
+            ),
+        ];
+        for (name, v, verdict) in rows {
+            s.push_str(&format!("| {name} | {} | {verdict} |\n", fmt_opt(v)));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_list_is_parsed_and_bad_counts_are_named() {
+        assert_eq!(parse_servers("1,10,50").unwrap(), vec![1, 10, 50]);
+        let e = parse_servers("1,x").unwrap_err().to_string();
+        assert!(e.contains("`x` is not a number"), "{e}");
+        let e = parse_servers("0").unwrap_err().to_string();
+        assert!(e.contains("between 1 and 200"), "{e}");
+    }
+
+    #[test]
+    fn verdicts_compare_against_the_limit() {
+        let ms = Duration::from_millis;
+        assert!(verdict(Some(ms(100)), ms(150)).starts_with("PASS"));
+        assert!(verdict(Some(ms(200)), ms(150)).starts_with("FAIL"));
+        assert!(faster(Some(ms(100)), Some(ms(1100)), 10.0).starts_with("PASS"));
+        assert!(faster(Some(ms(200)), Some(ms(1100)), 10.0).starts_with("FAIL"));
+    }
+}

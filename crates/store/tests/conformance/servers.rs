@@ -1,0 +1,167 @@
+//! SSH servers: registration, host key pinning and acceptance, deployment history.
+
+use cronium_store::{NewDeployment, NewServer, StoreError};
+
+use crate::harness::Ctx;
+
+conformance!(servers_register_pin_and_deploy);
+
+fn server(name: &str) -> NewServer {
+    NewServer {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port: 2222,
+        username: "deploy".into(),
+        auth_kind: "key".into(),
+        credential: vec![1, 0, 255, 7],
+        host_key: None,
+        tags: vec!["web".into(), "eu".into()],
+    }
+}
+
+fn deployment(outcome: &str, at: i64) -> NewDeployment {
+    NewDeployment {
+        version: "0.1.0".into(),
+        sha256: "ab".repeat(32),
+        outcome: outcome.into(),
+        attempts: 1,
+        duration_ms: 120,
+        error: (outcome == "failed").then(|| "sftp: permission denied".into()),
+        at,
+    }
+}
+
+async fn servers_register_pin_and_deploy(t: Ctx) {
+    let s = &t.store;
+    let web1 = s.create_server(&server("web1"), 10).await.unwrap();
+    assert_eq!(
+        (web1.name.as_str(), web1.port, web1.auth_kind.as_str()),
+        ("web1", 2222, "key")
+    );
+    assert_eq!(
+        (web1.credential.clone(), web1.tags.clone()),
+        (
+            vec![1, 0, 255, 7],
+            vec!["web".to_string(), "eu".to_string()]
+        )
+    );
+    assert_eq!(
+        (
+            web1.host_key.clone(),
+            web1.pending_host_key.clone(),
+            web1.created_at
+        ),
+        (None, None, 10)
+    );
+    match s.create_server(&server("web1"), 11).await {
+        Err(StoreError::Conflict(field)) => assert_eq!(field, "name"),
+        other => panic!("expected Conflict(name), got {other:?}"),
+    }
+    assert!(matches!(
+        s.create_server(&NewServer { port: 70_000, ..server("bad") }, 11).await,
+        Err(StoreError::Invalid(m)) if m.starts_with("port")
+    ));
+    let web0 = s
+        .create_server(
+            &NewServer {
+                host_key: Some("ssh-ed25519 AAAA0".into()),
+                ..server("web0")
+            },
+            12,
+        )
+        .await
+        .unwrap();
+    let names: Vec<String> = s
+        .list_servers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(names, ["web0", "web1"]);
+    assert_eq!(
+        s.get_server_by_name("web0").await.unwrap(),
+        Some(web0.clone())
+    );
+    assert_eq!(s.get_server_by_name("nope").await.unwrap(), None);
+
+    // Trust on first use: the first key is pinned, a later one does not replace it.
+    assert!(s
+        .pin_host_key(web1.id, "ssh-ed25519 AAAA1", 20)
+        .await
+        .unwrap());
+    assert!(!s
+        .pin_host_key(web1.id, "ssh-ed25519 EVIL", 21)
+        .await
+        .unwrap());
+    assert!(!s
+        .pin_host_key(web0.id, "ssh-ed25519 EVIL", 21)
+        .await
+        .unwrap());
+    let w = s.get_server_by_name("web1").await.unwrap().unwrap();
+    assert_eq!(
+        (w.host_key.as_deref(), w.updated_at),
+        (Some("ssh-ed25519 AAAA1"), 20)
+    );
+
+    // A changed key waits for an operator, then replaces the pinned one.
+    s.set_pending_host_key(web1.id, Some("ssh-ed25519 NEW"), 30)
+        .await
+        .unwrap();
+    let w = s.get_server_by_name("web1").await.unwrap().unwrap();
+    assert_eq!(
+        (w.host_key.as_deref(), w.pending_host_key.as_deref()),
+        (Some("ssh-ed25519 AAAA1"), Some("ssh-ed25519 NEW"))
+    );
+    s.accept_host_key(web1.id, "ssh-ed25519 NEW", 40)
+        .await
+        .unwrap();
+    let w = s.get_server_by_name("web1").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            w.host_key.as_deref(),
+            w.pending_host_key.as_deref(),
+            w.updated_at
+        ),
+        (Some("ssh-ed25519 NEW"), None, 40)
+    );
+
+    s.record_deployment(web1.id, &deployment("failed", 50))
+        .await
+        .unwrap();
+    s.record_deployment(web1.id, &deployment("deployed", 51))
+        .await
+        .unwrap();
+    s.record_deployment(web0.id, &deployment("cached", 52))
+        .await
+        .unwrap();
+    let history = s.list_deployments(web1.id, 10).await.unwrap();
+    assert_eq!(
+        history
+            .iter()
+            .map(|d| d.outcome.as_str())
+            .collect::<Vec<_>>(),
+        ["deployed", "failed"],
+        "newest first"
+    );
+    assert_eq!(
+        (
+            history[1].error.as_deref(),
+            history[1].duration_ms,
+            history[1].at
+        ),
+        (Some("sftp: permission denied"), 120, 50)
+    );
+    assert_eq!(s.list_deployments(web1.id, 1).await.unwrap().len(), 1);
+
+    assert!(s.delete_server(web1.id).await.unwrap());
+    assert!(!s.delete_server(web1.id).await.unwrap());
+    assert_eq!(s.get_server_by_name("web1").await.unwrap(), None);
+    assert!(
+        s.list_deployments(web1.id, 10).await.unwrap().is_empty(),
+        "history goes with the server"
+    );
+    assert_eq!(s.list_deployments(web0.id, 10).await.unwrap().len(), 1);
+    // The name is free again.
+    s.create_server(&server("web1"), 60).await.unwrap();
+}
