@@ -275,6 +275,7 @@ async fn conclude(
                     run_ms: Some(r.finished.run_ms as i64),
                     error: r.finished.error.clone(),
                     output: f.output.clone(),
+                    condition: f.condition,
                     ..Default::default()
                 };
                 if let Err(e) = inner.queue.update_execution(lease, id, &update).await {

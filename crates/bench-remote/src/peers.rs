@@ -134,7 +134,7 @@ from pssh.config import HostConfig
 
 cfg = json.loads(sys.argv[1])
 hosts = ['127.0.0.1'] * len(cfg['ports'])
-host_config = [HostConfig(port=p, user=cfg['user'], private_key=cfg['key']) for p in cfg['ports']]
+host_config = [HostConfig(port=p, user=cfg['user'], private_key=cfg['key'], allow_agent=False, identity_auth=False) for p in cfg['ports']]
 
 def once(client):
     out = client.run_command('true')

@@ -45,6 +45,8 @@ pub struct ExecutionRow {
     pub mode: Option<String>,
     /// Free-form remark for users (e.g. "fell back to direct-ssh: ...").
     pub note: Option<String>,
+    /// The workflow condition the script set (`setCondition`), if it did.
+    pub condition: Option<bool>,
     pub created_at: i64,
 }
 
@@ -62,12 +64,13 @@ pub struct ExecutionUpdate {
     pub output: Option<Value>,
     pub mode: Option<String>,
     pub note: Option<String>,
+    pub condition: Option<bool>,
 }
 
 macro_rules! execution_cols {
     () => {
         "id, job_id, attempt, server, status, exit_code, started_at, finished_at, setup_ms, run_ms, \
-         runner_version, error, output, mode, note, created_at"
+         runner_version, error, output, mode, note, condition, created_at"
     };
 }
 
@@ -88,6 +91,7 @@ fn execution_row(row: &AnyRow) -> Result<ExecutionRow, StoreError> {
         output: json(row, "output")?,
         mode: opt_text(row, "mode")?,
         note: opt_text(row, "note")?,
+        condition: opt_i64(row, "condition")?.map(|c| c != 0),
         created_at: i64_col(row, "created_at")?,
     })
 }
@@ -159,7 +163,8 @@ impl Store {
                started_at = COALESCE($3, started_at), finished_at = COALESCE($4, finished_at), \
                setup_ms = COALESCE($5, setup_ms), run_ms = COALESCE($6, run_ms), \
                runner_version = COALESCE($7, runner_version), error = COALESCE($8, error), \
-               output = COALESCE($9, output), mode = COALESCE($10, mode), note = COALESCE($11, note) \
+               output = COALESCE($9, output), mode = COALESCE($10, mode), note = COALESCE($11, note), \
+               condition = COALESCE($15, condition) \
              WHERE id = $12 AND attempt = $13 AND EXISTS (SELECT 1 FROM jobs j \
                WHERE j.id = executions.job_id AND j.lease_owner = $14 AND j.attempt = $13)",
         )
@@ -177,6 +182,7 @@ impl Store {
         .bind(exec_id)
         .bind(i64::from(attempt))
         .bind(worker)
+        .bind(update.condition.map(i64::from))
         .execute(&self.write)
         .await?;
         Ok(done.rows_affected() > 0)

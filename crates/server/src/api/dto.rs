@@ -85,6 +85,8 @@ pub struct ExecutionDto {
     #[schema(value_type = Object)]
     pub output: Value,
     pub note: Option<String>,
+    /// The workflow condition the script set, if any.
+    pub condition: Option<bool>,
 }
 
 impl From<ExecutionRow> for ExecutionDto {
@@ -104,6 +106,7 @@ impl From<ExecutionRow> for ExecutionDto {
             error: x.error,
             output: x.output,
             note: x.note,
+            condition: x.condition,
         }
     }
 }

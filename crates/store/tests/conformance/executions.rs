@@ -58,6 +58,7 @@ async fn executions_create_update_list(t: Ctx) {
         output: Some(json!({"ok": true})),
         mode: Some("runner-ssh".into()),
         note: Some("cached payload".into()),
+        condition: Some(false),
     };
     assert!(s.update_execution(web1.id, "w", 1, &full).await.unwrap());
     // A partial update leaves the other fields alone.
@@ -123,11 +124,13 @@ async fn executions_create_update_list(t: Ctx) {
             json!({"ok": true})
         )
     );
+    assert_eq!(a.condition, Some(false), "the workflow condition is kept");
     let b = &list[1];
     assert_eq!(
         (b.status.as_str(), b.exit_code, b.error.as_deref()),
         ("running", Some(2), Some("boom"))
     );
+    assert_eq!(b.condition, None, "no condition unless the script set one");
     assert_eq!(s.get_execution(web2.id).await.unwrap().as_ref(), Some(b));
     assert!(s.list_executions(j.id + 100).await.unwrap().is_empty());
 
