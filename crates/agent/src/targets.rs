@@ -352,8 +352,11 @@ async fn run_on_server(
             if let SshError::HostKeyChanged { observed_key, .. } = &e {
                 let _ = inner.queue.host_key_changed(server.id, observed_key).await;
             }
-            if let SshError::Deploy { .. } = &e {
-                record_deployment_failure(inner, server.id, &e.to_string()).await;
+            if let SshError::Deploy { record, reason, .. } = &e {
+                match record {
+                    Some(r) => record_deployment(inner, server.id, r).await,
+                    None => record_deployment_failure(inner, server.id, reason).await,
+                }
             }
             recorder
                 .system(Some(exec.id), format!("[cronium] {e}"))
