@@ -116,12 +116,20 @@ pub struct Agent {
 
 impl Agent {
     pub fn new(
-        config: AgentConfig,
+        mut config: AgentConfig,
         queue: Arc<dyn JobQueue>,
         bus: Arc<LogBus>,
         metrics: Arc<Metrics>,
         transports: Transports,
     ) -> Self {
+        if let Some(base) = &config.work_base {
+            use std::os::unix::fs::DirBuilderExt;
+            let made = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(base);
+            if let Err(e) = made {
+                tracing::warn!(dir = %base.display(), error = %e, "work directory unusable; using the system temp dir");
+                config.work_base = None;
+            }
+        }
         let local = LocalTransport {
             runner: config.runner_path.clone(),
             work_base: config.work_base.clone(),

@@ -75,6 +75,10 @@ pub struct ServeArgs {
     /// How long a job claim lasts without a heartbeat (a crashed agent's jobs are recovered after it).
     #[arg(long, env = "CRONIUM_LEASE", default_value = "30s")]
     pub lease: String,
+    /// Where local runs get their private working directories. Default: /dev/shm/cronium (memory:
+    /// no disk I/O for the short-lived unpacked payloads), else the system temp dir.
+    #[arg(long, env = "CRONIUM_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
     /// Do not run an agent in this server.
     #[arg(long)]
     pub no_agent: bool,

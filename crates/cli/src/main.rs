@@ -108,6 +108,10 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         .0;
     config.ssh.deploy_dir = args.ssh_deploy_dir;
     config.fanout_concurrency = args.fanout_concurrency.max(1);
+    config.work_dir = args.work_dir.or_else(|| {
+        let shm = std::path::Path::new("/dev/shm");
+        shm.is_dir().then(|| shm.join("cronium"))
+    });
 
     let running = cronium_server::prepare(&config).await?;
     if let Some(b) = &running.bootstrap {

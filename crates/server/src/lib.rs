@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub ssh: cronium_ssh::SshConfig,
     /// Most servers one job runs on at once.
     pub fanout_concurrency: usize,
+    /// Where local runs get their private working directories (None: the system temp dir).
+    pub work_dir: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -81,6 +83,7 @@ impl ServerConfig {
             container: cronium_docker::DockerConfig::new(PathBuf::new()),
             ssh: cronium_ssh::SshConfig::default(),
             fanout_concurrency: 50,
+            work_dir: None,
         }
     }
 
@@ -194,6 +197,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         ac.concurrency = config.agent_concurrency;
         ac.lease = config.lease;
         ac.fanout_concurrency = config.fanout_concurrency;
+        ac.work_base = config.work_dir.clone();
         ac.max_output_bytes = config.max_output_bytes;
         let queue = Arc::new(StoreQueue {
             store: store.clone(),
