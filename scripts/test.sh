@@ -46,7 +46,9 @@ step "build"
 cargo build --workspace --all-targets
 if [ -x scripts/build-runner.sh ]; then
     CRONIUM_STATIC_RUNNER="$(scripts/build-runner.sh | tail -n1)"
-    export CRONIUM_STATIC_RUNNER
+    # One static runner for every suite: the server's container/SSH runner, the SSH transport
+    # tests (CRONIUM_RUNNER_BIN) and the container transport tests (CRONIUM_RUNNER).
+    export CRONIUM_STATIC_RUNNER CRONIUM_RUNNER_BIN="$CRONIUM_STATIC_RUNNER" CRONIUM_RUNNER="$CRONIUM_STATIC_RUNNER"
 fi
 
 if [ -x scripts/build-images.sh ]; then
