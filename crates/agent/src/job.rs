@@ -26,6 +26,24 @@ pub(crate) struct ExecResult {
     pub(crate) execution_id: Option<i64>,
     pub(crate) server: Option<String>,
     pub(crate) finished: Finished,
+    /// More fields for the execution's final write (mode, runner version, note), so that an
+    /// execution costs as few store writes as possible: create, start, end.
+    pub(crate) extra: ExecutionUpdate,
+}
+
+impl ExecResult {
+    pub(crate) fn new(
+        execution_id: Option<i64>,
+        server: Option<String>,
+        finished: Finished,
+    ) -> Self {
+        ExecResult {
+            execution_id,
+            server,
+            finished,
+            extra: ExecutionUpdate::default(),
+        }
+    }
 }
 
 pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
@@ -168,7 +186,8 @@ async fn run_executions(
                     .await;
                 http::run_http(&inner.http, h, spec.timeout.0, &sink, cancel.clone()).await
             } else {
-                let req = run_request(inner, job, lease, spec, exec.id, None).await?;
+                let variables = variables_snapshot(inner).await?;
+                let req = run_request(inner, job, lease, spec, exec.id, None, variables)?;
                 match inner.local.run(&req, &sink, cancel.clone()).await {
                     Ok(f) => f,
                     Err(e) => Finished {
@@ -181,11 +200,7 @@ async fn run_executions(
                 }
             };
             drop(sink);
-            Ok(vec![ExecResult {
-                execution_id: Some(exec.id),
-                server: None,
-                finished,
-            }])
+            Ok(vec![ExecResult::new(Some(exec.id), None, finished)])
         }
         (_, Target::Container(c)) => {
             targets::run_container(inner, job, lease, spec, c, recorder, cancel).await
@@ -196,14 +211,26 @@ async fn run_executions(
     }
 }
 
+/// The variables a run sees (secret ones decrypted), read once per job.
+pub(crate) async fn variables_snapshot(
+    inner: &Inner,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, String> {
+    inner
+        .queue
+        .variables()
+        .await
+        .map_err(|e| format!("cannot read variables: {e}"))
+}
+
 /// The run request for one execution: payload (cached per event version) and run context.
-pub(crate) async fn run_request(
+pub(crate) fn run_request(
     inner: &Inner,
     job: &JobRow,
     lease: &Lease,
     spec: &EventSpec,
     execution_id: i64,
     server: Option<&str>,
+    variables: std::collections::BTreeMap<String, serde_json::Value>,
 ) -> Result<RunRequest, String> {
     let interpreter = spec
         .kind
@@ -226,11 +253,6 @@ pub(crate) async fn run_request(
         .payloads
         .get_or_build(&src)
         .map_err(|e| e.to_string())?;
-    let variables = inner
-        .queue
-        .variables()
-        .await
-        .map_err(|e| format!("cannot read variables: {e}"))?;
     Ok(RunRequest {
         payload_path: payload.path,
         payload_sha256: payload.sha256,
@@ -276,7 +298,7 @@ async fn conclude(
                     error: r.finished.error.clone(),
                     output: f.output.clone(),
                     condition: f.condition,
-                    ..Default::default()
+                    ..r.extra.clone()
                 };
                 if let Err(e) = inner.queue.update_execution(lease, id, &update).await {
                     tracing::warn!(error = %e, "recording execution end");

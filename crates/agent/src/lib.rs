@@ -124,7 +124,10 @@ impl Agent {
     ) -> Self {
         if let Some(base) = &config.work_base {
             use std::os::unix::fs::DirBuilderExt;
-            let made = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(base);
+            let made = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(base);
             if let Err(e) = made {
                 tracing::warn!(dir = %base.display(), error = %e, "work directory unusable; using the system temp dir");
                 config.work_base = None;

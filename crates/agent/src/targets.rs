@@ -13,7 +13,7 @@ use cronium_store::{ExecutionUpdate, JobRow, NewDeployment};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{run_request, ExecResult};
+use crate::job::{run_request, variables_snapshot, ExecResult};
 use crate::queue::{Lease, RemoteServer};
 use crate::recorder::Recorder;
 use crate::Inner;
@@ -69,22 +69,16 @@ pub(crate) async fn run_container(
         .await
         .map_err(|e| e.to_string())?
         .ok_or("lease lost before the execution started")?;
-    let mut req = run_request(inner, job, lease, spec, exec.id, None).await?;
+    let variables = variables_snapshot(inner).await?;
+    let mut req = run_request(inner, job, lease, spec, exec.id, None, variables)?;
     // Interpreter paths of this machine mean nothing inside the image.
     req.context.interpreters.clear();
-    let _ = inner
-        .queue
-        .update_execution(
-            lease,
-            exec.id,
-            &ExecutionUpdate {
-                mode: Some("container".into()),
-                ..Default::default()
-            },
-        )
-        .await;
     let sink = recorder.sink_for(Some(exec.id));
     let cspec = container_spec(target);
+    let mut extra = ExecutionUpdate {
+        mode: Some("container".into()),
+        ..Default::default()
+    };
     let finished = match docker
         .run(
             job.id,
@@ -107,27 +101,15 @@ pub(crate) async fn run_container(
                     ""
                 }
             );
-            let _ = inner
-                .queue
-                .update_execution(
-                    lease,
-                    exec.id,
-                    &ExecutionUpdate {
-                        note: Some(note),
-                        ..Default::default()
-                    },
-                )
-                .await;
+            extra.note = Some(note);
             run.finished
         }
         Err(e) => failed(e.to_string()),
     };
     drop(sink);
-    Ok(vec![ExecResult {
-        execution_id: Some(exec.id),
-        server: None,
-        finished,
-    }])
+    let mut r = ExecResult::new(Some(exec.id), None, finished);
+    r.extra = extra;
+    Ok(vec![r])
 }
 
 fn ssh_mode(m: ServerMode) -> Mode {
@@ -166,6 +148,7 @@ pub(crate) async fn run_servers(
         .kind
         .interpreter()
         .ok_or("http events do not run on servers")?;
+    let variables = Arc::new(variables_snapshot(inner).await?);
     let limit = target
         .concurrency
         .map_or(inner.config.fanout_concurrency, |c| c as usize)
@@ -182,6 +165,7 @@ pub(crate) async fn run_servers(
     // that with a small concurrency and `continue_on_failure: false` the first ones decide.
     for server in servers {
         let permit = slots.clone().acquire_owned().await;
+        let variables = variables.clone();
         let (inner, job, lease, spec, recorder, group, ssh) = (
             inner.clone(),
             job.clone(),
@@ -194,7 +178,7 @@ pub(crate) async fn run_servers(
         let fail_fast = !target.continue_on_failure;
         tasks.spawn(async move {
             let _permit = permit;
-            let r = run_on_server(&inner, &ssh, &job, &lease, &spec, interpreter, mode, &server, &recorder, &group).await;
+            let r = run_on_server(&inner, &ssh, &job, &lease, &spec, interpreter, mode, &server, &recorder, &group, &variables).await;
             if fail_fast && r.finished.status != RunStatus::Succeeded && !group.is_cancelled() {
                 recorder
                     .system(r.execution_id, format!("[cronium] {} failed; cancelling the other servers (continue_on_failure: false)", server.config.name))
@@ -238,67 +222,47 @@ async fn run_on_server(
     server: &RemoteServer,
     recorder: &Recorder,
     cancel: &CancellationToken,
+    variables: &std::collections::BTreeMap<String, serde_json::Value>,
 ) -> ExecResult {
     let name = server.config.name.clone();
     let exec = match inner
         .queue
-        .start_execution(lease, Some(&name), "pending")
+        .start_execution(lease, Some(&name), "deploying")
         .await
     {
         Ok(Some(x)) => x,
-        Ok(None) => {
-            return ExecResult {
-                execution_id: None,
-                server: Some(name),
-                finished: failed("lease lost".into()),
-            };
-        }
-        Err(e) => {
-            return ExecResult {
-                execution_id: None,
-                server: Some(name),
-                finished: failed(e.to_string()),
-            }
-        }
+        Ok(None) => return ExecResult::new(None, Some(name), failed("lease lost".into())),
+        Err(e) => return ExecResult::new(None, Some(name), failed(e.to_string())),
     };
     if cancel.is_cancelled() {
-        return ExecResult {
-            execution_id: Some(exec.id),
-            server: Some(name),
-            finished: Finished {
-                status: RunStatus::Cancelled,
-                exit_code: None,
-                signal: None,
-                run_ms: 0,
-                error: Some("cancelled before it started".into()),
-            },
+        let cancelled = Finished {
+            status: RunStatus::Cancelled,
+            exit_code: None,
+            signal: None,
+            run_ms: 0,
+            error: Some("cancelled before it started".into()),
         };
+        return ExecResult::new(Some(exec.id), Some(name), cancelled);
     }
-    let req = match run_request(inner, job, lease, spec, exec.id, Some(&name)).await {
+    let req = match run_request(
+        inner,
+        job,
+        lease,
+        spec,
+        exec.id,
+        Some(&name),
+        variables.clone(),
+    ) {
         Ok(mut r) => {
             r.context.interpreters.clear();
             r
         }
-        Err(e) => {
-            return ExecResult {
-                execution_id: Some(exec.id),
-                server: Some(name),
-                finished: failed(e),
-            }
-        }
+        Err(e) => return ExecResult::new(Some(exec.id), Some(name), failed(e)),
     };
-    let _ = inner
-        .queue
-        .update_execution(
-            lease,
-            exec.id,
-            &ExecutionUpdate {
-                status: Some("deploying".into()),
-                mode: Some(mode.as_str().into()),
-                ..Default::default()
-            },
-        )
-        .await;
+    let mut extra = ExecutionUpdate {
+        mode: Some(mode.as_str().into()),
+        ..Default::default()
+    };
     let direct = DirectScript {
         interpreter,
         script: spec.script.clone().unwrap_or_default(),
@@ -333,19 +297,12 @@ async fn run_on_server(
                     )
                     .await;
             }
-            let _ = inner
-                .queue
-                .update_execution(
-                    lease,
-                    exec.id,
-                    &ExecutionUpdate {
-                        mode: Some(run.mode_used.as_str().into()),
-                        runner_version: run.runner_version.clone(),
-                        note,
-                        ..Default::default()
-                    },
-                )
-                .await;
+            extra = ExecutionUpdate {
+                mode: Some(run.mode_used.as_str().into()),
+                runner_version: run.runner_version.clone(),
+                note,
+                ..Default::default()
+            };
             run.finished
         }
         Err(e) => {
@@ -364,11 +321,9 @@ async fn run_on_server(
             failed(e.to_string())
         }
     };
-    ExecResult {
-        execution_id: Some(exec.id),
-        server: Some(name),
-        finished,
-    }
+    let mut r = ExecResult::new(Some(exec.id), Some(name), finished);
+    r.extra = extra;
+    r
 }
 
 async fn record_deployment(inner: &Inner, server_id: i64, d: &cronium_ssh::DeploymentRecord) {

@@ -40,7 +40,7 @@ fn status(cmd: &mut Command) -> Result<std::process::Output, BinariesError> {
 
 /// Builds (unless `build` is false) and locates the binaries; returns a spec whose data and
 /// deploy directories the benchmarks fill in.
-pub fn prepare(workspace: &Path, build: bool) -> Result<ServerSpec, BinariesError> {
+pub fn prepare(workspace: &Path, build: bool, poll: bool) -> Result<ServerSpec, BinariesError> {
     let release = workspace.join("target/release");
     let static_default =
         workspace.join("target/x86_64-unknown-linux-gnu/release-runner/cronium-runner");
@@ -70,6 +70,7 @@ pub fn prepare(workspace: &Path, build: bool) -> Result<ServerSpec, BinariesErro
         data_dir: PathBuf::new(),
         deploy_dir: String::new(),
         fanout_concurrency: 50,
+        poll,
     };
     for p in [&spec.cronium, &spec.runner, &spec.static_runner] {
         if !p.exists() {

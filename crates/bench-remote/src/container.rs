@@ -156,7 +156,10 @@ pub fn markdown(r: &ContainerResult) -> String {
         r.docker.len()
     ));
     s.push_str(&format!(
-        "\nCronium job `duration_ms` median {}, execution `setup_ms` median {}, `run_ms` median {}.\n",
+        "\nCronium: POST answered median {}, created -> final (server clock) median {}, queue (created -> started) median {}, job `duration_ms` median {}, execution `setup_ms` median {}, `run_ms` median {}.\n",
+        fmt_opt(median(&r.cronium.iter().map(|x| x.post).collect::<Vec<_>>())),
+        m(|x| x.server_ms),
+        m(|x| x.queue_ms),
         m(|x| x.job_ms),
         m(|x| x.setup_ms_max),
         m(|x| x.run_ms_max)

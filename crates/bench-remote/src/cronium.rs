@@ -66,6 +66,9 @@ pub struct ServerSpec {
     /// Deploy directory on the hosts, relative to the login's home.
     pub deploy_dir: String,
     pub fanout_concurrency: usize,
+    /// Wait for a job by polling GET /jobs/{id} every 2 ms instead of following its live log
+    /// stream (to tell the stream's own latency from the job's).
+    pub poll: bool,
 }
 
 /// A running `cronium serve`.
@@ -73,6 +76,7 @@ pub struct Server {
     child: Option<Child>,
     pub url: String,
     http: reqwest::Client,
+    poll: bool,
 }
 
 /// One timed run.
@@ -86,6 +90,19 @@ pub struct Sample {
     pub setup_ms_max: Option<i64>,
     /// Largest `run_ms` over the job's executions (the runner or the command running).
     pub run_ms_max: Option<i64>,
+    /// From the job's creation to an agent starting it (`started_at - created_at`): the queue.
+    pub queue_ms: Option<i64>,
+    /// From the job's creation to it being final, server clock (`finished_at - created_at`);
+    /// `wall` minus this is the API and live-stream path.
+    pub server_ms: Option<i64>,
+    /// How long the POST that enqueued the job took to answer.
+    pub post: Duration,
+}
+
+/// Milliseconds between two RFC 3339 timestamps of a job.
+fn between(job: &Value, from: &str, to: &str) -> Option<i64> {
+    let t = |f: &str| chrono::DateTime::parse_from_rfc3339(job[f].as_str()?).ok();
+    Some((t(to)? - t(from)?).num_milliseconds())
 }
 
 impl Server {
@@ -141,6 +158,7 @@ impl Server {
         let mut server = Server {
             child: Some(child),
             url: String::new(),
+            poll: spec.poll,
             http: reqwest::Client::builder()
                 .tcp_nodelay(true)
                 .build()
@@ -255,11 +273,12 @@ impl Server {
                 Some(&json!({})),
             )
             .await?;
+        let post = t0.elapsed();
         let id = created["id"].as_i64().ok_or_else(|| CroniumError::Shape {
             what: "POST run".into(),
             body: created.to_string(),
         })?;
-        if !self.follow_to_end(id).await? {
+        if self.poll || !self.follow_to_end(id).await? {
             self.poll_final(id, Duration::from_secs(120)).await?;
         }
         let wall = t0.elapsed();
@@ -286,6 +305,9 @@ impl Server {
             job_ms: job["duration_ms"].as_i64(),
             setup_ms_max: max_of("setup_ms"),
             run_ms_max: max_of("run_ms"),
+            queue_ms: between(&job, "created_at", "started_at"),
+            server_ms: between(&job, "created_at", "finished_at"),
+            post,
         })
     }
 
@@ -336,7 +358,7 @@ impl Server {
                     status,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
 }

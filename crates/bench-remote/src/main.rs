@@ -19,6 +19,10 @@ struct Cli {
     /// Use the binaries already in target/ instead of building them.
     #[arg(long, global = true)]
     no_build: bool,
+    /// Wait for each job by polling GET /api/v1/jobs/{id} every 2 ms instead of following its
+    /// live log stream (SSE) to its `end` event.
+    #[arg(long, global = true)]
+    poll: bool,
     /// Virtual environment for parallel-ssh and Ansible (created and reused).
     #[arg(long, global = true, default_value = "/tmp/cronium-bench-remote-venv")]
     venv: PathBuf,
@@ -84,8 +88,16 @@ async fn main() -> anyhow::Result<()> {
         }),
         None => None,
     };
-    let bins = binaries::prepare(&workspace, !cli.no_build)?;
-    let mut out = format!("Machine: {}\n", binaries::machine());
+    let bins = binaries::prepare(&workspace, !cli.no_build, cli.poll)?;
+    let mut out = format!(
+        "Machine: {}\nCompletion seen by: {}\n",
+        binaries::machine(),
+        if cli.poll {
+            "polling GET /api/v1/jobs/{id} every 2 ms"
+        } else {
+            "the live log stream's `end` event (SSE)"
+        }
+    );
     if let Some(opts) = ssh_opts {
         let (results, versions) = fanout::run(&workspace, &bins, &opts).await?;
         out.push_str(&format!(

@@ -20,7 +20,10 @@ use report::Report;
 use server::Binaries;
 
 #[derive(Parser, Debug)]
-#[command(name = "cronium-bench", about = "Benchmarks for the Cronium quality bars")]
+#[command(
+    name = "cronium-bench",
+    about = "Benchmarks for the Cronium quality bars"
+)]
 struct Cli {
     /// The `cronium` binary under test.
     #[arg(long, global = true, default_value = "target/release/cronium")]
@@ -29,7 +32,12 @@ struct Cli {
     #[arg(long, global = true, default_value = "target/release/cronium-runner")]
     runner: PathBuf,
     /// PostgreSQL superuser URL for the PostgreSQL figures (a fresh database per run).
-    #[arg(long, global = true, env = "CRONIUM_TEST_PG_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "CRONIUM_TEST_PG_URL",
+        hide_env_values = true
+    )]
     pg_url: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
@@ -62,6 +70,9 @@ enum Cmd {
         /// Repetitions of the whole chain (the median is reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Python to use on both sides (default: what `python3` on PATH really is).
+        #[arg(long)]
+        python: Option<PathBuf>,
     },
     /// Latency of log lines from a script to a live SSE viewer.
     LogLatency {
@@ -95,7 +106,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -128,7 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::Throughput { jobs } => benches::throughput::run(&ctx, jobs).await?,
         Cmd::Cron { seconds } => benches::cron::run(&ctx, seconds).await?,
         Cmd::IdleRss { seconds } => benches::idle_rss::run(&ctx, seconds).await?,
-        Cmd::Chain40 { reps } => benches::chain40::run(&ctx, reps).await?,
+        Cmd::Chain40 { reps, python } => benches::chain40::run(&ctx, reps, python).await?,
         Cmd::LogLatency { lines } => benches::log_latency::run(&ctx, lines).await?,
         Cmd::BigOutput { mb } => benches::big_output::run(&ctx, mb).await?,
         Cmd::RunnerSize { build, path } => benches::runner_size::run(&ctx, build, path).await?,
@@ -158,10 +172,16 @@ async fn all(ctx: &Ctx, quick: bool, no_build: bool) -> anyhow::Result<bool> {
             reports.push(r);
         }};
     }
-    step!("runner-size", benches::runner_size::run(ctx, !no_build, None));
-    step!("idle-rss", benches::idle_rss::run(ctx, if quick { 3 } else { 10 }));
+    step!(
+        "runner-size",
+        benches::runner_size::run(ctx, !no_build, None)
+    );
+    step!(
+        "idle-rss",
+        benches::idle_rss::run(ctx, if quick { 3 } else { 10 })
+    );
     step!("overhead", benches::overhead::run(ctx, n));
-    step!("chain40", benches::chain40::run(ctx, reps));
+    step!("chain40", benches::chain40::run(ctx, reps, None));
     step!("log-latency", benches::log_latency::run(ctx, lines));
     step!("cron", benches::cron::run(ctx, cron_s));
     step!("throughput", benches::throughput::run(ctx, k));

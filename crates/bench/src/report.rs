@@ -96,7 +96,10 @@ impl Report {
             if r.target.is_empty() {
                 println!("  {:<44} {}", r.metric, r.measured);
             } else {
-                println!("  {:<44} {:<24} target {}{verdict}", r.metric, r.measured, r.target);
+                println!(
+                    "  {:<44} {:<24} target {}{verdict}",
+                    r.metric, r.measured, r.target
+                );
             }
         }
         for n in &self.notes {
@@ -108,7 +111,9 @@ impl Report {
 
 /// The markdown table over several reports.
 pub fn markdown(reports: &[Report]) -> String {
-    let mut out = String::from("| Benchmark | Metric | Measured | Target | Result |\n|---|---|---|---|---|\n");
+    let mut out = String::from(
+        "| Benchmark | Metric | Measured | Target | Result |\n|---|---|---|---|---|\n",
+    );
     for r in reports {
         for row in &r.rows {
             let verdict = match row.pass {
@@ -116,7 +121,11 @@ pub fn markdown(reports: &[Report]) -> String {
                 Some(false) => "**FAIL**",
                 None => "",
             };
-            let target = if row.target.is_empty() { "–" } else { &row.target };
+            let target = if row.target.is_empty() {
+                "–"
+            } else {
+                &row.target
+            };
             out.push_str(&format!(
                 "| `{}` | {} | {} | {} | {} |\n",
                 r.bench, row.metric, row.measured, target, verdict
@@ -162,8 +171,14 @@ mod tests {
         r.at_most("p99 overhead", 7.5, 5.0, "ms");
         assert!(!r.passed());
         let md = markdown(&[r.clone()]);
-        assert!(md.contains("| `overhead` | p50 overhead | 4.00 ms | ≤ 5.00 ms | pass |"), "{md}");
-        assert!(md.contains("| `overhead` | p99 overhead | 7.50 ms | ≤ 5.00 ms | **FAIL** |"), "{md}");
+        assert!(
+            md.contains("| `overhead` | p50 overhead | 4.00 ms | ≤ 5.00 ms | pass |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `overhead` | p99 overhead | 7.50 ms | ≤ 5.00 ms | **FAIL** |"),
+            "{md}"
+        );
         let j: Value = serde_json::from_str(&r.json_line()).unwrap();
         assert_eq!(j["bench"], "overhead");
         assert_eq!(j["pass"], false);

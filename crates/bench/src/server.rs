@@ -56,6 +56,8 @@ pub struct Binaries {
 pub struct ServerOpts {
     pub database_url: Option<String>,
     pub extra_args: Vec<String>,
+    /// Extra environment for the server process.
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Server {
@@ -69,7 +71,9 @@ pub struct Server {
 
 impl Server {
     pub fn start(bins: &Binaries, opts: &ServerOpts) -> Result<Server, ServerError> {
-        let dir = tempfile::Builder::new().prefix("cronium-bench-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("cronium-bench-")
+            .tempdir()?;
         let log_path = dir.path().join("server.log");
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(&bins.cronium);
@@ -84,6 +88,9 @@ impl Server {
             .stderr(Stdio::from(log));
         if let Some(db) = &opts.database_url {
             cmd.arg("--database-url").arg(db);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
         }
         let mut child = cmd.spawn().map_err(|source| ServerError::Spawn {
             bin: bins.cronium.display().to_string(),
@@ -115,7 +122,11 @@ impl Server {
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("Cronium listening on ") {
-                        break rest.split_whitespace().next().unwrap_or_default().to_string();
+                        break rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
                     }
                 }
                 Err(_) => {
@@ -146,7 +157,12 @@ impl Server {
         })
     }
 
-    pub async fn api(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, ServerError> {
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ServerError> {
         let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
         let mut req = self
             .http
@@ -183,7 +199,8 @@ impl Server {
     /// Creates or replaces an event from its JSON spec.
     pub async fn put_event(&self, spec: &Value) -> Result<(), ServerError> {
         let name = spec["name"].as_str().unwrap_or_default();
-        self.api("PUT", &format!("/api/v1/events/{name}"), Some(spec)).await?;
+        self.api("PUT", &format!("/api/v1/events/{name}"), Some(spec))
+            .await?;
         Ok(())
     }
 
@@ -232,7 +249,12 @@ impl Server {
     }
 
     /// Polls a job until it reaches a final status, `interval` apart, and returns it.
-    pub async fn wait_final(&self, id: i64, interval: Duration, timeout: Duration) -> Result<Value, ServerError> {
+    pub async fn wait_final(
+        &self,
+        id: i64,
+        interval: Duration,
+        timeout: Duration,
+    ) -> Result<Value, ServerError> {
         let deadline = Instant::now() + timeout;
         loop {
             let job = self.job(id).await?;
@@ -274,13 +296,18 @@ impl Drop for Server {
 }
 
 pub fn is_final(status: &str) -> bool {
-    matches!(status, "succeeded" | "failed" | "timed_out" | "cancelled" | "partial")
+    matches!(
+        status,
+        "succeeded" | "failed" | "timed_out" | "cancelled" | "partial"
+    )
 }
 
 /// Milliseconds since the epoch of an RFC 3339 timestamp as the API prints it.
 pub fn ts_ms(v: &Value) -> Option<i64> {
     let s = v.as_str()?;
-    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 /// A fresh PostgreSQL database on the server at `base` (a superuser URL); returns its URL.

@@ -144,14 +144,31 @@ mod tests {
     fn parses_events_split_across_chunks() {
         let mut r = reader();
         let now = SystemTime::now();
-        r.buf.extend_from_slice(b"event: line\nid: 1\ndata: {\"a\":1}\n\n: keep-alive\n\nevent: li");
+        r.buf
+            .extend_from_slice(b"event: line\nid: 1\ndata: {\"a\":1}\n\n: keep-alive\n\nevent: li");
         r.parse(now);
-        r.buf.extend_from_slice(b"ne\r\nid: 2\r\ndata: x\r\ndata: y\r\n\r\nevent: end\ndata: {}\n\n");
+        r.buf.extend_from_slice(
+            b"ne\r\nid: 2\r\ndata: x\r\ndata: y\r\n\r\nevent: end\ndata: {}\n\n",
+        );
         r.parse(now);
         let got: Vec<_> = r.ready.drain(..).collect();
         assert_eq!(got.len(), 3);
-        assert_eq!((got[0].event.as_str(), got[0].id.as_deref(), got[0].data.as_str()), ("line", Some("1"), "{\"a\":1}"));
-        assert_eq!((got[1].event.as_str(), got[1].id.as_deref(), got[1].data.as_str()), ("line", Some("2"), "x\ny"));
+        assert_eq!(
+            (
+                got[0].event.as_str(),
+                got[0].id.as_deref(),
+                got[0].data.as_str()
+            ),
+            ("line", Some("1"), "{\"a\":1}")
+        );
+        assert_eq!(
+            (
+                got[1].event.as_str(),
+                got[1].id.as_deref(),
+                got[1].data.as_str()
+            ),
+            ("line", Some("2"), "x\ny")
+        );
         assert_eq!(got[2].event, "end");
         assert!(r.buf.is_empty());
     }

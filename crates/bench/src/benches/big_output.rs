@@ -23,6 +23,7 @@ pub async fn run(ctx: &Ctx, mb: usize) -> anyhow::Result<Report> {
     let opts = ServerOpts {
         database_url: None,
         extra_args: vec!["--max-output".into(), "100m".into()],
+        env: vec![],
     };
     let server = Server::start(&ctx.bins, &opts)?;
     server
@@ -33,9 +34,14 @@ pub async fn run(ctx: &Ctx, mb: usize) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("big.py");
     std::fs::write(&file, &script)?;
-    let (direct_ms, direct_out) = super::time_direct(&real_python()?, &[&file.display().to_string()])?;
+    let (direct_ms, direct_out) =
+        super::time_direct(&real_python()?, &[&file.display().to_string()])?;
     if direct_out.len() != n * LINE {
-        anyhow::bail!("the script wrote {} bytes directly, expected {}", direct_out.len(), n * LINE);
+        anyhow::bail!(
+            "the script wrote {} bytes directly, expected {}",
+            direct_out.len(),
+            n * LINE
+        );
     }
     drop(direct_out);
 
@@ -62,7 +68,11 @@ pub async fn run(ctx: &Ctx, mb: usize) -> anyhow::Result<Report> {
     let mut end_ns: Option<i128> = None;
     loop {
         let page = server
-            .api("GET", &format!("/api/v1/jobs/{id}/logs?after={after}&limit=10000"), None)
+            .api(
+                "GET",
+                &format!("/api/v1/jobs/{id}/logs?after={after}&limit=10000"),
+                None,
+            )
             .await?;
         let lines = page["lines"].as_array().cloned().unwrap_or_default();
         for l in &lines {
@@ -84,7 +94,10 @@ pub async fn run(ctx: &Ctx, mb: usize) -> anyhow::Result<Report> {
                     expected += 1;
                 }
                 _ => {
-                    if let Some(ns) = text.strip_prefix("END ").and_then(|x| x.trim().parse::<i128>().ok()) {
+                    if let Some(ns) = text
+                        .strip_prefix("END ")
+                        .and_then(|x| x.trim().parse::<i128>().ok())
+                    {
                         end_ns = Some(ns);
                     }
                 }
@@ -111,7 +124,13 @@ pub async fn run(ctx: &Ctx, mb: usize) -> anyhow::Result<Report> {
     };
     r.info(
         "throughput: job started→finished / direct to a pipe",
-        format!("{:.1} MB/s ({:.0} ms) / {:.1} MB/s ({:.0} ms)", mbs(job_ms), job_ms, mbs(direct_ms), direct_ms),
+        format!(
+            "{:.1} MB/s ({:.0} ms) / {:.1} MB/s ({:.0} ms)",
+            mbs(job_ms),
+            job_ms,
+            mbs(direct_ms),
+            direct_ms
+        ),
     );
     match end_ns {
         Some(end) => {
@@ -120,14 +139,24 @@ pub async fn run(ctx: &Ctx, mb: usize) -> anyhow::Result<Report> {
             let seen = observed_done as f64 / 1e6 - end_ms;
             r.info(
                 "script end → job succeeded (finished_at / seen by a 10 ms poll)",
-                format!("{} ms / {:.0} ms", fin.map_or("-".into(), |x| format!("{x:.0}")), seen),
+                format!(
+                    "{} ms / {:.0} ms",
+                    fin.map_or("-".into(), |x| format!("{x:.0}")),
+                    seen
+                ),
             );
             r.set("end_to_finished_ms", json!(fin.map(|x| x.round())));
             r.set("end_to_seen_ms", json!(seen.round()));
         }
-        None => r.info("script end → job succeeded", "END marker not found in the log"),
+        None => r.info(
+            "script end → job succeeded",
+            "END marker not found in the log",
+        ),
     }
-    r.info("reading it back (paged API, 10000 lines/page)", format!("{read_ms:.0} ms"));
+    r.info(
+        "reading it back (paged API, 10000 lines/page)",
+        format!("{read_ms:.0} ms"),
+    );
     r.set("mb", json!(mb));
     r.set("lines", json!(n));
     r.set("lines_ok", json!(all));

@@ -3,6 +3,7 @@
 //! back to back with the real python binary, in the same benchmark. The chain is repeated and the
 //! median total of each side is reported (the machine is shared).
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -16,20 +17,40 @@ pub const TARGET_TOTAL_S: f64 = 1.0;
 pub const TARGET_PER_RUN_MS: f64 = 5.0;
 const RUNS: usize = 40;
 
-const FIBO: &str = "def fibo(n):\n    return n if n < 2 else fibo(n - 1) + fibo(n - 2)\n\nprint(fibo(10))\n";
+const FIBO: &str =
+    "def fibo(n):\n    return n if n < 2 else fibo(n - 1) + fibo(n - 2)\n\nprint(fibo(10))\n";
 
-pub async fn run(ctx: &Ctx, reps: usize) -> anyhow::Result<Report> {
-    let python = real_python()?;
+/// `python`: use this interpreter on both sides instead of the one `python3` on PATH resolves
+/// to; the server finds it first on its PATH as `python3`.
+pub async fn run(ctx: &Ctx, reps: usize, python: Option<PathBuf>) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
+    let mut opts = ServerOpts::default();
+    let python = match python {
+        None => real_python()?,
+        Some(p) => {
+            let p = std::fs::canonicalize(&p)
+                .map_err(|e| anyhow::anyhow!("--python `{}`: {e}", p.display()))?;
+            let bin = dir.path().join("bin");
+            std::fs::create_dir(&bin)?;
+            std::os::unix::fs::symlink(&p, bin.join("python3"))?;
+            let path = std::env::var("PATH").unwrap_or_default();
+            opts.env
+                .push(("PATH".into(), format!("{}:{path}", bin.display())));
+            p
+        }
+    };
     let script = dir.path().join("fibo.py");
     std::fs::write(&script, FIBO)?;
     let script_arg = script.display().to_string();
     let (_, out) = time_direct(&python, &[&script_arg])?;
     if String::from_utf8_lossy(&out).trim() != "55" {
-        anyhow::bail!("fibo.py printed `{}`, expected 55", String::from_utf8_lossy(&out).trim());
+        anyhow::bail!(
+            "fibo.py printed `{}`, expected 55",
+            String::from_utf8_lossy(&out).trim()
+        );
     }
 
-    let server = Server::start(&ctx.bins, &ServerOpts::default())?;
+    let server = Server::start(&ctx.bins, &opts)?;
     server
         .put_event(&json!({"name": "bench-fibo", "type": "python", "script": FIBO}))
         .await?;
@@ -62,11 +83,26 @@ pub async fn run(ctx: &Ctx, reps: usize) -> anyhow::Result<Report> {
     let d = Summary::of(&direct).ok_or_else(|| anyhow::anyhow!("no direct series"))?;
     let per_run = (q.p50 - d.p50) / RUNS as f64;
     let mut r = Report::new("chain40");
-    r.at_most("40 chained runs, total (median)", q.p50 / 1000.0, TARGET_TOTAL_S, "s");
-    r.at_most("orchestration overhead per run", per_run, TARGET_PER_RUN_MS, "ms");
+    r.at_most(
+        "40 chained runs, total (median)",
+        q.p50 / 1000.0,
+        TARGET_TOTAL_S,
+        "s",
+    );
+    r.at_most(
+        "orchestration overhead per run",
+        per_run,
+        TARGET_PER_RUN_MS,
+        "ms",
+    );
     r.info(
         "same 40 scripts run directly (median)",
-        format!("{:.3} s ({:.1} ms/run); queued/direct {:.2}×", d.p50 / 1000.0, d.p50 / RUNS as f64, q.p50 / d.p50),
+        format!(
+            "{:.3} s ({:.1} ms/run); queued/direct {:.2}×",
+            d.p50 / 1000.0,
+            d.p50 / RUNS as f64,
+            q.p50 / d.p50
+        ),
     );
     r.note(format!(
         "median per run of the last chain (ms, server clock): created→started {}, setup {}, run {}, agent bookkeeping {}",

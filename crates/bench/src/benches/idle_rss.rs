@@ -24,7 +24,11 @@ pub async fn run(ctx: &Ctx, seconds: u64) -> anyhow::Result<Report> {
     r.at_most(format!("VmRSS after {seconds} s idle"), mb, TARGET_MB, "MB");
     r.info(
         "VmRSS at start / VmHWM (peak)",
-        format!("{:.1} MB / {:.1} MB", start_rss as f64 / 1024.0, hwm as f64 / 1024.0),
+        format!(
+            "{:.1} MB / {:.1} MB",
+            start_rss as f64 / 1024.0,
+            hwm as f64 / 1024.0
+        ),
     );
     r.set("idle_s", json!(seconds));
     r.set("rss_kb", json!(rss));

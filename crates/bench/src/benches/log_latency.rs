@@ -42,7 +42,11 @@ pub async fn run(ctx: &Ctx, lines: usize) -> anyhow::Result<Report> {
             let v: Value = serde_json::from_str(&e.data)?;
             // The SSE id is the line's seq: a resumed viewer relies on it matching.
             if e.id.as_deref().and_then(|x| x.parse::<i64>().ok()) != v["seq"].as_i64() {
-                anyhow::bail!("SSE id {:?} does not match the line's seq {}", e.id, v["seq"]);
+                anyhow::bail!(
+                    "SSE id {:?} does not match the line's seq {}",
+                    e.id,
+                    v["seq"]
+                );
             }
             let text = v["line"].as_str().unwrap_or_default();
             let mut parts = text.split_whitespace();
@@ -60,7 +64,11 @@ pub async fn run(ctx: &Ctx, lines: usize) -> anyhow::Result<Report> {
                 before_connect += 1;
                 continue; // printed before the viewer attached: replayed history, not live
             }
-            let arrived = e.arrived.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+            let arrived = e
+                .arrived
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i128)
+                .unwrap_or(0);
             total.push((arrived - ns) as f64 / 1e6);
             if let Some(stored) = ts_ms(&v["ts"]) {
                 to_store.push(stored as f64 - ns as f64 / 1e6);
@@ -82,13 +90,28 @@ pub async fn run(ctx: &Ctx, lines: usize) -> anyhow::Result<Report> {
     let s = Summary::of(&to_store).ok_or_else(|| anyhow::anyhow!("no stored ts"))?;
     let v = Summary::of(&to_viewer).ok_or_else(|| anyhow::anyhow!("no stored ts"))?;
     let mut r = Report::new("log-latency");
-    r.at_most(format!("p99 script → live viewer ({} lines)", t.n), t.p99, TARGET_P99_MS, "ms");
-    r.info("p50 / max script → live viewer", format!("{:.2} ms / {:.2} ms", t.p50, t.max));
+    r.at_most(
+        format!("p99 script → live viewer ({} lines)", t.n),
+        t.p99,
+        TARGET_P99_MS,
+        "ms",
+    );
+    r.info(
+        "p50 / max script → live viewer",
+        format!("{:.2} ms / {:.2} ms", t.p50, t.max),
+    );
     r.info(
         "p50 / p99 split: script → stored ts, stored ts → viewer",
-        format!("{:.1} / {:.1} ms, {:.1} / {:.1} ms", s.p50, s.p99, v.p50, v.p99),
+        format!(
+            "{:.1} / {:.1} ms, {:.1} / {:.1} ms",
+            s.p50, s.p99, v.p50, v.p99
+        ),
     );
-    r.holds("every line arrived once, in order", next == lines, format!("{next}/{lines}"));
+    r.holds(
+        "every line arrived once, in order",
+        next == lines,
+        format!("{next}/{lines}"),
+    );
     println!("log-latency: total      {}", t.line("ms"));
     println!("log-latency: to store   {}", s.line("ms"));
     println!("log-latency: to viewer  {}", v.line("ms"));

@@ -107,7 +107,11 @@ pub fn median_of(xs: impl Iterator<Item = Option<f64>>) -> String {
 }
 
 /// A time-bounded poll: the benchmarks wait for conditions, never for fixed sleeps.
-pub async fn poll_until<F, Fut, T>(timeout: Duration, interval: Duration, mut f: F) -> anyhow::Result<T>
+pub async fn poll_until<F, Fut, T>(
+    timeout: Duration,
+    interval: Duration,
+    mut f: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,

@@ -55,11 +55,22 @@ pub async fn run(ctx: &Ctx, n: usize) -> anyhow::Result<Report> {
     let vs_direct = wall_s.p50 - direct_s.p50;
 
     let mut r = Report::new("overhead");
-    r.at_most("p50 overhead (wall − run_ms)", over_s.p50, TARGET_P50_MS, "ms");
-    r.info("p99 overhead (wall − run_ms)", format!("{:.2} ms", over_s.p99));
+    r.at_most(
+        "p50 overhead (wall − run_ms)",
+        over_s.p50,
+        TARGET_P50_MS,
+        "ms",
+    );
+    r.info(
+        "p99 overhead (wall − run_ms)",
+        format!("{:.2} ms", over_s.p99),
+    );
     r.info(
         "p50 wall / p50 direct `bash -c true`",
-        format!("{:.2} ms / {:.2} ms (Δ {:.2} ms)", wall_s.p50, direct_s.p50, vs_direct),
+        format!(
+            "{:.2} ms / {:.2} ms (Δ {:.2} ms)",
+            wall_s.p50, direct_s.p50, vs_direct
+        ),
     );
     r.note(format!(
         "median breakdown per job (ms, server clock): created→started {}, setup {}, run {}, agent bookkeeping {}; client-side rest {}",
@@ -73,7 +84,10 @@ pub async fn run(ctx: &Ctx, n: usize) -> anyhow::Result<Report> {
     r.set("wall_ms", wall_s.to_json());
     r.set("overhead_ms", over_s.to_json());
     r.set("direct_bash_ms", direct_s.to_json());
-    r.set("p50_wall_minus_direct_ms", json!(crate::stats::round3(vs_direct)));
+    r.set(
+        "p50_wall_minus_direct_ms",
+        json!(crate::stats::round3(vs_direct)),
+    );
     println!("overhead: wall     {}", wall_s.line("ms"));
     println!("overhead: overhead {}", over_s.line("ms"));
     println!("overhead: direct   {}", direct_s.line("ms"));

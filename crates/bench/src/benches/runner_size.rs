@@ -23,7 +23,12 @@ pub async fn run(ctx: &Ctx, build: bool, given: Option<PathBuf>) -> anyhow::Resu
             if !out.status.success() {
                 anyhow::bail!(
                     "scripts/build-runner.sh failed: {}",
-                    String::from_utf8_lossy(&out.stderr).lines().rev().take(5).collect::<Vec<_>>().join(" / ")
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .rev()
+                        .take(5)
+                        .collect::<Vec<_>>()
+                        .join(" / ")
                 );
             }
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -32,22 +37,34 @@ pub async fn run(ctx: &Ctx, build: bool, given: Option<PathBuf>) -> anyhow::Resu
         }
         None => {
             let candidates = [
-                ctx.root.join("target/x86_64-unknown-linux-gnu/release-runner/cronium-runner"),
+                ctx.root
+                    .join("target/x86_64-unknown-linux-gnu/release-runner/cronium-runner"),
                 ctx.root.join("target/release-runner/cronium-runner"),
             ];
             match candidates.iter().find(|p| p.is_file()) {
                 Some(p) => (p.clone(), "existing release-runner build".to_string()),
-                None => (ctx.bins.runner.clone(), "release build (not the shipped profile)".to_string()),
+                None => (
+                    ctx.bins.runner.clone(),
+                    "release build (not the shipped profile)".to_string(),
+                ),
             }
         }
     };
     let bytes = size(&path)?;
     let mut r = Report::new("runner-size");
-    r.at_most("runner binary size", bytes as f64 / (1024.0 * 1024.0), TARGET_BYTES as f64 / (1024.0 * 1024.0), "MiB");
+    r.at_most(
+        "runner binary size",
+        bytes as f64 / (1024.0 * 1024.0),
+        TARGET_BYTES as f64 / (1024.0 * 1024.0),
+        "MiB",
+    );
     r.info("runner measured", format!("`{}` ({how})", path.display()));
     if ctx.bins.runner != path {
         if let Ok(release) = size(&ctx.bins.runner) {
-            r.info("release-profile runner (dynamic, for comparison)", format!("{:.2} MiB", release as f64 / 1048576.0));
+            r.info(
+                "release-profile runner (dynamic, for comparison)",
+                format!("{:.2} MiB", release as f64 / 1048576.0),
+            );
         }
     }
     r.set("path", json!(path.display().to_string()));

@@ -21,12 +21,18 @@ pub async fn run(ctx: &Ctx, k: usize) -> anyhow::Result<Report> {
     let sqlite = one_backend(ctx, k, ServerOpts::default()).await?;
     r.info(
         format!("SQLite: {k} trivial jobs"),
-        format!("{:.0} jobs/s ({:.0} ms; enqueue {:.0} jobs/s)", sqlite.jobs_per_s, sqlite.total_ms, sqlite.enqueue_per_s),
+        format!(
+            "{:.0} jobs/s ({:.0} ms; enqueue {:.0} jobs/s)",
+            sqlite.jobs_per_s, sqlite.total_ms, sqlite.enqueue_per_s
+        ),
     );
     r.set("sqlite", sqlite.json());
     match &ctx.pg_url {
         None => {
-            r.info("PostgreSQL", "not measured: no --pg-url / CRONIUM_TEST_PG_URL");
+            r.info(
+                "PostgreSQL",
+                "not measured: no --pg-url / CRONIUM_TEST_PG_URL",
+            );
             r.set("postgres", json!(null));
         }
         Some(base) => {
@@ -34,13 +40,20 @@ pub async fn run(ctx: &Ctx, k: usize) -> anyhow::Result<Report> {
             let opts = ServerOpts {
                 database_url: Some(url),
                 extra_args: vec![],
+                env: vec![],
             };
             let pg = one_backend(ctx, k, opts).await?;
             r.info(
                 format!("PostgreSQL: {k} trivial jobs"),
-                format!("{:.0} jobs/s ({:.0} ms; enqueue {:.0} jobs/s)", pg.jobs_per_s, pg.total_ms, pg.enqueue_per_s),
+                format!(
+                    "{:.0} jobs/s ({:.0} ms; enqueue {:.0} jobs/s)",
+                    pg.jobs_per_s, pg.total_ms, pg.enqueue_per_s
+                ),
             );
-            r.info("PostgreSQL / SQLite", format!("{:.2}×", pg.jobs_per_s / sqlite.jobs_per_s));
+            r.info(
+                "PostgreSQL / SQLite",
+                format!("{:.2}×", pg.jobs_per_s / sqlite.jobs_per_s),
+            );
             r.set("postgres", pg.json());
         }
     }
@@ -104,15 +117,19 @@ async fn one_backend(ctx: &Ctx, k: usize, opts: ServerOpts) -> anyhow::Result<Fi
     }
     // Completion is read from the rows' finished_at, so the poll interval does not bias it.
     let path = format!("/api/v1/jobs?event=bench-tp&limit={k}");
-    let jobs = super::poll_until(Duration::from_secs(300), Duration::from_millis(50), || async {
-        let v = server.api("GET", &path, None).await?;
-        let list = v.as_array().cloned().unwrap_or_default();
-        let done = list.len() == k
-            && list
-                .iter()
-                .all(|j| crate::server::is_final(j["status"].as_str().unwrap_or_default()));
-        Ok(done.then_some(list))
-    })
+    let jobs = super::poll_until(
+        Duration::from_secs(300),
+        Duration::from_millis(50),
+        || async {
+            let v = server.api("GET", &path, None).await?;
+            let list = v.as_array().cloned().unwrap_or_default();
+            let done = list.len() == k
+                && list
+                    .iter()
+                    .all(|j| crate::server::is_final(j["status"].as_str().unwrap_or_default()));
+            Ok(done.then_some(list))
+        },
+    )
     .await?;
     let bad: Vec<_> = jobs.iter().filter(|j| j["status"] != "succeeded").collect();
     if let Some(j) = bad.first() {
