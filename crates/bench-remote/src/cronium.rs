@@ -17,6 +17,11 @@ use crate::procs;
 /// The admin token given to every server this benchmark starts (>= 16 characters).
 pub const TOKEN: &str = "crn_bench_remote_0123456789abcdef";
 
+/// Polling interval when waiting by polling: short enough to add little to a 100 ms target,
+/// long enough that the GETs (a 50-execution job each) do not steal much of the 2 cores from the
+/// agent being measured.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
 #[derive(Debug, thiserror::Error)]
 pub enum CroniumError {
     #[error("cannot start {bin}: {source}")]
@@ -66,7 +71,7 @@ pub struct ServerSpec {
     /// Deploy directory on the hosts, relative to the login's home.
     pub deploy_dir: String,
     pub fanout_concurrency: usize,
-    /// Wait for a job by polling GET /jobs/{id} every 2 ms instead of following its live log
+    /// Wait for a job by polling GET /jobs/{id} every 5 ms instead of following its live log
     /// stream (to tell the stream's own latency from the job's).
     pub poll: bool,
 }
@@ -97,12 +102,39 @@ pub struct Sample {
     pub server_ms: Option<i64>,
     /// How long the POST that enqueued the job took to answer.
     pub post: Duration,
+    /// From the job starting to its first execution starting (claim, server resolution).
+    pub first_start_ms: Option<i64>,
+    /// From the first execution starting to the last one starting: how long the fan-out takes
+    /// just to get every server going (sequential work per server shows up here).
+    pub start_spread_ms: Option<i64>,
+    /// From the last execution finishing to the job being final (collecting results, writes).
+    pub tail_ms: Option<i64>,
+}
+
+fn ts(v: &Value, field: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc3339(v[field].as_str()?).ok()
 }
 
 /// Milliseconds between two RFC 3339 timestamps of a job.
 fn between(job: &Value, from: &str, to: &str) -> Option<i64> {
-    let t = |f: &str| chrono::DateTime::parse_from_rfc3339(job[f].as_str()?).ok();
-    Some((t(to)? - t(from)?).num_milliseconds())
+    Some((ts(job, to)? - ts(job, from)?).num_milliseconds())
+}
+
+/// (first start - job start, last start - first start, job end - last execution end), in ms.
+fn execution_spread(job: &Value, xs: &[Value]) -> (Option<i64>, Option<i64>, Option<i64>) {
+    let starts: Vec<_> = xs.iter().filter_map(|x| ts(x, "started_at")).collect();
+    let ends: Vec<_> = xs.iter().filter_map(|x| ts(x, "finished_at")).collect();
+    let (first, last) = (starts.iter().min(), starts.iter().max());
+    let first_start = first
+        .zip(ts(job, "started_at"))
+        .map(|(f, j)| (*f - j).num_milliseconds());
+    let spread = first.zip(last).map(|(f, l)| (*l - *f).num_milliseconds());
+    let tail = ends
+        .iter()
+        .max()
+        .zip(ts(job, "finished_at"))
+        .map(|(e, j)| (j - *e).num_milliseconds());
+    (first_start, spread, tail)
 }
 
 impl Server {
@@ -300,6 +332,7 @@ impl Server {
             });
         }
         let max_of = |field: &str| xs.iter().filter_map(|x| x[field].as_i64()).max();
+        let (first_start_ms, start_spread_ms, tail_ms) = execution_spread(&job, &xs);
         Ok(Sample {
             wall,
             job_ms: job["duration_ms"].as_i64(),
@@ -308,6 +341,9 @@ impl Server {
             queue_ms: between(&job, "created_at", "started_at"),
             server_ms: between(&job, "created_at", "finished_at"),
             post,
+            first_start_ms,
+            start_spread_ms,
+            tail_ms,
         })
     }
 
@@ -358,7 +394,7 @@ impl Server {
                     status,
                 });
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+            tokio::time::sleep(POLL_INTERVAL).await;
         }
     }
 }

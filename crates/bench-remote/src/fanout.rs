@@ -307,8 +307,10 @@ pub fn markdown(results: &[FanoutResult], versions: &str) -> String {
         "\nWhere Cronium's time goes (medians over samples of the slowest execution's \
                 `setup_ms` (reported by the runner: unpacking and preparing, before the script) / `run_ms`, and the job's timestamps):\n\n",
     );
-    s.push_str("| servers | run | client wall | POST answered | created -> final (server) | queue (created -> started) | job duration_ms | max setup_ms | max run_ms |\n");
-    s.push_str("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    s.push_str("| servers | run | client wall | POST answered | created -> final (server) | queue (created -> started) | job duration_ms | job start -> 1st execution start | 1st -> last execution start | last execution end -> job final | max setup_ms | max run_ms |\n");
+    s.push_str(
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
     for r in results {
         for (name, xs) in [
             ("runner-ssh warm", &r.rs_warm),
@@ -324,13 +326,16 @@ pub fn markdown(results: &[FanoutResult], versions: &str) -> String {
                     .unwrap_or_else(|| "n/a".into())
             };
             s.push_str(&format!(
-                "| {} | {name} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {} | {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 r.n,
                 fmt_opt(median(&walls(xs))),
                 fmt_opt(median(&xs.iter().map(|x| x.post).collect::<Vec<_>>())),
                 m(|x| x.server_ms),
                 m(|x| x.queue_ms),
                 m(|x| x.job_ms),
+                m(|x| x.first_start_ms),
+                m(|x| x.start_spread_ms),
+                m(|x| x.tail_ms),
                 m(|x| x.setup_ms_max),
                 m(|x| x.run_ms_max),
             ));

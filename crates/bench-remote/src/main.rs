@@ -19,7 +19,7 @@ struct Cli {
     /// Use the binaries already in target/ instead of building them.
     #[arg(long, global = true)]
     no_build: bool,
-    /// Wait for each job by polling GET /api/v1/jobs/{id} every 2 ms instead of following its
+    /// Wait for each job by polling GET /api/v1/jobs/{id} every 5 ms instead of following its
     /// live log stream (SSE) to its `end` event.
     #[arg(long, global = true)]
     poll: bool,
@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         "Machine: {}\nCompletion seen by: {}\n",
         binaries::machine(),
         if cli.poll {
-            "polling GET /api/v1/jobs/{id} every 2 ms"
+            "polling GET /api/v1/jobs/{id} every 5 ms"
         } else {
             "the live log stream's `end` event (SSE)"
         }

@@ -67,7 +67,10 @@ c.setCondition(true);
         );
         assert_eq!(j["output"]["who"], "ünïcødé ✓", "{lang}: {j}");
         assert_eq!(j["output"]["event"], name.as_str(), "{lang}: {j}");
-        assert_eq!(j["executions"][0]["condition"], true, "{lang}: setCondition not recorded: {j}");
+        assert_eq!(
+            j["executions"][0]["condition"], true,
+            "{lang}: setCondition not recorded: {j}"
+        );
         let (_, v) = s
             .api("GET", &format!("/api/v1/variables/from_{lang}"), None)
             .await;

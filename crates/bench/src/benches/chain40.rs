@@ -104,6 +104,7 @@ pub async fn run(ctx: &Ctx, reps: usize, python: Option<PathBuf>) -> anyhow::Res
             q.p50 / d.p50
         ),
     );
+    r.info("python", format!("`{}`", python.display()));
     r.note(format!(
         "median per run of the last chain (ms, server clock): created→started {}, setup {}, run {}, agent bookkeeping {}",
         median_of(times.iter().map(|t| t.queue_ms())),
