@@ -287,7 +287,9 @@ async fn run_on_server(
             if let Some(d) = &run.deployment {
                 record_deployment(inner, server.id, d).await;
             }
-            let mut note = None;
+            let mut note = (run.mode_used == Mode::DirectSsh).then(|| {
+                "direct-ssh: no runner, so the runtime helpers were not available".to_string()
+            });
             if let Some(reason) = &run.fallback_reason {
                 note = Some(format!("auto: fell back to direct-ssh ({reason})"));
                 recorder

@@ -237,6 +237,13 @@ async fn direct_ssh_runs_without_a_runner() {
     let j = s.wait_job(id, Duration::from_secs(60)).await;
     assert_eq!(j["status"], "succeeded", "{j}");
     assert_eq!(j["executions"][0]["mode"], "direct-ssh");
+    assert!(
+        j["executions"][0]["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("helpers were not available"),
+        "{j}"
+    );
     assert!(s.log_text(id).await.contains("direct 3"));
 }
 
