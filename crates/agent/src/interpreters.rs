@@ -33,21 +33,30 @@ fn self_reported(program: &Path, code_flag: &str, code: &str) -> Option<PathBuf>
     is_executable(&p).then_some(p)
 }
 
-/// The real binaries of the interpreters found on this machine.
-pub fn resolve() -> BTreeMap<Interpreter, String> {
-    let mut out = BTreeMap::new();
+/// The real binary of one interpreter, if it is installed.
+pub fn resolve_one(interp: Interpreter) -> Option<String> {
+    let found = interp.candidates().iter().find_map(|c| which(c))?;
+    let real = match interp {
+        Interpreter::Python => self_reported(&found, "-c", "import sys; print(sys.executable)"),
+        Interpreter::Node => self_reported(&found, "-e", "console.log(process.execPath)"),
+        Interpreter::Bash => None,
+    }
+    .unwrap_or(found);
+    let real = std::fs::canonicalize(&real).unwrap_or(real);
+    Some(real.display().to_string())
+}
+
+/// The real binaries of the interpreters found on this machine; `overrides` (from the
+/// configuration) win and are not looked up.
+pub fn resolve(overrides: &BTreeMap<Interpreter, String>) -> BTreeMap<Interpreter, String> {
+    let mut out = overrides.clone();
     for interp in [Interpreter::Bash, Interpreter::Python, Interpreter::Node] {
-        let Some(found) = interp.candidates().iter().find_map(|c| which(c)) else {
+        if out.contains_key(&interp) {
             continue;
-        };
-        let real = match interp {
-            Interpreter::Python => self_reported(&found, "-c", "import sys; print(sys.executable)"),
-            Interpreter::Node => self_reported(&found, "-e", "console.log(process.execPath)"),
-            Interpreter::Bash => None,
         }
-        .unwrap_or(found);
-        let real = std::fs::canonicalize(&real).unwrap_or(real);
-        out.insert(interp, real.display().to_string());
+        if let Some(real) = resolve_one(interp) {
+            out.insert(interp, real);
+        }
     }
     tracing::info!(?out, "interpreters resolved");
     out

@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub kill_grace: Duration,
     /// Most servers one job runs on at once.
     pub fanout_concurrency: usize,
+    /// Interpreter binaries to use for local runs instead of the ones found on `PATH`.
+    pub interpreters: BTreeMap<Interpreter, String>,
     /// On shutdown, how long running jobs may take to finish. Jobs still running after it are
     /// left to lease recovery (their runners stop the scripts when the agent exits).
     pub shutdown_grace: Duration,
@@ -71,6 +73,7 @@ impl AgentConfig {
             kill_grace: Duration::from_millis(cronium_protocol::DEFAULT_KILL_GRACE_MS),
             shutdown_grace: Duration::from_secs(10),
             fanout_concurrency: 50,
+            interpreters: BTreeMap::new(),
         }
     }
 }
@@ -133,6 +136,7 @@ impl Agent {
                 config.work_base = None;
             }
         }
+        let interpreters = interpreters::resolve(&config.interpreters);
         let local = LocalTransport {
             runner: config.runner_path.clone(),
             work_base: config.work_base.clone(),
@@ -151,7 +155,7 @@ impl Agent {
                 wake: Arc::new(Notify::new()),
                 local,
                 http,
-                interpreters: interpreters::resolve(),
+                interpreters,
                 docker: transports.docker,
                 ssh: transports.ssh,
             }),

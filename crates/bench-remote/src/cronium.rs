@@ -217,6 +217,16 @@ impl Server {
     }
 
     /// Stops the server: SIGTERM, then SIGKILL after 10 s; children (sessions) go with it.
+    /// The server process's id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// CPU the server process (HTTP, agent, SSH client, SQLite) has used so far, in ms.
+    pub fn cpu_ms(&self) -> Option<f64> {
+        procs::cpu_ms(self.pid()?, false)
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             procs::signal(c.id(), libc::SIGTERM);

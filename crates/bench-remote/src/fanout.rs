@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::cronium::{CroniumError, Sample, Server, ServerSpec};
 use crate::hosts::{Fleet, HostsError, USER};
 use crate::peers::{self, PeersError, Venv};
-use crate::stats::{fmt, fmt_opt, median, median_ms};
+use crate::stats::{busy_cpu_ms, fmt, fmt_opt, median, median_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutError {
@@ -74,6 +74,19 @@ pub struct FanoutResult {
     pub pssh_cold: Vec<Duration>,
     pub pssh_warm: Vec<Duration>,
     pub ansible: Vec<Duration>,
+    /// Machine-wide CPU per warm run (ms): runner-ssh, direct-ssh, parallel-ssh.
+    pub cpu_rs_warm: Option<f64>,
+    pub cpu_ds_warm: Option<f64>,
+    pub cpu_pssh_warm: Option<f64>,
+    /// Client-side process CPU per warm run (ms): the Cronium server, the parallel-ssh client.
+    pub client_rs_warm: Option<f64>,
+    pub client_ds_warm: Option<f64>,
+    pub client_pssh_warm: Option<f64>,
+}
+
+/// CPU per run over a loop, from two [`busy_cpu_ms`] readings.
+fn per_run(before: Option<f64>, after: Option<f64>, runs: usize) -> Option<f64> {
+    Some((after? - before?) / runs.max(1) as f64)
 }
 
 /// One line of the main table: tool, warm, cold and cold-with-deploy samples.
@@ -176,9 +189,12 @@ async fn one_size(
     r.rs_deploy.push(server.run_timed("fan-rs", n).await?);
     eprintln!("[{n} servers] cronium runner-ssh warm");
     server.run_timed("fan-rs", n).await?;
+    let (cpu, client) = (busy_cpu_ms(), server.cpu_ms());
     for _ in 0..opts.warm {
         r.rs_warm.push(server.run_timed("fan-rs", n).await?);
     }
+    r.cpu_rs_warm = per_run(cpu, busy_cpu_ms(), opts.warm);
+    r.client_rs_warm = per_run(client, server.cpu_ms(), opts.warm);
     eprintln!("[{n} servers] cronium cold (server restarts)");
     for _ in 0..opts.cold {
         server.stop();
@@ -190,9 +206,12 @@ async fn one_size(
     }
     eprintln!("[{n} servers] cronium direct-ssh warm");
     server.run_timed("fan-ds", n).await?;
+    let (cpu, client) = (busy_cpu_ms(), server.cpu_ms());
     for _ in 0..opts.warm {
         r.ds_warm.push(server.run_timed("fan-ds", n).await?);
     }
+    r.cpu_ds_warm = per_run(cpu, busy_cpu_ms(), opts.warm);
+    r.client_ds_warm = per_run(client, server.cpu_ms(), opts.warm);
     server.stop();
 
     eprintln!("[{n} servers] parallel-ssh");
@@ -219,6 +238,8 @@ async fn one_size(
         .iter()
         .map(|s| Duration::from_secs_f64(*s))
         .collect();
+    r.cpu_pssh_warm = pssh.warm_cpu_ms;
+    r.client_pssh_warm = pssh.warm_client_cpu_ms;
 
     eprintln!("[{n} servers] ansible");
     for _ in 0..opts.ansible {
@@ -301,6 +322,28 @@ pub fn markdown(results: &[FanoutResult], versions: &str) -> String {
                 cell(&d)
             ));
         }
+    }
+
+    s.push_str(
+        "\nCPU per warm fan-out, in ms (mean over the warm runs). `machine`: all cores, from \
+         /proc/stat (other load on the machine included); `client`: the Cronium server process \
+         (HTTP, agent, SSH client, SQLite) or the parallel-ssh Python process; the rest is mostly \
+         the hosts' side (sshd, shells, runners, scripts). On loopback all of it shares the 2 cores, so a fan-out cannot take less wall time than machine CPU / 2.\n\n\
+         | servers | runner-ssh machine / client | direct-ssh machine / client | \
+         parallel-ssh machine / client |\n| ---: | ---: | ---: | ---: |\n",
+    );
+    let cpu = |x: Option<f64>| x.map_or_else(|| "n/a".to_string(), |v| format!("{v:.0}"));
+    for r in results {
+        s.push_str(&format!(
+            "| {} | {} / {} | {} / {} | {} / {} |\n",
+            r.n,
+            cpu(r.cpu_rs_warm),
+            cpu(r.client_rs_warm),
+            cpu(r.cpu_ds_warm),
+            cpu(r.client_ds_warm),
+            cpu(r.cpu_pssh_warm),
+            cpu(r.client_pssh_warm)
+        ));
     }
 
     s.push_str(

@@ -123,12 +123,16 @@ impl Venv {
 pub struct PsshTimes {
     pub cold: Vec<f64>,
     pub warm: Vec<f64>,
+    /// Machine-wide busy CPU per warm run (ms), read from /proc/stat like the Cronium figure.
+    pub warm_cpu_ms: Option<f64>,
+    /// CPU of the client process per warm run (ms).
+    pub warm_client_cpu_ms: Option<f64>,
 }
 
 /// The parallel-ssh driver: cold = a new ParallelSSHClient per sample (new connections);
 /// warm = one client reused (its connections stay open). Every host must exit 0.
 const PSSH_SCRIPT: &str = r#"
-import json, sys, time
+import json, os, sys, time
 from pssh.clients import ParallelSSHClient
 from pssh.config import HostConfig
 
@@ -142,6 +146,14 @@ def once(client):
     codes = [o.exit_code for o in out]
     if len(codes) != len(hosts) or any(c != 0 for c in codes):
         raise SystemExit('parallel-ssh: not every host exited 0: %r' % (codes,))
+
+def busy_ms():
+    f = [float(x) for x in open('/proc/stat').readline().split()[1:]]
+    return (f[0] + f[1] + f[2] + f[5] + f[6]) * 10.0
+
+def client_ms():
+    t = os.times()
+    return (t.user + t.system) * 1000.0
 
 def new_client():
     return ParallelSSHClient(hosts, host_config=host_config, pool_size=len(hosts), num_retries=1, timeout=30)
@@ -157,11 +169,15 @@ for _ in range(cfg['cold']):
 client = new_client()
 once(client)  # opens the connections; not a warm sample
 warm = []
+cpu0, cl0 = busy_ms(), client_ms()
 for _ in range(cfg['warm']):
     t = time.perf_counter()
     once(client)
     warm.append(time.perf_counter() - t)
-print('RESULT ' + json.dumps({'cold': cold, 'warm': warm}))
+k = max(1, cfg['warm'])
+res = {'cold': cold, 'warm': warm, 'warm_cpu_ms': (busy_ms() - cpu0) / k,
+       'warm_client_cpu_ms': (client_ms() - cl0) / k}
+print('RESULT ' + json.dumps(res))
 "#;
 
 /// Runs the parallel-ssh measurement against `ports`.

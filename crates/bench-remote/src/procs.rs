@@ -81,6 +81,28 @@ pub fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> bool {
     }
 }
 
+/// CPU time of `pid` in ms: its own user + system time and, with `children`, that of every
+/// descendant it has waited for (an sshd listener waits for its sessions, which wait for the
+/// shells and runners: so the listener's figure covers the whole remote side of finished runs).
+pub fn cpu_ms(pid: u32, children: bool) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = s.get(s.rfind(')')? + 2..)?;
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // After the command name: state(0, not a number, so dropped) ppid pgrp session tty_nr tpgid
+    // flags minflt cminflt majflt cmajflt utime stime cutime cstime -> indexes 10..=13 here.
+    let own = f.get(10)? + f.get(11)?;
+    let kids = if children {
+        f.get(12)? + f.get(13)?
+    } else {
+        0.0
+    };
+    // USER_HZ is 100 on Linux.
+    Some((own + kids) * 10.0)
+}
+
 fn stat_ppid(pid: u32) -> Option<u32> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: the fields after the last ')' are fixed.

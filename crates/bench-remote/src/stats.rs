@@ -28,6 +28,24 @@ pub fn median_ms(xs: &[i64]) -> Option<i64> {
     median(&d).map(|d| d.as_millis() as i64)
 }
 
+/// Machine-wide busy CPU time so far (user + nice + system + irq + softirq over all cores, from
+/// /proc/stat), in milliseconds. The difference over a loop divided by its runs is the CPU one
+/// run costs on the machine, agent and "remote" side together (they share the cores on
+/// loopback); other load on the machine is counted too.
+pub fn busy_cpu_ms() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq: skip idle (3) and iowait (4).
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)?;
+    // USER_HZ is 100 on Linux for every architecture the runner targets.
+    Some(busy * 10.0)
+}
+
 /// `123.4 ms` below 10 s, `12.34 s` above.
 pub fn fmt(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1000.0;

@@ -139,15 +139,7 @@ impl Server {
         // CRONIUM_BENCH_FRESH_CONNECTIONS=1: a new TCP connection per request, to tell costs of
         // connection reuse (delayed ACK against Nagle) from the server's own work.
         let fresh = std::env::var_os("CRONIUM_BENCH_FRESH_CONNECTIONS").is_some_and(|v| v == "1");
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(if fresh { 0 } else { 64 })
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|source| ServerError::Http {
-                method: "build".into(),
-                path: "client".into(),
-                source,
-            })?;
+        let http = client(fresh)?;
         Ok(Server {
             child,
             url,
@@ -155,6 +147,12 @@ impl Server {
             http,
             _dir: dir,
         })
+    }
+
+    /// From now on, open a new TCP connection per request (see `client`).
+    pub fn use_fresh_connections(&mut self) -> Result<(), ServerError> {
+        self.http = client(true)?;
+        Ok(())
     }
 
     pub async fn api(
@@ -286,6 +284,20 @@ impl Server {
         };
         Ok((field("VmRSS:"), field("VmHWM:")))
     }
+}
+
+/// The HTTP client; `fresh`: no connection reuse, so every request starts on a new connection
+/// (in TCP quick-ACK mode), which hides a server's missing TCP_NODELAY.
+fn client(fresh: bool) -> Result<reqwest::Client, ServerError> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(if fresh { 0 } else { 64 })
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|source| ServerError::Http {
+            method: "build".into(),
+            path: "client".into(),
+            source,
+        })
 }
 
 impl Drop for Server {

@@ -79,6 +79,15 @@ pub struct ServeArgs {
     /// no disk I/O for the short-lived unpacked payloads), else the system temp dir.
     #[arg(long, env = "CRONIUM_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// The bash binary for local runs (default: found on PATH).
+    #[arg(long, env = "CRONIUM_BASH")]
+    pub bash: Option<PathBuf>,
+    /// The Python binary for local runs (default: python3 on PATH, resolved through shims once).
+    #[arg(long, env = "CRONIUM_PYTHON")]
+    pub python: Option<PathBuf>,
+    /// The Node.js binary for local runs (default: node on PATH).
+    #[arg(long, env = "CRONIUM_NODE")]
+    pub node: Option<PathBuf>,
     /// Do not run an agent in this server.
     #[arg(long)]
     pub no_agent: bool,

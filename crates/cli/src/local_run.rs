@@ -86,7 +86,9 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
             trigger: "cli".into(),
             input,
             variables,
-            interpreters: cronium_agent::interpreters::resolve(),
+            interpreters: cronium_agent::interpreters::resolve_one(interpreter)
+                .map(|p| BTreeMap::from([(interpreter, p)]))
+                .unwrap_or_default(),
             ..Default::default()
         },
         timeout,

@@ -108,6 +108,22 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         .0;
     config.ssh.deploy_dir = args.ssh_deploy_dir;
     config.fanout_concurrency = args.fanout_concurrency.max(1);
+    for (interp, flag, path) in [
+        (cronium_protocol::Interpreter::Bash, "bash", &args.bash),
+        (
+            cronium_protocol::Interpreter::Python,
+            "python",
+            &args.python,
+        ),
+        (cronium_protocol::Interpreter::Node, "node", &args.node),
+    ] {
+        if let Some(p) = path {
+            if !p.is_file() {
+                return Err(anyhow!("--{flag}: {} is not a file", p.display()));
+            }
+            config.interpreters.insert(interp, p.display().to_string());
+        }
+    }
     config.work_dir = args.work_dir.or_else(|| {
         let shm = std::path::Path::new("/dev/shm");
         shm.is_dir().then(|| shm.join("cronium"))

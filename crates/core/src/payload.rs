@@ -136,13 +136,20 @@ impl PayloadCache {
                 .and_then(|f| f.set_modified(SystemTime::now()));
         } else {
             std::fs::create_dir_all(&self.dir).map_err(io)?;
-            let tmp = self
-                .dir
-                .join(format!(".{sha256}.{}.tmp", std::process::id()));
-            let mut f = std::fs::File::create(&tmp).map_err(io)?;
-            f.write_all(&bytes).map_err(io)?;
-            drop(f);
-            std::fs::rename(&tmp, &path).map_err(io)?;
+            // A temporary name of its own per call: concurrent first runs of an event must not
+            // write into one file. The content is addressed by its hash, so whichever rename
+            // lands last leaves the same bytes.
+            let mut tmp = tempfile::Builder::new()
+                .prefix(&format!(".{sha256}."))
+                .suffix(".tmp")
+                .tempfile_in(&self.dir)
+                .map_err(io)?;
+            tmp.write_all(&bytes).map_err(io)?;
+            if let Err(e) = tmp.persist(&path) {
+                if !path.exists() {
+                    return Err(io(e.error));
+                }
+            }
         }
         let r = PayloadRef {
             path,
@@ -227,6 +234,32 @@ mod tests {
             names.push(name);
         }
         assert_eq!(names, [MANIFEST_NAME, "script.py"]);
+    }
+
+    /// Regression: concurrent first runs of one event shared a temporary file name and one of
+    /// them failed with "No such file or directory".
+    #[test]
+    fn concurrent_first_builds_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().to_path_buf();
+        let threads: Vec<_> = (0..16)
+            .map(|_| {
+                let base = base.clone();
+                // A cache per thread on the same directory: no in-memory index hit.
+                std::thread::spawn(move || {
+                    PayloadCache::new(base)
+                        .get_or_build(&src("print('same')", 7))
+                        .map(|r| r.sha256)
+                })
+            })
+            .collect();
+        let shas: Vec<String> = threads
+            .into_iter()
+            .map(|t| t.join().unwrap().unwrap())
+            .collect();
+        assert!(shas.windows(2).all(|w| w[0] == w[1]));
+        let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+        assert_eq!(files.len(), 1, "temporary files left: {files:?}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use cronium_agent::queue::StoreQueue;
 use cronium_agent::{Agent, AgentConfig};
 use cronium_core::clock::now_ms;
@@ -62,6 +63,8 @@ pub struct ServerConfig {
     pub fanout_concurrency: usize,
     /// Where local runs get their private working directories (None: the system temp dir).
     pub work_dir: Option<PathBuf>,
+    /// Interpreter binaries for local runs instead of the ones found on `PATH`.
+    pub interpreters: std::collections::BTreeMap<cronium_protocol::Interpreter, String>,
 }
 
 impl ServerConfig {
@@ -84,6 +87,7 @@ impl ServerConfig {
             ssh: cronium_ssh::SshConfig::default(),
             fanout_concurrency: 50,
             work_dir: None,
+            interpreters: Default::default(),
         }
     }
 
@@ -198,6 +202,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         ac.lease = config.lease;
         ac.fanout_concurrency = config.fanout_concurrency;
         ac.work_base = config.work_dir.clone();
+        ac.interpreters = config.interpreters.clone();
         ac.max_output_bytes = config.max_output_bytes;
         let queue = Arc::new(StoreQueue {
             store: store.clone(),
@@ -320,6 +325,11 @@ pub async fn serve(
     }
     let app = api::router(state);
     let s = shutdown.clone();
+    // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small responses (an SSE log
+    // line, a job status) back for ~40 ms on kept-alive connections.
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { s.cancelled().await })
         .await?;
