@@ -32,7 +32,7 @@ pub struct ClientOpts {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server: web API, scheduler and an embedded agent.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage events.
     #[command(subcommand)]
     Event(EventCmd),

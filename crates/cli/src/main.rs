@@ -194,7 +194,7 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Serve(args) => serve(args).await,
+        Command::Serve(args) => serve(*args).await,
         Command::Event(cmd) => commands::event(cmd).await,
         Command::Job(cmd) => commands::job(cmd).await,
         Command::Var(cmd) => commands::var(cmd).await,
