@@ -60,7 +60,12 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         cancel.clone(),
         lost.clone(),
     ));
-    let first_seq = inner.queue.max_log_seq(job.id).await.unwrap_or(0) + 1;
+    // Only the lease holder writes a job's log, so a first attempt starts from an empty log.
+    let first_seq = if job.attempt <= 1 {
+        1
+    } else {
+        inner.queue.max_log_seq(job.id).await.unwrap_or(0) + 1
+    };
     let recorder = Arc::new(Recorder::start(
         inner.queue.clone(),
         inner.bus.clone(),
