@@ -60,19 +60,25 @@ pub(crate) fn command_line(
         // bash reads the script from stdin itself: the pgid line and the environment simply go
         // first, which saves starting a second shell on every run.
         let prefix = format!("echo \"{PGID_PREFIX}$$\"\n{env_line}");
-        return Ok((format!("exec setsid -w {} -s", quote(&program)), prefix));
+        return Ok((own_group(&format!("{} -s", quote(&program))), prefix));
     }
     let inner = format!(
         "echo \"{PGID_PREFIX}$$\"; IFS= read -r cronium_env || exit 125; eval \"$cronium_env\"; \
          unset cronium_env; exec {} -",
         quote(&program)
     );
-    // `setsid -w`: a new session and process group even when the login shell already leads one,
-    // and the interpreter's exit status passed back.
-    Ok((
-        format!("exec setsid -w bash -c {}", quote(&inner)),
-        env_line,
-    ))
+    Ok((own_group(&format!("bash -c {}", quote(&inner))), env_line))
+}
+
+/// Runs `command` as the leader of its own process group, so that a timeout or a cancel can kill
+/// the whole group. OpenSSH already starts each session's command as a session (and group)
+/// leader: then a plain `exec` keeps that group and saves a process per run; otherwise
+/// `setsid -w` makes one (and passes the exit status back).
+fn own_group(command: &str) -> String {
+    format!(
+        "if read -r _ _ _ _ g _ < /proc/$$/stat 2>/dev/null && [ \"$g\" = \"$$\" ]; \
+         then exec {command}; else exec setsid -w {command}; fi"
+    )
 }
 
 fn now_ms() -> i64 {
