@@ -292,25 +292,30 @@ async fn conclude(
     let (status, exit_code, output, error) = match &results {
         Err(message) => ("failed", None, Value::Null, Some(message.clone())),
         Ok(results) => {
+            let mut updates = Vec::with_capacity(results.len());
             for r in results {
-                let Some(id) = r.execution_id else { continue };
-                let f = facts.get(&r.execution_id).cloned().unwrap_or_default();
-                let update = ExecutionUpdate {
-                    status: Some(r.finished.status.as_str().into()),
-                    exit_code: r.finished.exit_code,
-                    finished_at: Some(now),
-                    run_ms: Some(r.finished.run_ms as i64),
-                    error: r.finished.error.clone(),
-                    output: f.output.clone(),
-                    condition: f.condition,
-                    ..r.extra.clone()
-                };
-                if let Err(e) = inner.queue.update_execution(lease, id, &update).await {
-                    tracing::warn!(error = %e, "recording execution end");
-                }
                 inner
                     .metrics
                     .execution_finished(r.finished.status.as_str(), r.finished.run_ms);
+                let Some(id) = r.execution_id else { continue };
+                let f = facts.get(&r.execution_id).cloned().unwrap_or_default();
+                updates.push((
+                    id,
+                    ExecutionUpdate {
+                        status: Some(r.finished.status.as_str().into()),
+                        exit_code: r.finished.exit_code,
+                        finished_at: Some(now),
+                        run_ms: Some(r.finished.run_ms as i64),
+                        error: r.finished.error.clone(),
+                        output: f.output.clone(),
+                        condition: f.condition,
+                        ..r.extra.clone()
+                    },
+                ));
+            }
+            // One transaction for all of a job's executions (a fan-out ends them together).
+            if let Err(e) = inner.queue.update_executions(lease, &updates).await {
+                tracing::warn!(error = %e, "recording execution ends");
             }
             aggregate(results, facts)
         }

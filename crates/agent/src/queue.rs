@@ -53,12 +53,25 @@ pub trait JobQueue: Send + Sync + 'static {
         server: Option<&str>,
         status: &str,
     ) -> Result<Option<ExecutionRow>, QueueError>;
+    /// One execution per server, created together (one store transaction for a fan-out).
+    async fn start_executions(
+        &self,
+        lease: &Lease,
+        servers: &[&str],
+        status: &str,
+    ) -> Result<Option<Vec<ExecutionRow>>, QueueError>;
     async fn update_execution(
         &self,
         lease: &Lease,
         execution_id: i64,
         update: &ExecutionUpdate,
     ) -> Result<bool, QueueError>;
+    /// Several execution updates of one attempt, written together. Returns how many were written.
+    async fn update_executions(
+        &self,
+        lease: &Lease,
+        updates: &[(i64, ExecutionUpdate)],
+    ) -> Result<usize, QueueError>;
     /// Highest stored log seq of the job (0 when none), to continue numbering after a retry.
     async fn max_log_seq(&self, job_id: i64) -> Result<i64, QueueError>;
     async fn append_logs(&self, job_id: i64, lines: &[NewLogLine]) -> Result<(), QueueError>;
@@ -154,6 +167,25 @@ impl JobQueue for StoreQueue {
             .await?)
     }
 
+    async fn start_executions(
+        &self,
+        lease: &Lease,
+        servers: &[&str],
+        status: &str,
+    ) -> Result<Option<Vec<ExecutionRow>>, QueueError> {
+        Ok(self
+            .store
+            .create_executions(
+                lease.job_id,
+                &lease.worker,
+                lease.attempt,
+                servers,
+                status,
+                now_ms(),
+            )
+            .await?)
+    }
+
     async fn update_execution(
         &self,
         lease: &Lease,
@@ -163,6 +195,17 @@ impl JobQueue for StoreQueue {
         Ok(self
             .store
             .update_execution(execution_id, &lease.worker, lease.attempt, update)
+            .await?)
+    }
+
+    async fn update_executions(
+        &self,
+        lease: &Lease,
+        updates: &[(i64, ExecutionUpdate)],
+    ) -> Result<usize, QueueError> {
+        Ok(self
+            .store
+            .update_executions(&lease.worker, lease.attempt, updates)
             .await?)
     }
 

@@ -163,7 +163,15 @@ pub(crate) async fn run_servers(
     let mut tasks = tokio::task::JoinSet::new();
     // Servers start in the order the target lists them (a slot is taken before each spawn), so
     // that with a small concurrency and `continue_on_failure: false` the first ones decide.
-    for server in servers {
+    let names: Vec<&str> = servers.iter().map(|s| s.config.name.as_str()).collect();
+    let executions = inner
+        .queue
+        .start_executions(lease, &names, "deploying")
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("lease lost before the executions started")?;
+    for (server, exec) in servers.into_iter().zip(executions) {
+        let exec_id = exec.id;
         let permit = slots.clone().acquire_owned().await;
         let variables = variables.clone();
         let (inner, job, lease, spec, recorder, group, ssh) = (
@@ -178,7 +186,7 @@ pub(crate) async fn run_servers(
         let fail_fast = !target.continue_on_failure;
         tasks.spawn(async move {
             let _permit = permit;
-            let r = run_on_server(&inner, &ssh, &job, &lease, &spec, interpreter, mode, &server, &recorder, &group, &variables).await;
+            let r = run_on_server(&inner, &ssh, &job, &lease, &spec, interpreter, mode, &server, exec_id, &recorder, &group, &variables).await;
             if fail_fast && r.finished.status != RunStatus::Succeeded && !group.is_cancelled() {
                 recorder
                     .system(r.execution_id, format!("[cronium] {} failed; cancelling the other servers (continue_on_failure: false)", server.config.name))
@@ -220,20 +228,12 @@ async fn run_on_server(
     interpreter: cronium_protocol::Interpreter,
     mode: Mode,
     server: &RemoteServer,
+    exec_id: i64,
     recorder: &Recorder,
     cancel: &CancellationToken,
     variables: &std::collections::BTreeMap<String, serde_json::Value>,
 ) -> ExecResult {
     let name = server.config.name.clone();
-    let exec = match inner
-        .queue
-        .start_execution(lease, Some(&name), "deploying")
-        .await
-    {
-        Ok(Some(x)) => x,
-        Ok(None) => return ExecResult::new(None, Some(name), failed("lease lost".into())),
-        Err(e) => return ExecResult::new(None, Some(name), failed(e.to_string())),
-    };
     if cancel.is_cancelled() {
         let cancelled = Finished {
             status: RunStatus::Cancelled,
@@ -242,14 +242,14 @@ async fn run_on_server(
             run_ms: 0,
             error: Some("cancelled before it started".into()),
         };
-        return ExecResult::new(Some(exec.id), Some(name), cancelled);
+        return ExecResult::new(Some(exec_id), Some(name), cancelled);
     }
     let req = match run_request(
         inner,
         job,
         lease,
         spec,
-        exec.id,
+        exec_id,
         Some(&name),
         variables.clone(),
     ) {
@@ -257,7 +257,7 @@ async fn run_on_server(
             r.context.interpreters.clear();
             r
         }
-        Err(e) => return ExecResult::new(Some(exec.id), Some(name), failed(e)),
+        Err(e) => return ExecResult::new(Some(exec_id), Some(name), failed(e)),
     };
     let mut extra = ExecutionUpdate {
         mode: Some(mode.as_str().into()),
@@ -268,7 +268,7 @@ async fn run_on_server(
         script: spec.script.clone().unwrap_or_default(),
         env: spec.env.clone(),
     };
-    let sink = recorder.sink_for(Some(exec.id));
+    let sink = recorder.sink_for(Some(exec_id));
     let result = ssh
         .run(&server.config, mode, &req, &direct, &sink, cancel.clone())
         .await;
@@ -294,7 +294,7 @@ async fn run_on_server(
                 note = Some(format!("auto: fell back to direct-ssh ({reason})"));
                 recorder
                     .system(
-                        Some(exec.id),
+                        Some(exec_id),
                         format!("[cronium] runner unavailable, ran in direct-ssh mode: {reason}"),
                     )
                     .await;
@@ -318,12 +318,12 @@ async fn run_on_server(
                 }
             }
             recorder
-                .system(Some(exec.id), format!("[cronium] {e}"))
+                .system(Some(exec_id), format!("[cronium] {e}"))
                 .await;
             failed(e.to_string())
         }
     };
-    let mut r = ExecResult::new(Some(exec.id), Some(name), finished);
+    let mut r = ExecResult::new(Some(exec_id), Some(name), finished);
     r.extra = extra;
     r
 }

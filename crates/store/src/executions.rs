@@ -139,6 +139,53 @@ impl Store {
         map_opt(row, execution_row)
     }
 
+    /// Creates one execution per server for the attempt `worker` holds, in one transaction (a
+    /// fan-out to many servers costs one commit, not one per server). `None` (nothing written)
+    /// when the worker no longer owns that running attempt.
+    pub async fn create_executions(
+        &self,
+        job_id: i64,
+        worker: &str,
+        attempt: i32,
+        servers: &[&str],
+        status: &str,
+        now: i64,
+    ) -> Result<Option<Vec<ExecutionRow>>, StoreError> {
+        check_status(status)?;
+        let mut tx = self.begin_write().await?;
+        let owned = sqlx::query(&format!(
+            "SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempt = $3 \
+             AND status = 'running'{}",
+            self.for_update()
+        ))
+        .bind(job_id)
+        .bind(worker)
+        .bind(i64::from(attempt))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if owned.is_none() {
+            return Ok(None);
+        }
+        let mut out = Vec::with_capacity(servers.len());
+        for server in servers {
+            let row = sqlx::query(concat!(
+                "INSERT INTO executions (job_id, attempt, server, status, created_at) ",
+                "VALUES ($1, $2, $3, $4, $5) RETURNING ",
+                execution_cols!()
+            ))
+            .bind(job_id)
+            .bind(i64::from(attempt))
+            .bind(*server)
+            .bind(status)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(execution_row(&row)?);
+        }
+        tx.commit().await?;
+        Ok(Some(out))
+    }
+
     /// Applies `update` to an execution of the attempt `worker` owns (or owned and finished
     /// itself). False (nothing written) when the lease was lost: the job was recovered or
     /// re-claimed, or the execution belongs to another attempt.
@@ -149,6 +196,38 @@ impl Store {
         attempt: i32,
         update: &ExecutionUpdate,
     ) -> Result<bool, StoreError> {
+        Self::update_execution_on(&self.write, exec_id, worker, attempt, update).await
+    }
+
+    /// Applies several updates of one attempt's executions in one transaction (the end of a
+    /// fan-out). Returns how many were written; updates of a lost lease write nothing.
+    pub async fn update_executions(
+        &self,
+        worker: &str,
+        attempt: i32,
+        updates: &[(i64, ExecutionUpdate)],
+    ) -> Result<usize, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut written = 0;
+        for (exec_id, update) in updates {
+            if Self::update_execution_on(&mut *tx, *exec_id, worker, attempt, update).await? {
+                written += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+
+    async fn update_execution_on<'c, E>(
+        executor: E,
+        exec_id: i64,
+        worker: &str,
+        attempt: i32,
+        update: &ExecutionUpdate,
+    ) -> Result<bool, StoreError>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
         if let Some(status) = &update.status {
             check_status(status)?;
         }
@@ -183,7 +262,7 @@ impl Store {
         .bind(i64::from(attempt))
         .bind(worker)
         .bind(update.condition.map(i64::from))
-        .execute(&self.write)
+        .execute(executor)
         .await?;
         Ok(done.rows_affected() > 0)
     }

@@ -167,3 +167,63 @@ async fn executions_create_update_list(t: Ctx) {
         None
     );
 }
+
+conformance!(executions_created_together_are_fenced_as_one);
+
+async fn executions_created_together_are_fenced_as_one(t: Ctx) {
+    let s = &t.store;
+    let j = s.enqueue(&job("fan", 0), 0).await.unwrap();
+    let claimed = s.claim("w", 1_000, 1).await.unwrap().unwrap();
+    assert_eq!(claimed.id, j.id);
+    let xs = s
+        .create_executions(j.id, "w", 1, &["a", "b", "c"], "deploying", 2)
+        .await
+        .unwrap()
+        .expect("owner creates");
+    let names: Vec<_> = xs.iter().map(|x| x.server.clone().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    assert!(xs.iter().all(|x| x.status == "deploying" && x.attempt == 1));
+    // A stale worker writes nothing, not even a part of the batch.
+    assert!(s
+        .create_executions(j.id, "other", 1, &["d"], "deploying", 3)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(s
+        .create_executions(j.id, "w", 2, &["d"], "deploying", 3)
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(s.list_executions(j.id).await.unwrap().len(), 3);
+    // Ended together, in one transaction; a stale worker's batch writes nothing.
+    let done = |status: &str, code| ExecutionUpdate {
+        status: Some(status.into()),
+        exit_code: Some(code),
+        ..Default::default()
+    };
+    let batch = vec![
+        (xs[0].id, done("succeeded", 0)),
+        (xs[1].id, done("failed", 3)),
+    ];
+    assert_eq!(s.update_executions("other", 1, &batch).await.unwrap(), 0);
+    assert_eq!(s.update_executions("w", 1, &batch).await.unwrap(), 2);
+    let now: Vec<_> = s
+        .list_executions(j.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| (x.status, x.exit_code))
+        .collect();
+    assert_eq!(
+        now,
+        [
+            ("succeeded".into(), Some(0)),
+            ("failed".into(), Some(3)),
+            ("deploying".into(), None)
+        ]
+    );
+    assert!(matches!(
+        s.create_executions(j.id, "w", 1, &["e"], "bogus", 3).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
