@@ -2,7 +2,8 @@
 //! sshd: a timed run counts only when the job succeeded on every server, in both modes, and a
 //! failing script is refused as a sample instead of being timed.
 //!
-//! Needs `cargo build --release -p cronium -p cronium-runner` and scripts/build-runner.sh.
+//! Uses the debug binaries `cargo build --workspace` makes (this checks the harness's logic, not
+//! speed) and the static runner of scripts/build-runner.sh (or CRONIUM_STATIC_RUNNER).
 
 use std::path::{Path, PathBuf};
 
@@ -19,9 +20,11 @@ fn workspace() -> PathBuf {
 fn spec(data: &Path, deploy_dir: &str) -> ServerSpec {
     let ws = workspace();
     let spec = ServerSpec {
-        cronium: ws.join("target/release/cronium"),
-        runner: ws.join("target/release/cronium-runner"),
-        static_runner: ws.join("target/x86_64-unknown-linux-gnu/release-runner/cronium-runner"),
+        cronium: ws.join("target/debug/cronium"),
+        runner: ws.join("target/debug/cronium-runner"),
+        static_runner: std::env::var_os("CRONIUM_STATIC_RUNNER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| ws.join("target/x86_64-unknown-linux-gnu/release-runner/cronium-runner")),
         data_dir: data.to_path_buf(),
         deploy_dir: deploy_dir.to_string(),
         fanout_concurrency: 50,
@@ -30,8 +33,8 @@ fn spec(data: &Path, deploy_dir: &str) -> ServerSpec {
     for p in [&spec.cronium, &spec.runner, &spec.static_runner] {
         assert!(
             p.exists(),
-            "{} is missing: run `cargo build --release -p cronium -p cronium-runner` and \
-             scripts/build-runner.sh first",
+            "{} is missing: run `cargo build --workspace` and scripts/build-runner.sh first \
+             (scripts/test.sh does both)",
             p.display()
         );
     }
