@@ -252,48 +252,20 @@ async fn bad_server_input_is_refused() {
     let s = server();
     let dir = tempfile::tempdir().unwrap();
     let garbage = write(dir.path(), "garbage", "not a key");
-    let o = s.cli(&[
-        "server",
-        "add",
-        "x",
-        "--host",
-        "127.0.0.1",
-        "--key-file",
-        garbage.to_str().unwrap(),
-    ]);
-    assert!(
-        !o.status.success() && stderr(&o).contains("private_key"),
-        "{}",
-        stderr(&o)
-    );
-    let o = s.cli(&[
-        "server",
-        "add",
-        "x",
-        "--host",
-        "127.0.0.1",
-        "--key-file",
-        "/nonexistent",
-    ]);
-    assert!(
-        !o.status.success() && stderr(&o).contains("--key-file"),
-        "{}",
-        stderr(&o)
-    );
-    let o = s.cli(&[
-        "server",
-        "add",
-        "x",
-        "--host",
-        "127.0.0.1",
-        "--password-env",
-        "NO_SUCH_VAR_X",
-    ]);
-    assert!(
-        !o.status.success() && stderr(&o).contains("NO_SUCH_VAR_X"),
-        "{}",
-        stderr(&o)
-    );
+    // Each CLI mistake is refused with a message naming what is wrong.
+    let garbage = garbage.to_str().unwrap();
+    for (flag, value, needle) in [
+        ("--key-file", garbage, "private_key"),
+        ("--key-file", "/nonexistent", "--key-file"),
+        ("--password-env", "NO_SUCH_VAR_X", "NO_SUCH_VAR_X"),
+    ] {
+        let o = s.cli(&["server", "add", "x", "--host", "127.0.0.1", flag, value]);
+        assert!(
+            !o.status.success() && stderr(&o).contains(needle),
+            "{flag} {value}: {}",
+            stderr(&o)
+        );
+    }
     let (status, r) = s
         .api(
             "POST",
