@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use cronium_core::clock::now_ms;
 use cronium_core::crypto::SecretBox;
 use cronium_store::{
-    ExecutionRow, ExecutionUpdate, Heartbeat, JobOutcome, JobRow, NewDeployment, NewLogLine, Store,
-    StoreError, VariableValue,
+    ExecutionRow, ExecutionUpdate, Heartbeat, JobOutcome, JobRow, NewDeployment, NewLogLine,
+    RunnerState, Store, StoreError, VariableValue,
 };
 use serde_json::Value;
 
@@ -105,6 +105,12 @@ pub trait JobQueue: Send + Sync + 'static {
         &self,
         server_id: i64,
         deployment: &NewDeployment,
+    ) -> Result<(), QueueError>;
+    /// Remembers the runner verified on a server (`None`: forget it, an error put it in doubt).
+    async fn set_runner_state(
+        &self,
+        server_id: i64,
+        state: Option<&RunnerState>,
     ) -> Result<(), QueueError>;
 }
 
@@ -326,6 +332,11 @@ impl JobQueue for StoreQueue {
                     user: row.username,
                     credential,
                     host_key: row.host_key,
+                    known_runner: row.runner.map(|r| cronium_ssh::KnownRunner {
+                        path: r.path,
+                        sha256: r.sha256,
+                        verified_at_ms: r.verified_at,
+                    }),
                 },
             });
         }
@@ -350,5 +361,13 @@ impl JobQueue for StoreQueue {
         deployment: &NewDeployment,
     ) -> Result<(), QueueError> {
         Ok(self.store.record_deployment(server_id, deployment).await?)
+    }
+
+    async fn set_runner_state(
+        &self,
+        server_id: i64,
+        state: Option<&RunnerState>,
+    ) -> Result<(), QueueError> {
+        Ok(self.store.set_runner_state(server_id, state).await?)
     }
 }

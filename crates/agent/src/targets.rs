@@ -9,7 +9,7 @@ use cronium_core::spec::{ContainerNetwork, ContainerTarget, EventSpec, ServerMod
 use cronium_docker::{ContainerSpec, Limits, NetworkMode};
 use cronium_protocol::{Finished, RunStatus};
 use cronium_ssh::{DeployOutcome, DirectScript, Mode, SshError};
-use cronium_store::{ExecutionUpdate, JobRow, NewDeployment};
+use cronium_store::{ExecutionUpdate, JobRow, NewDeployment, RunnerState};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -286,6 +286,7 @@ async fn run_on_server(
             }
             if let Some(d) = &run.deployment {
                 record_deployment(inner, server.id, d).await;
+                remember_runner(inner, server, d).await;
             }
             let mut note = (run.mode_used == Mode::DirectSsh).then(|| {
                 "direct-ssh: no runner, so the runtime helpers were not available".to_string()
@@ -308,6 +309,10 @@ async fn run_on_server(
             run.finished
         }
         Err(e) => {
+            if mode != Mode::DirectSsh {
+                // Any error puts the deployment in doubt: the next agent start checks the host.
+                forget_runner(inner, server).await;
+            }
             if let SshError::HostKeyChanged { observed_key, .. } = &e {
                 let _ = inner.queue.host_key_changed(server.id, observed_key).await;
             }
@@ -344,6 +349,30 @@ async fn record_deployment(inner: &Inner, server_id: i64, d: &cronium_ssh::Deplo
     };
     if let Err(e) = inner.queue.record_deployment(server_id, &row).await {
         tracing::warn!(error = %e, "recording a deployment");
+    }
+}
+
+/// Persists a verification (upload or check on the host) so that a restarted agent trusts it
+/// for the re-verification period instead of checking every host again; a failed deployment
+/// forgets what was known.
+async fn remember_runner(inner: &Inner, server: &RemoteServer, d: &cronium_ssh::DeploymentRecord) {
+    let state = match d.outcome {
+        DeployOutcome::Deployed | DeployOutcome::Verified => RunnerState {
+            path: d.path.clone(),
+            sha256: d.sha256.clone(),
+            verified_at: d.at_ms,
+        },
+        DeployOutcome::Failed => return forget_runner(inner, server).await,
+        DeployOutcome::Cached => return,
+    };
+    if let Err(e) = inner.queue.set_runner_state(server.id, Some(&state)).await {
+        tracing::warn!(server = %server.config.name, error = %e, "remembering the deployed runner");
+    }
+}
+
+async fn forget_runner(inner: &Inner, server: &RemoteServer) {
+    if let Err(e) = inner.queue.set_runner_state(server.id, None).await {
+        tracing::warn!(server = %server.config.name, error = %e, "forgetting the deployed runner");
     }
 }
 

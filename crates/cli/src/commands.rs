@@ -512,6 +512,14 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                 if let Some(p) = r["pending_host_key"].as_str() {
                     println!("CHANGED host key presented: {p}\n  check it, then: cronium server accept-key {name}");
                 }
+                match r["runner"].as_object() {
+                    Some(runner) => println!(
+                        "runner:    {} (verified {})",
+                        runner["path"].as_str().unwrap_or("?"),
+                        runner["verified_at"].as_str().unwrap_or("?")
+                    ),
+                    None => println!("runner:    not known to be deployed"),
+                }
                 for d in r["deployments"].as_array().into_iter().flatten() {
                     println!(
                         "  deployment {} {} {} ({} attempts, {} ms){}",

@@ -33,16 +33,28 @@ impl Drop for TestServer {
 
 fn server() -> TestServer {
     let deploy_dir = format!(".cache/cronium-e2e-{:08x}", rand::random::<u32>());
-    let server = Server::start_with(ServerOpts {
+    server_in(None, deploy_dir)
+}
+
+/// A server on `data_dir` (a fresh one when `None`) deploying to `deploy_dir` on the hosts,
+/// which it removes when dropped.
+fn server_in(data_dir: Option<std::path::PathBuf>, deploy_dir: String) -> TestServer {
+    let server = start_on(data_dir, &deploy_dir);
+    TestServer { server, deploy_dir }
+}
+
+/// A server on `data_dir` deploying to `deploy_dir`, which outlives it.
+fn start_on(data_dir: Option<std::path::PathBuf>, deploy_dir: &str) -> Server {
+    Server::start_with(ServerOpts {
+        data_dir,
         args: vec![
             "--static-runner".into(),
             static_runner_bin().display().to_string(),
             "--ssh-deploy-dir".into(),
-            deploy_dir.clone(),
+            deploy_dir.to_string(),
         ],
         ..Default::default()
-    });
-    TestServer { server, deploy_dir }
+    })
 }
 
 /// Registers `h` as NAME through the CLI with a key file and tags.
@@ -315,4 +327,83 @@ async fn bad_server_input_is_refused() {
     );
     let (_, srv) = s.api("GET", "/api/v1/servers/pw", None).await;
     assert!(!srv.to_string().contains("sup3r"), "{srv}");
+}
+
+#[tokio::test]
+async fn a_restarted_server_trusts_the_stored_deployment_and_redeploys_when_it_is_gone() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let deploy_dir = format!(".cache/cronium-e2e-{:08x}", rand::random::<u32>());
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path());
+    let h = sshd::Sshd::start();
+    let event = "name: on-kept\ntype: bash\ntarget: { servers: [kept] }\nscript: echo ran\n";
+
+    let s = start_on(Some(data_dir.clone()), &deploy_dir);
+    add(&s, "kept", &h, &[], &key);
+    s.apply_yaml(event).await;
+    let id = s.run_event("on-kept", None).await;
+    assert_eq!(
+        s.wait_job(id, Duration::from_secs(60)).await["status"],
+        "succeeded"
+    );
+    let (_, srv) = s.api("GET", "/api/v1/servers/kept", None).await;
+    assert_eq!(srv["deployments"][0]["outcome"], "deployed", "{srv}");
+    let path = srv["runner"]["path"]
+        .as_str()
+        .expect("runner state")
+        .to_string();
+    assert_eq!(
+        srv["runner"]["sha256"], srv["deployments"][0]["sha256"],
+        "{srv}"
+    );
+    let o = s.cli(&["server", "show", "kept"]);
+    assert!(
+        stdout(&o).contains(&format!("runner:    {path}")),
+        "{}",
+        stdout(&o)
+    );
+    drop(s);
+
+    // Restarted: the stored verification is trusted; the host is neither checked nor uploaded to.
+    let s = start_on(Some(data_dir.clone()), &deploy_dir);
+    let id = s.run_event("on-kept", None).await;
+    assert_eq!(
+        s.wait_job(id, Duration::from_secs(60)).await["status"],
+        "succeeded"
+    );
+    let (_, m) = s.api("GET", "/api/v1/metrics/transports", None).await;
+    assert_eq!(
+        (
+            m["ssh"]["deployments_cached"].as_u64(),
+            m["ssh"]["deployments_verified"].as_u64(),
+            m["ssh"]["uploads"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{m}"
+    );
+    let (_, srv) = s.api("GET", "/api/v1/servers/kept", None).await;
+    assert_eq!(
+        srv["deployments"].as_array().map(Vec::len),
+        Some(1),
+        "{srv}"
+    );
+    drop(s);
+
+    // Restarted again, and the binary was deleted on the host meanwhile: the trusted path is
+    // missing, so the run redeploys and still succeeds.
+    std::fs::remove_file(sshd::home_path(&path)).unwrap();
+    let s = server_in(Some(data_dir), deploy_dir);
+    let id = s.run_event("on-kept", None).await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert!(s.log_text(id).await.contains("ran"));
+    let (_, srv) = s.api("GET", "/api/v1/servers/kept", None).await;
+    assert_eq!(srv["deployments"][0]["outcome"], "deployed", "{srv}");
+    assert_eq!(
+        srv["deployments"].as_array().map(Vec::len),
+        Some(2),
+        "{srv}"
+    );
+    assert!(sshd::home_path(&path).exists());
 }

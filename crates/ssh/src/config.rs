@@ -22,6 +22,23 @@ pub struct ServerConfig {
     pub credential: Credential,
     /// Pinned host key in OpenSSH format (`ssh-ed25519 AAAA...`); `None` = trust on first use.
     pub host_key: Option<String>,
+    /// The runner the caller's store remembers as verified on this host (by this or an earlier
+    /// agent process). Trusted without checking the host while it is younger than
+    /// [`SshConfig::reverify_after`] and matches the runner and path to use; a run that then
+    /// finds it missing redeploys it.
+    pub known_runner: Option<KnownRunner>,
+}
+
+/// A runner deployment verified on a host: what the store keeps per server so that a restarted
+/// agent does not re-check every host (a checksum of the 2 MB binary and a `--version` call)
+/// before its first run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownRunner {
+    /// Path on the host, as [`crate::DeploymentRecord::path`].
+    pub path: String,
+    pub sha256: String,
+    /// Unix milliseconds of the verification (upload or check on the host).
+    pub verified_at_ms: i64,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -33,6 +50,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("port", &self.port)
             .field("user", &self.user)
             .field("host_key", &self.host_key)
+            .field("known_runner", &self.known_runner)
             .finish_non_exhaustive()
     }
 }

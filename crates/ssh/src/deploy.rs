@@ -22,8 +22,12 @@ use crate::{RunnerArtifact, ServerConfig, SshConfig, SshError};
 pub enum DeployOutcome {
     /// The runner was uploaded and verified.
     Deployed,
-    /// The runner was already there (cache or verified on the host); nothing uploaded.
+    /// The runner was known to be there (this process's cache, or the caller's
+    /// [`crate::KnownRunner`]); the host was not asked.
     Cached,
+    /// The runner was already on the host and passed the checksum and `--version` checks just
+    /// now; nothing uploaded.
+    Verified,
     Failed,
 }
 
@@ -32,6 +36,7 @@ impl DeployOutcome {
         match self {
             DeployOutcome::Deployed => "deployed",
             DeployOutcome::Cached => "cached",
+            DeployOutcome::Verified => "verified",
             DeployOutcome::Failed => "failed",
         }
     }
@@ -73,6 +78,9 @@ struct CacheEntry {
 #[derive(Default)]
 pub(crate) struct DeployCache {
     entries: Mutex<HashMap<CacheKey, CacheEntry>>,
+    /// When each server's entry was last invalidated (unix ms): a [`crate::KnownRunner`]
+    /// verified before that is not trusted, whatever the caller's store still says.
+    invalidated: Mutex<HashMap<CacheKey, i64>>,
     locks: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
@@ -97,6 +105,52 @@ impl DeployCache {
         if let Ok(mut e) = self.entries.lock() {
             e.remove(&key(server));
         }
+        if let Ok(mut i) = self.invalidated.lock() {
+            i.insert(key(server), now_ms());
+        }
+    }
+
+    /// Fills the cache from the caller's [`crate::KnownRunner`] when it matches this runner and
+    /// path, is younger than `max_age` and newer than the last invalidation. True when filled.
+    fn trust_known(
+        &self,
+        server: &ServerConfig,
+        runner: &RunnerArtifact,
+        path: &str,
+        max_age: Duration,
+    ) -> bool {
+        let Some(known) = &server.known_runner else {
+            return false;
+        };
+        if known.path != path || known.sha256 != runner.sha256 {
+            return false;
+        }
+        let invalidated = self
+            .invalidated
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key(server))
+            .copied();
+        if invalidated.is_some_and(|at| at >= known.verified_at_ms) {
+            return false;
+        }
+        // A verification "in the future" (clock moved back) counts as just now.
+        let age =
+            Duration::from_millis(now_ms().saturating_sub(known.verified_at_ms).max(0) as u64);
+        if age >= max_age {
+            return false;
+        }
+        let verified = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert(
+            key(server),
+            CacheEntry {
+                path: path.to_string(),
+                sha256: runner.sha256.clone(),
+                verified,
+            },
+        );
+        true
     }
 
     fn lock_for(&self, server: &ServerConfig) -> Arc<tokio::sync::Mutex<()>> {
@@ -189,11 +243,20 @@ impl Deployer<'_> {
             inc(&self.metrics.deployments_cached);
             return (record(DeployOutcome::Cached, 0, None), Ok(path));
         }
-        // Not known (new agent, cache expired, or invalidated): the binary may still be there.
+        // A restarted agent: the caller's store remembers a recent verification.
+        if self
+            .cache
+            .trust_known(server, self.runner, &path, self.cfg.reverify_after)
+        {
+            inc(&self.metrics.deployments_cached);
+            return (record(DeployOutcome::Cached, 0, None), Ok(path));
+        }
+        // Not known (cache expired or invalidated): the binary may still be there.
         if self.verify(conn, &path).await.is_ok() {
             self.cache.store(server, self.runner, &path);
             inc(&self.metrics.deployments_cached);
-            return (record(DeployOutcome::Cached, 0, None), Ok(path));
+            inc(&self.metrics.deployments_verified);
+            return (record(DeployOutcome::Verified, 0, None), Ok(path));
         }
         let attempts = self.cfg.deploy_attempts.max(1);
         let mut last_err = String::new();
@@ -408,4 +471,99 @@ fn rand_u32() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0);
     t ^ N.fetch_add(1, Ordering::Relaxed).wrapping_mul(2654435761)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Credential, KnownRunner};
+
+    const PATH: &str = ".cache/cronium/cronium-runner-0.1.0-abababab";
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    fn runner() -> RunnerArtifact {
+        RunnerArtifact {
+            path: "/nonexistent".into(),
+            version: "0.1.0".into(),
+            sha256: "ab".repeat(32),
+        }
+    }
+
+    fn server(known: Option<KnownRunner>) -> ServerConfig {
+        ServerConfig {
+            name: "web".into(),
+            host: "127.0.0.1".into(),
+            port: 22,
+            user: "deploy".into(),
+            credential: Credential::Password("x".into()),
+            host_key: None,
+            known_runner: known,
+        }
+    }
+
+    fn known(age_ms: i64) -> KnownRunner {
+        KnownRunner {
+            path: PATH.into(),
+            sha256: "ab".repeat(32),
+            verified_at_ms: now_ms() - age_ms,
+        }
+    }
+
+    #[test]
+    fn a_recent_matching_verification_is_trusted_and_fills_the_cache() {
+        let cache = DeployCache::default();
+        let s = server(Some(known(60_000)));
+        assert!(!cache.fresh(&s, &runner(), PATH, DAY));
+        assert!(cache.trust_known(&s, &runner(), PATH, DAY));
+        assert!(cache.fresh(&s, &runner(), PATH, DAY));
+        // The cache entry keeps the verification's age: it expires with it, not a day from now.
+        assert!(!cache.fresh(&s, &runner(), PATH, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn stale_foreign_or_missing_knowledge_is_not_trusted() {
+        let cache = DeployCache::default();
+        let r = runner();
+        assert!(!cache.trust_known(&server(None), &r, PATH, DAY));
+        let old = server(Some(known(25 * 3600 * 1000)));
+        assert!(
+            !cache.trust_known(&old, &r, PATH, DAY),
+            "older than reverify_after"
+        );
+        let other_build = server(Some(KnownRunner {
+            sha256: "cd".repeat(32),
+            ..known(0)
+        }));
+        assert!(
+            !cache.trust_known(&other_build, &r, PATH, DAY),
+            "another build"
+        );
+        let elsewhere = server(Some(KnownRunner {
+            path: "/opt/cronium/cronium-runner-0.1.0-abababab".into(),
+            ..known(0)
+        }));
+        assert!(
+            !cache.trust_known(&elsewhere, &r, PATH, DAY),
+            "another deploy dir"
+        );
+        assert!(!cache.fresh(&old, &r, PATH, DAY));
+    }
+
+    #[test]
+    fn an_error_in_this_process_outweighs_an_older_stored_verification() {
+        let cache = DeployCache::default();
+        let r = runner();
+        let s = server(Some(known(1_000)));
+        cache.invalidate(&s);
+        assert!(
+            !cache.trust_known(&s, &r, PATH, DAY),
+            "verified before the invalidation"
+        );
+        // A verification after the invalidation (by another agent) is trusted again.
+        let later = server(Some(KnownRunner {
+            verified_at_ms: now_ms() + 5,
+            ..known(0)
+        }));
+        assert!(cache.trust_known(&later, &r, PATH, DAY));
+    }
 }

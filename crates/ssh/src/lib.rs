@@ -26,7 +26,9 @@ mod runner_run;
 mod shell;
 mod validate;
 
-pub use config::{Credential, DirectScript, Mode, RunnerArtifact, ServerConfig, SshConfig};
+pub use config::{
+    Credential, DirectScript, KnownRunner, Mode, RunnerArtifact, ServerConfig, SshConfig,
+};
 pub use deploy::{DeployOutcome, DeploymentRecord};
 pub use error::SshError;
 pub use executor::{HostKeyStatus, RemoteRun, SshExecutor, TestReport};

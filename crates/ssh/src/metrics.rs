@@ -15,6 +15,7 @@ pub(crate) struct Metrics {
     pub deployments_succeeded: AtomicU64,
     pub deployments_failed: AtomicU64,
     pub deployments_cached: AtomicU64,
+    pub deployments_verified: AtomicU64,
     pub uploads: AtomicU64,
     pub fallbacks: AtomicU64,
     pub pool_hits: AtomicU64,
@@ -50,6 +51,8 @@ pub struct MetricsSnapshot {
     pub deployments_failed: u64,
     /// Checks satisfied by the cache or by the binary already on the host (no upload).
     pub deployments_cached: u64,
+    /// Of those, the checks that verified the binary on the host (checksum and `--version`).
+    pub deployments_verified: u64,
     /// Upload attempts (SFTP or exec fallback).
     pub uploads: u64,
     /// Auto-mode runs that fell back to direct-ssh.
@@ -76,6 +79,7 @@ impl Metrics {
             deployments_succeeded: g(&self.deployments_succeeded),
             deployments_failed: g(&self.deployments_failed),
             deployments_cached: g(&self.deployments_cached),
+            deployments_verified: g(&self.deployments_verified),
             uploads: g(&self.uploads),
             fallbacks: g(&self.fallbacks),
             pool_hits: g(&self.pool_hits),

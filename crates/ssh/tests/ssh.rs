@@ -128,8 +128,83 @@ async fn runner_ssh_deploys_runs_helpers_and_caches() {
         )
         .await
         .unwrap();
-    assert_eq!(run3.deployment.unwrap().outcome, DeployOutcome::Cached);
-    assert_eq!(ex2.metrics().uploads, 0);
+    let dep3 = run3.deployment.unwrap();
+    assert_eq!(dep3.outcome, DeployOutcome::Verified);
+    assert_eq!(
+        (ex2.metrics().uploads, ex2.metrics().deployments_verified),
+        (0, 1)
+    );
+
+    // A fresh executor given the stored verification trusts it: the host is not asked.
+    let known = cronium_ssh::KnownRunner {
+        path: dep3.path.clone(),
+        sha256: dep3.sha256.clone(),
+        verified_at_ms: dep3.at_ms,
+    };
+    let trusted = cronium_ssh::ServerConfig {
+        known_runner: Some(known.clone()),
+        ..server.clone()
+    };
+    let ex3 = SshExecutor::new(ex.config().clone(), runner().await);
+    let run4 = ex3
+        .run(
+            &trusted,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(run4.finished.status, RunStatus::Succeeded);
+    assert_eq!(run4.deployment.unwrap().outcome, DeployOutcome::Cached);
+    assert_eq!(
+        (ex3.metrics().uploads, ex3.metrics().deployments_verified),
+        (0, 0),
+        "a trusted verification is not repeated"
+    );
+
+    // Older than reverify_after: checked on the host again.
+    let stale = cronium_ssh::ServerConfig {
+        known_runner: Some(cronium_ssh::KnownRunner {
+            verified_at_ms: known.verified_at_ms - 25 * 3600 * 1000,
+            ..known.clone()
+        }),
+        ..server.clone()
+    };
+    let ex4 = SshExecutor::new(ex.config().clone(), runner().await);
+    let run5 = ex4
+        .run(
+            &stale,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(run5.deployment.unwrap().outcome, DeployOutcome::Verified);
+
+    // Trusted but gone from the host (deleted behind our back): redeployed, and the run succeeds.
+    std::fs::remove_file(home_path(&known.path)).unwrap();
+    let ex5 = SshExecutor::new(ex.config().clone(), runner().await);
+    let run6 = ex5
+        .run(
+            &trusted,
+            Mode::RunnerSsh,
+            &req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run after the trusted binary was deleted");
+    assert_eq!(run6.finished.status, RunStatus::Succeeded);
+    assert_eq!(run6.deployment.unwrap().outcome, DeployOutcome::Deployed);
+    assert_eq!(ex5.metrics().uploads, 1);
+    assert!(home_path(&known.path).exists());
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -1070,9 +1145,12 @@ async fn concurrent_runs_on_one_server_upload_the_runner_once() {
             )
             .await
             .unwrap();
-        assert_eq!(run.deployment.unwrap().outcome, DeployOutcome::Cached);
+        assert_eq!(run.deployment.unwrap().outcome, DeployOutcome::Verified);
     }
-    assert_eq!(ex2.metrics().uploads, 0);
+    assert_eq!(
+        (ex2.metrics().uploads, ex2.metrics().deployments_verified),
+        (0, 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

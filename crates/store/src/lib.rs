@@ -36,6 +36,6 @@ pub use jobs::{
 };
 pub use logs::{LogLine, NewLogLine};
 pub use schedule::FireResult;
-pub use servers::{DeploymentRow, NewDeployment, NewServer, ServerRow};
+pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
 pub use store::{Backend, Store};
 pub use variables::{VariableRow, VariableValue};

@@ -6,7 +6,7 @@
 use serde_json::Value;
 use sqlx::any::AnyRow;
 
-use crate::row::{i64_col, json, opt_text, text, to_json};
+use crate::row::{i64_col, json, opt_i64, opt_text, text, to_json};
 use crate::store::map_opt;
 use crate::{Store, StoreError};
 
@@ -26,6 +26,17 @@ pub struct ServerRow {
     pub tags: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The runner last verified on the host, if nothing has put it in doubt since.
+    pub runner: Option<RunnerState>,
+}
+
+/// A runner verified on a server: where, which build, when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunnerState {
+    pub path: String,
+    pub sha256: String,
+    /// Unix milliseconds.
+    pub verified_at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +57,7 @@ pub struct DeploymentRow {
     pub server_id: i64,
     pub version: String,
     pub sha256: String,
-    /// `deployed`, `cached` or `failed`.
+    /// `deployed`, `verified` (found intact on the host) or `failed`.
     pub outcome: String,
     pub attempts: i64,
     pub duration_ms: i64,
@@ -66,7 +77,8 @@ pub struct NewDeployment {
 }
 
 const SERVER_COLS: &str = "id, name, host, port, username, auth_kind, credential, host_key, \
-                           pending_host_key, tags, created_at, updated_at";
+                           pending_host_key, tags, created_at, updated_at, runner_path, \
+                           runner_sha256, runner_verified_at";
 
 fn server_row(row: &AnyRow) -> Result<ServerRow, StoreError> {
     let tags = match json(row, "tags")? {
@@ -89,6 +101,18 @@ fn server_row(row: &AnyRow) -> Result<ServerRow, StoreError> {
         tags,
         created_at: i64_col(row, "created_at")?,
         updated_at: i64_col(row, "updated_at")?,
+        runner: match (
+            opt_text(row, "runner_path")?,
+            opt_text(row, "runner_sha256")?,
+            opt_i64(row, "runner_verified_at")?,
+        ) {
+            (Some(path), Some(sha256), Some(verified_at)) => Some(RunnerState {
+                path,
+                sha256,
+                verified_at,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -192,13 +216,46 @@ impl Store {
         Ok(())
     }
 
-    /// Trusts a new host key (the pending one, or one given by the operator).
+    /// Trusts a new host key (the pending one, or one given by the operator). A new key may
+    /// mean a new machine, so what was known about its runner is forgotten.
     pub async fn accept_host_key(&self, id: i64, key: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE servers SET host_key = $1, pending_host_key = NULL, updated_at = $2 WHERE id = $3",
+            "UPDATE servers SET host_key = $1, pending_host_key = NULL, runner_path = NULL, \
+             runner_sha256 = NULL, runner_verified_at = NULL, updated_at = $2 WHERE id = $3",
         )
         .bind(key)
         .bind(now)
+        .bind(id)
+        .execute(&self.write)
+        .await?;
+        Ok(())
+    }
+
+    /// Remembers the runner just verified on a server, or forgets it (`None`: an error put the
+    /// deployment in doubt). Does not touch `updated_at`: this is the agent's bookkeeping, not
+    /// an operator's change.
+    pub async fn set_runner_state(
+        &self,
+        id: i64,
+        state: Option<&RunnerState>,
+    ) -> Result<(), StoreError> {
+        if let Some(s) = state {
+            if s.path.is_empty() {
+                return Err(StoreError::Invalid("runner.path: must not be empty".into()));
+            }
+            if s.sha256.is_empty() {
+                return Err(StoreError::Invalid(
+                    "runner.sha256: must not be empty".into(),
+                ));
+            }
+        }
+        sqlx::query(
+            "UPDATE servers SET runner_path = $1, runner_sha256 = $2, runner_verified_at = $3 \
+             WHERE id = $4",
+        )
+        .bind(state.map(|s| s.path.as_str()))
+        .bind(state.map(|s| s.sha256.as_str()))
+        .bind(state.map(|s| s.verified_at))
         .bind(id)
         .execute(&self.write)
         .await?;

@@ -20,11 +20,18 @@ const RUNS: usize = 40;
 const FIBO: &str =
     "def fibo(n):\n    return n if n < 2 else fibo(n - 1) + fibo(n - 2)\n\nprint(fibo(10))\n";
 
-/// `python`: use this interpreter on both sides instead of the one `python3` on PATH resolves
-/// to; the server finds it first on its PATH as `python3`.
+/// The distribution's own interpreter, used by default: what a fresh Debian machine runs. A
+/// version manager's interpreter can carry site hooks (`.pth` files) that cost tens of
+/// milliseconds on every start, which would measure the machine rather than Cronium.
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// `python`: use this interpreter on both sides (default: [`SYSTEM_PYTHON`] if present, else the
+/// one `python3` on PATH resolves to); the server finds it first on its PATH as `python3`.
 pub async fn run(ctx: &Ctx, reps: usize, python: Option<PathBuf>) -> anyhow::Result<Report> {
     let dir = tempfile::tempdir()?;
     let mut opts = ServerOpts::default();
+    let system = PathBuf::from(SYSTEM_PYTHON);
+    let python = python.or_else(|| system.exists().then_some(system));
     let python = match python {
         None => real_python()?,
         Some(p) => {

@@ -135,6 +135,8 @@ fn ssh_counters(m: &cronium_ssh::MetricsSnapshot) -> Vec<(&'static str, u64)> {
         ("ssh_deployments_succeeded", m.deployments_succeeded),
         ("ssh_deployments_failed", m.deployments_failed),
         ("ssh_deployments_cached", m.deployments_cached),
+        ("ssh_deployments_verified", m.deployments_verified),
+        ("ssh_uploads", m.uploads),
         ("ssh_fallbacks", m.fallbacks),
         ("ssh_pool_hits", m.pool_hits),
         ("ssh_pool_misses", m.pool_misses),

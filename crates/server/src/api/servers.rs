@@ -61,15 +61,27 @@ pub struct ServerDto {
     pub pending_host_key: Option<String>,
     pub tags: Vec<String>,
     pub created_at: String,
+    /// The runner last verified on the host (uploaded, or found intact), unless an error has put
+    /// it in doubt since. A restarted server trusts it for 24 h instead of checking the host.
+    pub runner: Option<RunnerStateDto>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployments: Option<Vec<DeploymentDto>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunnerStateDto {
+    /// On the host, relative to the login's home unless absolute.
+    pub path: String,
+    pub sha256: String,
+    pub verified_at: String,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct DeploymentDto {
     pub version: String,
     pub sha256: String,
-    /// deployed | failed
+    /// `deployed` (uploaded and verified), `verified` (found intact on the host: checksum and
+    /// `--version`) or `failed`.
     pub outcome: String,
     pub attempts: i64,
     pub duration_ms: i64,
@@ -105,6 +117,11 @@ fn dto(s: ServerRow) -> ServerDto {
         pending_host_key: s.pending_host_key,
         tags: s.tags,
         created_at: rfc3339(s.created_at),
+        runner: s.runner.map(|r| RunnerStateDto {
+            path: r.path,
+            sha256: r.sha256,
+            verified_at: rfc3339(r.verified_at),
+        }),
         deployments: None,
     }
 }
@@ -127,6 +144,11 @@ pub fn config_of(state: &AppState, s: &ServerRow) -> ApiResult<ServerConfig> {
         credential: credentials::decrypt(&state.secrets, &s.name, &s.credential)
             .map_err(ApiError::internal)?,
         host_key: s.host_key.clone(),
+        known_runner: s.runner.as_ref().map(|r| cronium_ssh::KnownRunner {
+            path: r.path.clone(),
+            sha256: r.sha256.clone(),
+            verified_at_ms: r.verified_at,
+        }),
     })
 }
 

@@ -252,6 +252,7 @@ impl Sshd {
                 passphrase: None,
             },
             host_key: None,
+            known_runner: None,
         }
     }
 }

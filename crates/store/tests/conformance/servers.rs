@@ -1,10 +1,11 @@
 //! SSH servers: registration, host key pinning and acceptance, deployment history.
 
-use cronium_store::{NewDeployment, NewServer, StoreError};
+use cronium_store::{NewDeployment, NewServer, RunnerState, StoreError};
 
 use crate::harness::Ctx;
 
 conformance!(servers_register_pin_and_deploy);
+conformance!(servers_remember_the_verified_runner);
 
 fn server(name: &str) -> NewServer {
     NewServer {
@@ -164,4 +165,54 @@ async fn servers_register_pin_and_deploy(t: Ctx) {
     assert_eq!(s.list_deployments(web0.id, 10).await.unwrap().len(), 1);
     // The name is free again.
     s.create_server(&server("web1"), 60).await.unwrap();
+}
+
+async fn servers_remember_the_verified_runner(t: Ctx) {
+    let s = &t.store;
+    let web = s.create_server(&server("web"), 10).await.unwrap();
+    assert_eq!(web.runner, None, "nothing known at registration");
+    let state = RunnerState {
+        path: ".cache/cronium/cronium-runner-0.1.0-abcdef01".into(),
+        sha256: "ab".repeat(32),
+        verified_at: 1_795_000_000_123,
+    };
+    s.set_runner_state(web.id, Some(&state)).await.unwrap();
+    let w = s.get_server_by_name("web").await.unwrap().unwrap();
+    assert_eq!(w.runner.as_ref(), Some(&state));
+    assert_eq!(
+        w.updated_at, 10,
+        "agent bookkeeping is not an operator change"
+    );
+    assert_eq!(
+        s.list_servers().await.unwrap()[0].runner.as_ref(),
+        Some(&state)
+    );
+
+    // Bad input changes nothing.
+    let empty = RunnerState {
+        path: String::new(),
+        ..state.clone()
+    };
+    assert!(matches!(
+        s.set_runner_state(web.id, Some(&empty)).await,
+        Err(StoreError::Invalid(m)) if m.starts_with("runner.path")
+    ));
+    let w = s.get_server_by_name("web").await.unwrap().unwrap();
+    assert_eq!(w.runner.as_ref(), Some(&state));
+
+    // An error forgets it.
+    s.set_runner_state(web.id, None).await.unwrap();
+    let w = s.get_server_by_name("web").await.unwrap().unwrap();
+    assert_eq!(w.runner, None);
+
+    // Accepting a new host key (maybe a new machine) forgets it too.
+    s.set_runner_state(web.id, Some(&state)).await.unwrap();
+    s.accept_host_key(web.id, "ssh-ed25519 NEW", 20)
+        .await
+        .unwrap();
+    let w = s.get_server_by_name("web").await.unwrap().unwrap();
+    assert_eq!(
+        (w.runner, w.host_key.as_deref()),
+        (None, Some("ssh-ed25519 NEW"))
+    );
 }
