@@ -1,6 +1,6 @@
 //! Command-line parsing for `cronium-runner`.
 //!
-//! Hand-written rather than clap to keep the static binary small; the grammar is three commands.
+//! Hand-written rather than clap to keep the static binary small; the grammar is four commands.
 //! Only parses: nothing here touches the file system.
 
 use std::path::PathBuf;
@@ -10,6 +10,8 @@ pub const USAGE: &str = "usage:
   cronium-runner --version
   cronium-runner run PAYLOAD [--context FILE] [--control-stdin] [--work-base DIR]
       PAYLOAD is a .tar.gz file, or - (with --control-stdin) to read it from stdin
+  cronium-runner serve [--work-base DIR]
+      relays runs requested on stdin to child runners (used over SSH; see serve.rs)
   cronium-runner helper OP [ARGS...]";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -60,6 +62,7 @@ pub struct RunArgs {
 pub enum Command {
     Version,
     Run(RunArgs),
+    Serve { work_base: Option<PathBuf> },
     Helper { op: String, args: Vec<String> },
 }
 
@@ -68,6 +71,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
     match first.as_str() {
         "--version" | "-V" | "version" => Ok(Command::Version),
         "run" => parse_run(rest).map(Command::Run),
+        "serve" => parse_serve(rest),
         "helper" => {
             let (op, args) = rest.split_first().ok_or(CliError::MissingHelperOp)?;
             Ok(Command::Helper {
@@ -77,6 +81,21 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         }
         other => Err(CliError::UnknownCommand(other.to_string())),
     }
+}
+
+fn parse_serve(args: &[String]) -> Result<Command, CliError> {
+    let mut work_base = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--work-base" => {
+                let v = it.next().ok_or(CliError::MissingValue("--work-base"))?;
+                work_base = Some(PathBuf::from(v));
+            }
+            s => return Err(CliError::Unexpected(s.to_string())),
+        }
+    }
+    Ok(Command::Serve { work_base })
 }
 
 fn parse_run(args: &[String]) -> Result<RunArgs, CliError> {
@@ -148,6 +167,24 @@ mod tests {
             CliError::StdinPayloadNeedsControl
         );
         assert!(parse(&args("run - --control-stdin")).is_ok());
+    }
+
+    #[test]
+    fn parses_serve() {
+        assert_eq!(
+            parse(&args("serve")).unwrap(),
+            Command::Serve { work_base: None }
+        );
+        assert_eq!(
+            parse(&args("serve --work-base /w")).unwrap(),
+            Command::Serve {
+                work_base: Some("/w".into())
+            }
+        );
+        assert_eq!(
+            parse(&args("serve extra")).unwrap_err(),
+            CliError::Unexpected("extra".into())
+        );
     }
 
     #[test]

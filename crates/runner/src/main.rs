@@ -23,6 +23,7 @@ mod helper_cmd;
 mod payload;
 mod process;
 mod run;
+mod serve;
 mod updates;
 mod workdir;
 
@@ -42,6 +43,7 @@ fn main() {
             0
         }
         Ok(cli::Command::Run(run_args)) => run::run(run_args, started),
+        Ok(cli::Command::Serve { work_base }) => serve::serve(work_base),
         Ok(cli::Command::Helper { op, args }) => helper_cmd::main(&op, &args),
         Err(e) => {
             diag!("cronium-runner: {e}\n{}", cli::USAGE);

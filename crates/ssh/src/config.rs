@@ -130,6 +130,10 @@ pub struct SshConfig {
     pub deploy_backoff: Duration,
     /// A cached deployment is checked on the host again after this long.
     pub reverify_after: Duration,
+    /// runner-ssh keeps one `cronium-runner serve` per pooled connection and sends each run to
+    /// it (no new SSH session, login shell or runner exec per run). Off: one exec channel per
+    /// run, as it also falls back to when the serve mode cannot start.
+    pub persistent_runner: bool,
 }
 
 impl Default for SshConfig {
@@ -144,6 +148,7 @@ impl Default for SshConfig {
             deploy_attempts: 3,
             deploy_backoff: Duration::from_secs(2),
             reverify_after: Duration::from_secs(24 * 3600),
+            persistent_runner: true,
         }
     }
 }

@@ -58,6 +58,8 @@ pub(crate) struct Conn {
     pub handle: Handle<ClientHandler>,
     /// The server's host key, OpenSSH format, no comment.
     pub host_key: String,
+    /// The `cronium-runner serve` channel of this connection, once a run started it.
+    pub serve: tokio::sync::Mutex<Option<crate::serve_run::ServeSession>>,
 }
 
 pub(crate) fn key_openssh(key: &PublicKey) -> String {
@@ -201,7 +203,11 @@ pub(crate) async fn connect(server: &ServerConfig, cfg: &SshConfig) -> Result<Co
             .ok()
             .and_then(|o| o.key.as_ref().map(key_openssh))
             .unwrap_or_default();
-        Ok(Conn { handle, host_key })
+        Ok(Conn {
+            handle,
+            host_key,
+            serve: tokio::sync::Mutex::new(None),
+        })
     };
     match tokio::time::timeout(cfg.connect_timeout, attempt).await {
         Ok(r) => r,

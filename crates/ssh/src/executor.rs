@@ -14,6 +14,7 @@ use crate::direct::{kill_group, run_direct};
 use crate::metrics::{add, inc, Metrics, MetricsSnapshot};
 use crate::pool::{Lease, Pool};
 use crate::runner_run::{run_runner, RunnerRunError};
+use crate::serve_run;
 use crate::shell::quote;
 use crate::{
     DeploymentRecord, DirectScript, Mode, RunnerArtifact, ServerConfig, SshConfig, SshError,
@@ -314,7 +315,13 @@ impl SshExecutor {
                     return Err((Some(record), e));
                 }
             };
-            match run_runner(&lease.conn, server, &path, req, sink, cancel).await {
+            let outcome = if self.inner.cfg.persistent_runner {
+                self.run_on_serve(&lease.conn, server, &path, req, sink, cancel)
+                    .await
+            } else {
+                run_runner(&lease.conn, server, &path, req, sink, cancel).await
+            };
+            match outcome {
                 Ok(finished) => {
                     return Ok(RemoteRun {
                         finished,
@@ -363,6 +370,34 @@ impl SshExecutor {
                     }
                     return Err((Some(record), e));
                 }
+            }
+        }
+    }
+
+    /// A run through the connection's `cronium-runner serve` session (started on first use);
+    /// falls back to an exec channel for this run when the session cannot be started.
+    async fn run_on_serve(
+        &self,
+        conn: &connection::Conn,
+        server: &ServerConfig,
+        path: &str,
+        req: &RunRequest,
+        sink: &EventSink,
+        cancel: &CancellationToken,
+    ) -> Result<Finished, RunnerRunError> {
+        let started = || inc(&self.inner.metrics.serve_sessions);
+        match serve_run::ensure_session(conn, path, self.inner.cfg.connect_timeout, started).await {
+            Ok(mut guard) => match guard.as_mut() {
+                Some(session) => {
+                    serve_run::run_on_session(session, conn, server, req, sink, cancel).await
+                }
+                None => run_runner(conn, server, path, req, sink, cancel).await,
+            },
+            Err(serve_run::StartError::Missing(why)) => Err(RunnerRunError::Missing(why)),
+            Err(serve_run::StartError::Other(why)) => {
+                inc(&self.inner.metrics.serve_unavailable);
+                tracing::warn!(server = %server.name, reason = %why, "runner serve mode unavailable; one exec channel per run");
+                run_runner(conn, server, path, req, sink, cancel).await
             }
         }
     }

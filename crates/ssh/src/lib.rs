@@ -23,6 +23,7 @@ mod executor;
 mod metrics;
 mod pool;
 mod runner_run;
+mod serve_run;
 mod shell;
 mod validate;
 

@@ -17,6 +17,8 @@ pub(crate) struct Metrics {
     pub deployments_cached: AtomicU64,
     pub deployments_verified: AtomicU64,
     pub uploads: AtomicU64,
+    pub serve_sessions: AtomicU64,
+    pub serve_unavailable: AtomicU64,
     pub fallbacks: AtomicU64,
     pub pool_hits: AtomicU64,
     pub pool_misses: AtomicU64,
@@ -55,6 +57,10 @@ pub struct MetricsSnapshot {
     pub deployments_verified: u64,
     /// Upload attempts (SFTP or exec fallback).
     pub uploads: u64,
+    /// `cronium-runner serve` sessions started (one per pooled connection that ran runner-ssh).
+    pub serve_sessions: u64,
+    /// Runs that found the serve mode unavailable and used an exec channel of their own.
+    pub serve_unavailable: u64,
     /// Auto-mode runs that fell back to direct-ssh.
     pub fallbacks: u64,
     pub pool_hits: u64,
@@ -81,6 +87,8 @@ impl Metrics {
             deployments_cached: g(&self.deployments_cached),
             deployments_verified: g(&self.deployments_verified),
             uploads: g(&self.uploads),
+            serve_sessions: g(&self.serve_sessions),
+            serve_unavailable: g(&self.serve_unavailable),
             fallbacks: g(&self.fallbacks),
             pool_hits: g(&self.pool_hits),
             pool_misses: g(&self.pool_misses),

@@ -1195,3 +1195,123 @@ async fn failed_deployment_is_retried_and_leaves_no_partial_file() {
     assert!(left.is_empty(), "left on the host: {left:?}");
     assert!(drain(&mut rx).is_empty(), "nothing ran");
 }
+
+/// `cronium-runner serve` processes under `sshd` (the runner's persistent sessions).
+fn serve_processes(sshd: &Sshd) -> Vec<u32> {
+    let Some(pid) = sshd.pid() else { return vec![] };
+    descendants(pid)
+        .into_iter()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|raw| {
+                let cmd = String::from_utf8_lossy(&raw).replace('\0', " ");
+                cmd.contains("cronium-runner") && cmd.trim_end().ends_with(" serve")
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_share_one_runner_serve_per_connection_which_ends_with_it() {
+    let sshd = Sshd::start();
+    let ex = executor("serve").await;
+    let _cleanup = DirCleanup::new(&ex);
+    let server = sshd.server("serve");
+    let p = payload(
+        Interpreter::Bash,
+        "echo \"run $(cronium.input n)\"\ncronium.output n \"$(cronium.input n)\"\n",
+        Duration::from_secs(30),
+    );
+    for n in 1..=3 {
+        let mut req = request(&p, Duration::from_secs(30), "serve");
+        req.context.input = serde_json::json!({ "n": n });
+        let (tx, mut rx) = sink();
+        let run = ex
+            .run(
+                &server,
+                Mode::RunnerSsh,
+                &req,
+                &bash(""),
+                &tx,
+                CancellationToken::new(),
+            )
+            .await
+            .expect("run");
+        let events = drain(&mut rx);
+        assert_eq!(run.finished.status, RunStatus::Succeeded, "{events:#?}");
+        // Each run sees its own input and reports its own lines, nothing of the previous one.
+        assert_eq!(log_lines(&events), vec![format!("run {n}")], "{events:#?}");
+    }
+    let m = ex.metrics();
+    assert_eq!(
+        (m.serve_sessions, m.serve_unavailable, m.pool_hits),
+        (1, 0, 2),
+        "one serve session on the one pooled connection: {m:?}"
+    );
+    assert_eq!(serve_processes(&sshd).len(), 1);
+
+    // The session lives as long as its connection: gone when the executor (and pool) is.
+    drop(ex);
+    let gone = wait_for(Duration::from_secs(10), || {
+        serve_processes(&sshd).is_empty()
+    })
+    .await;
+    assert!(
+        gone,
+        "serve outlived its connection: {:?}",
+        serve_processes(&sshd)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_without_serve_mode_falls_back_to_an_exec_channel_per_run() {
+    let sshd = Sshd::start();
+    let real = runner().await;
+    // A runner build that knows `run` but not `serve` (as an older runner would).
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("cronium-runner-real");
+    std::fs::copy(&real.path, &copy).unwrap();
+    let wrapper = dir.path().join("cronium-runner");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = serve ]; then echo 'unknown command `serve`' >&2; exit 2; fi\nexec {} \"$@\"\n",
+            copy.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for p in [dir.path(), copy.as_path(), wrapper.as_path()] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let artifact = cronium_ssh::RunnerArtifact::from_path(&wrapper)
+        .await
+        .unwrap();
+    let ex = SshExecutor::new(config("noserve"), artifact);
+    let _cleanup = DirCleanup::new(&ex);
+    let server = sshd.server("noserve");
+    let p = payload(
+        Interpreter::Bash,
+        "echo fallback-ok\n",
+        Duration::from_secs(30),
+    );
+    let req = request(&p, Duration::from_secs(30), "noserve");
+    for _ in 0..2 {
+        let (tx, mut rx) = sink();
+        let run = ex
+            .run(
+                &server,
+                Mode::RunnerSsh,
+                &req,
+                &bash(""),
+                &tx,
+                CancellationToken::new(),
+            )
+            .await
+            .expect("run");
+        assert_eq!(run.finished.status, RunStatus::Succeeded);
+        assert_eq!(log_lines(&drain(&mut rx)), vec!["fallback-ok".to_string()]);
+    }
+    let m = ex.metrics();
+    assert_eq!((m.serve_sessions, m.serve_unavailable), (0, 2), "{m:?}");
+    assert!(serve_processes(&sshd).is_empty());
+}

@@ -137,6 +137,8 @@ fn ssh_counters(m: &cronium_ssh::MetricsSnapshot) -> Vec<(&'static str, u64)> {
         ("ssh_deployments_cached", m.deployments_cached),
         ("ssh_deployments_verified", m.deployments_verified),
         ("ssh_uploads", m.uploads),
+        ("ssh_serve_sessions", m.serve_sessions),
+        ("ssh_serve_unavailable", m.serve_unavailable),
         ("ssh_fallbacks", m.fallbacks),
         ("ssh_pool_hits", m.pool_hits),
         ("ssh_pool_misses", m.pool_misses),

@@ -1,0 +1,360 @@
+//! runner-ssh on a persistent `cronium-runner serve` channel: one per pooled connection, started
+//! by the connection's first run and kept for the connection's life, so that a warm run costs
+//! one request on an open channel instead of a new SSH session, a login shell and a runner exec.
+//! The framing is described in the runner's `serve.rs`; each run there is an ordinary
+//! `cronium-runner run - --control-stdin` child, so the event stream is exactly the per-run one.
+//!
+//! A lease gives one run exclusive use of its connection, so a session serves one run at a time;
+//! lines of an earlier run that was abandoned (ids differ) are skipped. When the session cannot
+//! be started for a reason other than a missing binary, the caller falls back to one exec
+//! channel per run (`runner_run.rs`).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cronium_core::transport::{send_context, EventSink, RunRequest};
+use cronium_protocol::{Finished, RunnerEvent, Stream};
+use russh::ChannelMsg;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::Conn;
+use crate::runner_run::RunnerRunError;
+use crate::shell::quote;
+use crate::{ServerConfig, SshError};
+
+/// Lines buffered between the channel reader and the run (backpressure beyond that: the reader
+/// waits, the SSH window fills, the remote runner blocks on its stdout).
+const LINE_BUFFER: usize = 4096;
+/// Cap on the server's own stderr kept for error messages.
+const STDERR_CAP: usize = 16 * 1024;
+/// After cancellation or the hard deadline, how long the runner gets to report.
+const REPORT_GRACE: Duration = Duration::from_secs(10);
+/// Exit code of a run the serve refused because its binary was deleted (runner's serve.rs).
+const EXIT_MISSING: i32 = 127;
+
+/// What the channel reader saw besides the lines.
+#[derive(Default)]
+struct SessionEnd {
+    status: Option<u32>,
+    stderr: Vec<u8>,
+}
+
+/// A running `cronium-runner serve` on one connection.
+pub(crate) struct ServeSession {
+    path: String,
+    write: russh::ChannelWriteHalf<russh::client::Msg>,
+    lines: mpsc::Receiver<String>,
+    end: Arc<Mutex<SessionEnd>>,
+    next_id: u64,
+    /// Set when a run could not tell where the stream stands (lost lines, protocol error).
+    broken: bool,
+}
+
+/// Why starting a session failed.
+pub(crate) enum StartError {
+    /// The binary is not on the host: redeploy.
+    Missing(String),
+    /// Anything else: fall back to an exec channel per run.
+    Other(String),
+}
+
+impl ServeSession {
+    async fn start(conn: &Conn, path: &str, timeout: Duration) -> Result<Self, StartError> {
+        let channel = conn
+            .handle
+            .channel_open_session()
+            .await
+            .map_err(|e| StartError::Other(format!("cannot open a channel: {e}")))?;
+        let (mut read, write) = channel.split();
+        write
+            .exec(false, format!("{} serve", quote(path)))
+            .await
+            .map_err(|e| StartError::Other(format!("exec request failed: {e}")))?;
+        let (tx, mut lines) = mpsc::channel(LINE_BUFFER);
+        let end = Arc::new(Mutex::new(SessionEnd::default()));
+        {
+            let end = end.clone();
+            tokio::spawn(async move {
+                let mut buf: Vec<u8> = Vec::new();
+                while let Some(msg) = read.wait().await {
+                    match msg {
+                        ChannelMsg::Data { data } => {
+                            buf.extend_from_slice(&data);
+                            while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
+                                let line: Vec<u8> = buf.drain(..=nl).collect();
+                                let text = String::from_utf8_lossy(&line[..nl]).into_owned();
+                                if tx.send(text).await.is_err() {
+                                    // The session was dropped; nobody reads any more.
+                                    return;
+                                }
+                            }
+                        }
+                        ChannelMsg::ExtendedData { data, .. } => {
+                            if let Ok(mut e) = end.lock() {
+                                let room = STDERR_CAP.saturating_sub(e.stderr.len());
+                                e.stderr.extend_from_slice(&data[..data.len().min(room)]);
+                            }
+                        }
+                        ChannelMsg::ExitStatus { exit_status } => {
+                            if let Ok(mut e) = end.lock() {
+                                e.status = Some(exit_status);
+                            }
+                        }
+                        ChannelMsg::Close => break,
+                        _ => {}
+                    }
+                }
+                // Dropping `tx` tells the session the channel is gone.
+            });
+        }
+        let first = tokio::time::timeout(timeout, lines.recv()).await;
+        match first {
+            Ok(Some(l)) if l.starts_with("!ready ") => Ok(ServeSession {
+                path: path.to_string(),
+                write,
+                lines,
+                end,
+                next_id: 0,
+                broken: false,
+            }),
+            Ok(Some(l)) => Err(StartError::Other(format!(
+                "unexpected first line from the runner: {}",
+                l.chars().take(200).collect::<String>()
+            ))),
+            Ok(None) => {
+                // Give the reader a moment to record the exit status that came with the close.
+                let (status, stderr) = end
+                    .lock()
+                    .map(|e| {
+                        (
+                            e.status,
+                            String::from_utf8_lossy(&e.stderr).trim().to_string(),
+                        )
+                    })
+                    .unwrap_or_default();
+                let why = format!("exit status {status:?}: {stderr}");
+                if status == Some(127)
+                    || status == Some(126)
+                    || stderr.contains("No such file")
+                    || stderr.contains("not found")
+                {
+                    Err(StartError::Missing(why))
+                } else {
+                    Err(StartError::Other(format!(
+                        "the runner's serve mode ended at once ({why})"
+                    )))
+                }
+            }
+            Err(_) => Err(StartError::Other(format!(
+                "the runner's serve mode did not answer within {} s",
+                timeout.as_secs()
+            ))),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.end
+            .lock()
+            .map(|e| String::from_utf8_lossy(&e.stderr).trim().to_string())
+            .unwrap_or_default()
+    }
+}
+
+/// Makes sure `conn` has a live session for the runner at `path`.
+pub(crate) async fn ensure_session<'a>(
+    conn: &'a Conn,
+    path: &str,
+    timeout: Duration,
+    on_start: impl FnOnce(),
+) -> Result<tokio::sync::MutexGuard<'a, Option<ServeSession>>, StartError> {
+    let mut guard = conn.serve.lock().await;
+    let usable = guard
+        .as_ref()
+        .is_some_and(|s| s.path == path && !s.broken && !s.lines.is_closed());
+    if !usable {
+        if let Some(old) = guard.take() {
+            // Closing the channel ends the old serve (EOF cancels anything it still runs).
+            let _ = old.write.eof().await;
+            let _ = old.write.close().await;
+        }
+        *guard = Some(ServeSession::start(conn, path, timeout).await?);
+        on_start();
+    }
+    Ok(guard)
+}
+
+/// Runs one request on `session`. Same contract as `runner_run::run_runner`.
+pub(crate) async fn run_on_session(
+    session: &mut ServeSession,
+    conn: &Conn,
+    server: &ServerConfig,
+    req: &RunRequest,
+    sink: &EventSink,
+    cancel: &CancellationToken,
+) -> Result<Finished, RunnerRunError> {
+    let lost = |reason: String, pid: Option<u32>| {
+        RunnerRunError::Other(
+            SshError::Lost {
+                server: server.name.clone(),
+                reason,
+            },
+            pid,
+        )
+    };
+    let payload = tokio::fs::read(&req.payload_path).await.map_err(|e| {
+        RunnerRunError::Other(
+            SshError::InvalidRequest {
+                field: "payload_path".into(),
+                reason: format!("cannot open {}: {e}", req.payload_path.display()),
+            },
+            None,
+        )
+    })?;
+    let mut body = Vec::with_capacity(payload.len() + 1024);
+    send_context(&mut body, &req.context).await.map_err(|e| {
+        RunnerRunError::Other(
+            SshError::InvalidRequest {
+                field: "context".into(),
+                reason: e.to_string(),
+            },
+            None,
+        )
+    })?;
+    body.extend_from_slice(format!("{}\n", payload.len()).as_bytes());
+    body.extend_from_slice(&payload);
+    drop(payload);
+    session.next_id += 1;
+    let id = session.next_id;
+    let mut request = format!("run {id} {}\n", body.len()).into_bytes();
+    request.extend_from_slice(&body);
+    drop(body);
+    if let Err(e) = session.write.data_bytes(request).await {
+        session.broken = true;
+        return Err(lost(format!("cannot send the run request: {e}"), None));
+    }
+
+    let prefix = format!("{id} ");
+    let mut finished: Option<Finished> = None;
+    let mut script_pid: Option<u32> = None;
+    let mut stderr = String::new();
+    let hard = tokio::time::sleep(req.hard_deadline());
+    tokio::pin!(hard);
+    let mut stopping = false;
+    let exit_code: Option<i32> = loop {
+        tokio::select! {
+            line = session.lines.recv() => {
+                let Some(line) = line else { break None };
+                let Some(rest) = line.strip_prefix(&prefix) else {
+                    // An earlier, abandoned run's lines (or noise): not ours.
+                    continue;
+                };
+                if let Some(code) = rest.strip_prefix("!exit ") {
+                    break Some(code.trim().parse().unwrap_or(255));
+                }
+                if let Some(err) = rest.strip_prefix("!err ") {
+                    if stderr.len() < STDERR_CAP {
+                        stderr.push_str(err);
+                        stderr.push('\n');
+                    }
+                    continue;
+                }
+                forward(rest, sink, &mut finished, &mut script_pid).await;
+            }
+            _ = cancel.cancelled(), if !stopping => {
+                stopping = true;
+                let _ = session.write.data_bytes(format!("cancel {id}\n").into_bytes()).await;
+                hard.as_mut().reset(tokio::time::Instant::now() + req.kill_grace + REPORT_GRACE);
+            }
+            _ = &mut hard => {
+                if stopping {
+                    session.broken = true;
+                    return Err(lost(format!(
+                        "the runner did not report a result within {} s of the deadline",
+                        (req.kill_grace + REPORT_GRACE).as_secs()
+                    ), script_pid));
+                }
+                tracing::warn!(server = %server.name, "runner silent past the hard deadline; cancelling");
+                stopping = true;
+                let _ = session.write.data_bytes(format!("cancel {id}\n").into_bytes()).await;
+                hard.as_mut().reset(tokio::time::Instant::now() + req.kill_grace + REPORT_GRACE);
+            }
+        }
+    };
+    let stderr = stderr.trim().to_string();
+    match (finished, exit_code) {
+        (Some(f), Some(_)) => Ok(f),
+        (_, Some(EXIT_MISSING)) if script_pid.is_none() => {
+            session.broken = true;
+            Err(RunnerRunError::Missing(stderr))
+        }
+        (f, None) => {
+            session.broken = true;
+            let why = if conn.handle.is_closed() {
+                "the connection closed before the runner reported a result".to_string()
+            } else {
+                format!(
+                    "the runner's serve channel closed before the run ended{}",
+                    match session.stderr() {
+                        s if s.is_empty() => String::new(),
+                        s => format!(": {s}"),
+                    }
+                )
+            };
+            match f {
+                // Everything arrived but the exit line: the result stands.
+                Some(f) => Ok(f),
+                None => Err(lost(why, script_pid)),
+            }
+        }
+        (None, Some(code)) => Err(RunnerRunError::Other(
+            SshError::Protocol {
+                server: server.name.clone(),
+                reason: format!(
+                    "the runner ended (status {code}) without a result{}",
+                    if stderr.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; stderr: {stderr}")
+                    }
+                ),
+            },
+            script_pid,
+        )),
+    }
+}
+
+/// One line of the run's event stream to the sink, as `pump_events` does for a runner's stdout.
+async fn forward(
+    line: &str,
+    sink: &EventSink,
+    finished: &mut Option<Finished>,
+    script_pid: &mut Option<u32>,
+) {
+    if line.is_empty() {
+        return;
+    }
+    match RunnerEvent::parse(line) {
+        Ok(RunnerEvent::Finished(f)) => {
+            *finished = Some(f.clone());
+            let _ = sink.send(RunnerEvent::Finished(f)).await;
+        }
+        Ok(event) => {
+            if let RunnerEvent::Started { pid, .. } = &event {
+                *script_pid = Some(*pid);
+            }
+            let _ = sink.send(event).await;
+        }
+        Err(_) => {
+            tracing::warn!(line = %line, "non-protocol line from runner");
+            let _ = sink
+                .send(RunnerEvent::Log {
+                    seq: 0,
+                    stream: Stream::System,
+                    line: format!("[runner] {line}"),
+                    ts_ms: 0,
+                })
+                .await;
+        }
+    }
+}
