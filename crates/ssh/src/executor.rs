@@ -386,17 +386,40 @@ impl SshExecutor {
         cancel: &CancellationToken,
     ) -> Result<Finished, RunnerRunError> {
         let started = || inc(&self.inner.metrics.serve_sessions);
-        match serve_run::ensure_session(conn, path, self.inner.cfg.connect_timeout, started).await {
-            Ok(mut guard) => match guard.as_mut() {
-                Some(session) => {
-                    serve_run::run_on_session(session, conn, server, req, sink, cancel).await
+        let unavailable = |why: String| {
+            inc(&self.inner.metrics.serve_unavailable);
+            tracing::warn!(server = %server.name, reason = %why, "runner serve mode unavailable; one exec channel per run");
+        };
+        let timeout = self.inner.cfg.connect_timeout;
+        match serve_run::ensure_session(conn, path).await {
+            Ok(mut guard) => {
+                let outcome = match guard.as_mut() {
+                    Some(session) => {
+                        let was_ready = session.is_ready();
+                        let r = serve_run::run_on_session(
+                            session, conn, server, req, sink, cancel, timeout,
+                        )
+                        .await;
+                        if !was_ready && session.is_ready() {
+                            started();
+                        }
+                        r
+                    }
+                    None => Err(serve_run::ServeRunError::Unavailable("no session".into())),
+                };
+                drop(guard);
+                match outcome {
+                    Ok(f) => Ok(f),
+                    Err(serve_run::ServeRunError::Run(e)) => Err(e),
+                    Err(serve_run::ServeRunError::Unavailable(why)) => {
+                        unavailable(why);
+                        run_runner(conn, server, path, req, sink, cancel).await
+                    }
                 }
-                None => run_runner(conn, server, path, req, sink, cancel).await,
-            },
+            }
             Err(serve_run::StartError::Missing(why)) => Err(RunnerRunError::Missing(why)),
             Err(serve_run::StartError::Other(why)) => {
-                inc(&self.inner.metrics.serve_unavailable);
-                tracing::warn!(server = %server.name, reason = %why, "runner serve mode unavailable; one exec channel per run");
+                unavailable(why);
                 run_runner(conn, server, path, req, sink, cancel).await
             }
         }

@@ -47,8 +47,14 @@ pub(crate) struct ServeSession {
     lines: mpsc::Receiver<String>,
     end: Arc<Mutex<SessionEnd>>,
     next_id: u64,
+    /// `!ready` seen. The first run does not wait for it before sending its request (a round
+    /// trip saved per host on a cold fan-out); it checks it before anything else it reads.
+    ready: bool,
     /// Set when a run could not tell where the stream stands (lost lines, protocol error).
     broken: bool,
+    /// This runner has no serve mode (it refused it): later runs on the connection go straight
+    /// to an exec channel of their own instead of asking again.
+    unsupported: bool,
 }
 
 /// Why starting a session failed.
@@ -60,7 +66,7 @@ pub(crate) enum StartError {
 }
 
 impl ServeSession {
-    async fn start(conn: &Conn, path: &str, timeout: Duration) -> Result<Self, StartError> {
+    async fn start(conn: &Conn, path: &str) -> Result<Self, StartError> {
         let channel = conn
             .handle
             .channel_open_session()
@@ -71,7 +77,7 @@ impl ServeSession {
             .exec(false, format!("{} serve", quote(path)))
             .await
             .map_err(|e| StartError::Other(format!("exec request failed: {e}")))?;
-        let (tx, mut lines) = mpsc::channel(LINE_BUFFER);
+        let (tx, lines) = mpsc::channel(LINE_BUFFER);
         let end = Arc::new(Mutex::new(SessionEnd::default()));
         {
             let end = end.clone();
@@ -108,49 +114,45 @@ impl ServeSession {
                 // Dropping `tx` tells the session the channel is gone.
             });
         }
-        let first = tokio::time::timeout(timeout, lines.recv()).await;
-        match first {
-            Ok(Some(l)) if l.starts_with("!ready ") => Ok(ServeSession {
-                path: path.to_string(),
-                write,
-                lines,
-                end,
-                next_id: 0,
-                broken: false,
-            }),
-            Ok(Some(l)) => Err(StartError::Other(format!(
-                "unexpected first line from the runner: {}",
-                l.chars().take(200).collect::<String>()
-            ))),
-            Ok(None) => {
-                // Give the reader a moment to record the exit status that came with the close.
-                let (status, stderr) = end
-                    .lock()
-                    .map(|e| {
-                        (
-                            e.status,
-                            String::from_utf8_lossy(&e.stderr).trim().to_string(),
-                        )
-                    })
-                    .unwrap_or_default();
-                let why = format!("exit status {status:?}: {stderr}");
-                if status == Some(127)
-                    || status == Some(126)
-                    || stderr.contains("No such file")
-                    || stderr.contains("not found")
-                {
-                    Err(StartError::Missing(why))
-                } else {
-                    Err(StartError::Other(format!(
-                        "the runner's serve mode ended at once ({why})"
-                    )))
-                }
-            }
-            Err(_) => Err(StartError::Other(format!(
-                "the runner's serve mode did not answer within {} s",
-                timeout.as_secs()
-            ))),
+        Ok(ServeSession {
+            path: path.to_string(),
+            write,
+            lines,
+            end,
+            next_id: 0,
+            ready: false,
+            broken: false,
+            unsupported: false,
+        })
+    }
+
+    /// Why the serve process ended before it said `!ready`: a missing binary, or anything else.
+    fn start_failure(&self) -> StartError {
+        let (status, stderr) = self
+            .end
+            .lock()
+            .map(|e| {
+                (
+                    e.status,
+                    String::from_utf8_lossy(&e.stderr).trim().to_string(),
+                )
+            })
+            .unwrap_or_default();
+        let why = format!("exit status {status:?}: {stderr}");
+        if status == Some(127)
+            || status == Some(126)
+            || stderr.contains("No such file")
+            || stderr.contains("not found")
+        {
+            StartError::Missing(why)
+        } else {
+            StartError::Other(format!("the runner's serve mode ended at once ({why})"))
         }
+    }
+
+    /// The serve process has said `!ready`.
+    pub fn is_ready(&self) -> bool {
+        self.ready
     }
 
     fn stderr(&self) -> String {
@@ -165,10 +167,16 @@ impl ServeSession {
 pub(crate) async fn ensure_session<'a>(
     conn: &'a Conn,
     path: &str,
-    timeout: Duration,
-    on_start: impl FnOnce(),
 ) -> Result<tokio::sync::MutexGuard<'a, Option<ServeSession>>, StartError> {
     let mut guard = conn.serve.lock().await;
+    if guard
+        .as_ref()
+        .is_some_and(|s| s.path == path && s.unsupported)
+    {
+        return Err(StartError::Other(
+            "this runner has no serve mode (seen earlier on this connection)".into(),
+        ));
+    }
     let usable = guard
         .as_ref()
         .is_some_and(|s| s.path == path && !s.broken && !s.lines.is_closed());
@@ -178,13 +186,26 @@ pub(crate) async fn ensure_session<'a>(
             let _ = old.write.eof().await;
             let _ = old.write.close().await;
         }
-        *guard = Some(ServeSession::start(conn, path, timeout).await?);
-        on_start();
+        *guard = Some(ServeSession::start(conn, path).await?);
     }
     Ok(guard)
 }
 
-/// Runs one request on `session`. Same contract as `runner_run::run_runner`.
+/// Why a run on a session produced no result.
+pub(crate) enum ServeRunError {
+    /// As from `runner_run::run_runner`.
+    Run(RunnerRunError),
+    /// The serve mode did not start (nothing ran): use an exec channel for this run.
+    Unavailable(String),
+}
+
+impl From<RunnerRunError> for ServeRunError {
+    fn from(e: RunnerRunError) -> Self {
+        ServeRunError::Run(e)
+    }
+}
+
+/// Runs one request on `session`; `ready_timeout` bounds the wait for a new session's `!ready`.
 pub(crate) async fn run_on_session(
     session: &mut ServeSession,
     conn: &Conn,
@@ -192,15 +213,16 @@ pub(crate) async fn run_on_session(
     req: &RunRequest,
     sink: &EventSink,
     cancel: &CancellationToken,
-) -> Result<Finished, RunnerRunError> {
+    ready_timeout: Duration,
+) -> Result<Finished, ServeRunError> {
     let lost = |reason: String, pid: Option<u32>| {
-        RunnerRunError::Other(
+        ServeRunError::Run(RunnerRunError::Other(
             SshError::Lost {
                 server: server.name.clone(),
                 reason,
             },
             pid,
-        )
+        ))
     };
     let payload = tokio::fs::read(&req.payload_path).await.map_err(|e| {
         RunnerRunError::Other(
@@ -231,6 +253,20 @@ pub(crate) async fn run_on_session(
     drop(body);
     if let Err(e) = session.write.data_bytes(request).await {
         session.broken = true;
+        if !session.ready {
+            // Most likely the serve process never started: wait for its channel to close and
+            // say why (a missing binary is redeployed, anything else falls back).
+            let drained = tokio::time::timeout(ready_timeout, async {
+                while session.lines.recv().await.is_some() {}
+            })
+            .await;
+            if drained.is_ok() {
+                return Err(match session.start_failure() {
+                    StartError::Missing(why) => RunnerRunError::Missing(why).into(),
+                    StartError::Other(why) => ServeRunError::Unavailable(why),
+                });
+            }
+        }
         return Err(lost(format!("cannot send the run request: {e}"), None));
     }
 
@@ -240,10 +276,39 @@ pub(crate) async fn run_on_session(
     let mut stderr = String::new();
     let hard = tokio::time::sleep(req.hard_deadline());
     tokio::pin!(hard);
+    let not_ready = tokio::time::sleep(ready_timeout);
+    tokio::pin!(not_ready);
     let mut stopping = false;
     let exit_code: Option<i32> = loop {
         tokio::select! {
             line = session.lines.recv() => {
+                if !session.ready {
+                    match line {
+                        Some(l) if l.starts_with("!ready ") => {
+                            session.ready = true;
+                            continue;
+                        }
+                        Some(l) => {
+                            session.unsupported = true;
+                            return Err(ServeRunError::Unavailable(format!(
+                                "unexpected first line from the runner: {}",
+                                l.chars().take(200).collect::<String>()
+                            )));
+                        }
+                        None => {
+                            return Err(match session.start_failure() {
+                                StartError::Missing(why) => {
+                                    session.broken = true;
+                                    RunnerRunError::Missing(why).into()
+                                }
+                                StartError::Other(why) => {
+                                    session.unsupported = true;
+                                    ServeRunError::Unavailable(why)
+                                }
+                            });
+                        }
+                    }
+                }
                 let Some(line) = line else { break None };
                 let Some(rest) = line.strip_prefix(&prefix) else {
                     // An earlier, abandoned run's lines (or noise): not ours.
@@ -260,6 +325,13 @@ pub(crate) async fn run_on_session(
                     continue;
                 }
                 forward(rest, sink, &mut finished, &mut script_pid).await;
+            }
+            _ = &mut not_ready, if !session.ready => {
+                session.broken = true;
+                return Err(ServeRunError::Unavailable(format!(
+                    "the runner's serve mode did not answer within {} s",
+                    ready_timeout.as_secs()
+                )));
             }
             _ = cancel.cancelled(), if !stopping => {
                 stopping = true;
@@ -286,7 +358,7 @@ pub(crate) async fn run_on_session(
         (Some(f), Some(_)) => Ok(f),
         (_, Some(EXIT_MISSING)) if script_pid.is_none() => {
             session.broken = true;
-            Err(RunnerRunError::Missing(stderr))
+            Err(RunnerRunError::Missing(stderr).into())
         }
         (f, None) => {
             session.broken = true;
@@ -307,7 +379,7 @@ pub(crate) async fn run_on_session(
                 None => Err(lost(why, script_pid)),
             }
         }
-        (None, Some(code)) => Err(RunnerRunError::Other(
+        (None, Some(code)) => Err(ServeRunError::Run(RunnerRunError::Other(
             SshError::Protocol {
                 server: server.name.clone(),
                 reason: format!(
@@ -320,7 +392,7 @@ pub(crate) async fn run_on_session(
                 ),
             },
             script_pid,
-        )),
+        ))),
     }
 }
 
