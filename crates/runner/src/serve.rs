@@ -83,7 +83,12 @@ pub fn serve(work_base: Option<PathBuf>) -> i32 {
                 };
                 if len > MAX_REQUEST_BYTES {
                     // The body cannot be skipped safely without reading it; stop here.
-                    refuse(&out, id, EXIT_REFUSED, "request larger than the payload limit");
+                    refuse(
+                        &out,
+                        id,
+                        EXIT_REFUSED,
+                        "request larger than the payload limit",
+                    );
                     break;
                 }
                 let body = match read_exact_len(&mut input, len) {
