@@ -60,6 +60,8 @@ pub(crate) struct Conn {
     pub host_key: String,
     /// The `cronium-runner serve` channel of this connection, once a run started it.
     pub serve: tokio::sync::Mutex<Option<crate::serve_run::ServeSession>>,
+    /// runner-ssh runs started on this connection (the first does not start a serve session).
+    pub runner_runs: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn key_openssh(key: &PublicKey) -> String {
@@ -207,6 +209,7 @@ pub(crate) async fn connect(server: &ServerConfig, cfg: &SshConfig) -> Result<Co
             handle,
             host_key,
             serve: tokio::sync::Mutex::new(None),
+            runner_runs: std::sync::atomic::AtomicU64::new(0),
         })
     };
     match tokio::time::timeout(cfg.connect_timeout, attempt).await {

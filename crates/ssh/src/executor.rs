@@ -374,8 +374,10 @@ impl SshExecutor {
         }
     }
 
-    /// A run through the connection's `cronium-runner serve` session (started on first use);
-    /// falls back to an exec channel for this run when the session cannot be started.
+    /// A run through the connection's `cronium-runner serve` session; falls back to an exec
+    /// channel for this run when the session cannot be started. A connection's first run uses
+    /// an exec channel too: a connection opened for one run (a cold fan-out) would only pay for
+    /// a serve process it never reuses; the second run starts the session.
     async fn run_on_serve(
         &self,
         conn: &connection::Conn,
@@ -385,6 +387,13 @@ impl SshExecutor {
         sink: &EventSink,
         cancel: &CancellationToken,
     ) -> Result<Finished, RunnerRunError> {
+        if conn
+            .runner_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            == 0
+        {
+            return run_runner(conn, server, path, req, sink, cancel).await;
+        }
         let started = || inc(&self.inner.metrics.serve_sessions);
         let unavailable = |why: String| {
             inc(&self.inner.metrics.serve_unavailable);

@@ -1295,7 +1295,9 @@ async fn a_runner_without_serve_mode_falls_back_to_an_exec_channel_per_run() {
         Duration::from_secs(30),
     );
     let req = request(&p, Duration::from_secs(30), "noserve");
-    for _ in 0..2 {
+    // The first run on a connection never asks for serve mode; the second asks and falls back;
+    // the third remembers the answer (still counted as unavailable, but not asked again).
+    for _ in 0..3 {
         let (tx, mut rx) = sink();
         let run = ex
             .run(
