@@ -178,11 +178,11 @@ fn prepare(
         return Err(SetupError::ApiMode);
     }
     payload::check_env(&context.env).map_err(SetupError::ContextEnv)?;
-    let helper_dir = bundle::write(workdir.path(), &manifest, &context)?;
+    let helpers = bundle::write(&base, workdir.path(), &manifest, &context)?;
     let runner_bin = std::env::current_exe()
         .or_else(|_| std::env::args().next().map(PathBuf::from).ok_or(()))
         .unwrap_or_else(|_| PathBuf::from("cronium-runner"));
-    let env = bundle::environment(&manifest, &context, &helper_dir, &runner_bin);
+    let env = bundle::environment(&manifest, &context, &helpers, &runner_bin);
     let interpreter = resolve_interpreter(manifest.interpreter, &context, &env)?;
     let entrypoint = workdir.path().join(&manifest.entrypoint);
     Ok(Prepared {

@@ -18,6 +18,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const PREFIX: &str = "cronium-run-";
 /// A directory younger than this is never swept: its runner may not have locked it yet.
 const SWEEP_MIN_AGE: Duration = Duration::from_secs(60);
+/// Another build's shared helper library directory (`cronium-lib-*`, see `bundle`) unused for
+/// this long is removed. Its runner touches it at least daily while using it.
+const LIB_SWEEP_MIN_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkDirError {
@@ -128,14 +131,26 @@ fn lock(dir: &Path) -> Option<File> {
 
 /// Removes working directories under `base` left by runners that died without cleaning up:
 /// ours (same owner), older than a minute, and not locked by a live runner.
+///
+/// Shared helper library directories (`cronium-lib-*`) are never treated as working directories;
+/// only ours of another runner build that were not used for a week are removed.
 pub fn sweep_stale(base: &Path) {
     let Ok(entries) = fs::read_dir(base) else {
         return;
     };
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
     let now = SystemTime::now();
+    let own_libs = format!("{}{uid}-", crate::bundle::LIB_DIR_PREFIX);
+    let current_lib = crate::bundle::shared_lib_name();
     for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(PREFIX) {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&own_libs) && name != current_lib {
+            sweep_old_lib_dir(&entry.path(), uid, now);
+            continue;
+        }
+        if !name.starts_with(PREFIX) {
             continue;
         }
         let path = entry.path();
@@ -159,5 +174,23 @@ pub fn sweep_stale(base: &Path) {
             };
             stale.remove();
         }
+    }
+}
+
+/// Removes `dir`, another build's shared helper library directory, if it is a real directory of
+/// ours that nobody touched for [`LIB_SWEEP_MIN_AGE`].
+fn sweep_old_lib_dir(dir: &Path, uid: u32, now: SystemTime) {
+    // symlink_metadata: a symlink planted under the prefix is never followed.
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    let old_enough = meta
+        .modified()
+        .ok()
+        .and_then(|m| now.duration_since(m).ok())
+        .is_some_and(|age| age >= LIB_SWEEP_MIN_AGE);
+    if meta.is_dir() && meta.uid() == uid && old_enough {
+        // Best effort: a concurrent sweeper may be removing it too.
+        let _ = fs::remove_dir_all(dir);
     }
 }

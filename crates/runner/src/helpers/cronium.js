@@ -1,9 +1,10 @@
 'use strict';
 // Cronium runtime helpers for Node.js scripts (bundled mode).
 //
-// Written by cronium-runner into the run's working directory and reachable through NODE_PATH, so
-// that require('cronium') works in every target. Reads the run's data from $CRONIUM_HELPER_DIR and
-// appends updates to updates.jsonl, which the runner forwards to the server.
+// Written by cronium-runner into a library directory shared by runs (or, failing that, into the
+// run's .cronium/) and reachable through NODE_PATH, so that require('cronium') works in every
+// target. Never locates data relative to this file: reads the run's data from $CRONIUM_HELPER_DIR
+// and appends updates to updates.jsonl there, which the runner forwards to the server.
 
 const fs = require('fs');
 const path = require('path');

@@ -1,8 +1,9 @@
 """Cronium runtime helpers for Python scripts (bundled mode).
 
-Written by cronium-runner into the run's working directory and put on PYTHONPATH, so that
-`import cronium` works in every target. Reads the run's data from $CRONIUM_HELPER_DIR and appends
-updates to updates.jsonl, which the runner forwards to the server.
+Written by cronium-runner into a library directory shared by runs (or, failing that, into the
+run's .cronium/) and put on PYTHONPATH, so that `import cronium` works in every target. Never
+locates data relative to this file: reads the run's data from $CRONIUM_HELPER_DIR and appends
+updates to updates.jsonl there, which the runner forwards to the server.
 """
 
 import json as _json

@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 
 pub const RUNNER: &str = env!("CARGO_BIN_EXE_cronium-runner");
 pub const NODE: &str = "/usr/bin/node";
+/// Prefix of the shared helper library directories the runner keeps in the work base.
+pub const LIB_PREFIX: &str = "cronium-lib-";
 
 /// The real python binary (the `python3` on PATH is a slow pyenv shim), resolved once.
 pub fn python() -> &'static str {
@@ -120,11 +122,22 @@ impl Scratch {
     pub fn path(&self, name: &str) -> PathBuf {
         self.root.path().join(name)
     }
-    /// Entries left in the work base (every run must leave none).
+    /// Entries left in the work base (every run must leave none), apart from the shared helper
+    /// library directories (`cronium-lib-*`), which are meant to outlive the run.
     pub fn leftovers(&self) -> Vec<String> {
         std::fs::read_dir(self.work())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| !name.starts_with(LIB_PREFIX))
+            .collect()
+    }
+    /// The shared helper library directories in the work base.
+    pub fn lib_dirs(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(self.work())
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(LIB_PREFIX))
+            .map(|e| e.path())
             .collect()
     }
     pub fn assert_clean(&self) {
