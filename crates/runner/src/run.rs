@@ -160,6 +160,13 @@ fn prepare(
         diag!("cronium-runner: cannot become a child subreaper: {e}");
     }
     let base = args.work_base.clone().unwrap_or_else(default_work_base);
+    // The script runs elsewhere (its working directory) and finds the helpers through absolute
+    // paths only: a relative work base is made absolute first.
+    let base = if base.is_relative() {
+        std::env::current_dir().map(|d| d.join(&base)).unwrap_or(base)
+    } else {
+        base
+    };
     crate::workdir::sweep_stale(&base);
     let workdir = WorkDir::create(&base)?;
     let manifest_bytes = match (&args.payload, stdin_payload) {

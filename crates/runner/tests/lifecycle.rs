@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -542,6 +543,9 @@ fn directories_left_by_killed_runners_are_swept_by_the_next_run() {
         .arg(&held)
         .args(["-c", "echo locked; exec sleep 600"])
         .stdout(std::process::Stdio::piped())
+        // Its own group: flock forks the command, and killing only flock would orphan the
+        // sleep (which would hold the test's output pipe open for ten minutes).
+        .process_group(0)
         .spawn()
         .unwrap();
     let mut first = String::new();
@@ -558,7 +562,10 @@ fn directories_left_by_killed_runners_are_swept_by_the_next_run() {
         &context(json!({})),
     );
     assert_eq!(out.finished().status, RunStatus::Succeeded);
-    holder.kill().unwrap();
+    // SAFETY: kill(2) on the holder's own process group.
+    unsafe {
+        libc::kill(-(holder.id() as i32), libc::SIGKILL);
+    }
     holder.wait().unwrap();
 
     assert!(!stale.exists(), "stale directory was not swept");

@@ -408,3 +408,50 @@ fn sweeper_keeps_library_directories_except_old_ones_of_other_builds() {
     assert!(age < day, "current library dir not touched: {age:?}");
     scratch.assert_clean();
 }
+
+#[test]
+fn a_relative_work_base_still_gives_the_script_working_helpers() {
+    let scratch = Scratch::new();
+    let payload_path = scratch.path("payload.tgz");
+    std::fs::write(
+        &payload_path,
+        script(
+            "bash",
+            "cronium.output who \"$(cronium.input who)\"\necho \"lib=$BASH_ENV\"\n",
+            serde_json::json!({}),
+        ),
+    )
+    .unwrap();
+    let ctx_path = scratch.path("context.json");
+    std::fs::write(
+        &ctx_path,
+        context(serde_json::json!({"input": {"who": "rel"}})).to_string(),
+    )
+    .unwrap();
+    let out = std::process::Command::new(RUNNER)
+        .current_dir(scratch.root.path())
+        .args([
+            "run",
+            "payload.tgz",
+            "--context",
+            "context.json",
+            "--work-base",
+            "work",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{events}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(events.contains(r#""who":"rel""#), "{events}");
+    let lib = scratch.work().canonicalize().unwrap();
+    assert!(
+        events.contains(&format!("lib={}", lib.display())),
+        "helpers must be found by absolute path: {events}"
+    );
+    scratch.assert_clean();
+}
