@@ -138,6 +138,10 @@ pub struct ServeArgs {
         default_value = "~/.cache/cronium"
     )]
     pub ssh_deploy_dir: String,
+    /// Where runs get their private working directory on SSH servers (default: the runner's
+    /// choice: $TMPDIR, else /dev/shm, else /tmp). Relative to the login's home unless absolute.
+    #[arg(long, env = "CRONIUM_SSH_WORK_DIR")]
+    pub ssh_work_dir: Option<String>,
     /// Most servers one job runs on at once.
     #[arg(long, env = "CRONIUM_FANOUT_CONCURRENCY", default_value_t = 50)]
     pub fanout_concurrency: usize,

@@ -107,6 +107,7 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         .map_err(|e| anyhow!("--ssh-idle-timeout: {e}"))?
         .0;
     config.ssh.deploy_dir = args.ssh_deploy_dir;
+    config.ssh.work_dir = args.ssh_work_dir;
     config.fanout_concurrency = args.fanout_concurrency.max(1);
     for (interp, flag, path) in [
         (cronium_protocol::Interpreter::Bash, "bash", &args.bash),

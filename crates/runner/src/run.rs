@@ -163,7 +163,9 @@ fn prepare(
     // The script runs elsewhere (its working directory) and finds the helpers through absolute
     // paths only: a relative work base is made absolute first.
     let base = if base.is_relative() {
-        std::env::current_dir().map(|d| d.join(&base)).unwrap_or(base)
+        std::env::current_dir()
+            .map(|d| d.join(&base))
+            .unwrap_or(base)
     } else {
         base
     };
@@ -201,22 +203,39 @@ fn prepare(
     })
 }
 
-/// `$TMPDIR`, else `/tmp`; a bare `FROM scratch` image may have neither, so fall back to other
-/// conventional scratch places that exist (Docker always mounts `/dev/shm`).
+/// Where runs get their private directories when the controller does not say (`--work-base`):
+/// `$TMPDIR` when set, else `/dev/shm`, else `/tmp`, else `/var/tmp`, the first that is a
+/// directory we can write to.
+///
+/// Memory first, on purpose: a run creates and deletes a handful of small files, and on a disk
+/// file system under steady load that costs more than everything else the runner does (ext4
+/// scans past every inode freed in the last minute to allocate a new one; a disk mounted with
+/// `discard` trims on every delete). A script that writes large files into its working directory
+/// should get a disk directory through `TMPDIR` or the controller's work-dir setting.
 fn default_work_base() -> PathBuf {
     let candidates = std::env::var_os("TMPDIR")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .into_iter()
-        .chain(["/tmp", "/dev/shm", "/var/tmp"].map(PathBuf::from));
+        .chain(["/dev/shm", "/tmp", "/var/tmp"].map(PathBuf::from));
     let mut first = None;
     for dir in candidates {
-        if dir.is_dir() {
+        if dir.is_dir() && writable(&dir) {
             return dir;
         }
         first.get_or_insert(dir);
     }
-    // None exists: report the conventional one in the error.
+    // None is usable: report the first candidate in the error.
     first.unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+fn writable(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) on a NUL-terminated path we own.
+    unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
 /// The context's resolved binary if given, else the first candidate found on the script's PATH.

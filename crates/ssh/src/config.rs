@@ -134,6 +134,9 @@ pub struct SshConfig {
     /// it (no new SSH session, login shell or runner exec per run). Off: one exec channel per
     /// run, as it also falls back to when the serve mode cannot start.
     pub persistent_runner: bool,
+    /// Where the runner makes each run's private directory on the hosts (`--work-base`); `None`:
+    /// the runner's default (`$TMPDIR`, else `/dev/shm`, else `/tmp`).
+    pub work_dir: Option<String>,
 }
 
 impl Default for SshConfig {
@@ -149,11 +152,20 @@ impl Default for SshConfig {
             deploy_backoff: Duration::from_secs(2),
             reverify_after: Duration::from_secs(24 * 3600),
             persistent_runner: true,
+            work_dir: None,
         }
     }
 }
 
 impl SshConfig {
+    /// ` --work-base DIR` for a runner command line (shell-quoted), or nothing.
+    pub(crate) fn work_base_arg(&self) -> String {
+        match self.work_dir.as_deref().map(str::trim) {
+            Some(d) if !d.is_empty() => format!(" --work-base {}", crate::shell::quote(d)),
+            _ => String::new(),
+        }
+    }
+
     /// The deploy directory as the remote shell and SFTP see it (`~/` dropped: both start in the
     /// login's home).
     pub(crate) fn remote_deploy_dir(&self) -> String {

@@ -319,7 +319,16 @@ impl SshExecutor {
                 self.run_on_serve(&lease.conn, server, &path, req, sink, cancel)
                     .await
             } else {
-                run_runner(&lease.conn, server, &path, req, sink, cancel).await
+                run_runner(
+                    &lease.conn,
+                    server,
+                    &path,
+                    &self.inner.cfg.work_base_arg(),
+                    req,
+                    sink,
+                    cancel,
+                )
+                .await
             };
             match outcome {
                 Ok(finished) => {
@@ -387,12 +396,13 @@ impl SshExecutor {
         sink: &EventSink,
         cancel: &CancellationToken,
     ) -> Result<Finished, RunnerRunError> {
+        let wb = self.inner.cfg.work_base_arg();
         if conn
             .runner_runs
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             == 0
         {
-            return run_runner(conn, server, path, req, sink, cancel).await;
+            return run_runner(conn, server, path, &wb, req, sink, cancel).await;
         }
         let started = || inc(&self.inner.metrics.serve_sessions);
         let unavailable = |why: String| {
@@ -400,7 +410,7 @@ impl SshExecutor {
             tracing::warn!(server = %server.name, reason = %why, "runner serve mode unavailable; one exec channel per run");
         };
         let timeout = self.inner.cfg.connect_timeout;
-        match serve_run::ensure_session(conn, path).await {
+        match serve_run::ensure_session(conn, path, &wb).await {
             Ok(mut guard) => {
                 let outcome = match guard.as_mut() {
                     Some(session) => {
@@ -422,14 +432,14 @@ impl SshExecutor {
                     Err(serve_run::ServeRunError::Run(e)) => Err(e),
                     Err(serve_run::ServeRunError::Unavailable(why)) => {
                         unavailable(why);
-                        run_runner(conn, server, path, req, sink, cancel).await
+                        run_runner(conn, server, path, &wb, req, sink, cancel).await
                     }
                 }
             }
             Err(serve_run::StartError::Missing(why)) => Err(RunnerRunError::Missing(why)),
             Err(serve_run::StartError::Other(why)) => {
                 unavailable(why);
-                run_runner(conn, server, path, req, sink, cancel).await
+                run_runner(conn, server, path, &wb, req, sink, cancel).await
             }
         }
     }

@@ -50,6 +50,7 @@ pub(crate) async fn run_runner(
     conn: &Conn,
     server: &ServerConfig,
     runner_path: &str,
+    work_base_arg: &str,
     req: &RunRequest,
     sink: &EventSink,
     cancel: &CancellationToken,
@@ -86,7 +87,11 @@ pub(crate) async fn run_runner(
         .await
         .map_err(|e| lost(format!("cannot open a channel: {e}")))?;
     let (mut read, write) = channel.split();
-    let command = format!("{} run - --control-stdin", quote(runner_path));
+    let command = format!(
+        "{} run - --control-stdin{}",
+        quote(runner_path),
+        work_base_arg
+    );
     // No reply awaited: stdin follows at once (the channel keeps the order), saving a round
     // trip per run; a failed exec shows up as a closed channel without a result.
     write

@@ -66,7 +66,7 @@ pub(crate) enum StartError {
 }
 
 impl ServeSession {
-    async fn start(conn: &Conn, path: &str) -> Result<Self, StartError> {
+    async fn start(conn: &Conn, path: &str, work_base_arg: &str) -> Result<Self, StartError> {
         let channel = conn
             .handle
             .channel_open_session()
@@ -74,7 +74,7 @@ impl ServeSession {
             .map_err(|e| StartError::Other(format!("cannot open a channel: {e}")))?;
         let (mut read, write) = channel.split();
         write
-            .exec(false, format!("{} serve", quote(path)))
+            .exec(false, format!("{} serve{work_base_arg}", quote(path)))
             .await
             .map_err(|e| StartError::Other(format!("exec request failed: {e}")))?;
         let (tx, lines) = mpsc::channel(LINE_BUFFER);
@@ -167,6 +167,7 @@ impl ServeSession {
 pub(crate) async fn ensure_session<'a>(
     conn: &'a Conn,
     path: &str,
+    work_base_arg: &str,
 ) -> Result<tokio::sync::MutexGuard<'a, Option<ServeSession>>, StartError> {
     let mut guard = conn.serve.lock().await;
     if guard
@@ -186,7 +187,7 @@ pub(crate) async fn ensure_session<'a>(
             let _ = old.write.eof().await;
             let _ = old.write.close().await;
         }
-        *guard = Some(ServeSession::start(conn, path).await?);
+        *guard = Some(ServeSession::start(conn, path, work_base_arg).await?);
     }
     Ok(guard)
 }

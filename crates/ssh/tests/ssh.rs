@@ -1317,3 +1317,48 @@ async fn a_runner_without_serve_mode_falls_back_to_an_exec_channel_per_run() {
     assert_eq!((m.serve_sessions, m.serve_unavailable), (0, 2), "{m:?}");
     assert!(serve_processes(&sshd).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_work_in_memory_by_default_and_where_configured_otherwise() {
+    let sshd = Sshd::start();
+    let p = payload(Interpreter::Bash, "pwd\n", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "workdir");
+    let custom = format!("/tmp/cronium-wd-{}", std::process::id());
+    std::fs::create_dir_all(&custom).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&custom, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    for (work_dir, expected) in [
+        (None, "/dev/shm/cronium-run-".to_string()),
+        (Some(custom.clone()), format!("{custom}/cronium-run-")),
+    ] {
+        let mut cfg = config("workdir");
+        cfg.work_dir = work_dir;
+        let ex = SshExecutor::new(cfg, runner().await);
+        let _cleanup = DirCleanup::new(&ex);
+        let server = sshd.server("workdir");
+        // The first run on a connection uses an exec channel, the next ones the serve session:
+        // both honour the setting.
+        for _ in 0..2 {
+            let (tx, mut rx) = sink();
+            let run = ex
+                .run(
+                    &server,
+                    Mode::RunnerSsh,
+                    &req,
+                    &bash(""),
+                    &tx,
+                    CancellationToken::new(),
+                )
+                .await
+                .unwrap();
+            assert_eq!(run.finished.status, RunStatus::Succeeded);
+            let lines = log_lines(&drain(&mut rx));
+            assert!(
+                lines.len() == 1 && lines[0].starts_with(&expected),
+                "expected a directory under {expected}: {lines:?}"
+            );
+        }
+        assert_eq!(ex.metrics().serve_sessions, 1);
+    }
+    let _ = std::fs::remove_dir_all(&custom);
+}
