@@ -70,7 +70,8 @@ enum Cmd {
         /// Repetitions of the whole chain (the median is reported).
         #[arg(long, default_value_t = 5)]
         reps: usize,
-        /// Python to use on both sides (default: what `python3` on PATH really is).
+        /// Python to use on both sides (default: /usr/bin/python3 if present, else what `python3`
+        /// on PATH really is).
         #[arg(long)]
         python: Option<PathBuf>,
     },
