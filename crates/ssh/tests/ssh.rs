@@ -1362,3 +1362,56 @@ async fn runs_work_in_memory_by_default_and_where_configured_otherwise() {
     }
     let _ = std::fs::remove_dir_all(&custom);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_output_through_the_serve_session_arrives_complete_and_in_order() {
+    let sshd = Sshd::start();
+    let ex = executor("serve-big").await;
+    let _cleanup = DirCleanup::new(&ex);
+    let server = sshd.server("serve-big");
+    let n = 200_000;
+    let p = payload(
+        Interpreter::Bash,
+        &format!("seq 1 {n}\necho done >&2\n"),
+        Duration::from_secs(120),
+    );
+    let req = request(&p, Duration::from_secs(120), "serve-big");
+    // The first run opens the connection (exec channel); the second goes through the serve.
+    for _ in 0..2 {
+        let (tx, mut rx) = sink();
+        let collect = tokio::spawn(async move {
+            let mut stdout = Vec::new();
+            while let Some(e) = rx.recv().await {
+                if let RunnerEvent::Log { line, stream, .. } = e {
+                    if stream == cronium_protocol::Stream::Stdout {
+                        stdout.push(line);
+                    }
+                }
+            }
+            stdout
+        });
+        let run = ex
+            .run(
+                &server,
+                Mode::RunnerSsh,
+                &req,
+                &bash(""),
+                &tx,
+                CancellationToken::new(),
+            )
+            .await
+            .expect("run");
+        drop(tx);
+        assert_eq!(run.finished.status, RunStatus::Succeeded);
+        let lines = collect.await.unwrap();
+        assert_eq!(lines.len(), n, "lines lost");
+        assert!(
+            lines
+                .iter()
+                .enumerate()
+                .all(|(i, l)| *l == (i + 1).to_string()),
+            "lines out of order"
+        );
+    }
+    assert_eq!(ex.metrics().serve_sessions, 1);
+}
