@@ -560,11 +560,38 @@ fn long_script(marker: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn host_dying_mid_run_is_detected_within_the_keepalive_window() {
+    host_dying_mid_run(false, "3101").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_dying_mid_run_on_the_serve_session_is_detected_the_same_way() {
+    host_dying_mid_run(true, "3104").await;
+}
+
+/// `through_serve`: a first run on the connection, so that the long run goes through the
+/// connection's serve session rather than an exec channel of its own.
+async fn host_dying_mid_run(through_serve: bool, tag: &str) {
     let sshd = Sshd::start();
-    let ex = executor("dying").await;
+    let ex = executor(&format!("dying{tag}")).await;
     let _cleanup = DirCleanup::new(&ex);
     let server = sshd.server("dying");
-    let marker = format!("3101.{}", std::process::id());
+    if through_serve {
+        let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
+        let (tx, _rx) = sink();
+        let first = ex
+            .run(
+                &server,
+                Mode::RunnerSsh,
+                &request(&p, Duration::from_secs(30), "dying"),
+                &bash(""),
+                &tx,
+                CancellationToken::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(first.finished.status, RunStatus::Succeeded);
+    }
+    let marker = format!("{tag}.{}", std::process::id());
     let p = payload(
         Interpreter::Bash,
         &long_script(&marker),
@@ -625,6 +652,7 @@ async fn host_dying_mid_run_is_detected_within_the_keepalive_window() {
         eprintln!("{}", String::from_utf8_lossy(&ps.stdout));
     }
     assert!(gone, "left running: {:?}", processes_with(&marker));
+    assert_eq!(ex.metrics().serve_sessions, u64::from(through_serve));
     let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
 }
 
