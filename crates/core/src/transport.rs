@@ -83,29 +83,36 @@ pub async fn pump_events<R: AsyncBufRead + Unpin>(
     let mut lines = reader.lines();
     let mut finished = None;
     while let Some(line) = lines.next_line().await? {
-        if line.is_empty() {
-            continue;
-        }
-        match RunnerEvent::parse(&line) {
-            Ok(RunnerEvent::Finished(f)) => {
-                finished = Some(f.clone());
-                let _ = sink.send(RunnerEvent::Finished(f)).await;
-            }
-            Ok(event) => {
-                let _ = sink.send(event).await;
-            }
-            Err(_) => {
-                tracing::warn!(line = %line, "non-protocol line from runner");
-                let _ = sink
-                    .send(RunnerEvent::Log {
-                        seq: 0, // the agent numbers lines per job
-                        stream: cronium_protocol::Stream::System,
-                        line: format!("[runner] {line}"),
-                        ts_ms: 0,
-                    })
-                    .await;
-            }
+        if let Some(RunnerEvent::Finished(f)) = forward_line(&line, sink).await {
+            finished = Some(f);
         }
     }
     finished.ok_or(TransportError::NoResult(None))
+}
+
+/// Forwards one line of a runner's stdout to `sink` and returns the event it carried. A line
+/// that is not an event is forwarded as a system log line (and `None` returned); an empty line
+/// is skipped.
+pub async fn forward_line(line: &str, sink: &EventSink) -> Option<RunnerEvent> {
+    if line.is_empty() {
+        return None;
+    }
+    match RunnerEvent::parse(line) {
+        Ok(event) => {
+            let _ = sink.send(event.clone()).await;
+            Some(event)
+        }
+        Err(_) => {
+            tracing::warn!(line = %line, "non-protocol line from runner");
+            let _ = sink
+                .send(RunnerEvent::Log {
+                    seq: 0, // the agent numbers lines per job
+                    stream: cronium_protocol::Stream::System,
+                    line: format!("[runner] {line}"),
+                    ts_ms: 0,
+                })
+                .await;
+            None
+        }
+    }
 }

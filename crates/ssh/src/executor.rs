@@ -404,29 +404,28 @@ impl SshExecutor {
         {
             return run_runner(conn, server, path, &wb, req, sink, cancel).await;
         }
-        let started = || inc(&self.inner.metrics.serve_sessions);
         let unavailable = |why: String| {
             inc(&self.inner.metrics.serve_unavailable);
             tracing::warn!(server = %server.name, reason = %why, "runner serve mode unavailable; one exec channel per run");
         };
         let timeout = self.inner.cfg.connect_timeout;
         match serve_run::ensure_session(conn, path, &wb).await {
-            Ok(mut guard) => {
-                let outcome = match guard.as_mut() {
-                    Some(session) => {
-                        let was_ready = session.is_ready();
-                        let r = serve_run::run_on_session(
-                            session, conn, server, req, sink, cancel, timeout,
-                        )
-                        .await;
-                        if !was_ready && session.is_ready() {
-                            started();
-                        }
-                        r
-                    }
-                    None => Err(serve_run::ServeRunError::Unavailable("no session".into())),
-                };
-                drop(guard);
+            Ok(mut session) => {
+                let was_ready = session.is_ready();
+                let outcome = serve_run::run_on_session(
+                    &mut session,
+                    conn,
+                    server,
+                    req,
+                    sink,
+                    cancel,
+                    timeout,
+                )
+                .await;
+                if !was_ready && session.is_ready() {
+                    inc(&self.inner.metrics.serve_sessions);
+                }
+                drop(session);
                 match outcome {
                     Ok(f) => Ok(f),
                     Err(serve_run::ServeRunError::Run(e)) => Err(e),

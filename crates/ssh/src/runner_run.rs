@@ -42,9 +42,18 @@ struct ChannelEnd {
 }
 
 /// Cap on the runner's stderr kept for error messages (the runner reports through stdout).
-const STDERR_CAP: usize = 16 * 1024;
+pub(crate) const STDERR_CAP: usize = 16 * 1024;
 /// After cancellation or the hard deadline, how long the runner gets to report.
-const REPORT_GRACE: Duration = Duration::from_secs(10);
+pub(crate) const REPORT_GRACE: Duration = Duration::from_secs(10);
+
+/// Whether a runner command that ended with `status` and `stderr` failed because the binary is
+/// not on the host (deleted behind our back): the shell's "not found" or "cannot execute".
+pub(crate) fn runner_missing(status: Option<u32>, stderr: &str) -> bool {
+    status == Some(127)
+        || status == Some(126)
+        || stderr.contains("No such file")
+        || stderr.contains("not found")
+}
 
 pub(crate) async fn run_runner(
     conn: &Conn,
@@ -217,11 +226,7 @@ pub(crate) async fn run_runner(
         Ok(finished) => Ok(finished),
         Err(e) => {
             let stderr = String::from_utf8_lossy(&end.stderr).trim().to_string();
-            if end.status == Some(127)
-                || end.status == Some(126)
-                || stderr.contains("No such file")
-                || stderr.contains("not found")
-            {
+            if runner_missing(end.status, &stderr) {
                 return Err(RunnerRunError::Missing(format!(
                     "exit status {:?}: {stderr}",
                     end.status

@@ -12,24 +12,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cronium_core::transport::{send_context, EventSink, RunRequest};
-use cronium_protocol::{Finished, RunnerEvent, Stream};
+use cronium_core::transport::{forward_line, send_context, EventSink, RunRequest};
+use cronium_protocol::{Finished, RunnerEvent};
 use russh::ChannelMsg;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::Conn;
-use crate::runner_run::RunnerRunError;
+use crate::runner_run::{runner_missing, RunnerRunError, REPORT_GRACE, STDERR_CAP};
 use crate::shell::quote;
 use crate::{ServerConfig, SshError};
 
 /// Lines buffered between the channel reader and the run (backpressure beyond that: the reader
 /// waits, the SSH window fills, the remote runner blocks on its stdout).
 const LINE_BUFFER: usize = 4096;
-/// Cap on the server's own stderr kept for error messages.
-const STDERR_CAP: usize = 16 * 1024;
-/// After cancellation or the hard deadline, how long the runner gets to report.
-const REPORT_GRACE: Duration = Duration::from_secs(10);
 /// Exit code of a run the serve refused because its binary was deleted (runner's serve.rs).
 const EXIT_MISSING: i32 = 127;
 
@@ -139,11 +135,7 @@ impl ServeSession {
             })
             .unwrap_or_default();
         let why = format!("exit status {status:?}: {stderr}");
-        if status == Some(127)
-            || status == Some(126)
-            || stderr.contains("No such file")
-            || stderr.contains("not found")
-        {
+        if runner_missing(status, &stderr) {
             StartError::Missing(why)
         } else {
             StartError::Other(format!("the runner's serve mode ended at once ({why})"))
@@ -168,7 +160,7 @@ pub(crate) async fn ensure_session<'a>(
     conn: &'a Conn,
     path: &str,
     work_base_arg: &str,
-) -> Result<tokio::sync::MutexGuard<'a, Option<ServeSession>>, StartError> {
+) -> Result<tokio::sync::MappedMutexGuard<'a, ServeSession>, StartError> {
     let mut guard = conn.serve.lock().await;
     if guard
         .as_ref()
@@ -189,7 +181,9 @@ pub(crate) async fn ensure_session<'a>(
         }
         *guard = Some(ServeSession::start(conn, path, work_base_arg).await?);
     }
-    Ok(guard)
+    // Some by now: kept above, or just started.
+    tokio::sync::MutexGuard::try_map(guard, Option::as_mut)
+        .map_err(|_| StartError::Other("no serve session".into()))
 }
 
 /// Why a run on a session produced no result.
@@ -234,24 +228,29 @@ pub(crate) async fn run_on_session(
             None,
         )
     })?;
-    let mut body = Vec::with_capacity(payload.len() + 1024);
-    send_context(&mut body, &req.context).await.map_err(|e| {
-        RunnerRunError::Other(
-            SshError::InvalidRequest {
-                field: "context".into(),
-                reason: e.to_string(),
-            },
-            None,
-        )
-    })?;
-    body.extend_from_slice(format!("{}\n", payload.len()).as_bytes());
-    body.extend_from_slice(&payload);
-    drop(payload);
+    // The request body: context line, payload length line, payload (what `run -` reads).
+    let mut context = Vec::with_capacity(1024);
+    send_context(&mut context, &req.context)
+        .await
+        .map_err(|e| {
+            RunnerRunError::Other(
+                SshError::InvalidRequest {
+                    field: "context".into(),
+                    reason: e.to_string(),
+                },
+                None,
+            )
+        })?;
+    let len_line = format!("{}\n", payload.len());
     session.next_id += 1;
     let id = session.next_id;
-    let mut request = format!("run {id} {}\n", body.len()).into_bytes();
-    request.extend_from_slice(&body);
-    drop(body);
+    let body_len = context.len() + len_line.len() + payload.len();
+    let header = format!("run {id} {body_len}\n");
+    let mut request = Vec::with_capacity(header.len() + body_len);
+    for part in [header.as_bytes(), &context, len_line.as_bytes(), &payload] {
+        request.extend_from_slice(part);
+    }
+    drop(payload);
     if let Err(e) = session.write.data_bytes(request).await {
         session.broken = true;
         if !session.ready {
@@ -325,7 +324,11 @@ pub(crate) async fn run_on_session(
                     }
                     continue;
                 }
-                forward(rest, sink, &mut finished, &mut script_pid).await;
+                match forward_line(rest, sink).await {
+                    Some(RunnerEvent::Started { pid, .. }) => script_pid = Some(pid),
+                    Some(RunnerEvent::Finished(f)) => finished = Some(f),
+                    _ => {}
+                }
             }
             _ = &mut not_ready, if !session.ready => {
                 session.broken = true;
@@ -394,40 +397,5 @@ pub(crate) async fn run_on_session(
             },
             script_pid,
         ))),
-    }
-}
-
-/// One line of the run's event stream to the sink, as `pump_events` does for a runner's stdout.
-async fn forward(
-    line: &str,
-    sink: &EventSink,
-    finished: &mut Option<Finished>,
-    script_pid: &mut Option<u32>,
-) {
-    if line.is_empty() {
-        return;
-    }
-    match RunnerEvent::parse(line) {
-        Ok(RunnerEvent::Finished(f)) => {
-            *finished = Some(f.clone());
-            let _ = sink.send(RunnerEvent::Finished(f)).await;
-        }
-        Ok(event) => {
-            if let RunnerEvent::Started { pid, .. } = &event {
-                *script_pid = Some(*pid);
-            }
-            let _ = sink.send(event).await;
-        }
-        Err(_) => {
-            tracing::warn!(line = %line, "non-protocol line from runner");
-            let _ = sink
-                .send(RunnerEvent::Log {
-                    seq: 0,
-                    stream: Stream::System,
-                    line: format!("[runner] {line}"),
-                    ts_ms: 0,
-                })
-                .await;
-        }
     }
 }

@@ -26,6 +26,26 @@ async fn executor(tag: &str) -> SshExecutor {
     SshExecutor::new(config(tag), runner().await)
 }
 
+/// One runner-ssh run of `req` on `server`, never cancelled: its result and the events it sent.
+async fn run_runner_ssh(
+    ex: &SshExecutor,
+    server: &cronium_ssh::ServerConfig,
+    req: &cronium_core::transport::RunRequest,
+) -> (Result<cronium_ssh::RemoteRun, SshError>, Vec<RunnerEvent>) {
+    let (tx, mut rx) = sink();
+    let run = ex
+        .run(
+            server,
+            Mode::RunnerSsh,
+            req,
+            &bash(""),
+            &tx,
+            CancellationToken::new(),
+        )
+        .await;
+    (run, drain(&mut rx))
+}
+
 fn same_key(a: &str, b: &str) -> bool {
     let f = |s: &str| s.split_whitespace().take(2).collect::<Vec<_>>().join(" ");
     f(a) == f(b)
@@ -146,17 +166,7 @@ async fn runner_ssh_deploys_runs_helpers_and_caches() {
         ..server.clone()
     };
     let ex3 = SshExecutor::new(ex.config().clone(), runner().await);
-    let run4 = ex3
-        .run(
-            &trusted,
-            Mode::RunnerSsh,
-            &req,
-            &bash(""),
-            &tx,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let run4 = run_runner_ssh(&ex3, &trusted, &req).await.0.unwrap();
     assert_eq!(run4.finished.status, RunStatus::Succeeded);
     assert_eq!(run4.deployment.unwrap().outcome, DeployOutcome::Cached);
     assert_eq!(
@@ -174,32 +184,15 @@ async fn runner_ssh_deploys_runs_helpers_and_caches() {
         ..server.clone()
     };
     let ex4 = SshExecutor::new(ex.config().clone(), runner().await);
-    let run5 = ex4
-        .run(
-            &stale,
-            Mode::RunnerSsh,
-            &req,
-            &bash(""),
-            &tx,
-            CancellationToken::new(),
-        )
-        .await
-        .unwrap();
+    let run5 = run_runner_ssh(&ex4, &stale, &req).await.0.unwrap();
     assert_eq!(run5.deployment.unwrap().outcome, DeployOutcome::Verified);
 
     // Trusted but gone from the host (deleted behind our back): redeployed, and the run succeeds.
     std::fs::remove_file(home_path(&known.path)).unwrap();
     let ex5 = SshExecutor::new(ex.config().clone(), runner().await);
-    let run6 = ex5
-        .run(
-            &trusted,
-            Mode::RunnerSsh,
-            &req,
-            &bash(""),
-            &tx,
-            CancellationToken::new(),
-        )
+    let run6 = run_runner_ssh(&ex5, &trusted, &req)
         .await
+        .0
         .expect("run after the trusted binary was deleted");
     assert_eq!(run6.finished.status, RunStatus::Succeeded);
     assert_eq!(run6.deployment.unwrap().outcome, DeployOutcome::Deployed);
@@ -577,18 +570,8 @@ async fn host_dying_mid_run(through_serve: bool, tag: &str) {
     let server = sshd.server("dying");
     if through_serve {
         let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
-        let (tx, _rx) = sink();
-        let first = ex
-            .run(
-                &server,
-                Mode::RunnerSsh,
-                &request(&p, Duration::from_secs(30), "dying"),
-                &bash(""),
-                &tx,
-                CancellationToken::new(),
-            )
-            .await
-            .unwrap();
+        let req = request(&p, Duration::from_secs(30), "dying");
+        let first = run_runner_ssh(&ex, &server, &req).await.0.unwrap();
         assert_eq!(first.finished.status, RunStatus::Succeeded);
     }
     let marker = format!("{tag}.{}", std::process::id());
@@ -1252,19 +1235,8 @@ async fn runs_share_one_runner_serve_per_connection_which_ends_with_it() {
     for n in 1..=3 {
         let mut req = request(&p, Duration::from_secs(30), "serve");
         req.context.input = serde_json::json!({ "n": n });
-        let (tx, mut rx) = sink();
-        let run = ex
-            .run(
-                &server,
-                Mode::RunnerSsh,
-                &req,
-                &bash(""),
-                &tx,
-                CancellationToken::new(),
-            )
-            .await
-            .expect("run");
-        let events = drain(&mut rx);
+        let (run, events) = run_runner_ssh(&ex, &server, &req).await;
+        let run = run.expect("run");
         assert_eq!(run.finished.status, RunStatus::Succeeded, "{events:#?}");
         // Each run sees its own input and reports its own lines, nothing of the previous one.
         assert_eq!(log_lines(&events), vec![format!("run {n}")], "{events:#?}");
@@ -1299,10 +1271,14 @@ async fn a_runner_without_serve_mode_falls_back_to_an_exec_channel_per_run() {
     let copy = dir.path().join("cronium-runner-real");
     std::fs::copy(&real.path, &copy).unwrap();
     let wrapper = dir.path().join("cronium-runner");
+    // Each time it is asked for serve mode, it notes it in `asked` (writable by the login user).
+    let asked = dir.path().join("asked");
+    std::fs::write(&asked, "").unwrap();
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nif [ \"$1\" = serve ]; then echo 'unknown command `serve`' >&2; exit 2; fi\nexec {} \"$@\"\n",
+            "#!/bin/sh\nif [ \"$1\" = serve ]; then echo serve >> {}; echo 'unknown command `serve`' >&2; exit 2; fi\nexec {} \"$@\"\n",
+            asked.display(),
             copy.display()
         ),
     )
@@ -1311,6 +1287,7 @@ async fn a_runner_without_serve_mode_falls_back_to_an_exec_channel_per_run() {
     for p in [dir.path(), copy.as_path(), wrapper.as_path()] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+    std::fs::set_permissions(&asked, std::fs::Permissions::from_mode(0o666)).unwrap();
     let artifact = cronium_ssh::RunnerArtifact::from_path(&wrapper)
         .await
         .unwrap();
@@ -1326,23 +1303,18 @@ async fn a_runner_without_serve_mode_falls_back_to_an_exec_channel_per_run() {
     // The first run on a connection never asks for serve mode; the second asks and falls back;
     // the third remembers the answer (still counted as unavailable, but not asked again).
     for _ in 0..3 {
-        let (tx, mut rx) = sink();
-        let run = ex
-            .run(
-                &server,
-                Mode::RunnerSsh,
-                &req,
-                &bash(""),
-                &tx,
-                CancellationToken::new(),
-            )
-            .await
-            .expect("run");
+        let (run, events) = run_runner_ssh(&ex, &server, &req).await;
+        let run = run.expect("run");
         assert_eq!(run.finished.status, RunStatus::Succeeded);
-        assert_eq!(log_lines(&drain(&mut rx)), vec!["fallback-ok".to_string()]);
+        assert_eq!(log_lines(&events), vec!["fallback-ok".to_string()]);
     }
     let m = ex.metrics();
     assert_eq!((m.serve_sessions, m.serve_unavailable), (0, 2), "{m:?}");
+    assert_eq!(
+        std::fs::read_to_string(&asked).unwrap().lines().count(),
+        1,
+        "serve mode is asked for once per connection"
+    );
     assert!(serve_processes(&sshd).is_empty());
 }
 
@@ -1367,20 +1339,10 @@ async fn runs_work_in_memory_by_default_and_where_configured_otherwise() {
         // The first run on a connection uses an exec channel, the next ones the serve session:
         // both honour the setting.
         for _ in 0..2 {
-            let (tx, mut rx) = sink();
-            let run = ex
-                .run(
-                    &server,
-                    Mode::RunnerSsh,
-                    &req,
-                    &bash(""),
-                    &tx,
-                    CancellationToken::new(),
-                )
-                .await
-                .unwrap();
+            let (run, events) = run_runner_ssh(&ex, &server, &req).await;
+            let run = run.unwrap();
             assert_eq!(run.finished.status, RunStatus::Succeeded);
-            let lines = log_lines(&drain(&mut rx));
+            let lines = log_lines(&events);
             assert!(
                 lines.len() == 1 && lines[0].starts_with(&expected),
                 "expected a directory under {expected}: {lines:?}"
