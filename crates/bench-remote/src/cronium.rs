@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::api::{self, ApiError};
 use crate::procs;
 
 /// The admin token given to every server this benchmark starts (>= 16 characters).
@@ -28,19 +29,8 @@ pub enum CroniumError {
     Spawn { bin: String, source: std::io::Error },
     #[error("the server did not print `Cronium listening on` within 60 s; its log is {log}")]
     NoBanner { log: String },
-    #[error("{method} {path}: {source}")]
-    Http {
-        method: String,
-        path: String,
-        source: reqwest::Error,
-    },
-    #[error("{method} {path}: HTTP {status}: {body}")]
-    Status {
-        method: String,
-        path: String,
-        status: u16,
-        body: String,
-    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -191,14 +181,7 @@ impl Server {
             child: Some(child),
             url: String::new(),
             poll: spec.poll,
-            http: reqwest::Client::builder()
-                .tcp_nodelay(true)
-                .build()
-                .map_err(|source| CroniumError::Http {
-                    method: "build".into(),
-                    path: "client".into(),
-                    source,
-                })?,
+            http: api::client(usize::MAX)?,
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -244,37 +227,7 @@ impl Server {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CroniumError> {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let mut req = self
-            .http
-            .request(m, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let http_err = |source| CroniumError::Http {
-            method: method.into(),
-            path: path.into(),
-            source,
-        };
-        let resp = req.send().await.map_err(http_err)?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(http_err)?;
-        if !(200..300).contains(&status) {
-            return Err(CroniumError::Status {
-                method: method.into(),
-                path: path.into(),
-                status,
-                body: text,
-            });
-        }
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).map_err(|_| CroniumError::Shape {
-            what: format!("{method} {path}"),
-            body: text,
-        })
+        Ok(api::call(&self.http, &self.url, TOKEN, method, path, body).await?)
     }
 
     /// Registers an SSH server (host key pinned on first use by Cronium itself).
@@ -360,10 +313,12 @@ impl Server {
     /// Reads the job's SSE log stream until `event: end`; false when it closed before that.
     async fn follow_to_end(&self, id: i64) -> Result<bool, CroniumError> {
         let path = format!("/api/v1/jobs/{id}/logs/stream");
-        let http_err = |source| CroniumError::Http {
-            method: "GET".into(),
-            path: path.clone(),
-            source,
+        let http_err = |source| {
+            CroniumError::Api(ApiError::Http {
+                method: "GET".into(),
+                path: path.clone(),
+                source,
+            })
         };
         let mut resp = self
             .http

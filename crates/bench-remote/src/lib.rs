@@ -6,6 +6,7 @@
 //! Not a test suite: it measures and reports; pass/fail against PRODUCT.md's targets is printed,
 //! never asserted.
 
+pub mod api;
 pub mod binaries;
 pub mod container;
 pub mod cronium;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cronium_bench_remote::api::{self, ApiError};
 use serde_json::{json, Value};
 
 use crate::sse::SseReader;
@@ -22,19 +23,8 @@ pub enum ServerError {
     Spawn { bin: String, source: std::io::Error },
     #[error("the server did not print its address within 60 s; stderr is in {log}")]
     NoBanner { log: String },
-    #[error("{method} {path}: {source}")]
-    Http {
-        method: String,
-        path: String,
-        source: reqwest::Error,
-    },
-    #[error("{method} {path}: HTTP {status}: {body}")]
-    Status {
-        method: String,
-        path: String,
-        status: u16,
-        body: String,
-    },
+    #[error(transparent)]
+    Api(#[from] ApiError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("job {id} did not end within {secs} s (last status `{status}`)")]
@@ -161,37 +151,7 @@ impl Server {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ServerError> {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
-        let mut req = self
-            .http
-            .request(m, format!("{}{path}", self.url))
-            .bearer_auth(TOKEN);
-        if let Some(b) = body {
-            req = req.json(b);
-        }
-        let http_err = |source| ServerError::Http {
-            method: method.into(),
-            path: path.into(),
-            source,
-        };
-        let resp = req.send().await.map_err(http_err)?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(http_err)?;
-        if !(200..300).contains(&status) {
-            return Err(ServerError::Status {
-                method: method.into(),
-                path: path.into(),
-                status,
-                body: text,
-            });
-        }
-        if text.is_empty() {
-            return Ok(Value::Null);
-        }
-        serde_json::from_str(&text).map_err(|_| ServerError::Shape {
-            what: format!("{method} {path}"),
-            body: text,
-        })
+        Ok(api::call(&self.http, &self.url, TOKEN, method, path, body).await?)
     }
 
     /// Creates or replaces an event from its JSON spec.
@@ -221,10 +181,12 @@ impl Server {
     /// Opens the live log of a job.
     pub async fn stream(&self, id: i64) -> Result<SseReader, ServerError> {
         let path = format!("/api/v1/jobs/{id}/logs/stream");
-        let http_err = |source| ServerError::Http {
-            method: "GET".into(),
-            path: path.clone(),
-            source,
+        let http_err = |source| {
+            ServerError::Api(ApiError::Http {
+                method: "GET".into(),
+                path: path.clone(),
+                source,
+            })
         };
         let resp = self
             .http
@@ -236,12 +198,13 @@ impl Server {
         let status = resp.status().as_u16();
         if status != 200 {
             let body = resp.text().await.unwrap_or_default();
-            return Err(ServerError::Status {
+            return Err(ApiError::Status {
                 method: "GET".into(),
                 path,
                 status,
                 body,
-            });
+            }
+            .into());
         }
         Ok(SseReader::new(resp))
     }
@@ -289,15 +252,7 @@ impl Server {
 /// The HTTP client; `fresh`: no connection reuse, so every request starts on a new connection
 /// (in TCP quick-ACK mode), which hides a server's missing TCP_NODELAY.
 fn client(fresh: bool) -> Result<reqwest::Client, ServerError> {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(if fresh { 0 } else { 64 })
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|source| ServerError::Http {
-            method: "build".into(),
-            path: "client".into(),
-            source,
-        })
+    Ok(api::client(if fresh { 0 } else { 64 })?)
 }
 
 impl Drop for Server {
