@@ -79,6 +79,7 @@ pub async fn runner() -> RunnerArtifact {
         }
         let target = workspace_root().join("target");
         let candidates = [
+            "runner/cronium-runner",
             "x86_64-unknown-linux-gnu/release-runner/cronium-runner",
             "x86_64-unknown-linux-musl/release-runner/cronium-runner",
             "release-runner/cronium-runner",
@@ -115,6 +116,8 @@ pub struct Sshd {
     pub dir: tempfile::TempDir,
     pub port: u16,
     pub sftp: bool,
+    /// sshd's `LogLevel` (its log is `dir/sshd.log`).
+    log_level: &'static str,
     child: Option<Child>,
 }
 
@@ -124,6 +127,12 @@ impl Sshd {
     }
 
     pub fn start_with(sftp: bool) -> Sshd {
+        Self::start_logging(sftp, "ERROR")
+    }
+
+    /// An sshd that logs at `log_level` (DEBUG1 shows the negotiated algorithms) into
+    /// [`Sshd::log`].
+    pub fn start_logging(sftp: bool, log_level: &'static str) -> Sshd {
         let env = env();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("authorized_keys"), &env.client_pub).unwrap();
@@ -131,6 +140,7 @@ impl Sshd {
             dir,
             port: free_port(),
             sftp,
+            log_level,
             child: None,
         };
         s.new_host_key();
@@ -164,9 +174,10 @@ impl Sshd {
             "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host_ed25519\nPidFile none\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication yes\nKbdInteractiveAuthentication no\nAllowUsers {USER}\n\
-             MaxStartups 200:30:300\nMaxSessions 100\nLogLevel ERROR\nClientAliveInterval 0\n",
+             MaxStartups 200:30:300\nMaxSessions 100\nLogLevel {level}\nClientAliveInterval 0\n",
             port = self.port,
-            d = d.display()
+            d = d.display(),
+            level = self.log_level
         );
         if self.sftp {
             cfg.push_str("Subsystem sftp /usr/lib/openssh/sftp-server\n");
@@ -208,6 +219,11 @@ impl Sshd {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// What sshd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
     }
 
     pub fn pid(&self) -> Option<u32> {
