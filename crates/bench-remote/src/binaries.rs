@@ -42,8 +42,7 @@ fn status(cmd: &mut Command) -> Result<std::process::Output, BinariesError> {
 /// deploy directories the benchmarks fill in.
 pub fn prepare(workspace: &Path, build: bool, poll: bool) -> Result<ServerSpec, BinariesError> {
     let release = workspace.join("target/release");
-    let static_default =
-        workspace.join("target/x86_64-unknown-linux-gnu/release-runner/cronium-runner");
+    let static_default = workspace.join("target/runner/cronium-runner");
     let static_runner = if build {
         status(Command::new("cargo").current_dir(workspace).args([
             "build",

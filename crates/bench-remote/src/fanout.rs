@@ -82,6 +82,32 @@ pub struct FanoutResult {
     pub client_rs_warm: Option<f64>,
     pub client_ds_warm: Option<f64>,
     pub client_pssh_warm: Option<f64>,
+    /// CPU per cold fan-out (ms, medians): the hosts' side (every sshd, shell, runner and script
+    /// of the fan-out) and the Cronium server process; runner-ssh, then direct-ssh.
+    pub machine_rs_cold: Option<f64>,
+    pub machine_ds_cold: Option<f64>,
+    pub hosts_rs_cold: Option<f64>,
+    pub client_rs_cold: Option<f64>,
+    pub hosts_ds_cold: Option<f64>,
+    pub client_ds_cold: Option<f64>,
+}
+
+/// CPU of one cold sample (ms): the hosts' side and the Cronium server process.
+#[derive(Debug, Default, Clone, Copy)]
+struct ColdCpu {
+    /// All cores during the timed run (wall-clock bounded, unlike the other two).
+    machine: Option<f64>,
+    hosts: Option<f64>,
+    client: Option<f64>,
+}
+
+fn median_of(xs: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let mut v: Vec<f64> = xs.flatten().collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[v.len() / 2])
 }
 
 /// CPU per run over a loop, from two [`busy_cpu_ms`] readings.
@@ -196,14 +222,36 @@ async fn one_size(
     r.cpu_rs_warm = per_run(cpu, busy_cpu_ms(), opts.warm);
     r.client_rs_warm = per_run(client, server.cpu_ms(), opts.warm);
     eprintln!("[{n} servers] cronium cold (server restarts)");
+    let (mut rs_cpu, mut ds_cpu) = (vec![], vec![]);
     for _ in 0..opts.cold {
-        server.stop();
-        server = Server::start(&spec)?;
-        r.rs_cold.push(server.run_timed("fan-rs", n).await?);
-        server.stop();
-        server = Server::start(&spec)?;
-        r.ds_cold.push(server.run_timed("fan-ds", n).await?);
+        for (event, samples, cpus) in [
+            ("fan-rs", &mut r.rs_cold, &mut rs_cpu),
+            ("fan-ds", &mut r.ds_cold, &mut ds_cpu),
+        ] {
+            server.stop();
+            fleet.wait_idle(n, Duration::from_secs(5));
+            server = Server::start(&spec)?;
+            let (hosts, client, machine) = (fleet.cpu_ms(n), server.cpu_ms(), busy_cpu_ms());
+            samples.push(server.run_timed(event, n).await?);
+            let machine = per_run(machine, busy_cpu_ms(), 1);
+            let client = per_run(client, server.cpu_ms(), 1);
+            // The connections close with the server; their sshd processes are reaped then.
+            server.stop();
+            fleet.wait_idle(n, Duration::from_secs(5));
+            cpus.push(ColdCpu {
+                machine,
+                hosts: per_run(hosts, fleet.cpu_ms(n), 1),
+                client,
+            });
+        }
     }
+    r.machine_rs_cold = median_of(rs_cpu.iter().map(|c| c.machine));
+    r.machine_ds_cold = median_of(ds_cpu.iter().map(|c| c.machine));
+    r.hosts_rs_cold = median_of(rs_cpu.iter().map(|c| c.hosts));
+    r.client_rs_cold = median_of(rs_cpu.iter().map(|c| c.client));
+    r.hosts_ds_cold = median_of(ds_cpu.iter().map(|c| c.hosts));
+    r.client_ds_cold = median_of(ds_cpu.iter().map(|c| c.client));
+    server = Server::start(&spec)?;
     eprintln!("[{n} servers] cronium direct-ssh warm");
     server.run_timed("fan-ds", n).await?;
     let (cpu, client) = (busy_cpu_ms(), server.cpu_ms());
@@ -343,6 +391,28 @@ pub fn markdown(results: &[FanoutResult], versions: &str) -> String {
             cpu(r.client_ds_warm),
             cpu(r.cpu_pssh_warm),
             cpu(r.client_pssh_warm)
+        ));
+    }
+
+    s.push_str(
+        "\nCPU per cold fan-out, in ms (medians over the cold samples). `machine`: all cores \
+         during the timed run, as above; `hosts`: everything on \
+         the hosts' side (the sshd processes of the new connections, shells, runners, scripts), \
+         from the sshd listeners' reaped children; `client`: the Cronium server process (which \
+         had just started).\n\n\
+         | servers | runner-ssh machine / hosts / client | direct-ssh machine / hosts / client |\n\
+         | ---: | ---: | ---: |\n",
+    );
+    for r in results {
+        s.push_str(&format!(
+            "| {} | {} / {} / {} | {} / {} / {} |\n",
+            r.n,
+            cpu(r.machine_rs_cold),
+            cpu(r.hosts_rs_cold),
+            cpu(r.client_rs_cold),
+            cpu(r.machine_ds_cold),
+            cpu(r.hosts_ds_cold),
+            cpu(r.client_ds_cold),
         ));
     }
 

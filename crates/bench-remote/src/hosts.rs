@@ -136,6 +136,35 @@ impl Fleet {
     pub fn ports(&self) -> Vec<u16> {
         self.hosts.iter().map(|h| h.port).collect()
     }
+
+    /// CPU (ms) used so far on the first `n` hosts: each sshd listener with everything it has
+    /// reaped (the per-connection sshd processes with their sessions, shells, runners and
+    /// scripts). A connection counts once its sshd has exited, that is after it closed.
+    pub fn cpu_ms(&self, n: usize) -> Option<f64> {
+        self.hosts
+            .iter()
+            .take(n)
+            .map(|h| procs::cpu_ms(h.pid()?, true))
+            .sum()
+    }
+
+    /// Waits (up to `limit`) until no connection to the first `n` hosts is left open, so that
+    /// [`Fleet::cpu_ms`] includes all of them.
+    pub fn wait_idle(&self, n: usize, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            let busy = self
+                .hosts
+                .iter()
+                .take(n)
+                .filter_map(Host::pid)
+                .any(|pid| !procs::descendants(pid).is_empty());
+            if !busy {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Host {

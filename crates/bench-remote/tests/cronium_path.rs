@@ -24,9 +24,7 @@ fn spec(data: &Path, deploy_dir: &str) -> ServerSpec {
         runner: ws.join("target/debug/cronium-runner"),
         static_runner: std::env::var_os("CRONIUM_STATIC_RUNNER")
             .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                ws.join("target/x86_64-unknown-linux-gnu/release-runner/cronium-runner")
-            }),
+            .unwrap_or_else(|| ws.join("target/runner/cronium-runner")),
         data_dir: data.to_path_buf(),
         deploy_dir: deploy_dir.to_string(),
         fanout_concurrency: 50,

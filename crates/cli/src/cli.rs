@@ -92,7 +92,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_agent: bool,
     /// A statically linked runner for containers and SSH servers (scripts/build-runner.sh builds
-    /// it). Default: the one found next to this binary under target/.../release-runner, else --runner.
+    /// it). Default: the one found next to this binary at target/runner/cronium-runner, else --runner.
     #[arg(long, env = "CRONIUM_STATIC_RUNNER")]
     pub static_runner: Option<PathBuf>,
     /// Do not use the Docker engine (container targets then fail with a clear error).

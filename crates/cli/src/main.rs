@@ -43,11 +43,11 @@ fn find_runner(flag: Option<PathBuf>) -> Result<PathBuf> {
 }
 
 /// A static runner built by scripts/build-runner.sh, when this binary runs from a source tree
-/// (target/release/cronium -> target/x86_64-unknown-linux-gnu/release-runner/cronium-runner).
+/// (target/release/cronium -> target/runner/cronium-runner).
 fn find_static_runner() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let target = exe.parent()?.parent()?;
-    let p = target.join("x86_64-unknown-linux-gnu/release-runner/cronium-runner");
+    let p = target.join("runner/cronium-runner");
     p.is_file().then_some(p)
 }
 

@@ -37,8 +37,7 @@ pub async fn run(ctx: &Ctx, build: bool, given: Option<PathBuf>) -> anyhow::Resu
         }
         None => {
             let candidates = [
-                ctx.root
-                    .join("target/x86_64-unknown-linux-gnu/release-runner/cronium-runner"),
+                ctx.root.join("target/runner/cronium-runner"),
                 ctx.root.join("target/release-runner/cronium-runner"),
             ];
             match candidates.iter().find(|p| p.is_file()) {

@@ -35,8 +35,7 @@ pub fn static_runner_bin() -> PathBuf {
     if let Ok(p) = std::env::var("CRONIUM_STATIC_RUNNER") {
         return PathBuf::from(p);
     }
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/x86_64-unknown-linux-gnu/release-runner/cronium-runner");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/runner/cronium-runner");
     assert!(
         p.is_file(),
         "no static runner: run scripts/build-runner.sh (or scripts/test.sh)"
