@@ -26,6 +26,14 @@ const KILL_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 /// over stdin, not on the command line, so that secret values never show in the host's process
 /// list; a bash wrapper reads that one line (byte by byte, so the script stays unread), evals it,
 /// and execs the interpreter on the rest of stdin.
+///
+/// When the login shell is bash and already leads its own process group (OpenSSH makes the
+/// command a session leader), that shell does the work itself instead of starting another bash:
+/// it evals a bash script read whole from stdin, or reads the environment and execs the
+/// interpreter. That saves one bash start per run, about a quarter of a warm direct-ssh run's
+/// CPU on the host. Any other login shell, or a command that is not a group leader, takes the
+/// general path. A bash script holding a NUL byte (which `read -d ''` would stop at) always
+/// takes the general path.
 pub(crate) fn command_line(
     script: &DirectScript,
     req: &RunRequest,
@@ -60,14 +68,32 @@ pub(crate) fn command_line(
         // bash reads the script from stdin itself: the pgid line and the environment simply go
         // first, which saves starting a second shell on every run.
         let prefix = format!("echo \"{PGID_PREFIX}$$\"\n{env_line}");
-        return Ok((own_group(&format!("{} -s", quote(&program))), prefix));
+        if script.script.contains('\0') {
+            return Ok((own_group(&format!("{} -s", quote(&program))), prefix));
+        }
+        // The whole script is read first, so that it sees an empty stdin (with `bash -s` a
+        // `read` would consume the script's own next line); `eval` then runs the commands one by
+        // one as `bash -s` would, and the variable is gone before the first of them.
+        let here = "IFS= read -r -d '' cronium_script; \
+                    eval \"unset cronium_script; $cronium_script\"";
+        let general = own_group(&format!("{} -c {}", quote(&program), quote(here)));
+        return Ok((in_login_bash(here, &general), prefix));
     }
     let inner = format!(
         "echo \"{PGID_PREFIX}$$\"; IFS= read -r cronium_env || exit 125; eval \"$cronium_env\"; \
          unset cronium_env; exec {} -",
         quote(&program)
     );
-    Ok((own_group(&format!("bash -c {}", quote(&inner))), env_line))
+    let general = own_group(&format!("bash -c {}", quote(&inner)));
+    Ok((in_login_bash(&inner, &general), env_line))
+}
+
+/// `here` when the login shell is bash and leads its process group, else `general`.
+fn in_login_bash(here: &str, general: &str) -> String {
+    format!(
+        "if [ -n \"$BASH_VERSION\" ] && read -r _ _ _ _ g _ < /proc/$$/stat 2>/dev/null \
+         && [ \"$g\" = \"$$\" ]; then unset g; {here}; else {general}; fi"
+    )
 }
 
 /// Runs `command` as the leader of its own process group, so that a timeout or a cancel can kill
@@ -147,12 +173,13 @@ enum Stop {
 }
 
 /// Kills process group `pgid`: TERM, then polls until the group is gone or `grace` passed,
-/// then KILL. Runs on its own channel of `conn`.
+/// then KILL. Runs on its own channel of `conn`, in the login shell, so only the POSIX form
+/// `kill -s SIG -- -PGID` is used (dash refuses `kill -TERM -- -PGID` and `kill -0 -- -PGID`).
 pub(crate) async fn kill_group(conn: &Conn, pgid: u32, grace: Duration) -> Result<(), String> {
     let g = format!("-{pgid}");
     exec(
         conn,
-        &format!("kill -TERM -- {g} 2>/dev/null"),
+        &format!("kill -s TERM -- {g} 2>/dev/null"),
         None,
         KILL_STEP_TIMEOUT,
     )
@@ -161,7 +188,7 @@ pub(crate) async fn kill_group(conn: &Conn, pgid: u32, grace: Duration) -> Resul
     loop {
         let alive = exec(
             conn,
-            &format!("kill -0 -- {g} 2>/dev/null"),
+            &format!("kill -s 0 -- {g} 2>/dev/null"),
             None,
             KILL_STEP_TIMEOUT,
         )
@@ -176,7 +203,7 @@ pub(crate) async fn kill_group(conn: &Conn, pgid: u32, grace: Duration) -> Resul
     }
     exec(
         conn,
-        &format!("kill -KILL -- {g} 2>/dev/null"),
+        &format!("kill -s KILL -- {g} 2>/dev/null"),
         None,
         KILL_STEP_TIMEOUT,
     )

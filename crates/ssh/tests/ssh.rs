@@ -870,16 +870,27 @@ async fn direct_ssh_passes_hostile_env_values_literally() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn direct_ssh_timeout_and_cancel_kill_the_remote_group() {
+    direct_ssh_timeout_and_cancel(USER, "3104").await;
+}
+
+/// The same through the general path: a login shell that is not bash starts a bash of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_ssh_timeout_and_cancel_kill_the_remote_group_under_a_non_bash_login_shell() {
+    direct_ssh_timeout_and_cancel(SH_USER, "3106").await;
+}
+
+async fn direct_ssh_timeout_and_cancel(user: &str, mark: &str) {
     let sshd = Sshd::start();
-    let ex = executor("direct-kill").await;
+    let tag = format!("direct-kill-{mark}");
+    let ex = executor(&tag).await;
     let _cleanup = DirCleanup::new(&ex);
-    let server = sshd.server("direct-kill");
+    let server = sshd.server_as(&tag, user);
     let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
 
-    let marker = format!("3104.{}", std::process::id());
+    let marker = format!("{mark}.{}", std::process::id());
     // The script ignores TERM: only the KILL after the grace ends it.
     let script = bash(&format!("trap '' TERM\n{}", long_script(&marker)));
-    let req = request(&p, Duration::from_secs(2), "direct-kill");
+    let req = request(&p, Duration::from_secs(2), &tag);
     let (tx, mut rx) = sink();
     let started = Instant::now();
     let run = ex
@@ -911,9 +922,9 @@ async fn direct_ssh_timeout_and_cancel_kill_the_remote_group() {
         processes_with(&marker)
     );
 
-    let marker = format!("3105.{}", std::process::id());
+    let marker = format!("{mark}5.{}", std::process::id());
     let script = bash(&long_script(&marker));
-    let req = request(&p, Duration::from_secs(600), "direct-kill");
+    let req = request(&p, Duration::from_secs(600), &tag);
     let (tx, mut rx) = sink();
     let cancel = CancellationToken::new();
     let task = {
@@ -946,6 +957,81 @@ async fn direct_ssh_timeout_and_cancel_kill_the_remote_group() {
         "left running after cancel: {:?}",
         processes_with(&marker)
     );
+}
+
+/// A bash script runs in the login shell itself when that is bash (no second bash started), in a
+/// bash of its own otherwise; Python gets its environment either way; a script holding a NUL
+/// byte takes the general path and still runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_ssh_runs_in_the_login_bash_and_under_other_login_shells() {
+    let sshd = Sshd::start();
+    let ex = executor("direct-shells").await;
+    let _cleanup = DirCleanup::new(&ex);
+    let p = payload(Interpreter::Bash, "true\n", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "direct-shells");
+    // The login shell's command line is the one that tests for bash; a bash of its own was
+    // given only the reading and the eval.
+    let probe = "case $BASH_EXECUTION_STRING in *BASH_VERSION*) w=yes;; *) w=no;; esac\n\
+                 echo \"in-login-shell=$w\"\n\
+                 echo \"script-var=${cronium_script-unset}\"\n\
+                 echo \"env=$GREETING\"\nread -r x; echo \"stdin-rc=$?\"\nexit 4";
+    let run = |user: &'static str, script: DirectScript| {
+        let (ex, server, req) = (
+            ex.clone(),
+            sshd.server_as("direct-shells", user),
+            req.clone(),
+        );
+        async move {
+            let (tx, mut rx) = sink();
+            let run = ex
+                .run(
+                    &server,
+                    Mode::DirectSsh,
+                    &req,
+                    &script,
+                    &tx,
+                    CancellationToken::new(),
+                )
+                .await
+                .unwrap();
+            (run.finished.exit_code, log_lines(&drain(&mut rx)))
+        }
+    };
+    let with_env = |mut s: DirectScript| {
+        s.env.insert("GREETING".into(), "hello 'there'".into());
+        s
+    };
+    for (user, in_login) in [(USER, "yes"), (SH_USER, "no")] {
+        let (code, lines) = run(user, with_env(bash(probe))).await;
+        assert_eq!(code, Some(4), "{user}: {lines:?}");
+        for want in [
+            format!("in-login-shell={in_login}"),
+            "script-var=unset".to_string(),
+            "env=hello 'there'".to_string(),
+            "stdin-rc=1".to_string(),
+        ] {
+            assert!(lines.contains(&want), "{user}: {want} not in {lines:?}");
+        }
+        let python = DirectScript {
+            interpreter: Interpreter::Python,
+            script: "import os, sys\nprint('py', os.environ['GREETING'], os.getpgid(0) == os.getpid())\nsys.exit(5)\n".into(),
+            env: BTreeMap::new(),
+        };
+        let (code, lines) = run(user, with_env(python)).await;
+        assert_eq!(code, Some(5), "{user}: {lines:?}");
+        assert!(
+            lines.contains(&"py hello 'there' True".to_string()),
+            "{user}: {lines:?}"
+        );
+    }
+    // `bash -s` reads the script: no execution string at all.
+    let (code, lines) = run(
+        USER,
+        bash("echo \"nul-ok=${BASH_EXECUTION_STRING:-none}\" # \0\n"),
+    )
+    .await;
+    assert_eq!(code, Some(0), "{lines:?}");
+    assert!(lines.contains(&"nul-ok=none".to_string()), "{lines:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

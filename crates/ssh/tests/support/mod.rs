@@ -21,6 +21,8 @@ use cronium_protocol::{
 use cronium_ssh::{Credential, RunnerArtifact, ServerConfig, SshConfig};
 
 pub const USER: &str = "cronium-test";
+/// A second login (made by scripts/test-sshd.sh) whose shell is /bin/sh, not bash.
+pub const SH_USER: &str = "cronium-test-sh";
 pub const PASSWORD: &str = "cronium-test-password";
 
 pub fn workspace_root() -> PathBuf {
@@ -173,7 +175,7 @@ impl Sshd {
         let mut cfg = format!(
             "ListenAddress 127.0.0.1\nPort {port}\nHostKey {d}/host_ed25519\nPidFile none\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
-             PasswordAuthentication yes\nKbdInteractiveAuthentication no\nAllowUsers {USER}\n\
+             PasswordAuthentication yes\nKbdInteractiveAuthentication no\nAllowUsers {USER} {SH_USER}\n\
              MaxStartups 200:30:300\nMaxSessions 100\nLogLevel {level}\nClientAliveInterval 0\n",
             port = self.port,
             d = d.display(),
@@ -258,11 +260,16 @@ impl Sshd {
     }
 
     pub fn server(&self, name: &str) -> ServerConfig {
+        self.server_as(name, USER)
+    }
+
+    /// The server as seen by `user` ([`USER`] or [`SH_USER`]).
+    pub fn server_as(&self, name: &str, user: &str) -> ServerConfig {
         ServerConfig {
             name: name.to_string(),
             host: "127.0.0.1".into(),
             port: self.port,
-            user: USER.into(),
+            user: user.into(),
             credential: Credential::Key {
                 pem: env().client_key.clone(),
                 passphrase: None,
