@@ -145,25 +145,34 @@ pub fn write(
 pub fn shared_lib_name() -> String {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let euid = unsafe { libc::geteuid() };
-    format!("{LIB_DIR_PREFIX}{euid}-{:016x}", libraries_hash())
+    format!("{LIB_DIR_PREFIX}{euid}-{LIBRARIES_HASH:016x}")
 }
+
+/// [`libraries_hash`], computed at compile time (not on every run).
+const LIBRARIES_HASH: u64 = libraries_hash();
 
 /// 64-bit FNV-1a over the libraries, each followed by a NUL (which none of them contains), so
 /// that moving text from one library to the next changes the hash.
-fn libraries_hash() -> u64 {
-    LIBRARIES.iter().fold(FNV_OFFSET, |hash, (_, content)| {
-        fnv1a(fnv1a(hash, content.as_bytes()), &[0])
-    })
+const fn libraries_hash() -> u64 {
+    let mut hash = FNV_OFFSET;
+    let mut i = 0;
+    while i < LIBRARIES.len() {
+        hash = fnv1a(fnv1a(hash, LIBRARIES[i].1.as_bytes()), &[0]);
+        i += 1;
+    }
+    hash
 }
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Continues a 64-bit FNV-1a hash (start from [`FNV_OFFSET`]) over `bytes`.
-fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
+const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    for &b in bytes {
-        hash ^= u64::from(b);
+    let mut i = 0;
+    while i < bytes.len() {
+        hash ^= bytes[i] as u64;
         hash = hash.wrapping_mul(PRIME);
+        i += 1;
     }
     hash
 }
