@@ -17,7 +17,7 @@ max_bytes=$((3 * 1024 * 1024))
 target=x86_64-unknown-linux-musl
 if ! rustc --print sysroot >/dev/null 2>&1 \
     || [ ! -d "$(rustc --print sysroot)/lib/rustlib/$target" ]; then
-    if ! command -v rustup >/dev/null || ! rustup target add "$target" >&2; then
+    if ! command -v rustup >/dev/null || ! timeout 300 rustup target add "$target" >&2; then
         echo "note: the $target target is not available; building for the gnu target" >&2
         target=x86_64-unknown-linux-gnu
     fi

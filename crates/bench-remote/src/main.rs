@@ -54,7 +54,7 @@ struct SshArgs {
     #[arg(long, default_value_t = 15)]
     warm: usize,
     /// Cold samples per mode (one server restart each).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 9)]
     cold: usize,
     /// Ansible runs per fleet size.
     #[arg(long, default_value_t = 3)]

@@ -28,9 +28,11 @@ struct Cli {
     /// The `cronium` binary under test.
     #[arg(long, global = true, default_value = "target/release/cronium")]
     cronium: PathBuf,
-    /// The `cronium-runner` binary the server runs jobs with.
-    #[arg(long, global = true, default_value = "target/release/cronium-runner")]
-    runner: PathBuf,
+    /// The `cronium-runner` binary the server runs jobs with. Default: the static runner from
+    /// scripts/build-runner.sh (target/runner/cronium-runner, which `cronium serve` prefers for
+    /// local runs too), else target/release/cronium-runner.
+    #[arg(long, global = true)]
+    runner: Option<PathBuf>,
     /// PostgreSQL superuser URL for the PostgreSQL figures (a fresh database per run).
     #[arg(
         long,
@@ -133,7 +135,17 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
     let ctx = Ctx {
         bins: Binaries {
             cronium: server::existing(&cli.cronium, "--cronium")?,
-            runner: server::existing(&cli.runner, "--runner")?,
+            runner: server::existing(
+                &cli.runner.unwrap_or_else(|| {
+                    let static_runner = PathBuf::from("target/runner/cronium-runner");
+                    if static_runner.is_file() {
+                        static_runner
+                    } else {
+                        PathBuf::from("target/release/cronium-runner")
+                    }
+                }),
+                "--runner",
+            )?,
         },
         pg_url: cli.pg_url,
         root,

@@ -63,7 +63,8 @@ pub struct ServeArgs {
     /// Database URL: sqlite:PATH or postgres://... (default: SQLite in the data directory).
     #[arg(long, env = "CRONIUM_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// The cronium-runner binary (default: next to this binary, then PATH).
+    /// The cronium-runner binary for local runs (default: the static runner when it is at least
+    /// as new as the one next to this binary, else that one, then PATH).
     #[arg(long, env = "CRONIUM_RUNNER")]
     pub runner: Option<PathBuf>,
     /// Jobs the embedded agent runs at once.
@@ -354,7 +355,8 @@ pub struct RunArgs {
     /// A variable visible to the script, NAME=VALUE (VALUE as JSON when it parses). Repeatable.
     #[arg(long = "var")]
     pub vars: Vec<String>,
-    /// The cronium-runner binary (default: next to this binary, then PATH).
+    /// The cronium-runner binary for local runs (default: the static runner when it is at least
+    /// as new as the one next to this binary, else that one, then PATH).
     #[arg(long, env = "CRONIUM_RUNNER")]
     pub runner: Option<PathBuf>,
     /// Print the result as JSON.

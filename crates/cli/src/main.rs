@@ -6,7 +6,7 @@ mod client;
 mod commands;
 mod local_run;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context, Result};
 use clap::Parser;
@@ -16,18 +16,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{Cli, Command, ServeArgs};
 
-/// The runner: the flag, then next to this binary, then PATH.
-fn find_runner(flag: Option<PathBuf>) -> Result<PathBuf> {
+/// The runner for local runs: the flag; else the static runner (`static_runner`) when it is at
+/// least as new as the `cronium-runner` next to this binary; else that one; else PATH.
+///
+/// The static (musl) runner starts about 1 ms faster than a dynamically linked one (no dynamic
+/// loading, no CPU probing at start), which is a fifth of the orchestration cost of a local run;
+/// the age check keeps a stale static build from shadowing a freshly built runner in a source
+/// tree.
+fn find_runner(flag: Option<PathBuf>, static_runner: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = flag {
         return Ok(p);
     }
-    if let Some(sibling) = std::env::current_exe()
+    let sibling = std::env::current_exe()
         .ok()
-        .and_then(|e| e.parent().map(|d| d.join("cronium-runner")))
-    {
-        if sibling.is_file() {
-            return Ok(sibling);
-        }
+        .and_then(|e| e.parent().map(|d| d.join("cronium-runner")));
+    if let Some(p) = newest_runner(static_runner, sibling.as_deref()) {
+        return Ok(p);
     }
     if let Some(path) = std::env::var_os("PATH") {
         for dir in std::env::split_paths(&path) {
@@ -40,6 +44,19 @@ fn find_runner(flag: Option<PathBuf>) -> Result<PathBuf> {
     Err(anyhow!(
         "cronium-runner not found next to cronium or on PATH; pass --runner or set CRONIUM_RUNNER"
     ))
+}
+
+/// The static runner when it exists and is at least as new as `sibling`, else `sibling` when it
+/// exists.
+fn newest_runner(static_runner: Option<&Path>, sibling: Option<&Path>) -> Option<PathBuf> {
+    let sibling = sibling.filter(|p| p.is_file());
+    if let Some(s) = static_runner.filter(|s| s.is_file()) {
+        let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        if sibling.is_none_or(|d| modified(s) >= modified(d)) {
+            return Some(s.to_path_buf());
+        }
+    }
+    sibling.map(Path::to_path_buf)
 }
 
 /// A static runner built by scripts/build-runner.sh, when this binary runs from a source tree
@@ -62,7 +79,9 @@ fn default_data_dir() -> PathBuf {
 }
 
 async fn serve(args: ServeArgs) -> Result<i32> {
-    let runner = find_runner(args.runner)?;
+    let static_runner = args.static_runner.clone().or_else(find_static_runner);
+    let runner = find_runner(args.runner, static_runner.as_deref())?;
+    tracing::info!(runner = %runner.display(), "runner for local runs");
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let mut config = ServerConfig::new(data_dir.clone(), runner);
     config.database_url = args.database_url;
@@ -81,7 +100,7 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         .map_err(|e| anyhow!("--max-output: {e}"))?
         .0;
 
-    config.static_runner = args.static_runner.or_else(find_static_runner);
+    config.static_runner = static_runner;
     config.docker = !args.no_docker;
     config.container.images = [
         (cronium_protocol::Interpreter::Bash, args.image_bash),
@@ -201,10 +220,12 @@ async fn main() {
         Command::Var(cmd) => commands::var(cmd).await,
         Command::Token(cmd) => commands::token(cmd).await,
         Command::Server(cmd) => commands::server(cmd).await,
-        Command::Run(args) => match find_runner(args.runner.clone()) {
-            Ok(r) => local_run::run(args, r).await,
-            Err(e) => Err(e),
-        },
+        Command::Run(args) => {
+            match find_runner(args.runner.clone(), find_static_runner().as_deref()) {
+                Ok(r) => local_run::run(args, r).await,
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(code) => std::process::exit(code),
@@ -212,5 +233,44 @@ async fn main() {
             eprintln!("error: {e:#}");
             std::process::exit(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn file_at(dir: &Path, name: &str, age: Duration) -> PathBuf {
+        let p = dir.join(name);
+        let f = std::fs::File::create(&p).unwrap();
+        f.set_modified(SystemTime::now() - age).unwrap();
+        p
+    }
+
+    #[test]
+    fn the_static_runner_is_used_unless_the_sibling_build_is_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Duration::from_secs(3600);
+        let stat = file_at(dir.path(), "static", Duration::ZERO);
+        let sibling = file_at(dir.path(), "sibling", old);
+        assert_eq!(
+            newest_runner(Some(&stat), Some(&sibling)),
+            Some(stat.clone())
+        );
+        let stat_old = file_at(dir.path(), "static-old", old * 2);
+        assert_eq!(
+            newest_runner(Some(&stat_old), Some(&sibling)),
+            Some(sibling.clone())
+        );
+        let missing = dir.path().join("missing");
+        assert_eq!(newest_runner(Some(&missing), Some(&sibling)), Some(sibling));
+        assert_eq!(newest_runner(Some(&stat), Some(&missing)), Some(stat));
+        assert_eq!(newest_runner(None, Some(&missing)), None);
+        assert_eq!(
+            find_runner(Some(missing.clone()), None).unwrap(),
+            missing,
+            "the flag wins, as given"
+        );
     }
 }
