@@ -58,8 +58,9 @@ pub async fn run(ctx: &Ctx, build: bool, given: Option<PathBuf>) -> anyhow::Resu
         "MiB",
     );
     r.info("runner measured", format!("`{}` ({how})", path.display()));
-    if ctx.bins.runner != path {
-        if let Ok(release) = size(&ctx.bins.runner) {
+    let release_runner = ctx.root.join("target/release/cronium-runner");
+    if release_runner != path {
+        if let Ok(release) = size(&release_runner) {
             r.info(
                 "release-profile runner (dynamic, for comparison)",
                 format!("{:.2} MiB", release as f64 / 1048576.0),
