@@ -422,7 +422,7 @@ enum SftpFailure {
 }
 
 async fn sftp_upload(conn: &Conn, bytes: &[u8], tmp: &str) -> Result<(), SftpFailure> {
-    let channel = conn
+    let mut channel = conn
         .handle
         .channel_open_session()
         .await
@@ -431,7 +431,34 @@ async fn sftp_upload(conn: &Conn, bytes: &[u8], tmp: &str) -> Result<(), SftpFai
         .request_subsystem(true, "sftp")
         .await
         .map_err(|e| SftpFailure::NoSubsystem(e.to_string()))?;
-    // A refused subsystem request shows up as the session failing to initialise.
+    // The host's answer to the request: a host without the subsystem says so at once (without
+    // this, the SFTP client would wait 10 s for an answer to its init message).
+    let answer = tokio::time::timeout(STEP_TIMEOUT, async {
+        loop {
+            match channel.wait().await {
+                Some(russh::ChannelMsg::Success) => return Ok(()),
+                Some(russh::ChannelMsg::Failure) => {
+                    return Err("the host refused the sftp subsystem".to_string())
+                }
+                Some(russh::ChannelMsg::Close) | Some(russh::ChannelMsg::Eof) | None => {
+                    return Err("the channel closed after the sftp subsystem request".to_string())
+                }
+                Some(_) => {}
+            }
+        }
+    })
+    .await;
+    match answer {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => return Err(SftpFailure::NoSubsystem(why)),
+        Err(_) => {
+            return Err(SftpFailure::NoSubsystem(
+                "no answer to the sftp subsystem request".into(),
+            ))
+        }
+    }
+    // A subsystem that starts but does not speak SFTP shows up as the session failing to
+    // initialise.
     let sftp =
         match tokio::time::timeout(STEP_TIMEOUT, SftpSession::new(channel.into_stream())).await {
             Ok(Ok(s)) => s,

@@ -250,6 +250,7 @@ async fn sftp_less_host_gets_the_runner_over_an_exec_channel() {
     let p = payload(Interpreter::Bash, "echo via-cat\n", Duration::from_secs(30));
     let req = request(&p, Duration::from_secs(30), "nosftp");
     let (tx, mut rx) = sink();
+    let started = Instant::now();
     let run = ex
         .run(
             &server,
@@ -261,6 +262,12 @@ async fn sftp_less_host_gets_the_runner_over_an_exec_channel() {
         )
         .await
         .expect("run on a host without sftp");
+    // The refusal is seen at once, not after the SFTP client's own 10 s wait for an answer.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "deploying without sftp took {:?}",
+        started.elapsed()
+    );
     assert_eq!(run.finished.status, RunStatus::Succeeded);
     assert_eq!(run.deployment.unwrap().outcome, DeployOutcome::Deployed);
     assert!(log_lines(&drain(&mut rx)).contains(&"via-cat".to_string()));
