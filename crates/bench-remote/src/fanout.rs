@@ -82,32 +82,39 @@ pub struct FanoutResult {
     pub client_rs_warm: Option<f64>,
     pub client_ds_warm: Option<f64>,
     pub client_pssh_warm: Option<f64>,
-    /// CPU per cold fan-out (ms, medians): the hosts' side (every sshd, shell, runner and script
-    /// of the fan-out) and the Cronium server process; runner-ssh, then direct-ssh.
-    pub machine_rs_cold: Option<f64>,
-    pub machine_ds_cold: Option<f64>,
-    pub hosts_rs_cold: Option<f64>,
-    pub client_rs_cold: Option<f64>,
-    pub hosts_ds_cold: Option<f64>,
-    pub client_ds_cold: Option<f64>,
+    /// CPU per cold fan-out (medians over the cold samples): runner-ssh, direct-ssh.
+    pub cold_cpu_rs: ColdCpu,
+    pub cold_cpu_ds: ColdCpu,
 }
 
-/// CPU of one cold sample (ms): the hosts' side and the Cronium server process.
+/// CPU of a cold fan-out (ms).
 #[derive(Debug, Default, Clone, Copy)]
-struct ColdCpu {
+pub struct ColdCpu {
     /// All cores during the timed run (wall-clock bounded, unlike the other two).
-    machine: Option<f64>,
-    hosts: Option<f64>,
-    client: Option<f64>,
+    pub machine: Option<f64>,
+    /// The hosts' side: every sshd, shell, runner and script of the fan-out.
+    pub hosts: Option<f64>,
+    /// The Cronium server process.
+    pub client: Option<f64>,
 }
 
-fn median_of(xs: impl Iterator<Item = Option<f64>>) -> Option<f64> {
-    let mut v: Vec<f64> = xs.flatten().collect();
-    if v.is_empty() {
-        return None;
+impl ColdCpu {
+    /// Each figure's median over `samples` ([`crate::stats::median`]).
+    fn median(samples: &[ColdCpu]) -> ColdCpu {
+        let of = |f: fn(&ColdCpu) -> Option<f64>| {
+            let ds: Vec<Duration> = samples
+                .iter()
+                .filter_map(f)
+                .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1000.0))
+                .collect();
+            median(&ds).map(|d| d.as_secs_f64() * 1000.0)
+        };
+        ColdCpu {
+            machine: of(|c| c.machine),
+            hosts: of(|c| c.hosts),
+            client: of(|c| c.client),
+        }
     }
-    v.sort_by(f64::total_cmp);
-    Some(v[v.len() / 2])
 }
 
 /// CPU per run over a loop, from two [`busy_cpu_ms`] readings.
@@ -245,12 +252,8 @@ async fn one_size(
             });
         }
     }
-    r.machine_rs_cold = median_of(rs_cpu.iter().map(|c| c.machine));
-    r.machine_ds_cold = median_of(ds_cpu.iter().map(|c| c.machine));
-    r.hosts_rs_cold = median_of(rs_cpu.iter().map(|c| c.hosts));
-    r.client_rs_cold = median_of(rs_cpu.iter().map(|c| c.client));
-    r.hosts_ds_cold = median_of(ds_cpu.iter().map(|c| c.hosts));
-    r.client_ds_cold = median_of(ds_cpu.iter().map(|c| c.client));
+    r.cold_cpu_rs = ColdCpu::median(&rs_cpu);
+    r.cold_cpu_ds = ColdCpu::median(&ds_cpu);
     server = Server::start(&spec)?;
     eprintln!("[{n} servers] cronium direct-ssh warm");
     server.run_timed("fan-ds", n).await?;
@@ -407,12 +410,12 @@ pub fn markdown(results: &[FanoutResult], versions: &str) -> String {
         s.push_str(&format!(
             "| {} | {} / {} / {} | {} / {} / {} |\n",
             r.n,
-            cpu(r.machine_rs_cold),
-            cpu(r.hosts_rs_cold),
-            cpu(r.client_rs_cold),
-            cpu(r.machine_ds_cold),
-            cpu(r.hosts_ds_cold),
-            cpu(r.client_ds_cold),
+            cpu(r.cold_cpu_rs.machine),
+            cpu(r.cold_cpu_rs.hosts),
+            cpu(r.cold_cpu_rs.client),
+            cpu(r.cold_cpu_ds.machine),
+            cpu(r.cold_cpu_ds.hosts),
+            cpu(r.cold_cpu_ds.client),
         ));
     }
 

@@ -151,15 +151,21 @@ impl Fleet {
     /// Waits (up to `limit`) until no connection to the first `n` hosts is left open, so that
     /// [`Fleet::cpu_ms`] includes all of them.
     pub fn wait_idle(&self, n: usize, limit: Duration) {
+        // A listener's direct children are its connections: /proc/PID/task/PID/children lists
+        // them without scanning the whole process table for every host.
+        let has_children = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+                .is_ok_and(|c| !c.trim().is_empty())
+        };
         let deadline = std::time::Instant::now() + limit;
         while std::time::Instant::now() < deadline {
-            let busy = self
+            if !self
                 .hosts
                 .iter()
                 .take(n)
                 .filter_map(Host::pid)
-                .any(|pid| !procs::descendants(pid).is_empty());
-            if !busy {
+                .any(has_children)
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));

@@ -69,41 +69,41 @@ pub(crate) fn command_line(
         // first, which saves starting a second shell on every run.
         let prefix = format!("echo \"{PGID_PREFIX}$$\"\n{env_line}");
         if script.script.contains('\0') {
-            return Ok((own_group(&format!("{} -s", quote(&program))), prefix));
+            return Ok((own_group(&format!("{} -s", quote(&program)), None), prefix));
         }
         // The whole script is read first, so that it sees an empty stdin (with `bash -s` a
         // `read` would consume the script's own next line); `eval` then runs the commands one by
         // one as `bash -s` would, and the variable is gone before the first of them.
         let here = "IFS= read -r -d '' cronium_script; \
                     eval \"unset cronium_script; $cronium_script\"";
-        let general = own_group(&format!("{} -c {}", quote(&program), quote(here)));
-        return Ok((in_login_bash(here, &general), prefix));
+        let command = format!("{} -c {}", quote(&program), quote(here));
+        return Ok((own_group(&command, Some(here)), prefix));
     }
     let inner = format!(
         "echo \"{PGID_PREFIX}$$\"; IFS= read -r cronium_env || exit 125; eval \"$cronium_env\"; \
          unset cronium_env; exec {} -",
         quote(&program)
     );
-    let general = own_group(&format!("bash -c {}", quote(&inner)));
-    Ok((in_login_bash(&inner, &general), env_line))
-}
-
-/// `here` when the login shell is bash and leads its process group, else `general`.
-fn in_login_bash(here: &str, general: &str) -> String {
-    format!(
-        "if [ -n \"$BASH_VERSION\" ] && read -r _ _ _ _ g _ < /proc/$$/stat 2>/dev/null \
-         && [ \"$g\" = \"$$\" ]; then unset g; {here}; else {general}; fi"
-    )
+    let command = format!("bash -c {}", quote(&inner));
+    Ok((own_group(&command, Some(&inner)), env_line))
 }
 
 /// Runs `command` as the leader of its own process group, so that a timeout or a cancel can kill
 /// the whole group. OpenSSH already starts each session's command as a session (and group)
 /// leader: then a plain `exec` keeps that group and saves a process per run; otherwise
-/// `setsid -w` makes one (and passes the exit status back).
-fn own_group(command: &str) -> String {
+/// `setsid -w` makes one (and passes the exit status back). `in_bash` is what `command` would run
+/// in its bash: a group-leading login shell that is bash runs it itself instead, saving the start
+/// of another bash.
+fn own_group(command: &str, in_bash: Option<&str>) -> String {
+    let leader = match in_bash {
+        Some(here) => {
+            format!("if [ -n \"$BASH_VERSION\" ]; then unset g; {here}; else exec {command}; fi")
+        }
+        None => format!("exec {command}"),
+    };
     format!(
         "if read -r _ _ _ _ g _ < /proc/$$/stat 2>/dev/null && [ \"$g\" = \"$$\" ]; \
-         then exec {command}; else exec setsid -w {command}; fi"
+         then {leader}; else exec setsid -w {command}; fi"
     )
 }
 

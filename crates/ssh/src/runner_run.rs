@@ -55,6 +55,17 @@ pub(crate) fn runner_missing(status: Option<u32>, stderr: &str) -> bool {
         || stderr.contains("not found")
 }
 
+/// The request's payload file cannot be read.
+pub(crate) fn unreadable_payload(req: &RunRequest, e: std::io::Error) -> RunnerRunError {
+    RunnerRunError::Other(
+        SshError::InvalidRequest {
+            field: "payload_path".into(),
+            reason: format!("cannot open {}: {e}", req.payload_path.display()),
+        },
+        None,
+    )
+}
+
 pub(crate) async fn run_runner(
     conn: &Conn,
     server: &ServerConfig,
@@ -75,15 +86,7 @@ pub(crate) async fn run_runner(
     };
     let payload = tokio::fs::File::open(&req.payload_path)
         .await
-        .map_err(|e| {
-            RunnerRunError::Other(
-                SshError::InvalidRequest {
-                    field: "payload_path".into(),
-                    reason: format!("cannot open {}: {e}", req.payload_path.display()),
-                },
-                None,
-            )
-        })?;
+        .map_err(|e| unreadable_payload(req, e))?;
     let payload_len = payload
         .metadata()
         .await

@@ -19,7 +19,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::connection::Conn;
-use crate::runner_run::{runner_missing, RunnerRunError, REPORT_GRACE, STDERR_CAP};
+use crate::runner_run::{
+    runner_missing, unreadable_payload, RunnerRunError, REPORT_GRACE, STDERR_CAP,
+};
 use crate::shell::quote;
 use crate::{ServerConfig, SshError};
 
@@ -219,15 +221,9 @@ pub(crate) async fn run_on_session(
             pid,
         ))
     };
-    let payload = tokio::fs::read(&req.payload_path).await.map_err(|e| {
-        RunnerRunError::Other(
-            SshError::InvalidRequest {
-                field: "payload_path".into(),
-                reason: format!("cannot open {}: {e}", req.payload_path.display()),
-            },
-            None,
-        )
-    })?;
+    let payload = tokio::fs::read(&req.payload_path)
+        .await
+        .map_err(|e| unreadable_payload(req, e))?;
     // The request body: context line, payload length line, payload (what `run -` reads).
     let mut context = Vec::with_capacity(1024);
     send_context(&mut context, &req.context)

@@ -707,15 +707,7 @@ async fn runner_timeout_and_cancel_leave_no_process_behind() {
     assert_eq!(run.finished.status, RunStatus::TimedOut);
     assert_eq!(run.finished.exit_code, Some(EXIT_TIMEOUT));
     assert!(started.elapsed() < Duration::from_secs(15));
-    let gone = wait_for(Duration::from_secs(10), || {
-        processes_with(&marker).is_empty()
-    })
-    .await;
-    assert!(
-        gone,
-        "left running after timeout: {:?}",
-        processes_with(&marker)
-    );
+    assert_all_gone("left running after timeout", || processes_with(&marker)).await;
 
     // Cancellation: cancel line, then EOF.
     let marker = format!("3103.{}", std::process::id());
@@ -742,15 +734,7 @@ async fn runner_timeout_and_cancel_leave_no_process_behind() {
         .unwrap()
         .unwrap();
     assert_eq!(run.finished.status, RunStatus::Cancelled);
-    let gone = wait_for(Duration::from_secs(10), || {
-        processes_with(&marker).is_empty()
-    })
-    .await;
-    assert!(
-        gone,
-        "left running after cancel: {:?}",
-        processes_with(&marker)
-    );
+    assert_all_gone("left running after cancel", || processes_with(&marker)).await;
     assert_eq!(ex.metrics().executions_timed_out, 1);
     assert_eq!(ex.metrics().executions_cancelled, 1);
     let _ = std::fs::remove_dir_all(home_path(&ex.config().deploy_dir));
@@ -919,15 +903,7 @@ async fn direct_ssh_timeout_and_cancel(user: &str, mark: &str) {
         started.elapsed()
     );
     assert!(log_lines(&drain(&mut rx)).contains(&"started".to_string()));
-    let gone = wait_for(Duration::from_secs(10), || {
-        processes_with(&marker).is_empty()
-    })
-    .await;
-    assert!(
-        gone,
-        "left running after timeout: {:?}",
-        processes_with(&marker)
-    );
+    assert_all_gone("left running after timeout", || processes_with(&marker)).await;
 
     let marker = format!("{mark}5.{}", std::process::id());
     let script = bash(&long_script(&marker));
@@ -955,15 +931,7 @@ async fn direct_ssh_timeout_and_cancel(user: &str, mark: &str) {
         .unwrap()
         .unwrap();
     assert_eq!(run.finished.status, RunStatus::Cancelled);
-    let gone = wait_for(Duration::from_secs(10), || {
-        processes_with(&marker).is_empty()
-    })
-    .await;
-    assert!(
-        gone,
-        "left running after cancel: {:?}",
-        processes_with(&marker)
-    );
+    assert_all_gone("left running after cancel", || processes_with(&marker)).await;
 }
 
 /// A bash script runs in the login shell itself when that is bash (no second bash started), in a
@@ -1374,15 +1342,7 @@ async fn runs_share_one_runner_serve_per_connection_which_ends_with_it() {
 
     // The session lives as long as its connection: gone when the executor (and pool) is.
     drop(ex);
-    let gone = wait_for(Duration::from_secs(10), || {
-        serve_processes(&sshd).is_empty()
-    })
-    .await;
-    assert!(
-        gone,
-        "serve outlived its connection: {:?}",
-        serve_processes(&sshd)
-    );
+    assert_all_gone("serve outlived its connection", || serve_processes(&sshd)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

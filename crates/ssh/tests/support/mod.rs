@@ -353,6 +353,12 @@ pub fn processes_with(marker: &str) -> Vec<(u32, String)> {
 }
 
 /// Polls `cond` until it holds or `timeout` passes.
+/// Waits up to 10 s for `list` to come back empty; fails with `what` and what is left.
+pub async fn assert_all_gone<T: std::fmt::Debug>(what: &str, mut list: impl FnMut() -> Vec<T>) {
+    let gone = wait_for(Duration::from_secs(10), || list().is_empty()).await;
+    assert!(gone, "{what}: {:?}", list());
+}
+
 pub async fn wait_for(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
