@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use cronium_docker::{ContainerSpec, DockerError, Limits, NetworkMode, PullPolicy};
-use cronium_protocol::{Interpreter, RunStatus, RunnerEvent, EXIT_TIMEOUT};
+use cronium_protocol::{Interpreter, RunStatus, RunnerEvent, Stream, EXIT_TIMEOUT};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -117,7 +117,9 @@ async fn exit_code_of_a_failing_script_is_captured() {
     let r = out.run();
     assert_eq!(r.finished.status, RunStatus::Failed);
     assert_eq!(r.finished.exit_code, Some(7));
-    assert_eq!(out.script_lines(), vec!["before", "oops"]);
+    assert_eq!(out.stream_lines(Stream::Stdout), vec!["before"]);
+    assert_eq!(out.stream_lines(Stream::Stderr), vec!["oops"]);
+    assert_eq!(out.script_lines().len(), 2, "{:?}", out.script_lines());
     assert_clean(&exec, out.execution_id).await;
 }
 

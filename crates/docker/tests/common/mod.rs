@@ -161,6 +161,18 @@ impl Outcome {
         }
     }
 
+    /// The script's lines on one stream, in order. (Between stdout and stderr there is no order
+    /// to check: they are two pipes, read concurrently.)
+    pub fn stream_lines(&self, wanted: cronium_protocol::Stream) -> Vec<String> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                RunnerEvent::Log { stream, line, .. } if *stream == wanted => Some(line.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// stdout and stderr lines of the script, in order.
     pub fn script_lines(&self) -> Vec<String> {
         self.events
