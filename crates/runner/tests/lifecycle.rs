@@ -140,8 +140,14 @@ fn timeout_kills_a_term_ignoring_tree_including_setsid_children() {
 fn background_processes_left_by_a_successful_script_are_killed() {
     let scratch = Scratch::new();
     let pidfile = scratch.path("pids");
+    let left = scratch.path("left-the-group");
+    // The script waits until its setsid child has really left the process group (the marker is
+    // written after setsid, by the program setsid started): otherwise a script that exits first
+    // lets the group kill catch that child, and the descendant sweep goes untested.
     let src = r#"sleep 1000 & echo $! >> "$PIDFILE"
-( setsid sleep 1000 >/dev/null 2>&1 & echo $! >> "$PIDFILE" )
+( setsid sh -c 'echo $$ > "$LEFT"; exec sleep 1000' >/dev/null 2>&1 & )
+while [ ! -s "$LEFT" ]; do sleep 0.01; done
+cat "$LEFT" >> "$PIDFILE"
 echo done
 exit 0
 "#;
@@ -149,9 +155,17 @@ exit 0
     let out = run(
         &scratch,
         &script("bash", src, json!({})),
-        &context(json!({"env": {"PIDFILE": pidfile.to_str().unwrap()}})),
+        &context(json!({"env": {
+            "PIDFILE": pidfile.to_str().unwrap(),
+            "LEFT": left.to_str().unwrap(),
+        }})),
     );
-    assert_eq!(out.finished().status, RunStatus::Succeeded);
+    assert_eq!(
+        out.finished().status,
+        RunStatus::Succeeded,
+        "{:?}",
+        out.events
+    );
     assert_eq!(out.stdout(), vec!["done"]);
     assert!(started.elapsed() < Duration::from_secs(10));
     let pids = read_pids(&pidfile);
@@ -159,6 +173,121 @@ exit 0
     for pid in pids {
         assert!(!alive(pid), "background process {pid} survived the runner");
     }
+    scratch.assert_clean();
+}
+
+/// A script whose main process and a grandchild (a subshell in its process group) both trap
+/// SIGTERM and keep running; the grandchild writes `term` when the signal arrives, then `alive`
+/// lines every 50 ms, so the marker file shows how long it lived after SIGTERM.
+const TERM_TRAPPING_TREE: &str = r#"(
+  trap 'termed=1; echo "term $EPOCHREALTIME" >> "$MARK"' TERM
+  echo $BASHPID >> "$PIDFILE"
+  while :; do
+    if [ -n "$termed" ]; then echo "alive $EPOCHREALTIME" >> "$MARK"; fi
+    sleep 0.05
+  done
+) &
+echo $$ >> "$PIDFILE"
+trap 'echo main got TERM' TERM
+echo ready
+while :; do sleep 0.05; done
+"#;
+
+/// Times (s) of the marker lines of [`TERM_TRAPPING_TREE`] that start with `word`.
+fn marks(path: &std::path::Path, word: &str) -> Vec<f64> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix(word)?.trim().parse().ok())
+        .collect()
+}
+
+/// Asserts that the grandchild of [`TERM_TRAPPING_TREE`] got SIGTERM, lived through the grace
+/// period and was then killed.
+fn assert_grandchild_got_term_then_grace(mark: &std::path::Path, pids: &[u32], grace_ms: u64) {
+    let term = marks(mark, "term ");
+    assert_eq!(
+        term.len(),
+        1,
+        "the grandchild did not get SIGTERM (only the direct child was signalled?): {:?}",
+        std::fs::read_to_string(mark).unwrap_or_default()
+    );
+    let last_alive = marks(mark, "alive ").into_iter().fold(0.0, f64::max);
+    let lived_ms = (last_alive - term[0]) * 1000.0;
+    // It writes every 50 ms until SIGKILL, so the last line is at most ~50 ms (plus scheduling
+    // delay) before the end of the grace period, and never after it.
+    assert!(
+        lived_ms >= grace_ms as f64 - 400.0,
+        "the grandchild lived only {lived_ms:.0} ms after SIGTERM, not the {grace_ms} ms grace"
+    );
+    assert!(
+        lived_ms <= grace_ms as f64 + 1_000.0,
+        "the grandchild lived {lived_ms:.0} ms after SIGTERM, past the {grace_ms} ms grace"
+    );
+    assert_eq!(pids.len(), 2, "{pids:?}");
+    for &pid in pids {
+        assert!(!alive(pid), "process {pid} survived the runner");
+    }
+}
+
+#[test]
+fn on_timeout_grandchildren_get_sigterm_and_the_grace_period_before_sigkill() {
+    let scratch = Scratch::new();
+    let (pidfile, mark) = (scratch.path("pids"), scratch.path("mark"));
+    let (timeout, grace) = (1_000u64, 1_500u64);
+    let out = run(
+        &scratch,
+        &script(
+            "bash",
+            TERM_TRAPPING_TREE,
+            json!({"timeout_ms": timeout, "kill_grace_ms": grace}),
+        ),
+        &context(json!({"env": {
+            "PIDFILE": pidfile.to_str().unwrap(),
+            "MARK": mark.to_str().unwrap(),
+        }})),
+    );
+    assert_eq!(
+        out.finished().status,
+        RunStatus::TimedOut,
+        "{:?}",
+        out.events
+    );
+    assert!(
+        out.stdout().iter().any(|l| l == "main got TERM"),
+        "{:?}",
+        out.events
+    );
+    assert_grandchild_got_term_then_grace(&mark, &read_pids(&pidfile), grace);
+    scratch.assert_clean();
+}
+
+#[test]
+fn on_cancel_grandchildren_get_sigterm_and_the_grace_period_before_sigkill() {
+    let scratch = Scratch::new();
+    let (pidfile, mark) = (scratch.path("pids"), scratch.path("mark"));
+    let grace = 1_500u64;
+    let mut live = Live::start(
+        &scratch,
+        &script("bash", TERM_TRAPPING_TREE, json!({"kill_grace_ms": grace})),
+        &context(json!({"env": {
+            "PIDFILE": pidfile.to_str().unwrap(),
+            "MARK": mark.to_str().unwrap(),
+        }})),
+    );
+    live.wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, RunnerEvent::Log { line, .. } if line == "ready"),
+    );
+    live.send("{\"t\":\"cancel\"}\n");
+    let out = live.finish(Duration::from_secs(20));
+    assert_eq!(
+        out.finished().status,
+        RunStatus::Cancelled,
+        "{:?}",
+        out.events
+    );
+    assert_grandchild_got_term_then_grace(&mark, &read_pids(&pidfile), grace);
     scratch.assert_clean();
 }
 
@@ -361,7 +490,10 @@ fn sigterm_to_the_runner_cancels_the_run() {
         out.events
     );
     assert_eq!(out.code, 143);
-    for pid in read_pids(&pidfile) {
+    let pids = read_pids(&pidfile);
+    // An empty pid file would make the loop below vacuous.
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    for pid in pids {
         assert!(!alive(pid), "process {pid} survived");
     }
     scratch.assert_clean();
