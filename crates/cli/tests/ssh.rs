@@ -320,11 +320,7 @@ async fn bad_server_input_is_refused() {
         )
         .await;
     assert_eq!(status, 201);
-    let db = std::fs::read(s.data_path("cronium.db")).unwrap();
-    assert!(
-        !db.windows(15).any(|w| w == b"sup3r-s3cret-pw"),
-        "password in clear in the database"
-    );
+    s.assert_not_at_rest("sup3r-s3cret-pw");
     let (_, srv) = s.api("GET", "/api/v1/servers/pw", None).await;
     assert!(!srv.to_string().contains("sup3r"), "{srv}");
 }

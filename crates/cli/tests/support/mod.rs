@@ -285,6 +285,44 @@ impl Server {
     pub fn data_path(&self, rel: &str) -> PathBuf {
         self.data_dir.join(rel)
     }
+
+    /// Asserts that `secret` is stored nowhere in the data directory in clear: every file is
+    /// read (the SQLite database, its `-wal` and `-shm`, the payload cache...), since in WAL
+    /// mode recent writes live in `cronium.db-wal`, not in `cronium.db`.
+    pub fn assert_not_at_rest(&self, secret: &str) {
+        let files = files_under(&self.data_dir);
+        assert!(
+            files.iter().any(|f| f.ends_with("cronium.db")),
+            "no database in {}: {files:?}",
+            self.data_dir.display()
+        );
+        for f in files {
+            let bytes = std::fs::read(&f).unwrap_or_else(|e| panic!("read {}: {e}", f.display()));
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "`{secret}` is stored in clear in {}",
+                f.display()
+            );
+        }
+    }
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let entry = entry.expect("dir entry");
+            let kind = entry.file_type().expect("file type");
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out
 }
 
 impl Drop for Server {
