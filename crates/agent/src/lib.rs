@@ -8,6 +8,7 @@
 pub mod credentials;
 pub mod http;
 pub mod interpreters;
+pub mod isolation;
 mod job;
 pub mod local;
 pub mod queue;
@@ -54,6 +55,15 @@ pub struct AgentConfig {
     pub fanout_concurrency: usize,
     /// Interpreter binaries to use for local runs instead of the ones found on `PATH`.
     pub interpreters: BTreeMap<Interpreter, String>,
+    /// The user local runs execute as (see `isolation::choose_run_user`); None: this process's.
+    pub run_user: Option<isolation::RunUser>,
+    /// Variables of this process's environment that local runs get (`--pass-env`).
+    pub pass_env: Vec<String>,
+    /// What local runs must not reach (the data directory): hidden by the runner with Landlock
+    /// when they run as this process's own user (as another user, its 0700 mode is enough).
+    pub private_paths: Vec<PathBuf>,
+    /// The umask of local runs (None: this process's).
+    pub run_umask: Option<u32>,
     /// On shutdown, how long running jobs may take to finish. Jobs still running after it are
     /// left to lease recovery (their runners stop the scripts when the agent exits).
     pub shutdown_grace: Duration,
@@ -74,6 +84,10 @@ impl AgentConfig {
             shutdown_grace: Duration::from_secs(10),
             fanout_concurrency: 50,
             interpreters: BTreeMap::new(),
+            run_user: None,
+            pass_env: Vec::new(),
+            private_paths: Vec::new(),
+            run_umask: None,
         }
     }
 }
@@ -136,11 +150,43 @@ impl Agent {
                 config.work_base = None;
             }
         }
-        let interpreters = interpreters::resolve(&config.interpreters);
+        let run_user = config.run_user.as_ref();
+        if let (Some(base), Some(user)) = (&config.work_base, run_user) {
+            match isolation::user_work_base(base, user) {
+                Ok(dir) => config.work_base = Some(dir),
+                Err(e) => {
+                    tracing::warn!(dir = %base.display(), user = %user.name, error = %e, "work directory unusable for the run user; using the system temp dir");
+                    config.work_base = None;
+                }
+            }
+        }
+        let interpreters = interpreters::resolve(&config.interpreters, run_user);
+        let interpreter_dirs: Vec<PathBuf> = interpreters
+            .values()
+            .filter_map(|p| std::path::Path::new(p).parent().map(PathBuf::from))
+            .collect();
         let local = LocalTransport {
             runner: config.runner_path.clone(),
             work_base: config.work_base.clone(),
+            env: Some(isolation::run_env(
+                run_user,
+                &config.pass_env,
+                &interpreter_dirs,
+            )),
+            run_user: config.run_user.clone(),
+            // Another user cannot open the 0700 data directory; only our own user needs Landlock.
+            hide: match run_user {
+                Some(_) => Vec::new(),
+                None => config.private_paths.clone(),
+            },
+            umask: config.run_umask,
         };
+        match run_user {
+            Some(u) => tracing::info!(user = %u.name, uid = u.uid, "local runs execute as an unprivileged user"),
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            None if unsafe { libc::geteuid() } == 0 => tracing::warn!("local runs execute as root (--run-as root): only Landlock keeps scripts from the data directory, and root can get around it"),
+            None => tracing::info!("local runs execute as the server's own user, with the data directory hidden by Landlock where the kernel has it (each run's log says)"),
+        }
         let http = reqwest::Client::builder()
             .user_agent(concat!("cronium/", env!("CARGO_PKG_VERSION")))
             .build()

@@ -1,9 +1,17 @@
 //! The `local` transport: `cronium-runner` as a child process of the agent.
 //!
-//! The runner reads the run context from its stdin and treats EOF on stdin as cancellation, so
-//! if the agent dies the runner still stops the script and cleans up. The agent therefore never
-//! SIGKILLs the runner except as a last resort when it stops answering long after its deadline.
+//! The runner reads the run context and then the payload from its stdin (so that it never needs
+//! to read the data directory, where the payload cache lives) and treats EOF on stdin as
+//! cancellation, so if the agent dies the runner still stops the script and cleans up. The agent
+//! therefore never SIGKILLs the runner except as a last resort when it stops answering long
+//! after its deadline.
+//!
+//! For the server, the runner starts with the clean environment and as the run user that
+//! `isolation` decided, never with the server's own; `cronium run` (the user's own shell) keeps
+//! its environment.
 
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -12,29 +20,99 @@ use cronium_core::transport::{
     pump_events, send_cancel, send_context, EventSink, RunRequest, TransportError,
 };
 use cronium_protocol::Finished;
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-#[derive(Debug, Clone)]
+use crate::isolation::RunUser;
+
+#[derive(Debug, Clone, Default)]
 pub struct LocalTransport {
     /// The `cronium-runner` binary.
     pub runner: PathBuf,
     /// Where runners create their working directories (default: the system temp dir).
     pub work_base: Option<PathBuf>,
+    /// The runner's whole environment (see `isolation::run_env`); None: this process's own.
+    pub env: Option<BTreeMap<String, String>>,
+    /// The user the runner runs as; None: this process's user.
+    pub run_user: Option<RunUser>,
+    /// Paths the runner hides from the script with Landlock (`--hide`): the data directory,
+    /// when scripts run as the server's own user.
+    pub hide: Vec<PathBuf>,
+    /// The umask of the runner and so of the script: the one the server started with (the
+    /// server itself runs with 077 so that its own files are private).
+    pub umask: Option<u32>,
 }
 
 impl LocalTransport {
+    /// A transport for `cronium run`: the caller's environment and user.
+    pub fn inheriting(runner: PathBuf) -> Self {
+        LocalTransport {
+            runner,
+            ..Default::default()
+        }
+    }
+
     pub async fn run(
         &self,
         req: &RunRequest,
         sink: &EventSink,
         cancel: CancellationToken,
     ) -> Result<Finished, TransportError> {
-        let mut cmd = Command::new(&self.runner);
-        cmd.arg("run").arg(&req.payload_path).arg("--control-stdin");
+        let payload = tokio::fs::read(&req.payload_path).await.map_err(|e| {
+            TransportError::Spawn(format!(
+                "cannot read the payload {}: {e}",
+                req.payload_path.display()
+            ))
+        })?;
+        // As another user the runner's path may be out of reach (a build under /root): it is
+        // started from a descriptor opened here, which needs only its execute permission.
+        let runner_file =
+            match &self.run_user {
+                Some(_) => Some(std::fs::File::open(&self.runner).map_err(|e| {
+                    TransportError::Spawn(format!("{}: {e}", self.runner.display()))
+                })?),
+                None => None,
+            };
+        let mut cmd = match &runner_file {
+            Some(f) => {
+                let mut cmd = Command::new(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                cmd.arg0(&self.runner);
+                cmd
+            }
+            None => Command::new(&self.runner),
+        };
+        cmd.arg("run").arg("-").arg("--control-stdin");
         if let Some(base) = &self.work_base {
             cmd.arg("--work-base").arg(base);
+        }
+        for path in &self.hide {
+            cmd.arg("--hide").arg(path);
+        }
+        if let Some(env) = &self.env {
+            cmd.env_clear().envs(env);
+        }
+        let fd = runner_file.as_ref().map(|f| f.as_raw_fd());
+        let umask = self.umask;
+        // SAFETY: only async-signal-safe system calls, on values captured before the fork.
+        unsafe {
+            cmd.pre_exec(move || {
+                if let Some(mask) = umask {
+                    libc::umask(mask as libc::mode_t);
+                }
+                // Opened close-on-exec (other children must not inherit it); this child execs it.
+                if let Some(fd) = fd {
+                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+        if let Some(user) = &self.run_user {
+            // The server's working directory may be one the run user cannot enter.
+            cmd.current_dir("/");
+            user.apply(cmd.as_std_mut());
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -47,7 +125,14 @@ impl LocalTransport {
         else {
             return Err(TransportError::Spawn("runner pipes unavailable".into()));
         };
+        drop(runner_file);
         send_context(&mut stdin, &req.context).await?;
+        stdin
+            .write_all(format!("{}\n", payload.len()).as_bytes())
+            .await?;
+        stdin.write_all(&payload).await?;
+        stdin.flush().await?;
+        drop(payload);
 
         // The runner's own diagnostics, kept for the error message if it ends without a result.
         let diag = tokio::spawn(async move {

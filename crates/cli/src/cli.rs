@@ -89,6 +89,16 @@ pub struct ServeArgs {
     /// The Node.js binary for local runs (default: node on PATH).
     #[arg(long, env = "CRONIUM_NODE")]
     pub node: Option<PathBuf>,
+    /// The user local runs execute as. Default when the server runs as root: `cronium-run`
+    /// (created with useradd when missing); `root` runs scripts as root. A server that is not
+    /// root runs them as itself.
+    #[arg(long, env = "CRONIUM_RUN_AS")]
+    pub run_as: Option<String>,
+    /// A variable of the server's environment that local runs get (repeatable; the env form is
+    /// comma-separated). Nothing else of the server's environment reaches scripts, and CRONIUM_*
+    /// variables never do.
+    #[arg(long = "pass-env", env = "CRONIUM_PASS_ENV", value_delimiter = ',')]
+    pub pass_env: Vec<String>,
     /// Do not run an agent in this server.
     #[arg(long)]
     pub no_agent: bool,

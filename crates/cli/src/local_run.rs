@@ -94,10 +94,8 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
         timeout,
         kill_grace: Duration::from_millis(cronium_protocol::DEFAULT_KILL_GRACE_MS),
     };
-    let transport = LocalTransport {
-        runner,
-        work_base: None,
-    };
+    // The user's own shell: the script sees the user's environment, as any command they run.
+    let transport = LocalTransport::inheriting(runner);
     let (tx, mut rx) = mpsc::channel(1024);
     let cancel = CancellationToken::new();
     let c2 = cancel.clone();

@@ -89,6 +89,11 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.admin_password = std::env::var("CRONIUM_ADMIN_PASSWORD").ok();
     config.encryption_key = std::env::var("CRONIUM_ENCRYPTION_KEY").ok();
     config.embedded_agent = !args.no_agent;
+    config.run_as = args.run_as;
+    config.pass_env = args.pass_env;
+    if database_url_on_command_line_has_password() {
+        tracing::warn!("the --database-url on the command line holds a password, which every user of this machine can read in /proc/PID/cmdline (ps); pass it in CRONIUM_DATABASE_URL instead");
+    }
     config.agent_concurrency = args.concurrency.max(1);
     config.lease = cronium_core::duration::HumanDuration::parse(&args.lease)
         .map_err(|e| anyhow!("--lease: {e}"))?
@@ -182,6 +187,19 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     });
     cronium_server::serve(running, &config, listener, shutdown).await?;
     Ok(0)
+}
+
+/// True when `--database-url` was given as an argument (not in the environment) with a password.
+fn database_url_on_command_line_has_password() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().enumerate().any(|(i, a)| {
+        let value = match a.strip_prefix("--database-url") {
+            Some("") => args.get(i + 1).map(String::as_str),
+            Some(v) => v.strip_prefix('='),
+            None => None,
+        };
+        value.is_some_and(|url| redact(url) != url)
+    })
 }
 
 /// Hides a password in a database URL before logging it.

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 /// Usage text printed on a command-line error.
 pub const USAGE: &str = "usage:
   cronium-runner --version
-  cronium-runner run PAYLOAD [--context FILE] [--control-stdin] [--work-base DIR]
+  cronium-runner run PAYLOAD [--context FILE] [--control-stdin] [--work-base DIR] [--hide PATH]...
       PAYLOAD is a .tar.gz file, or - (with --control-stdin) to read it from stdin
+      --hide: the script cannot reach PATH (Landlock, where the kernel has it)
   cronium-runner serve [--work-base DIR]
       relays runs requested on stdin to child runners (used over SSH; see serve.rs)
   cronium-runner helper OP [ARGS...]";
@@ -56,6 +57,8 @@ pub struct RunArgs {
     pub payload: PayloadSource,
     pub context: ContextSource,
     pub work_base: Option<PathBuf>,
+    /// Paths the script must not reach (`--hide`, repeatable).
+    pub hide: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,9 +106,14 @@ fn parse_run(args: &[String]) -> Result<RunArgs, CliError> {
     let mut context_file = None;
     let mut control_stdin = false;
     let mut work_base = None;
+    let mut hide = Vec::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
+            "--hide" => {
+                let v = it.next().ok_or(CliError::MissingValue("--hide"))?;
+                hide.push(PathBuf::from(v));
+            }
             "--context" => {
                 let v = it.next().ok_or(CliError::MissingValue("--context"))?;
                 context_file = Some(PathBuf::from(v));
@@ -136,6 +144,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, CliError> {
         payload,
         context,
         work_base,
+        hide,
     })
 }
 
@@ -149,13 +158,17 @@ mod tests {
 
     #[test]
     fn parses_run_with_options() {
-        let cmd = parse(&args("run p.tgz --control-stdin --work-base /w")).unwrap();
+        let cmd = parse(&args(
+            "run p.tgz --control-stdin --work-base /w --hide /d --hide /e",
+        ))
+        .unwrap();
         assert_eq!(
             cmd,
             Command::Run(RunArgs {
                 payload: PayloadSource::File("p.tgz".into()),
                 context: ContextSource::ControlStdin,
                 work_base: Some("/w".into()),
+                hide: vec!["/d".into(), "/e".into()],
             })
         );
     }

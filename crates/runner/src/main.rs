@@ -23,6 +23,7 @@ mod helper_cmd;
 mod payload;
 mod process;
 mod run;
+mod sandbox;
 mod serve;
 mod updates;
 mod workdir;
@@ -31,6 +32,12 @@ use std::time::Instant;
 
 fn main() {
     let started = Instant::now();
+    // Started from a descriptor (`/proc/self/fd/N`, see the agent's local transport) the process
+    // would be named `N` in top and ps; name it for what it is.
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, c"cronium-runner".as_ptr(), 0, 0, 0);
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     let code = match cli::parse(&args) {
         Ok(cli::Command::Version) => {

@@ -56,6 +56,8 @@ pub enum SetupError {
     Payload(#[from] PayloadError),
     #[error(transparent)]
     Bundle(#[from] BundleError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("run context env: {0}")]
     ContextEnv(String),
     #[error("helper_mode `api` is not supported by this runner yet; use `bundled`")]
@@ -98,6 +100,8 @@ struct Prepared {
     interpreter: PathBuf,
     entrypoint: PathBuf,
     env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString>,
+    /// What `--hide` did, for the run's log.
+    sandbox: Option<String>,
 }
 
 /// Runs one payload; returns the runner's exit code. `started` is when the runner process began.
@@ -191,15 +195,28 @@ fn prepare(
     let runner_bin = std::env::current_exe()
         .or_else(|_| std::env::args().next().map(PathBuf::from).ok_or(()))
         .unwrap_or_else(|_| PathBuf::from("cronium-runner"));
+    // Started as another user from a descriptor, our own path may lie in a directory we cannot
+    // enter (a build under /root); the script's helpers then exec us through /proc instead.
+    let runner_bin = if can_execute(&runner_bin) {
+        runner_bin
+    } else {
+        PathBuf::from(format!("/proc/{}/exe", std::process::id()))
+    };
     let env = bundle::environment(&manifest, &context, &helpers, &runner_bin);
     let interpreter = resolve_interpreter(manifest.interpreter, &context, &env)?;
     let entrypoint = workdir.path().join(&manifest.entrypoint);
+    // Last, once nothing of ours needs the hidden paths: the script is started by this thread.
+    let sandbox = match args.hide.is_empty() {
+        true => None,
+        false => Some(crate::sandbox::hide(&args.hide, &[&base])?),
+    };
     Ok(Prepared {
         workdir,
         manifest,
         interpreter,
         entrypoint,
         env,
+        sandbox,
     })
 }
 
@@ -227,6 +244,16 @@ fn default_work_base() -> PathBuf {
     }
     // None is usable: report the first candidate in the error.
     first.unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+/// True if this process may execute `path` (`access(2)` checks every directory on the way).
+fn can_execute(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: access(2) on a NUL-terminated path we own.
+    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
 }
 
 fn writable(dir: &Path) -> bool {
@@ -305,6 +332,9 @@ fn execute(
         pid,
         setup_ms: run_start.duration_since(started).as_millis() as u64,
     });
+    if let Some(line) = prepared.sandbox.take() {
+        emitter.system_line(line);
+    }
 
     let (done_tx, done_rx) = mpsc::channel();
     let mut readers = 0;

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod data_dir;
 pub mod runs;
 pub mod scheduler;
 pub mod state;
@@ -65,6 +66,10 @@ pub struct ServerConfig {
     pub work_dir: Option<PathBuf>,
     /// Interpreter binaries for local runs instead of the ones found on `PATH`.
     pub interpreters: std::collections::BTreeMap<cronium_protocol::Interpreter, String>,
+    /// `--run-as`: the user local runs execute as (None: `cronium-run` when root, else ourselves).
+    pub run_as: Option<String>,
+    /// `--pass-env`: variables of the server's environment that local runs get.
+    pub pass_env: Vec<String>,
 }
 
 impl ServerConfig {
@@ -88,6 +93,8 @@ impl ServerConfig {
             fanout_concurrency: 50,
             work_dir: None,
             interpreters: Default::default(),
+            run_as: None,
+            pass_env: Vec::new(),
         }
     }
 
@@ -113,6 +120,8 @@ pub enum ServeError {
     Runner(String),
     #[error("first start: {0}")]
     Bootstrap(String),
+    #[error(transparent)]
+    Isolation(#[from] cronium_agent::isolation::IsolationError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -176,14 +185,42 @@ pub struct Running {
 
 /// Opens the store and prepares everything [`serve`] runs.
 pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+    let run_umask = data_dir::make_private_by_default();
+    let data_dir_err = |source| ServeError::DataDir {
         path: config.data_dir.display().to_string(),
         source,
-    })?;
+    };
+    let tightened = data_dir::secure(&config.data_dir).map_err(data_dir_err)?;
+    if !tightened.is_empty() {
+        tracing::warn!(dir = %config.data_dir.display(), paths = ?tightened, "the data directory was readable by others: made it 0700 and its files 0600");
+    }
     if !config.runner_path.is_file() {
         return Err(ServeError::Runner(config.runner_path.display().to_string()));
     }
-    let store = Store::open(&config.database_url()).await?;
+    let database_url = config.database_url();
+    let sqlite_file = data_dir::sqlite_file(&database_url);
+    if let Some(file) = &sqlite_file {
+        data_dir::precreate_sqlite(file).map_err(data_dir_err)?;
+    }
+    // What local runs must not reach: the data directory, and an SQLite database kept elsewhere.
+    let mut private_paths = vec![std::fs::canonicalize(&config.data_dir).map_err(data_dir_err)?];
+    if let Some(file) = sqlite_file.and_then(|f| std::fs::canonicalize(f).ok()) {
+        if !file.starts_with(&private_paths[0]) {
+            for suffix in ["", "-wal", "-shm"] {
+                let mut p = file.clone().into_os_string();
+                p.push(suffix);
+                private_paths.push(p.into());
+            }
+        }
+    }
+    let run_user = match config.embedded_agent {
+        true => {
+            cronium_agent::isolation::check_pass_env(&config.pass_env)?;
+            cronium_agent::isolation::choose_run_user(config.run_as.as_deref())?
+        }
+        false => None,
+    };
+    let store = Store::open(&database_url).await?;
     let secrets = Arc::new(SecretBox::load(
         config.encryption_key.as_deref(),
         &config.data_dir,
@@ -204,6 +241,10 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         ac.work_base = config.work_dir.clone();
         ac.interpreters = config.interpreters.clone();
         ac.max_output_bytes = config.max_output_bytes;
+        ac.run_user = run_user;
+        ac.pass_env = config.pass_env.clone();
+        ac.private_paths = private_paths;
+        ac.run_umask = Some(run_umask);
         let queue = Arc::new(StoreQueue {
             store: store.clone(),
             secrets: secrets.clone(),

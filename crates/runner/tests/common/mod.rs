@@ -230,6 +230,17 @@ pub fn run(scratch: &Scratch, payload: &[u8], ctx: &Value) -> RunOutput {
 }
 
 pub fn run_path(scratch: &Scratch, payload_path: &Path, ctx: &Value) -> RunOutput {
+    run_path_with(scratch, payload_path, ctx, &[])
+}
+
+/// [`run`] with more runner arguments.
+pub fn run_with(scratch: &Scratch, payload: &[u8], ctx: &Value, extra: &[&str]) -> RunOutput {
+    let payload_path = scratch.path("payload.tgz");
+    std::fs::write(&payload_path, payload).unwrap();
+    run_path_with(scratch, &payload_path, ctx, extra)
+}
+
+fn run_path_with(scratch: &Scratch, payload_path: &Path, ctx: &Value, extra: &[&str]) -> RunOutput {
     let ctx_path = scratch.path("context.json");
     std::fs::write(&ctx_path, ctx.to_string()).unwrap();
     let out = Command::new(RUNNER)
@@ -239,6 +250,7 @@ pub fn run_path(scratch: &Scratch, payload_path: &Path, ctx: &Value) -> RunOutpu
         .arg(&ctx_path)
         .arg("--work-base")
         .arg(scratch.work())
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .unwrap();
