@@ -332,7 +332,7 @@ async fn cancel_stops_running_and_queued_jobs() {
         args: vec!["--concurrency".into(), "1".into()],
         ..Default::default()
     });
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_tempdir();
     let pidfile = dir.path().join("pid");
     s.apply_yaml(&format!(
         "name: long\ntype: bash\nscript: |\n  echo $$ > {}\n  echo started\n  sleep 300\n",

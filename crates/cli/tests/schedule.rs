@@ -264,7 +264,7 @@ async fn two_servers_on_one_postgres_never_fire_a_tick_twice() {
 #[tokio::test]
 async fn jobs_of_a_crashed_server_are_recovered_when_the_lease_expires() {
     let db = fresh_pg_database().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_tempdir();
     let marker = dir.path().join("started");
     let lease = vec!["--lease".to_string(), "2s".to_string()];
     let mut a = Server::start_with(ServerOpts {

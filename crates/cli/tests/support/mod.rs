@@ -65,6 +65,8 @@ pub async fn fresh_pg_database() -> String {
 #[derive(Default)]
 pub struct ServerOpts {
     pub data_dir: Option<PathBuf>,
+    /// The runner for local runs (default: [`runner_bin`]).
+    pub runner: Option<PathBuf>,
     pub database_url: Option<String>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
@@ -99,7 +101,7 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .arg("--runner")
-            .arg(runner_bin())
+            .arg(opts.runner.clone().unwrap_or_else(runner_bin))
             .args(&opts.args)
             .env("CRONIUM_ADMIN_TOKEN", TOKEN)
             .env(
@@ -330,6 +332,17 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A temporary directory every user may write to (sticky, like /tmp), for files that local
+/// scripts write: a server started as root runs them as its unprivileged run user, who cannot
+/// enter a private temporary directory of the test.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod tempdir");
+    dir
 }
 
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
