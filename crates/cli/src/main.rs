@@ -91,7 +91,7 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.embedded_agent = !args.no_agent;
     config.run_as = args.run_as;
     config.pass_env = args.pass_env;
-    if database_url_on_command_line_has_password() {
+    if database_url_arg_has_password(&std::env::args().collect::<Vec<_>>()) {
         tracing::warn!("the --database-url on the command line holds a password, which every user of this machine can read in /proc/PID/cmdline (ps); pass it in CRONIUM_DATABASE_URL instead");
     }
     config.agent_concurrency = args.concurrency.max(1);
@@ -190,8 +190,7 @@ async fn serve(args: ServeArgs) -> Result<i32> {
 }
 
 /// True when `--database-url` was given as an argument (not in the environment) with a password.
-fn database_url_on_command_line_has_password() -> bool {
-    let args: Vec<String> = std::env::args().collect();
+fn database_url_arg_has_password(args: &[String]) -> bool {
     args.iter().enumerate().any(|(i, a)| {
         let value = match a.strip_prefix("--database-url") {
             Some("") => args.get(i + 1).map(String::as_str),
@@ -264,6 +263,21 @@ mod tests {
         let f = std::fs::File::create(&p).unwrap();
         f.set_modified(SystemTime::now() - age).unwrap();
         p
+    }
+
+    #[test]
+    fn a_password_in_a_database_url_argument_is_noticed() {
+        let args = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert!(database_url_arg_has_password(&args(
+            "cronium serve --database-url postgres://u:pw@h/db"
+        )));
+        assert!(database_url_arg_has_password(&args(
+            "cronium serve --database-url=postgres://u:pw@h/db"
+        )));
+        assert!(!database_url_arg_has_password(&args(
+            "cronium serve --database-url postgres://u@h/db"
+        )));
+        assert!(!database_url_arg_has_password(&args("cronium serve")));
     }
 
     #[test]
