@@ -11,7 +11,7 @@
 //!   policy (skip them, or run once) instead of being fired one by one.
 //! - An event whose stored spec no longer parses is marked broken in the store (once per version,
 //!   with one warning) and does not fire; a new version clears the mark. Specs are parsed once
-//!   per (event, version), not on every pass.
+//!   per (event, version, stored text), not on every pass.
 //! - Changing or pausing an event recomputes its next instant at once ([`reschedule`]) and wakes
 //!   the loop.
 //!
@@ -82,6 +82,9 @@ struct Parsed {
 /// The parse of one event version: the spec, or why it is broken.
 struct Cached {
     version: i64,
+    /// The stored spec it was parsed from. Versions are immutable, so this only differs when
+    /// something outside Cronium rewrote the row; comparing costs far less than a parse.
+    raw: serde_json::Value,
     parsed: Result<Arc<Parsed>, String>,
 }
 
@@ -290,7 +293,7 @@ impl Scheduler {
         if let Some(c) = self
             .specs
             .get(&event.id)
-            .filter(|c| c.version == event.version)
+            .filter(|c| c.version == event.version && c.raw == event.spec)
         {
             return Ok(c.parsed.as_ref().ok().cloned());
         }
@@ -306,12 +309,13 @@ impl Scheduler {
             }
             Ok(_) => {}
             Err(reason) => {
-                if event.broken.as_deref() != Some(reason) {
-                    self.deps
-                        .store
-                        .set_event_broken(event.id, event.version, Some(reason))
-                        .await?;
-                }
+                // Written even when the row reads as broken already: for a spec that is not JSON
+                // the reason is computed at read time, and the column (what the metric counts)
+                // may still be empty. Once per version and process, so cheap.
+                self.deps
+                    .store
+                    .set_event_broken(event.id, event.version, Some(reason))
+                    .await?;
                 if event.next_fire_at.is_some() {
                     self.deps.store.set_next_fire(event.id, None).await?;
                 }
@@ -324,6 +328,7 @@ impl Scheduler {
             event.id,
             Cached {
                 version: event.version,
+                raw: event.spec.clone(),
                 parsed,
             },
         );
