@@ -338,8 +338,8 @@ impl Scheduler {
     /// Fires every due event; returns the earliest future instant.
     async fn tick(&mut self, lease: &Lease) -> Result<Option<i64>, TickError> {
         let events = self.deps.store.list_events().await?;
-        self.specs
-            .retain(|id, _| events.iter().any(|e| e.id == *id));
+        let present: std::collections::HashSet<i64> = events.iter().map(|e| e.id).collect();
+        self.specs.retain(|id, _| present.contains(id));
         let mut earliest: Option<i64> = None;
         let mut soonest = |t: i64| earliest = Some(earliest.map_or(t, |e: i64| e.min(t)));
         for event in events {
