@@ -85,11 +85,17 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
                     "NAME", "TYPE", "STATUS", "SCHEDULE"
                 );
                 for e in r.as_array().into_iter().flatten() {
+                    // A broken event does not fire whatever its status says: the status column
+                    // shows BROKEN and the reason ends the line.
+                    let (status, why) = match e["broken"].as_str() {
+                        Some(why) => ("BROKEN".to_string(), format!("  ({why})")),
+                        None => (s(e, "status").to_string(), String::new()),
+                    };
                     println!(
-                        "{:<30} {:<8} {:<8} {:<28} {}",
+                        "{:<30} {:<8} {:<8} {:<28} {}{why}",
                         s(e, "name"),
                         s(&e["spec"], "type"),
-                        s(e, "status"),
+                        status,
                         e["spec"]["schedule"].as_str().unwrap_or("manual"),
                         s(e, "next_fire_at"),
                     );
@@ -111,6 +117,11 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
                     s(&r, "next_fire_at"),
                     s(&r, "last_fired_at")
                 );
+                if let Some(why) = r["broken"].as_str() {
+                    println!(
+                        "BROKEN:    {why} (it does not fire until a valid version is applied)"
+                    );
+                }
                 let yaml = serde_saphyr::to_string(&r["spec"]).unwrap_or_default();
                 println!("---\n{yaml}");
             }

@@ -37,6 +37,11 @@ pub struct Metrics {
     pub ticks: Family<KindLabel, Counter>,
     /// Counters kept elsewhere (a transport's atomics), mirrored at scrape time.
     pub transport: Family<KindLabel, Counter>,
+    /// 1 while this server's scheduler holds the leadership lease, else 0.
+    pub scheduler_leader: Gauge,
+    /// Events whose stored spec no longer parses (they do not fire), from the store at scrape
+    /// time.
+    pub events_broken: Gauge,
 }
 
 impl Default for Metrics {
@@ -56,6 +61,8 @@ impl Metrics {
             executions: Family::default(),
             ticks: Family::default(),
             transport: Family::default(),
+            scheduler_leader: Gauge::default(),
+            events_broken: Gauge::default(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register("jobs", "Jobs by status", m.jobs.clone());
@@ -88,6 +95,16 @@ impl Metrics {
                 "transport",
                 "Transport counters: SSH executions, deployments, pool hits and misses, durations (ms)",
                 m.transport.clone(),
+            );
+            r.register(
+                "scheduler_leader",
+                "1 while this server's scheduler holds the leadership lease",
+                m.scheduler_leader.clone(),
+            );
+            r.register(
+                "events_broken",
+                "Events whose stored spec no longer parses; they do not fire",
+                m.events_broken.clone(),
             );
         }
         m

@@ -1,11 +1,12 @@
 //! The Cronium server: opens the store, bootstraps the first admin, and runs the HTTP API, the
-//! scheduler and the embedded agent until shutdown.
+//! scheduler, the embedded agent and the background loops until shutdown.
 //!
 //! `main` only parses flags and calls [`serve`]; the listener and the shutdown signal are passed
 //! in so tests bind port 0 and stop the server when they like.
 
 pub mod api;
 pub mod auth;
+pub mod background;
 pub mod data_dir;
 pub mod runs;
 pub mod scheduler;
@@ -18,7 +19,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use cronium_agent::queue::StoreQueue;
 use cronium_agent::{Agent, AgentConfig};
-use cronium_core::clock::now_ms;
+use cronium_core::clock::{now_ms, SystemClock};
 use cronium_core::crypto::SecretBox;
 use cronium_core::logbus::LogBus;
 use cronium_core::metrics::Metrics;
@@ -296,7 +297,8 @@ async fn transports(
     t
 }
 
-/// Serves the API on `listener` and runs the scheduler and the agent until `shutdown`.
+/// Serves the API on `listener` and runs the scheduler, the agent and the background loops
+/// (see [`background`]) until `shutdown`.
 pub async fn serve(
     running: Running,
     config: &ServerConfig,
@@ -304,65 +306,35 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
     let Running { state, agent, .. } = running;
-    let holder = agent.as_ref().map_or_else(
-        || format!("server-{}", std::process::id()),
-        |a| a.worker_id().to_string(),
-    );
+    // The agent's worker id is already unique to this process; reusing it lets an operator match
+    // the lock row to the server.
+    let holder = agent
+        .as_ref()
+        .map_or_else(scheduler::new_holder_id, |a| a.worker_id().to_string());
     let mut tasks = Vec::new();
-    tasks.push(tokio::spawn(scheduler::run(
-        state.clone(),
-        holder,
-        shutdown.clone(),
-    )));
+    let deps = scheduler::Deps {
+        store: state.store.clone(),
+        metrics: state.metrics.clone(),
+        agent_wake: state.agent_wake.clone(),
+        scheduler_wake: state.scheduler_wake.clone(),
+        clock: Arc::new(SystemClock),
+    };
+    tasks.push(tokio::spawn(scheduler::run(deps, holder, shutdown.clone())));
     if let Some(agent) = agent {
         let s = shutdown.clone();
         tasks.push(tokio::spawn(async move { agent.run(s).await }));
     }
-    let payload_dir = config.data_dir.join("payloads");
-    let max_age = config.payload_max_age;
-    let s = shutdown.clone();
-    tasks.push(tokio::spawn(async move {
-        let cache = cronium_core::payload::PayloadCache::new(payload_dir);
-        loop {
-            if let Ok(n) = cache.cleanup(max_age) {
-                if n > 0 {
-                    tracing::info!(removed = n, "old payloads removed");
-                }
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-                _ = s.cancelled() => return,
-            }
-        }
-    }));
+    tasks.push(tokio::spawn(background::payload_sweep::run(
+        cronium_core::payload::PayloadCache::new(config.data_dir.join("payloads")),
+        config.payload_max_age,
+        shutdown.clone(),
+    )));
     if let Some(docker) = state.docker.clone() {
-        let s = shutdown.clone();
-        let store = state.store.clone();
-        tasks.push(tokio::spawn(async move {
-            loop {
-                // Containers of jobs still running anywhere (another agent on this engine) are spared.
-                let running: std::collections::HashSet<i64> = store
-                    .list_jobs(&cronium_store::JobFilter {
-                        status: Some("running".into()),
-                        limit: Some(10_000),
-                        ..Default::default()
-                    })
-                    .await
-                    .map(|jobs| jobs.into_iter().map(|j| j.id).collect())
-                    .unwrap_or_default();
-                match docker.reap_with(std::time::SystemTime::now(), |job, _| running.contains(&job)).await {
-                    Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => {
-                        tracing::warn!(containers = ?r.containers, networks = ?r.networks, "reaped orphaned containers");
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "container reaper"),
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                    _ = s.cancelled() => return,
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(background::reaper::run(
+            state.store.clone(),
+            docker,
+            shutdown.clone(),
+        )));
     }
     let app = api::router(state);
     let s = shutdown.clone();

@@ -2,14 +2,15 @@
 //! delete, status changes.
 //!
 //! The spec is opaque JSON here: validating it is the caller's job (cronium-core). Schedule state
-//! (`next_fire_at`, `last_fired_at`) is written by `schedule.rs`, not here.
+//! (`next_fire_at`, `last_fired_at`) is written by `schedule.rs`, not here. The `broken` mark is
+//! the scheduler's verdict on a stored spec it cannot use; a new version clears it.
 
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Transaction};
 
-use crate::row::{i64_col, json, opt_i64, text, to_json};
+use crate::row::{i64_col, json, opt_i64, opt_text, text, to_json};
 use crate::store::map_opt;
 use crate::{Store, StoreError};
 
@@ -28,6 +29,10 @@ pub struct EventRow {
     pub updated_at: i64,
     pub next_fire_at: Option<i64>,
     pub last_fired_at: Option<i64>,
+    /// Why this version's stored spec cannot be used (it no longer parses), as found by the
+    /// scheduler, or at read time when the stored text is not even JSON (then `spec` is Null).
+    /// None for a usable event.
+    pub broken: Option<String>,
 }
 
 /// What [`Store::apply_event`] did.
@@ -41,21 +46,33 @@ pub enum Applied {
 
 macro_rules! event_cols {
     () => {
-        "id, name, version, status, spec, created_at, updated_at, next_fire_at, last_fired_at"
+        "id, name, version, status, spec, created_at, updated_at, next_fire_at, last_fired_at, broken"
     };
 }
 
 fn event_row(row: &AnyRow) -> Result<EventRow, StoreError> {
+    let mut broken = opt_text(row, "broken")?;
+    // One event whose stored text is not JSON must not make every listing of events fail (and
+    // with it the scheduler for all the others): it reads as a broken event instead.
+    let spec = match json(row, "spec") {
+        Ok(v) => v,
+        Err(StoreError::Corrupt(why)) => {
+            broken.get_or_insert(format!("spec: the stored text is not JSON ({why})"));
+            Value::Null
+        }
+        Err(e) => return Err(e),
+    };
     Ok(EventRow {
         id: i64_col(row, "id")?,
         name: text(row, "name")?,
         version: i64_col(row, "version")?,
         status: text(row, "status")?,
-        spec: json(row, "spec")?,
+        spec,
         created_at: i64_col(row, "created_at")?,
         updated_at: i64_col(row, "updated_at")?,
         next_fire_at: opt_i64(row, "next_fire_at")?,
         last_fired_at: opt_i64(row, "last_fired_at")?,
+        broken,
     })
 }
 
@@ -265,6 +282,34 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Marks version `version` of an event as broken with `reason` (or clears the mark with
+    /// `None`). Fenced by the version: a newer version applied meanwhile is left alone (false).
+    pub async fn set_event_broken(
+        &self,
+        id: i64,
+        version: i64,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        if reason.is_some_and(|r| r.trim().is_empty()) {
+            return Err(StoreError::Invalid("reason: must not be empty".into()));
+        }
+        let done = sqlx::query("UPDATE events SET broken = $1 WHERE id = $2 AND version = $3")
+            .bind(reason)
+            .bind(id)
+            .bind(version)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// How many events are marked broken.
+    pub async fn count_broken_events(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM events WHERE broken IS NOT NULL")
+            .fetch_one(&self.read)
+            .await?;
+        i64_col(&row, "n")
+    }
+
     /// Changes only the status (pause, resume, archive): no new version, the spec is untouched.
     pub async fn set_event_status(
         &self,
@@ -323,9 +368,10 @@ async fn update_locked(
         return Ok((current, false));
     }
     let version = current.version + 1;
+    // A new version is a spec the caller validated: whatever made the old one broken is gone.
     let row = sqlx::query(concat!(
-        "UPDATE events SET version = $1, status = $2, spec = $3, updated_at = $4 WHERE id = $5 ",
-        "RETURNING ",
+        "UPDATE events SET version = $1, status = $2, spec = $3, updated_at = $4, broken = NULL ",
+        "WHERE id = $5 RETURNING ",
         event_cols!()
     ))
     .bind(version)

@@ -35,7 +35,7 @@ pub use jobs::{
     FINISHED_JOB_STATUSES, JOB_STATUSES,
 };
 pub use logs::{LogLine, NewLogLine};
-pub use schedule::FireResult;
+pub use schedule::{FireResult, Lease};
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
 pub use store::{Backend, Store};
 pub use variables::{VariableRow, VariableValue};

@@ -1,12 +1,18 @@
 //! Schedule state (`next_fire_at`, `last_fired_at` on events), firing a tick exactly once, and
 //! the lease-based named lock schedulers use to elect a leader.
 //!
+//! A lock is a row (name, holder, expiry, fencing token). [`Store::try_lock`] takes or renews it
+//! and returns the [`Lease`]; [`Store::fire`] takes that lease and checks, inside its own
+//! transaction, that it is still the current unexpired one, so a scheduler that lost leadership
+//! (paused, partitioned, slow) cannot fire, even a tick it computed while it led.
+//!
 //! Not for computing schedules: cron and time zones live in cronium-core; the scheduler passes
-//! the instants in.
+//! the instants in. Not a clock either: every `now` is the caller's.
 
 use serde::Serialize;
 
 use crate::jobs::{insert_job, validate_new_job, JobRow, NewJob};
+use crate::row::{i64_col, text};
 use crate::{Store, StoreError};
 
 /// What [`Store::fire`] did with a tick.
@@ -22,6 +28,22 @@ pub enum FireResult {
     /// This tick was already handled (by another scheduler, or this one before a restart);
     /// nothing changed.
     Duplicate,
+    /// The lease given is no longer the current unexpired one: another scheduler leads now (or
+    /// nobody does). Nothing changed; the caller must stop firing.
+    NotLeader,
+}
+
+/// A held lock, as [`Store::try_lock`] granted it. Writes fenced by a lease compare all of it
+/// with the lock row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    /// Bumped every time the lock is granted afresh (to a new holder, or to the same one after
+    /// it expired), kept by renewals of an unexpired lease.
+    pub token: i64,
+    /// Epoch ms after which the lease no longer counts.
+    pub expires_at: i64,
 }
 
 impl Store {
@@ -45,12 +67,18 @@ impl Store {
     /// Handles the tick `scheduled_for` of an event in one transaction: enqueues `job` (if any),
     /// sets `last_fired_at = scheduled_for` and `next_fire_at`.
     ///
+    /// Only the leader fires: unless `lease` is still the lock's current grant (same holder and
+    /// token) and unexpired at `now`, the result is [`FireResult::NotLeader`] and nothing
+    /// changes. On PostgreSQL the lock row is locked for the transaction, so a takeover waits
+    /// for this fire to commit, or this fire sees the takeover.
+    ///
     /// A tick is handled at most once, whoever calls: a tick at or before the event's
     /// `last_fired_at`, or one that already has a job (unique `(event_id, scheduled_for)`), gives
     /// [`FireResult::Duplicate`] and changes nothing. `job`, when given, must carry this
     /// `event_id` and `scheduled_for`.
     pub async fn fire(
         &self,
+        lease: &Lease,
         event_id: i64,
         scheduled_for: i64,
         next_fire_at: Option<i64>,
@@ -73,6 +101,22 @@ impl Store {
             }
         }
         let mut tx = self.begin_write().await?;
+        let sql = format!(
+            "SELECT token FROM locks WHERE name = $1 AND holder = $2 AND token = $3 \
+             AND expires_at > $4{}",
+            self.for_update()
+        );
+        let held = sqlx::query(&sql)
+            .bind(&lease.name)
+            .bind(&lease.holder)
+            .bind(lease.token)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if held.is_none() {
+            tx.rollback().await?;
+            return Ok(FireResult::NotLeader);
+        }
         // On PostgreSQL the row lock taken here serialises concurrent fires of one event: the
         // second re-evaluates the WHERE after the first commits and matches nothing.
         let advanced = sqlx::query(
@@ -109,16 +153,19 @@ impl Store {
         Ok(result)
     }
 
-    /// Acquires the lock `name` for `holder` for `ttl_ms`, or renews it if `holder` already has
-    /// it. True when `holder` holds the lock until `now + ttl_ms`; false when someone else holds
-    /// an unexpired lease.
+    /// Acquires the lock `name` for `holder` until `now + ttl_ms`, or renews it if `holder`
+    /// already has it. `None` when someone else holds an unexpired lease.
+    ///
+    /// A renewal of an unexpired lease keeps its token; any other grant (a new holder, or the
+    /// same holder after its lease expired, when someone else may have led in between) bumps
+    /// it, so writes fenced by the older [`Lease`] fail.
     pub async fn try_lock(
         &self,
         name: &str,
         holder: &str,
         ttl_ms: i64,
         now: i64,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Option<Lease>, StoreError> {
         if name.is_empty() {
             return Err(StoreError::Invalid("name: must not be empty".into()));
         }
@@ -130,27 +177,59 @@ impl Store {
                 "ttl_ms: must be positive, got {ttl_ms}"
             )));
         }
-        let done = sqlx::query(
-            "INSERT INTO locks (name, holder, expires_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at \
-             WHERE locks.holder = excluded.holder OR locks.expires_at <= $4",
+        let expires_at = now.saturating_add(ttl_ms);
+        // One statement, so two contenders cannot both win: the upsert's conflict path takes the
+        // row lock (PostgreSQL) or runs under the database lock (SQLite), and its WHERE decides.
+        let row = sqlx::query(
+            "INSERT INTO locks (name, holder, expires_at, token) VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, \
+               expires_at = excluded.expires_at, \
+               token = CASE WHEN locks.holder = excluded.holder AND locks.expires_at > $4 \
+                       THEN locks.token ELSE locks.token + 1 END \
+             WHERE locks.holder = excluded.holder OR locks.expires_at <= $4 \
+             RETURNING token",
         )
         .bind(name)
         .bind(holder)
-        .bind(now.saturating_add(ttl_ms))
+        .bind(expires_at)
         .bind(now)
-        .execute(&self.write)
+        .fetch_optional(&self.write)
         .await?;
-        Ok(done.rows_affected() > 0)
+        row.map(|r| {
+            Ok(Lease {
+                name: name.to_string(),
+                holder: holder.to_string(),
+                token: i64_col(&r, "token")?,
+                expires_at,
+            })
+        })
+        .transpose()
     }
 
-    /// Releases the lock if `holder` holds it (a no-op otherwise).
-    pub async fn unlock(&self, name: &str, holder: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM locks WHERE name = $1 AND holder = $2")
-            .bind(name)
-            .bind(holder)
-            .execute(&self.write)
-            .await?;
+    /// Gives the lease up at once (a graceful stop), so another holder need not wait for it to
+    /// expire. A no-op when the lease is no longer the current one.
+    pub async fn unlock(&self, lease: &Lease) -> Result<(), StoreError> {
+        // Expired rather than deleted: the row keeps its token, so the next grant gets a higher
+        // one and tokens never repeat.
+        sqlx::query(
+            "UPDATE locks SET expires_at = 0 WHERE name = $1 AND holder = $2 AND token = $3",
+        )
+        .bind(&lease.name)
+        .bind(&lease.holder)
+        .bind(lease.token)
+        .execute(&self.write)
+        .await?;
         Ok(())
+    }
+
+    /// Who holds the lock `name` at `now`, if anyone (for operators and tests; deciding whether
+    /// to act goes through [`Store::try_lock`] and the fenced writes).
+    pub async fn lock_holder(&self, name: &str, now: i64) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT holder FROM locks WHERE name = $1 AND expires_at > $2")
+            .bind(name)
+            .bind(now)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| text(&r, "holder")).transpose()
     }
 }

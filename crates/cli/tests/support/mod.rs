@@ -70,6 +70,8 @@ pub struct ServerOpts {
     pub database_url: Option<String>,
     pub env: Vec<(String, String)>,
     pub args: Vec<String>,
+    /// Where the server's log (stderr) goes; default: the test's stderr.
+    pub log_file: Option<PathBuf>,
 }
 
 pub struct Server {
@@ -109,7 +111,10 @@ impl Server {
                 std::env::var("CRONIUM_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(match &opts.log_file {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("create log file")),
+                None => Stdio::inherit(),
+            });
         if let Some(db) = &opts.database_url {
             cmd.arg("--database-url").arg(db);
         }

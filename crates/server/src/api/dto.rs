@@ -24,6 +24,9 @@ pub struct EventDto {
     pub last_fired_at: Option<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Why the stored spec no longer parses (the event does not fire until a valid version is
+    /// applied); null for a usable event.
+    pub broken: Option<String>,
 }
 
 impl From<EventRow> for EventDto {
@@ -42,6 +45,7 @@ impl From<EventRow> for EventDto {
             last_fired_at: ts(e.last_fired_at),
             created_at: rfc3339(e.created_at),
             updated_at: rfc3339(e.updated_at),
+            broken: e.broken,
         }
     }
 }

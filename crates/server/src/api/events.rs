@@ -175,7 +175,14 @@ pub async fn run(
             format!("event `{name}` is archived"),
         ));
     }
-    let spec = spec::from_value(event.spec.clone()).map_err(ApiError::internal)?;
+    // A broken event (its stored spec no longer parses) is the event's state, not a server fault.
+    let spec = spec::from_value(event.spec.clone()).map_err(|e| ApiError::Conflict {
+        field: Some("spec".into()),
+        message: format!(
+            "event `{name}` is broken ({}); apply a valid version",
+            event.broken.clone().unwrap_or_else(|| e.to_string())
+        ),
+    })?;
     let now = now_ms();
     let job = runs::new_job(&event, &spec, "manual", body.input, now, None);
     let job = state.store.enqueue(&job, now).await?;

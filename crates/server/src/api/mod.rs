@@ -108,6 +108,10 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
         .find(|(s, _)| s == "queued")
         .map_or(0, |(_, n)| *n);
     state.metrics.queue_depth.set(queued);
+    state
+        .metrics
+        .events_broken
+        .set(state.store.count_broken_events().await?);
     if let Some(ssh) = &state.ssh {
         for (name, value) in ssh_counters(&ssh.metrics()) {
             state.metrics.set_counter(name, value);
