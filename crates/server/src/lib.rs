@@ -302,7 +302,7 @@ pub async fn serve(
                 // Containers of jobs still running anywhere (another agent on this engine) are spared.
                 let running: std::collections::HashSet<i64> = store
                     .list_jobs(&cronium_store::JobFilter {
-                        status: Some("running".into()),
+                        status: Some(cronium_model::JobStatus::Running),
                         limit: Some(10_000),
                         ..Default::default()
                     })

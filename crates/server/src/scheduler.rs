@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use cronium_core::clock::now_ms;
 use cronium_core::spec::{self, EventSpec, EventStatus, Missed, Overlap};
+use cronium_model::Trigger;
 use cronium_store::{EventRow, FireResult, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -30,20 +31,21 @@ const MAX_SLEEP: Duration = Duration::from_millis(1_000);
 
 /// The next instant of an event after `now`, or None (no schedule, not active, one-shot past).
 pub fn next_instant(event: &EventRow, spec: &EventSpec, after: i64) -> Option<i64> {
-    if event.status != EventStatus::Active.as_str() {
+    if event.status != EventStatus::Active {
         return None;
     }
     spec.parsed_schedule()?.next_after(after, event.updated_at)
 }
 
-/// Recomputes the next instant of an event after it changed, and wakes the scheduler.
-pub async fn reschedule(state: &AppState, event: &EventRow) -> Result<(), StoreError> {
+/// Recomputes the next instant of an event after it changed, and wakes the scheduler. Returns
+/// the instant it stored.
+pub async fn reschedule(state: &AppState, event: &EventRow) -> Result<Option<i64>, StoreError> {
     let next = spec::from_value(event.spec.clone())
         .ok()
         .and_then(|s| next_instant(event, &s, now_ms()));
     state.store.set_next_fire(event.id, next).await?;
     state.scheduler_wake.notify_one();
-    Ok(())
+    Ok(next)
 }
 
 pub async fn run(state: AppState, holder: String, shutdown: CancellationToken) {
@@ -121,7 +123,7 @@ async fn tick(state: &AppState) -> Result<Option<i64>, StoreError> {
                 continue;
             }
         };
-        if event.status != EventStatus::Active.as_str() {
+        if event.status != EventStatus::Active {
             state.store.set_next_fire(event.id, None).await?;
             continue;
         }
@@ -164,7 +166,7 @@ async fn fire(
     };
     let job = skip_reason
         .is_none()
-        .then(|| runs::new_job(event, spec, "schedule", None, now, Some(due)));
+        .then(|| runs::new_job(event, spec, Trigger::Schedule, None, now, Some(due)));
     match state
         .store
         .fire(event.id, due, next, job.as_ref(), now)
@@ -178,9 +180,11 @@ async fn fire(
             state.metrics.ticks.get_or_create(&kind("fired")).inc();
             state.agent_wake.notify_one();
             tracing::debug!(event = %event.name, job = job.id, lag_ms = job.created_at - due, "fired");
-            if runs::apply_execution_limit(&state.store, event, spec, now).await? {
-                return Ok(None);
-            }
+        }
+        FireResult::LimitReached => {
+            // The store paused the event in the same transaction: nothing more to fire.
+            tracing::info!(event = %event.name, instant = due, "execution limit reached; event paused");
+            return Ok(None);
         }
         FireResult::Skipped => {
             let why = skip_reason.unwrap_or("skipped");
