@@ -28,9 +28,10 @@ pub struct UnknownValue {
     pub valid: Vec<&'static str>,
 }
 
-/// Defines a vocabulary enum: its variants with their one spelling, used by serde (per-variant
-/// `rename`, so serde and [`as_str`](JobStatus::as_str) cannot disagree), `as_str`, `FromStr`
-/// (with an error listing the valid values), `Display` and `ALL`.
+/// Defines a vocabulary enum: its variants with their one spelling, `as_str`, `FromStr` (with an
+/// error listing the valid values), `Display` and `ALL`. serde (and utoipa, which reads the same
+/// attribute) spell variants `snake_case`; the unit tests check that every spelling given here is
+/// that one.
 macro_rules! vocabulary {
     (
         $(#[$meta:meta])*
@@ -41,8 +42,9 @@ macro_rules! vocabulary {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
         #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $( $(#[$vmeta])* #[serde(rename = $text)] $variant, )+
+            $( $(#[$vmeta])* $variant, )+
         }
 
         impl $name {
