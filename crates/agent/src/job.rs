@@ -51,6 +51,14 @@ impl JobError {
     pub(crate) fn retryable(message: impl Into<String>) -> Self {
         JobError::Retryable(message.into())
     }
+
+    /// The same kind of error, its message prefixed with what was being done.
+    fn context(self, doing: &str) -> Self {
+        match self {
+            JobError::Fatal(m) => JobError::Fatal(format!("{doing}: {m}")),
+            JobError::Retryable(m) => JobError::Retryable(format!("{doing}: {m}")),
+        }
+    }
 }
 
 impl From<QueueError> for JobError {
@@ -123,10 +131,11 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             .await;
     }
 
-    let results = match load_spec(&inner, &job).await {
-        Ok(spec) => run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await,
-        Err(e) => Err(e),
-    };
+    let results = async {
+        let spec = load_spec(&inner, &job).await?;
+        run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await
+    }
+    .await;
     if let Err(e) = &results {
         let line = match e {
             JobError::Fatal(m) => {
@@ -195,10 +204,7 @@ async fn load_spec(inner: &Inner, job: &JobRow) -> Result<Arc<EventSpec>, JobErr
         .queue
         .event_spec(job)
         .await
-        .map_err(|e| match JobError::from(e) {
-            JobError::Fatal(m) => JobError::Fatal(format!("cannot load the event: {m}")),
-            JobError::Retryable(m) => JobError::Retryable(format!("cannot load the event: {m}")),
-        })?
+        .map_err(|e| JobError::from(e).context("cannot load the event"))?
         .ok_or_else(|| {
             JobError::fatal(format!(
                 "event `{}` (version {}) no longer exists",
@@ -251,7 +257,7 @@ async fn run_executions(
             let variables = variables_snapshot(inner).await?;
             let exec = start_execution(inner, lease).await?;
             let sink = recorder.sink_for(Some(exec));
-            let req = run_request(inner, job, lease, spec, &payload, exec, None, variables);
+            let req = run_request(inner, job, spec, &payload, exec, None, variables);
             let finished = match inner.local.run(&req, &sink, cancel.clone()).await {
                 Ok(f) => f,
                 // The runner could not be started or vanished: worth another attempt.
@@ -292,10 +298,7 @@ pub(crate) async fn variables_snapshot(inner: &Inner) -> Result<BTreeMap<String,
         .queue
         .variables()
         .await
-        .map_err(|e| match JobError::from(e) {
-            JobError::Fatal(m) => JobError::Fatal(format!("cannot read variables: {m}")),
-            JobError::Retryable(m) => JobError::Retryable(format!("cannot read variables: {m}")),
-        })
+        .map_err(|e| JobError::from(e).context("cannot read variables"))
 }
 
 /// The payload of the job's event version, built (or found in the cache) once per job, before
@@ -334,7 +337,6 @@ pub(crate) fn payload(
 pub(crate) fn run_request(
     inner: &Inner,
     job: &JobRow,
-    lease: &Lease,
     spec: &EventSpec,
     payload: &PayloadRef,
     execution_id: i64,
@@ -347,7 +349,8 @@ pub(crate) fn run_request(
         context: RunContext {
             job_id: job.id,
             execution_id,
-            attempt: lease.attempt.max(1) as u32,
+            // The claimed attempt (the lease's fencing token).
+            attempt: job.attempt.max(1) as u32,
             trigger: job.trigger.as_str().to_string(),
             server: server.map(str::to_string),
             input: job.input.clone(),

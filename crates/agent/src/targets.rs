@@ -79,7 +79,7 @@ pub(crate) async fn run_container(
         .start_execution(lease, None, ExecutionStatus::Pending)
         .await?
         .ok_or_else(|| JobError::retryable("lease lost before the execution started"))?;
-    let mut req = run_request(inner, job, lease, spec, &payload, exec.id, None, variables);
+    let mut req = run_request(inner, job, spec, &payload, exec.id, None, variables);
     // Interpreter paths of this machine mean nothing inside the image.
     req.context.interpreters.clear();
     let sink = recorder.sink_for(Some(exec.id));
@@ -183,10 +183,9 @@ pub(crate) async fn run_servers(
         let exec_id = exec.id;
         let permit = slots.clone().acquire_owned().await;
         let (variables, payload) = (variables.clone(), payload.clone());
-        let (inner, job, lease, spec, recorder, group, ssh) = (
+        let (inner, job, spec, recorder, group, ssh) = (
             inner.clone(),
             job.clone(),
-            lease.clone(),
             spec.clone(),
             recorder.clone(),
             group.clone(),
@@ -195,7 +194,7 @@ pub(crate) async fn run_servers(
         let fail_fast = !target.continue_on_failure;
         tasks.spawn(async move {
             let _permit = permit;
-            let r = run_on_server(&inner, &ssh, &job, &lease, &spec, &payload, interpreter, mode, &server, exec_id, &recorder, &group, &variables).await;
+            let r = run_on_server(&inner, &ssh, &job, &spec, &payload, interpreter, mode, &server, exec_id, &recorder, &group, &variables).await;
             if fail_fast && r.finished.status != RunStatus::Succeeded && !group.is_cancelled() {
                 recorder
                     .system(r.execution_id, format!("[cronium] {} failed; cancelling the other servers (continue_on_failure: false)", server.config.name))
@@ -232,7 +231,6 @@ async fn run_on_server(
     inner: &Arc<Inner>,
     ssh: &cronium_ssh::SshExecutor,
     job: &JobRow,
-    lease: &Lease,
     spec: &EventSpec,
     payload: &PayloadRef,
     interpreter: cronium_protocol::Interpreter,
@@ -257,7 +255,6 @@ async fn run_on_server(
     let mut req = run_request(
         inner,
         job,
-        lease,
         spec,
         payload,
         exec_id,

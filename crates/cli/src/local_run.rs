@@ -10,7 +10,7 @@ use cronium_agent::local::LocalTransport;
 use cronium_core::duration::HumanDuration;
 use cronium_core::payload::{build_archive, sha256_hex, PayloadSource};
 use cronium_core::transport::RunRequest;
-use cronium_model::ExecutionStatus;
+use cronium_model::{ExecutionStatus, Trigger};
 use cronium_protocol::{EventMeta, Interpreter, RunContext, RunStatus, RunnerEvent, Stream};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -84,7 +84,7 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
         payload_path: payload,
         payload_sha256: sha256_hex(&bytes),
         context: RunContext {
-            trigger: "cli".into(),
+            trigger: Trigger::Cli.as_str().into(),
             input,
             variables,
             interpreters: cronium_agent::interpreters::resolve_one(interpreter)

@@ -704,7 +704,7 @@ async fn openapi_declares_statuses_and_triggers_as_enums() {
         ),
         (
             "Trigger",
-            json!(["schedule", "manual", "api", "workflow", "webhook"]),
+            json!(["schedule", "manual", "api", "workflow", "webhook", "cli"]),
         ),
     ] {
         assert_eq!(schemas[name]["enum"], values, "{name}: {}", schemas[name]);

@@ -17,5 +17,8 @@ vocabulary! {
         Workflow = "workflow",
         /// A signed request to the event's `/hooks/NAME`.
         Webhook = "webhook",
+        /// `cronium run FILE`: a try-out on this machine, without a server (and so without a
+        /// job); what its script sees.
+        Cli = "cli",
     }
 }
