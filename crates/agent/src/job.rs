@@ -1,25 +1,75 @@
-//! One claimed job from start to outcome: heartbeats, the event version, one execution per
-//! attempt (and per server), the final status or a retry with backoff.
+//! One claimed job from start to outcome: heartbeats, the event version (parsed once, here, and
+//! passed down to every execution), one execution per attempt (and per server), the final
+//! status or a retry with backoff.
+//!
+//! Failures are classified ([`JobError`]): what can never succeed on another attempt (the event
+//! is gone, its stored spec is invalid, a secret cannot be decrypted...) finishes the job
+//! `failed` at once without consuming its retries; script failures, timeouts, unreachable hosts
+//! and lost runners are retried as the event's policy says.
 //!
 //! Every write is fenced by the lease; when the store reports the lease lost, the job stops
 //! writing at once (another worker owns it now) and the local run is cancelled.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cronium_core::clock::now_ms;
-use cronium_core::payload::PayloadSource;
+use cronium_core::payload::{PayloadError, PayloadRef, PayloadSource};
 use cronium_core::spec::{self, EventSpec, EventType, Target};
 use cronium_core::transport::RunRequest;
+use cronium_model::{ExecutionStatus, JobStatus};
 use cronium_protocol::{EventMeta, Finished, HelperMode, RunContext, RunStatus};
 use cronium_store::{backoff_delay, ExecutionUpdate, Heartbeat, JobOutcome, JobRow};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::Lease;
+use crate::queue::{Lease, QueueError};
 use crate::recorder::{ExecutionFacts, Recorder};
 use crate::{http, targets, Inner};
+
+/// Why a job could not run (or finish running) its executions, and whether another attempt
+/// could help. Script failures are not errors here: they are execution results.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JobError {
+    /// Can never succeed on another attempt: the event or its version is gone, the stored spec
+    /// is invalid, the payload cannot be built, a secret or credential cannot be decrypted, a
+    /// server is unknown. The job ends `failed` at once; its retries are not consumed.
+    #[error("{0}")]
+    Fatal(String),
+    /// May succeed on another attempt: the store was unreachable, a transport was not available,
+    /// the lease was lost. The event's retry policy applies.
+    #[error("{0}")]
+    Retryable(String),
+}
+
+impl JobError {
+    pub(crate) fn fatal(message: impl Into<String>) -> Self {
+        JobError::Fatal(message.into())
+    }
+
+    pub(crate) fn retryable(message: impl Into<String>) -> Self {
+        JobError::Retryable(message.into())
+    }
+
+    /// The same kind of error, its message prefixed with what was being done.
+    fn context(self, doing: &str) -> Self {
+        match self {
+            JobError::Fatal(m) => JobError::Fatal(format!("{doing}: {m}")),
+            JobError::Retryable(m) => JobError::Retryable(format!("{doing}: {m}")),
+        }
+    }
+}
+
+impl From<QueueError> for JobError {
+    fn from(e: QueueError) -> Self {
+        if e.is_fatal() {
+            JobError::Fatal(e.to_string())
+        } else {
+            JobError::Retryable(e.to_string())
+        }
+    }
+}
 
 /// The result of one execution, before it is turned into a job outcome.
 pub(crate) struct ExecResult {
@@ -81,13 +131,20 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             .await;
     }
 
-    let results = match load_spec(&inner, &job).await {
-        Ok(spec) => run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await,
-        Err(message) => {
-            recorder.system(None, format!("[cronium] {message}")).await;
-            Err(message)
-        }
-    };
+    let results = async {
+        let spec = load_spec(&inner, &job).await?;
+        run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await
+    }
+    .await;
+    if let Err(e) = &results {
+        let line = match e {
+            JobError::Fatal(m) => {
+                format!("[cronium] {m} (not retried: another attempt cannot succeed)")
+            }
+            JobError::Retryable(m) => format!("[cronium] {m}"),
+        };
+        recorder.system(None, line).await;
+    }
     let facts = match Arc::try_unwrap(recorder) {
         Ok(r) => r.close().await,
         Err(_) => {
@@ -140,72 +197,80 @@ async fn heartbeat_loop(
     }
 }
 
-async fn load_spec(inner: &Inner, job: &JobRow) -> Result<EventSpec, String> {
+/// The event version the job was enqueued with, parsed once for the whole job: every execution
+/// and server gets this one value.
+async fn load_spec(inner: &Inner, job: &JobRow) -> Result<Arc<EventSpec>, JobError> {
     let value = inner
         .queue
         .event_spec(job)
         .await
-        .map_err(|e| format!("cannot load the event: {e}"))?
+        .map_err(|e| JobError::from(e).context("cannot load the event"))?
         .ok_or_else(|| {
-            format!(
-                "event {} (version {}) no longer exists",
+            JobError::fatal(format!(
+                "event `{}` (version {}) no longer exists",
                 job.event_name, job.event_version
-            )
+            ))
         })?;
-    spec::from_value(value).map_err(|e| format!("stored event is invalid: {e}"))
+    spec::from_value(value)
+        .map(Arc::new)
+        .map_err(|e| JobError::fatal(format!("the stored event is invalid: {e}")))
 }
 
 async fn run_executions(
     inner: &Arc<Inner>,
     job: &JobRow,
     lease: &Lease,
-    spec: &EventSpec,
+    spec: &Arc<EventSpec>,
     recorder: &Arc<Recorder>,
     cancel: &CancellationToken,
-) -> Result<Vec<ExecResult>, String> {
+) -> Result<Vec<ExecResult>, JobError> {
     match (&spec.kind, &spec.target) {
-        (_, Target::Local) => {
-            let exec = inner
+        (EventType::Http, Target::Local) => {
+            let h = spec
+                .http
+                .as_ref()
+                .ok_or_else(|| JobError::fatal("http: settings missing"))?;
+            let exec = start_execution(inner, lease).await?;
+            let sink = recorder.sink_for(Some(exec));
+            let _ = inner
                 .queue
-                .start_execution(lease, None, "pending")
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("lease lost before the execution started")?;
-            let sink = recorder.sink_for(Some(exec.id));
-            let finished = if spec.kind == EventType::Http {
-                let Some(h) = &spec.http else {
-                    return Err("http settings missing".into());
-                };
-                let _ = inner
-                    .queue
-                    .update_execution(
-                        lease,
-                        exec.id,
-                        &ExecutionUpdate {
-                            status: Some("running".into()),
-                            started_at: Some(now_ms()),
-                            mode: Some("http".into()),
-                            ..Default::default()
-                        },
-                    )
-                    .await;
-                http::run_http(&inner.http, h, spec.timeout.0, &sink, cancel.clone()).await
-            } else {
-                let variables = variables_snapshot(inner).await?;
-                let req = run_request(inner, job, lease, spec, exec.id, None, variables)?;
-                match inner.local.run(&req, &sink, cancel.clone()).await {
-                    Ok(f) => f,
-                    Err(e) => Finished {
-                        status: RunStatus::Failed,
-                        exit_code: None,
-                        signal: None,
-                        run_ms: 0,
-                        error: Some(e.to_string()),
+                .update_execution(
+                    lease,
+                    exec,
+                    &ExecutionUpdate {
+                        status: Some(ExecutionStatus::Running),
+                        started_at: Some(now_ms()),
+                        mode: Some("http".into()),
+                        ..Default::default()
                     },
-                }
+                )
+                .await;
+            let finished =
+                http::run_http(&inner.http, h, spec.timeout.0, &sink, cancel.clone()).await;
+            drop(sink);
+            Ok(vec![ExecResult::new(Some(exec), None, finished)])
+        }
+        (_, Target::Local) => {
+            // Everything that can fail before the run is done before its execution exists, so
+            // that a job that never ran leaves no execution stuck in `pending`.
+            let payload = payload(inner, job, spec)?;
+            let variables = variables_snapshot(inner).await?;
+            let exec = start_execution(inner, lease).await?;
+            let sink = recorder.sink_for(Some(exec));
+            let req = run_request(inner, job, spec, &payload, exec, None, variables);
+            let finished = match inner.local.run(&req, &sink, cancel.clone()).await {
+                Ok(f) => f,
+                // The runner could not be started or vanished: worth another attempt.
+                Err(e) => Finished {
+                    status: RunStatus::Failed,
+                    exit_code: None,
+                    signal: None,
+                    run_ms: 0,
+                    error: Some(e.to_string()),
+                },
             };
             drop(sink);
-            Ok(vec![ExecResult::new(Some(exec.id), None, finished)])
+            Ok(vec![ExecResult::new(Some(exec), None, finished)])
         }
         (_, Target::Container(c)) => {
             targets::run_container(inner, job, lease, spec, c, recorder, cancel).await
@@ -216,31 +281,37 @@ async fn run_executions(
     }
 }
 
-/// The variables a run sees (secret ones decrypted), read once per job.
-pub(crate) async fn variables_snapshot(
-    inner: &Inner,
-) -> Result<std::collections::BTreeMap<String, serde_json::Value>, String> {
+/// The single execution of a local or container run, created `pending`.
+async fn start_execution(inner: &Inner, lease: &Lease) -> Result<i64, JobError> {
+    Ok(inner
+        .queue
+        .start_execution(lease, None, ExecutionStatus::Pending)
+        .await?
+        .ok_or_else(|| JobError::retryable("lease lost before the execution started"))?
+        .id)
+}
+
+/// The variables a run sees (secret ones decrypted), read once per job. A secret that cannot
+/// be decrypted is fatal: no later attempt would decrypt it either.
+pub(crate) async fn variables_snapshot(inner: &Inner) -> Result<BTreeMap<String, Value>, JobError> {
     inner
         .queue
         .variables()
         .await
-        .map_err(|e| format!("cannot read variables: {e}"))
+        .map_err(|e| JobError::from(e).context("cannot read variables"))
 }
 
-/// The run request for one execution: payload (cached per event version) and run context.
-pub(crate) fn run_request(
+/// The payload of the job's event version, built (or found in the cache) once per job, before
+/// any execution starts.
+pub(crate) fn payload(
     inner: &Inner,
     job: &JobRow,
-    lease: &Lease,
     spec: &EventSpec,
-    execution_id: i64,
-    server: Option<&str>,
-    variables: std::collections::BTreeMap<String, serde_json::Value>,
-) -> Result<RunRequest, String> {
+) -> Result<PayloadRef, JobError> {
     let interpreter = spec
         .kind
         .interpreter()
-        .ok_or("http events do not run in a runner")?;
+        .ok_or_else(|| JobError::fatal("http events do not run in a runner"))?;
     let src = PayloadSource {
         interpreter,
         script: spec.script.as_deref().unwrap_or_default(),
@@ -254,18 +325,33 @@ pub(crate) fn run_request(
             version: job.event_version,
         },
     };
-    let payload = inner
-        .payloads
-        .get_or_build(&src)
-        .map_err(|e| e.to_string())?;
-    Ok(RunRequest {
-        payload_path: payload.path,
-        payload_sha256: payload.sha256,
+    inner.payloads.get_or_build(&src).map_err(|e| match e {
+        // What the event holds cannot be encoded: the same spec fails the same way every time.
+        PayloadError::Manifest(_) => JobError::fatal(format!("cannot build the payload: {e}")),
+        // Writing it failed (disk full, permissions): that may be fixed before the next attempt.
+        PayloadError::Io { .. } => JobError::retryable(format!("cannot store the payload: {e}")),
+    })
+}
+
+/// The run request for one execution: the job's payload and this execution's run context.
+pub(crate) fn run_request(
+    inner: &Inner,
+    job: &JobRow,
+    spec: &EventSpec,
+    payload: &PayloadRef,
+    execution_id: i64,
+    server: Option<&str>,
+    variables: BTreeMap<String, Value>,
+) -> RunRequest {
+    RunRequest {
+        payload_path: payload.path.clone(),
+        payload_sha256: payload.sha256.clone(),
         context: RunContext {
             job_id: job.id,
             execution_id,
-            attempt: lease.attempt.max(1) as u32,
-            trigger: job.trigger.clone(),
+            // The claimed attempt (the lease's fencing token).
+            attempt: job.attempt.max(1) as u32,
+            trigger: job.trigger.as_str().to_string(),
             server: server.map(str::to_string),
             input: job.input.clone(),
             variables,
@@ -276,33 +362,39 @@ pub(crate) fn run_request(
         },
         timeout: spec.timeout.0,
         kill_grace: inner.config.kill_grace,
-    })
+    }
 }
 
-/// Records each execution's end and the job's outcome (or schedules a retry).
-/// Returns true when the job reached a final status.
+/// Records each execution's end and the job's outcome, or schedules a retry when the failure
+/// is retryable and attempts are left. Returns true when the job reached a final status.
 async fn conclude(
     inner: &Inner,
     job: &JobRow,
     lease: &Lease,
-    results: Result<Vec<ExecResult>, String>,
+    results: Result<Vec<ExecResult>, JobError>,
     facts: &HashMap<Option<i64>, ExecutionFacts>,
 ) -> bool {
     let now = now_ms();
-    let (status, exit_code, output, error) = match &results {
-        Err(message) => ("failed", None, Value::Null, Some(message.clone())),
+    let (status, exit_code, output, error, retryable) = match results {
+        Err(JobError::Fatal(message)) => {
+            (JobStatus::Failed, None, Value::Null, Some(message), false)
+        }
+        Err(JobError::Retryable(message)) => {
+            (JobStatus::Failed, None, Value::Null, Some(message), true)
+        }
         Ok(results) => {
             let mut updates = Vec::with_capacity(results.len());
-            for r in results {
+            for r in &results {
+                let status = ExecutionStatus::from(r.finished.status);
                 inner
                     .metrics
-                    .execution_finished(r.finished.status.as_str(), r.finished.run_ms);
+                    .execution_finished(status.as_str(), r.finished.run_ms);
                 let Some(id) = r.execution_id else { continue };
                 let f = facts.get(&r.execution_id).cloned().unwrap_or_default();
                 updates.push((
                     id,
                     ExecutionUpdate {
-                        status: Some(r.finished.status.as_str().into()),
+                        status: Some(status),
                         exit_code: r.finished.exit_code,
                         finished_at: Some(now),
                         run_ms: Some(r.finished.run_ms as i64),
@@ -317,11 +409,14 @@ async fn conclude(
             if let Err(e) = inner.queue.update_executions(lease, &updates).await {
                 tracing::warn!(error = %e, "recording execution ends");
             }
-            aggregate(results, facts)
+            let (status, exit_code, output, error) = aggregate(&results, facts);
+            // A script that failed or timed out may pass next time; a partial fan-out is an
+            // outcome (retrying would re-run the servers that succeeded), a cancel is final.
+            let retryable = matches!(status, JobStatus::Failed | JobStatus::TimedOut);
+            (status, exit_code, output, error, retryable)
         }
     };
-    let retryable = matches!(status, "failed" | "timed_out") && job.attempt < job.max_attempts;
-    if retryable {
+    if retryable && job.attempt < job.max_attempts {
         let delay = backoff_delay(
             job.backoff_ms,
             job.max_backoff_ms,
@@ -341,7 +436,7 @@ async fn conclude(
         }
     }
     let outcome = JobOutcome {
-        status: status.to_string(),
+        status,
         exit_code,
         output,
         error,
@@ -364,7 +459,12 @@ async fn conclude(
 fn aggregate(
     results: &[ExecResult],
     facts: &HashMap<Option<i64>, ExecutionFacts>,
-) -> (&'static str, Option<i32>, Value, Option<String>) {
+) -> (JobStatus, Option<i32>, Value, Option<String>) {
+    if results.is_empty() {
+        // Every server task died before reporting (a panic): nothing ran to an end.
+        let error = "no execution reported a result".to_string();
+        return (JobStatus::Failed, None, Value::Null, Some(error));
+    }
     let ok = results
         .iter()
         .filter(|r| r.finished.status == RunStatus::Succeeded)
@@ -390,9 +490,9 @@ fn aggregate(
         .iter()
         .find(|r| r.finished.status != RunStatus::Succeeded);
     let status = match first_bad {
-        None => "succeeded",
-        Some(_) if ok > 0 => "partial",
-        Some(bad) => bad.finished.status.as_str(),
+        None => JobStatus::Succeeded,
+        Some(_) if ok > 0 => JobStatus::Partial,
+        Some(bad) => JobStatus::from(bad.finished.status),
     };
     let exit_code = match first_bad {
         None => results.first().and_then(|r| r.finished.exit_code),

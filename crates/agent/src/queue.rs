@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cronium_core::clock::now_ms;
 use cronium_core::crypto::SecretBox;
+use cronium_model::ExecutionStatus;
 use cronium_store::{
     ExecutionRow, ExecutionUpdate, Heartbeat, JobOutcome, JobRow, NewDeployment, NewLogLine,
     RunnerState, Store, StoreError, VariableValue,
@@ -37,8 +38,28 @@ pub struct RemoteServer {
 pub enum QueueError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stored secret (a variable, a server credential) cannot be decrypted: wrong key or a
+    /// damaged row. The message names it.
+    #[error("{0}")]
+    Undecryptable(String),
+    /// A target names servers that are not registered.
+    #[error("unknown server(s): {0}")]
+    UnknownServers(String),
     #[error("{0}")]
     Other(String),
+}
+
+impl QueueError {
+    /// True when asking again cannot give another answer (as opposed to an unreachable store):
+    /// the job that met it must not be retried.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            QueueError::Undecryptable(_)
+                | QueueError::UnknownServers(_)
+                | QueueError::Store(StoreError::Corrupt(_))
+        )
+    }
 }
 
 #[async_trait]
@@ -51,14 +72,14 @@ pub trait JobQueue: Send + Sync + 'static {
         &self,
         lease: &Lease,
         server: Option<&str>,
-        status: &str,
+        status: ExecutionStatus,
     ) -> Result<Option<ExecutionRow>, QueueError>;
     /// One execution per server, created together (one store transaction for a fan-out).
     async fn start_executions(
         &self,
         lease: &Lease,
         servers: &[&str],
-        status: &str,
+        status: ExecutionStatus,
     ) -> Result<Option<Vec<ExecutionRow>>, QueueError>;
     async fn update_execution(
         &self,
@@ -158,7 +179,7 @@ impl JobQueue for StoreQueue {
         &self,
         lease: &Lease,
         server: Option<&str>,
-        status: &str,
+        status: ExecutionStatus,
     ) -> Result<Option<ExecutionRow>, QueueError> {
         Ok(self
             .store
@@ -177,7 +198,7 @@ impl JobQueue for StoreQueue {
         &self,
         lease: &Lease,
         servers: &[&str],
-        status: &str,
+        status: ExecutionStatus,
     ) -> Result<Option<Vec<ExecutionRow>>, QueueError> {
         Ok(self
             .store
@@ -232,7 +253,9 @@ impl JobQueue for StoreQueue {
                     let clear = self
                         .secrets
                         .decrypt(&variable_context(&row.name), &ct)
-                        .map_err(|e| QueueError::Other(format!("variable {}: {e}", row.name)))?;
+                        .map_err(|e| {
+                            QueueError::Undecryptable(format!("secret variable {}: {e}", row.name))
+                        })?;
                     serde_json::from_slice(&clear).unwrap_or(Value::Null)
                 }
             };
@@ -308,10 +331,7 @@ impl JobQueue for StoreQueue {
             .collect();
         if !missing.is_empty() {
             missing.sort();
-            return Err(QueueError::Other(format!(
-                "unknown server(s): {}",
-                missing.join(", ")
-            )));
+            return Err(QueueError::UnknownServers(missing.join(", ")));
         }
         let mut out = Vec::new();
         for row in all {
@@ -320,9 +340,13 @@ impl JobQueue for StoreQueue {
                 continue;
             }
             let credential = crate::credentials::decrypt(&self.secrets, &row.name, &row.credential)
-                .map_err(QueueError::Other)?;
-            let port = u16::try_from(row.port)
-                .map_err(|_| QueueError::Other(format!("server {}: bad port", row.name)))?;
+                .map_err(QueueError::Undecryptable)?;
+            let port = u16::try_from(row.port).map_err(|_| {
+                StoreError::Corrupt(format!(
+                    "server {}: port {} out of range",
+                    row.name, row.port
+                ))
+            })?;
             out.push(RemoteServer {
                 id: row.id,
                 config: cronium_ssh::ServerConfig {

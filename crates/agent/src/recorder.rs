@@ -12,6 +12,7 @@ use std::sync::Arc;
 use cronium_core::clock::now_ms;
 use cronium_core::logbus::LogBus;
 use cronium_core::transport::EventSink;
+use cronium_model::ExecutionStatus;
 use cronium_protocol::{RunnerEvent, Stream};
 use cronium_store::{ExecutionUpdate, NewLogLine};
 use serde_json::Value;
@@ -83,7 +84,7 @@ impl Recorder {
                             f.started_at = Some(now_ms());
                             if let Some(id) = exec {
                                 let update = ExecutionUpdate {
-                                    status: Some("running".into()),
+                                    status: Some(ExecutionStatus::Running),
                                     started_at: f.started_at,
                                     setup_ms: Some(setup_ms as i64),
                                     runner_version: Some(runner_version),

@@ -1,19 +1,28 @@
 //! The remote targets: a container per run (Docker) and fan-out to SSH servers. Both hand the
 //! same payload and run context as the local target to a runner elsewhere and record the
 //! runner's stream the same way; they differ only in transport.
+//!
+//! What can fail before a run (no transport, unknown servers, undecryptable credentials, the
+//! payload) fails before any execution is created, as a [`JobError`] that says whether another
+//! attempt could help. A server that cannot be reached or whose run fails is an execution
+//! result (retryable), not an error of the job.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cronium_core::clock::now_ms;
+use cronium_core::payload::PayloadRef;
 use cronium_core::spec::{ContainerNetwork, ContainerTarget, EventSpec, ServerMode, ServersTarget};
 use cronium_docker::{ContainerSpec, Limits, NetworkMode};
+use cronium_model::ExecutionStatus;
 use cronium_protocol::{Finished, RunStatus};
 use cronium_ssh::{DeployOutcome, DirectScript, Mode, SshError};
 use cronium_store::{ExecutionUpdate, JobRow, NewDeployment, RunnerState};
+use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{run_request, variables_snapshot, ExecResult};
+use crate::job::{payload, run_request, variables_snapshot, ExecResult, JobError};
 use crate::queue::{Lease, RemoteServer};
 use crate::recorder::Recorder;
 use crate::Inner;
@@ -54,23 +63,23 @@ pub(crate) async fn run_container(
     target: &ContainerTarget,
     recorder: &Recorder,
     cancel: &CancellationToken,
-) -> Result<Vec<ExecResult>, String> {
-    let docker = inner
-        .docker
-        .as_ref()
-        .ok_or("the container target is unavailable: this agent has no Docker engine (see `cronium serve` logs)")?;
+) -> Result<Vec<ExecResult>, JobError> {
+    // Retryable: the engine may be back (or another agent may have one) by the next attempt.
+    let docker = inner.docker.as_ref().ok_or_else(|| {
+        JobError::retryable("the container target is unavailable: this agent has no Docker engine (see `cronium serve` logs)")
+    })?;
     let interpreter = spec
         .kind
         .interpreter()
-        .ok_or("http events do not run in containers")?;
+        .ok_or_else(|| JobError::fatal("http events do not run in containers"))?;
+    let payload = payload(inner, job, spec)?;
+    let variables = variables_snapshot(inner).await?;
     let exec = inner
         .queue
-        .start_execution(lease, None, "pending")
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("lease lost before the execution started")?;
-    let variables = variables_snapshot(inner).await?;
-    let mut req = run_request(inner, job, lease, spec, exec.id, None, variables)?;
+        .start_execution(lease, None, ExecutionStatus::Pending)
+        .await?
+        .ok_or_else(|| JobError::retryable("lease lost before the execution started"))?;
+    let mut req = run_request(inner, job, spec, &payload, exec.id, None, variables);
     // Interpreter paths of this machine mean nothing inside the image.
     req.context.interpreters.clear();
     let sink = recorder.sink_for(Some(exec.id));
@@ -124,30 +133,31 @@ pub(crate) async fn run_servers(
     inner: &Arc<Inner>,
     job: &JobRow,
     lease: &Lease,
-    spec: &EventSpec,
+    spec: &Arc<EventSpec>,
     target: &ServersTarget,
     recorder: &Arc<Recorder>,
     cancel: &CancellationToken,
-) -> Result<Vec<ExecResult>, String> {
-    let ssh = inner
-        .ssh
-        .as_ref()
-        .ok_or("the servers target is unavailable: this agent has no SSH transport")?;
-    let servers = inner
-        .queue
-        .resolve_servers(&target.servers, &target.tags)
-        .await
-        .map_err(|e| e.to_string())?;
-    if servers.is_empty() {
-        return Err(format!(
-            "no registered server has any of the tags {:?}",
-            target.tags
-        ));
-    }
+) -> Result<Vec<ExecResult>, JobError> {
+    let ssh = inner.ssh.as_ref().ok_or_else(|| {
+        JobError::retryable("the servers target is unavailable: this agent has no SSH transport")
+    })?;
     let interpreter = spec
         .kind
         .interpreter()
-        .ok_or("http events do not run on servers")?;
+        .ok_or_else(|| JobError::fatal("http events do not run on servers"))?;
+    let servers = inner
+        .queue
+        .resolve_servers(&target.servers, &target.tags)
+        .await?;
+    if servers.is_empty() {
+        // Retryable: a server with the tag may be registered before the next attempt.
+        return Err(JobError::retryable(format!(
+            "no registered server has any of the tags {:?}",
+            target.tags
+        )));
+    }
+    // One payload for every server (built once per job), one variables snapshot.
+    let payload = Arc::new(payload(inner, job, spec)?);
     let variables = Arc::new(variables_snapshot(inner).await?);
     let limit = target
         .concurrency
@@ -166,18 +176,16 @@ pub(crate) async fn run_servers(
     let names: Vec<&str> = servers.iter().map(|s| s.config.name.as_str()).collect();
     let executions = inner
         .queue
-        .start_executions(lease, &names, "deploying")
-        .await
-        .map_err(|e| e.to_string())?
-        .ok_or("lease lost before the executions started")?;
+        .start_executions(lease, &names, ExecutionStatus::Deploying)
+        .await?
+        .ok_or_else(|| JobError::retryable("lease lost before the executions started"))?;
     for (server, exec) in servers.into_iter().zip(executions) {
         let exec_id = exec.id;
         let permit = slots.clone().acquire_owned().await;
-        let variables = variables.clone();
-        let (inner, job, lease, spec, recorder, group, ssh) = (
+        let (variables, payload) = (variables.clone(), payload.clone());
+        let (inner, job, spec, recorder, group, ssh) = (
             inner.clone(),
             job.clone(),
-            lease.clone(),
             spec.clone(),
             recorder.clone(),
             group.clone(),
@@ -186,7 +194,7 @@ pub(crate) async fn run_servers(
         let fail_fast = !target.continue_on_failure;
         tasks.spawn(async move {
             let _permit = permit;
-            let r = run_on_server(&inner, &ssh, &job, &lease, &spec, interpreter, mode, &server, exec_id, &recorder, &group, &variables).await;
+            let r = run_on_server(&inner, &ssh, &job, &spec, &payload, interpreter, mode, &server, exec_id, &recorder, &group, &variables).await;
             if fail_fast && r.finished.status != RunStatus::Succeeded && !group.is_cancelled() {
                 recorder
                     .system(r.execution_id, format!("[cronium] {} failed; cancelling the other servers (continue_on_failure: false)", server.config.name))
@@ -223,15 +231,15 @@ async fn run_on_server(
     inner: &Arc<Inner>,
     ssh: &cronium_ssh::SshExecutor,
     job: &JobRow,
-    lease: &Lease,
     spec: &EventSpec,
+    payload: &PayloadRef,
     interpreter: cronium_protocol::Interpreter,
     mode: Mode,
     server: &RemoteServer,
     exec_id: i64,
     recorder: &Recorder,
     cancel: &CancellationToken,
-    variables: &std::collections::BTreeMap<String, serde_json::Value>,
+    variables: &BTreeMap<String, Value>,
 ) -> ExecResult {
     let name = server.config.name.clone();
     if cancel.is_cancelled() {
@@ -244,21 +252,17 @@ async fn run_on_server(
         };
         return ExecResult::new(Some(exec_id), Some(name), cancelled);
     }
-    let req = match run_request(
+    let mut req = run_request(
         inner,
         job,
-        lease,
         spec,
+        payload,
         exec_id,
         Some(&name),
         variables.clone(),
-    ) {
-        Ok(mut r) => {
-            r.context.interpreters.clear();
-            r
-        }
-        Err(e) => return ExecResult::new(Some(exec_id), Some(name), failed(e)),
-    };
+    );
+    // Interpreter paths of this machine mean nothing on the server.
+    req.context.interpreters.clear();
     let mut extra = ExecutionUpdate {
         mode: Some(mode.as_str().into()),
         ..Default::default()
@@ -380,7 +384,7 @@ async fn record_deployment_failure(inner: &Inner, server_id: i64, error: &str) {
     let row = NewDeployment {
         version: String::new(),
         sha256: String::new(),
-        outcome: "failed".into(),
+        outcome: DeployOutcome::Failed.as_str().into(),
         attempts: 0,
         duration_ms: 0,
         error: Some(error.to_string()),

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use cronium_model::JobStatus;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -204,8 +205,10 @@ pub enum JobCmd {
     List {
         #[arg(long)]
         event: Option<String>,
+        /// Only jobs with this status (queued, running, succeeded, failed, timed_out,
+        /// cancelled, partial).
         #[arg(long)]
-        status: Option<String>,
+        status: Option<JobStatus>,
         #[arg(long, default_value_t = 20)]
         limit: i64,
         #[command(flatten)]

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use cronium_model::JobStatus;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -148,9 +149,12 @@ pub fn print_line(v: &Value) {
 /// The process exit code for a finished job: 0 on success, the script's code on failure, 124
 /// on timeout.
 pub fn exit_code_for(end: &Value) -> i32 {
-    match end["status"].as_str() {
-        Some("succeeded") => 0,
-        Some("timed_out") => 124,
+    let status = end["status"]
+        .as_str()
+        .and_then(|s| s.parse::<JobStatus>().ok());
+    match status {
+        Some(JobStatus::Succeeded) => 0,
+        Some(JobStatus::TimedOut) => 124,
         _ => end["exit_code"]
             .as_i64()
             .map(|c| c as i32)

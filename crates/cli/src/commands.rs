@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
+use cronium_model::JobStatus;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -286,7 +287,7 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                let what = if s(&r, "status") == "cancelled" {
+                let what = if s(&r, "status").parse() == Ok(JobStatus::Cancelled) {
                     "cancelled"
                 } else {
                     "cancellation requested"

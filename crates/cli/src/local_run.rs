@@ -10,6 +10,7 @@ use cronium_agent::local::LocalTransport;
 use cronium_core::duration::HumanDuration;
 use cronium_core::payload::{build_archive, sha256_hex, PayloadSource};
 use cronium_core::transport::RunRequest;
+use cronium_model::{ExecutionStatus, Trigger};
 use cronium_protocol::{EventMeta, Interpreter, RunContext, RunStatus, RunnerEvent, Stream};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -83,7 +84,7 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
         payload_path: payload,
         payload_sha256: sha256_hex(&bytes),
         context: RunContext {
-            trigger: "cli".into(),
+            trigger: Trigger::Cli.as_str().into(),
             input,
             variables,
             interpreters: cronium_agent::interpreters::resolve_one(interpreter)
@@ -130,6 +131,8 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
     drop(tx);
     let (output, vars, condition) = printer.await.unwrap_or_default();
     let finished = finished.map_err(|e| anyhow!("{e}"))?;
+    // Reported in the platform's words (the same as a server run's execution status).
+    let status = ExecutionStatus::from(finished.status);
     let code = match finished.status {
         RunStatus::Succeeded => 0,
         RunStatus::TimedOut => 124,
@@ -139,7 +142,7 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
         println!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "status": finished.status.as_str(),
+                "status": status,
                 "exit_code": finished.exit_code,
                 "run_ms": finished.run_ms,
                 "error": finished.error,
@@ -152,7 +155,7 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
         eprintln!("--");
         eprintln!(
             "status:    {} (exit {}, {} ms)",
-            finished.status.as_str(),
+            status,
             finished.exit_code.map_or("-".into(), |c| c.to_string()),
             finished.run_ms
         );

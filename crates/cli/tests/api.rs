@@ -614,3 +614,118 @@ async fn http_events_record_status_headers_and_body() {
     assert_eq!(down["status"], "failed", "{down}");
     assert!(down["error"].as_str().unwrap().contains("503"), "{down}");
 }
+
+#[tokio::test]
+async fn the_event_status_lives_beside_the_spec_not_in_it() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let paused = write(
+        dir.path(),
+        "p.yaml",
+        "name: quiet\ntype: bash\nstatus: paused\nscript: echo hi\n",
+    );
+    let o = s.cli(&["event", "apply", "-f", paused.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, e) = s.api("GET", "/api/v1/events/quiet", None).await;
+    assert_eq!(
+        (e["status"].as_str(), e["version"].as_i64()),
+        (Some("paused"), Some(1))
+    );
+    assert_eq!(
+        e["spec"].get("status"),
+        None,
+        "no second copy in the spec: {e}"
+    );
+    // `event show` still shows it, once, above the spec.
+    let o = s.cli(&["event", "show", "quiet"]);
+    let shown = stdout(&o);
+    assert!(shown.contains("status:    paused"), "{shown}");
+    let spec_part = shown.split("---").nth(1).unwrap_or_default();
+    assert!(!spec_part.contains("status"), "{shown}");
+
+    // A change of status alone is a new version; the same status again is not.
+    let active = write(
+        dir.path(),
+        "a.yaml",
+        "name: quiet\ntype: bash\nstatus: active\nscript: echo hi\n",
+    );
+    let o = s.cli(&["event", "apply", "-f", active.to_str().unwrap()]);
+    assert!(stdout(&o).contains("updated (version 2"), "{}", stdout(&o));
+    let o = s.cli(&["event", "apply", "-f", active.to_str().unwrap()]);
+    assert!(
+        stdout(&o).contains("unchanged (version 2"),
+        "{}",
+        stdout(&o)
+    );
+    let (_, e) = s.api("GET", "/api/v1/events/quiet", None).await;
+    assert_eq!(e["status"], "active");
+    assert_eq!(e["spec"].get("status"), None, "{e}");
+}
+
+#[tokio::test]
+async fn openapi_declares_statuses_and_triggers_as_enums() {
+    let s = Server::start();
+    let (_, doc) = s.api("GET", "/api/v1/openapi.json", None).await;
+    let schemas = &doc["components"]["schemas"];
+    for (name, values) in [
+        (
+            "JobStatus",
+            json!([
+                "queued",
+                "running",
+                "succeeded",
+                "failed",
+                "timed_out",
+                "cancelled",
+                "partial"
+            ]),
+        ),
+        (
+            "ExecutionStatus",
+            json!([
+                "pending",
+                "deploying",
+                "running",
+                "succeeded",
+                "failed",
+                "timed_out",
+                "cancelled",
+                "lost"
+            ]),
+        ),
+        (
+            "EventStatus",
+            json!(["active", "paused", "draft", "archived"]),
+        ),
+        (
+            "Trigger",
+            json!(["schedule", "manual", "api", "workflow", "webhook", "cli"]),
+        ),
+    ] {
+        assert_eq!(schemas[name]["enum"], values, "{name}: {}", schemas[name]);
+    }
+    // The DTOs refer to them rather than saying "string".
+    let reference = |dto: &str, field: &str| {
+        let p = &schemas[dto]["properties"][field];
+        serde_json::to_string(p).unwrap_or_default()
+    };
+    assert!(reference("JobDto", "status").contains("JobStatus"));
+    assert!(reference("JobDto", "trigger").contains("Trigger"));
+    assert!(reference("ExecutionDto", "status").contains("ExecutionStatus"));
+    assert!(reference("EventDto", "status").contains("EventStatus"));
+}
+
+#[tokio::test]
+async fn job_list_refuses_an_unknown_status_naming_the_valid_ones() {
+    let s = Server::start();
+    let (status, body) = s.api("GET", "/api/v1/jobs?status=done", None).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "status");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("timed_out"), "{message}");
+    let o = s.cli(&["job", "list", "--status", "done"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("timed_out"), "{}", stderr(&o));
+    let o = s.cli(&["job", "list", "--status", "timed_out"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -14,6 +14,8 @@ use std::fmt;
 use serde::{de, Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+pub use cronium_model::EventStatus;
+
 use crate::duration::{ByteSize, HumanDuration};
 use crate::schedule::{parse_timezone, Schedule};
 
@@ -40,31 +42,6 @@ impl EventType {
             EventType::Node => Some(Interpreter::Node),
             EventType::Http => None,
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EventStatus {
-    #[default]
-    Active,
-    Paused,
-    Draft,
-    Archived,
-}
-
-impl EventStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventStatus::Active => "active",
-            EventStatus::Paused => "paused",
-            EventStatus::Draft => "draft",
-            EventStatus::Archived => "archived",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        serde_json::from_value(Value::String(s.to_string())).ok()
     }
 }
 
@@ -385,7 +362,9 @@ pub struct EventSpec {
     pub input: Value,
     #[serde(default)]
     pub max_executions: u64,
-    #[serde(default)]
+    /// Read from the file, but never part of the stored spec: an event's status lives only in
+    /// the store's `events.status` (see [`EventSpec::to_value`]).
+    #[serde(default, skip_serializing)]
     pub status: EventStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSpec>,
@@ -600,7 +579,9 @@ impl EventSpec {
             .and_then(|s| Schedule::parse(&s.0, &self.timezone).ok())
     }
 
-    /// The normalised JSON form stored as an event version.
+    /// The normalised JSON form stored as an event version. It has no `status`: that is kept
+    /// beside the spec (`events.status`), so that pausing an event never rewrites its spec and
+    /// no second copy can disagree.
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
@@ -666,6 +647,29 @@ status: active
         // The normalised form parses back to the same spec.
         let again = from_value(s.to_value()).unwrap();
         assert_eq!(again, s);
+    }
+
+    #[test]
+    fn status_is_read_but_never_stored_in_the_spec() {
+        let s = parse_yaml(
+            "name: x
+type: bash
+script: echo
+status: paused
+",
+        )
+        .unwrap();
+        assert_eq!(s.status, EventStatus::Paused);
+        assert_eq!(s.to_value().get("status"), None, "{}", s.to_value());
+        let err = parse_yaml(
+            "name: x
+type: bash
+script: echo
+status: sleeping
+",
+        )
+        .unwrap_err();
+        assert_eq!(err.field, "status", "{err}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ use cronium_core::clock::{now_ms, Clock};
 use cronium_core::metrics::Metrics;
 use cronium_core::schedule::Schedule;
 use cronium_core::spec::{self, EventSpec, EventStatus, Missed, Overlap};
+use cronium_model::Trigger;
 use cronium_store::{EventRow, FireResult, Lease, Store, StoreError};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -116,14 +117,15 @@ pub fn next_instant(event: &EventRow, spec: &EventSpec, after: i64) -> Option<i6
 }
 
 fn next_with(event: &EventRow, schedule: Option<&Schedule>, after: i64) -> Option<i64> {
-    if event.status != EventStatus::Active.as_str() {
+    if event.status != EventStatus::Active {
         return None;
     }
     schedule?.next_after(after, event.updated_at)
 }
 
-/// Recomputes the next instant of an event after it changed, and wakes the scheduler.
-pub async fn reschedule(state: &AppState, event: &EventRow) -> Result<(), StoreError> {
+/// Recomputes the next instant of an event after it changed, and wakes the scheduler. Returns
+/// the instant it stored.
+pub async fn reschedule(state: &AppState, event: &EventRow) -> Result<Option<i64>, StoreError> {
     reschedule_at(&state.store, &state.scheduler_wake, event, now_ms()).await
 }
 
@@ -133,13 +135,13 @@ pub async fn reschedule_at(
     scheduler_wake: &Notify,
     event: &EventRow,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<Option<i64>, StoreError> {
     let next = spec::from_value(event.spec.clone())
         .ok()
         .and_then(|s| next_instant(event, &s, now));
     store.set_next_fire(event.id, next).await?;
     scheduler_wake.notify_one();
-    Ok(())
+    Ok(next)
 }
 
 /// Runs a scheduler until `shutdown`.
@@ -358,7 +360,7 @@ impl Scheduler {
                     continue;
                 }
             };
-            if event.status != EventStatus::Active.as_str() {
+            if event.status != EventStatus::Active {
                 self.deps.store.set_next_fire(event.id, None).await?;
                 continue;
             }
@@ -405,7 +407,7 @@ impl Scheduler {
         };
         let job = skip_reason
             .is_none()
-            .then(|| runs::new_job(event, spec, "schedule", None, now, Some(due)));
+            .then(|| runs::new_job(event, spec, Trigger::Schedule, None, now, Some(due)));
         match store
             .fire(lease, event.id, due, next, job.as_ref(), now)
             .await?
@@ -417,9 +419,11 @@ impl Scheduler {
                 metrics.ticks.get_or_create(&kind("fired")).inc();
                 self.deps.agent_wake.notify_one();
                 tracing::debug!(event = %event.name, job = job.id, lag_ms = job.created_at - due, "fired");
-                if runs::apply_execution_limit(store, event, spec, now).await? {
-                    return Ok(None);
-                }
+            }
+            FireResult::LimitReached => {
+                // The store paused the event in the same transaction: nothing more to fire.
+                tracing::info!(event = %event.name, instant = due, "execution limit reached; event paused");
+                return Ok(None);
             }
             FireResult::Skipped => {
                 let why = skip_reason.unwrap_or("skipped");

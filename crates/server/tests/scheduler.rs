@@ -14,6 +14,7 @@ use cronium_core::spec;
 use cronium_server::scheduler::{
     self, Deps, Scheduler, FOLLOWER_POLL, LEASE_TTL, LOCK_NAME, MISSED_GRACE_MS,
 };
+use cronium_model::{EventStatus, JobStatus, Trigger};
 use cronium_store::{EventRow, JobFilter, JobOutcome, JobRow, Store};
 use sqlx::{Connection, Executor};
 use tokio::sync::Notify;
@@ -152,7 +153,7 @@ impl Node {
 async fn apply(store: &Store, yaml: &str, now: i64) -> EventRow {
     let spec = spec::parse_yaml(yaml).expect("valid event file");
     let (event, _) = store
-        .apply_event(&spec.name, spec.status.as_str(), &spec.to_value(), now)
+        .apply_event(&spec.name, spec.status, &spec.to_value(), now)
         .await
         .expect("apply");
     scheduler::reschedule_at(store, &Notify::new(), &event, now)
@@ -213,7 +214,7 @@ async fn fires_each_tick_at_its_instant(store: Store) {
     );
     for j in &js {
         assert_eq!(j.created_at, j.scheduled_for.unwrap(), "fired late: {j:?}");
-        assert_eq!(j.trigger, "schedule");
+        assert_eq!(j.trigger, Trigger::Schedule);
     }
     // A late pass (the process was busy) does not shift later instants: no drift.
     a.step_at(T0 + 6400).await;
@@ -484,7 +485,7 @@ async fn overlap_skip_drops_ticks_while_a_job_is_active(store: Store) {
     assert_eq!(a.ticks("overlap"), 3);
     // Once it ended, the next tick fires again.
     let outcome = JobOutcome {
-        status: "succeeded".into(),
+        status: JobStatus::Succeeded,
         exit_code: Some(0),
         output: serde_json::json!({}),
         error: None,
@@ -663,7 +664,7 @@ async fn a_broken_event_is_marked_skipped_and_repaired(store: Store) {
     let mut spec = bad.spec.clone();
     spec["schedule"] = "every second, please".into();
     let bad = store
-        .update_event(bad.id, "active", &spec, T0 + 100)
+        .update_event(bad.id, EventStatus::Active, &spec, T0 + 100)
         .await
         .unwrap();
     a.step_at(T0 + 1000).await;

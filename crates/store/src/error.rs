@@ -16,6 +16,12 @@ pub enum StoreError {
     /// Nothing was written.
     #[error("invalid {0}")]
     Invalid(String),
+    /// The event already has `limit` jobs (`max_executions`): no job was created, and the event
+    /// is paused.
+    #[error(
+        "event `{event}` is paused: it reached its limit of {limit} executions (max_executions)"
+    )]
+    LimitReached { event: String, limit: i64 },
     /// A value read back from the database cannot be decoded (e.g. JSON text that does not parse).
     #[error("corrupt data in the store: {0}")]
     Corrupt(String),

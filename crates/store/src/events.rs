@@ -1,21 +1,21 @@
 //! Events and their immutable versions: create, update, apply (create-or-update by name), read,
 //! delete, status changes.
 //!
-//! The spec is opaque JSON here: validating it is the caller's job (cronium-core). Schedule state
-//! (`next_fire_at`, `last_fired_at`) is written by `schedule.rs`, not here. The `broken` mark is
-//! the scheduler's verdict on a stored spec it cannot use; a new version clears it.
+//! The spec is opaque JSON here: validating it is the caller's job (cronium-core). The event's
+//! status is a column beside it (`events.status`, the only place it lives), never inside it.
+//! Schedule state (`next_fire_at`, `last_fired_at`) is written by `schedule.rs`, not here. The
+//! `broken` mark is the scheduler's verdict on a stored spec it cannot use; a new version clears
+//! it.
 
+use cronium_model::EventStatus;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
-use sqlx::{Any, Transaction};
+use sqlx::{Any, AnyConnection, Transaction};
 
-use crate::row::{i64_col, json, opt_i64, opt_text, text, to_json};
+use crate::row::{i64_col, json, opt_i64, opt_text, text, to_json, word};
 use crate::store::map_opt;
 use crate::{Store, StoreError};
-
-/// Statuses an event may have.
-pub const EVENT_STATUSES: &[&str] = &["active", "paused", "draft", "archived"];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRow {
@@ -23,7 +23,7 @@ pub struct EventRow {
     pub name: String,
     /// Starts at 1; bumped when the spec or the status changes through an update.
     pub version: i64,
-    pub status: String,
+    pub status: EventStatus,
     pub spec: Value,
     pub created_at: i64,
     pub updated_at: i64,
@@ -66,7 +66,7 @@ fn event_row(row: &AnyRow) -> Result<EventRow, StoreError> {
         id: i64_col(row, "id")?,
         name: text(row, "name")?,
         version: i64_col(row, "version")?,
-        status: text(row, "status")?,
+        status: word(row, "status")?,
         spec,
         created_at: i64_col(row, "created_at")?,
         updated_at: i64_col(row, "updated_at")?,
@@ -74,17 +74,6 @@ fn event_row(row: &AnyRow) -> Result<EventRow, StoreError> {
         last_fired_at: opt_i64(row, "last_fired_at")?,
         broken,
     })
-}
-
-pub(crate) fn check_event_status(status: &str) -> Result<(), StoreError> {
-    if EVENT_STATUSES.contains(&status) {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "status: {status:?} is not one of {}",
-            EVENT_STATUSES.join(", ")
-        )))
-    }
 }
 
 fn check_name(name: &str) -> Result<(), StoreError> {
@@ -99,12 +88,11 @@ impl Store {
     pub async fn create_event(
         &self,
         name: &str,
-        status: &str,
+        status: EventStatus,
         spec: &Value,
         now: i64,
     ) -> Result<EventRow, StoreError> {
         check_name(name)?;
-        check_event_status(status)?;
         let spec_text = to_json("spec", spec)?;
         let mut tx = self.begin_write().await?;
         let row = insert_event(&mut tx, name, status, &spec_text, now).await?;
@@ -117,11 +105,10 @@ impl Store {
     pub async fn update_event(
         &self,
         id: i64,
-        status: &str,
+        status: EventStatus,
         spec: &Value,
         now: i64,
     ) -> Result<EventRow, StoreError> {
-        check_event_status(status)?;
         let spec_text = to_json("spec", spec)?;
         let mut tx = self.begin_write().await?;
         let sql = format!(
@@ -141,12 +128,11 @@ impl Store {
     pub async fn apply_event(
         &self,
         name: &str,
-        status: &str,
+        status: EventStatus,
         spec: &Value,
         now: i64,
     ) -> Result<(EventRow, Applied), StoreError> {
         check_name(name)?;
-        check_event_status(status)?;
         let spec_text = to_json("spec", spec)?;
         match self.apply_once(name, status, spec, &spec_text, now).await {
             // Two servers applying a new name at once (PostgreSQL: neither saw the row, the
@@ -161,7 +147,7 @@ impl Store {
     async fn apply_once(
         &self,
         name: &str,
-        status: &str,
+        status: EventStatus,
         spec: &Value,
         spec_text: &str,
         now: i64,
@@ -314,12 +300,11 @@ impl Store {
     pub async fn set_event_status(
         &self,
         id: i64,
-        status: &str,
+        status: EventStatus,
         now: i64,
     ) -> Result<(), StoreError> {
-        check_event_status(status)?;
         let done = sqlx::query("UPDATE events SET status = $1, updated_at = $2 WHERE id = $3")
-            .bind(status)
+            .bind(status.as_str())
             .bind(now)
             .bind(id)
             .execute(&self.write)
@@ -331,10 +316,32 @@ impl Store {
     }
 }
 
+/// Pauses an active event that reached its `max_executions` (no next fire either), inside the
+/// transaction that inserted (or refused) its job. Like [`Store::set_event_status`], no new
+/// version. An event that is not active (draft, archived, already paused) keeps its status.
+pub(crate) async fn pause_event(
+    conn: &mut AnyConnection,
+    event_id: i64,
+    now: i64,
+) -> Result<(), StoreError> {
+    let paused = sqlx::query(
+        "UPDATE events SET status = 'paused', next_fire_at = NULL, updated_at = $1 \
+         WHERE id = $2 AND status = 'active'",
+    )
+    .bind(now)
+    .bind(event_id)
+    .execute(&mut *conn)
+    .await?;
+    if paused.rows_affected() > 0 {
+        tracing::info!(event_id, "execution limit reached; event paused");
+    }
+    Ok(())
+}
+
 async fn insert_event(
     tx: &mut Transaction<'static, Any>,
     name: &str,
-    status: &str,
+    status: EventStatus,
     spec_text: &str,
     now: i64,
 ) -> Result<EventRow, StoreError> {
@@ -344,7 +351,7 @@ async fn insert_event(
         event_cols!()
     ))
     .bind(name)
-    .bind(status)
+    .bind(status.as_str())
     .bind(spec_text)
     .bind(now)
     .fetch_one(&mut **tx)
@@ -358,7 +365,7 @@ async fn insert_event(
 async fn update_locked(
     tx: &mut Transaction<'static, Any>,
     current: EventRow,
-    status: &str,
+    status: EventStatus,
     spec: &Value,
     spec_text: &str,
     now: i64,
@@ -375,7 +382,7 @@ async fn update_locked(
         event_cols!()
     ))
     .bind(version)
-    .bind(status)
+    .bind(status.as_str())
     .bind(spec_text)
     .bind(now)
     .bind(current.id)
@@ -389,7 +396,7 @@ async fn insert_version(
     tx: &mut Transaction<'static, Any>,
     event_id: i64,
     version: i64,
-    status: &str,
+    status: EventStatus,
     spec_text: &str,
     now: i64,
 ) -> Result<(), StoreError> {
@@ -399,7 +406,7 @@ async fn insert_version(
     )
     .bind(event_id)
     .bind(version)
-    .bind(status)
+    .bind(status.as_str())
     .bind(spec_text)
     .bind(now)
     .execute(&mut **tx)

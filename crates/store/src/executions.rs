@@ -3,25 +3,14 @@
 //!
 //! Not for the job's own outcome: that is `jobs.rs` (`finish`).
 
+use cronium_model::ExecutionStatus;
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 
-use crate::row::{i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json};
+use crate::row::{i32_col, i64_col, json, opt_i32, opt_i64, opt_text, to_json, word};
 use crate::store::map_opt;
 use crate::{Store, StoreError};
-
-/// Every execution status.
-pub const EXECUTION_STATUSES: &[&str] = &[
-    "pending",
-    "deploying",
-    "running",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "lost",
-];
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExecutionRow {
@@ -30,7 +19,7 @@ pub struct ExecutionRow {
     pub attempt: i32,
     /// The SSH server's name; `None` for local and container runs.
     pub server: Option<String>,
-    pub status: String,
+    pub status: ExecutionStatus,
     pub exit_code: Option<i32>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -53,7 +42,7 @@ pub struct ExecutionRow {
 /// Fields to change on an execution; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ExecutionUpdate {
-    pub status: Option<String>,
+    pub status: Option<ExecutionStatus>,
     pub exit_code: Option<i32>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
@@ -80,7 +69,7 @@ fn execution_row(row: &AnyRow) -> Result<ExecutionRow, StoreError> {
         job_id: i64_col(row, "job_id")?,
         attempt: i32_col(row, "attempt")?,
         server: opt_text(row, "server")?,
-        status: text(row, "status")?,
+        status: word(row, "status")?,
         exit_code: opt_i32(row, "exit_code")?,
         started_at: opt_i64(row, "started_at")?,
         finished_at: opt_i64(row, "finished_at")?,
@@ -96,17 +85,6 @@ fn execution_row(row: &AnyRow) -> Result<ExecutionRow, StoreError> {
     })
 }
 
-fn check_status(status: &str) -> Result<(), StoreError> {
-    if EXECUTION_STATUSES.contains(&status) {
-        Ok(())
-    } else {
-        Err(StoreError::Invalid(format!(
-            "status: {status:?} is not one of {}",
-            EXECUTION_STATUSES.join(", ")
-        )))
-    }
-}
-
 impl Store {
     /// Creates an execution for the attempt `worker` holds. `None` (nothing written) when the
     /// worker no longer owns that running attempt.
@@ -116,10 +94,9 @@ impl Store {
         worker: &str,
         attempt: i32,
         server: Option<&str>,
-        status: &str,
+        status: ExecutionStatus,
         now: i64,
     ) -> Result<Option<ExecutionRow>, StoreError> {
-        check_status(status)?;
         // INSERT ... SELECT from the job row: the fence and the insert are one statement.
         let row = sqlx::query(concat!(
             "INSERT INTO executions (job_id, attempt, server, status, created_at) ",
@@ -129,7 +106,7 @@ impl Store {
             execution_cols!()
         ))
         .bind(server)
-        .bind(status)
+        .bind(status.as_str())
         .bind(now)
         .bind(job_id)
         .bind(worker)
@@ -148,10 +125,9 @@ impl Store {
         worker: &str,
         attempt: i32,
         servers: &[&str],
-        status: &str,
+        status: ExecutionStatus,
         now: i64,
     ) -> Result<Option<Vec<ExecutionRow>>, StoreError> {
-        check_status(status)?;
         let mut tx = self.begin_write().await?;
         let owned = sqlx::query(&format!(
             "SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempt = $3 \
@@ -176,7 +152,7 @@ impl Store {
             .bind(job_id)
             .bind(i64::from(attempt))
             .bind(*server)
-            .bind(status)
+            .bind(status.as_str())
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
@@ -228,9 +204,6 @@ impl Store {
     where
         E: sqlx::Executor<'c, Database = sqlx::Any>,
     {
-        if let Some(status) = &update.status {
-            check_status(status)?;
-        }
         let output = update
             .output
             .as_ref()
@@ -247,7 +220,7 @@ impl Store {
              WHERE id = $12 AND attempt = $13 AND EXISTS (SELECT 1 FROM jobs j \
                WHERE j.id = executions.job_id AND j.lease_owner = $14 AND j.attempt = $13)",
         )
-        .bind(update.status.as_deref())
+        .bind(update.status.map(ExecutionStatus::as_str))
         .bind(update.exit_code.map(i64::from))
         .bind(update.started_at)
         .bind(update.finished_at)

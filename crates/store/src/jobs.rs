@@ -5,31 +5,19 @@
 //! means the worker lost its lease and must stop. Retry policy (attempts, backoff) is data on the
 //! row, so recovery on any server applies the same policy. Not for executing anything.
 
+use cronium_model::{JobStatus, Trigger};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
 use crate::backoff::{backoff_delay, row_jitter};
+use crate::events::pause_event;
 use crate::row::{
-    bool_col, bool_int, i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json,
+    bool_col, bool_int, i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json, word,
 };
 use crate::store::map_opt;
 use crate::{Backend, Store, StoreError};
-
-/// Every job status.
-pub const JOB_STATUSES: &[&str] = &[
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "partial",
-];
-/// Statuses a job ends in (what [`Store::finish`] accepts).
-pub const FINISHED_JOB_STATUSES: &[&str] =
-    &["succeeded", "failed", "timed_out", "cancelled", "partial"];
 
 /// Error recorded on a job whose worker stopped renewing its lease.
 pub const WORKER_LOST: &str = "worker lost";
@@ -45,8 +33,8 @@ pub struct NewJob {
     pub event_id: Option<i64>,
     pub event_name: String,
     pub event_version: i64,
-    /// What asked for the run: `schedule`, `manual`, `api`, `workflow`, `webhook`...
-    pub trigger: String,
+    /// What asked for the run.
+    pub trigger: Trigger,
     pub input: Value,
     /// Not claimable before this instant.
     pub run_at: i64,
@@ -60,6 +48,9 @@ pub struct NewJob {
     /// The schedule tick this job was fired for; at most one job per (event, tick).
     pub scheduled_for: Option<i64>,
     pub timeout_ms: i64,
+    /// The event's `max_executions` (0 = no limit): at most this many jobs are ever created for
+    /// `event_id`. Checked, and the event paused when reached, in the insert's transaction.
+    pub max_executions: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -69,8 +60,8 @@ pub struct JobRow {
     pub event_id: Option<i64>,
     pub event_name: String,
     pub event_version: i64,
-    pub trigger: String,
-    pub status: String,
+    pub trigger: Trigger,
+    pub status: JobStatus,
     pub input: Value,
     pub output: Value,
     pub exit_code: Option<i32>,
@@ -97,8 +88,8 @@ pub struct JobRow {
 /// The end of a run, as reported by its worker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobOutcome {
-    /// One of [`FINISHED_JOB_STATUSES`].
-    pub status: String,
+    /// A final status ([`JobStatus::is_final`]).
+    pub status: JobStatus,
     pub exit_code: Option<i32>,
     pub output: Value,
     pub error: Option<String>,
@@ -109,7 +100,7 @@ pub struct JobOutcome {
 pub struct JobFilter {
     pub event_name: Option<String>,
     pub event_id: Option<i64>,
-    pub status: Option<String>,
+    pub status: Option<JobStatus>,
     /// Default 100, at most 10 000.
     pub limit: Option<i64>,
     /// Only jobs with a smaller id (the last id of the previous page).
@@ -131,7 +122,7 @@ pub enum CancelResult {
     /// It is running; its worker sees `cancel_requested` on its next heartbeat.
     Requested,
     /// It had already ended with this status.
-    AlreadyFinished(String),
+    AlreadyFinished(JobStatus),
     NotFound,
 }
 
@@ -145,7 +136,7 @@ pub struct RecoveredJob {
     pub worker: Option<String>,
     /// `queued` (will be retried), `failed` (attempts used up) or `cancelled` (a cancel was
     /// pending).
-    pub status: String,
+    pub status: JobStatus,
     /// When it becomes claimable again, for `queued`.
     pub run_at: Option<i64>,
 }
@@ -165,8 +156,8 @@ fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
         event_id: opt_i64(row, "event_id")?,
         event_name: text(row, "event_name")?,
         event_version: i64_col(row, "event_version")?,
-        trigger: text(row, "trigger_kind")?,
-        status: text(row, "status")?,
+        trigger: word(row, "trigger_kind")?,
+        status: word(row, "status")?,
         input: json(row, "input")?,
         output: json(row, "output")?,
         exit_code: opt_i32(row, "exit_code")?,
@@ -193,9 +184,6 @@ pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), StoreError> {
     if job.event_name.trim().is_empty() {
         return invalid("event_name: must not be empty".into());
     }
-    if job.trigger.trim().is_empty() {
-        return invalid("trigger: must not be empty".into());
-    }
     if job.max_attempts < 1 {
         return invalid(format!(
             "max_attempts: must be at least 1, got {}",
@@ -220,7 +208,59 @@ pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), StoreError> {
             job.timeout_ms
         ));
     }
+    if job.max_executions < 0 {
+        return invalid(format!(
+            "max_executions: must not be negative, got {}",
+            job.max_executions
+        ));
+    }
     Ok(())
+}
+
+/// What an event's `max_executions` allows for one more job.
+pub(crate) enum Limit {
+    /// No limit, or not an event's job.
+    Unlimited,
+    /// The job may be created; `last` when it is the one that reaches the limit.
+    Allows { last: bool },
+    /// The event already has `limit` jobs.
+    Reached { limit: i64 },
+}
+
+/// Counts the event's jobs against `job.max_executions`, inside the insert's transaction and
+/// after locking the event row (`for_update`, PostgreSQL; SQLite's write transaction already
+/// holds the database), so that concurrent inserts at the limit are serialised: the second one
+/// counts the first one's job and cannot also pass.
+pub(crate) async fn check_limit(
+    conn: &mut AnyConnection,
+    for_update: &str,
+    job: &NewJob,
+) -> Result<Limit, StoreError> {
+    let (Some(event_id), limit) = (job.event_id, job.max_executions) else {
+        return Ok(Limit::Unlimited);
+    };
+    if limit == 0 {
+        return Ok(Limit::Unlimited);
+    }
+    let event = sqlx::query(&format!("SELECT id FROM events WHERE id = $1{for_update}"))
+        .bind(event_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if event.is_none() {
+        return Err(StoreError::NotFound(format!("event {event_id}")));
+    }
+    let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE event_id = $1")
+        .bind(event_id)
+        .fetch_one(&mut *conn)
+        .await?;
+    let count = i64_col(&row, "n")?;
+    Ok(if count >= limit {
+        Limit::Reached { limit }
+    } else {
+        Limit::Allows {
+            last: count + 1 >= limit,
+        }
+    })
 }
 
 fn check_lease(worker: &str, lease_ms: i64) -> Result<(), StoreError> {
@@ -282,12 +322,46 @@ pub(crate) async fn insert_job(
 
 impl Store {
     /// Adds a queued job, claimable from `job.run_at`.
+    ///
+    /// With `job.max_executions`, in one transaction: refused with
+    /// [`StoreError::LimitReached`] when the event already has that many jobs (the event is
+    /// paused, if it was active), and the event is paused (status `paused`, no next fire) when
+    /// this job reaches the limit.
     pub async fn enqueue(&self, job: &NewJob, now: i64) -> Result<JobRow, StoreError> {
         validate_new_job(job)?;
-        let mut conn = self.write.acquire().await?;
-        insert_job(&mut conn, job, now, false)
+        let duplicate = || StoreError::Conflict("scheduled_for".into());
+        let mut tx = match (job.event_id, job.max_executions) {
+            (Some(_), limit) if limit > 0 => self.begin_write().await?,
+            // No limit: one statement, no transaction (the common, fast path).
+            _ => {
+                let mut conn = self.write.acquire().await?;
+                return insert_job(&mut conn, job, now, false)
+                    .await?
+                    .ok_or_else(duplicate);
+            }
+        };
+        let last = match check_limit(&mut tx, self.for_update(), job).await? {
+            Limit::Unlimited => false,
+            Limit::Allows { last } => last,
+            Limit::Reached { limit } => {
+                if let Some(event_id) = job.event_id {
+                    pause_event(&mut tx, event_id, now).await?;
+                }
+                tx.commit().await?;
+                return Err(StoreError::LimitReached {
+                    event: job.event_name.clone(),
+                    limit,
+                });
+            }
+        };
+        let row = insert_job(&mut tx, job, now, false)
             .await?
-            .ok_or_else(|| StoreError::Conflict("scheduled_for".into()))
+            .ok_or_else(duplicate)?;
+        if let (true, Some(event_id)) = (last, job.event_id) {
+            pause_event(&mut tx, event_id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(row)
     }
 
     /// Claims the oldest due queued job (by `run_at`, then id) for `worker`, in one statement:
@@ -384,11 +458,12 @@ impl Store {
         outcome: &JobOutcome,
         now: i64,
     ) -> Result<bool, StoreError> {
-        if !FINISHED_JOB_STATUSES.contains(&outcome.status.as_str()) {
+        if !outcome.status.is_final() {
+            let finals: Vec<&str> = JobStatus::FINAL.iter().map(|s| s.as_str()).collect();
             return Err(StoreError::Invalid(format!(
-                "status: {:?} is not one of {}",
+                "status: `{}` is not a final status; expected one of {}",
                 outcome.status,
-                FINISHED_JOB_STATUSES.join(", ")
+                finals.join(", ")
             )));
         }
         let output = to_json("output", &outcome.output)?;
@@ -470,11 +545,9 @@ impl Store {
                 .bind(job_id)
                 .fetch_optional(&self.write)
                 .await?;
-            match map_opt(status, |r| text(r, "status"))? {
+            match map_opt(status, |r| word::<JobStatus>(r, "status"))? {
                 None => return Ok(CancelResult::NotFound),
-                Some(s) if s != "queued" && s != "running" => {
-                    return Ok(CancelResult::AlreadyFinished(s))
-                }
+                Some(s) if s.is_final() => return Ok(CancelResult::AlreadyFinished(s)),
                 Some(_) => continue,
             }
         }
@@ -504,7 +577,7 @@ impl Store {
             let worker = opt_text(row, "lease_owner")?;
             let max_attempts = i32_col(row, "max_attempts")?;
             let (status, run_at, finished_at) = if bool_col(row, "cancel_requested")? {
-                ("cancelled", None, Some(now))
+                (JobStatus::Cancelled, None, Some(now))
             } else if attempt < max_attempts {
                 let delay = backoff_delay(
                     i64_col(row, "backoff_ms")?,
@@ -512,9 +585,9 @@ impl Store {
                     attempt,
                     row_jitter(job_id, attempt),
                 );
-                ("queued", Some(now.saturating_add(delay)), None)
+                (JobStatus::Queued, Some(now.saturating_add(delay)), None)
             } else {
-                ("failed", None, Some(now))
+                (JobStatus::Failed, None, Some(now))
             };
 
             let mut tx = self.begin_write().await?;
@@ -525,7 +598,7 @@ impl Store {
                  error = $4, lease_owner = NULL, lease_expires_at = NULL \
                  WHERE id = $5 AND attempt = $6 AND status = 'running' AND lease_expires_at < $7",
             )
-            .bind(status)
+            .bind(status.as_str())
             .bind(run_at)
             .bind(finished_at)
             .bind(WORKER_LOST)
@@ -555,7 +628,7 @@ impl Store {
                 job_id,
                 attempt,
                 worker,
-                status: status.to_string(),
+                status,
                 run_at,
             });
         }
@@ -577,14 +650,6 @@ impl Store {
             return Err(StoreError::Invalid(format!(
                 "limit: must be between 1 and 10000, got {limit}"
             )));
-        }
-        if let Some(status) = &filter.status {
-            if !JOB_STATUSES.contains(&status.as_str()) {
-                return Err(StoreError::Invalid(format!(
-                    "status: {status:?} is not one of {}",
-                    JOB_STATUSES.join(", ")
-                )));
-            }
         }
         // Only the conditions in use appear in the SQL, so each combination gets a plan that
         // uses its index (at most 16 distinct statements, all cached).
@@ -614,7 +679,7 @@ impl Store {
         if let Some(v) = filter.event_id {
             query = query.bind(v);
         }
-        if let Some(v) = &filter.status {
+        if let Some(v) = filter.status {
             query = query.bind(v.as_str());
         }
         if let Some(v) = filter.before_id {
@@ -645,13 +710,13 @@ impl Store {
     }
 
     /// `(status, count)` for every status that has jobs, by status.
-    pub async fn job_counts_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+    pub async fn job_counts_by_status(&self) -> Result<Vec<(JobStatus, i64)>, StoreError> {
         let rows =
             sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status ORDER BY status")
                 .fetch_all(&self.read)
                 .await?;
         rows.iter()
-            .map(|r| Ok((text(r, "status")?, i64_col(r, "n")?)))
+            .map(|r| Ok((word(r, "status")?, i64_col(r, "n")?)))
             .collect()
     }
 

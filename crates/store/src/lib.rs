@@ -10,7 +10,10 @@
 //! The store never reads the clock: every timestamp (`now`, epoch milliseconds) is passed in by
 //! the caller, so tests and schedulers drive time. It knows nothing about event specs (opaque
 //! JSON), cron, transports or HTTP; it enforces the queue's invariants (claim once, fence every
-//! state change by attempt and worker, one job per schedule tick) and nothing else.
+//! state change by attempt and worker, one job per schedule tick, never more jobs than an
+//! event's `max_executions`) and nothing else. Statuses and triggers are the enums of
+//! `cronium-model`; a word the model does not know, read back from the database, is
+//! [`StoreError::Corrupt`].
 
 mod auth;
 mod backoff;
@@ -28,12 +31,9 @@ mod variables;
 pub use auth::{TokenRow, UserRow};
 pub use backoff::backoff_delay;
 pub use error::StoreError;
-pub use events::{Applied, EventRow, EVENT_STATUSES};
-pub use executions::{ExecutionRow, ExecutionUpdate, EXECUTION_STATUSES};
-pub use jobs::{
-    CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob,
-    FINISHED_JOB_STATUSES, JOB_STATUSES,
-};
+pub use events::{Applied, EventRow};
+pub use executions::{ExecutionRow, ExecutionUpdate};
+pub use jobs::{CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob};
 pub use logs::{LogLine, NewLogLine};
 pub use schedule::{FireResult, Lease};
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};

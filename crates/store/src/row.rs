@@ -3,6 +3,9 @@
 //!
 //! Not for SQL: each module keeps its own statements next to their use.
 
+use std::str::FromStr;
+
+use cronium_model::UnknownValue;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -41,6 +44,17 @@ pub(crate) fn text(row: &AnyRow, col: &str) -> Result<String, StoreError> {
 
 pub(crate) fn opt_text(row: &AnyRow, col: &str) -> Result<Option<String>, StoreError> {
     Ok(row.try_get::<Option<String>, _>(col)?)
+}
+
+/// A column holding a word of the vocabulary (a status, a trigger). A word the model does not
+/// know (written by a newer version, or by hand) is corrupt data, not a panic.
+pub(crate) fn word<T: FromStr<Err = UnknownValue>>(
+    row: &AnyRow,
+    col: &str,
+) -> Result<T, StoreError> {
+    text(row, col)?
+        .parse()
+        .map_err(|e: UnknownValue| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
 /// A JSON column; SQL NULL reads as `Value::Null`.

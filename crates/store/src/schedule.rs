@@ -11,7 +11,8 @@
 
 use serde::Serialize;
 
-use crate::jobs::{insert_job, validate_new_job, JobRow, NewJob};
+use crate::events::pause_event;
+use crate::jobs::{check_limit, insert_job, validate_new_job, JobRow, Limit, NewJob};
 use crate::row::{i64_col, text};
 use crate::{Store, StoreError};
 
@@ -21,10 +22,14 @@ use crate::{Store, StoreError};
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum FireResult {
-    /// The job was enqueued and the schedule advanced.
+    /// The job was enqueued and the schedule advanced. When the job reached the event's
+    /// `max_executions`, the event is now paused (no next fire).
     Fired(JobRow),
     /// No job was asked for (overlap or missed-run policy); the schedule advanced.
     Skipped,
+    /// The event had already reached its `max_executions`: no job, the event is paused (no next
+    /// fire) and the tick counts as handled.
+    LimitReached,
     /// This tick was already handled (by another scheduler, or this one before a restart);
     /// nothing changed.
     Duplicate,
@@ -75,7 +80,8 @@ impl Store {
     /// A tick is handled at most once, whoever calls: a tick at or before the event's
     /// `last_fired_at`, or one that already has a job (unique `(event_id, scheduled_for)`), gives
     /// [`FireResult::Duplicate`] and changes nothing. `job`, when given, must carry this
-    /// `event_id` and `scheduled_for`.
+    /// `event_id` and `scheduled_for`; its `max_executions` is checked in the same transaction,
+    /// as [`Store::enqueue`] does.
     pub async fn fire(
         &self,
         lease: &Lease,
@@ -139,18 +145,28 @@ impl Store {
                 Some(_) => Ok(FireResult::Duplicate),
             };
         }
-        let result = match job {
-            None => FireResult::Skipped,
-            Some(job) => match insert_job(&mut tx, job, now, true).await? {
-                Some(row) => FireResult::Fired(row),
-                None => {
-                    tx.rollback().await?;
-                    return Ok(FireResult::Duplicate);
-                }
-            },
+        let Some(job) = job else {
+            tx.commit().await?;
+            return Ok(FireResult::Skipped);
         };
+        let last = match check_limit(&mut tx, self.for_update(), job).await? {
+            Limit::Unlimited => false,
+            Limit::Allows { last } => last,
+            Limit::Reached { .. } => {
+                pause_event(&mut tx, event_id, now).await?;
+                tx.commit().await?;
+                return Ok(FireResult::LimitReached);
+            }
+        };
+        let Some(row) = insert_job(&mut tx, job, now, true).await? else {
+            tx.rollback().await?;
+            return Ok(FireResult::Duplicate);
+        };
+        if last {
+            pause_event(&mut tx, event_id, now).await?;
+        }
         tx.commit().await?;
-        Ok(result)
+        Ok(FireResult::Fired(row))
     }
 
     /// Acquires the lock `name` for `holder` until `now + ttl_ms`, or renews it if `holder`

@@ -1,7 +1,10 @@
 //! JSON shapes of the API. Only this module knows them; handlers convert store rows here.
+//! Statuses and triggers are the typed enums of `cronium-model` (declared as enums in the
+//! OpenAPI document), spelled as the store keeps them.
 
 use cronium_core::clock::rfc3339;
-use cronium_store::{EventRow, ExecutionRow, JobRow, LogLine, TokenRow};
+use cronium_model::{EventStatus, ExecutionStatus, JobStatus, Trigger};
+use cronium_store::{Applied, EventRow, ExecutionRow, JobRow, LogLine, TokenRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -15,9 +18,9 @@ pub struct EventDto {
     pub id: i64,
     pub name: String,
     pub version: i64,
-    /// active | paused | draft | archived
-    pub status: String,
-    /// The event file fields, normalised.
+    /// The one place an event's status is reported (it is not repeated inside `spec`).
+    pub status: EventStatus,
+    /// The event file fields, normalised, without `status`.
     #[schema(value_type = Object)]
     pub spec: Value,
     pub next_fire_at: Option<String>,
@@ -31,16 +34,12 @@ pub struct EventDto {
 
 impl From<EventRow> for EventDto {
     fn from(e: EventRow) -> Self {
-        let mut spec = e.spec;
-        if let Some(obj) = spec.as_object_mut() {
-            obj.insert("status".into(), Value::String(e.status.clone()));
-        }
         EventDto {
             id: e.id,
             name: e.name,
             version: e.version,
             status: e.status,
-            spec,
+            spec: e.spec,
             next_fire_at: ts(e.next_fire_at),
             last_fired_at: ts(e.last_fired_at),
             created_at: rfc3339(e.created_at),
@@ -50,10 +49,29 @@ impl From<EventRow> for EventDto {
     }
 }
 
+/// What an apply did.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplyResult {
+    Created,
+    Updated,
+    Unchanged,
+}
+
+impl From<Applied> for ApplyResult {
+    fn from(a: Applied) -> Self {
+        match a {
+            Applied::Created => ApplyResult::Created,
+            Applied::Updated => ApplyResult::Updated,
+            Applied::Unchanged => ApplyResult::Unchanged,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct ApplyDto {
-    /// created | updated | unchanged
-    pub result: String,
+    pub result: ApplyResult,
+    /// The event as this apply wrote it (its version is the one this apply created).
     pub event: EventDto,
 }
 
@@ -77,7 +95,7 @@ pub struct ExecutionDto {
     pub attempt: i32,
     /// Server name; null for local and container runs.
     pub server: Option<String>,
-    pub status: String,
+    pub status: ExecutionStatus,
     pub exit_code: Option<i32>,
     pub runner_version: Option<String>,
     pub mode: Option<String>,
@@ -122,9 +140,8 @@ pub struct JobDto {
     pub event: String,
     pub event_id: Option<i64>,
     pub event_version: i64,
-    /// queued | running | succeeded | failed | timed_out | cancelled | partial
-    pub status: String,
-    pub trigger: String,
+    pub status: JobStatus,
+    pub trigger: Trigger,
     pub attempt: i32,
     pub max_attempts: i32,
     pub exit_code: Option<i32>,
@@ -204,7 +221,7 @@ pub struct LogPageDto {
     pub next_after: i64,
     /// The job has ended and every line has been returned.
     pub done: bool,
-    pub status: String,
+    pub status: JobStatus,
 }
 
 #[derive(Serialize, ToSchema)]

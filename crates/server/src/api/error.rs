@@ -72,6 +72,10 @@ impl From<StoreError> for ApiError {
                 field: None,
                 message,
             },
+            e @ StoreError::LimitReached { .. } => ApiError::Conflict {
+                message: e.to_string(),
+                field: Some("max_executions".into()),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

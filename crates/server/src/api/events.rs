@@ -1,4 +1,8 @@
 //! `/api/v1/events`: create, apply (create or update by name), list, show, delete, run now.
+//!
+//! A write answers with the row its own transaction wrote (never a re-read, which concurrent
+//! writers could have changed in between), and the event's status is the `events.status`
+//! column, never a copy inside the spec.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -6,6 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use cronium_core::clock::now_ms;
 use cronium_core::spec::{self, EventSpec, EventStatus, Target};
+use cronium_model::Trigger;
 use cronium_store::{Applied, EventRow};
 
 use super::body;
@@ -77,12 +82,11 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<EventDto>)> {
     let spec = parse_spec(&bytes)?;
     validate_target(&state, &spec).await?;
-    let event = state
+    let mut event = state
         .store
-        .create_event(&spec.name, spec.status.as_str(), &spec.to_value(), now_ms())
+        .create_event(&spec.name, spec.status, &spec.to_value(), now_ms())
         .await?;
-    scheduler::reschedule(&state, &event).await?;
-    let event = find(&state, &event.name).await?;
+    event.next_fire_at = scheduler::reschedule(&state, &event).await?;
     Ok((StatusCode::CREATED, Json(event.into())))
 }
 
@@ -113,21 +117,15 @@ pub async fn apply(
     }
     let spec = spec::from_value(value)?;
     validate_target(&state, &spec).await?;
-    let (event, applied) = state
+    let (mut event, applied) = state
         .store
-        .apply_event(&spec.name, spec.status.as_str(), &spec.to_value(), now_ms())
+        .apply_event(&spec.name, spec.status, &spec.to_value(), now_ms())
         .await?;
     if applied != Applied::Unchanged {
-        scheduler::reschedule(&state, &event).await?;
+        event.next_fire_at = scheduler::reschedule(&state, &event).await?;
     }
-    let event = find(&state, &event.name).await?;
-    let result = match applied {
-        Applied::Created => "created",
-        Applied::Updated => "updated",
-        Applied::Unchanged => "unchanged",
-    };
     Ok(Json(ApplyDto {
-        result: result.into(),
+        result: applied.into(),
         event: event.into(),
     }))
 }
@@ -157,11 +155,12 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Run an event now, optionally with input. Returns the new job's id.
+/// Run an event now, optionally with input. Returns the new job's id. 409 when the event has
+/// reached its `max_executions` (it is paused then).
 #[utoipa::path(post, path = "/api/v1/events/{name}/run", tag = "events",
     params(("name" = String, Path)),
     request_body(content = RunBody, description = "Optional input"),
-    responses((status = 201, body = CreatedDto), (status = 404), (status = 422)), security(("bearer" = [])))]
+    responses((status = 201, body = CreatedDto), (status = 404), (status = 409), (status = 422)), security(("bearer" = [])))]
 pub async fn run(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -169,7 +168,7 @@ pub async fn run(
 ) -> ApiResult<(StatusCode, Json<CreatedDto>)> {
     let body: RunBody = body::json(&bytes)?;
     let event = find(&state, &name).await?;
-    if event.status == EventStatus::Archived.as_str() {
+    if event.status == EventStatus::Archived {
         return Err(ApiError::bad(
             "status",
             format!("event `{name}` is archived"),
@@ -184,11 +183,9 @@ pub async fn run(
         ),
     })?;
     let now = now_ms();
-    let job = runs::new_job(&event, &spec, "manual", body.input, now, None);
+    let job = runs::new_job(&event, &spec, Trigger::Manual, body.input, now, None);
+    // The limit check, the insert and the pause at the limit are one store transaction.
     let job = state.store.enqueue(&job, now).await?;
     state.agent_wake.notify_one();
-    if runs::apply_execution_limit(&state.store, &event, &spec, now).await? {
-        state.scheduler_wake.notify_one();
-    }
     Ok((StatusCode::CREATED, Json(CreatedDto { id: job.id })))
 }

@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
 use cronium_core::clock::now_ms;
+use cronium_model::JobStatus;
 use cronium_store::{CancelResult, JobFilter, JobRow};
 use futures::Stream;
 use serde::Deserialize;
@@ -18,18 +19,13 @@ use super::dto::{JobDto, LogLineDto, LogPageDto};
 use super::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-const FINAL: [&str; 5] = ["succeeded", "failed", "timed_out", "cancelled", "partial"];
-
-pub fn is_final(status: &str) -> bool {
-    FINAL.contains(&status)
-}
-
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only jobs of this event.
     pub event: Option<String>,
-    /// Only jobs with this status.
+    /// Only jobs with this status (queued, running, succeeded, failed, timed_out, cancelled,
+    /// partial).
     pub status: Option<String>,
     /// At most this many (default 50, max 1000).
     pub limit: Option<i64>,
@@ -44,11 +40,13 @@ pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<JobDto>>> {
-    if let Some(s) = &q.status {
-        if !(is_final(s) || s == "queued" || s == "running") {
-            return Err(ApiError::bad("status", format!("unknown job status `{s}`")));
-        }
-    }
+    // Parsed here rather than by the query extractor, so a bad value is a 422 naming the field.
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(|e| ApiError::bad("status", e.to_string()))?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad("limit", "must be between 1 and 1000"));
@@ -56,7 +54,7 @@ pub async fn list(
     let filter = JobFilter {
         event_name: q.event,
         event_id: None,
-        status: q.status,
+        status,
         limit: Some(limit),
         before_id: q.before,
     };
@@ -139,7 +137,7 @@ pub async fn logs(
     let lines = state.store.read_logs(id, after, limit).await?;
     let servers = servers_of(&state, id).await?;
     let next_after = lines.last().map_or(after, |l| l.seq);
-    let done = is_final(&job.status) && (lines.len() as i64) < limit;
+    let done = job.status.is_final() && (lines.len() as i64) < limit;
     Ok(Json(LogPageDto {
         lines: lines
             .into_iter()
@@ -243,7 +241,7 @@ pub async fn stream(
                 }
                 continue;
             }
-            if is_final(&status.status) {
+            if status.status.is_final() {
                 let end =
                     serde_json::json!({"status": status.status, "exit_code": status.exit_code});
                 c.pending

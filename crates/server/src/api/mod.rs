@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cronium_core::clock::now_ms;
+use cronium_model::JobStatus;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -82,31 +83,22 @@ async fn healthz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.job_counts_by_status().await?;
-    for status in [
-        "queued",
-        "running",
-        "succeeded",
-        "failed",
-        "timed_out",
-        "cancelled",
-        "partial",
-    ] {
-        let n = counts
+    let count = |status: JobStatus| {
+        counts
             .iter()
-            .find(|(s, _)| s == status)
-            .map_or(0, |(_, n)| *n);
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    };
+    for &status in JobStatus::ALL {
         state
             .metrics
             .jobs
             .get_or_create(&cronium_core::metrics::StatusLabel {
-                status: status.into(),
+                status: status.as_str().into(),
             })
-            .set(n);
+            .set(count(status));
     }
-    let queued = counts
-        .iter()
-        .find(|(s, _)| s == "queued")
-        .map_or(0, |(_, n)| *n);
+    let queued = count(JobStatus::Queued);
     state.metrics.queue_depth.set(queued);
     state
         .metrics

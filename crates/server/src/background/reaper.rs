@@ -64,7 +64,7 @@ async fn running_jobs(store: &Store) -> Result<HashSet<i64>, StoreError> {
     loop {
         let page = store
             .list_jobs(&JobFilter {
-                status: Some("running".into()),
+                status: Some(cronium_model::JobStatus::Running),
                 limit: Some(PAGE),
                 before_id,
                 ..Default::default()

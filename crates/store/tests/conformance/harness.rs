@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+use cronium_model::Trigger;
 use cronium_store::{NewJob, Store};
 use serde_json::json;
 use sqlx::{Connection, Executor};
@@ -110,7 +111,7 @@ pub fn job(name: &str, run_at: i64) -> NewJob {
         event_id: None,
         event_name: name.to_string(),
         event_version: 1,
-        trigger: "manual".into(),
+        trigger: Trigger::Manual,
         input: json!({"k": name}),
         run_at,
         max_attempts: 1,
@@ -119,6 +120,7 @@ pub fn job(name: &str, run_at: i64) -> NewJob {
         serial: false,
         scheduled_for: None,
         timeout_ms: 60_000,
+        max_executions: 0,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Logs: batched appends, paging by seq, max seq, conflicts, bulk volume.
 
+use cronium_model::ExecutionStatus;
 use cronium_store::{NewLogLine, StoreError};
 
 use crate::harness::{job, Ctx};
@@ -30,7 +31,7 @@ async fn logs_page_and_max_seq(t: Ctx) {
 
     let exec = {
         s.claim("w", 1000, 0).await.unwrap().unwrap();
-        s.create_execution(j.id, "w", 1, None, "running", 0)
+        s.create_execution(j.id, "w", 1, None, ExecutionStatus::Running, 0)
             .await
             .unwrap()
             .unwrap()

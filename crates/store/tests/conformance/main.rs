@@ -10,6 +10,7 @@ mod harness;
 mod auth;
 mod events;
 mod executions;
+mod limits;
 mod logs;
 mod perf;
 mod queue;

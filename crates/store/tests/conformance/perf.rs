@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use cronium_model::{ExecutionStatus, JobStatus};
 use cronium_store::{ExecutionUpdate, JobOutcome, NewLogLine};
 use serde_json::json;
 
@@ -38,12 +39,12 @@ async fn round_trip(t: Ctx) {
         let c = s.claim("w", 60_000, now).await.unwrap().unwrap();
         assert_eq!(c.id, j.id);
         let e = s
-            .create_execution(c.id, "w", 1, None, "pending", now)
+            .create_execution(c.id, "w", 1, None, ExecutionStatus::Pending, now)
             .await
             .unwrap()
             .unwrap();
         let running = ExecutionUpdate {
-            status: Some("running".into()),
+            status: Some(ExecutionStatus::Running),
             ..Default::default()
         };
         assert!(s.update_execution(e.id, "w", 1, &running).await.unwrap());
@@ -56,13 +57,13 @@ async fn round_trip(t: Ctx) {
         };
         s.append_logs(c.id, &[line]).await.unwrap();
         let done = ExecutionUpdate {
-            status: Some("succeeded".into()),
+            status: Some(ExecutionStatus::Succeeded),
             exit_code: Some(0),
             ..Default::default()
         };
         assert!(s.update_execution(e.id, "w", 1, &done).await.unwrap());
         let outcome = JobOutcome {
-            status: "succeeded".into(),
+            status: JobStatus::Succeeded,
             exit_code: Some(0),
             output: json!({}),
             error: None,

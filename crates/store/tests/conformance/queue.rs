@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use cronium_model::{EventStatus, ExecutionStatus, JobStatus};
 use cronium_store::{
     backoff_delay, CancelResult, ExecutionUpdate, Heartbeat, JobFilter, JobOutcome, NewJob,
     StoreError,
@@ -28,9 +29,9 @@ conformance!(
     prune_deletes_old_finished_jobs_only,
 );
 
-fn ok(status: &str) -> JobOutcome {
+fn ok(status: JobStatus) -> JobOutcome {
     JobOutcome {
-        status: status.into(),
+        status,
         exit_code: Some(0),
         output: json!({"files": 12}),
         error: None,
@@ -115,7 +116,7 @@ async fn claim_is_atomic_under_concurrency(t: Ctx) {
     assert_eq!(unique, ids);
     assert_eq!(
         s.job_counts_by_status().await.unwrap(),
-        vec![("running".to_string(), JOBS as i64)]
+        vec![(JobStatus::Running, JOBS as i64)]
     );
 }
 
@@ -161,12 +162,15 @@ async fn finish_records_the_outcome(t: Ctx) {
     s.enqueue(&job("f", 0), 0).await.unwrap();
     let j = s.claim("w", 1000, 10).await.unwrap().unwrap();
     assert!(matches!(
-        s.finish(j.id, "w", 1, &ok("running"), 20).await,
+        s.finish(j.id, "w", 1, &ok(JobStatus::Running), 20).await,
         Err(StoreError::Invalid(m)) if m.starts_with("status")
     ));
-    assert_eq!(s.get_job(j.id).await.unwrap().unwrap().status, "running");
+    assert_eq!(
+        s.get_job(j.id).await.unwrap().unwrap().status,
+        JobStatus::Running
+    );
     let outcome = JobOutcome {
-        status: "failed".into(),
+        status: JobStatus::Failed,
         exit_code: Some(3),
         output: json!({"partial": true}),
         error: Some("exit code 3".into()),
@@ -180,8 +184,14 @@ async fn finish_records_the_outcome(t: Ctx) {
     assert_eq!(done.output, json!({"partial": true}));
     assert_eq!(done.error.as_deref(), Some("exit code 3"));
     // Finishing twice is refused: the outcome is written once.
-    assert!(!s.finish(j.id, "w", 1, &ok("succeeded"), 30).await.unwrap());
-    assert_eq!(s.get_job(j.id).await.unwrap().unwrap().status, "failed");
+    assert!(!s
+        .finish(j.id, "w", 1, &ok(JobStatus::Succeeded), 30)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_job(j.id).await.unwrap().unwrap().status,
+        JobStatus::Failed
+    );
     assert!(!s.has_active_job(0).await.unwrap());
 }
 
@@ -200,7 +210,7 @@ async fn fenced_attempts_ignore_stale_workers(t: Ctx) {
     .unwrap();
     let first = s.claim("old", 1000, 0).await.unwrap().unwrap();
     let old_exec = s
-        .create_execution(first.id, "old", 1, None, "running", 10)
+        .create_execution(first.id, "old", 1, None, ExecutionStatus::Running, 10)
         .await
         .unwrap()
         .unwrap();
@@ -212,7 +222,7 @@ async fn fenced_attempts_ignore_stale_workers(t: Ctx) {
     let second = s.claim("new", 1000, run_at).await.unwrap().unwrap();
     assert_eq!((second.id, second.attempt), (first.id, 2));
     let new_exec = s
-        .create_execution(first.id, "new", 2, None, "running", run_at)
+        .create_execution(first.id, "new", 2, None, ExecutionStatus::Running, run_at)
         .await
         .unwrap()
         .unwrap();
@@ -223,7 +233,7 @@ async fn fenced_attempts_ignore_stale_workers(t: Ctx) {
         Heartbeat::Lost
     );
     assert!(!s
-        .finish(first.id, "old", 1, &ok("succeeded"), run_at)
+        .finish(first.id, "old", 1, &ok(JobStatus::Succeeded), run_at)
         .await
         .unwrap());
     assert!(!s
@@ -231,13 +241,13 @@ async fn fenced_attempts_ignore_stale_workers(t: Ctx) {
         .await
         .unwrap());
     assert_eq!(
-        s.create_execution(first.id, "old", 1, None, "running", run_at)
+        s.create_execution(first.id, "old", 1, None, ExecutionStatus::Running, run_at)
             .await
             .unwrap(),
         None
     );
     let upd = ExecutionUpdate {
-        status: Some("succeeded".into()),
+        status: Some(ExecutionStatus::Succeeded),
         exit_code: Some(0),
         ..Default::default()
     };
@@ -256,7 +266,7 @@ async fn fenced_attempts_ignore_stale_workers(t: Ctx) {
         Heartbeat::Lost
     );
     assert!(!s
-        .finish(first.id, "new", 1, &ok("succeeded"), run_at)
+        .finish(first.id, "new", 1, &ok(JobStatus::Succeeded), run_at)
         .await
         .unwrap());
     assert!(!s
@@ -264,7 +274,7 @@ async fn fenced_attempts_ignore_stale_workers(t: Ctx) {
         .await
         .unwrap());
     assert_eq!(
-        s.create_execution(first.id, "new", 1, None, "running", run_at)
+        s.create_execution(first.id, "new", 1, None, ExecutionStatus::Running, run_at)
             .await
             .unwrap(),
         None
@@ -283,7 +293,7 @@ async fn fenced_attempts_ignore_stale_workers(t: Ctx) {
         .await
         .unwrap());
     assert!(!s
-        .finish(first.id, "old", 2, &ok("succeeded"), run_at)
+        .finish(first.id, "old", 2, &ok(JobStatus::Succeeded), run_at)
         .await
         .unwrap());
 
@@ -312,12 +322,12 @@ async fn fenced_attempts_ignore_stale_workers(t: Ctx) {
         .await
         .unwrap());
     assert!(s
-        .finish(first.id, "new", 2, &ok("succeeded"), run_at + 2)
+        .finish(first.id, "new", 2, &ok(JobStatus::Succeeded), run_at + 2)
         .await
         .unwrap());
     assert_eq!(
         s.get_job(first.id).await.unwrap().unwrap().status,
-        "succeeded"
+        JobStatus::Succeeded
     );
 }
 
@@ -332,18 +342,18 @@ async fn recover_expired_requeues_then_fails(t: Ctx) {
     let j = s.enqueue(&new, 0).await.unwrap();
     let c = s.claim("w", 1000, 0).await.unwrap().unwrap();
     let exec = s
-        .create_execution(c.id, "w", 1, Some("web1"), "pending", 1)
+        .create_execution(c.id, "w", 1, Some("web1"), ExecutionStatus::Pending, 1)
         .await
         .unwrap()
         .unwrap();
     let partial = ExecutionUpdate {
-        status: Some("running".into()),
+        status: Some(ExecutionStatus::Running),
         output: Some(json!({"progress": 50})),
         ..Default::default()
     };
     assert!(s.update_execution(exec.id, "w", 1, &partial).await.unwrap());
     let done_exec = s
-        .create_execution(c.id, "w", 1, Some("web2"), "succeeded", 1)
+        .create_execution(c.id, "w", 1, Some("web2"), ExecutionStatus::Succeeded, 1)
         .await
         .unwrap()
         .unwrap();
@@ -375,7 +385,7 @@ async fn recover_expired_requeues_then_fails(t: Ctx) {
 
     let execs = s.list_executions(j.id).await.unwrap();
     assert_eq!(execs[0].id, exec.id);
-    assert_eq!(execs[0].status, "lost");
+    assert_eq!(execs[0].status, ExecutionStatus::Lost);
     assert_eq!(
         execs[0].output,
         json!({"progress": 50}),
@@ -425,8 +435,11 @@ async fn recover_expired_requeues_then_fails(t: Ctx) {
     s.claim("w", 1000, 0).await.unwrap().unwrap();
     assert_eq!(s.cancel(k.id, 10).await.unwrap(), CancelResult::Requested);
     let rec = s.recover_expired(5000).await.unwrap();
-    assert_eq!(rec[0].status, "cancelled");
-    assert_eq!(s.get_job(k.id).await.unwrap().unwrap().status, "cancelled");
+    assert_eq!(rec[0].status, JobStatus::Cancelled);
+    assert_eq!(
+        s.get_job(k.id).await.unwrap().unwrap().status,
+        JobStatus::Cancelled
+    );
 }
 
 async fn concurrent_recovery_recovers_once(t: Ctx) {
@@ -533,7 +546,7 @@ async fn cancel_queued_running_and_finished(t: Ctx) {
     );
     assert_eq!(
         s.cancel(q.id, 6).await.unwrap(),
-        CancelResult::AlreadyFinished("cancelled".into())
+        CancelResult::AlreadyFinished(JobStatus::Cancelled)
     );
 
     let r = s.enqueue(&job("r", 0), 0).await.unwrap();
@@ -542,7 +555,7 @@ async fn cancel_queued_running_and_finished(t: Ctx) {
     let rc = s.get_job(r.id).await.unwrap().unwrap();
     assert_eq!((rc.status.as_str(), rc.cancel_requested), ("running", true));
     let cancelled = JobOutcome {
-        status: "cancelled".into(),
+        status: JobStatus::Cancelled,
         exit_code: Some(143),
         output: json!(null),
         error: None,
@@ -550,7 +563,7 @@ async fn cancel_queued_running_and_finished(t: Ctx) {
     assert!(s.finish(r.id, "w", 1, &cancelled, 12).await.unwrap());
     assert_eq!(
         s.cancel(r.id, 13).await.unwrap(),
-        CancelResult::AlreadyFinished("cancelled".into())
+        CancelResult::AlreadyFinished(JobStatus::Cancelled)
     );
     assert_eq!(
         s.cancel(r.id + 100, 13).await.unwrap(),
@@ -561,11 +574,11 @@ async fn cancel_queued_running_and_finished(t: Ctx) {
 async fn serial_jobs_wait_for_running_sibling(t: Ctx) {
     let s = &t.store;
     let e = s
-        .create_event("serial", "active", &json!({}), 0)
+        .create_event("serial", EventStatus::Active, &json!({}), 0)
         .await
         .unwrap();
     let other = s
-        .create_event("other", "active", &json!({}), 0)
+        .create_event("other", EventStatus::Active, &json!({}), 0)
         .await
         .unwrap();
     let serial = |run_at| NewJob {
@@ -594,7 +607,7 @@ async fn serial_jobs_wait_for_running_sibling(t: Ctx) {
     );
     assert_eq!(s.claim("w", 1000, 10).await.unwrap(), None);
     assert!(s
-        .finish(first.id, "w", 1, &ok("succeeded"), 20)
+        .finish(first.id, "w", 1, &ok(JobStatus::Succeeded), 20)
         .await
         .unwrap());
     assert_eq!(s.claim("w", 1000, 20).await.unwrap().unwrap().id, second.id);
@@ -602,7 +615,7 @@ async fn serial_jobs_wait_for_running_sibling(t: Ctx) {
     // Concurrent claimers never run two serial jobs of one event at once.
     let s2 = Arc::new(s.clone());
     assert!(s
-        .finish(second.id, "w", 1, &ok("succeeded"), 30)
+        .finish(second.id, "w", 1, &ok(JobStatus::Succeeded), 30)
         .await
         .unwrap());
     for _ in 0..10 {
@@ -625,7 +638,10 @@ async fn serial_jobs_wait_for_running_sibling(t: Ctx) {
 
 async fn list_filters_pages_and_counts(t: Ctx) {
     let s = &t.store;
-    let e = s.create_event("a", "active", &json!({}), 0).await.unwrap();
+    let e = s
+        .create_event("a", EventStatus::Active, &json!({}), 0)
+        .await
+        .unwrap();
     let mut a_ids = Vec::new();
     for i in 0..5 {
         a_ids.push(s.enqueue(&event_job(e.id, "a", i), i).await.unwrap().id);
@@ -673,7 +689,7 @@ async fn list_filters_pages_and_counts(t: Ctx) {
     assert_eq!(c.id, a_ids[0]);
     let running = s
         .list_jobs(&JobFilter {
-            status: Some("running".into()),
+            status: Some(JobStatus::Running),
             ..Default::default()
         })
         .await
@@ -681,7 +697,7 @@ async fn list_filters_pages_and_counts(t: Ctx) {
     assert_eq!(running.iter().map(|j| j.id).collect::<Vec<_>>(), [c.id]);
     let none = s
         .list_jobs(&JobFilter {
-            status: Some("running".into()),
+            status: Some(JobStatus::Running),
             event_name: Some("b".into()),
             ..Default::default()
         })
@@ -689,17 +705,13 @@ async fn list_filters_pages_and_counts(t: Ctx) {
         .unwrap();
     assert!(none.is_empty());
     assert!(matches!(
-        s.list_jobs(&JobFilter { status: Some("bogus".into()), ..Default::default() }).await,
-        Err(StoreError::Invalid(m)) if m.starts_with("status")
-    ));
-    assert!(matches!(
         s.list_jobs(&JobFilter { limit: Some(0), ..Default::default() }).await,
         Err(StoreError::Invalid(m)) if m.starts_with("limit")
     ));
 
     assert_eq!(
         s.job_counts_by_status().await.unwrap(),
-        vec![("queued".to_string(), 5), ("running".to_string(), 1)]
+        vec![(JobStatus::Queued, 5), (JobStatus::Running, 1)]
     );
     assert_eq!(s.count_jobs_for_event(e.id).await.unwrap(), 5);
     assert_eq!(s.count_jobs_for_event(e.id + 100).await.unwrap(), 0);
@@ -707,7 +719,10 @@ async fn list_filters_pages_and_counts(t: Ctx) {
     for id in &a_ids {
         s.cancel(*id, 200).await.unwrap();
     }
-    assert!(s.finish(c.id, "w", 1, &ok("succeeded"), 200).await.unwrap());
+    assert!(s
+        .finish(c.id, "w", 1, &ok(JobStatus::Succeeded), 200)
+        .await
+        .unwrap());
     assert!(!s.has_active_job(e.id).await.unwrap());
 }
 
@@ -737,10 +752,10 @@ async fn invalid_jobs_write_nothing(t: Ctx) {
         ),
         (
             NewJob {
-                trigger: " ".into(),
+                max_executions: -1,
                 ..job("x", 0)
             },
-            "trigger",
+            "max_executions",
         ),
         (
             NewJob {
@@ -764,7 +779,7 @@ async fn prune_deletes_old_finished_jobs_only(t: Ctx) {
     let old = s.enqueue(&job("old", 0), 0).await.unwrap();
     s.claim("w", 1000, 0).await.unwrap().unwrap();
     let e = s
-        .create_execution(old.id, "w", 1, None, "running", 1)
+        .create_execution(old.id, "w", 1, None, ExecutionStatus::Running, 1)
         .await
         .unwrap()
         .unwrap();
@@ -777,7 +792,7 @@ async fn prune_deletes_old_finished_jobs_only(t: Ctx) {
     };
     s.append_logs(old.id, &[line]).await.unwrap();
     assert!(s
-        .finish(old.id, "w", 1, &ok("succeeded"), 10)
+        .finish(old.id, "w", 1, &ok(JobStatus::Succeeded), 10)
         .await
         .unwrap());
     let recent = s.enqueue(&job("recent", 0), 0).await.unwrap();

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cronium_model::{EventStatus, Trigger};
 use cronium_store::{FireResult, Lease, NewJob, Store, StoreError};
 use serde_json::json;
 
@@ -29,7 +30,7 @@ async fn lead(s: &Store, holder: &str, now: i64) -> Lease {
 
 fn tick_job(event_id: i64, tick: i64) -> NewJob {
     NewJob {
-        trigger: "schedule".into(),
+        trigger: Trigger::Schedule,
         scheduled_for: Some(tick),
         ..event_job(event_id, "cron", tick)
     }
@@ -39,7 +40,7 @@ async fn fire_enqueues_and_advances(t: Ctx) {
     let s = &t.store;
     let l = lead(s, "a", 0).await;
     let e = s
-        .create_event("cron", "active", &json!({}), 0)
+        .create_event("cron", EventStatus::Active, &json!({}), 0)
         .await
         .unwrap();
     s.set_next_fire(e.id, Some(1000)).await.unwrap();
@@ -124,7 +125,7 @@ async fn fire_never_double_fires_a_tick(t: Ctx) {
     let s = &t.store;
     let l = lead(s, "a", 0).await;
     let e = s
-        .create_event("cron", "active", &json!({}), 0)
+        .create_event("cron", EventStatus::Active, &json!({}), 0)
         .await
         .unwrap();
     assert!(matches!(
@@ -205,7 +206,7 @@ async fn concurrent_fires_of_one_tick_fire_once(t: Ctx) {
     let s = Arc::new(t.store.clone());
     let l = lead(&s, "a", 0).await;
     let e = s
-        .create_event("cron", "active", &json!({}), 0)
+        .create_event("cron", EventStatus::Active, &json!({}), 0)
         .await
         .unwrap();
     for tick in 1..=20i64 {
@@ -225,7 +226,7 @@ async fn concurrent_fires_of_one_tick_fire_once(t: Ctx) {
             match h.await.unwrap().unwrap() {
                 FireResult::Fired(_) => fired += 1,
                 FireResult::Duplicate => {}
-                other => panic!("no job was skipped and the lease holds: {other:?}"),
+                other => panic!("no job was skipped or limited and the lease holds: {other:?}"),
             }
         }
         assert_eq!(fired, 1, "tick {at} fired {fired} times");
@@ -340,7 +341,7 @@ async fn concurrent_lock_attempts_elect_one(t: Ctx) {
 async fn fire_is_fenced_by_the_leadership_lease(t: Ctx) {
     let s = &t.store;
     let e = s
-        .create_event("cron", "active", &json!({}), 0)
+        .create_event("cron", EventStatus::Active, &json!({}), 0)
         .await
         .unwrap();
     let job = |tick| tick_job(e.id, tick);
@@ -447,7 +448,7 @@ async fn fire_is_fenced_by_the_leadership_lease(t: Ctx) {
 async fn concurrent_fires_with_a_stale_and_a_current_lease_fire_once_as_the_leader(t: Ctx) {
     let s = Arc::new(t.store.clone());
     let e = s
-        .create_event("cron", "active", &json!({}), 0)
+        .create_event("cron", EventStatus::Active, &json!({}), 0)
         .await
         .unwrap();
     for round in 0..10i64 {
@@ -515,7 +516,7 @@ async fn concurrent_fires_with_a_stale_and_a_current_lease_fire_once_as_the_lead
 async fn broken_mark_is_fenced_by_version_and_cleared_by_a_new_version(t: Ctx) {
     let s = &t.store;
     let e = s
-        .create_event("b", "active", &json!({"v": 1}), 0)
+        .create_event("b", EventStatus::Active, &json!({"v": 1}), 0)
         .await
         .unwrap();
     assert_eq!(e.broken, None);
@@ -532,11 +533,11 @@ async fn broken_mark_is_fenced_by_version_and_cleared_by_a_new_version(t: Ctx) {
     );
     assert_eq!(s.count_broken_events().await.unwrap(), 1);
     // A status change is no new spec: still broken.
-    s.set_event_status(e.id, "paused", 1).await.unwrap();
+    s.set_event_status(e.id, EventStatus::Paused, 1).await.unwrap();
     assert!(s.get_event(e.id).await.unwrap().unwrap().broken.is_some());
     // A new version clears the mark...
     let (v2, _) = s
-        .apply_event("b", "active", &json!({"v": 2}), 2)
+        .apply_event("b", EventStatus::Active, &json!({"v": 2}), 2)
         .await
         .unwrap();
     assert_eq!((v2.version, v2.broken), (2, None));
@@ -555,7 +556,7 @@ async fn broken_mark_is_fenced_by_version_and_cleared_by_a_new_version(t: Ctx) {
     // update_event clears it too.
     s.set_event_broken(e.id, 2, Some("x")).await.unwrap();
     let v3 = s
-        .update_event(e.id, "active", &json!({"v": 3}), 3)
+        .update_event(e.id, EventStatus::Active, &json!({"v": 3}), 3)
         .await
         .unwrap();
     assert_eq!((v3.version, v3.broken), (3, None));
@@ -564,11 +565,11 @@ async fn broken_mark_is_fenced_by_version_and_cleared_by_a_new_version(t: Ctx) {
 async fn unparsable_spec_text_reads_as_a_broken_event(t: Ctx) {
     let s = &t.store;
     let good = s
-        .create_event("good", "active", &json!({"v": 1}), 0)
+        .create_event("good", EventStatus::Active, &json!({"v": 1}), 0)
         .await
         .unwrap();
     let bad = s
-        .create_event("bad", "active", &json!({"v": 1}), 0)
+        .create_event("bad", EventStatus::Active, &json!({"v": 1}), 0)
         .await
         .unwrap();
     // Damage done outside Cronium (a hand edit, a faulty restore).
@@ -606,7 +607,7 @@ async fn unparsable_spec_text_reads_as_a_broken_event(t: Ctx) {
     assert_eq!((g.spec.clone(), g.broken.clone()), (json!({"v": 1}), None));
     // Applying a valid spec repairs it.
     let (fixed, _) = s
-        .apply_event("bad", "active", &json!({"v": 2}), 1)
+        .apply_event("bad", EventStatus::Active, &json!({"v": 2}), 1)
         .await
         .unwrap();
     assert_eq!((fixed.spec, fixed.broken), (json!({"v": 2}), None));
