@@ -60,17 +60,26 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         cancel.clone(),
         lost.clone(),
     ));
-    // Only the lease holder writes a job's log, so a first attempt starts from an empty log.
-    let first_seq = if job.attempt <= 1 {
-        1
-    } else {
-        inner.queue.max_log_seq(job.id).await.unwrap_or(0) + 1
+    let first_seq = match first_log_seq(&inner, &job).await {
+        Ok(seq) => seq,
+        Err(message) => {
+            // Without it no line can be numbered safely: the attempt fails, visibly, on the job.
+            tracing::error!(job = job.id, error = %message, "reading the job's log position");
+            heartbeat.abort();
+            if !lost.load(Ordering::SeqCst) {
+                conclude(&inner, &job, &lease, Err(message), &HashMap::new()).await;
+            }
+            inner.wake.notify_one();
+            return;
+        }
     };
     let recorder = Arc::new(Recorder::start(
         inner.queue.clone(),
         inner.bus.clone(),
         lease.clone(),
         first_seq,
+        cancel.clone(),
+        lost.clone(),
     ));
     if job.attempt > 1 {
         recorder
@@ -83,11 +92,13 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
 
     let results = match load_spec(&inner, &job).await {
         Ok(spec) => run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await,
-        Err(message) => {
-            recorder.system(None, format!("[cronium] {message}")).await;
-            Err(message)
-        }
+        Err(message) => Err(message),
     };
+    if let Err(message) = &results {
+        // In the log too, where a follower looks (e.g. a secret that no longer decrypts).
+        recorder.system(None, format!("[cronium] {message}")).await;
+    }
+    let masker = recorder.masker();
     let facts = match Arc::try_unwrap(recorder) {
         Ok(r) => r.close().await,
         Err(_) => {
@@ -106,11 +117,57 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         );
         return;
     }
+    let results = mask_results(results, &masker);
     let done = conclude(&inner, &job, &lease, results, &facts).await;
     if done {
         inner.bus.finish(job.id);
     }
     inner.wake.notify_one();
+}
+
+/// Where this attempt's log lines start. Only the lease holder writes a job's log, so a first
+/// attempt starts from an empty log and a later one after the highest stored line: a store error
+/// is retried, then fails the attempt (guessing would collide with the stored lines).
+async fn first_log_seq(inner: &Inner, job: &JobRow) -> Result<i64, String> {
+    if job.attempt <= 1 {
+        return Ok(1);
+    }
+    let mut tries = 0;
+    loop {
+        match inner.queue.max_log_seq(job.id).await {
+            Ok(max) => return Ok(max + 1),
+            Err(e) if tries < 4 => {
+                tries += 1;
+                tracing::warn!(job = job.id, error = %e, tries, "reading the job's last log line, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
+            }
+            Err(e) => return Err(format!("cannot read the job's log to continue it: {e}")),
+        }
+    }
+}
+
+/// The executions' errors and notes and the job's error, with the job's secrets masked.
+fn mask_results(
+    results: Result<Vec<ExecResult>, String>,
+    masker: &crate::recorder::SharedMasker,
+) -> Result<Vec<ExecResult>, String> {
+    let masker = masker.current();
+    let mask = |s: &mut Option<String>| {
+        if let Some(text) = s {
+            masker.mask_string(text);
+        }
+    };
+    match results {
+        Err(message) => Err(masker.mask(&message).into_owned()),
+        Ok(mut results) => {
+            for r in &mut results {
+                mask(&mut r.finished.error);
+                mask(&mut r.extra.error);
+                mask(&mut r.extra.note);
+            }
+            Ok(results)
+        }
+    }
 }
 
 async fn heartbeat_loop(
@@ -165,6 +222,8 @@ async fn run_executions(
 ) -> Result<Vec<ExecResult>, String> {
     match (&spec.kind, &spec.target) {
         (_, Target::Local) => {
+            // An http event sees no variables, but a response may still echo a secret.
+            let variables = variables_snapshot(inner, recorder).await?;
             let exec = inner
                 .queue
                 .start_execution(lease, None, "pending")
@@ -191,7 +250,6 @@ async fn run_executions(
                     .await;
                 http::run_http(&inner.http, h, spec.timeout.0, &sink, cancel.clone()).await
             } else {
-                let variables = variables_snapshot(inner).await?;
                 let req = run_request(inner, job, lease, spec, exec.id, None, variables)?;
                 match inner.local.run(&req, &sink, cancel.clone()).await {
                     Ok(f) => f,
@@ -216,15 +274,19 @@ async fn run_executions(
     }
 }
 
-/// The variables a run sees (secret ones decrypted), read once per job.
+/// The variables a run sees (secret ones decrypted), read once per job; the recorder learns
+/// the secret ones, to mask them in everything the run produces. Read before the run starts.
 pub(crate) async fn variables_snapshot(
     inner: &Inner,
+    recorder: &Recorder,
 ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, String> {
-    inner
+    let vars = inner
         .queue
         .variables()
         .await
-        .map_err(|e| format!("cannot read variables: {e}"))
+        .map_err(|e| format!("cannot read variables: {e}"))?;
+    recorder.learn_variables(&vars).await?;
+    Ok(vars.values)
 }
 
 /// The run request for one execution: payload (cached per event version) and run context.

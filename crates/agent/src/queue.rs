@@ -6,7 +6,7 @@
 //! store refuses writes from a worker that lost the lease, and the agent treats a refused write as
 //! "stop working on this job".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -33,10 +33,22 @@ pub struct RemoteServer {
     pub config: cronium_ssh::ServerConfig,
 }
 
+/// The variables a run sees: every value (secret ones decrypted) and which of them are secret,
+/// so that their values can be masked in what the run produces.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Variables {
+    pub values: BTreeMap<String, Value>,
+    /// Names of the secret variables among `values`.
+    pub secret: BTreeSet<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A secret variable whose value cannot be had; the reason never holds the value.
+    #[error("secret variable {name} cannot be read: {reason}")]
+    Secret { name: String, reason: String },
     #[error("{0}")]
     Other(String),
 }
@@ -74,11 +86,14 @@ pub trait JobQueue: Send + Sync + 'static {
     ) -> Result<usize, QueueError>;
     /// Highest stored log seq of the job (0 when none), to continue numbering after a retry.
     async fn max_log_seq(&self, job_id: i64) -> Result<i64, QueueError>;
-    async fn append_logs(&self, job_id: i64, lines: &[NewLogLine]) -> Result<(), QueueError>;
-    /// Every variable, secret ones decrypted, for a run's snapshot.
-    async fn variables(&self) -> Result<BTreeMap<String, Value>, QueueError>;
-    /// A variable written by a script; a secret variable stays secret.
-    async fn set_variable(&self, name: &str, value: &Value) -> Result<(), QueueError>;
+    /// Stores log lines of the claimed attempt. False (nothing stored) when the lease was lost.
+    async fn append_logs(&self, lease: &Lease, lines: &[NewLogLine]) -> Result<bool, QueueError>;
+    /// Every variable, secret ones decrypted, for a run's snapshot. A secret that cannot be
+    /// decrypted (another encryption key) or does not decode is an error naming it, never a
+    /// silent null.
+    async fn variables(&self) -> Result<Variables, QueueError>;
+    /// A variable written by a script; a secret variable stays secret. True when it is secret.
+    async fn set_variable(&self, name: &str, value: &Value) -> Result<bool, QueueError>;
     async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError>;
     async fn retry_later(
         &self,
@@ -219,29 +234,47 @@ impl JobQueue for StoreQueue {
         Ok(self.store.max_log_seq(job_id).await?)
     }
 
-    async fn append_logs(&self, job_id: i64, lines: &[NewLogLine]) -> Result<(), QueueError> {
-        Ok(self.store.append_logs(job_id, lines).await?)
+    async fn append_logs(&self, lease: &Lease, lines: &[NewLogLine]) -> Result<bool, QueueError> {
+        Ok(self
+            .store
+            .append_logs(lease.job_id, &lease.worker, lease.attempt, lines)
+            .await?)
     }
 
-    async fn variables(&self) -> Result<BTreeMap<String, Value>, QueueError> {
-        let mut out = BTreeMap::new();
+    async fn variables(&self) -> Result<Variables, QueueError> {
+        let mut out = Variables::default();
         for row in self.store.list_variables().await? {
             let value = match row.value {
                 VariableValue::Plain(v) => v,
                 VariableValue::Secret(ct) => {
+                    let secret_error = |reason: &str| QueueError::Secret {
+                        name: row.name.clone(),
+                        reason: reason.to_string(),
+                    };
                     let clear = self
                         .secrets
                         .decrypt(&variable_context(&row.name), &ct)
-                        .map_err(|e| QueueError::Other(format!("variable {}: {e}", row.name)))?;
-                    serde_json::from_slice(&clear).unwrap_or(Value::Null)
+                        .map_err(|_| {
+                            secret_error(
+                                "it does not decrypt with this server's encryption key (was \
+                                 CRONIUM_ENCRYPTION_KEY or DATA_DIR/secret.key changed since it \
+                                 was set?); restore that key or set the variable again",
+                            )
+                        })?;
+                    // serde_json's message names a position, never the text it read.
+                    let value = serde_json::from_slice(&clear).map_err(|e| {
+                        secret_error(&format!("its decrypted value is not JSON ({e})"))
+                    })?;
+                    out.secret.insert(row.name.clone());
+                    value
                 }
             };
-            out.insert(row.name, value);
+            out.values.insert(row.name, value);
         }
         Ok(out)
     }
 
-    async fn set_variable(&self, name: &str, value: &Value) -> Result<(), QueueError> {
+    async fn set_variable(&self, name: &str, value: &Value) -> Result<bool, QueueError> {
         let secret = matches!(
             self.store.get_variable(name).await?.map(|r| r.value),
             Some(VariableValue::Secret(_))
@@ -252,7 +285,8 @@ impl JobQueue for StoreQueue {
         } else {
             VariableValue::Plain(value.clone())
         };
-        Ok(self.store.set_variable(name, v, now_ms()).await?)
+        self.store.set_variable(name, v, now_ms()).await?;
+        Ok(secret)
     }
 
     async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError> {

@@ -63,13 +63,13 @@ pub(crate) async fn run_container(
         .kind
         .interpreter()
         .ok_or("http events do not run in containers")?;
+    let variables = variables_snapshot(inner, recorder).await?;
     let exec = inner
         .queue
         .start_execution(lease, None, "pending")
         .await
         .map_err(|e| e.to_string())?
         .ok_or("lease lost before the execution started")?;
-    let variables = variables_snapshot(inner).await?;
     let mut req = run_request(inner, job, lease, spec, exec.id, None, variables)?;
     // Interpreter paths of this machine mean nothing inside the image.
     req.context.interpreters.clear();
@@ -148,7 +148,8 @@ pub(crate) async fn run_servers(
         .kind
         .interpreter()
         .ok_or("http events do not run on servers")?;
-    let variables = Arc::new(variables_snapshot(inner).await?);
+    recorder.learn_credentials(&servers).await?;
+    let variables = Arc::new(variables_snapshot(inner, recorder).await?);
     let limit = target
         .concurrency
         .map_or(inner.config.fanout_concurrency, |c| c as usize)
