@@ -405,3 +405,61 @@ impl JobQueue for StoreQueue {
         Ok(self.store.set_runner_state(server_id, state).await?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_secret_that_cannot_be_read_is_an_error_naming_it_never_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite:{}/cronium.db", dir.path().display()))
+            .await
+            .unwrap();
+        let secrets = Arc::new(SecretBox::from_key(&[7; 32]));
+        let queue = StoreQueue {
+            store: store.clone(),
+            secrets: secrets.clone(),
+        };
+        let set = |name: &str, value: VariableValue| {
+            let store = store.clone();
+            let name = name.to_string();
+            async move { store.set_variable(&name, value, 0).await.unwrap() }
+        };
+        set("plain", VariableValue::Plain(json!(1))).await;
+        let sealed = |key: u8, clear: &[u8]| {
+            VariableValue::Secret(
+                SecretBox::from_key(&[key; 32]).encrypt(&variable_context("token"), clear),
+            )
+        };
+
+        // Decrypts, but is not JSON (it used to become null).
+        set("token", sealed(7, b"hunter2-not-json")).await;
+        let err = queue.variables().await.unwrap_err().to_string();
+        assert!(
+            err.contains("secret variable token") && err.contains("not JSON"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+
+        // Encrypted with another key.
+        set("token", sealed(8, b"\"hunter2-other-key\"")).await;
+        let err = queue.variables().await.unwrap_err().to_string();
+        assert!(
+            err.contains("secret variable token") && err.contains("encryption key"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+
+        set("token", sealed(7, b"\"hunter2-good\"")).await;
+        let vars = queue.variables().await.unwrap();
+        assert_eq!(vars.values["token"], json!("hunter2-good"));
+        assert_eq!(vars.values["plain"], json!(1));
+        assert_eq!(vars.secret, BTreeSet::from(["token".to_string()]));
+        // A script's write to it stays secret, and says so.
+        assert!(queue.set_variable("token", &json!("next")).await.unwrap());
+        assert!(!queue.set_variable("plain", &json!(2)).await.unwrap());
+        store.close().await;
+    }
+}

@@ -365,13 +365,20 @@ impl Writer {
                         // the end).
                         match self.masker.extend(secret_texts(&value)) {
                             Ok(()) => *masker = self.masker.current(),
-                            Err(e) => tracing::error!(error = %e, variable = %name, "masking a secret written by a script"),
+                            Err(e) => {
+                                tracing::error!(error = %e, variable = %name, "masking a secret written by a script")
+                            }
                         }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, variable = %name, "storing a variable write");
                         let line = format!("[cronium] could not store variable {name}: {e}");
-                        self.push(exec, Stream::System, masker.mask(&line).into_owned(), now_ms());
+                        self.push(
+                            exec,
+                            Stream::System,
+                            masker.mask(&line).into_owned(),
+                            now_ms(),
+                        );
                     }
                 }
             }
@@ -396,7 +403,8 @@ impl Writer {
         masker: &Masker,
     ) {
         if stream == Stream::System || masker.is_empty() {
-            let line = masker.mask(&line).into_owned();
+            // In place: no copy of the line on the hot path when there is nothing to mask.
+            masker.mask_string(&mut line);
             return self.push(exec, stream, line, ts);
         }
         let cut = line.len() >= CUT_LINE_BYTES;
@@ -410,9 +418,16 @@ impl Writer {
             }
         }
         if cut {
-            self.held.insert(key, Held { stream, text: line, ts });
+            self.held.insert(
+                key,
+                Held {
+                    stream,
+                    text: line,
+                    ts,
+                },
+            );
         } else {
-            let line = masker.mask(&line).into_owned();
+            masker.mask_string(&mut line);
             self.push(exec, stream, line, ts);
         }
     }
@@ -427,9 +442,9 @@ impl Writer {
             .collect();
         keys.sort();
         for key in keys {
-            if let Some(h) = self.held.remove(&key) {
-                let line = masker.mask(&h.text).into_owned();
-                self.push(key.0, h.stream, line, h.ts);
+            if let Some(mut h) = self.held.remove(&key) {
+                masker.mask_string(&mut h.text);
+                self.push(key.0, h.stream, h.text, h.ts);
             }
         }
     }
@@ -524,7 +539,10 @@ impl Writer {
     /// The store refused a fenced write: another worker owns the job now.
     fn lose(&mut self, what: &str) {
         if !self.stopped {
-            tracing::warn!(job = self.lease.job_id, "lease lost while {what}; stopping the run");
+            tracing::warn!(
+                job = self.lease.job_id,
+                "lease lost while {what}; stopping the run"
+            );
         }
         self.stopped = true;
         self.lines.clear();

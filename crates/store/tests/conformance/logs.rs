@@ -86,7 +86,10 @@ async fn logs_page_and_max_seq(t: Ctx) {
 async fn duplicate_seq_writes_nothing(t: Ctx) {
     let s = &t.store;
     let j = claimed(s, "d", "w").await;
-    assert!(s.append_logs(j, "w", 1, &[line(1, "a"), line(2, "b")]).await.unwrap());
+    assert!(s
+        .append_logs(j, "w", 1, &[line(1, "a"), line(2, "b")])
+        .await
+        .unwrap());
     // The batch spans several chunks and its last line collides: nothing of it is kept.
     let mut batch: Vec<NewLogLine> = (3..1200).map(|i| line(i, "x")).collect();
     batch.push(line(1300, "y"));
@@ -208,7 +211,12 @@ async fn stale_worker_lines_refused_after_recovery_new_owner_kept(t: Ctx) {
         .await
         .unwrap());
     assert!(s
-        .append_logs(j.id, "new", 2, &[line(next, "new 3"), line(next + 1, "new 4")])
+        .append_logs(
+            j.id,
+            "new",
+            2,
+            &[line(next, "new 3"), line(next + 1, "new 4")]
+        )
         .await
         .unwrap());
     assert!(!s
@@ -260,7 +268,10 @@ async fn lines_refused_unless_the_attempt_is_running(t: Ctx) {
     spec.max_attempts = 3;
     let r = s.enqueue(&spec, 0).await.unwrap();
     assert_eq!(s.claim("w", 60_000, 0).await.unwrap().unwrap().id, r.id);
-    assert!(s.retry_later(r.id, "w", 1, 1_000_000, "boom", 5).await.unwrap());
+    assert!(s
+        .retry_later(r.id, "w", 1, 1_000_000, "boom", 5)
+        .await
+        .unwrap());
     assert!(!s
         .append_logs(r.id, "w", 1, &[line(1, "after the retry")])
         .await
@@ -334,7 +345,10 @@ fn append_racing_a_recovery(
                     if waiting > 0 {
                         break;
                     }
-                    assert!(!append.is_finished(), "the append did not wait for the recovery");
+                    assert!(
+                        !append.is_finished(),
+                        "the append did not wait for the recovery"
+                    );
                     assert!(
                         std::time::Instant::now() < deadline,
                         "the append never waited for the job row"
