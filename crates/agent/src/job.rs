@@ -110,17 +110,26 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         cancel.clone(),
         lost.clone(),
     ));
-    // Only the lease holder writes a job's log, so a first attempt starts from an empty log.
-    let first_seq = if job.attempt <= 1 {
-        1
-    } else {
-        inner.queue.max_log_seq(job.id).await.unwrap_or(0) + 1
+    let first_seq = match first_log_seq(&inner, &job).await {
+        Ok(seq) => seq,
+        Err(message) => {
+            // Without it no line can be numbered safely: the attempt fails, visibly, on the job.
+            tracing::error!(job = job.id, error = %message, "reading the job's log position");
+            heartbeat.abort();
+            if !lost.load(Ordering::SeqCst) {
+                conclude(&inner, &job, &lease, Err(JobError::retryable(message)), &HashMap::new()).await;
+            }
+            inner.wake.notify_one();
+            return;
+        }
     };
     let recorder = Arc::new(Recorder::start(
         inner.queue.clone(),
         inner.bus.clone(),
         lease.clone(),
         first_seq,
+        cancel.clone(),
+        lost.clone(),
     ));
     if job.attempt > 1 {
         recorder
@@ -145,6 +154,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         };
         recorder.system(None, line).await;
     }
+    let masker = recorder.masker();
     let facts = match Arc::try_unwrap(recorder) {
         Ok(r) => r.close().await,
         Err(_) => {
@@ -163,11 +173,58 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         );
         return;
     }
+    let results = mask_results(results, &masker);
     let done = conclude(&inner, &job, &lease, results, &facts).await;
     if done {
         inner.bus.finish(job.id);
     }
     inner.wake.notify_one();
+}
+
+/// Where this attempt's log lines start. Only the lease holder writes a job's log, so a first
+/// attempt starts from an empty log and a later one after the highest stored line: a store error
+/// is retried, then fails the attempt (guessing would collide with the stored lines).
+async fn first_log_seq(inner: &Inner, job: &JobRow) -> Result<i64, String> {
+    if job.attempt <= 1 {
+        return Ok(1);
+    }
+    let mut tries = 0;
+    loop {
+        match inner.queue.max_log_seq(job.id).await {
+            Ok(max) => return Ok(max + 1),
+            Err(e) if tries < 4 => {
+                tries += 1;
+                tracing::warn!(job = job.id, error = %e, tries, "reading the job's last log line, retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100 << tries)).await;
+            }
+            Err(e) => return Err(format!("cannot read the job's log to continue it: {e}")),
+        }
+    }
+}
+
+/// The executions' errors and notes and the job's error, with the job's secrets masked.
+fn mask_results(
+    results: Result<Vec<ExecResult>, JobError>,
+    masker: &crate::recorder::SharedMasker,
+) -> Result<Vec<ExecResult>, JobError> {
+    let masker = masker.current();
+    let mask = |s: &mut Option<String>| {
+        if let Some(text) = s {
+            masker.mask_string(text);
+        }
+    };
+    match results {
+        Err(JobError::Fatal(m)) => Err(JobError::Fatal(masker.mask(&m).into_owned())),
+        Err(JobError::Retryable(m)) => Err(JobError::Retryable(masker.mask(&m).into_owned())),
+        Ok(mut results) => {
+            for r in &mut results {
+                mask(&mut r.finished.error);
+                mask(&mut r.extra.error);
+                mask(&mut r.extra.note);
+            }
+            Ok(results)
+        }
+    }
 }
 
 async fn heartbeat_loop(
@@ -230,6 +287,8 @@ async fn run_executions(
                 .http
                 .as_ref()
                 .ok_or_else(|| JobError::fatal("http: settings missing"))?;
+            // An http event sees no variables, but a response may still echo a secret.
+            variables_snapshot(inner, recorder).await?;
             let exec = start_execution(inner, lease).await?;
             let sink = recorder.sink_for(Some(exec));
             let _ = inner
@@ -254,7 +313,7 @@ async fn run_executions(
             // Everything that can fail before the run is done before its execution exists, so
             // that a job that never ran leaves no execution stuck in `pending`.
             let payload = payload(inner, job, spec)?;
-            let variables = variables_snapshot(inner).await?;
+            let variables = variables_snapshot(inner, recorder).await?;
             let exec = start_execution(inner, lease).await?;
             let sink = recorder.sink_for(Some(exec));
             let req = run_request(inner, job, spec, &payload, exec, None, variables);
@@ -291,14 +350,23 @@ async fn start_execution(inner: &Inner, lease: &Lease) -> Result<i64, JobError> 
         .id)
 }
 
-/// The variables a run sees (secret ones decrypted), read once per job. A secret that cannot
-/// be decrypted is fatal: no later attempt would decrypt it either.
-pub(crate) async fn variables_snapshot(inner: &Inner) -> Result<BTreeMap<String, Value>, JobError> {
-    inner
+/// The variables a run sees (secret ones decrypted), read once per job, before the run starts;
+/// the recorder learns the secret ones, to mask them in everything the run produces. A secret
+/// that cannot be decrypted is fatal: no later attempt would decrypt it either.
+pub(crate) async fn variables_snapshot(
+    inner: &Inner,
+    recorder: &Recorder,
+) -> Result<BTreeMap<String, Value>, JobError> {
+    let vars = inner
         .queue
         .variables()
         .await
-        .map_err(|e| JobError::from(e).context("cannot read variables"))
+        .map_err(|e| JobError::from(e).context("cannot read variables"))?;
+    recorder
+        .learn_variables(&vars)
+        .await
+        .map_err(JobError::retryable)?;
+    Ok(vars.values)
 }
 
 /// The payload of the job's event version, built (or found in the cache) once per job, before

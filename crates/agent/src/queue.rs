@@ -6,7 +6,7 @@
 //! store refuses writes from a worker that lost the lease, and the agent treats a refused write as
 //! "stop working on this job".
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -34,6 +34,15 @@ pub struct RemoteServer {
     pub config: cronium_ssh::ServerConfig,
 }
 
+/// The variables a run sees: every value (secret ones decrypted) and which of them are secret,
+/// so that their values can be masked in what the run produces.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Variables {
+    pub values: BTreeMap<String, Value>,
+    /// Names of the secret variables among `values`.
+    pub secret: BTreeSet<String>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error(transparent)]
@@ -45,6 +54,9 @@ pub enum QueueError {
     /// A target names servers that are not registered.
     #[error("unknown server(s): {0}")]
     UnknownServers(String),
+    /// A secret variable whose value cannot be had; the reason never holds the value.
+    #[error("secret variable {name} cannot be read: {reason}")]
+    Secret { name: String, reason: String },
     #[error("{0}")]
     Other(String),
 }
@@ -56,6 +68,7 @@ impl QueueError {
         matches!(
             self,
             QueueError::Undecryptable(_)
+                | QueueError::Secret { .. }
                 | QueueError::UnknownServers(_)
                 | QueueError::Store(StoreError::Corrupt(_))
         )
@@ -95,11 +108,14 @@ pub trait JobQueue: Send + Sync + 'static {
     ) -> Result<usize, QueueError>;
     /// Highest stored log seq of the job (0 when none), to continue numbering after a retry.
     async fn max_log_seq(&self, job_id: i64) -> Result<i64, QueueError>;
-    async fn append_logs(&self, job_id: i64, lines: &[NewLogLine]) -> Result<(), QueueError>;
-    /// Every variable, secret ones decrypted, for a run's snapshot.
-    async fn variables(&self) -> Result<BTreeMap<String, Value>, QueueError>;
-    /// A variable written by a script; a secret variable stays secret.
-    async fn set_variable(&self, name: &str, value: &Value) -> Result<(), QueueError>;
+    /// Stores log lines of the claimed attempt. False (nothing stored) when the lease was lost.
+    async fn append_logs(&self, lease: &Lease, lines: &[NewLogLine]) -> Result<bool, QueueError>;
+    /// Every variable, secret ones decrypted, for a run's snapshot. A secret that cannot be
+    /// decrypted (another encryption key) or does not decode is an error naming it, never a
+    /// silent null.
+    async fn variables(&self) -> Result<Variables, QueueError>;
+    /// A variable written by a script; a secret variable stays secret. True when it is secret.
+    async fn set_variable(&self, name: &str, value: &Value) -> Result<bool, QueueError>;
     async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError>;
     async fn retry_later(
         &self,
@@ -240,31 +256,47 @@ impl JobQueue for StoreQueue {
         Ok(self.store.max_log_seq(job_id).await?)
     }
 
-    async fn append_logs(&self, job_id: i64, lines: &[NewLogLine]) -> Result<(), QueueError> {
-        Ok(self.store.append_logs(job_id, lines).await?)
+    async fn append_logs(&self, lease: &Lease, lines: &[NewLogLine]) -> Result<bool, QueueError> {
+        Ok(self
+            .store
+            .append_logs(lease.job_id, &lease.worker, lease.attempt, lines)
+            .await?)
     }
 
-    async fn variables(&self) -> Result<BTreeMap<String, Value>, QueueError> {
-        let mut out = BTreeMap::new();
+    async fn variables(&self) -> Result<Variables, QueueError> {
+        let mut out = Variables::default();
         for row in self.store.list_variables().await? {
             let value = match row.value {
                 VariableValue::Plain(v) => v,
                 VariableValue::Secret(ct) => {
+                    let secret_error = |reason: &str| QueueError::Secret {
+                        name: row.name.clone(),
+                        reason: reason.to_string(),
+                    };
                     let clear = self
                         .secrets
                         .decrypt(&variable_context(&row.name), &ct)
-                        .map_err(|e| {
-                            QueueError::Undecryptable(format!("secret variable {}: {e}", row.name))
+                        .map_err(|_| {
+                            secret_error(
+                                "it does not decrypt with this server's encryption key (was \
+                                 CRONIUM_ENCRYPTION_KEY or DATA_DIR/secret.key changed since it \
+                                 was set?); restore that key or set the variable again",
+                            )
                         })?;
-                    serde_json::from_slice(&clear).unwrap_or(Value::Null)
+                    // serde_json's message names a position, never the text it read.
+                    let value = serde_json::from_slice(&clear).map_err(|e| {
+                        secret_error(&format!("its decrypted value is not JSON ({e})"))
+                    })?;
+                    out.secret.insert(row.name.clone());
+                    value
                 }
             };
-            out.insert(row.name, value);
+            out.values.insert(row.name, value);
         }
         Ok(out)
     }
 
-    async fn set_variable(&self, name: &str, value: &Value) -> Result<(), QueueError> {
+    async fn set_variable(&self, name: &str, value: &Value) -> Result<bool, QueueError> {
         let secret = matches!(
             self.store.get_variable(name).await?.map(|r| r.value),
             Some(VariableValue::Secret(_))
@@ -275,7 +307,8 @@ impl JobQueue for StoreQueue {
         } else {
             VariableValue::Plain(value.clone())
         };
-        Ok(self.store.set_variable(name, v, now_ms()).await?)
+        self.store.set_variable(name, v, now_ms()).await?;
+        Ok(secret)
     }
 
     async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError> {
@@ -393,5 +426,63 @@ impl JobQueue for StoreQueue {
         state: Option<&RunnerState>,
     ) -> Result<(), QueueError> {
         Ok(self.store.set_runner_state(server_id, state).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_secret_that_cannot_be_read_is_an_error_naming_it_never_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite:{}/cronium.db", dir.path().display()))
+            .await
+            .unwrap();
+        let secrets = Arc::new(SecretBox::from_key(&[7; 32]));
+        let queue = StoreQueue {
+            store: store.clone(),
+            secrets: secrets.clone(),
+        };
+        let set = |name: &str, value: VariableValue| {
+            let store = store.clone();
+            let name = name.to_string();
+            async move { store.set_variable(&name, value, 0).await.unwrap() }
+        };
+        set("plain", VariableValue::Plain(json!(1))).await;
+        let sealed = |key: u8, clear: &[u8]| {
+            VariableValue::Secret(
+                SecretBox::from_key(&[key; 32]).encrypt(&variable_context("token"), clear),
+            )
+        };
+
+        // Decrypts, but is not JSON (it used to become null).
+        set("token", sealed(7, b"hunter2-not-json")).await;
+        let err = queue.variables().await.unwrap_err().to_string();
+        assert!(
+            err.contains("secret variable token") && err.contains("not JSON"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+
+        // Encrypted with another key.
+        set("token", sealed(8, b"\"hunter2-other-key\"")).await;
+        let err = queue.variables().await.unwrap_err().to_string();
+        assert!(
+            err.contains("secret variable token") && err.contains("encryption key"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+
+        set("token", sealed(7, b"\"hunter2-good\"")).await;
+        let vars = queue.variables().await.unwrap();
+        assert_eq!(vars.values["token"], json!("hunter2-good"));
+        assert_eq!(vars.values["plain"], json!(1));
+        assert_eq!(vars.secret, BTreeSet::from(["token".to_string()]));
+        // A script's write to it stays secret, and says so.
+        assert!(queue.set_variable("token", &json!("next")).await.unwrap());
+        assert!(!queue.set_variable("plain", &json!(2)).await.unwrap());
+        store.close().await;
     }
 }

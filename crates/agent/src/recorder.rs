@@ -2,30 +2,51 @@
 //! (one sequence per job, across attempts and servers), execution status and timings, outputs and
 //! variable writes. It is the only writer of a job's log, so numbering needs no coordination.
 //!
+//! Everything it stores is masked first: every log line (script and system), every output, and,
+//! through [`Recorder::masker`], the errors the job records. The agent teaches it the job's
+//! secrets before the run starts ([`Recorder::learn_variables`], [`Recorder::learn_credentials`]);
+//! a value a script writes to a secret variable is masked from the moment the recorder sees that
+//! write. A secret cut in two by the runner's line cap is masked across the cut: a line of the
+//! cap's length is held until the rest of it arrives.
+//!
+//! Every write carries the job's lease. A refused write means the lease was lost: the recorder
+//! marks the job lost, cancels the run and writes nothing more, so it can never collide with the
+//! new owner's sequence numbers.
+//!
 //! Lines are stored in batches: whatever has arrived while the previous batch was being written
 //! goes in the next one, so an idle job's line reaches viewers at once and a flood of output is
 //! written in large transactions.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use cronium_core::clock::now_ms;
 use cronium_core::logbus::LogBus;
+use cronium_core::mask::{maskable, secret_texts, MaskError, Masker, MIN_SECRET_CHARS};
 use cronium_core::transport::EventSink;
 use cronium_model::ExecutionStatus;
-use cronium_protocol::{RunnerEvent, Stream};
-use cronium_store::{ExecutionUpdate, NewLogLine};
+use cronium_protocol::{RunnerEvent, Stream, MAX_LINE_BYTES};
+use cronium_ssh::Credential;
+use cronium_store::{ExecutionUpdate, NewLogLine, StoreError};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::queue::{JobQueue, Lease};
+use crate::queue::{JobQueue, Lease, QueueError, RemoteServer, Variables};
 
 const BATCH: usize = 2_000;
+/// Retries of a batch the store failed to take, with doubling waits from 100 ms (about 3 s).
+const STORE_RETRIES: u32 = 5;
+/// The runner cuts a longer line into pieces of at least this many bytes (see
+/// [`MAX_LINE_BYTES`]); a line this long may continue in the next one.
+const CUT_LINE_BYTES: usize = MAX_LINE_BYTES - 3;
 
 /// What the recorder learnt about each execution.
 #[derive(Debug, Default, Clone)]
 pub struct ExecutionFacts {
+    /// The last output, masked.
     pub output: Option<Value>,
     pub condition: Option<bool>,
     pub runner_version: Option<String>,
@@ -33,18 +54,74 @@ pub struct ExecutionFacts {
     pub started_at: Option<i64>,
 }
 
+/// The masker of one job, shared by the recorder's handle (the agent adds the secrets it
+/// resolves) and its task (which adds secret variables a script writes).
+#[derive(Clone, Default)]
+pub struct SharedMasker(Arc<RwLock<Arc<Masker>>>);
+
+impl SharedMasker {
+    /// The masker as it is now.
+    pub fn current(&self) -> Arc<Masker> {
+        match self.0.read() {
+            Ok(m) => m.clone(),
+            // A writer panicked between two plain assignments: the value is still whole.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn extend<I, S>(&self, secrets: I) -> Result<(), MaskError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut guard = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = Masker::clone(&guard);
+        next.extend(secrets)?;
+        *guard = Arc::new(next);
+        Ok(())
+    }
+
+    /// `text` with every secret known so far masked.
+    pub fn mask(&self, text: &str) -> String {
+        self.current().mask(text).into_owned()
+    }
+}
+
 pub struct Recorder {
     tx: mpsc::Sender<(Option<i64>, RunnerEvent)>,
     task: JoinHandle<HashMap<Option<i64>, ExecutionFacts>>,
     forwarders: std::sync::Mutex<Vec<JoinHandle<()>>>,
+    masker: SharedMasker,
 }
 
 impl Recorder {
-    pub fn start(queue: Arc<dyn JobQueue>, bus: Arc<LogBus>, lease: Lease, first_seq: i64) -> Self {
+    /// Starts recording for `lease`, numbering lines from `first_seq`. When the store refuses a
+    /// write (the lease was lost), `lost` is set and `cancel` cancelled.
+    pub fn start(
+        queue: Arc<dyn JobQueue>,
+        bus: Arc<LogBus>,
+        lease: Lease,
+        first_seq: i64,
+        cancel: CancellationToken,
+        lost: Arc<AtomicBool>,
+    ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Option<i64>, RunnerEvent)>(4 * BATCH);
+        let masker = SharedMasker::default();
+        let mut w = Writer {
+            queue,
+            bus,
+            lease,
+            masker: masker.clone(),
+            cancel,
+            lost,
+            stopped: false,
+            seq: first_seq - 1,
+            lines: Vec::new(),
+            facts: HashMap::new(),
+            held: HashMap::new(),
+            unstored: 0,
+        };
         let task = tokio::spawn(async move {
-            let mut facts: HashMap<Option<i64>, ExecutionFacts> = HashMap::new();
-            let mut seq = first_seq - 1;
             let mut batch = Vec::with_capacity(BATCH);
             while let Some(first) = rx.recv().await {
                 batch.push(first);
@@ -54,112 +131,37 @@ impl Recorder {
                         Err(_) => break,
                     }
                 }
-                let mut lines = Vec::new();
+                if w.stopped {
+                    // Keep draining, so that the transports never block on a full channel
+                    // while the cancelled run winds down.
+                    batch.clear();
+                    continue;
+                }
+                // Taken after the batch arrived: a secret learnt before any of its events was
+                // sent is in it.
+                let mut masker = w.masker.current();
                 let mut touched_outputs = Vec::new();
                 for (exec, event) in batch.drain(..) {
-                    let f = facts.entry(exec).or_default();
-                    match event {
-                        RunnerEvent::Log {
-                            stream,
-                            line,
-                            ts_ms,
-                            ..
-                        } => {
-                            seq += 1;
-                            lines.push(NewLogLine {
-                                execution_id: exec,
-                                seq,
-                                stream: stream.as_str().to_string(),
-                                line,
-                                ts: if ts_ms > 0 { ts_ms } else { now_ms() },
-                            });
-                        }
-                        RunnerEvent::Started {
-                            runner_version,
-                            setup_ms,
-                            ..
-                        } => {
-                            f.runner_version = Some(runner_version.clone());
-                            f.setup_ms = Some(setup_ms);
-                            f.started_at = Some(now_ms());
-                            if let Some(id) = exec {
-                                let update = ExecutionUpdate {
-                                    status: Some(ExecutionStatus::Running),
-                                    started_at: f.started_at,
-                                    setup_ms: Some(setup_ms as i64),
-                                    runner_version: Some(runner_version),
-                                    ..Default::default()
-                                };
-                                if let Err(e) = queue.update_execution(&lease, id, &update).await {
-                                    tracing::warn!(error = %e, "recording execution start");
-                                }
-                            }
-                        }
-                        RunnerEvent::Output { value } => {
-                            f.output = Some(value);
-                            if !touched_outputs.contains(&exec) {
-                                touched_outputs.push(exec);
-                            }
-                        }
-                        RunnerEvent::Variable { name, value } => {
-                            if let Err(e) = queue.set_variable(&name, &value).await {
-                                tracing::warn!(error = %e, variable = %name, "storing a variable write");
-                                seq += 1;
-                                lines.push(NewLogLine {
-                                    execution_id: exec,
-                                    seq,
-                                    stream: Stream::System.as_str().into(),
-                                    line: format!("[cronium] could not store variable {name}: {e}"),
-                                    ts: now_ms(),
-                                });
-                            }
-                        }
-                        RunnerEvent::Condition { value } => f.condition = Some(value),
-                        RunnerEvent::Truncated { .. } | RunnerEvent::Finished(_) => {}
+                    if w.stopped {
+                        break;
                     }
+                    w.event(exec, event, &mut masker, &mut touched_outputs)
+                        .await;
                 }
                 // Outputs are written as they change, so a script that later fails or times out
                 // keeps what it produced.
                 for exec in touched_outputs {
-                    if let (Some(id), Some(out)) =
-                        (exec, facts.get(&exec).and_then(|f| f.output.clone()))
-                    {
-                        let update = ExecutionUpdate {
-                            output: Some(out),
-                            ..Default::default()
-                        };
-                        if let Err(e) = queue.update_execution(&lease, id, &update).await {
-                            tracing::warn!(error = %e, "recording output");
-                        }
-                    }
+                    w.write_output(exec, &masker).await;
                 }
-                if !lines.is_empty() {
-                    let last = seq;
-                    let mut attempt = 0;
-                    loop {
-                        match queue.append_logs(lease.job_id, &lines).await {
-                            Ok(()) => break,
-                            Err(e) if attempt < 5 => {
-                                attempt += 1;
-                                tracing::warn!(error = %e, attempt, "storing log lines, retrying");
-                                tokio::time::sleep(std::time::Duration::from_millis(50 << attempt))
-                                    .await;
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, lines = lines.len(), "log lines could not be stored");
-                                break;
-                            }
-                        }
-                    }
-                    bus.publish(lease.job_id, last);
-                }
+                w.store_lines().await;
             }
-            facts
+            w.finish().await
         });
         Recorder {
             tx,
             task,
             forwarders: std::sync::Mutex::new(Vec::new()),
+            masker,
         }
     }
 
@@ -180,7 +182,7 @@ impl Recorder {
         etx
     }
 
-    /// A line written by the agent itself.
+    /// A line written by the agent itself (masked like every other line).
     pub async fn system(&self, execution_id: Option<i64>, line: impl Into<String>) {
         let _ = self
             .tx
@@ -196,6 +198,77 @@ impl Recorder {
             .await;
     }
 
+    /// The job's masker, for what the agent records outside the event stream (errors). It keeps
+    /// learning until the recorder is closed.
+    pub fn masker(&self) -> SharedMasker {
+        self.masker.clone()
+    }
+
+    /// Learns the values of the secret variables a run sees; call it before the run starts.
+    /// A secret too short to be masked is named (never shown) in a system line.
+    pub async fn learn_variables(&self, vars: &Variables) -> Result<(), String> {
+        let mut texts = Vec::new();
+        for name in &vars.secret {
+            let Some(value) = vars.values.get(name) else {
+                continue;
+            };
+            let parts = secret_texts(value);
+            if parts.iter().any(|p| !maskable(p)) {
+                let what = if value.is_string() {
+                    "is"
+                } else {
+                    "has values"
+                };
+                self.system(
+                    None,
+                    format!(
+                        "[cronium] secret variable {name} {what} shorter than {MIN_SECRET_CHARS} \
+                         characters: not masked in logs"
+                    ),
+                )
+                .await;
+            }
+            texts.extend(parts);
+        }
+        self.masker.extend(texts).map_err(|e| e.to_string())
+    }
+
+    /// Learns the SSH credentials of the servers a job runs on (passwords, key passphrases, the
+    /// body of private keys); call it before connecting.
+    pub async fn learn_credentials(&self, servers: &[RemoteServer]) -> Result<(), String> {
+        let mut texts = Vec::new();
+        for server in servers {
+            let (what, secret) = match &server.config.credential {
+                Credential::Password(p) => ("password", p),
+                Credential::Key { pem, passphrase } => {
+                    // The key's base64 lines, not its BEGIN/END armour.
+                    texts.extend(
+                        pem.lines()
+                            .filter(|l| !l.starts_with("-----"))
+                            .map(str::to_string),
+                    );
+                    match passphrase {
+                        Some(p) => ("key passphrase", p),
+                        None => continue,
+                    }
+                }
+            };
+            if !secret.is_empty() && !maskable(secret) {
+                self.system(
+                    None,
+                    format!(
+                        "[cronium] the {what} of server {} is shorter than {MIN_SECRET_CHARS} \
+                         characters: not masked in logs",
+                        server.config.name
+                    ),
+                )
+                .await;
+            }
+            texts.push(secret.clone());
+        }
+        self.masker.extend(texts).map_err(|e| e.to_string())
+    }
+
     /// Waits until everything sent so far is stored; returns what was learnt per execution.
     /// Every sink handed out must have been dropped.
     pub async fn close(self) -> HashMap<Option<i64>, ExecutionFacts> {
@@ -205,5 +278,298 @@ impl Recorder {
         }
         drop(self.tx);
         self.task.await.unwrap_or_default()
+    }
+}
+
+/// A piece of a long line, held until the rest of the line arrives (see [`Writer::take_log`]).
+struct Held {
+    stream: Stream,
+    text: String,
+    ts: i64,
+}
+
+/// The recorder task's state.
+struct Writer {
+    queue: Arc<dyn JobQueue>,
+    bus: Arc<LogBus>,
+    lease: Lease,
+    masker: SharedMasker,
+    cancel: CancellationToken,
+    lost: Arc<AtomicBool>,
+    /// The lease was lost: nothing more is written.
+    stopped: bool,
+    /// The last seq handed out.
+    seq: i64,
+    /// Lines of the current batch, masked and numbered.
+    lines: Vec<NewLogLine>,
+    facts: HashMap<Option<i64>, ExecutionFacts>,
+    held: HashMap<(Option<i64>, &'static str), Held>,
+    /// Lines the store did not take, reported in the log at the next batch it takes.
+    unstored: usize,
+}
+
+impl Writer {
+    async fn event(
+        &mut self,
+        exec: Option<i64>,
+        event: RunnerEvent,
+        masker: &mut Arc<Masker>,
+        touched_outputs: &mut Vec<Option<i64>>,
+    ) {
+        match event {
+            RunnerEvent::Log {
+                stream,
+                line,
+                ts_ms,
+                ..
+            } => {
+                let ts = if ts_ms > 0 { ts_ms } else { now_ms() };
+                self.take_log(exec, stream, line, ts, masker);
+            }
+            RunnerEvent::Started {
+                runner_version,
+                setup_ms,
+                ..
+            } => {
+                let f = self.facts.entry(exec).or_default();
+                f.runner_version = Some(runner_version.clone());
+                f.setup_ms = Some(setup_ms);
+                f.started_at = Some(now_ms());
+                if let Some(id) = exec {
+                    let update = ExecutionUpdate {
+                        status: Some(ExecutionStatus::Running),
+                        started_at: f.started_at,
+                        setup_ms: Some(setup_ms as i64),
+                        runner_version: Some(runner_version),
+                        ..Default::default()
+                    };
+                    match self.queue.update_execution(&self.lease, id, &update).await {
+                        Ok(true) => {}
+                        Ok(false) => self.lose("recording the execution's start"),
+                        Err(e) => tracing::warn!(error = %e, "recording execution start"),
+                    }
+                }
+            }
+            RunnerEvent::Output { mut value } => {
+                masker.mask_value(&mut value);
+                self.facts.entry(exec).or_default().output = Some(value);
+                if !touched_outputs.contains(&exec) {
+                    touched_outputs.push(exec);
+                }
+            }
+            RunnerEvent::Variable { name, value } => {
+                match self.queue.set_variable(&name, &value).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        // Secret from now on: mask it in whatever follows (in bundled mode the
+                        // run's lines came before this write; its outputs are masked again at
+                        // the end).
+                        match self.masker.extend(secret_texts(&value)) {
+                            Ok(()) => *masker = self.masker.current(),
+                            Err(e) => {
+                                tracing::error!(error = %e, variable = %name, "masking a secret written by a script")
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, variable = %name, "storing a variable write");
+                        let line = format!("[cronium] could not store variable {name}: {e}");
+                        self.push(
+                            exec,
+                            Stream::System,
+                            masker.mask(&line).into_owned(),
+                            now_ms(),
+                        );
+                    }
+                }
+            }
+            RunnerEvent::Condition { value } => {
+                self.facts.entry(exec).or_default().condition = Some(value)
+            }
+            // The runner's last event: nothing more of this execution will continue a held line.
+            RunnerEvent::Finished(_) => self.release_held(Some(exec), masker),
+            RunnerEvent::Truncated { .. } => {}
+        }
+    }
+
+    /// Masks and numbers one line. A line as long as the runner's cut may be continued by the
+    /// next line of its stream, so it is held until that one arrives and both are masked
+    /// together: a secret cut in two is masked whole (in the first piece).
+    fn take_log(
+        &mut self,
+        exec: Option<i64>,
+        stream: Stream,
+        mut line: String,
+        ts: i64,
+        masker: &Masker,
+    ) {
+        if stream == Stream::System || masker.is_empty() {
+            // In place: no copy of the line on the hot path when there is nothing to mask.
+            masker.mask_string(&mut line);
+            return self.push(exec, stream, line, ts);
+        }
+        let cut = line.len() >= CUT_LINE_BYTES;
+        let key = (exec, stream.as_str());
+        if let Some(held) = self.held.remove(&key) {
+            let (head, consumed) = masker.mask_across(&held.text, &line);
+            self.push(exec, held.stream, head, held.ts);
+            line.drain(..consumed);
+            if consumed > 0 && line.is_empty() && !cut {
+                return; // the whole line was the end of a masked secret
+            }
+        }
+        if cut {
+            self.held.insert(
+                key,
+                Held {
+                    stream,
+                    text: line,
+                    ts,
+                },
+            );
+        } else {
+            masker.mask_string(&mut line);
+            self.push(exec, stream, line, ts);
+        }
+    }
+
+    /// Stores the held pieces of `exec` (every execution's when `None`) as they are.
+    fn release_held(&mut self, exec: Option<Option<i64>>, masker: &Masker) {
+        let mut keys: Vec<_> = self
+            .held
+            .keys()
+            .filter(|(e, _)| exec.is_none_or(|x| x == *e))
+            .copied()
+            .collect();
+        keys.sort();
+        for key in keys {
+            if let Some(mut h) = self.held.remove(&key) {
+                masker.mask_string(&mut h.text);
+                self.push(key.0, h.stream, h.text, h.ts);
+            }
+        }
+    }
+
+    fn push(&mut self, exec: Option<i64>, stream: Stream, line: String, ts: i64) {
+        self.seq += 1;
+        self.lines.push(NewLogLine {
+            execution_id: exec,
+            seq: self.seq,
+            stream: stream.as_str().to_string(),
+            line,
+            ts,
+        });
+    }
+
+    async fn write_output(&mut self, exec: Option<i64>, masker: &Masker) {
+        if self.stopped {
+            return;
+        }
+        let Some(id) = exec else { return };
+        let Some(f) = self.facts.get_mut(&exec) else {
+            return;
+        };
+        let Some(out) = f.output.as_mut() else { return };
+        // Again: a secret variable written later in the same batch is masked too.
+        masker.mask_value(out);
+        let update = ExecutionUpdate {
+            output: Some(out.clone()),
+            ..Default::default()
+        };
+        match self.queue.update_execution(&self.lease, id, &update).await {
+            Ok(true) => {}
+            Ok(false) => self.lose("recording an output"),
+            Err(e) => tracing::warn!(error = %e, "recording output"),
+        }
+    }
+
+    /// Stores the batch's lines, retrying store errors. Lines the store still refuses to take
+    /// are counted and reported in the log with the next batch it takes, never dropped silently.
+    async fn store_lines(&mut self) {
+        if self.lines.is_empty() || self.stopped {
+            self.lines.clear();
+            return;
+        }
+        let mut lines = std::mem::take(&mut self.lines);
+        let unreported = self.unstored;
+        if unreported > 0 {
+            self.seq += 1;
+            lines.push(NewLogLine {
+                execution_id: None,
+                seq: self.seq,
+                stream: Stream::System.as_str().into(),
+                line: format!(
+                    "[cronium] {unreported} log line(s) before this one could not be stored \
+                     (the database failed; see the server's log)"
+                ),
+                ts: now_ms(),
+            });
+        }
+        let mut attempt = 0;
+        loop {
+            match self.queue.append_logs(&self.lease, &lines).await {
+                Ok(true) => {
+                    self.unstored = 0;
+                    self.bus.publish(self.lease.job_id, self.seq);
+                    return;
+                }
+                Ok(false) => return self.lose("storing log lines"),
+                // The previous try committed but its answer was lost: the lines are stored.
+                Err(QueueError::Store(StoreError::Conflict(field)))
+                    if attempt > 0 && field == "seq" =>
+                {
+                    self.unstored = 0;
+                    self.bus.publish(self.lease.job_id, self.seq);
+                    return;
+                }
+                Err(e) if attempt < STORE_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(error = %e, attempt, "storing log lines, retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                }
+                Err(e) => {
+                    let count = lines.len() - usize::from(unreported > 0);
+                    tracing::error!(job = self.lease.job_id, error = %e, lines = count, "log lines could not be stored");
+                    self.unstored = unreported + count;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The store refused a fenced write: another worker owns the job now.
+    fn lose(&mut self, what: &str) {
+        if !self.stopped {
+            tracing::warn!(
+                job = self.lease.job_id,
+                "lease lost while {what}; stopping the run"
+            );
+        }
+        self.stopped = true;
+        self.lines.clear();
+        self.held.clear();
+        self.lost.store(true, Ordering::SeqCst);
+        self.cancel.cancel();
+    }
+
+    /// After the last event: stores what is held and returns the facts, outputs masked with
+    /// every secret learnt during the run.
+    async fn finish(mut self) -> HashMap<Option<i64>, ExecutionFacts> {
+        let masker = self.masker.current();
+        self.release_held(None, &masker);
+        self.store_lines().await;
+        if self.unstored > 0 {
+            tracing::error!(
+                job = self.lease.job_id,
+                lines = self.unstored,
+                "the job ended with log lines the store did not take"
+            );
+        }
+        for f in self.facts.values_mut() {
+            if let Some(out) = f.output.as_mut() {
+                masker.mask_value(out);
+            }
+        }
+        self.facts
     }
 }

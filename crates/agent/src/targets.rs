@@ -73,7 +73,7 @@ pub(crate) async fn run_container(
         .interpreter()
         .ok_or_else(|| JobError::fatal("http events do not run in containers"))?;
     let payload = payload(inner, job, spec)?;
-    let variables = variables_snapshot(inner).await?;
+    let variables = variables_snapshot(inner, recorder).await?;
     let exec = inner
         .queue
         .start_execution(lease, None, ExecutionStatus::Pending)
@@ -156,9 +156,13 @@ pub(crate) async fn run_servers(
             target.tags
         )));
     }
+    recorder
+        .learn_credentials(&servers)
+        .await
+        .map_err(JobError::retryable)?;
     // One payload for every server (built once per job), one variables snapshot.
     let payload = Arc::new(payload(inner, job, spec)?);
-    let variables = Arc::new(variables_snapshot(inner).await?);
+    let variables = Arc::new(variables_snapshot(inner, recorder).await?);
     let limit = target
         .concurrency
         .map_or(inner.config.fanout_concurrency, |c| c as usize)

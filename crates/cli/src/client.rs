@@ -68,7 +68,8 @@ impl Client {
     }
 
     /// Streams a job's log to stdout/stderr until it ends; returns the final `end` event
-    /// (`{"status", "exit_code"}`). Reconnects and resumes after the last line seen.
+    /// (`{"status", "exit_code"}`). Reconnects and resumes after the last line seen; an `error`
+    /// event (the server could not read the log) is an error.
     pub async fn follow(&self, job_id: i64, mut after: i64) -> Result<Value> {
         let url = format!("{}/api/v1/jobs/{job_id}/logs/stream", self.base);
         let mut failures = 0;
@@ -115,6 +116,12 @@ impl Client {
                             }
                         } else if event == "end" {
                             return Ok(serde_json::from_str(&data).unwrap_or(Value::Null));
+                        } else if event == "error" {
+                            // The server could not read the log: lines may be missing, so this
+                            // is a failure, not an end.
+                            let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                            let message = v["message"].as_str().unwrap_or(data.as_str());
+                            bail!("the log stream of job {job_id} failed: {message}");
                         }
                         event.clear();
                         data.clear();

@@ -1,6 +1,7 @@
 //! Domain types and mechanisms shared by every server-side crate (store, agent, transports,
 //! server, CLI): event specifications and their validation, schedules, payload building, secret
-//! encryption, and the [`transport`] contract through which the agent reaches a runner.
+//! encryption and masking, and the [`transport`] contract through which the agent reaches a
+//! runner.
 //!
 //! Not here: SQL (the store crate), HTTP shapes (the server crate), process or network I/O beyond
 //! the local runner pipe.
@@ -9,6 +10,7 @@ pub mod clock;
 pub mod crypto;
 pub mod duration;
 pub mod logbus;
+pub mod mask;
 pub mod metrics;
 pub mod payload;
 pub mod schedule;

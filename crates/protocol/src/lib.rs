@@ -29,6 +29,10 @@ pub const EXIT_CANCELLED: i32 = 143;
 pub const DEFAULT_KILL_GRACE_MS: u64 = 5_000;
 /// Default cap on the log bytes kept for one execution.
 pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 10 * 1024 * 1024;
+/// Longest script line the runner sends as one [`RunnerEvent::Log`]: a longer line arrives as
+/// several events of this size (less up to 3 bytes, so as not to split a character), which the
+/// agent knows when it masks secrets across the cut.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
 /// The interpreter a script runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use cronium_protocol::Stream;
 use crate::emit::{now_ms, Emitter};
 
 /// Longest line emitted as one event; longer lines are cut into chunks of this size.
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
+pub use cronium_protocol::MAX_LINE_BYTES;
 
 /// Accumulates bytes and yields complete lines (without the newline).
 #[derive(Default)]

@@ -1,6 +1,8 @@
 //! Log lines of jobs: batched appends (the hot path: up to 50 MB per job) and paged reads by
 //! sequence number, which is what live viewers follow.
 //!
+//! Appends are fenced like every other write about a claimed job: a batch is stored only while
+//! its worker still holds the job's running attempt, checked in the batch's own transaction.
 //! Not for fan-out to viewers: the server notifies them after a batch is stored.
 
 use std::sync::OnceLock;
@@ -89,13 +91,28 @@ fn full_chunk_sql(backend: Backend) -> &'static str {
 }
 
 impl Store {
-    /// Stores `lines` for a job in one transaction (all or nothing), with multi-row inserts.
-    /// A `seq` already stored for the job is `Conflict("seq")`; seqs within one call must be
-    /// positive and strictly increasing. NUL characters, which PostgreSQL text cannot hold,
-    /// become U+FFFD on both backends.
-    pub async fn append_logs(&self, job_id: i64, lines: &[NewLogLine]) -> Result<(), StoreError> {
+    /// Stores `lines` for the running attempt `attempt` of a job that `worker` holds, in one
+    /// transaction (all or nothing), with multi-row inserts. False (nothing written) when the
+    /// worker no longer owns that running attempt: its lease expired and the job was recovered,
+    /// re-claimed or finished. A `seq` already stored for the job is `Conflict("seq")`; seqs
+    /// within one call must be positive and strictly increasing. NUL characters, which
+    /// PostgreSQL text cannot hold, become U+FFFD on both backends. An empty `lines` writes
+    /// nothing and is true.
+    ///
+    /// The fence and the insert share the transaction, and on PostgreSQL the job row is locked
+    /// (`FOR SHARE`), so lease recovery, which updates that row, is ordered with the append: a
+    /// batch either commits before the recovery (and the next owner, which reads
+    /// [`Store::max_log_seq`] after claiming, numbers its lines after it) or is refused. On
+    /// SQLite the write transaction holds the database lock, which orders them the same way.
+    pub async fn append_logs(
+        &self,
+        job_id: i64,
+        worker: &str,
+        attempt: i32,
+        lines: &[NewLogLine],
+    ) -> Result<bool, StoreError> {
         if lines.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let mut prev = 0;
         for (i, l) in lines.iter().enumerate() {
@@ -113,6 +130,28 @@ impl Store {
             }
         }
         let mut tx = self.begin_write().await?;
+        // One indexed row per batch (not per line), so the 50 MB path keeps its speed.
+        let owned = sqlx::query(match self.backend {
+            Backend::Sqlite => {
+                "SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempt = $3 \
+                 AND status = 'running'"
+            }
+            // FOR SHARE is enough: it conflicts with the UPDATE of recovery, claim and finish,
+            // and waiting appends re-check the row as that UPDATE left it.
+            Backend::Postgres => {
+                "SELECT id FROM jobs WHERE id = $1 AND lease_owner = $2 AND attempt = $3 \
+                 AND status = 'running' FOR SHARE"
+            }
+        })
+        .bind(job_id)
+        .bind(worker)
+        .bind(i64::from(attempt))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if owned.is_none() {
+            tx.rollback().await?;
+            return Ok(false);
+        }
         for chunk in lines.chunks(CHUNK_ROWS) {
             let partial_sql;
             let (sql, persistent) = if chunk.len() == CHUNK_ROWS {
@@ -140,7 +179,7 @@ impl Store {
             query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Up to `limit` lines of a job with `seq > after_seq`, in order. Follow a job by passing

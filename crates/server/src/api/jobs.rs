@@ -154,7 +154,9 @@ pub async fn logs(
 
 /// Live log as Server-Sent Events: `line` events (id = seq, data = a log line as JSON), then one
 /// `end` event with the job's final status. Resume with `Last-Event-ID` or `?after=SEQ`: nothing
-/// is missed and nothing is sent twice.
+/// is missed and nothing is sent twice. When the store cannot be read (after a few tries), or
+/// the job is deleted, the stream ends with one `error` event instead, `{"message", "after"}`
+/// (`after`: the last seq sent, where to resume), never with a silent end and lines missing.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}/logs/stream", tag = "logs", params(("id" = i64, Path), LogQuery),
     responses((status = 200, content_type = "text/event-stream")), security(("bearer" = [])))]
 pub async fn stream(
@@ -180,6 +182,22 @@ pub async fn stream(
         ended: bool,
         servers: HashMap<i64, String>,
     }
+    impl Cursor {
+        /// Ends the stream with an `error` event; the details go to the server's log.
+        fn fail(&mut self, what: &str, error: Option<cronium_store::StoreError>) {
+            let message = match &error {
+                Some(e) => {
+                    tracing::error!(job = self.id, error = %e, "live log: {what} failed");
+                    format!("{what} failed: the database could not be read (see the server's log)")
+                }
+                None => what.to_string(),
+            };
+            let data = serde_json::json!({"message": message, "after": self.after});
+            self.pending
+                .push_back(Event::default().event("error").data(data.to_string()));
+            self.ended = true;
+        }
+    }
     let cursor = Cursor {
         state,
         id,
@@ -202,28 +220,39 @@ pub async fn stream(
                 return None;
             }
             // Status before lines: once final, all lines are stored.
-            let status = match c.state.store.get_job(c.id).await {
+            let status = match retry_read(|| c.state.store.get_job(c.id)).await {
                 Ok(Some(j)) => j,
-                _ => {
-                    c.ended = true;
+                Ok(None) => {
+                    c.fail(&format!("job {} no longer exists", c.id), None);
+                    continue;
+                }
+                Err(e) => {
+                    c.fail("reading the job", Some(e));
                     continue;
                 }
             };
-            let lines = c
-                .state
-                .store
-                .read_logs(c.id, c.after, 1000)
-                .await
-                .unwrap_or_default();
+            let lines = match retry_read(|| c.state.store.read_logs(c.id, c.after, 1000)).await {
+                Ok(lines) => lines,
+                Err(e) => {
+                    c.fail("reading the log", Some(e));
+                    continue;
+                }
+            };
             if lines
                 .iter()
                 .any(|l| l.execution_id.is_some_and(|x| !c.servers.contains_key(&x)))
             {
-                if let Ok(xs) = c.state.store.list_executions(c.id).await {
-                    c.servers = xs
-                        .into_iter()
-                        .filter_map(|x| x.server.map(|s| (x.id, s)))
-                        .collect();
+                match retry_read(|| c.state.store.list_executions(c.id)).await {
+                    Ok(xs) => {
+                        c.servers = xs
+                            .into_iter()
+                            .filter_map(|x| x.server.map(|s| (x.id, s)))
+                            .collect();
+                    }
+                    Err(e) => {
+                        c.fail("reading the job's executions", Some(e));
+                        continue;
+                    }
                 }
             }
             if !lines.is_empty() {
@@ -259,4 +288,25 @@ pub async fn stream(
         }
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// A store read for a live viewer, tried three times (a busy or restarting database) before
+/// its error ends the stream.
+async fn retry_read<T, F, Fut>(mut read: F) -> Result<T, cronium_store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, cronium_store::StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tries < 2 => {
+                tries += 1;
+                tracing::warn!(error = %e, tries, "live log: a read failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

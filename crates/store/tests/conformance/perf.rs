@@ -55,7 +55,7 @@ async fn round_trip(t: Ctx) {
             line: "hi".into(),
             ts: now,
         };
-        s.append_logs(c.id, &[line]).await.unwrap();
+        assert!(s.append_logs(c.id, "w", 1, &[line]).await.unwrap());
         let done = ExecutionUpdate {
             status: Some(ExecutionStatus::Succeeded),
             exit_code: Some(0),

@@ -790,7 +790,7 @@ async fn prune_deletes_old_finished_jobs_only(t: Ctx) {
         line: "x".into(),
         ts: 1,
     };
-    s.append_logs(old.id, &[line]).await.unwrap();
+    assert!(s.append_logs(old.id, "w", 1, &[line]).await.unwrap());
     assert!(s
         .finish(old.id, "w", 1, &ok(JobStatus::Succeeded), 10)
         .await
