@@ -89,7 +89,7 @@ async fn an_undecryptable_secret_fails_once_without_retries() {
 #[tokio::test]
 async fn a_job_whose_event_was_deleted_fails_once_without_retries() {
     let s = Server::start();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_tempdir();
     let release = dir.path().join("release");
     // overlap: queue keeps the second job queued while the first one runs, so the event can be
     // deleted before the second one is claimed.

@@ -74,7 +74,7 @@ where
 #[tokio::test]
 async fn follow_ends_with_an_error_when_the_log_cannot_be_read() {
     let (s, mut conn, db) = pg_server(&[]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_tempdir();
     let stop = dir.path().join("stop");
     s.apply_yaml(&format!(
         "name: waits\ntype: bash\ntimeout: 2m\nenv: {{ STOP: {} }}\nscript: |\n  echo first\n  while [ ! -e \"$STOP\" ]; do sleep 0.05; done\n",
@@ -148,7 +148,7 @@ async fn follow_ends_with_an_error_when_the_log_cannot_be_read() {
 async fn a_worker_whose_lease_was_taken_stops_writing_and_cancels_its_run() {
     // A long lease: the heartbeat (every 20 s) would notice the loss late; the log write must.
     let (s, mut conn, db) = pg_server(&["--lease", "60s"]).await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = shared_tempdir();
     let pidfile = dir.path().join("pid");
     s.apply_yaml(&format!(
         "name: chatty\ntype: bash\ntimeout: 2m\nenv: {{ PIDFILE: {} }}\nscript: |\n  echo $$ > \"$PIDFILE\"\n  while true; do echo tick; sleep 0.05; done\n",

@@ -330,9 +330,9 @@ async fn migration_removes_the_status_copy_from_stored_specs(t: Ctx) {
         .create_event("plain", EventStatus::Active, &json!([1, 2]), 1)
         .await
         .unwrap();
-    // Run migration 4 again, as an upgrade from a store that predates it would.
+    // Run migration 5 again, as an upgrade from a store that predates it would.
     let db = raw(&t).await;
-    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 4")
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 5")
         .execute(&db)
         .await
         .unwrap();
