@@ -13,6 +13,7 @@ mod executions;
 mod logs;
 mod perf;
 mod queue;
+mod retention;
 mod schedule;
 mod servers;
 mod variables;
