@@ -30,8 +30,8 @@ use crate::{Store, StoreError};
 
 /// Default of [`PruneLimits::jobs`].
 pub const PRUNE_STEP_JOBS: i64 = 500;
-/// Default of [`PruneLimits::log_lines`]: about 10 ms of deleting on SQLite.
-pub const PRUNE_STEP_LOG_LINES: i64 = 5_000;
+/// Default of [`PruneLimits::log_lines`]: a few milliseconds of deleting on SQLite (BENCHMARKS.md).
+pub const PRUNE_STEP_LOG_LINES: i64 = 2_000;
 
 /// Which jobs a [`PruneRule`] covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
