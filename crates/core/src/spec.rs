@@ -23,6 +23,8 @@ pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 /// Largest `keep`.
 pub const MAX_KEEP: u64 = 1_000_000;
+/// Shortest `retain` (and `--retain`).
+pub const MIN_RETAIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -334,11 +336,17 @@ impl Retain {
         let d = HumanDuration::parse(t)
             .map_err(|e| format!("{e}, or forever to keep everything"))?
             .0;
-        Ok(if d.is_zero() {
-            Retain::Forever
-        } else {
-            Retain::For(d)
-        })
+        if d.is_zero() {
+            return Ok(Retain::Forever);
+        }
+        // A job's executions are finalised and its log read to the end just after it finishes;
+        // nothing that young should be pruned under them.
+        if d < MIN_RETAIN {
+            return Err(format!(
+                "`{t}` is too short: keep finished jobs at least 1m (or forever)"
+            ));
+        }
+        Ok(Retain::For(d))
     }
 
     /// The age, None for [`Retain::Forever`].
@@ -878,6 +886,7 @@ status: active
             ("retain: soon", "not a duration"),
             ("retain: -5", "not a duration"),
             ("retain: [1]", "expected a duration"),
+            ("retain: 30s", "at least 1m"),
             ("keep: -1", "invalid value"),
             ("keep: many", "invalid type"),
             ("keep: 1000001", "at most 1000000"),
@@ -900,9 +909,14 @@ status: active
         assert!(Retain::parse("1 fortnight")
             .unwrap_err()
             .contains("forever"));
+        assert!(Retain::parse("59s").unwrap_err().contains("at least 1m"));
         assert_eq!(
-            Retain::For(Duration::from_millis(1500)).to_string(),
-            "1500ms"
+            Retain::parse("60s"),
+            Ok(Retain::For(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            Retain::For(Duration::from_millis(61500)).to_string(),
+            "61500ms"
         );
         assert_eq!(Retain::For(Duration::from_secs(90)).to_string(), "90s");
     }
