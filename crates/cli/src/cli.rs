@@ -51,6 +51,10 @@ pub enum Command {
     Server(ServerCmd),
     /// Run a script locally with the runtime helpers, without a server.
     Run(RunArgs),
+    /// Remove now what is past its retention: old jobs with their executions and logs, unused
+    /// cached payloads, work directories of killed runs (the server also does it every few
+    /// minutes).
+    Prune(PruneArgs),
 }
 
 #[derive(Args, Debug)]
@@ -157,6 +161,18 @@ pub struct ServeArgs {
     /// Most servers one job runs on at once.
     #[arg(long, env = "CRONIUM_FANOUT_CONCURRENCY", default_value_t = 50)]
     pub fanout_concurrency: usize,
+    /// How long finished jobs (with their executions and logs) are kept unless their event sets
+    /// `retain`: e.g. 30d, 12h; `forever` (or 0) keeps everything.
+    #[arg(long, env = "CRONIUM_RETAIN", default_value = "30d")]
+    pub retain: String,
+    /// Time between retention sweeps (for tests).
+    #[arg(
+        long,
+        env = "CRONIUM_RETENTION_INTERVAL",
+        default_value = "5m",
+        hide = true
+    )]
+    pub retention_interval: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -350,6 +366,15 @@ pub enum ServerCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Only show what would be removed; nothing changes.
+    #[arg(long)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 #[derive(Args, Debug)]

@@ -5,6 +5,7 @@ mod cli;
 mod client;
 mod commands;
 mod local_run;
+mod prune;
 
 use std::path::{Path, PathBuf};
 
@@ -133,6 +134,15 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.ssh.deploy_dir = args.ssh_deploy_dir;
     config.ssh.work_dir = args.ssh_work_dir;
     config.fanout_concurrency = args.fanout_concurrency.max(1);
+    config.retain =
+        cronium_core::spec::Retain::parse(&args.retain).map_err(|e| anyhow!("--retain: {e}"))?;
+    config.retention_interval =
+        cronium_core::duration::HumanDuration::parse(&args.retention_interval)
+            .map_err(|e| anyhow!("--retention-interval: {e}"))?
+            .0;
+    if config.retention_interval.is_zero() {
+        return Err(anyhow!("--retention-interval: must be greater than zero"));
+    }
     for (interp, flag, path) in [
         (cronium_protocol::Interpreter::Bash, "bash", &args.bash),
         (
@@ -237,6 +247,7 @@ async fn main() {
         Command::Var(cmd) => commands::var(cmd).await,
         Command::Token(cmd) => commands::token(cmd).await,
         Command::Server(cmd) => commands::server(cmd).await,
+        Command::Prune(args) => prune::prune(args).await,
         Command::Run(args) => {
             match find_runner(args.runner.clone(), find_static_runner().as_deref()) {
                 Ok(r) => local_run::run(args, r).await,

@@ -117,7 +117,13 @@ impl PayloadCache {
             src.timeout.as_millis()
         );
         if let Some(hit) = self.index.lock().ok().and_then(|i| i.get(&key).cloned()) {
-            if hit.path.exists() {
+            if let Ok(meta) = std::fs::metadata(&hit.path) {
+                // A file in use must not look unused to the age-based cleanup; refreshed at most
+                // hourly, so a hit costs one stat as before.
+                let marked = meta.modified().ok().and_then(|m| m.elapsed().ok());
+                if marked.is_none_or(|age| age > USE_MARK_INTERVAL) {
+                    mark_used(&hit.path);
+                }
                 return Ok(hit);
             }
         }
@@ -129,11 +135,7 @@ impl PayloadCache {
             source,
         };
         if path.exists() {
-            // Mark as used so that age-based cleanup keeps it.
-            let _ = std::fs::File::options()
-                .append(true)
-                .open(&path)
-                .and_then(|f| f.set_modified(SystemTime::now()));
+            mark_used(&path);
         } else {
             std::fs::create_dir_all(&self.dir).map_err(io)?;
             // A temporary name of its own per call: concurrent first runs of an event must not
@@ -162,21 +164,31 @@ impl PayloadCache {
         Ok(r)
     }
 
-    /// Removes payload files not used for `max_age`. Returns how many were removed.
-    pub fn cleanup(&self, max_age: Duration) -> std::io::Result<usize> {
+    /// Payload files not used for `max_age`, with their sizes: what [`Self::cleanup`] removes.
+    pub fn stale(&self, max_age: Duration) -> Vec<(PathBuf, u64)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
-            return Ok(0);
+            return Vec::new();
         };
         let cutoff = SystemTime::now() - max_age;
-        let mut removed = 0;
+        let mut stale = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
             let is_payload = path.extension().is_some_and(|e| e == "gz");
-            let old = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|t| t < cutoff);
-            if is_payload && old && std::fs::remove_file(&path).is_ok() {
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            if is_payload && meta.modified().is_ok_and(|t| t < cutoff) {
+                stale.push((path, meta.len()));
+            }
+        }
+        stale
+    }
+
+    /// Removes payload files not used for `max_age`. Returns how many were removed.
+    pub fn cleanup(&self, max_age: Duration) -> std::io::Result<usize> {
+        let mut removed = 0;
+        for (path, _) in self.stale(max_age) {
+            if std::fs::remove_file(&path).is_ok() {
                 removed += 1;
             }
         }
@@ -187,6 +199,17 @@ impl PayloadCache {
         }
         Ok(removed)
     }
+}
+
+/// How often a payload in use has its modification time refreshed (the cleanup's "last used").
+const USE_MARK_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// Marks a cached payload as used now, so that the age-based cleanup keeps it.
+fn mark_used(path: &Path) {
+    let _ = std::fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()));
 }
 
 #[cfg(test)]
@@ -281,10 +304,33 @@ mod tests {
             .unwrap()
             .set_modified(old)
             .unwrap();
+        assert_eq!(cache.stale(Duration::from_secs(3600)).len(), 1);
+        assert!(a.path.exists(), "stale() removed something");
         assert_eq!(cache.cleanup(Duration::from_secs(3600)).unwrap(), 1);
         assert!(!a.path.exists() && b.path.exists());
         // Rebuilt on demand after cleanup.
         let c = cache.get_or_build(&src("print(1)", 1)).unwrap();
         assert!(c.path.exists());
+    }
+
+    /// Regression: a payload served from the in-memory index was never marked as used, so the
+    /// cleanup removed the archive of an event that ran every minute once it was a week old.
+    #[test]
+    fn a_payload_in_use_is_not_cleaned_up_as_unused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = PayloadCache::new(dir.path());
+        let a = cache.get_or_build(&src("print(1)", 1)).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(2 * 24 * 3600);
+        std::fs::File::options()
+            .append(true)
+            .open(&a.path)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        // Served from the index, as every run after the first is.
+        assert_eq!(cache.get_or_build(&src("print(1)", 1)).unwrap(), a);
+        assert!(cache.stale(Duration::from_secs(24 * 3600)).is_empty());
+        assert_eq!(cache.cleanup(Duration::from_secs(24 * 3600)).unwrap(), 0);
+        assert!(a.path.exists());
     }
 }

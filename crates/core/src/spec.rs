@@ -23,6 +23,10 @@ use crate::schedule::{parse_timezone, Schedule};
 pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 /// Default event timeout.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+/// Largest `keep`.
+pub const MAX_KEEP: u64 = 1_000_000;
+/// Shortest `retain` (and `--retain`).
+pub const MIN_RETAIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -290,6 +294,92 @@ fn default_method() -> String {
     "GET".into()
 }
 
+/// How long finished jobs are kept: an event's `retain`, the server's `--retain`. Written as a
+/// duration (`30d`, `12h`; plain numbers are seconds), or `forever` (also `0`): never pruned by
+/// age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retain {
+    Forever,
+    /// Pruned once finished longer ago than this (never zero).
+    For(std::time::Duration),
+}
+
+impl Retain {
+    pub fn parse(s: &str) -> Result<Retain, String> {
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("forever") {
+            return Ok(Retain::Forever);
+        }
+        let d = HumanDuration::parse(t)
+            .map_err(|e| format!("{e}, or forever to keep everything"))?
+            .0;
+        if d.is_zero() {
+            return Ok(Retain::Forever);
+        }
+        // A job's executions are finalised and its log read to the end just after it finishes;
+        // nothing that young should be pruned under them.
+        if d < MIN_RETAIN {
+            return Err(format!(
+                "`{t}` is too short: keep finished jobs at least 1m (or forever)"
+            ));
+        }
+        Ok(Retain::For(d))
+    }
+
+    /// The age, None for [`Retain::Forever`].
+    pub fn age(self) -> Option<std::time::Duration> {
+        match self {
+            Retain::Forever => None,
+            Retain::For(d) => Some(d),
+        }
+    }
+}
+
+impl fmt::Display for Retain {
+    /// The largest whole unit (`90d`, `36h`, `90s`): humantime would write `2months 29days...`
+    /// for 90 days, its months being 30.44 days.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Retain::For(d) = self else {
+            return f.write_str("forever");
+        };
+        let ms = d.as_millis();
+        for (unit, len) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1000),
+        ] {
+            if ms % len == 0 {
+                return write!(f, "{}{unit}", ms / len);
+            }
+        }
+        write!(f, "{ms}ms")
+    }
+}
+
+impl Serialize for Retain {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Retain {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match Value::deserialize(d)? {
+            Value::String(s) => Retain::parse(&s).map_err(de::Error::custom),
+            Value::Number(n) => match n.as_u64() {
+                Some(secs) => Retain::parse(&secs.to_string()).map_err(de::Error::custom),
+                None => Err(de::Error::custom(format!(
+                    "{n} is not a duration; use e.g. 30d, 12h, or forever"
+                ))),
+            },
+            other => Err(de::Error::custom(format!(
+                "expected a duration such as 30d or 12h, or forever; got {other}"
+            ))),
+        }
+    }
+}
+
 /// The schedule as written: a string, or a one-key map (`{every: 30s}`, `{at: ...}`, `{cron: ...}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScheduleText(pub String);
@@ -370,6 +460,16 @@ pub struct EventSpec {
     pub http: Option<HttpSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// How long finished jobs of this event are kept (None: the server's `--retain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<Retain>,
+    /// The newest `keep` finished jobs are kept whatever their age (0: none by count).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 fn utc() -> String {
@@ -569,6 +669,12 @@ impl EventSpec {
                 return Err(SpecError::new("target.concurrency", "must be at least 1"));
             }
         }
+        if self.keep > MAX_KEEP {
+            return Err(SpecError::new(
+                "keep",
+                format!("must be at most {MAX_KEEP}, got {}", self.keep),
+            ));
+        }
         Ok(())
     }
 
@@ -610,6 +716,7 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const FULL: &str = r#"
 name: nightly-backup
@@ -754,6 +861,68 @@ status: sleeping
         let v = serde_json::json!({"name": "x", "type": "bash", "script": big});
         let e = from_value(v).unwrap_err();
         assert_eq!(e.field, "script");
+    }
+
+    #[test]
+    fn retain_and_keep() {
+        let base = "name: x\ntype: bash\nscript: echo\n";
+        let s = parse_yaml(base).unwrap();
+        assert_eq!((s.retain, s.keep), (None, 0));
+        // Absent, they leave the normalised form (and so the stored version) as it was.
+        let v = s.to_value();
+        assert!(v.get("retain").is_none() && v.get("keep").is_none(), "{v}");
+        for (field, retain) in [
+            ("retain: 90d", Retain::For(Duration::from_secs(90 * 86_400))),
+            ("retain: 36h", Retain::For(Duration::from_secs(36 * 3600))),
+            ("retain: 600", Retain::For(Duration::from_secs(600))),
+            ("retain: forever", Retain::Forever),
+            ("retain: 0", Retain::Forever),
+        ] {
+            let s = parse_yaml(&format!("{base}{field}\nkeep: 10\n")).unwrap();
+            assert_eq!((s.retain, s.keep), (Some(retain), 10), "{field}");
+            assert_eq!(from_value(s.to_value()).unwrap(), s, "{field} round trip");
+        }
+        let v = parse_yaml(&format!("{base}retain: 90d\n"))
+            .unwrap()
+            .to_value();
+        assert_eq!(v["retain"], "90d");
+        for (field, needle) in [
+            ("retain: soon", "not a duration"),
+            ("retain: -5", "not a duration"),
+            ("retain: [1]", "expected a duration"),
+            ("retain: 30s", "at least 1m"),
+            ("keep: -1", "invalid value"),
+            ("keep: many", "invalid type"),
+            ("keep: 1000001", "at most 1000000"),
+        ] {
+            let e = parse_yaml(&format!("{base}{field}\n")).unwrap_err();
+            let name = field.split(':').next().unwrap();
+            assert_eq!(e.field, name, "{field}: {e}");
+            assert!(e.to_string().contains(needle), "{field}: {e}");
+        }
+    }
+
+    #[test]
+    fn retain_flag_forms() {
+        assert_eq!(
+            Retain::parse("30d"),
+            Ok(Retain::For(Duration::from_secs(30 * 86_400)))
+        );
+        assert_eq!(Retain::parse("Forever"), Ok(Retain::Forever));
+        assert_eq!(Retain::parse("0"), Ok(Retain::Forever));
+        assert!(Retain::parse("1 fortnight")
+            .unwrap_err()
+            .contains("forever"));
+        assert!(Retain::parse("59s").unwrap_err().contains("at least 1m"));
+        assert_eq!(
+            Retain::parse("60s"),
+            Ok(Retain::For(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            Retain::For(Duration::from_millis(61500)).to_string(),
+            "61500ms"
+        );
+        assert_eq!(Retain::For(Duration::from_secs(90)).to_string(), "90s");
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub struct ServerConfig {
     pub max_output_bytes: u64,
     /// Remove cached payloads unused for this long.
     pub payload_max_age: Duration,
+    /// `--retain`: how long finished jobs are kept unless their event says otherwise.
+    pub retain: cronium_core::spec::Retain,
+    /// Time between retention sweeps.
+    pub retention_interval: Duration,
     /// A statically linked runner for containers and SSH servers (the local one may be dynamic).
     /// None: `runner_path` is used everywhere.
     pub static_runner: Option<PathBuf>,
@@ -87,6 +91,8 @@ impl ServerConfig {
             lease: Duration::from_secs(30),
             max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
             payload_max_age: Duration::from_secs(7 * 24 * 3600),
+            retain: background::retention::DEFAULT_RETAIN,
+            retention_interval: background::retention::DEFAULT_INTERVAL,
             static_runner: None,
             docker: true,
             container: cronium_docker::DockerConfig::new(PathBuf::new()),
@@ -252,6 +258,17 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         });
         Agent::new(ac, queue, bus.clone(), metrics.clone(), transports.clone())
     });
+    let retention = Arc::new(background::retention::Retention::new(
+        store.clone(),
+        background::retention::RetentionConfig {
+            retain: config.retain,
+            payload_dir: config.data_dir.join("payloads"),
+            payload_max_age: config.payload_max_age,
+            work_dir: config.work_dir.clone(),
+            limits: Default::default(),
+        },
+        &metrics,
+    ));
     let agent_wake = agent
         .as_ref()
         .map_or_else(|| Arc::new(Notify::new()), |a| a.waker());
@@ -265,6 +282,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         data_dir: config.data_dir.clone(),
         ssh: transports.ssh,
         docker: transports.docker,
+        retention,
     };
     Ok(Running {
         state,
@@ -324,9 +342,9 @@ pub async fn serve(
         let s = shutdown.clone();
         tasks.push(tokio::spawn(async move { agent.run(s).await }));
     }
-    tasks.push(tokio::spawn(background::payload_sweep::run(
-        cronium_core::payload::PayloadCache::new(config.data_dir.join("payloads")),
-        config.payload_max_age,
+    tasks.push(tokio::spawn(background::retention::run(
+        state.retention.clone(),
+        config.retention_interval,
         shutdown.clone(),
     )));
     if let Some(docker) = state.docker.clone() {

@@ -24,4 +24,6 @@ pub struct AppState {
     pub ssh: Option<cronium_ssh::SshExecutor>,
     /// The container transport, when a Docker engine was reachable at start.
     pub docker: Option<Arc<cronium_docker::DockerExecutor>>,
+    /// The retention sweep (its loop, and `POST /api/v1/prune`).
+    pub retention: Arc<crate::background::retention::Retention>,
 }

@@ -22,6 +22,7 @@ mod events;
 mod executions;
 mod jobs;
 mod logs;
+mod retention;
 mod row;
 mod schedule;
 mod servers;
@@ -35,6 +36,10 @@ pub use events::{Applied, EventRow};
 pub use executions::{ExecutionRow, ExecutionUpdate};
 pub use jobs::{CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob};
 pub use logs::{LogLine, NewLogLine};
+pub use retention::{
+    PruneCounts, PruneLimits, PruneRule, PruneScope, PruneStep, PRUNE_STEP_JOBS,
+    PRUNE_STEP_LOG_LINES,
+};
 pub use schedule::{FireResult, Lease};
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
 pub use store::{Backend, Store};

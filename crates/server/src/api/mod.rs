@@ -6,6 +6,7 @@ pub mod dto;
 pub mod error;
 pub mod events;
 pub mod jobs;
+pub mod prune;
 pub mod servers;
 pub mod tokens;
 pub mod variables;
@@ -44,10 +45,11 @@ pub struct Caller {
         variables::list, variables::show, variables::set, variables::delete,
         tokens::list, tokens::create, tokens::revoke,
         servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
+        prune::prune,
         transport_metrics,
     ),
     modifiers(&BearerAuth),
-    tags((name = "events"), (name = "jobs"), (name = "logs"), (name = "variables"), (name = "tokens"), (name = "servers"), (name = "metrics"))
+    tags((name = "events"), (name = "jobs"), (name = "logs"), (name = "variables"), (name = "tokens"), (name = "servers"), (name = "retention"), (name = "metrics"))
 )]
 pub struct ApiDoc;
 
@@ -223,6 +225,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/servers/{name}/test", post(servers::test))
         .route("/servers/{name}/accept-key", post(servers::accept_key))
+        .route("/prune", post(prune::prune))
         .route("/metrics/transports", get(transport_metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found);

@@ -2,11 +2,11 @@
 //! `run(deps..., shutdown)` that takes only what it needs, started by [`crate::serve`] and ended
 //! by its shutdown token.
 //!
-//! - [`payload_sweep`]: removes cached payload archives unused for a while.
+//! - [`retention`]: prunes old jobs, executions and log lines, and removes cached payloads unused
+//!   for a while and the work directories of runners that were killed.
 //! - [`reaper`]: removes containers and networks a crashed agent left behind.
-//! - (retention: the sweep of old jobs and logs belongs here too, as `retention.rs`.)
 //!
 //! Not for request handling (the `api` module) nor for deciding when jobs run (the scheduler).
 
-pub mod payload_sweep;
 pub mod reaper;
+pub mod retention;

@@ -14,6 +14,7 @@ mod limits;
 mod logs;
 mod perf;
 mod queue;
+mod retention;
 mod schedule;
 mod servers;
 mod variables;

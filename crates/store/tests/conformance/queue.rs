@@ -26,7 +26,6 @@ conformance!(
     serial_jobs_wait_for_running_sibling,
     list_filters_pages_and_counts,
     invalid_jobs_write_nothing,
-    prune_deletes_old_finished_jobs_only,
 );
 
 fn ok(status: JobStatus) -> JobOutcome {
@@ -772,44 +771,4 @@ async fn invalid_jobs_write_nothing(t: Ctx) {
         }
     }
     assert!(s.list_jobs(&JobFilter::default()).await.unwrap().is_empty());
-}
-
-async fn prune_deletes_old_finished_jobs_only(t: Ctx) {
-    let s = &t.store;
-    let old = s.enqueue(&job("old", 0), 0).await.unwrap();
-    s.claim("w", 1000, 0).await.unwrap().unwrap();
-    let e = s
-        .create_execution(old.id, "w", 1, None, ExecutionStatus::Running, 1)
-        .await
-        .unwrap()
-        .unwrap();
-    let line = cronium_store::NewLogLine {
-        execution_id: Some(e.id),
-        seq: 1,
-        stream: "stdout".into(),
-        line: "x".into(),
-        ts: 1,
-    };
-    assert!(s.append_logs(old.id, "w", 1, &[line]).await.unwrap());
-    assert!(s
-        .finish(old.id, "w", 1, &ok(JobStatus::Succeeded), 10)
-        .await
-        .unwrap());
-    let recent = s.enqueue(&job("recent", 0), 0).await.unwrap();
-    assert_eq!(
-        s.cancel(recent.id, 500).await.unwrap(),
-        CancelResult::Cancelled
-    );
-    let queued = s.enqueue(&job("queued", 0), 0).await.unwrap();
-
-    assert!(
-        matches!(s.prune_jobs(100, 0).await, Err(StoreError::Invalid(m)) if m.starts_with("limit"))
-    );
-    assert_eq!(s.prune_jobs(100, 10).await.unwrap(), 1);
-    assert_eq!(s.get_job(old.id).await.unwrap(), None);
-    assert!(s.list_executions(old.id).await.unwrap().is_empty());
-    assert_eq!(s.max_log_seq(old.id).await.unwrap(), 0);
-    assert!(s.get_job(recent.id).await.unwrap().is_some());
-    assert!(s.get_job(queued.id).await.unwrap().is_some());
-    assert_eq!(s.prune_jobs(100, 10).await.unwrap(), 0);
 }

@@ -1,0 +1,112 @@
+//! `POST /api/v1/prune`: runs the retention sweep now (`cronium prune`), or with `dry_run` counts
+//! what it would remove, changing nothing. Admin only: today every token is an admin's, so any
+//! valid token may call it. Its JSON shapes live here, with the handler (as in `servers.rs`).
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use cronium_core::clock::now_ms;
+use cronium_store::PruneCounts;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::body;
+use super::error::{ApiError, ApiResult};
+use crate::background::retention::{RetentionError, SweepReport};
+use crate::state::AppState;
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PruneBody {
+    /// Only count what would be removed.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PruneCountsDto {
+    pub jobs: u64,
+    pub executions: u64,
+    pub log_lines: u64,
+}
+
+impl From<PruneCounts> for PruneCountsDto {
+    fn from(c: PruneCounts) -> Self {
+        PruneCountsDto {
+            jobs: c.jobs,
+            executions: c.executions,
+            log_lines: c.log_lines,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct EventPruneDto {
+    pub event: String,
+    #[serde(flatten)]
+    pub counts: PruneCountsDto,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PruneDto {
+    /// True when nothing was removed (the counts are what would go).
+    pub dry_run: bool,
+    /// The server's `--retain` (`30d`, `forever`...), for events that set no `retain`.
+    pub retain: String,
+    pub total: PruneCountsDto,
+    /// Per event name, by name; only events with something to remove.
+    pub events: Vec<EventPruneDto>,
+    /// Cached payload archives unused for the payload max age, and their size.
+    pub payloads: u64,
+    pub payload_bytes: u64,
+    /// Work directories of runs left behind by killed runners.
+    pub work_dirs: Vec<String>,
+    /// Events whose definition does not parse: all their jobs are kept.
+    pub skipped_events: Vec<String>,
+    /// The sweep stopped early (the server is shutting down).
+    pub interrupted: bool,
+}
+
+fn dto(r: SweepReport, retain: String) -> PruneDto {
+    PruneDto {
+        dry_run: r.dry_run,
+        retain,
+        total: r.total().into(),
+        events: r
+            .by_event
+            .into_iter()
+            .map(|(event, c)| EventPruneDto {
+                event,
+                counts: c.into(),
+            })
+            .collect(),
+        payloads: r.payloads,
+        payload_bytes: r.payload_bytes,
+        work_dirs: r
+            .work_dirs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+        skipped_events: r.skipped_events,
+        interrupted: r.interrupted,
+    }
+}
+
+/// Prune now what is past its retention (jobs with their executions and logs, unused payloads,
+/// stale work directories), or count it with `dry_run`.
+#[utoipa::path(post, path = "/api/v1/prune", tag = "retention", request_body = PruneBody,
+    responses((status = 200, body = PruneDto), (status = 422)), security(("bearer" = [])))]
+pub async fn prune(State(state): State<AppState>, bytes: Bytes) -> ApiResult<Json<PruneDto>> {
+    let body: PruneBody = body::json(&bytes)?;
+    // A request dropped by its client drops the sweep with it: between two steps, or inside
+    // one, whose transaction then rolls back. Shutdown stops it between two steps.
+    let report = state
+        .retention
+        .sweep(now_ms(), body.dry_run)
+        .await
+        .map_err(|e| match e {
+            RetentionError::Store(e) => ApiError::from(e),
+        })?;
+    let retain = state.retention.config().retain.to_string();
+    Ok(Json(dto(report, retain)))
+}
