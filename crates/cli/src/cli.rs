@@ -51,6 +51,11 @@ pub enum Command {
     Server(ServerCmd),
     /// Run a script locally with the runtime helpers, without a server.
     Run(RunArgs),
+    /// Print a shell completion script (e.g. `cronium completions bash > /etc/bash_completion.d/cronium`).
+    Completions {
+        /// bash, zsh or fish (elvish and powershell too).
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]

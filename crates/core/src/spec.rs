@@ -25,6 +25,7 @@ pub const MAX_SCRIPT_BYTES: usize = 1024 * 1024;
 pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
     Bash,
@@ -46,6 +47,7 @@ impl EventType {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Overlap {
     /// Start a new run even if one is still going.
@@ -58,6 +60,7 @@ pub enum Overlap {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Missed {
     /// Ticks missed during downtime are dropped.
@@ -68,10 +71,12 @@ pub enum Missed {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Retries {
     /// Total attempts including the first (1 = no retry).
     #[serde(default = "one")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 100))]
     pub max_attempts: u32,
     #[serde(default = "default_backoff")]
     pub backoff: HumanDuration,
@@ -101,6 +106,7 @@ impl Default for Retries {
 
 /// Execution mode on servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerMode {
     #[default]
@@ -120,10 +126,12 @@ impl ServerMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServersTarget {
     /// Servers by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::names))]
     pub servers: Vec<String>,
     /// Every server carrying one of these tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -132,6 +140,7 @@ pub struct ServersTarget {
     pub mode: ServerMode,
     /// How many servers run at once (default: all, bounded by the agent's setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub concurrency: Option<u32>,
     /// `false`: the first failing server cancels the remaining ones.
     #[serde(default = "yes")]
@@ -156,15 +165,19 @@ pub enum ContainerNetwork {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ContainerTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// CPU cores (fractions allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(exclusive_minimum = 0))]
     pub cpus: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<ByteSize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub pids: Option<i64>,
     #[serde(default)]
     pub network: ContainerNetwork,
@@ -269,10 +282,14 @@ impl Serialize for Target {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpSpec {
+    /// GET (default), POST, PUT, PATCH, DELETE, HEAD or OPTIONS, in any case.
     #[serde(default = "default_method")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::http_method))]
     pub method: String,
+    #[cfg_attr(feature = "utoipa", schema(pattern = r"^\s*https?://"))]
     pub url: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -280,6 +297,7 @@ pub struct HttpSpec {
     pub body: Option<String>,
     /// Statuses that count as success (default: any 2xx).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::http_statuses))]
     pub expect_status: Vec<u16>,
     /// Request timeout (default: the event's timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,8 +348,10 @@ impl<'de> Deserialize<'de> for ScheduleText {
 
 /// An event as written in an event file or an API body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EventSpec {
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::name))]
     pub name: String,
     #[serde(rename = "type")]
     pub kind: EventType,
@@ -339,11 +359,14 @@ pub struct EventSpec {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
-    /// Only meaningful to the CLI, which replaces it with `script`.
+    /// Only meaningful to the CLI, which replaces it with `script` (the API refuses it, so the
+    /// OpenAPI document leaves it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(ignore))]
     pub script_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleText>,
+    /// An IANA time zone (`Europe/Berlin`); default UTC.
     #[serde(default = "utc")]
     pub timezone: String,
     #[serde(default = "default_timeout")]
@@ -357,19 +380,29 @@ pub struct EventSpec {
     #[serde(default)]
     pub target: Target,
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::env))]
     pub env: BTreeMap<String, String>,
+    /// The default input of a run: any JSON.
     #[serde(default = "empty_object")]
     pub input: Value,
+    /// The event pauses itself after this many runs; 0 = unlimited.
     #[serde(default)]
     pub max_executions: u64,
-    /// Read from the file, but never part of the stored spec: an event's status lives only in
-    /// the store's `events.status` (see [`EventSpec::to_value`]).
-    #[serde(default, skip_serializing)]
+    /// `active` (default), `paused`, `draft` or `archived`.
+    // Read from the file, but never part of the stored spec: an event's status lives only in
+    // the store's `events.status` (see [`EventSpec::to_value`]). Skipped with
+    // `skip_serializing_if` rather than `skip_serializing`, which would also drop it from the
+    // OpenAPI schema of the request that carries it.
+    #[serde(default, skip_serializing_if = "never_stored")]
     pub status: EventStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+}
+
+fn never_stored(_: &EventStatus) -> bool {
+    true
 }
 
 fn utc() -> String {
@@ -586,6 +619,12 @@ impl EventSpec {
         serde_json::to_value(self).unwrap_or(Value::Null)
     }
 }
+
+/// What [`validate_name`] accepts, as a regular expression (for the OpenAPI document): 1 to 100
+/// of `[a-z0-9._-]`, except `.` and `..` (written without look-ahead, which not every JSON
+/// Schema tool supports).
+pub const NAME_PATTERN: &str =
+    r"^(?:[a-z0-9_-][a-z0-9._-]{0,99}|\.[a-z0-9_-][a-z0-9._-]{0,98}|\.\.[a-z0-9._-]{1,98})$";
 
 /// Names are unique and used in URLs and CLI arguments: `[a-z0-9-_.]`, 1 to 100 characters.
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
