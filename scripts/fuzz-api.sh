@@ -79,11 +79,10 @@ if [ -n "${CRONIUM_FUZZ_SEED:-}" ]; then seed_args=(--seed "$CRONIUM_FUZZ_SEED")
 
 status=0
 # From the work directory: schemathesis keeps a cache (.schemathesis/) in its current directory.
-hooks="$PWD/scripts/fuzz-api-hooks.py"
+hooks="$PWD/scripts/fuzz-api-hooks.py" config="$PWD/scripts/fuzz-api.toml"
 (cd "$work" && CRONIUM_FUZZ_OWN_TOKEN_ID="$own_id" SCHEMATHESIS_HOOKS="$hooks" \
-    "$venv/bin/schemathesis" run "$url/api/v1/openapi.json" \
+    "$venv/bin/schemathesis" --config-file "$config" run "$url/api/v1/openapi.json" \
     --header "Authorization: Bearer $token" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance \
     --phases examples,coverage,fuzzing,stateful \
     --max-examples "$examples" \
     --exclude-path /api/v1/jobs/{id}/logs/stream \

@@ -12,11 +12,11 @@ use std::borrow::Cow;
 
 use cronium_core::spec::EventSpec;
 use utoipa::openapi::header::HeaderBuilder;
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
@@ -115,6 +115,12 @@ impl Modify for SharedResponses {
         );
         for item in openapi.paths.paths.values_mut() {
             for op in operations(item) {
+                // A path parameter is always required (utoipa loses it with `schema_with`).
+                for p in op.parameters.iter_mut().flatten() {
+                    if p.parameter_in == ParameterIn::Path {
+                        p.required = Required::True;
+                    }
+                }
                 // `/healthz` says `security(())`: one requirement that asks for nothing.
                 let secured = op.security.iter().flatten().any(|req| {
                     serde_json::to_value(req)

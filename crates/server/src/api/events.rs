@@ -200,7 +200,7 @@ pub async fn run(
     Path(EventName { name }): Path<EventName>,
     Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<CreatedDto>)> {
-    let body: RunBody = body::json(&bytes)?;
+    let body: RunBody = body::optional_json(&bytes)?;
     let event = find(&state, &name).await?;
     if event.status == EventStatus::Archived {
         return Err(ApiError::bad(

@@ -1,6 +1,7 @@
 //! The path parameters of the API, typed once so that the handlers and the OpenAPI document
 //! agree on them (a name's pattern, an id's integer format). A value that does not parse is a
-//! 422 naming the parameter (see `extract::Path`).
+//! 422 naming the parameter (see `extract::Path`). (`doc.rs` marks every path parameter
+//! required: utoipa drops that for a field whose schema is given with `schema_with`.)
 
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -10,7 +11,7 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Path)]
 pub struct EventName {
     /// The event's name.
-    #[param(schema_with = cronium_core::spec_schema::name, required = true)]
+    #[param(schema_with = cronium_core::spec_schema::name)]
     pub name: String,
 }
 
@@ -19,7 +20,7 @@ pub struct EventName {
 #[into_params(parameter_in = Path)]
 pub struct ServerName {
     /// The server's name.
-    #[param(schema_with = cronium_core::spec_schema::name, required = true)]
+    #[param(schema_with = cronium_core::spec_schema::name)]
     pub name: String,
 }
 
@@ -31,7 +32,7 @@ pub const VARIABLE_NAME_PATTERN: &str = r"^[A-Za-z0-9._-]{1,200}$";
 #[into_params(parameter_in = Path)]
 pub struct VariableName {
     /// The variable's name: 1 to 200 of letters, digits, `-`, `_` and `.`.
-    #[param(schema_with = variable_name, required = true)]
+    #[param(schema_with = variable_name)]
     pub name: String,
 }
 

@@ -431,7 +431,7 @@ pub async fn accept_key(
     Path(ServerName { name }): Path<ServerName>,
     Body(bytes): Body,
 ) -> ApiResult<Json<ServerDto>> {
-    let b: AcceptKeyBody = body::json(&bytes)?;
+    let b: AcceptKeyBody = body::optional_json(&bytes)?;
     let row = find(&state, &name).await?;
     let key = match b.host_key.or(row.pending_host_key.clone()) {
         Some(k) => k,
