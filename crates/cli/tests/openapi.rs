@@ -122,6 +122,33 @@ impl<'a> Checker<'a> {
         a
     }
 
+    /// A request with a body one byte over the limit (see `Server::request_with_body_of`):
+    /// a 413.
+    fn hit_too_large(&mut self, method: &str, template: &str, path: &str) {
+        let (status, headers, body) = self.server.request_with_body_of(method, path, (2 << 20) + 1);
+        assert_eq!(status, 413, "{method} {path}");
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in &headers {
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                reqwest::header::HeaderValue::from_str(v),
+            ) {
+                map.insert(k, v);
+            }
+        }
+        let content_type = headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.clone());
+        let a = Answer {
+            status,
+            content_type,
+            headers: map,
+            body,
+        };
+        self.check(method, template, path, &a);
+    }
+
     /// The schema at `pointer` (inside the document) validates `instance`; every `$ref` in it
     /// resolves against the whole document.
     fn validate(&self, pointer: &str, instance: &Value) -> Vec<String> {
@@ -317,11 +344,7 @@ async fn every_route_answers_as_the_document_says() {
         .await;
     c.hit("POST", e, e, Body::Raw(b"{not json".to_vec()), 422)
         .await;
-    let big = format!(
-        "{{\"name\": \"big\", \"type\": \"bash\", \"script\": \"{}\"}}",
-        "x".repeat(3 * 1024 * 1024)
-    );
-    c.hit("POST", e, e, Body::Raw(big.into_bytes()), 413).await;
+    c.hit_too_large("POST", e, e);
     let a = c
         .hit(
             "PUT",
@@ -350,6 +373,16 @@ async fn every_route_answers_as_the_document_says() {
     .await;
     c.hit("PUT", one, "/api/v1/events/", Body::Json(event.clone()), 404)
         .await;
+    c.hit_too_large("PUT", one, "/api/v1/events/big");
+    c.hit_too_large("POST", "/api/v1/events/{name}/run", "/api/v1/events/hello/run");
+    c.hit_too_large("PUT", "/api/v1/variables/{name}", "/api/v1/variables/big");
+    c.hit_too_large("POST", "/api/v1/tokens", "/api/v1/tokens");
+    c.hit_too_large("POST", "/api/v1/servers", "/api/v1/servers");
+    c.hit_too_large(
+        "POST",
+        "/api/v1/servers/{name}/accept-key",
+        "/api/v1/servers/nope/accept-key",
+    );
     c.hit("GET", e, e, Body::None, 200).await;
     c.hit("GET", one, "/api/v1/events/hello", Body::None, 200)
         .await;

@@ -8,19 +8,23 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
+/// A JSON object body (every body of the API is one). An array is refused too, although serde
+/// would read it as a struct's fields in order: the document says object.
 pub fn json<T: DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     let text = if bytes.is_empty() {
         &b"{}"[..]
     } else {
         &bytes[..]
     };
-    let mut de = serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+    let value: serde_json::Value = serde_json::from_slice(text)
+        .map_err(|e| ApiError::bad("(body)", format!("not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad("(body)", "expected a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::bad("(body)", format!("not valid JSON: {inner}"))
-        } else if path == "." {
+        if path == "." {
             ApiError::bad("(body)", inner.to_string())
         } else {
             ApiError::bad(path, inner.to_string())
@@ -56,8 +60,16 @@ mod tests {
         }
         let got: Opt = optional_json(&Bytes::from(r#"{"a": 3}"#)).unwrap();
         assert_eq!(got.a, Some(3));
-        let err = optional_json::<Opt>(&Bytes::from("[]")).unwrap_err();
-        assert!(err.to_string().contains("(body)"), "{err}");
+        // Regression: serde reads an array as a struct's fields in order; the document says
+        // object, so an array is refused.
+        for text in ["[]", "[3]", "3", "\"a\""] {
+            let err = optional_json::<Opt>(&Bytes::from(text)).unwrap_err();
+            assert!(err.to_string().contains("(body): expected a JSON object"), "{err}");
+        }
+        let err = json::<Opt>(&Bytes::from(r#"{"a": "x"}"#)).unwrap_err();
+        assert!(err.to_string().starts_with("a: "), "{err}");
+        let err = json::<Opt>(&Bytes::from("{oops")).unwrap_err();
+        assert!(err.to_string().starts_with("(body): not valid JSON"), "{err}");
         // A required body is still refused when null.
         assert!(json::<Opt>(&Bytes::from("null")).is_err());
     }

@@ -111,13 +111,26 @@ impl From<PathRejection> for ApiError {
 impl From<QueryRejection> for ApiError {
     fn from(e: QueryRejection) -> Self {
         let text = e.body_text();
-        // serde_urlencoded says which parameter: "unknown field `x`", "limit: invalid digit..."
-        let field = text
-            .split_once('`')
-            .and_then(|(_, rest)| rest.split_once('`'))
-            .map(|(f, _)| f.to_string())
-            .unwrap_or_else(|| "(query)".to_string());
-        ApiError::bad(field, text)
+        let detail = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        ApiError::bad(query_field(detail), detail.to_string())
+    }
+}
+
+/// The parameter a query-string error names: `limit: invalid digit...` (a value that does not
+/// parse) or ``unknown field `colour`, expected ...`` (an unknown parameter).
+fn query_field(detail: &str) -> String {
+    if let Some(rest) = detail.split_once("unknown field `").map(|(_, r)| r) {
+        if let Some((field, _)) = rest.split_once('`') {
+            return field.to_string();
+        }
+    }
+    match detail.split_once(": ") {
+        Some((key, _)) if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+            key.to_string()
+        }
+        _ => "(query)".to_string(),
     }
 }
 
@@ -200,3 +213,18 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::query_field;
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        assert_eq!(query_field("limit: invalid digit found in string"), "limit");
+        assert_eq!(
+            query_field("unknown field `colour`, expected one of `event`, `status`"),
+            "colour"
+        );
+        assert_eq!(query_field("something else"), "(query)");
+    }
+}
