@@ -761,7 +761,8 @@ async fn unparsable_parameters_are_a_422_naming_them() {
 #[tokio::test]
 async fn a_body_over_the_limit_is_a_413_in_the_error_shape() {
     let s = Server::start();
-    let (status, headers, body) = s.request_with_body_of("PUT", "/api/v1/events/big", (2 << 20) + 1);
+    let (status, headers, body) =
+        s.request_with_body_of("PUT", "/api/v1/events/big", (2 << 20) + 1);
     assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
     assert!(
         headers
@@ -806,7 +807,14 @@ async fn token_names_are_counted_in_characters() {
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = s
-        .api("POST", "/api/v1/tokens", Some(json!({"name": "é".repeat(101)})))
+        .api(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "é".repeat(101)})),
+        )
         .await;
-    assert_eq!((status, body["error"]["field"].as_str()), (422, Some("name")));
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (422, Some("name"))
+    );
 }

@@ -52,8 +52,10 @@ fn assert_aligned(text: &str, names: &[&str]) {
 async fn tables_align_for_any_id_width() {
     let s = Server::start();
     s.apply_yaml("name: a\ntype: bash\nscript: 'true'\n").await;
-    s.apply_yaml("name: a-much-longer-event-name-than-thirty-characters\ntype: bash\nscript: 'true'\n")
-        .await;
+    s.apply_yaml(
+        "name: a-much-longer-event-name-than-thirty-characters\ntype: bash\nscript: 'true'\n",
+    )
+    .await;
     // Ids 1 to 11: one and two digits in one table.
     for i in 0..11 {
         let event = if i % 2 == 0 {
@@ -97,7 +99,16 @@ async fn tables_align_for_any_id_width() {
         ("a-long-server-name", "localhost", "db"),
     ] {
         let o = Command::new(cronium_bin())
-            .args(["server", "add", name, "--host", host, "--tag", tag, "--password-env"])
+            .args([
+                "server",
+                "add",
+                name,
+                "--host",
+                host,
+                "--tag",
+                tag,
+                "--password-env",
+            ])
             .arg("CRONIUM_TEST_SERVER_PW")
             .env("CRONIUM_TEST_SERVER_PW", "pw")
             .env("CRONIUM_URL", &s.url)
@@ -121,7 +132,15 @@ async fn every_list_command_prints_json_with_the_documented_fields() {
     s.run_event("listed", None).await;
     assert!(s.cli(&["var", "set", "v", "1"]).status.success());
     let o = Command::new(cronium_bin())
-        .args(["server", "add", "srv", "--host", "127.0.0.1", "--password-env", "PW"])
+        .args([
+            "server",
+            "add",
+            "srv",
+            "--host",
+            "127.0.0.1",
+            "--password-env",
+            "PW",
+        ])
         .env("PW", "pw")
         .env("CRONIUM_URL", &s.url)
         .env("CRONIUM_TOKEN", &s.token)
@@ -131,11 +150,25 @@ async fn every_list_command_prints_json_with_the_documented_fields() {
     for (command, fields) in [
         (
             &["event", "list"][..],
-            &["name", "version", "status", "spec", "next_fire_at", "broken"][..],
+            &[
+                "name",
+                "version",
+                "status",
+                "spec",
+                "next_fire_at",
+                "broken",
+            ][..],
         ),
         (
             &["job", "list"],
-            &["id", "event", "status", "trigger", "exit_code", "created_at"],
+            &[
+                "id",
+                "event",
+                "status",
+                "trigger",
+                "exit_code",
+                "created_at",
+            ],
         ),
         (&["var", "list"], &["name", "value", "secret", "updated_at"]),
         (
@@ -153,7 +186,9 @@ async fn every_list_command_prints_json_with_the_documented_fields() {
         assert!(o.status.success(), "{args:?}: {}", stderr(&o));
         let v: Value = serde_json::from_str(&stdout(&o))
             .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&o)));
-        let items = v.as_array().unwrap_or_else(|| panic!("{args:?}: not a list"));
+        let items = v
+            .as_array()
+            .unwrap_or_else(|| panic!("{args:?}: not a list"));
         assert!(!items.is_empty(), "{args:?}: empty");
         for item in items {
             for f in fields {

@@ -62,7 +62,10 @@ impl<'a> Checker<'a> {
 
     async fn send(&self, method: &str, path: &str, body: Body, token: Option<&str>) -> Answer {
         let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-        let mut rb = self.server.http.request(m, format!("{}{path}", self.server.url));
+        let mut rb = self
+            .server
+            .http
+            .request(m, format!("{}{path}", self.server.url));
         if let Some(t) = token {
             rb = rb.bearer_auth(t);
         }
@@ -125,7 +128,9 @@ impl<'a> Checker<'a> {
     /// A request with a body one byte over the limit (see `Server::request_with_body_of`):
     /// a 413.
     fn hit_too_large(&mut self, method: &str, template: &str, path: &str) {
-        let (status, headers, body) = self.server.request_with_body_of(method, path, (2 << 20) + 1);
+        let (status, headers, body) = self
+            .server
+            .request_with_body_of(method, path, (2 << 20) + 1);
         assert_eq!(status, 413, "{method} {path}");
         let mut map = reqwest::header::HeaderMap::new();
         for (k, v) in &headers {
@@ -300,10 +305,23 @@ async fn every_route_answers_as_the_document_says() {
     // Meta routes; the token's absence.
     c.hit_with("GET", "/healthz", "/healthz", Body::None, None, 200)
         .await;
-    c.hit("GET", "/api/v1/openapi.json", "/api/v1/openapi.json", Body::None, 200)
-        .await;
-    c.hit_with("GET", "/api/v1/events", "/api/v1/events", Body::None, None, 401)
-        .await;
+    c.hit(
+        "GET",
+        "/api/v1/openapi.json",
+        "/api/v1/openapi.json",
+        Body::None,
+        200,
+    )
+    .await;
+    c.hit_with(
+        "GET",
+        "/api/v1/events",
+        "/api/v1/events",
+        Body::None,
+        None,
+        401,
+    )
+    .await;
     c.hit_with(
         "GET",
         "/api/v1/jobs/{id}",
@@ -371,10 +389,20 @@ async fn every_route_answers_as_the_document_says() {
         422,
     )
     .await;
-    c.hit("PUT", one, "/api/v1/events/", Body::Json(event.clone()), 404)
-        .await;
+    c.hit(
+        "PUT",
+        one,
+        "/api/v1/events/",
+        Body::Json(event.clone()),
+        404,
+    )
+    .await;
     c.hit_too_large("PUT", one, "/api/v1/events/big");
-    c.hit_too_large("POST", "/api/v1/events/{name}/run", "/api/v1/events/hello/run");
+    c.hit_too_large(
+        "POST",
+        "/api/v1/events/{name}/run",
+        "/api/v1/events/hello/run",
+    );
     c.hit_too_large("PUT", "/api/v1/variables/{name}", "/api/v1/variables/big");
     c.hit_too_large("POST", "/api/v1/tokens", "/api/v1/tokens");
     c.hit_too_large("POST", "/api/v1/servers", "/api/v1/servers");
@@ -452,7 +480,13 @@ async fn every_route_answers_as_the_document_says() {
     c.hit("GET", jobs, "/api/v1/jobs?unknown=1", Body::None, 422)
         .await;
     let a = c
-        .hit("GET", job, &format!("/api/v1/jobs/{job_id}"), Body::None, 200)
+        .hit(
+            "GET",
+            job,
+            &format!("/api/v1/jobs/{job_id}"),
+            Body::None,
+            200,
+        )
         .await;
     assert_eq!(a.json()["output"]["list"], json!([1, "a"]), "{}", a.json());
     c.hit("GET", job, "/api/v1/jobs/999999", Body::None, 404)
@@ -467,8 +501,14 @@ async fn every_route_answers_as_the_document_says() {
         409,
     )
     .await;
-    c.hit("POST", cancel, "/api/v1/jobs/999999/cancel", Body::None, 404)
-        .await;
+    c.hit(
+        "POST",
+        cancel,
+        "/api/v1/jobs/999999/cancel",
+        Body::None,
+        404,
+    )
+    .await;
     c.hit("POST", cancel, "/api/v1/jobs/x/cancel", Body::None, 422)
         .await;
     s.apply_yaml("name: slow\ntype: bash\nscript: sleep 30\n")
@@ -532,7 +572,10 @@ async fn every_route_answers_as_the_document_says() {
     assert_eq!(last, "end", "{events:?}");
     let end: Value = serde_json::from_str(data).expect("end data is JSON");
     let status_errors = c.validate("/components/schemas/JobStatus", &end["status"]);
-    assert!(status_errors.is_empty(), "end event {end}: {status_errors:?}");
+    assert!(
+        status_errors.is_empty(),
+        "end event {end}: {status_errors:?}"
+    );
     c.hit(
         "GET",
         stream,
@@ -541,13 +584,23 @@ async fn every_route_answers_as_the_document_says() {
         404,
     )
     .await;
-    c.hit("GET", stream, "/api/v1/jobs/abc/logs/stream", Body::None, 422)
-        .await;
+    c.hit(
+        "GET",
+        stream,
+        "/api/v1/jobs/abc/logs/stream",
+        Body::None,
+        422,
+    )
+    .await;
 
     // Variables.
     let vars = "/api/v1/variables";
     let var = "/api/v1/variables/{name}";
-    for (name, value) in [("n", json!(3)), ("s", json!("text")), ("nothing", Value::Null)] {
+    for (name, value) in [
+        ("n", json!(3)),
+        ("s", json!("text")),
+        ("nothing", Value::Null),
+    ] {
         c.hit(
             "PUT",
             var,
@@ -605,11 +658,23 @@ async fn every_route_answers_as_the_document_says() {
     let tokens = "/api/v1/tokens";
     let token = "/api/v1/tokens/{id}";
     let a = c
-        .hit("POST", tokens, tokens, Body::Json(json!({"name": "ci"})), 201)
+        .hit(
+            "POST",
+            tokens,
+            tokens,
+            Body::Json(json!({"name": "ci"})),
+            201,
+        )
         .await;
     let token_id = a.json()["id"].as_i64().expect("id");
-    c.hit("POST", tokens, tokens, Body::Json(json!({"name": "  "})), 422)
-        .await;
+    c.hit(
+        "POST",
+        tokens,
+        tokens,
+        Body::Json(json!({"name": "  "})),
+        422,
+    )
+    .await;
     c.hit("GET", tokens, tokens, Body::None, 200).await;
     c.hit(
         "DELETE",
@@ -657,7 +722,13 @@ async fn every_route_answers_as_the_document_says() {
         .await;
     let test = "/api/v1/servers/{name}/test";
     let a = c
-        .hit("POST", test, "/api/v1/servers/nowhere/test", Body::None, 200)
+        .hit(
+            "POST",
+            test,
+            "/api/v1/servers/nowhere/test",
+            Body::None,
+            200,
+        )
         .await;
     assert_eq!(a.json()["reachable"], false, "{}", a.json());
     c.hit("POST", test, "/api/v1/servers/nope/test", Body::None, 404)
@@ -697,8 +768,14 @@ async fn every_route_answers_as_the_document_says() {
         .await;
     c.hit("DELETE", one, "/api/v1/events/hello", Body::None, 404)
         .await;
-    c.hit("GET", job, &format!("/api/v1/jobs/{job_id}"), Body::None, 200)
-        .await;
+    c.hit(
+        "GET",
+        job,
+        &format!("/api/v1/jobs/{job_id}"),
+        Body::None,
+        200,
+    )
+    .await;
 
     c.assert_every_operation_succeeded();
 }
@@ -718,11 +795,7 @@ async fn the_document_describes_every_operation_completely() {
             let responses = op["responses"].as_object().expect("responses");
             let public = path == "/healthz";
             for status in ["401", "500"] {
-                assert_eq!(
-                    responses.contains_key(status),
-                    !public,
-                    "{what}: {status}"
-                );
+                assert_eq!(responses.contains_key(status), !public, "{what}: {status}");
             }
             let secured = op["security"]
                 .as_array()
@@ -790,8 +863,24 @@ fn the_name_pattern_is_the_name_rule() {
     let long = "a".repeat(100);
     let too_long = "a".repeat(101);
     for name in [
-        "a", "nightly-backup", "a.b_c-d", ".hidden", "..x", "...", "0", "-", "_", &long,
-        &too_long, "", ".", "..", "A", "a b", "é", "a/b",
+        "a",
+        "nightly-backup",
+        "a.b_c-d",
+        ".hidden",
+        "..x",
+        "...",
+        "0",
+        "-",
+        "_",
+        &long,
+        &too_long,
+        "",
+        ".",
+        "..",
+        "A",
+        "a b",
+        "é",
+        "a/b",
     ] {
         assert_eq!(
             validator.is_valid(&json!(name)),

@@ -64,12 +64,18 @@ mod tests {
         // object, so an array is refused.
         for text in ["[]", "[3]", "3", "\"a\""] {
             let err = optional_json::<Opt>(&Bytes::from(text)).unwrap_err();
-            assert!(err.to_string().contains("(body): expected a JSON object"), "{err}");
+            assert!(
+                err.to_string().contains("(body): expected a JSON object"),
+                "{err}"
+            );
         }
         let err = json::<Opt>(&Bytes::from(r#"{"a": "x"}"#)).unwrap_err();
         assert!(err.to_string().starts_with("a: "), "{err}");
         let err = json::<Opt>(&Bytes::from("{oops")).unwrap_err();
-        assert!(err.to_string().starts_with("(body): not valid JSON"), "{err}");
+        assert!(
+            err.to_string().starts_with("(body): not valid JSON"),
+            "{err}"
+        );
         // A required body is still refused when null.
         assert!(json::<Opt>(&Bytes::from("null")).is_err());
     }

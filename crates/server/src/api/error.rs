@@ -127,7 +127,9 @@ fn query_field(detail: &str) -> String {
         }
     }
     match detail.split_once(": ") {
-        Some((key, _)) if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+        Some((key, _))
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
             key.to_string()
         }
         _ => "(query)".to_string(),
