@@ -349,6 +349,11 @@ impl<'de> Deserialize<'de> for ScheduleText {
 /// An event as written in an event file or an API body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(example = json!({
+    "name": "nightly-backup", "type": "bash", "script": "echo backing up",
+    "schedule": "0 30 2 * * *", "timezone": "Europe/Berlin", "timeout": "10m",
+    "retries": {"max_attempts": 3, "backoff": "5s"}, "input": {"dry_run": false}
+})))]
 #[serde(deny_unknown_fields)]
 pub struct EventSpec {
     #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::name))]
@@ -454,6 +459,7 @@ pub fn from_value(value: Value) -> Result<EventSpec, SpecError> {
             "expected a mapping of event fields",
         ));
     }
+    refuse_lists_for_mappings(&value)?;
     let spec: EventSpec = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
@@ -467,6 +473,22 @@ pub fn from_value(value: Value) -> Result<EventSpec, SpecError> {
     Ok(spec)
 }
 
+/// The fields read into structs. serde also reads a struct from a list (its fields in order:
+/// `retries: [3]`), which no event file means and the OpenAPI document does not allow, so a
+/// list there is refused before deserialising. (`target` has its own deserialiser, which takes
+/// only a string or a mapping, but its `container` is a struct again.)
+const MAPPING_FIELDS: &[&str] = &["/retries", "/http", "/target/container"];
+
+fn refuse_lists_for_mappings(value: &Value) -> Result<(), SpecError> {
+    for pointer in MAPPING_FIELDS {
+        if value.pointer(pointer).is_some_and(Value::is_array) {
+            let field = pointer.trim_start_matches('/').replace('/', ".");
+            return Err(SpecError::new(field, "expected a mapping, not a list"));
+        }
+    }
+    Ok(())
+}
+
 impl EventSpec {
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
@@ -477,6 +499,13 @@ impl EventSpec {
         if let Some(s) = &self.schedule {
             Schedule::parse(&s.0, &self.timezone)
                 .map_err(|e| SpecError::new("schedule", e.to_string()))?;
+        }
+        // The document types it int64, as the database stores it.
+        if i64::try_from(self.max_executions).is_err() {
+            return Err(SpecError::new(
+                "max_executions",
+                format!("must be at most {}", i64::MAX),
+            ));
         }
         if self.timeout.0.is_zero() {
             return Err(SpecError::new("timeout", "must be greater than zero"));
@@ -668,6 +697,38 @@ input: { dry_run: false }
 max_executions: 0
 status: active
 "#;
+
+    /// Regression (found by the API fuzzer): `target: {container: [null, null]}` was accepted,
+    /// serde reading the list as the container's fields in order.
+    #[test]
+    fn a_list_where_a_mapping_belongs_is_refused_naming_the_field() {
+        for (text, field) in [
+            (
+                "{name: a, type: bash, script: x, target: {container: [null, null]}}",
+                "target.container",
+            ),
+            ("{name: a, type: bash, script: x, retries: [3]}", "retries"),
+            ("{name: a, type: http, http: [GET, 'http://x']}", "http"),
+        ] {
+            let err = parse_yaml(text).unwrap_err();
+            assert_eq!(err.field, field, "{text}: {err}");
+        }
+        assert!(parse_yaml("{name: a, type: bash, script: x, target: {container: {}}}").is_ok());
+    }
+
+    /// Regression (found by the API fuzzer): a `max_executions` over the int64 the document
+    /// (and the database) gives it was accepted.
+    #[test]
+    fn max_executions_fits_an_int64() {
+        let err =
+            parse_yaml("{name: a, type: bash, script: x, max_executions: 9223372036854775808}")
+                .unwrap_err();
+        assert_eq!(err.field, "max_executions", "{err}");
+        assert!(parse_yaml(
+            "{name: a, type: bash, script: x, max_executions: 9223372036854775807}"
+        )
+        .is_ok());
+    }
 
     #[test]
     fn product_example_parses() {

@@ -91,6 +91,7 @@ pub struct ApplyDto {
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"input": {"dry_run": true}}))]
 pub struct RunBody {
     /// The run's input (any JSON); the event's default input when absent or null.
     #[schema(value_type = Value)]
@@ -292,6 +293,7 @@ pub struct VariableDto {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"value": {"url": "https://example.org"}, "secret": false}))]
 pub struct VariableBody {
     /// Any JSON (null included); at most 1 MiB as JSON text.
     #[schema(value_type = Value, required)]
@@ -330,6 +332,7 @@ impl From<TokenRow> for TokenDto {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ci"}))]
 pub struct TokenBody {
     /// 1 to 100 characters, not all blank (kept without surrounding blanks).
     #[schema(min_length = 1, max_length = 100, pattern = r"\S")]

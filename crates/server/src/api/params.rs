@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Path)]
 pub struct EventName {
     /// The event's name.
-    #[param(schema_with = cronium_core::spec_schema::name)]
+    #[param(schema_with = cronium_core::spec_schema::name, example = "nightly-backup")]
     pub name: String,
 }
 
@@ -20,7 +20,7 @@ pub struct EventName {
 #[into_params(parameter_in = Path)]
 pub struct ServerName {
     /// The server's name.
-    #[param(schema_with = cronium_core::spec_schema::name)]
+    #[param(schema_with = cronium_core::spec_schema::name, example = "web1")]
     pub name: String,
 }
 

@@ -22,6 +22,8 @@ use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "web1", "host": "127.0.0.1", "port": 22, "user": "deploy",
+                          "password": "secret", "tags": ["web"]}))]
 pub struct ServerBody {
     #[schema(schema_with = cronium_core::spec_schema::name)]
     pub name: String,
