@@ -4,7 +4,9 @@
 # /api/v1/openapi.json and sends generated requests, valid and invalid, to every operation, then
 # chains them along the document's links (stateful phase). It fails on any 5xx, any status the
 # document does not list, any response whose body, content type or headers the document does not
-# describe.
+# describe, and on the request checks of scripts/fuzz-api.toml (a schema-violating request
+# accepted, a deleted resource still there, a created one missing, a request without the token
+# let through...).
 #
 # Called by scripts/test.sh; alone: scripts/fuzz-api.sh [target/debug/cronium]
 #   CRONIUM_FUZZ_EXAMPLES  examples per operation (default 40; a run takes about a minute)
