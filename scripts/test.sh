@@ -4,7 +4,9 @@
 #   - starts a throwaway PostgreSQL on 127.0.0.1:55432,
 #   - builds the binaries, the static runner and the container images (once; reused when present),
 #   - runs every test (unit, store conformance on SQLite and PostgreSQL, integration against the
-#     real binaries, sshd instances and the Docker engine), then rustfmt and clippy.
+#     real binaries, sshd instances and the Docker engine), fuzzes the API against its OpenAPI
+#     document (scripts/fuzz-api.sh: schemathesis, in a venv under $CRONIUM_TEST_DIR), then
+#     rustfmt and clippy.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +24,8 @@ missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v python3 >/dev/null || missing+=(python3)
+# The API fuzzer (schemathesis) is installed into a venv, which Debian's python3 needs this for.
+python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 command -v node >/dev/null || missing+=(nodejs)
 command -v docker >/dev/null || missing+=(docker.io)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
@@ -58,6 +62,9 @@ fi
 
 step "tests"
 cargo test --workspace "$@"
+
+step "API fuzzing against the OpenAPI document (schemathesis)"
+scripts/fuzz-api.sh target/debug/cronium
 
 step "rustfmt and clippy"
 cargo fmt --all -- --check

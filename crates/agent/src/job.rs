@@ -117,7 +117,14 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             tracing::error!(job = job.id, error = %message, "reading the job's log position");
             heartbeat.abort();
             if !lost.load(Ordering::SeqCst) {
-                conclude(&inner, &job, &lease, Err(JobError::retryable(message)), &HashMap::new()).await;
+                conclude(
+                    &inner,
+                    &job,
+                    &lease,
+                    Err(JobError::retryable(message)),
+                    &HashMap::new(),
+                )
+                .await;
             }
             inner.wake.notify_one();
             return;

@@ -55,6 +55,11 @@ pub enum Command {
     /// cached payloads, work directories of killed runs (the server also does it every few
     /// minutes).
     Prune(PruneArgs),
+    /// Print a shell completion script (e.g. `cronium completions bash > /etc/bash_completion.d/cronium`).
+    Completions {
+        /// bash, zsh or fish (elvish and powershell too).
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::cli::{EventCmd, JobCmd, ServerCmd, TokenCmd, VarCmd};
 use crate::client::{exit_code_for, print_line, Client};
+use crate::table;
 
 fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
@@ -16,6 +17,15 @@ fn print_json(v: &Value) {
 
 fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or("-")
+}
+
+/// An event's schedule as its file says it (`manual` when it has none).
+fn schedule_text(schedule: &Value) -> String {
+    match schedule {
+        Value::Null => "manual".to_string(),
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// Reads an event file, resolving `script_file` relative to it, and checks it locally so that
@@ -81,26 +91,27 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                println!(
-                    "{:<30} {:<8} {:<8} {:<28} NEXT RUN",
-                    "NAME", "TYPE", "STATUS", "SCHEDULE"
-                );
-                for e in r.as_array().into_iter().flatten() {
-                    // A broken event does not fire whatever its status says: the status column
-                    // shows BROKEN and the reason ends the line.
-                    let (status, why) = match e["broken"].as_str() {
-                        Some(why) => ("BROKEN".to_string(), format!("  ({why})")),
-                        None => (s(e, "status").to_string(), String::new()),
-                    };
-                    println!(
-                        "{:<30} {:<8} {:<8} {:<28} {}{why}",
-                        s(e, "name"),
-                        s(&e["spec"], "type"),
-                        status,
-                        e["spec"]["schedule"].as_str().unwrap_or("manual"),
-                        s(e, "next_fire_at"),
-                    );
-                }
+                let rows: Vec<Vec<String>> = r
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| {
+                        // A broken event does not fire whatever its status says: the status
+                        // column shows BROKEN and the reason ends the line.
+                        let (status, why) = match e["broken"].as_str() {
+                            Some(why) => ("BROKEN".to_string(), format!("  ({why})")),
+                            None => (s(e, "status").to_string(), String::new()),
+                        };
+                        vec![
+                            s(e, "name").to_string(),
+                            s(&e["spec"], "type").to_string(),
+                            status,
+                            schedule_text(&e["spec"]["schedule"]),
+                            format!("{}{why}", s(e, "next_fire_at")),
+                        ]
+                    })
+                    .collect();
+                table::print(&["NAME", "TYPE", "STATUS", "SCHEDULE", "NEXT RUN"], &rows);
             }
         }
         EventCmd::Show { name, client } => {
@@ -202,24 +213,27 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                println!(
-                    "{:<8} {:<30} {:<10} {:<9} {:<5} CREATED",
-                    "ID", "EVENT", "STATUS", "TRIGGER", "EXIT"
+                let rows: Vec<Vec<String>> = r
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|j| {
+                        vec![
+                            j["id"].to_string(),
+                            s(j, "event").to_string(),
+                            s(j, "status").to_string(),
+                            s(j, "trigger").to_string(),
+                            j["exit_code"]
+                                .as_i64()
+                                .map_or_else(|| "-".to_string(), |c| c.to_string()),
+                            s(j, "created_at").to_string(),
+                        ]
+                    })
+                    .collect();
+                table::print(
+                    &["ID", "EVENT", "STATUS", "TRIGGER", "EXIT", "CREATED"],
+                    &rows,
                 );
-                for j in r.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<8} {:<30} {:<10} {:<9} {:<5} {}",
-                        j["id"],
-                        s(j, "event"),
-                        s(j, "status"),
-                        s(j, "trigger"),
-                        j["exit_code"]
-                            .as_i64()
-                            .map(|c| c.to_string())
-                            .unwrap_or("-".into()),
-                        s(j, "created_at"),
-                    );
-                }
             }
         }
         JobCmd::Show { id, client } => {
@@ -349,14 +363,20 @@ pub async fn var(cmd: VarCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                for v in r.as_array().into_iter().flatten() {
-                    let shown = if v["secret"].as_bool() == Some(true) {
-                        "******** (secret)".to_string()
-                    } else {
-                        v["value"].to_string()
-                    };
-                    println!("{:<30} {shown}", s(v, "name"));
-                }
+                let rows: Vec<Vec<String>> = r
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| {
+                        let shown = if v["secret"].as_bool() == Some(true) {
+                            "******** (secret)".to_string()
+                        } else {
+                            v["value"].to_string()
+                        };
+                        vec![s(v, "name").to_string(), shown]
+                    })
+                    .collect();
+                table::print(&["NAME", "VALUE"], &rows);
             }
         }
         VarCmd::Delete { name, client } => {
@@ -392,20 +412,21 @@ pub async fn token(cmd: TokenCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                println!(
-                    "{:<6} {:<30} {:<26} {:<26} REVOKED",
-                    "ID", "NAME", "CREATED", "LAST USED"
-                );
-                for t in r.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<6} {:<30} {:<26} {:<26} {}",
-                        t["id"],
-                        s(t, "name"),
-                        s(t, "created_at"),
-                        s(t, "last_used_at"),
-                        s(t, "revoked_at")
-                    );
-                }
+                let rows: Vec<Vec<String>> = r
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| {
+                        vec![
+                            t["id"].to_string(),
+                            s(t, "name").to_string(),
+                            s(t, "created_at").to_string(),
+                            s(t, "last_used_at").to_string(),
+                            s(t, "revoked_at").to_string(),
+                        ]
+                    })
+                    .collect();
+                table::print(&["ID", "NAME", "CREATED", "LAST USED", "REVOKED"], &rows);
             }
         }
         TokenCmd::Revoke { id, client } => {
@@ -476,33 +497,34 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
             if client.json {
                 print_json(&r);
             } else {
-                println!(
-                    "{:<24} {:<28} {:<10} {:<9} TAGS",
-                    "NAME", "ADDRESS", "USER", "HOST KEY"
-                );
-                for v in r.as_array().into_iter().flatten() {
-                    let key = if !v["pending_host_key"].is_null() {
-                        "CHANGED"
-                    } else if v["host_key"].is_null() {
-                        "unpinned"
-                    } else {
-                        "pinned"
-                    };
-                    let tags: Vec<&str> = v["tags"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|t| t.as_str())
-                        .collect();
-                    println!(
-                        "{:<24} {:<28} {:<10} {:<9} {}",
-                        s(v, "name"),
-                        format!("{}:{}", s(v, "host"), v["port"]),
-                        s(v, "user"),
-                        key,
-                        tags.join(",")
-                    );
-                }
+                let rows: Vec<Vec<String>> = r
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| {
+                        let key = if !v["pending_host_key"].is_null() {
+                            "CHANGED"
+                        } else if v["host_key"].is_null() {
+                            "unpinned"
+                        } else {
+                            "pinned"
+                        };
+                        let tags: Vec<&str> = v["tags"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter_map(|t| t.as_str())
+                            .collect();
+                        vec![
+                            s(v, "name").to_string(),
+                            format!("{}:{}", s(v, "host"), v["port"]),
+                            s(v, "user").to_string(),
+                            key.to_string(),
+                            tags.join(","),
+                        ]
+                    })
+                    .collect();
+                table::print(&["NAME", "ADDRESS", "USER", "HOST KEY", "TAGS"], &rows);
             }
         }
         ServerCmd::Show { name, client } => {

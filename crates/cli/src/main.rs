@@ -6,6 +6,7 @@ mod client;
 mod commands;
 mod local_run;
 mod prune;
+mod table;
 
 use std::path::{Path, PathBuf};
 
@@ -248,6 +249,11 @@ async fn main() {
         Command::Token(cmd) => commands::token(cmd).await,
         Command::Server(cmd) => commands::server(cmd).await,
         Command::Prune(args) => prune::prune(args).await,
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "cronium", &mut std::io::stdout());
+            Ok(0)
+        }
         Command::Run(args) => {
             match find_runner(args.runner.clone(), find_static_runner().as_deref()) {
                 Ok(r) => local_run::run(args, r).await,

@@ -52,23 +52,23 @@ fn text(r: &Value) -> String {
         ));
     }
     if !events.is_empty() {
-        out.push_str(&format!(
-            "{:<40} {:>10} {:>12} {:>12}\n",
-            "EVENT", "JOBS", "EXECUTIONS", "LOG LINES"
-        ));
         let row = |name: &str, c: &Value| {
-            format!(
-                "{:<40} {:>10} {:>12} {:>12}\n",
-                name,
-                n(&c["jobs"]),
-                n(&c["executions"]),
-                n(&c["log_lines"])
-            )
+            vec![
+                name.to_string(),
+                n(&c["jobs"]).to_string(),
+                n(&c["executions"]).to_string(),
+                n(&c["log_lines"]).to_string(),
+            ]
         };
-        for e in &events {
-            out.push_str(&row(e["event"].as_str().unwrap_or("-"), e));
-        }
-        out.push_str(&row("(total)", &r["total"]));
+        let mut rows: Vec<Vec<String>> = events
+            .iter()
+            .map(|e| row(e["event"].as_str().unwrap_or("-"), e))
+            .collect();
+        rows.push(row("(total)", &r["total"]));
+        out.push_str(&crate::table::render(
+            &["EVENT", "JOBS", "EXECUTIONS", "LOG LINES"],
+            &rows,
+        ));
     }
     if n(&r["payloads"]) > 0 {
         out.push_str(&format!(

@@ -15,4 +15,6 @@ pub mod metrics;
 pub mod payload;
 pub mod schedule;
 pub mod spec;
+#[cfg(feature = "utoipa")]
+pub mod spec_schema;
 pub mod transport;

@@ -29,6 +29,7 @@ pub const MAX_KEEP: u64 = 1_000_000;
 pub const MIN_RETAIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum EventType {
     Bash,
@@ -50,6 +51,7 @@ impl EventType {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Overlap {
     /// Start a new run even if one is still going.
@@ -62,6 +64,7 @@ pub enum Overlap {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Missed {
     /// Ticks missed during downtime are dropped.
@@ -72,10 +75,12 @@ pub enum Missed {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Retries {
     /// Total attempts including the first (1 = no retry).
     #[serde(default = "one")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1, maximum = 100))]
     pub max_attempts: u32,
     #[serde(default = "default_backoff")]
     pub backoff: HumanDuration,
@@ -105,6 +110,7 @@ impl Default for Retries {
 
 /// Execution mode on servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum ServerMode {
     #[default]
@@ -124,10 +130,12 @@ impl ServerMode {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ServersTarget {
     /// Servers by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::names))]
     pub servers: Vec<String>,
     /// Every server carrying one of these tags.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -136,6 +144,7 @@ pub struct ServersTarget {
     pub mode: ServerMode,
     /// How many servers run at once (default: all, bounded by the agent's setting).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub concurrency: Option<u32>,
     /// `false`: the first failing server cancels the remaining ones.
     #[serde(default = "yes")]
@@ -160,15 +169,19 @@ pub enum ContainerNetwork {
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ContainerTarget {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// CPU cores (fractions allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(exclusive_minimum = 0))]
     pub cpus: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<ByteSize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(minimum = 1))]
     pub pids: Option<i64>,
     #[serde(default)]
     pub network: ContainerNetwork,
@@ -273,10 +286,14 @@ impl Serialize for Target {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct HttpSpec {
+    /// GET (default), POST, PUT, PATCH, DELETE, HEAD or OPTIONS, in any case.
     #[serde(default = "default_method")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::http_method))]
     pub method: String,
+    #[cfg_attr(feature = "utoipa", schema(pattern = r"^\s*https?://"))]
     pub url: String,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -284,6 +301,7 @@ pub struct HttpSpec {
     pub body: Option<String>,
     /// Statuses that count as success (default: any 2xx).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::http_statuses))]
     pub expect_status: Vec<u16>,
     /// Request timeout (default: the event's timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -420,8 +438,15 @@ impl<'de> Deserialize<'de> for ScheduleText {
 
 /// An event as written in an event file or an API body.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "utoipa", schema(example = json!({
+    "name": "nightly-backup", "type": "bash", "script": "echo backing up",
+    "schedule": "0 30 2 * * *", "timezone": "Europe/Berlin", "timeout": "10m",
+    "retries": {"max_attempts": 3, "backoff": "5s"}, "input": {"dry_run": false}
+})))]
 #[serde(deny_unknown_fields)]
 pub struct EventSpec {
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::name))]
     pub name: String,
     #[serde(rename = "type")]
     pub kind: EventType,
@@ -429,11 +454,14 @@ pub struct EventSpec {
     pub description: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub script: Option<String>,
-    /// Only meaningful to the CLI, which replaces it with `script`.
+    /// Only meaningful to the CLI, which replaces it with `script` (the API refuses it, so the
+    /// OpenAPI document leaves it out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(ignore))]
     pub script_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<ScheduleText>,
+    /// An IANA time zone (`Europe/Berlin`); default UTC.
     #[serde(default = "utc")]
     pub timezone: String,
     #[serde(default = "default_timeout")]
@@ -447,14 +475,20 @@ pub struct EventSpec {
     #[serde(default)]
     pub target: Target,
     #[serde(default)]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::env))]
     pub env: BTreeMap<String, String>,
+    /// The default input of a run: any JSON.
     #[serde(default = "empty_object")]
     pub input: Value,
+    /// The event pauses itself after this many runs; 0 = unlimited.
     #[serde(default)]
     pub max_executions: u64,
-    /// Read from the file, but never part of the stored spec: an event's status lives only in
-    /// the store's `events.status` (see [`EventSpec::to_value`]).
-    #[serde(default, skip_serializing)]
+    /// `active` (default), `paused`, `draft` or `archived`.
+    // Read from the file, but never part of the stored spec: an event's status lives only in
+    // the store's `events.status` (see [`EventSpec::to_value`]). Skipped with
+    // `skip_serializing_if` rather than `skip_serializing`, which would also drop it from the
+    // OpenAPI schema of the request that carries it.
+    #[serde(default, skip_serializing_if = "never_stored")]
     pub status: EventStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpSpec>,
@@ -470,6 +504,10 @@ pub struct EventSpec {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn never_stored(_: &EventStatus) -> bool {
+    true
 }
 
 fn utc() -> String {
@@ -521,6 +559,7 @@ pub fn from_value(value: Value) -> Result<EventSpec, SpecError> {
             "expected a mapping of event fields",
         ));
     }
+    refuse_lists_for_mappings(&value)?;
     let spec: EventSpec = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
@@ -534,6 +573,22 @@ pub fn from_value(value: Value) -> Result<EventSpec, SpecError> {
     Ok(spec)
 }
 
+/// The fields read into structs. serde also reads a struct from a list (its fields in order:
+/// `retries: [3]`), which no event file means and the OpenAPI document does not allow, so a
+/// list there is refused before deserialising. (`target` has its own deserialiser, which takes
+/// only a string or a mapping, but its `container` is a struct again.)
+const MAPPING_FIELDS: &[&str] = &["/retries", "/http", "/target/container"];
+
+fn refuse_lists_for_mappings(value: &Value) -> Result<(), SpecError> {
+    for pointer in MAPPING_FIELDS {
+        if value.pointer(pointer).is_some_and(Value::is_array) {
+            let field = pointer.trim_start_matches('/').replace('/', ".");
+            return Err(SpecError::new(field, "expected a mapping, not a list"));
+        }
+    }
+    Ok(())
+}
+
 impl EventSpec {
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
@@ -544,6 +599,13 @@ impl EventSpec {
         if let Some(s) = &self.schedule {
             Schedule::parse(&s.0, &self.timezone)
                 .map_err(|e| SpecError::new("schedule", e.to_string()))?;
+        }
+        // The document types it int64, as the database stores it.
+        if i64::try_from(self.max_executions).is_err() {
+            return Err(SpecError::new(
+                "max_executions",
+                format!("must be at most {}", i64::MAX),
+            ));
         }
         if self.timeout.0.is_zero() {
             return Err(SpecError::new("timeout", "must be greater than zero"));
@@ -693,6 +755,12 @@ impl EventSpec {
     }
 }
 
+/// What [`validate_name`] accepts, as a regular expression (for the OpenAPI document): 1 to 100
+/// of `[a-z0-9._-]`, except `.` and `..` (written without look-ahead, which not every JSON
+/// Schema tool supports).
+pub const NAME_PATTERN: &str =
+    r"^(?:[a-z0-9_-][a-z0-9._-]{0,99}|\.[a-z0-9_-][a-z0-9._-]{0,98}|\.\.[a-z0-9._-]{1,98})$";
+
 /// Names are unique and used in URLs and CLI arguments: `[a-z0-9-_.]`, 1 to 100 characters.
 pub fn validate_name(name: &str) -> Result<(), SpecError> {
     if name.is_empty() || name.len() > 100 {
@@ -736,6 +804,38 @@ input: { dry_run: false }
 max_executions: 0
 status: active
 "#;
+
+    /// Regression (found by the API fuzzer): `target: {container: [null, null]}` was accepted,
+    /// serde reading the list as the container's fields in order.
+    #[test]
+    fn a_list_where_a_mapping_belongs_is_refused_naming_the_field() {
+        for (text, field) in [
+            (
+                "{name: a, type: bash, script: x, target: {container: [null, null]}}",
+                "target.container",
+            ),
+            ("{name: a, type: bash, script: x, retries: [3]}", "retries"),
+            ("{name: a, type: http, http: [GET, 'http://x']}", "http"),
+        ] {
+            let err = parse_yaml(text).unwrap_err();
+            assert_eq!(err.field, field, "{text}: {err}");
+        }
+        assert!(parse_yaml("{name: a, type: bash, script: x, target: {container: {}}}").is_ok());
+    }
+
+    /// Regression (found by the API fuzzer): a `max_executions` over the int64 the document
+    /// (and the database) gives it was accepted.
+    #[test]
+    fn max_executions_fits_an_int64() {
+        let err =
+            parse_yaml("{name: a, type: bash, script: x, max_executions: 9223372036854775808}")
+                .unwrap_err();
+        assert_eq!(err.field, "max_executions", "{err}");
+        assert!(parse_yaml(
+            "{name: a, type: bash, script: x, max_executions: 9223372036854775807}"
+        )
+        .is_ok());
+    }
 
     #[test]
     fn product_example_parses() {

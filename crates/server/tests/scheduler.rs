@@ -11,10 +11,10 @@ use std::time::Duration;
 use cronium_core::clock::{Clock, ManualClock};
 use cronium_core::metrics::{KindLabel, Metrics};
 use cronium_core::spec;
+use cronium_model::{EventStatus, JobStatus, Trigger};
 use cronium_server::scheduler::{
     self, Deps, Scheduler, FOLLOWER_POLL, LEASE_TTL, LOCK_NAME, MISSED_GRACE_MS,
 };
-use cronium_model::{EventStatus, JobStatus, Trigger};
 use cronium_store::{EventRow, JobFilter, JobOutcome, JobRow, Store};
 use sqlx::{Connection, Executor};
 use tokio::sync::Notify;

@@ -196,6 +196,65 @@ impl Server {
         )
     }
 
+    /// Sends a request with a body of `size` bytes over a plain connection and reads the answer:
+    /// (status, headers in lowercase, body). For bodies just over the server's limit: the whole
+    /// body is written before the answer is read, so the server (which refuses once it has read
+    /// past its limit, then closes) never closes on a client still writing, which an HTTP client
+    /// library reports as a failed request instead of the answer.
+    pub fn request_with_body_of(
+        &self,
+        method: &str,
+        path: &str,
+        size: usize,
+    ) -> (u16, Vec<(String, String)>, Vec<u8>) {
+        use std::io::{Read, Write};
+        let addr = self.url.trim_start_matches("http://");
+        let mut conn = std::net::TcpStream::connect(addr).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            conn,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {size}\r\n\r\n",
+            self.token
+        )
+        .expect("write head");
+        conn.write_all(&vec![b' '; size]).expect("write body");
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let (head_end, length) = loop {
+            let n = conn.read(&mut buf).expect("read answer");
+            assert!(n > 0, "connection closed before an answer");
+            raw.extend_from_slice(&buf[..n]);
+            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                break (end + 4, length);
+            }
+        };
+        while raw.len() < head_end + length {
+            let n = conn.read(&mut buf).expect("read body");
+            assert!(n > 0, "connection closed inside the body");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|c| c.parse().ok())
+            .expect("status line");
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        (status, headers, raw[head_end..head_end + length].to_vec())
+    }
+
     /// Applies an event given as YAML through the API.
     pub async fn apply_yaml(&self, yaml: &str) -> Value {
         let v: Value = serde_saphyr::from_str(yaml).expect("yaml");

@@ -1,12 +1,19 @@
-//! JSON shapes of the API. Only this module knows them; handlers convert store rows here.
-//! Statuses and triggers are the typed enums of `cronium-model` (declared as enums in the
-//! OpenAPI document), spelled as the store keeps them.
+//! JSON shapes of the API. Only this module knows them (with `servers.rs` for its resource and
+//! `error.rs` for errors); handlers convert store rows here. Statuses and triggers are the typed
+//! enums of `cronium-model` (declared as enums in the OpenAPI document), spelled as the store
+//! keeps them.
+//!
+//! The schemas are exact, since the API fuzzer and `tests/openapi.rs` hold every response to
+//! them: a field that is always present but may be null is `required` and nullable; one that
+//! may be absent is not required; a value that can be any JSON is typed `Value` (an empty
+//! schema), not `Object`; timestamps are RFC 3339 `date-time`.
 
 use cronium_core::clock::rfc3339;
 use cronium_model::{EventStatus, ExecutionStatus, JobStatus, Trigger};
 use cronium_store::{Applied, EventRow, ExecutionRow, JobRow, LogLine, TokenRow};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::ToSchema;
 
 fn ts(ms: Option<i64>) -> Option<String> {
@@ -20,15 +27,22 @@ pub struct EventDto {
     pub version: i64,
     /// The one place an event's status is reported (it is not repeated inside `spec`).
     pub status: EventStatus,
-    /// The event file fields, normalised, without `status`.
-    #[schema(value_type = Object)]
+    /// The event file fields (an object), normalised, without `status`. Typed as any JSON:
+    /// a stored spec that is not JSON reads as null, and one edited behind Cronium's back is
+    /// returned as it is (`broken` then says why it does not fire).
+    #[schema(value_type = Value, required)]
     pub spec: Value,
+    #[schema(required, format = DateTime)]
     pub next_fire_at: Option<String>,
+    #[schema(required, format = DateTime)]
     pub last_fired_at: Option<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     /// Why the stored spec no longer parses (the event does not fire until a valid version is
     /// applied); null for a usable event.
+    #[schema(required)]
     pub broken: Option<String>,
 }
 
@@ -77,9 +91,10 @@ pub struct ApplyDto {
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"input": {"dry_run": true}}))]
 pub struct RunBody {
-    /// The run's input; the event's default input when absent.
-    #[schema(value_type = Object)]
+    /// The run's input (any JSON); the event's default input when absent or null.
+    #[schema(value_type = Value)]
     #[serde(default)]
     pub input: Option<Value>,
 }
@@ -94,20 +109,33 @@ pub struct ExecutionDto {
     pub id: i64,
     pub attempt: i32,
     /// Server name; null for local and container runs.
+    #[schema(required)]
     pub server: Option<String>,
     pub status: ExecutionStatus,
+    #[schema(required)]
     pub exit_code: Option<i32>,
+    #[schema(required)]
     pub runner_version: Option<String>,
+    /// How it ran: `runner-ssh`, `direct-ssh`, `container`, `http`...; null for a local run.
+    #[schema(required)]
     pub mode: Option<String>,
+    #[schema(required, format = DateTime)]
     pub started_at: Option<String>,
+    #[schema(required, format = DateTime)]
     pub finished_at: Option<String>,
+    #[schema(required)]
     pub setup_ms: Option<i64>,
+    #[schema(required)]
     pub run_ms: Option<i64>,
+    #[schema(required)]
     pub error: Option<String>,
-    #[schema(value_type = Object)]
+    /// The outputs the script set: any JSON.
+    #[schema(value_type = Value, required)]
     pub output: Value,
+    #[schema(required)]
     pub note: Option<String>,
     /// The workflow condition the script set, if any.
+    #[schema(required)]
     pub condition: Option<bool>,
 }
 
@@ -138,26 +166,39 @@ pub struct JobDto {
     pub id: i64,
     /// Event name.
     pub event: String,
+    /// Null once the event has been deleted.
+    #[schema(required)]
     pub event_id: Option<i64>,
     pub event_version: i64,
     pub status: JobStatus,
     pub trigger: Trigger,
     pub attempt: i32,
     pub max_attempts: i32,
+    #[schema(required)]
     pub exit_code: Option<i32>,
-    /// The script's outputs (per server for multi-server runs).
-    #[schema(value_type = Object)]
+    /// The script's outputs (per server for multi-server runs): any JSON.
+    #[schema(value_type = Value, required)]
     pub output: Value,
+    #[schema(required)]
     pub error: Option<String>,
-    #[schema(value_type = Object)]
+    /// The run's input: any JSON.
+    #[schema(value_type = Value, required)]
     pub input: Value,
     pub cancel_requested: bool,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub run_at: String,
+    /// The schedule's instant this job was fired for; null for other triggers.
+    #[schema(required, format = DateTime)]
     pub scheduled_for: Option<String>,
+    #[schema(required, format = DateTime)]
     pub started_at: Option<String>,
+    #[schema(required, format = DateTime)]
     pub finished_at: Option<String>,
+    #[schema(required)]
     pub duration_ms: Option<i64>,
+    /// Only in the answer for one job (`GET /api/v1/jobs/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executions: Option<Vec<ExecutionDto>>,
 }
@@ -192,13 +233,28 @@ impl JobDto {
 #[derive(Serialize, ToSchema, Clone)]
 pub struct LogLineDto {
     pub seq: i64,
+    #[schema(format = DateTime)]
     pub ts: String,
-    /// stdout | stderr | system
+    /// `stdout` and `stderr` of the script, `system`: Cronium's own messages.
+    #[schema(schema_with = log_stream)]
     pub stream: String,
     pub line: String,
+    #[schema(required)]
     pub execution_id: Option<i64>,
     /// Server the line came from (multi-server runs).
+    #[schema(required)]
     pub server: Option<String>,
+}
+
+fn log_stream() -> ObjectBuilder {
+    one_of(&["stdout", "stderr", "system"])
+}
+
+/// A string that is one of `values` (for fields the store keeps as text).
+pub fn one_of(values: &[&str]) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values.iter().copied()))
 }
 
 impl LogLineDto {
@@ -227,17 +283,20 @@ pub struct LogPageDto {
 #[derive(Serialize, ToSchema)]
 pub struct VariableDto {
     pub name: String,
-    /// The value; always null for secret variables.
-    #[schema(value_type = Object)]
+    /// The value: any JSON; always null for secret variables.
+    #[schema(value_type = Value, required)]
     pub value: Value,
     pub secret: bool,
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"value": {"url": "https://example.org"}, "secret": false}))]
 pub struct VariableBody {
-    #[schema(value_type = Object)]
+    /// Any JSON (null included); at most 1 MiB as JSON text.
+    #[schema(value_type = Value, required)]
     pub value: Value,
     #[serde(default)]
     pub secret: bool,
@@ -247,8 +306,11 @@ pub struct VariableBody {
 pub struct TokenDto {
     pub id: i64,
     pub name: String,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(required, format = DateTime)]
     pub last_used_at: Option<String>,
+    #[schema(required, format = DateTime)]
     pub revoked_at: Option<String>,
     /// Only in the response that creates the token; never shown again.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -270,6 +332,37 @@ impl From<TokenRow> for TokenDto {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "ci"}))]
 pub struct TokenBody {
+    /// 1 to 100 characters, not all blank (kept without surrounding blanks).
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
+}
+
+/// `/healthz`.
+#[derive(Serialize, ToSchema)]
+pub struct HealthDto {
+    /// `ok`, or `store unreachable` (with a 503).
+    #[schema(schema_with = health_status)]
+    pub status: String,
+}
+
+fn health_status() -> ObjectBuilder {
+    one_of(&["ok", "store unreachable"])
+}
+
+/// Counters of the transports.
+#[derive(Serialize, ToSchema)]
+pub struct TransportMetricsDto {
+    /// The SSH transport's counters by name (`executions_total`, `pool_hits`...); null when
+    /// this server has no SSH transport.
+    #[schema(required)]
+    pub ssh: Option<std::collections::BTreeMap<String, u64>>,
+    pub docker: DockerStateDto,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DockerStateDto {
+    /// Whether this server reaches a Docker engine (container targets).
+    pub available: bool,
 }

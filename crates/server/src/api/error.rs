@@ -2,12 +2,48 @@
 //! `{"error": {"code": ..., "message": ..., "field": ...}}` naming the field at fault. Internal
 //! errors are logged with their cause and returned as a generic 500.
 
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cronium_core::spec::SpecError;
 use cronium_store::StoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    /// What went wrong, starting with the field at fault when there is one.
+    pub message: String,
+    /// The field (or parameter) at fault, as a path into the request (`retries.backoff`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The kind of error; each has one HTTP status.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// 422: the request is not valid (the field is named).
+    Invalid,
+    /// 401: no token, or not a valid one.
+    Unauthorized,
+    /// 404
+    NotFound,
+    /// 409: the request conflicts with the current state (a name taken, a limit reached...).
+    Conflict,
+    /// 413: the request body is over the limit.
+    TooLarge,
+    /// 500: details are in the server's log.
+    Internal,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -51,6 +87,66 @@ impl ApiError {
     }
 }
 
+/// A path parameter that does not parse (`/jobs/abc`) is a 422 naming it, in the one error
+/// shape, not axum's plain-text 400.
+impl From<PathRejection> for ApiError {
+    fn from(e: PathRejection) -> Self {
+        use axum::extract::path::ErrorKind;
+        match e {
+            PathRejection::FailedToDeserializePathParams(e) => {
+                let field = match e.kind() {
+                    ErrorKind::ParseErrorAtKey { key, .. }
+                    | ErrorKind::InvalidUtf8InPathParam { key }
+                    | ErrorKind::DeserializeError { key, .. } => key.clone(),
+                    _ => "(path)".to_string(),
+                };
+                ApiError::bad(field, e.body_text())
+            }
+            other => ApiError::internal(other.body_text()),
+        }
+    }
+}
+
+/// A query string that does not parse, or names an unknown parameter, is a 422.
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        let text = e.body_text();
+        let detail = text
+            .strip_prefix("Failed to deserialize query string: ")
+            .unwrap_or(&text);
+        ApiError::bad(query_field(detail), detail.to_string())
+    }
+}
+
+/// The parameter a query-string error names: `limit: invalid digit...` (a value that does not
+/// parse) or ``unknown field `colour`, expected ...`` (an unknown parameter).
+fn query_field(detail: &str) -> String {
+    if let Some(rest) = detail.split_once("unknown field `").map(|(_, r)| r) {
+        if let Some((field, _)) = rest.split_once('`') {
+            return field.to_string();
+        }
+    }
+    match detail.split_once(": ") {
+        Some((key, _))
+            if !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            key.to_string()
+        }
+        _ => "(query)".to_string(),
+    }
+}
+
+/// A body over the limit is a 413; one that cannot be read is a 422.
+impl From<BytesRejection> for ApiError {
+    fn from(e: BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge
+        } else {
+            ApiError::bad("(body)", e.body_text())
+        }
+    }
+}
+
 impl From<SpecError> for ApiError {
     fn from(e: SpecError) -> Self {
         ApiError::BadRequest {
@@ -84,22 +180,29 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
-            ApiError::BadRequest { field, .. } => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "invalid", field.clone())
+            ApiError::BadRequest { field, .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::Invalid,
+                field.clone(),
+            ),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, None),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound, None),
+            ApiError::Conflict { field, .. } => {
+                (StatusCode::CONFLICT, ErrorCode::Conflict, field.clone())
             }
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
-            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
-            ApiError::Conflict { field, .. } => (StatusCode::CONFLICT, "conflict", field.clone()),
-            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
+            ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, None),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+                (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, None)
             }
         };
-        let mut body = json!({"error": {"code": code, "message": self.to_string()}});
-        if let Some(f) = field {
-            body["error"]["field"] = json!(f);
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+                field,
+            },
+        };
         let mut resp = (status, Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized) {
             resp.headers_mut().insert(
@@ -112,3 +215,18 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::query_field;
+
+    #[test]
+    fn query_errors_name_the_parameter() {
+        assert_eq!(query_field("limit: invalid digit found in string"), "limit");
+        assert_eq!(
+            query_field("unknown field `colour`, expected one of `event`, `status`"),
+            "colour"
+        );
+        assert_eq!(query_field("something else"), "(query)");
+    }
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
@@ -16,7 +16,9 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::dto::{JobDto, LogLineDto, LogPageDto};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Path, Query};
+use super::params::JobId;
 use crate::state::AppState;
 
 #[derive(Deserialize, IntoParams)]
@@ -24,18 +26,23 @@ use crate::state::AppState;
 pub struct ListQuery {
     /// Only jobs of this event.
     pub event: Option<String>,
-    /// Only jobs with this status (queued, running, succeeded, failed, timed_out, cancelled,
-    /// partial).
+    /// Only jobs with this status.
+    #[param(value_type = Option<JobStatus>)]
     pub status: Option<String>,
     /// At most this many (default 50, max 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// Only jobs with an id below this (paging, newest first).
     pub before: Option<i64>,
 }
 
-/// List jobs, newest first.
-#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", params(ListQuery),
-    responses((status = 200, body = [JobDto])), security(("bearer" = [])))]
+/// List jobs, newest first (without their executions).
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs", operation_id = "list_jobs", params(ListQuery),
+    responses(
+        (status = 200, description = "The jobs, newest first", body = [JobDto]),
+        (status = 422, description = "A query parameter is not valid (it is named)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
@@ -73,18 +80,35 @@ async fn find(state: &AppState, id: i64) -> ApiResult<JobRow> {
 }
 
 /// One job with its executions.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", params(("id" = i64, Path)),
-    responses((status = 200, body = JobDto), (status = 404)), security(("bearer" = [])))]
-pub async fn show(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<JobDto>> {
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "show_job", params(JobId),
+    responses(
+        (status = 200, description = "The job, with `executions`", body = JobDto),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "The id is not an integer", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn show(
+    State(state): State<AppState>,
+    Path(JobId { id }): Path<JobId>,
+) -> ApiResult<Json<JobDto>> {
     let job = find(&state, id).await?;
     let executions = state.store.list_executions(id).await?;
     Ok(Json(JobDto::new(job, Some(executions))))
 }
 
 /// Cancel a queued (at once) or running (the runner stops the script) job.
-#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path)),
-    responses((status = 200, body = JobDto), (status = 404), (status = 409)), security(("bearer" = [])))]
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<Json<JobDto>> {
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "jobs", operation_id = "cancel_job", params(JobId),
+    responses(
+        (status = 200, description = "The job: `cancelled`, or still `running` with `cancel_requested`", body = JobDto),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job has already ended", body = ErrorBody),
+        (status = 422, description = "The id is not an integer", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(JobId { id }): Path<JobId>,
+) -> ApiResult<Json<JobDto>> {
     match state.store.cancel(id, now_ms()).await? {
         CancelResult::NotFound => return Err(ApiError::NotFound(format!("job {id} not found"))),
         CancelResult::AlreadyFinished(status) => {
@@ -106,6 +130,7 @@ pub struct LogQuery {
     /// Return lines with a seq greater than this (default 0).
     pub after: Option<i64>,
     /// At most this many lines (default 1000, max 10000).
+    #[param(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
 }
 
@@ -120,11 +145,16 @@ async fn servers_of(state: &AppState, job_id: i64) -> ApiResult<HashMap<i64, Str
 }
 
 /// A page of a job's log.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "logs", params(("id" = i64, Path), LogQuery),
-    responses((status = 200, body = LogPageDto), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs", tag = "logs", operation_id = "job_logs", params(JobId, LogQuery),
+    responses(
+        (status = 200, description = "Lines after `after`, in seq order", body = LogPageDto),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "A parameter is not valid (it is named)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn logs(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(JobId { id }): Path<JobId>,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Json<LogPageDto>> {
     let limit = q.limit.unwrap_or(1000);
@@ -157,11 +187,20 @@ pub async fn logs(
 /// is missed and nothing is sent twice. When the store cannot be read (after a few tries), or
 /// the job is deleted, the stream ends with one `error` event instead, `{"message", "after"}`
 /// (`after`: the last seq sent, where to resume), never with a silent end and lines missing.
-#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs/stream", tag = "logs", params(("id" = i64, Path), LogQuery),
-    responses((status = 200, content_type = "text/event-stream")), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/jobs/{id}/logs/stream", tag = "logs", operation_id = "job_log_stream",
+    params(JobId, LogQuery,
+        ("Last-Event-ID" = Option<i64>, Header, description = "Resume after this seq (wins over `after`)")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `line` (id: the seq; data: a `LogLineDto`), then one `end` \
+(data: `{\"status\": JobStatus, \"exit_code\": integer|null}`) or one `error` (data: `{\"message\": string, \"after\": seq}`); \
+comments keep the connection alive every 15 s", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 422, description = "A parameter is not valid (it is named)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn stream(
     State(state): State<AppState>,
-    Path(id): Path<i64>,
+    Path(JobId { id }): Path<JobId>,
     Query(q): Query<LogQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {

@@ -2,10 +2,13 @@
 //! Every route except `/healthz` requires `Authorization: Bearer <token>`.
 
 pub mod body;
+pub mod doc;
 pub mod dto;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod jobs;
+pub mod params;
 pub mod prune;
 pub mod servers;
 pub mod tokens;
@@ -19,9 +22,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use cronium_core::clock::now_ms;
 use cronium_model::JobStatus;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::OpenApi;
 
+use self::doc::ApiDoc;
+use self::dto::{DockerStateDto, HealthDto, TransportMetricsDto};
 use self::error::ApiError;
 use crate::auth::hash_token;
 use crate::state::AppState;
@@ -36,54 +40,47 @@ pub struct Caller {
     pub token_id: i64,
 }
 
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Cronium API", description = "Events, jobs, logs, variables and tokens of a Cronium server."),
-    paths(
-        events::list, events::create, events::apply, events::show, events::delete, events::run,
-        jobs::list, jobs::show, jobs::cancel, jobs::logs, jobs::stream,
-        variables::list, variables::show, variables::set, variables::delete,
-        tokens::list, tokens::create, tokens::revoke,
-        servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
-        prune::prune,
-        transport_metrics,
-    ),
-    modifiers(&BearerAuth),
-    tags((name = "events"), (name = "jobs"), (name = "logs"), (name = "variables"), (name = "tokens"), (name = "servers"), (name = "retention"), (name = "metrics"))
-)]
-pub struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
-}
-
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this API", body = Object)),
+    security(("bearer" = [])))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
 
-async fn healthz(State(state): State<AppState>) -> Response {
+/// Whether the server and its database are up. Needs no token.
+#[utoipa::path(get, path = "/healthz", tag = "meta", operation_id = "healthz",
+    responses(
+        (status = 200, description = "Up", body = HealthDto),
+        (status = 503, description = "The database cannot be reached", body = HealthDto),
+    ),
+    security(()))]
+pub async fn healthz(State(state): State<AppState>) -> Response {
     match state.store.next_run_at().await {
-        Ok(_) => Json(serde_json::json!({"status": "ok"})).into_response(),
+        Ok(_) => Json(HealthDto {
+            status: "ok".into(),
+        })
+        .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: store unreachable");
             (
                 axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"status": "store unreachable"})),
+                Json(HealthDto {
+                    status: "store unreachable".into(),
+                }),
             )
                 .into_response()
         }
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// Prometheus metrics (OpenMetrics text): jobs by status, queue depth, scheduler lag and
+/// leadership, run durations, broken events, SSH transport counters.
+#[utoipa::path(get, path = "/metrics", tag = "meta", operation_id = "metrics",
+    responses((status = 200, description = "OpenMetrics text",
+        content_type = "application/openmetrics-text", body = String)),
+    security(("bearer" = [])))]
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     let counts = state.store.job_counts_by_status().await?;
     let count = |status: JobStatus| {
         counts
@@ -149,20 +146,22 @@ fn ssh_counters(m: &cronium_ssh::MetricsSnapshot) -> Vec<(&'static str, u64)> {
 
 /// Counters of the SSH transport (executions, deployments, pool) as JSON.
 #[utoipa::path(get, path = "/api/v1/metrics/transports", tag = "metrics",
-    responses((status = 200, body = Object)), security(("bearer" = [])))]
-async fn transport_metrics(State(state): State<AppState>) -> Json<serde_json::Value> {
+    operation_id = "transport_metrics",
+    responses((status = 200, description = "The transports' counters", body = TransportMetricsDto)),
+    security(("bearer" = [])))]
+pub async fn transport_metrics(State(state): State<AppState>) -> Json<TransportMetricsDto> {
     let ssh = state.ssh.as_ref().map(|s| {
         ssh_counters(&s.metrics())
             .into_iter()
-            .map(|(k, v)| {
-                (
-                    k.trim_start_matches("ssh_").to_string(),
-                    serde_json::json!(v),
-                )
-            })
-            .collect::<serde_json::Map<_, _>>()
+            .map(|(k, v)| (k.trim_start_matches("ssh_").to_string(), v))
+            .collect()
     });
-    Json(serde_json::json!({"ssh": ssh, "docker": {"available": state.docker.is_some()}}))
+    Json(TransportMetricsDto {
+        ssh,
+        docker: DockerStateDto {
+            available: state.docker.is_some(),
+        },
+    })
 }
 
 async fn require_token(State(state): State<AppState>, mut req: Request, next: Next) -> Response {

@@ -2,7 +2,6 @@
 //! what it would remove, changing nothing. Admin only: today every token is an admin's, so any
 //! valid token may call it. Its JSON shapes live here, with the handler (as in `servers.rs`).
 
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use cronium_core::clock::now_ms;
@@ -11,7 +10,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::Body;
 use crate::background::retention::{RetentionError, SweepReport};
 use crate::state::AppState;
 
@@ -94,10 +94,16 @@ fn dto(r: SweepReport, retain: String) -> PruneDto {
 
 /// Prune now what is past its retention (jobs with their executions and logs, unused payloads,
 /// stale work directories), or count it with `dry_run`.
-#[utoipa::path(post, path = "/api/v1/prune", tag = "retention", request_body = PruneBody,
-    responses((status = 200, body = PruneDto), (status = 422)), security(("bearer" = [])))]
-pub async fn prune(State(state): State<AppState>, bytes: Bytes) -> ApiResult<Json<PruneDto>> {
-    let body: PruneBody = body::json(&bytes)?;
+#[utoipa::path(post, path = "/api/v1/prune", tag = "retention", operation_id = "prune",
+    request_body(content = Option<PruneBody>, description = "Optional: `{\"dry_run\": true}` only counts"),
+    responses(
+        (status = 200, description = "What was removed (or, with `dry_run`, what would be)", body = PruneDto),
+        (status = 413, description = "The body is over 2 MiB", body = ErrorBody),
+        (status = 422, description = "The body is not a valid prune request", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn prune(State(state): State<AppState>, Body(bytes): Body) -> ApiResult<Json<PruneDto>> {
+    let body: PruneBody = body::optional_json(&bytes)?;
     // A request dropped by its client drops the sweep with it: between two steps, or inside
     // one, whose transaction then rolls back. Shutdown stops it between two steps.
     let report = state

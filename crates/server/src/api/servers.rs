@@ -2,8 +2,7 @@
 //! host key) and their runner deployment history. Credentials are encrypted before they reach the
 //! store and never returned.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use cronium_agent::credentials;
@@ -15,29 +14,44 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body;
-use super::error::{ApiError, ApiResult};
+use super::dto::one_of;
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Body, Path};
+use super::params::ServerName;
 use crate::state::AppState;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "web1", "host": "127.0.0.1", "port": 22, "user": "deploy",
+                          "password": "secret", "tags": ["web"]}))]
 pub struct ServerBody {
+    #[schema(schema_with = cronium_core::spec_schema::name)]
     pub name: String,
+    /// A host name or address (no blanks).
+    #[schema(pattern = r"^\S+$")]
     pub host: String,
     #[serde(default = "default_port")]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: u16,
+    /// The login (default root).
     #[serde(default = "default_user")]
+    #[schema(pattern = r"\S")]
     pub user: String,
     /// Private key, OpenSSH or PEM text. Either this or `password`.
     #[serde(default)]
     pub private_key: Option<String>,
+    /// The private key's passphrase, if it has one.
     #[serde(default)]
     pub passphrase: Option<String>,
+    /// The login's password (not empty). Either this or `private_key`.
     #[serde(default)]
     pub password: Option<String>,
     /// The host key to trust (`ssh-ed25519 AAAA...`); pinned on first contact when absent.
     #[serde(default)]
     pub host_key: Option<String>,
+    /// Tags, each a name as for servers.
     #[serde(default)]
+    #[schema(schema_with = cronium_core::spec_schema::names)]
     pub tags: Vec<String>,
 }
 
@@ -52,20 +66,50 @@ fn default_user() -> String {
 pub struct ServerDto {
     pub name: String,
     pub host: String,
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: i64,
     pub user: String,
     /// `key` or `password` (the credential itself is never returned).
+    #[schema(schema_with = auth_kind)]
     pub auth: String,
+    /// The pinned host key; null until the first contact pins one.
+    #[schema(required)]
     pub host_key: Option<String>,
     /// A different key the server presented, waiting for `accept-key`.
+    #[schema(required)]
     pub pending_host_key: Option<String>,
     pub tags: Vec<String>,
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// The runner last verified on the host (uploaded, or found intact), unless an error has put
     /// it in doubt since. A restarted server trusts it for 24 h instead of checking the host.
+    #[schema(required)]
     pub runner: Option<RunnerStateDto>,
+    /// Only in the answer for one server (`GET /api/v1/servers/{name}`), newest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployments: Option<Vec<DeploymentDto>>,
+}
+
+fn auth_kind() -> utoipa::openapi::schema::ObjectBuilder {
+    one_of(&["key", "password"])
+}
+
+fn deploy_outcome() -> utoipa::openapi::schema::ObjectBuilder {
+    one_of(&["deployed", "verified", "failed"])
+}
+
+fn host_key_status() -> utoipa::openapi::schema::ObjectBuilder {
+    one_of(&["matches", "first_use", "changed"])
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::schema::Type::String,
+            utoipa::openapi::schema::Type::Null,
+        ]))
+        .enum_values(Some([
+            serde_json::json!("matches"),
+            serde_json::json!("first_use"),
+            serde_json::json!("changed"),
+            serde_json::Value::Null,
+        ]))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -73,6 +117,7 @@ pub struct RunnerStateDto {
     /// On the host, relative to the login's home unless absolute.
     pub path: String,
     pub sha256: String,
+    #[schema(format = DateTime)]
     pub verified_at: String,
 }
 
@@ -82,10 +127,13 @@ pub struct DeploymentDto {
     pub sha256: String,
     /// `deployed` (uploaded and verified), `verified` (found intact on the host: checksum and
     /// `--version`) or `failed`.
+    #[schema(schema_with = deploy_outcome)]
     pub outcome: String,
     pub attempts: i64,
     pub duration_ms: i64,
+    #[schema(required)]
     pub error: Option<String>,
+    #[schema(format = DateTime)]
     pub at: String,
 }
 
@@ -94,15 +142,22 @@ pub struct TestReportDto {
     pub server: String,
     pub reachable: bool,
     pub authenticated: bool,
+    #[schema(required)]
     pub host_key: Option<String>,
+    #[schema(required)]
     pub host_key_fingerprint: Option<String>,
-    /// matches | first_use (now pinned) | changed
+    /// matches | first_use (now pinned) | changed; null when no key was seen.
+    #[schema(schema_with = host_key_status, required)]
     pub host_key_status: Option<String>,
+    #[schema(required)]
     pub os: Option<String>,
+    #[schema(required)]
     pub arch: Option<String>,
     /// Version of the runner deployed on the host, if any.
+    #[schema(required)]
     pub runner_version: Option<String>,
     pub latency_ms: u64,
+    #[schema(required)]
     pub error: Option<String>,
 }
 
@@ -153,11 +208,18 @@ pub fn config_of(state: &AppState, s: &ServerRow) -> ApiResult<ServerConfig> {
 }
 
 /// Register a server.
-#[utoipa::path(post, path = "/api/v1/servers", tag = "servers", request_body = ServerBody,
-    responses((status = 201, body = ServerDto), (status = 409), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/servers", tag = "servers", operation_id = "create_server",
+    request_body = ServerBody,
+    responses(
+        (status = 201, description = "The server as registered", body = ServerDto),
+        (status = 409, description = "A server of that name exists", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MiB", body = ErrorBody),
+        (status = 422, description = "The body is not valid (the field is named)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    bytes: Bytes,
+    Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<ServerDto>)> {
     let b: ServerBody = body::json(&bytes)?;
     validate_name(&b.name)?;
@@ -220,8 +282,9 @@ pub async fn create(
 }
 
 /// List servers.
-#[utoipa::path(get, path = "/api/v1/servers", tag = "servers",
-    responses((status = 200, body = [ServerDto])), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/servers", tag = "servers", operation_id = "list_servers",
+    responses((status = 200, description = "Every server, by name (without deployments)", body = [ServerDto])),
+    security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerDto>>> {
     Ok(Json(
         state
@@ -235,11 +298,17 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerDto
 }
 
 /// Show a server with its recent runner deployments.
-#[utoipa::path(get, path = "/api/v1/servers/{name}", tag = "servers", params(("name" = String, Path)),
-    responses((status = 200, body = ServerDto), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/servers/{name}", tag = "servers", operation_id = "show_server",
+    params(ServerName),
+    responses(
+        (status = 200, description = "The server, with `deployments`", body = ServerDto),
+        (status = 404, description = "No such server", body = ErrorBody),
+        (status = 422, description = "The name is not valid UTF-8", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(ServerName { name }): Path<ServerName>,
 ) -> ApiResult<Json<ServerDto>> {
     let row = find(&state, &name).await?;
     let deployments = state.store.list_deployments(row.id, 50).await?;
@@ -262,11 +331,17 @@ pub async fn show(
 }
 
 /// Remove a server. Past executions keep its name.
-#[utoipa::path(delete, path = "/api/v1/servers/{name}", tag = "servers", params(("name" = String, Path)),
-    responses((status = 204), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/servers/{name}", tag = "servers", operation_id = "delete_server",
+    params(ServerName),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such server", body = ErrorBody),
+        (status = 422, description = "The name is not valid UTF-8", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(ServerName { name }): Path<ServerName>,
 ) -> ApiResult<StatusCode> {
     let row = find(&state, &name).await?;
     state.store.delete_server(row.id).await?;
@@ -280,11 +355,17 @@ pub async fn delete(
 
 /// Connect to a server and report reachability, authentication, host key, OS/arch and runner.
 /// On first contact the presented host key is pinned.
-#[utoipa::path(post, path = "/api/v1/servers/{name}/test", tag = "servers", params(("name" = String, Path)),
-    responses((status = 200, body = TestReportDto), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/servers/{name}/test", tag = "servers", operation_id = "test_server",
+    params(ServerName),
+    responses(
+        (status = 200, description = "What the connection found (a host that cannot be reached is a report, not an error)", body = TestReportDto),
+        (status = 404, description = "No such server", body = ErrorBody),
+        (status = 422, description = "The name is not valid UTF-8, or this server has no SSH transport", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn test(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(ServerName { name }): Path<ServerName>,
 ) -> ApiResult<Json<TestReportDto>> {
     let row = find(&state, &name).await?;
     let ssh = state.ssh.as_ref().ok_or_else(|| {
@@ -331,21 +412,28 @@ pub async fn test(
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub struct AcceptKeyBody {
-    /// The key to trust; default: the pending key the server presented.
+    /// The key to trust; default (absent or null): the pending key the server presented.
     #[serde(default)]
     pub host_key: Option<String>,
 }
 
 /// Trust a changed host key (after checking it out of band).
-#[utoipa::path(post, path = "/api/v1/servers/{name}/accept-key", tag = "servers", params(("name" = String, Path)),
-    request_body = AcceptKeyBody,
-    responses((status = 200, body = ServerDto), (status = 404), (status = 422)), security(("bearer" = [])))]
+#[utoipa::path(post, path = "/api/v1/servers/{name}/accept-key", tag = "servers", operation_id = "accept_server_key",
+    params(ServerName),
+    request_body(content = Option<AcceptKeyBody>, description = "Optional: the key to trust (no body: the pending one)"),
+    responses(
+        (status = 200, description = "The server with its new pinned key", body = ServerDto),
+        (status = 404, description = "No such server", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MiB", body = ErrorBody),
+        (status = 422, description = "No key to accept, or the key is not valid", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn accept_key(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    bytes: Bytes,
+    Path(ServerName { name }): Path<ServerName>,
+    Body(bytes): Body,
 ) -> ApiResult<Json<ServerDto>> {
-    let b: AcceptKeyBody = body::json(&bytes)?;
+    let b: AcceptKeyBody = body::optional_json(&bytes)?;
     let row = find(&state, &name).await?;
     let key = match b.host_key.or(row.pending_host_key.clone()) {
         Some(k) => k,

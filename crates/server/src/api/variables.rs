@@ -1,8 +1,7 @@
 //! `/api/v1/variables`: named JSON values scripts read and write. Secret ones are encrypted at
 //! rest and never returned in clear text once written.
 
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use cronium_agent::queue::variable_context;
@@ -12,7 +11,9 @@ use serde_json::Value;
 
 use super::body;
 use super::dto::{VariableBody, VariableDto};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::extract::{Body, Path};
+use super::params::VariableName;
 use crate::state::AppState;
 
 /// Largest variable value, as JSON text.
@@ -48,8 +49,9 @@ pub fn validate_name(name: &str) -> ApiResult<()> {
 }
 
 /// List variables (secret values are null).
-#[utoipa::path(get, path = "/api/v1/variables", tag = "variables",
-    responses((status = 200, body = [VariableDto])), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/variables", tag = "variables", operation_id = "list_variables",
+    responses((status = 200, description = "Every variable, by name", body = [VariableDto])),
+    security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<VariableDto>>> {
     Ok(Json(
         state
@@ -63,11 +65,17 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<VariableD
 }
 
 /// Read one variable (a secret one's value is null).
-#[utoipa::path(get, path = "/api/v1/variables/{name}", tag = "variables", params(("name" = String, Path)),
-    responses((status = 200, body = VariableDto), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/api/v1/variables/{name}", tag = "variables", operation_id = "show_variable",
+    params(VariableName),
+    responses(
+        (status = 200, description = "The variable", body = VariableDto),
+        (status = 404, description = "No such variable", body = ErrorBody),
+        (status = 422, description = "The name is not valid UTF-8", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn show(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(VariableName { name }): Path<VariableName>,
 ) -> ApiResult<Json<VariableDto>> {
     let row = state
         .store
@@ -78,13 +86,20 @@ pub async fn show(
 }
 
 /// Create or replace a variable.
-#[utoipa::path(put, path = "/api/v1/variables/{name}", tag = "variables", params(("name" = String, Path)),
+#[utoipa::path(put, path = "/api/v1/variables/{name}", tag = "variables", operation_id = "set_variable",
+    params(VariableName),
     request_body = VariableBody,
-    responses((status = 200, body = VariableDto), (status = 422)), security(("bearer" = [])))]
+    responses(
+        (status = 200, description = "The variable as stored (a secret one's value is null)", body = VariableDto),
+        (status = 404, description = "The path names no variable (an empty name)", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MiB", body = ErrorBody),
+        (status = 422, description = "The name or the body is not valid (the field is named)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn set(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    bytes: Bytes,
+    Path(VariableName { name }): Path<VariableName>,
+    Body(bytes): Body,
 ) -> ApiResult<Json<VariableDto>> {
     validate_name(&name)?;
     let body: VariableBody = body::json(&bytes)?;
@@ -111,11 +126,17 @@ pub async fn set(
 }
 
 /// Delete a variable.
-#[utoipa::path(delete, path = "/api/v1/variables/{name}", tag = "variables", params(("name" = String, Path)),
-    responses((status = 204), (status = 404)), security(("bearer" = [])))]
+#[utoipa::path(delete, path = "/api/v1/variables/{name}", tag = "variables", operation_id = "delete_variable",
+    params(VariableName),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such variable", body = ErrorBody),
+        (status = 422, description = "The name is not valid UTF-8", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(VariableName { name }): Path<VariableName>,
 ) -> ApiResult<StatusCode> {
     if state.store.delete_variable(&name).await? {
         Ok(StatusCode::NO_CONTENT)

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use cronium_model::{EventStatus, ExecutionStatus, JobStatus};
 use cronium_store::{
     JobOutcome, NewLogLine, PruneCounts, PruneLimits, PruneRule, PruneScope, Store, StoreError,
 };
-use cronium_model::{EventStatus, ExecutionStatus, JobStatus};
 use serde_json::json;
 use sqlx::Connection;
 
@@ -159,8 +159,14 @@ async fn keep_spares_the_newest_finished_jobs(t: Ctx) {
 
 async fn rules_per_event_and_for_deleted_events(t: Ctx) {
     let s = &t.store;
-    let a = s.create_event("a", EventStatus::Active, &json!({}), 0).await.unwrap();
-    let b = s.create_event("b", EventStatus::Active, &json!({}), 0).await.unwrap();
+    let a = s
+        .create_event("a", EventStatus::Active, &json!({}), 0)
+        .await
+        .unwrap();
+    let b = s
+        .create_event("b", EventStatus::Active, &json!({}), 0)
+        .await
+        .unwrap();
     let gone = s
         .create_event("gone", EventStatus::Active, &json!({}), 0)
         .await
@@ -226,7 +232,10 @@ async fn queued_and_running_jobs_are_never_pruned(t: Ctx) {
 
 async fn dry_run_counts_what_would_go_and_deletes_nothing(t: Ctx) {
     let s = &t.store;
-    let ev = s.create_event("ev", EventStatus::Active, &json!({}), 0).await.unwrap();
+    let ev = s
+        .create_event("ev", EventStatus::Active, &json!({}), 0)
+        .await
+        .unwrap();
     let mut ids = Vec::new();
     for at in [10, 20, 30] {
         ids.push(finished(s, event_job(ev.id, "ev", 0), 4, at).await);

@@ -533,7 +533,9 @@ async fn broken_mark_is_fenced_by_version_and_cleared_by_a_new_version(t: Ctx) {
     );
     assert_eq!(s.count_broken_events().await.unwrap(), 1);
     // A status change is no new spec: still broken.
-    s.set_event_status(e.id, EventStatus::Paused, 1).await.unwrap();
+    s.set_event_status(e.id, EventStatus::Paused, 1)
+        .await
+        .unwrap();
     assert!(s.get_event(e.id).await.unwrap().unwrap().broken.is_some());
     // A new version clears the mark...
     let (v2, _) = s

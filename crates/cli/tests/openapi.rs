@@ -1,0 +1,914 @@
+//! The OpenAPI document is exact: real answers of every route of the real server, successes and
+//! errors, are held to `/api/v1/openapi.json` (the status is listed for the operation, the
+//! content type too, the body validates against the schema with every `$ref` resolved, and the
+//! documented headers are sent), so a violation is caught without the fuzzer's luck
+//! (scripts/fuzz-api.sh fuzzes the same document).
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// A host key that parses (no host presents it: nothing connects with it).
+const HOST_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMTzbbst47xEvVNW6qC8WZmL2oKrrONAv6PhPieyC96f";
+
+/// One real answer.
+struct Answer {
+    status: u16,
+    content_type: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+enum Body {
+    None,
+    Json(Value),
+    Raw(Vec<u8>),
+}
+
+/// The document and what has been checked against it.
+struct Checker<'a> {
+    server: &'a Server,
+    doc: Value,
+    /// (method, path template, status) of every answer checked.
+    seen: BTreeSet<(String, String, u16)>,
+}
+
+/// `/` and `~` escaped for a JSON pointer.
+fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+impl<'a> Checker<'a> {
+    async fn new(server: &'a Server) -> Checker<'a> {
+        let (status, doc) = server.api("GET", "/api/v1/openapi.json", None).await;
+        assert_eq!(status, 200, "{doc}");
+        Checker {
+            server,
+            doc,
+            seen: BTreeSet::new(),
+        }
+    }
+
+    async fn send(&self, method: &str, path: &str, body: Body, token: Option<&str>) -> Answer {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut rb = self
+            .server
+            .http
+            .request(m, format!("{}{path}", self.server.url));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        rb = match body {
+            Body::None => rb,
+            Body::Json(v) => rb.json(&v),
+            Body::Raw(bytes) => rb.header("content-type", "application/json").body(bytes),
+        };
+        let resp = rb.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.expect("body").to_vec();
+        Answer {
+            status,
+            content_type,
+            headers,
+            body,
+        }
+    }
+
+    /// Sends a request with the token, asserts its status and checks the answer against the
+    /// operation `method template`.
+    async fn hit(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        body: Body,
+        expect: u16,
+    ) -> Answer {
+        let token = self.server.token.clone();
+        self.hit_with(method, template, path, body, Some(&token), expect)
+            .await
+    }
+
+    async fn hit_with(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        body: Body,
+        token: Option<&str>,
+        expect: u16,
+    ) -> Answer {
+        let a = self.send(method, path, body, token).await;
+        assert_eq!(
+            a.status,
+            expect,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        self.check(method, template, path, &a);
+        a
+    }
+
+    /// A request with a body one byte over the limit (see `Server::request_with_body_of`):
+    /// a 413.
+    fn hit_too_large(&mut self, method: &str, template: &str, path: &str) {
+        let (status, headers, body) = self
+            .server
+            .request_with_body_of(method, path, (2 << 20) + 1);
+        assert_eq!(status, 413, "{method} {path}");
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in &headers {
+            if let (Ok(k), Ok(v)) = (
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                reqwest::header::HeaderValue::from_str(v),
+            ) {
+                map.insert(k, v);
+            }
+        }
+        let content_type = headers
+            .iter()
+            .find(|(k, _)| k == "content-type")
+            .map(|(_, v)| v.clone());
+        let a = Answer {
+            status,
+            content_type,
+            headers: map,
+            body,
+        };
+        self.check(method, template, path, &a);
+    }
+
+    /// The schema at `pointer` (inside the document) validates `instance`; every `$ref` in it
+    /// resolves against the whole document.
+    fn validate(&self, pointer: &str, instance: &Value) -> Vec<String> {
+        let mut root = self.doc.clone();
+        // A URI fragment: the path templates' braces are percent-encoded.
+        let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
+        root["$ref"] = json!(format!("#{fragment}"));
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft202012)
+            .should_validate_formats(true)
+            .build(&root)
+            .unwrap_or_else(|e| panic!("the schema at {pointer} does not compile: {e}"));
+        validator
+            .iter_errors(instance)
+            .map(|e| format!("{e} (at `{}`)", e.instance_path()))
+            .collect()
+    }
+
+    /// Checks one answer against the document.
+    fn check(&mut self, method: &str, template: &str, path: &str, a: &Answer) {
+        let what = format!("{method} {path} -> {}", a.status);
+        let op_pointer = format!(
+            "/paths/{}/{}",
+            escape(template),
+            method.to_ascii_lowercase()
+        );
+        let op = self
+            .doc
+            .pointer(&op_pointer)
+            .unwrap_or_else(|| panic!("{what}: {method} {template} is not in the document"));
+        let mut resp_pointer = format!("{op_pointer}/responses/{}", a.status);
+        let mut resp = op["responses"]
+            .get(a.status.to_string())
+            .unwrap_or_else(|| {
+                panic!(
+                    "{what}: status not documented (documented: {:?}); body {}",
+                    op["responses"]
+                        .as_object()
+                        .map(|m| m.keys().collect::<Vec<_>>()),
+                    String::from_utf8_lossy(&a.body)
+                )
+            })
+            .clone();
+        if let Some(r) = resp["$ref"].as_str() {
+            resp_pointer = r.trim_start_matches('#').to_string();
+            resp = self
+                .doc
+                .pointer(&resp_pointer)
+                .unwrap_or_else(|| panic!("{what}: dangling {r}"))
+                .clone();
+        }
+        match resp.get("content").and_then(Value::as_object) {
+            None => assert!(
+                a.body.is_empty(),
+                "{what}: the document gives no content, the answer has a body"
+            ),
+            Some(content) => {
+                let ct = a
+                    .content_type
+                    .as_deref()
+                    .unwrap_or_else(|| panic!("{what}: no content type"));
+                let media = ct.split(';').next().unwrap_or_default().trim();
+                assert!(
+                    content.contains_key(media),
+                    "{what}: content type {ct} not documented ({:?})",
+                    content.keys().collect::<Vec<_>>()
+                );
+                if media == "application/json" {
+                    let body: Value = serde_json::from_slice(&a.body)
+                        .unwrap_or_else(|e| panic!("{what}: not JSON ({e})"));
+                    let errors = self.validate(
+                        &format!("{resp_pointer}/content/{}/schema", escape(media)),
+                        &body,
+                    );
+                    assert!(
+                        errors.is_empty(),
+                        "{what}: the body violates the document:\n  {}\nbody: {body}",
+                        errors.join("\n  ")
+                    );
+                }
+            }
+        }
+        for (name, header) in resp["headers"].as_object().into_iter().flatten() {
+            let value = a
+                .headers
+                .get(name.as_str())
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("{what}: documented header {name} missing"));
+            let errors = self.validate(
+                &format!("{resp_pointer}/headers/{}/schema", escape(name)),
+                &json!(value),
+            );
+            assert!(errors.is_empty(), "{what}: header {name}: {errors:?}");
+            let _ = header;
+        }
+        self.seen
+            .insert((method.to_string(), template.to_string(), a.status));
+    }
+
+    /// Every operation of the document was answered with a success at least once.
+    fn assert_every_operation_succeeded(&self) {
+        for (path, item) in self.doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                let m = method.to_ascii_uppercase();
+                assert!(
+                    self.seen
+                        .iter()
+                        .any(|(sm, sp, st)| *sm == m && sp == path && (200..300).contains(st)),
+                    "{m} {path} was never answered with a success: {:?}",
+                    self.seen
+                );
+            }
+        }
+    }
+}
+
+/// Parses a Server-Sent Events body into (event, data) pairs.
+fn sse_events(body: &[u8]) -> Vec<(String, String)> {
+    let text = String::from_utf8_lossy(body);
+    let mut out = vec![];
+    for block in text.split("\n\n") {
+        let (mut event, mut data) = (String::new(), String::new());
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        if !event.is_empty() {
+            out.push((event, data));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_route_answers_as_the_document_says() {
+    let s = Server::start();
+    let mut c = Checker::new(&s).await;
+    // The checker itself can fail: a wrong body is caught, through a `$ref`.
+    assert!(!c
+        .validate(
+            "/paths/~1api~1v1~1jobs~1{id}/get/responses/200/content/application~1json/schema",
+            &json!({"id": "one"})
+        )
+        .is_empty());
+
+    // Meta routes; the token's absence.
+    c.hit_with("GET", "/healthz", "/healthz", Body::None, None, 200)
+        .await;
+    c.hit(
+        "GET",
+        "/api/v1/openapi.json",
+        "/api/v1/openapi.json",
+        Body::None,
+        200,
+    )
+    .await;
+    c.hit_with(
+        "GET",
+        "/api/v1/events",
+        "/api/v1/events",
+        Body::None,
+        None,
+        401,
+    )
+    .await;
+    c.hit_with(
+        "GET",
+        "/api/v1/jobs/{id}",
+        "/api/v1/jobs/1",
+        Body::None,
+        Some("crn_wrong"),
+        401,
+    )
+    .await;
+    let m = c.hit("GET", "/metrics", "/metrics", Body::None, 200).await;
+    assert!(String::from_utf8_lossy(&m.body).contains("cronium_jobs"));
+    c.hit(
+        "GET",
+        "/api/v1/metrics/transports",
+        "/api/v1/metrics/transports",
+        Body::None,
+        200,
+    )
+    .await;
+
+    // Events.
+    let event = json!({
+        "name": "hello",
+        "type": "bash",
+        "script": "echo hello; echo oops >&2; cronium.output '{\"n\": 1, \"list\": [1, \"a\"]}'",
+        "schedule": "0 0 3 * * *",
+        "timezone": "Europe/Berlin",
+        "retries": {"max_attempts": 2, "backoff": "1s"},
+        "env": {"LEVEL": "info"},
+        "input": [1, 2, 3],
+        "tags": ["demo"],
+    });
+    let e = "/api/v1/events";
+    let one = "/api/v1/events/{name}";
+    c.hit("POST", e, e, Body::Json(event.clone()), 201).await;
+    c.hit("POST", e, e, Body::Json(event.clone()), 409).await;
+    c.hit("POST", e, e, Body::Json(json!({"name": "x"})), 422)
+        .await;
+    c.hit("POST", e, e, Body::Raw(b"{not json".to_vec()), 422)
+        .await;
+    c.hit_too_large("POST", e, e);
+    let a = c
+        .hit(
+            "PUT",
+            one,
+            "/api/v1/events/hello",
+            Body::Json(event.clone()),
+            200,
+        )
+        .await;
+    assert_eq!(a.json()["result"], "unchanged");
+    c.hit(
+        "PUT",
+        one,
+        "/api/v1/events/put-made",
+        Body::Json(json!({"type": "http", "http": {"url": "http://127.0.0.1:9/", "method": "post"}, "status": "paused"})),
+        200,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        one,
+        "/api/v1/events/hello",
+        Body::Json(json!({"name": "other", "type": "bash", "script": "true"})),
+        422,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        one,
+        "/api/v1/events/",
+        Body::Json(event.clone()),
+        404,
+    )
+    .await;
+    c.hit_too_large("PUT", one, "/api/v1/events/big");
+    c.hit_too_large(
+        "POST",
+        "/api/v1/events/{name}/run",
+        "/api/v1/events/hello/run",
+    );
+    c.hit_too_large("PUT", "/api/v1/variables/{name}", "/api/v1/variables/big");
+    c.hit_too_large("POST", "/api/v1/tokens", "/api/v1/tokens");
+    c.hit_too_large("POST", "/api/v1/servers", "/api/v1/servers");
+    c.hit_too_large(
+        "POST",
+        "/api/v1/servers/{name}/accept-key",
+        "/api/v1/servers/nope/accept-key",
+    );
+    c.hit("GET", e, e, Body::None, 200).await;
+    c.hit("GET", one, "/api/v1/events/hello", Body::None, 200)
+        .await;
+    c.hit("GET", one, "/api/v1/events/nope", Body::None, 404)
+        .await;
+    c.hit("GET", one, "/api/v1/events/%FF", Body::None, 422)
+        .await;
+
+    // Runs.
+    let run = "/api/v1/events/{name}/run";
+    let a = c
+        .hit(
+            "POST",
+            run,
+            "/api/v1/events/hello/run",
+            Body::Json(json!({"input": "any JSON"})),
+            201,
+        )
+        .await;
+    let job_id = a.json()["id"].as_i64().expect("id");
+    c.hit(
+        "POST",
+        run,
+        "/api/v1/events/hello/run",
+        Body::Raw(b"null".to_vec()),
+        201,
+    )
+    .await;
+    c.hit("POST", run, "/api/v1/events/nope/run", Body::None, 404)
+        .await;
+    c.hit(
+        "POST",
+        run,
+        "/api/v1/events/hello/run",
+        Body::Json(json!({"bogus": 1})),
+        422,
+    )
+    .await;
+    s.apply_yaml("name: once\ntype: bash\nscript: 'true'\nmax_executions: 1\n")
+        .await;
+    c.hit("POST", run, "/api/v1/events/once/run", Body::None, 201)
+        .await;
+    c.hit("POST", run, "/api/v1/events/once/run", Body::None, 409)
+        .await;
+    s.apply_yaml("name: old\ntype: bash\nscript: 'true'\nstatus: archived\n")
+        .await;
+    c.hit("POST", run, "/api/v1/events/old/run", Body::None, 422)
+        .await;
+
+    // Jobs.
+    s.wait_job(job_id, Duration::from_secs(60)).await;
+    let jobs = "/api/v1/jobs";
+    let job = "/api/v1/jobs/{id}";
+    c.hit("GET", jobs, jobs, Body::None, 200).await;
+    c.hit(
+        "GET",
+        jobs,
+        "/api/v1/jobs?status=succeeded&event=hello&limit=5&before=1000",
+        Body::None,
+        200,
+    )
+    .await;
+    c.hit("GET", jobs, "/api/v1/jobs?status=done", Body::None, 422)
+        .await;
+    c.hit("GET", jobs, "/api/v1/jobs?limit=abc", Body::None, 422)
+        .await;
+    c.hit("GET", jobs, "/api/v1/jobs?unknown=1", Body::None, 422)
+        .await;
+    let a = c
+        .hit(
+            "GET",
+            job,
+            &format!("/api/v1/jobs/{job_id}"),
+            Body::None,
+            200,
+        )
+        .await;
+    assert_eq!(a.json()["output"]["list"], json!([1, "a"]), "{}", a.json());
+    c.hit("GET", job, "/api/v1/jobs/999999", Body::None, 404)
+        .await;
+    c.hit("GET", job, "/api/v1/jobs/abc", Body::None, 422).await;
+    let cancel = "/api/v1/jobs/{id}/cancel";
+    c.hit(
+        "POST",
+        cancel,
+        &format!("/api/v1/jobs/{job_id}/cancel"),
+        Body::None,
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        cancel,
+        "/api/v1/jobs/999999/cancel",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit("POST", cancel, "/api/v1/jobs/x/cancel", Body::None, 422)
+        .await;
+    s.apply_yaml("name: slow\ntype: bash\nscript: sleep 30\n")
+        .await;
+    let slow = s.run_event("slow", None).await;
+    s.wait_for("the slow job to run", Duration::from_secs(30), || async {
+        s.job(slow).await["status"] == "running"
+    })
+    .await;
+    c.hit(
+        "POST",
+        cancel,
+        &format!("/api/v1/jobs/{slow}/cancel"),
+        Body::None,
+        200,
+    )
+    .await;
+    s.wait_job(slow, Duration::from_secs(30)).await;
+    c.hit("GET", job, &format!("/api/v1/jobs/{slow}"), Body::None, 200)
+        .await;
+
+    // Logs, paged and live.
+    let logs = "/api/v1/jobs/{id}/logs";
+    c.hit(
+        "GET",
+        logs,
+        &format!("/api/v1/jobs/{job_id}/logs?after=0&limit=10"),
+        Body::None,
+        200,
+    )
+    .await;
+    c.hit(
+        "GET",
+        logs,
+        &format!("/api/v1/jobs/{job_id}/logs?limit=0"),
+        Body::None,
+        422,
+    )
+    .await;
+    c.hit("GET", logs, "/api/v1/jobs/999999/logs", Body::None, 404)
+        .await;
+    let stream = "/api/v1/jobs/{id}/logs/stream";
+    let a = c
+        .hit(
+            "GET",
+            stream,
+            &format!("/api/v1/jobs/{job_id}/logs/stream"),
+            Body::None,
+            200,
+        )
+        .await;
+    let events = sse_events(&a.body);
+    let lines: Vec<&(String, String)> = events.iter().filter(|(e, _)| e == "line").collect();
+    assert!(!lines.is_empty(), "no line events: {events:?}");
+    for (_, data) in &lines {
+        let line: Value = serde_json::from_str(data).expect("line data is JSON");
+        let errors = c.validate("/components/schemas/LogLineDto", &line);
+        assert!(errors.is_empty(), "line event {line}: {errors:?}");
+    }
+    let (last, data) = events.last().expect("an end event");
+    assert_eq!(last, "end", "{events:?}");
+    let end: Value = serde_json::from_str(data).expect("end data is JSON");
+    let status_errors = c.validate("/components/schemas/JobStatus", &end["status"]);
+    assert!(
+        status_errors.is_empty(),
+        "end event {end}: {status_errors:?}"
+    );
+    c.hit(
+        "GET",
+        stream,
+        "/api/v1/jobs/999999/logs/stream",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit(
+        "GET",
+        stream,
+        "/api/v1/jobs/abc/logs/stream",
+        Body::None,
+        422,
+    )
+    .await;
+
+    // Variables.
+    let vars = "/api/v1/variables";
+    let var = "/api/v1/variables/{name}";
+    for (name, value) in [
+        ("n", json!(3)),
+        ("s", json!("text")),
+        ("nothing", Value::Null),
+    ] {
+        c.hit(
+            "PUT",
+            var,
+            &format!("/api/v1/variables/{name}"),
+            Body::Json(json!({"value": value})),
+            200,
+        )
+        .await;
+    }
+    let a = c
+        .hit(
+            "PUT",
+            var,
+            "/api/v1/variables/API_KEY",
+            Body::Json(json!({"value": {"k": "s3cr3t-value"}, "secret": true})),
+            200,
+        )
+        .await;
+    assert_eq!(a.json()["value"], Value::Null);
+    c.hit(
+        "PUT",
+        var,
+        "/api/v1/variables/bad%20name",
+        Body::Json(json!({"value": 1})),
+        422,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        var,
+        "/api/v1/variables/n",
+        Body::Json(json!({"secret": true})),
+        422,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        var,
+        "/api/v1/variables/n",
+        Body::Json(json!({"value": "v".repeat(1024 * 1024 + 1)})),
+        422,
+    )
+    .await;
+    c.hit("GET", vars, vars, Body::None, 200).await;
+    c.hit("GET", var, "/api/v1/variables/n", Body::None, 200)
+        .await;
+    c.hit("GET", var, "/api/v1/variables/missing", Body::None, 404)
+        .await;
+    c.hit("DELETE", var, "/api/v1/variables/n", Body::None, 204)
+        .await;
+    c.hit("DELETE", var, "/api/v1/variables/n", Body::None, 404)
+        .await;
+
+    // Retention.
+    let prune = "/api/v1/prune";
+    let a = c
+        .hit(
+            "POST",
+            prune,
+            prune,
+            Body::Json(json!({"dry_run": true})),
+            200,
+        )
+        .await;
+    assert_eq!(a.json()["dry_run"], true);
+    c.hit("POST", prune, prune, Body::None, 200).await;
+    c.hit(
+        "POST",
+        prune,
+        prune,
+        Body::Json(json!({"dry_run": "yes"})),
+        422,
+    )
+    .await;
+    c.hit_too_large("POST", prune, prune);
+
+    // Tokens.
+    let tokens = "/api/v1/tokens";
+    let token = "/api/v1/tokens/{id}";
+    let a = c
+        .hit(
+            "POST",
+            tokens,
+            tokens,
+            Body::Json(json!({"name": "ci"})),
+            201,
+        )
+        .await;
+    let token_id = a.json()["id"].as_i64().expect("id");
+    c.hit(
+        "POST",
+        tokens,
+        tokens,
+        Body::Json(json!({"name": "  "})),
+        422,
+    )
+    .await;
+    c.hit("GET", tokens, tokens, Body::None, 200).await;
+    c.hit(
+        "DELETE",
+        token,
+        &format!("/api/v1/tokens/{token_id}"),
+        Body::None,
+        204,
+    )
+    .await;
+    c.hit(
+        "DELETE",
+        token,
+        &format!("/api/v1/tokens/{token_id}"),
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit("DELETE", token, "/api/v1/tokens/abc", Body::None, 422)
+        .await;
+
+    // Servers: registered on a loopback port nothing listens on, so a test reaches nothing.
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let servers = "/api/v1/servers";
+    let server = "/api/v1/servers/{name}";
+    let body = json!({"name": "nowhere", "host": "127.0.0.1", "port": closed_port,
+                      "user": "nobody", "password": "pw", "tags": ["web"]});
+    c.hit("POST", servers, servers, Body::Json(body.clone()), 201)
+        .await;
+    c.hit("POST", servers, servers, Body::Json(body), 409).await;
+    c.hit(
+        "POST",
+        servers,
+        servers,
+        Body::Json(json!({"name": "x", "host": "h"})),
+        422,
+    )
+    .await;
+    c.hit("GET", servers, servers, Body::None, 200).await;
+    c.hit("GET", server, "/api/v1/servers/nowhere", Body::None, 200)
+        .await;
+    c.hit("GET", server, "/api/v1/servers/nope", Body::None, 404)
+        .await;
+    let test = "/api/v1/servers/{name}/test";
+    let a = c
+        .hit(
+            "POST",
+            test,
+            "/api/v1/servers/nowhere/test",
+            Body::None,
+            200,
+        )
+        .await;
+    assert_eq!(a.json()["reachable"], false, "{}", a.json());
+    c.hit("POST", test, "/api/v1/servers/nope/test", Body::None, 404)
+        .await;
+    let accept = "/api/v1/servers/{name}/accept-key";
+    c.hit(
+        "POST",
+        accept,
+        "/api/v1/servers/nowhere/accept-key",
+        Body::None,
+        422,
+    )
+    .await;
+    c.hit(
+        "POST",
+        accept,
+        "/api/v1/servers/nowhere/accept-key",
+        Body::Json(json!({"host_key": HOST_KEY})),
+        200,
+    )
+    .await;
+    c.hit(
+        "POST",
+        accept,
+        "/api/v1/servers/nope/accept-key",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit("DELETE", server, "/api/v1/servers/nowhere", Body::None, 204)
+        .await;
+    c.hit("DELETE", server, "/api/v1/servers/nowhere", Body::None, 404)
+        .await;
+
+    // Deleting the event keeps its jobs (event_id becomes null); they still validate.
+    c.hit("DELETE", one, "/api/v1/events/hello", Body::None, 204)
+        .await;
+    c.hit("DELETE", one, "/api/v1/events/hello", Body::None, 404)
+        .await;
+    c.hit(
+        "GET",
+        job,
+        &format!("/api/v1/jobs/{job_id}"),
+        Body::None,
+        200,
+    )
+    .await;
+
+    c.assert_every_operation_succeeded();
+}
+
+/// What holds for every operation: the token's statuses, errors in the one shape, typed
+/// parameters, unique operation ids; and values that can be any JSON are not typed `object`.
+#[tokio::test]
+async fn the_document_describes_every_operation_completely() {
+    let s = Server::start();
+    let (_, doc) = s.api("GET", "/api/v1/openapi.json", None).await;
+    let mut ids = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().expect("path item") {
+            let what = format!("{method} {path}");
+            let id = op["operationId"].as_str().expect("operationId");
+            assert!(ids.insert(id.to_string()), "{what}: duplicate id {id}");
+            let responses = op["responses"].as_object().expect("responses");
+            let public = path == "/healthz";
+            for status in ["401", "500"] {
+                assert_eq!(responses.contains_key(status), !public, "{what}: {status}");
+            }
+            let secured = op["security"]
+                .as_array()
+                .is_some_and(|reqs| reqs.iter().any(|r| r.get("bearer").is_some()));
+            assert_eq!(secured, !public, "{what}: security");
+            for (status, resp) in responses {
+                let resp = match resp["$ref"].as_str() {
+                    Some(r) => doc
+                        .pointer(r.trim_start_matches('#'))
+                        .expect("response ref"),
+                    None => resp,
+                };
+                if status.starts_with('4') || status == "500" {
+                    assert_eq!(
+                        resp["content"]["application/json"]["schema"]["$ref"],
+                        "#/components/schemas/ErrorBody",
+                        "{what} {status}"
+                    );
+                }
+            }
+            for p in op["parameters"].as_array().into_iter().flatten() {
+                if p["in"] == "path" {
+                    assert_eq!(p["required"], true, "{what}: {p}");
+                    let schema = &p["schema"];
+                    assert!(
+                        schema["type"] == "integer" && schema["format"] == "int64"
+                            || schema["pattern"].is_string(),
+                        "{what}: path parameter without an integer format or a pattern: {p}"
+                    );
+                }
+            }
+        }
+    }
+    let schemas = &doc["components"]["schemas"];
+    for (dto, field) in [
+        ("VariableDto", "value"),
+        ("VariableBody", "value"),
+        ("JobDto", "output"),
+        ("JobDto", "input"),
+        ("ExecutionDto", "output"),
+        ("EventDto", "spec"),
+        ("RunBody", "input"),
+        ("EventSpec", "input"),
+    ] {
+        let p = &schemas[dto]["properties"][field];
+        assert!(p.is_object(), "{dto}.{field} missing");
+        assert!(
+            p.get("type").is_none() && p.get("$ref").is_none(),
+            "{dto}.{field} must accept any JSON: {p}"
+        );
+    }
+    assert_eq!(
+        doc["paths"]["/api/v1/jobs/{id}/logs/stream"]["get"]["responses"]["200"]["content"]
+            .as_object()
+            .map(|m| m.keys().cloned().collect::<Vec<_>>()),
+        Some(vec!["text/event-stream".to_string()])
+    );
+}
+
+/// The name pattern the document declares accepts exactly the names the server accepts.
+#[test]
+fn the_name_pattern_is_the_name_rule() {
+    let schema = json!({"type": "string", "pattern": cronium_core::spec::NAME_PATTERN});
+    let validator = jsonschema::validator_for(&schema).expect("pattern compiles");
+    let long = "a".repeat(100);
+    let too_long = "a".repeat(101);
+    for name in [
+        "a",
+        "nightly-backup",
+        "a.b_c-d",
+        ".hidden",
+        "..x",
+        "...",
+        "0",
+        "-",
+        "_",
+        &long,
+        &too_long,
+        "",
+        ".",
+        "..",
+        "A",
+        "a b",
+        "é",
+        "a/b",
+    ] {
+        assert_eq!(
+            validator.is_valid(&json!(name)),
+            cronium_core::spec::validate_name(name).is_ok(),
+            "`{name}`"
+        );
+    }
+}

@@ -1,0 +1,158 @@
+//! The OpenAPI document (`/api/v1/openapi.json`): every route with every status it can answer.
+//!
+//! The operations' own statuses (200/201/204, 404, 409, 413, 422) are written on each handler;
+//! what every route behind the token shares is added here once, so that no route can forget
+//! it: 401 (no token or a bad one, with `WWW-Authenticate: Bearer`) and 500 (the store failed,
+//! the token lookup included). Every error has the `ErrorBody` schema.
+//!
+//! The document is exact: `tests/openapi.rs` validates real responses of every route against
+//! it, and `scripts/fuzz-api.sh` (part of `scripts/test.sh`) runs schemathesis against it.
+
+use std::borrow::Cow;
+
+use cronium_core::spec::EventSpec;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+
+use super::error::ErrorBody;
+use super::{events, jobs, prune, servers, tokens, variables};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Cronium API", description = "Events, jobs, logs, variables, tokens and servers of a Cronium server. \
+Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors are `ErrorBody`: \
+`{\"error\": {\"code\", \"message\", \"field\"}}`, the field naming what is at fault."),
+    paths(
+        events::list, events::create, events::apply, events::show, events::delete, events::run,
+        jobs::list, jobs::show, jobs::cancel, jobs::logs, jobs::stream,
+        variables::list, variables::show, variables::set, variables::delete,
+        tokens::list, tokens::create, tokens::revoke,
+        servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
+        prune::prune,
+        super::transport_metrics, super::openapi, super::healthz, super::metrics,
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&SharedResponses),
+    tags(
+        (name = "events"), (name = "jobs"), (name = "logs", description = "A job's log, paged or live"),
+        (name = "variables"), (name = "tokens"), (name = "servers", description = "SSH servers"),
+        (name = "retention", description = "Pruning what is past its retention"),
+        (name = "metrics"), (name = "meta", description = "Health, Prometheus metrics, this document"),
+    )
+)]
+pub struct ApiDoc;
+
+/// The body of `PUT /api/v1/events/{name}`: the event file fields as for `POST`, except that
+/// `name` may be left out (the path gives it).
+pub struct EventApplyBody;
+
+impl PartialSchema for EventApplyBody {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = EventSpec::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.required.retain(|field| field != "name");
+        }
+        schema
+    }
+}
+
+impl ToSchema for EventApplyBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("EventApplyBody")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        <EventSpec as ToSchema>::schemas(schemas);
+    }
+}
+
+/// Adds the bearer scheme, and 401 and 500 to every operation that needs the token.
+struct SharedResponses;
+
+const UNAUTHORIZED: &str = "Unauthorized";
+const INTERNAL: &str = "Internal";
+
+impl Modify for SharedResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        let error_content = || {
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name(ErrorBody::name())))
+                .build()
+        };
+        components.responses.insert(
+            UNAUTHORIZED.into(),
+            ResponseBuilder::new()
+                .description("No token, or one that is unknown, expired or revoked")
+                .header(
+                    "WWW-Authenticate",
+                    HeaderBuilder::new()
+                        .schema(
+                            ObjectBuilder::new()
+                                .schema_type(Type::String)
+                                .enum_values(Some(["Bearer"])),
+                        )
+                        .build(),
+                )
+                .content("application/json", error_content())
+                .build()
+                .into(),
+        );
+        components.responses.insert(
+            INTERNAL.into(),
+            ResponseBuilder::new()
+                .description("The server failed (details in its log, never in the answer)")
+                .content("application/json", error_content())
+                .build()
+                .into(),
+        );
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations(item) {
+                // A path parameter is always required (utoipa loses it with `schema_with`).
+                for p in op.parameters.iter_mut().flatten() {
+                    if p.parameter_in == ParameterIn::Path {
+                        p.required = Required::True;
+                    }
+                }
+                // `/healthz` says `security(())`: one requirement that asks for nothing.
+                let secured = op.security.iter().flatten().any(|req| {
+                    serde_json::to_value(req)
+                        .is_ok_and(|v| v.as_object().is_some_and(|m| !m.is_empty()))
+                });
+                if !secured {
+                    continue;
+                }
+                let responses = &mut op.responses.responses;
+                responses.insert(
+                    "401".into(),
+                    RefOr::Ref(Ref::from_response_name(UNAUTHORIZED)),
+                );
+                responses.insert("500".into(), RefOr::Ref(Ref::from_response_name(INTERNAL)));
+            }
+        }
+    }
+}
+
+fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        item.get.as_mut(),
+        item.put.as_mut(),
+        item.post.as_mut(),
+        item.delete.as_mut(),
+        item.patch.as_mut(),
+        item.head.as_mut(),
+        item.options.as_mut(),
+        item.trace.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+}

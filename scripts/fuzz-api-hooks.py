@@ -1,0 +1,28 @@
+"""Schemathesis hooks for scripts/fuzz-api.sh.
+
+The fuzzer authenticates with one API token; revoking that token (DELETE /api/v1/tokens/{id}
+with its id) would turn every later request into a 401 and end the run's usefulness. Every other
+id is fuzzed, the tokens the fuzzer creates itself included.
+"""
+
+import os
+
+import schemathesis
+
+OWN_TOKEN_ID = int(os.environ["CRONIUM_FUZZ_OWN_TOKEN_ID"])
+REVOKE = ("DELETE", "/api/v1/tokens/{id}")
+
+
+def _revokes_own_token(case) -> bool:
+    if (case.method.upper(), case.operation.path) != REVOKE:
+        return False
+    value = (case.path_parameters or {}).get("id")
+    try:
+        return int(value) == OWN_TOKEN_ID
+    except (TypeError, ValueError):
+        return False
+
+
+@schemathesis.hook
+def filter_case(context, case):
+    return not _revokes_own_token(case)
