@@ -275,7 +275,9 @@ async fn load_spec(inner: &Inner, job: &JobRow) -> Result<Arc<EventSpec>, JobErr
                 job.event_name, job.event_version
             ))
         })?;
-    spec::from_value(value)
+    // A stored version: the event of an inline workflow node has a `WORKFLOW/NODE` name, which
+    // an event file could not have.
+    spec::from_stored_value(value)
         .map(Arc::new)
         .map_err(|e| JobError::fatal(format!("the stored event is invalid: {e}")))
 }

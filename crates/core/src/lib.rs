@@ -1,5 +1,5 @@
 //! Domain types and mechanisms shared by every server-side crate (store, agent, transports,
-//! server, CLI): event specifications and their validation, schedules, payload building, secret
+//! server, CLI): event and workflow specifications and their validation, schedules, payload building, secret
 //! encryption and masking, and the [`transport`] contract through which the agent reaches a
 //! runner.
 //!
@@ -18,3 +18,4 @@ pub mod spec;
 #[cfg(feature = "utoipa")]
 pub mod spec_schema;
 pub mod transport;
+pub mod workflow;

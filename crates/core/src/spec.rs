@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{de, Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-pub use cronium_model::EventStatus;
+pub use cronium_model::{EventStatus, JobPolicy};
 
 use crate::duration::{ByteSize, HumanDuration};
 use crate::schedule::{parse_timezone, Schedule};
@@ -510,13 +510,13 @@ fn never_stored(_: &EventStatus) -> bool {
     true
 }
 
-fn utc() -> String {
+pub(crate) fn utc() -> String {
     "UTC".into()
 }
-fn default_timeout() -> HumanDuration {
+pub(crate) fn default_timeout() -> HumanDuration {
     HumanDuration(std::time::Duration::from_secs(DEFAULT_TIMEOUT_SECS))
 }
-fn empty_object() -> Value {
+pub(crate) fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
@@ -553,14 +553,45 @@ pub fn parse_json(text: &str) -> Result<EventSpec, SpecError> {
 
 /// Deserialises and validates a JSON value, naming the field at fault.
 pub fn from_value(value: Value) -> Result<EventSpec, SpecError> {
-    if !value.is_object() {
-        return Err(SpecError::new(
-            "(document)",
-            "expected a mapping of event fields",
-        ));
-    }
     refuse_lists_for_mappings(&value)?;
-    let spec: EventSpec = serde_path_to_error::deserialize(value).map_err(|e| {
+    let spec: EventSpec = deserialize(value, "expected a mapping of event fields")?;
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Parses an event version read back from the store: as [`from_value`], but the name may also
+/// be `WORKFLOW/NODE`, the event an inline workflow node is stored as ([`inline_event_name`]),
+/// which an event file cannot use. For the agent and whatever else reads stored versions, never
+/// for user input.
+pub fn from_stored_value(value: Value) -> Result<EventSpec, SpecError> {
+    let spec: EventSpec = deserialize(value, "expected a mapping of event fields")?;
+    match spec.name.split_once('/') {
+        Some((workflow, node)) => {
+            validate_name(workflow)?;
+            validate_node_id(FieldPath::ROOT, "name", node)?;
+        }
+        None => validate_name(&spec.name)?,
+    }
+    spec.validate_fields(FieldPath::ROOT)?;
+    Ok(spec)
+}
+
+/// The name of the event an inline workflow node is stored as. `/` cannot appear in the name
+/// of an event file, so it never collides with a user's event.
+pub fn inline_event_name(workflow: &str, node: &str) -> String {
+    format!("{workflow}/{node}")
+}
+
+/// Deserialises a document (an object) through serde_path_to_error, so that an error names the
+/// field at fault (`nodes[2].after.build`); `(document)` when the fault is the whole document.
+pub(crate) fn deserialize<T: de::DeserializeOwned>(
+    value: Value,
+    not_a_mapping: &str,
+) -> Result<T, SpecError> {
+    if !value.is_object() {
+        return Err(SpecError::new("(document)", not_a_mapping));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." {
             "(document)".to_string()
@@ -568,9 +599,103 @@ pub fn from_value(value: Value) -> Result<EventSpec, SpecError> {
             path
         };
         SpecError::new(field, e.into_inner().to_string())
-    })?;
-    spec.validate()?;
-    Ok(spec)
+    })
+}
+
+/// Where the fields being validated sit in their document: nothing for an event file,
+/// `nodes[2]` for the inline script or the overrides of a workflow node, so that the one set of
+/// event rules names `timeout` in an event file and `nodes[2].timeout` in a workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldPath<'a>(pub &'a str);
+
+impl FieldPath<'_> {
+    pub const ROOT: FieldPath<'static> = FieldPath("");
+
+    /// The full name of `field` (`retries.backoff` or `nodes[2].retries.backoff`).
+    pub fn at(&self, field: &str) -> String {
+        if self.0.is_empty() {
+            field.to_string()
+        } else if field.is_empty() {
+            self.0.to_string()
+        } else {
+            format!("{}.{field}", self.0)
+        }
+    }
+
+    /// An error about `field` under this path.
+    pub fn error(&self, field: &str, message: impl Into<String>) -> SpecError {
+        SpecError::new(self.at(field), message)
+    }
+}
+
+/// A `timeout` (of an event, or a node's override): never zero.
+pub fn validate_timeout(
+    at: FieldPath<'_>,
+    field: &str,
+    timeout: HumanDuration,
+) -> Result<(), SpecError> {
+    if timeout.0.is_zero() {
+        return Err(at.error(field, "must be greater than zero"));
+    }
+    Ok(())
+}
+
+/// `retries` (of an event, or a node's override).
+pub fn validate_retries(at: FieldPath<'_>, retries: &Retries) -> Result<(), SpecError> {
+    if retries.max_attempts == 0 || retries.max_attempts > 100 {
+        return Err(at.error(
+            "retries.max_attempts",
+            "must be between 1 and 100 (1 = no retry)",
+        ));
+    }
+    if retries.max_backoff < retries.backoff {
+        return Err(at.error(
+            "retries.max_backoff",
+            "must not be smaller than retries.backoff",
+        ));
+    }
+    Ok(())
+}
+
+/// `env` (of an event, or a node's override): names a shell accepts.
+pub fn validate_env(at: FieldPath<'_>, env: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    for key in env.keys() {
+        let ok = !key.is_empty()
+            && !key.starts_with(|c: char| c.is_ascii_digit())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !ok {
+            return Err(at.error(
+                &format!("env.{key}"),
+                "variable names use letters, digits and _ and do not start with a digit",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A `target` (of an event, or a node's override): what its shape alone does not refuse.
+pub fn validate_target(at: FieldPath<'_>, target: &Target) -> Result<(), SpecError> {
+    if let Target::Container(c) = target {
+        if let Some(cpus) = c.cpus {
+            if !(cpus.is_finite() && cpus > 0.0) {
+                return Err(at.error(
+                    "target.container.cpus",
+                    "must be a positive number of cores",
+                ));
+            }
+        }
+        if let Some(p) = c.pids {
+            if p < 1 {
+                return Err(at.error("target.container.pids", "must be at least 1"));
+            }
+        }
+    }
+    if let Target::Servers(t) = target {
+        if t.concurrency == Some(0) {
+            return Err(at.error("target.concurrency", "must be at least 1"));
+        }
+    }
+    Ok(())
 }
 
 /// The fields read into structs. serde also reads a struct from a list (its fields in order:
@@ -593,88 +718,77 @@ impl EventSpec {
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), SpecError> {
         validate_name(&self.name)?;
-        let tz_ok =
-            parse_timezone(&self.timezone).map_err(|e| SpecError::new("timezone", e.to_string()));
-        tz_ok?;
+        self.validate_fields(FieldPath::ROOT)
+    }
+
+    /// Every rule but the name's, for the fields under `at` (an event file, or the inline
+    /// script of a workflow node, whose name is made by the workflow).
+    pub fn validate_fields(&self, at: FieldPath<'_>) -> Result<(), SpecError> {
+        parse_timezone(&self.timezone).map_err(|e| at.error("timezone", e.to_string()))?;
         if let Some(s) = &self.schedule {
             Schedule::parse(&s.0, &self.timezone)
-                .map_err(|e| SpecError::new("schedule", e.to_string()))?;
+                .map_err(|e| at.error("schedule", e.to_string()))?;
         }
         // The document types it int64, as the database stores it.
         if i64::try_from(self.max_executions).is_err() {
-            return Err(SpecError::new(
+            return Err(at.error(
                 "max_executions",
                 format!("must be at most {}", i64::MAX),
             ));
         }
-        if self.timeout.0.is_zero() {
-            return Err(SpecError::new("timeout", "must be greater than zero"));
-        }
-        if self.retries.max_attempts == 0 || self.retries.max_attempts > 100 {
-            return Err(SpecError::new(
-                "retries.max_attempts",
-                "must be between 1 and 100 (1 = no retry)",
-            ));
-        }
-        if self.retries.max_backoff < self.retries.backoff {
-            return Err(SpecError::new(
-                "retries.max_backoff",
-                "must not be smaller than retries.backoff",
-            ));
-        }
-        for key in self.env.keys() {
-            let ok = !key.is_empty()
-                && !key.starts_with(|c: char| c.is_ascii_digit())
-                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !ok {
-                return Err(SpecError::new(
-                    format!("env.{key}"),
-                    "variable names use letters, digits and _ and do not start with a digit",
-                ));
-            }
-        }
+        validate_timeout(at, "timeout", self.timeout)?;
+        validate_retries(at, &self.retries)?;
+        validate_env(at, &self.env)?;
         if self.script_file.is_some() {
-            return Err(SpecError::new(
+            return Err(at.error(
                 "script_file",
                 "is resolved by `cronium event apply -f`; send the script text in `script`",
             ));
         }
+        self.validate_body(at)?;
+        validate_target(at, &self.target)?;
+        if self.keep > MAX_KEEP {
+            return Err(at.error(
+                "keep",
+                format!("must be at most {MAX_KEEP}, got {}", self.keep),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The script or the request, as the event's type wants.
+    fn validate_body(&self, at: FieldPath<'_>) -> Result<(), SpecError> {
         match self.kind {
             EventType::Http => {
                 let Some(http) = &self.http else {
-                    return Err(SpecError::new("http", "required for type http"));
+                    return Err(at.error("http", "required for type http"));
                 };
                 if self.script.is_some() {
-                    return Err(SpecError::new("script", "not allowed for type http"));
+                    return Err(at.error("script", "not allowed for type http"));
                 }
                 let url = http.url.trim();
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(SpecError::new(
-                        "http.url",
-                        "must start with http:// or https://",
-                    ));
+                    return Err(at.error("http.url", "must start with http:// or https://"));
                 }
                 let m = http.method.to_ascii_uppercase();
                 if !["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
                     .contains(&m.as_str())
                 {
-                    return Err(SpecError::new(
-                        "http.method",
-                        format!("unknown method `{}`", http.method),
-                    ));
+                    return Err(
+                        at.error("http.method", format!("unknown method `{}`", http.method))
+                    );
                 }
                 if let Some(bad) = http
                     .expect_status
                     .iter()
                     .find(|s| !(100..=599).contains(*s))
                 {
-                    return Err(SpecError::new(
-                        "http.expect_status",
-                        format!("{bad} is not an HTTP status"),
-                    ));
+                    return Err(
+                        at.error("http.expect_status", format!("{bad} is not an HTTP status"))
+                    );
                 }
                 if !matches!(self.target, Target::Local) {
-                    return Err(SpecError::new(
+                    return Err(at.error(
                         "target",
                         "http events run in the agent: target must be local",
                     ));
@@ -682,20 +796,18 @@ impl EventSpec {
             }
             _ => {
                 if self.http.is_some() {
-                    return Err(SpecError::new("http", "only allowed for type http"));
+                    return Err(at.error("http", "only allowed for type http"));
                 }
                 match &self.script {
                     None => {
-                        return Err(SpecError::new(
+                        return Err(at.error(
                             "script",
                             "required for script events (or script_file with the CLI)",
                         ))
                     }
-                    Some(s) if s.trim().is_empty() => {
-                        return Err(SpecError::new("script", "is empty"))
-                    }
+                    Some(s) if s.trim().is_empty() => return Err(at.error("script", "is empty")),
                     Some(s) if s.len() > MAX_SCRIPT_BYTES => {
-                        return Err(SpecError::new(
+                        return Err(at.error(
                             "script",
                             format!(
                                 "is {} bytes; the limit is {} bytes",
@@ -708,36 +820,18 @@ impl EventSpec {
                 }
             }
         }
-        if let Target::Container(c) = &self.target {
-            if let Some(cpus) = c.cpus {
-                if !(cpus.is_finite() && cpus > 0.0) {
-                    return Err(SpecError::new(
-                        "target.container.cpus",
-                        "must be a positive number of cores",
-                    ));
-                }
-            }
-            if let Some(p) = c.pids {
-                if p < 1 {
-                    return Err(SpecError::new(
-                        "target.container.pids",
-                        "must be at least 1",
-                    ));
-                }
-            }
-        }
-        if let Target::Servers(t) = &self.target {
-            if t.concurrency == Some(0) {
-                return Err(SpecError::new("target.concurrency", "must be at least 1"));
-            }
-        }
-        if self.keep > MAX_KEEP {
-            return Err(SpecError::new(
-                "keep",
-                format!("must be at most {MAX_KEEP}, got {}", self.keep),
-            ));
-        }
         Ok(())
+    }
+
+    /// The job policy every job of this event gets (what the store keeps beside the spec).
+    pub fn policy(&self) -> JobPolicy {
+        JobPolicy {
+            max_attempts: i32::try_from(self.retries.max_attempts).unwrap_or(i32::MAX),
+            backoff_ms: self.retries.backoff.as_millis(),
+            max_backoff_ms: self.retries.max_backoff.as_millis(),
+            timeout_ms: self.timeout.as_millis(),
+            max_executions: i64::try_from(self.max_executions).unwrap_or(i64::MAX),
+        }
     }
 
     /// The parsed schedule, if any. Only call on a validated spec.
@@ -777,6 +871,24 @@ pub fn validate_name(name: &str) -> Result<(), SpecError> {
     }
     if name == "." || name == ".." {
         return Err(SpecError::new("name", "cannot be . or .."));
+    }
+    Ok(())
+}
+
+/// A workflow node's id: `[a-z0-9-_]`, 1 to 64 characters (no `.`, so that `nodes.<id>` in an
+/// input reads as one key).
+pub fn validate_node_id(at: FieldPath<'_>, field: &str, id: &str) -> Result<(), SpecError> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(at.error(field, "must be 1 to 64 characters"));
+    }
+    if let Some(c) = id
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-_".contains(*c)))
+    {
+        return Err(at.error(
+            field,
+            format!("`{id}` contains `{c}`; use lowercase letters, digits, - and _"),
+        ));
     }
     Ok(())
 }

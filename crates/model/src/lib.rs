@@ -1,5 +1,6 @@
-//! Cronium's vocabulary: the statuses of jobs, executions and events, and the kinds of trigger
-//! that ask for a run (PRODUCT.md "Statuses", "Vocabulary"). Each is an enum defined once here,
+//! Cronium's vocabulary: the statuses of jobs, executions and events, the kinds of trigger
+//! that ask for a run (PRODUCT.md "Statuses", "Vocabulary"), an event's job policy as data, and
+//! the workflow vocabulary with its pure rules ([`workflow`]). Each is an enum defined once here,
 //! with the one spelling the store keeps, the API returns and the CLI accepts: lowercase,
 //! snake_case (`timed_out`).
 //!
@@ -8,12 +9,17 @@
 //! server's OpenAPI document), so a remote agent or the CLI never needs the store to speak it.
 //!
 //! Not for behaviour: what a status means to the queue lives in the store, what it means to a
-//! user lives in the API and the CLI. The runner's own terms (`cronium_protocol::RunStatus`) are
+//! user lives in the API and the CLI. The one exception is [`workflow`]'s rules (edges, joins,
+//! input merging, a run's final status), pure functions kept here so that the store, which
+//! applies them in its transactions, and the API, which explains them, share one definition. The runner's own terms (`cronium_protocol::RunStatus`) are
 //! mapped onto these here, in one place.
 
+mod policy;
 mod status;
 mod trigger;
+pub mod workflow;
 
+pub use policy::{JobPolicy, PolicyOverride};
 pub use status::{EventStatus, ExecutionStatus, JobStatus};
 pub use trigger::Trigger;
 

@@ -72,6 +72,9 @@ fn conflict_field(key: &str) -> &str {
         "jobs_serial_running" | "jobs.event_id" => "serial",
         "event_versions_pkey" | "event_versions.event_id, event_versions.version" => "version",
         "servers_name_key" | "servers.name" => "name",
+        "workflows_name_key" | "workflows.name" => "name",
+        "workflow_runs_workflow_id_scheduled_for_key"
+        | "workflow_runs.workflow_id, workflow_runs.scheduled_for" => "scheduled_for",
         // A constraint added without an entry here: SQLite's "table.col" still gives the column
         // (the conformance suite catches a PostgreSQL name missing from this list).
         other => other.rsplit_once('.').map_or(other, |(_, col)| col),

@@ -4,6 +4,13 @@
 //! Every state change a worker makes is fenced by `(lease_owner, attempt)`: "no row updated"
 //! means the worker lost its lease and must stop. Retry policy (attempts, backoff) is data on the
 //! row, so recovery on any server applies the same policy. Not for executing anything.
+//!
+//! A job of a workflow node (`node_run_id` set) ends through the same calls, but in a
+//! transaction that first locks the node's run tree and then lets the workflow progress
+//! (`progression::job_ended`): every path that puts such a job in a final state (`finish`,
+//! `retry_later` when a cancel was pending, `cancel` of a queued job, `recover_expired` when it
+//! fails or cancels the job) decides the node's successors in the commit that ended it. Jobs
+//! without a node keep their single-statement paths.
 
 use cronium_model::{JobStatus, Trigger};
 use serde::Serialize;
@@ -13,6 +20,7 @@ use sqlx::AnyConnection;
 
 use crate::backoff::{backoff_delay, row_jitter};
 use crate::events::pause_event;
+use crate::progression::{job_ended, lock_job_tree};
 use crate::row::{
     bool_col, bool_int, i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json, word,
 };
@@ -83,6 +91,11 @@ pub struct JobRow {
     /// First claim.
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The workflow node run this job is for (trigger `workflow`); None for every other job.
+    pub node_run_id: Option<i64>,
+    /// The node's overrides of the event spec, which the agent applies (`target`, `env`,
+    /// `helpers`; read with `cronium_core::workflow::NodeOverrides`). Null when none.
+    pub overrides: Value,
 }
 
 /// The end of a run, as reported by its worker.
@@ -146,11 +159,11 @@ macro_rules! job_cols {
         "id, event_id, event_name, event_version, trigger_kind, status, input, output, exit_code, \
          error, attempt, max_attempts, backoff_ms, max_backoff_ms, run_at, scheduled_for, serial, \
          timeout_ms, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
-         finished_at"
+         finished_at, node_run_id, overrides"
     };
 }
 
-fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
+pub(crate) fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
     Ok(JobRow {
         id: i64_col(row, "id")?,
         event_id: opt_i64(row, "event_id")?,
@@ -176,6 +189,8 @@ fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
         created_at: i64_col(row, "created_at")?,
         started_at: opt_i64(row, "started_at")?,
         finished_at: opt_i64(row, "finished_at")?,
+        node_run_id: opt_i64(row, "node_run_id")?,
+        overrides: json(row, "overrides")?,
     })
 }
 
@@ -275,28 +290,41 @@ fn check_lease(worker: &str, lease_ms: i64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// What makes a job a workflow node's: the node run, and the node's overrides of its event.
+pub(crate) struct NodeLink<'a> {
+    pub node_run_id: i64,
+    pub overrides: &'a Value,
+}
+
 /// Inserts a queued job. With `skip_duplicate_tick`, a job for an (event, tick) that already has
 /// one is not inserted and `None` is returned; otherwise that is `Conflict("scheduled_for")`.
 pub(crate) async fn insert_job(
     conn: &mut AnyConnection,
     job: &NewJob,
+    node: Option<NodeLink<'_>>,
     now: i64,
     skip_duplicate_tick: bool,
 ) -> Result<Option<JobRow>, StoreError> {
     const INSERT: &str = concat!(
         "INSERT INTO jobs (event_id, event_name, event_version, trigger_kind, status, input, run_at, ",
-        "max_attempts, backoff_ms, max_backoff_ms, serial, scheduled_for, timeout_ms, created_at) ",
-        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING ",
+        "max_attempts, backoff_ms, max_backoff_ms, serial, scheduled_for, timeout_ms, created_at, ",
+        "node_run_id, overrides) ",
+        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING ",
         job_cols!()
     );
     const INSERT_SKIP: &str = concat!(
         "INSERT INTO jobs (event_id, event_name, event_version, trigger_kind, status, input, run_at, ",
-        "max_attempts, backoff_ms, max_backoff_ms, serial, scheduled_for, timeout_ms, created_at) ",
-        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13) ",
+        "max_attempts, backoff_ms, max_backoff_ms, serial, scheduled_for, timeout_ms, created_at, ",
+        "node_run_id, overrides) ",
+        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ",
         "ON CONFLICT (event_id, scheduled_for) DO NOTHING RETURNING ",
         job_cols!()
     );
     let input = to_json("input", &job.input)?;
+    let overrides = match &node {
+        Some(n) if !n.overrides.is_null() => Some(to_json("overrides", n.overrides)?),
+        _ => None,
+    };
     let row = sqlx::query(if skip_duplicate_tick {
         INSERT_SKIP
     } else {
@@ -315,6 +343,8 @@ pub(crate) async fn insert_job(
     .bind(job.scheduled_for)
     .bind(job.timeout_ms)
     .bind(now)
+    .bind(node.as_ref().map(|n| n.node_run_id))
+    .bind(overrides)
     .fetch_optional(conn)
     .await?;
     map_opt(row, job_row)
@@ -335,7 +365,7 @@ impl Store {
             // No limit: one statement, no transaction (the common, fast path).
             _ => {
                 let mut conn = self.write.acquire().await?;
-                return insert_job(&mut conn, job, now, false)
+                return insert_job(&mut conn, job, None, now, false)
                     .await?
                     .ok_or_else(duplicate);
             }
@@ -354,7 +384,7 @@ impl Store {
                 });
             }
         };
-        let row = insert_job(&mut tx, job, now, false)
+        let row = insert_job(&mut tx, job, None, now, false)
             .await?
             .ok_or_else(duplicate)?;
         if let (true, Some(event_id)) = (last, job.event_id) {
@@ -467,22 +497,53 @@ impl Store {
             )));
         }
         let output = to_json("output", &outcome.output)?;
-        let done = sqlx::query(
-            "UPDATE jobs SET status = $1, exit_code = $2, output = $3, error = $4, finished_at = $5, \
-             lease_expires_at = NULL \
-             WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running'",
-        )
-        .bind(outcome.status.as_str())
-        .bind(outcome.exit_code.map(i64::from))
-        .bind(output)
-        .bind(outcome.error.as_deref())
-        .bind(now)
-        .bind(job_id)
-        .bind(worker)
-        .bind(i64::from(attempt))
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() > 0)
+        const FINISH: &str =
+            "UPDATE jobs SET status = $1, exit_code = $2, output = $3, error = $4, \
+             finished_at = $5, lease_expires_at = NULL \
+             WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running'";
+        // A job without a node (almost every job): one statement, no transaction.
+        let done = sqlx::query(&format!("{FINISH} AND node_run_id IS NULL"))
+            .bind(outcome.status.as_str())
+            .bind(outcome.exit_code.map(i64::from))
+            .bind(&output)
+            .bind(outcome.error.as_deref())
+            .bind(now)
+            .bind(job_id)
+            .bind(worker)
+            .bind(i64::from(attempt))
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        // A node's job (or a worker that lost its lease): the node's successors are decided in
+        // the transaction that ends it.
+        let mut tx = self.begin_write().await?;
+        if lock_job_tree(&mut tx, self.for_update(), job_id)
+            .await?
+            .is_none()
+        {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let row = sqlx::query(&format!("{FINISH} RETURNING {}", job_cols!()))
+            .bind(outcome.status.as_str())
+            .bind(outcome.exit_code.map(i64::from))
+            .bind(&output)
+            .bind(outcome.error.as_deref())
+            .bind(now)
+            .bind(job_id)
+            .bind(worker)
+            .bind(i64::from(attempt))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(job) = map_opt(row, job_row)? else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        job_ended(&mut tx, self.for_update(), &job, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Gives a failed attempt back to the queue, claimable from `run_at` (the caller computes it
@@ -497,33 +558,62 @@ impl Store {
         error: &str,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE jobs SET \
+        const RETRY: &str = "UPDATE jobs SET \
                status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END, \
                finished_at = CASE WHEN cancel_requested = 1 THEN $1 ELSE NULL END, \
                run_at = $2, error = $3, lease_expires_at = NULL \
-             WHERE id = $4 AND lease_owner = $5 AND attempt = $6 AND status = 'running'",
-        )
-        .bind(now)
-        .bind(run_at)
-        .bind(error)
-        .bind(job_id)
-        .bind(worker)
-        .bind(i64::from(attempt))
-        .execute(&self.write)
-        .await?;
-        Ok(done.rows_affected() > 0)
+             WHERE id = $4 AND lease_owner = $5 AND attempt = $6 AND status = 'running'";
+        let done = sqlx::query(&format!("{RETRY} AND node_run_id IS NULL"))
+            .bind(now)
+            .bind(run_at)
+            .bind(error)
+            .bind(job_id)
+            .bind(worker)
+            .bind(i64::from(attempt))
+            .execute(&self.write)
+            .await?;
+        if done.rows_affected() > 0 {
+            return Ok(true);
+        }
+        // A node's job: when the pending cancel wins, the job ends here, and so does its node.
+        let mut tx = self.begin_write().await?;
+        if lock_job_tree(&mut tx, self.for_update(), job_id)
+            .await?
+            .is_none()
+        {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let row = sqlx::query(&format!("{RETRY} RETURNING {}", job_cols!()))
+            .bind(now)
+            .bind(run_at)
+            .bind(error)
+            .bind(job_id)
+            .bind(worker)
+            .bind(i64::from(attempt))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(job) = map_opt(row, job_row)? else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if job.status.is_final() {
+            job_ended(&mut tx, self.for_update(), &job, now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Cancels a job: a queued one at once, a running one by asking its worker (through
     /// [`Heartbeat::Ok`]'s `cancel_requested`).
     pub async fn cancel(&self, job_id: i64, now: i64) -> Result<CancelResult, StoreError> {
-        // Three single-row statements instead of a read-then-write: each is atomic, and a job
-        // moving between states in between (claimed, retried) is caught by the next one or by
-        // another round.
+        // Single-row statements instead of a read-then-write: each is atomic, and a job moving
+        // between states in between (claimed, retried) is caught by the next one or by another
+        // round.
         for _ in 0..3 {
             let queued = sqlx::query(
-                "UPDATE jobs SET status = 'cancelled', finished_at = $1 WHERE id = $2 AND status = 'queued'",
+                "UPDATE jobs SET status = 'cancelled', finished_at = $1 \
+                 WHERE id = $2 AND status = 'queued' AND node_run_id IS NULL",
             )
             .bind(now)
             .bind(job_id)
@@ -531,6 +621,23 @@ impl Store {
             .await?;
             if queued.rows_affected() > 0 {
                 return Ok(CancelResult::Cancelled);
+            }
+            let row = sqlx::query("SELECT status, node_run_id FROM jobs WHERE id = $1")
+                .bind(job_id)
+                .fetch_optional(&self.write)
+                .await?;
+            let Some(row) = row else {
+                return Ok(CancelResult::NotFound);
+            };
+            let status: JobStatus = word(&row, "status")?;
+            if status.is_final() {
+                return Ok(CancelResult::AlreadyFinished(status));
+            }
+            if status == JobStatus::Queued && opt_i64(&row, "node_run_id")?.is_some() {
+                if self.cancel_queued_node_job(job_id, now).await? {
+                    return Ok(CancelResult::Cancelled);
+                }
+                continue;
             }
             let running = sqlx::query(
                 "UPDATE jobs SET cancel_requested = 1 WHERE id = $1 AND status = 'running'",
@@ -541,19 +648,33 @@ impl Store {
             if running.rows_affected() > 0 {
                 return Ok(CancelResult::Requested);
             }
-            let status = sqlx::query("SELECT status FROM jobs WHERE id = $1")
-                .bind(job_id)
-                .fetch_optional(&self.write)
-                .await?;
-            match map_opt(status, |r| word::<JobStatus>(r, "status"))? {
-                None => return Ok(CancelResult::NotFound),
-                Some(s) if s.is_final() => return Ok(CancelResult::AlreadyFinished(s)),
-                Some(_) => continue,
-            }
         }
         // Still flapping between queued and running after three rounds: report it as requested,
         // which is true of the last state we saw.
         Ok(CancelResult::Requested)
+    }
+
+    /// Cancels a queued node job and lets its workflow progress, in one transaction. False when
+    /// it was no longer queued.
+    async fn cancel_queued_node_job(&self, job_id: i64, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin_write().await?;
+        lock_job_tree(&mut tx, self.for_update(), job_id).await?;
+        let row = sqlx::query(concat!(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $1 ",
+            "WHERE id = $2 AND status = 'queued' RETURNING ",
+            job_cols!()
+        ))
+        .bind(now)
+        .bind(job_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(job) = map_opt(row, job_row)? else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        job_ended(&mut tx, self.for_update(), &job, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Handles running jobs whose lease expired before `now`: their unfinished executions of that
@@ -563,8 +684,9 @@ impl Store {
     /// once: a job is recovered by exactly one of them.
     pub async fn recover_expired(&self, now: i64) -> Result<Vec<RecoveredJob>, StoreError> {
         let candidates = sqlx::query(
-            "SELECT id, attempt, lease_owner, max_attempts, backoff_ms, max_backoff_ms, cancel_requested \
-             FROM jobs WHERE status = 'running' AND lease_expires_at < $1 ORDER BY lease_expires_at, id LIMIT $2",
+            "SELECT id, attempt, lease_owner, max_attempts, backoff_ms, max_backoff_ms, cancel_requested, \
+             node_run_id FROM jobs WHERE status = 'running' AND lease_expires_at < $1 \
+             ORDER BY lease_expires_at, id LIMIT $2",
         )
         .bind(now)
         .bind(RECOVER_BATCH)
@@ -591,13 +713,19 @@ impl Store {
             };
 
             let mut tx = self.begin_write().await?;
+            if opt_i64(row, "node_run_id")?.is_some() {
+                // The run tree first, as every progression of it does.
+                lock_job_tree(&mut tx, self.for_update(), job_id).await?;
+            }
             // lease_owner is cleared: the vanished worker must not touch this attempt's
             // executions any more (they are fenced by owner and attempt).
-            let done = sqlx::query(
-                "UPDATE jobs SET status = $1, run_at = COALESCE($2, run_at), finished_at = $3, \
-                 error = $4, lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE id = $5 AND attempt = $6 AND status = 'running' AND lease_expires_at < $7",
-            )
+            let done = sqlx::query(concat!(
+                "UPDATE jobs SET status = $1, run_at = COALESCE($2, run_at), finished_at = $3, ",
+                "error = $4, lease_owner = NULL, lease_expires_at = NULL ",
+                "WHERE id = $5 AND attempt = $6 AND status = 'running' AND lease_expires_at < $7 ",
+                "RETURNING ",
+                job_cols!()
+            ))
             .bind(status.as_str())
             .bind(run_at)
             .bind(finished_at)
@@ -605,13 +733,13 @@ impl Store {
             .bind(job_id)
             .bind(i64::from(attempt))
             .bind(now)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-            if done.rows_affected() == 0 {
+            let Some(job) = map_opt(done, job_row)? else {
                 // Renewed, finished or recovered by someone else since we looked.
                 tx.rollback().await?;
                 continue;
-            }
+            };
             sqlx::query(
                 "UPDATE executions SET status = 'lost', finished_at = COALESCE(finished_at, $1), \
                  error = COALESCE(error, $2) \
@@ -623,6 +751,9 @@ impl Store {
             .bind(i64::from(attempt))
             .execute(&mut *tx)
             .await?;
+            if job.status.is_final() {
+                job_ended(&mut tx, self.for_update(), &job, now).await?;
+            }
             tx.commit().await?;
             recovered.push(RecoveredJob {
                 job_id,

@@ -1,6 +1,6 @@
 //! The store: the single source of truth of a Cronium installation (queue, schedule state, logs,
-//! results, variables, users and API tokens), on SQLite (embedded default) or PostgreSQL (several
-//! servers and agents).
+//! results, variables, users and API tokens, workflows and their runs), on SQLite (embedded
+//! default) or PostgreSQL (several servers and agents).
 //!
 //! One set of behaviours on both backends: every query is one SQL text run through sqlx's `Any`
 //! driver (`$1` placeholders work on both); the few places where the dialects differ (row locks
@@ -11,7 +11,9 @@
 //! the caller, so tests and schedulers drive time. It knows nothing about event specs (opaque
 //! JSON), cron, transports or HTTP; it enforces the queue's invariants (claim once, fence every
 //! state change by attempt and worker, one job per schedule tick, never more jobs than an
-//! event's `max_executions`) and nothing else. Statuses and triggers are the enums of
+//! event's `max_executions`, a workflow's next step in the commit that ended the step before)
+//! and nothing else. Workflow graphs are rows it evaluates with the pure rules of
+//! `cronium_model::workflow`; it never parses a workflow or event spec. Statuses and triggers are the enums of
 //! `cronium-model`; a word the model does not know, read back from the database, is
 //! [`StoreError::Corrupt`].
 
@@ -22,12 +24,15 @@ mod events;
 mod executions;
 mod jobs;
 mod logs;
+mod progression;
 mod retention;
 mod row;
 mod schedule;
 mod servers;
 mod store;
 mod variables;
+mod workflow_runs;
+mod workflows;
 
 pub use auth::{TokenRow, UserRow};
 pub use backoff::backoff_delay;
@@ -44,3 +49,8 @@ pub use schedule::{FireResult, Lease};
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
 pub use store::{Backend, Store};
 pub use variables::{VariableRow, VariableValue};
+pub use workflow_runs::{
+    CancelRunResult, NodeExplanation, NodeRunRow, RunFilter, RunRequest, WorkflowFireResult,
+    WorkflowRunDetail, WorkflowRunRow,
+};
+pub use workflows::{WorkflowGraph, WorkflowNodeRow, WorkflowRow, WorkflowVersionRow};

@@ -10,6 +10,7 @@
 //! the instants in. Not a clock either: every `now` is the caller's.
 
 use serde::Serialize;
+use sqlx::AnyConnection;
 
 use crate::events::pause_event;
 use crate::jobs::{check_limit, insert_job, validate_new_job, JobRow, Limit, NewJob};
@@ -49,6 +50,29 @@ pub struct Lease {
     pub token: i64,
     /// Epoch ms after which the lease no longer counts.
     pub expires_at: i64,
+}
+
+/// Whether `lease` is still the lock's current, unexpired grant at `now`, the lock row locked
+/// for the rest of the transaction on PostgreSQL (`for_update`), so that a takeover waits for
+/// the caller's commit. Every fire (events, workflows) checks this in its own transaction.
+pub(crate) async fn lease_held(
+    conn: &mut AnyConnection,
+    for_update: &str,
+    lease: &Lease,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let sql = format!(
+        "SELECT token FROM locks WHERE name = $1 AND holder = $2 AND token = $3 \
+         AND expires_at > $4{for_update}"
+    );
+    let held = sqlx::query(&sql)
+        .bind(&lease.name)
+        .bind(&lease.holder)
+        .bind(lease.token)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(held.is_some())
 }
 
 impl Store {
@@ -107,19 +131,7 @@ impl Store {
             }
         }
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            "SELECT token FROM locks WHERE name = $1 AND holder = $2 AND token = $3 \
-             AND expires_at > $4{}",
-            self.for_update()
-        );
-        let held = sqlx::query(&sql)
-            .bind(&lease.name)
-            .bind(&lease.holder)
-            .bind(lease.token)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-        if held.is_none() {
+        if !lease_held(&mut tx, self.for_update(), lease, now).await? {
             tx.rollback().await?;
             return Ok(FireResult::NotLeader);
         }
@@ -158,7 +170,7 @@ impl Store {
                 return Ok(FireResult::LimitReached);
             }
         };
-        let Some(row) = insert_job(&mut tx, job, now, true).await? else {
+        let Some(row) = insert_job(&mut tx, job, None, now, true).await? else {
             tx.rollback().await?;
             return Ok(FireResult::Duplicate);
         };

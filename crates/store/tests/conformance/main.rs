@@ -18,3 +18,4 @@ mod retention;
 mod schedule;
 mod servers;
 mod variables;
+mod workflows;
