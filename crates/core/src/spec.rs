@@ -731,10 +731,7 @@ impl EventSpec {
         }
         // The document types it int64, as the database stores it.
         if i64::try_from(self.max_executions).is_err() {
-            return Err(at.error(
-                "max_executions",
-                format!("must be at most {}", i64::MAX),
-            ));
+            return Err(at.error("max_executions", format!("must be at most {}", i64::MAX)));
         }
         validate_timeout(at, "timeout", self.timeout)?;
         validate_retries(at, &self.retries)?;
