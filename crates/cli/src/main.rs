@@ -229,11 +229,17 @@ fn redact(url: &str) -> String {
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Serve(_)) {
-        "info"
-    } else {
-        "warn"
-    };
+    let serving = matches!(cli.command, Command::Serve(_));
+    if !serving {
+        // A client command piped into `head` ends quietly, as Unix tools do, instead of
+        // panicking on the broken pipe. The server keeps Rust's default (SIGPIPE ignored): a
+        // viewer that goes away must never kill it.
+        // SAFETY: signal(2) only sets the process-wide disposition; SIG_DFL is a valid one.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
+    let default_level = if serving { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRONIUM_LOG")

@@ -236,3 +236,24 @@ fn completions_print_a_script_for_each_shell() {
         .expect("cronium completions");
     assert!(!o.status.success(), "an unknown shell is refused");
 }
+
+/// `cronium ... | head` ends quietly, as Unix tools do: no panic about the broken pipe.
+#[test]
+fn a_client_command_piped_into_head_ends_without_a_panic() {
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' completions bash | head -n 1 >/dev/null; echo \"${{PIPESTATUS[0]}}\"",
+            cronium_bin().display()
+        ))
+        .output()
+        .expect("bash");
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "stderr: {err}");
+    // Killed by SIGPIPE (141 in bash) or finished before head closed the pipe.
+    let code = stdout(&o).trim().to_string();
+    assert!(
+        code == "141" || code == "0",
+        "exit status {code}, stderr: {err}"
+    );
+}
