@@ -87,6 +87,11 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         mb: usize,
     },
+    /// kill -9 of the scheduler's leader among two servers on PostgreSQL: the survivor's tick lag.
+    Failover {
+        #[arg(long, default_value_t = 3)]
+        trials: usize,
+    },
     /// Size of the static runner binary.
     RunnerSize {
         /// Build it with scripts/build-runner.sh first.
@@ -157,6 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::IdleRss { seconds } => benches::idle_rss::run(&ctx, seconds).await?,
         Cmd::Chain40 { reps, python } => benches::chain40::run(&ctx, reps, python).await?,
         Cmd::LogLatency { lines } => benches::log_latency::run(&ctx, lines).await?,
+        Cmd::Failover { trials } => benches::failover::run(&ctx, trials).await?,
         Cmd::BigOutput { mb } => benches::big_output::run(&ctx, mb).await?,
         Cmd::RunnerSize { build, path } => benches::runner_size::run(&ctx, build, path).await?,
         Cmd::All { quick, no_build } => return all(&ctx, quick, no_build).await,
@@ -199,6 +205,14 @@ async fn all(ctx: &Ctx, quick: bool, no_build: bool) -> anyhow::Result<bool> {
     step!("cron", benches::cron::run(ctx, cron_s));
     step!("throughput", benches::throughput::run(ctx, k));
     step!("big-output", benches::big_output::run(ctx, mb));
+    if ctx.pg_url.is_some() {
+        step!(
+            "failover",
+            benches::failover::run(ctx, if quick { 1 } else { 3 })
+        );
+    } else {
+        eprintln!("-- not running failover: it needs PostgreSQL (--pg-url or CRONIUM_TEST_PG_URL)");
+    }
     let load_after = loadavg();
     println!();
     println!("Load average (1/5/15 min) before: {load_before}; after: {load_after}");

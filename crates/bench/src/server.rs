@@ -234,6 +234,28 @@ impl Server {
         }
     }
 
+    /// `kill -9` of the server: no shutdown, no lease given up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The value of a gauge on `/metrics` (`None` when the server does not answer or lacks it).
+    pub async fn gauge(&self, name: &str) -> Option<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     /// Resident memory of the server process, from /proc (kB): (VmRSS, VmHWM).
     pub fn rss_kb(&self) -> Result<(u64, u64), ServerError> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;
