@@ -177,16 +177,18 @@ pub(crate) async fn load_version(
     .bind(version)
     .fetch_optional(&mut *conn)
     .await?;
-    map_opt(row, |r| {
-        Ok(WorkflowVersionRow {
-            workflow_id: i64_col(r, "workflow_id")?,
-            version: i64_col(r, "version")?,
-            status: word(r, "status")?,
-            spec: json(r, "spec")?,
-            input: json(r, "input")?,
-            timeout_ms: opt_i64(r, "timeout_ms")?,
-            created_at: i64_col(r, "created_at")?,
-        })
+    map_opt(row, version_row)
+}
+
+fn version_row(r: &AnyRow) -> Result<WorkflowVersionRow, StoreError> {
+    Ok(WorkflowVersionRow {
+        workflow_id: i64_col(r, "workflow_id")?,
+        version: i64_col(r, "version")?,
+        status: word(r, "status")?,
+        spec: json(r, "spec")?,
+        input: json(r, "input")?,
+        timeout_ms: opt_i64(r, "timeout_ms")?,
+        created_at: i64_col(r, "created_at")?,
     })
 }
 
@@ -746,6 +748,21 @@ impl Store {
     ) -> Result<Option<WorkflowVersionRow>, StoreError> {
         let mut conn = self.read.acquire().await?;
         load_version(&mut conn, workflow_id, version).await
+    }
+
+    /// Every version of a workflow, newest first (without their graphs).
+    pub async fn list_workflow_versions(
+        &self,
+        workflow_id: i64,
+    ) -> Result<Vec<WorkflowVersionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow_id, version, status, spec, input, timeout_ms, created_at \
+             FROM workflow_versions WHERE workflow_id = $1 ORDER BY version DESC",
+        )
+        .bind(workflow_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(version_row).collect()
     }
 
     /// The graph of a version, as the progression evaluates it; None for an unknown version.
