@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
-use super::{events, jobs, prune, servers, tokens, variables, workflows};
+use super::{apply, events, jobs, prune, servers, tokens, variables, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -35,6 +35,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors are `Er
         servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
         workflows::list, workflows::apply, workflows::show, workflows::delete, workflows::run,
         workflows::runs, workflows::show_run, workflows::retry, workflows::cancel, workflows::logs,
+        apply::apply,
         prune::prune,
         super::transport_metrics, super::openapi, super::healthz, super::metrics,
     ),
@@ -42,7 +43,8 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors are `Er
     modifiers(&SharedResponses),
     tags(
         (name = "events"), (name = "jobs"),
-        (name = "workflows", description = "Workflows, their runs and node runs"), (name = "logs", description = "A job's log, paged or live"),
+        (name = "workflows", description = "Workflows, their runs and node runs"),
+        (name = "apply", description = "Many events or workflows in one transaction"), (name = "logs", description = "A job's log, paged or live"),
         (name = "variables"), (name = "tokens"), (name = "servers", description = "SSH servers"),
         (name = "retention", description = "Pruning what is past its retention"),
         (name = "metrics"), (name = "meta", description = "Health, Prometheus metrics, this document"),

@@ -676,3 +676,64 @@ impl WorkflowLogLineDto {
         }
     }
 }
+
+/// What a batch apply holds.
+#[derive(Deserialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchKind {
+    Events,
+    Workflows,
+}
+
+/// `POST /api/v1/apply`: many events or many workflows in one transaction.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "events", "items": [{"name": "hello", "type": "bash", "script": "echo hi"}], "prune": false, "dry_run": true}))]
+pub struct ApplyBatchBody {
+    pub kind: BatchKind,
+    /// The event or workflow files' fields as JSON, one object each (names unique).
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+    /// Delete the events (or workflows) that `items` does not name.
+    #[serde(default)]
+    pub prune: bool,
+    /// Only report what would change; nothing is kept.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a batch apply did (or would do) to one name.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeResult {
+    Created,
+    Updated,
+    Unchanged,
+    Deleted,
+}
+
+impl From<cronium_store::BatchResult> for ChangeResult {
+    fn from(r: cronium_store::BatchResult) -> Self {
+        use cronium_store::BatchResult as B;
+        match r {
+            B::Created => ChangeResult::Created,
+            B::Updated => ChangeResult::Updated,
+            B::Unchanged => ChangeResult::Unchanged,
+            B::Deleted => ChangeResult::Deleted,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangeDto {
+    pub name: String,
+    pub result: ChangeResult,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApplyBatchDto {
+    /// True when nothing was kept.
+    pub dry_run: bool,
+    /// The items in the order given, then the deletions by name.
+    pub changes: Vec<ChangeDto>,
+}

@@ -1,6 +1,7 @@
 //! The HTTP API under `/api/v1` (JSON), `/metrics` (Prometheus) and `/healthz`.
 //! Every route except `/healthz` requires `Authorization: Bearer <token>`.
 
+pub mod apply;
 pub mod body;
 pub mod doc;
 pub mod dto;
@@ -240,6 +241,7 @@ pub fn router(state: AppState) -> Router {
         .route("/workflow-runs/{id}/retry", post(workflows::retry))
         .route("/workflow-runs/{id}/cancel", post(workflows::cancel))
         .route("/workflow-runs/{id}/logs", get(workflows::logs))
+        .route("/apply", post(apply::apply))
         .route("/prune", post(prune::prune))
         .route("/metrics/transports", get(transport_metrics))
         .route("/openapi.json", get(openapi))

@@ -4,10 +4,13 @@
 //!
 //! Not here: JSON shapes of the API (`api::dto`), SQL (the store), HTML.
 
+pub mod apply;
 pub mod workflows;
 
-use cronium_core::spec::SpecError;
+use cronium_core::spec::{SpecError, Target};
 use cronium_store::StoreError;
+
+use crate::state::AppState;
 
 /// Why an operation refused or failed. Nothing was changed unless the variant says otherwise.
 #[derive(Debug, thiserror::Error)]
@@ -81,3 +84,42 @@ impl From<StoreError> for UseCaseError {
 }
 
 pub type UseCaseResult<T> = Result<T, UseCaseError>;
+
+/// What a target needs from this installation: the servers it names are registered, the
+/// container limits it asks for are within the maximums. `field` is the target's path
+/// (`target`, `nodes[2].target`).
+pub async fn check_target(state: &AppState, field: &str, target: &Target) -> UseCaseResult<()> {
+    match target {
+        Target::Local => Ok(()),
+        Target::Servers(t) => {
+            if t.servers.is_empty() {
+                return Ok(());
+            }
+            let known = state.store.list_servers().await?;
+            if let Some(missing) = t
+                .servers
+                .iter()
+                .find(|n| !known.iter().any(|s| &s.name == *n))
+            {
+                return Err(UseCaseError::invalid(
+                    format!("{field}.servers"),
+                    format!("unknown server `{missing}` (register it with `cronium server add`)"),
+                ));
+            }
+            Ok(())
+        }
+        Target::Container(c) => {
+            if let Some(docker) = &state.docker {
+                docker
+                    .check_limits(&cronium_agent::targets::container_spec(c))
+                    .map_err(|e| {
+                        UseCaseError::invalid(
+                            format!("{field}.container.{}", e.field()),
+                            e.to_string(),
+                        )
+                    })?;
+            }
+            Ok(())
+        }
+    }
+}

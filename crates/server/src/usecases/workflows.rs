@@ -11,7 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cronium_core::spec::{Overlap, Target};
+
+use cronium_core::spec::Overlap;
 use cronium_core::workflow::{self, check_references, WorkflowSpec};
 use cronium_model::{EventStatus, Trigger};
 use cronium_store::{
@@ -39,48 +40,15 @@ pub struct WorkflowView {
 pub async fn validate(state: &AppState, value: Value) -> UseCaseResult<WorkflowSpec> {
     let spec = workflow::from_value(value)?;
     validate_targets(state, &spec).await?;
-    validate_references(&state.store, &spec).await?;
+    validate_references(&state.store, &spec, &HashMap::new()).await?;
     Ok(spec)
 }
 
 /// Servers named by nodes' targets exist; container limits are within the maximums.
-async fn validate_targets(state: &AppState, spec: &WorkflowSpec) -> UseCaseResult<()> {
-    let mut servers: Option<HashSet<String>> = None;
+pub(crate) async fn validate_targets(state: &AppState, spec: &WorkflowSpec) -> UseCaseResult<()> {
     for (i, node) in spec.nodes.iter().enumerate() {
-        match &node.target {
-            None | Some(Target::Local) => {}
-            Some(Target::Servers(t)) => {
-                if servers.is_none() {
-                    servers = Some(
-                        state
-                            .store
-                            .list_servers()
-                            .await?
-                            .into_iter()
-                            .map(|s| s.name)
-                            .collect(),
-                    );
-                }
-                let known = servers.as_ref().map_or_else(HashSet::new, Clone::clone);
-                if let Some(missing) = t.servers.iter().find(|n| !known.contains(*n)) {
-                    return Err(UseCaseError::invalid(
-                        format!("nodes[{i}].target.servers"),
-                        format!("unknown server `{missing}` (register it with `cronium server add`)"),
-                    ));
-                }
-            }
-            Some(Target::Container(c)) => {
-                if let Some(docker) = &state.docker {
-                    docker
-                        .check_limits(&cronium_agent::targets::container_spec(c))
-                        .map_err(|e| {
-                            UseCaseError::invalid(
-                                format!("nodes[{i}].target.container.{}", e.field()),
-                                e.to_string(),
-                            )
-                        })?;
-                }
-            }
+        if let Some(t) = &node.target {
+            super::check_target(state, &format!("nodes[{i}].target"), t).await?;
         }
     }
     Ok(())
@@ -88,7 +56,11 @@ async fn validate_targets(state: &AppState, spec: &WorkflowSpec) -> UseCaseResul
 
 /// Events and sub-workflows named by the nodes exist, and sub-workflows neither recurse nor
 /// nest too deep: the store's answers are read first (the check itself is synchronous).
-async fn validate_references(store: &Store, spec: &WorkflowSpec) -> UseCaseResult<()> {
+pub(crate) async fn validate_references(
+    store: &Store,
+    spec: &WorkflowSpec,
+    batch: &HashMap<String, Vec<String>>,
+) -> UseCaseResult<()> {
     let mut events = HashSet::new();
     for name in spec.nodes.iter().filter_map(|n| n.event.as_deref()) {
         if !events.contains(name) && store.get_event_by_name(name).await?.is_some() {
@@ -102,7 +74,11 @@ async fn validate_references(store: &Store, spec: &WorkflowSpec) -> UseCaseResul
         if name == spec.name || subs.contains_key(&name) || subs.len() > 1000 {
             continue;
         }
-        let refs = store.workflow_references(&name).await?;
+        // A workflow applied in the same batch counts with its new references.
+        let refs = match batch.get(&name) {
+            Some(r) => Some(r.clone()),
+            None => store.workflow_references(&name).await?,
+        };
         todo.extend(refs.iter().flatten().cloned());
         subs.insert(name, refs);
     }
