@@ -1,0 +1,493 @@
+//! Workflows against a real `cronium serve`: every edge kind and join rule, skip propagation
+//! with its reason, data merging, conditions set in bash, python and node, bad input refused
+//! with nothing stored (API and CLI), `run --follow`, `run-show --explain`, retry after a fix,
+//! cancel, the whole-run timeout, kill -9 of the server mid-run, directory apply with
+//! `--dry-run` and `--prune`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::*;
+
+async fn apply_workflow(s: &Server, yaml: &str) -> Value {
+    let v: Value = serde_saphyr::from_str(yaml).expect("yaml");
+    let name = v["name"].as_str().expect("name").to_string();
+    let (status, body) = s
+        .api("PUT", &format!("/api/v1/workflows/{name}"), Some(v))
+        .await;
+    assert_eq!(status, 200, "apply workflow {name}: {body}");
+    body
+}
+
+async fn start_run(s: &Server, name: &str, input: Option<Value>) -> i64 {
+    let body = input.map(|i| json!({"input": i}));
+    let (status, r) = s
+        .api("POST", &format!("/api/v1/workflows/{name}/runs"), body)
+        .await;
+    assert_eq!(status, 201, "run {name}: {r}");
+    r["id"].as_i64().expect("run id")
+}
+
+async fn run_detail(s: &Server, id: i64) -> Value {
+    let (status, r) = s
+        .api("GET", &format!("/api/v1/workflow-runs/{id}"), None)
+        .await;
+    assert_eq!(status, 200, "run {id}: {r}");
+    r
+}
+
+/// Waits until the run has ended; returns its detail.
+async fn wait_run(s: &Server, id: i64, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let d = run_detail(s, id).await;
+        let st = d["run"]["status"].as_str().unwrap_or_default().to_string();
+        if !["queued", "running"].contains(&st.as_str()) {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} still {st} after {within:?}: {d:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn node<'a>(d: &'a Value, id: &str) -> &'a Value {
+    d["nodes"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["node"] == id))
+        .unwrap_or_else(|| panic!("no node {id} in {d:#}"))
+}
+
+fn why<'a>(d: &'a Value, id: &str) -> &'a str {
+    d["explain"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["node"] == id))
+        .and_then(|n| n["why"].as_str())
+        .unwrap_or_else(|| panic!("no explanation of {id} in {d:#}"))
+}
+
+fn status<'a>(d: &'a Value, id: &str) -> &'a str {
+    node(d, id)["status"].as_str().unwrap_or_default()
+}
+
+const EDGES: &str = r#"
+name: edges
+input: { k: "workflow", from_workflow: true }
+nodes:
+  - id: a
+    type: bash
+    script: |
+      cronium.output '{"k": "a", "a": 1}'
+      cronium.setCondition true
+  - id: b
+    type: python
+    script: |
+      import cronium
+      cronium.output({"k": "b", "b": 2})
+      cronium.setCondition(False)
+  - id: js
+    type: node
+    script: |
+      const cronium = require('cronium');
+      cronium.output({ n: 3 });
+      cronium.setCondition(true);
+  - id: merge
+    type: bash
+    after: [a, b]
+    input: { own: "yes", k: "own" }
+    script: 'cronium.output "$(cronium.input)"'
+  - id: f
+    type: bash
+    after: [a]
+    script: 'echo failing; exit 3'
+  - id: on_failure
+    type: bash
+    after: { f: failure }
+    script: 'echo handled'
+  - id: on_success
+    type: bash
+    after: { f: success }
+    script: 'echo never'
+  - id: downstream
+    type: bash
+    after: [on_success]
+    script: 'echo never either'
+  - id: always
+    type: bash
+    after: { on_success: always }
+    script: 'echo always'
+  - id: cond_bash
+    type: bash
+    after: { a: condition }
+    script: 'echo a said true'
+  - id: notcond_bash
+    type: bash
+    after: { a: not_condition }
+    script: 'echo never'
+  - id: cond_python
+    type: bash
+    after: { b: condition }
+    script: 'echo never'
+  - id: notcond_python
+    type: bash
+    after: { b: not_condition }
+    script: 'echo b said false'
+  - id: cond_node
+    type: bash
+    after: { js: condition }
+    script: 'echo n said true'
+  - id: any
+    type: bash
+    after: { f: success, a: success }
+    join: any
+    script: 'echo one was enough'
+  - id: all
+    type: bash
+    after: { f: success, a: success }
+    script: 'echo never'
+"#;
+
+#[tokio::test]
+async fn edges_joins_conditions_skips_and_data() {
+    let s = Server::start();
+    apply_workflow(&s, EDGES).await;
+    let id = start_run(&s, "edges", None).await;
+    let d = wait_run(&s, id, Duration::from_secs(60)).await;
+    // f failed but a failure edge handles it: the run succeeded.
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
+    for (n, st) in [
+        ("a", "succeeded"),
+        ("b", "succeeded"),
+        ("js", "succeeded"),
+        ("merge", "succeeded"),
+        ("f", "failed"),
+        ("on_failure", "succeeded"),
+        ("on_success", "skipped"),
+        ("downstream", "skipped"),
+        ("always", "succeeded"),
+        ("cond_bash", "succeeded"),
+        ("notcond_bash", "skipped"),
+        ("cond_python", "skipped"),
+        ("notcond_python", "succeeded"),
+        ("cond_node", "succeeded"),
+        ("any", "succeeded"),
+        ("all", "skipped"),
+    ] {
+        assert_eq!(status(&d, n), st, "node {n}: {d:#}");
+    }
+    // Skipped with the reason in words, and the skip propagates with its own reason.
+    assert_eq!(
+        node(&d, "on_success")["reason"],
+        "skipped: f failed, edge needs success",
+        "{d:#}"
+    );
+    let r = node(&d, "downstream")["reason"].as_str().unwrap_or_default();
+    assert!(r.starts_with("skipped: on_success"), "{r}");
+    assert!(why(&d, "notcond_bash").contains("condition"), "{d:#}");
+    assert!(why(&d, "f").contains("failed"), "{}", why(&d, "f"));
+    // Data: the workflow input, then the node's own input, then the upstream outputs in the
+    // order of `after` (later wins), each also kept whole under nodes.<id>.
+    let merged = &node(&d, "merge")["output"];
+    assert_eq!(merged["k"], "b", "later upstream wins: {merged}");
+    assert_eq!(merged["a"], 1, "{merged}");
+    assert_eq!(merged["b"], 2, "{merged}");
+    assert_eq!(merged["own"], "yes", "{merged}");
+    assert_eq!(merged["from_workflow"], true, "{merged}");
+    assert_eq!(merged["nodes"]["a"], json!({"k": "a", "a": 1}), "{merged}");
+    assert_eq!(merged["nodes"]["b"], json!({"k": "b", "b": 2}), "{merged}");
+    // Conditions set in the three languages reached the store.
+    assert_eq!(node(&d, "a")["condition"], true);
+    assert_eq!(node(&d, "b")["condition"], false);
+    assert_eq!(node(&d, "js")["condition"], true);
+    // Node runs are ordinary jobs (trigger workflow) with their log.
+    let f_job = node(&d, "f")["job_id"].as_i64().expect("job of f");
+    let job = s.job(f_job).await;
+    assert_eq!(job["trigger"], "workflow", "{job}");
+    assert_eq!(job["exit_code"], 3, "{job}");
+    assert!(s.log_text(f_job).await.contains("failing"));
+    assert!(node(&d, "on_success")["job_id"].is_null());
+}
+
+#[tokio::test]
+async fn an_unhandled_failure_fails_the_run_and_retry_reruns_from_it() {
+    let s = Server::start();
+    let marks = shared_tempdir();
+    let mark = marks.path().join("build-runs");
+    s.apply_yaml(&format!(
+        "name: build\ntype: bash\nscript: |\n  echo built >> {m}\n  cronium.output '{{\"artifact\": \"app-1.tar\"}}'\n",
+        m = mark.display()
+    ))
+    .await;
+    s.apply_yaml("name: deploy\ntype: bash\nscript: 'echo deploying; exit 7'\n")
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "release.yaml",
+        r#"
+name: release
+nodes:
+  - id: build
+    event: build
+  - id: deploy
+    event: deploy
+    after: [build]
+  - id: announce
+    type: bash
+    after: [build, deploy]
+    script: 'echo "announcing $(cronium.input artifact)"'
+"#,
+    );
+    let o = s.cli(&["workflow", "apply", "-f", file.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("workflow release created"), "{}", stdout(&o));
+
+    // --follow prefixes every line with its node and exits non-zero: deploy failed unhandled.
+    let o = s.cli(&["workflow", "run", "release", "--follow"]);
+    let out = stdout(&o);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "stdout {out}\nstderr {err}");
+    assert!(out.contains("[deploy] deploying"), "{out}");
+    assert!(err.contains("failed"), "{err}");
+    let run: i64 = {
+        let (_, runs) = s.api("GET", "/api/v1/workflows/release/runs", None).await;
+        runs[0]["id"].as_i64().expect("run id")
+    };
+    let d = run_detail(&s, run).await;
+    assert_eq!(d["run"]["status"], "failed", "{d:#}");
+    assert_eq!(status(&d, "announce"), "skipped");
+
+    // --explain says why, in words.
+    let o = s.cli(&["workflow", "run-show", &run.to_string(), "--explain"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        out.contains("skipped: deploy failed, edge needs success"),
+        "{out}"
+    );
+    // --json gives every node's job and output.
+    let o = s.cli(&["workflow", "run-show", &run.to_string(), "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(node(&v, "build")["output"]["artifact"], "app-1.tar");
+
+    // Fix the event, retry: build is kept (not run again), deploy and what follows run.
+    s.apply_yaml("name: deploy\ntype: bash\nscript: 'echo deployed'\n")
+        .await;
+    let o = s.cli(&["workflow", "retry", &run.to_string(), "--follow"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    assert!(out.contains("[announce] announcing app-1.tar"), "{out}");
+    assert!(!out.contains("[build]"), "a kept node is not run again: {out}");
+    let (_, runs) = s.api("GET", "/api/v1/workflows/release/runs", None).await;
+    let retry = &runs[0];
+    assert_eq!(retry["retry_of"], run, "{runs}");
+    assert_eq!(retry["attempt"], 2);
+    assert_eq!(retry["status"], "succeeded");
+    let d = run_detail(&s, retry["id"].as_i64().unwrap()).await;
+    assert!(
+        node(&d, "build")["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("kept from run {run}")),
+        "{d:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&mark).unwrap().lines().count(),
+        1,
+        "build ran once over both runs"
+    );
+    // A succeeded run cannot be retried; an unknown one is a 404.
+    let (st, body) = s
+        .api(
+            "POST",
+            &format!("/api/v1/workflow-runs/{}/retry", retry["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(st, 409, "{body}");
+    let (st, _) = s
+        .api("POST", "/api/v1/workflow-runs/999999/retry", None)
+        .await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test]
+async fn bad_workflows_are_refused_naming_the_node_and_field_with_nothing_stored() {
+    let s = Server::start();
+    s.apply_yaml("name: build\ntype: bash\nscript: 'true'\n").await;
+    let cases = [
+        (
+            json!({"name": "w", "nodes": [
+                {"id": "a", "event": "build", "after": ["b"]},
+                {"id": "b", "event": "build", "after": ["a"]}]}),
+            "nodes",
+            "cycle",
+        ),
+        (
+            json!({"name": "w", "nodes": [{"id": "a", "event": "nope"}]}),
+            "nodes[0].event",
+            "unknown event `nope`",
+        ),
+        (
+            json!({"name": "w", "nodes": [
+                {"id": "a", "event": "build"},
+                {"id": "b", "event": "build", "after": {"deploy": "success"}}]}),
+            "nodes[1].after.deploy",
+            "unknown node",
+        ),
+        (
+            json!({"name": "w", "nodes": [{"id": "a", "event": "build", "timeout": "soon"}]}),
+            "nodes[0].timeout",
+            "",
+        ),
+        (
+            json!({"name": "w", "nodes": [{"id": "a", "event": "build", "after": {"x": "sometimes"}}]}),
+            "nodes[0].after",
+            "",
+        ),
+        (
+            json!({"name": "w", "nodes": [{"id": "a", "event": "build", "target": {"servers": ["ghost"]}}]}),
+            "nodes[0].target.servers",
+            "unknown server `ghost`",
+        ),
+    ];
+    for (body, field, words) in &cases {
+        let (st, r) = s.api("PUT", "/api/v1/workflows/w", Some(body.clone())).await;
+        assert_eq!(st, 422, "{body}: {r}");
+        let got = r["error"]["field"].as_str().unwrap_or_default();
+        assert!(got.starts_with(field), "{body}: field {got}, want {field}: {r}");
+        let message = r["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(words), "{body}: {message}");
+    }
+    let (_, list) = s.api("GET", "/api/v1/workflows", None).await;
+    assert_eq!(list, json!([]), "nothing was stored");
+    let (_, events) = s.api("GET", "/api/v1/events", None).await;
+    assert_eq!(events.as_array().map(Vec::len), Some(1));
+
+    // The CLI names the file and the field, before sending anything.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = write(
+        dir.path(),
+        "w.yaml",
+        "name: w\nnodes:\n  - id: a\n    event: build\n  - id: b\n    event: build\n    after: [a, c]\n",
+    );
+    let o = s.cli(&["workflow", "apply", "-f", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("w.yaml: nodes[1].after.c: unknown node"),
+        "{err}"
+    );
+    // And what only the server knows, naming the field.
+    let file = write(dir.path(), "w.yaml", "name: w\nnodes:\n  - id: a\n    event: gone\n");
+    let o = s.cli(&["workflow", "apply", "-f", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("nodes[0].event: unknown event `gone`"),
+        "{}",
+        stderr(&o)
+    );
+    let (_, list) = s.api("GET", "/api/v1/workflows", None).await;
+    assert_eq!(list, json!([]), "nothing was stored");
+    // A run of an unknown workflow, bad input.
+    let (st, _) = s.api("POST", "/api/v1/workflows/none/runs", None).await;
+    assert_eq!(st, 404);
+    apply_workflow(&s, "name: ok\nnodes:\n  - id: a\n    event: build\n").await;
+    let (st, r) = s
+        .api(
+            "POST",
+            "/api/v1/workflows/ok/runs",
+            Some(json!({"input": [1, 2]})),
+        )
+        .await;
+    assert_eq!(st, 422, "{r}");
+    assert_eq!(r["error"]["field"], "input");
+    let (_, runs) = s.api("GET", "/api/v1/workflows/ok/runs", None).await;
+    assert_eq!(runs, json!([]));
+}
+
+#[tokio::test]
+async fn cancel_stops_running_node_jobs_and_skips_the_rest() {
+    let s = Server::start();
+    apply_workflow(
+        &s,
+        r#"
+name: slow
+nodes:
+  - id: wait
+    type: bash
+    script: 'echo started; sleep 60'
+  - id: next
+    type: bash
+    after: [wait]
+    script: 'echo never'
+"#,
+    )
+    .await;
+    let id = start_run(&s, "slow", None).await;
+    s.wait_for("the node to run", Duration::from_secs(20), || async {
+        let d = run_detail(&s, id).await;
+        let job = node(&d, "wait")["job_id"].as_i64();
+        match job {
+            Some(j) => s.log_text(j).await.contains("started"),
+            None => false,
+        }
+    })
+    .await;
+    let o = s.cli(&["workflow", "cancel", &id.to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let started = Instant::now();
+    let d = wait_run(&s, id, Duration::from_secs(20)).await;
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert_eq!(d["run"]["status"], "cancelled", "{d:#}");
+    assert_eq!(status(&d, "wait"), "cancelled");
+    assert_eq!(status(&d, "next"), "skipped");
+    let job = s.job(node(&d, "wait")["job_id"].as_i64().unwrap()).await;
+    assert_eq!(job["status"], "cancelled", "{job}");
+    // An ended run cannot be cancelled again.
+    let (st, _) = s
+        .api("POST", &format!("/api/v1/workflow-runs/{id}/cancel"), None)
+        .await;
+    assert_eq!(st, 409);
+}
+
+#[tokio::test]
+async fn a_run_past_its_timeout_is_stopped_timed_out() {
+    let s = Server::start();
+    apply_workflow(
+        &s,
+        r#"
+name: late
+timeout: 2s
+nodes:
+  - id: wait
+    type: bash
+    script: 'sleep 60'
+  - id: next
+    type: bash
+    after: [wait]
+    script: 'echo never'
+"#,
+    )
+    .await;
+    let started = Instant::now();
+    let id = start_run(&s, "late", None).await;
+    let o = s.cli(&["workflow", "run-show", &id.to_string(), "--json"]);
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert!(v["run"]["deadline_at"].is_string(), "{v}");
+    let d = wait_run(&s, id, Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert_eq!(d["run"]["status"], "timed_out", "{d:#}");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert_eq!(status(&d, "next"), "skipped");
+    let job = s.job(node(&d, "wait")["job_id"].as_i64().unwrap()).await;
+    assert!(
+        ["cancelled", "timed_out"].contains(&job["status"].as_str().unwrap_or_default()),
+        "{job}"
+    );
+}
