@@ -491,3 +491,232 @@ nodes:
         "{job}"
     );
 }
+
+fn lines_of(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+fn restart(old: &Server) -> Server {
+    Server::start_with(ServerOpts {
+        data_dir: Some(old.data_dir.clone()),
+        args: vec!["--lease".into(), "1s".into()],
+        ..Default::default()
+    })
+}
+
+/// Jobs of a run's nodes, as the job list shows them (trigger `workflow`).
+async fn workflow_jobs(s: &Server) -> Vec<Value> {
+    let (_, jobs) = s.api("GET", "/api/v1/jobs?limit=1000", None).await;
+    jobs.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|j| j["trigger"] == "workflow")
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn kill_9_while_a_node_runs_resumes_the_run_exactly_once() {
+    let marks = shared_tempdir();
+    let (a, b) = (marks.path().join("a"), marks.path().join("b"));
+    let mut s = Server::start_with(ServerOpts {
+        args: vec!["--lease".into(), "1s".into()],
+        ..Default::default()
+    });
+    apply_workflow(
+        &s,
+        &format!(
+            r#"
+name: crashy
+nodes:
+  - id: a
+    type: bash
+    retries: {{ max_attempts: 2, backoff: 100ms }}
+    script: 'echo run >> {a}; sleep 3; cronium.output "{{\"done\": true}}"'
+  - id: b
+    type: bash
+    after: [a]
+    script: 'echo run >> {b}; cronium.output "{{\"seen\": $(cronium.input done)}}"'
+"#,
+            a = a.display(),
+            b = b.display()
+        ),
+    )
+    .await;
+    let id = start_run(&s, "crashy", None).await;
+    s.wait_for("node a to start", Duration::from_secs(20), || async {
+        lines_of(&a) == 1
+    })
+    .await;
+    s.crash();
+    let s2 = restart(&s);
+    let d = wait_run(&s2, id, Duration::from_secs(60)).await;
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
+    // a's lost attempt was run again (at-least-once for a script), b exactly once.
+    assert_eq!(lines_of(&a), 2);
+    assert_eq!(lines_of(&b), 1);
+    assert_eq!(node(&d, "b")["output"]["seen"], true, "{d:#}");
+    let jobs = workflow_jobs(&s2).await;
+    assert_eq!(jobs.len(), 2, "one job per node: {jobs:#?}");
+    let a_job = s2.job(node(&d, "a")["job_id"].as_i64().unwrap()).await;
+    assert_eq!(a_job["attempt"], 2, "{a_job}");
+}
+
+#[tokio::test]
+async fn kill_9_just_after_a_node_finished_resumes_the_run_exactly_once() {
+    let marks = shared_tempdir();
+    let (b, c) = (marks.path().join("b"), marks.path().join("c"));
+    let mut s = Server::start_with(ServerOpts {
+        args: vec!["--lease".into(), "1s".into()],
+        ..Default::default()
+    });
+    apply_workflow(
+        &s,
+        &format!(
+            r#"
+name: crashy2
+nodes:
+  - id: a
+    type: bash
+    script: 'cronium.output "{{\"v\": 1}}"'
+  - id: b
+    type: bash
+    after: [a]
+    retries: {{ max_attempts: 3, backoff: 100ms }}
+    script: 'echo run >> {b}; sleep 1'
+  - id: c
+    type: bash
+    after: [b]
+    script: 'echo run >> {c}'
+"#,
+            b = b.display(),
+            c = c.display()
+        ),
+    )
+    .await;
+    let id = start_run(&s, "crashy2", None).await;
+    // The instant a's job has ended, b's job exists already (same transaction).
+    s.wait_for("node a to end", Duration::from_secs(20), || async {
+        let d = run_detail(&s, id).await;
+        status(&d, "a") == "succeeded"
+    })
+    .await;
+    s.crash();
+    let s2 = restart(&s);
+    let d = wait_run(&s2, id, Duration::from_secs(60)).await;
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
+    assert!(lines_of(&b) >= 1);
+    assert_eq!(lines_of(&c), 1, "c ran exactly once");
+    let jobs = workflow_jobs(&s2).await;
+    assert_eq!(jobs.len(), 3, "one job per node: {jobs:#?}");
+}
+
+#[tokio::test]
+async fn a_directory_is_applied_in_one_transaction_with_dry_run_and_prune() {
+    let s = Server::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    write(d, "a.yaml", "name: ev-a\ntype: bash\nscript: 'echo a'\n");
+    write(d, "b.yml", "name: ev-b\ntype: bash\nscript: 'echo b'\n");
+    write(d, "notes.txt", "not an event");
+    let path = d.to_str().unwrap();
+    let o = s.cli(&["event", "apply", "-f", path, "--dry-run"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("event ev-a would be created"), "{out}");
+    assert!(out.contains("event ev-b would be created"), "{out}");
+    let (_, events) = s.api("GET", "/api/v1/events", None).await;
+    assert_eq!(events, json!([]), "a dry run changes nothing");
+    let o = s.cli(&["event", "apply", "-f", path]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("event ev-a created"), "{}", stdout(&o));
+
+    // One bad file: nothing of the directory is applied, the file and field are named.
+    write(d, "b.yml", "name: ev-b\ntype: bash\nscript: 'echo b2'\n");
+    write(
+        d,
+        "c.json",
+        r#"{"name": "ev-c", "type": "bash", "script": "echo c", "target": {"servers": ["ghost"]}}"#,
+    );
+    let o = s.cli(&["event", "apply", "-f", path]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("c.json: target.servers"), "{err}");
+    let (_, b) = s.api("GET", "/api/v1/events/ev-b", None).await;
+    assert_eq!(b["version"], 1, "all or nothing: {b}");
+    write(d, "c.json", r#"{"name": "ev-c", "type": "bash", "script": "echo c"}"#);
+    write(d, "d.yaml", "name: ev-b\ntype: bash\nscript: 'echo dup'\n");
+    let o = s.cli(&["event", "apply", "-f", path]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("d.yaml: name: `ev-b`"), "{}", stderr(&o));
+    std::fs::remove_file(d.join("d.yaml")).unwrap();
+
+    // --prune: what is not in the directory goes; --dry-run shows it first.
+    std::fs::remove_file(d.join("a.yaml")).unwrap();
+    let o = s.cli(&["event", "apply", "-f", path, "--prune", "--dry-run"]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(out.contains("event ev-b would be updated"), "{out}");
+    assert!(out.contains("event ev-c would be created"), "{out}");
+    assert!(out.contains("event ev-a would be deleted"), "{out}");
+    let (_, events) = s.api("GET", "/api/v1/events", None).await;
+    assert_eq!(events.as_array().map(Vec::len), Some(2));
+    let o = s.cli(&["event", "apply", "-f", path, "--prune", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(r["dry_run"], false);
+    let (_, events) = s.api("GET", "/api/v1/events", None).await;
+    let names: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(names, ["ev-b", "ev-c"]);
+
+    // Workflows: one uses the other as a sub-workflow, listed after it by file name.
+    let w = tempfile::tempdir().expect("tempdir");
+    let wp = w.path().to_str().unwrap();
+    write(
+        w.path(),
+        "a-main.yaml",
+        "name: main\nnodes:\n  - id: first\n    event: ev-b\n  - id: sub\n    workflow: sub\n    after: [first]\n",
+    );
+    write(
+        w.path(),
+        "z-sub.yaml",
+        "name: sub\nnodes:\n  - id: only\n    event: ev-c\n",
+    );
+    let o = s.cli(&["workflow", "apply", "-f", wp]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("workflow main created"), "{out}");
+    assert!(out.contains("workflow sub created"), "{out}");
+    let id = start_run(&s, "main", None).await;
+    let d = wait_run(&s, id, Duration::from_secs(30)).await;
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
+    apply_workflow(&s, "name: stray\nnodes:\n  - id: x\n    event: ev-b\n").await;
+    let o = s.cli(&["workflow", "apply", "-f", wp, "--prune", "--dry-run"]);
+    let out = stdout(&o);
+    assert!(out.contains("workflow stray would be deleted"), "{out}");
+    assert!(out.contains("workflow main unchanged"), "{out}");
+    let (st, _) = s.api("GET", "/api/v1/workflows/stray", None).await;
+    assert_eq!(st, 200);
+    let o = s.cli(&["workflow", "apply", "-f", wp, "--prune"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (st, _) = s.api("GET", "/api/v1/workflows/stray", None).await;
+    assert_eq!(st, 404);
+    // A cycle across files is refused naming the file.
+    write(
+        w.path(),
+        "z-sub.yaml",
+        "name: sub\nnodes:\n  - id: only\n    workflow: main\n",
+    );
+    let o = s.cli(&["workflow", "apply", "-f", wp]);
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(err.contains("recursion"), "{err}");
+    assert!(err.contains(".yaml: nodes[") , "{err}");
+}
