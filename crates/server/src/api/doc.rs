@@ -39,7 +39,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors are `Er
         prune::prune,
         super::transport_metrics, super::openapi, super::healthz, super::metrics,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, super::dto::WorkflowLogLineDto)),
     modifiers(&SharedResponses),
     tags(
         (name = "events"), (name = "jobs"),

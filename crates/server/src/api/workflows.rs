@@ -56,6 +56,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<WorkflowD
         description = "The workflow file fields as JSON; `name`, when given, must be the one in the path"),
     responses(
         (status = 200, description = "What the apply did, and the workflow as it wrote it", body = WorkflowApplyDto),
+        (status = 404, description = "The path names no workflow (an empty name)", body = ErrorBody),
         (status = 413, description = "The body is over 2 MiB", body = ErrorBody),
         (status = 422, description = "The workflow is not valid (the node and field are named)", body = ErrorBody),
     ),
