@@ -4,6 +4,8 @@
 //! cancel, the whole-run timeout, kill -9 of the server mid-run, directory apply with
 //! `--dry-run` and `--prune`.
 
+#[path = "../../ssh/tests/support/mod.rs"]
+mod sshd;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -218,7 +220,7 @@ async fn an_unhandled_failure_fails_the_run_and_retry_reruns_from_it() {
     let marks = shared_tempdir();
     let mark = marks.path().join("build-runs");
     s.apply_yaml(&format!(
-        "name: build\ntype: bash\nscript: |\n  echo built >> {m}\n  cronium.output '{{\"artifact\": \"app-1.tar\"}}'\n",
+        "name: build\ntype: bash\nscript: |\n  echo building\n  echo built >> {m}\n  cronium.output '{{\"artifact\": \"app-1.tar\"}}'\n",
         m = mark.display()
     ))
     .await;
@@ -252,6 +254,7 @@ nodes:
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "stdout {out}\nstderr {err}");
     assert!(out.contains("[deploy] deploying"), "{out}");
+    assert!(out.contains("[build] building"), "{out}");
     assert!(err.contains("failed"), "{err}");
     let run: i64 = {
         let (_, runs) = s.api("GET", "/api/v1/workflows/release/runs", None).await;
@@ -719,4 +722,180 @@ async fn a_directory_is_applied_in_one_transaction_with_dry_run_and_prune() {
     let err = stderr(&o);
     assert!(err.contains("recursion"), "{err}");
     assert!(err.contains(".yaml: nodes[") , "{err}");
+}
+
+#[tokio::test]
+async fn node_overrides_of_timeout_retries_env_and_input_take_effect() {
+    let s = Server::start();
+    let marks = shared_tempdir();
+    let tries = marks.path().join("tries");
+    s.apply_yaml(&format!(
+        "name: flaky\ntype: bash\nenv: {{ GREETING: hello, KEEP: kept }}\ninput: {{ who: event }}\nscript: |\n  echo try >> {t}\n  cronium.output \"{{\\\"greeting\\\": \\\"$GREETING\\\", \\\"keep\\\": \\\"$KEEP\\\", \\\"who\\\": \\\"$(cronium.input who)\\\"}}\"\n  [ \"$(wc -l < {t})\" -ge 2 ]\n",
+        t = tries.display()
+    ))
+    .await;
+    s.apply_yaml("name: slow\ntype: bash\nscript: 'sleep 30'\n").await;
+    apply_workflow(
+        &s,
+        r#"
+name: overrides
+nodes:
+  - id: flaky
+    event: flaky
+    env: { GREETING: bonjour }
+    input: { who: node }
+    retries: { max_attempts: 2, backoff: 100ms }
+  - id: slow
+    event: slow
+    timeout: 1s
+  - id: after_timeout
+    type: bash
+    after: { slow: failure }
+    script: 'echo the timeout counts as a failure'
+"#,
+    )
+    .await;
+    let started = Instant::now();
+    let id = start_run(&s, "overrides", None).await;
+    let d = wait_run(&s, id, Duration::from_secs(60)).await;
+    assert!(started.elapsed() < Duration::from_secs(20), "the node timeout was not applied");
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
+    // env merged over the event's (the node's value wins), the node's input, its retries.
+    assert_eq!(
+        node(&d, "flaky")["output"],
+        json!({"greeting": "bonjour", "keep": "kept", "who": "node"})
+    );
+    let job = s.job(node(&d, "flaky")["job_id"].as_i64().unwrap()).await;
+    assert_eq!(job["attempt"], 2, "{job}");
+    assert_eq!(lines_of(&tries), 2);
+    assert_eq!(status(&d, "slow"), "timed_out", "{d:#}");
+    assert_eq!(status(&d, "after_timeout"), "succeeded");
+    // The event itself is unchanged: run directly, it has its own env and one attempt.
+    std::fs::remove_file(&tries).unwrap();
+    let j = s.run_event("flaky", None).await;
+    let j = s.wait_job(j, Duration::from_secs(30)).await;
+    assert_eq!(j["status"], "failed", "{j}");
+    assert_eq!(j["output"]["greeting"], "hello", "{j}");
+    assert_eq!(j["output"]["who"], "event", "{j}");
+}
+
+#[tokio::test]
+async fn a_node_fans_out_to_servers_and_a_partial_feeds_a_failure_edge() {
+    let deploy_dir = format!(".cache/cronium-wf-{:08x}", rand::random::<u32>());
+    let s = Server::start_with(ServerOpts {
+        args: vec![
+            "--static-runner".into(),
+            static_runner_bin().display().to_string(),
+            "--ssh-deploy-dir".into(),
+            deploy_dir.clone(),
+        ],
+        ..Default::default()
+    });
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(sshd::home_path(&self.0));
+        }
+    }
+    let _cleanup = Cleanup(deploy_dir);
+    let dir = tempfile::tempdir().unwrap();
+    let key = write(dir.path(), "id_ed25519", &sshd::env().client_key);
+    let hosts: Vec<sshd::Sshd> = (0..3).map(|_| sshd::Sshd::start()).collect();
+    for (i, h) in hosts.iter().enumerate() {
+        let port = h.port.to_string();
+        let name = format!("web{i}");
+        let o = s.cli(&[
+            "server", "add", &name, "--host", "127.0.0.1", "--port", &port, "--user",
+            sshd::USER, "--key-file", key.to_str().unwrap(), "--tag", "web",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // A local event; the workflow sends it to the servers.
+    s.apply_yaml(
+        "name: check\ntype: bash\nscript: |\n  echo \"on ${CRONIUM_SERVER:-local}\"\n  cronium.output where \"${CRONIUM_SERVER:-local}\"\n  [ \"$CRONIUM_SERVER\" != web1 ]\n",
+    )
+    .await;
+    apply_workflow(
+        &s,
+        r#"
+name: fleet
+nodes:
+  - id: probe
+    event: check
+    target: { tags: [web], mode: runner-ssh }
+  - id: direct
+    event: check
+    target: { servers: [web0], mode: direct-ssh }
+  - id: repair
+    type: bash
+    after: { probe: failure }
+    script: 'echo repairing'
+  - id: celebrate
+    type: bash
+    after: { probe: success }
+    script: 'echo never'
+"#,
+    )
+    .await;
+    let o = s.cli(&["workflow", "run", "fleet", "--follow"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    assert!(out.contains("[probe] [web2] on web2"), "{out}");
+    assert!(out.contains("[repair] repairing"), "{out}");
+    let (_, runs) = s.api("GET", "/api/v1/workflows/fleet/runs", None).await;
+    let d = run_detail(&s, runs[0]["id"].as_i64().unwrap()).await;
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
+    assert_eq!(status(&d, "probe"), "failed");
+    assert_eq!(status(&d, "repair"), "succeeded");
+    assert_eq!(
+        node(&d, "celebrate")["reason"],
+        "skipped: probe failed, edge needs success"
+    );
+    let probe = s.job(node(&d, "probe")["job_id"].as_i64().unwrap()).await;
+    assert_eq!(probe["status"], "partial", "{probe}");
+    let mut servers: Vec<&str> = probe["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["server"].as_str())
+        .collect();
+    servers.sort();
+    assert_eq!(servers, ["web0", "web1", "web2"]);
+    let direct = s.job(node(&d, "direct")["job_id"].as_i64().unwrap()).await;
+    assert_eq!(direct["status"], "succeeded", "{direct}");
+    assert_eq!(direct["executions"][0]["mode"], "direct-ssh", "{direct}");
+    assert_eq!(direct["executions"][0]["server"], "web0");
+    // Run by itself the event stays local.
+    let j = s.run_event("check", None).await;
+    let j = s.wait_job(j, Duration::from_secs(30)).await;
+    assert_eq!(j["executions"][0]["server"], Value::Null, "{j}");
+    assert_eq!(j["output"]["where"], "local");
+}
+
+#[tokio::test]
+async fn a_node_runs_its_local_event_in_a_container() {
+    let s = Server::start_with(ServerOpts {
+        args: vec![
+            "--static-runner".into(),
+            static_runner_bin().display().to_string(),
+        ],
+        ..Default::default()
+    });
+    s.apply_yaml(
+        "name: where\ntype: python\nscript: |\n  import cronium, os\n  cronium.output({'in_container': os.path.exists('/.dockerenv') or os.getuid() == 65534})\n",
+    )
+    .await;
+    apply_workflow(
+        &s,
+        "name: boxed\nnodes:\n  - id: boxed\n    event: where\n    target: { container: { memory: 128m } }\n  - id: plain\n    event: where\n",
+    )
+    .await;
+    let id = start_run(&s, "boxed", None).await;
+    let d = wait_run(&s, id, Duration::from_secs(120)).await;
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
+    let boxed = s.job(node(&d, "boxed")["job_id"].as_i64().unwrap()).await;
+    assert_eq!(boxed["executions"][0]["mode"], "container", "{boxed}");
+    assert_eq!(boxed["output"]["in_container"], true, "{boxed}");
+    let plain = s.job(node(&d, "plain")["job_id"].as_i64().unwrap()).await;
+    assert_ne!(plain["executions"][0]["mode"], "container", "{plain}");
 }

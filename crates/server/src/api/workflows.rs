@@ -252,6 +252,7 @@ fn cursor_text(after: &BTreeMap<i64, i64>) -> String {
 /// whether the node had ended when it was read (then every line of its job is stored).
 struct Followed {
     node: String,
+    node_run_id: i64,
     job_id: i64,
     ended: bool,
 }
@@ -276,6 +277,7 @@ async fn followed(
             if let Some(job_id) = n.job_id {
                 out.push(Followed {
                     node: label.clone(),
+                    node_run_id: n.id,
                     job_id,
                     ended: n.status.is_final(),
                 });
@@ -296,6 +298,7 @@ async fn followed(
 
 /// Every node's log of a run as one Server-Sent Events stream: `line` events (data: a
 /// `WorkflowLogLineDto`, tagged by node), then one `end` event with the run's final status.
+/// The nodes a retry kept from an earlier run are not repeated (their log is that run's).
 /// Each event's id is the stream's position (`JOB:SEQ,...`); resume with `Last-Event-ID`:
 /// nothing is missed, nothing is sent twice. A store read error (after a few tries) ends the
 /// stream with one `error` event, `{"message", "after"}`, never with `end`.
@@ -329,8 +332,11 @@ pub async fn logs(
         state: AppState,
         id: i64,
         after: BTreeMap<i64, i64>,
-        /// Jobs whose node had ended and whose every line was sent.
+        /// Jobs whose node had ended and whose every line was sent, and the jobs of nodes a
+        /// retry kept from an earlier run (their log is that run's).
         done: std::collections::HashSet<i64>,
+        /// Jobs known to be this run's own (their `node_run_id` is the node's).
+        own: std::collections::HashSet<i64>,
         servers: HashMap<i64, HashMap<i64, String>>,
         pending: VecDeque<Event>,
         ended: bool,
@@ -368,6 +374,23 @@ pub async fn logs(
             for f in jobs {
                 if self.done.contains(&f.job_id) {
                     continue;
+                }
+                if !self.own.contains(&f.job_id) {
+                    let store = self.state.store.clone();
+                    match retry_read(|| store.get_job(f.job_id)).await {
+                        Ok(Some(job)) if job.node_run_id == Some(f.node_run_id) => {
+                            self.own.insert(f.job_id);
+                        }
+                        // Kept by a retry (another run's job), or deleted by retention.
+                        Ok(_) => {
+                            self.done.insert(f.job_id);
+                            continue;
+                        }
+                        Err(e) => {
+                            self.fail("reading a node's job", Some(e));
+                            return Err(());
+                        }
+                    }
                 }
                 let from = self.after.get(&f.job_id).copied().unwrap_or(0);
                 let store = self.state.store.clone();
@@ -432,6 +455,7 @@ pub async fn logs(
         id,
         after,
         done: Default::default(),
+        own: Default::default(),
         servers: HashMap::new(),
         pending: VecDeque::new(),
         ended: false,
