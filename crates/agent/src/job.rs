@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cronium_core::clock::now_ms;
-use cronium_core::payload::{PayloadError, PayloadRef, PayloadSource};
 use cronium_core::duration::HumanDuration;
+use cronium_core::payload::{PayloadError, PayloadRef, PayloadSource};
 use cronium_core::spec::{self, EventSpec, EventType, Target};
-use cronium_core::workflow::NodeOverrides;
 use cronium_core::transport::RunRequest;
+use cronium_core::workflow::NodeOverrides;
 use cronium_model::{ExecutionStatus, JobStatus};
 use cronium_protocol::{EventMeta, Finished, HelperMode, RunContext, RunStatus};
 use cronium_store::{backoff_delay, ExecutionUpdate, Heartbeat, JobOutcome, JobRow};

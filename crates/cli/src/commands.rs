@@ -79,7 +79,8 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
             }
             let body = read_event_file(&file)?;
             if dry_run {
-                let body = json!({"kind": "events", "items": [body], "prune": false, "dry_run": true});
+                let body =
+                    json!({"kind": "events", "items": [body], "prune": false, "dry_run": true});
                 let r = Client::new(&client)?
                     .request(Method::POST, "/api/v1/apply", Some(&body))
                     .await?;
@@ -90,7 +91,9 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
                     match s(&r["changes"][0], "result") {
                         "unchanged" => println!("event {name} unchanged (dry run)"),
                         result => {
-                            println!("event {name} would be {result} (dry run: nothing was changed)")
+                            println!(
+                                "event {name} would be {result} (dry run: nothing was changed)"
+                            )
                         }
                     }
                 }

@@ -67,8 +67,7 @@ pub fn read_workflow_file(path: &Path) -> Result<Value> {
 /// The files a directory apply reads: `*.yaml`, `*.yml` and `*.json`, by name.
 fn dir_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
-    {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
         if path.is_file() && matches!(ext, "yaml" | "yml" | "json") {
@@ -217,7 +216,8 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<i32> {
             let body = read_workflow_file(&file)?;
             let name = body["name"].as_str().unwrap_or_default().to_string();
             if dry_run {
-                let body = json!({"kind": "workflows", "items": [body], "prune": false, "dry_run": true});
+                let body =
+                    json!({"kind": "workflows", "items": [body], "prune": false, "dry_run": true});
                 let r = Client::new(&client)?
                     .request(Method::POST, "/api/v1/apply", Some(&body))
                     .await?;
@@ -234,7 +234,11 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<i32> {
                 return Ok(0);
             }
             let r = Client::new(&client)?
-                .request(Method::PUT, &format!("/api/v1/workflows/{name}"), Some(&body))
+                .request(
+                    Method::PUT,
+                    &format!("/api/v1/workflows/{name}"),
+                    Some(&body),
+                )
                 .await?;
             if client.json {
                 print_json(&r);
@@ -531,7 +535,9 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<i32> {
             } else if s(&r, "status") == "cancelled" {
                 println!("workflow run {run}: cancelled");
             } else {
-                println!("workflow run {run}: cancellation requested (running node jobs are stopping)");
+                println!(
+                    "workflow run {run}: cancellation requested (running node jobs are stopping)"
+                );
             }
         }
         WorkflowCmd::Delete { name, client } => {

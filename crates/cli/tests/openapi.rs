@@ -802,10 +802,22 @@ async fn every_route_answers_as_the_document_says() {
             {"id": "never", "type": "bash", "after": {"broken": "success"}, "script": "true"},
         ],
     });
-    c.hit("PUT", wf, "/api/v1/workflows/flow", Body::Json(flow.clone()), 200)
-        .await;
+    c.hit(
+        "PUT",
+        wf,
+        "/api/v1/workflows/flow",
+        Body::Json(flow.clone()),
+        200,
+    )
+    .await;
     let a = c
-        .hit("PUT", wf, "/api/v1/workflows/flow", Body::Json(flow.clone()), 200)
+        .hit(
+            "PUT",
+            wf,
+            "/api/v1/workflows/flow",
+            Body::Json(flow.clone()),
+            200,
+        )
         .await;
     assert_eq!(a.json()["result"], "unchanged");
     c.hit(
@@ -878,15 +890,33 @@ async fn every_route_answers_as_the_document_says() {
     .await;
     c.hit_too_large("POST", wf_runs, "/api/v1/workflows/flow/runs");
     let a = c
-        .hit("POST", wf_runs, "/api/v1/workflows/ok/runs", Body::None, 201)
+        .hit(
+            "POST",
+            wf_runs,
+            "/api/v1/workflows/ok/runs",
+            Body::None,
+            201,
+        )
         .await;
     let ok_run = a.json()["id"].as_i64().expect("run id");
     let a = c
-        .hit("POST", wf_runs, "/api/v1/workflows/slow/runs", Body::None, 201)
+        .hit(
+            "POST",
+            wf_runs,
+            "/api/v1/workflows/slow/runs",
+            Body::None,
+            201,
+        )
         .await;
     let slow_run = a.json()["id"].as_i64().expect("run id");
-    c.hit("GET", wf_runs, "/api/v1/workflows/flow/runs", Body::None, 200)
-        .await;
+    c.hit(
+        "GET",
+        wf_runs,
+        "/api/v1/workflows/flow/runs",
+        Body::None,
+        200,
+    )
+    .await;
     c.hit(
         "GET",
         wf_runs,
@@ -895,8 +925,14 @@ async fn every_route_answers_as_the_document_says() {
         422,
     )
     .await;
-    c.hit("GET", wf_runs, "/api/v1/workflows/nope/runs", Body::None, 404)
-        .await;
+    c.hit(
+        "GET",
+        wf_runs,
+        "/api/v1/workflows/nope/runs",
+        Body::None,
+        404,
+    )
+    .await;
     // The live log of every node follows the run to its end.
     let logs = "/api/v1/workflow-runs/{id}/logs";
     let a = c
@@ -910,7 +946,10 @@ async fn every_route_answers_as_the_document_says() {
         .await;
     let events = sse_events(&a.body);
     let lines: Vec<&(String, String)> = events.iter().filter(|(e, _)| e == "line").collect();
-    assert!(lines.iter().any(|(_, d)| d.contains("\"node\":\"inline\"")), "{events:?}");
+    assert!(
+        lines.iter().any(|(_, d)| d.contains("\"node\":\"inline\"")),
+        "{events:?}"
+    );
     for (_, data) in &lines {
         let line: Value = serde_json::from_str(data).expect("line data is JSON");
         let errors = c.validate("/components/schemas/WorkflowLogLineDto", &line);
@@ -923,21 +962,51 @@ async fn every_route_answers_as_the_document_says() {
     assert!(c
         .validate("/components/schemas/WorkflowRunStatus", &end["status"])
         .is_empty());
-    c.hit("GET", logs, "/api/v1/workflow-runs/999999/logs", Body::None, 404)
-        .await;
-    c.hit("GET", logs, "/api/v1/workflow-runs/abc/logs", Body::None, 422)
-        .await;
+    c.hit(
+        "GET",
+        logs,
+        "/api/v1/workflow-runs/999999/logs",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit(
+        "GET",
+        logs,
+        "/api/v1/workflow-runs/abc/logs",
+        Body::None,
+        422,
+    )
+    .await;
     let a = c
-        .hit("GET", run_one, &format!("/api/v1/workflow-runs/{flow_run}"), Body::None, 200)
+        .hit(
+            "GET",
+            run_one,
+            &format!("/api/v1/workflow-runs/{flow_run}"),
+            Body::None,
+            200,
+        )
         .await;
     assert!(a.json()["explain"].as_array().is_some_and(|e| e.len() == 4));
-    c.hit("GET", run_one, "/api/v1/workflow-runs/999999", Body::None, 404)
-        .await;
+    c.hit(
+        "GET",
+        run_one,
+        "/api/v1/workflow-runs/999999",
+        Body::None,
+        404,
+    )
+    .await;
     c.hit("GET", run_one, "/api/v1/workflow-runs/abc", Body::None, 422)
         .await;
     let retry = "/api/v1/workflow-runs/{id}/retry";
-    c.hit("POST", retry, &format!("/api/v1/workflow-runs/{flow_run}/retry"), Body::None, 201)
-        .await;
+    c.hit(
+        "POST",
+        retry,
+        &format!("/api/v1/workflow-runs/{flow_run}/retry"),
+        Body::None,
+        201,
+    )
+    .await;
     for _ in 0..200 {
         let (_, d) = s
             .api("GET", &format!("/api/v1/workflow-runs/{ok_run}"), None)
@@ -947,21 +1016,63 @@ async fn every_route_answers_as_the_document_says() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    c.hit("POST", retry, &format!("/api/v1/workflow-runs/{ok_run}/retry"), Body::None, 409)
-        .await;
-    c.hit("POST", retry, "/api/v1/workflow-runs/999999/retry", Body::None, 404)
-        .await;
-    c.hit("POST", retry, "/api/v1/workflow-runs/abc/retry", Body::None, 422)
-        .await;
+    c.hit(
+        "POST",
+        retry,
+        &format!("/api/v1/workflow-runs/{ok_run}/retry"),
+        Body::None,
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        retry,
+        "/api/v1/workflow-runs/999999/retry",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit(
+        "POST",
+        retry,
+        "/api/v1/workflow-runs/abc/retry",
+        Body::None,
+        422,
+    )
+    .await;
     let cancel = "/api/v1/workflow-runs/{id}/cancel";
-    c.hit("POST", cancel, &format!("/api/v1/workflow-runs/{slow_run}/cancel"), Body::None, 200)
-        .await;
-    c.hit("POST", cancel, &format!("/api/v1/workflow-runs/{ok_run}/cancel"), Body::None, 409)
-        .await;
-    c.hit("POST", cancel, "/api/v1/workflow-runs/999999/cancel", Body::None, 404)
-        .await;
-    c.hit("POST", cancel, "/api/v1/workflow-runs/abc/cancel", Body::None, 422)
-        .await;
+    c.hit(
+        "POST",
+        cancel,
+        &format!("/api/v1/workflow-runs/{slow_run}/cancel"),
+        Body::None,
+        200,
+    )
+    .await;
+    c.hit(
+        "POST",
+        cancel,
+        &format!("/api/v1/workflow-runs/{ok_run}/cancel"),
+        Body::None,
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        cancel,
+        "/api/v1/workflow-runs/999999/cancel",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit(
+        "POST",
+        cancel,
+        "/api/v1/workflow-runs/abc/cancel",
+        Body::None,
+        422,
+    )
+    .await;
     // Many at once.
     let batch = "/api/v1/apply";
     let a = c
@@ -973,7 +1084,12 @@ async fn every_route_answers_as_the_document_says() {
             200,
         )
         .await;
-    assert_eq!(a.json()["changes"][0]["result"], "unchanged", "{}", a.json());
+    assert_eq!(
+        a.json()["changes"][0]["result"],
+        "unchanged",
+        "{}",
+        a.json()
+    );
     c.hit(
         "POST",
         batch,
@@ -996,8 +1112,14 @@ async fn every_route_answers_as_the_document_says() {
     c.hit("DELETE", wf, "/api/v1/workflows/slow", Body::None, 404)
         .await;
     // Its runs stay, with the workflow's name.
-    c.hit("GET", run_one, &format!("/api/v1/workflow-runs/{slow_run}"), Body::None, 200)
-        .await;
+    c.hit(
+        "GET",
+        run_one,
+        &format!("/api/v1/workflow-runs/{slow_run}"),
+        Body::None,
+        200,
+    )
+    .await;
 
     // Deleting the event keeps its jobs (event_id becomes null); they still validate.
     c.hit("DELETE", one, "/api/v1/events/hello", Body::None, 204)

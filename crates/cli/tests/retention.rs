@@ -442,10 +442,14 @@ async fn workflow_runs_keep_their_jobs_while_going_and_go_by_age_once_ended() {
             .and_then(|ns| ns.iter().find(|n| n["node"] == node))
             .and_then(|n| n["job_id"].as_i64())
     };
-    s.wait_for("node a of the going run to end and b to start", Duration::from_secs(30), || async {
-        let (_, d) = detail(going).await;
-        d["nodes"][1]["status"] == "running"
-    })
+    s.wait_for(
+        "node a of the going run to end and b to start",
+        Duration::from_secs(30),
+        || async {
+            let (_, d) = detail(going).await;
+            d["nodes"][1]["status"] == "running"
+        },
+    )
     .await;
     s.wait_for("the ended run to end", Duration::from_secs(30), || async {
         let (_, d) = detail(ended).await;
@@ -469,9 +473,11 @@ async fn workflow_runs_keep_their_jobs_while_going_and_go_by_age_once_ended() {
         ),
     )
     .await;
-    s.wait_for("the ended run to be pruned", Duration::from_secs(20), || async {
-        detail(ended).await.0 == 404
-    })
+    s.wait_for(
+        "the ended run to be pruned",
+        Duration::from_secs(20),
+        || async { detail(ended).await.0 == 404 },
+    )
     .await;
     for id in ended_jobs {
         assert!(!exists(&s, id).await, "job {id} of the ended run was kept");
@@ -485,17 +491,26 @@ async fn workflow_runs_keep_their_jobs_while_going_and_go_by_age_once_ended() {
         0
     );
     // Sweeps have run since the aging: the going run's old job is still there.
-    assert!(exists(&s, going_a).await, "a job of a run still going was pruned");
+    assert!(
+        exists(&s, going_a).await,
+        "a job of a run still going was pruned"
+    );
     let (_, g) = detail(going).await;
     assert_eq!(g["run"]["status"], "running");
     // Once that run has ended, its old job goes too (the run itself is recent and stays).
     let (st, _) = s
-        .api("POST", &format!("/api/v1/workflow-runs/{going}/cancel"), None)
+        .api(
+            "POST",
+            &format!("/api/v1/workflow-runs/{going}/cancel"),
+            None,
+        )
         .await;
     assert_eq!(st, 200);
-    s.wait_for("the old job of the ended run to go", Duration::from_secs(30), || async {
-        !exists(&s, going_a).await
-    })
+    s.wait_for(
+        "the old job of the ended run to go",
+        Duration::from_secs(30),
+        || async { !exists(&s, going_a).await },
+    )
     .await;
     assert_eq!(detail(going).await.0, 200);
 }

@@ -187,7 +187,9 @@ async fn edges_joins_conditions_skips_and_data() {
         "skipped: f failed, edge needs success",
         "{d:#}"
     );
-    let r = node(&d, "downstream")["reason"].as_str().unwrap_or_default();
+    let r = node(&d, "downstream")["reason"]
+        .as_str()
+        .unwrap_or_default();
     assert!(r.starts_with("skipped: on_success"), "{r}");
     assert!(why(&d, "notcond_bash").contains("condition"), "{d:#}");
     assert!(why(&d, "f").contains("failed"), "{}", why(&d, "f"));
@@ -246,7 +248,11 @@ nodes:
     );
     let o = s.cli(&["workflow", "apply", "-f", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stdout(&o).contains("workflow release created"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("workflow release created"),
+        "{}",
+        stdout(&o)
+    );
 
     // --follow prefixes every line with its node and exits non-zero: deploy failed unhandled.
     let o = s.cli(&["workflow", "run", "release", "--follow"]);
@@ -284,7 +290,10 @@ nodes:
     let out = stdout(&o);
     assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
     assert!(out.contains("[announce] announcing app-1.tar"), "{out}");
-    assert!(!out.contains("[build]"), "a kept node is not run again: {out}");
+    assert!(
+        !out.contains("[build]"),
+        "a kept node is not run again: {out}"
+    );
     let (_, runs) = s.api("GET", "/api/v1/workflows/release/runs", None).await;
     let retry = &runs[0];
     assert_eq!(retry["retry_of"], run, "{runs}");
@@ -321,7 +330,8 @@ nodes:
 #[tokio::test]
 async fn bad_workflows_are_refused_naming_the_node_and_field_with_nothing_stored() {
     let s = Server::start();
-    s.apply_yaml("name: build\ntype: bash\nscript: 'true'\n").await;
+    s.apply_yaml("name: build\ntype: bash\nscript: 'true'\n")
+        .await;
     let cases = [
         (
             json!({"name": "w", "nodes": [
@@ -359,10 +369,15 @@ async fn bad_workflows_are_refused_naming_the_node_and_field_with_nothing_stored
         ),
     ];
     for (body, field, words) in &cases {
-        let (st, r) = s.api("PUT", "/api/v1/workflows/w", Some(body.clone())).await;
+        let (st, r) = s
+            .api("PUT", "/api/v1/workflows/w", Some(body.clone()))
+            .await;
         assert_eq!(st, 422, "{body}: {r}");
         let got = r["error"]["field"].as_str().unwrap_or_default();
-        assert!(got.starts_with(field), "{body}: field {got}, want {field}: {r}");
+        assert!(
+            got.starts_with(field),
+            "{body}: field {got}, want {field}: {r}"
+        );
         let message = r["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(words), "{body}: {message}");
     }
@@ -386,7 +401,11 @@ async fn bad_workflows_are_refused_naming_the_node_and_field_with_nothing_stored
         "{err}"
     );
     // And what only the server knows, naming the field.
-    let file = write(dir.path(), "w.yaml", "name: w\nnodes:\n  - id: a\n    event: gone\n");
+    let file = write(
+        dir.path(),
+        "w.yaml",
+        "name: w\nnodes:\n  - id: a\n    event: gone\n",
+    );
     let o = s.cli(&["workflow", "apply", "-f", file.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(
@@ -649,11 +668,19 @@ async fn a_directory_is_applied_in_one_transaction_with_dry_run_and_prune() {
     assert!(err.contains("c.json: target.servers"), "{err}");
     let (_, b) = s.api("GET", "/api/v1/events/ev-b", None).await;
     assert_eq!(b["version"], 1, "all or nothing: {b}");
-    write(d, "c.json", r#"{"name": "ev-c", "type": "bash", "script": "echo c"}"#);
+    write(
+        d,
+        "c.json",
+        r#"{"name": "ev-c", "type": "bash", "script": "echo c"}"#,
+    );
     write(d, "d.yaml", "name: ev-b\ntype: bash\nscript: 'echo dup'\n");
     let o = s.cli(&["event", "apply", "-f", path]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("d.yaml: name: `ev-b`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("d.yaml: name: `ev-b`"),
+        "{}",
+        stderr(&o)
+    );
     std::fs::remove_file(d.join("d.yaml")).unwrap();
 
     // --prune: what is not in the directory goes; --dry-run shows it first.
@@ -721,7 +748,7 @@ async fn a_directory_is_applied_in_one_transaction_with_dry_run_and_prune() {
     assert!(!o.status.success());
     let err = stderr(&o);
     assert!(err.contains("recursion"), "{err}");
-    assert!(err.contains(".yaml: nodes[") , "{err}");
+    assert!(err.contains(".yaml: nodes["), "{err}");
 }
 
 #[tokio::test]
@@ -734,7 +761,8 @@ async fn node_overrides_of_timeout_retries_env_and_input_take_effect() {
         t = tries.display()
     ))
     .await;
-    s.apply_yaml("name: slow\ntype: bash\nscript: 'sleep 30'\n").await;
+    s.apply_yaml("name: slow\ntype: bash\nscript: 'sleep 30'\n")
+        .await;
     apply_workflow(
         &s,
         r#"
@@ -758,7 +786,10 @@ nodes:
     let started = Instant::now();
     let id = start_run(&s, "overrides", None).await;
     let d = wait_run(&s, id, Duration::from_secs(60)).await;
-    assert!(started.elapsed() < Duration::from_secs(20), "the node timeout was not applied");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the node timeout was not applied"
+    );
     assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
     // env merged over the event's (the node's value wins), the node's input, its retries.
     assert_eq!(
@@ -805,8 +836,19 @@ async fn a_node_fans_out_to_servers_and_a_partial_feeds_a_failure_edge() {
         let port = h.port.to_string();
         let name = format!("web{i}");
         let o = s.cli(&[
-            "server", "add", &name, "--host", "127.0.0.1", "--port", &port, "--user",
-            sshd::USER, "--key-file", key.to_str().unwrap(), "--tag", "web",
+            "server",
+            "add",
+            &name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--user",
+            sshd::USER,
+            "--key-file",
+            key.to_str().unwrap(),
+            "--tag",
+            "web",
         ]);
         assert!(o.status.success(), "{}", stderr(&o));
     }

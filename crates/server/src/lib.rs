@@ -237,7 +237,10 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
     // Events written before workflows existed get their job policy, or their nodes fail.
     let backfilled = background::workflows::backfill_event_policies(&store).await?;
     if backfilled > 0 {
-        tracing::info!(events = backfilled, "job policy written for events stored without one");
+        tracing::info!(
+            events = backfilled,
+            "job policy written for events stored without one"
+        );
     }
     let bus = Arc::new(LogBus::new());
     let metrics = Arc::new(Metrics::new());

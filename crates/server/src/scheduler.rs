@@ -469,7 +469,10 @@ impl Scheduler {
             let now = self.deps.clock.now_ms();
             let Some(due) = w.next_fire_at else {
                 if let Some(next) = next_workflow_instant(&w, parsed.schedule.as_ref(), now) {
-                    self.deps.store.set_workflow_next_fire(w.id, Some(next)).await?;
+                    self.deps
+                        .store
+                        .set_workflow_next_fire(w.id, Some(next))
+                        .await?;
                     soonest(next);
                 }
                 continue;

@@ -787,7 +787,10 @@ async fn apply_definition(
     def: cronium_model::workflow::WorkflowDefinition,
     now: i64,
 ) -> cronium_store::WorkflowRow {
-    let (row, _) = store.apply_workflow(&def, now).await.expect("apply workflow");
+    let (row, _) = store
+        .apply_workflow(&def, now)
+        .await
+        .expect("apply workflow");
     let next = scheduler::next_workflow_instant(&row, spec.parsed_schedule().as_ref(), now);
     store.set_workflow_next_fire(row.id, next).await.unwrap();
     store.get_workflow(row.id).await.unwrap().unwrap()
@@ -823,7 +826,9 @@ async fn workflows_fire_at_their_instants(store: Store) {
     }
     let runs = runs_of(&store, "flow").await;
     assert_eq!(
-        runs.iter().map(|r| r.scheduled_for.unwrap()).collect::<Vec<_>>(),
+        runs.iter()
+            .map(|r| r.scheduled_for.unwrap())
+            .collect::<Vec<_>>(),
         every_second(T0 + 1000, T0 + 3000)
     );
     for r in &runs {
@@ -864,7 +869,11 @@ async fn workflow_overlap_skip_and_queue(store: Store) {
     // Once skipper's run ended (its node job finished), its next tick fires.
     let job = jobs(&store, "skipper/a").await.remove(0);
     let claimed = loop {
-        let c = store.claim("w", 60_000, T0 + 3100).await.unwrap().expect("a job");
+        let c = store
+            .claim("w", 60_000, T0 + 3100)
+            .await
+            .unwrap()
+            .expect("a job");
         if c.id == job.id {
             break c;
         }
@@ -899,7 +908,9 @@ async fn workflow_missed_ticks_skip_or_run_once(store: Store) {
     a.step_at(T0 + 11_500).await;
     a.step_at(T0 + 12_000).await;
     let instants = |runs: Vec<cronium_store::WorkflowRunRow>| {
-        runs.iter().map(|r| r.scheduled_for.unwrap()).collect::<Vec<_>>()
+        runs.iter()
+            .map(|r| r.scheduled_for.unwrap())
+            .collect::<Vec<_>>()
     };
     assert_eq!(
         instants(runs_of(&store, "skips").await),

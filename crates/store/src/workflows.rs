@@ -867,16 +867,7 @@ pub(crate) async fn apply_workflow_in(
             (workflow_row(&row)?, Applied::Updated)
         }
     };
-    write_version(
-        tx,
-        for_update,
-        row.id,
-        row.version,
-        def,
-        spec_text,
-        now,
-    )
-    .await?;
+    write_version(tx, for_update, row.id, row.version, def, spec_text, now).await?;
     Ok((row, applied))
 }
 

@@ -11,7 +11,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-
 use cronium_core::spec::Overlap;
 use cronium_core::workflow::{self, check_references, WorkflowSpec};
 use cronium_model::{EventStatus, Trigger};
@@ -115,10 +114,7 @@ pub async fn apply(
         }
     }
     let spec = validate(state, value).await?;
-    let (mut row, applied) = state
-        .store
-        .apply_workflow(&spec.definition(), now)
-        .await?;
+    let (mut row, applied) = state.store.apply_workflow(&spec.definition(), now).await?;
     if applied != Applied::Unchanged {
         row.next_fire_at = reschedule(state, &row, &spec, now).await?;
     }
