@@ -19,6 +19,8 @@
 #   - GET /api/v1/jobs/{id}/logs/stream: the live log answers with a stream that stays open
 #     until the job ends, and the fuzz server runs no agent (below), so a queued job's stream
 #     never ends. tests/openapi.rs checks the stream's status, content type and events.
+#   - GET /api/v1/workflow-runs/{id}/logs: the same, for a workflow run (its node jobs stay
+#     queued, so the run never ends).
 #   - POST /api/v1/servers/{name}/test: it opens an SSH connection to the host the server names,
 #     and the fuzzer registers servers with any host name or address; tests must never dial
 #     hosts off this machine. tests/openapi.rs tests it against a loopback port.
@@ -88,6 +90,7 @@ hooks="$PWD/scripts/fuzz-api-hooks.py" config="$PWD/scripts/fuzz-api.toml"
     --phases examples,coverage,fuzzing,stateful \
     --max-examples "$examples" \
     --exclude-path /api/v1/jobs/{id}/logs/stream \
+    --exclude-path /api/v1/workflow-runs/{id}/logs \
     --exclude-path /api/v1/servers/{name}/test \
     --request-timeout 10 \
     --workers 2 \

@@ -15,9 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cronium_core::clock::now_ms;
+use cronium_core::duration::HumanDuration;
 use cronium_core::payload::{PayloadError, PayloadRef, PayloadSource};
 use cronium_core::spec::{self, EventSpec, EventType, Target};
 use cronium_core::transport::RunRequest;
+use cronium_core::workflow::NodeOverrides;
 use cronium_model::{ExecutionStatus, JobStatus};
 use cronium_protocol::{EventMeta, Finished, HelperMode, RunContext, RunStatus};
 use cronium_store::{backoff_delay, ExecutionUpdate, Heartbeat, JobOutcome, JobRow};
@@ -277,9 +279,30 @@ async fn load_spec(inner: &Inner, job: &JobRow) -> Result<Arc<EventSpec>, JobErr
         })?;
     // A stored version: the event of an inline workflow node has a `WORKFLOW/NODE` name, which
     // an event file could not have.
-    spec::from_stored_value(value)
-        .map(Arc::new)
-        .map_err(|e| JobError::fatal(format!("the stored event is invalid: {e}")))
+    let mut spec = spec::from_stored_value(value)
+        .map_err(|e| JobError::fatal(format!("the stored event is invalid: {e}")))?;
+    apply_node_overrides(job, &mut spec)?;
+    Ok(Arc::new(spec))
+}
+
+/// A workflow node's job runs its event under the node's overrides: the target (local,
+/// container, servers with their `mode`) replaced, the env merged over the event's, and the
+/// timeout the job was made with (the event's, or the node's `timeout`). Retries are the job's
+/// own columns and the input was merged by the store, so nothing else is needed here. Jobs of
+/// anything but a node are left as their event says.
+fn apply_node_overrides(job: &JobRow, spec: &mut EventSpec) -> Result<(), JobError> {
+    if job.node_run_id.is_none() {
+        return Ok(());
+    }
+    let overrides = NodeOverrides::from_value(&job.overrides)
+        .map_err(|e| JobError::fatal(format!("the node's overrides are invalid: {e}")))?;
+    overrides.apply(spec);
+    if let Ok(ms) = u64::try_from(job.timeout_ms) {
+        if ms > 0 {
+            spec.timeout = HumanDuration(std::time::Duration::from_millis(ms));
+        }
+    }
+    Ok(())
 }
 
 async fn run_executions(

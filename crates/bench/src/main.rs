@@ -92,6 +92,14 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         trials: usize,
     },
+    /// Workflows: a 40-node sequential fibo(10) workflow vs the same scripts run directly, and
+    /// the start of a join after 100 parallel nodes.
+    Workflow {
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        #[arg(long)]
+        python: Option<PathBuf>,
+    },
     /// Size of the static runner binary.
     RunnerSize {
         /// Build it with scripts/build-runner.sh first.
@@ -164,6 +172,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::LogLatency { lines } => benches::log_latency::run(&ctx, lines).await?,
         Cmd::Failover { trials } => benches::failover::run(&ctx, trials).await?,
         Cmd::BigOutput { mb } => benches::big_output::run(&ctx, mb).await?,
+        Cmd::Workflow { reps, python } => benches::workflow::run(&ctx, reps, python).await?,
         Cmd::RunnerSize { build, path } => benches::runner_size::run(&ctx, build, path).await?,
         Cmd::All { quick, no_build } => return all(&ctx, quick, no_build).await,
     };
@@ -201,6 +210,7 @@ async fn all(ctx: &Ctx, quick: bool, no_build: bool) -> anyhow::Result<bool> {
     );
     step!("overhead", benches::overhead::run(ctx, n));
     step!("chain40", benches::chain40::run(ctx, reps, None));
+    step!("workflow", benches::workflow::run(ctx, reps, None));
     step!("log-latency", benches::log_latency::run(ctx, lines));
     step!("cron", benches::cron::run(ctx, cron_s));
     step!("throughput", benches::throughput::run(ctx, k));

@@ -40,6 +40,9 @@ pub enum Command {
     /// Inspect and cancel jobs.
     #[command(subcommand)]
     Job(JobCmd),
+    /// Manage and run workflows (graphs of events).
+    #[command(subcommand)]
+    Workflow(WorkflowCmd),
     /// Read and write variables.
     #[command(subcommand)]
     Var(VarCmd),
@@ -182,10 +185,17 @@ pub struct ServeArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum EventCmd {
-    /// Create or update an event from a YAML file.
+    /// Create or update an event from a YAML file, or every *.yaml/*.yml/*.json of a
+    /// directory in one transaction.
     Apply {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
+        /// With a directory: delete the events that are not in it.
+        #[arg(long)]
+        prune: bool,
+        /// Only show what would be created, updated or deleted; nothing changes.
+        #[arg(long)]
+        dry_run: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -215,6 +225,87 @@ pub enum EventCmd {
         /// Stream the log and exit with the job's exit code.
         #[arg(long)]
         follow: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WorkflowCmd {
+    /// Create or update a workflow from a YAML file, or every *.yaml/*.yml/*.json of a
+    /// directory in one transaction.
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        /// With a directory: delete the workflows that are not in it.
+        #[arg(long)]
+        prune: bool,
+        /// Only show what would be created, updated or deleted; nothing changes.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List workflows.
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show a workflow: its nodes, edges and versions.
+    Show {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Run a workflow now; prints the run's id.
+    Run {
+        name: String,
+        /// Input as a JSON object (default: the workflow's input).
+        #[arg(long)]
+        input: Option<String>,
+        /// Follow every node's log (prefixed by the node id) and exit non-zero unless the run
+        /// succeeded (124 when it timed out).
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List the runs of a workflow, newest first.
+    Runs {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show a run with every node: status, job, output, reason.
+    RunShow {
+        run: i64,
+        /// Say for each node why it ran, was skipped or still waits.
+        #[arg(long)]
+        explain: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Retry an ended run from its failure: failed and skipped nodes and what follows them run
+    /// again; the nodes that succeeded keep their outputs. Prints the new run's id.
+    Retry {
+        run: i64,
+        /// Follow the new run as `run --follow` does.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Cancel a run (running node jobs are stopped).
+    Cancel {
+        run: i64,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Delete a workflow (its runs, jobs and logs are kept).
+    Delete {
+        name: String,
         #[command(flatten)]
         client: ClientOpts,
     },

@@ -140,6 +140,98 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Streams every node's log of a workflow run to stdout/stderr, each line prefixed with its
+    /// node id, until the run ends; returns the `end` event (`{"status"}`). Reconnects and
+    /// resumes from the last position seen; an `error` event is an error.
+    pub async fn follow_run(&self, run_id: i64) -> Result<Value> {
+        let url = format!("{}/api/v1/workflow-runs/{run_id}/logs", self.base);
+        let mut position: Option<String> = None;
+        let mut failures = 0;
+        loop {
+            let mut rb = self.http.get(&url).bearer_auth(&self.token);
+            if let Some(p) = &position {
+                rb = rb.header("Last-Event-ID", p.as_str());
+            }
+            let resp = match rb.send().await {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    bail!("log stream: {status}: {}", text.trim());
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures > 10 {
+                        return Err(e).context("log stream lost");
+                    }
+                    tokio::time::sleep(Duration::from_millis(200 * failures)).await;
+                    continue;
+                }
+            };
+            failures = 0;
+            let mut body = resp.bytes_stream();
+            let mut buf: Vec<u8> = Vec::new();
+            let (mut event, mut data, mut id) = (String::new(), String::new(), None::<String>);
+            while let Some(chunk) = body.next().await {
+                let Ok(chunk) = chunk else { break };
+                buf.extend_from_slice(&chunk);
+                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let raw: Vec<u8> = buf.drain(..=pos).collect();
+                    let line = String::from_utf8_lossy(&raw);
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    if line.is_empty() {
+                        match event.as_str() {
+                            "line" => {
+                                if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                                    print_node_line(&v);
+                                }
+                                if let Some(i) = id.take() {
+                                    position = Some(i);
+                                }
+                            }
+                            "end" => return Ok(serde_json::from_str(&data).unwrap_or(Value::Null)),
+                            "error" => {
+                                let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+                                let message = v["message"].as_str().unwrap_or(data.as_str());
+                                bail!("the log stream of workflow run {run_id} failed: {message}");
+                            }
+                            _ => {}
+                        }
+                        event.clear();
+                        data.clear();
+                        id = None;
+                    } else if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Prints one line of a workflow run's log, `[node] text` (`[node] [server] text` from a
+/// server), to the stream it came from.
+pub fn print_node_line(v: &Value) {
+    let text = v["line"].as_str().unwrap_or_default();
+    let node = v["node"].as_str().unwrap_or("?");
+    let server = v["server"]
+        .as_str()
+        .map(|s| format!(" [{s}]"))
+        .unwrap_or_default();
+    match v["stream"].as_str() {
+        Some("stderr") | Some("system") => eprintln!("[{node}]{server} {text}"),
+        _ => println!("[{node}]{server} {text}"),
+    }
+}
+
 /// Prints one log line (as the API returns it) to the stream it came from.
 pub fn print_line(v: &Value) {
     let text = v["line"].as_str().unwrap_or_default();

@@ -11,7 +11,7 @@ use crate::cli::{EventCmd, JobCmd, ServerCmd, TokenCmd, VarCmd};
 use crate::client::{exit_code_for, print_line, Client};
 use crate::table;
 
-fn print_json(v: &Value) {
+pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
@@ -65,8 +65,40 @@ pub fn read_event_file(path: &Path) -> Result<Value> {
 
 pub async fn event(cmd: EventCmd) -> Result<i32> {
     match cmd {
-        EventCmd::Apply { file, client } => {
+        EventCmd::Apply {
+            file,
+            prune,
+            dry_run,
+            client,
+        } => {
+            if file.is_dir() {
+                return crate::workflow::apply_dir("events", &file, prune, dry_run, &client).await;
+            }
+            if prune {
+                bail!("--prune: only with a directory (-f DIR)");
+            }
             let body = read_event_file(&file)?;
+            if dry_run {
+                let body =
+                    json!({"kind": "events", "items": [body], "prune": false, "dry_run": true});
+                let r = Client::new(&client)?
+                    .request(Method::POST, "/api/v1/apply", Some(&body))
+                    .await?;
+                if client.json {
+                    print_json(&r);
+                } else {
+                    let name = s(&r["changes"][0], "name");
+                    match s(&r["changes"][0], "result") {
+                        "unchanged" => println!("event {name} unchanged (dry run)"),
+                        result => {
+                            println!(
+                                "event {name} would be {result} (dry run: nothing was changed)"
+                            )
+                        }
+                    }
+                }
+                return Ok(0);
+            }
             let name = body["name"].as_str().unwrap_or_default().to_string();
             let c = Client::new(&client)?;
             let r = c

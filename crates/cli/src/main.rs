@@ -7,6 +7,7 @@ mod commands;
 mod local_run;
 mod prune;
 mod table;
+mod workflow;
 
 use std::path::{Path, PathBuf};
 
@@ -251,6 +252,7 @@ async fn main() {
         Command::Serve(args) => serve(*args).await,
         Command::Event(cmd) => commands::event(cmd).await,
         Command::Job(cmd) => commands::job(cmd).await,
+        Command::Workflow(cmd) => workflow::workflow(cmd).await,
         Command::Var(cmd) => commands::var(cmd).await,
         Command::Token(cmd) => commands::token(cmd).await,
         Command::Server(cmd) => commands::server(cmd).await,

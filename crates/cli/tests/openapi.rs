@@ -786,6 +786,341 @@ async fn every_route_answers_as_the_document_says() {
     c.hit("DELETE", server, "/api/v1/servers/nowhere", Body::None, 404)
         .await;
 
+    // Workflows and their runs.
+    let wfs = "/api/v1/workflows";
+    let wf = "/api/v1/workflows/{name}";
+    let wf_runs = "/api/v1/workflows/{name}/runs";
+    let run_one = "/api/v1/workflow-runs/{id}";
+    let flow = json!({
+        "name": "flow",
+        "input": {"v": 1},
+        "nodes": [
+            {"id": "hi", "event": "hello"},
+            {"id": "inline", "type": "python", "after": ["hi"],
+             "script": "import cronium\nprint('py')\ncronium.output({'x': 1})\ncronium.setCondition(True)"},
+            {"id": "broken", "type": "bash", "after": {"inline": "condition"}, "script": "exit 1"},
+            {"id": "never", "type": "bash", "after": {"broken": "success"}, "script": "true"},
+        ],
+    });
+    c.hit(
+        "PUT",
+        wf,
+        "/api/v1/workflows/flow",
+        Body::Json(flow.clone()),
+        200,
+    )
+    .await;
+    let a = c
+        .hit(
+            "PUT",
+            wf,
+            "/api/v1/workflows/flow",
+            Body::Json(flow.clone()),
+            200,
+        )
+        .await;
+    assert_eq!(a.json()["result"], "unchanged");
+    c.hit(
+        "PUT",
+        wf,
+        "/api/v1/workflows/loop",
+        Body::Json(json!({"nodes": [
+            {"id": "a", "event": "hello", "after": ["b"]},
+            {"id": "b", "event": "hello", "after": ["a"]}]})),
+        422,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        wf,
+        "/api/v1/workflows/flow",
+        Body::Json(json!({"name": "other", "nodes": [{"id": "a", "event": "hello"}]})),
+        422,
+    )
+    .await;
+    c.hit_too_large("PUT", wf, "/api/v1/workflows/big");
+    c.hit(
+        "PUT",
+        wf,
+        "/api/v1/workflows/ok",
+        Body::Json(json!({"nodes": [{"id": "a", "type": "bash", "script": "echo ok"}]})),
+        200,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        wf,
+        "/api/v1/workflows/slow",
+        Body::Json(json!({"nodes": [{"id": "a", "type": "bash", "script": "sleep 30"}]})),
+        200,
+    )
+    .await;
+    c.hit("GET", wfs, wfs, Body::None, 200).await;
+    c.hit("GET", wf, "/api/v1/workflows/flow", Body::None, 200)
+        .await;
+    c.hit("GET", wf, "/api/v1/workflows/nope", Body::None, 404)
+        .await;
+    c.hit("GET", wf, "/api/v1/workflows/%FF", Body::None, 422)
+        .await;
+    let a = c
+        .hit(
+            "POST",
+            wf_runs,
+            "/api/v1/workflows/flow/runs",
+            Body::Json(json!({"input": {"v": 2}})),
+            201,
+        )
+        .await;
+    let flow_run = a.json()["id"].as_i64().expect("run id");
+    c.hit(
+        "POST",
+        wf_runs,
+        "/api/v1/workflows/flow/runs",
+        Body::Json(json!({"input": [1]})),
+        422,
+    )
+    .await;
+    c.hit(
+        "POST",
+        wf_runs,
+        "/api/v1/workflows/nope/runs",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit_too_large("POST", wf_runs, "/api/v1/workflows/flow/runs");
+    let a = c
+        .hit(
+            "POST",
+            wf_runs,
+            "/api/v1/workflows/ok/runs",
+            Body::None,
+            201,
+        )
+        .await;
+    let ok_run = a.json()["id"].as_i64().expect("run id");
+    let a = c
+        .hit(
+            "POST",
+            wf_runs,
+            "/api/v1/workflows/slow/runs",
+            Body::None,
+            201,
+        )
+        .await;
+    let slow_run = a.json()["id"].as_i64().expect("run id");
+    c.hit(
+        "GET",
+        wf_runs,
+        "/api/v1/workflows/flow/runs",
+        Body::None,
+        200,
+    )
+    .await;
+    c.hit(
+        "GET",
+        wf_runs,
+        "/api/v1/workflows/flow/runs?limit=0",
+        Body::None,
+        422,
+    )
+    .await;
+    c.hit(
+        "GET",
+        wf_runs,
+        "/api/v1/workflows/nope/runs",
+        Body::None,
+        404,
+    )
+    .await;
+    // The live log of every node follows the run to its end.
+    let logs = "/api/v1/workflow-runs/{id}/logs";
+    let a = c
+        .hit(
+            "GET",
+            logs,
+            &format!("/api/v1/workflow-runs/{flow_run}/logs"),
+            Body::None,
+            200,
+        )
+        .await;
+    let events = sse_events(&a.body);
+    let lines: Vec<&(String, String)> = events.iter().filter(|(e, _)| e == "line").collect();
+    assert!(
+        lines.iter().any(|(_, d)| d.contains("\"node\":\"inline\"")),
+        "{events:?}"
+    );
+    for (_, data) in &lines {
+        let line: Value = serde_json::from_str(data).expect("line data is JSON");
+        let errors = c.validate("/components/schemas/WorkflowLogLineDto", &line);
+        assert!(errors.is_empty(), "line event {line}: {errors:?}");
+    }
+    let (last, data) = events.last().expect("an end event");
+    assert_eq!(last, "end", "{events:?}");
+    let end: Value = serde_json::from_str(data).expect("end data is JSON");
+    assert_eq!(end["status"], "failed", "{end}");
+    assert!(c
+        .validate("/components/schemas/WorkflowRunStatus", &end["status"])
+        .is_empty());
+    c.hit(
+        "GET",
+        logs,
+        "/api/v1/workflow-runs/999999/logs",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit(
+        "GET",
+        logs,
+        "/api/v1/workflow-runs/abc/logs",
+        Body::None,
+        422,
+    )
+    .await;
+    let a = c
+        .hit(
+            "GET",
+            run_one,
+            &format!("/api/v1/workflow-runs/{flow_run}"),
+            Body::None,
+            200,
+        )
+        .await;
+    assert!(a.json()["explain"].as_array().is_some_and(|e| e.len() == 4));
+    c.hit(
+        "GET",
+        run_one,
+        "/api/v1/workflow-runs/999999",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit("GET", run_one, "/api/v1/workflow-runs/abc", Body::None, 422)
+        .await;
+    let retry = "/api/v1/workflow-runs/{id}/retry";
+    c.hit(
+        "POST",
+        retry,
+        &format!("/api/v1/workflow-runs/{flow_run}/retry"),
+        Body::None,
+        201,
+    )
+    .await;
+    for _ in 0..200 {
+        let (_, d) = s
+            .api("GET", &format!("/api/v1/workflow-runs/{ok_run}"), None)
+            .await;
+        if d["run"]["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.hit(
+        "POST",
+        retry,
+        &format!("/api/v1/workflow-runs/{ok_run}/retry"),
+        Body::None,
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        retry,
+        "/api/v1/workflow-runs/999999/retry",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit(
+        "POST",
+        retry,
+        "/api/v1/workflow-runs/abc/retry",
+        Body::None,
+        422,
+    )
+    .await;
+    let cancel = "/api/v1/workflow-runs/{id}/cancel";
+    c.hit(
+        "POST",
+        cancel,
+        &format!("/api/v1/workflow-runs/{slow_run}/cancel"),
+        Body::None,
+        200,
+    )
+    .await;
+    c.hit(
+        "POST",
+        cancel,
+        &format!("/api/v1/workflow-runs/{ok_run}/cancel"),
+        Body::None,
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        cancel,
+        "/api/v1/workflow-runs/999999/cancel",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit(
+        "POST",
+        cancel,
+        "/api/v1/workflow-runs/abc/cancel",
+        Body::None,
+        422,
+    )
+    .await;
+    // Many at once.
+    let batch = "/api/v1/apply";
+    let a = c
+        .hit(
+            "POST",
+            batch,
+            batch,
+            Body::Json(json!({"kind": "events", "items": [event.clone()], "dry_run": true})),
+            200,
+        )
+        .await;
+    assert_eq!(
+        a.json()["changes"][0]["result"],
+        "unchanged",
+        "{}",
+        a.json()
+    );
+    c.hit(
+        "POST",
+        batch,
+        batch,
+        Body::Json(json!({"kind": "workflows", "items": [flow.clone()], "prune": false})),
+        200,
+    )
+    .await;
+    c.hit(
+        "POST",
+        batch,
+        batch,
+        Body::Json(json!({"kind": "events", "items": [{"name": "x"}]})),
+        422,
+    )
+    .await;
+    c.hit_too_large("POST", batch, batch);
+    c.hit("DELETE", wf, "/api/v1/workflows/slow", Body::None, 204)
+        .await;
+    c.hit("DELETE", wf, "/api/v1/workflows/slow", Body::None, 404)
+        .await;
+    // Its runs stay, with the workflow's name.
+    c.hit(
+        "GET",
+        run_one,
+        &format!("/api/v1/workflow-runs/{slow_run}"),
+        Body::None,
+        200,
+    )
+    .await;
+
     // Deleting the event keeps its jobs (event_id becomes null); they still validate.
     c.hit("DELETE", one, "/api/v1/events/hello", Body::None, 204)
         .await;

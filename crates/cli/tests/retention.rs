@@ -395,3 +395,122 @@ async fn bad_retention_flags_and_bodies_are_refused() {
     assert_eq!(r["events"], json!([]));
     assert!(exists(&s, id).await);
 }
+
+/// A workflow run that is still going keeps its node jobs whatever their age; ended runs go
+/// with the same age rule (their node runs with them), and inline-node events are pruned as
+/// their workflow's (the server's `--retain`).
+#[tokio::test]
+async fn workflow_runs_keep_their_jobs_while_going_and_go_by_age_once_ended() {
+    let s = Server::start_with(ServerOpts {
+        args: ["--retain", "30d", "--retention-interval", "200ms"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    });
+    for (name, second) in [("going", "sleep 60"), ("ended", "true")] {
+        let body = json!({"nodes": [
+            {"id": "a", "type": "bash", "script": "echo a"},
+            {"id": "b", "type": "bash", "after": ["a"], "script": second},
+        ]});
+        let (st, r) = s
+            .api("PUT", &format!("/api/v1/workflows/{name}"), Some(body))
+            .await;
+        assert_eq!(st, 200, "{r}");
+    }
+    let start = |name: &'static str| {
+        let s = &s;
+        async move {
+            let (st, r) = s
+                .api("POST", &format!("/api/v1/workflows/{name}/runs"), None)
+                .await;
+            assert_eq!(st, 201, "{r}");
+            r["id"].as_i64().unwrap()
+        }
+    };
+    let detail = |id: i64| {
+        let s = &s;
+        async move {
+            s.api("GET", &format!("/api/v1/workflow-runs/{id}"), None)
+                .await
+        }
+    };
+    let going = start("going").await;
+    let ended = start("ended").await;
+    let job_of = |d: &Value, node: &str| {
+        d["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["node"] == node))
+            .and_then(|n| n["job_id"].as_i64())
+    };
+    s.wait_for(
+        "node a of the going run to end and b to start",
+        Duration::from_secs(30),
+        || async {
+            let (_, d) = detail(going).await;
+            d["nodes"][1]["status"] == "running"
+        },
+    )
+    .await;
+    s.wait_for("the ended run to end", Duration::from_secs(30), || async {
+        let (_, d) = detail(ended).await;
+        d["run"]["status"] == "succeeded"
+    })
+    .await;
+    let (_, g) = detail(going).await;
+    let (_, e) = detail(ended).await;
+    let going_a = job_of(&g, "a").expect("job");
+    let ended_jobs = [job_of(&e, "a").unwrap(), job_of(&e, "b").unwrap()];
+    age(&s, None, &[going_a], 40).await;
+    age(&s, None, &ended_jobs, 40).await;
+    execute(
+        &s,
+        None,
+        &format!(
+            "UPDATE workflow_runs SET finished_at = finished_at - {}, created_at = created_at - {} \
+             WHERE id = {ended}",
+            40 * DAY_MS,
+            40 * DAY_MS
+        ),
+    )
+    .await;
+    s.wait_for(
+        "the ended run to be pruned",
+        Duration::from_secs(20),
+        || async { detail(ended).await.0 == 404 },
+    )
+    .await;
+    for id in ended_jobs {
+        assert!(!exists(&s, id).await, "job {id} of the ended run was kept");
+    }
+    assert_eq!(
+        sqlite_count(
+            &s,
+            &format!("SELECT COUNT(*) FROM workflow_node_runs WHERE run_id = {ended}")
+        )
+        .await,
+        0
+    );
+    // Sweeps have run since the aging: the going run's old job is still there.
+    assert!(
+        exists(&s, going_a).await,
+        "a job of a run still going was pruned"
+    );
+    let (_, g) = detail(going).await;
+    assert_eq!(g["run"]["status"], "running");
+    // Once that run has ended, its old job goes too (the run itself is recent and stays).
+    let (st, _) = s
+        .api(
+            "POST",
+            &format!("/api/v1/workflow-runs/{going}/cancel"),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200);
+    s.wait_for(
+        "the old job of the ended run to go",
+        Duration::from_secs(30),
+        || async { !exists(&s, going_a).await },
+    )
+    .await;
+    assert_eq!(detail(going).await.0, 200);
+}

@@ -108,8 +108,16 @@ impl PayloadCache {
 
     /// The payload for `src`, built and written only when not already cached.
     pub fn get_or_build(&self, src: &PayloadSource<'_>) -> Result<PayloadRef, PayloadError> {
+        // The env is part of the key: a workflow node may override its event's env, which
+        // makes another payload of the same event version.
+        let env = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            src.env.hash(&mut h);
+            h.finish()
+        };
         let key = format!(
-            "{}:{}:{}:{}:{}",
+            "{}:{}:{}:{}:{}:{env:x}",
             src.event.id,
             src.event.version,
             src.max_output_bytes,

@@ -11,6 +11,7 @@ pub mod data_dir;
 pub mod runs;
 pub mod scheduler;
 pub mod state;
+pub mod usecases;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -233,6 +234,14 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         &config.data_dir,
     )?);
     let bootstrap = bootstrap(&store, config).await?;
+    // Events written before workflows existed get their job policy, or their nodes fail.
+    let backfilled = background::workflows::backfill_event_policies(&store).await?;
+    if backfilled > 0 {
+        tracing::info!(
+            events = backfilled,
+            "job policy written for events stored without one"
+        );
+    }
     let bus = Arc::new(LogBus::new());
     let metrics = Arc::new(Metrics::new());
     let remote_runner = config
@@ -345,6 +354,11 @@ pub async fn serve(
     tasks.push(tokio::spawn(background::retention::run(
         state.retention.clone(),
         config.retention_interval,
+        shutdown.clone(),
+    )));
+    tasks.push(tokio::spawn(background::workflows::run(
+        state.store.clone(),
+        Arc::new(SystemClock),
         shutdown.clone(),
     )));
     if let Some(docker) = state.docker.clone() {

@@ -33,8 +33,11 @@ use cronium_core::clock::{now_ms, Clock};
 use cronium_core::metrics::Metrics;
 use cronium_core::schedule::Schedule;
 use cronium_core::spec::{self, EventSpec, EventStatus, Missed, Overlap};
+use cronium_core::workflow::{self, WorkflowSpec};
 use cronium_model::Trigger;
-use cronium_store::{EventRow, FireResult, Lease, Store, StoreError};
+use cronium_store::{
+    EventRow, FireResult, Lease, RunRequest, Store, StoreError, WorkflowFireResult, WorkflowRow,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -80,6 +83,19 @@ struct Parsed {
     schedule: Option<Schedule>,
 }
 
+/// A workflow spec that parsed, with its schedule.
+struct ParsedWorkflow {
+    spec: WorkflowSpec,
+    schedule: Option<Schedule>,
+}
+
+/// The parse of one workflow version, as [`Cached`] is for events.
+struct CachedWorkflow {
+    version: i64,
+    raw: serde_json::Value,
+    parsed: Result<Arc<ParsedWorkflow>, String>,
+}
+
 /// The parse of one event version: the spec, or why it is broken.
 struct Cached {
     version: i64,
@@ -96,6 +112,7 @@ pub struct Scheduler {
     holder: String,
     lease: Option<Lease>,
     specs: HashMap<i64, Cached>,
+    workflows: HashMap<i64, CachedWorkflow>,
 }
 
 /// A holder id unique to this process and start (host, pid, random), for servers without an
@@ -121,6 +138,19 @@ fn next_with(event: &EventRow, schedule: Option<&Schedule>, after: i64) -> Optio
         return None;
     }
     schedule?.next_after(after, event.updated_at)
+}
+
+/// The next instant of a workflow after `after`, or None (no schedule, not active, one-shot
+/// past). Workflows follow the events' rules: instants are anchored on `updated_at`.
+pub fn next_workflow_instant(
+    workflow: &WorkflowRow,
+    schedule: Option<&Schedule>,
+    after: i64,
+) -> Option<i64> {
+    if workflow.status != EventStatus::Active {
+        return None;
+    }
+    schedule?.next_after(after, workflow.updated_at)
 }
 
 /// Recomputes the next instant of an event after it changed, and wakes the scheduler. Returns
@@ -156,6 +186,7 @@ impl Scheduler {
             holder: holder.into(),
             lease: None,
             specs: HashMap::new(),
+            workflows: HashMap::new(),
         }
     }
 
@@ -372,7 +403,152 @@ impl Scheduler {
                 soonest(next);
             }
         }
+        if let Some(next) = self.tick_workflows(lease).await? {
+            soonest(next);
+        }
         Ok(earliest)
+    }
+
+    /// The parsed spec of this workflow version, cached as for events; a version that does not
+    /// parse is marked broken (once per version and process) and does not fire.
+    async fn parsed_workflow(
+        &mut self,
+        w: &WorkflowRow,
+    ) -> Result<Option<Arc<ParsedWorkflow>>, StoreError> {
+        if let Some(c) = self
+            .workflows
+            .get(&w.id)
+            .filter(|c| c.version == w.version && c.raw == w.spec)
+        {
+            return Ok(c.parsed.as_ref().ok().cloned());
+        }
+        let parsed = parse_workflow(w);
+        match &parsed {
+            Ok(_) if w.broken.is_some() => {
+                self.deps
+                    .store
+                    .set_workflow_broken(w.id, w.version, None)
+                    .await?;
+            }
+            Ok(_) => {}
+            Err(reason) => {
+                self.deps
+                    .store
+                    .set_workflow_broken(w.id, w.version, Some(reason))
+                    .await?;
+                if w.next_fire_at.is_some() {
+                    self.deps.store.set_workflow_next_fire(w.id, None).await?;
+                }
+                tracing::warn!(workflow = %w.name, version = w.version, reason = %reason,
+                    "workflow is broken: its stored spec does not parse, so it will not fire until a valid version is applied");
+            }
+        }
+        let ok = parsed.as_ref().ok().cloned();
+        self.workflows.insert(
+            w.id,
+            CachedWorkflow {
+                version: w.version,
+                raw: w.spec.clone(),
+                parsed,
+            },
+        );
+        Ok(ok)
+    }
+
+    /// Fires every due workflow; returns the earliest future instant.
+    async fn tick_workflows(&mut self, lease: &Lease) -> Result<Option<i64>, TickError> {
+        let workflows = self.deps.store.list_workflows().await?;
+        let present: std::collections::HashSet<i64> = workflows.iter().map(|w| w.id).collect();
+        self.workflows.retain(|id, _| present.contains(id));
+        let mut earliest: Option<i64> = None;
+        let mut soonest = |t: i64| earliest = Some(earliest.map_or(t, |e: i64| e.min(t)));
+        for w in workflows {
+            let Some(parsed) = self.parsed_workflow(&w).await? else {
+                continue;
+            };
+            let now = self.deps.clock.now_ms();
+            let Some(due) = w.next_fire_at else {
+                if let Some(next) = next_workflow_instant(&w, parsed.schedule.as_ref(), now) {
+                    self.deps
+                        .store
+                        .set_workflow_next_fire(w.id, Some(next))
+                        .await?;
+                    soonest(next);
+                }
+                continue;
+            };
+            if w.status != EventStatus::Active {
+                self.deps.store.set_workflow_next_fire(w.id, None).await?;
+                continue;
+            }
+            if due > now {
+                soonest(due);
+                continue;
+            }
+            if let Some(next) = self.fire_workflow(lease, &w, &parsed, due, now).await? {
+                soonest(next);
+            }
+        }
+        Ok(earliest)
+    }
+
+    /// Fires (or skips) the workflow's tick at `due`; returns the next instant.
+    async fn fire_workflow(
+        &self,
+        lease: &Lease,
+        w: &WorkflowRow,
+        parsed: &ParsedWorkflow,
+        due: i64,
+        now: i64,
+    ) -> Result<Option<i64>, TickError> {
+        let store = &self.deps.store;
+        let metrics = &self.deps.metrics;
+        let spec = &parsed.spec;
+        let Some(schedule) = &parsed.schedule else {
+            store.set_workflow_next_fire(w.id, None).await?;
+            return Ok(None);
+        };
+        let missed = now - due > MISSED_GRACE_MS;
+        let next = if missed {
+            schedule.next_after(now, w.updated_at)
+        } else {
+            schedule.next_after(due, w.updated_at)
+        };
+        let skip_reason = if missed && spec.missed == Missed::Skip {
+            Some("missed")
+        } else if spec.overlap == Overlap::Skip && store.has_active_workflow_run(w.id).await? {
+            Some("overlap")
+        } else {
+            None
+        };
+        let req = skip_reason.is_none().then(|| RunRequest {
+            trigger: Trigger::Schedule,
+            input: None,
+            queue: spec.overlap == Overlap::Queue,
+        });
+        match store
+            .fire_workflow(lease, w.id, due, next, req.as_ref(), now)
+            .await?
+        {
+            WorkflowFireResult::Fired(run) => {
+                metrics
+                    .scheduler_lag
+                    .observe((run.created_at - due).max(0) as f64 / 1000.0);
+                metrics.ticks.get_or_create(&kind("fired")).inc();
+                self.deps.agent_wake.notify_one();
+                tracing::debug!(workflow = %w.name, run = run.id, lag_ms = run.created_at - due, "workflow fired");
+            }
+            WorkflowFireResult::Skipped => {
+                let why = skip_reason.unwrap_or("skipped");
+                metrics.ticks.get_or_create(&kind(why)).inc();
+                tracing::info!(workflow = %w.name, instant = due, reason = why, "workflow tick skipped");
+            }
+            WorkflowFireResult::Duplicate => {
+                tracing::info!(workflow = %w.name, instant = due, "workflow tick already fired by another scheduler");
+            }
+            WorkflowFireResult::NotLeader => return Err(TickError::NotLeader),
+        }
+        Ok(next)
     }
 
     /// Fires (or skips) the tick at `due`; returns the next instant.
@@ -455,6 +631,20 @@ fn parse(event: &EventRow) -> Result<Arc<Parsed>, String> {
         }
     };
     Ok(Arc::new(Parsed { spec, schedule }))
+}
+
+fn parse_workflow(w: &WorkflowRow) -> Result<Arc<ParsedWorkflow>, String> {
+    if w.spec.is_null() {
+        return Err(w.broken.clone().unwrap_or_else(|| "spec: missing".into()));
+    }
+    let spec = workflow::from_value(w.spec.clone()).map_err(|e| e.to_string())?;
+    let schedule = match &spec.schedule {
+        None => None,
+        Some(text) => {
+            Some(Schedule::parse(&text.0, &spec.timezone).map_err(|e| format!("schedule: {e}"))?)
+        }
+    };
+    Ok(Arc::new(ParsedWorkflow { spec, schedule }))
 }
 
 fn lease_ms() -> i64 {

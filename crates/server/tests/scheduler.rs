@@ -58,6 +58,10 @@ both!(
     max_executions_pauses_the_event,
     a_broken_event_is_marked_skipped_and_repaired,
     the_loop_wakes_on_the_injected_clock,
+    workflows_fire_at_their_instants,
+    workflow_overlap_skip_and_queue,
+    workflow_missed_ticks_skip_or_run_once,
+    a_broken_workflow_is_marked_and_repaired,
 );
 
 async fn on_sqlite<F, Fut>(body: F)
@@ -769,4 +773,177 @@ async fn the_loop_wakes_on_the_injected_clock(store: Store) {
     looping.await.unwrap();
     assert_eq!(metrics.scheduler_leader.get(), 0);
     assert_eq!(store.lock_holder(LOCK_NAME, T0 + 2500).await.unwrap(), None);
+}
+
+/// Applies a workflow file as the API does and stores its next instant at `now`.
+async fn apply_workflow(store: &Store, yaml: &str, now: i64) -> cronium_store::WorkflowRow {
+    let spec = cronium_core::workflow::parse_yaml(yaml).expect("valid workflow file");
+    apply_definition(store, &spec, spec.definition(), now).await
+}
+
+async fn apply_definition(
+    store: &Store,
+    spec: &cronium_core::workflow::WorkflowSpec,
+    def: cronium_model::workflow::WorkflowDefinition,
+    now: i64,
+) -> cronium_store::WorkflowRow {
+    let (row, _) = store
+        .apply_workflow(&def, now)
+        .await
+        .expect("apply workflow");
+    let next = scheduler::next_workflow_instant(&row, spec.parsed_schedule().as_ref(), now);
+    store.set_workflow_next_fire(row.id, next).await.unwrap();
+    store.get_workflow(row.id).await.unwrap().unwrap()
+}
+
+async fn runs_of(store: &Store, name: &str) -> Vec<cronium_store::WorkflowRunRow> {
+    let mut v = store
+        .list_workflow_runs(&cronium_store::RunFilter {
+            workflow_name: Some(name.into()),
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    v.reverse();
+    v
+}
+
+fn wf(name: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\nschedule: '* * * * * *'\n{extra}nodes:\n  - id: a\n    type: bash\n    script: 'true'\n"
+    )
+}
+
+async fn workflows_fire_at_their_instants(store: Store) {
+    let mut a = node(&store, "a", T0 + 300);
+    apply_workflow(&store, &wf("flow", "overlap: allow\n"), T0 + 300).await;
+    a.step_at(T0 + 300).await;
+    assert!(runs_of(&store, "flow").await.is_empty());
+    for k in 1..=3 {
+        a.step_at(T0 + k * 1000).await;
+        a.step_at(T0 + k * 1000 + 999).await;
+    }
+    let runs = runs_of(&store, "flow").await;
+    assert_eq!(
+        runs.iter()
+            .map(|r| r.scheduled_for.unwrap())
+            .collect::<Vec<_>>(),
+        every_second(T0 + 1000, T0 + 3000)
+    );
+    for r in &runs {
+        assert_eq!(r.trigger, Trigger::Schedule);
+        assert_eq!(r.created_at, r.scheduled_for.unwrap(), "fired late: {r:?}");
+    }
+    // Each run's start node is an ordinary queued job (trigger workflow).
+    let js = jobs(&store, "flow/a").await;
+    assert_eq!(js.len(), 3);
+    assert!(js.iter().all(|j| j.trigger == Trigger::Workflow));
+    assert_eq!(a.ticks("fired"), 3);
+    // A second scheduler never fires the same tick again.
+    let mut b = node(&store, "b", T0 + 3000);
+    b.step_at(T0 + 3000).await;
+    assert_eq!(runs_of(&store, "flow").await.len(), 3);
+}
+
+async fn workflow_overlap_skip_and_queue(store: Store) {
+    let mut a = node(&store, "a", T0);
+    apply_workflow(&store, &wf("skipper", "overlap: skip\n"), T0).await;
+    apply_workflow(&store, &wf("queuer", "overlap: queue\n"), T0).await;
+    a.step_at(T0 + 1000).await;
+    a.step_at(T0 + 2000).await;
+    a.step_at(T0 + 3000).await;
+    // skip: one run while it is active; queue: every tick, the later ones waiting.
+    assert_eq!(runs_of(&store, "skipper").await.len(), 1);
+    assert_eq!(a.ticks("overlap"), 2);
+    let queued = runs_of(&store, "queuer").await;
+    assert_eq!(queued.len(), 3);
+    assert_eq!(
+        queued.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [
+            cronium_model::workflow::WorkflowRunStatus::Running,
+            cronium_model::workflow::WorkflowRunStatus::Queued,
+            cronium_model::workflow::WorkflowRunStatus::Queued
+        ]
+    );
+    // Once skipper's run ended (its node job finished), its next tick fires.
+    let job = jobs(&store, "skipper/a").await.remove(0);
+    let claimed = loop {
+        let c = store
+            .claim("w", 60_000, T0 + 3100)
+            .await
+            .unwrap()
+            .expect("a job");
+        if c.id == job.id {
+            break c;
+        }
+    };
+    let outcome = JobOutcome {
+        status: JobStatus::Succeeded,
+        exit_code: Some(0),
+        output: serde_json::json!({}),
+        error: None,
+    };
+    assert!(store
+        .finish(claimed.id, "w", claimed.attempt, &outcome, T0 + 3500)
+        .await
+        .unwrap());
+    a.step_at(T0 + 4000).await;
+    let runs = runs_of(&store, "skipper").await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(runs[1].scheduled_for, Some(T0 + 4000));
+}
+
+async fn workflow_missed_ticks_skip_or_run_once(store: Store) {
+    let mut a = node(&store, "a", T0);
+    apply_workflow(&store, &wf("skips", "overlap: allow\nmissed: skip\n"), T0).await;
+    apply_workflow(
+        &store,
+        &wf("catches-up", "overlap: allow\nmissed: run_once\n"),
+        T0,
+    )
+    .await;
+    a.step_at(T0 + 1000).await;
+    // Down for 10 s.
+    a.step_at(T0 + 11_500).await;
+    a.step_at(T0 + 12_000).await;
+    let instants = |runs: Vec<cronium_store::WorkflowRunRow>| {
+        runs.iter()
+            .map(|r| r.scheduled_for.unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        instants(runs_of(&store, "skips").await),
+        vec![T0 + 1000, T0 + 12_000]
+    );
+    let caught = runs_of(&store, "catches-up").await;
+    assert_eq!(caught.len(), 3, "one catch-up run for the gap: {caught:?}");
+    assert_eq!(caught[1].created_at, T0 + 11_500);
+    assert_eq!(caught[2].scheduled_for, Some(T0 + 12_000));
+}
+
+async fn a_broken_workflow_is_marked_and_repaired(store: Store) {
+    let mut a = node(&store, "a", T0);
+    let yaml = wf("fragile", "overlap: allow\n");
+    let spec = cronium_core::workflow::parse_yaml(&yaml).unwrap();
+    let row = apply_definition(&store, &spec, spec.definition(), T0).await;
+    // A stored version that no longer parses (written by hand, or by a newer release).
+    let mut def = spec.definition();
+    def.spec["schedule"] = "every second, please".into();
+    store.apply_workflow(&def, T0 + 100).await.unwrap();
+    a.step_at(T0 + 1000).await;
+    let marked = store.get_workflow(row.id).await.unwrap().unwrap();
+    let reason = marked.broken.clone().expect("marked broken");
+    assert!(reason.starts_with("schedule"), "{reason}");
+    assert_eq!(marked.next_fire_at, None);
+    a.step_at(T0 + 2000).await;
+    assert!(runs_of(&store, "fragile").await.is_empty());
+    // A valid version clears the mark and it fires again.
+    apply_definition(&store, &spec, spec.definition(), T0 + 2500).await;
+    a.step_at(T0 + 3000).await;
+    assert_eq!(runs_of(&store, "fragile").await.len(), 1);
+    assert_eq!(
+        store.get_workflow(row.id).await.unwrap().unwrap().broken,
+        None
+    );
 }

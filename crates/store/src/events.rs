@@ -149,7 +149,7 @@ pub(crate) fn check_policy(field: &str, p: &JobPolicy) -> Result<(), StoreError>
 
 /// The name of a user's event: not empty, and without `/`, which only the events of inline
 /// workflow nodes (`WORKFLOW/NODE`) have.
-fn check_name(name: &str) -> Result<(), StoreError> {
+pub(crate) fn check_name(name: &str) -> Result<(), StoreError> {
     if name.trim().is_empty() {
         return Err(StoreError::Invalid("name: must not be empty".into()));
     }
@@ -329,32 +329,17 @@ impl Store {
         now: i64,
     ) -> Result<(EventRow, Applied), StoreError> {
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            concat!("SELECT ", event_cols!(), " FROM events WHERE name = $1{}"),
-            self.for_update()
-        );
-        let current = sqlx::query(&sql)
-            .bind(name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let result = match map_opt(current, event_row)? {
-            None => (
-                insert_event(&mut tx, name, status, spec_text, policy, None, now).await?,
-                Applied::Created,
-            ),
-            Some(current) => {
-                let (row, changed) =
-                    update_locked(&mut tx, current, status, spec, spec_text, policy, now).await?;
-                (
-                    row,
-                    if changed {
-                        Applied::Updated
-                    } else {
-                        Applied::Unchanged
-                    },
-                )
-            }
-        };
+        let result = apply_event_in(
+            &mut tx,
+            self.for_update(),
+            name,
+            status,
+            spec,
+            spec_text,
+            policy,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok(result)
     }
@@ -711,4 +696,46 @@ fn inline_event_refused(name: &str, workflow_id: i64) -> StoreError {
     StoreError::Invalid(format!(
         "event: `{name}` is an inline node of workflow {workflow_id}; change or delete the workflow"
     ))
+}
+
+/// Creates the event `name` or updates it in place, inside the caller's transaction (the row
+/// locked first): what `apply_event` and the batch apply share.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn apply_event_in(
+    tx: &mut AnyConnection,
+    for_update: &str,
+    name: &str,
+    status: EventStatus,
+    spec: &Value,
+    spec_text: &str,
+    policy: Option<&JobPolicy>,
+    now: i64,
+) -> Result<(EventRow, Applied), StoreError> {
+    let sql = format!(
+        concat!("SELECT ", event_cols!(), " FROM events WHERE name = $1{}"),
+        for_update
+    );
+    let current = sqlx::query(&sql)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let result = match map_opt(current, event_row)? {
+        None => (
+            insert_event(tx, name, status, spec_text, policy, None, now).await?,
+            Applied::Created,
+        ),
+        Some(current) => {
+            let (row, changed) =
+                update_locked(tx, current, status, spec, spec_text, policy, now).await?;
+            (
+                row,
+                if changed {
+                    Applied::Updated
+                } else {
+                    Applied::Unchanged
+                },
+            )
+        }
+    };
+    Ok(result)
 }

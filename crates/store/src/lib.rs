@@ -19,6 +19,7 @@
 
 mod auth;
 mod backoff;
+mod batch;
 mod error;
 mod events;
 mod executions;
@@ -36,6 +37,7 @@ mod workflows;
 
 pub use auth::{TokenRow, UserRow};
 pub use backoff::backoff_delay;
+pub use batch::{BatchChange, BatchResult, EventApply};
 pub use error::StoreError;
 pub use events::{Applied, EventRow};
 pub use executions::{ExecutionRow, ExecutionUpdate};

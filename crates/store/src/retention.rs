@@ -119,7 +119,14 @@ struct Selection {
 
 impl Selection {
     fn scope(scope: PruneScope) -> Selection {
-        let base = "finished_at IS NOT NULL AND status NOT IN ('queued', 'running')";
+        // A node's job stays while its workflow run (or the top run of its tree) is going:
+        // retry and explain read it.
+        let base = "finished_at IS NOT NULL AND status NOT IN ('queued', 'running') \
+            AND (node_run_id IS NULL OR NOT EXISTS (SELECT 1 FROM workflow_node_runs n \
+            JOIN workflow_runs r ON r.id = n.run_id \
+            LEFT JOIN workflow_runs t ON t.id = r.root_run_id \
+            WHERE n.id = jobs.node_run_id \
+            AND (r.status IN ('queued', 'running') OR t.status IN ('queued', 'running'))))";
         match scope {
             PruneScope::Event(id) => Selection {
                 sql: format!("event_id = $1 AND {base}"),
@@ -318,6 +325,56 @@ impl Store {
         let sql = counts("pruning = 1 AND status NOT IN ('queued', 'running')");
         add(sqlx::query(&sql).fetch_all(&self.read).await?)?;
         Ok(out)
+    }
+}
+
+impl Store {
+    /// Deletes, in one short write transaction, up to `limit` ended top workflow runs that
+    /// finished before `finished_before` (epoch ms), each with its sub-runs and every node run
+    /// of them, children first. Returns how many top runs went. Their jobs are the events'
+    /// (pruned by their own rules); a run still going is never touched.
+    pub async fn prune_workflow_runs_step(
+        &self,
+        finished_before: i64,
+        limit: i64,
+    ) -> Result<u64, StoreError> {
+        if !(1..=10_000).contains(&limit) {
+            return Err(StoreError::Invalid(format!(
+                "limit: must be between 1 and 10000, got {limit}"
+            )));
+        }
+        let mut tx = self.begin_write().await?;
+        let rows = sqlx::query(
+            "SELECT id FROM workflow_runs WHERE status IN \
+             ('succeeded', 'failed', 'cancelled', 'timed_out') AND depth = 1 \
+             AND finished_at IS NOT NULL AND finished_at < $1 ORDER BY id LIMIT $2",
+        )
+        .bind(finished_before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut deleted = 0;
+        for row in &rows {
+            let id = i64_col(row, "id")?;
+            sqlx::query(
+                "DELETE FROM workflow_node_runs WHERE run_id IN \
+                 (SELECT id FROM workflow_runs WHERE id = $1 OR root_run_id = $1)",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM workflow_runs WHERE root_run_id = $1 AND id <> $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            deleted += sqlx::query("DELETE FROM workflow_runs WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(deleted)
     }
 }
 

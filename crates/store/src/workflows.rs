@@ -177,16 +177,18 @@ pub(crate) async fn load_version(
     .bind(version)
     .fetch_optional(&mut *conn)
     .await?;
-    map_opt(row, |r| {
-        Ok(WorkflowVersionRow {
-            workflow_id: i64_col(r, "workflow_id")?,
-            version: i64_col(r, "version")?,
-            status: word(r, "status")?,
-            spec: json(r, "spec")?,
-            input: json(r, "input")?,
-            timeout_ms: opt_i64(r, "timeout_ms")?,
-            created_at: i64_col(r, "created_at")?,
-        })
+    map_opt(row, version_row)
+}
+
+fn version_row(r: &AnyRow) -> Result<WorkflowVersionRow, StoreError> {
+    Ok(WorkflowVersionRow {
+        workflow_id: i64_col(r, "workflow_id")?,
+        version: i64_col(r, "version")?,
+        status: word(r, "status")?,
+        spec: json(r, "spec")?,
+        input: json(r, "input")?,
+        timeout_ms: opt_i64(r, "timeout_ms")?,
+        created_at: i64_col(r, "created_at")?,
     })
 }
 
@@ -252,7 +254,7 @@ pub(crate) async fn load_graph(
 
 /// Everything about a definition the store can check without reading anything: the field at
 /// fault is named as in the workflow file (`nodes[2].after.x: unknown node`).
-fn validate_definition(def: &WorkflowDefinition) -> Result<(), StoreError> {
+pub(crate) fn validate_definition(def: &WorkflowDefinition) -> Result<(), StoreError> {
     let invalid = |m: String| Err(StoreError::Invalid(m));
     if def.name.trim().is_empty() {
         return invalid("name: must not be empty".into());
@@ -622,69 +624,9 @@ impl Store {
         now: i64,
     ) -> Result<(WorkflowRow, Applied), StoreError> {
         let mut tx = self.begin_write().await?;
-        let sql = format!(
-            concat!(
-                "SELECT ",
-                workflow_cols!(),
-                " FROM workflows WHERE name = $1{}"
-            ),
-            self.for_update()
-        );
-        let current = sqlx::query(&sql)
-            .bind(def.name.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        let current = map_opt(current, workflow_row)?;
-        if let Some(c) = &current {
-            if c.status == def.status && c.spec == def.spec {
-                tx.rollback().await?;
-                return Ok((c.clone(), Applied::Unchanged));
-            }
-        }
-        check_references(&mut tx, def).await?;
-        let (row, applied) = match current {
-            None => {
-                let row = sqlx::query(concat!(
-                    "INSERT INTO workflows (name, version, status, spec, created_at, updated_at) ",
-                    "VALUES ($1, 1, $2, $3, $4, $4) RETURNING ",
-                    workflow_cols!()
-                ))
-                .bind(def.name.as_str())
-                .bind(def.status.as_str())
-                .bind(spec_text)
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-                (workflow_row(&row)?, Applied::Created)
-            }
-            Some(c) => {
-                let row = sqlx::query(concat!(
-                    "UPDATE workflows SET version = $1, status = $2, spec = $3, updated_at = $4, ",
-                    "broken = NULL WHERE id = $5 RETURNING ",
-                    workflow_cols!()
-                ))
-                .bind(c.version + 1)
-                .bind(def.status.as_str())
-                .bind(spec_text)
-                .bind(now)
-                .bind(c.id)
-                .fetch_one(&mut *tx)
-                .await?;
-                (workflow_row(&row)?, Applied::Updated)
-            }
-        };
-        write_version(
-            &mut tx,
-            self.for_update(),
-            row.id,
-            row.version,
-            def,
-            spec_text,
-            now,
-        )
-        .await?;
+        let result = apply_workflow_in(&mut tx, self.for_update(), def, spec_text, now).await?;
         tx.commit().await?;
-        Ok((row, applied))
+        Ok(result)
     }
 
     pub async fn get_workflow(&self, id: i64) -> Result<Option<WorkflowRow>, StoreError> {
@@ -746,6 +688,21 @@ impl Store {
     ) -> Result<Option<WorkflowVersionRow>, StoreError> {
         let mut conn = self.read.acquire().await?;
         load_version(&mut conn, workflow_id, version).await
+    }
+
+    /// Every version of a workflow, newest first (without their graphs).
+    pub async fn list_workflow_versions(
+        &self,
+        workflow_id: i64,
+    ) -> Result<Vec<WorkflowVersionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT workflow_id, version, status, spec, input, timeout_ms, created_at \
+             FROM workflow_versions WHERE workflow_id = $1 ORDER BY version DESC",
+        )
+        .bind(workflow_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter().map(version_row).collect()
     }
 
     /// The graph of a version, as the progression evaluates it; None for an unknown version.
@@ -841,64 +798,139 @@ impl Store {
     /// None. False if there was no such workflow.
     pub async fn delete_workflow(&self, id: i64, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.begin_write().await?;
-        let exists = sqlx::query(&format!(
-            "SELECT id FROM workflows WHERE id = $1{}",
-            self.for_update()
-        ))
-        .bind(id)
+        let deleted = delete_workflow_in(&mut tx, self.for_update(), id, now).await?;
+        if deleted {
+            tx.commit().await?;
+        } else {
+            tx.rollback().await?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// Creates the workflow `def.name` or writes a new version of it inside the caller's
+/// transaction (the row locked first): what `apply_workflow` and the batch apply share.
+pub(crate) async fn apply_workflow_in(
+    tx: &mut AnyConnection,
+    for_update: &str,
+    def: &WorkflowDefinition,
+    spec_text: &str,
+    now: i64,
+) -> Result<(WorkflowRow, Applied), StoreError> {
+    let sql = format!(
+        concat!(
+            "SELECT ",
+            workflow_cols!(),
+            " FROM workflows WHERE name = $1{}"
+        ),
+        for_update
+    );
+    let current = sqlx::query(&sql)
+        .bind(def.name.as_str())
         .fetch_optional(&mut *tx)
         .await?;
-        if exists.is_none() {
-            tx.rollback().await?;
-            return Ok(false);
+    let current = map_opt(current, workflow_row)?;
+    if let Some(c) = &current {
+        if c.status == def.status && c.spec == def.spec {
+            return Ok((c.clone(), Applied::Unchanged));
         }
-        let active = sqlx::query(
-            "SELECT id FROM workflow_runs WHERE workflow_id = $1 AND status IN ('queued', 'running') \
-             ORDER BY id",
+    }
+    check_references(tx, def).await?;
+    let (row, applied) = match current {
+        None => {
+            let row = sqlx::query(concat!(
+                "INSERT INTO workflows (name, version, status, spec, created_at, updated_at) ",
+                "VALUES ($1, 1, $2, $3, $4, $4) RETURNING ",
+                workflow_cols!()
+            ))
+            .bind(def.name.as_str())
+            .bind(def.status.as_str())
+            .bind(spec_text)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            (workflow_row(&row)?, Applied::Created)
+        }
+        Some(c) => {
+            let row = sqlx::query(concat!(
+                "UPDATE workflows SET version = $1, status = $2, spec = $3, updated_at = $4, ",
+                "broken = NULL WHERE id = $5 RETURNING ",
+                workflow_cols!()
+            ))
+            .bind(c.version + 1)
+            .bind(def.status.as_str())
+            .bind(spec_text)
+            .bind(now)
+            .bind(c.id)
+            .fetch_one(&mut *tx)
+            .await?;
+            (workflow_row(&row)?, Applied::Updated)
+        }
+    };
+    write_version(tx, for_update, row.id, row.version, def, spec_text, now).await?;
+    Ok((row, applied))
+}
+
+/// Deletes a workflow inside the caller's transaction (see `Store::delete_workflow`); false,
+/// nothing changed, when there is no such workflow.
+pub(crate) async fn delete_workflow_in(
+    tx: &mut AnyConnection,
+    for_update: &'static str,
+    id: i64,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let exists = sqlx::query(&format!(
+        "SELECT id FROM workflows WHERE id = $1{}",
+        for_update
+    ))
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if exists.is_none() {
+        return Ok(false);
+    }
+    let active = sqlx::query(
+        "SELECT id FROM workflow_runs WHERE workflow_id = $1 AND status IN ('queued', 'running') \
+         ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let runs: Vec<i64> = active
+        .iter()
+        .map(|r| i64_col(r, "id"))
+        .collect::<Result<_, _>>()?;
+    lock_trees(tx, for_update, &runs).await?;
+    let env = Env { for_update, now };
+    for run in &runs {
+        stop_tree(
+            tx,
+            &env,
+            *run,
+            WorkflowRunStatus::Cancelled,
+            "workflow deleted",
         )
+        .await?;
+    }
+    sqlx::query("UPDATE workflow_runs SET workflow_id = NULL WHERE workflow_id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let inline = sqlx::query("SELECT id FROM events WHERE workflow_id = $1")
         .bind(id)
         .fetch_all(&mut *tx)
         .await?;
-        let runs: Vec<i64> = active
-            .iter()
-            .map(|r| i64_col(r, "id"))
-            .collect::<Result<_, _>>()?;
-        lock_trees(&mut tx, self.for_update(), &runs).await?;
-        let env = Env {
-            for_update: self.for_update(),
-            now,
-        };
-        for run in &runs {
-            stop_tree(
-                &mut tx,
-                &env,
-                *run,
-                WorkflowRunStatus::Cancelled,
-                "workflow deleted",
-            )
-            .await?;
-        }
-        sqlx::query("UPDATE workflow_runs SET workflow_id = NULL WHERE workflow_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let inline = sqlx::query("SELECT id FROM events WHERE workflow_id = $1")
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in &inline {
-            delete_event_rows(&mut tx, i64_col(row, "id")?).await?;
-        }
-        // Children first, explicitly: the behaviour does not depend on the foreign_keys pragma.
-        for sql in [
-            "DELETE FROM workflow_edges WHERE workflow_id = $1",
-            "DELETE FROM workflow_nodes WHERE workflow_id = $1",
-            "DELETE FROM workflow_versions WHERE workflow_id = $1",
-            "DELETE FROM workflows WHERE id = $1",
-        ] {
-            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(true)
+    for row in &inline {
+        delete_event_rows(tx, i64_col(row, "id")?).await?;
     }
+    // Children first, explicitly: the behaviour does not depend on the foreign_keys pragma.
+    for sql in [
+        "DELETE FROM workflow_edges WHERE workflow_id = $1",
+        "DELETE FROM workflow_nodes WHERE workflow_id = $1",
+        "DELETE FROM workflow_versions WHERE workflow_id = $1",
+        "DELETE FROM workflows WHERE id = $1",
+    ] {
+        sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+    }
+    Ok(true)
 }

@@ -12,6 +12,7 @@ pub mod log_latency;
 pub mod overhead;
 pub mod runner_size;
 pub mod throughput;
+pub mod workflow;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
-use super::{events, jobs, prune, servers, tokens, variables};
+use super::{apply, events, jobs, prune, servers, tokens, variables, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,13 +33,18 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors are `Er
         variables::list, variables::show, variables::set, variables::delete,
         tokens::list, tokens::create, tokens::revoke,
         servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
+        workflows::list, workflows::apply, workflows::show, workflows::delete, workflows::run,
+        workflows::runs, workflows::show_run, workflows::retry, workflows::cancel, workflows::logs,
+        apply::apply,
         prune::prune,
         super::transport_metrics, super::openapi, super::healthz, super::metrics,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, super::dto::WorkflowLogLineDto)),
     modifiers(&SharedResponses),
     tags(
-        (name = "events"), (name = "jobs"), (name = "logs", description = "A job's log, paged or live"),
+        (name = "events"), (name = "jobs"),
+        (name = "workflows", description = "Workflows, their runs and node runs"),
+        (name = "apply", description = "Many events or workflows in one transaction"), (name = "logs", description = "A job's log, paged or live"),
         (name = "variables"), (name = "tokens"), (name = "servers", description = "SSH servers"),
         (name = "retention", description = "Pruning what is past its retention"),
         (name = "metrics"), (name = "meta", description = "Health, Prometheus metrics, this document"),
@@ -68,6 +73,44 @@ impl ToSchema for EventApplyBody {
 
     fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
         <EventSpec as ToSchema>::schemas(schemas);
+    }
+}
+
+/// The body of `PUT /api/v1/workflows/{name}`: the workflow file fields (PRODUCT.md "Workflow
+/// file") as JSON. The rules a schema cannot state (node ids unique, `after` naming known
+/// nodes, no cycle, events that exist, each node an event, a workflow or an inline script)
+/// are checked by the server, which names the node and field of the first one broken.
+pub struct WorkflowApplyBody;
+
+impl PartialSchema for WorkflowApplyBody {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::schema::ArrayBuilder;
+        let node = ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .description(Some(
+                "A node: `id`, one of `event` / `workflow` / an inline script (`type`, `script`...), \
+                 `after` (a list of ids or a map id -> success|failure|always|condition|not_condition), \
+                 `join` (all|any), and the overrides `target`, `timeout`, `retries`, `env`, `input`, `helpers`",
+            ))
+            .property(
+                "id",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(r"^[a-z0-9_-]{1,64}$")),
+            )
+            .required("id");
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .property("name", cronium_core::spec_schema::name())
+            .property("nodes", ArrayBuilder::new().items(node).min_items(Some(1)))
+            .required("nodes")
+            .into()
+    }
+}
+
+impl ToSchema for WorkflowApplyBody {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("WorkflowApplyBody")
     }
 }
 

@@ -9,8 +9,12 @@
 //! schema), not `Object`; timestamps are RFC 3339 `date-time`.
 
 use cronium_core::clock::rfc3339;
+use cronium_model::workflow::{EdgeKind, Join, NodeKind, NodeRunStatus, WorkflowRunStatus};
 use cronium_model::{EventStatus, ExecutionStatus, JobStatus, Trigger};
-use cronium_store::{Applied, EventRow, ExecutionRow, JobRow, LogLine, TokenRow};
+use cronium_store::{
+    Applied, EventRow, ExecutionRow, JobRow, LogLine, NodeExplanation, NodeRunRow, TokenRow,
+    WorkflowNodeRow, WorkflowRow, WorkflowRunDetail, WorkflowRunRow,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -365,4 +369,371 @@ pub struct TransportMetricsDto {
 pub struct DockerStateDto {
     /// Whether this server reaches a Docker engine (container targets).
     pub available: bool,
+}
+
+/// A workflow: its current version's spec and status, and its schedule state.
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowDto {
+    pub id: i64,
+    pub name: String,
+    pub version: i64,
+    /// The one place a workflow's status is reported (not repeated inside `spec`).
+    pub status: EventStatus,
+    /// The workflow file fields, normalised (`after` always a map), without `status`. Any
+    /// JSON: a stored spec that no longer parses is returned as it is (`broken` says why).
+    #[schema(value_type = Value, required)]
+    pub spec: Value,
+    #[schema(required, format = DateTime)]
+    pub next_fire_at: Option<String>,
+    #[schema(required, format = DateTime)]
+    pub last_fired_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(format = DateTime)]
+    pub updated_at: String,
+    /// Why the stored spec no longer parses (it does not fire); null for a usable workflow.
+    #[schema(required)]
+    pub broken: Option<String>,
+}
+
+impl From<WorkflowRow> for WorkflowDto {
+    fn from(w: WorkflowRow) -> Self {
+        WorkflowDto {
+            id: w.id,
+            name: w.name,
+            version: w.version,
+            status: w.status,
+            spec: w.spec,
+            next_fire_at: ts(w.next_fire_at),
+            last_fired_at: ts(w.last_fired_at),
+            created_at: rfc3339(w.created_at),
+            updated_at: rfc3339(w.updated_at),
+            broken: w.broken,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowApplyDto {
+    pub result: ApplyResult,
+    /// The workflow as this apply wrote it.
+    pub workflow: WorkflowDto,
+}
+
+/// One incoming edge of a node.
+#[derive(Serialize, ToSchema)]
+pub struct EdgeDto {
+    /// The upstream node's id.
+    pub from: String,
+    pub on: EdgeKind,
+}
+
+/// One node of a version's graph.
+#[derive(Serialize, ToSchema)]
+pub struct GraphNodeDto {
+    pub id: String,
+    pub kind: NodeKind,
+    /// The event an `event` node runs, or the `WORKFLOW/NODE` event of an `inline` node.
+    #[schema(required)]
+    pub event: Option<String>,
+    /// The workflow a `workflow` node runs.
+    #[schema(required)]
+    pub workflow: Option<String>,
+    pub join: Join,
+    /// Incoming edges, in the order of the node's `after`.
+    pub after: Vec<EdgeDto>,
+}
+
+impl From<WorkflowNodeRow> for GraphNodeDto {
+    fn from(n: WorkflowNodeRow) -> Self {
+        GraphNodeDto {
+            id: n.node_id,
+            kind: n.kind,
+            event: n.event_name,
+            workflow: n.sub_workflow,
+            join: n.join,
+            after: n
+                .after
+                .into_iter()
+                .map(|(from, on)| EdgeDto { from, on })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowVersionDto {
+    pub version: i64,
+    pub status: EventStatus,
+    /// The whole run's timeout in milliseconds; null for none.
+    #[schema(required)]
+    pub timeout_ms: Option<i64>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+}
+
+/// `GET /api/v1/workflows/{name}`: the workflow, its current graph, every version.
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowShowDto {
+    pub workflow: WorkflowDto,
+    /// The current version's nodes in file order.
+    pub nodes: Vec<GraphNodeDto>,
+    /// Newest first.
+    pub versions: Vec<WorkflowVersionDto>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowRunDto {
+    pub id: i64,
+    /// Workflow name (kept after the workflow is deleted).
+    pub workflow: String,
+    /// Null once the workflow has been deleted.
+    #[schema(required)]
+    pub workflow_id: Option<i64>,
+    pub workflow_version: i64,
+    pub trigger: Trigger,
+    pub status: WorkflowRunStatus,
+    /// The run's input: any JSON (an object).
+    #[schema(value_type = Value, required)]
+    pub input: Value,
+    /// Once ended: the merged outputs of its end nodes that succeeded; null before.
+    #[schema(value_type = Value, required)]
+    pub output: Value,
+    #[schema(required)]
+    pub error: Option<String>,
+    /// The run this one retries.
+    #[schema(required)]
+    pub retry_of: Option<i64>,
+    /// 1 for a first run, + 1 per retry.
+    pub attempt: i32,
+    /// The top run of this run's tree (itself for a top run).
+    pub root_run_id: i64,
+    /// 1 for a top run, + 1 per level of sub-workflow.
+    pub depth: i32,
+    /// Asked to stop (cancelled or timed out); it ends when its running node jobs have.
+    pub cancel_requested: bool,
+    #[schema(required, format = DateTime)]
+    pub scheduled_for: Option<String>,
+    #[schema(required, format = DateTime)]
+    pub deadline_at: Option<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(required, format = DateTime)]
+    pub started_at: Option<String>,
+    #[schema(required, format = DateTime)]
+    pub finished_at: Option<String>,
+}
+
+impl From<WorkflowRunRow> for WorkflowRunDto {
+    fn from(r: WorkflowRunRow) -> Self {
+        WorkflowRunDto {
+            cancel_requested: r.cancel_requested(),
+            id: r.id,
+            workflow: r.workflow_name,
+            workflow_id: r.workflow_id,
+            workflow_version: r.workflow_version,
+            trigger: r.trigger,
+            status: r.status,
+            input: r.input,
+            output: r.output,
+            error: r.error,
+            retry_of: r.retry_of,
+            attempt: r.attempt,
+            root_run_id: r.root_run_id,
+            depth: r.depth,
+            scheduled_for: ts(r.scheduled_for),
+            deadline_at: ts(r.deadline_at),
+            created_at: rfc3339(r.created_at),
+            started_at: ts(r.started_at),
+            finished_at: ts(r.finished_at),
+        }
+    }
+}
+
+/// One node of one run.
+#[derive(Serialize, ToSchema)]
+pub struct NodeRunDto {
+    /// The node's id in the workflow file.
+    pub node: String,
+    pub kind: NodeKind,
+    pub status: NodeRunStatus,
+    /// Its job (`cronium job show`, `job logs`); null until it was queued, and for a
+    /// `workflow` node.
+    #[schema(required)]
+    pub job_id: Option<i64>,
+    /// For a `workflow` node: its sub-run.
+    #[schema(required)]
+    pub sub_run_id: Option<i64>,
+    /// The input its job got: any JSON; null until decided.
+    #[schema(value_type = Value, required)]
+    pub input: Value,
+    /// Its job's output: any JSON; null until it ended.
+    #[schema(value_type = Value, required)]
+    pub output: Value,
+    /// The condition its script set, if it did.
+    #[schema(required)]
+    pub condition: Option<bool>,
+    /// Why it ran or was skipped, in words; null while waiting.
+    #[schema(required)]
+    pub reason: Option<String>,
+    /// Why it failed, was cancelled or could not start.
+    #[schema(required)]
+    pub error: Option<String>,
+    #[schema(required, format = DateTime)]
+    pub started_at: Option<String>,
+    #[schema(required, format = DateTime)]
+    pub finished_at: Option<String>,
+}
+
+impl From<NodeRunRow> for NodeRunDto {
+    fn from(n: NodeRunRow) -> Self {
+        NodeRunDto {
+            node: n.node_id,
+            kind: n.kind,
+            status: n.status,
+            job_id: n.job_id,
+            sub_run_id: n.sub_run_id,
+            input: n.input,
+            output: n.output,
+            condition: n.condition,
+            reason: n.reason,
+            error: n.error,
+            started_at: ts(n.started_at),
+            finished_at: ts(n.finished_at),
+        }
+    }
+}
+
+/// Why one node stands where it does.
+#[derive(Serialize, ToSchema)]
+pub struct NodeExplanationDto {
+    pub node: String,
+    pub status: NodeRunStatus,
+    /// In words: "skipped: deploy succeeded, edge needs failure", "waiting for deploy (running)".
+    pub why: String,
+}
+
+impl From<NodeExplanation> for NodeExplanationDto {
+    fn from(e: NodeExplanation) -> Self {
+        NodeExplanationDto {
+            node: e.node_id,
+            status: e.status,
+            why: e.why,
+        }
+    }
+}
+
+/// `GET /api/v1/workflow-runs/{id}`.
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowRunDetailDto {
+    pub run: WorkflowRunDto,
+    /// Every node in file order.
+    pub nodes: Vec<NodeRunDto>,
+    /// For each node, in file order, why it ran, was skipped or still waits.
+    pub explain: Vec<NodeExplanationDto>,
+}
+
+impl From<WorkflowRunDetail> for WorkflowRunDetailDto {
+    fn from(d: WorkflowRunDetail) -> Self {
+        let explain = d.explain().into_iter().map(Into::into).collect();
+        WorkflowRunDetailDto {
+            run: d.run.into(),
+            nodes: d.nodes.into_iter().map(Into::into).collect(),
+            explain,
+        }
+    }
+}
+
+/// A line of a workflow run's live log: a node's job's log line, tagged by node.
+#[derive(Serialize, ToSchema, Clone)]
+pub struct WorkflowLogLineDto {
+    /// The node's id (`SUBNODE` of a sub-workflow as `NODE/SUBNODE`).
+    pub node: String,
+    pub job_id: i64,
+    pub seq: i64,
+    #[schema(format = DateTime)]
+    pub ts: String,
+    #[schema(schema_with = log_stream)]
+    pub stream: String,
+    pub line: String,
+    #[schema(required)]
+    pub execution_id: Option<i64>,
+    #[schema(required)]
+    pub server: Option<String>,
+}
+
+impl WorkflowLogLineDto {
+    pub fn new(node: String, job_id: i64, l: LogLine, server: Option<String>) -> Self {
+        WorkflowLogLineDto {
+            node,
+            job_id,
+            seq: l.seq,
+            ts: rfc3339(l.ts),
+            stream: l.stream,
+            line: l.line,
+            execution_id: l.execution_id,
+            server,
+        }
+    }
+}
+
+/// What a batch apply holds.
+#[derive(Deserialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchKind {
+    Events,
+    Workflows,
+}
+
+/// `POST /api/v1/apply`: many events or many workflows in one transaction.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"kind": "events", "items": [{"name": "hello", "type": "bash", "script": "echo hi"}], "prune": false, "dry_run": true}))]
+pub struct ApplyBatchBody {
+    pub kind: BatchKind,
+    /// The event or workflow files' fields as JSON, one object each (names unique).
+    #[schema(value_type = Vec<Object>)]
+    pub items: Vec<Value>,
+    /// Delete the events (or workflows) that `items` does not name.
+    #[serde(default)]
+    pub prune: bool,
+    /// Only report what would change; nothing is kept.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// What a batch apply did (or would do) to one name.
+#[derive(Serialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeResult {
+    Created,
+    Updated,
+    Unchanged,
+    Deleted,
+}
+
+impl From<cronium_store::BatchResult> for ChangeResult {
+    fn from(r: cronium_store::BatchResult) -> Self {
+        use cronium_store::BatchResult as B;
+        match r {
+            B::Created => ChangeResult::Created,
+            B::Updated => ChangeResult::Updated,
+            B::Unchanged => ChangeResult::Unchanged,
+            B::Deleted => ChangeResult::Deleted,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangeDto {
+    pub name: String,
+    pub result: ChangeResult,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApplyBatchDto {
+    /// True when nothing was kept.
+    pub dry_run: bool,
+    /// The items in the order given, then the deletions by name.
+    pub changes: Vec<ChangeDto>,
 }

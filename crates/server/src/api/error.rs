@@ -156,6 +156,18 @@ impl From<SpecError> for ApiError {
     }
 }
 
+impl From<crate::usecases::UseCaseError> for ApiError {
+    fn from(e: crate::usecases::UseCaseError) -> Self {
+        use crate::usecases::UseCaseError;
+        match e {
+            UseCaseError::Invalid { field, message } => ApiError::bad(field, message),
+            UseCaseError::NotFound(m) => ApiError::NotFound(m),
+            UseCaseError::Conflict { field, message } => ApiError::Conflict { field, message },
+            UseCaseError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {

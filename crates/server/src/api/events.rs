@@ -94,7 +94,13 @@ pub async fn create(
     validate_target(&state, &spec).await?;
     let mut event = state
         .store
-        .create_event(&spec.name, spec.status, &spec.to_value(), now_ms())
+        .create_event_with_policy(
+            &spec.name,
+            spec.status,
+            &spec.to_value(),
+            &spec.policy(),
+            now_ms(),
+        )
         .await?;
     event.next_fire_at = scheduler::reschedule(&state, &event).await?;
     Ok((StatusCode::CREATED, Json(event.into())))
@@ -136,7 +142,13 @@ pub async fn apply(
     validate_target(&state, &spec).await?;
     let (mut event, applied) = state
         .store
-        .apply_event(&spec.name, spec.status, &spec.to_value(), now_ms())
+        .apply_event_with_policy(
+            &spec.name,
+            spec.status,
+            &spec.to_value(),
+            &spec.policy(),
+            now_ms(),
+        )
         .await?;
     if applied != Applied::Unchanged {
         event.next_fire_at = scheduler::reschedule(&state, &event).await?;

@@ -331,7 +331,7 @@ pub async fn stream(
 
 /// A store read for a live viewer, tried three times (a busy or restarting database) before
 /// its error ends the stream.
-async fn retry_read<T, F, Fut>(mut read: F) -> Result<T, cronium_store::StoreError>
+pub(crate) async fn retry_read<T, F, Fut>(mut read: F) -> Result<T, cronium_store::StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, cronium_store::StoreError>>,

@@ -1,6 +1,7 @@
 //! The HTTP API under `/api/v1` (JSON), `/metrics` (Prometheus) and `/healthz`.
 //! Every route except `/healthz` requires `Authorization: Bearer <token>`.
 
+pub mod apply;
 pub mod body;
 pub mod doc;
 pub mod dto;
@@ -13,6 +14,7 @@ pub mod prune;
 pub mod servers;
 pub mod tokens;
 pub mod variables;
+pub mod workflows;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
@@ -224,6 +226,22 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/servers/{name}/test", post(servers::test))
         .route("/servers/{name}/accept-key", post(servers::accept_key))
+        .route("/workflows", get(workflows::list))
+        .route(
+            "/workflows/{name}",
+            get(workflows::show)
+                .put(workflows::apply)
+                .delete(workflows::delete),
+        )
+        .route(
+            "/workflows/{name}/runs",
+            get(workflows::runs).post(workflows::run),
+        )
+        .route("/workflow-runs/{id}", get(workflows::show_run))
+        .route("/workflow-runs/{id}/retry", post(workflows::retry))
+        .route("/workflow-runs/{id}/cancel", post(workflows::cancel))
+        .route("/workflow-runs/{id}/logs", get(workflows::logs))
+        .route("/apply", post(apply::apply))
         .route("/prune", post(prune::prune))
         .route("/metrics/transports", get(transport_metrics))
         .route("/openapi.json", get(openapi))

@@ -57,3 +57,20 @@ pub struct TokenId {
     /// The token's id.
     pub id: i64,
 }
+
+/// A workflow, by name.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct WorkflowName {
+    /// The workflow's name.
+    #[param(schema_with = cronium_core::spec_schema::name, example = "release")]
+    pub name: String,
+}
+
+/// A workflow run, by id.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RunId {
+    /// The workflow run's id.
+    pub id: i64,
+}

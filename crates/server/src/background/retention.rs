@@ -88,6 +88,8 @@ pub struct SweepReport {
     pub skipped_events: Vec<String>,
     /// The sweep stopped early (shutdown); what it reports went.
     pub interrupted: bool,
+    /// Ended workflow runs deleted (with their node runs); 0 in a dry run.
+    pub workflow_runs: u64,
 }
 
 impl SweepReport {
@@ -129,6 +131,8 @@ struct Plan {
     skipped_events: Vec<String>,
     /// The longest timeout of any event (at least the default timeout).
     longest_timeout: Duration,
+    /// Ended workflow runs that finished before this go (with their node runs).
+    workflow_runs_before: Option<i64>,
 }
 
 impl Retention {
@@ -181,6 +185,20 @@ impl Retention {
             report.by_event = self.store.prune_preview(&plan.rules).await?;
         } else {
             report.interrupted = !self.prune(&plan.rules, &mut report.by_event).await?;
+            if let Some(before) = plan.workflow_runs_before.filter(|_| !report.interrupted) {
+                loop {
+                    let n = self
+                        .store
+                        .prune_workflow_runs_step(before, self.config.limits.jobs)
+                        .await?;
+                    report.workflow_runs += n;
+                    if n < u64::try_from(self.config.limits.jobs).unwrap_or(0)
+                        || self.stop.is_cancelled()
+                    {
+                        break;
+                    }
+                }
+            }
         }
         let cache = PayloadCache::new(&self.config.payload_dir);
         for (path, size) in cache.stale(self.config.payload_max_age) {
@@ -240,6 +258,7 @@ impl Retention {
             rules: Vec::new(),
             skipped_events: Vec::new(),
             longest_timeout: Duration::from_secs(spec::DEFAULT_TIMEOUT_SECS),
+            workflow_runs_before: None,
         };
         for event in self.store.list_events().await? {
             let parsed = match &event.broken {
@@ -258,6 +277,18 @@ impl Retention {
                     keep: i64::try_from(parsed.keep).unwrap_or(i64::MAX),
                 });
             }
+        }
+        // The events of inline workflow nodes follow their workflow's retention, which is the
+        // server's `--retain` (a workflow file has no `retain`).
+        if let Some(finished_before) = before(self.config.retain) {
+            for event in self.store.list_inline_events(None).await? {
+                plan.rules.push(PruneRule {
+                    scope: PruneScope::Event(event.id),
+                    finished_before,
+                    keep: 0,
+                });
+            }
+            plan.workflow_runs_before = Some(finished_before);
         }
         if let Some(finished_before) = before(self.config.retain) {
             plan.rules.push(PruneRule {

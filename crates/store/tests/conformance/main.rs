@@ -8,6 +8,7 @@
 mod harness;
 
 mod auth;
+mod batch;
 mod events;
 mod executions;
 mod limits;

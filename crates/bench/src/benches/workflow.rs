@@ -1,0 +1,203 @@
+//! `workflow`: the workflow bars of PRODUCT.md.
+//!
+//! - **Sequential**: a 40-node workflow of inline Python fibo(10) nodes, each after the previous
+//!   one, against the same 40 scripts run directly back to back with the real python binary, in
+//!   the same benchmark (interleaved, repeated, medians). The workflow's time is the run's own
+//!   (server clock: created → finished), so the client's polling adds nothing.
+//! - **Fan-in**: 100 parallel nodes and one join after all of them: how long after the last
+//!   branch's job ended the join's job was claimed (its start), and decided (its node run
+//!   started, in the transaction that ended the last branch).
+//!
+//! Not here: Prefect (the peer of the benchmark is left for a later harness).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{real_python, time_direct, Ctx};
+use crate::report::Report;
+use crate::server::{ts_ms, Server, ServerOpts};
+use crate::stats::Summary;
+
+pub const TARGET_PER_NODE_MS: f64 = 3.0;
+pub const TARGET_JOIN_MS: f64 = 50.0;
+const NODES: usize = 40;
+const BRANCHES: usize = 100;
+
+const FIBO: &str =
+    "def fibo(n):\n    return n if n < 2 else fibo(n - 1) + fibo(n - 2)\n\nprint(fibo(10))\n";
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+fn sequential() -> Value {
+    let nodes: Vec<Value> = (0..NODES)
+        .map(|i| {
+            let mut n = json!({"id": format!("n{i:02}"), "type": "python", "script": FIBO});
+            if i > 0 {
+                n["after"] = json!([format!("n{:02}", i - 1)]);
+            }
+            n
+        })
+        .collect();
+    json!({"name": "bench-seq", "nodes": nodes})
+}
+
+fn fan_in() -> Value {
+    let mut nodes: Vec<Value> = (0..BRANCHES)
+        .map(|i| json!({"id": format!("b{i:03}"), "type": "bash", "script": "true"}))
+        .collect();
+    let after: Vec<String> = (0..BRANCHES).map(|i| format!("b{i:03}")).collect();
+    nodes.push(json!({"id": "join", "type": "bash", "script": "true", "after": after}));
+    json!({"name": "bench-fan-in", "nodes": nodes})
+}
+
+/// Starts a run of `name` and polls it to its end; returns the run detail.
+async fn run_to_end(server: &Server, name: &str) -> anyhow::Result<Value> {
+    let r = server
+        .api("POST", &format!("/api/v1/workflows/{name}/runs"), None)
+        .await?;
+    let id = r["id"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("no run id: {r}"))?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let d = server
+            .api("GET", &format!("/api/v1/workflow-runs/{id}"), None)
+            .await?;
+        let status = d["run"]["status"].as_str().unwrap_or_default();
+        if !["queued", "running"].contains(&status) {
+            if status != "succeeded" {
+                anyhow::bail!("run {id} of {name} ended {status}: {d}");
+            }
+            return Ok(d);
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("run {id} of {name} still {status} after 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn run_ms(d: &Value) -> anyhow::Result<f64> {
+    let created = ts_ms(&d["run"]["created_at"]);
+    let finished = ts_ms(&d["run"]["finished_at"]);
+    match (created, finished) {
+        (Some(c), Some(f)) => Ok((f - c) as f64),
+        _ => anyhow::bail!("run without times: {}", d["run"]),
+    }
+}
+
+pub async fn run(ctx: &Ctx, reps: usize, python: Option<PathBuf>) -> anyhow::Result<Report> {
+    let dir = tempfile::tempdir()?;
+    let mut opts = ServerOpts::default();
+    let system = PathBuf::from(SYSTEM_PYTHON);
+    let python = match python.or_else(|| system.exists().then_some(system)) {
+        None => real_python()?,
+        Some(p) => {
+            let p = std::fs::canonicalize(&p)?;
+            let bin = dir.path().join("bin");
+            std::fs::create_dir(&bin)?;
+            std::os::unix::fs::symlink(&p, bin.join("python3"))?;
+            let path = std::env::var("PATH").unwrap_or_default();
+            opts.env
+                .push(("PATH".into(), format!("{}:{path}", bin.display())));
+            p
+        }
+    };
+    let script = dir.path().join("fibo.py");
+    std::fs::write(&script, FIBO)?;
+    let script_arg = script.display().to_string();
+
+    let server = Server::start(&ctx.bins, &opts)?;
+    for spec in [sequential(), fan_in()] {
+        let name = spec["name"].as_str().unwrap_or_default().to_string();
+        server
+            .api("PUT", &format!("/api/v1/workflows/{name}"), Some(&spec))
+            .await?;
+    }
+    // Warm-up: payloads built and cached, interpreter pages in memory.
+    run_to_end(&server, "bench-seq").await?;
+
+    let (mut queued, mut direct) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        let t = Instant::now();
+        for _ in 0..NODES {
+            time_direct(&python, &[&script_arg])?;
+        }
+        direct.push(t.elapsed().as_secs_f64() * 1000.0);
+        let d = run_to_end(&server, "bench-seq").await?;
+        queued.push(run_ms(&d)?);
+    }
+    let q = Summary::of(&queued).ok_or_else(|| anyhow::anyhow!("no workflow run"))?;
+    let d = Summary::of(&direct).ok_or_else(|| anyhow::anyhow!("no direct series"))?;
+    let per_node = (q.p50 - d.p50) / NODES as f64;
+
+    // Fan-in: the join's start after the last branch's end, per repetition.
+    let (mut claimed, mut decided) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        let detail = run_to_end(&server, "bench-fan-in").await?;
+        let nodes = detail["nodes"].as_array().cloned().unwrap_or_default();
+        let mut last_end = 0;
+        let mut join_job = None;
+        let mut join_decided = None;
+        for n in &nodes {
+            let Some(job_id) = n["job_id"].as_i64() else {
+                continue;
+            };
+            if n["node"] == "join" {
+                join_job = Some(job_id);
+                join_decided = ts_ms(&n["started_at"]);
+                continue;
+            }
+            let job = server.job(job_id).await?;
+            last_end = last_end.max(ts_ms(&job["finished_at"]).unwrap_or(0));
+        }
+        let join_job = join_job.ok_or_else(|| anyhow::anyhow!("the join did not run"))?;
+        let job = server.job(join_job).await?;
+        let started = ts_ms(&job["started_at"]).unwrap_or(0);
+        claimed.push((started - last_end) as f64);
+        decided.push((join_decided.unwrap_or(0) - last_end) as f64);
+    }
+    let c = Summary::of(&claimed).ok_or_else(|| anyhow::anyhow!("no fan-in run"))?;
+    let dd = Summary::of(&decided).ok_or_else(|| anyhow::anyhow!("no fan-in run"))?;
+
+    let mut r = Report::new("workflow");
+    r.at_most(
+        "40-node sequential workflow: orchestration overhead per node",
+        per_node,
+        TARGET_PER_NODE_MS,
+        "ms",
+    );
+    r.info(
+        "40-node sequential workflow, total (median)",
+        format!(
+            "{:.3} s (direct: {:.3} s; Windmill 4.4 s, Temporal 3.0 s, Hatchet 1.2 s published)",
+            q.p50 / 1000.0,
+            d.p50 / 1000.0
+        ),
+    );
+    r.at_most(
+        "100 parallel nodes + join: join job started after the last branch ended (median)",
+        c.p50,
+        TARGET_JOIN_MS,
+        "ms",
+    );
+    r.info(
+        "join decided after the last branch ended (median)",
+        format!("{:.1} ms (the same transaction)", dd.p50),
+    );
+    r.info("python", format!("`{}`", python.display()));
+    println!("workflow: sequential total {}", q.line("ms"));
+    println!("workflow: direct total {}", d.line("ms"));
+    println!("workflow: join claimed after last branch {}", c.line("ms"));
+    r.set("reps", json!(reps));
+    r.set("sequential_total_ms", q.to_json());
+    r.set("direct_total_ms", d.to_json());
+    r.set(
+        "overhead_per_node_ms",
+        json!(crate::stats::round3(per_node)),
+    );
+    r.set("join_claimed_ms", c.to_json());
+    r.set("join_decided_ms", dd.to_json());
+    Ok(r)
+}
