@@ -10,6 +10,7 @@ pub mod failover;
 pub mod idle_rss;
 pub mod log_latency;
 pub mod overhead;
+pub mod prefect;
 pub mod runner_size;
 pub mod throughput;
 pub mod workflow;

@@ -8,7 +8,9 @@
 //!   branch's job ended the join's job was claimed (its start), and decided (its node run
 //!   started, in the transaction that ended the last branch).
 //!
-//! Not here: Prefect (the peer of the benchmark is left for a later harness).
+//! - **Peer**: Prefect 3 (`prefect.rs`) running a 40-task sequential flow of the same fibo(10),
+//!   in the same run: its tasks are functions in one Python process, ours are 40 scripts, each
+//!   its own interpreter, so the comparison favours Prefect by 40 interpreter starts.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -186,6 +188,29 @@ pub async fn run(ctx: &Ctx, reps: usize, python: Option<PathBuf>) -> anyhow::Res
         "join decided after the last branch ended (median)",
         format!("{:.1} ms (the same transaction)", dd.p50),
     );
+    // The peer, after ours so its install (first use) does not overlap our timings.
+    match super::prefect::run(&ctx.root, &python, NODES, reps.max(1)) {
+        Ok(p) => {
+            r.info(
+                "Prefect 3 40-task sequential flow of fibo(10) (median of warm flows)",
+                format!(
+                    "{:.3} s (first flow, starting its ephemeral server: {:.3} s; import {:.2} s); ours/Prefect {:.2}×",
+                    p.flows.p50 / 1000.0,
+                    p.first_flow_ms / 1000.0,
+                    p.import_ms / 1000.0,
+                    q.p50 / p.flows.p50
+                ),
+            );
+            println!("workflow: prefect warm flows {}", p.flows.line("ms"));
+            r.set("prefect_version", json!(super::prefect::VERSION));
+            r.set("prefect_flow_ms", p.flows.to_json());
+            r.set(
+                "prefect_first_flow_ms",
+                json!(crate::stats::round3(p.first_flow_ms)),
+            );
+        }
+        Err(e) => r.note(format!("Prefect not measured: {e:#}")),
+    }
     r.info("python", format!("`{}`", python.display()));
     println!("workflow: sequential total {}", q.line("ms"));
     println!("workflow: direct total {}", d.line("ms"));
