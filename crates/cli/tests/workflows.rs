@@ -947,7 +947,11 @@ async fn events_stored_without_a_job_policy_get_one_at_start() {
     let mut s = Server::start();
     s.apply_yaml("name: legacy\ntype: bash\nretries: { max_attempts: 2 }\nscript: 'echo old'\n")
         .await;
-    apply_workflow(&s, "name: uses-legacy\nnodes:\n  - id: a\n    event: legacy\n").await;
+    apply_workflow(
+        &s,
+        "name: uses-legacy\nnodes:\n  - id: a\n    event: legacy\n",
+    )
+    .await;
     s.stop();
     // As a release before workflows wrote it: no policy columns.
     {
@@ -972,5 +976,8 @@ async fn events_stored_without_a_job_policy_get_one_at_start() {
     let d = wait_run(&s2, id, Duration::from_secs(30)).await;
     assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
     let job = s2.job(node(&d, "a")["job_id"].as_i64().unwrap()).await;
-    assert_eq!(job["max_attempts"], 2, "the policy came from the stored spec: {job}");
+    assert_eq!(
+        job["max_attempts"], 2,
+        "the policy came from the stored spec: {job}"
+    );
 }
