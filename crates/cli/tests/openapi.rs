@@ -933,6 +933,15 @@ async fn every_route_answers_as_the_document_says() {
         404,
     )
     .await;
+    // Regression (found by the fuzzer): paging the runs of no workflow is a 404 too.
+    c.hit(
+        "GET",
+        wf_runs,
+        "/api/v1/workflows/nope/runs?before=5",
+        Body::None,
+        404,
+    )
+    .await;
     // The live log of every node follows the run to its end.
     let logs = "/api/v1/workflow-runs/{id}/logs";
     let a = c

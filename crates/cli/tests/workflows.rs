@@ -941,3 +941,43 @@ async fn a_node_runs_its_local_event_in_a_container() {
     let plain = s.job(node(&d, "plain")["job_id"].as_i64().unwrap()).await;
     assert_ne!(plain["executions"][0]["mode"], "container", "{plain}");
 }
+
+#[tokio::test]
+async fn events_stored_without_a_job_policy_get_one_at_start() {
+    let mut s = Server::start();
+    s.apply_yaml("name: legacy\ntype: bash\nretries: { max_attempts: 2 }\nscript: 'echo old'\n")
+        .await;
+    apply_workflow(
+        &s,
+        "name: uses-legacy\nnodes:\n  - id: a\n    event: legacy\n",
+    )
+    .await;
+    s.stop();
+    // As a release before workflows wrote it: no policy columns.
+    {
+        use sqlx::Connection;
+        let db = s.data_path("cronium.db");
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", db.display()))
+            .await
+            .expect("open the database");
+        sqlx::query(
+            "UPDATE events SET max_attempts = NULL, backoff_ms = NULL, max_backoff_ms = NULL, \
+             timeout_ms = NULL, max_executions = NULL WHERE name = 'legacy'",
+        )
+        .execute(&mut c)
+        .await
+        .expect("clear the policy");
+    }
+    let s2 = Server::start_with(ServerOpts {
+        data_dir: Some(s.data_dir.clone()),
+        ..Default::default()
+    });
+    let id = start_run(&s2, "uses-legacy", None).await;
+    let d = wait_run(&s2, id, Duration::from_secs(30)).await;
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
+    let job = s2.job(node(&d, "a")["job_id"].as_i64().unwrap()).await;
+    assert_eq!(
+        job["max_attempts"], 2,
+        "the policy came from the stored spec: {job}"
+    );
+}

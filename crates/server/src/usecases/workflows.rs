@@ -233,7 +233,8 @@ pub async fn runs(
             ..Default::default()
         })
         .await?;
-    if runs.is_empty() && before.is_none() {
+    // No runs: a 404 unless the workflow exists (a deleted one's runs are still found above).
+    if runs.is_empty() {
         find(state, name).await?;
     }
     Ok(runs)
