@@ -29,6 +29,7 @@ mod retention;
 mod row;
 mod schedule;
 mod servers;
+mod sessions;
 mod store;
 mod variables;
 mod workflow_runs;
@@ -47,6 +48,7 @@ pub use retention::{
 };
 pub use schedule::{FireResult, Lease};
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
+pub use sessions::{NewSession, SessionRow, SESSION_TOUCH_MS};
 pub use store::{Backend, Store};
 pub use variables::{VariableRow, VariableValue};
 pub use workflow_runs::{
