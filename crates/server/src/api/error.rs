@@ -177,6 +177,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::usecases::UseCaseError> for ApiError {
+    fn from(e: crate::usecases::UseCaseError) -> Self {
+        use crate::usecases::UseCaseError;
+        match e {
+            UseCaseError::Invalid { field, message } => ApiError::BadRequest { field, message },
+            UseCaseError::NotFound(message) => ApiError::NotFound(message),
+            UseCaseError::Conflict { field, message } => ApiError::Conflict { field, message },
+            UseCaseError::Store(e) => e.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = match &self {
