@@ -9,7 +9,8 @@ use crate::row::{i64_col, text};
 use crate::store::map_opt;
 use crate::{Store, StoreError};
 
-/// `last_seen_at` is rewritten at most this often, so that every page view is not a write.
+/// `last_seen_at` is rewritten at most this often (or a quarter of the idle limit when that
+/// is shorter), so that every page view is not a write.
 pub const SESSION_TOUCH_MS: i64 = 60_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,9 +97,14 @@ impl Store {
         map_opt(row, session_row)
     }
 
-    /// Records activity, at most once per [`SESSION_TOUCH_MS`].
-    pub async fn touch_session(&self, session: &SessionRow, now: i64) -> Result<(), StoreError> {
-        if now - session.last_seen_at < SESSION_TOUCH_MS {
+    /// Records activity, at most once per `resolution_ms` (see [`SESSION_TOUCH_MS`]).
+    pub async fn touch_session(
+        &self,
+        session: &SessionRow,
+        now: i64,
+        resolution_ms: i64,
+    ) -> Result<(), StoreError> {
+        if now - session.last_seen_at < resolution_ms {
             return Ok(());
         }
         sqlx::query("UPDATE sessions SET last_seen_at = $1 WHERE id = $2")

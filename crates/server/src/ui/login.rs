@@ -176,6 +176,8 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> UiResult<Res
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {
+            // The delay counts from the answer, not from the request (hashing takes a while).
+            let now = now_ms();
             for key in &keys {
                 state
                     .store

@@ -141,9 +141,10 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Ses
         let _ = state.store.delete_expired_sessions(now, now - idle).await;
         return Ok(None);
     }
+    let resolution = cronium_store::SESSION_TOUCH_MS.min(idle / 4);
     state
         .store
-        .touch_session(&row, now)
+        .touch_session(&row, now, resolution)
         .await
         .map_err(internal)?;
     Ok(Some(Session {
