@@ -410,7 +410,11 @@ async fn save_from(
         }
         Err(e @ (UseCaseError::Invalid { .. } | UseCaseError::Conflict { .. })) => {
             let field = e.field().unwrap_or("(document)").to_string();
+            // The page names the field already.
             let message = e.to_string();
+            let message = message
+                .strip_prefix(&format!("{field}: "))
+                .map_or(message.clone(), str::to_string);
             let line = line_of(&yaml, &field).or_else(|| line_in_message(&message));
             let page = editor(
                 session,

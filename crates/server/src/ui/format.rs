@@ -11,6 +11,13 @@ pub fn ts(ms: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
+/// `12-02 01:10:54` (UTC), for narrow tables.
+pub fn short(ms: Option<i64>) -> String {
+    ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+        .map(|t| t.format("%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
 /// RFC 3339 for `<time datetime>`.
 pub fn iso(ms: Option<i64>) -> String {
     ms.map(cronium_core::clock::rfc3339).unwrap_or_default()

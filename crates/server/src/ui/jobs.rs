@@ -58,6 +58,8 @@ pub struct JobItem {
     pub trigger: Trigger,
     pub started: String,
     pub started_iso: String,
+    /// `12-02 01:32:53`, for narrow tables.
+    pub started_short: String,
     pub took: String,
 }
 
@@ -71,6 +73,7 @@ impl From<JobRow> for JobItem {
             trigger: j.trigger,
             started: format::ts(j.started_at.or(Some(j.created_at))),
             started_iso: format::iso(j.started_at.or(Some(j.created_at))),
+            started_short: format::short(j.started_at.or(Some(j.created_at))),
             took: format::between(j.started_at, j.finished_at),
         }
     }
