@@ -7,6 +7,8 @@
 //! What needs no browser (login required everywhere, CSRF, sessions, headers) is in
 //! `webui.rs`. `scripts/test.sh` installs `chromium` and `chromium-driver` when missing.
 
+#[path = "../../ssh/tests/support/mod.rs"]
+mod sshd;
 mod support;
 
 use std::net::TcpListener;
@@ -513,5 +515,115 @@ async fn a_big_log_opens_at_its_tail_and_loads_older_lines_on_demand() {
         resp.url().path().starts_with("/login"),
         "the download needs the login too"
     );
+    b.quit().await;
+}
+
+/// A server registered through the form with its key uploaded as a file, tested (its key
+/// pinned), then its host key changes: the page says so and accepting it makes it trusted.
+#[tokio::test]
+async fn add_a_server_with_a_key_file_test_it_and_accept_a_changed_host_key() {
+    let s = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = write(dir.path(), "id_ed25519", &sshd::env().client_key);
+    let mut h = sshd::Sshd::start();
+    let b = Browser::start().await;
+    b.login(&s).await;
+    b.goto(&s, "/servers").await;
+    b.click(By::LinkText("Add a server")).await;
+    let typed = |id: &'static str, text: String| {
+        let b = &b;
+        async move {
+            let el = b.d().find(By::Id(id)).await.expect("field");
+            el.clear().await.expect("clear");
+            el.send_keys(text).await.expect("type");
+        }
+    };
+    typed("s-name", "web1".into()).await;
+    typed("s-host", "127.0.0.1".into()).await;
+    typed("s-port", h.port.to_string()).await;
+    typed("s-user", sshd::USER.into()).await;
+    typed("s-tags", "web, eu".into()).await;
+    // A mistake first: no key chosen.
+    b.click(By::Id("add")).await;
+    b.wait("the form's error", Duration::from_secs(10), || async {
+        b.d().find(By::Id("form-error")).await.is_ok()
+    })
+    .await;
+    let err = b.d().find(By::Id("form-error")).await.expect("error");
+    assert_eq!(
+        err.attr("data-field").await.expect("attr").as_deref(),
+        Some("private_key")
+    );
+    assert_eq!(
+        b.d()
+            .find(By::Id("s-name"))
+            .await
+            .expect("name")
+            .value()
+            .await
+            .expect("v")
+            .as_deref(),
+        Some("web1"),
+        "what was typed is kept"
+    );
+    // The key file, uploaded.
+    b.d()
+        .find(By::Id("s-key"))
+        .await
+        .expect("file input")
+        .send_keys(key.display().to_string())
+        .await
+        .expect("choose file");
+    b.click(By::Id("add")).await;
+    b.wait("the server page", Duration::from_secs(10), || async {
+        b.path().await == "/servers/web1?done=added"
+    })
+    .await;
+    let (_, srv) = s.api("GET", "/api/v1/servers/web1", None).await;
+    assert_eq!(srv["auth"], "key", "{srv}");
+    assert_eq!(srv["tags"], serde_json::json!(["web", "eu"]));
+
+    b.click(By::Id("test")).await;
+    b.wait("the test report", Duration::from_secs(30), || async {
+        b.d().find(By::Id("report")).await.is_ok()
+    })
+    .await;
+    let report = b.text_of(By::Id("report")).await;
+    assert!(
+        report.contains("Reachable\nyes") || report.contains("Reachable yes"),
+        "{report}"
+    );
+    assert!(
+        report.contains("seen for the first time: now pinned"),
+        "{report}"
+    );
+    assert!(report.contains("Linux"), "{report}");
+    b.shot("server").await;
+
+    // The host key changes: a test records it as pending, the page warns and offers to accept.
+    h.new_host_key();
+    h.restart();
+    b.goto(&s, "/servers/web1").await;
+    b.click(By::Id("test")).await;
+    b.wait("the changed key", Duration::from_secs(30), || async {
+        b.d().find(By::Id("accept-key")).await.is_ok()
+    })
+    .await;
+    assert!(b.text_of(By::Id("report")).await.contains("CHANGED"));
+    b.click(By::Id("accept-key")).await;
+    b.d().accept_alert().await.expect("confirm");
+    b.wait("the key accepted", Duration::from_secs(10), || async {
+        b.path().await == "/servers/web1?done=accepted"
+    })
+    .await;
+    b.click(By::Id("test")).await;
+    b.wait("a matching key", Duration::from_secs(30), || async {
+        b.d().find(By::Id("report")).await.is_ok()
+    })
+    .await;
+    assert!(b
+        .text_of(By::Id("report"))
+        .await
+        .contains("matches the pinned key"));
     b.quit().await;
 }

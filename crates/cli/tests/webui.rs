@@ -555,3 +555,87 @@ async fn pages_send_a_strict_csp_no_inline_script_and_hashed_immutable_assets() 
         );
     }
 }
+
+#[tokio::test]
+async fn secret_variables_are_write_only_and_a_new_token_is_shown_once() {
+    let s = server(&[]);
+    let mut web = Web::new(&s);
+    web.login().await;
+    let csrf = web.csrf().await;
+    let p = web
+        .post(
+            "/variables",
+            &[
+                ("csrf", &csrf),
+                ("name", "db-password"),
+                ("value", "hunter2-very-secret"),
+                ("secret", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = web
+        .post(
+            "/variables",
+            &[("csrf", &csrf), ("name", "region"), ("value", "\"eu\"")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    let page = web.get("/variables").await;
+    assert!(page.body.contains("db-password") && page.body.contains("secret"));
+    assert!(
+        !page.body.contains("hunter2-very-secret"),
+        "a secret is never shown"
+    );
+    assert!(page.body.contains("&#34;eu&#34;"), "a plain value is");
+    let (_, v) = s.api("GET", "/api/v1/variables/db-password", None).await;
+    assert_eq!(
+        (v["secret"].as_bool(), v["value"].is_null()),
+        (Some(true), true)
+    );
+    // A bad name is refused at its field; a refused secret is not sent back to the page.
+    let p = web
+        .post(
+            "/variables",
+            &[
+                ("csrf", &csrf),
+                ("name", "bad name"),
+                ("value", "another-secret-value"),
+                ("secret", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("data-field=\"name\""), "{}", p.body);
+    assert!(!p.body.contains("another-secret-value"));
+
+    let p = web
+        .post("/tokens", &[("csrf", &csrf), ("name", "ci-deploy")])
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    let value = p
+        .body
+        .split("id=\"new-token\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .expect("the token")
+        .to_string();
+    assert!(value.starts_with("crn_"), "{value}");
+    // It works for the API...
+    let (status, _) = s
+        .api_with_token("GET", "/api/v1/events", None, Some(&value))
+        .await;
+    assert_eq!(status, 200);
+    // ...and is never shown again.
+    let page = web.get("/tokens").await;
+    assert!(page.body.contains("ci-deploy") && !page.body.contains(&value));
+    let p = web
+        .post("/tokens", &[("csrf", &csrf), ("name", "  ")])
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p.body.contains("name: must be 1 to 100 characters"),
+        "{}",
+        p.body
+    );
+}

@@ -218,12 +218,14 @@ pub async fn require_csrf(req: Request, next: Next) -> Response {
             refused()
         };
     }
-    let is_form = req
+    let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+        .unwrap_or_default()
+        .to_string();
+    let multipart = content_type.starts_with("multipart/form-data");
+    if !multipart && !content_type.starts_with("application/x-www-form-urlencoded") {
         return refused();
     }
     let (parts, body) = req.into_parts();
@@ -231,12 +233,38 @@ pub async fn require_csrf(req: Request, next: Next) -> Response {
         Ok(b) => b,
         Err(_) => return UiError::BadRequest("the form is over 2 MiB".into()).into_response(),
     };
-    let token = form_url_decoded(&bytes, "csrf");
+    let token = if multipart {
+        multipart_field(&content_type, bytes.clone(), "csrf").await
+    } else {
+        form_url_decoded(&bytes, "csrf")
+    };
     if !token.is_some_and(|t| same_token(&t, &session.csrf)) {
         return refused();
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await
+}
+
+/// The text of field `name` in a `multipart/form-data` body (a form with a file).
+async fn multipart_field(
+    content_type: &str,
+    body: axum::body::Bytes,
+    name: &str,
+) -> Option<String> {
+    use axum::extract::FromRequest;
+    let req = Request::builder()
+        .header(header::CONTENT_TYPE, content_type)
+        .body(Body::from(body))
+        .ok()?;
+    let mut form = axum::extract::Multipart::from_request(req, &())
+        .await
+        .ok()?;
+    while let Ok(Some(field)) = form.next_field().await {
+        if field.name() == Some(name) {
+            return field.text().await.ok();
+        }
+    }
+    None
 }
 
 /// The first value of `field` in an `application/x-www-form-urlencoded` body.
