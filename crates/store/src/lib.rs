@@ -28,6 +28,7 @@ mod progression;
 mod retention;
 mod row;
 mod schedule;
+mod seed;
 mod servers;
 mod sessions;
 mod store;
@@ -47,6 +48,7 @@ pub use retention::{
     PRUNE_STEP_LOG_LINES,
 };
 pub use schedule::{FireResult, Lease};
+pub use seed::SeedHistory;
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
 pub use sessions::{NewSession, SessionRow, SESSION_TOUCH_MS};
 pub use store::{Backend, Store};
