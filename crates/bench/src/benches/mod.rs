@@ -11,6 +11,7 @@ pub mod log_latency;
 pub mod overhead;
 pub mod runner_size;
 pub mod throughput;
+pub mod ui;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
