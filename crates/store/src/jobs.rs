@@ -809,8 +809,11 @@ impl Store {
             sql.push_str(&format!(" AND trigger_kind = ${}", next()));
         }
         if filter.server.is_some() {
+            // IN rather than EXISTS: the server's job ids come from its index, so a server
+            // with few jobs (or none) is as fast as one with many, at any depth; EXISTS made
+            // SQLite probe every job, newest first, until the page was full.
             sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM executions x WHERE x.job_id = jobs.id AND x.server = ${})",
+                " AND id IN (SELECT x.job_id FROM executions x WHERE x.server = ${})",
                 next()
             ));
         }

@@ -26,7 +26,8 @@ pub struct SeedHistory {
     pub start_ms: i64,
 }
 
-const COUNTER: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) ";
+const COUNTER: &str =
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) ";
 
 impl Store {
     /// Writes the history `s` describes; returns the id range of the jobs it wrote.
@@ -69,7 +70,7 @@ impl Store {
             sqlx::query(
                 "INSERT INTO executions (job_id, attempt, server, status, exit_code, started_at, finished_at, \
                  setup_ms, run_ms, runner_version, output, created_at) \
-                 SELECT id, 1, CASE WHEN id % 4 = 0 THEN 'web' || (id % 8) ELSE NULL END, \
+                 SELECT id, 1, CASE WHEN id % 4 = 0 THEN 'web' || ((id / 4) % 8) ELSE NULL END, \
                  CASE WHEN status = 'partial' THEN 'failed' ELSE status END, exit_code, started_at, finished_at, \
                  3, 240, '0.1.0', output, created_at FROM jobs WHERE id BETWEEN $1 AND $2",
             )

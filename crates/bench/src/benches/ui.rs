@@ -34,7 +34,9 @@ pub struct Size {
 
 pub async fn run(ctx: &Ctx, size: &Size) -> anyhow::Result<Report> {
     let mut report = Report::new("ui");
-    let dir = tempfile::Builder::new().prefix("cronium-bench-ui-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("cronium-bench-ui-")
+        .tempdir()?;
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data)?;
     let sqlite = format!("sqlite:{}", data.join("cronium.db").display());
@@ -70,7 +72,11 @@ impl Browser {
         let resp = http
             .post(format!("{base}/login"))
             .header("cookie", format!("cronium_login={login_cookie}"))
-            .form(&[("csrf", csrf.as_str()), ("username", "admin"), ("password", PASSWORD)])
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", "admin"),
+                ("password", PASSWORD),
+            ])
             .send()
             .await?;
         if resp.status().as_u16() != 303 {
@@ -97,7 +103,10 @@ impl Browser {
         let body = resp.text().await?;
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         if status.as_u16() != 200 {
-            anyhow::bail!("GET {path} answered {status}: {}", body.chars().take(300).collect::<String>());
+            anyhow::bail!(
+                "GET {path} answered {status}: {}",
+                body.chars().take(300).collect::<String>()
+            );
         }
         Ok((ms, body))
     }
@@ -108,13 +117,21 @@ fn cookie_of(resp: &reqwest::Response, name: &str) -> anyhow::Result<String> {
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix(&format!("{name}=")).map(|r| r.split(';').next().unwrap_or_default().to_string()))
+        .find_map(|c| {
+            c.strip_prefix(&format!("{name}="))
+                .map(|r| r.split(';').next().unwrap_or_default().to_string())
+        })
         .ok_or_else(|| anyhow::anyhow!("no {name} cookie"))
 }
 
 fn between(s: &str, start: &str, end: &str) -> anyhow::Result<String> {
-    let i = s.find(start).ok_or_else(|| anyhow::anyhow!("no `{start}` in the page"))? + start.len();
-    let j = s[i..].find(end).ok_or_else(|| anyhow::anyhow!("no end of `{start}`"))?;
+    let i = s
+        .find(start)
+        .ok_or_else(|| anyhow::anyhow!("no `{start}` in the page"))?
+        + start.len();
+    let j = s[i..]
+        .find(end)
+        .ok_or_else(|| anyhow::anyhow!("no end of `{start}`"))?;
     Ok(s[i..i + j].to_string())
 }
 
@@ -127,7 +144,10 @@ async fn backend(
     url: &str,
     data_dir: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    eprintln!("-- ui: seeding {name} ({} jobs × {} lines + {} MB)", size.jobs, size.lines, size.big_mb);
+    eprintln!(
+        "-- ui: seeding {name} ({} jobs × {} lines + {} MB)",
+        size.jobs, size.lines, size.big_mb
+    );
     let t = Instant::now();
     let store = Store::open(url).await?;
     let mut first_event = 0;
@@ -135,7 +155,12 @@ async fn backend(
         let spec = json!({"name": format!("bench-{i}"), "type": "bash", "script": "echo hi",
             "schedule": "0 0 * * * *", "timezone": "Europe/Berlin"});
         let e = store
-            .create_event(&format!("bench-{i}"), cronium_model::EventStatus::Active, &spec, 1)
+            .create_event(
+                &format!("bench-{i}"),
+                cronium_model::EventStatus::Active,
+                &spec,
+                1,
+            )
             .await?;
         if i == 0 {
             first_event = e.id;
@@ -160,7 +185,11 @@ async fn backend(
     let total_lines = size.jobs * size.lines + big_lines;
     report.info(
         format!("{name}: seeded"),
-        format!("{} jobs, {} log lines in {seeded_s:.0} s", last - first + 1, total_lines),
+        format!(
+            "{} jobs, {} log lines in {seeded_s:.0} s",
+            last - first + 1,
+            total_lines
+        ),
     );
 
     let mut opts = ServerOpts {
@@ -186,12 +215,23 @@ async fn backend(
         ("jobs, failed", "/jobs?status=failed".into()),
         ("jobs, event", "/jobs?event=bench-7".into()),
         ("jobs, server", "/jobs?server=web3".into()),
+        ("jobs, server without jobs", "/jobs?server=web-none".into()),
+        (
+            "jobs, server, deep",
+            format!("/jobs?server=web5&before={deep}"),
+        ),
         ("jobs, trigger", "/jobs?trigger=schedule".into()),
         ("jobs, 90 % deep", format!("/jobs?before={deep}")),
-        ("jobs, failed, deep", format!("/jobs?status=failed&before={deep}")),
+        (
+            "jobs, failed, deep",
+            format!("/jobs?status=failed&before={deep}"),
+        ),
         ("job", format!("/jobs/{}", first + 12)),
         ("job, 50 MB log (tail)", format!("/jobs/{last}")),
-        ("older log lines", format!("/jobs/{last}/log/lines?before={}", big_lines / 2)),
+        (
+            "older log lines",
+            format!("/jobs/{last}/log/lines?before={}", big_lines / 2),
+        ),
         ("servers", "/servers".into()),
         ("variables", "/variables".into()),
         ("tokens", "/tokens".into()),
@@ -209,7 +249,12 @@ async fn backend(
         per_page.insert(label, s);
         report.info(format!("{name}: {label} (`{path}`)"), s.line("ms"));
     }
-    report.at_most(format!("{name}: slowest page, p99"), worst, PAGE_P99_MS, "ms");
+    report.at_most(
+        format!("{name}: slowest page, p99"),
+        worst,
+        PAGE_P99_MS,
+        "ms",
+    );
 
     // Opening the 50 MB log: the page (with its tail), then the first step back.
     let mut open = Vec::new();
@@ -221,7 +266,15 @@ async fn backend(
         open.push(ms);
     }
     let s = Summary::of(&open).ok_or_else(|| anyhow::anyhow!("no samples"))?;
-    report.at_most(format!("{name}: open the {} MB log (its tail), max of 20", size.big_mb), s.max, OPEN_BIG_MS, "ms");
+    report.at_most(
+        format!(
+            "{name}: open the {} MB log (its tail), max of 20",
+            size.big_mb
+        ),
+        s.max,
+        OPEN_BIG_MS,
+        "ms",
+    );
 
     // A log line to the open page: a live job printing its own timestamps, followed through
     // the page's stream with the session cookie.
@@ -253,20 +306,35 @@ async fn backend(
             let v: Value = serde_json::from_str(&e.data)?;
             let text = v["line"].as_str().unwrap_or_default();
             let mut parts = text.split_whitespace();
-            let (Some(_), Some(ns)) = (parts.next(), parts.next().and_then(|x| x.parse::<i128>().ok())) else {
+            let (Some(_), Some(ns)) = (
+                parts.next(),
+                parts.next().and_then(|x| x.parse::<i128>().ok()),
+            ) else {
                 continue;
             };
             if ns < connected_ns {
                 continue;
             }
-            let arrived = e.arrived.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0);
+            let arrived = e
+                .arrived
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos() as i128)
+                .unwrap_or(0);
             lat.push((arrived - ns) as f64 / 1e6);
         }
         anyhow::bail!("the stream closed before its end")
     })
     .await??;
     let s = Summary::of(&lat).ok_or_else(|| anyhow::anyhow!("no live lines"))?;
-    report.at_most(format!("{name}: log line to the open page, p99 ({} lines)", lat.len()), s.p99, LINE_P99_MS, "ms");
+    report.at_most(
+        format!(
+            "{name}: log line to the open page, p99 ({} lines)",
+            lat.len()
+        ),
+        s.p99,
+        LINE_P99_MS,
+        "ms",
+    );
     report.info(format!("{name}: log line to the open page"), s.line("ms"));
     drop(server);
     let _ = per_page;

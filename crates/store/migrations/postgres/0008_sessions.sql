@@ -24,5 +24,7 @@ CREATE TABLE login_failures (
     last_at BIGINT NOT NULL
 );
 
--- The job list's server filter (jobs that ran on a server, newest first).
+-- The job list's server filter (jobs that ran on a server, newest first), and an event's
+-- history (its newest jobs) without sorting all of them.
 CREATE INDEX executions_server ON executions (server, job_id) WHERE server IS NOT NULL;
+CREATE INDEX jobs_event_id ON jobs (event_id, id);

@@ -222,7 +222,12 @@ async fn seeded_history_is_what_was_asked(t: Ctx) {
     let mut first_event = 0;
     for i in 0..3 {
         let e = s
-            .create_event(&format!("bench-{i}"), cronium_model::EventStatus::Active, &json!({"name": format!("bench-{i}")}), 1)
+            .create_event(
+                &format!("bench-{i}"),
+                cronium_model::EventStatus::Active,
+                &json!({"name": format!("bench-{i}")}),
+                1,
+            )
             .await
             .unwrap();
         if i == 0 {
@@ -239,12 +244,34 @@ async fn seeded_history_is_what_was_asked(t: Ctx) {
     };
     let (a, b) = s.seed_history(&spec).await.unwrap();
     assert_eq!(b - a + 1, 40);
-    let all = s.list_jobs(&JobFilter { limit: Some(100), ..Default::default() }).await.unwrap();
+    let all = s
+        .list_jobs(&JobFilter {
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(all.len(), 40);
-    assert!(all.iter().all(|j| j.status.is_final() && j.event_name.starts_with("bench-")));
-    let failed = s.list_jobs(&JobFilter { status: Some(JobStatus::Failed), limit: Some(100), ..Default::default() }).await.unwrap();
+    assert!(all
+        .iter()
+        .all(|j| j.status.is_final() && j.event_name.starts_with("bench-")));
+    let failed = s
+        .list_jobs(&JobFilter {
+            status: Some(JobStatus::Failed),
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(failed.len(), 6, "15 % of 40");
-    let on_web = s.list_jobs(&JobFilter { server: Some("web0".into()), limit: Some(100), ..Default::default() }).await.unwrap();
+    let on_web = s
+        .list_jobs(&JobFilter {
+            server: Some("web0".into()),
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(!on_web.is_empty());
     assert_eq!(s.read_logs(a, 0, 100).await.unwrap().len(), 7);
     assert_eq!(s.list_executions(b).await.unwrap().len(), 1);
