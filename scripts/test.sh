@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine with a Rust toolchain:
-#   - installs what the tests need (PostgreSQL, OpenSSH server, Python, Node.js, image tools),
+#   - installs what the tests need (PostgreSQL, OpenSSH server, Python, Node.js, image tools,
+#     Chromium and chromium-driver for the web UI's browser tests),
 #   - starts a throwaway PostgreSQL on 127.0.0.1:55432,
 #   - builds the binaries, the static runner and the container images (once; reused when present),
 #   - runs every test (unit, store conformance on SQLite and PostgreSQL, integration against the
@@ -31,6 +32,9 @@ command -v docker >/dev/null || missing+=(docker.io)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v file >/dev/null || missing+=(file)
+# The web UI's browser tests (crates/cli/tests/browser.rs) drive headless Chromium over WebDriver.
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     as_root apt-get update -qq

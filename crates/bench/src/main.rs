@@ -109,6 +109,25 @@ enum Cmd {
         #[arg(long)]
         path: Option<PathBuf>,
     },
+    /// Web UI: each page's time with 100 000 jobs and 10 million log lines stored (SQLite,
+    /// then PostgreSQL), a log line to an open page, opening a 50 MB log.
+    Ui {
+        /// Jobs seeded (each with `--lines` log lines).
+        #[arg(long, default_value_t = 100_000)]
+        jobs: i64,
+        /// Log lines per job (100 000 jobs × 95 + the 50 MB log ≈ 10 million).
+        #[arg(long, default_value_t = 95)]
+        lines: i64,
+        /// Size of the big log, MB.
+        #[arg(long, default_value_t = 50)]
+        big_mb: i64,
+        /// Requests per page.
+        #[arg(long, default_value_t = 200)]
+        requests: usize,
+        /// SQLite only.
+        #[arg(long)]
+        sqlite_only: bool,
+    },
     /// All of the above, then a markdown table.
     All {
         /// Shorter runs (a smoke test of the harness, not figures to publish).
@@ -174,6 +193,25 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::BigOutput { mb } => benches::big_output::run(&ctx, mb).await?,
         Cmd::Workflow { reps, python } => benches::workflow::run(&ctx, reps, python).await?,
         Cmd::RunnerSize { build, path } => benches::runner_size::run(&ctx, build, path).await?,
+        Cmd::Ui {
+            jobs,
+            lines,
+            big_mb,
+            requests,
+            sqlite_only,
+        } => {
+            benches::ui::run(
+                &ctx,
+                &benches::ui::Size {
+                    jobs,
+                    lines,
+                    big_mb,
+                    requests,
+                    postgres: !sqlite_only,
+                },
+            )
+            .await?
+        }
         Cmd::All { quick, no_build } => return all(&ctx, quick, no_build).await,
     };
     report.print();

@@ -48,6 +48,8 @@ pub struct ServerOpts {
     pub extra_args: Vec<String>,
     /// Extra environment for the server process.
     pub env: Vec<(String, String)>,
+    /// An existing data directory (seeded beforehand) instead of a fresh one.
+    pub data_dir: Option<PathBuf>,
 }
 
 pub struct Server {
@@ -68,7 +70,11 @@ impl Server {
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(&bins.cronium);
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
+            .arg(
+                opts.data_dir
+                    .clone()
+                    .unwrap_or_else(|| dir.path().join("data")),
+            )
             .arg("--runner")
             .arg(&bins.runner)
             .args(&opts.extra_args)

@@ -173,6 +173,16 @@ pub struct ServeArgs {
     /// `retain`: e.g. 30d, 12h; `forever` (or 0) keeps everything.
     #[arg(long, env = "CRONIUM_RETAIN", default_value = "30d")]
     pub retain: String,
+    /// Web UI: a login session unused for this long ends.
+    #[arg(long, env = "CRONIUM_SESSION_IDLE", default_value = "12h")]
+    pub session_idle: String,
+    /// Web UI: a login session ends this long after the login, however active.
+    #[arg(long, env = "CRONIUM_SESSION_LIFETIME", default_value = "7d")]
+    pub session_lifetime: String,
+    /// Web UI: mark cookies `Secure` (set it when users reach Cronium over HTTPS, through a
+    /// TLS-terminating proxy).
+    #[arg(long, env = "CRONIUM_SECURE_COOKIES")]
+    pub secure_cookies: bool,
     /// Time between retention sweeps (for tests).
     #[arg(
         long,

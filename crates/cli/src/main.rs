@@ -136,6 +136,14 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.ssh.deploy_dir = args.ssh_deploy_dir;
     config.ssh.work_dir = args.ssh_work_dir;
     config.fanout_concurrency = args.fanout_concurrency.max(1);
+    let duration = |flag: &str, v: &str| {
+        cronium_core::duration::HumanDuration::parse(v)
+            .map(|d| d.0)
+            .map_err(|e| anyhow!("{flag}: {e}"))
+    };
+    config.ui.session_idle = duration("--session-idle", &args.session_idle)?;
+    config.ui.session_lifetime = duration("--session-lifetime", &args.session_lifetime)?;
+    config.ui.secure_cookies = args.secure_cookies;
     config.retain =
         cronium_core::spec::Retain::parse(&args.retain).map_err(|e| anyhow!("--retain: {e}"))?;
     config.retention_interval =
@@ -186,6 +194,13 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         "Cronium listening on http://{addr} (data in {})",
         data_dir.display()
     );
+    if let Some(b) = &running.bootstrap {
+        let which = match b.password {
+            Some(_) => "the password above",
+            None => "the password of CRONIUM_ADMIN_PASSWORD",
+        };
+        println!("Open http://{addr}/ in a browser and log in as `admin` with {which}.");
+    }
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
     tokio::spawn(async move {

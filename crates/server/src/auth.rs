@@ -34,3 +34,15 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .map(|h| h.to_string())
         .map_err(|e| e.to_string())
 }
+
+/// Whether `password` matches the Argon2 `hash` (a hash that does not parse matches nothing).
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}

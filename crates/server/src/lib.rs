@@ -8,9 +8,9 @@ pub mod api;
 pub mod auth;
 pub mod background;
 pub mod data_dir;
-pub mod runs;
 pub mod scheduler;
 pub mod state;
+pub mod ui;
 pub mod usecases;
 
 use std::path::PathBuf;
@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub run_as: Option<String>,
     /// `--pass-env`: variables of the server's environment that local runs get.
     pub pass_env: Vec<String>,
+    /// Web UI sessions and cookies.
+    pub ui: ui::UiConfig,
 }
 
 impl ServerConfig {
@@ -103,6 +105,7 @@ impl ServerConfig {
             interpreters: Default::default(),
             run_as: None,
             pass_env: Vec::new(),
+            ui: ui::UiConfig::default(),
         }
     }
 
@@ -292,6 +295,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         ssh: transports.ssh,
         docker: transports.docker,
         retention,
+        ui: Arc::new(config.ui.clone()),
     };
     Ok(Running {
         state,
@@ -375,6 +379,8 @@ pub async fn serve(
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // The client's address: the failed-login delay counts per address too.
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { s.cancelled().await })
         .await?;

@@ -41,8 +41,8 @@ use cronium_store::{
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::runs;
 use crate::state::AppState;
+use crate::usecases::runs;
 
 /// A tick later than this is "missed" (the server was down or overloaded).
 pub const MISSED_GRACE_MS: i64 = 5_000;

@@ -26,4 +26,6 @@ pub struct AppState {
     pub docker: Option<Arc<cronium_docker::DockerExecutor>>,
     /// The retention sweep (its loop, and `POST /api/v1/prune`).
     pub retention: Arc<crate::background::retention::Retention>,
+    /// Web UI settings (sessions, cookies).
+    pub ui: Arc<crate::ui::UiConfig>,
 }

@@ -118,6 +118,9 @@ pub struct JobFilter {
     pub limit: Option<i64>,
     /// Only jobs with a smaller id (the last id of the previous page).
     pub before_id: Option<i64>,
+    pub trigger: Option<Trigger>,
+    /// Only jobs with an execution on this server.
+    pub server: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -802,6 +805,18 @@ impl Store {
         if filter.before_id.is_some() {
             sql.push_str(&format!(" AND id < ${}", next()));
         }
+        if filter.trigger.is_some() {
+            sql.push_str(&format!(" AND trigger_kind = ${}", next()));
+        }
+        if filter.server.is_some() {
+            // IN rather than EXISTS: the server's job ids come from its index, so a server
+            // with few jobs (or none) is as fast as one with many, at any depth; EXISTS made
+            // SQLite probe every job, newest first, until the page was full.
+            sql.push_str(&format!(
+                " AND id IN (SELECT x.job_id FROM executions x WHERE x.server = ${})",
+                next()
+            ));
+        }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", next()));
         let mut query = sqlx::query(&sql);
         if let Some(v) = &filter.event_name {
@@ -816,7 +831,26 @@ impl Store {
         if let Some(v) = filter.before_id {
             query = query.bind(v);
         }
+        if let Some(v) = filter.trigger {
+            query = query.bind(v.as_str());
+        }
+        if let Some(v) = &filter.server {
+            query = query.bind(v.as_str());
+        }
         let rows = query.bind(limit).fetch_all(&self.read).await?;
+        rows.iter().map(job_row).collect()
+    }
+
+    /// The newest jobs that ended badly (`failed`, `timed_out`, `partial`), newest first.
+    pub async fn recent_failures(&self, limit: i64) -> Result<Vec<JobRow>, StoreError> {
+        let rows = sqlx::query(concat!(
+            "SELECT ",
+            job_cols!(),
+            " FROM jobs WHERE status IN ('failed', 'timed_out', 'partial') ORDER BY id DESC LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
         rows.iter().map(job_row).collect()
     }
 

@@ -29,7 +29,9 @@ mod progression;
 mod retention;
 mod row;
 mod schedule;
+mod seed;
 mod servers;
+mod sessions;
 mod store;
 mod variables;
 mod workflow_runs;
@@ -48,7 +50,9 @@ pub use retention::{
     PRUNE_STEP_LOG_LINES,
 };
 pub use schedule::{FireResult, Lease};
+pub use seed::SeedHistory;
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
+pub use sessions::{NewSession, SessionRow, SESSION_TOUCH_MS};
 pub use store::{Backend, Store};
 pub use variables::{VariableRow, VariableValue};
 pub use workflow_runs::{

@@ -207,6 +207,33 @@ impl Store {
         rows.iter().map(log_line).collect()
     }
 
+    /// Up to `limit` lines of a job with `seq < before`, the last ones before it, in order:
+    /// how a viewer opens a big log at its tail and loads older lines on demand.
+    pub async fn read_logs_before(
+        &self,
+        job_id: i64,
+        before_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<LogLine>, StoreError> {
+        if !(1..=MAX_READ_LIMIT).contains(&limit) {
+            return Err(StoreError::Invalid(format!(
+                "limit: must be between 1 and {MAX_READ_LIMIT}, got {limit}"
+            )));
+        }
+        let rows = sqlx::query(
+            "SELECT job_id, execution_id, seq, stream, line, ts FROM logs \
+             WHERE job_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(job_id)
+        .bind(before_seq)
+        .bind(limit)
+        .fetch_all(&self.read)
+        .await?;
+        let mut lines = rows.iter().map(log_line).collect::<Result<Vec<_>, _>>()?;
+        lines.reverse();
+        Ok(lines)
+    }
+
     /// Highest stored seq of a job, 0 when it has no lines (where a new owner continues).
     pub async fn max_log_seq(&self, job_id: i64) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT seq FROM logs WHERE job_id = $1 ORDER BY seq DESC LIMIT 1")

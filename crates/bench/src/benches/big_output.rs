@@ -24,6 +24,7 @@ pub async fn run(ctx: &Ctx, mb: usize) -> anyhow::Result<Report> {
         database_url: None,
         extra_args: vec!["--max-output".into(), "100m".into()],
         env: vec![],
+        data_dir: None,
     };
     let server = Server::start(&ctx.bins, &opts)?;
     server

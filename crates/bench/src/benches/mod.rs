@@ -13,6 +13,7 @@ pub mod overhead;
 pub mod prefect;
 pub mod runner_size;
 pub mod throughput;
+pub mod ui;
 pub mod workflow;
 
 use std::path::{Path, PathBuf};

@@ -41,6 +41,7 @@ pub async fn run(ctx: &Ctx, k: usize) -> anyhow::Result<Report> {
                 database_url: Some(url),
                 extra_args: vec![],
                 env: vec![],
+                data_dir: None,
             };
             let pg = one_backend(ctx, k, opts).await?;
             r.info(

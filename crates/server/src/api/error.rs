@@ -156,18 +156,6 @@ impl From<SpecError> for ApiError {
     }
 }
 
-impl From<crate::usecases::UseCaseError> for ApiError {
-    fn from(e: crate::usecases::UseCaseError) -> Self {
-        use crate::usecases::UseCaseError;
-        match e {
-            UseCaseError::Invalid { field, message } => ApiError::bad(field, message),
-            UseCaseError::NotFound(m) => ApiError::NotFound(m),
-            UseCaseError::Conflict { field, message } => ApiError::Conflict { field, message },
-            UseCaseError::Store(e) => e.into(),
-        }
-    }
-}
-
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -185,6 +173,18 @@ impl From<StoreError> for ApiError {
                 field: Some("max_executions".into()),
             },
             other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::usecases::UseCaseError> for ApiError {
+    fn from(e: crate::usecases::UseCaseError) -> Self {
+        use crate::usecases::UseCaseError;
+        match e {
+            UseCaseError::Invalid { field, message } => ApiError::BadRequest { field, message },
+            UseCaseError::NotFound(message) => ApiError::NotFound(message),
+            UseCaseError::Conflict { field, message } => ApiError::Conflict { field, message },
+            UseCaseError::Store(e) => e.into(),
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP API under `/api/v1` (JSON), `/metrics` (Prometheus) and `/healthz`.
-//! Every route except `/healthz` requires `Authorization: Bearer <token>`.
+//! Every route except `/healthz` requires `Authorization: Bearer <token>`; a session cookie
+//! never authenticates them. The pages (`crate::ui`) are merged in here, behind their login.
 
 pub mod apply;
 pub mod body;
@@ -197,6 +198,17 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such endpoint".into())
 }
 
+/// An unknown path: the API's JSON error under `/api` and `/metrics`, the pages' HTML one
+/// elsewhere.
+async fn fallback(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    if path.starts_with("/api/") || path == "/api" || path.starts_with("/metrics") {
+        not_found().await.into_response()
+    } else {
+        crate::ui::not_found().await
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/events", get(events::list).post(events::create))
@@ -253,11 +265,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(protected)
         .route("/healthz", get(healthz))
-        .route(
-            "/",
-            get(|| async { axum::response::Redirect::temporary("/healthz") }),
-        )
-        .fallback(not_found)
+        .merge(crate::ui::router(state.clone()))
+        .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }

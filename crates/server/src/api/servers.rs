@@ -1,24 +1,22 @@
 //! `/api/v1/servers`: registered SSH servers (register, list, show, test, remove, accept a changed
 //! host key) and their runner deployment history. Credentials are encrypted before they reach the
-//! store and never returned.
+//! store and never returned. The rules are in `usecases::servers`.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use cronium_agent::credentials;
-use cronium_core::clock::{now_ms, rfc3339};
-use cronium_core::spec::validate_name;
-use cronium_ssh::{Credential, HostKeyStatus, ServerConfig};
-use cronium_store::{NewServer, ServerRow};
+use cronium_core::clock::rfc3339;
+use cronium_store::ServerRow;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body;
 use super::dto::one_of;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{Body, Path};
 use super::params::ServerName;
 use crate::state::AppState;
+use crate::usecases::servers::{self, Registration};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -181,32 +179,6 @@ fn dto(s: ServerRow) -> ServerDto {
     }
 }
 
-async fn find(state: &AppState, name: &str) -> ApiResult<ServerRow> {
-    state
-        .store
-        .get_server_by_name(name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("server `{name}` not found")))
-}
-
-/// The connection settings of a stored server.
-pub fn config_of(state: &AppState, s: &ServerRow) -> ApiResult<ServerConfig> {
-    Ok(ServerConfig {
-        name: s.name.clone(),
-        host: s.host.clone(),
-        port: u16::try_from(s.port).map_err(|_| ApiError::internal("stored port out of range"))?,
-        user: s.username.clone(),
-        credential: credentials::decrypt(&state.secrets, &s.name, &s.credential)
-            .map_err(ApiError::internal)?,
-        host_key: s.host_key.clone(),
-        known_runner: s.runner.as_ref().map(|r| cronium_ssh::KnownRunner {
-            path: r.path.clone(),
-            sha256: r.sha256.clone(),
-            verified_at_ms: r.verified_at,
-        }),
-    })
-}
-
 /// Register a server.
 #[utoipa::path(post, path = "/api/v1/servers", tag = "servers", operation_id = "create_server",
     request_body = ServerBody,
@@ -222,62 +194,21 @@ pub async fn create(
     Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<ServerDto>)> {
     let b: ServerBody = body::json(&bytes)?;
-    validate_name(&b.name)?;
-    if b.host.trim().is_empty() || b.host.chars().any(|c| c.is_whitespace()) {
-        return Err(ApiError::bad("host", "must be a host name or address"));
-    }
-    if b.port == 0 {
-        return Err(ApiError::bad("port", "must be between 1 and 65535"));
-    }
-    if b.user.trim().is_empty() {
-        return Err(ApiError::bad("user", "must not be empty"));
-    }
-    for t in &b.tags {
-        validate_name(t).map_err(|e| ApiError::bad("tags", e.message))?;
-    }
-    let credential = match (b.private_key, b.password) {
-        (Some(pem), None) => {
-            cronium_ssh::validate_private_key(&pem, b.passphrase.as_deref())
-                .map_err(|reason| ApiError::bad("private_key", reason))?;
-            Credential::Key {
-                pem,
-                passphrase: b.passphrase,
-            }
-        }
-        (None, Some(p)) if !p.is_empty() => Credential::Password(p),
-        (None, Some(_)) => return Err(ApiError::bad("password", "must not be empty")),
-        (Some(_), Some(_)) => {
-            return Err(ApiError::bad(
-                "password",
-                "give either private_key or password, not both",
-            ))
-        }
-        (None, None) => {
-            return Err(ApiError::bad(
-                "private_key",
-                "a private_key or a password is required",
-            ))
-        }
-    };
-    if let Some(k) = &b.host_key {
-        cronium_ssh::validate_host_key(k).map_err(|reason| ApiError::bad("host_key", reason))?;
-    }
-    let row = state
-        .store
-        .create_server(
-            &NewServer {
-                name: b.name.clone(),
-                host: b.host.trim().to_string(),
-                port: i64::from(b.port),
-                username: b.user,
-                auth_kind: credentials::kind(&credential).into(),
-                credential: credentials::encrypt(&state.secrets, &b.name, &credential),
-                host_key: b.host_key.map(|k| k.trim().to_string()),
-                tags: b.tags,
-            },
-            now_ms(),
-        )
-        .await?;
+    let row = servers::register(
+        &state,
+        Registration {
+            name: b.name,
+            host: b.host,
+            port: b.port,
+            user: b.user,
+            private_key: b.private_key,
+            passphrase: b.passphrase,
+            password: b.password,
+            host_key: b.host_key,
+            tags: b.tags,
+        },
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(dto(row))))
 }
 
@@ -287,13 +218,7 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerDto>>> {
     Ok(Json(
-        state
-            .store
-            .list_servers()
-            .await?
-            .into_iter()
-            .map(dto)
-            .collect(),
+        servers::list(&state).await?.into_iter().map(dto).collect(),
     ))
 }
 
@@ -310,8 +235,8 @@ pub async fn show(
     State(state): State<AppState>,
     Path(ServerName { name }): Path<ServerName>,
 ) -> ApiResult<Json<ServerDto>> {
-    let row = find(&state, &name).await?;
-    let deployments = state.store.list_deployments(row.id, 50).await?;
+    let row = servers::get(&state, &name).await?;
+    let deployments = servers::deployments(&state, &row, 50).await?;
     let mut d = dto(row);
     d.deployments = Some(
         deployments
@@ -343,13 +268,7 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(ServerName { name }): Path<ServerName>,
 ) -> ApiResult<StatusCode> {
-    let row = find(&state, &name).await?;
-    state.store.delete_server(row.id).await?;
-    if let Some(ssh) = &state.ssh {
-        if let Ok(cfg) = config_of(&state, &row) {
-            ssh.forget(&cfg);
-        }
-    }
+    servers::remove(&state, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -367,33 +286,8 @@ pub async fn test(
     State(state): State<AppState>,
     Path(ServerName { name }): Path<ServerName>,
 ) -> ApiResult<Json<TestReportDto>> {
-    let row = find(&state, &name).await?;
-    let ssh = state.ssh.as_ref().ok_or_else(|| {
-        ApiError::bad(
-            "server",
-            "the SSH transport is not available on this server",
-        )
-    })?;
-    let cfg = config_of(&state, &row)?;
-    let r = ssh.test(&cfg).await;
-    let status = match &r.host_key_status {
-        Some(HostKeyStatus::Matches) => Some("matches"),
-        Some(HostKeyStatus::FirstUse) => Some("first_use"),
-        Some(HostKeyStatus::Changed { .. }) => Some("changed"),
-        None => None,
-    };
-    match (&r.host_key_status, &r.host_key) {
-        (Some(HostKeyStatus::FirstUse), Some(k)) => {
-            state.store.pin_host_key(row.id, k, now_ms()).await?;
-        }
-        (Some(HostKeyStatus::Changed { .. }), Some(k)) => {
-            state
-                .store
-                .set_pending_host_key(row.id, Some(k), now_ms())
-                .await?;
-        }
-        _ => {}
-    }
+    let r = servers::test(&state, &name).await?;
+    let status = servers::key_status(&r);
     Ok(Json(TestReportDto {
         server: r.server,
         reachable: r.reachable,
@@ -434,25 +328,6 @@ pub async fn accept_key(
     Body(bytes): Body,
 ) -> ApiResult<Json<ServerDto>> {
     let b: AcceptKeyBody = body::optional_json(&bytes)?;
-    let row = find(&state, &name).await?;
-    let key = match b.host_key.or(row.pending_host_key.clone()) {
-        Some(k) => k,
-        None => {
-            return Err(ApiError::bad(
-                "host_key",
-                format!("server `{name}` has no pending host key; run `cronium server test {name}` first or give the key"),
-            ))
-        }
-    };
-    cronium_ssh::validate_host_key(&key).map_err(|reason| ApiError::bad("host_key", reason))?;
-    state
-        .store
-        .accept_host_key(row.id, key.trim(), now_ms())
-        .await?;
-    if let Some(ssh) = &state.ssh {
-        if let Ok(cfg) = config_of(&state, &row) {
-            ssh.forget(&cfg);
-        }
-    }
-    Ok(Json(dto(find(&state, &name).await?)))
+    let row = servers::accept_key(&state, &name, b.host_key).await?;
+    Ok(Json(dto(row)))
 }

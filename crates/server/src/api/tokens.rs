@@ -3,16 +3,15 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use cronium_core::clock::now_ms;
 
 use super::body;
 use super::dto::{TokenBody, TokenDto};
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{Body, Path};
 use super::params::TokenId;
 use super::Caller;
-use crate::auth;
 use crate::state::AppState;
+use crate::usecases::tokens;
 
 /// List tokens (never their values).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", operation_id = "list_tokens",
@@ -20,9 +19,7 @@ use crate::state::AppState;
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<TokenDto>>> {
     Ok(Json(
-        state
-            .store
-            .list_tokens()
+        tokens::list(&state)
             .await?
             .into_iter()
             .map(TokenDto::from)
@@ -45,19 +42,7 @@ pub async fn create(
     Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<TokenDto>)> {
     let body: TokenBody = body::json(&bytes)?;
-    // Counted in characters, as the document's maxLength is.
-    let name = body.name.trim();
-    if name.is_empty() || body.name.chars().count() > 100 {
-        return Err(ApiError::bad(
-            "name",
-            "must be 1 to 100 characters, not all blank",
-        ));
-    }
-    let token = auth::new_token();
-    let row = state
-        .store
-        .create_token(name, &auth::hash_token(&token), caller.user_id, now_ms())
-        .await?;
+    let (row, token) = tokens::create(&state, &body.name, caller.user_id).await?;
     let mut dto = TokenDto::from(row);
     dto.token = Some(token);
     Ok((StatusCode::CREATED, Json(dto)))
@@ -76,11 +61,6 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path(TokenId { id }): Path<TokenId>,
 ) -> ApiResult<StatusCode> {
-    if state.store.revoke_token(id, now_ms()).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!(
-            "token {id} not found or already revoked"
-        )))
-    }
+    tokens::revoke(&state, id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -4,20 +4,17 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use cronium_agent::queue::variable_context;
-use cronium_core::clock::{now_ms, rfc3339};
+use cronium_core::clock::rfc3339;
 use cronium_store::{VariableRow, VariableValue};
 use serde_json::Value;
 
 use super::body;
 use super::dto::{VariableBody, VariableDto};
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{Body, Path};
 use super::params::VariableName;
 use crate::state::AppState;
-
-/// Largest variable value, as JSON text.
-const MAX_VALUE_BYTES: usize = 1024 * 1024;
+use crate::usecases::variables;
 
 fn dto(row: VariableRow) -> VariableDto {
     let (value, secret) = match row.value {
@@ -32,31 +29,13 @@ fn dto(row: VariableRow) -> VariableDto {
     }
 }
 
-pub fn validate_name(name: &str) -> ApiResult<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 200
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad(
-            "name",
-            "use 1 to 200 letters, digits, -, _ and .",
-        ))
-    }
-}
-
 /// List variables (secret values are null).
 #[utoipa::path(get, path = "/api/v1/variables", tag = "variables", operation_id = "list_variables",
     responses((status = 200, description = "Every variable, by name", body = [VariableDto])),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<VariableDto>>> {
     Ok(Json(
-        state
-            .store
-            .list_variables()
+        variables::list(&state)
             .await?
             .into_iter()
             .map(dto)
@@ -77,11 +56,7 @@ pub async fn show(
     State(state): State<AppState>,
     Path(VariableName { name }): Path<VariableName>,
 ) -> ApiResult<Json<VariableDto>> {
-    let row = state
-        .store
-        .get_variable(&name)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("variable `{name}` not found")))?;
+    let row = variables::get(&state, &name).await?;
     Ok(Json(dto(row)))
 }
 
@@ -101,27 +76,9 @@ pub async fn set(
     Path(VariableName { name }): Path<VariableName>,
     Body(bytes): Body,
 ) -> ApiResult<Json<VariableDto>> {
-    validate_name(&name)?;
+    variables::validate_name(&name)?;
     let body: VariableBody = body::json(&bytes)?;
-    let text = serde_json::to_vec(&body.value).map_err(ApiError::internal)?;
-    if text.len() > MAX_VALUE_BYTES {
-        return Err(ApiError::bad(
-            "value",
-            format!("is {} bytes; the limit is {MAX_VALUE_BYTES}", text.len()),
-        ));
-    }
-    let value = if body.secret {
-        VariableValue::Secret(state.secrets.encrypt(&variable_context(&name), &text))
-    } else {
-        VariableValue::Plain(body.value)
-    };
-    let now = now_ms();
-    state.store.set_variable(&name, value, now).await?;
-    let row = state
-        .store
-        .get_variable(&name)
-        .await?
-        .ok_or_else(|| ApiError::internal("variable vanished"))?;
+    let row = variables::set(&state, &name, body.value, body.secret).await?;
     Ok(Json(dto(row)))
 }
 
@@ -138,9 +95,6 @@ pub async fn delete(
     State(state): State<AppState>,
     Path(VariableName { name }): Path<VariableName>,
 ) -> ApiResult<StatusCode> {
-    if state.store.delete_variable(&name).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::NotFound(format!("variable `{name}` not found")))
-    }
+    variables::delete(&state, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -28,9 +28,9 @@ use super::dto::{
 };
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Body, Path, Query};
-use super::jobs::retry_read;
 use super::params::{RunId, WorkflowName};
 use crate::state::AppState;
+use crate::usecases::jobs::retry_read;
 use crate::usecases::workflows as uc;
 
 /// List workflows.

@@ -34,10 +34,19 @@ pub struct Change {
 
 fn at(i: usize, e: UseCaseError) -> UseCaseError {
     match e {
-        UseCaseError::Invalid { field, message } => UseCaseError::Invalid {
-            field: format!("items[{i}].{field}"),
-            message,
-        },
+        UseCaseError::Invalid { field, message } => {
+            let old = field.unwrap_or_default();
+            let rest = message
+                .strip_prefix(&format!("{old}: "))
+                .unwrap_or(&message)
+                .to_string();
+            let field = if old.is_empty() {
+                format!("items[{i}]")
+            } else {
+                format!("items[{i}].{old}")
+            };
+            UseCaseError::invalid(field, rest)
+        }
         other => other,
     }
 }

@@ -1,10 +1,17 @@
-//! The operations behind the API and the web UI, without HTTP: each takes the server's state
-//! and plain values, and answers rows of the store or a [`UseCaseError`], which the `api`
-//! module maps to statuses (and the UI to messages at the field).
+//! The use cases: what a user can do, called alike by the JSON API (`api/`) and the web pages
+//! (`ui/`), so that no rule exists in one and not the other. Each takes the [`AppState`] and
+//! plain values and returns store rows or a [`UseCaseError`]; neither JSON shapes nor HTML live
+//! here, and neither the API nor the pages talk to the store for anything a use case does.
 //!
-//! Not here: JSON shapes of the API (`api::dto`), SQL (the store), HTML.
+//! [`AppState`]: crate::state::AppState
 
 pub mod apply;
+pub mod events;
+pub mod jobs;
+pub mod runs;
+pub mod servers;
+pub mod tokens;
+pub mod variables;
 pub mod workflows;
 
 use cronium_core::spec::{SpecError, Target};
@@ -12,38 +19,50 @@ use cronium_store::StoreError;
 
 use crate::state::AppState;
 
-/// Why an operation refused or failed. Nothing was changed unless the variant says otherwise.
+/// Why a use case refused or failed. Each edge maps it once: the API to a status and its JSON
+/// error, the pages to a message next to the field.
 #[derive(Debug, thiserror::Error)]
 pub enum UseCaseError {
-    /// The input is not valid: `field` is a path into it (`nodes[2].after.deploy`).
-    #[error("{field}: {message}")]
-    Invalid { field: String, message: String },
-    /// What the operation targets does not exist (the message says what).
+    /// The request is not valid; `field` is a path into it (`retries.backoff`).
+    #[error("{message}")]
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
     #[error("{0}")]
     NotFound(String),
-    /// The request conflicts with the current state (a run still going, a broken version...).
+    /// The request conflicts with the current state (a name taken, a job already ended).
     #[error("{message}")]
     Conflict {
         field: Option<String>,
         message: String,
     },
+    /// The store failed (or refused in a way no variant above names).
     #[error(transparent)]
     Store(StoreError),
 }
 
 impl UseCaseError {
+    /// A validation error naming `field`; the message starts with the field.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
         UseCaseError::Invalid {
-            field: field.into(),
-            message: message.into(),
+            message: if message.starts_with(&field) {
+                message
+            } else {
+                format!("{field}: {message}")
+            },
+            field: Some(field),
         }
     }
 
-    /// The field at fault, when there is one.
+    /// The field at fault, when the error names one.
     pub fn field(&self) -> Option<&str> {
         match self {
-            UseCaseError::Invalid { field, .. } => Some(field),
-            UseCaseError::Conflict { field, .. } => field.as_deref(),
+            UseCaseError::Invalid { field, .. } | UseCaseError::Conflict { field, .. } => {
+                field.as_deref()
+            }
             _ => None,
         }
     }
@@ -52,8 +71,8 @@ impl UseCaseError {
 impl From<SpecError> for UseCaseError {
     fn from(e: SpecError) -> Self {
         UseCaseError::Invalid {
-            field: e.field,
-            message: e.message,
+            message: e.to_string(),
+            field: Some(e.field),
         }
     }
 }
@@ -67,7 +86,10 @@ impl From<StoreError> for UseCaseError {
                 Some((field, rest)) if !field.is_empty() && !field.contains(' ') => {
                     UseCaseError::invalid(field, rest)
                 }
-                _ => UseCaseError::invalid("(body)", message),
+                _ => UseCaseError::Invalid {
+                    field: None,
+                    message,
+                },
             },
             StoreError::NotFound(what) => UseCaseError::NotFound(format!("{what} not found")),
             StoreError::Conflict(field) => UseCaseError::Conflict {

@@ -18,5 +18,6 @@ mod queue;
 mod retention;
 mod schedule;
 mod servers;
+mod sessions;
 mod variables;
 mod workflows;

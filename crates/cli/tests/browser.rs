@@ -1,0 +1,629 @@
+//! The web UI in a real browser: Debian's headless Chromium driven through chromium-driver
+//! (WebDriver, thirtyfour) against the real `cronium serve`. Log in; create an event in the
+//! editor with a mistake, see the error at its field and line, fix it and save; run it and see
+//! its lines arrive live; cancel a running job; follow a fan-out-free log with search. The
+//! tests save screenshots of the main pages into `docs/screenshots/` (the README shows them).
+//!
+//! What needs no browser (login required everywhere, CSRF, sessions, headers) is in
+//! `webui.rs`. `scripts/test.sh` installs `chromium` and `chromium-driver` when missing.
+
+#[path = "../../ssh/tests/support/mod.rs"]
+mod sshd;
+mod support;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::*;
+use thirtyfour::prelude::*;
+
+const PASSWORD: &str = "correct-horse-battery-staple";
+
+/// chromedriver and one browser session; the driver process ends with it.
+struct Browser {
+    driver: Option<WebDriver>,
+    chromedriver: Child,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.chromedriver.kill();
+        let _ = self.chromedriver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn which(names: &[&str]) -> String {
+    for n in names {
+        for dir in ["/usr/bin", "/usr/lib/chromium", "/usr/local/bin"] {
+            let p = PathBuf::from(dir).join(n);
+            if p.is_file() {
+                return p.display().to_string();
+            }
+        }
+    }
+    panic!("none of {names:?} is installed: scripts/test.sh installs chromium and chromium-driver")
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = free_port();
+        let chromedriver = Command::new(which(&["chromedriver"]))
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        let mut caps = DesiredCapabilities::chrome();
+        caps.set_binary(&which(&["chromium", "chromium-browser"]))
+            .expect("binary");
+        for arg in [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+            "--force-prefers-reduced-motion",
+        ] {
+            caps.add_arg(arg).expect("arg");
+        }
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let driver = loop {
+            match WebDriver::new(&url, caps.clone()).await {
+                Ok(d) => break d,
+                Err(e) if Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("chromedriver did not answer: {e}"),
+            }
+        };
+        Browser {
+            driver: Some(driver),
+            chromedriver,
+        }
+    }
+
+    fn d(&self) -> &WebDriver {
+        self.driver.as_ref().expect("driver")
+    }
+
+    async fn quit(mut self) {
+        if let Some(d) = self.driver.take() {
+            let _ = d.quit().await;
+        }
+    }
+
+    async fn goto(&self, s: &Server, path: &str) {
+        self.d()
+            .goto(format!("{}{path}", s.url))
+            .await
+            .expect("goto");
+    }
+
+    async fn path(&self) -> String {
+        let u = self.d().current_url().await.expect("url");
+        match u.query() {
+            Some(q) => format!("{}?{q}", u.path()),
+            None => u.path().to_string(),
+        }
+    }
+
+    async fn text_of(&self, by: By) -> String {
+        self.d()
+            .find(by)
+            .await
+            .expect("element")
+            .text()
+            .await
+            .expect("text")
+    }
+
+    /// Waits until `f` holds for the page, polling; panics with `what` after `within`.
+    async fn wait<F, Fut>(&self, what: &str, within: Duration, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        while !f().await {
+            if Instant::now() > deadline {
+                let src = self.d().source().await.unwrap_or_default();
+                panic!("timed out waiting for {what}; page:\n{src}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn log_text(&self) -> String {
+        self.text_of(By::Id("log")).await
+    }
+
+    /// Sets a textarea's whole text, as a paste would.
+    async fn set_text(&self, id: &str, text: &str) {
+        let el = self.d().find(By::Id(id)).await.expect("textarea");
+        self.d()
+            .execute(
+                "arguments[0].value = arguments[1]; arguments[0].dispatchEvent(new Event('input'));",
+                vec![el.to_json().expect("json"), serde_json::json!(text)],
+            )
+            .await
+            .expect("set text");
+    }
+
+    async fn click(&self, by: By) {
+        self.d()
+            .find(by)
+            .await
+            .expect("element")
+            .click()
+            .await
+            .expect("click");
+    }
+
+    async fn shot(&self, name: &str) {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshots dir");
+        self.d()
+            .screenshot(&dir.join(format!("{name}.png")))
+            .await
+            .expect("screenshot");
+    }
+
+    async fn login(&self, s: &Server) {
+        self.goto(s, "/").await;
+        assert!(
+            self.path().await.starts_with("/login"),
+            "not sent to the login page"
+        );
+        let user = self.d().find(By::Id("username")).await.expect("user field");
+        user.send_keys("admin").await.expect("type");
+        self.d()
+            .find(By::Id("password"))
+            .await
+            .expect("password field")
+            .send_keys(PASSWORD)
+            .await
+            .expect("type");
+        self.click(By::Css("button[type=submit]")).await;
+        self.wait("the dashboard", Duration::from_secs(15), || async {
+            self.path().await == "/"
+        })
+        .await;
+    }
+}
+
+fn server() -> Server {
+    Server::start_with(ServerOpts {
+        env: vec![("CRONIUM_ADMIN_PASSWORD".into(), PASSWORD.into())],
+        ..Default::default()
+    })
+}
+
+/// Log in, make an event in the editor with a mistake, see the error at its field, fix it,
+/// save; run it with input and watch its lines arrive live (one only after the page was open);
+/// then the job's page and the lists.
+#[tokio::test]
+async fn edit_with_an_error_fix_save_run_and_watch_the_live_log() {
+    let s = server();
+    let marker_dir = shared_tempdir();
+    let marker = marker_dir.path().join("go");
+    let b = Browser::start().await;
+
+    // The login page, a wrong password, then the right one.
+    b.goto(&s, "/jobs").await;
+    assert_eq!(b.path().await, "/login?next=%2Fjobs");
+    b.shot("login").await;
+    b.d()
+        .find(By::Id("username"))
+        .await
+        .expect("user")
+        .send_keys("admin")
+        .await
+        .expect("type");
+    b.d()
+        .find(By::Id("password"))
+        .await
+        .expect("pw")
+        .send_keys("nope")
+        .await
+        .expect("type");
+    b.click(By::Css("button[type=submit]")).await;
+    assert!(b
+        .text_of(By::Id("login-error"))
+        .await
+        .contains("Wrong user name or password"));
+    b.login(&s).await;
+
+    // A new event from the Python template, with a mistake in `retries.backoff`.
+    b.goto(&s, "/new-event?type=python").await;
+    let template = b
+        .d()
+        .find(By::Id("yaml"))
+        .await
+        .expect("editor")
+        .value()
+        .await
+        .expect("value")
+        .unwrap_or_default();
+    assert!(template.contains("type: python"), "{template}");
+    let script = format!(
+        "name: greet\ntype: bash\nscript: |\n  echo \"hello $(cronium.input who)\"\n  echo oops >&2\n  while [ ! -e {m} ]; do sleep 0.05; done\n  echo after-marker\n  cronium.output done yes\ntimeout: 1m\nretries:\n  max_attempts: 2\n  backoff: 5 parsecs\ninput: {{ who: world }}\n",
+        m = marker.display()
+    );
+    b.set_text("yaml", &script).await;
+    b.click(By::Id("save")).await;
+    b.wait("the editor's error", Duration::from_secs(10), || async {
+        b.d().find(By::Id("editor-error")).await.is_ok()
+    })
+    .await;
+    let err = b.d().find(By::Id("editor-error")).await.expect("error");
+    assert_eq!(
+        err.attr("data-field").await.expect("attr").as_deref(),
+        Some("retries.backoff")
+    );
+    assert_eq!(
+        err.attr("data-line").await.expect("attr").as_deref(),
+        Some("12"),
+        "the line of `backoff:`"
+    );
+    assert!(err
+        .text()
+        .await
+        .expect("text")
+        .contains("is not a duration"));
+    // The gutter marks that line, and the text the user typed is kept.
+    assert_eq!(b.text_of(By::Css(".gutter .bad")).await, "12");
+    let kept = b
+        .d()
+        .find(By::Id("yaml"))
+        .await
+        .expect("editor")
+        .value()
+        .await
+        .expect("v")
+        .unwrap_or_default();
+    assert!(kept.contains("5 parsecs"));
+    b.shot("editor-error").await;
+    let (status, _) = s.api("GET", "/api/v1/events/greet", None).await;
+    assert_eq!(status, 404, "an invalid event is not saved");
+
+    // Fixed and saved: the event page, with its version and the run form.
+    b.set_text("yaml", &kept.replace("5 parsecs", "5s")).await;
+    b.click(By::Id("save")).await;
+    b.wait("the event page", Duration::from_secs(10), || async {
+        b.path().await == "/events/greet?done=created"
+    })
+    .await;
+    let (_, ev) = s.api("GET", "/api/v1/events/greet", None).await;
+    assert_eq!(ev["spec"]["retries"]["backoff"], "5s");
+
+    // Run with input; the job page opens and follows the log live.
+    b.set_text("input", "{\"who\": \"browser\"}").await;
+    b.click(By::Id("run")).await;
+    b.wait("the job page", Duration::from_secs(10), || async {
+        b.path().await.starts_with("/jobs/")
+    })
+    .await;
+    b.wait("the first lines", Duration::from_secs(30), || async {
+        b.log_text().await.contains("hello browser")
+    })
+    .await;
+    let stderr = b
+        .d()
+        .find(By::Css("#log .line.stderr .txt"))
+        .await
+        .expect("a stderr line");
+    assert_eq!(
+        stderr.text().await.expect("text"),
+        "oops",
+        "stderr is told apart"
+    );
+    assert!(!b.log_text().await.contains("after-marker"));
+    assert_eq!(b.text_of(By::Id("job-status")).await, "running");
+    // This line is written after the page was open: only the live stream can bring it.
+    std::fs::write(&marker, "go").expect("marker");
+    b.wait(
+        "the live line and the final status",
+        Duration::from_secs(30),
+        || async {
+            b.log_text().await.contains("after-marker")
+                && b.text_of(By::Id("job-status")).await == "succeeded"
+        },
+    )
+    .await;
+    assert_eq!(b.text_of(By::Id("job-exit")).await, "0");
+    let id: i64 = b
+        .path()
+        .await
+        .trim_start_matches("/jobs/")
+        .split('?')
+        .next()
+        .expect("id")
+        .parse()
+        .expect("job id");
+    let job = s.job(id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["input"]["who"], "browser");
+    b.goto(&s, &format!("/jobs/{id}")).await;
+    assert!(b
+        .text_of(By::Id("job-output"))
+        .await
+        .contains("\"done\": \"yes\""));
+    b.shot("job").await;
+    b.d()
+        .find(By::Id("log-search"))
+        .await
+        .expect("search")
+        .send_keys("after")
+        .await
+        .expect("type");
+    b.wait("the search to filter", Duration::from_secs(5), || async {
+        b.text_of(By::Id("log-state"))
+            .await
+            .contains("1 of 3 loaded lines match")
+    })
+    .await;
+
+    // The other pages, for the README.
+    b.goto(&s, "/events/greet").await;
+    assert!(b.text_of(By::Id("history-h")).await.contains("History"));
+    b.shot("event").await;
+    b.goto(&s, "/jobs").await;
+    assert!(b.text_of(By::Css("table.jobs")).await.contains("greet"));
+    b.shot("jobs").await;
+    b.quit().await;
+}
+
+/// The dashboard of a busy installation: scheduled events, a failure, a job running now.
+#[tokio::test]
+async fn the_dashboard_shows_what_runs_what_failed_and_what_comes_next() {
+    let s = server();
+    s.apply_yaml("name: nightly-backup\ntype: bash\nscript: echo backup\nschedule: \"0 30 2 * * *\"\ntimezone: Europe/Berlin\n").await;
+    s.apply_yaml("name: health-check\ntype: bash\nscript: echo ok\nschedule: every 1h\n")
+        .await;
+    s.apply_yaml("name: flaky-report\ntype: python\nscript: |\n  import sys\n  print('connecting to the warehouse')\n  sys.exit(3)\n").await;
+    s.apply_yaml(
+        "name: long-import\ntype: bash\nscript: |\n  echo importing\n  sleep 120\ntimeout: 5m\n",
+    )
+    .await;
+    let failed = s.run_event("flaky-report", None).await;
+    s.wait_job(failed, Duration::from_secs(60)).await;
+    let running = s.run_event("long-import", None).await;
+    s.wait_for("the import to run", Duration::from_secs(30), || async {
+        s.job(running).await["status"] == "running"
+    })
+    .await;
+    let b = Browser::start().await;
+    b.login(&s).await;
+    b.goto(&s, "/").await;
+    let running_h = b.text_of(By::Id("running-h")).await;
+    assert!(running_h.contains('1'), "{running_h}");
+    let page = b.d().source().await.expect("source");
+    assert!(
+        page.contains(&format!("/jobs/{running}")),
+        "the running job is listed"
+    );
+    assert!(
+        page.contains(&format!("/jobs/{failed}")),
+        "the failure is listed"
+    );
+    assert!(
+        page.contains("/events/nightly-backup") && page.contains("/events/health-check"),
+        "next runs"
+    );
+    b.shot("dashboard").await;
+    b.goto(&s, "/events").await;
+    b.shot("events").await;
+    b.goto(&s, "/events/nightly-backup").await;
+    // The preview is in the event's time zone: 02:30 in Berlin.
+    let next = b.text_of(By::Css("ol.instants")).await;
+    assert_eq!(next.lines().count(), 10, "{next}");
+    assert!(next.lines().all(|l| l.contains("02:30:00 CE")), "{next}");
+    s.api("POST", &format!("/api/v1/jobs/{running}/cancel"), None)
+        .await;
+    b.quit().await;
+}
+
+/// A running job is cancelled from its page: the script stops, the page says so.
+#[tokio::test]
+async fn cancel_a_running_job_from_its_page() {
+    let s = server();
+    s.apply_yaml("name: sleeper\ntype: bash\nscript: |\n  echo started\n  sleep 120\n  echo never\ntimeout: 5m\n").await;
+    let b = Browser::start().await;
+    b.login(&s).await;
+    b.goto(&s, "/events/sleeper").await;
+    b.click(By::Id("run")).await;
+    b.wait("the job to start", Duration::from_secs(30), || async {
+        b.path().await.starts_with("/jobs/") && b.log_text().await.contains("started")
+    })
+    .await;
+    let id: i64 = b
+        .path()
+        .await
+        .trim_start_matches("/jobs/")
+        .split('?')
+        .next()
+        .expect("id")
+        .parse()
+        .expect("job id");
+    b.shot("job-running").await;
+    b.click(By::Id("cancel")).await;
+    // The confirmation dialog (data-confirm).
+    b.d().accept_alert().await.expect("confirm");
+    b.wait("the cancellation", Duration::from_secs(30), || async {
+        let t = b.text_of(By::Id("job-status")).await;
+        t == "cancelled"
+    })
+    .await;
+    let job = s.wait_job(id, Duration::from_secs(30)).await;
+    assert_eq!(job["status"], "cancelled");
+    assert!(!s.log_text(id).await.contains("never"));
+    b.goto(&s, &format!("/jobs/{id}")).await;
+    assert!(
+        b.d().find(By::Id("cancel")).await.is_err(),
+        "no cancel button on an ended job"
+    );
+    b.quit().await;
+}
+
+/// A big log opens at its tail, loads older lines when scrolled up, and the download holds
+/// every line.
+#[tokio::test]
+async fn a_big_log_opens_at_its_tail_and_loads_older_lines_on_demand() {
+    let s = server();
+    s.apply_yaml("name: chatty\ntype: bash\nscript: |\n  for i in $(seq 1 3000); do echo \"line $i\"; done\n").await;
+    let id = s.run_event("chatty", None).await;
+    s.wait_job(id, Duration::from_secs(60)).await;
+    let b = Browser::start().await;
+    b.login(&s).await;
+    b.goto(&s, &format!("/jobs/{id}")).await;
+    let count = || async {
+        b.d()
+            .find_all(By::Css("#log .line"))
+            .await
+            .expect("lines")
+            .len()
+    };
+    assert_eq!(count().await, 500, "the page opens with the tail only");
+    assert!(b.log_text().await.contains("line 3000"));
+    assert!(!b.log_text().await.contains("line 2500\n"));
+    // Scrolling to the top fetches the 500 before.
+    b.d()
+        .execute("document.getElementById('log').scrollTop = 0; document.getElementById('log').dispatchEvent(new Event('scroll'));", vec![])
+        .await
+        .expect("scroll");
+    b.wait("older lines", Duration::from_secs(10), || async {
+        count().await >= 1000
+    })
+    .await;
+    assert!(b.log_text().await.contains("line 2001"));
+    // The download is the whole log.
+    let resp = reqwest::get(format!("{}/jobs/{id}/log.txt", s.url))
+        .await
+        .expect("download");
+    assert!(
+        resp.url().path().starts_with("/login"),
+        "the download needs the login too"
+    );
+    b.quit().await;
+}
+
+/// A server registered through the form with its key uploaded as a file, tested (its key
+/// pinned), then its host key changes: the page says so and accepting it makes it trusted.
+#[tokio::test]
+async fn add_a_server_with_a_key_file_test_it_and_accept_a_changed_host_key() {
+    let s = server();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = write(dir.path(), "id_ed25519", &sshd::env().client_key);
+    let mut h = sshd::Sshd::start();
+    let b = Browser::start().await;
+    b.login(&s).await;
+    b.goto(&s, "/servers").await;
+    b.click(By::LinkText("Add a server")).await;
+    let typed = |id: &'static str, text: String| {
+        let b = &b;
+        async move {
+            let el = b.d().find(By::Id(id)).await.expect("field");
+            el.clear().await.expect("clear");
+            el.send_keys(text).await.expect("type");
+        }
+    };
+    typed("s-name", "web1".into()).await;
+    typed("s-host", "127.0.0.1".into()).await;
+    typed("s-port", h.port.to_string()).await;
+    typed("s-user", sshd::USER.into()).await;
+    typed("s-tags", "web, eu".into()).await;
+    // A mistake first: no key chosen.
+    b.click(By::Id("add")).await;
+    b.wait("the form's error", Duration::from_secs(10), || async {
+        b.d().find(By::Id("form-error")).await.is_ok()
+    })
+    .await;
+    let err = b.d().find(By::Id("form-error")).await.expect("error");
+    assert_eq!(
+        err.attr("data-field").await.expect("attr").as_deref(),
+        Some("private_key")
+    );
+    assert_eq!(
+        b.d()
+            .find(By::Id("s-name"))
+            .await
+            .expect("name")
+            .value()
+            .await
+            .expect("v")
+            .as_deref(),
+        Some("web1"),
+        "what was typed is kept"
+    );
+    // The key file, uploaded.
+    b.d()
+        .find(By::Id("s-key"))
+        .await
+        .expect("file input")
+        .send_keys(key.display().to_string())
+        .await
+        .expect("choose file");
+    b.click(By::Id("add")).await;
+    b.wait("the server page", Duration::from_secs(10), || async {
+        b.path().await == "/servers/web1?done=added"
+    })
+    .await;
+    let (_, srv) = s.api("GET", "/api/v1/servers/web1", None).await;
+    assert_eq!(srv["auth"], "key", "{srv}");
+    assert_eq!(srv["tags"], serde_json::json!(["web", "eu"]));
+
+    b.click(By::Id("test")).await;
+    b.wait("the test report", Duration::from_secs(30), || async {
+        b.d().find(By::Id("report")).await.is_ok()
+    })
+    .await;
+    let report = b.text_of(By::Id("report")).await;
+    assert!(
+        report.contains("Reachable\nyes") || report.contains("Reachable yes"),
+        "{report}"
+    );
+    assert!(
+        report.contains("seen for the first time: now pinned"),
+        "{report}"
+    );
+    assert!(report.contains("Linux"), "{report}");
+    b.shot("server").await;
+
+    // The host key changes: a test records it as pending, the page warns and offers to accept.
+    h.new_host_key();
+    h.restart();
+    b.goto(&s, "/servers/web1").await;
+    b.click(By::Id("test")).await;
+    b.wait("the changed key", Duration::from_secs(30), || async {
+        b.d().find(By::Id("accept-key")).await.is_ok()
+    })
+    .await;
+    assert!(b.text_of(By::Id("report")).await.contains("CHANGED"));
+    b.click(By::Id("accept-key")).await;
+    b.d().accept_alert().await.expect("confirm");
+    b.wait("the key accepted", Duration::from_secs(10), || async {
+        b.path().await == "/servers/web1?done=accepted"
+    })
+    .await;
+    b.click(By::Id("test")).await;
+    b.wait("a matching key", Duration::from_secs(30), || async {
+        b.d().find(By::Id("report")).await.is_ok()
+    })
+    .await;
+    assert!(b
+        .text_of(By::Id("report"))
+        .await
+        .contains("matches the pinned key"));
+    b.quit().await;
+}

@@ -1,0 +1,641 @@
+//! The web UI over plain HTTP against the real `cronium serve`: what guards the pages (a
+//! login on every page, CSRF on every state change, failed-login delays, session expiry,
+//! logout and id rotation, a cookie that never authenticates the API) and what every page
+//! sends (Content-Security-Policy, no inline script, hashed immutable assets). What needs a
+//! real browser (the editor, the live log, cancel) is in `browser.rs`.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::redirect::Policy;
+use reqwest::StatusCode;
+use support::*;
+
+const PASSWORD: &str = "correct-horse-battery-staple";
+
+fn server(args: &[&str]) -> Server {
+    Server::start_with(ServerOpts {
+        env: vec![("CRONIUM_ADMIN_PASSWORD".into(), PASSWORD.into())],
+        args: args.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    })
+}
+
+/// A browser-like client: no redirects followed, cookies kept by name.
+struct Web {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    location: String,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+impl Web {
+    fn new(s: &Server) -> Web {
+        Web {
+            http: reqwest::Client::builder()
+                .redirect(Policy::none())
+                .build()
+                .expect("client"),
+            base: s.url.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, req: reqwest::RequestBuilder) -> Page {
+        let req = if self.cookies.is_empty() {
+            req
+        } else {
+            req.header("cookie", self.cookie_header())
+        };
+        let resp = req.send().await.expect("request");
+        for c in resp.headers().get_all("set-cookie") {
+            let c = c.to_str().expect("cookie text");
+            let (kv, attrs) = c.split_once(';').unwrap_or((c, ""));
+            let (k, v) = kv.split_once('=').expect("cookie pair");
+            if v.is_empty() || attrs.contains("Max-Age=0") {
+                self.cookies.remove(k);
+            } else {
+                self.cookies.insert(k.to_string(), v.to_string());
+            }
+        }
+        Page {
+            status: resp.status(),
+            location: resp
+                .headers()
+                .get("location")
+                .map(|v| v.to_str().unwrap_or_default().to_string())
+                .unwrap_or_default(),
+            headers: resp.headers().clone(),
+            body: resp.text().await.unwrap_or_default(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let req = self.http.get(format!("{}{path}", self.base));
+        self.send(req).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let req = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.send(req).await
+    }
+
+    /// Logs in with the session cookie the browser had, if any, sent along (a logged-in
+    /// browser is sent on from the form, so the form is fetched without it).
+    async fn login_with(&mut self, user: &str, password: &str) -> Page {
+        let had = self.cookies.remove("cronium_session");
+        let page = self.get("/login").await;
+        if let Some(c) = had {
+            self.cookies.insert("cronium_session".into(), c);
+        }
+        let csrf = field(&page.body, "csrf");
+        self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("username", user),
+                ("password", password),
+                ("next", "/"),
+            ],
+        )
+        .await
+    }
+
+    async fn login(&mut self) {
+        let p = self.login_with("admin", PASSWORD).await;
+        assert_eq!(p.status, StatusCode::SEE_OTHER, "login: {}", p.body);
+        assert_eq!(p.location, "/");
+    }
+
+    /// The CSRF token of the session, from a page's layout.
+    async fn csrf(&mut self) -> String {
+        let page = self.get("/").await;
+        assert_eq!(page.status, StatusCode::OK);
+        attr(&page.body, "data-csrf")
+    }
+}
+
+/// The value of the hidden input `name`.
+fn field(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("name=\"{name}\" value=\""))
+        .unwrap_or_else(|| panic!("no field {name} in {html}"));
+    let rest = &html[at + name.len() + 15..];
+    rest[..rest.find('"').expect("end of value")].to_string()
+}
+
+fn attr(html: &str, name: &str) -> String {
+    let at = html
+        .find(&format!("{name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {html}"));
+    let rest = &html[at + name.len() + 2..];
+    rest[..rest.find('"').expect("end of attribute")].to_string()
+}
+
+const PAGES: &[&str] = &[
+    "/",
+    "/events",
+    "/new-event",
+    "/new-event?type=python",
+    "/events/some-event",
+    "/events/some-event/edit",
+    "/jobs",
+    "/jobs?status=failed",
+    "/jobs/1",
+    "/jobs/1/log/lines?before=10",
+    "/jobs/1/log/stream",
+    "/jobs/1/log.txt",
+    "/servers",
+    "/servers/web1",
+    "/variables",
+    "/tokens",
+];
+
+const FORMS: &[&str] = &[
+    "/new-event",
+    "/events/some-event/edit",
+    "/events/some-event/run",
+    "/events/some-event/delete",
+    "/jobs/1/cancel",
+    "/jobs/1/rerun",
+    "/variables",
+    "/variables/v/delete",
+    "/tokens",
+    "/tokens/1/revoke",
+    "/logout",
+];
+
+#[tokio::test]
+async fn no_page_is_reachable_without_a_login() {
+    let s = server(&[]);
+    s.apply_yaml("name: some-event\ntype: bash\nscript: echo hi\n")
+        .await;
+    let mut web = Web::new(&s);
+    for path in PAGES {
+        let p = web.get(path).await;
+        assert_eq!(
+            p.status,
+            StatusCode::SEE_OTHER,
+            "{path} answered without a login"
+        );
+        let want = if *path == "/" {
+            "/login".to_string()
+        } else {
+            format!("/login?next={}", urlencode(path))
+        };
+        assert_eq!(p.location, want, "{path}");
+        assert!(!p.body.contains("some-event"), "{path} leaked content");
+    }
+    for path in FORMS {
+        let p = web
+            .post(
+                path,
+                &[("csrf", "x"), ("yaml", "name: z\ntype: bash\nscript: x\n")],
+            )
+            .await;
+        assert_eq!(
+            p.status,
+            StatusCode::SEE_OTHER,
+            "POST {path} without a login"
+        );
+        assert!(
+            p.location.starts_with("/login"),
+            "POST {path}: {}",
+            p.location
+        );
+    }
+    // Nothing was created, run or deleted.
+    let (_, events) = s.api("GET", "/api/v1/events", None).await;
+    assert_eq!(events.as_array().map(Vec::len), Some(1));
+    let (_, jobs) = s.api("GET", "/api/v1/jobs", None).await;
+    assert_eq!(jobs.as_array().map(Vec::len), Some(0));
+
+    // After a login, `next` brings the user back to the page asked for.
+    let login = web.get("/login?next=%2Fjobs%3Fstatus%3Dfailed").await;
+    let csrf = field(&login.body, "csrf");
+    assert_eq!(field(&login.body, "next"), "/jobs?status=failed");
+    let p = web
+        .post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("username", "admin"),
+                ("password", PASSWORD),
+                ("next", "/jobs?status=failed"),
+            ],
+        )
+        .await;
+    assert_eq!(p.location, "/jobs?status=failed");
+    // ...but never to another site.
+    let login = web.get("/login").await;
+    assert_eq!(
+        login.status,
+        StatusCode::SEE_OTHER,
+        "logged in: /login goes on"
+    );
+}
+
+fn urlencode(s: &str) -> String {
+    s.replace('%', "%25")
+        .replace('/', "%2F")
+        .replace('?', "%3F")
+        .replace('=', "%3D")
+        .replace('&', "%26")
+}
+
+#[tokio::test]
+async fn a_form_posted_without_its_csrf_token_is_refused() {
+    let s = server(&[]);
+    let mut web = Web::new(&s);
+    web.login().await;
+    let csrf = web.csrf().await;
+    let yaml = "name: made-here\ntype: bash\nscript: echo hi\n";
+
+    let p = web.post("/new-event", &[("yaml", yaml)]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN, "{}", p.body);
+    assert!(p.body.contains("security token"), "{}", p.body);
+    let p = web
+        .post("/new-event", &[("yaml", yaml), ("csrf", "0000")])
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    let wrong = format!("{}0", &csrf[..csrf.len() - 1]);
+    let p = web
+        .post("/new-event", &[("yaml", yaml), ("csrf", &wrong)])
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    // A JSON body cannot carry the token past the check either.
+    let req = web
+        .http
+        .post(format!("{}/new-event", web.base))
+        .header("content-type", "application/json")
+        .body(format!("{{\"yaml\": \"x\", \"csrf\": \"{csrf}\"}}"));
+    assert_eq!(web.send(req).await.status, StatusCode::FORBIDDEN);
+    let (status, _) = s.api("GET", "/api/v1/events/made-here", None).await;
+    assert_eq!(status, 404, "a refused form changed nothing");
+
+    // Logout is a state change too.
+    let p = web.post("/logout", &[]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert_eq!(web.get("/").await.status, StatusCode::OK, "still logged in");
+
+    // With the token (form field or header), the same request works.
+    let p = web
+        .post("/new-event", &[("yaml", yaml), ("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert_eq!(p.location, "/events/made-here?done=created");
+    let req = web
+        .http
+        .post(format!("{}/events/made-here/run", web.base))
+        .header("x-csrf-token", &csrf)
+        .form(&[("input", "")]);
+    let p = web.send(req).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(p.location.starts_with("/jobs/"), "{}", p.location);
+
+    // The login form has its own token: a cross-site login post is refused.
+    let mut other = Web::new(&s);
+    let p = other
+        .post(
+            "/login",
+            &[
+                ("csrf", "forged"),
+                ("username", "admin"),
+                ("password", PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    assert!(!other.cookies.contains_key("cronium_session"));
+}
+
+#[tokio::test]
+async fn the_session_cookie_never_authenticates_the_api() {
+    let s = server(&[]);
+    let mut web = Web::new(&s);
+    web.login().await;
+    let csrf = web.csrf().await;
+    let cookie = web.cookie_header();
+    for (method, path) in [
+        ("GET", "/api/v1/events"),
+        ("POST", "/api/v1/events/x/run"),
+        ("POST", "/api/v1/tokens"),
+        ("GET", "/metrics"),
+    ] {
+        let resp = web
+            .http
+            .request(method.parse().expect("method"), format!("{}{path}", s.url))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .header("content-type", "application/json")
+            .body("{\"name\": \"stolen\"}")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{method} {path}");
+    }
+    let (_, tokens) = s.api("GET", "/api/v1/tokens", None).await;
+    assert_eq!(
+        tokens.as_array().map(Vec::len),
+        Some(1),
+        "no token was made"
+    );
+}
+
+#[tokio::test]
+async fn failed_logins_are_delayed_more_and_more() {
+    let s = server(&[]);
+    let mut web = Web::new(&s);
+    for i in 0..3 {
+        let p = web.login_with("admin", "wrong").await;
+        assert_eq!(p.status, StatusCode::UNAUTHORIZED, "attempt {i}");
+        assert!(p.body.contains("Wrong user name or password"));
+    }
+    // The fourth attempt comes too soon: refused without looking at the password.
+    let p = web.login_with("admin", PASSWORD).await;
+    assert_eq!(p.status, StatusCode::TOO_MANY_REQUESTS, "{}", p.body);
+    assert!(p.body.contains("Too many failed logins"), "{}", p.body);
+    assert!(!web.cookies.contains_key("cronium_session"));
+    // A user name that does not exist is counted the same way (and answers alike).
+    let p = web.login_with("nobody", "x").await;
+    assert_eq!(
+        p.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the address is delayed too"
+    );
+
+    // After the delay (1 s after the third failure), the right password works and clears
+    // the counters.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let p = web.login_with("admin", PASSWORD).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = web.login_with("admin", "wrong").await;
+    assert_eq!(
+        p.status,
+        StatusCode::UNAUTHORIZED,
+        "counting starts again from zero"
+    );
+}
+
+#[tokio::test]
+async fn sessions_end_at_logout_idle_expiry_and_next_login() {
+    let s = server(&["--session-idle", "2s"]);
+    let mut web = Web::new(&s);
+    web.login().await;
+    let first = web.cookies["cronium_session"].clone();
+    assert_eq!(web.get("/events").await.status, StatusCode::OK);
+
+    // A new login gets a new id, and the session the browser had before is ended.
+    web.login().await;
+    let second = web.cookies["cronium_session"].clone();
+    assert_ne!(first, second);
+    let mut old = Web::new(&s);
+    old.cookies.insert("cronium_session".into(), first.clone());
+    assert_eq!(
+        old.get("/events").await.status,
+        StatusCode::SEE_OTHER,
+        "old id still works"
+    );
+
+    // A forged secret for a real id is not a session.
+    let (id, _) = second.split_once('.').expect("id.secret");
+    old.cookies
+        .insert("cronium_session".into(), format!("{id}.{}", "0".repeat(64)));
+    assert_eq!(old.get("/events").await.status, StatusCode::SEE_OTHER);
+
+    // Unused for longer than --session-idle: the session is over.
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    let p = web.get("/events").await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location, "/login?next=%2Fevents");
+
+    // Logout ends it at once, on the server, not just in the browser.
+    web.login().await;
+    let kept = web.cookies["cronium_session"].clone();
+    let csrf = web.csrf().await;
+    let p = web.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    assert_eq!(p.location, "/login");
+    assert!(
+        !web.cookies.contains_key("cronium_session"),
+        "cookie cleared"
+    );
+    web.cookies.insert("cronium_session".into(), kept);
+    assert_eq!(
+        web.get("/").await.status,
+        StatusCode::SEE_OTHER,
+        "the row is gone"
+    );
+}
+
+#[tokio::test]
+async fn cookies_are_http_only_same_site_and_secure_when_asked() {
+    for (args, secure) in [(&[][..], false), (&["--secure-cookies"][..], true)] {
+        let s = server(args);
+        let web = Web::new(&s);
+        let page = web
+            .http
+            .get(format!("{}/login", s.url))
+            .send()
+            .await
+            .expect("login page");
+        let login_cookie = page.headers()["set-cookie"]
+            .to_str()
+            .expect("text")
+            .to_string();
+        let body = page.text().await.expect("body");
+        let csrf = field(&body, "csrf");
+        let resp = web
+            .http
+            .post(format!("{}/login", s.url))
+            .header("cookie", login_cookie.split(';').next().expect("pair"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("username", "admin"),
+                ("password", PASSWORD),
+            ])
+            .send()
+            .await
+            .expect("login");
+        let session = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().expect("text").to_string())
+            .find(|c| c.starts_with("cronium_session="))
+            .expect("a session cookie");
+        assert!(session.contains("HttpOnly"), "{session}");
+        assert!(session.contains("SameSite=Lax"), "{session}");
+        assert!(session.contains("Path=/"), "{session}");
+        assert_eq!(session.contains("Secure"), secure, "{session}");
+    }
+}
+
+#[tokio::test]
+async fn pages_send_a_strict_csp_no_inline_script_and_hashed_immutable_assets() {
+    let s = server(&[]);
+    s.apply_yaml("name: some-event\ntype: bash\nscript: echo '<script>alert(1)</script>'\n")
+        .await;
+    let job = s.run_event("some-event", None).await;
+    s.wait_job(job, Duration::from_secs(30)).await;
+    let mut web = Web::new(&s);
+    web.login().await;
+    let mut assets = std::collections::BTreeSet::new();
+    for path in [
+        "/",
+        "/events",
+        "/events/some-event",
+        "/events/some-event/edit",
+        "/new-event",
+        "/jobs",
+        &format!("/jobs/{job}"),
+        "/servers",
+        "/variables",
+        "/tokens",
+    ] {
+        let p = web.get(path).await;
+        assert_eq!(p.status, StatusCode::OK, "{path}: {}", p.body);
+        let csp = p.headers["content-security-policy"].to_str().expect("csp");
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"));
+        assert_eq!(p.headers["cache-control"], "no-store", "{path}");
+        // Every script has a src; no handler attributes; the script's output is escaped.
+        for (i, _) in p.body.match_indices("<script") {
+            assert!(
+                p.body[i..].starts_with("<script src=\"/assets/app."),
+                "{path}: inline script"
+            );
+        }
+        assert!(
+            !p.body.contains(" onclick=") && !p.body.contains(" onload="),
+            "{path}"
+        );
+        assert!(
+            !p.body.contains("<script>alert(1)"),
+            "{path}: unescaped output"
+        );
+        for (i, _) in p.body.match_indices("\"/assets/") {
+            let rest = &p.body[i + 1..];
+            assets.insert(rest[..rest.find('"').expect("end")].to_string());
+        }
+    }
+    assert_eq!(assets.len(), 3, "{assets:?}");
+    for a in &assets {
+        let p = web.get(a).await;
+        assert_eq!(p.status, StatusCode::OK, "{a}");
+        assert_eq!(
+            p.headers["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
+        // The name carries the content's hash: a stale name is not served.
+        let stale = a.replacen(".", ".000000000000x", 1);
+        assert_eq!(
+            web.get(&stale).await.status,
+            StatusCode::NOT_FOUND,
+            "{stale}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn secret_variables_are_write_only_and_a_new_token_is_shown_once() {
+    let s = server(&[]);
+    let mut web = Web::new(&s);
+    web.login().await;
+    let csrf = web.csrf().await;
+    let p = web
+        .post(
+            "/variables",
+            &[
+                ("csrf", &csrf),
+                ("name", "db-password"),
+                ("value", "hunter2-very-secret"),
+                ("secret", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let p = web
+        .post(
+            "/variables",
+            &[("csrf", &csrf), ("name", "region"), ("value", "\"eu\"")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER);
+    let page = web.get("/variables").await;
+    assert!(page.body.contains("db-password") && page.body.contains("secret"));
+    assert!(
+        !page.body.contains("hunter2-very-secret"),
+        "a secret is never shown"
+    );
+    assert!(page.body.contains("&#34;eu&#34;"), "a plain value is");
+    let (_, v) = s.api("GET", "/api/v1/variables/db-password", None).await;
+    assert_eq!(
+        (v["secret"].as_bool(), v["value"].is_null()),
+        (Some(true), true)
+    );
+    // A bad name is refused at its field; a refused secret is not sent back to the page.
+    let p = web
+        .post(
+            "/variables",
+            &[
+                ("csrf", &csrf),
+                ("name", "bad name"),
+                ("value", "another-secret-value"),
+                ("secret", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("data-field=\"name\""), "{}", p.body);
+    assert!(!p.body.contains("another-secret-value"));
+
+    let p = web
+        .post("/tokens", &[("csrf", &csrf), ("name", "ci-deploy")])
+        .await;
+    assert_eq!(p.status, StatusCode::CREATED, "{}", p.body);
+    let value = p
+        .body
+        .split("id=\"new-token\">")
+        .nth(1)
+        .and_then(|r| r.split('<').next())
+        .expect("the token")
+        .to_string();
+    assert!(value.starts_with("crn_"), "{value}");
+    // It works for the API...
+    let (status, _) = s
+        .api_with_token("GET", "/api/v1/events", None, Some(&value))
+        .await;
+    assert_eq!(status, 200);
+    // ...and is never shown again.
+    let page = web.get("/tokens").await;
+    assert!(page.body.contains("ci-deploy") && !page.body.contains(&value));
+    let p = web
+        .post("/tokens", &[("csrf", &csrf), ("name", "  ")])
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p.body.contains("name: must be 1 to 100 characters"),
+        "{}",
+        p.body
+    );
+}

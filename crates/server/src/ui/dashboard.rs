@@ -1,0 +1,94 @@
+//! `GET /`: the dashboard: jobs running now, recent failures, the next scheduled runs and the
+//! servers at a glance.
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::Response;
+use axum::Extension;
+
+use super::error::UiResult;
+use super::jobs::JobItem;
+use super::session::Session;
+use super::{format, render, Ctx};
+use crate::state::AppState;
+use crate::usecases;
+
+pub struct NextRun {
+    pub event: String,
+    pub at: String,
+    pub iso: String,
+}
+
+pub struct ServerItem {
+    pub name: String,
+    pub address: String,
+    /// `ok`, `changed` (a new host key waits to be accepted), `new` (never connected).
+    pub health: &'static str,
+    pub runner: String,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard.html")]
+struct Dashboard {
+    ctx: Ctx,
+    running: Vec<JobItem>,
+    failures: Vec<JobItem>,
+    next_runs: Vec<NextRun>,
+    servers: Vec<ServerItem>,
+    events: usize,
+}
+
+pub fn server_health(s: &cronium_store::ServerRow) -> &'static str {
+    if s.pending_host_key.is_some() {
+        "changed"
+    } else if s.host_key.is_some() {
+        "ok"
+    } else {
+        "new"
+    }
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    Extension(session): Extension<Session>,
+) -> UiResult<Response> {
+    let running = usecases::jobs::running(&state, 20).await?;
+    let failures = usecases::jobs::recent_failures(&state, 10).await?;
+    let events = usecases::events::list(&state).await?;
+    let mut scheduled: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.next_fire_at.map(|t| (t, e.name.clone())))
+        .collect();
+    scheduled.sort();
+    let next_runs = scheduled
+        .into_iter()
+        .take(10)
+        .map(|(t, event)| NextRun {
+            event,
+            at: format::ts(Some(t)),
+            iso: format::iso(Some(t)),
+        })
+        .collect();
+    let servers = usecases::servers::list(&state)
+        .await?
+        .iter()
+        .map(|s| ServerItem {
+            name: s.name.clone(),
+            address: format!("{}@{}:{}", s.username, s.host, s.port),
+            health: server_health(s),
+            runner: s
+                .runner
+                .as_ref()
+                .map(|r| format!("runner {}", &r.sha256[..r.sha256.len().min(12)]))
+                .unwrap_or_else(|| "no runner yet".into()),
+        })
+        .collect();
+    Ok(render(&Dashboard {
+        ctx: Ctx::new(&session, "dashboard"),
+        running: running.into_iter().map(JobItem::from).collect(),
+        failures: failures.into_iter().map(JobItem::from).collect(),
+        next_runs,
+        servers,
+        events: events.len(),
+    }))
+}

@@ -1,0 +1,366 @@
+//! Jobs: list with filters (keyset paging on id), detail with executions, cancel, re-run, and
+//! their logs: a page after a seq, the tail before a seq (a big log opens at its end), and the
+//! live stream that the API and the log viewer both serve as Server-Sent Events.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use cronium_core::clock::now_ms;
+use cronium_model::{JobStatus, Trigger};
+use cronium_store::{CancelResult, ExecutionRow, JobFilter, JobRow, LogLine, StoreError};
+use futures::Stream;
+
+use super::{UseCaseError, UseCaseResult};
+use crate::state::AppState;
+
+/// The filters of a job list, as the user typed them (the API's query, the page's form).
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    pub event: Option<String>,
+    pub status: Option<String>,
+    pub trigger: Option<String>,
+    pub server: Option<String>,
+    pub limit: Option<i64>,
+    pub before: Option<i64>,
+}
+
+/// Largest page of a job list.
+pub const MAX_LIST: i64 = 1000;
+
+/// Jobs matching `q`, newest first; each filter that does not parse is refused naming it.
+pub async fn list(state: &AppState, q: &JobQuery) -> UseCaseResult<Vec<JobRow>> {
+    let status = q
+        .status
+        .as_deref()
+        .map(str::parse::<JobStatus>)
+        .transpose()
+        .map_err(|e| UseCaseError::invalid("status", e.to_string()))?;
+    let trigger = q
+        .trigger
+        .as_deref()
+        .map(str::parse::<Trigger>)
+        .transpose()
+        .map_err(|e| UseCaseError::invalid("trigger", e.to_string()))?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_LIST).contains(&limit) {
+        return Err(UseCaseError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LIST}"),
+        ));
+    }
+    let filter = JobFilter {
+        event_name: q.event.clone(),
+        event_id: None,
+        status,
+        limit: Some(limit),
+        before_id: q.before,
+        trigger,
+        server: q.server.clone(),
+    };
+    Ok(state.store.list_jobs(&filter).await?)
+}
+
+/// Jobs running now, newest first.
+pub async fn running(state: &AppState, limit: i64) -> UseCaseResult<Vec<JobRow>> {
+    Ok(state
+        .store
+        .list_jobs(&JobFilter {
+            status: Some(JobStatus::Running),
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// The newest jobs that failed, timed out or partly failed.
+pub async fn recent_failures(state: &AppState, limit: i64) -> UseCaseResult<Vec<JobRow>> {
+    Ok(state.store.recent_failures(limit).await?)
+}
+
+pub async fn get(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
+    state
+        .store
+        .get_job(id)
+        .await?
+        .ok_or_else(|| UseCaseError::NotFound(format!("job {id} not found")))
+}
+
+/// The job with every execution (per attempt and server).
+pub async fn detail(state: &AppState, id: i64) -> UseCaseResult<(JobRow, Vec<ExecutionRow>)> {
+    let job = get(state, id).await?;
+    let executions = state.store.list_executions(id).await?;
+    Ok((job, executions))
+}
+
+/// Cancels a queued (at once) or running (the runner stops the script) job; a conflict when
+/// it has already ended. Returns the job as it is after the request.
+pub async fn cancel(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
+    match state.store.cancel(id, now_ms()).await? {
+        CancelResult::NotFound => {
+            return Err(UseCaseError::NotFound(format!("job {id} not found")))
+        }
+        CancelResult::AlreadyFinished(status) => {
+            return Err(UseCaseError::Conflict {
+                field: None,
+                message: format!("job {id} has already ended ({status})"),
+            })
+        }
+        CancelResult::Cancelled => state.bus.finish(id),
+        CancelResult::Requested => {}
+    }
+    get(state, id).await
+}
+
+/// Runs the job's event again with the job's input (a manual run of the current version).
+pub async fn rerun(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
+    let job = get(state, id).await?;
+    super::events::run(state, &job.event_name, Some(job.input), Trigger::Manual).await
+}
+
+/// A log line with the server it came from (multi-server runs).
+#[derive(Debug, Clone)]
+pub struct ServerLine {
+    pub line: LogLine,
+    pub server: Option<String>,
+}
+
+/// The server of each execution of a job that ran on servers.
+pub async fn servers_of(state: &AppState, job_id: i64) -> UseCaseResult<HashMap<i64, String>> {
+    Ok(state
+        .store
+        .list_executions(job_id)
+        .await?
+        .into_iter()
+        .filter_map(|x| x.server.map(|s| (x.id, s)))
+        .collect())
+}
+
+fn with_servers(lines: Vec<LogLine>, servers: &HashMap<i64, String>) -> Vec<ServerLine> {
+    lines
+        .into_iter()
+        .map(|line| ServerLine {
+            server: line.execution_id.and_then(|x| servers.get(&x).cloned()),
+            line,
+        })
+        .collect()
+}
+
+/// A page of a job's log after `after`.
+pub struct LogPage {
+    pub lines: Vec<ServerLine>,
+    pub next_after: i64,
+    /// The job is final and this page reached the end of its log.
+    pub done: bool,
+    pub status: JobStatus,
+}
+
+/// Largest page of log lines.
+pub const MAX_LOG_PAGE: i64 = 10_000;
+
+pub async fn log_page(
+    state: &AppState,
+    id: i64,
+    after: Option<i64>,
+    limit: Option<i64>,
+) -> UseCaseResult<LogPage> {
+    let limit = limit.unwrap_or(1000);
+    if !(1..=MAX_LOG_PAGE).contains(&limit) {
+        return Err(UseCaseError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LOG_PAGE}"),
+        ));
+    }
+    let after = after.unwrap_or(0);
+    // Read the status first: if it is final, every line was stored before it.
+    let job = get(state, id).await?;
+    let lines = state.store.read_logs(id, after, limit).await?;
+    let servers = servers_of(state, id).await?;
+    let next_after = lines.last().map_or(after, |l| l.seq);
+    let done = job.status.is_final() && (lines.len() as i64) < limit;
+    Ok(LogPage {
+        lines: with_servers(lines, &servers),
+        next_after,
+        done,
+        status: job.status,
+    })
+}
+
+/// The last `limit` lines before `before` (None: the end of the log), in order.
+pub async fn log_tail(
+    state: &AppState,
+    id: i64,
+    before: Option<i64>,
+    limit: i64,
+) -> UseCaseResult<Vec<ServerLine>> {
+    if !(1..=MAX_LOG_PAGE).contains(&limit) {
+        return Err(UseCaseError::invalid(
+            "limit",
+            format!("must be between 1 and {MAX_LOG_PAGE}"),
+        ));
+    }
+    get(state, id).await?;
+    let lines = state
+        .store
+        .read_logs_before(id, before.unwrap_or(i64::MAX), limit)
+        .await?;
+    let servers = servers_of(state, id).await?;
+    Ok(with_servers(lines, &servers))
+}
+
+/// What a live log stream yields.
+#[derive(Debug)]
+pub enum LogEvent {
+    Line(ServerLine),
+    /// The job is final and every line was sent.
+    End {
+        status: JobStatus,
+        exit_code: Option<i32>,
+    },
+    /// The stream ends without its end: `after` is the last seq sent, where to resume.
+    Error {
+        message: String,
+        after: i64,
+    },
+}
+
+/// The live log of job `id` after seq `after`: every stored line in order, then `End` once
+/// the job is final, or `Error` when the store cannot be read (never a silent end with lines
+/// missing). Woken by the log bus; polls when the job runs on another server's agent.
+pub async fn log_stream(
+    state: &AppState,
+    id: i64,
+    after: i64,
+) -> UseCaseResult<impl Stream<Item = LogEvent>> {
+    get(state, id).await?;
+    let rx = state.bus.subscribe(id);
+
+    struct Cursor {
+        state: AppState,
+        id: i64,
+        after: i64,
+        rx: Option<tokio::sync::watch::Receiver<cronium_core::logbus::LogMark>>,
+        pending: VecDeque<LogEvent>,
+        ended: bool,
+        servers: HashMap<i64, String>,
+    }
+    impl Cursor {
+        /// Ends the stream with an `Error`; the details go to the server's log.
+        fn fail(&mut self, what: &str, error: Option<StoreError>) {
+            let message = match &error {
+                Some(e) => {
+                    tracing::error!(job = self.id, error = %e, "live log: {what} failed");
+                    format!("{what} failed: the database could not be read (see the server's log)")
+                }
+                None => what.to_string(),
+            };
+            self.pending.push_back(LogEvent::Error {
+                message,
+                after: self.after,
+            });
+            self.ended = true;
+        }
+    }
+    let cursor = Cursor {
+        state: state.clone(),
+        id,
+        after,
+        rx,
+        pending: Default::default(),
+        ended: false,
+        servers: HashMap::new(),
+    };
+    Ok(futures::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if let Some(e) = c.pending.pop_front() {
+                return Some((e, c));
+            }
+            if c.ended {
+                if let Some(rx) = c.rx.take() {
+                    drop(rx);
+                    c.state.bus.release(c.id);
+                }
+                return None;
+            }
+            // Status before lines: once final, all lines are stored.
+            let status = match retry_read(|| c.state.store.get_job(c.id)).await {
+                Ok(Some(j)) => j,
+                Ok(None) => {
+                    c.fail(&format!("job {} no longer exists", c.id), None);
+                    continue;
+                }
+                Err(e) => {
+                    c.fail("reading the job", Some(e));
+                    continue;
+                }
+            };
+            let lines = match retry_read(|| c.state.store.read_logs(c.id, c.after, 1000)).await {
+                Ok(lines) => lines,
+                Err(e) => {
+                    c.fail("reading the log", Some(e));
+                    continue;
+                }
+            };
+            if lines
+                .iter()
+                .any(|l| l.execution_id.is_some_and(|x| !c.servers.contains_key(&x)))
+            {
+                match retry_read(|| c.state.store.list_executions(c.id)).await {
+                    Ok(xs) => {
+                        c.servers = xs
+                            .into_iter()
+                            .filter_map(|x| x.server.map(|s| (x.id, s)))
+                            .collect();
+                    }
+                    Err(e) => {
+                        c.fail("reading the job's executions", Some(e));
+                        continue;
+                    }
+                }
+            }
+            if !lines.is_empty() {
+                if let Some(last) = lines.last() {
+                    c.after = last.seq;
+                }
+                let lines = with_servers(lines, &c.servers);
+                c.pending.extend(lines.into_iter().map(LogEvent::Line));
+                continue;
+            }
+            if status.status.is_final() {
+                c.pending.push_back(LogEvent::End {
+                    status: status.status,
+                    exit_code: status.exit_code,
+                });
+                c.ended = true;
+                continue;
+            }
+            // Wait for the agent's wake-up, or poll (jobs run by another server's agent).
+            match c.rx.as_mut() {
+                Some(rx) => {
+                    let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;
+                }
+                None => tokio::time::sleep(Duration::from_millis(250)).await,
+            }
+        }
+    }))
+}
+
+/// A store read for a live viewer, tried three times (a busy or restarting database) before
+/// its error ends the stream.
+pub(crate) async fn retry_read<T, F, Fut>(mut read: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        match read().await {
+            Ok(v) => return Ok(v),
+            Err(e) if tries < 2 => {
+                tries += 1;
+                tracing::warn!(error = %e, tries, "live log: a read failed, retrying");
+                tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! SSH servers: register (credentials encrypted before they reach the store), list, read,
+//! remove, test (pinning the host key on first contact, recording a changed one as pending)
+//! and accept a changed host key.
+
+use cronium_agent::credentials;
+use cronium_core::clock::now_ms;
+use cronium_core::spec::validate_name;
+use cronium_ssh::{Credential, HostKeyStatus, ServerConfig, TestReport};
+use cronium_store::{DeploymentRow, NewServer, ServerRow};
+
+use super::{UseCaseError, UseCaseResult};
+use crate::state::AppState;
+
+/// What registering a server takes (the API's body, the page's form).
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// OpenSSH or PEM text; either this or `password`.
+    pub private_key: Option<String>,
+    pub passphrase: Option<String>,
+    pub password: Option<String>,
+    /// The host key to trust; pinned on first contact when absent.
+    pub host_key: Option<String>,
+    pub tags: Vec<String>,
+}
+
+/// Every registered server, by name.
+pub async fn list(state: &AppState) -> UseCaseResult<Vec<ServerRow>> {
+    Ok(state.store.list_servers().await?)
+}
+
+pub async fn get(state: &AppState, name: &str) -> UseCaseResult<ServerRow> {
+    state
+        .store
+        .get_server_by_name(name)
+        .await?
+        .ok_or_else(|| UseCaseError::NotFound(format!("server `{name}` not found")))
+}
+
+/// The server's runner deployments, newest first.
+pub async fn deployments(
+    state: &AppState,
+    server: &ServerRow,
+    limit: i64,
+) -> UseCaseResult<Vec<DeploymentRow>> {
+    Ok(state.store.list_deployments(server.id, limit).await?)
+}
+
+/// Checks and registers a server; a conflict when the name is taken.
+pub async fn register(state: &AppState, r: Registration) -> UseCaseResult<ServerRow> {
+    validate_name(&r.name)?;
+    if r.host.trim().is_empty() || r.host.trim().chars().any(|c| c.is_whitespace()) {
+        return Err(UseCaseError::invalid(
+            "host",
+            "must be a host name or address",
+        ));
+    }
+    if r.port == 0 {
+        return Err(UseCaseError::invalid("port", "must be between 1 and 65535"));
+    }
+    if r.user.trim().is_empty() {
+        return Err(UseCaseError::invalid("user", "must not be empty"));
+    }
+    for t in &r.tags {
+        validate_name(t).map_err(|e| UseCaseError::invalid("tags", e.message))?;
+    }
+    let credential = match (r.private_key, r.password) {
+        (Some(pem), None) => {
+            cronium_ssh::validate_private_key(&pem, r.passphrase.as_deref())
+                .map_err(|reason| UseCaseError::invalid("private_key", reason))?;
+            Credential::Key {
+                pem,
+                passphrase: r.passphrase,
+            }
+        }
+        (None, Some(p)) if !p.is_empty() => Credential::Password(p),
+        (None, Some(_)) => return Err(UseCaseError::invalid("password", "must not be empty")),
+        (Some(_), Some(_)) => {
+            return Err(UseCaseError::invalid(
+                "password",
+                "give either private_key or password, not both",
+            ))
+        }
+        (None, None) => {
+            return Err(UseCaseError::invalid(
+                "private_key",
+                "a private_key or a password is required",
+            ))
+        }
+    };
+    if let Some(k) = &r.host_key {
+        cronium_ssh::validate_host_key(k)
+            .map_err(|reason| UseCaseError::invalid("host_key", reason))?;
+    }
+    Ok(state
+        .store
+        .create_server(
+            &NewServer {
+                name: r.name.clone(),
+                host: r.host.trim().to_string(),
+                port: i64::from(r.port),
+                username: r.user,
+                auth_kind: credentials::kind(&credential).into(),
+                credential: credentials::encrypt(&state.secrets, &r.name, &credential),
+                host_key: r.host_key.map(|k| k.trim().to_string()),
+                tags: r.tags,
+            },
+            now_ms(),
+        )
+        .await?)
+}
+
+/// The connection settings of a stored server.
+pub fn config_of(state: &AppState, s: &ServerRow) -> UseCaseResult<ServerConfig> {
+    let internal = |m: String| UseCaseError::Store(cronium_store::StoreError::Corrupt(m));
+    Ok(ServerConfig {
+        name: s.name.clone(),
+        host: s.host.clone(),
+        port: u16::try_from(s.port).map_err(|_| internal("stored port out of range".into()))?,
+        user: s.username.clone(),
+        credential: credentials::decrypt(&state.secrets, &s.name, &s.credential)
+            .map_err(|e| internal(e.to_string()))?,
+        host_key: s.host_key.clone(),
+        known_runner: s.runner.as_ref().map(|r| cronium_ssh::KnownRunner {
+            path: r.path.clone(),
+            sha256: r.sha256.clone(),
+            verified_at_ms: r.verified_at,
+        }),
+    })
+}
+
+/// Removes a server (past executions keep its name) and drops its pooled connections.
+pub async fn remove(state: &AppState, name: &str) -> UseCaseResult<()> {
+    let row = get(state, name).await?;
+    state.store.delete_server(row.id).await?;
+    if let Some(ssh) = &state.ssh {
+        if let Ok(cfg) = config_of(state, &row) {
+            ssh.forget(&cfg);
+        }
+    }
+    Ok(())
+}
+
+/// How a test saw the host key: `matches`, `first_use` (now pinned), `changed` (now pending).
+pub fn key_status(r: &TestReport) -> Option<&'static str> {
+    match &r.host_key_status {
+        Some(HostKeyStatus::Matches) => Some("matches"),
+        Some(HostKeyStatus::FirstUse) => Some("first_use"),
+        Some(HostKeyStatus::Changed { .. }) => Some("changed"),
+        None => None,
+    }
+}
+
+/// Connects and reports reachability, login, host key, OS/arch and runner (an unreachable
+/// host is a report, not an error). Pins the key on first contact; records a changed key as
+/// pending, to be accepted after checking it.
+pub async fn test(state: &AppState, name: &str) -> UseCaseResult<TestReport> {
+    let row = get(state, name).await?;
+    let ssh = state.ssh.as_ref().ok_or_else(|| {
+        UseCaseError::invalid(
+            "server",
+            "the SSH transport is not available on this server",
+        )
+    })?;
+    let cfg = config_of(state, &row)?;
+    let r = ssh.test(&cfg).await;
+    match (&r.host_key_status, &r.host_key) {
+        (Some(HostKeyStatus::FirstUse), Some(k)) => {
+            state.store.pin_host_key(row.id, k, now_ms()).await?;
+        }
+        (Some(HostKeyStatus::Changed { .. }), Some(k)) => {
+            state
+                .store
+                .set_pending_host_key(row.id, Some(k), now_ms())
+                .await?;
+        }
+        _ => {}
+    }
+    Ok(r)
+}
+
+/// Trusts `key` (default: the pending key the server presented) as the server's host key.
+pub async fn accept_key(
+    state: &AppState,
+    name: &str,
+    key: Option<String>,
+) -> UseCaseResult<ServerRow> {
+    let row = get(state, name).await?;
+    let key = match key.or(row.pending_host_key.clone()) {
+        Some(k) => k,
+        None => {
+            return Err(UseCaseError::invalid(
+                "host_key",
+                format!("server `{name}` has no pending host key; run `cronium server test {name}` first or give the key"),
+            ))
+        }
+    };
+    cronium_ssh::validate_host_key(&key)
+        .map_err(|reason| UseCaseError::invalid("host_key", reason))?;
+    state
+        .store
+        .accept_host_key(row.id, key.trim(), now_ms())
+        .await?;
+    if let Some(ssh) = &state.ssh {
+        if let Ok(cfg) = config_of(state, &row) {
+            ssh.forget(&cfg);
+        }
+    }
+    get(state, name).await
+}
