@@ -429,8 +429,78 @@ async fn the_dashboard_shows_what_runs_what_failed_and_what_comes_next() {
     let next = b.text_of(By::Css("ol.instants")).await;
     assert_eq!(next.lines().count(), 10, "{next}");
     assert!(next.lines().all(|l| l.contains("02:30:00 CE")), "{next}");
+    // On a phone.
+    b.d().set_window_rect(0, 0, 390, 844).await.expect("resize");
+    b.goto(&s, "/").await;
+    b.shot("dashboard-phone").await;
+    let overflow = b
+        .d()
+        .execute(
+            "return document.documentElement.scrollWidth > window.innerWidth + 1;",
+            vec![],
+        )
+        .await
+        .expect("script");
+    assert_eq!(
+        overflow.json(),
+        &serde_json::json!(false),
+        "the dashboard scrolls sideways on a phone"
+    );
     s.api("POST", &format!("/api/v1/jobs/{running}/cancel"), None)
         .await;
+    b.quit().await;
+}
+
+/// In the browser too: a page asked for without a login lands on the login form, and a form
+/// whose CSRF field was taken out is refused with nothing done.
+#[tokio::test]
+async fn without_a_login_or_a_csrf_token_nothing_happens() {
+    let s = server();
+    s.apply_yaml("name: guarded\ntype: bash\nscript: echo hi\n")
+        .await;
+    let b = Browser::start().await;
+    for path in [
+        "/",
+        "/events/guarded",
+        "/jobs",
+        "/servers",
+        "/variables",
+        "/tokens",
+        "/new-event",
+    ] {
+        b.goto(&s, path).await;
+        assert!(
+            b.path().await.starts_with("/login"),
+            "{path} shown without a login"
+        );
+        assert!(b.d().find(By::Id("password")).await.is_ok());
+    }
+    b.login(&s).await;
+    b.goto(&s, "/events/guarded").await;
+    b.d()
+        .execute(
+            "document.querySelectorAll('input[name=csrf]').forEach(function (e) { e.remove(); });",
+            vec![],
+        )
+        .await
+        .expect("remove the token");
+    b.click(By::Id("run")).await;
+    b.wait("the refusal", Duration::from_secs(10), || async {
+        b.d()
+            .title()
+            .await
+            .unwrap_or_default()
+            .starts_with("Forbidden")
+    })
+    .await;
+    assert!(b
+        .d()
+        .source()
+        .await
+        .expect("page")
+        .contains("security token"));
+    let (_, jobs) = s.api("GET", "/api/v1/jobs", None).await;
+    assert_eq!(jobs.as_array().map(Vec::len), Some(0), "nothing ran");
     b.quit().await;
 }
 

@@ -131,6 +131,17 @@ impl Store {
         Ok(())
     }
 
+    /// Updates the planner's statistics after a bulk load (`ANALYZE`; on PostgreSQL
+    /// `VACUUM ANALYZE`, so that autovacuum does not start on the fresh rows mid-measurement).
+    pub async fn settle_after_seed(&self) -> Result<(), StoreError> {
+        let sql = match self.backend {
+            crate::Backend::Sqlite => "ANALYZE",
+            crate::Backend::Postgres => "VACUUM ANALYZE jobs, executions, logs, events",
+        };
+        sqlx::query(sql).execute(&self.write).await?;
+        Ok(())
+    }
+
     async fn max_job_id(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT id FROM jobs ORDER BY id DESC LIMIT 1")
             .fetch_optional(&self.read)

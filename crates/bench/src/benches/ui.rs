@@ -180,6 +180,7 @@ async fn backend(
     // The big log: 100-byte lines on the newest job.
     let big_lines = size.big_mb * 1_000_000 / 100;
     store.seed_log(last, big_lines, 100, 20_000).await?;
+    store.settle_after_seed().await?;
     store.close().await;
     let seeded_s = t.elapsed().as_secs_f64();
     let total_lines = size.jobs * size.lines + big_lines;
