@@ -981,3 +981,52 @@ async fn events_stored_without_a_job_policy_get_one_at_start() {
         "the policy came from the stored spec: {job}"
     );
 }
+
+/// Eight `true` nodes, each after the previous one.
+const CHAIN: &str = r#"
+name: chain8
+nodes:
+  - { id: n0, type: bash, script: 'true' }
+  - { id: n1, type: bash, script: 'true', after: [n0] }
+  - { id: n2, type: bash, script: 'true', after: [n1] }
+  - { id: n3, type: bash, script: 'true', after: [n2] }
+  - { id: n4, type: bash, script: 'true', after: [n3] }
+  - { id: n5, type: bash, script: 'true', after: [n4] }
+  - { id: n6, type: bash, script: 'true', after: [n5] }
+  - { id: n7, type: bash, script: 'true', after: [n6] }
+"#;
+
+/// The successor of a node is queued in the transaction that ends the node's job, and the agent
+/// that ended it looks for work at once: the successor's job is claimed without waiting for the
+/// agent's poll interval (1 s). Server clock: each successor's job `started_at` within 400 ms of
+/// its predecessor's `finished_at` (milliseconds when woken; were the agent waiting for its
+/// poll, seven gaps would all stay under 400 ms with a chance of 0.4^7, about 1 in 600).
+#[tokio::test]
+async fn a_nodes_successor_is_claimed_without_waiting_for_a_poll() {
+    let s = Server::start();
+    apply_workflow(&s, CHAIN).await;
+    let id = start_run(&s, "chain8", None).await;
+    let d = wait_run(&s, id, Duration::from_secs(60)).await;
+    assert_eq!(d["run"]["status"], "succeeded", "{d:#}");
+    let ms = |v: &Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_default())
+            .map(|t| t.timestamp_millis())
+            .unwrap_or_else(|e| panic!("time {v}: {e}"))
+    };
+    let mut prev_end = None;
+    for i in 0..8 {
+        let job_id = node(&d, &format!("n{i}"))["job_id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("n{i} has no job: {d:#}"));
+        let job = s.job(job_id).await;
+        if let Some(end) = prev_end {
+            let gap = ms(&job["started_at"]) - end;
+            assert!(
+                (0..400).contains(&gap),
+                "n{i} started {gap} ms after n{} ended: {job}",
+                i - 1
+            );
+        }
+        prev_end = Some(ms(&job["finished_at"]));
+    }
+}

@@ -31,7 +31,7 @@ use crate::events::{event_cols, event_row, pause_event};
 use crate::jobs::{check_limit, insert_job, JobRow, Limit, NewJob, NodeLink};
 use crate::row::{bool_int, i64_col, opt_i64, to_json, word};
 use crate::store::map_opt;
-use crate::workflow_runs::{load_node_runs, load_run, NodeRunRow, WorkflowRunRow};
+use crate::workflow_runs::{load_node_run, load_node_runs, load_run, NodeRunRow, WorkflowRunRow};
 use crate::workflows::{load_graph, load_version, WorkflowGraph, WorkflowNodeRow};
 use crate::StoreError;
 
@@ -655,10 +655,8 @@ async fn start_node(
         .execute(&mut *conn)
         .await?;
     }
-    load_node_runs(conn, run.id)
+    load_node_run(conn, node_run)
         .await?
-        .into_iter()
-        .find(|n| n.id == node_run)
         .ok_or_else(|| StoreError::Corrupt(format!("node run {node_run} vanished")))
 }
 

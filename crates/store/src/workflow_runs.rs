@@ -336,6 +336,23 @@ fn node_run_row(row: &AnyRow) -> Result<NodeRunRow, StoreError> {
     })
 }
 
+/// One node run as stored, by its id (a node's start reads back only the row it wrote, not the
+/// whole run's: a long sequential run would otherwise read every node run per node).
+pub(crate) async fn load_node_run(
+    conn: &mut AnyConnection,
+    id: i64,
+) -> Result<Option<NodeRunRow>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT ",
+        node_run_cols!(),
+        " FROM workflow_node_runs n WHERE n.id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    map_opt(row, node_run_row)
+}
+
 /// The node runs of a run as stored (a claimed job's node reads `queued`), by position.
 pub(crate) async fn load_node_runs(
     conn: &mut AnyConnection,

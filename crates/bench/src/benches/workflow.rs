@@ -80,6 +80,71 @@ async fn run_to_end(server: &Server, name: &str) -> anyhow::Result<Value> {
     }
 }
 
+/// Where a node's time goes, from the server's clock: the previous node's job end → this node's
+/// job created → claimed (started) → its execution started → the execution's setup and run →
+/// the execution's end → the job's end. One sample per node after the first, per repetition.
+#[derive(Default)]
+struct Phases {
+    enqueue: Vec<f64>,
+    claim: Vec<f64>,
+    prepare: Vec<f64>,
+    setup: Vec<f64>,
+    run: Vec<f64>,
+    rest: Vec<f64>,
+    conclude: Vec<f64>,
+}
+
+impl Phases {
+    async fn add(&mut self, server: &Server, detail: &Value) -> anyhow::Result<()> {
+        let mut nodes = detail["nodes"].as_array().cloned().unwrap_or_default();
+        nodes.sort_by(|a, b| a["node"].as_str().cmp(&b["node"].as_str()));
+        let mut prev_end: Option<i64> = None;
+        for n in &nodes {
+            let Some(job_id) = n["job_id"].as_i64() else {
+                continue;
+            };
+            let job = server.job(job_id).await?;
+            let t = |k: &str| ts_ms(&job[k]);
+            let (Some(created), Some(started), Some(finished)) =
+                (t("created_at"), t("started_at"), t("finished_at"))
+            else {
+                continue;
+            };
+            let x = &job["executions"][0];
+            let (Some(xs), Some(xf)) = (ts_ms(&x["started_at"]), ts_ms(&x["finished_at"])) else {
+                continue;
+            };
+            let setup = x["setup_ms"].as_i64().unwrap_or(0);
+            let run = x["run_ms"].as_i64().unwrap_or(0);
+            if let Some(p) = prev_end {
+                self.enqueue.push((created - p) as f64);
+                self.claim.push((started - created) as f64);
+                self.prepare.push((xs - started) as f64);
+                self.setup.push(setup as f64);
+                self.run.push(run as f64);
+                self.rest.push(((xf - xs) - setup - run) as f64);
+                self.conclude.push((finished - xf) as f64);
+            }
+            prev_end = Some(finished);
+        }
+        Ok(())
+    }
+
+    fn line(&self) -> String {
+        let m = |v: &Vec<f64>| Summary::of(v).map_or(f64::NAN, |s| s.mean);
+        format!(
+            "end → successor created {:.2}, created → claimed {:.2}, claimed → execution started {:.2}, setup {:.2}, run {:.2}, execution's rest {:.2}, execution end → job end {:.2} (ms, means)",
+            m(&self.enqueue),
+            m(&self.claim),
+            m(&self.prepare),
+            m(&self.setup),
+            m(&self.run),
+            m(&self.rest),
+            m(&self.conclude),
+        )
+    }
+}
+
 fn run_ms(d: &Value) -> anyhow::Result<f64> {
     let created = ts_ms(&d["run"]["created_at"]);
     let finished = ts_ms(&d["run"]["finished_at"]);
@@ -121,6 +186,7 @@ pub async fn run(ctx: &Ctx, reps: usize, python: Option<PathBuf>) -> anyhow::Res
     run_to_end(&server, "bench-seq").await?;
 
     let (mut queued, mut direct) = (Vec::new(), Vec::new());
+    let mut phases = Phases::default();
     for _ in 0..reps.max(1) {
         let t = Instant::now();
         for _ in 0..NODES {
@@ -129,6 +195,7 @@ pub async fn run(ctx: &Ctx, reps: usize, python: Option<PathBuf>) -> anyhow::Res
         direct.push(t.elapsed().as_secs_f64() * 1000.0);
         let d = run_to_end(&server, "bench-seq").await?;
         queued.push(run_ms(&d)?);
+        phases.add(&server, &d).await?;
     }
     let q = Summary::of(&queued).ok_or_else(|| anyhow::anyhow!("no workflow run"))?;
     let d = Summary::of(&direct).ok_or_else(|| anyhow::anyhow!("no direct series"))?;
@@ -211,6 +278,8 @@ pub async fn run(ctx: &Ctx, reps: usize, python: Option<PathBuf>) -> anyhow::Res
         }
         Err(e) => r.note(format!("Prefect not measured: {e:#}")),
     }
+    r.info("40-node sequential workflow: per node", phases.line());
+    println!("workflow: per node: {}", phases.line());
     r.info("python", format!("`{}`", python.display()));
     println!("workflow: sequential total {}", q.line("ms"));
     println!("workflow: direct total {}", d.line("ms"));
