@@ -27,6 +27,7 @@ mod logs;
 mod progression;
 mod retention;
 mod row;
+mod runtime;
 mod schedule;
 mod servers;
 mod store;
@@ -45,6 +46,7 @@ pub use retention::{
     PruneCounts, PruneLimits, PruneRule, PruneScope, PruneStep, PRUNE_STEP_JOBS,
     PRUNE_STEP_LOG_LINES,
 };
+pub use runtime::RuntimeExecution;
 pub use schedule::{FireResult, Lease};
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
 pub use store::{Backend, Store};
