@@ -2,8 +2,11 @@
 //! variables between runs, outputs and the condition visible while the run is still running,
 //! the fallback to bundled mode when the socket is gone, and the runtime token's reach (one
 //! execution, the runtime API only, dead once the execution ended, never stored or logged in
-//! clear). Local target here; every language.
+//! clear). Every language, on the local target, in containers (`network: none`) and over SSH
+//! (real sshd on loopback).
 
+#[path = "../../ssh/tests/support/mod.rs"]
+mod sshd;
 mod support;
 
 use std::io::{Read, Write};
@@ -380,4 +383,286 @@ async fn a_runtime_token_opens_its_own_execution_only_and_dies_with_it() {
     assert!(!log.contains(&ta), "{log}");
     s.assert_not_at_rest(&ta);
     s.assert_not_at_rest(&tb);
+}
+
+/// Like [`reader`], with the marker in the store instead of a file (a container or an SSH host
+/// shares no directory with the test): the writer sets `$LIVE` then `$MARKER`; a read of
+/// `$LIVE` made after `$MARKER` was seen must see the value.
+fn remote_reader(lang: &str) -> String {
+    match lang {
+        "bash" => r#"cronium.output phase waiting
+cronium.setCondition true
+while true; do
+  m=$(cronium.getVariable "$MARKER")
+  v=$(cronium.getVariable "$LIVE")
+  if [ "$v" = "go-42" ]; then cronium.output seen 1; exit 0; fi
+  if [ -n "$m" ]; then echo "stale read after the write: $v"; exit 3; fi
+  sleep 0.02
+done
+"#
+        .into(),
+        "python" => r#"import cronium, os, sys, time
+cronium.output("phase", "waiting")
+cronium.setCondition(True)
+while True:
+    m = cronium.getVariable(os.environ["MARKER"])
+    v = cronium.getVariable(os.environ["LIVE"])
+    if v == "go-42":
+        cronium.output("seen", 1)
+        sys.exit(0)
+    if m is not None:
+        print("stale read after the write:", v)
+        sys.exit(3)
+    time.sleep(0.02)
+"#
+        .into(),
+        _ => r#"const c = require('cronium');
+c.output('phase', 'waiting');
+c.setCondition(true);
+function loop() {
+  const m = c.getVariable(process.env.MARKER);
+  const v = c.getVariable(process.env.LIVE);
+  if (v === 'go-42') { c.output('seen', 1); process.exit(0); }
+  if (m !== null) { console.log('stale read after the write:', v); process.exit(3); }
+  setTimeout(loop, 20);
+}
+loop();
+"#
+        .into(),
+    }
+}
+
+const REMOTE_WRITER: &str =
+    "cronium.setVariable \"$LIVE\" go-42\ncronium.setVariable \"$MARKER\" 1\n";
+
+async fn apply_on(s: &Server, name: &str, lang: &str, script: &str, env: Value, target: Value) {
+    let (status, r) = s
+        .api(
+            "PUT",
+            &format!("/api/v1/events/{name}"),
+            Some(
+                json!({"name": name, "type": lang, "script": script, "helpers": "api",
+                "timeout": "120s", "env": env, "target": target}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{r}");
+}
+
+/// The reader on `target` sees the local writer's write, its output and condition are live,
+/// in every language.
+async fn live_variables_on(s: &Server, tag: &str, target: Value) {
+    for lang in LANGS {
+        let env =
+            json!({"LIVE": format!("live_{tag}_{lang}"), "MARKER": format!("mark_{tag}_{lang}")});
+        let reader_name = format!("reader-{tag}-{lang}");
+        let writer_name = format!("writer-{tag}-{lang}");
+        apply_on(
+            s,
+            &reader_name,
+            lang,
+            &remote_reader(lang),
+            env.clone(),
+            target.clone(),
+        )
+        .await;
+        apply_on(s, &writer_name, "bash", REMOTE_WRITER, env, json!("local")).await;
+        let reader_job = s.run_event(&reader_name, None).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let live = loop {
+            let j = s.job(reader_job).await;
+            let x = &j["executions"][0];
+            if x["output"]["phase"] == "waiting" && x["condition"] == true {
+                break j;
+            }
+            assert!(
+                std::time::Instant::now() < deadline && j["status"] != "failed",
+                "{tag}/{lang}: no live output: {j}\n{}",
+                s.log_text(reader_job).await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(live["status"], "running", "{live}");
+        assert_eq!(live["executions"][0]["helpers"], "api", "{live}");
+        let writer_job = s.run_event(&writer_name, None).await;
+        let w = s.wait_job(writer_job, Duration::from_secs(30)).await;
+        assert_eq!(
+            w["status"],
+            "succeeded",
+            "{w}\n{}",
+            s.log_text(writer_job).await
+        );
+        let r = s.wait_job(reader_job, Duration::from_secs(60)).await;
+        assert_eq!(
+            r["status"],
+            "succeeded",
+            "{tag}/{lang}: {r}\n{}",
+            s.log_text(reader_job).await
+        );
+        let x = &r["executions"][0];
+        assert_eq!(x["output"], json!({"phase": "waiting", "seen": 1}), "{r}");
+        assert_eq!(
+            (x["condition"].clone(), x["helpers"].clone()),
+            (json!(true), json!("api")),
+            "{r}"
+        );
+        assert!(x["helpers_note"].is_null(), "{r}");
+    }
+}
+
+/// Removes the socket, then writes: bundled fallback, recorded.
+async fn fallback_on(s: &Server, tag: &str, target: Value) {
+    let name = format!("fallback-{tag}");
+    let script = "rm -f \"${CRONIUM_API_ENDPOINT#unix:}\"\ncronium.setVariable \"fb_$TAG\" yes\ncronium.output fb \"$(cronium.getVariable \"fb_$TAG\")\"\n";
+    apply_on(s, &name, "bash", script, json!({"TAG": tag}), target).await;
+    let id = s.run_event(&name, None).await;
+    let j = s.wait_job(id, Duration::from_secs(120)).await;
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", s.log_text(id).await);
+    assert_eq!(j["output"]["fb"], "yes", "{j}");
+    let note = j["executions"][0]["helpers_note"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(note.contains("api.sock"), "{tag}: {j}");
+    let (_, v) = s
+        .api("GET", &format!("/api/v1/variables/fb_{tag}"), None)
+        .await;
+    assert_eq!(v["value"], "yes", "{v}");
+}
+
+fn remote_server(extra: &[&str]) -> Server {
+    let mut args = vec![
+        "--static-runner".to_string(),
+        static_runner_bin().display().to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    Server::start_with(ServerOpts {
+        args,
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn api_mode_works_in_containers_without_a_network() {
+    let s = remote_server(&[]);
+    let boxed = json!({"container": {"network": "none"}});
+    live_variables_on(&s, "box", boxed.clone()).await;
+    fallback_on(&s, "box", boxed.clone()).await;
+    // Nothing but loopback inside, and the helpers still reach the server.
+    let script = "import cronium, os, socket\nnets = sorted(os.listdir('/sys/class/net'))\nreached = []\nfor host in ['172.17.0.1', '10.0.2.2', '1.1.1.1']:\n    try:\n        socket.create_connection((host, 80), timeout=1).close()\n        reached.append(host)\n    except OSError:\n        pass\ncronium.output({'nets': nets, 'reached': reached, 'who': cronium.event()['name']})\n";
+    apply_on(&s, "isolated", "python", script, json!({}), boxed).await;
+    let id = s.run_event("isolated", None).await;
+    let j = s.wait_job(id, Duration::from_secs(120)).await;
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", s.log_text(id).await);
+    assert_eq!(
+        j["output"],
+        json!({"nets": ["lo"], "reached": [], "who": "isolated"}),
+        "{j}"
+    );
+    assert_eq!(j["executions"][0]["helpers"], "api", "{j}");
+}
+
+/// Registers an sshd instance as NAME with the test key.
+fn add_host(s: &Server, name: &str, h: &sshd::Sshd, dir: &Path) {
+    let key = write(dir, "id_ed25519", &sshd::env().client_key);
+    let port = h.port.to_string();
+    let o = s.cli(&[
+        "server",
+        "add",
+        name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        sshd::USER,
+        "--key-file",
+        key.to_str().unwrap_or_default(),
+    ]);
+    assert!(o.status.success(), "server add: {}", stderr(&o));
+}
+
+#[tokio::test]
+async fn api_mode_works_over_ssh_and_the_socket_is_the_login_users_alone() {
+    let deploy = format!(".cache/cronium-helpers-{:08x}", rand::random::<u32>());
+    let s = remote_server(&["--ssh-deploy-dir", &deploy]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = sshd::Sshd::start();
+    add_host(&s, "h1", &h, dir.path());
+    let on_h1 = json!({"servers": ["h1"]});
+    live_variables_on(&s, "ssh", on_h1.clone()).await;
+    fallback_on(&s, "ssh", on_h1.clone()).await;
+
+    // Another user of the host cannot connect to the run's socket; the login user can.
+    let script = "cronium.output endpoint \"$CRONIUM_API_ENDPOINT\"\nwhile [ -z \"$(cronium.getVariable ssh_done)\" ]; do sleep 0.05; done\n";
+    apply_on(&s, "holder", "bash", script, json!({}), on_h1.clone()).await;
+    let id = s.run_event("holder", None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let endpoint = loop {
+        let j = s.job(id).await;
+        if let Some(e) = j["executions"][0]["output"]["endpoint"].as_str() {
+            break e.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no endpoint: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let socket = endpoint.trim_start_matches("unix:").to_string();
+    let connect_as = |user: &str| {
+        let code = format!(
+            "import socket; s = socket.socket(socket.AF_UNIX); s.connect({socket:?}); print('connected')"
+        );
+        std::process::Command::new("su")
+            .args(["-s", "/bin/sh", user, "-c"])
+            .arg(format!("python3 -c \"{}\"", code.replace('"', "\\\"")))
+            .output()
+            .expect("su")
+    };
+    let other = connect_as("cronium-test-sh");
+    assert!(
+        !other.status.success(),
+        "another user connected: {}",
+        stdout(&other)
+    );
+    assert!(
+        stderr(&other).contains("Permission denied"),
+        "{}",
+        stderr(&other)
+    );
+    let owner = connect_as(sshd::USER);
+    assert!(
+        owner.status.success(),
+        "the login user cannot connect: {}",
+        stderr(&owner)
+    );
+    s.api(
+        "PUT",
+        "/api/v1/variables/ssh_done",
+        Some(json!({"value": 1})),
+    )
+    .await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}\n{}", s.log_text(id).await);
+
+    // direct-ssh has no runner: API mode is recorded as bundled there, with the reason.
+    apply_on(
+        &s,
+        "direct",
+        "bash",
+        "echo plain\n",
+        json!({}),
+        json!({"servers": ["h1"], "mode": "direct-ssh"}),
+    )
+    .await;
+    let id = s.run_event("direct", None).await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let x = &j["executions"][0];
+    assert_eq!(x["helpers"], "bundled", "{x}");
+    assert!(
+        x["helpers_note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("direct-ssh"),
+        "{x}"
+    );
+    let _ = std::fs::remove_dir_all(sshd::home_path(&deploy));
 }
