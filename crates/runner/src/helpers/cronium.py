@@ -39,58 +39,78 @@ def _fall_back(reason):
         pass
 
 
+def _quote(part):
+    safe = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~"
+    return "".join(c if c in safe else "".join("%%%02X" % b for b in c.encode("utf-8")) for c in part)
+
+
 def _connect():
-    import http.client as _http
+    # A plain socket and a few lines of HTTP/1.1: importing http.client costs a Python run
+    # tens of milliseconds, more than all its helper calls together.
     import socket as _socket
 
-    path = _ENDPOINT[len("unix:"):]
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    sock.settimeout(120)
+    sock.connect(_ENDPOINT[len("unix:"):])
+    return [sock, b""]
 
-    class _Conn(_http.HTTPConnection):
-        def connect(self):
-            self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-            self.sock.connect(path)
 
-    conn = _Conn("cronium", timeout=120)
-    conn.connect()
-    return conn
+def _exchange(conn, request):
+    """Sends one request on the kept-alive connection; (status, body bytes)."""
+    sock = conn[0]
+    sock.sendall(request)
+    buf = conn[1]
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the runner closed the connection")
+        buf += chunk
+    head, _, buf = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    length = 0
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "content-length":
+            length = int(value.strip())
+    while len(buf) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("the runner closed the connection")
+        buf += chunk
+    conn[1] = buf[length:]
+    return status, buf[:length]
 
 
 def _api(method, path, value=None, has_body=False):
     """One runtime API call; the answer's value. Raises _Unreachable when the socket is gone."""
     global _conn
-    from urllib.parse import quote as _quote
-
     if not _ENDPOINT.startswith("unix:"):
         raise _Unreachable("CRONIUM_API_ENDPOINT is %r, not unix:PATH" % _ENDPOINT)
-    body = _encode({"value": value}).encode("utf-8") if has_body else None
-    headers = {"Authorization": "Bearer " + _os.environ.get("CRONIUM_API_TOKEN", ""),
-               "Content-Type": "application/json"}
-    url = "/api/v1/runtime/" + "/".join(_quote(p, safe="") for p in path)
+    body = _encode({"value": value}).encode("utf-8") if has_body else b""
+    url = "/api/v1/runtime/" + "/".join(_quote(p) for p in path)
+    request = (
+        "%s %s HTTP/1.1\r\nHost: cronium\r\nAuthorization: Bearer %s\r\n"
+        "Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+        % (method, url, _os.environ.get("CRONIUM_API_TOKEN", ""), len(body))
+    ).encode("utf-8") + body
     for attempt in (0, 1):
         try:
             if _conn is None:
                 _conn = _connect()
-            _conn.request(method, url, body=body, headers=headers)
-            resp = _conn.getresponse()
-            data = resp.read()
+            status, data = _exchange(_conn, request)
             break
-        except OSError as e:
+        except (OSError, ValueError, IndexError) as e:
             # A kept-alive connection the runner closed is retried once on a new one.
             if _conn is not None:
-                _conn.close()
+                _conn[0].close()
             _conn = None
             if attempt == 1 or isinstance(e, (FileNotFoundError, ConnectionRefusedError)):
                 raise _Unreachable("%s: %s" % (_ENDPOINT, e))
-        except Exception as e:  # http.client's own errors (RemoteDisconnected is an OSError)
-            if _conn is not None:
-                _conn.close()
-            _conn = None
-            if attempt == 1:
-                raise _Unreachable("%s: %s" % (_ENDPOINT, e))
     answer = _json.loads(data or b"null")
-    if resp.status != 200:
+    if status != 200:
         err = (answer or {}).get("error") or {}
-        raise RuntimeError("cronium runtime API %s: %s" % (resp.status, err.get("message", err)))
+        raise RuntimeError("cronium runtime API %s: %s" % (status, err.get("message", err)))
     return answer.get("value")
 
 
