@@ -21,7 +21,9 @@ use cronium_core::spec::{self, EventSpec, EventType, Target};
 use cronium_core::transport::RunRequest;
 use cronium_core::workflow::NodeOverrides;
 use cronium_model::{ExecutionStatus, JobStatus};
-use cronium_protocol::{EventMeta, Finished, HelperMode, RunContext, RunStatus};
+use cronium_protocol::{
+    ApiSettings, EventMeta, Finished, HelperMode, RunContext, RunStatus, API_RELAY,
+};
 use cronium_store::{backoff_delay, ExecutionUpdate, Heartbeat, JobOutcome, JobRow};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -174,6 +176,10 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             HashMap::new()
         }
     };
+    let mut facts = facts;
+    if let Some(runtime) = &inner.runtime {
+        api_results(runtime.as_ref(), job.id, &results, &mut facts).await;
+    }
     heartbeat.abort();
     if lost.load(Ordering::SeqCst) {
         tracing::warn!(
@@ -188,6 +194,43 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         inner.bus.finish(job.id);
     }
     inner.wake.notify_one();
+}
+
+/// After an attempt's runs: revokes its runtime tokens, and takes the output and condition of
+/// each API-mode execution from the store, where every API write (relayed or over HTTP) went.
+async fn api_results(
+    runtime: &dyn crate::runtime::RuntimeApi,
+    job_id: i64,
+    results: &Result<Vec<ExecResult>, JobError>,
+    facts: &mut HashMap<Option<i64>, ExecutionFacts>,
+) {
+    let Ok(results) = results else { return };
+    let api: Vec<i64> = results
+        .iter()
+        .filter(|r| r.extra.helpers.as_deref() == Some(HelperMode::Api.as_str()))
+        .filter_map(|r| r.execution_id)
+        .collect();
+    if api.is_empty() {
+        return;
+    }
+    if let Err(e) = runtime.revoke_tokens(job_id).await {
+        // They die anyway: a token opens only a running execution.
+        tracing::warn!(job = job_id, error = %e, "revoking runtime tokens");
+    }
+    for id in api {
+        match runtime.results(id).await {
+            Ok((output, condition)) => {
+                let f = facts.entry(Some(id)).or_default();
+                if !output.is_null() {
+                    f.output = Some(output);
+                }
+                if condition.is_some() {
+                    f.condition = condition;
+                }
+            }
+            Err(e) => tracing::warn!(job = job_id, error = %e, "reading API-mode results"),
+        }
+    }
 }
 
 /// Where this attempt's log lines start. Only the lease holder writes a job's log, so a first
@@ -348,7 +391,8 @@ async fn run_executions(
             let variables = variables_snapshot(inner, recorder).await?;
             let exec = start_execution(inner, lease).await?;
             let sink = recorder.sink_for(Some(exec));
-            let req = run_request(inner, job, spec, &payload, exec, None, variables);
+            let mut req = run_request(inner, job, spec, &payload, exec, None, variables);
+            let helpers = enable_api(inner, job, spec, lease, recorder, &mut req, Ok(())).await;
             let finished = match inner.local.run(&req, &sink, cancel.clone()).await {
                 Ok(f) => f,
                 // The runner could not be started or vanished: worth another attempt.
@@ -361,7 +405,9 @@ async fn run_executions(
                 },
             };
             drop(sink);
-            Ok(vec![ExecResult::new(Some(exec), None, finished)])
+            let mut result = ExecResult::new(Some(exec), None, finished);
+            result.extra = helpers;
+            Ok(vec![result])
         }
         (_, Target::Container(c)) => {
             targets::run_container(inner, job, lease, spec, c, recorder, cancel).await
@@ -462,6 +508,91 @@ pub(crate) fn run_request(
         },
         timeout: spec.timeout.0,
         kill_grace: inner.config.kill_grace,
+        control: None,
+    }
+}
+
+/// The helpers mode of a job: its workflow node's override, else the event's `helpers`, else
+/// the server's `--helpers` default.
+pub(crate) fn helper_mode(inner: &Inner, job: &JobRow, spec: &EventSpec) -> HelperMode {
+    cronium_core::workflow::NodeOverrides::from_value(&job.overrides)
+        .ok()
+        .and_then(|o| o.helpers)
+        .or(spec.helpers)
+        .unwrap_or(inner.config.helpers)
+}
+
+/// Turns `req` into an API-mode request when the job asks for it: mints the execution's
+/// runtime token (only its SHA-256 is stored, valid until the run's hard deadline), gives the
+/// runner the token and the relay endpoint, and makes the recorder answer its calls. Returns
+/// what to record on the execution: `helpers` and, when API mode cannot be had, why.
+pub(crate) async fn enable_api(
+    inner: &Inner,
+    job: &JobRow,
+    spec: &EventSpec,
+    lease: &Lease,
+    recorder: &Recorder,
+    req: &mut RunRequest,
+    relay_possible: Result<(), String>,
+) -> ExecutionUpdate {
+    let bundled = |note: Option<String>| ExecutionUpdate {
+        helpers: Some(HelperMode::Bundled.as_str().into()),
+        helpers_note: note,
+        ..Default::default()
+    };
+    if helper_mode(inner, job, spec) != HelperMode::Api {
+        return bundled(None);
+    }
+    if let Err(why) = relay_possible {
+        return bundled(Some(why));
+    }
+    let Some(runtime) = inner.runtime.clone() else {
+        return bundled(Some("this agent has no runtime API; bundled mode".into()));
+    };
+    let exec = req.context.execution_id;
+    let token = cronium_core::crypto::new_runtime_token();
+    // A script that prints its token shows it masked, like any secret of the job.
+    if let Err(e) = recorder.masker().extend([token.as_str()]) {
+        return bundled(Some(format!("cannot mask the runtime token: {e}")));
+    }
+    let expires_at = now_ms() + req.hard_deadline().as_millis() as i64;
+    match runtime
+        .set_token(
+            lease,
+            exec,
+            &cronium_core::crypto::token_sha256(&token),
+            expires_at,
+        )
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => return bundled(Some("the lease was lost before API mode started".into())),
+        Err(e) => return bundled(Some(format!("cannot store the runtime token: {e}"))),
+    }
+    let ctx = &req.context;
+    let event = serde_json::json!({
+        "id": job.event_id,
+        "name": job.event_name,
+        "job_id": job.id,
+        "execution_id": exec,
+        "attempt": ctx.attempt,
+        "trigger": ctx.trigger,
+        "server": ctx.server,
+        "version": job.event_version,
+    });
+    let input = match &job.input {
+        Value::Null => Value::Object(Default::default()),
+        v => v.clone(),
+    };
+    req.control = Some(recorder.api_channel(exec, runtime, lease.attempt, input, event));
+    req.context.helper_mode = HelperMode::Api;
+    req.context.api = Some(ApiSettings {
+        endpoint: API_RELAY.to_string(),
+        token,
+    });
+    ExecutionUpdate {
+        helpers: Some(HelperMode::Api.as_str().into()),
+        ..Default::default()
     }
 }
 

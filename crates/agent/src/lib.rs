@@ -13,6 +13,7 @@ mod job;
 pub mod local;
 pub mod queue;
 pub mod recorder;
+pub mod runtime;
 pub mod targets;
 
 use std::collections::BTreeMap;
@@ -64,6 +65,8 @@ pub struct AgentConfig {
     pub private_paths: Vec<PathBuf>,
     /// The umask of local runs (None: this process's).
     pub run_umask: Option<u32>,
+    /// The helpers mode of events and nodes that do not choose one (`cronium serve --helpers`).
+    pub helpers: cronium_protocol::HelperMode,
     /// On shutdown, how long running jobs may take to finish. Jobs still running after it are
     /// left to lease recovery (their runners stop the scripts when the agent exits).
     pub shutdown_grace: Duration,
@@ -88,6 +91,7 @@ impl AgentConfig {
             pass_env: Vec::new(),
             private_paths: Vec::new(),
             run_umask: None,
+            helpers: cronium_protocol::HelperMode::Bundled,
         }
     }
 }
@@ -115,6 +119,7 @@ pub(crate) struct Inner {
     pub(crate) interpreters: BTreeMap<Interpreter, String>,
     pub(crate) docker: Option<Arc<cronium_docker::DockerExecutor>>,
     pub(crate) ssh: Option<cronium_ssh::SshExecutor>,
+    pub(crate) runtime: Option<Arc<dyn runtime::RuntimeApi>>,
 }
 
 /// The remote transports an agent can use; a target whose transport is missing fails its jobs
@@ -123,6 +128,8 @@ pub(crate) struct Inner {
 pub struct Transports {
     pub docker: Option<Arc<cronium_docker::DockerExecutor>>,
     pub ssh: Option<cronium_ssh::SshExecutor>,
+    /// Answers runtime API calls (API mode); None: API mode falls back to bundled.
+    pub runtime: Option<Arc<dyn runtime::RuntimeApi>>,
 }
 
 /// A running agent. Cheap to clone.
@@ -204,6 +211,7 @@ impl Agent {
                 interpreters,
                 docker: transports.docker,
                 ssh: transports.ssh,
+                runtime: transports.runtime,
             }),
         }
     }

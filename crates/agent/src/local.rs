@@ -17,7 +17,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cronium_core::transport::{
-    pump_events, send_cancel, send_context, EventSink, RunRequest, TransportError,
+    next_control, pump_events, send_cancel, send_context, send_control, EventSink, RunRequest,
+    TransportError,
 };
 use cronium_protocol::Finished;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -149,6 +150,10 @@ impl LocalTransport {
         let result = loop {
             tokio::select! {
                 r = &mut pump => break r,
+                // API mode: the answers to the runner's relayed runtime API calls.
+                control = next_control(&req.control) => {
+                    let _ = send_control(&mut stdin, &control).await;
+                }
                 _ = cancel.cancelled(), if !cancelled => {
                     cancelled = true;
                     // Either a cancel line or EOF makes the runner stop the script.

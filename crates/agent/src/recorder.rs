@@ -24,9 +24,10 @@ use std::sync::{Arc, RwLock};
 use cronium_core::clock::now_ms;
 use cronium_core::logbus::LogBus;
 use cronium_core::mask::{maskable, secret_texts, MaskError, Masker, MIN_SECRET_CHARS};
+use cronium_core::transport::ControlRx;
 use cronium_core::transport::EventSink;
 use cronium_model::ExecutionStatus;
-use cronium_protocol::{RunnerEvent, Stream, MAX_LINE_BYTES};
+use cronium_protocol::{api_error, ApiCall, Control, RunnerEvent, Stream, MAX_LINE_BYTES};
 use cronium_ssh::Credential;
 use cronium_store::{ExecutionUpdate, NewLogLine, StoreError};
 use serde_json::Value;
@@ -35,6 +36,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::queue::{JobQueue, Lease, QueueError, RemoteServer, Variables};
+use crate::runtime::RuntimeApi;
 
 const BATCH: usize = 2_000;
 /// Retries of a batch the store failed to take, with doubling waits from 100 ms (about 3 s).
@@ -52,7 +54,23 @@ pub struct ExecutionFacts {
     pub runner_version: Option<String>,
     pub setup_ms: Option<u64>,
     pub started_at: Option<i64>,
+    /// Why the helpers fell back from API to bundled mode, if they did.
+    pub helpers_fallback: Option<String>,
 }
+
+/// What the recorder needs to answer an execution's relayed runtime API calls.
+pub struct ApiContext {
+    pub runtime: Arc<dyn RuntimeApi>,
+    /// The execution's attempt (the claim its writes are fenced by).
+    pub attempt: i32,
+    /// What `input` answers.
+    pub input: Value,
+    /// What `event` answers.
+    pub event: Value,
+    replies: mpsc::Sender<Control>,
+}
+
+type ApiContexts = Arc<std::sync::Mutex<HashMap<Option<i64>, Arc<ApiContext>>>>;
 
 /// The masker of one job, shared by the recorder's handle (the agent adds the secrets it
 /// resolves) and its task (which adds secret variables a script writes).
@@ -92,6 +110,7 @@ pub struct Recorder {
     task: JoinHandle<HashMap<Option<i64>, ExecutionFacts>>,
     forwarders: std::sync::Mutex<Vec<JoinHandle<()>>>,
     masker: SharedMasker,
+    api: ApiContexts,
 }
 
 impl Recorder {
@@ -107,7 +126,9 @@ impl Recorder {
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<(Option<i64>, RunnerEvent)>(4 * BATCH);
         let masker = SharedMasker::default();
+        let api: ApiContexts = Default::default();
         let mut w = Writer {
+            api: api.clone(),
             queue,
             bus,
             lease,
@@ -162,7 +183,34 @@ impl Recorder {
             task,
             forwarders: std::sync::Mutex::new(Vec::new()),
             masker,
+            api,
         }
+    }
+
+    /// Makes the recorder answer the runtime API calls of `execution_id` (API mode); returns the
+    /// channel of answers the transport writes to the runner's stdin ([`RunRequest::control`]).
+    ///
+    /// [`RunRequest::control`]: cronium_core::transport::RunRequest::control
+    pub fn api_channel(
+        &self,
+        execution_id: i64,
+        runtime: Arc<dyn RuntimeApi>,
+        attempt: i32,
+        input: Value,
+        event: Value,
+    ) -> ControlRx {
+        let (replies, rx) = mpsc::channel(256);
+        let ctx = ApiContext {
+            runtime,
+            attempt,
+            input,
+            event,
+            replies,
+        };
+        if let Ok(mut map) = self.api.lock() {
+            map.insert(Some(execution_id), Arc::new(ctx));
+        }
+        Arc::new(tokio::sync::Mutex::new(rx))
     }
 
     /// A sink for one execution's events (what a transport writes to).
@@ -290,6 +338,7 @@ struct Held {
 
 /// The recorder task's state.
 struct Writer {
+    api: ApiContexts,
     queue: Arc<dyn JobQueue>,
     bus: Arc<LogBus>,
     lease: Lease,
@@ -386,9 +435,159 @@ impl Writer {
             RunnerEvent::Condition { value } => {
                 self.facts.entry(exec).or_default().condition = Some(value)
             }
+            RunnerEvent::ApiCall { id, call } => {
+                let ctx = self.api.lock().ok().and_then(|m| m.get(&exec).cloned());
+                let Some(ctx) = ctx else {
+                    tracing::warn!(
+                        job = self.lease.job_id,
+                        "runtime API call from an execution without API mode; ignored"
+                    );
+                    return;
+                };
+                let (status, body) = self.api_call(exec, &ctx, call, masker).await;
+                if ctx
+                    .replies
+                    .try_send(Control::ApiReply { id, status, body })
+                    .is_err()
+                {
+                    tracing::warn!(job = self.lease.job_id, "runtime API answer not delivered");
+                }
+            }
+            RunnerEvent::HelperFallback { reason } => {
+                let reason = masker.mask(&reason).into_owned();
+                let f = self.facts.entry(exec).or_default();
+                if f.helpers_fallback.is_none() {
+                    f.helpers_fallback = Some(reason.clone());
+                    if let Some(id) = exec {
+                        let update = ExecutionUpdate {
+                            helpers_note: Some(reason),
+                            ..Default::default()
+                        };
+                        match self.queue.update_execution(&self.lease, id, &update).await {
+                            Ok(true) => {}
+                            Ok(false) => self.lose("recording the helpers' fallback"),
+                            Err(e) => tracing::warn!(error = %e, "recording the helpers' fallback"),
+                        }
+                    }
+                }
+            }
             // The runner's last event: nothing more of this execution will continue a held line.
             RunnerEvent::Finished(_) => self.release_held(Some(exec), masker),
             RunnerEvent::Truncated { .. } => {}
+        }
+    }
+
+    /// Answers one relayed runtime API call: an HTTP status and its JSON body. Values written
+    /// are masked before they are stored; a refused write (the claim is gone) stops the run.
+    async fn api_call(
+        &mut self,
+        exec: Option<i64>,
+        ctx: &ApiContext,
+        call: ApiCall,
+        masker: &mut Arc<Masker>,
+    ) -> (u16, Value) {
+        use serde_json::json;
+        let Some(id) = exec else {
+            return (503, api_error(503, "no execution"));
+        };
+        let fail = |e: QueueError| {
+            tracing::warn!(error = %e, "runtime API call");
+            (
+                500,
+                api_error(500, &format!("the server could not do it: {e}")),
+            )
+        };
+        let gone = api_error(
+            409,
+            "the execution's claim is gone (it ended or another attempt owns the job)",
+        );
+        match call {
+            ApiCall::Input => (200, json!({ "value": ctx.input })),
+            ApiCall::Event => (200, json!({ "value": ctx.event })),
+            ApiCall::GetOutput => match ctx.runtime.results(id).await {
+                Ok((output, _)) => (200, json!({ "value": output })),
+                Err(e) => fail(e),
+            },
+            ApiCall::Output { value } | ApiCall::OutputKey { value, .. } if self.stopped => {
+                let _ = value;
+                (409, gone)
+            }
+            call @ (ApiCall::Output { .. } | ApiCall::OutputKey { .. }) => {
+                let (key, mut value) = match call {
+                    ApiCall::OutputKey { key, value } => (Some(key), value),
+                    ApiCall::Output { value } => (None, value),
+                    _ => return (500, api_error(500, "unreachable")),
+                };
+                masker.mask_value(&mut value);
+                match ctx
+                    .runtime
+                    .set_output(id, ctx.attempt, key.as_deref(), &value)
+                    .await
+                {
+                    Ok(Some(output)) => {
+                        self.facts.entry(exec).or_default().output = Some(output.clone());
+                        (200, json!({ "value": output }))
+                    }
+                    Ok(None) => {
+                        self.lose("writing an output through the runtime API");
+                        (409, gone)
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            ApiCall::GetVariable { name } => match ctx.runtime.get_variable(&name).await {
+                Ok(v) => (200, json!({ "value": v })),
+                Err(e) => fail(e),
+            },
+            ApiCall::SetVariable { name, value } => {
+                let valid = !name.is_empty()
+                    && name.len() <= 200
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+                if !valid {
+                    // The rule of the variables API.
+                    return (
+                        422,
+                        api_error(422, "name: use 1 to 200 letters, digits, -, _ and ."),
+                    );
+                }
+                match ctx
+                    .runtime
+                    .set_variable(id, ctx.attempt, &name, &value)
+                    .await
+                {
+                    Ok(Some(secret)) => {
+                        if secret {
+                            match self.masker.extend(secret_texts(&value)) {
+                                Ok(()) => *masker = self.masker.current(),
+                                Err(e) => {
+                                    tracing::error!(error = %e, variable = %name, "masking a secret written by a script")
+                                }
+                            }
+                        }
+                        (200, json!({ "value": value }))
+                    }
+                    Ok(None) => {
+                        self.lose("writing a variable through the runtime API");
+                        (409, gone)
+                    }
+                    Err(e) => fail(e),
+                }
+            }
+            ApiCall::SetCondition { value } => {
+                match ctx.runtime.set_condition(id, ctx.attempt, value).await {
+                    Ok(true) => {
+                        self.facts.entry(exec).or_default().condition = Some(value);
+                        (200, json!({ "value": value }))
+                    }
+                    Ok(false) => {
+                        self.lose("setting the condition through the runtime API");
+                        (409, gone)
+                    }
+                    Err(e) => fail(e),
+                }
+            }
         }
     }
 

@@ -22,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::job::{payload, run_request, variables_snapshot, ExecResult, JobError};
+use crate::job::{enable_api, payload, run_request, variables_snapshot, ExecResult, JobError};
 use crate::queue::{Lease, RemoteServer};
 use crate::recorder::Recorder;
 use crate::Inner;
@@ -84,9 +84,10 @@ pub(crate) async fn run_container(
     req.context.interpreters.clear();
     let sink = recorder.sink_for(Some(exec.id));
     let cspec = container_spec(target);
+    let helpers = enable_api(inner, job, spec, lease, recorder, &mut req, Ok(())).await;
     let mut extra = ExecutionUpdate {
         mode: Some("container".into()),
-        ..Default::default()
+        ..helpers
     };
     let finished = match docker
         .run(
@@ -187,6 +188,7 @@ pub(crate) async fn run_servers(
         let exec_id = exec.id;
         let permit = slots.clone().acquire_owned().await;
         let (variables, payload) = (variables.clone(), payload.clone());
+        let lease = lease.clone();
         let (inner, job, spec, recorder, group, ssh) = (
             inner.clone(),
             job.clone(),
@@ -198,7 +200,7 @@ pub(crate) async fn run_servers(
         let fail_fast = !target.continue_on_failure;
         tasks.spawn(async move {
             let _permit = permit;
-            let r = run_on_server(&inner, &ssh, &job, &spec, &payload, interpreter, mode, &server, exec_id, &recorder, &group, &variables).await;
+            let r = run_on_server(&inner, &ssh, &job, &lease, &spec, &payload, interpreter, mode, &server, exec_id, &recorder, &group, &variables).await;
             if fail_fast && r.finished.status != RunStatus::Succeeded && !group.is_cancelled() {
                 recorder
                     .system(r.execution_id, format!("[cronium] {} failed; cancelling the other servers (continue_on_failure: false)", server.config.name))
@@ -235,6 +237,7 @@ async fn run_on_server(
     inner: &Arc<Inner>,
     ssh: &cronium_ssh::SshExecutor,
     job: &JobRow,
+    lease: &Lease,
     spec: &EventSpec,
     payload: &PayloadRef,
     interpreter: cronium_protocol::Interpreter,
@@ -267,9 +270,14 @@ async fn run_on_server(
     );
     // Interpreter paths of this machine mean nothing on the server.
     req.context.interpreters.clear();
+    let relay = match mode {
+        Mode::DirectSsh => Err("direct-ssh has no runner to relay the runtime API".to_string()),
+        _ => Ok(()),
+    };
+    let helpers = enable_api(inner, job, spec, lease, recorder, &mut req, relay).await;
     let mut extra = ExecutionUpdate {
         mode: Some(mode.as_str().into()),
-        ..Default::default()
+        ..helpers.clone()
     };
     let direct = DirectScript {
         interpreter,
@@ -308,11 +316,20 @@ async fn run_on_server(
                     )
                     .await;
             }
+            let helpers = match run.mode_used {
+                // No runner ran: whatever was asked, the helpers were bundled (or absent).
+                Mode::DirectSsh if helpers.helpers.as_deref() == Some("api") => ExecutionUpdate {
+                    helpers: Some("bundled".into()),
+                    helpers_note: Some("direct-ssh has no runner to relay the runtime API".into()),
+                    ..Default::default()
+                },
+                _ => helpers,
+            };
             extra = ExecutionUpdate {
                 mode: Some(run.mode_used.as_str().into()),
                 runner_version: run.runner_version.clone(),
                 note,
-                ..Default::default()
+                ..helpers
             };
             run.finished
         }

@@ -138,7 +138,7 @@ impl Drop for DeployCleanup {
     }
 }
 
-fn home_of(user: &str) -> PathBuf {
+pub fn home_of(user: &str) -> PathBuf {
     std::fs::read_to_string("/etc/passwd")
         .ok()
         .and_then(|p| {

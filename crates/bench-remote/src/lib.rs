@@ -11,6 +11,7 @@ pub mod binaries;
 pub mod container;
 pub mod cronium;
 pub mod fanout;
+pub mod helpers;
 pub mod hosts;
 pub mod peers;
 pub mod procs;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use cronium_bench_remote::{binaries, container, fanout, procs};
+use cronium_bench_remote::{binaries, container, fanout, helpers, procs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -36,6 +36,12 @@ enum Cmd {
     Ssh(SshArgs),
     /// Container overhead: Cronium's container target against `docker run --rm`.
     Container(ContainerArgs),
+    /// Runtime helpers in API mode over SSH on loopback: a helper call's round trip.
+    Helpers {
+        /// Helper calls measured.
+        #[arg(short = 'n', long, default_value_t = 1000)]
+        calls: usize,
+    },
     /// Both.
     All {
         #[command(flatten)]
@@ -76,6 +82,7 @@ async fn main() -> anyhow::Result<()> {
     let (ssh, cont) = match &cli.cmd {
         Cmd::Ssh(s) => (Some(s), None),
         Cmd::Container(c) => (None, Some(c)),
+        Cmd::Helpers { .. } => (None, None),
         Cmd::All { ssh, container } => (Some(ssh), Some(container)),
     };
     let ssh_opts = match ssh {
@@ -105,6 +112,14 @@ async fn main() -> anyhow::Result<()> {
             binaries::load()
         ));
         out.push_str(&fanout::markdown(&results, &versions));
+    }
+    if let Cmd::Helpers { calls } = &cli.cmd {
+        let r = helpers::run(&workspace, &bins, (*calls).max(10)).await?;
+        out.push_str(&format!(
+            "\n### Runtime helpers over SSH (load after: {})\n\n",
+            binaries::load()
+        ));
+        out.push_str(&helpers::markdown(&r));
     }
     if let Some(c) = cont {
         let r = container::run(&workspace, &bins, c.runs.max(1)).await?;

@@ -100,6 +100,12 @@ enum Cmd {
         #[arg(long)]
         python: Option<PathBuf>,
     },
+    /// Runtime helpers: API-mode round trip (p50/p99) beside bundled mode's cost.
+    Helpers {
+        /// Helper calls measured (Python); Bash makes a tenth of them.
+        #[arg(short = 'n', long, default_value_t = 2000)]
+        calls: usize,
+    },
     /// Size of the static runner binary.
     RunnerSize {
         /// Build it with scripts/build-runner.sh first.
@@ -192,6 +198,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::Failover { trials } => benches::failover::run(&ctx, trials).await?,
         Cmd::BigOutput { mb } => benches::big_output::run(&ctx, mb).await?,
         Cmd::Workflow { reps, python } => benches::workflow::run(&ctx, reps, python).await?,
+        Cmd::Helpers { calls } => benches::helpers::run(&ctx, calls).await?,
         Cmd::RunnerSize { build, path } => benches::runner_size::run(&ctx, build, path).await?,
         Cmd::Ui {
             jobs,
@@ -253,6 +260,10 @@ async fn all(ctx: &Ctx, quick: bool, no_build: bool) -> anyhow::Result<bool> {
     step!("cron", benches::cron::run(ctx, cron_s));
     step!("throughput", benches::throughput::run(ctx, k));
     step!("big-output", benches::big_output::run(ctx, mb));
+    step!(
+        "helpers",
+        benches::helpers::run(ctx, if quick { 200 } else { 2000 })
+    );
     if ctx.pg_url.is_some() {
         step!(
             "failover",

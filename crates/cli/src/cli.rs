@@ -112,6 +112,11 @@ pub struct ServeArgs {
     /// variables never do.
     #[arg(long = "pass-env", env = "CRONIUM_PASS_ENV", value_delimiter = ',')]
     pub pass_env: Vec<String>,
+    /// How the runtime helpers of events (and workflow nodes) that do not choose reach their
+    /// data: `bundled` (files in the run's directory, read back at the end) or `api` (live calls
+    /// to the server over the run's own connection).
+    #[arg(long, env = "CRONIUM_HELPERS", default_value = "bundled", value_parser = ["bundled", "api"])]
+    pub helpers: String,
     /// Do not run an agent in this server.
     #[arg(long)]
     pub no_agent: bool,

@@ -298,6 +298,12 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
                         s(x, "runner_version"),
                         x["run_ms"]
                     );
+                    if let Some(h) = x["helpers"].as_str() {
+                        match x["helpers_note"].as_str() {
+                            Some(note) => println!("    helpers: {h} (fell back from api: {note})"),
+                            None => println!("    helpers: {h}"),
+                        }
+                    }
                 }
             }
         }

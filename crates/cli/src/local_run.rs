@@ -94,6 +94,7 @@ pub async fn run(args: RunArgs, runner: PathBuf) -> Result<i32> {
         },
         timeout,
         kill_grace: Duration::from_millis(cronium_protocol::DEFAULT_KILL_GRACE_MS),
+        control: None,
     };
     // The user's own shell: the script sees the user's environment, as any command they run.
     let transport = LocalTransport::inheriting(runner);

@@ -94,6 +94,10 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.embedded_agent = !args.no_agent;
     config.run_as = args.run_as;
     config.pass_env = args.pass_env;
+    config.helpers = args
+        .helpers
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!(e))?;
     if database_url_arg_has_password(&std::env::args().collect::<Vec<_>>()) {
         tracing::warn!("the --database-url on the command line holds a password, which every user of this machine can read in /proc/PID/cmdline (ps); pass it in CRONIUM_DATABASE_URL instead");
     }

@@ -1129,6 +1129,144 @@ async fn every_route_answers_as_the_document_says() {
         200,
     )
     .await;
+    // The runtime API, with the token of a running API-mode execution.
+    let marks = shared_tempdir();
+    let mark = marks.path().display().to_string();
+    c.hit(
+        "POST",
+        e,
+        e,
+        Body::Json(json!({"name": "live", "type": "bash", "helpers": "api",
+            "env": {"MARK": mark},
+            "script": "printf %s \"$CRONIUM_API_TOKEN\" > \"$MARK/t.tmp\"; mv \"$MARK/t.tmp\" \"$MARK/t\"\nwhile [ ! -e \"$MARK/go\" ]; do sleep 0.05; done\n"})),
+        201,
+    )
+    .await;
+    let live_job = c
+        .hit(
+            "POST",
+            run,
+            "/api/v1/events/live/run",
+            Body::Json(json!({"input": {"k": 1}})),
+            201,
+        )
+        .await
+        .json()["id"]
+        .as_i64()
+        .expect("id");
+    let token_file = marks.path().join("t");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !token_file.exists() {
+        assert!(std::time::Instant::now() < deadline, "no runtime token");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let rt = std::fs::read_to_string(&token_file).expect("token");
+    let rt = Some(rt.as_str());
+    for (path, status) in [
+        ("/api/v1/runtime/input", 200),
+        ("/api/v1/runtime/event", 200),
+        ("/api/v1/runtime/output", 200),
+    ] {
+        c.hit_with("GET", path, path, Body::None, rt, status).await;
+    }
+    let out = "/api/v1/runtime/output";
+    c.hit_with(
+        "PUT",
+        out,
+        out,
+        Body::Json(json!({"value": {"a": 1}})),
+        rt,
+        200,
+    )
+    .await;
+    c.hit_with("PUT", out, out, Body::Json(json!({"v": 1})), rt, 422)
+        .await;
+    c.hit_too_large("PUT", out, out);
+    let key = "/api/v1/runtime/output/{key}";
+    let a = c
+        .hit_with(
+            "PUT",
+            key,
+            "/api/v1/runtime/output/b",
+            Body::Json(json!({"value": 2})),
+            rt,
+            200,
+        )
+        .await;
+    assert_eq!(a.json()["value"], json!({"a": 1, "b": 2}));
+    let rvar = "/api/v1/runtime/variables/{name}";
+    c.hit_with(
+        "PUT",
+        rvar,
+        "/api/v1/runtime/variables/rv",
+        Body::Json(json!({"value": [1]})),
+        rt,
+        200,
+    )
+    .await;
+    c.hit_with(
+        "PUT",
+        rvar,
+        "/api/v1/runtime/variables/bad%20name",
+        Body::Json(json!({"value": 1})),
+        rt,
+        422,
+    )
+    .await;
+    let a = c
+        .hit_with(
+            "GET",
+            rvar,
+            "/api/v1/runtime/variables/rv",
+            Body::None,
+            rt,
+            200,
+        )
+        .await;
+    assert_eq!(a.json()["value"], json!([1]));
+    c.hit_with(
+        "GET",
+        rvar,
+        "/api/v1/runtime/variables/none",
+        Body::None,
+        rt,
+        200,
+    )
+    .await;
+    let cond = "/api/v1/runtime/condition";
+    c.hit_with(
+        "PUT",
+        cond,
+        cond,
+        Body::Json(json!({"value": true})),
+        rt,
+        200,
+    )
+    .await;
+    c.hit_with("PUT", cond, cond, Body::Json(json!({"value": 1})), rt, 422)
+        .await;
+    // An API token opens no runtime route.
+    c.hit(
+        "GET",
+        "/api/v1/runtime/input",
+        "/api/v1/runtime/input",
+        Body::None,
+        401,
+    )
+    .await;
+    std::fs::write(marks.path().join("go"), "").expect("go");
+    s.wait_job(live_job, std::time::Duration::from_secs(30))
+        .await;
+    // Ended: refused.
+    c.hit_with(
+        "GET",
+        "/api/v1/runtime/input",
+        "/api/v1/runtime/input",
+        Body::None,
+        rt,
+        401,
+    )
+    .await;
 
     // Deleting the event keeps its jobs (event_id becomes null); they still validate.
     c.hit("DELETE", one, "/api/v1/events/hello", Body::None, 204)
@@ -1164,9 +1302,14 @@ async fn the_document_describes_every_operation_completely() {
             for status in ["401", "500"] {
                 assert_eq!(responses.contains_key(status), !public, "{what}: {status}");
             }
+            // The runtime API takes an execution's token (scheme `runtime`), the rest an API token.
+            let scheme = match path.starts_with("/api/v1/runtime/") {
+                true => "runtime",
+                false => "bearer",
+            };
             let secured = op["security"]
                 .as_array()
-                .is_some_and(|reqs| reqs.iter().any(|r| r.get("bearer").is_some()));
+                .is_some_and(|reqs| reqs.iter().any(|r| r.get(scheme).is_some()));
             assert_eq!(secured, !public, "{what}: security");
             for (status, resp) in responses {
                 let resp = match resp["$ref"].as_str() {

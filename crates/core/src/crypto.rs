@@ -136,6 +136,24 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Prefix of per-execution runtime tokens (`CRONIUM_API_TOKEN`), so that secret scanners and
+/// the API tell them from API tokens (`crn_`) at a glance.
+pub const RUNTIME_TOKEN_PREFIX: &str = "crt_";
+
+/// A fresh runtime token: 256 random bits, hex, with [`RUNTIME_TOKEN_PREFIX`].
+pub fn new_runtime_token() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 32];
+    rand::rng().fill_bytes(&mut b);
+    format!("{RUNTIME_TOKEN_PREFIX}{}", hex::encode(b))
+}
+
+/// SHA-256 (hex) of a token: what the store keeps instead of the token.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.trim().as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

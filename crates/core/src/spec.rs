@@ -500,6 +500,11 @@ pub struct EventSpec {
     /// The newest `keep` finished jobs are kept whatever their age (0: none by count).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub keep: u64,
+    /// How the runtime helpers reach their data: `bundled` (files, offline) or `api` (live
+    /// calls); None: the server's `--helpers` default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::helpers))]
+    pub helpers: Option<cronium_protocol::HelperMode>,
 }
 
 fn is_zero(n: &u64) -> bool {

@@ -58,6 +58,16 @@ pub fn names() -> RefOr<Schema> {
         .into()
 }
 
+/// The runtime helpers' mode.
+pub fn helpers() -> RefOr<Schema> {
+    string()
+        .enum_values(Some(["bundled", "api"]))
+        .description(Some(
+            "`bundled` (files, works offline) or `api` (live calls); default: the server's --helpers",
+        ))
+        .into()
+}
+
 /// Environment variables: names of letters, digits and `_` not starting with a digit.
 pub fn env() -> RefOr<Schema> {
     ObjectBuilder::new()

@@ -26,6 +26,36 @@ pub struct RunRequest {
     pub timeout: Duration,
     /// SIGTERM-to-SIGKILL grace (also in the manifest).
     pub kill_grace: Duration,
+    /// API mode: the answers to the runner's relayed runtime API calls
+    /// ([`RunnerEvent::ApiCall`]), which the transport writes to the runner's stdin as they
+    /// come ([`next_control`], [`send_control`]). `None`: the run makes no such calls.
+    pub control: Option<ControlRx>,
+}
+
+/// The receiving end of a run's control messages (see [`RunRequest::control`]); shared so that
+/// the request stays `Clone`, but read by one transport only.
+pub type ControlRx = std::sync::Arc<tokio::sync::Mutex<mpsc::Receiver<Control>>>;
+
+/// The next control message for the runner; never resolves when there is none to wait for
+/// (no channel, or its sender is gone), so that it can sit in a `select!`.
+pub async fn next_control(control: &Option<ControlRx>) -> Control {
+    if let Some(rx) = control {
+        if let Some(c) = rx.lock().await.recv().await {
+            return c;
+        }
+    }
+    std::future::pending().await
+}
+
+/// Writes one control line to the runner's stdin.
+pub async fn send_control<W: AsyncWrite + Unpin>(
+    stdin: &mut W,
+    control: &Control,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(control).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    stdin.write_all(&line).await?;
+    stdin.flush().await
 }
 
 impl RunRequest {

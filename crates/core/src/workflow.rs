@@ -383,6 +383,7 @@ impl WorkflowSpec {
             tags: Vec::new(),
             retain: None,
             keep: 0,
+            helpers: None,
         }
     }
 

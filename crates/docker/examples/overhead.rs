@@ -58,6 +58,7 @@ fn payload(dir: &Path, script: &str) -> anyhow::Result<RunRequest> {
         },
         timeout: Duration::from_secs(60),
         kill_grace: Duration::from_secs(2),
+        control: None,
     })
 }
 

@@ -22,7 +22,9 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder, WaitContainerOptionsBuilder,
 };
 use bollard::Docker;
-use cronium_core::transport::{pump_events, send_cancel, send_context, EventSink, RunRequest};
+use cronium_core::transport::{
+    next_control, pump_events, send_cancel, send_context, send_control, EventSink, RunRequest,
+};
 use cronium_protocol::{
     Finished, Interpreter, RunStatus, RunnerEvent, Stream, EXIT_CANCELLED, EXIT_TIMEOUT,
 };
@@ -526,6 +528,11 @@ impl DockerExecutor {
         let result = loop {
             tokio::select! {
                 r = &mut pumping => break r,
+                // API mode: answers to the runner's relayed runtime calls (its socket is inside
+                // this container, so the run needs no network).
+                control = next_control(&req.control) => {
+                    let _ = send_control(&mut input, &control).await;
+                }
                 _ = cancel.cancelled(), if !cancelled => {
                     cancelled = true;
                     let _ = send_cancel(&mut input).await;

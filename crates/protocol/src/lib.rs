@@ -118,12 +118,166 @@ pub enum HelperMode {
     Api,
 }
 
+impl HelperMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HelperMode::Bundled => "bundled",
+            HelperMode::Api => "api",
+        }
+    }
+}
+
+impl std::str::FromStr for HelperMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "bundled" => Ok(HelperMode::Bundled),
+            "api" => Ok(HelperMode::Api),
+            other => Err(format!(
+                "unknown helpers mode `{other}` (expected bundled or api)"
+            )),
+        }
+    }
+}
+
 /// Settings for [`HelperMode::Api`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
+    /// Where the runner offers the endpoint: [`API_RELAY`] (a Unix socket in the run's private
+    /// directory whose calls it relays on its event stream) is the only value runners know.
     pub endpoint: String,
+    /// The execution's runtime token; the runner refuses calls without it.
     pub token: String,
+}
+
+/// [`ApiSettings::endpoint`]: the runner serves the runtime API on a Unix socket in the run's
+/// private directory and relays each call as [`RunnerEvent::ApiCall`].
+pub const API_RELAY: &str = "relay";
+/// Path prefix of the runtime API, on the runner's socket and on the server.
+pub const RUNTIME_PREFIX: &str = "/api/v1/runtime/";
+
+/// One runtime API call, relayed by the runner to the agent (or made over HTTP to the server).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ApiCall {
+    Input,
+    Event,
+    GetOutput,
+    /// Replace the whole output.
+    Output {
+        value: Value,
+    },
+    /// Set one key of the output object.
+    OutputKey {
+        key: String,
+        value: Value,
+    },
+    GetVariable {
+        name: String,
+    },
+    SetVariable {
+        name: String,
+        value: Value,
+    },
+    SetCondition {
+        value: bool,
+    },
+}
+
+impl ApiCall {
+    /// The call a request to the runtime API stands for: `path` is what follows
+    /// [`RUNTIME_PREFIX`] (percent-decoded segments), `body` the parsed JSON body of a `PUT`
+    /// (`{"value": ...}`). The error names what is wrong, for a 404/405/422 answer.
+    pub fn from_request(
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<ApiCall, ApiRouteError> {
+        let segments: Vec<&str> = path.split('/').collect();
+        let value = || -> Result<Value, ApiRouteError> {
+            match body {
+                Some(Value::Object(map)) => map.get("value").cloned().ok_or_else(|| {
+                    ApiRouteError::Body("value: missing (the body is {\"value\": ...})".into())
+                }),
+                Some(_) => Err(ApiRouteError::Body(
+                    "expected a JSON object {\"value\": ...}".into(),
+                )),
+                None => Err(ApiRouteError::Body(
+                    "a JSON body {\"value\": ...} is required".into(),
+                )),
+            }
+        };
+        let call = match (method, segments.as_slice()) {
+            ("GET", ["input"]) => ApiCall::Input,
+            ("GET", ["event"]) => ApiCall::Event,
+            ("GET", ["output"]) => ApiCall::GetOutput,
+            ("PUT", ["output"]) => ApiCall::Output { value: value()? },
+            ("PUT", ["output", key]) if !key.is_empty() => ApiCall::OutputKey {
+                key: key.to_string(),
+                value: value()?,
+            },
+            ("GET", ["variables", name]) if !name.is_empty() => ApiCall::GetVariable {
+                name: name.to_string(),
+            },
+            ("PUT", ["variables", name]) if !name.is_empty() => ApiCall::SetVariable {
+                name: name.to_string(),
+                value: value()?,
+            },
+            ("PUT", ["condition"]) => match value()? {
+                Value::Bool(b) => ApiCall::SetCondition { value: b },
+                other => {
+                    return Err(ApiRouteError::Body(format!(
+                        "value: expected true or false, got {other}"
+                    )))
+                }
+            },
+            (
+                _,
+                ["input"]
+                | ["event"]
+                | ["output"]
+                | ["output", _]
+                | ["variables", _]
+                | ["condition"],
+            ) => return Err(ApiRouteError::Method(method.to_string())),
+            _ => return Err(ApiRouteError::NotFound(path.to_string())),
+        };
+        Ok(call)
+    }
+}
+
+/// The body of a runtime API error, in the server's one error shape:
+/// `{"error": {"code": ..., "message": ...}}`.
+pub fn api_error(status: u16, message: &str) -> Value {
+    let code = match status {
+        401 => "unauthorized",
+        404 => "not_found",
+        409 => "conflict",
+        413 => "too_large",
+        400 | 405 | 422 => "invalid",
+        _ => "internal",
+    };
+    serde_json::json!({ "error": { "code": code, "message": message } })
+}
+
+/// Why a request is not a runtime API call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiRouteError {
+    NotFound(String),
+    Method(String),
+    Body(String),
+}
+
+impl ApiRouteError {
+    /// HTTP status and message.
+    pub fn status(&self) -> (u16, String) {
+        match self {
+            ApiRouteError::NotFound(p) => (404, format!("no runtime API operation at `{p}`")),
+            ApiRouteError::Method(m) => (405, format!("method {m} is not allowed here")),
+            ApiRouteError::Body(m) => (422, m.clone()),
+        }
+    }
 }
 
 /// Everything specific to one execution. Sent to the runner, never stored in the payload archive.
@@ -239,6 +393,11 @@ pub enum RunnerEvent {
     Condition { value: bool },
     /// The output cap was reached; later lines were dropped (the marker is also sent as a log line).
     Truncated { kept_bytes: u64, limit_bytes: u64 },
+    /// A runtime API call the script made on the runner's socket (API mode), to be answered
+    /// with [`Control::ApiReply`] of the same `id` on the runner's stdin.
+    ApiCall { id: u64, call: ApiCall },
+    /// The helpers could not reach the runtime API and used bundled mode instead.
+    HelperFallback { reason: String },
     /// The run is over; always the last event.
     Finished(Finished),
 }
@@ -264,6 +423,9 @@ impl RunnerEvent {
 pub enum Control {
     /// Stop the script: SIGTERM to its process group, SIGKILL after the grace period.
     Cancel,
+    /// The answer to [`RunnerEvent::ApiCall`] `id`: an HTTP status and its JSON body
+    /// (`{"value": ...}` on success, `{"error": ...}` otherwise).
+    ApiReply { id: u64, status: u16, body: Value },
 }
 
 /// One line of `.cronium/updates.jsonl`, written by the helpers in bundled mode.
@@ -285,6 +447,10 @@ pub enum HelperUpdate {
     },
     SetCondition {
         value: bool,
+    },
+    /// API mode could not reach the endpoint; this and later updates are bundled ones.
+    Fallback {
+        reason: String,
     },
 }
 
@@ -314,6 +480,46 @@ mod tests {
             assert_eq!(line.matches('\n').count(), 1, "{line}");
             assert_eq!(RunnerEvent::parse(&line).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn runtime_routes_map_to_calls() {
+        let v = serde_json::json!({"value": 3});
+        assert_eq!(
+            ApiCall::from_request("GET", "variables/n", None),
+            Ok(ApiCall::GetVariable { name: "n".into() })
+        );
+        assert_eq!(
+            ApiCall::from_request("PUT", "output/k", Some(&v)),
+            Ok(ApiCall::OutputKey {
+                key: "k".into(),
+                value: serde_json::json!(3)
+            })
+        );
+        assert_eq!(
+            ApiCall::from_request("DELETE", "output", None)
+                .unwrap_err()
+                .status()
+                .0,
+            405
+        );
+        assert_eq!(
+            ApiCall::from_request("GET", "nope", None)
+                .unwrap_err()
+                .status()
+                .0,
+            404
+        );
+        let e = ApiCall::from_request("PUT", "condition", Some(&v)).unwrap_err();
+        assert_eq!(e.status().0, 422);
+        assert!(e.status().1.contains("true or false"));
+        assert_eq!(
+            ApiCall::from_request("PUT", "output", None)
+                .unwrap_err()
+                .status()
+                .0,
+            422
+        );
     }
 
     #[test]

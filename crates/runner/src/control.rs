@@ -1,5 +1,5 @@
 //! What the controller sends the runner: the run context, optionally the payload itself, and
-//! control messages (cancel) on stdin; plus termination signals sent to the runner process.
+//! control messages (cancel, answers to relayed runtime API calls) on stdin; plus termination signals sent to the runner process.
 //!
 //! Turns all of them into [`Msg::Cancel`] for the run loop. Not for anything the script reads:
 //! the script's own stdin is `/dev/null`.
@@ -109,10 +109,12 @@ impl ControlStdin {
             .spawn(move || loop {
                 match self.line() {
                     Ok(None) => {
+                        crate::api::close();
                         let _ = tx.send(Msg::Cancel("stdin closed"));
                         return;
                     }
                     Err(e) => {
+                        crate::api::close();
                         diag!("cronium-runner: {e}; treating it as a cancel");
                         let _ = tx.send(Msg::Cancel("stdin failed"));
                         return;
@@ -121,6 +123,9 @@ impl ControlStdin {
                     Ok(Some(line)) => match serde_json::from_str::<Control>(line.trim_end()) {
                         Ok(Control::Cancel) => {
                             let _ = tx.send(Msg::Cancel("cancel requested"));
+                        }
+                        Ok(Control::ApiReply { id, status, body }) => {
+                            crate::api::deliver(id, status, body)
                         }
                         Err(e) => diag!("cronium-runner: ignoring control line: {e}"),
                     },

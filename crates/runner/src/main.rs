@@ -14,6 +14,7 @@ macro_rules! diag {
     }};
 }
 
+mod api;
 mod bundle;
 mod capture;
 mod cli;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use cronium_protocol::{
     Finished, HelperMode, Interpreter, Manifest, RunContext, RunStatus, RunnerEvent, Stream,
-    DEFAULT_MAX_OUTPUT_BYTES, EXIT_CANCELLED, EXIT_TIMEOUT,
+    API_RELAY, DEFAULT_MAX_OUTPUT_BYTES, EXIT_CANCELLED, EXIT_TIMEOUT,
 };
 
 use crate::bundle::{self, BundleError, UPDATES_FILE};
@@ -60,8 +60,10 @@ pub enum SetupError {
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error("run context env: {0}")]
     ContextEnv(String),
-    #[error("helper_mode `api` is not supported by this runner yet; use `bundled`")]
-    ApiMode,
+    #[error("helper_mode `api` needs the api settings (token) in the run context")]
+    ApiSettings,
+    #[error("helper_mode `api`: unknown endpoint kind `{0}` (this runner knows `relay`)")]
+    ApiEndpoint(String),
     #[error("{interpreter} interpreter not found: {detail}")]
     InterpreterMissing {
         interpreter: &'static str,
@@ -102,6 +104,8 @@ struct Prepared {
     env: std::collections::BTreeMap<std::ffi::OsString, std::ffi::OsString>,
     /// What `--hide` did, for the run's log.
     sandbox: Option<String>,
+    /// Why API mode has no endpoint in this run, for the run's log.
+    api_note: Option<String>,
 }
 
 /// Runs one payload; returns the runner's exit code. `started` is when the runner process began.
@@ -143,7 +147,7 @@ pub fn report_setup_failure(message: &str) {
 
 fn prepare(
     args: &RunArgs,
-    emitter: &Emitter,
+    emitter: &Arc<Emitter>,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Prepared, SetupError> {
     let mut stdin_payload = None;
@@ -187,11 +191,32 @@ fn prepare(
     };
     let manifest = payload::load_manifest(workdir.path(), manifest_bytes)?;
     emitter.set_limit(manifest.max_output_bytes);
-    if context.helper_mode == HelperMode::Api {
-        return Err(SetupError::ApiMode);
-    }
+    let api = match context.helper_mode {
+        HelperMode::Bundled => None,
+        HelperMode::Api => {
+            let settings = context.api.as_ref().ok_or(SetupError::ApiSettings)?;
+            if settings.endpoint != API_RELAY {
+                return Err(SetupError::ApiEndpoint(settings.endpoint.clone()));
+            }
+            Some(settings.token.clone())
+        }
+    };
     payload::check_env(&context.env).map_err(SetupError::ContextEnv)?;
+    // Bundled files are written in API mode too: they are what the helpers fall back to.
     let helpers = bundle::write(&base, workdir.path(), &manifest, &context)?;
+    let mut api_note = None;
+    let socket = match api {
+        None => None,
+        Some(token) => match crate::api::start(&helpers.data_dir, token.clone(), emitter.clone()) {
+            Ok(socket) => Some((socket, token)),
+            Err(e) => {
+                api_note = Some(format!(
+                    "[cronium] cannot offer the runtime API socket ({e}); the helpers will use bundled mode"
+                ));
+                None
+            }
+        },
+    };
     let runner_bin = std::env::current_exe()
         .or_else(|_| std::env::args().next().map(PathBuf::from).ok_or(()))
         .unwrap_or_else(|_| PathBuf::from("cronium-runner"));
@@ -202,7 +227,17 @@ fn prepare(
     } else {
         PathBuf::from(format!("/proc/{}/exe", std::process::id()))
     };
-    let env = bundle::environment(&manifest, &context, &helpers, &runner_bin);
+    let mut env = bundle::environment(&manifest, &context, &helpers, &runner_bin);
+    if let Some((socket, token)) = &socket {
+        env.insert("CRONIUM_HELPERS".into(), "api".into());
+        let mut endpoint = std::ffi::OsString::from("unix:");
+        endpoint.push(&socket.path);
+        env.insert("CRONIUM_API_ENDPOINT".into(), endpoint);
+        env.insert("CRONIUM_API_TOKEN".into(), token.into());
+    } else if api_note.is_some() {
+        // Asked for API mode without an endpoint: the helpers record the fallback on first use.
+        env.insert("CRONIUM_HELPERS".into(), "api".into());
+    }
     let interpreter = resolve_interpreter(manifest.interpreter, &context, &env)?;
     let entrypoint = workdir.path().join(&manifest.entrypoint);
     // Last, once nothing of ours needs the hidden paths: the script is started by this thread.
@@ -217,6 +252,7 @@ fn prepare(
         entrypoint,
         env,
         sandbox,
+        api_note,
     })
 }
 
@@ -333,6 +369,9 @@ fn execute(
         setup_ms: run_start.duration_since(started).as_millis() as u64,
     });
     if let Some(line) = prepared.sandbox.take() {
+        emitter.system_line(line);
+    }
+    if let Some(line) = prepared.api_note.take() {
         emitter.system_line(line);
     }
 

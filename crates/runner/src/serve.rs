@@ -7,8 +7,9 @@
 //!
 //! - in (stdin): `run ID N` followed by exactly N bytes, which become the child's stdin (the run
 //!   context line, the payload length line, the payload); `cancel ID` sends the child a cancel
-//!   line and closes its stdin. EOF closes every child's stdin, which cancels its run, and the
-//!   server exits once they are gone.
+//!   line and closes its stdin; `control ID N` followed by exactly N bytes (one control line:
+//!   the answer to a relayed runtime API call) is written to the child's stdin as it is. EOF
+//!   closes every child's stdin, which cancels its run, and the server exits once they are gone.
 //! - out (stdout): `!ready VERSION` once at start; then `ID LINE` for each stdout line of run ID
 //!   (the runner's JSON events, unchanged), `ID !err LINE` for its stderr lines, and last
 //!   `ID !exit CODE` when it has exited (128 + signal number when killed by a signal). A run
@@ -32,6 +33,8 @@ use crate::payload::MAX_COMPRESSED_BYTES;
 const MAX_RUNS: usize = 64;
 /// Largest request body: the payload limit plus room for the context (variables, input).
 const MAX_REQUEST_BYTES: u64 = MAX_COMPRESSED_BYTES + 16 * 1024 * 1024;
+/// Largest control line (an answer carrying a variable's value).
+const MAX_CONTROL_BYTES: u64 = 16 * 1024 * 1024;
 /// Exit code reported for a run that could not be started at all.
 const EXIT_REFUSED: i32 = 125;
 /// Exit code reported when the runner binary was removed from the host: the client redeploys.
@@ -120,6 +123,28 @@ pub fn serve(work_base: Option<PathBuf>) -> i32 {
                     Err(e) => refuse(&out, id, EXIT_REFUSED, &format!("cannot start a run: {e}")),
                 }
                 waiters.retain(|w: &std::thread::JoinHandle<()>| !w.is_finished());
+            }
+            (Some("control"), Some(id), Some(len), None) => {
+                let (Ok(id), Ok(len)) = (id.parse::<u64>(), len.parse::<u64>()) else {
+                    diag!("cronium-runner serve: malformed request `{}`", line.trim());
+                    break;
+                };
+                if len > MAX_CONTROL_BYTES {
+                    diag!("cronium-runner serve: control line of {len} bytes refused");
+                    break;
+                }
+                let body = match read_exact_len(&mut input, len) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        diag!("cronium-runner serve: control body: {e}");
+                        break;
+                    }
+                };
+                if let Ok(mut c) = children.lock() {
+                    if let Some(Some(stdin)) = c.get_mut(&id) {
+                        let _ = stdin.write_all(&body).and_then(|()| stdin.flush());
+                    }
+                }
             }
             (Some("cancel"), Some(id), None, None) => {
                 let Ok(id) = id.parse::<u64>() else {

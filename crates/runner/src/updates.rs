@@ -20,6 +20,8 @@ pub struct UpdateTail {
     /// Bytes after the last newline seen (a line still being written).
     partial: Vec<u8>,
     output: Value,
+    /// A fallback was already reported (each helper process reports its own).
+    fell_back: bool,
 }
 
 impl UpdateTail {
@@ -29,6 +31,7 @@ impl UpdateTail {
             file: None,
             partial: Vec::new(),
             output: Value::Null,
+            fell_back: false,
         }
     }
 
@@ -99,6 +102,16 @@ impl UpdateTail {
             }
             HelperUpdate::SetCondition { value } => {
                 emitter.event(&RunnerEvent::Condition { value });
+                false
+            }
+            HelperUpdate::Fallback { reason } => {
+                if !self.fell_back {
+                    self.fell_back = true;
+                    emitter.system_line(format!(
+                        "[cronium] helpers fell back to bundled mode: {reason}"
+                    ));
+                    emitter.event(&RunnerEvent::HelperFallback { reason });
+                }
                 false
             }
         }

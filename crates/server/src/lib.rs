@@ -78,6 +78,8 @@ pub struct ServerConfig {
     pub pass_env: Vec<String>,
     /// Web UI sessions and cookies.
     pub ui: ui::UiConfig,
+    /// `--helpers`: the helpers mode of events and nodes that choose none.
+    pub helpers: cronium_protocol::HelperMode,
 }
 
 impl ServerConfig {
@@ -106,6 +108,7 @@ impl ServerConfig {
             run_as: None,
             pass_env: Vec::new(),
             ui: ui::UiConfig::default(),
+            helpers: cronium_protocol::HelperMode::Bundled,
         }
     }
 
@@ -251,7 +254,11 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         .static_runner
         .clone()
         .unwrap_or_else(|| config.runner_path.clone());
-    let transports = transports(config, &remote_runner).await;
+    let mut transports = transports(config, &remote_runner).await;
+    transports.runtime = Some(Arc::new(cronium_agent::runtime::StoreRuntime {
+        store: store.clone(),
+        secrets: secrets.clone(),
+    }));
     let agent = config.embedded_agent.then(|| {
         let mut ac = AgentConfig::new(config.runner_path.clone(), config.data_dir.join("payloads"));
         ac.concurrency = config.agent_concurrency;
@@ -264,6 +271,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         ac.pass_env = config.pass_env.clone();
         ac.private_paths = private_paths;
         ac.run_umask = Some(run_umask);
+        ac.helpers = config.helpers;
         let queue = Arc::new(StoreQueue {
             store: store.clone(),
             secrets: secrets.clone(),

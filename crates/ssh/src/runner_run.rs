@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use cronium_core::transport::{
-    pump_events, send_cancel, send_context, EventSink, RunRequest, TransportError,
+    next_control, pump_events, send_cancel, send_context, send_control, EventSink, RunRequest,
+    TransportError,
 };
 use cronium_protocol::{Finished, RunnerEvent};
 use russh::ChannelMsg;
@@ -186,6 +187,12 @@ pub(crate) async fn run_runner(
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(e) => Err(e.to_string()),
                 });
+            }
+            // API mode: answers to the runner's relayed runtime calls, once the payload is sent.
+            control = next_control(&req.control), if matches!(stdin_done, Some(Ok(_))) => {
+                if let Some(Ok(w)) = stdin_done.as_mut() {
+                    let _ = send_control(w, &control).await;
+                }
             }
             _ = cancel.cancelled(), if !stopping => {
                 stopping = true;

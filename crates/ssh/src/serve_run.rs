@@ -12,7 +12,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cronium_core::transport::{forward_line, send_context, EventSink, RunRequest};
+use cronium_core::transport::{
+    forward_line, next_control, send_context, send_control, EventSink, RunRequest,
+};
 use cronium_protocol::{Finished, RunnerEvent};
 use russh::ChannelMsg;
 use tokio::sync::mpsc;
@@ -332,6 +334,15 @@ pub(crate) async fn run_on_session(
                     "the runner's serve mode did not answer within {} s",
                     ready_timeout.as_secs()
                 )));
+            }
+            // API mode: an answer to a relayed runtime call, framed for the serve relay.
+            control = next_control(&req.control) => {
+                let mut line = Vec::new();
+                if send_control(&mut line, &control).await.is_ok() {
+                    let mut framed = format!("control {id} {}\n", line.len()).into_bytes();
+                    framed.extend_from_slice(&line);
+                    let _ = session.write.data_bytes(framed).await;
+                }
             }
             _ = cancel.cancelled(), if !stopping => {
                 stopping = true;

@@ -36,6 +36,10 @@ pub struct ExecutionRow {
     pub note: Option<String>,
     /// The workflow condition the script set (`setCondition`), if it did.
     pub condition: Option<bool>,
+    /// The mode the runtime helpers used: `bundled` or `api` (None: not recorded, older rows).
+    pub helpers: Option<String>,
+    /// Why API mode fell back to bundled mode, when it did.
+    pub helpers_note: Option<String>,
     pub created_at: i64,
 }
 
@@ -54,12 +58,14 @@ pub struct ExecutionUpdate {
     pub mode: Option<String>,
     pub note: Option<String>,
     pub condition: Option<bool>,
+    pub helpers: Option<String>,
+    pub helpers_note: Option<String>,
 }
 
 macro_rules! execution_cols {
     () => {
         "id, job_id, attempt, server, status, exit_code, started_at, finished_at, setup_ms, run_ms, \
-         runner_version, error, output, mode, note, condition, created_at"
+         runner_version, error, output, mode, note, condition, helpers, helpers_note, created_at"
     };
 }
 
@@ -81,6 +87,8 @@ fn execution_row(row: &AnyRow) -> Result<ExecutionRow, StoreError> {
         mode: opt_text(row, "mode")?,
         note: opt_text(row, "note")?,
         condition: opt_i64(row, "condition")?.map(|c| c != 0),
+        helpers: opt_text(row, "helpers")?,
+        helpers_note: opt_text(row, "helpers_note")?,
         created_at: i64_col(row, "created_at")?,
     })
 }
@@ -216,7 +224,8 @@ impl Store {
                setup_ms = COALESCE($5, setup_ms), run_ms = COALESCE($6, run_ms), \
                runner_version = COALESCE($7, runner_version), error = COALESCE($8, error), \
                output = COALESCE($9, output), mode = COALESCE($10, mode), note = COALESCE($11, note), \
-               condition = COALESCE($15, condition) \
+               condition = COALESCE($15, condition), helpers = COALESCE($16, helpers), \
+               helpers_note = COALESCE($17, helpers_note) \
              WHERE id = $12 AND attempt = $13 AND EXISTS (SELECT 1 FROM jobs j \
                WHERE j.id = executions.job_id AND j.lease_owner = $14 AND j.attempt = $13)",
         )
@@ -235,6 +244,8 @@ impl Store {
         .bind(i64::from(attempt))
         .bind(worker)
         .bind(update.condition.map(i64::from))
+        .bind(update.helpers.as_deref())
+        .bind(update.helpers_note.as_deref())
         .execute(executor)
         .await?;
         Ok(done.rows_affected() > 0)

@@ -28,6 +28,7 @@ mod logs;
 mod progression;
 mod retention;
 mod row;
+mod runtime;
 mod schedule;
 mod seed;
 mod servers;
@@ -49,6 +50,7 @@ pub use retention::{
     PruneCounts, PruneLimits, PruneRule, PruneScope, PruneStep, PRUNE_STEP_JOBS,
     PRUNE_STEP_LOG_LINES,
 };
+pub use runtime::RuntimeExecution;
 pub use schedule::{FireResult, Lease};
 pub use seed::SeedHistory;
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};

@@ -49,6 +49,18 @@ impl Store {
         value: VariableValue,
         now: i64,
     ) -> Result<(), StoreError> {
+        Self::set_variable_on(&self.write, name, value, now).await
+    }
+
+    pub(crate) async fn set_variable_on<'c, E>(
+        executor: E,
+        name: &str,
+        value: VariableValue,
+        now: i64,
+    ) -> Result<(), StoreError>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
         if name.trim().is_empty() {
             return Err(StoreError::Invalid("name: must not be empty".into()));
         }
@@ -66,7 +78,7 @@ impl Store {
         .bind(plain)
         .bind(secret)
         .bind(now)
-        .execute(&self.write)
+        .execute(executor)
         .await?;
         Ok(())
     }

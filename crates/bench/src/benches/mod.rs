@@ -7,6 +7,7 @@ pub mod big_output;
 pub mod chain40;
 pub mod cron;
 pub mod failover;
+pub mod helpers;
 pub mod idle_rss;
 pub mod log_latency;
 pub mod overhead;

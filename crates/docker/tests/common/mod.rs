@@ -144,6 +144,7 @@ pub fn request(
         },
         timeout,
         kill_grace: Duration::from_secs(2),
+        control: None,
     }
 }
 

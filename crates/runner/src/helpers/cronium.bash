@@ -1,6 +1,7 @@
-# Cronium runtime helpers for Bash scripts (bundled mode), sourced through BASH_ENV.
-# Each helper calls the runner binary itself, which reads and writes the run's files in
-# $CRONIUM_HELPER_DIR. Values are JSON; strings are printed raw.
+# Cronium runtime helpers for Bash scripts, sourced through BASH_ENV.
+# Each helper calls the runner binary itself: in bundled mode it reads and writes the run's files
+# in $CRONIUM_HELPER_DIR; in API mode it makes the HTTP call on the run's socket (no curl needed)
+# and falls back to the files when the socket is gone. Values are JSON; strings are printed raw.
 cronium.input() { "$CRONIUM_RUNNER_BIN" helper input "$@"; }
 cronium.output() { "$CRONIUM_RUNNER_BIN" helper output "$@"; }
 cronium.getVariable() { "$CRONIUM_RUNNER_BIN" helper getVariable "$@"; }

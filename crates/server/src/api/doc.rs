@@ -20,7 +20,7 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
-use super::{apply, events, jobs, prune, servers, tokens, variables, workflows};
+use super::{apply, events, jobs, prune, runtime, servers, tokens, variables, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -38,6 +38,9 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors are `Er
         apply::apply,
         prune::prune,
         super::transport_metrics, super::openapi, super::healthz, super::metrics,
+        runtime::input, runtime::event, runtime::get_output, runtime::set_output,
+        runtime::set_output_key, runtime::get_variable, runtime::set_variable,
+        runtime::set_condition,
     ),
     components(schemas(ErrorBody, super::dto::WorkflowLogLineDto)),
     modifiers(&SharedResponses),
@@ -47,6 +50,7 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors are `Er
         (name = "apply", description = "Many events or workflows in one transaction"), (name = "logs", description = "A job's log, paged or live"),
         (name = "variables"), (name = "tokens"), (name = "servers", description = "SSH servers"),
         (name = "retention", description = "Pruning what is past its retention"),
+        (name = "runtime", description = "What a running script reads and writes, with its execution's token (CRONIUM_API_TOKEN)"),
         (name = "metrics"), (name = "meta", description = "Health, Prometheus metrics, this document"),
     )
 )]
@@ -126,6 +130,16 @@ impl Modify for SharedResponses {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        // The same header, with an execution's runtime token (`crt_...`) instead.
+        components.add_security_scheme(
+            "runtime",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A running execution's CRONIUM_API_TOKEN"))
+                    .build(),
+            ),
         );
         let error_content = || {
             ContentBuilder::new()

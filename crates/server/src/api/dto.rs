@@ -141,6 +141,12 @@ pub struct ExecutionDto {
     /// The workflow condition the script set, if any.
     #[schema(required)]
     pub condition: Option<bool>,
+    /// The runtime helpers' mode: `bundled` or `api`; null for `http` runs and older rows.
+    #[schema(required)]
+    pub helpers: Option<String>,
+    /// Why API mode fell back to bundled mode, when it did.
+    #[schema(required)]
+    pub helpers_note: Option<String>,
 }
 
 impl From<ExecutionRow> for ExecutionDto {
@@ -161,6 +167,8 @@ impl From<ExecutionRow> for ExecutionDto {
             output: x.output,
             note: x.note,
             condition: x.condition,
+            helpers: x.helpers,
+            helpers_note: x.helpers_note,
         }
     }
 }

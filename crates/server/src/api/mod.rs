@@ -1,6 +1,8 @@
 //! The HTTP API under `/api/v1` (JSON), `/metrics` (Prometheus) and `/healthz`.
-//! Every route except `/healthz` requires `Authorization: Bearer <token>`; a session cookie
-//! never authenticates them. The pages (`crate::ui`) are merged in here, behind their login.
+//! Every route except `/healthz` requires `Authorization: Bearer <token>`: an API token, except
+//! under `/api/v1/runtime`, which takes only an execution's runtime token (`runtime.rs`); a
+//! session cookie never authenticates them. The pages (`crate::ui`) are merged in here, behind
+//! their login.
 
 pub mod apply;
 pub mod body;
@@ -12,6 +14,7 @@ pub mod extract;
 pub mod jobs;
 pub mod params;
 pub mod prune;
+pub mod runtime;
 pub mod servers;
 pub mod tokens;
 pub mod variables;
@@ -258,11 +261,24 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/transports", get(transport_metrics))
         .route("/openapi.json", get(openapi))
         .fallback(not_found);
+    // The runtime API checks its own token (an execution's), never an API token.
+    let runtime_api = Router::new()
+        .route("/input", get(runtime::input))
+        .route("/event", get(runtime::event))
+        .route("/output", get(runtime::get_output).put(runtime::set_output))
+        .route("/output/{key}", axum::routing::put(runtime::set_output_key))
+        .route(
+            "/variables/{name}",
+            get(runtime::get_variable).put(runtime::set_variable),
+        )
+        .route("/condition", axum::routing::put(runtime::set_condition))
+        .fallback(not_found);
     let protected = Router::new()
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
+        .nest("/api/v1/runtime", runtime_api)
         .merge(protected)
         .route("/healthz", get(healthz))
         .merge(crate::ui::router(state.clone()))

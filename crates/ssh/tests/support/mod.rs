@@ -452,6 +452,7 @@ pub fn request(p: &Payload, timeout: Duration, server: &str) -> RunRequest {
         },
         timeout,
         kill_grace: Duration::from_secs(1),
+        control: None,
     }
 }
 

@@ -56,6 +56,8 @@ async fn executions_create_update_list(t: Ctx) {
         mode: Some("runner-ssh".into()),
         note: Some("cached payload".into()),
         condition: Some(false),
+        helpers: Some("api".into()),
+        helpers_note: Some("socket gone".into()),
     };
     assert!(s.update_execution(web1.id, "w", 1, &full).await.unwrap());
     // A partial update leaves the other fields alone.

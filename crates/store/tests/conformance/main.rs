@@ -16,6 +16,7 @@ mod logs;
 mod perf;
 mod queue;
 mod retention;
+mod runtime;
 mod schedule;
 mod servers;
 mod sessions;
