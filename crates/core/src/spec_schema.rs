@@ -58,10 +58,15 @@ pub fn names() -> RefOr<Schema> {
         .into()
 }
 
-/// The runtime helpers' mode.
+/// The runtime helpers' mode; null (or absent) is the server's default.
 pub fn helpers() -> RefOr<Schema> {
-    string()
-        .enum_values(Some(["bundled", "api"]))
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .enum_values(Some([
+            serde_json::json!("bundled"),
+            serde_json::json!("api"),
+            serde_json::Value::Null,
+        ]))
         .description(Some(
             "`bundled` (files, works offline) or `api` (live calls); default: the server's --helpers",
         ))
