@@ -81,22 +81,36 @@ print(json.load(urllib.request.urlopen(req))[0]["id"])')"
 seed_args=()
 if [ -n "${CRONIUM_FUZZ_SEED:-}" ]; then seed_args=(--seed "$CRONIUM_FUZZ_SEED"); fi
 
-status=0
 # From the work directory: schemathesis keeps a cache (.schemathesis/) in its current directory.
 hooks="$PWD/scripts/fuzz-api-hooks.py" config="$PWD/scripts/fuzz-api.toml"
-(cd "$work" && CRONIUM_FUZZ_OWN_TOKEN_ID="$own_id" SCHEMATHESIS_HOOKS="$hooks" \
-    "$venv/bin/schemathesis" --config-file "$config" run "$url/api/v1/openapi.json" \
-    --header "Authorization: Bearer $token" \
-    --phases examples,coverage,fuzzing,stateful \
-    --max-examples "$examples" \
-    --exclude-path /api/v1/jobs/{id}/logs/stream \
-    --exclude-path /api/v1/workflow-runs/{id}/logs \
-    --exclude-path /api/v1/servers/{name}/test \
-    --request-timeout 10 \
-    --workers 2 \
-    --generation-database none \
-    --no-color \
-    "${seed_args[@]}") || status=$?
+fuzz() {
+    (cd "$work" && CRONIUM_FUZZ_OWN_TOKEN_ID="$own_id" SCHEMATHESIS_HOOKS="$hooks" \
+        "$venv/bin/schemathesis" --config-file "$config" run "$url/api/v1/openapi.json" \
+        --header "Authorization: Bearer $token" \
+        --phases examples,coverage,fuzzing,stateful \
+        --max-examples "$examples" \
+        --exclude-path /api/v1/jobs/{id}/logs/stream \
+        --exclude-path /api/v1/workflow-runs/{id}/logs \
+        --exclude-path /api/v1/servers/{name}/test \
+        --request-timeout 10 \
+        --workers 2 \
+        --generation-database none \
+        --no-color \
+        "${seed_args[@]}") >"$work/schemathesis.log" 2>&1
+}
+status=0
+fuzz || status=$?
+cat "$work/schemathesis.log"
+# Hypothesis inside schemathesis occasionally fails on its own ("Inconsistent results" from an
+# internal cache error, seen once in three runs): that is the harness, not a finding about the
+# API. Only then, with no failure reported, the run is made once more; any failure stands.
+if [ "$status" -ne 0 ] && ! grep -q 'Failures:' "$work/schemathesis.log" \
+    && grep -q 'Inconsistent results' "$work/schemathesis.log"; then
+    echo "fuzz-api: schemathesis failed internally (no API failure reported); running it once more" >&2
+    status=0
+    fuzz || status=$?
+    cat "$work/schemathesis.log"
+fi
 
 if grep -q 'panicked' "$work/server.log"; then
     echo "fuzz-api: the server panicked:" >&2
