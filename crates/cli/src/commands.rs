@@ -11,11 +11,30 @@ use crate::cli::{EventCmd, JobCmd, ServerCmd, TokenCmd, VarCmd};
 use crate::client::{exit_code_for, print_line, Client};
 use crate::table;
 
+/// What `PUT /api/v1/{kind}s/{name}` answered: the JSON, or one line with the result, the
+/// version written and the next run.
+pub(crate) fn print_applied(kind: &str, name: &str, r: &Value, json: bool) {
+    if json {
+        print_json(r);
+        return;
+    }
+    let next = r[kind]["next_fire_at"]
+        .as_str()
+        .map(|t| format!(", next run {t}"))
+        .unwrap_or_default();
+    println!(
+        "{kind} {name} {} (version {}{next})",
+        s(r, "result"),
+        r[kind]["version"]
+    );
+}
+
 pub fn print_json(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
+/// A string field of an API answer, `-` when absent.
+pub(crate) fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or("-")
 }
 
@@ -104,19 +123,7 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
             let r = c
                 .request(Method::PUT, &format!("/api/v1/events/{name}"), Some(&body))
                 .await?;
-            if client.json {
-                print_json(&r);
-            } else {
-                let next = r["event"]["next_fire_at"]
-                    .as_str()
-                    .map(|t| format!(", next run {t}"))
-                    .unwrap_or_default();
-                println!(
-                    "event {name} {} (version {}{next})",
-                    s(&r, "result"),
-                    r["event"]["version"]
-                );
-            }
+            print_applied("event", &name, &r, client.json);
         }
         EventCmd::List { client } => {
             let r = Client::new(&client)?.get("/api/v1/events").await?;

@@ -10,12 +10,8 @@ use serde_json::{json, Value};
 
 use crate::cli::{ClientOpts, WorkflowCmd};
 use crate::client::Client;
-use crate::commands::{print_json, read_event_file};
+use crate::commands::{print_applied, print_json, read_event_file, s};
 use crate::table;
-
-fn s<'a>(v: &'a Value, k: &str) -> &'a str {
-    v[k].as_str().unwrap_or("-")
-}
 
 /// Reads a workflow file, resolving each inline node's `script_file` relative to it, and
 /// checks it locally so that mistakes are reported with the node and field before anything is
@@ -240,19 +236,7 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<i32> {
                     Some(&body),
                 )
                 .await?;
-            if client.json {
-                print_json(&r);
-            } else {
-                let next = r["workflow"]["next_fire_at"]
-                    .as_str()
-                    .map(|t| format!(", next run {t}"))
-                    .unwrap_or_default();
-                println!(
-                    "workflow {name} {} (version {}{next})",
-                    s(&r, "result"),
-                    r["workflow"]["version"]
-                );
-            }
+            print_applied("workflow", &name, &r, client.json);
         }
         WorkflowCmd::List { client } => {
             let r = Client::new(&client)?.get("/api/v1/workflows").await?;
