@@ -78,7 +78,8 @@ impl RunUser {
     }
 
     /// Makes `cmd` start as this user: supplementary groups first, then the group, then the user
-    /// (after `setuid` the others are no longer allowed). Needs a root parent.
+    /// (after `setuid` the others are no longer allowed). Needs a root parent. A fork: used once
+    /// at start-up (probing interpreters), never per run (see [`RunUser::runner_arg`]).
     pub fn apply(&self, cmd: &mut Command) {
         use std::os::unix::process::CommandExt;
         let (uid, gid, groups) = (self.uid, self.gid, self.groups.clone());
@@ -94,6 +95,13 @@ impl RunUser {
                 Ok(())
             });
         }
+    }
+
+    /// The runner's `--run-as` value: it becomes this user itself, first thing (supplementary
+    /// groups, then the group, then the user). Needs a root parent.
+    pub fn runner_arg(&self) -> String {
+        let groups: Vec<String> = self.groups.iter().map(|g| g.to_string()).collect();
+        format!("{}:{}:{}", self.uid, self.gid, groups.join(","))
     }
 }
 

@@ -11,7 +11,6 @@
 //! its environment.
 
 use std::collections::BTreeMap;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -66,23 +65,10 @@ impl LocalTransport {
                 req.payload_path.display()
             ))
         })?;
-        // As another user the runner's path may be out of reach (a build under /root): it is
-        // started from a descriptor opened here, which needs only its execute permission.
-        let runner_file =
-            match &self.run_user {
-                Some(_) => Some(std::fs::File::open(&self.runner).map_err(|e| {
-                    TransportError::Spawn(format!("{}: {e}", self.runner.display()))
-                })?),
-                None => None,
-            };
-        let mut cmd = match &runner_file {
-            Some(f) => {
-                let mut cmd = Command::new(format!("/proc/self/fd/{}", f.as_raw_fd()));
-                cmd.arg0(&self.runner);
-                cmd
-            }
-            None => Command::new(&self.runner),
-        };
+        // Nothing runs between fork and exec: the runner sets its umask and becomes the run user
+        // itself (`--umask`, `--run-as`) before anything else, so that the standard library
+        // starts it with posix_spawn rather than a fork of this server's whole address space.
+        let mut cmd = Command::new(&self.runner);
         cmd.arg("run").arg("-").arg("--control-stdin");
         if let Some(base) = &self.work_base {
             cmd.arg("--work-base").arg(base);
@@ -90,30 +76,16 @@ impl LocalTransport {
         for path in &self.hide {
             cmd.arg("--hide").arg(path);
         }
-        if let Some(env) = &self.env {
-            cmd.env_clear().envs(env);
-        }
-        let fd = runner_file.as_ref().map(|f| f.as_raw_fd());
-        let umask = self.umask;
-        // SAFETY: only async-signal-safe system calls, on values captured before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if let Some(mask) = umask {
-                    libc::umask(mask as libc::mode_t);
-                }
-                // Opened close-on-exec (other children must not inherit it); this child execs it.
-                if let Some(fd) = fd {
-                    if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
+        if let Some(mask) = self.umask {
+            cmd.arg("--umask").arg(format!("{mask:03o}"));
         }
         if let Some(user) = &self.run_user {
+            cmd.arg("--run-as").arg(user.runner_arg());
             // The server's working directory may be one the run user cannot enter.
             cmd.current_dir("/");
-            user.apply(cmd.as_std_mut());
+        }
+        if let Some(env) = &self.env {
+            cmd.env_clear().envs(env);
         }
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -126,7 +98,6 @@ impl LocalTransport {
         else {
             return Err(TransportError::Spawn("runner pipes unavailable".into()));
         };
-        drop(runner_file);
         send_context(&mut stdin, &req.context).await?;
         stdin
             .write_all(format!("{}\n", payload.len()).as_bytes())

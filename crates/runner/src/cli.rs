@@ -9,8 +9,11 @@ use std::path::PathBuf;
 pub const USAGE: &str = "usage:
   cronium-runner --version
   cronium-runner run PAYLOAD [--context FILE] [--control-stdin] [--work-base DIR] [--hide PATH]...
+                     [--umask OCTAL] [--run-as UID:GID[:GROUP,...]]
       PAYLOAD is a .tar.gz file, or - (with --control-stdin) to read it from stdin
       --hide: the script cannot reach PATH (Landlock, where the kernel has it)
+      --umask: the umask of the runner and the script
+      --run-as: started as root, become this user before anything else
   cronium-runner serve [--work-base DIR]
       relays runs requested on stdin to child runners (used over SSH; see serve.rs)
   cronium-runner helper OP [ARGS...]";
@@ -33,6 +36,45 @@ pub enum CliError {
     StdinPayloadNeedsControl,
     #[error("`helper` needs an operation")]
     MissingHelperOp,
+    #[error("--umask `{0}`: expected an octal mode such as 022")]
+    BadUmask(String),
+    #[error("--run-as `{0}`: expected UID:GID or UID:GID:GROUP,GROUP (numbers)")]
+    BadRunAs(String),
+}
+
+/// Who a run becomes before it does anything (`--run-as`): numeric ids, resolved by the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl RunAs {
+    fn parse(v: &str) -> Result<RunAs, CliError> {
+        let bad = || CliError::BadRunAs(v.to_string());
+        let mut parts = v.split(':');
+        let uid = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let gid = parts.next().and_then(|p| p.parse().ok()).ok_or_else(bad)?;
+        let groups = match parts.next() {
+            None | Some("") => Vec::new(),
+            Some(list) => list
+                .split(',')
+                .map(|g| g.parse().map_err(|_| bad()))
+                .collect::<Result<_, _>>()?,
+        };
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(RunAs { uid, gid, groups })
+    }
+
+    /// The `--run-as` value for these ids (the agent writes the same form).
+    #[cfg(test)]
+    pub fn to_arg(&self) -> String {
+        let groups: Vec<String> = self.groups.iter().map(u32::to_string).collect();
+        format!("{}:{}:{}", self.uid, self.gid, groups.join(","))
+    }
 }
 
 /// Where the payload archive comes from.
@@ -59,6 +101,12 @@ pub struct RunArgs {
     pub work_base: Option<PathBuf>,
     /// Paths the script must not reach (`--hide`, repeatable).
     pub hide: Vec<PathBuf>,
+    /// `--umask`: set first thing, for the runner and so for the script.
+    pub umask: Option<u32>,
+    /// `--run-as`: the user to become before anything else (the caller is root). Done here
+    /// rather than between fork and exec in the caller, so that the caller can start the runner
+    /// with posix_spawn instead of a fork of its whole address space.
+    pub run_as: Option<RunAs>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -107,9 +155,23 @@ fn parse_run(args: &[String]) -> Result<RunArgs, CliError> {
     let mut control_stdin = false;
     let mut work_base = None;
     let mut hide = Vec::new();
+    let mut umask = None;
+    let mut run_as = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
+            "--umask" => {
+                let v = it.next().ok_or(CliError::MissingValue("--umask"))?;
+                let mode = u32::from_str_radix(v, 8)
+                    .ok()
+                    .filter(|m| *m <= 0o777)
+                    .ok_or_else(|| CliError::BadUmask(v.clone()))?;
+                umask = Some(mode);
+            }
+            "--run-as" => {
+                let v = it.next().ok_or(CliError::MissingValue("--run-as"))?;
+                run_as = Some(RunAs::parse(v)?);
+            }
             "--hide" => {
                 let v = it.next().ok_or(CliError::MissingValue("--hide"))?;
                 hide.push(PathBuf::from(v));
@@ -145,6 +207,8 @@ fn parse_run(args: &[String]) -> Result<RunArgs, CliError> {
         context,
         work_base,
         hide,
+        umask,
+        run_as,
     })
 }
 
@@ -159,7 +223,8 @@ mod tests {
     #[test]
     fn parses_run_with_options() {
         let cmd = parse(&args(
-            "run p.tgz --control-stdin --work-base /w --hide /d --hide /e",
+            "run p.tgz --control-stdin --work-base /w --hide /d --hide /e --umask 022 \
+             --run-as 999:995:995,4",
         ))
         .unwrap();
         assert_eq!(
@@ -169,7 +234,38 @@ mod tests {
                 context: ContextSource::ControlStdin,
                 work_base: Some("/w".into()),
                 hide: vec!["/d".into(), "/e".into()],
+                umask: Some(0o022),
+                run_as: Some(RunAs {
+                    uid: 999,
+                    gid: 995,
+                    groups: vec![995, 4],
+                }),
             })
+        );
+    }
+
+    #[test]
+    fn run_as_round_trips_and_bad_values_name_the_option() {
+        let who = RunAs {
+            uid: 1,
+            gid: 2,
+            groups: vec![],
+        };
+        assert_eq!(RunAs::parse(&who.to_arg()), Ok(who));
+        for bad in ["x:1", "1", "1:2:a", "1:2:3:4", ""] {
+            assert_eq!(
+                parse(&args(&format!("run p --run-as {bad}z"))).unwrap_err(),
+                CliError::BadRunAs(format!("{bad}z")),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            parse(&args("run p --umask 999")).unwrap_err(),
+            CliError::BadUmask("999".into())
+        );
+        assert_eq!(
+            parse(&args("run p --umask")).unwrap_err(),
+            CliError::MissingValue("--umask")
         );
     }
 

@@ -33,8 +33,8 @@ use std::time::Instant;
 
 fn main() {
     let started = Instant::now();
-    // Started from a descriptor (`/proc/self/fd/N`, see the agent's local transport) the process
-    // would be named `N` in top and ps; name it for what it is.
+    // Started under another name (argv[0] of a copied or descriptor-started binary) the process
+    // would show that name in top and ps; name it for what it is.
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
     unsafe {
         libc::prctl(libc::PR_SET_NAME, c"cronium-runner".as_ptr(), 0, 0, 0);

@@ -110,6 +110,12 @@ struct Prepared {
 
 /// Runs one payload; returns the runner's exit code. `started` is when the runner process began.
 pub fn run(args: RunArgs, started: Instant) -> i32 {
+    // Before any thread exists and before anything is read or written: the umask and the user
+    // every later step (and the script) runs with.
+    if let Err(message) = become_user(&args) {
+        report_setup_failure(&message);
+        return EXIT_SETUP;
+    }
     let emitter = Arc::new(Emitter::new(DEFAULT_MAX_OUTPUT_BYTES));
     let (tx, rx) = mpsc::channel();
     control::cancel_on_signals(tx.clone());
@@ -132,6 +138,40 @@ pub fn run(args: RunArgs, started: Instant) -> i32 {
             code
         }
     }
+}
+
+/// `--umask` and `--run-as`: supplementary groups first, then the group, then the user (after
+/// `setuid` the others are no longer allowed). A failure is fatal: the run must never go on as
+/// the caller (root).
+fn become_user(args: &RunArgs) -> Result<(), String> {
+    if let Some(mask) = args.umask {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    let Some(who) = &args.run_as else {
+        return Ok(());
+    };
+    let groups: Vec<libc::gid_t> = who.groups.clone();
+    // SAFETY: plain system calls on owned values; no other thread exists yet.
+    let failed = unsafe {
+        libc::setgroups(groups.len() as _, groups.as_ptr()) != 0
+            || libc::setgid(who.gid) != 0
+            || libc::setuid(who.uid) != 0
+    };
+    if failed {
+        return Err(format!(
+            "cannot become uid {} gid {}: {}",
+            who.uid,
+            who.gid,
+            std::io::Error::last_os_error()
+        ));
+    }
+    // A change of user makes the process non-dumpable, which hands its /proc entries to root:
+    // the runner reads its own (/proc/self/exe for the helpers), as it could when the caller
+    // switched user before exec.
+    // SAFETY: PR_SET_DUMPABLE takes an integer argument.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    Ok(())
 }
 
 /// Emits the `Finished` of a run that could not even be set up.
