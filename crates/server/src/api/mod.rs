@@ -318,13 +318,13 @@ pub fn router(state: AppState) -> Router {
     let api = api_routes().into_router().fallback(not_found);
     // The runtime API checks its own token (an execution's), never an API token.
     let runtime_api = Router::new()
-        .route("/input", get(runtime::input))
-        .route("/event", get(runtime::event))
-        .route("/output", get(runtime::get_output).put(runtime::set_output))
+        .route("/input", plain_get(runtime::input))
+        .route("/event", plain_get(runtime::event))
+        .route("/output", plain_get(runtime::get_output).put(runtime::set_output))
         .route("/output/{key}", axum::routing::put(runtime::set_output_key))
         .route(
             "/variables/{name}",
-            get(runtime::get_variable).put(runtime::set_variable),
+            plain_get(runtime::get_variable).put(runtime::set_variable),
         )
         .route("/condition", axum::routing::put(runtime::set_condition))
         .fallback(not_found);

@@ -96,7 +96,7 @@ pub async fn add(
     role: Role,
     password: &str,
 ) -> UseCaseResult<UserRow> {
-    let result = async {
+    let result: UseCaseResult<UserRow> = async {
         validate_name(name)?;
         validate_password(password)?;
         let h = hash(password).await?;
@@ -171,7 +171,7 @@ pub async fn update(
         (None, Some(false)) => "user.enable",
         _ => "user.update",
     };
-    let result = async {
+    let result: UseCaseResult<UserRow> = async {
         if change.role.is_none() && change.disabled.is_none() {
             return Err(UseCaseError::invalid(
                 "role",
@@ -231,7 +231,7 @@ pub async fn set_password(
     name: &str,
     password: &str,
 ) -> UseCaseResult<UserRow> {
-    let result = async {
+    let result: UseCaseResult<UserRow> = async {
         if !actor.is_admin() && actor.username != name {
             return Err(UseCaseError::Forbidden(format!(
                 "only an admin sets another user's password ({} acts as {})",
