@@ -38,7 +38,7 @@ use self::doc::ApiDoc;
 use self::dto::{DockerStateDto, HealthDto, TransportMetricsDto};
 use self::error::ApiError;
 use crate::auth::hash_token;
-use crate::authz::{delete, get, patch, post, put, Role, Routes, Rule};
+use crate::authz::{delete, get, post, put, Role, Routes, Rule};
 use crate::state::AppState;
 use crate::usecases::Actor;
 
