@@ -142,7 +142,11 @@ pub async fn user(cmd: UserCmd) -> Result<i32> {
 
 /// A user name as a path segment (the server refuses anything else anyway).
 fn segment(name: &str) -> Result<&str> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    {
         return Err(anyhow!(
             "`{name}` is not a user name (a-z, 0-9, `.`, `_`, `-`)"
         ));
@@ -195,8 +199,8 @@ fn since(text: &str) -> Result<String> {
     let d = cronium_core::duration::HumanDuration::parse(text)
         .map_err(|e| anyhow!("--since: {e} (give a duration like 1h or an RFC 3339 instant)"))?
         .0;
-    let at = chrono::Utc::now()
-        - chrono::Duration::from_std(d).map_err(|e| anyhow!("--since: {e}"))?;
+    let at =
+        chrono::Utc::now() - chrono::Duration::from_std(d).map_err(|e| anyhow!("--since: {e}"))?;
     Ok(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
 
@@ -246,7 +250,9 @@ pub async fn audit(args: AuditArgs) -> Result<i32> {
         })
         .collect();
     table::print(
-        &["ID", "AT", "ACTOR", "VIA", "FROM", "ACTION", "TARGET", "OUTCOME"],
+        &[
+            "ID", "AT", "ACTOR", "VIA", "FROM", "ACTION", "TARGET", "OUTCOME",
+        ],
         &rows,
     );
     Ok(0)

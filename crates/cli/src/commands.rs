@@ -492,7 +492,14 @@ pub async fn token(cmd: TokenCmd) -> Result<i32> {
                     .collect();
                 table::print(
                     &[
-                        "ID", "NAME", "USER", "ROLE", "CREATED", "EXPIRES", "LAST USED", "REVOKED",
+                        "ID",
+                        "NAME",
+                        "USER",
+                        "ROLE",
+                        "CREATED",
+                        "EXPIRES",
+                        "LAST USED",
+                        "REVOKED",
                     ],
                     &rows,
                 );

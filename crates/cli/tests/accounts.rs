@@ -151,7 +151,10 @@ async fn user_with_token(s: &Server, name: &str, role: &str) -> String {
         )
         .await;
     assert_eq!(st, 201, "{u}");
-    assert_eq!((u["name"].as_str(), u["role"].as_str()), (Some(name), Some(role)));
+    assert_eq!(
+        (u["name"].as_str(), u["role"].as_str()),
+        (Some(name), Some(role))
+    );
     let (st, t) = s
         .api(
             "POST",
@@ -267,16 +270,31 @@ async fn tokens_are_narrowed_expire_and_belong_to_their_user() {
         )
         .await;
     assert_eq!(st, 201, "{narrowed}");
-    assert_eq!((narrowed["role"].as_str(), narrowed["user"].as_str()), (Some("viewer"), Some("olga")));
+    assert_eq!(
+        (narrowed["role"].as_str(), narrowed["user"].as_str()),
+        (Some("viewer"), Some("olga"))
+    );
     let ro = narrowed["token"].as_str().expect("token").to_string();
-    let (st, _) = s.api_with_token("GET", "/api/v1/events", None, as_(&ro).as_deref()).await;
+    let (st, _) = s
+        .api_with_token("GET", "/api/v1/events", None, as_(&ro).as_deref())
+        .await;
     assert_eq!(st, 200);
     let (st, e) = s
-        .api_with_token("POST", "/api/v1/events", Some(event.clone()), as_(&ro).as_deref())
+        .api_with_token(
+            "POST",
+            "/api/v1/events",
+            Some(event.clone()),
+            as_(&ro).as_deref(),
+        )
         .await;
     assert_eq!(st, 403, "{e}");
     let (st, _) = s
-        .api_with_token("POST", "/api/v1/events", Some(event.clone()), Some(&operator))
+        .api_with_token(
+            "POST",
+            "/api/v1/events",
+            Some(event.clone()),
+            Some(&operator),
+        )
         .await;
     assert_eq!(st, 201);
     // A narrowed token cannot mint a wider one, nor a token above its user's role.
@@ -288,7 +306,11 @@ async fn tokens_are_narrowed_expire_and_belong_to_their_user() {
             Some(&ro),
         )
         .await;
-    assert_eq!((st, e["error"]["field"].as_str()), (422, Some("role")), "{e}");
+    assert_eq!(
+        (st, e["error"]["field"].as_str()),
+        (422, Some("role")),
+        "{e}"
+    );
     let (st, e) = s
         .api_with_token(
             "POST",
@@ -297,10 +319,19 @@ async fn tokens_are_narrowed_expire_and_belong_to_their_user() {
             Some(&operator),
         )
         .await;
-    assert_eq!((st, e["error"]["field"].as_str()), (422, Some("role")), "{e}");
+    assert_eq!(
+        (st, e["error"]["field"].as_str()),
+        (422, Some("role")),
+        "{e}"
+    );
     // Made without a role by a narrowed token, a token gets the narrowed role.
     let (_, t) = s
-        .api_with_token("POST", "/api/v1/tokens", Some(json!({"name": "child"})), Some(&ro))
+        .api_with_token(
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "child"})),
+            Some(&ro),
+        )
         .await;
     assert_eq!(t["role"], "viewer", "{t}");
     // Only an admin makes a token for someone else.
@@ -319,28 +350,53 @@ async fn tokens_are_narrowed_expire_and_belong_to_their_user() {
         v.as_array()
             .expect("tokens")
             .iter()
-            .map(|t| format!("{}:{}", t["user"].as_str().unwrap_or(""), t["name"].as_str().unwrap_or("")))
+            .map(|t| {
+                format!(
+                    "{}:{}",
+                    t["user"].as_str().unwrap_or(""),
+                    t["name"].as_str().unwrap_or("")
+                )
+            })
             .collect()
     };
-    let (_, mine) = s.api_with_token("GET", "/api/v1/tokens", None, Some(&viewer)).await;
+    let (_, mine) = s
+        .api_with_token("GET", "/api/v1/tokens", None, Some(&viewer))
+        .await;
     assert_eq!(names(&mine), ["vic:vic-cli"]);
     let (_, all) = s.api("GET", "/api/v1/tokens", None).await;
     assert!(names(&all).contains(&"olga:ro".to_string()), "{all}");
-    assert!(names(&all).contains(&"admin:admin (first start)".to_string()), "{all}");
+    assert!(
+        names(&all).contains(&"admin:admin (first start)".to_string()),
+        "{all}"
+    );
     // A viewer cannot revoke someone else's token (it is not theirs to see: 404)...
     let ro_id = narrowed["id"].as_i64().expect("id");
     let (st, _) = s
-        .api_with_token("DELETE", &format!("/api/v1/tokens/{ro_id}"), None, Some(&viewer))
+        .api_with_token(
+            "DELETE",
+            &format!("/api/v1/tokens/{ro_id}"),
+            None,
+            Some(&viewer),
+        )
         .await;
     assert_eq!(st, 404);
-    let (st, _) = s.api_with_token("GET", "/api/v1/events", None, Some(&ro)).await;
+    let (st, _) = s
+        .api_with_token("GET", "/api/v1/events", None, Some(&ro))
+        .await;
     assert_eq!(st, 200, "the token still works");
     // ...its owner can, and it stops at once.
     let (st, _) = s
-        .api_with_token("DELETE", &format!("/api/v1/tokens/{ro_id}"), None, Some(&operator))
+        .api_with_token(
+            "DELETE",
+            &format!("/api/v1/tokens/{ro_id}"),
+            None,
+            Some(&operator),
+        )
         .await;
     assert_eq!(st, 204);
-    let (st, _) = s.api_with_token("GET", "/api/v1/events", None, Some(&ro)).await;
+    let (st, _) = s
+        .api_with_token("GET", "/api/v1/events", None, Some(&ro))
+        .await;
     assert_eq!(st, 401);
 
     // An expiring token works until it expires, then never again.
@@ -355,10 +411,14 @@ async fn tokens_are_narrowed_expire_and_belong_to_their_user() {
     assert_eq!(st, 201, "{short}");
     assert!(short["expires_at"].is_string(), "{short}");
     let short = short["token"].as_str().expect("token").to_string();
-    let (st, _) = s.api_with_token("GET", "/api/v1/jobs", None, Some(&short)).await;
+    let (st, _) = s
+        .api_with_token("GET", "/api/v1/jobs", None, Some(&short))
+        .await;
     assert_eq!(st, 200);
     tokio::time::sleep(Duration::from_millis(2200)).await;
-    let (st, _) = s.api_with_token("GET", "/api/v1/jobs", None, Some(&short)).await;
+    let (st, _) = s
+        .api_with_token("GET", "/api/v1/jobs", None, Some(&short))
+        .await;
     assert_eq!(st, 401, "an expired token still works");
     for bad in ["soon", "0", "20000d"] {
         let (st, e) = s
@@ -369,7 +429,11 @@ async fn tokens_are_narrowed_expire_and_belong_to_their_user() {
                 Some(&operator),
             )
             .await;
-        assert_eq!((st, e["error"]["field"].as_str()), (422, Some("expires_in")), "{bad}: {e}");
+        assert_eq!(
+            (st, e["error"]["field"].as_str()),
+            (422, Some("expires_in")),
+            "{bad}: {e}"
+        );
     }
     // The runtime API never takes an API token.
     let (st, _) = s.api("GET", "/api/v1/runtime/input", None).await;
@@ -406,21 +470,42 @@ fn ok(o: &Output) -> String {
 #[tokio::test]
 async fn the_cli_manages_users_and_a_disabled_user_stops_at_once() {
     let s = server();
-    let admin = |args: &[&str], env: &[(&str, &str)], stdin: &str| cli_as(&s, TOKEN, args, env, stdin);
+    let admin =
+        |args: &[&str], env: &[(&str, &str)], stdin: &str| cli_as(&s, TOKEN, args, env, stdin);
     let out = ok(&admin(
-        &["user", "add", "alice", "--role", "operator", "--password-env", "ALICE_PW"],
+        &[
+            "user",
+            "add",
+            "alice",
+            "--role",
+            "operator",
+            "--password-env",
+            "ALICE_PW",
+        ],
         &[("ALICE_PW", PASSWORD)],
         "",
     ));
     assert!(out.contains("user alice added (operator)"), "{out}");
     // A password on stdin (no terminal), and one that is too short.
-    ok(&admin(&["user", "add", "bob", "--role", "viewer"], &[], "bobs-password\n"));
+    ok(&admin(
+        &["user", "add", "bob", "--role", "viewer"],
+        &[],
+        "bobs-password\n",
+    ));
     let short = admin(&["user", "add", "carl", "--role", "viewer"], &[], "short\n");
     assert!(!short.status.success());
     assert!(stderr(&short).contains("password"), "{}", stderr(&short));
-    let bad_role = admin(&["user", "add", "dan", "--role", "root"], &[], "whatever-pw\n");
+    let bad_role = admin(
+        &["user", "add", "dan", "--role", "root"],
+        &[],
+        "whatever-pw\n",
+    );
     assert!(!bad_role.status.success());
-    assert!(stderr(&bad_role).contains("viewer, operator, admin"), "{}", stderr(&bad_role));
+    assert!(
+        stderr(&bad_role).contains("viewer, operator, admin"),
+        "{}",
+        stderr(&bad_role)
+    );
     let list = ok(&admin(&["user", "list"], &[], ""));
     let line = |name: &str| {
         list.lines()
@@ -428,13 +513,26 @@ async fn the_cli_manages_users_and_a_disabled_user_stops_at_once() {
             .unwrap_or_else(|| panic!("{name} not in {list}"))
             .to_string()
     };
-    assert!(line("alice").contains("operator") && line("alice").contains("active"), "{list}");
+    assert!(
+        line("alice").contains("operator") && line("alice").contains("active"),
+        "{list}"
+    );
     assert!(line("bob").contains("viewer"), "{list}");
     assert!(line("admin").contains("admin"), "{list}");
 
     // A token for alice, narrowed and expiring, made by the admin.
     let made = admin(
-        &["token", "create", "alice-ci", "--user", "alice", "--role", "viewer", "--expires", "30d"],
+        &[
+            "token",
+            "create",
+            "alice-ci",
+            "--user",
+            "alice",
+            "--role",
+            "viewer",
+            "--expires",
+            "30d",
+        ],
         &[],
         "",
     );
@@ -447,14 +545,31 @@ async fn the_cli_manages_users_and_a_disabled_user_stops_at_once() {
         .unwrap_or_else(|| panic!("alice-ci not in {tokens}"));
     assert!(row.contains("alice") && row.contains("viewer"), "{row}");
     assert!(!row.contains("never"), "an expiry is shown: {row}");
-    assert!(tokens.lines().next().unwrap_or_default().contains("LAST USED"), "{tokens}");
+    assert!(
+        tokens
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains("LAST USED"),
+        "{tokens}"
+    );
     // alice's viewer token reads, and is refused a change with the role named.
     ok(&cli_as(&s, &alice_token, &["event", "list"], &[], ""));
     let refused = cli_as(&s, &alice_token, &["user", "list"], &[], "");
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("admin role"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("admin role"),
+        "{}",
+        stderr(&refused)
+    );
     // Her own token list has her token only.
-    let hers = ok(&cli_as(&s, &alice_token, &["token", "list", "--json"], &[], ""));
+    let hers = ok(&cli_as(
+        &s,
+        &alice_token,
+        &["token", "list", "--json"],
+        &[],
+        "",
+    ));
     let hers: Value = serde_json::from_str(&hers).expect("json");
     assert_eq!(hers.as_array().map(Vec::len), Some(1), "{hers}");
 
@@ -475,9 +590,17 @@ async fn the_cli_manages_users_and_a_disabled_user_stops_at_once() {
         .await;
     assert_eq!(st, 401, "a disabled user's token still works");
     let p = web.get("/events").await;
-    assert_eq!(p.status, StatusCode::SEE_OTHER, "a disabled user's session still works");
+    assert_eq!(
+        p.status,
+        StatusCode::SEE_OTHER,
+        "a disabled user's session still works"
+    );
     let p = Web::new(&s).login_with("alice", PASSWORD).await;
-    assert_eq!(p.status, StatusCode::UNAUTHORIZED, "a disabled user logged in");
+    assert_eq!(
+        p.status,
+        StatusCode::UNAUTHORIZED,
+        "a disabled user logged in"
+    );
     ok(&admin(&["user", "enable", "alice"], &[], ""));
     let (st, _) = s
         .api_with_token("GET", "/api/v1/events", None, Some(&alice_token))
@@ -487,7 +610,11 @@ async fn the_cli_manages_users_and_a_disabled_user_stops_at_once() {
     // A new password ends her sessions; the new one logs in, the old one does not.
     let mut web = Web::new(&s);
     web.login("alice", PASSWORD).await;
-    ok(&admin(&["user", "passwd", "alice"], &[], "a-brand-new-password\n"));
+    ok(&admin(
+        &["user", "passwd", "alice"],
+        &[],
+        "a-brand-new-password\n",
+    ));
     assert_eq!(web.get("/events").await.status, StatusCode::SEE_OTHER);
     assert_eq!(
         Web::new(&s).login_with("alice", PASSWORD).await.status,
@@ -497,30 +624,67 @@ async fn the_cli_manages_users_and_a_disabled_user_stops_at_once() {
     // Bob (a viewer) sets his own password, not alice's.
     let bob_token = {
         let (_, t) = s
-            .api("POST", "/api/v1/tokens", Some(json!({"name": "bob", "user": "bob"})))
+            .api(
+                "POST",
+                "/api/v1/tokens",
+                Some(json!({"name": "bob", "user": "bob"})),
+            )
             .await;
         t["token"].as_str().expect("token").to_string()
     };
-    ok(&cli_as(&s, &bob_token, &["user", "passwd", "bob", "--password-env", "PW"], &[("PW", "bobs-new-password")], ""));
-    let other = cli_as(&s, &bob_token, &["user", "passwd", "alice", "--password-env", "PW"], &[("PW", "hijacked-password")], "");
+    ok(&cli_as(
+        &s,
+        &bob_token,
+        &["user", "passwd", "bob", "--password-env", "PW"],
+        &[("PW", "bobs-new-password")],
+        "",
+    ));
+    let other = cli_as(
+        &s,
+        &bob_token,
+        &["user", "passwd", "alice", "--password-env", "PW"],
+        &[("PW", "hijacked-password")],
+        "",
+    );
     assert!(!other.status.success());
-    assert!(stderr(&other).contains("only an admin"), "{}", stderr(&other));
+    assert!(
+        stderr(&other).contains("only an admin"),
+        "{}",
+        stderr(&other)
+    );
 
     // The last enabled admin cannot be disabled or demoted.
     let last = admin(&["user", "disable", "admin"], &[], "");
     assert!(!last.status.success());
-    assert!(stderr(&last).contains("last enabled admin"), "{}", stderr(&last));
+    assert!(
+        stderr(&last).contains("last enabled admin"),
+        "{}",
+        stderr(&last)
+    );
     let last = admin(&["user", "set-role", "admin", "operator"], &[], "");
-    assert!(stderr(&last).contains("last enabled admin"), "{}", stderr(&last));
+    assert!(
+        stderr(&last).contains("last enabled admin"),
+        "{}",
+        stderr(&last)
+    );
 
     // The audit log has each of these, newest first.
-    let log = ok(&admin(&["audit", "--actor", "admin", "--action", "user.", "--json"], &[], ""));
+    let log = ok(&admin(
+        &["audit", "--actor", "admin", "--action", "user.", "--json"],
+        &[],
+        "",
+    ));
     let log: Value = serde_json::from_str(&log).expect("json");
     let actions: Vec<(&str, &str)> = log
         .as_array()
         .expect("entries")
         .iter()
-        .map(|e| (e["action"].as_str().unwrap_or(""), e["target"].as_str().unwrap_or("")))
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap_or(""),
+                e["target"].as_str().unwrap_or(""),
+            )
+        })
         .collect();
     for want in [
         ("user.add", "user alice"),
@@ -539,10 +703,29 @@ async fn the_cli_manages_users_and_a_disabled_user_stops_at_once() {
         .iter()
         .find(|e| e["action"] == "user.disable" && e["target"] == "user admin")
         .expect("refused entry");
-    assert!(refused["outcome"].as_str().unwrap_or("").starts_with("error:"), "{refused}");
+    assert!(
+        refused["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("error:"),
+        "{refused}"
+    );
     let text = ok(&admin(&["audit", "--since", "1h"], &[], ""));
-    assert!(text.contains("token.create") && text.contains("login"), "{text}");
-    let none = ok(&admin(&["audit", "--since", "2000-01-01T00:00:00Z", "--actor", "nobody-at-all"], &[], ""));
+    assert!(
+        text.contains("token.create") && text.contains("login"),
+        "{text}"
+    );
+    let none = ok(&admin(
+        &[
+            "audit",
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--actor",
+            "nobody-at-all",
+        ],
+        &[],
+        "",
+    ));
     assert_eq!(none.lines().count(), 1, "only the header: {none}");
     let bad = admin(&["audit", "--since", "yesterday"], &[], "");
     assert!(!bad.status.success());
@@ -582,7 +765,11 @@ impl Web {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join("; ");
-        let req = if cookie.is_empty() { req } else { req.header("cookie", cookie) };
+        let req = if cookie.is_empty() {
+            req
+        } else {
+            req.header("cookie", cookie)
+        };
         let resp = req.send().await.expect("request");
         for c in resp.headers().get_all("set-cookie") {
             let c = c.to_str().expect("cookie text");
@@ -632,7 +819,12 @@ impl Web {
 
     async fn login(&mut self, user: &str, password: &str) {
         let p = self.login_with(user, password).await;
-        assert_eq!(p.status, StatusCode::SEE_OTHER, "login of {user}: {}", p.body);
+        assert_eq!(
+            p.status,
+            StatusCode::SEE_OTHER,
+            "login of {user}: {}",
+            p.body
+        );
         assert_eq!(p.location, "/");
     }
 
@@ -695,14 +887,37 @@ async fn every_page_answers_each_role_as_the_table_says_and_shows_only_what_it_a
         let nav = web.get("/").await.body;
         let operates = role >= Operator;
         assert_eq!(event.contains("id=\"run\""), operates, "{user}: run button");
-        assert_eq!(event.contains("id=\"edit\""), operates, "{user}: edit button");
-        assert_eq!(job_page.contains("id=\"rerun\""), operates, "{user}: rerun button");
-        assert_eq!(nav.contains("href=\"/new-event\""), operates, "{user}: new event");
-        assert_eq!(nav.contains("href=\"/users\""), role == Admin, "{user}: users");
-        assert_eq!(nav.contains("href=\"/audit\""), role == Admin, "{user}: audit");
+        assert_eq!(
+            event.contains("id=\"edit\""),
+            operates,
+            "{user}: edit button"
+        );
+        assert_eq!(
+            job_page.contains("id=\"rerun\""),
+            operates,
+            "{user}: rerun button"
+        );
+        assert_eq!(
+            nav.contains("href=\"/new-event\""),
+            operates,
+            "{user}: new event"
+        );
+        assert_eq!(
+            nav.contains("href=\"/users\""),
+            role == Admin,
+            "{user}: users"
+        );
+        assert_eq!(
+            nav.contains("href=\"/audit\""),
+            role == Admin,
+            "{user}: audit"
+        );
         // Logging out is everyone's.
         let p = web.post("/logout", &[("csrf", &csrf)]).await;
-        assert_eq!((p.status, p.location.as_str()), (StatusCode::SEE_OTHER, "/login"));
+        assert_eq!(
+            (p.status, p.location.as_str()),
+            (StatusCode::SEE_OTHER, "/login")
+        );
     }
     // The Users page manages users; the Audit page shows what happened.
     let mut web = Web::new(&s);
@@ -711,12 +926,25 @@ async fn every_page_answers_each_role_as_the_table_says_and_shows_only_what_it_a
     let p = web
         .post(
             "/users",
-            &[("csrf", &csrf), ("name", "paula"), ("role", "operator"), ("password", "paulas-password")],
+            &[
+                ("csrf", &csrf),
+                ("name", "paula"),
+                ("role", "operator"),
+                ("password", "paulas-password"),
+            ],
         )
         .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let p = web
-        .post("/users", &[("csrf", &csrf), ("name", "paula"), ("role", "viewer"), ("password", "paulas-password")])
+        .post(
+            "/users",
+            &[
+                ("csrf", &csrf),
+                ("name", "paula"),
+                ("role", "viewer"),
+                ("password", "paulas-password"),
+            ],
+        )
         .await;
     assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
     let p = web
@@ -726,13 +954,22 @@ async fn every_page_answers_each_role_as_the_table_says_and_shows_only_what_it_a
     let users = web.get("/users").await.body;
     assert!(users.contains("id=\"user-paula\""), "{users}");
     let audit = web.get("/audit?action=user.").await.body;
-    assert!(audit.contains("user.disable") && audit.contains("user paula"), "{audit}");
+    assert!(
+        audit.contains("user.disable") && audit.contains("user paula"),
+        "{audit}"
+    );
     let audit = web.get("/audit?since=never").await;
-    assert!(audit.body.contains("data-field=\"since\""), "{}", audit.body);
+    assert!(
+        audit.body.contains("data-field=\"since\""),
+        "{}",
+        audit.body
+    );
 }
 
 async fn audit(s: &Server, query: &str) -> Vec<Value> {
-    let (st, log) = s.api("GET", &format!("/api/v1/audit?limit=500{query}"), None).await;
+    let (st, log) = s
+        .api("GET", &format!("/api/v1/audit?limit=500{query}"), None)
+        .await;
     assert_eq!(st, 200, "{log}");
     log.as_array().expect("entries").clone()
 }
@@ -768,12 +1005,36 @@ async fn every_change_run_and_login_is_audited_without_secrets(s: Server) {
             v
         }
     };
-    call("PUT", "/api/v1/events/alpha".into(), Some(ev("echo one")), 200).await;
-    call("PUT", "/api/v1/events/alpha".into(), Some(ev("echo two")), 200).await;
+    call(
+        "PUT",
+        "/api/v1/events/alpha".into(),
+        Some(ev("echo one")),
+        200,
+    )
+    .await;
+    call(
+        "PUT",
+        "/api/v1/events/alpha".into(),
+        Some(ev("echo two")),
+        200,
+    )
+    .await;
     // Unchanged: no entry.
-    call("PUT", "/api/v1/events/alpha".into(), Some(ev("echo two")), 200).await;
+    call(
+        "PUT",
+        "/api/v1/events/alpha".into(),
+        Some(ev("echo two")),
+        200,
+    )
+    .await;
     let run = call("POST", "/api/v1/events/alpha/run".into(), None, 201).await;
-    call("PUT", "/api/v1/events/slow".into(), Some(ev("sleep 30")), 200).await;
+    call(
+        "PUT",
+        "/api/v1/events/slow".into(),
+        Some(ev("sleep 30")),
+        200,
+    )
+    .await;
     let slow = call("POST", "/api/v1/events/slow/run".into(), None, 201).await;
     let slow_id = slow["id"].as_i64().expect("id");
     call("POST", format!("/api/v1/jobs/{slow_id}/cancel"), None, 200).await;
@@ -784,13 +1045,21 @@ async fn every_change_run_and_login_is_audited_without_secrets(s: Server) {
         200,
     )
     .await;
-    call("PUT", "/api/v1/variables/greeting".into(), Some(json!({"value": PLAIN})), 200).await;
+    call(
+        "PUT",
+        "/api/v1/variables/greeting".into(),
+        Some(json!({"value": PLAIN})),
+        200,
+    )
+    .await;
     call("DELETE", "/api/v1/variables/greeting".into(), None, 204).await;
     call(
         "POST",
         "/api/v1/servers".into(),
-        Some(json!({"name": "nowhere", "host": "127.0.0.1", "port": closed_port,
-                    "user": "nobody", "password": SERVER_PASSWORD})),
+        Some(
+            json!({"name": "nowhere", "host": "127.0.0.1", "port": closed_port,
+                    "user": "nobody", "password": SERVER_PASSWORD}),
+        ),
         201,
     )
     .await;
@@ -828,7 +1097,13 @@ async fn every_change_run_and_login_is_audited_without_secrets(s: Server) {
         201,
     )
     .await;
-    let tok = call("POST", "/api/v1/tokens".into(), Some(json!({"name": "ci"})), 201).await;
+    let tok = call(
+        "POST",
+        "/api/v1/tokens".into(),
+        Some(json!({"name": "ci"})),
+        201,
+    )
+    .await;
     let tok_value = tok["token"].as_str().expect("token").to_string();
     // Logins, good and bad (with the name tried).
     let mut web = Web::new(&s);
@@ -841,21 +1116,35 @@ async fn every_change_run_and_login_is_audited_without_secrets(s: Server) {
     let log = audit(&s, "").await;
     let created = find(&log, "event.apply", "event alpha");
     // Newest first: the first match is the directory apply's update.
-    assert_eq!(created["after"]["spec"]["script"], "echo three", "{created}");
+    assert_eq!(
+        created["after"]["spec"]["script"], "echo three",
+        "{created}"
+    );
     let applies: Vec<&Value> = log
         .iter()
         .filter(|e| e["action"] == "event.apply" && e["target"] == "event alpha")
         .collect();
-    assert_eq!(applies.len(), 3, "create, update, batch update; the unchanged apply is not one");
+    assert_eq!(
+        applies.len(),
+        3,
+        "create, update, batch update; the unchanged apply is not one"
+    );
     let update = applies[1];
     assert_eq!(
-        (update["before"]["version"].as_i64(), update["after"]["version"].as_i64()),
+        (
+            update["before"]["version"].as_i64(),
+            update["after"]["version"].as_i64()
+        ),
         (Some(1), Some(2)),
         "{update}"
     );
     assert_eq!(update["before"]["spec"]["script"], "echo one");
     assert_eq!(update["after"]["spec"]["script"], "echo two");
-    assert!(applies[2]["before"].is_null(), "a creation has no before: {}", applies[2]);
+    assert!(
+        applies[2]["before"].is_null(),
+        "a creation has no before: {}",
+        applies[2]
+    );
     assert_eq!(update["actor"], "admin");
     assert!(update["token_id"].is_i64(), "{update}");
     assert_eq!(update["source"], "127.0.0.1");
@@ -889,41 +1178,90 @@ async fn every_change_run_and_login_is_audited_without_secrets(s: Server) {
     assert_eq!(login["actor"], "nina");
     assert!(login["session_id"].is_string(), "{login}");
     let failed = find(&log, "login.failed", "user mallory");
-    assert_eq!((failed["actor"].as_str(), failed["source"].as_str()), (Some("-"), Some("127.0.0.1")));
-    assert!(failed["outcome"].as_str().unwrap_or("").contains("no such user"), "{failed}");
+    assert_eq!(
+        (failed["actor"].as_str(), failed["source"].as_str()),
+        (Some("-"), Some("127.0.0.1"))
+    );
+    assert!(
+        failed["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no such user"),
+        "{failed}"
+    );
     let wrong = find(&log, "login.failed", "user nina");
-    assert!(wrong["outcome"].as_str().unwrap_or("").contains("wrong password"), "{wrong}");
+    assert!(
+        wrong["outcome"]
+            .as_str()
+            .unwrap_or("")
+            .contains("wrong password"),
+        "{wrong}"
+    );
     // The first start is in the log too.
     find(&log, "user.add", "user admin");
 
     // Filters and keyset pages.
     let only = audit(&s, "&action=variable.").await;
-    assert!(only.iter().all(|e| e["action"].as_str().unwrap_or("").starts_with("variable.")));
+    assert!(only
+        .iter()
+        .all(|e| e["action"].as_str().unwrap_or("").starts_with("variable.")));
     assert_eq!(only.len(), 3);
     let by_nina = audit(&s, "&actor=nina").await;
     assert_eq!(by_nina.len(), 1, "{by_nina:?}");
     let page1: Vec<i64> = {
         let (_, v) = s.api("GET", "/api/v1/audit?limit=5", None).await;
-        v.as_array().expect("page").iter().map(|e| e["id"].as_i64().expect("id")).collect()
+        v.as_array()
+            .expect("page")
+            .iter()
+            .map(|e| e["id"].as_i64().expect("id"))
+            .collect()
     };
     let last = page1[4];
     let (_, next) = s
         .api("GET", &format!("/api/v1/audit?limit=5&before={last}"), None)
         .await;
-    let next: Vec<i64> = next.as_array().expect("page").iter().map(|e| e["id"].as_i64().expect("id")).collect();
-    assert!(next.iter().all(|id| *id < last) && next.len() == 5, "{page1:?} then {next:?}");
+    let next: Vec<i64> = next
+        .as_array()
+        .expect("page")
+        .iter()
+        .map(|e| e["id"].as_i64().expect("id"))
+        .collect();
+    assert!(
+        next.iter().all(|id| *id < last) && next.len() == 5,
+        "{page1:?} then {next:?}"
+    );
     let (st, e) = s.api("GET", "/api/v1/audit?since=yesterday", None).await;
-    assert_eq!((st, e["error"]["field"].as_str()), (422, Some("since")), "{e}");
+    assert_eq!(
+        (st, e["error"]["field"].as_str()),
+        (422, Some("since")),
+        "{e}"
+    );
     let (st, e) = s.api("GET", "/api/v1/audit?limit=0", None).await;
-    assert_eq!((st, e["error"]["field"].as_str()), (422, Some("limit")), "{e}");
+    assert_eq!(
+        (st, e["error"]["field"].as_str()),
+        (422, Some("limit")),
+        "{e}"
+    );
 
     // No secret anywhere in the log.
     let (_, whole) = s.api("GET", "/api/v1/audit?limit=500", None).await;
     let text = whole.to_string();
-    for secret in [SECRET, PLAIN, SERVER_PASSWORD, USER_PASSWORD, "guess-123", "wrong-password", tok_value.as_str(), PASSWORD] {
+    for secret in [
+        SECRET,
+        PLAIN,
+        SERVER_PASSWORD,
+        USER_PASSWORD,
+        "guess-123",
+        "wrong-password",
+        tok_value.as_str(),
+        PASSWORD,
+    ] {
         assert!(!text.contains(secret), "`{secret}` is in the audit log");
     }
-    assert!(!text.contains("argon2"), "a password hash is in the audit log");
+    assert!(
+        !text.contains("argon2"),
+        "a password hash is in the audit log"
+    );
 }
 
 #[tokio::test]

@@ -1313,7 +1313,8 @@ async fn every_route_answers_as_the_document_says() {
     )
     .await;
     c.hit("GET", users, users, Body::None, 200).await;
-    c.hit("GET", user, "/api/v1/users/vic", Body::None, 200).await;
+    c.hit("GET", user, "/api/v1/users/vic", Body::None, 200)
+        .await;
     c.hit("GET", user, "/api/v1/users/nobody", Body::None, 404)
         .await;
     c.hit(
@@ -1388,7 +1389,9 @@ async fn every_route_answers_as_the_document_says() {
     )
     .await;
     let log = "/api/v1/audit";
-    let a = c.hit("GET", log, "/api/v1/audit?limit=3", Body::None, 200).await;
+    let a = c
+        .hit("GET", log, "/api/v1/audit?limit=3", Body::None, 200)
+        .await;
     let last = a.json()[2]["id"].as_i64().expect("id");
     c.hit(
         "GET",
@@ -1400,7 +1403,8 @@ async fn every_route_answers_as_the_document_says() {
     .await;
     c.hit("GET", log, "/api/v1/audit?since=soon", Body::None, 422)
         .await;
-    c.hit_with("GET", log, log, Body::None, Some(&vic), 403).await;
+    c.hit_with("GET", log, log, Body::None, Some(&vic), 403)
+        .await;
 
     c.assert_every_operation_succeeded();
 }

@@ -56,6 +56,10 @@ mod tests {
         assert_eq!(Role::Admin.min(Role::Viewer), Role::Viewer);
         assert_eq!(Role::Viewer.min(Role::Operator), Role::Viewer);
         assert_eq!("operator".parse::<Role>(), Ok(Role::Operator));
-        assert!("root".parse::<Role>().unwrap_err().to_string().contains("viewer, operator, admin"));
+        assert!("root"
+            .parse::<Role>()
+            .unwrap_err()
+            .to_string()
+            .contains("viewer, operator, admin"));
     }
 }

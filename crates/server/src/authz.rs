@@ -145,11 +145,12 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     /// Adds a route; every method of it carries its role.
     pub fn route(mut self, path: &str, g: Guarded<S>) -> Self {
         self.router = self.router.route(path, g.inner);
-        self.rules.extend(g.rules.into_iter().map(|(method, role)| Rule {
-            method,
-            path: path.to_string(),
-            role,
-        }));
+        self.rules
+            .extend(g.rules.into_iter().map(|(method, role)| Rule {
+                method,
+                path: path.to_string(),
+                role,
+            }));
         self
     }
 

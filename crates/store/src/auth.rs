@@ -178,10 +178,14 @@ impl Store {
     }
 
     pub async fn get_user(&self, id: i64) -> Result<Option<UserRow>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", user_cols!(), " FROM users WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.read)
-            .await?;
+        let row = sqlx::query(concat!(
+            "SELECT ",
+            user_cols!(),
+            " FROM users WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.read)
+        .await?;
         map_opt(row, user_row)
     }
 
@@ -297,7 +301,10 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else {
-            return Err(StoreError::Invalid(format!("user_id: no user {}", t.user_id)));
+            return Err(StoreError::Invalid(format!(
+                "user_id: no user {}",
+                t.user_id
+            )));
         };
         let id = i64_col(&row, "id")?;
         let row = sqlx::query(concat!(

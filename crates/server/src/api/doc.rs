@@ -206,10 +206,9 @@ impl Modify for SharedResponses {
                         .get_or_insert_with(Default::default)
                         .insert("x-cronium-role".into(), serde_json::json!(rule.role));
                     if rule.role != super::Role::Viewer {
-                        op.responses.responses.insert(
-                            "403".into(),
-                            RefOr::Ref(Ref::from_response_name(FORBIDDEN)),
-                        );
+                        op.responses
+                            .responses
+                            .insert("403".into(), RefOr::Ref(Ref::from_response_name(FORBIDDEN)));
                     }
                 }
                 // A path parameter is always required (utoipa loses it with `schema_with`).

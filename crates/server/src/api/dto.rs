@@ -10,11 +10,11 @@
 
 use cronium_core::clock::rfc3339;
 use cronium_model::workflow::{EdgeKind, Join, NodeKind, NodeRunStatus, WorkflowRunStatus};
-use cronium_model::{EventStatus, ExecutionStatus, JobStatus, Trigger};
 use cronium_model::Role;
+use cronium_model::{EventStatus, ExecutionStatus, JobStatus, Trigger};
 use cronium_store::{
-    Applied, AuditRow, UserRow, EventRow, ExecutionRow, JobRow, LogLine, NodeExplanation, NodeRunRow, TokenRow,
-    WorkflowNodeRow, WorkflowRow, WorkflowRunDetail, WorkflowRunRow,
+    Applied, AuditRow, EventRow, ExecutionRow, JobRow, LogLine, NodeExplanation, NodeRunRow,
+    TokenRow, UserRow, WorkflowNodeRow, WorkflowRow, WorkflowRunDetail, WorkflowRunRow,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;

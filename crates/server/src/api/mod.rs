@@ -23,11 +23,11 @@ pub mod users;
 pub mod variables;
 pub mod workflows;
 
+use axum::extract::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::extract::ConnectInfo;
 use axum::routing::get as plain_get;
 use axum::{Json, Router};
 use cronium_core::clock::now_ms;
@@ -289,7 +289,10 @@ pub fn api_routes() -> Routes<AppState> {
             get(Viewer, workflows::runs).post(Operator, workflows::run),
         )
         .route("/workflow-runs/{id}", get(Viewer, workflows::show_run))
-        .route("/workflow-runs/{id}/retry", post(Operator, workflows::retry))
+        .route(
+            "/workflow-runs/{id}/retry",
+            post(Operator, workflows::retry),
+        )
         .route(
             "/workflow-runs/{id}/cancel",
             post(Operator, workflows::cancel),
@@ -320,7 +323,10 @@ pub fn router(state: AppState) -> Router {
     let runtime_api = Router::new()
         .route("/input", plain_get(runtime::input))
         .route("/event", plain_get(runtime::event))
-        .route("/output", plain_get(runtime::get_output).put(runtime::set_output))
+        .route(
+            "/output",
+            plain_get(runtime::get_output).put(runtime::set_output),
+        )
         .route("/output/{key}", axum::routing::put(runtime::set_output_key))
         .route(
             "/variables/{name}",
@@ -379,7 +385,13 @@ mod tests {
         let doc = serde_json::to_value(ApiDoc::openapi()).expect("document");
         for r in rules() {
             let op = &doc["paths"][&r.path][r.method.as_str().to_ascii_lowercase()];
-            assert_eq!(op["x-cronium-role"], r.role.as_str(), "{} {}", r.method, r.path);
+            assert_eq!(
+                op["x-cronium-role"],
+                r.role.as_str(),
+                "{} {}",
+                r.method,
+                r.path
+            );
             if r.role != Role::Viewer {
                 assert!(
                     op["responses"].get("403").is_some(),

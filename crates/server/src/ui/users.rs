@@ -89,7 +89,9 @@ pub async fn list(
         Some("password") => Some("Password set; the user's sessions ended.".to_string()),
         _ => None,
     };
-    Ok(render(&page(&state, &session, None, done, String::new()).await?))
+    Ok(render(
+        &page(&state, &session, None, done, String::new()).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -114,7 +116,14 @@ async fn refused(
     match e {
         e @ (UseCaseError::Invalid { .. } | UseCaseError::Conflict { .. }) => {
             let field = e.field().unwrap_or("name").to_string();
-            let p = page(state, session, Some((field, e.to_string())), None, form_name).await?;
+            let p = page(
+                state,
+                session,
+                Some((field, e.to_string())),
+                None,
+                form_name,
+            )
+            .await?;
             let status = match e {
                 UseCaseError::Conflict { .. } => StatusCode::CONFLICT,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,

@@ -67,7 +67,10 @@ pub async fn apply_batch(
     let count = items.len();
     let (word, result) = match kind {
         Kind::Events => ("event", events(state, items, prune, dry_run, now).await),
-        Kind::Workflows => ("workflow", workflows(state, items, prune, dry_run, now).await),
+        Kind::Workflows => (
+            "workflow",
+            workflows(state, items, prune, dry_run, now).await,
+        ),
     };
     if dry_run {
         return result.map(|(c, _)| c);

@@ -129,7 +129,14 @@ async fn cancel_unrecorded(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
 /// Runs the job's event again with the job's input (a manual run of the current version).
 pub async fn rerun(state: &AppState, actor: &Actor, id: i64) -> UseCaseResult<JobRow> {
     let job = get(state, id).await?;
-    super::events::run(state, actor, &job.event_name, Some(job.input), Trigger::Manual).await
+    super::events::run(
+        state,
+        actor,
+        &job.event_name,
+        Some(job.input),
+        Trigger::Manual,
+    )
+    .await
 }
 
 /// A log line with the server it came from (multi-server runs).

@@ -38,9 +38,9 @@ pub fn validate_name(name: &str) -> UseCaseResult<()> {
             .chars()
             .next()
             .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
-        });
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -190,7 +190,14 @@ pub async fn update(
                 .count();
             if admins <= 1 {
                 return Err(UseCaseError::Conflict {
-                    field: Some(if change.role.is_some() { "role" } else { "disabled" }.into()),
+                    field: Some(
+                        if change.role.is_some() {
+                            "role"
+                        } else {
+                            "disabled"
+                        }
+                        .into(),
+                    ),
                     message: format!(
                         "`{name}` is the last enabled admin: add or enable another admin first"
                     ),
@@ -272,7 +279,14 @@ pub async fn logged_in(state: &AppState, user: &UserRow, session_id: &str, sourc
     };
     audit::append(
         state,
-        audit::entry(&actor, "login", format!("user {}", user.username), None, None, "ok"),
+        audit::entry(
+            &actor,
+            "login",
+            format!("user {}", user.username),
+            None,
+            None,
+            "ok",
+        ),
     )
     .await;
 }

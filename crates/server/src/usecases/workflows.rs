@@ -106,7 +106,12 @@ pub async fn apply(
 ) -> UseCaseResult<(WorkflowRow, Applied)> {
     let name = path_name
         .map(str::to_string)
-        .or_else(|| value.get("name").and_then(Value::as_str).map(str::to_string))
+        .or_else(|| {
+            value
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
         .unwrap_or_default();
     let before = match cronium_core::spec::validate_name(&name) {
         Ok(()) => state.store.get_workflow_by_name(&name).await?,

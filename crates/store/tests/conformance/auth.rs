@@ -68,7 +68,9 @@ async fn users_and_tokens(t: Ctx) {
     assert_eq!(s.get_user(admin.id).await.unwrap(), Some(u));
     assert_eq!(s.get_user_by_name("nobody").await.unwrap(), None);
     let viewer = s
-        .create_user("vera", "h2", Role::Viewer, 3, |_| entry("user.add", "user vera"))
+        .create_user("vera", "h2", Role::Viewer, 3, |_| {
+            entry("user.add", "user vera")
+        })
         .await
         .unwrap();
     assert_eq!(
@@ -217,7 +219,9 @@ async fn users_and_tokens(t: Ctx) {
 async fn disabled_users_and_expired_tokens_stop_at_once(t: Ctx) {
     let s = &t.store;
     let op = s
-        .create_user("olga", "h", Role::Operator, 1, |_| entry("user.add", "user olga"))
+        .create_user("olga", "h", Role::Operator, 1, |_| {
+            entry("user.add", "user olga")
+        })
         .await
         .unwrap();
     s.create_token(
@@ -291,7 +295,10 @@ async fn disabled_users_and_expired_tokens_stop_at_once(t: Ctx) {
         .unwrap();
     assert_eq!(
         (log[0].entry.before.clone(), log[0].entry.after.clone()),
-        (Some(json!({"role": "operator"})), Some(json!({"role": "viewer"})))
+        (
+            Some(json!({"role": "operator"})),
+            Some(json!({"role": "viewer"}))
+        )
     );
 
     // Disabled: its tokens and sessions stop at the next request; sessions are gone.
@@ -356,7 +363,8 @@ async fn disabled_users_and_expired_tokens_stop_at_once(t: Ctx) {
     assert_eq!(s.get_session("s1").await.unwrap(), None);
     assert_eq!(s.get_session("s2").await.unwrap(), None);
     assert!(matches!(
-        s.update_user("nobody", &UserUpdate::default(), 1, |_, _| entry("x", "y")).await,
+        s.update_user("nobody", &UserUpdate::default(), 1, |_, _| entry("x", "y"))
+            .await,
         Err(StoreError::NotFound(_))
     ));
     s.record_login(op.id, 11).await.unwrap();
@@ -421,7 +429,13 @@ async fn audit_log_filters_pages_and_prunes(t: Ctx) {
             first.entry.before.clone(),
             first.entry.after.clone()
         ),
-        ("alice", Some(7), Some("127.0.0.1"), Some(json!({"version": 24})), Some(json!({"version": 25})))
+        (
+            "alice",
+            Some(7),
+            Some("127.0.0.1"),
+            Some(json!({"version": 24})),
+            Some(json!({"version": 25}))
+        )
     );
 
     let count = |f: AuditFilter| async move { s.list_audit(&f).await.unwrap().len() };
@@ -470,13 +484,7 @@ async fn audit_log_filters_pages_and_prunes(t: Ctx) {
         .await;
     assert!(forged.is_err(), "an audit entry was rewritten");
     raw.close().await;
-    assert_eq!(
-        count(AuditFilter {
-            ..all()
-        })
-        .await,
-        25
-    );
+    assert_eq!(count(AuditFilter { ..all() }).await, 25);
 
     // Retention: the oldest go, step by step.
     assert_eq!(s.count_audit_before(1_010).await.unwrap(), 10);
