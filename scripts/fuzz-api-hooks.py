@@ -2,7 +2,10 @@
 
 The fuzzer authenticates with one API token; revoking that token (DELETE /api/v1/tokens/{id}
 with its id) would turn every later request into a 401 and end the run's usefulness. Every other
-id is fuzzed, the tokens the fuzzer creates itself included.
+id is fuzzed, the tokens the fuzzer creates itself included. For the same reason the token's
+owner, `admin`, is never disabled or demoted (PATCH /api/v1/users/admin): once the fuzzer has
+added another admin, that would be allowed, and every later request a 401 or a 403. Every other
+user is fuzzed.
 """
 
 import os
@@ -23,6 +26,12 @@ def _revokes_own_token(case) -> bool:
         return False
 
 
+def _changes_own_user(case) -> bool:
+    if (case.method.upper(), case.operation.path) != ("PATCH", "/api/v1/users/{name}"):
+        return False
+    return (case.path_parameters or {}).get("name") == "admin"
+
+
 @schemathesis.hook
 def filter_case(context, case):
-    return not _revokes_own_token(case)
+    return not _revokes_own_token(case) and not _changes_own_user(case)

@@ -49,6 +49,11 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Manage users and their roles (admin, operator, viewer).
+    #[command(subcommand)]
+    User(UserCmd),
+    /// Read the audit log: every change, run, cancel, login and failed login.
+    Audit(AuditArgs),
     /// Manage SSH servers.
     #[command(subcommand)]
     Server(ServerCmd),
@@ -178,6 +183,9 @@ pub struct ServeArgs {
     /// `retain`: e.g. 30d, 12h; `forever` (or 0) keeps everything.
     #[arg(long, env = "CRONIUM_RETAIN", default_value = "30d")]
     pub retain: String,
+    /// How long audit log entries are kept: e.g. 365d; `forever` (or 0) keeps them all.
+    #[arg(long, env = "CRONIUM_AUDIT_RETAIN", default_value = "365d")]
+    pub audit_retain: String,
     /// Web UI: a login session unused for this long ends.
     #[arg(long, env = "CRONIUM_SESSION_IDLE", default_value = "12h")]
     pub session_idle: String,
@@ -400,10 +408,19 @@ pub enum TokenCmd {
     /// Create a token; its value is printed once.
     Create {
         name: String,
+        /// Narrow the token to this role (viewer, operator, admin; at most its user's).
+        #[arg(long)]
+        role: Option<cronium_model::Role>,
+        /// The token stops working this long after now: 30d, 12h, 3600 (seconds).
+        #[arg(long)]
+        expires: Option<String>,
+        /// The token's owner (admins only; default: the caller).
+        #[arg(long)]
+        user: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },
-    /// List tokens.
+    /// List tokens (yours; an admin sees everyone's) with owner, role, expiry and last use.
     List {
         #[command(flatten)]
         client: ClientOpts,
@@ -414,6 +431,74 @@ pub enum TokenCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserCmd {
+    /// Add a user. The password comes from an environment variable (--password-env) or is
+    /// asked for on the terminal (or read from stdin when it is not a terminal).
+    Add {
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: cronium_model::Role,
+        /// The environment variable holding the password.
+        #[arg(long)]
+        password_env: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List users with their role, state and last login.
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Change a user's role.
+    SetRole {
+        name: String,
+        role: cronium_model::Role,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Disable a user: no login; its sessions and tokens stop working at once.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Enable a disabled user again.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Set a user's password (your own, or anyone's as an admin); the user's web sessions end.
+    Passwd {
+        name: String,
+        /// The environment variable holding the password (default: asked for).
+        #[arg(long)]
+        password_env: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct AuditArgs {
+    /// Only entries since this long ago (1h, 7d) or this instant (RFC 3339).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only entries by this user.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only this action (job.run), or every action of a kind with a trailing dot (event.).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// At most this many entries, newest first (default 100).
+    #[arg(long, default_value_t = 100)]
+    pub limit: i64,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }
 
 #[derive(Subcommand, Debug)]

@@ -438,9 +438,25 @@ pub async fn var(cmd: VarCmd) -> Result<i32> {
 
 pub async fn token(cmd: TokenCmd) -> Result<i32> {
     match cmd {
-        TokenCmd::Create { name, client } => {
+        TokenCmd::Create {
+            name,
+            role,
+            expires,
+            user,
+            client,
+        } => {
+            let mut body = json!({"name": name});
+            if let Some(r) = role {
+                body["role"] = json!(r);
+            }
+            if let Some(e) = expires {
+                body["expires_in"] = json!(e);
+            }
+            if let Some(u) = user {
+                body["user"] = json!(u);
+            }
             let r = Client::new(&client)?
-                .request(Method::POST, "/api/v1/tokens", Some(&json!({"name": name})))
+                .request(Method::POST, "/api/v1/tokens", Some(&body))
                 .await?;
             if client.json {
                 print_json(&r);
@@ -465,13 +481,28 @@ pub async fn token(cmd: TokenCmd) -> Result<i32> {
                         vec![
                             t["id"].to_string(),
                             s(t, "name").to_string(),
+                            s(t, "user").to_string(),
+                            t["role"].as_str().unwrap_or("(user's)").to_string(),
                             s(t, "created_at").to_string(),
+                            t["expires_at"].as_str().unwrap_or("never").to_string(),
                             s(t, "last_used_at").to_string(),
                             s(t, "revoked_at").to_string(),
                         ]
                     })
                     .collect();
-                table::print(&["ID", "NAME", "CREATED", "LAST USED", "REVOKED"], &rows);
+                table::print(
+                    &[
+                        "ID",
+                        "NAME",
+                        "USER",
+                        "ROLE",
+                        "CREATED",
+                        "EXPIRES",
+                        "LAST USED",
+                        "REVOKED",
+                    ],
+                    &rows,
+                );
             }
         }
         TokenCmd::Revoke { id, client } => {

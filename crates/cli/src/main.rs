@@ -1,6 +1,7 @@
 //! `cronium`: the server (`cronium serve`) and the command-line client in one binary.
 //! Only flag parsing and dispatch live here.
 
+mod accounts;
 mod cli;
 mod client;
 mod commands;
@@ -150,6 +151,8 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.ui.secure_cookies = args.secure_cookies;
     config.retain =
         cronium_core::spec::Retain::parse(&args.retain).map_err(|e| anyhow!("--retain: {e}"))?;
+    config.audit_retain = cronium_core::spec::Retain::parse(&args.audit_retain)
+        .map_err(|e| anyhow!("--audit-retain: {e}"))?;
     config.retention_interval =
         cronium_core::duration::HumanDuration::parse(&args.retention_interval)
             .map_err(|e| anyhow!("--retention-interval: {e}"))?
@@ -274,6 +277,8 @@ async fn main() {
         Command::Workflow(cmd) => workflow::workflow(cmd).await,
         Command::Var(cmd) => commands::var(cmd).await,
         Command::Token(cmd) => commands::token(cmd).await,
+        Command::User(cmd) => accounts::user(cmd).await,
+        Command::Audit(args) => accounts::audit(args).await,
         Command::Server(cmd) => commands::server(cmd).await,
         Command::Prune(args) => prune::prune(args).await,
         Command::Completions { shell } => {

@@ -87,7 +87,21 @@ async fn tables_align_for_any_id_width() {
     let o = s.cli(&["token", "list"]);
     assert_aligned(
         &stdout(&o),
-        &["ID", "NAME", "CREATED", "LAST USED", "REVOKED"],
+        &[
+            "ID",
+            "NAME",
+            "USER",
+            "ROLE",
+            "CREATED",
+            "EXPIRES",
+            "LAST USED",
+            "REVOKED",
+        ],
+    );
+    let o = s.cli(&["user", "list"]);
+    assert_aligned(
+        &stdout(&o),
+        &["NAME", "ROLE", "STATE", "CREATED", "LAST LOGIN"],
     );
     for (name, value) in [("x", "1"), ("a-long-variable-name", "\"text\"")] {
         assert!(s.cli(&["var", "set", name, value]).status.success());
@@ -173,7 +187,20 @@ async fn every_list_command_prints_json_with_the_documented_fields() {
         (&["var", "list"], &["name", "value", "secret", "updated_at"]),
         (
             &["token", "list"],
-            &["id", "name", "created_at", "last_used_at", "revoked_at"],
+            &[
+                "id",
+                "name",
+                "user",
+                "role",
+                "expires_at",
+                "created_at",
+                "last_used_at",
+                "revoked_at",
+            ],
+        ),
+        (
+            &["user", "list"],
+            &["name", "role", "disabled", "created_at", "last_login_at"],
         ),
         (
             &["server", "list"],

@@ -1282,6 +1282,130 @@ async fn every_route_answers_as_the_document_says() {
     )
     .await;
 
+    // Users, their tokens and the audit log; a role's refusal (403) in the one error shape.
+    let users = "/api/v1/users";
+    let user = "/api/v1/users/{name}";
+    let password = "/api/v1/users/{name}/password";
+    let a = c
+        .hit(
+            "POST",
+            users,
+            users,
+            Body::Json(json!({"name": "vic", "role": "viewer", "password": "vics-password"})),
+            201,
+        )
+        .await;
+    assert_eq!(a.json()["role"], "viewer");
+    c.hit(
+        "POST",
+        users,
+        users,
+        Body::Json(json!({"name": "vic", "role": "viewer", "password": "vics-password"})),
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        users,
+        users,
+        Body::Json(json!({"name": "Bad Name", "role": "viewer", "password": "long-enough"})),
+        422,
+    )
+    .await;
+    c.hit("GET", users, users, Body::None, 200).await;
+    c.hit("GET", user, "/api/v1/users/vic", Body::None, 200)
+        .await;
+    c.hit("GET", user, "/api/v1/users/nobody", Body::None, 404)
+        .await;
+    c.hit(
+        "PATCH",
+        user,
+        "/api/v1/users/vic",
+        Body::Json(json!({"disabled": false})),
+        200,
+    )
+    .await;
+    c.hit(
+        "PATCH",
+        user,
+        "/api/v1/users/admin",
+        Body::Json(json!({"role": "viewer"})),
+        409,
+    )
+    .await;
+    c.hit(
+        "PATCH",
+        user,
+        "/api/v1/users/nobody",
+        Body::Json(json!({"role": "viewer"})),
+        404,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        password,
+        "/api/v1/users/vic/password",
+        Body::Json(json!({"password": "vics-new-password"})),
+        204,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        password,
+        "/api/v1/users/vic/password",
+        Body::Json(json!({"password": "short"})),
+        422,
+    )
+    .await;
+    let tokens = "/api/v1/tokens";
+    let a = c
+        .hit(
+            "POST",
+            tokens,
+            tokens,
+            Body::Json(json!({"name": "vic-ro", "user": "vic", "expires_in": "1d"})),
+            201,
+        )
+        .await;
+    let vic = a.json()["token"].as_str().expect("token").to_string();
+    c.hit_with(
+        "PUT",
+        password,
+        "/api/v1/users/admin/password",
+        Body::Json(json!({"password": "not-his-to-set"})),
+        Some(&vic),
+        403,
+    )
+    .await;
+    c.hit_with("GET", users, users, Body::None, Some(&vic), 403)
+        .await;
+    c.hit_with(
+        "POST",
+        tokens,
+        tokens,
+        Body::Json(json!({"name": "x", "user": "admin"})),
+        Some(&vic),
+        403,
+    )
+    .await;
+    let log = "/api/v1/audit";
+    let a = c
+        .hit("GET", log, "/api/v1/audit?limit=3", Body::None, 200)
+        .await;
+    let last = a.json()[2]["id"].as_i64().expect("id");
+    c.hit(
+        "GET",
+        log,
+        &format!("/api/v1/audit?before={last}&action=user.&actor=admin&since=2020-01-01T00:00:00Z"),
+        Body::None,
+        200,
+    )
+    .await;
+    c.hit("GET", log, "/api/v1/audit?since=soon", Body::None, 422)
+        .await;
+    c.hit_with("GET", log, log, Body::None, Some(&vic), 403)
+        .await;
+
     c.assert_every_operation_succeeded();
 }
 

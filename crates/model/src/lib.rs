@@ -15,11 +15,13 @@
 //! mapped onto these here, in one place.
 
 mod policy;
+mod role;
 mod status;
 mod trigger;
 pub mod workflow;
 
 pub use policy::{JobPolicy, PolicyOverride};
+pub use role::Role;
 pub use status::{EventStatus, ExecutionStatus, JobStatus};
 pub use trigger::Trigger;
 

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod authz;
 pub mod background;
 pub mod data_dir;
 pub mod scheduler;
@@ -55,6 +56,8 @@ pub struct ServerConfig {
     pub payload_max_age: Duration,
     /// `--retain`: how long finished jobs are kept unless their event says otherwise.
     pub retain: cronium_core::spec::Retain,
+    /// `--audit-retain`: how long audit log entries are kept.
+    pub audit_retain: cronium_core::spec::Retain,
     /// Time between retention sweeps.
     pub retention_interval: Duration,
     /// A statically linked runner for containers and SSH servers (the local one may be dynamic).
@@ -97,6 +100,7 @@ impl ServerConfig {
             max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
             payload_max_age: Duration::from_secs(7 * 24 * 3600),
             retain: background::retention::DEFAULT_RETAIN,
+            audit_retain: background::retention::DEFAULT_AUDIT_RETAIN,
             retention_interval: background::retention::DEFAULT_INTERVAL,
             static_runner: None,
             docker: true,
@@ -179,9 +183,40 @@ pub async fn bootstrap(
     };
     let hash = auth::hash_password(&password).map_err(ServeError::Bootstrap)?;
     let now = now_ms();
-    let user = store.create_user("admin", &hash, "admin", now).await?;
+    let system = usecases::Actor::system();
+    let user = store
+        .create_user("admin", &hash, cronium_model::Role::Admin, now, |u| {
+            usecases::audit::entry(
+                &system,
+                "user.add",
+                "user admin",
+                None,
+                Some(usecases::users::audit_json(u)),
+                "ok",
+            )
+        })
+        .await?;
     store
-        .create_token("admin (first start)", &auth::hash_token(&token), user, now)
+        .create_token(
+            &cronium_store::NewToken {
+                name: "admin (first start)",
+                token_hash: &auth::hash_token(&token),
+                user_id: user.id,
+                role: None,
+                expires_at: None,
+            },
+            now,
+            |t| {
+                usecases::audit::entry(
+                    &system,
+                    "token.create",
+                    format!("token {}", t.id),
+                    None,
+                    Some(usecases::tokens::audit_json(t)),
+                    "ok",
+                )
+            },
+        )
         .await?;
     Ok(Some(Bootstrap {
         username: "admin".into(),
@@ -282,6 +317,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         store.clone(),
         background::retention::RetentionConfig {
             retain: config.retain,
+            audit_retain: config.audit_retain,
             payload_dir: config.data_dir.join("payloads"),
             payload_max_age: config.payload_max_age,
             work_dir: config.work_dir.clone(),

@@ -17,6 +17,7 @@
 //! `cronium-model`; a word the model does not know, read back from the database, is
 //! [`StoreError::Corrupt`].
 
+mod audit;
 mod auth;
 mod backoff;
 mod batch;
@@ -38,7 +39,8 @@ mod variables;
 mod workflow_runs;
 mod workflows;
 
-pub use auth::{TokenRow, UserRow};
+pub use audit::{AuditFilter, AuditRow, NewAudit};
+pub use auth::{NewToken, TokenAuth, TokenRow, UserRow, UserUpdate, LAST_USED_RESOLUTION_MS};
 pub use backoff::backoff_delay;
 pub use batch::{BatchChange, BatchResult, EventApply};
 pub use error::StoreError;

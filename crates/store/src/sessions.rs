@@ -21,6 +21,8 @@ pub struct SessionRow {
     pub secret_hash: String,
     pub user_id: i64,
     pub username: String,
+    /// The user's role, as it is now.
+    pub role: cronium_model::Role,
     pub csrf_token: String,
     pub created_at: i64,
     pub last_seen_at: i64,
@@ -44,6 +46,7 @@ fn session_row(row: &AnyRow) -> Result<SessionRow, StoreError> {
         secret_hash: text(row, "secret_hash")?,
         user_id: i64_col(row, "user_id")?,
         username: text(row, "username")?,
+        role: crate::row::word(row, "role")?,
         csrf_token: text(row, "csrf_token")?,
         created_at: i64_col(row, "created_at")?,
         last_seen_at: i64_col(row, "last_seen_at")?,
@@ -83,13 +86,13 @@ impl Store {
         Ok(())
     }
 
-    /// The session with this id, with its user's name; None when there is none (expiry is the
-    /// caller's decision: it knows the idle limit).
+    /// The session with this id, with its user's name and role; None when there is none or
+    /// its user is disabled (expiry is the caller's decision: it knows the idle limit).
     pub async fn get_session(&self, id: &str) -> Result<Option<SessionRow>, StoreError> {
         let row = sqlx::query(
-            "SELECT s.id, s.secret_hash, s.user_id, u.username, s.csrf_token, s.created_at, \
+            "SELECT s.id, s.secret_hash, s.user_id, u.username, u.role, s.csrf_token, s.created_at, \
              s.last_seen_at, s.expires_at FROM sessions s JOIN users u ON u.id = s.user_id \
-             WHERE s.id = $1",
+             WHERE s.id = $1 AND u.disabled_at IS NULL",
         )
         .bind(id)
         .fetch_optional(&self.read)
@@ -122,6 +125,15 @@ impl Store {
             .execute(&self.write)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// Ends every session of a user (logout everywhere); returns how many.
+    pub async fn delete_user_sessions(&self, user_id: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM sessions WHERE user_id = $1")
+            .bind(user_id)
+            .execute(&self.write)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     /// Deletes sessions past their absolute end or idle since before `idle_before`.

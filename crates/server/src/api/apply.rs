@@ -2,7 +2,7 @@
 //! `cronium event apply -f DIR` and `cronium workflow apply -f DIR` call).
 
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use cronium_core::clock::now_ms;
 
 use super::body;
@@ -11,6 +11,7 @@ use super::error::{ApiResult, ErrorBody};
 use super::extract::Body;
 use crate::state::AppState;
 use crate::usecases::apply::{apply_batch, Kind};
+use crate::usecases::Actor;
 
 /// Apply many events or many workflows at once: all or nothing. With `prune`, what `items`
 /// does not name is deleted; with `dry_run`, the answer says what would change and nothing
@@ -25,6 +26,7 @@ use crate::usecases::apply::{apply_batch, Kind};
     security(("bearer" = [])))]
 pub async fn apply(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Body(bytes): Body,
 ) -> ApiResult<Json<ApplyBatchDto>> {
     let b: ApplyBatchBody = body::json(&bytes)?;
@@ -32,7 +34,7 @@ pub async fn apply(
         BatchKind::Events => Kind::Events,
         BatchKind::Workflows => Kind::Workflows,
     };
-    let changes = apply_batch(&state, kind, b.items, b.prune, b.dry_run, now_ms()).await?;
+    let changes = apply_batch(&state, &actor, kind, b.items, b.prune, b.dry_run, now_ms()).await?;
     Ok(Json(ApplyBatchDto {
         dry_run: b.dry_run,
         changes: changes

@@ -3,7 +3,9 @@
 //! The operations' own statuses (200/201/204, 404, 409, 413, 422) are written on each handler;
 //! what every route behind the token shares is added here once, so that no route can forget
 //! it: 401 (no token or a bad one, with `WWW-Authenticate: Bearer`) and 500 (the store failed,
-//! the token lookup included). Every error has the `ErrorBody` schema.
+//! the token lookup included), and from the routes' rules (`api::rules`, `crate::authz`) the
+//! role each operation needs (`x-cronium-role` and a sentence of its description) with 403
+//! where that role is above `viewer`. Every error has the `ErrorBody` schema.
 //!
 //! The document is exact: `tests/openapi.rs` validates real responses of every route against
 //! it, and `scripts/fuzz-api.sh` (part of `scripts/test.sh`) runs schemathesis against it.
@@ -20,18 +22,22 @@ use utoipa::openapi::{ContentBuilder, Ref, RefOr, Required};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
-use super::{apply, events, jobs, prune, runtime, servers, tokens, variables, workflows};
+use super::{
+    apply, audit, events, jobs, prune, runtime, servers, tokens, users, variables, workflows,
+};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Cronium API", description = "Events, jobs, logs, variables, tokens and servers of a Cronium server. \
-Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors are `ErrorBody`: \
+Every route but `/healthz` needs `Authorization: Bearer <token>`; each operation says the role it needs (`viewer` < `operator` < `admin`: a token acts with its user's role or a narrower one) and answers 403 below it. Errors are `ErrorBody`: \
 `{\"error\": {\"code\", \"message\", \"field\"}}`, the field naming what is at fault."),
     paths(
         events::list, events::create, events::apply, events::show, events::delete, events::run,
         jobs::list, jobs::show, jobs::cancel, jobs::logs, jobs::stream,
         variables::list, variables::show, variables::set, variables::delete,
         tokens::list, tokens::create, tokens::revoke,
+        users::list, users::add, users::show, users::update, users::set_password,
+        audit::list,
         servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
         workflows::list, workflows::apply, workflows::show, workflows::delete, workflows::run,
         workflows::runs, workflows::show_run, workflows::retry, workflows::cancel, workflows::logs,
@@ -48,7 +54,10 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`. Errors are `Er
         (name = "events"), (name = "jobs"),
         (name = "workflows", description = "Workflows, their runs and node runs"),
         (name = "apply", description = "Many events or workflows in one transaction"), (name = "logs", description = "A job's log, paged or live"),
-        (name = "variables"), (name = "tokens"), (name = "servers", description = "SSH servers"),
+        (name = "variables"), (name = "tokens", description = "API tokens: each belongs to a user, may be narrowed to a role and expire"),
+        (name = "users", description = "Accounts and their roles (admin, operator, viewer)"),
+        (name = "audit", description = "The append-only log of every change, run, cancel and login"),
+        (name = "servers", description = "SSH servers"),
         (name = "retention", description = "Pruning what is past its retention"),
         (name = "runtime", description = "What a running script reads and writes, with its execution's token (CRONIUM_API_TOKEN)"),
         (name = "metrics"), (name = "meta", description = "Health, Prometheus metrics, this document"),
@@ -122,6 +131,7 @@ impl ToSchema for WorkflowApplyBody {
 struct SharedResponses;
 
 const UNAUTHORIZED: &str = "Unauthorized";
+const FORBIDDEN: &str = "Forbidden";
 const INTERNAL: &str = "Internal";
 
 impl Modify for SharedResponses {
@@ -165,6 +175,14 @@ impl Modify for SharedResponses {
                 .into(),
         );
         components.responses.insert(
+            FORBIDDEN.into(),
+            ResponseBuilder::new()
+                .description("The token's role (or its user's) is below what this operation needs")
+                .content("application/json", error_content())
+                .build()
+                .into(),
+        );
+        components.responses.insert(
             INTERNAL.into(),
             ResponseBuilder::new()
                 .description("The server failed (details in its log, never in the answer)")
@@ -172,8 +190,27 @@ impl Modify for SharedResponses {
                 .build()
                 .into(),
         );
-        for item in openapi.paths.paths.values_mut() {
-            for op in operations(item) {
+        let rules = super::rules();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            for (method, op) in operations(item) {
+                if let Some(rule) = rules
+                    .iter()
+                    .find(|r| r.path == *path && r.method.as_str() == method)
+                {
+                    let sentence = format!("Needs the `{}` role.", rule.role);
+                    op.description = Some(match op.description.take() {
+                        Some(d) if !d.is_empty() => format!("{d}\n\n{sentence}"),
+                        _ => sentence,
+                    });
+                    op.extensions
+                        .get_or_insert_with(Default::default)
+                        .insert("x-cronium-role".into(), serde_json::json!(rule.role));
+                    if rule.role != super::Role::Viewer {
+                        op.responses
+                            .responses
+                            .insert("403".into(), RefOr::Ref(Ref::from_response_name(FORBIDDEN)));
+                    }
+                }
                 // A path parameter is always required (utoipa loses it with `schema_with`).
                 for p in op.parameters.iter_mut().flatten() {
                     if p.parameter_in == ParameterIn::Path {
@@ -199,17 +236,19 @@ impl Modify for SharedResponses {
     }
 }
 
-fn operations(item: &mut utoipa::openapi::PathItem) -> impl Iterator<Item = &mut Operation> {
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = (&'static str, &mut Operation)> {
     [
-        item.get.as_mut(),
-        item.put.as_mut(),
-        item.post.as_mut(),
-        item.delete.as_mut(),
-        item.patch.as_mut(),
-        item.head.as_mut(),
-        item.options.as_mut(),
-        item.trace.as_mut(),
+        ("GET", item.get.as_mut()),
+        ("PUT", item.put.as_mut()),
+        ("POST", item.post.as_mut()),
+        ("DELETE", item.delete.as_mut()),
+        ("PATCH", item.patch.as_mut()),
+        ("HEAD", item.head.as_mut()),
+        ("OPTIONS", item.options.as_mut()),
+        ("TRACE", item.trace.as_mut()),
     ]
     .into_iter()
-    .flatten()
+    .filter_map(|(m, op)| op.map(|op| (m, op)))
 }

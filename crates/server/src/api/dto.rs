@@ -10,10 +10,11 @@
 
 use cronium_core::clock::rfc3339;
 use cronium_model::workflow::{EdgeKind, Join, NodeKind, NodeRunStatus, WorkflowRunStatus};
+use cronium_model::Role;
 use cronium_model::{EventStatus, ExecutionStatus, JobStatus, Trigger};
 use cronium_store::{
-    Applied, EventRow, ExecutionRow, JobRow, LogLine, NodeExplanation, NodeRunRow, TokenRow,
-    WorkflowNodeRow, WorkflowRow, WorkflowRunDetail, WorkflowRunRow,
+    Applied, AuditRow, EventRow, ExecutionRow, JobRow, LogLine, NodeExplanation, NodeRunRow,
+    TokenRow, UserRow, WorkflowNodeRow, WorkflowRow, WorkflowRunDetail, WorkflowRunRow,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -318,8 +319,16 @@ pub struct VariableBody {
 pub struct TokenDto {
     pub id: i64,
     pub name: String,
+    /// The owner's name.
+    pub user: String,
+    /// The narrower role the token acts with; null: its owner's role.
+    #[schema(required)]
+    pub role: Option<Role>,
+    #[schema(required, format = DateTime)]
+    pub expires_at: Option<String>,
     #[schema(format = DateTime)]
     pub created_at: String,
+    /// Within a minute of the last use.
     #[schema(required, format = DateTime)]
     pub last_used_at: Option<String>,
     #[schema(required, format = DateTime)]
@@ -334,6 +343,9 @@ impl From<TokenRow> for TokenDto {
         TokenDto {
             id: t.id,
             name: t.name,
+            user: t.username,
+            role: t.role,
+            expires_at: ts(t.expires_at),
             created_at: rfc3339(t.created_at),
             last_used_at: ts(t.last_used_at),
             revoked_at: ts(t.revoked_at),
@@ -344,11 +356,128 @@ impl From<TokenRow> for TokenDto {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"name": "ci"}))]
+#[schema(example = json!({"name": "ci", "role": "viewer", "expires_in": "30d"}))]
 pub struct TokenBody {
     /// 1 to 100 characters, not all blank (kept without surrounding blanks).
     #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     pub name: String,
+    /// Narrow the token to this role (at most its owner's, and the caller's).
+    pub role: Option<Role>,
+    /// The token stops working this long after its creation (`30d`, `12h`, `3600`); none by
+    /// default.
+    #[schema(example = "30d")]
+    pub expires_in: Option<String>,
+    /// The owner (an admin may create a token for another user); default: the caller.
+    pub user: Option<String>,
+}
+
+/// A user (never its password).
+#[derive(Serialize, ToSchema)]
+pub struct UserDto {
+    pub name: String,
+    pub role: Role,
+    pub disabled: bool,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    #[schema(required, format = DateTime)]
+    pub disabled_at: Option<String>,
+    #[schema(required, format = DateTime)]
+    pub last_login_at: Option<String>,
+}
+
+impl From<UserRow> for UserDto {
+    fn from(u: UserRow) -> Self {
+        UserDto {
+            name: u.username,
+            role: u.role,
+            disabled: u.disabled_at.is_some(),
+            created_at: rfc3339(u.created_at),
+            disabled_at: ts(u.disabled_at),
+            last_login_at: ts(u.last_login_at),
+        }
+    }
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "alice", "role": "operator", "password": "correct horse battery"}))]
+pub struct UserBody {
+    /// 1 to 64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or a digit.
+    #[schema(pattern = r"^[a-z0-9][a-z0-9._-]{0,63}$")]
+    pub name: String,
+    pub role: Role,
+    /// At least 8 characters.
+    #[schema(min_length = 8, max_length = 1024)]
+    pub password: String,
+}
+
+/// What to change on a user: give one or both.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "viewer"}))]
+pub struct UserPatch {
+    pub role: Option<Role>,
+    /// true disables the user (no login; its tokens and sessions stop at once); false enables.
+    pub disabled: Option<bool>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"password": "correct horse battery"}))]
+pub struct PasswordBody {
+    /// At least 8 characters.
+    #[schema(min_length = 8, max_length = 1024)]
+    pub password: String,
+}
+
+/// One entry of the audit log.
+#[derive(Serialize, ToSchema)]
+pub struct AuditDto {
+    pub id: i64,
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The user's name at the time; `-` for a failed login, `system` for the server itself.
+    pub actor: String,
+    /// The API token used (null: a page session, or none).
+    #[schema(required)]
+    pub token_id: Option<i64>,
+    /// The page session used (null: an API token, or none).
+    #[schema(required)]
+    pub session_id: Option<String>,
+    /// The client's address.
+    #[schema(required)]
+    pub source: Option<String>,
+    /// `event.apply`, `job.run`, `login.failed`...
+    pub action: String,
+    /// What the action was about: `event nightly`, `job 42`, `user alice`.
+    pub target: String,
+    /// The object before the change (never a secret); null when there was none.
+    #[schema(value_type = Value, required)]
+    pub before: Option<Value>,
+    /// The object after the change (never a secret); null when there is none.
+    #[schema(value_type = Value, required)]
+    pub after: Option<Value>,
+    /// `ok`, or `error: ...` with what the actor was told.
+    pub outcome: String,
+}
+
+impl From<AuditRow> for AuditDto {
+    fn from(a: AuditRow) -> Self {
+        let e = a.entry;
+        AuditDto {
+            id: a.id,
+            at: rfc3339(e.at),
+            actor: e.actor,
+            token_id: e.token_id,
+            session_id: e.session_id,
+            source: e.source,
+            action: e.action,
+            target: e.target,
+            before: e.before,
+            after: e.after,
+            outcome: e.outcome,
+        }
+    }
 }
 
 /// `/healthz`.

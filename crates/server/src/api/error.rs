@@ -35,6 +35,8 @@ pub enum ErrorCode {
     Invalid,
     /// 401: no token, or not a valid one.
     Unauthorized,
+    /// 403: the token's role (or its user's) does not allow this.
+    Forbidden,
     /// 404
     NotFound,
     /// 409: the request conflicts with the current state (a name taken, a limit reached...).
@@ -54,6 +56,8 @@ pub enum ApiError {
     },
     #[error("authentication required: send `Authorization: Bearer <token>`")]
     Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{message}")]
@@ -183,6 +187,7 @@ impl From<crate::usecases::UseCaseError> for ApiError {
         match e {
             UseCaseError::Invalid { field, message } => ApiError::BadRequest { field, message },
             UseCaseError::NotFound(message) => ApiError::NotFound(message),
+            UseCaseError::Forbidden(message) => ApiError::Forbidden(message),
             UseCaseError::Conflict { field, message } => ApiError::Conflict { field, message },
             UseCaseError::Store(e) => e.into(),
         }
@@ -198,6 +203,7 @@ impl IntoResponse for ApiError {
                 field.clone(),
             ),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, None),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, ErrorCode::Forbidden, None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, ErrorCode::NotFound, None),
             ApiError::Conflict { field, .. } => {
                 (StatusCode::CONFLICT, ErrorCode::Conflict, field.clone())

@@ -8,7 +8,7 @@ use super::doc::EventApplyBody;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use cronium_core::spec::{self, EventSpec};
 use cronium_model::Trigger;
 
@@ -18,7 +18,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Body, Path};
 use super::params::EventName;
 use crate::state::AppState;
-use crate::usecases::events;
+use crate::usecases::{events, Actor};
 
 fn parse_spec(bytes: &Bytes) -> ApiResult<EventSpec> {
     let text = std::str::from_utf8(bytes).map_err(|_| ApiError::bad("(body)", "not UTF-8"))?;
@@ -46,10 +46,11 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<EventDto>
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<EventDto>)> {
     let spec = parse_spec(&bytes)?;
-    let event = events::create(&state, &spec).await?;
+    let event = events::create(&state, &actor, &spec).await?;
     Ok((StatusCode::CREATED, Json(event.into())))
 }
 
@@ -67,11 +68,12 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn apply(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(EventName { name }): Path<EventName>,
     Body(bytes): Body,
 ) -> ApiResult<Json<ApplyDto>> {
     let value: serde_json::Value = body::json(&bytes)?;
-    let (event, applied) = events::apply_named(&state, &name, value).await?;
+    let (event, applied) = events::apply_named(&state, &actor, &name, value).await?;
     Ok(Json(ApplyDto {
         result: applied.into(),
         event: event.into(),
@@ -105,9 +107,10 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(EventName { name }): Path<EventName>,
 ) -> ApiResult<StatusCode> {
-    events::delete(&state, &name).await?;
+    events::delete(&state, &actor, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -126,10 +129,11 @@ pub async fn delete(
     security(("bearer" = [])))]
 pub async fn run(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(EventName { name }): Path<EventName>,
     Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<CreatedDto>)> {
     let body: RunBody = body::optional_json(&bytes)?;
-    let job = events::run(&state, &name, body.input, Trigger::Manual).await?;
+    let job = events::run(&state, &actor, &name, body.input, Trigger::Manual).await?;
     Ok((StatusCode::CREATED, Json(CreatedDto { id: job.id })))
 }

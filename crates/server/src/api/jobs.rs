@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::Json;
+use axum::{Extension, Json};
 use cronium_model::JobStatus;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
@@ -18,6 +18,7 @@ use super::extract::{Path, Query};
 use super::params::JobId;
 use crate::state::AppState;
 use crate::usecases::jobs::{self, JobQuery, LogEvent};
+use crate::usecases::Actor;
 
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -90,9 +91,10 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(JobId { id }): Path<JobId>,
 ) -> ApiResult<Json<JobDto>> {
-    let job = jobs::cancel(&state, id).await?;
+    let job = jobs::cancel(&state, &actor, id).await?;
     Ok(Json(JobDto::new(job, None)))
 }
 

@@ -1,10 +1,12 @@
 //! The HTTP API under `/api/v1` (JSON), `/metrics` (Prometheus) and `/healthz`.
 //! Every route except `/healthz` requires `Authorization: Bearer <token>`: an API token, except
 //! under `/api/v1/runtime`, which takes only an execution's runtime token (`runtime.rs`); a
-//! session cookie never authenticates them. The pages (`crate::ui`) are merged in here, behind
+//! session cookie never authenticates them. Each route behind an API token declares the role
+//! it needs in [`api_routes`] (`crate::authz`). The pages (`crate::ui`) are merged in here, behind
 //! their login.
 
 pub mod apply;
+pub mod audit;
 pub mod body;
 pub mod doc;
 pub mod dto;
@@ -17,14 +19,16 @@ pub mod prune;
 pub mod runtime;
 pub mod servers;
 pub mod tokens;
+pub mod users;
 pub mod variables;
 pub mod workflows;
 
+use axum::extract::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get as plain_get;
 use axum::{Json, Router};
 use cronium_core::clock::now_ms;
 use cronium_model::JobStatus;
@@ -34,17 +38,12 @@ use self::doc::ApiDoc;
 use self::dto::{DockerStateDto, HealthDto, TransportMetricsDto};
 use self::error::ApiError;
 use crate::auth::hash_token;
+use crate::authz::{delete, get, post, put, Role, Routes, Rule};
 use crate::state::AppState;
+use crate::usecases::Actor;
 
 /// Largest request body (an event with a 1 MiB script fits).
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
-
-/// Who made the request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub user_id: i64,
-    pub token_id: i64,
-}
 
 /// This document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", operation_id = "openapi",
@@ -184,11 +183,21 @@ async fn require_token(State(state): State<AppState>, mut req: Request, next: Ne
     let Some(token) = token else {
         return ApiError::Unauthorized.into_response();
     };
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip().to_string());
     match state.store.find_token(&hash_token(token), now_ms()).await {
         Ok(Some(t)) => {
-            req.extensions_mut().insert(Caller {
-                user_id: t.user_id,
-                token_id: t.id,
+            // A token acts with its user's role as it is now, or its own narrower one.
+            let role = t.token.role.map_or(t.user_role, |r| r.min(t.user_role));
+            req.extensions_mut().insert(Actor {
+                user_id: Some(t.token.user_id),
+                username: t.token.username,
+                role,
+                token_id: Some(t.token.id),
+                session_id: None,
+                source,
             });
             next.run(req).await
         }
@@ -212,77 +221,185 @@ async fn fallback(uri: axum::http::Uri) -> Response {
     }
 }
 
-pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/events", get(events::list).post(events::create))
+/// Every route of `/api/v1` with the role it needs (`crate::authz`): one rule per route,
+/// declared here. Viewers read, operators change and run, admins manage users, everyone's
+/// tokens, the audit log and pruning (README "Users and roles").
+pub fn api_routes() -> Routes<AppState> {
+    use Role::{Admin, Operator, Viewer};
+    Routes::new()
+        .route(
+            "/events",
+            get(Viewer, events::list).post(Operator, events::create),
+        )
         .route(
             "/events/{name}",
-            get(events::show).put(events::apply).delete(events::delete),
+            get(Viewer, events::show)
+                .put(Operator, events::apply)
+                .delete(Operator, events::delete),
         )
-        .route("/events/{name}/run", post(events::run))
-        .route("/jobs", get(jobs::list))
-        .route("/jobs/{id}", get(jobs::show))
-        .route("/jobs/{id}/cancel", post(jobs::cancel))
-        .route("/jobs/{id}/logs", get(jobs::logs))
-        .route("/jobs/{id}/logs/stream", get(jobs::stream))
-        .route("/variables", get(variables::list))
+        .route("/events/{name}/run", post(Operator, events::run))
+        .route("/jobs", get(Viewer, jobs::list))
+        .route("/jobs/{id}", get(Viewer, jobs::show))
+        .route("/jobs/{id}/cancel", post(Operator, jobs::cancel))
+        .route("/jobs/{id}/logs", get(Viewer, jobs::logs))
+        .route("/jobs/{id}/logs/stream", get(Viewer, jobs::stream))
+        .route("/variables", get(Viewer, variables::list))
         .route(
             "/variables/{name}",
-            get(variables::show)
-                .put(variables::set)
-                .delete(variables::delete),
+            get(Viewer, variables::show)
+                .put(Operator, variables::set)
+                .delete(Operator, variables::delete),
         )
-        .route("/tokens", get(tokens::list).post(tokens::create))
-        .route("/tokens/{id}", axum::routing::delete(tokens::revoke))
-        .route("/servers", get(servers::list).post(servers::create))
+        // Everyone's own tokens; an admin's view and reach is everyone's (usecases::tokens).
+        .route(
+            "/tokens",
+            get(Viewer, tokens::list).post(Viewer, tokens::create),
+        )
+        .route("/tokens/{id}", delete(Viewer, tokens::revoke))
+        .route("/users", get(Admin, users::list).post(Admin, users::add))
+        .route(
+            "/users/{name}",
+            get(Admin, users::show).patch(Admin, users::update),
+        )
+        // One's own password, or anyone's for an admin (usecases::users).
+        .route("/users/{name}/password", put(Viewer, users::set_password))
+        .route("/audit", get(Admin, audit::list))
+        .route(
+            "/servers",
+            get(Viewer, servers::list).post(Operator, servers::create),
+        )
         .route(
             "/servers/{name}",
-            get(servers::show).delete(servers::delete),
+            get(Viewer, servers::show).delete(Operator, servers::delete),
         )
-        .route("/servers/{name}/test", post(servers::test))
-        .route("/servers/{name}/accept-key", post(servers::accept_key))
-        .route("/workflows", get(workflows::list))
+        .route("/servers/{name}/test", post(Operator, servers::test))
+        .route(
+            "/servers/{name}/accept-key",
+            post(Operator, servers::accept_key),
+        )
+        .route("/workflows", get(Viewer, workflows::list))
         .route(
             "/workflows/{name}",
-            get(workflows::show)
-                .put(workflows::apply)
-                .delete(workflows::delete),
+            get(Viewer, workflows::show)
+                .put(Operator, workflows::apply)
+                .delete(Operator, workflows::delete),
         )
         .route(
             "/workflows/{name}/runs",
-            get(workflows::runs).post(workflows::run),
+            get(Viewer, workflows::runs).post(Operator, workflows::run),
         )
-        .route("/workflow-runs/{id}", get(workflows::show_run))
-        .route("/workflow-runs/{id}/retry", post(workflows::retry))
-        .route("/workflow-runs/{id}/cancel", post(workflows::cancel))
-        .route("/workflow-runs/{id}/logs", get(workflows::logs))
-        .route("/apply", post(apply::apply))
-        .route("/prune", post(prune::prune))
-        .route("/metrics/transports", get(transport_metrics))
-        .route("/openapi.json", get(openapi))
-        .fallback(not_found);
+        .route("/workflow-runs/{id}", get(Viewer, workflows::show_run))
+        .route(
+            "/workflow-runs/{id}/retry",
+            post(Operator, workflows::retry),
+        )
+        .route(
+            "/workflow-runs/{id}/cancel",
+            post(Operator, workflows::cancel),
+        )
+        .route("/workflow-runs/{id}/logs", get(Viewer, workflows::logs))
+        .route("/apply", post(Operator, apply::apply))
+        .route("/prune", post(Admin, prune::prune))
+        .route("/metrics/transports", get(Viewer, transport_metrics))
+        .route("/openapi.json", get(Viewer, openapi))
+}
+
+/// `/metrics` (outside `/api/v1`, behind the same tokens).
+fn metrics_routes() -> Routes<AppState> {
+    Routes::new().route("/metrics", get(Role::Viewer, metrics))
+}
+
+/// The rule of every route behind an API token, with its full path (`/api/v1/events`,
+/// `/metrics`): what the OpenAPI document and the role matrix test read.
+pub fn rules() -> Vec<Rule> {
+    let mut r = api_routes().rules("/api/v1");
+    r.extend(metrics_routes().rules(""));
+    r
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = api_routes().into_router().fallback(not_found);
     // The runtime API checks its own token (an execution's), never an API token.
     let runtime_api = Router::new()
-        .route("/input", get(runtime::input))
-        .route("/event", get(runtime::event))
-        .route("/output", get(runtime::get_output).put(runtime::set_output))
+        .route("/input", plain_get(runtime::input))
+        .route("/event", plain_get(runtime::event))
+        .route(
+            "/output",
+            plain_get(runtime::get_output).put(runtime::set_output),
+        )
         .route("/output/{key}", axum::routing::put(runtime::set_output_key))
         .route(
             "/variables/{name}",
-            get(runtime::get_variable).put(runtime::set_variable),
+            plain_get(runtime::get_variable).put(runtime::set_variable),
         )
         .route("/condition", axum::routing::put(runtime::set_condition))
         .fallback(not_found);
     let protected = Router::new()
         .nest("/api/v1", api)
-        .route("/metrics", get(metrics))
+        .merge(metrics_routes().into_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/api/v1/runtime", runtime_api)
         .merge(protected)
-        .route("/healthz", get(healthz))
+        .route("/healthz", plain_get(healthz))
         .merge(crate::ui::router(state.clone()))
         .fallback(fallback)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every route behind an API token is in the OpenAPI document with the same method, and
+    /// every operation of the document behind a token is a routed rule: neither can drift from
+    /// the other. (The runtime API and `/healthz` are routed outside the rules.)
+    #[test]
+    fn the_rules_and_the_document_name_the_same_routes() {
+        let routed: BTreeSet<(String, String)> = rules()
+            .into_iter()
+            .map(|r| (r.method.to_string(), r.path))
+            .collect();
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("document");
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            if path == "/healthz" || path.starts_with("/api/v1/runtime/") {
+                continue;
+            }
+            for method in item.as_object().expect("item").keys() {
+                documented.insert((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+        let missing: Vec<_> = routed.difference(&documented).collect();
+        assert!(missing.is_empty(), "routed, not documented: {missing:?}");
+        let unrouted: Vec<_> = documented.difference(&routed).collect();
+        assert!(unrouted.is_empty(), "documented, not routed: {unrouted:?}");
+    }
+
+    /// Each operation says the role its route needs, and the ones above viewer list 403.
+    #[test]
+    fn the_document_states_each_role() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("document");
+        for r in rules() {
+            let op = &doc["paths"][&r.path][r.method.as_str().to_ascii_lowercase()];
+            assert_eq!(
+                op["x-cronium-role"],
+                r.role.as_str(),
+                "{} {}",
+                r.method,
+                r.path
+            );
+            if r.role != Role::Viewer {
+                assert!(
+                    op["responses"].get("403").is_some(),
+                    "{} {}: no 403",
+                    r.method,
+                    r.path
+                );
+            }
+        }
+    }
 }

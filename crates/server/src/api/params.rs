@@ -74,3 +74,21 @@ pub struct RunId {
     /// The workflow run's id.
     pub id: i64,
 }
+
+/// What `usecases::users::validate_name` accepts.
+pub const USER_NAME_PATTERN: &str = r"^[a-z0-9][a-z0-9._-]{0,63}$";
+
+/// A user, by name.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct UserName {
+    /// The user's name: 1 to 64 of a-z, 0-9, `.`, `_`, `-`, starting with a letter or a digit.
+    #[param(schema_with = user_name, example = "alice")]
+    pub name: String,
+}
+
+fn user_name() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(Some(USER_NAME_PATTERN))
+}

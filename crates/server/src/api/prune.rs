@@ -1,19 +1,19 @@
 //! `POST /api/v1/prune`: runs the retention sweep now (`cronium prune`), or with `dry_run` counts
-//! what it would remove, changing nothing. Admin only: today every token is an admin's, so any
-//! valid token may call it. Its JSON shapes live here, with the handler (as in `servers.rs`).
+//! what it would remove, changing nothing. Admin only (`api::api_routes`). Its JSON shapes live
+//! here, with the handler (as in `servers.rs`).
 
 use axum::extract::State;
-use axum::Json;
-use cronium_core::clock::now_ms;
+use axum::{Extension, Json};
 use cronium_store::PruneCounts;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::body;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::Body;
-use crate::background::retention::{RetentionError, SweepReport};
+use crate::background::retention::SweepReport;
 use crate::state::AppState;
+use crate::usecases::Actor;
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +65,8 @@ pub struct PruneDto {
     pub skipped_events: Vec<String>,
     /// The sweep stopped early (the server is shutting down).
     pub interrupted: bool,
+    /// Audit log entries older than the audit retention (`--audit-retain`).
+    pub audit_entries: u64,
 }
 
 fn dto(r: SweepReport, retain: String) -> PruneDto {
@@ -89,6 +91,7 @@ fn dto(r: SweepReport, retain: String) -> PruneDto {
             .collect(),
         skipped_events: r.skipped_events,
         interrupted: r.interrupted,
+        audit_entries: r.audit_entries,
     }
 }
 
@@ -102,17 +105,15 @@ fn dto(r: SweepReport, retain: String) -> PruneDto {
         (status = 422, description = "The body is not a valid prune request", body = ErrorBody),
     ),
     security(("bearer" = [])))]
-pub async fn prune(State(state): State<AppState>, Body(bytes): Body) -> ApiResult<Json<PruneDto>> {
+pub async fn prune(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Body(bytes): Body,
+) -> ApiResult<Json<PruneDto>> {
     let body: PruneBody = body::optional_json(&bytes)?;
     // A request dropped by its client drops the sweep with it: between two steps, or inside
     // one, whose transaction then rolls back. Shutdown stops it between two steps.
-    let report = state
-        .retention
-        .sweep(now_ms(), body.dry_run)
-        .await
-        .map_err(|e| match e {
-            RetentionError::Store(e) => ApiError::from(e),
-        })?;
+    let report = crate::usecases::prune::prune(&state, &actor, body.dry_run).await?;
     let retain = state.retention.config().retain.to_string();
     Ok(Json(dto(report, retain)))
 }

@@ -4,7 +4,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use cronium_core::clock::rfc3339;
 use cronium_store::ServerRow;
 use serde::{Deserialize, Serialize};
@@ -17,6 +17,7 @@ use super::extract::{Body, Path};
 use super::params::ServerName;
 use crate::state::AppState;
 use crate::usecases::servers::{self, Registration};
+use crate::usecases::Actor;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -191,11 +192,13 @@ fn dto(s: ServerRow) -> ServerDto {
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<ServerDto>)> {
     let b: ServerBody = body::json(&bytes)?;
     let row = servers::register(
         &state,
+        &actor,
         Registration {
             name: b.name,
             host: b.host,
@@ -266,9 +269,10 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(ServerName { name }): Path<ServerName>,
 ) -> ApiResult<StatusCode> {
-    servers::remove(&state, &name).await?;
+    servers::remove(&state, &actor, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -284,9 +288,10 @@ pub async fn delete(
     security(("bearer" = [])))]
 pub async fn test(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(ServerName { name }): Path<ServerName>,
 ) -> ApiResult<Json<TestReportDto>> {
-    let r = servers::test(&state, &name).await?;
+    let r = servers::test(&state, &actor, &name).await?;
     let status = servers::key_status(&r);
     Ok(Json(TestReportDto {
         server: r.server,
@@ -324,10 +329,11 @@ pub struct AcceptKeyBody {
     security(("bearer" = [])))]
 pub async fn accept_key(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(ServerName { name }): Path<ServerName>,
     Body(bytes): Body,
 ) -> ApiResult<Json<ServerDto>> {
     let b: AcceptKeyBody = body::optional_json(&bytes)?;
-    let row = servers::accept_key(&state, &name, b.host_key).await?;
+    let row = servers::accept_key(&state, &actor, &name, b.host_key).await?;
     Ok(Json(dto(row)))
 }

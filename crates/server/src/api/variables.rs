@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use cronium_core::clock::rfc3339;
 use cronium_store::{VariableRow, VariableValue};
 use serde_json::Value;
@@ -14,7 +14,7 @@ use super::error::{ApiResult, ErrorBody};
 use super::extract::{Body, Path};
 use super::params::VariableName;
 use crate::state::AppState;
-use crate::usecases::variables;
+use crate::usecases::{variables, Actor};
 
 fn dto(row: VariableRow) -> VariableDto {
     let (value, secret) = match row.value {
@@ -73,12 +73,13 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn set(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(VariableName { name }): Path<VariableName>,
     Body(bytes): Body,
 ) -> ApiResult<Json<VariableDto>> {
     variables::validate_name(&name)?;
     let body: VariableBody = body::json(&bytes)?;
-    let row = variables::set(&state, &name, body.value, body.secret).await?;
+    let row = variables::set(&state, &actor, &name, body.value, body.secret).await?;
     Ok(Json(dto(row)))
 }
 
@@ -93,8 +94,9 @@ pub async fn set(
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(VariableName { name }): Path<VariableName>,
 ) -> ApiResult<StatusCode> {
-    variables::delete(&state, &name).await?;
+    variables::delete(&state, &actor, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::Json;
+use axum::{Extension, Json};
 use cronium_core::clock::now_ms;
 use cronium_model::Trigger;
 use cronium_store::StoreError;
@@ -32,6 +32,7 @@ use super::params::{RunId, WorkflowName};
 use crate::state::AppState;
 use crate::usecases::jobs::retry_read;
 use crate::usecases::workflows as uc;
+use crate::usecases::Actor;
 
 /// List workflows.
 #[utoipa::path(get, path = "/api/v1/workflows", tag = "workflows", operation_id = "list_workflows",
@@ -63,11 +64,12 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<WorkflowD
     security(("bearer" = [])))]
 pub async fn apply(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(WorkflowName { name }): Path<WorkflowName>,
     Body(bytes): Body,
 ) -> ApiResult<Json<WorkflowApplyDto>> {
     let value: serde_json::Value = body::json(&bytes)?;
-    let (row, applied) = uc::apply(&state, Some(&name), value, now_ms()).await?;
+    let (row, applied) = uc::apply(&state, &actor, Some(&name), value, now_ms()).await?;
     Ok(Json(WorkflowApplyDto {
         result: applied.into(),
         workflow: row.into(),
@@ -118,9 +120,10 @@ pub async fn show(
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(WorkflowName { name }): Path<WorkflowName>,
 ) -> ApiResult<StatusCode> {
-    uc::delete(&state, &name, now_ms()).await?;
+    uc::delete(&state, &actor, &name, now_ms()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -139,11 +142,12 @@ pub async fn delete(
     security(("bearer" = [])))]
 pub async fn run(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(WorkflowName { name }): Path<WorkflowName>,
     Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<CreatedDto>)> {
     let body: RunBody = body::optional_json(&bytes)?;
-    let run = uc::run(&state, &name, body.input, Trigger::Manual, now_ms()).await?;
+    let run = uc::run(&state, &actor, &name, body.input, Trigger::Manual, now_ms()).await?;
     Ok((StatusCode::CREATED, Json(CreatedDto { id: run.id })))
 }
 
@@ -206,9 +210,10 @@ pub async fn show_run(
     security(("bearer" = [])))]
 pub async fn retry(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(RunId { id }): Path<RunId>,
 ) -> ApiResult<(StatusCode, Json<WorkflowRunDto>)> {
-    let run = uc::retry(&state, id, now_ms()).await?;
+    let run = uc::retry(&state, &actor, id, now_ms()).await?;
     Ok((StatusCode::CREATED, Json(run.into())))
 }
 
@@ -224,9 +229,10 @@ pub async fn retry(
     security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(RunId { id }): Path<RunId>,
 ) -> ApiResult<Json<WorkflowRunDto>> {
-    Ok(Json(uc::cancel(&state, id, now_ms()).await?.into()))
+    Ok(Json(uc::cancel(&state, &actor, id, now_ms()).await?.into()))
 }
 
 /// Where a workflow log stream stands: the last seq sent per job. Written as the SSE id

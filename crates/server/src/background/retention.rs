@@ -44,6 +44,8 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(300);
 /// Default server-wide retention (`--retain`).
 pub const DEFAULT_RETAIN: Retain = Retain::For(Duration::from_secs(30 * 86_400));
+/// Default age of audit log entries (`--audit-retain`).
+pub const DEFAULT_AUDIT_RETAIN: Retain = Retain::For(Duration::from_secs(365 * 86_400));
 /// A work directory is never removed before the longest event timeout plus this: its run may
 /// still be ending (SIGKILL grace, the result being reported).
 pub const WORK_DIR_MARGIN: Duration = Duration::from_secs(15 * 60);
@@ -58,6 +60,8 @@ const USER_DIR_PREFIX: &str = "user-";
 pub struct RetentionConfig {
     /// `--retain`: how long finished jobs are kept unless their event says otherwise.
     pub retain: Retain,
+    /// `--audit-retain`: how long audit log entries are kept.
+    pub audit_retain: Retain,
     /// The payload cache, and how long an unused payload stays in it.
     pub payload_dir: PathBuf,
     pub payload_max_age: Duration,
@@ -90,6 +94,8 @@ pub struct SweepReport {
     pub interrupted: bool,
     /// Ended workflow runs deleted (with their node runs); 0 in a dry run.
     pub workflow_runs: u64,
+    /// Audit log entries older than the audit retention (what would go, in a dry run).
+    pub audit_entries: u64,
 }
 
 impl SweepReport {
@@ -195,6 +201,24 @@ impl Retention {
                     if n < u64::try_from(self.config.limits.jobs).unwrap_or(0)
                         || self.stop.is_cancelled()
                     {
+                        break;
+                    }
+                }
+            }
+        }
+        if let Some(age) = self.config.audit_retain.age() {
+            let before = now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX));
+            if dry_run {
+                report.audit_entries =
+                    u64::try_from(self.store.count_audit_before(before).await?).unwrap_or(0);
+            } else {
+                while !self.stop.is_cancelled() {
+                    let n = self
+                        .store
+                        .prune_audit_step(before, self.config.limits.jobs)
+                        .await?;
+                    report.audit_entries += n;
+                    if n < u64::try_from(self.config.limits.jobs).unwrap_or(0) {
                         break;
                     }
                 }

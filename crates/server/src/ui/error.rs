@@ -32,6 +32,7 @@ impl From<UseCaseError> for UiError {
         match e {
             UseCaseError::Invalid { message, .. } => UiError::BadRequest(message),
             UseCaseError::NotFound(m) => UiError::NotFound(m),
+            UseCaseError::Forbidden(m) => UiError::Forbidden(m),
             UseCaseError::Conflict { message, .. } => UiError::Conflict(message),
             UseCaseError::Store(cronium_store::StoreError::NotFound(what)) => {
                 UiError::NotFound(format!("{what} not found"))

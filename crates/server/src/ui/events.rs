@@ -7,8 +7,7 @@ use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::{Extension, Form};
 use cronium_core::clock::now_ms;
 use cronium_core::spec::EventSpec;
 use cronium_model::Trigger;
@@ -20,19 +19,24 @@ use super::error::UiResult;
 use super::jobs::JobItem;
 use super::session::Session;
 use super::{format, render, Ctx};
+use crate::authz::{get, post, Role, Routes};
 use crate::state::AppState;
 use crate::usecases::events as uc;
-use crate::usecases::UseCaseError;
+use crate::usecases::{Actor, UseCaseError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/events", get(list))
+pub fn routes() -> Routes<AppState> {
+    use Role::{Operator, Viewer};
+    Routes::new()
+        .route("/events", get(Viewer, list))
         // Not `/events/new`: `new` is a valid event name.
-        .route("/new-event", get(new_form).post(create))
-        .route("/events/{name}", get(show))
-        .route("/events/{name}/edit", get(edit_form).post(save))
-        .route("/events/{name}/run", post(run))
-        .route("/events/{name}/delete", post(delete))
+        .route("/new-event", get(Operator, new_form).post(Operator, create))
+        .route("/events/{name}", get(Viewer, show))
+        .route(
+            "/events/{name}/edit",
+            get(Operator, edit_form).post(Operator, save),
+        )
+        .route("/events/{name}/run", post(Operator, run))
+        .route("/events/{name}/delete", post(Operator, delete))
 }
 
 pub struct EventItem {
@@ -263,7 +267,7 @@ pub async fn run(
             }
         },
     };
-    match uc::run(&state, &name, input, Trigger::Manual).await {
+    match uc::run(&state, &session.actor(), &name, input, Trigger::Manual).await {
         Ok(job) => Ok(Redirect::to(&format!("/jobs/{}?done=started", job.id)).into_response()),
         Err(e @ (UseCaseError::Invalid { .. } | UseCaseError::Conflict { .. })) => {
             let page = event_page(
@@ -281,8 +285,12 @@ pub async fn run(
     }
 }
 
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> UiResult<Response> {
-    uc::delete(&state, &name).await?;
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> UiResult<Response> {
+    uc::delete(&state, &actor, &name).await?;
     Ok(Redirect::to("/events").into_response())
 }
 
@@ -399,7 +407,7 @@ async fn save_from(
 ) -> UiResult<Response> {
     // Browsers send textareas with CRLF line ends.
     let yaml = yaml.replace("\r\n", "\n");
-    match uc::save_yaml(state, existing.as_deref(), &yaml).await {
+    match uc::save_yaml(state, &session.actor(), existing.as_deref(), &yaml).await {
         Ok((event, applied)) => {
             let done = match applied {
                 Applied::Created => "created",

@@ -19,8 +19,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::sse::{KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Extension;
 use cronium_model::{JobStatus, Trigger};
 use cronium_store::{ExecutionRow, JobRow};
 use futures::StreamExt;
@@ -29,8 +28,10 @@ use serde::Deserialize;
 use super::error::UiResult;
 use super::session::Session;
 use super::{format, render, Ctx};
+use crate::authz::{get, post, Role, Routes};
 use crate::state::AppState;
 use crate::usecases::jobs::{self as uc, JobQuery, ServerLine};
+use crate::usecases::Actor;
 use crate::usecases::{self, UseCaseError};
 
 /// Lines a log page opens with (its tail), and per "older" step.
@@ -38,15 +39,16 @@ pub const TAIL: i64 = 500;
 /// Jobs per list page.
 pub const PAGE: i64 = 50;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/jobs", get(list))
-        .route("/jobs/{id}", get(show))
-        .route("/jobs/{id}/cancel", post(cancel))
-        .route("/jobs/{id}/rerun", post(rerun))
-        .route("/jobs/{id}/log/lines", get(lines))
-        .route("/jobs/{id}/log/stream", get(stream))
-        .route("/jobs/{id}/log.txt", get(download))
+pub fn routes() -> Routes<AppState> {
+    use Role::{Operator, Viewer};
+    Routes::new()
+        .route("/jobs", get(Viewer, list))
+        .route("/jobs/{id}", get(Viewer, show))
+        .route("/jobs/{id}/cancel", post(Operator, cancel))
+        .route("/jobs/{id}/rerun", post(Operator, rerun))
+        .route("/jobs/{id}/log/lines", get(Viewer, lines))
+        .route("/jobs/{id}/log/stream", get(Viewer, stream))
+        .route("/jobs/{id}/log.txt", get(Viewer, download))
 }
 
 /// A job as a row of a table.
@@ -330,8 +332,12 @@ pub async fn show(
     }))
 }
 
-pub async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> UiResult<Response> {
-    let job = uc::cancel(&state, id).await?;
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+) -> UiResult<Response> {
+    let job = uc::cancel(&state, &actor, id).await?;
     let done = if job.status == JobStatus::Cancelled {
         "cancelled"
     } else {
@@ -340,8 +346,12 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> UiRes
     Ok(Redirect::to(&format!("/jobs/{id}?done={done}")).into_response())
 }
 
-pub async fn rerun(State(state): State<AppState>, Path(id): Path<i64>) -> UiResult<Response> {
-    let job = uc::rerun(&state, id).await?;
+pub async fn rerun(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+) -> UiResult<Response> {
+    let job = uc::rerun(&state, &actor, id).await?;
     Ok(Redirect::to(&format!("/jobs/{}?done=started", job.id)).into_response())
 }
 

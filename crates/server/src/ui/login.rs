@@ -2,10 +2,14 @@
 //!
 //! The login form carries its own CSRF token (double-submit: a random value in a short-lived
 //! `cronium_login` cookie and in the form), since there is no session yet to hold one.
-//! Failed logins are counted per user name and per client address; from the
-//! [`FREE_FAILURES`]th on, each further attempt waits twice as long as the one before (1 s,
-//! 2 s, 4 s... at most [`MAX_DELAY_S`]) and an attempt inside the wait is refused with 429
-//! without checking the password. A success clears the user's and the address's counters.
+//! Any enabled user logs in with their password (a disabled one is refused like a wrong
+//! password). Failed logins are counted per user name and per client address, separately;
+//! from the [`FREE_FAILURES`]th on, each further attempt waits twice as long as the one before
+//! (1 s, 2 s, 4 s... at most [`MAX_DELAY_S`]), and an attempt inside either wait is refused
+//! with 429 without checking the password: guessing one account from many addresses is slowed
+//! by the account's counter, guessing many accounts from one address by the address's. A
+//! success clears that user's counter and the address's. Every login and failed login (with
+//! the name tried and why) goes into the audit log (`usecases::users`).
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
@@ -23,6 +27,7 @@ use super::error::{UiError, UiResult};
 use super::session::{self, Session};
 use crate::auth;
 use crate::state::AppState;
+use crate::usecases;
 
 const LOGIN_COOKIE: &str = "cronium_login";
 /// Failures allowed before delays start.
@@ -147,6 +152,11 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> UiResult<Res
             let wait = last_at + delay_ms(failures) - now;
             if wait > 0 {
                 let secs = (wait + 999) / 1000;
+                let why = match key.starts_with("user:") {
+                    true => "too many failures for this user: throttled",
+                    false => "too many failures from this address: throttled",
+                };
+                usecases::users::login_failed(&state, &username, &addr, why).await;
                 return Ok(page(
                     &state,
                     StatusCode::TOO_MANY_REQUESTS,
@@ -174,8 +184,14 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> UiResult<Res
         .await
         .unwrap_or(false);
     let user = match (ok, user) {
-        (true, Some(u)) => u,
-        _ => {
+        (true, Some(u)) if u.disabled_at.is_none() => u,
+        (ok, user) => {
+            let why = match (ok, user.is_some()) {
+                (_, false) => "no such user",
+                (true, true) => "the user is disabled",
+                (false, true) => "wrong password",
+            };
+            usecases::users::login_failed(&state, &username, &addr, why).await;
             // The delay counts from the answer, not from the request (hashing takes a while).
             let now = now_ms();
             for key in &keys {
@@ -206,7 +222,8 @@ pub async fn submit(State(state): State<AppState>, req: Request) -> UiResult<Res
     let old = session::cookie(&headers, session::COOKIE)
         .and_then(|v| v.split_once('.'))
         .map(|(id, _)| id.to_string());
-    let cookie = session::start(&state, user.id, old.as_deref()).await?;
+    let (cookie, session_id) = session::start(&state, user.id, old.as_deref()).await?;
+    usecases::users::logged_in(&state, &user, &session_id, &addr).await;
     let mut resp = Redirect::to(&next).into_response();
     let h = resp.headers_mut();
     h.append(header::SET_COOKIE, cookie);

@@ -12,6 +12,7 @@
 //! state-changing request carries its CSRF token.
 
 pub mod assets;
+pub mod audit;
 pub mod dashboard;
 pub mod error;
 pub mod events;
@@ -21,6 +22,7 @@ pub mod login;
 pub mod servers;
 pub mod session;
 pub mod tokens;
+pub mod users;
 pub mod variables;
 
 use std::time::Duration;
@@ -29,11 +31,12 @@ use askama::Template;
 use axum::http::{header, HeaderValue};
 use axum::middleware;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get as plain_get;
 use axum::Router;
 
 use self::error::UiError;
 use self::session::Session;
+use crate::authz::{get, post, Role, Routes, Rule};
 use crate::state::AppState;
 
 /// Sessions and cookies of the web UI.
@@ -61,6 +64,11 @@ impl Default for UiConfig {
 /// active navigation entry and the assets' hashed names.
 pub struct Ctx {
     pub user: String,
+    /// The user's role: templates show only what it allows (no run, edit or cancel button
+    /// for a viewer, no Users or Audit entry but for an admin); the routes enforce it.
+    pub role: Role,
+    pub can_operate: bool,
+    pub is_admin: bool,
     pub csrf: String,
     /// The navigation entry to mark as current.
     pub nav: &'static str,
@@ -74,6 +82,9 @@ impl Ctx {
         let a = assets::get();
         Ctx {
             user: session.username.clone(),
+            role: session.role,
+            can_operate: session.role.allows(Role::Operator),
+            is_admin: session.role.allows(Role::Admin),
             csrf: session.csrf.clone(),
             nav,
             css: a.css.path.as_str(),
@@ -125,13 +136,12 @@ pub async fn not_found() -> Response {
     UiError::NotFound("There is no page at this address.".into()).into_response()
 }
 
-/// Every page and what it needs: the login and the assets are public; everything else
-/// requires a session (else a redirect to `/login?next=...`) and, when it changes state, the
-/// session's CSRF token.
-pub fn router(state: AppState) -> Router<AppState> {
-    let pages = Router::new()
-        .route("/", get(dashboard::show))
-        .route("/logout", post(login::logout))
+/// Every page behind the login, each with the role it needs (`crate::authz`): viewers see,
+/// operators change and run, admins manage users and read the audit log.
+pub fn page_routes() -> Routes<AppState> {
+    Routes::new()
+        .route("/", get(Role::Viewer, dashboard::show))
+        .route("/logout", post(Role::Viewer, login::logout))
         .merge(events::routes())
         .merge(jobs::routes())
         // The workflow pages (graph, runs, retry) come with the workflows server work: they
@@ -139,14 +149,29 @@ pub fn router(state: AppState) -> Router<AppState> {
         .merge(servers::routes())
         .merge(variables::routes())
         .merge(tokens::routes())
+        .merge(users::routes())
+        .merge(audit::routes())
+}
+
+/// The rule of every page (what the role matrix test walks).
+pub fn rules() -> Vec<Rule> {
+    page_routes().rules("")
+}
+
+/// Every page and what it needs: the login and the assets are public; everything else
+/// requires a session (else a redirect to `/login?next=...`), the role its route declares,
+/// and, when it changes state, the session's CSRF token.
+pub fn router(state: AppState) -> Router<AppState> {
+    let pages = page_routes()
+        .into_router()
         .route_layer(middleware::from_fn(session::require_csrf))
         .route_layer(middleware::from_fn_with_state(
             state,
             session::require_session,
         ));
     Router::new()
-        .route("/login", get(login::form).post(login::submit))
-        .route("/assets/{file}", get(assets::serve))
+        .route("/login", plain_get(login::form).post(login::submit))
+        .route("/assets/{file}", plain_get(assets::serve))
         .merge(pages)
         .layer(middleware::from_fn(security_headers))
 }

@@ -7,26 +7,27 @@ use askama::Template;
 use axum::extract::{Multipart, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Extension;
 
 use super::dashboard::{server_health, ServerItem};
 use super::error::{UiError, UiResult};
 use super::session::Session;
 use super::{format, render, Ctx};
+use crate::authz::{get, post, Role, Routes};
 use crate::state::AppState;
 use crate::usecases::servers::{self as uc, Registration};
-use crate::usecases::UseCaseError;
+use crate::usecases::{Actor, UseCaseError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/servers", get(list))
+pub fn routes() -> Routes<AppState> {
+    use Role::{Operator, Viewer};
+    Routes::new()
+        .route("/servers", get(Viewer, list))
         // Not `/servers/add`: `add` is a valid server name.
-        .route("/add-server", get(add_form).post(add))
-        .route("/servers/{name}", get(show))
-        .route("/servers/{name}/test", post(test))
-        .route("/servers/{name}/accept-key", post(accept_key))
-        .route("/servers/{name}/delete", post(delete))
+        .route("/add-server", get(Operator, add_form).post(Operator, add))
+        .route("/servers/{name}", get(Viewer, show))
+        .route("/servers/{name}/test", post(Operator, test))
+        .route("/servers/{name}/accept-key", post(Operator, accept_key))
+        .route("/servers/{name}/delete", post(Operator, delete))
 }
 
 #[derive(Template)]
@@ -190,7 +191,7 @@ pub async fn test(
     Extension(session): Extension<Session>,
     Path(name): Path<String>,
 ) -> UiResult<Response> {
-    let r = uc::test(&state, &name).await?;
+    let r = uc::test(&state, &session.actor(), &name).await?;
     let report = ReportItem {
         reachable: r.reachable,
         authenticated: r.authenticated,
@@ -215,14 +216,19 @@ pub async fn test(
 
 pub async fn accept_key(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> UiResult<Response> {
-    uc::accept_key(&state, &name, None).await?;
+    uc::accept_key(&state, &actor, &name, None).await?;
     Ok(Redirect::to(&format!("/servers/{name}?done=accepted")).into_response())
 }
 
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> UiResult<Response> {
-    uc::remove(&state, &name).await?;
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> UiResult<Response> {
+    uc::remove(&state, &actor, &name).await?;
     Ok(Redirect::to("/servers").into_response())
 }
 
@@ -344,7 +350,7 @@ pub async fn add(
             .map(str::to_string)
             .collect(),
     };
-    match uc::register(&state, registration).await {
+    match uc::register(&state, &session.actor(), registration).await {
         Ok(row) => Ok(Redirect::to(&format!("/servers/{}?done=added", row.name)).into_response()),
         Err(e @ UseCaseError::Invalid { .. }) => {
             let field = e.field().unwrap_or("name").to_string();

@@ -27,16 +27,37 @@ use subtle::ConstantTimeEq;
 
 use super::error::UiError;
 use crate::state::AppState;
+use crate::usecases::Actor;
+use cronium_model::Role;
 
 pub const COOKIE: &str = "cronium_session";
 
-/// The logged-in user of a page request (a request extension set by [`require_session`]).
+/// The logged-in user of a page request (a request extension set by [`require_session`],
+/// with its [`Actor`]).
 #[derive(Debug, Clone)]
 pub struct Session {
     pub id: String,
     pub user_id: i64,
     pub username: String,
+    /// The user's role as it is now (read with the session at every request).
+    pub role: Role,
     pub csrf: String,
+    /// The client's address.
+    pub source: Option<String>,
+}
+
+impl Session {
+    /// Who acts through this session (what the use cases are given).
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: Some(self.user_id),
+            username: self.username.clone(),
+            role: self.role,
+            token_id: None,
+            session_id: Some(self.id.clone()),
+            source: self.source.clone(),
+        }
+    }
 }
 
 pub fn random_hex(bytes: usize) -> String {
@@ -85,12 +106,12 @@ pub fn set_cookie(
 }
 
 /// Starts a session for `user_id` (ending `replaces`, the session the browser had before, in
-/// the same transaction) and returns its cookie.
+/// the same transaction) and returns its cookie and its id.
 pub async fn start(
     state: &AppState,
     user_id: i64,
     replaces: Option<&str>,
-) -> Result<HeaderValue, UiError> {
+) -> Result<(HeaderValue, String), UiError> {
     let id = random_hex(16);
     let secret = random_hex(32);
     let csrf = random_hex(32);
@@ -111,17 +132,18 @@ pub async fn start(
         )
         .await
         .map_err(|e| UiError::Internal(e.to_string()))?;
-    Ok(set_cookie(
+    let cookie = set_cookie(
         state,
         COOKIE,
         &format!("{id}.{secret}"),
         "/",
         Some(state.ui.session_lifetime.as_secs()),
-    ))
+    );
+    Ok((cookie, id))
 }
 
-/// The session the cookie names, when it exists, matches its secret and has not expired (an
-/// expired one is deleted).
+/// The session the cookie names, when it exists, matches its secret, has not expired (an
+/// expired one is deleted) and its user is not disabled.
 pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Session>, UiError> {
     let Some((id, secret)) = cookie(headers, COOKIE).and_then(|v| v.split_once('.')) else {
         return Ok(None);
@@ -151,18 +173,26 @@ pub async fn current(state: &AppState, headers: &HeaderMap) -> Result<Option<Ses
         id: row.id,
         user_id: row.user_id,
         username: row.username,
+        role: row.role,
         csrf: row.csrf_token,
+        source: None,
     }))
 }
 
-/// Pages require a login: without a valid session, a redirect to `/login?next=PATH`.
+/// Pages require a login: without a valid session, a redirect to `/login?next=PATH`. With
+/// one, the request carries the [`Session`] and its [`Actor`] (which `crate::authz` checks).
 pub async fn require_session(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
     match current(&state, req.headers()).await {
-        Ok(Some(session)) => {
+        Ok(Some(mut session)) => {
+            session.source = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_string());
+            req.extensions_mut().insert(session.actor());
             req.extensions_mut().insert(session);
             next.run(req).await
         }

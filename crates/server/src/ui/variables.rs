@@ -5,8 +5,7 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Form, Router};
+use axum::{Extension, Form};
 use cronium_store::VariableValue;
 use serde::Deserialize;
 use serde_json::Value;
@@ -14,14 +13,18 @@ use serde_json::Value;
 use super::error::UiResult;
 use super::session::Session;
 use super::{format, render, Ctx};
+use crate::authz::{get, post, Role, Routes};
 use crate::state::AppState;
 use crate::usecases::variables as uc;
-use crate::usecases::UseCaseError;
+use crate::usecases::{Actor, UseCaseError};
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/variables", get(list).post(set))
-        .route("/variables/{name}/delete", post(delete))
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
+        .route(
+            "/variables",
+            get(Role::Viewer, list).post(Role::Operator, set),
+        )
+        .route("/variables/{name}/delete", post(Role::Operator, delete))
 }
 
 pub struct VarItem {
@@ -96,7 +99,15 @@ pub async fn set(
 ) -> UiResult<Response> {
     let value = serde_json::from_str::<Value>(f.value.trim())
         .unwrap_or_else(|_| Value::String(f.value.clone()));
-    match uc::set(&state, f.name.trim(), value, f.secret.is_some()).await {
+    match uc::set(
+        &state,
+        &session.actor(),
+        f.name.trim(),
+        value,
+        f.secret.is_some(),
+    )
+    .await
+    {
         Ok(_) => Ok(Redirect::to("/variables").into_response()),
         Err(e @ UseCaseError::Invalid { .. }) => {
             let field = e.field().unwrap_or("value").to_string();
@@ -107,7 +118,11 @@ pub async fn set(
     }
 }
 
-pub async fn delete(State(state): State<AppState>, Path(name): Path<String>) -> UiResult<Response> {
-    uc::delete(&state, &name).await?;
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(name): Path<String>,
+) -> UiResult<Response> {
+    uc::delete(&state, &actor, &name).await?;
     Ok(Redirect::to("/variables").into_response())
 }

@@ -14,7 +14,7 @@ use cronium_store::{BatchResult, EventApply, StoreError};
 use serde_json::Value;
 
 use super::workflows::{reschedule, validate_references, validate_targets};
-use super::{check_target, UseCaseError, UseCaseResult};
+use super::{audit, check_target, Actor, UseCaseError, UseCaseResult};
 use crate::scheduler;
 use crate::state::AppState;
 
@@ -51,18 +51,77 @@ fn at(i: usize, e: UseCaseError) -> UseCaseError {
     }
 }
 
-/// Applies `items` (each the JSON of an event or workflow file) in one transaction.
+/// Applies `items` (each the JSON of an event or workflow file) in one transaction. A real
+/// apply is recorded with one audit entry per object created, updated or deleted (`event.apply`,
+/// `event.delete`, `workflow.apply`, `workflow.delete`, with the object before and after),
+/// written after the transaction; a refused one with one entry naming the batch.
 pub async fn apply_batch(
     state: &AppState,
+    actor: &Actor,
     kind: Kind,
     items: Vec<Value>,
     prune: bool,
     dry_run: bool,
     now: i64,
 ) -> UseCaseResult<Vec<Change>> {
-    match kind {
-        Kind::Events => events(state, items, prune, dry_run, now).await,
-        Kind::Workflows => workflows(state, items, prune, dry_run, now).await,
+    let count = items.len();
+    let (word, result) = match kind {
+        Kind::Events => ("event", events(state, items, prune, dry_run, now).await),
+        Kind::Workflows => (
+            "workflow",
+            workflows(state, items, prune, dry_run, now).await,
+        ),
+    };
+    if dry_run {
+        return result.map(|(c, _)| c);
+    }
+    match result {
+        Ok((changes, audited)) => {
+            for a in audited {
+                audit::append(state, a.entry(actor, word)).await;
+            }
+            Ok(changes)
+        }
+        Err(e) => {
+            audit::append(
+                state,
+                audit::entry(
+                    actor,
+                    &format!("{word}.apply"),
+                    format!("batch of {count} {word}s"),
+                    None,
+                    None,
+                    format!("error: {e}"),
+                ),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+/// One object a batch changed, for the audit log.
+struct Audited {
+    name: String,
+    result: BatchResult,
+    before: Option<Value>,
+    after: Option<Value>,
+}
+
+impl Audited {
+    fn entry(self, actor: &Actor, word: &str) -> cronium_store::NewAudit {
+        let verb = match self.result {
+            BatchResult::Deleted => "delete",
+            _ => "apply",
+        };
+        audit::entry(
+            actor,
+            &format!("{word}.{verb}"),
+            format!("{word} {}", self.name),
+            self.before,
+            self.after,
+            "ok",
+        )
     }
 }
 
@@ -72,7 +131,7 @@ async fn events(
     prune: bool,
     dry_run: bool,
     now: i64,
-) -> UseCaseResult<Vec<Change>> {
+) -> UseCaseResult<(Vec<Change>, Vec<Audited>)> {
     let mut batch = Vec::with_capacity(items.len());
     for (i, value) in items.into_iter().enumerate() {
         let s = spec::from_value(value).map_err(|e| at(i, e.into()))?;
@@ -86,10 +145,27 @@ async fn events(
             policy: s.policy(),
         });
     }
+    let before: HashMap<String, Value> = state
+        .store
+        .list_events()
+        .await?
+        .iter()
+        .map(|e| (e.name.clone(), super::events::audit_json(e)))
+        .collect();
     let changes = state
         .store
         .apply_events_batch(&batch, prune, dry_run, now)
         .await?;
+    let audited = changes
+        .iter()
+        .filter(|c| c.result != BatchResult::Unchanged)
+        .map(|c| Audited {
+            name: c.name.clone(),
+            result: c.result,
+            before: before.get(&c.name).cloned(),
+            after: c.row.as_ref().map(super::events::audit_json),
+        })
+        .collect();
     if !dry_run {
         for c in &changes {
             if let (Some(row), BatchResult::Created | BatchResult::Updated) = (&c.row, c.result) {
@@ -98,13 +174,16 @@ async fn events(
         }
         state.scheduler_wake.notify_one();
     }
-    Ok(changes
-        .into_iter()
-        .map(|c| Change {
-            name: c.name,
-            result: c.result,
-        })
-        .collect())
+    Ok((
+        changes
+            .into_iter()
+            .map(|c| Change {
+                name: c.name,
+                result: c.result,
+            })
+            .collect(),
+        audited,
+    ))
 }
 
 async fn workflows(
@@ -113,7 +192,7 @@ async fn workflows(
     prune: bool,
     dry_run: bool,
     now: i64,
-) -> UseCaseResult<Vec<Change>> {
+) -> UseCaseResult<(Vec<Change>, Vec<Audited>)> {
     let mut specs: Vec<WorkflowSpec> = Vec::with_capacity(items.len());
     for (i, value) in items.into_iter().enumerate() {
         let s = workflow::from_value(value).map_err(|e| at(i, e.into()))?;
@@ -139,6 +218,13 @@ async fn workflows(
     }
     let order = dependency_order(&specs);
     let defs: Vec<_> = order.iter().map(|&i| specs[i].definition()).collect();
+    let before: HashMap<String, Value> = state
+        .store
+        .list_workflows()
+        .await?
+        .iter()
+        .map(|w| (w.name.clone(), super::workflows::audit_json(w)))
+        .collect();
     let changes = state
         .store
         .apply_workflows_batch(&defs, prune, dry_run, now)
@@ -149,7 +235,16 @@ async fn workflows(
             other => other.into(),
         })?;
     let mut out = Vec::with_capacity(changes.len());
+    let mut audited = Vec::new();
     for c in changes {
+        if c.result != BatchResult::Unchanged {
+            audited.push(Audited {
+                name: c.name.clone(),
+                result: c.result,
+                before: before.get(&c.name).cloned(),
+                after: c.row.as_ref().map(super::workflows::audit_json),
+            });
+        }
         if !dry_run {
             if let (Some(row), BatchResult::Created | BatchResult::Updated) = (&c.row, c.result) {
                 if let Some(s) = specs.iter().find(|s| s.name == row.name) {
@@ -169,7 +264,7 @@ async fn workflows(
             .position(|s| s.name == c.name)
             .unwrap_or(usize::MAX)
     });
-    Ok(out)
+    Ok((out, audited))
 }
 
 /// Indices of `specs`, each after the batch's workflows it runs as sub-workflows (file order

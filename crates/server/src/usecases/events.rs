@@ -9,7 +9,7 @@ use cronium_model::Trigger;
 use cronium_store::{Applied, EventRow, JobFilter, JobRow};
 use serde_json::Value;
 
-use super::{runs, UseCaseError, UseCaseResult};
+use super::{audit, runs, Actor, UseCaseError, UseCaseResult};
 use crate::scheduler;
 use crate::state::AppState;
 
@@ -45,8 +45,27 @@ pub async fn validate_target(state: &AppState, spec: &EventSpec) -> UseCaseResul
     super::check_target(state, "target", &spec.target).await
 }
 
+/// An event as the audit log shows it: version, status and the event file fields.
+pub fn audit_json(e: &EventRow) -> Value {
+    serde_json::json!({"version": e.version, "status": e.status, "spec": e.spec})
+}
+
 /// Creates an event (a conflict when the name is taken).
-pub async fn create(state: &AppState, spec: &EventSpec) -> UseCaseResult<EventRow> {
+pub async fn create(state: &AppState, actor: &Actor, spec: &EventSpec) -> UseCaseResult<EventRow> {
+    let result = create_unrecorded(state, spec).await;
+    audit::record(
+        state,
+        actor,
+        "event.create",
+        format!("event {}", spec.name),
+        None,
+        result,
+        |e| Some(audit_json(e)),
+    )
+    .await
+}
+
+async fn create_unrecorded(state: &AppState, spec: &EventSpec) -> UseCaseResult<EventRow> {
     validate_target(state, spec).await?;
     let mut event = state
         .store
@@ -62,8 +81,34 @@ pub async fn create(state: &AppState, spec: &EventSpec) -> UseCaseResult<EventRo
     Ok(event)
 }
 
-/// Creates or updates the event named by `spec`; an update is a new version.
-pub async fn apply(state: &AppState, spec: &EventSpec) -> UseCaseResult<(EventRow, Applied)> {
+/// Creates or updates the event named by `spec`; an update is a new version. Recorded as
+/// `event.apply` unless nothing changed.
+pub async fn apply(
+    state: &AppState,
+    actor: &Actor,
+    spec: &EventSpec,
+) -> UseCaseResult<(EventRow, Applied)> {
+    let before = state.store.get_event_by_name(&spec.name).await?;
+    let result = apply_unrecorded(state, spec).await;
+    if matches!(result, Ok((_, Applied::Unchanged))) {
+        return result;
+    }
+    audit::record(
+        state,
+        actor,
+        "event.apply",
+        format!("event {}", spec.name),
+        before.as_ref().map(audit_json),
+        result,
+        |(e, _)| Some(audit_json(e)),
+    )
+    .await
+}
+
+async fn apply_unrecorded(
+    state: &AppState,
+    spec: &EventSpec,
+) -> UseCaseResult<(EventRow, Applied)> {
     validate_target(state, spec).await?;
     let (mut event, applied) = state
         .store
@@ -85,6 +130,7 @@ pub async fn apply(state: &AppState, spec: &EventSpec) -> UseCaseResult<(EventRo
 /// given, must be the same.
 pub async fn apply_named(
     state: &AppState,
+    actor: &Actor,
     name: &str,
     mut value: Value,
 ) -> UseCaseResult<(EventRow, Applied)> {
@@ -103,13 +149,14 @@ pub async fn apply_named(
         }
     }
     let spec = spec::from_value(value)?;
-    apply(state, &spec).await
+    apply(state, actor, &spec).await
 }
 
 /// What the editor saves: the YAML of a new event (`existing` None: the name must be free) or
 /// of a new version of `existing` (whose name it must keep).
 pub async fn save_yaml(
     state: &AppState,
+    actor: &Actor,
     existing: Option<&str>,
     yaml: &str,
 ) -> UseCaseResult<(EventRow, Applied)> {
@@ -122,21 +169,54 @@ pub async fn save_yaml(
                 spec.name
             ),
         )),
-        Some(_) => apply(state, &spec).await,
-        None => Ok((create(state, &spec).await?, Applied::Created)),
+        Some(_) => apply(state, actor, &spec).await,
+        None => Ok((create(state, actor, &spec).await?, Applied::Created)),
     }
 }
 
-pub async fn delete(state: &AppState, name: &str) -> UseCaseResult<()> {
+pub async fn delete(state: &AppState, actor: &Actor, name: &str) -> UseCaseResult<()> {
     let event = get(state, name).await?;
-    state.store.delete_event(event.id).await?;
+    let result = state
+        .store
+        .delete_event(event.id)
+        .await
+        .map_err(UseCaseError::from);
     state.scheduler_wake.notify_one();
-    Ok(())
+    audit::record(
+        state,
+        actor,
+        "event.delete",
+        format!("event {name}"),
+        Some(audit_json(&event)),
+        result.map(|_| ()),
+        |_| None,
+    )
+    .await
 }
 
 /// Runs an event now. `input` None means the event's default input. A conflict when the
 /// event is broken or reached its `max_executions` (it is paused then); invalid when archived.
 pub async fn run(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    input: Option<Value>,
+    trigger: Trigger,
+) -> UseCaseResult<JobRow> {
+    let result = run_unrecorded(state, name, input, trigger).await;
+    audit::record(
+        state,
+        actor,
+        "job.run",
+        format!("event {name}"),
+        None,
+        result,
+        |j| Some(serde_json::json!({"job": j.id, "trigger": j.trigger})),
+    )
+    .await
+}
+
+async fn run_unrecorded(
     state: &AppState,
     name: &str,
     input: Option<Value>,

@@ -10,7 +10,7 @@ use cronium_model::{JobStatus, Trigger};
 use cronium_store::{CancelResult, ExecutionRow, JobFilter, JobRow, LogLine, StoreError};
 use futures::Stream;
 
-use super::{UseCaseError, UseCaseResult};
+use super::{audit, Actor, UseCaseError, UseCaseResult};
 use crate::state::AppState;
 
 /// The filters of a job list, as the user typed them (the API's query, the page's form).
@@ -94,7 +94,22 @@ pub async fn detail(state: &AppState, id: i64) -> UseCaseResult<(JobRow, Vec<Exe
 
 /// Cancels a queued (at once) or running (the runner stops the script) job; a conflict when
 /// it has already ended. Returns the job as it is after the request.
-pub async fn cancel(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
+pub async fn cancel(state: &AppState, actor: &Actor, id: i64) -> UseCaseResult<JobRow> {
+    let before = state.store.get_job(id).await.ok().flatten();
+    let result = cancel_unrecorded(state, id).await;
+    audit::record(
+        state,
+        actor,
+        "job.cancel",
+        format!("job {id}"),
+        before.map(|j| serde_json::json!({"event": j.event_name, "status": j.status})),
+        result,
+        |j| Some(serde_json::json!({"event": j.event_name, "status": j.status})),
+    )
+    .await
+}
+
+async fn cancel_unrecorded(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
     match state.store.cancel(id, now_ms()).await? {
         CancelResult::NotFound => {
             return Err(UseCaseError::NotFound(format!("job {id} not found")))
@@ -112,9 +127,16 @@ pub async fn cancel(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
 }
 
 /// Runs the job's event again with the job's input (a manual run of the current version).
-pub async fn rerun(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
+pub async fn rerun(state: &AppState, actor: &Actor, id: i64) -> UseCaseResult<JobRow> {
     let job = get(state, id).await?;
-    super::events::run(state, &job.event_name, Some(job.input), Trigger::Manual).await
+    super::events::run(
+        state,
+        actor,
+        &job.event_name,
+        Some(job.input),
+        Trigger::Manual,
+    )
+    .await
 }
 
 /// A log line with the server it came from (multi-server runs).

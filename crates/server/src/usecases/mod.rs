@@ -6,18 +6,56 @@
 //! [`AppState`]: crate::state::AppState
 
 pub mod apply;
+pub mod audit;
 pub mod events;
 pub mod jobs;
+pub mod prune;
 pub mod runs;
 pub mod servers;
 pub mod tokens;
+pub mod users;
 pub mod variables;
 pub mod workflows;
 
 use cronium_core::spec::{SpecError, Target};
+use cronium_model::Role;
 use cronium_store::StoreError;
 
 use crate::state::AppState;
+
+/// Who is acting: the user behind an API token or a page session, as authenticated for this
+/// request. `role` is what the request may do: the user's role, or the token's narrower one.
+/// Every use case that changes something takes it, to check the rules finer than a route's
+/// role (`crate::authz`) and to write the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub user_id: Option<i64>,
+    pub username: String,
+    pub role: Role,
+    pub token_id: Option<i64>,
+    /// The page session's id (None for an API token).
+    pub session_id: Option<String>,
+    /// The client's address.
+    pub source: Option<String>,
+}
+
+impl Actor {
+    /// The server itself (first start, background work): no user, every right.
+    pub fn system() -> Actor {
+        Actor {
+            user_id: None,
+            username: "system".into(),
+            role: Role::Admin,
+            token_id: None,
+            session_id: None,
+            source: None,
+        }
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.role.allows(Role::Admin)
+    }
+}
 
 /// Why a use case refused or failed. Each edge maps it once: the API to a status and its JSON
 /// error, the pages to a message next to the field.
@@ -31,6 +69,9 @@ pub enum UseCaseError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// The actor may not do this (a rule finer than the route's role: someone else's token).
+    #[error("{0}")]
+    Forbidden(String),
     /// The request conflicts with the current state (a name taken, a job already ended).
     #[error("{message}")]
     Conflict {

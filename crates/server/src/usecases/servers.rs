@@ -8,7 +8,7 @@ use cronium_core::spec::validate_name;
 use cronium_ssh::{Credential, HostKeyStatus, ServerConfig, TestReport};
 use cronium_store::{DeploymentRow, NewServer, ServerRow};
 
-use super::{UseCaseError, UseCaseResult};
+use super::{audit, Actor, UseCaseError, UseCaseResult};
 use crate::state::AppState;
 
 /// What registering a server takes (the API's body, the page's form).
@@ -49,8 +49,35 @@ pub async fn deployments(
     Ok(state.store.list_deployments(server.id, limit).await?)
 }
 
+/// A server as the audit log shows it: never its credentials.
+pub fn audit_json(s: &ServerRow) -> serde_json::Value {
+    serde_json::json!({
+        "name": s.name,
+        "host": s.host,
+        "port": s.port,
+        "user": s.username,
+        "auth": s.auth_kind,
+        "host_key": s.host_key,
+        "pending_host_key": s.pending_host_key,
+        "tags": s.tags,
+    })
+}
+
 /// Checks and registers a server; a conflict when the name is taken.
-pub async fn register(state: &AppState, r: Registration) -> UseCaseResult<ServerRow> {
+pub async fn register(
+    state: &AppState,
+    actor: &Actor,
+    r: Registration,
+) -> UseCaseResult<ServerRow> {
+    let target = format!("server {}", r.name.chars().take(100).collect::<String>());
+    let result = register_unrecorded(state, r).await;
+    audit::record(state, actor, "server.add", target, None, result, |s| {
+        Some(audit_json(s))
+    })
+    .await
+}
+
+async fn register_unrecorded(state: &AppState, r: Registration) -> UseCaseResult<ServerRow> {
     validate_name(&r.name)?;
     if r.host.trim().is_empty() || r.host.trim().chars().any(|c| c.is_whitespace()) {
         return Err(UseCaseError::invalid(
@@ -133,15 +160,29 @@ pub fn config_of(state: &AppState, s: &ServerRow) -> UseCaseResult<ServerConfig>
 }
 
 /// Removes a server (past executions keep its name) and drops its pooled connections.
-pub async fn remove(state: &AppState, name: &str) -> UseCaseResult<()> {
+pub async fn remove(state: &AppState, actor: &Actor, name: &str) -> UseCaseResult<()> {
     let row = get(state, name).await?;
-    state.store.delete_server(row.id).await?;
+    let result = state
+        .store
+        .delete_server(row.id)
+        .await
+        .map(|_| ())
+        .map_err(UseCaseError::from);
     if let Some(ssh) = &state.ssh {
         if let Ok(cfg) = config_of(state, &row) {
             ssh.forget(&cfg);
         }
     }
-    Ok(())
+    audit::record(
+        state,
+        actor,
+        "server.remove",
+        format!("server {name}"),
+        Some(audit_json(&row)),
+        result,
+        |_| None,
+    )
+    .await
 }
 
 /// How a test saw the host key: `matches`, `first_use` (now pinned), `changed` (now pending).
@@ -157,7 +198,24 @@ pub fn key_status(r: &TestReport) -> Option<&'static str> {
 /// Connects and reports reachability, login, host key, OS/arch and runner (an unreachable
 /// host is a report, not an error). Pins the key on first contact; records a changed key as
 /// pending, to be accepted after checking it.
-pub async fn test(state: &AppState, name: &str) -> UseCaseResult<TestReport> {
+/// Recorded as `server.test`, with the server before and after (a pinned or pending key).
+pub async fn test(state: &AppState, actor: &Actor, name: &str) -> UseCaseResult<TestReport> {
+    let before = get(state, name).await?;
+    let result = test_unrecorded(state, name).await;
+    let after = state.store.get_server_by_name(name).await.ok().flatten();
+    audit::record(
+        state,
+        actor,
+        "server.test",
+        format!("server {name}"),
+        Some(audit_json(&before)),
+        result,
+        |_| after.as_ref().map(audit_json),
+    )
+    .await
+}
+
+async fn test_unrecorded(state: &AppState, name: &str) -> UseCaseResult<TestReport> {
     let row = get(state, name).await?;
     let ssh = state.ssh.as_ref().ok_or_else(|| {
         UseCaseError::invalid(
@@ -184,6 +242,26 @@ pub async fn test(state: &AppState, name: &str) -> UseCaseResult<TestReport> {
 
 /// Trusts `key` (default: the pending key the server presented) as the server's host key.
 pub async fn accept_key(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    key: Option<String>,
+) -> UseCaseResult<ServerRow> {
+    let before = get(state, name).await?;
+    let result = accept_key_unrecorded(state, name, key).await;
+    audit::record(
+        state,
+        actor,
+        "server.accept_key",
+        format!("server {name}"),
+        Some(audit_json(&before)),
+        result,
+        |s| Some(audit_json(s)),
+    )
+    .await
+}
+
+async fn accept_key_unrecorded(
     state: &AppState,
     name: &str,
     key: Option<String>,

@@ -6,7 +6,7 @@ use cronium_core::clock::now_ms;
 use cronium_store::{VariableRow, VariableValue};
 use serde_json::Value;
 
-use super::{UseCaseError, UseCaseResult};
+use super::{audit, Actor, UseCaseError, UseCaseResult};
 use crate::state::AppState;
 
 /// Largest variable value, as JSON text.
@@ -40,8 +40,40 @@ pub async fn get(state: &AppState, name: &str) -> UseCaseResult<VariableRow> {
         .ok_or_else(|| UseCaseError::NotFound(format!("variable `{name}` not found")))
 }
 
+/// A variable as the audit log shows it: its name and whether it is secret, never its value.
+pub fn audit_json(v: &VariableRow) -> Value {
+    serde_json::json!({
+        "name": v.name,
+        "secret": matches!(v.value, VariableValue::Secret(_)),
+    })
+}
+
 /// Creates or replaces a variable; a secret one is encrypted before it reaches the store.
 pub async fn set(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    value: Value,
+    secret: bool,
+) -> UseCaseResult<VariableRow> {
+    let before = match validate_name(name) {
+        Ok(()) => state.store.get_variable(name).await?,
+        Err(_) => None,
+    };
+    let result = set_unrecorded(state, name, value, secret).await;
+    audit::record(
+        state,
+        actor,
+        "variable.set",
+        format!("variable {}", name.chars().take(200).collect::<String>()),
+        before.as_ref().map(audit_json),
+        result,
+        |v| Some(audit_json(v)),
+    )
+    .await
+}
+
+async fn set_unrecorded(
     state: &AppState,
     name: &str,
     value: Value,
@@ -65,12 +97,22 @@ pub async fn set(
     get(state, name).await
 }
 
-pub async fn delete(state: &AppState, name: &str) -> UseCaseResult<()> {
-    if state.store.delete_variable(name).await? {
-        Ok(())
-    } else {
-        Err(UseCaseError::NotFound(format!(
+pub async fn delete(state: &AppState, actor: &Actor, name: &str) -> UseCaseResult<()> {
+    let before = state.store.get_variable(name).await?;
+    let result = match state.store.delete_variable(name).await? {
+        true => Ok(()),
+        false => Err(UseCaseError::NotFound(format!(
             "variable `{name}` not found"
-        )))
-    }
+        ))),
+    };
+    audit::record(
+        state,
+        actor,
+        "variable.delete",
+        format!("variable {}", name.chars().take(200).collect::<String>()),
+        before.as_ref().map(audit_json),
+        result,
+        |_| None,
+    )
+    .await
 }

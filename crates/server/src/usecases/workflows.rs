@@ -20,7 +20,7 @@ use cronium_store::{
 };
 use serde_json::Value;
 
-use super::{UseCaseError, UseCaseResult};
+use super::{audit, Actor, UseCaseError, UseCaseResult};
 use crate::scheduler;
 use crate::state::AppState;
 
@@ -91,7 +91,49 @@ pub(crate) async fn validate_references(
 
 /// Creates or updates the workflow by name; `path_name`, when given (the API's path), must be
 /// the file's `name` (or fills it in when the file has none).
+/// A workflow as the audit log shows it: version, status and the workflow file fields.
+pub fn audit_json(w: &WorkflowRow) -> Value {
+    serde_json::json!({"version": w.version, "status": w.status, "spec": w.spec})
+}
+
+/// Recorded as `workflow.apply` unless nothing changed.
 pub async fn apply(
+    state: &AppState,
+    actor: &Actor,
+    path_name: Option<&str>,
+    value: Value,
+    now: i64,
+) -> UseCaseResult<(WorkflowRow, Applied)> {
+    let name = path_name
+        .map(str::to_string)
+        .or_else(|| {
+            value
+                .get("name")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let before = match cronium_core::spec::validate_name(&name) {
+        Ok(()) => state.store.get_workflow_by_name(&name).await?,
+        Err(_) => None,
+    };
+    let result = apply_unrecorded(state, path_name, value, now).await;
+    if matches!(result, Ok((_, Applied::Unchanged))) {
+        return result;
+    }
+    audit::record(
+        state,
+        actor,
+        "workflow.apply",
+        format!("workflow {}", name.chars().take(100).collect::<String>()),
+        before.as_ref().map(audit_json),
+        result,
+        |(w, _)| Some(audit_json(w)),
+    )
+    .await
+}
+
+async fn apply_unrecorded(
     state: &AppState,
     path_name: Option<&str>,
     mut value: Value,
@@ -161,21 +203,52 @@ pub async fn show(state: &AppState, name: &str) -> UseCaseResult<WorkflowView> {
 }
 
 /// Deletes a workflow (its active runs are cancelled first; its runs stay as history).
-pub async fn delete(state: &AppState, name: &str, now: i64) -> UseCaseResult<()> {
+pub async fn delete(state: &AppState, actor: &Actor, name: &str, now: i64) -> UseCaseResult<()> {
     let workflow = find(state, name).await?;
-    if !state.store.delete_workflow(workflow.id, now).await? {
-        return Err(UseCaseError::NotFound(format!(
+    let result = match state.store.delete_workflow(workflow.id, now).await? {
+        true => Ok(()),
+        false => Err(UseCaseError::NotFound(format!(
             "workflow `{name}` not found"
-        )));
-    }
+        ))),
+    };
     state.scheduler_wake.notify_one();
-    Ok(())
+    audit::record(
+        state,
+        actor,
+        "workflow.delete",
+        format!("workflow {name}"),
+        Some(audit_json(&workflow)),
+        result,
+        |_| None,
+    )
+    .await
 }
 
 /// Starts a run of the current version. `input` None: the workflow's default input; it must
 /// be an object. With `overlap: queue` the run waits behind an active one; with `skip` or
 /// `allow`, a run asked for by hand starts at once (overlap is the scheduler's rule).
 pub async fn run(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    input: Option<Value>,
+    trigger: Trigger,
+    now: i64,
+) -> UseCaseResult<WorkflowRunRow> {
+    let result = run_unrecorded(state, name, input, trigger, now).await;
+    audit::record(
+        state,
+        actor,
+        "workflow.run",
+        format!("workflow {name}"),
+        None,
+        result,
+        |r| Some(serde_json::json!({"run": r.id, "trigger": trigger})),
+    )
+    .await
+}
+
+async fn run_unrecorded(
     state: &AppState,
     name: &str,
     input: Option<Value>,
@@ -251,7 +324,26 @@ pub async fn run_detail(state: &AppState, id: i64) -> UseCaseResult<WorkflowRunD
 
 /// Retries an ended run from its failure: a new run where the nodes that succeeded keep their
 /// outputs and everything else runs again.
-pub async fn retry(state: &AppState, id: i64, now: i64) -> UseCaseResult<WorkflowRunRow> {
+pub async fn retry(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    now: i64,
+) -> UseCaseResult<WorkflowRunRow> {
+    let result = retry_unrecorded(state, id, now).await;
+    audit::record(
+        state,
+        actor,
+        "workflow_run.retry",
+        format!("workflow run {id}"),
+        None,
+        result,
+        |r| Some(serde_json::json!({"run": r.id})),
+    )
+    .await
+}
+
+async fn retry_unrecorded(state: &AppState, id: i64, now: i64) -> UseCaseResult<WorkflowRunRow> {
     let run = state
         .store
         .retry_workflow_run(id, Trigger::Manual, now)
@@ -270,7 +362,26 @@ pub async fn retry(state: &AppState, id: i64, now: i64) -> UseCaseResult<Workflo
 
 /// Cancels a run: queued node jobs at once, running ones asked to stop. Answers the run as it
 /// stands after (`cancelled`, or still `running` until its running jobs have stopped).
-pub async fn cancel(state: &AppState, id: i64, now: i64) -> UseCaseResult<WorkflowRunRow> {
+pub async fn cancel(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    now: i64,
+) -> UseCaseResult<WorkflowRunRow> {
+    let result = cancel_unrecorded(state, id, now).await;
+    audit::record(
+        state,
+        actor,
+        "workflow_run.cancel",
+        format!("workflow run {id}"),
+        None,
+        result,
+        |r| Some(serde_json::json!({"run": r.id, "status": r.status})),
+    )
+    .await
+}
+
+async fn cancel_unrecorded(state: &AppState, id: i64, now: i64) -> UseCaseResult<WorkflowRunRow> {
     match state.store.cancel_workflow_run(id, now).await? {
         CancelRunResult::NotFound => {
             return Err(UseCaseError::NotFound(format!(

@@ -27,7 +27,13 @@ fn new_session<'a>(id: &'a str, user_id: i64, expires_at: i64) -> NewSession<'a>
 
 async fn sessions_rotate_touch_and_expire(t: Ctx) {
     let s = &t.store;
-    let user = s.create_user("admin", "h", "admin", 1).await.unwrap();
+    let user = s
+        .create_user("admin", "h", cronium_model::Role::Admin, 1, |_| {
+            cronium_store::NewAudit::default()
+        })
+        .await
+        .unwrap()
+        .id;
     s.create_session(&new_session("a", user, 10_000), None, 100)
         .await
         .unwrap();
