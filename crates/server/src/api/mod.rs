@@ -1,16 +1,19 @@
 //! The HTTP API under `/api/v1` (JSON), `/metrics` (Prometheus) and `/healthz`.
-//! Every route except `/healthz` requires `Authorization: Bearer <token>`: an API token, except
+//! `POST /hooks/{name}` is public: a webhook is authenticated by its HMAC signature
+//! (`hooks.rs`). Every other route except `/healthz` requires `Authorization: Bearer <token>`: an API token, except
 //! under `/api/v1/runtime`, which takes only an execution's runtime token (`runtime.rs`); a
 //! session cookie never authenticates them. The pages (`crate::ui`) are merged in here, behind
 //! their login.
 
 pub mod apply;
 pub mod body;
+pub mod channels;
 pub mod doc;
 pub mod dto;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod hooks;
 pub mod jobs;
 pub mod params;
 pub mod prune;
@@ -212,6 +215,25 @@ async fn fallback(uri: axum::http::Uri) -> Response {
     }
 }
 
+/// The routes of webhooks and notification channels under `/api/v1` (behind the token), in
+/// one place (`POST /hooks/{name}` itself is public: see [`router`]).
+fn hooks_and_channels() -> Router<AppState> {
+    Router::new()
+        .route("/events/{name}/hook", get(hooks::show_event_hook))
+        .route("/events/{name}/hook/rotate", post(hooks::rotate_event_hook))
+        .route("/workflows/{name}/hook", get(hooks::show_workflow_hook))
+        .route(
+            "/workflows/{name}/hook/rotate",
+            post(hooks::rotate_workflow_hook),
+        )
+        .route("/channels", get(channels::list).post(channels::create))
+        .route(
+            "/channels/{name}",
+            get(channels::show).delete(channels::delete),
+        )
+        .route("/channels/{name}/test", post(channels::test))
+}
+
 pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/events", get(events::list).post(events::create))
@@ -260,6 +282,7 @@ pub fn router(state: AppState) -> Router {
         .route("/prune", post(prune::prune))
         .route("/metrics/transports", get(transport_metrics))
         .route("/openapi.json", get(openapi))
+        .merge(hooks_and_channels())
         .fallback(not_found);
     // The runtime API checks its own token (an execution's), never an API token.
     let runtime_api = Router::new()
@@ -277,8 +300,13 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Public: a webhook authenticates by its signature, never by a token or a session.
+    let public_hooks = Router::new()
+        .route("/hooks/{name}", post(hooks::receive))
+        .layer(DefaultBodyLimit::max(hooks::MAX_HOOK_BODY));
     Router::new()
         .nest("/api/v1/runtime", runtime_api)
+        .merge(public_hooks)
         .merge(protected)
         .route("/healthz", get(healthz))
         .merge(crate::ui::router(state.clone()))

@@ -74,3 +74,21 @@ pub struct RunId {
     /// The workflow run's id.
     pub id: i64,
 }
+
+/// A notification channel, by name.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChannelName {
+    /// The channel's name.
+    #[param(schema_with = cronium_core::spec_schema::name, example = "ops-slack")]
+    pub name: String,
+}
+
+/// A webhook, by the name of its event or workflow.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct HookName {
+    /// The event's (or else the workflow's) name.
+    #[param(schema_with = cronium_core::spec_schema::name, example = "deploy")]
+    pub name: String,
+}

@@ -9,7 +9,9 @@ use cronium_model::Trigger;
 use cronium_store::{Applied, EventRow, JobFilter, JobRow};
 use serde_json::Value;
 
-use super::{runs, UseCaseError, UseCaseResult};
+use cronium_store::HookKind;
+
+use super::{channels, hooks, runs, UseCaseError, UseCaseResult};
 use crate::scheduler;
 use crate::state::AppState;
 
@@ -42,7 +44,9 @@ pub fn spec_of(event: &EventRow) -> UseCaseResult<EventSpec> {
 /// Checks what depends on this installation: servers named by the target exist, container
 /// limits are within the configured maximums.
 pub async fn validate_target(state: &AppState, spec: &EventSpec) -> UseCaseResult<()> {
-    super::check_target(state, "target", &spec.target).await
+    super::check_target(state, "target", &spec.target).await?;
+    channels::check_notify(state, &spec.notify).await?;
+    hooks::check_unique(state, HookKind::Event, &spec.name, spec.webhook).await
 }
 
 /// Creates an event (a conflict when the name is taken).
@@ -59,6 +63,7 @@ pub async fn create(state: &AppState, spec: &EventSpec) -> UseCaseResult<EventRo
         )
         .await?;
     event.next_fire_at = scheduler::reschedule(state, &event).await?;
+    hooks::applied(state, HookKind::Event, &spec.name, spec.webhook).await?;
     Ok(event)
 }
 
@@ -78,6 +83,7 @@ pub async fn apply(state: &AppState, spec: &EventSpec) -> UseCaseResult<(EventRo
     if applied != Applied::Unchanged {
         event.next_fire_at = scheduler::reschedule(state, &event).await?;
     }
+    hooks::applied(state, HookKind::Event, &spec.name, spec.webhook).await?;
     Ok((event, applied))
 }
 
@@ -130,6 +136,7 @@ pub async fn save_yaml(
 pub async fn delete(state: &AppState, name: &str) -> UseCaseResult<()> {
     let event = get(state, name).await?;
     state.store.delete_event(event.id).await?;
+    hooks::deleted(state, HookKind::Event, name).await?;
     state.scheduler_wake.notify_one();
     Ok(())
 }

@@ -6,7 +6,9 @@
 //! [`AppState`]: crate::state::AppState
 
 pub mod apply;
+pub mod channels;
 pub mod events;
+pub mod hooks;
 pub mod jobs;
 pub mod runs;
 pub mod servers;

@@ -15,6 +15,7 @@ use cronium_core::spec::Overlap;
 use cronium_core::workflow::{self, check_references, WorkflowSpec};
 use cronium_model::{EventStatus, Trigger};
 use cronium_store::{
+    HookKind,
     Applied, CancelRunResult, RunFilter, RunRequest, Store, WorkflowGraph, WorkflowRow,
     WorkflowRunDetail, WorkflowRunRow, WorkflowVersionRow,
 };
@@ -40,6 +41,8 @@ pub async fn validate(state: &AppState, value: Value) -> UseCaseResult<WorkflowS
     let spec = workflow::from_value(value)?;
     validate_targets(state, &spec).await?;
     validate_references(&state.store, &spec, &HashMap::new()).await?;
+    super::channels::check_notify(state, &spec.notify).await?;
+    super::hooks::check_unique(state, HookKind::Workflow, &spec.name, spec.webhook).await?;
     Ok(spec)
 }
 
@@ -118,6 +121,7 @@ pub async fn apply(
     if applied != Applied::Unchanged {
         row.next_fire_at = reschedule(state, &row, &spec, now).await?;
     }
+    super::hooks::applied(state, HookKind::Workflow, &spec.name, spec.webhook).await?;
     Ok((row, applied))
 }
 
@@ -168,6 +172,7 @@ pub async fn delete(state: &AppState, name: &str, now: i64) -> UseCaseResult<()>
             "workflow `{name}` not found"
         )));
     }
+    super::hooks::deleted(state, HookKind::Workflow, name).await?;
     state.scheduler_wake.notify_one();
     Ok(())
 }
