@@ -1242,4 +1242,65 @@ status: sleeping
         let e = parse_yaml("name: [unclosed\n").unwrap_err();
         assert!(e.message.contains("YAML"), "{e}");
     }
+
+    #[test]
+    fn webhook_and_notify_are_read_and_checked() {
+        let base = "name: a\ntype: bash\nscript: echo\n";
+        let s = parse_yaml(base).unwrap();
+        assert!(!s.webhook && s.notify.is_empty());
+        // Absent, they leave the stored form as it was (no new version for old events).
+        assert!(s.to_value().get("webhook").is_none() && s.to_value().get("notify").is_none());
+        let s = parse_yaml(&format!(
+            "{base}webhook: true\nnotify:\n  - {{ on: [failure, recovery], channel: ops }}\n"
+        ))
+        .unwrap();
+        assert!(s.webhook);
+        assert_eq!(
+            s.notify,
+            vec![NotifyRule {
+                on: vec![NotifyOn::Failure, NotifyOn::Recovery],
+                channel: "ops".into()
+            }]
+        );
+        for (extra, field) in [
+            ("notify:\n  - { on: [], channel: ops }\n", "notify[0].on"),
+            ("notify:\n  - { on: [failure, failure], channel: ops }\n", "notify[0].on[1]"),
+            ("notify:\n  - { on: [failure], channel: 'Bad Name' }\n", "notify[0].channel"),
+            ("notify:\n  - { on: [sometimes], channel: ops }\n", "notify[0].on[0]"),
+            ("notify:\n  - { on: [failure] }\n", "notify[0]"),
+        ] {
+            let e = parse_yaml(&format!("{base}{extra}")).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn each_channel_gets_the_most_specific_matching_rule() {
+        let rules = vec![
+            NotifyRule {
+                on: vec![NotifyOn::Success],
+                channel: "a".into(),
+            },
+            NotifyRule {
+                on: vec![NotifyOn::Recovery, NotifyOn::Failure],
+                channel: "a".into(),
+            },
+            NotifyRule {
+                on: vec![NotifyOn::Failure],
+                channel: "b".into(),
+            },
+        ];
+        assert_eq!(
+            matching_channels(&rules, &[NotifyOn::Recovery, NotifyOn::Success]),
+            vec![("a".to_string(), NotifyOn::Recovery)]
+        );
+        assert_eq!(
+            matching_channels(&rules, &[NotifyOn::Timeout, NotifyOn::Failure]),
+            vec![
+                ("a".to_string(), NotifyOn::Failure),
+                ("b".to_string(), NotifyOn::Failure)
+            ]
+        );
+        assert!(matching_channels(&rules, &[]).is_empty());
+    }
 }

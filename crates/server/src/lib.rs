@@ -223,6 +223,10 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
     if !config.runner_path.is_file() {
         return Err(ServeError::Runner(config.runner_path.display().to_string()));
     }
+    // A certificate or key that cannot serve is refused before anything starts.
+    if let Some(files) = &config.tls {
+        tls::acceptor(files)?;
+    }
     let database_url = config.database_url();
     let sqlite_file = data_dir::sqlite_file(&database_url);
     if let Some(file) = &sqlite_file {

@@ -250,6 +250,25 @@ impl Store {
         rows.iter().map(|r| i64_col(r, "id")).collect()
     }
 
+    /// Marks jobs (or runs) notified that have nothing to notify, in one statement.
+    pub async fn mark_notified(&self, source: NotifySource, ids: &[i64]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let list = ids
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Integers only: nothing to bind.
+        let sql = format!(
+            "UPDATE {} SET notified = 1 WHERE notified = 0 AND id IN ({list})",
+            source.table()
+        );
+        sqlx::query(&sql).execute(&self.write).await?;
+        Ok(())
+    }
+
     /// The status of the last job of `event_id` (or run of the workflow `event_id`) that ended
     /// before `finished_at`, other than `id` and not cancelled: what `recovery` compares with.
     pub async fn previous_final_status(

@@ -18,7 +18,8 @@ use std::time::Duration;
 use cronium_core::clock::now_ms;
 use cronium_core::spec::{self, matching_channels, NotifyOn, NotifyRule};
 use cronium_core::workflow;
-use cronium_model::{JobStatus, WorkflowRunStatus};
+use cronium_model::workflow::WorkflowRunStatus;
+use cronium_model::JobStatus;
 use cronium_store::{ChannelRow, NewNotification, NotifySource, OutboxRow, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -122,15 +123,26 @@ pub async fn write_outbox(state: &AppState) -> Result<usize, StoreError> {
     let channels = store.list_channels().await?;
     let base = state.hooks.public_url().to_string();
     let mut written = 0;
+    // Each version's rules are read once per pass; ends with nothing to send are marked in
+    // one statement, so a busy queue costs one write per pass, not one per job.
+    let mut rules_of: HashMap<(i64, i64), Vec<NotifyRule>> = HashMap::new();
+    let mut quiet = Vec::new();
     for id in jobs {
         let Some(job) = store.get_job(id).await? else {
             continue;
         };
         let rules = match job.event_id {
-            Some(event_id) => match store.get_event_version(event_id, job.event_version).await? {
-                Some(v) => spec::from_stored_value(v).map(|s| s.notify).unwrap_or_default(),
-                None => vec![],
-            },
+            Some(event_id) => {
+                let key = (event_id, job.event_version);
+                if !rules_of.contains_key(&key) {
+                    let rules = match store.get_event_version(event_id, job.event_version).await? {
+                        Some(v) => spec::from_stored_value(v).map(|s| s.notify).unwrap_or_default(),
+                        None => vec![],
+                    };
+                    rules_of.insert(key, rules);
+                }
+                rules_of.get(&key).cloned().unwrap_or_default()
+            }
             None => vec![],
         };
         let mut out = Vec::new();
@@ -144,7 +156,7 @@ pub async fn write_outbox(state: &AppState) -> Result<usize, StoreError> {
                 _ => None,
             };
             let ons = job_ons(job.status, previous.as_deref());
-            if !ons.is_empty() {
+            if !matching_channels(&rules, &ons).is_empty() {
                 let tail: Vec<String> = store
                     .read_logs_before(job.id, i64::MAX, message::LOG_TAIL_LINES)
                     .await?
@@ -170,13 +182,17 @@ pub async fn write_outbox(state: &AppState) -> Result<usize, StoreError> {
                 });
             }
         }
-        if store
+        if out.is_empty() {
+            quiet.push(job.id);
+        } else if store
             .record_notifications(NotifySource::Job, job.id, &out, now_ms())
             .await?
         {
             written += out.len();
         }
     }
+    store.mark_notified(NotifySource::Job, &quiet).await?;
+    let mut quiet = Vec::new();
     for id in runs {
         let Some(detail) = store.get_workflow_run(id).await? else {
             continue;
@@ -202,7 +218,7 @@ pub async fn write_outbox(state: &AppState) -> Result<usize, StoreError> {
                 _ => None,
             };
             let ons = run_ons(run.status, previous.as_deref());
-            if !ons.is_empty() {
+            if !matching_channels(&rules, &ons).is_empty() {
                 let tail: Vec<String> = detail
                     .nodes
                     .iter()
@@ -233,13 +249,18 @@ pub async fn write_outbox(state: &AppState) -> Result<usize, StoreError> {
                 });
             }
         }
-        if store
+        if out.is_empty() {
+            quiet.push(run.id);
+        } else if store
             .record_notifications(NotifySource::WorkflowRun, run.id, &out, now_ms())
             .await?
         {
             written += out.len();
         }
     }
+    store
+        .mark_notified(NotifySource::WorkflowRun, &quiet)
+        .await?;
     if written > 0 {
         state.hooks.wake.notify_one();
     }

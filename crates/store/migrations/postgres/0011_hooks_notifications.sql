@@ -67,9 +67,11 @@ CREATE INDEX notifications_due ON notifications (next_attempt_at)
 ALTER TABLE jobs ADD COLUMN notified BIGINT NOT NULL DEFAULT 0;
 UPDATE jobs SET notified = 1
     WHERE status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'partial');
-CREATE INDEX jobs_to_notify ON jobs (id) WHERE notified = 0;
+CREATE INDEX jobs_to_notify ON jobs (id)
+    WHERE notified = 0 AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled', 'partial');
 
 ALTER TABLE workflow_runs ADD COLUMN notified BIGINT NOT NULL DEFAULT 0;
 UPDATE workflow_runs SET notified = 1
     WHERE status IN ('succeeded', 'failed', 'timed_out', 'cancelled');
-CREATE INDEX workflow_runs_to_notify ON workflow_runs (id) WHERE notified = 0;
+CREATE INDEX workflow_runs_to_notify ON workflow_runs (id)
+    WHERE notified = 0 AND status IN ('succeeded', 'failed', 'timed_out', 'cancelled');

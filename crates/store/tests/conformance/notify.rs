@@ -221,6 +221,26 @@ async fn outbox_claim_retry_and_fencing(t: Ctx) {
     assert!(s.claim_notifications(99_000, 100_000, 10).await.unwrap().is_empty());
     assert_eq!(s.list_notifications(ch.id).await.unwrap().len(), 2);
 
+    // Ends with nothing to send are marked in one statement.
+    let job3 = s.enqueue(&event_job(ev.id, "e", 200), 200).await.unwrap();
+    let c = s.claim("w", 30_000, 6_000).await.unwrap().unwrap();
+    s.finish(job3.id, "w", c.attempt, &ok, 6_100).await.unwrap();
+    assert_eq!(
+        s.pending_notify_sources(NotifySource::Job, 10).await.unwrap(),
+        vec![job3.id]
+    );
+    s.mark_notified(NotifySource::Job, &[job3.id]).await.unwrap();
+    s.mark_notified(NotifySource::Job, &[]).await.unwrap();
+    assert!(s
+        .pending_notify_sources(NotifySource::Job, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(!s
+        .record_notifications(NotifySource::Job, job3.id, &[], 6_200)
+        .await
+        .unwrap());
+
     // Deleting the channel deletes its outbox.
     assert!(s.delete_channel("ops").await.unwrap());
     assert!(!s.delete_channel("ops").await.unwrap());
