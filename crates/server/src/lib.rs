@@ -410,17 +410,20 @@ pub async fn serve(
     }
     let app = api::router(state);
     let s = shutdown.clone();
-    // The client's address: the failed-login delay counts per address too.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     match &config.tls {
         Some(files) => {
             let acceptor = tls::acceptor(files)?;
             let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone());
+            let app = app
+                .layer(axum::middleware::from_fn(tls::peer_address))
+                .into_make_service_with_connect_info::<tls::TlsPeer>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { s.cancelled().await })
                 .await?;
         }
         None => {
+            // The client's address: the failed-login delay counts per address too.
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small responses (an
             // SSE log line, a job status) back for ~40 ms on kept-alive connections.
             let listener = listener.tap_io(|tcp| {

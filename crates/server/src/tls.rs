@@ -133,3 +133,30 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local)
     }
 }
+
+/// The client's address of a TLS connection (axum gives `SocketAddr` itself only for its own
+/// listeners).
+#[derive(Debug, Clone, Copy)]
+pub struct TlsPeer(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for TlsPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        TlsPeer(*stream.remote_addr())
+    }
+}
+
+/// Gives handlers the client's address as `ConnectInfo<SocketAddr>`, as on plain HTTP (the
+/// failed-login delay counts per address).
+pub async fn peer_address(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::extract::ConnectInfo;
+    if let Some(ConnectInfo(TlsPeer(addr))) = req.extensions().get::<ConnectInfo<TlsPeer>>().copied()
+    {
+        req.extensions_mut().insert(ConnectInfo(addr));
+    }
+    next.run(req).await
+}
