@@ -207,7 +207,11 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(%addr, data_dir = %data_dir.display(), database = %redact(&config.database_url()), "cronium listening");
     if config.tls.is_none() && !addr.ip().is_loopback() {
         tracing::warn!(%addr, "listening on a non-loopback address without TLS");

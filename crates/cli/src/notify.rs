@@ -25,9 +25,7 @@ pub async fn hook(kind: &str, name: &str, rotate: bool, client: &ClientOpts) -> 
         return Ok(0);
     }
     if r["enabled"] != json!(true) {
-        println!(
-            "{kind} {name} has no webhook: add `webhook: true` to its file and apply it"
-        );
+        println!("{kind} {name} has no webhook: add `webhook: true` to its file and apply it");
         return Ok(1);
     }
     println!("url:    {}", s(&r, "url"));
@@ -133,9 +131,9 @@ pub async fn channel(cmd: ChannelCmd) -> Result<i32> {
                             s(c, "type").to_string(),
                             c["pending"].to_string(),
                             s(c, "last_success_at").to_string(),
-                            c["last_error"]
-                                .as_str()
-                                .map_or("-".to_string(), |e| format!("{} {e}", s(c, "last_error_at"))),
+                            c["last_error"].as_str().map_or("-".to_string(), |e| {
+                                format!("{} {e}", s(c, "last_error_at"))
+                            }),
                         ]
                     })
                     .collect();

@@ -62,7 +62,12 @@ script: |
   cronium.output({"got": cronium.input()})
 "#;
 
-async fn post_hook(s: &Server, name: &str, body: &[u8], headers: &[(&str, String)]) -> (u16, Value) {
+async fn post_hook(
+    s: &Server,
+    name: &str,
+    body: &[u8],
+    headers: &[(&str, String)],
+) -> (u16, Value) {
     let mut rb = s
         .http
         .post(format!("{}/hooks/{name}", s.url))
@@ -74,7 +79,10 @@ async fn post_hook(s: &Server, name: &str, body: &[u8], headers: &[(&str, String
     let resp = rb.send().await.expect("request");
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn signed(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
@@ -239,11 +247,18 @@ async fn a_signed_request_runs_the_event_and_every_bad_one_runs_nothing() {
 
     // Over 1 MiB: 413 before anything is read into a run.
     let big = format!("{{\"pad\": \"{}\"}}", "x".repeat(1024 * 1024));
-    let (status, _) = post_hook(&s, "deploy", big.as_bytes(), &signed(&secret, now(), big.as_bytes())).await;
+    let (status, _) = post_hook(
+        &s,
+        "deploy",
+        big.as_bytes(),
+        &signed(&secret, now(), big.as_bytes()),
+    )
+    .await;
     assert_eq!(status, 413);
 
     // A webhook that is not enabled answers as an unknown hook does.
-    s.apply_yaml("name: plain\ntype: bash\nscript: echo hi\n").await;
+    s.apply_yaml("name: plain\ntype: bash\nscript: echo hi\n")
+        .await;
     let (status, r) = post_hook(&s, "plain", other, &signed(&secret, now(), other)).await;
     assert_eq!(status, 404, "{r}");
     let (_, r_unknown) = post_hook(&s, "nope", other, &signed(&secret, now(), other)).await;
@@ -315,7 +330,10 @@ async fn a_github_push_with_its_signature_runs_with_the_whole_payload() {
         .await;
     assert_eq!(job["status"], "succeeded", "{job}");
     let payload: Value = serde_json::from_str(GITHUB_PUSH).expect("payload");
-    assert_eq!(job["output"]["got"], payload, "the whole payload is the input");
+    assert_eq!(
+        job["output"]["got"], payload,
+        "the whole payload is the input"
+    );
     assert_eq!(job["output"]["got"]["ref"], "refs/heads/main");
 
     // The same delivery again: refused by its id. Another body under a wrong signature, or
@@ -350,7 +368,8 @@ async fn a_github_push_with_its_signature_runs_with_the_whole_payload() {
 #[tokio::test]
 async fn a_workflow_hook_starts_a_run() {
     let s = Server::start();
-    s.apply_yaml("name: step\ntype: bash\nscript: echo step\n").await;
+    s.apply_yaml("name: step\ntype: bash\nscript: echo step\n")
+        .await;
     let wf = s.data_path("../release.yaml");
     std::fs::write(
         &wf,

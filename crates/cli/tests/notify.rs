@@ -52,7 +52,9 @@ impl Receiver {
             });
             "ok"
         }
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("addr");
         let app = axum::Router::new()
             .route("/{*path}", post(take))
@@ -114,7 +116,9 @@ fn flaky_event(name: &str, flag: &Path, channels: &[&str]) -> String {
         flag.display()
     );
     for c in channels {
-        y.push_str(&format!("  - {{ on: [failure, recovery], channel: {c} }}\n"));
+        y.push_str(&format!(
+            "  - {{ on: [failure, recovery], channel: {c} }}\n"
+        ));
     }
     y
 }
@@ -124,8 +128,16 @@ async fn a_failure_then_a_recovery_reach_slack_discord_and_a_signed_webhook() {
     let s = Server::start();
     let rx = Receiver::start("127.0.0.1:0".parse().expect("addr"), Inbox::default()).await;
     let base = format!("http://{}", rx.addr);
-    add_channel(&s, json!({"name": "slack", "type": "slack", "url": format!("{base}/slack/T0/B0/x")})).await;
-    add_channel(&s, json!({"name": "discord", "type": "discord", "url": format!("{base}/discord")})).await;
+    add_channel(
+        &s,
+        json!({"name": "slack", "type": "slack", "url": format!("{base}/slack/T0/B0/x")}),
+    )
+    .await;
+    add_channel(
+        &s,
+        json!({"name": "discord", "type": "discord", "url": format!("{base}/discord")}),
+    )
+    .await;
     let hook_secret = "a-long-enough-hmac-secret-0123";
     let out = Command::new(cronium_bin())
         .args(["channel", "add", "hook", "--type", "webhook", "--url"])
@@ -162,7 +174,10 @@ async fn a_failure_then_a_recovery_reach_slack_discord_and_a_signed_webhook() {
     let failed = s.run_event("flaky", None).await;
     let job = s.wait_job(failed, Duration::from_secs(60)).await;
     assert_eq!(job["status"], "failed");
-    wait_until("3 failure messages", Duration::from_secs(30), || rx.got().len() >= 3).await;
+    wait_until("3 failure messages", Duration::from_secs(30), || {
+        rx.got().len() >= 3
+    })
+    .await;
 
     let got = rx.got();
     let by = |prefix: &str| -> Got {
@@ -171,14 +186,19 @@ async fn a_failure_then_a_recovery_reach_slack_discord_and_a_signed_webhook() {
             .unwrap_or_else(|| panic!("nothing at {prefix}: {got:?}"))
             .clone()
     };
-    let slack = by("/slack/")
-        .body["text"]
+    let slack = by("/slack/").body["text"]
         .as_str()
         .expect("slack text")
         .to_string();
     assert!(slack.contains("flaky failed (exit 3)"), "{slack}");
-    assert!(slack.contains("disk full on /var"), "the log's last lines: {slack}");
-    assert!(slack.contains(&format!("{}/jobs/{failed}", s.url)), "a link: {slack}");
+    assert!(
+        slack.contains("disk full on /var"),
+        "the log's last lines: {slack}"
+    );
+    assert!(
+        slack.contains(&format!("{}/jobs/{failed}", s.url)),
+        "a link: {slack}"
+    );
     assert!(!slack.contains("sk-very-secret-value"), "masked: {slack}");
     let discord = by("/discord").body["content"]
         .as_str()
@@ -222,7 +242,10 @@ async fn a_failure_then_a_recovery_reach_slack_discord_and_a_signed_webhook() {
         s.wait_job(ok, Duration::from_secs(60)).await["status"],
         "succeeded"
     );
-    wait_until("3 recovery messages", Duration::from_secs(30), || rx.got().len() >= 6).await;
+    wait_until("3 recovery messages", Duration::from_secs(30), || {
+        rx.got().len() >= 6
+    })
+    .await;
     let got = rx.got();
     let hook = got
         .iter()
@@ -240,7 +263,10 @@ async fn a_failure_then_a_recovery_reach_slack_discord_and_a_signed_webhook() {
         .as_str()
         .expect("text")
         .to_string();
-    assert!(slack.contains("recovered") && slack.contains("flaky succeeded"), "{slack}");
+    assert!(
+        slack.contains("recovered") && slack.contains("flaky succeeded"),
+        "{slack}"
+    );
     // A success after a success is neither: nothing more is sent.
     let again = s.run_event("flaky", None).await;
     s.wait_job(again, Duration::from_secs(60)).await;
@@ -253,11 +279,18 @@ async fn a_failure_then_a_recovery_reach_slack_discord_and_a_signed_webhook() {
         assert_eq!(c["pending"], 0, "{c}");
         assert!(c["last_success_at"].is_string(), "{c}");
         assert_eq!(c["last_error"], Value::Null, "{c}");
-        assert!(!c.to_string().contains(&base), "the URL is never shown: {c}");
+        assert!(
+            !c.to_string().contains(&base),
+            "the URL is never shown: {c}"
+        );
     }
     let out = s.cli(&["channel", "list"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("slack") && stdout(&out).contains("PENDING"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("slack") && stdout(&out).contains("PENDING"),
+        "{}",
+        stdout(&out)
+    );
     let out = s.cli(&["channel", "show", "hook"]);
     assert!(!stdout(&out).contains(hook_secret), "{}", stdout(&out));
     s.assert_not_at_rest(hook_secret);
@@ -265,17 +298,28 @@ async fn a_failure_then_a_recovery_reach_slack_discord_and_a_signed_webhook() {
 
     // Removal is refused while the event notifies it; `channel test` sends now.
     let out = s.cli(&["channel", "remove", "slack"]);
-    assert!(!out.status.success() && stderr(&out).contains("event flaky"), "{}", stderr(&out));
+    assert!(
+        !out.status.success() && stderr(&out).contains("event flaky"),
+        "{}",
+        stderr(&out)
+    );
     let out = s.cli(&["channel", "test", "discord"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_until("the test message", Duration::from_secs(10), || rx.got().len() == 7).await;
+    wait_until("the test message", Duration::from_secs(10), || {
+        rx.got().len() == 7
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_receiver_that_is_down_gets_the_message_once_it_is_up() {
     let s = Server::start();
     let addr = free_port();
-    add_channel(&s, json!({"name": "ops", "type": "webhook", "url": format!("http://{addr}/in")})).await;
+    add_channel(
+        &s,
+        json!({"name": "ops", "type": "webhook", "url": format!("http://{addr}/in")}),
+    )
+    .await;
     let tmp = shared_tempdir();
     let flag = tmp.path().join("fail");
     std::fs::write(&flag, "").expect("flag");
@@ -288,7 +332,13 @@ async fn a_receiver_that_is_down_gets_the_message_once_it_is_up() {
         let c = channel(&s, "ops").await;
         if c["last_error"].is_string() {
             assert_eq!(c["pending"], 1, "{c}");
-            assert!(c["last_error"].as_str().unwrap_or_default().contains("cannot connect"), "{c}");
+            assert!(
+                c["last_error"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("cannot connect"),
+                "{c}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "no failed attempt: {c}");
@@ -297,7 +347,10 @@ async fn a_receiver_that_is_down_gets_the_message_once_it_is_up() {
     // The job is not held back by it.
     assert_eq!(s.job(job).await["status"], "failed");
     let rx = Receiver::start(addr, Inbox::default()).await;
-    wait_until("the retried delivery", Duration::from_secs(40), || !rx.got().is_empty()).await;
+    wait_until("the retried delivery", Duration::from_secs(40), || {
+        !rx.got().is_empty()
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = rx.got();
     assert_eq!(got.len(), 1, "delivered once: {got:?}");
@@ -317,7 +370,11 @@ async fn pending_deliveries_survive_a_restart_and_arrive_once() {
     };
     let mut s = Server::start_with(opts());
     let addr = free_port();
-    add_channel(&s, json!({"name": "ops", "type": "slack", "url": format!("http://{addr}/in")})).await;
+    add_channel(
+        &s,
+        json!({"name": "ops", "type": "slack", "url": format!("http://{addr}/in")}),
+    )
+    .await;
     let shared = shared_tempdir();
     let flag = shared.path().join("fail");
     std::fs::write(&flag, "").expect("flag");
@@ -333,9 +390,11 @@ async fn pending_deliveries_survive_a_restart_and_arrive_once() {
 
     let rx = Receiver::start(addr, Inbox::default()).await;
     let s = Server::start_with(opts());
-    wait_until("the delivery after the restart", Duration::from_secs(40), || {
-        !rx.got().is_empty()
-    })
+    wait_until(
+        "the delivery after the restart",
+        Duration::from_secs(40),
+        || !rx.got().is_empty(),
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let got = rx.got();
@@ -438,29 +497,48 @@ async fn e_mail_goes_over_starttls_to_a_real_smtp_server() {
         .api(
             "POST",
             "/api/v1/channels",
-            Some(json!({"name": "mail", "type": "email", "smtp_host": "localhost",
+            Some(
+                json!({"name": "mail", "type": "email", "smtp_host": "localhost",
                 "smtp_port": addr.port(), "smtp_tls": "starttls",
                 "smtp_ca_file": cert.display().to_string(),
-                "from": "Cronium <cronium@example.com>", "to": ["ops@example.com"]})),
+                "from": "Cronium <cronium@example.com>", "to": ["ops@example.com"]}),
+            ),
         )
         .await;
     assert_eq!(status, 201, "{r}");
     // Precise refusals.
     for (body, field) in [
-        (json!({"name": "m2", "type": "email", "from": "a@b.c", "to": ["x@y.z"]}), "smtp_host"),
-        (json!({"name": "m2", "type": "email", "smtp_host": "h", "from": "not an address", "to": ["x@y.z"]}), "from"),
-        (json!({"name": "m2", "type": "email", "smtp_host": "h", "from": "a@b.c", "to": ["x@y.z", "bad"]}), "to[1]"),
-        (json!({"name": "m2", "type": "email", "smtp_host": "h", "from": "a@b.c", "to": ["x@y.z"], "url": "http://x"}), "url"),
+        (
+            json!({"name": "m2", "type": "email", "from": "a@b.c", "to": ["x@y.z"]}),
+            "smtp_host",
+        ),
+        (
+            json!({"name": "m2", "type": "email", "smtp_host": "h", "from": "not an address", "to": ["x@y.z"]}),
+            "from",
+        ),
+        (
+            json!({"name": "m2", "type": "email", "smtp_host": "h", "from": "a@b.c", "to": ["x@y.z", "bad"]}),
+            "to[1]",
+        ),
+        (
+            json!({"name": "m2", "type": "email", "smtp_host": "h", "from": "a@b.c", "to": ["x@y.z"], "url": "http://x"}),
+            "url",
+        ),
         (json!({"name": "m2", "type": "slack"}), "url"),
     ] {
         let (status, r) = s.api("POST", "/api/v1/channels", Some(body)).await;
-        assert_eq!((status, r["error"]["field"].as_str()), (422, Some(field)), "{r}");
+        assert_eq!(
+            (status, r["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{r}"
+        );
     }
 
     let shared = shared_tempdir();
     let flag = shared.path().join("fail");
     std::fs::write(&flag, "").expect("flag");
-    s.apply_yaml(&flaky_event("nightly", &flag, &["mail"])).await;
+    s.apply_yaml(&flaky_event("nightly", &flag, &["mail"]))
+        .await;
     let failed = s.run_event("nightly", None).await;
     s.wait_job(failed, Duration::from_secs(60)).await;
     std::fs::remove_file(&flag).expect("unflag");
@@ -476,15 +554,23 @@ async fn e_mail_goes_over_starttls_to_a_real_smtp_server() {
             .unwrap_or(0)
     };
     wait_until("two e-mails", Duration::from_secs(40), || count() >= 2).await;
-    let first = std::fs::read_to_string(mail.join("1.tls.txt"))
-        .expect("the first mail came over STARTTLS");
+    let first =
+        std::fs::read_to_string(mail.join("1.tls.txt")).expect("the first mail came over STARTTLS");
     let second = std::fs::read_to_string(mail.join("2.tls.txt")).expect("second mail over TLS");
-    assert!(first.contains("Subject: [Cronium]") && first.contains("nightly failed (exit 3)"), "{first}");
+    assert!(
+        first.contains("Subject: [Cronium]") && first.contains("nightly failed (exit 3)"),
+        "{first}"
+    );
     assert!(first.contains("disk full on /var"), "{first}");
     assert!(first.contains(&format!("/jobs/{failed}")), "{first}");
-    assert!(second.contains("recovered") && second.contains("nightly succeeded"), "{second}");
+    assert!(
+        second.contains("recovered") && second.contains("nightly succeeded"),
+        "{second}"
+    );
     assert_eq!(
-        std::fs::read_to_string(mail.join("1.rcpt")).expect("rcpt").trim(),
+        std::fs::read_to_string(mail.join("1.rcpt"))
+            .expect("rcpt")
+            .trim(),
         "ops@example.com"
     );
     assert_eq!(channel(&s, "mail").await["pending"], 0);

@@ -1353,7 +1353,11 @@ async fn every_route_answers_as_the_document_says() {
     let a = c
         .hit("POST", cht, "/api/v1/channels/ops/test", Body::None, 200)
         .await;
-    assert_eq!(a.json()["delivered"], json!(false), "nothing listens on port 9");
+    assert_eq!(
+        a.json()["delivered"],
+        json!(false),
+        "nothing listens on port 9"
+    );
     c.hit("POST", cht, "/api/v1/channels/none/test", Body::None, 404)
         .await;
     c.hit(
@@ -1380,7 +1384,10 @@ async fn every_route_answers_as_the_document_says() {
     let a = c
         .hit("GET", eh, "/api/v1/events/hooked/hook", Body::None, 200)
         .await;
-    let secret = a.json()["secret"].as_str().expect("secret once").to_string();
+    let secret = a.json()["secret"]
+        .as_str()
+        .expect("secret once")
+        .to_string();
     let a = c
         .hit("GET", eh, "/api/v1/events/hooked/hook", Body::None, 200)
         .await;
@@ -1388,12 +1395,30 @@ async fn every_route_answers_as_the_document_says() {
     c.hit("GET", eh, "/api/v1/events/none/hook", Body::None, 404)
         .await;
     let ehr = "/api/v1/events/{name}/hook/rotate";
-    c.hit("POST", ehr, "/api/v1/events/hello/hook/rotate", Body::None, 409)
-        .await;
-    c.hit("POST", ehr, "/api/v1/events/none/hook/rotate", Body::None, 404)
-        .await;
+    c.hit(
+        "POST",
+        ehr,
+        "/api/v1/events/hello/hook/rotate",
+        Body::None,
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        ehr,
+        "/api/v1/events/none/hook/rotate",
+        Body::None,
+        404,
+    )
+    .await;
     let a = c
-        .hit("POST", ehr, "/api/v1/events/hooked/hook/rotate", Body::None, 200)
+        .hit(
+            "POST",
+            ehr,
+            "/api/v1/events/hooked/hook/rotate",
+            Body::None,
+            200,
+        )
         .await;
     let rotated = a.json()["secret"].as_str().expect("new secret").to_string();
     assert_ne!(rotated, secret);
@@ -1430,7 +1455,13 @@ async fn every_route_answers_as_the_document_says() {
     .await;
     let wh = "/api/v1/workflows/{name}/hook";
     let a = c
-        .hit("GET", wh, "/api/v1/workflows/hooked-wf/hook", Body::None, 200)
+        .hit(
+            "GET",
+            wh,
+            "/api/v1/workflows/hooked-wf/hook",
+            Body::None,
+            200,
+        )
         .await;
     assert!(a.json()["secret"].is_string());
     let whr = "/api/v1/workflows/{name}/hook/rotate";

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn self_signed(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, String) {
-    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-        .expect("certificate");
+    let ck =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("certificate");
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     std::fs::write(&cert, ck.cert.pem()).expect("cert");
@@ -62,7 +63,10 @@ async fn https_with_a_self_signed_certificate() {
         .filter_map(|v| v.to_str().ok().map(str::to_string))
         .collect();
     assert!(!cookies.is_empty());
-    assert!(cookies.iter().all(|c| c.contains("; Secure")), "{cookies:?}");
+    assert!(
+        cookies.iter().all(|c| c.contains("; Secure")),
+        "{cookies:?}"
+    );
     // A client that does not trust the certificate is refused, and plain HTTP gets nothing.
     assert!(reqwest::Client::new()
         .get(format!("{}/healthz", s.url))
@@ -83,71 +87,81 @@ async fn https_with_a_self_signed_certificate() {
     for _ in 0..20 {
         let c = client.clone();
         let url = format!("{}/healthz", s.url);
-        tasks.push(tokio::spawn(async move { c.get(url).send().await.map(|r| r.status()) }));
+        tasks.push(tokio::spawn(async move {
+            c.get(url).send().await.map(|r| r.status())
+        }));
     }
     for t in tasks {
         assert_eq!(t.await.expect("task").expect("request"), 200);
     }
 }
 
-/// The server's log, once it holds `needle` or the time is up.
-fn log_with(path: &std::path::Path, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text.contains(needle) || Instant::now() > deadline {
-            return text;
-        }
+/// Starts `cronium serve` with `args` (its own data directory), waits until it listens, stops
+/// it, and answers (stdout, stderr).
+fn serve_briefly(dir: &std::path::Path, args: &[&str]) -> (String, String) {
+    std::fs::create_dir_all(dir).expect("dir");
+    let out = dir.join("stdout");
+    let err = dir.join("stderr");
+    let mut child = std::process::Command::new(cronium_bin())
+        .arg("serve")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--runner")
+        .arg(runner_bin())
+        .arg("--no-docker")
+        .env("CRONIUM_ADMIN_TOKEN", TOKEN)
+        .env("CRONIUM_LOG", "warn")
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&out)
+        .unwrap_or_default()
+        .contains("Cronium listening on")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the server did not start: {}",
+            std::fs::read_to_string(&err).unwrap_or_default()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    (
+        std::fs::read_to_string(&out).unwrap_or_default(),
+        std::fs::read_to_string(&err).unwrap_or_default(),
+    )
 }
 
 #[test]
 fn listening_beyond_loopback_without_tls_warns() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let log = tmp.path().join("server.log");
-    let s = Server::start_with(ServerOpts {
-        args: vec!["--listen".into(), "0.0.0.0:0".into()],
-        log_file: Some(log.clone()),
-        ..Default::default()
-    });
-    let text = log_with(&log, "WARNING");
+    let (_, err) = serve_briefly(&tmp.path().join("a"), &["--listen", "0.0.0.0:0"]);
     assert!(
-        text.contains("WARNING: Cronium listens on 0.0.0.0:") && text.contains("without TLS"),
-        "{text}"
+        err.contains("WARNING: Cronium listens on 0.0.0.0:") && err.contains("without TLS"),
+        "{err}"
     );
-    drop(s);
 
     let (cert, key, _) = self_signed(tmp.path());
-    let log2 = tmp.path().join("server2.log");
-    let s = Server::start_with(ServerOpts {
-        args: vec![
-            "--listen".into(),
-            "0.0.0.0:0".into(),
-            "--tls-cert".into(),
-            cert.display().to_string(),
-            "--tls-key".into(),
-            key.display().to_string(),
+    let (out, err) = serve_briefly(
+        &tmp.path().join("b"),
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            cert.to_str().expect("path"),
+            "--tls-key",
+            key.to_str().expect("path"),
         ],
-        log_file: Some(log2.clone()),
-        ..Default::default()
-    });
-    assert!(s.url.starts_with("https://"), "{}", s.url);
-    std::thread::sleep(Duration::from_millis(500));
-    let text = std::fs::read_to_string(&log2).unwrap_or_default();
-    assert_no_warning(&text);
+    );
+    assert!(out.contains("Cronium listening on https://0.0.0.0:"), "{out}");
+    assert!(!err.contains("WARNING"), "a warning under TLS: {err}");
     // On loopback, no warning either.
-    let log3 = tmp.path().join("server3.log");
-    let _s = Server::start_with(ServerOpts {
-        log_file: Some(log3.clone()),
-        ..Default::default()
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    assert_no_warning(&std::fs::read_to_string(&log3).unwrap_or_default());
-}
-
-fn assert_no_warning(log: &str) {
-    assert!(!log.contains("WARNING"), "a warning without cause: {log}");
+    let (_, err) = serve_briefly(&tmp.path().join("c"), &["--listen", "127.0.0.1:0"]);
+    assert!(!err.contains("WARNING"), "a warning on loopback: {err}");
 }
 
 #[test]
@@ -170,7 +184,11 @@ fn a_key_that_does_not_match_is_refused_at_start() {
         .output()
         .expect("serve");
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("--tls-cert/--tls-key"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--tls-cert/--tls-key"),
+        "{}",
+        stderr(&out)
+    );
     let out = std::process::Command::new(cronium_bin())
         .args(["serve", "--listen", "127.0.0.1:0", "--tls-cert"])
         .arg(&cert)

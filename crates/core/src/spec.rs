@@ -1264,9 +1264,18 @@ status: sleeping
         );
         for (extra, field) in [
             ("notify:\n  - { on: [], channel: ops }\n", "notify[0].on"),
-            ("notify:\n  - { on: [failure, failure], channel: ops }\n", "notify[0].on[1]"),
-            ("notify:\n  - { on: [failure], channel: 'Bad Name' }\n", "notify[0].channel"),
-            ("notify:\n  - { on: [sometimes], channel: ops }\n", "notify[0].on[0]"),
+            (
+                "notify:\n  - { on: [failure, failure], channel: ops }\n",
+                "notify[0].on[1]",
+            ),
+            (
+                "notify:\n  - { on: [failure], channel: 'Bad Name' }\n",
+                "notify[0].channel",
+            ),
+            (
+                "notify:\n  - { on: [sometimes], channel: ops }\n",
+                "notify[0].on[0]",
+            ),
             ("notify:\n  - { on: [failure] }\n", "notify[0]"),
         ] {
             let e = parse_yaml(&format!("{base}{extra}")).unwrap_err();

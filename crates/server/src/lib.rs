@@ -404,7 +404,11 @@ pub async fn serve(
         state.clone(),
         shutdown.clone(),
     )));
-    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     if let Ok(addr) = listener.local_addr() {
         state.hooks.set_listen_url(format!("{scheme}://{addr}"));
     }

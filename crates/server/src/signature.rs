@@ -101,7 +101,8 @@ pub fn verify_github(secret: &[u8], signature: &str, body: &[u8]) -> Result<(), 
     let digest = digest_of(signature, "X-Hub-Signature-256")?;
     let mut m = mac(secret);
     m.update(body);
-    m.verify_slice(&digest).map_err(|_| SignatureError::Mismatch)
+    m.verify_slice(&digest)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 #[cfg(test)]

@@ -154,7 +154,8 @@ pub async fn peer_address(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::extract::ConnectInfo;
-    if let Some(ConnectInfo(TlsPeer(addr))) = req.extensions().get::<ConnectInfo<TlsPeer>>().copied()
+    if let Some(ConnectInfo(TlsPeer(addr))) =
+        req.extensions().get::<ConnectInfo<TlsPeer>>().copied()
     {
         req.extensions_mut().insert(ConnectInfo(addr));
     }

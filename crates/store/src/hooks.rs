@@ -52,7 +52,11 @@ fn hook_row(kind: HookKind, row: &AnyRow) -> Result<HookRow, StoreError> {
 
 impl Store {
     /// The hook of `kind` `name`, if a secret was ever made for it.
-    pub async fn get_hook(&self, kind: HookKind, name: &str) -> Result<Option<HookRow>, StoreError> {
+    pub async fn get_hook(
+        &self,
+        kind: HookKind,
+        name: &str,
+    ) -> Result<Option<HookRow>, StoreError> {
         let row = sqlx::query(
             "SELECT name, secret, revealed, created_at, rotated_at FROM hooks \
              WHERE kind = $1 AND name = $2",

@@ -279,10 +279,7 @@ impl Store {
         finished_at: i64,
     ) -> Result<Option<String>, StoreError> {
         let (owner_col, finals) = match source {
-            NotifySource::Job => (
-                "event_id",
-                "'succeeded', 'failed', 'timed_out', 'partial'",
-            ),
+            NotifySource::Job => ("event_id", "'succeeded', 'failed', 'timed_out', 'partial'"),
             NotifySource::WorkflowRun => ("workflow_id", "'succeeded', 'failed', 'timed_out'"),
         };
         let sql = format!(
@@ -446,12 +443,12 @@ impl Store {
             None => sqlx::query("UPDATE channels SET last_success_at = $1 WHERE id = $2")
                 .bind(now)
                 .bind(channel_id),
-            Some(e) => sqlx::query(
-                "UPDATE channels SET last_error = $3, last_error_at = $1 WHERE id = $2",
-            )
-            .bind(now)
-            .bind(channel_id)
-            .bind(e),
+            Some(e) => {
+                sqlx::query("UPDATE channels SET last_error = $3, last_error_at = $1 WHERE id = $2")
+                    .bind(now)
+                    .bind(channel_id)
+                    .bind(e)
+            }
         };
         q.execute(&self.write).await?;
         Ok(())
@@ -459,9 +456,8 @@ impl Store {
 
     /// The notifications of a channel, oldest first (for tests and diagnostics).
     pub async fn list_notifications(&self, channel_id: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        let sql = format!(
-            "SELECT {OUTBOX_COLS} FROM notifications WHERE channel_id = $1 ORDER BY id"
-        );
+        let sql =
+            format!("SELECT {OUTBOX_COLS} FROM notifications WHERE channel_id = $1 ORDER BY id");
         let rows = sqlx::query(&sql)
             .bind(channel_id)
             .fetch_all(&self.read)

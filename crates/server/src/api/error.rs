@@ -217,9 +217,7 @@ impl IntoResponse for ApiError {
                 ErrorCode::Malformed,
                 Some("(body)".to_string()),
             ),
-            ApiError::BadSignature(_) => {
-                (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, None)
-            }
+            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, None),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, None)

@@ -105,7 +105,9 @@ pub async fn show_event_hook(
     State(state): State<AppState>,
     Path(EventName { name }): Path<EventName>,
 ) -> ApiResult<Json<HookDto>> {
-    Ok(Json(hooks::show(&state, HookKind::Event, &name).await?.into()))
+    Ok(Json(
+        hooks::show(&state, HookKind::Event, &name).await?.into(),
+    ))
 }
 
 /// Replace an event's webhook secret; the new one is answered this once and the old one stops
@@ -123,7 +125,9 @@ pub async fn rotate_event_hook(
     State(state): State<AppState>,
     Path(EventName { name }): Path<EventName>,
 ) -> ApiResult<Json<HookDto>> {
-    Ok(Json(hooks::rotate(&state, HookKind::Event, &name).await?.into()))
+    Ok(Json(
+        hooks::rotate(&state, HookKind::Event, &name).await?.into(),
+    ))
 }
 
 /// A workflow's webhook: its URL, and its secret the first time it is asked for.
@@ -139,7 +143,9 @@ pub async fn show_workflow_hook(
     State(state): State<AppState>,
     Path(WorkflowName { name }): Path<WorkflowName>,
 ) -> ApiResult<Json<HookDto>> {
-    Ok(Json(hooks::show(&state, HookKind::Workflow, &name).await?.into()))
+    Ok(Json(
+        hooks::show(&state, HookKind::Workflow, &name).await?.into(),
+    ))
 }
 
 /// Replace a workflow's webhook secret (answered this once).
@@ -157,6 +163,8 @@ pub async fn rotate_workflow_hook(
     Path(WorkflowName { name }): Path<WorkflowName>,
 ) -> ApiResult<Json<HookDto>> {
     Ok(Json(
-        hooks::rotate(&state, HookKind::Workflow, &name).await?.into(),
+        hooks::rotate(&state, HookKind::Workflow, &name)
+            .await?
+            .into(),
     ))
 }

@@ -95,17 +95,19 @@ fn rows(
 ) -> Vec<NewNotification> {
     matching_channels(rules, ons)
         .into_iter()
-        .filter_map(|(name, on)| match channels.iter().find(|c| c.name == name) {
-            Some(c) => Some(NewNotification {
-                channel_id: c.id,
-                on: on.as_str().into(),
-                message: build(on),
-            }),
-            None => {
-                tracing::warn!(channel = %name, %what, "notification skipped: no such channel");
-                None
-            }
-        })
+        .filter_map(
+            |(name, on)| match channels.iter().find(|c| c.name == name) {
+                Some(c) => Some(NewNotification {
+                    channel_id: c.id,
+                    on: on.as_str().into(),
+                    message: build(on),
+                }),
+                None => {
+                    tracing::warn!(channel = %name, %what, "notification skipped: no such channel");
+                    None
+                }
+            },
+        )
         .collect()
 }
 
@@ -113,7 +115,9 @@ fn rows(
 /// rows were written.
 pub async fn write_outbox(state: &AppState) -> Result<usize, StoreError> {
     let store = &state.store;
-    let jobs = store.pending_notify_sources(NotifySource::Job, BATCH).await?;
+    let jobs = store
+        .pending_notify_sources(NotifySource::Job, BATCH)
+        .await?;
     let runs = store
         .pending_notify_sources(NotifySource::WorkflowRun, BATCH)
         .await?;
@@ -136,7 +140,9 @@ pub async fn write_outbox(state: &AppState) -> Result<usize, StoreError> {
                 let key = (event_id, job.event_version);
                 if !rules_of.contains_key(&key) {
                     let rules = match store.get_event_version(event_id, job.event_version).await? {
-                        Some(v) => spec::from_stored_value(v).map(|s| s.notify).unwrap_or_default(),
+                        Some(v) => spec::from_stored_value(v)
+                            .map(|s| s.notify)
+                            .unwrap_or_default(),
                         None => vec![],
                     };
                     rules_of.insert(key, rules);
@@ -199,7 +205,10 @@ pub async fn write_outbox(state: &AppState) -> Result<usize, StoreError> {
         };
         let run = &detail.run;
         let rules = match run.workflow_id {
-            Some(wid) => match store.get_workflow_version(wid, run.workflow_version).await? {
+            Some(wid) => match store
+                .get_workflow_version(wid, run.workflow_version)
+                .await?
+            {
                 Some(v) => workflow::from_value(v.spec)
                     .map(|s| s.notify)
                     .unwrap_or_default(),
@@ -307,16 +316,29 @@ pub async fn deliver_due(state: &AppState) -> Result<usize, StoreError> {
     Ok(delivered)
 }
 
-async fn record(state: &AppState, n: &OutboxRow, outcome: Result<(), String>) -> Result<bool, StoreError> {
+async fn record(
+    state: &AppState,
+    n: &OutboxRow,
+    outcome: Result<(), String>,
+) -> Result<bool, StoreError> {
     let now = now_ms();
     match outcome {
-        Ok(()) => state.store.notification_delivered(n.id, n.attempts, now).await,
+        Ok(()) => {
+            state
+                .store
+                .notification_delivered(n.id, n.attempts, now)
+                .await
+        }
         Err(e) => {
-            let retry_at = (n.attempts < MAX_ATTEMPTS)
-                .then(|| now + backoff(n.attempts).as_millis() as i64);
+            let retry_at =
+                (n.attempts < MAX_ATTEMPTS).then(|| now + backoff(n.attempts).as_millis() as i64);
             match retry_at {
-                Some(_) => tracing::info!(notification = n.id, attempt = n.attempts, error = %e, "notification not delivered; will retry"),
-                None => tracing::warn!(notification = n.id, attempt = n.attempts, error = %e, "notification given up"),
+                Some(_) => {
+                    tracing::info!(notification = n.id, attempt = n.attempts, error = %e, "notification not delivered; will retry")
+                }
+                None => {
+                    tracing::warn!(notification = n.id, attempt = n.attempts, error = %e, "notification given up")
+                }
             }
             state
                 .store

@@ -107,7 +107,13 @@ fn host_of(url: &str) -> String {
 pub async fn send(hub: &Hub, channel: &Channel, m: &Value) -> Result<(), String> {
     match channel.kind {
         ChannelKind::Slack => {
-            post_json(hub, channel, &json!({ "text": message::text(m, true) }), false).await
+            post_json(
+                hub,
+                channel,
+                &json!({ "text": message::text(m, true) }),
+                false,
+            )
+            .await
         }
         ChannelKind::Discord => {
             // Discord refuses content over 2000 characters.
@@ -140,12 +146,10 @@ async fn post_json(hub: &Hub, channel: &Channel, body: &Value, signed: bool) -> 
     if signed {
         let secret = channel.secret["secret"].as_str().unwrap_or_default();
         let ts = now_ms() / 1000;
-        req = req
-            .header("X-Cronium-Timestamp", ts.to_string())
-            .header(
-                "X-Cronium-Signature",
-                signature::sign(secret.as_bytes(), ts, &bytes),
-            );
+        req = req.header("X-Cronium-Timestamp", ts.to_string()).header(
+            "X-Cronium-Signature",
+            signature::sign(secret.as_bytes(), ts, &bytes),
+        );
     }
     let host = host_of(url);
     let resp = req.body(bytes).send().await.map_err(|e| {
@@ -164,11 +168,15 @@ async fn post_json(hub: &Hub, channel: &Channel, body: &Value, signed: bool) -> 
     }
     let text = resp.text().await.unwrap_or_default();
     let text: String = text.chars().take(200).collect();
-    Err(format!("{host}: HTTP {}{}", status.as_u16(), if text.trim().is_empty() {
-        String::new()
-    } else {
-        format!(": {}", text.trim())
-    }))
+    Err(format!(
+        "{host}: HTTP {}{}",
+        status.as_u16(),
+        if text.trim().is_empty() {
+            String::new()
+        } else {
+            format!(": {}", text.trim())
+        }
+    ))
 }
 
 fn mailbox(field: &str, s: &str) -> Result<Mailbox, String> {
@@ -177,7 +185,10 @@ fn mailbox(field: &str, s: &str) -> Result<Mailbox, String> {
 }
 
 /// The SMTP transport of a channel's settings.
-pub fn smtp_transport(config: &Value, password: Option<&str>) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+pub fn smtp_transport(
+    config: &Value,
+    password: Option<&str>,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
     let host = config["smtp_host"]
         .as_str()
         .ok_or_else(|| "smtp_host: missing".to_string())?;
@@ -223,7 +234,12 @@ async fn email(channel: &Channel, m: &Value) -> Result<(), String> {
         .from(from)
         .subject(format!("[Cronium] {}", message::title(m)))
         .header(ContentType::TEXT_PLAIN);
-    for to in c["to"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+    for to in c["to"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
         builder = builder.to(mailbox("to", to)?);
     }
     let mail = builder

@@ -102,7 +102,11 @@ pub fn title(m: &Value) -> String {
     } else {
         "event"
     };
-    let mut t = format!("{icon} {what} {} {}", word("name"), word("status").replace('_', " "));
+    let mut t = format!(
+        "{icon} {what} {} {}",
+        word("name"),
+        word("status").replace('_', " ")
+    );
     if let Some(code) = m["exit_code"].as_i64() {
         t.push_str(&format!(" (exit {code})"));
     }
@@ -135,7 +139,11 @@ pub fn text(m: &Value, fence: bool) -> String {
         .filter_map(Value::as_str)
         .collect();
     if !lines.is_empty() {
-        out.push_str(if fence { "```\n" } else { "\nlast log lines:\n" });
+        out.push_str(if fence {
+            "```\n"
+        } else {
+            "\nlast log lines:\n"
+        });
         for l in lines {
             // A fence inside the log would end the block early.
             out.push_str(&l.replace("```", "'''"));
@@ -168,8 +176,14 @@ mod tests {
             url: "http://h/jobs/12".into(),
             log_tail: vec!["disk full".into()],
         });
-        assert_eq!(m["title"], "✖ event backup failed (exit 3) after 1.2s [job 12]");
+        assert_eq!(
+            m["title"],
+            "✖ event backup failed (exit 3) after 1.2s [job 12]"
+        );
         let t = text(&m, true);
-        assert!(t.contains("http://h/jobs/12") && t.contains("```\ndisk full\n```"), "{t}");
+        assert!(
+            t.contains("http://h/jobs/12") && t.contains("```\ndisk full\n```"),
+            "{t}"
+        );
     }
 }

@@ -163,7 +163,10 @@ fn settings(input: &ChannelInput) -> UseCaseResult<(ChannelKind, Value, Value, O
                     UseCaseError::invalid("smtp_ca_file", format!("cannot read {ca}: {e}"))
                 })?;
                 lettre::transport::smtp::client::Certificate::from_pem(&pem).map_err(|e| {
-                    UseCaseError::invalid("smtp_ca_file", format!("{ca}: not a PEM certificate ({e})"))
+                    UseCaseError::invalid(
+                        "smtp_ca_file",
+                        format!("{ca}: not a PEM certificate ({e})"),
+                    )
                 })?;
             }
             let from = input
@@ -206,7 +209,12 @@ fn settings(input: &ChannelInput) -> UseCaseResult<(ChannelKind, Value, Value, O
             }
         }
     }
-    Ok((kind, Value::Object(config), Value::Object(secret), generated))
+    Ok((
+        kind,
+        Value::Object(config),
+        Value::Object(secret),
+        generated,
+    ))
 }
 
 /// Adds a channel. Answers the row and, for a `webhook` channel given no secret, the one made
@@ -216,7 +224,8 @@ pub async fn create(
     input: &ChannelInput,
 ) -> UseCaseResult<(ChannelRow, Option<String>)> {
     let (kind, config, secret, generated) = settings(input)?;
-    let bytes = serde_json::to_vec(&secret).map_err(|e| UseCaseError::invalid("(body)", e.to_string()))?;
+    let bytes =
+        serde_json::to_vec(&secret).map_err(|e| UseCaseError::invalid("(body)", e.to_string()))?;
     let ct = state.secrets.encrypt(&context(&input.name), &bytes);
     let row = state
         .store
@@ -318,7 +327,9 @@ pub async fn delete(state: &AppState, name: &str) -> UseCaseResult<()> {
         });
     }
     if !state.store.delete_channel(name).await? {
-        return Err(UseCaseError::NotFound(format!("channel `{name}` not found")));
+        return Err(UseCaseError::NotFound(format!(
+            "channel `{name}` not found"
+        )));
     }
     Ok(())
 }

@@ -54,7 +54,11 @@ pub struct HookInfo {
 /// Whether the current version of the event or workflow `name` has `webhook: true`; a
 /// NotFound when there is no such event or workflow. A version that does not parse has no
 /// webhook.
-async fn enabled(state: &AppState, kind: HookKind, name: &str) -> UseCaseResult<(bool, EventStatus)> {
+async fn enabled(
+    state: &AppState,
+    kind: HookKind,
+    name: &str,
+) -> UseCaseResult<(bool, EventStatus)> {
     match kind {
         HookKind::Event => {
             let event = events::get(state, name).await?;
@@ -133,7 +137,13 @@ pub async fn deleted(state: &AppState, kind: HookKind, name: &str) -> UseCaseRes
     Ok(state.store.delete_hook(kind, name).await?)
 }
 
-fn info(state: &AppState, kind: HookKind, name: &str, enabled: bool, row: Option<&HookRow>) -> HookInfo {
+fn info(
+    state: &AppState,
+    kind: HookKind,
+    name: &str,
+    enabled: bool,
+    row: Option<&HookRow>,
+) -> HookInfo {
     HookInfo {
         kind,
         name: name.to_string(),
@@ -149,10 +159,12 @@ fn decrypt(state: &AppState, row: &HookRow) -> UseCaseResult<String> {
     let bytes = state
         .secrets
         .decrypt(&context(row.kind, &row.name), &row.secret)
-        .map_err(|e| UseCaseError::Store(cronium_store::StoreError::Corrupt(format!(
-            "the secret of hook {}: {e}",
-            row.name
-        ))))?;
+        .map_err(|e| {
+            UseCaseError::Store(cronium_store::StoreError::Corrupt(format!(
+                "the secret of hook {}: {e}",
+                row.name
+            )))
+        })?;
     String::from_utf8(bytes).map_err(|_| {
         UseCaseError::Store(cronium_store::StoreError::Corrupt(format!(
             "the secret of hook {} is not text",
@@ -313,9 +325,11 @@ pub async fn receive(state: &AppState, name: &str, d: &Delivery<'_>) -> Result<S
         )));
     }
     Ok(match kind {
-        HookKind::Event => Started::Job(events::run(state, name, Some(input), Trigger::Webhook).await?),
-        HookKind::Workflow => Started::Run(
-            workflows::run(state, name, Some(input), Trigger::Webhook, now).await?,
-        ),
+        HookKind::Event => {
+            Started::Job(events::run(state, name, Some(input), Trigger::Webhook).await?)
+        }
+        HookKind::Workflow => {
+            Started::Run(workflows::run(state, name, Some(input), Trigger::Webhook, now).await?)
+        }
     })
 }

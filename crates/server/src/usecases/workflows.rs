@@ -15,8 +15,7 @@ use cronium_core::spec::Overlap;
 use cronium_core::workflow::{self, check_references, WorkflowSpec};
 use cronium_model::{EventStatus, Trigger};
 use cronium_store::{
-    HookKind,
-    Applied, CancelRunResult, RunFilter, RunRequest, Store, WorkflowGraph, WorkflowRow,
+    Applied, CancelRunResult, HookKind, RunFilter, RunRequest, Store, WorkflowGraph, WorkflowRow,
     WorkflowRunDetail, WorkflowRunRow, WorkflowVersionRow,
 };
 use serde_json::Value;

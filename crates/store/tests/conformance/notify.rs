@@ -3,9 +3,7 @@
 //! claim lapses, delivered once.
 
 use cronium_model::{EventStatus, JobStatus};
-use cronium_store::{
-    HookKind, JobOutcome, NewChannel, NewNotification, NotifySource, StoreError,
-};
+use cronium_store::{HookKind, JobOutcome, NewChannel, NewNotification, NotifySource, StoreError};
 use serde_json::json;
 
 use crate::harness::{event_job, Ctx};
@@ -35,7 +33,12 @@ async fn hook_secrets_and_replays(t: Ctx) {
         .await
         .unwrap();
     assert_eq!(
-        (rotated.secret, rotated.revealed, rotated.created_at, rotated.rotated_at),
+        (
+            rotated.secret,
+            rotated.revealed,
+            rotated.created_at,
+            rotated.rotated_at
+        ),
         (vec![4, 5], true, 10, 20)
     );
 
@@ -121,7 +124,9 @@ async fn outbox_claim_retry_and_fencing(t: Ctx) {
         .await
         .unwrap());
     assert_eq!(
-        s.pending_notify_sources(NotifySource::Job, 10).await.unwrap(),
+        s.pending_notify_sources(NotifySource::Job, 10)
+            .await
+            .unwrap(),
         vec![job.id]
     );
     assert_eq!(
@@ -157,7 +162,11 @@ async fn outbox_claim_retry_and_fencing(t: Ctx) {
     assert_eq!(c1.len(), 1);
     assert_eq!((c1[0].attempts, c1[0].on.as_str()), (1, "failure"));
     assert_eq!(c1[0].message, json!({"status": "failed"}));
-    assert!(s.claim_notifications(60, 1_060, 10).await.unwrap().is_empty());
+    assert!(s
+        .claim_notifications(60, 1_060, 10)
+        .await
+        .unwrap()
+        .is_empty());
     // Failed: retried later, not before.
     assert!(s
         .notification_failed(c1[0].id, 1, "HTTP 503", Some(2_000), 70)
@@ -165,10 +174,18 @@ async fn outbox_claim_retry_and_fencing(t: Ctx) {
         .unwrap());
     let state = s.get_channel("ops").await.unwrap().unwrap();
     assert_eq!(
-        (state.pending, state.last_error.as_deref(), state.last_error_at),
+        (
+            state.pending,
+            state.last_error.as_deref(),
+            state.last_error_at
+        ),
         (1, Some("HTTP 503"), Some(70))
     );
-    assert!(s.claim_notifications(1_999, 3_000, 10).await.unwrap().is_empty());
+    assert!(s
+        .claim_notifications(1_999, 3_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
     let c2 = s.claim_notifications(2_000, 3_000, 10).await.unwrap();
     assert_eq!(c2[0].attempts, 2);
     // The claim lapses (the server stopped): claimed again, and the stale attempt's outcome
@@ -180,7 +197,11 @@ async fn outbox_claim_retry_and_fencing(t: Ctx) {
     assert!(!s.notification_delivered(c3[0].id, 3, 3_300).await.unwrap());
     let state = s.get_channel("ops").await.unwrap().unwrap();
     assert_eq!((state.pending, state.last_success_at), (0, Some(3_200)));
-    assert!(s.claim_notifications(9_000, 10_000, 10).await.unwrap().is_empty());
+    assert!(s
+        .claim_notifications(9_000, 10_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(s.next_notification_at().await.unwrap(), None);
 
     // A second job fails for good: given up, counted apart.
@@ -218,7 +239,11 @@ async fn outbox_claim_retry_and_fencing(t: Ctx) {
         .unwrap());
     let state = s.get_channel("ops").await.unwrap().unwrap();
     assert_eq!((state.pending, state.given_up), (0, 1));
-    assert!(s.claim_notifications(99_000, 100_000, 10).await.unwrap().is_empty());
+    assert!(s
+        .claim_notifications(99_000, 100_000, 10)
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(s.list_notifications(ch.id).await.unwrap().len(), 2);
 
     // Ends with nothing to send are marked in one statement.
@@ -226,10 +251,14 @@ async fn outbox_claim_retry_and_fencing(t: Ctx) {
     let c = s.claim("w", 30_000, 6_000).await.unwrap().unwrap();
     s.finish(job3.id, "w", c.attempt, &ok, 6_100).await.unwrap();
     assert_eq!(
-        s.pending_notify_sources(NotifySource::Job, 10).await.unwrap(),
+        s.pending_notify_sources(NotifySource::Job, 10)
+            .await
+            .unwrap(),
         vec![job3.id]
     );
-    s.mark_notified(NotifySource::Job, &[job3.id]).await.unwrap();
+    s.mark_notified(NotifySource::Job, &[job3.id])
+        .await
+        .unwrap();
     s.mark_notified(NotifySource::Job, &[]).await.unwrap();
     assert!(s
         .pending_notify_sources(NotifySource::Job, 10)
