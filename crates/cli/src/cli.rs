@@ -584,12 +584,12 @@ pub struct ChannelAddArgs {
     #[arg(long = "type", value_parser = ["email", "slack", "discord", "webhook"])]
     pub kind: String,
     /// The incoming-webhook URL (slack, discord) or the URL to POST to (webhook).
-    #[arg(long, conflicts_with = "url_env")]
-    pub url: Option<String>,
-    /// An environment variable holding the URL (keeps a Slack or Discord URL, a secret, out
+    #[arg(long, conflicts_with = "webhook_url_env")]
+    pub webhook_url: Option<String>,
+    /// An environment variable holding that URL (keeps a Slack or Discord URL, a secret, out
     /// of `ps`).
     #[arg(long)]
-    pub url_env: Option<String>,
+    pub webhook_url_env: Option<String>,
     /// webhook: an environment variable holding the HMAC secret (default: one is made and
     /// printed once).
     #[arg(long)]

@@ -52,9 +52,9 @@ fn add_body(a: &ChannelAddArgs) -> Result<Value> {
     let mut b = Map::new();
     b.insert("name".into(), json!(a.name));
     b.insert("type".into(), json!(a.kind));
-    let url = match (&a.url, &a.url_env) {
+    let url = match (&a.webhook_url, &a.webhook_url_env) {
         (Some(u), _) => Some(u.clone()),
-        (None, Some(var)) => Some(env_value("url-env", var)?),
+        (None, Some(var)) => Some(env_value("webhook-url-env", var)?),
         (None, None) => None,
     };
     let mut put = |k: &str, v: Option<Value>| {

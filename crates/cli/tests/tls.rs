@@ -157,7 +157,10 @@ fn listening_beyond_loopback_without_tls_warns() {
             key.to_str().expect("path"),
         ],
     );
-    assert!(out.contains("Cronium listening on https://0.0.0.0:"), "{out}");
+    assert!(
+        out.contains("Cronium listening on https://0.0.0.0:"),
+        "{out}"
+    );
     assert!(!err.contains("WARNING"), "a warning under TLS: {err}");
     // On loopback, no warning either.
     let (_, err) = serve_briefly(&tmp.path().join("c"), &["--listen", "127.0.0.1:0"]);
