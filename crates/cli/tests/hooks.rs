@@ -92,6 +92,10 @@ fn signed(secret: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// A request to a hook: what it is, the hook, the body, the headers, the status it gets.
+type Case = (&'static str, &'static str, Vec<u8>, Headers, u16);
+type Headers = Vec<(&'static str, String)>;
+
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -149,7 +153,7 @@ async fn a_signed_request_runs_the_event_and_every_bad_one_runs_nothing() {
     // Every bad request: its status, and nothing run.
     let other = br#"{"version": "9"}"#;
     let ts = now();
-    let cases: Vec<(&str, &str, Vec<u8>, Vec<(&str, String)>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         ("no signature", "deploy", other.to_vec(), vec![], 401),
         (
             "a signature made with another secret",

@@ -138,14 +138,14 @@ pub async fn write_outbox(state: &AppState) -> Result<usize, StoreError> {
         let rules = match job.event_id {
             Some(event_id) => {
                 let key = (event_id, job.event_version);
-                if !rules_of.contains_key(&key) {
+                if let std::collections::hash_map::Entry::Vacant(slot) = rules_of.entry(key) {
                     let rules = match store.get_event_version(event_id, job.event_version).await? {
                         Some(v) => spec::from_stored_value(v)
                             .map(|s| s.notify)
                             .unwrap_or_default(),
                         None => vec![],
                     };
-                    rules_of.insert(key, rules);
+                    slot.insert(rules);
                 }
                 rules_of.get(&key).cloned().unwrap_or_default()
             }
