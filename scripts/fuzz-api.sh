@@ -24,6 +24,10 @@
 #   - POST /api/v1/servers/{name}/test: it opens an SSH connection to the host the server names,
 #     and the fuzzer registers servers with any host name or address; tests must never dial
 #     hosts off this machine. tests/openapi.rs tests it against a loopback port.
+#   - POST /api/v1/channels/{name}/test: it sends a message to the URL or SMTP host the
+#     channel names, and the fuzzer adds channels with any URL; tests must never dial hosts off
+#     this machine. tests/openapi.rs tests it against a loopback port, tests/notify.rs against
+#     real receivers.
 #   - DELETE /api/v1/tokens/{id} for the fuzzer's own token (scripts/fuzz-api-hooks.py): every
 #     request after it would be a 401.
 # The server runs with --no-agent and --no-docker: the fuzzer creates events with generated
@@ -92,6 +96,7 @@ fuzz() {
         --exclude-path /api/v1/jobs/{id}/logs/stream \
         --exclude-path /api/v1/workflow-runs/{id}/logs \
         --exclude-path /api/v1/servers/{name}/test \
+        --exclude-path /api/v1/channels/{name}/test \
         --request-timeout 10 \
         --workers 2 \
         --generation-database none \

@@ -7,7 +7,9 @@
 #   - runs every test (unit, store conformance on SQLite and PostgreSQL, integration against the
 #     real binaries, sshd instances and the Docker engine), fuzzes the API against its OpenAPI
 #     document (scripts/fuzz-api.sh: schemathesis, in a venv under $CRONIUM_TEST_DIR), then
-#     rustfmt and clippy.
+#     rustfmt and clippy,
+#   - installs aiosmtpd (scripts/test-smtp.sh, a venv under $CRONIUM_TEST_DIR), the real SMTP
+#     server the notification tests start.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,10 @@ fi
 step "PostgreSQL"
 eval "$(scripts/test-pg.sh | tail -n1)"
 export CRONIUM_TEST_PG_URL
+
+step "SMTP server for the notification tests (aiosmtpd, in a venv)"
+CRONIUM_TEST_AIOSMTPD="$(scripts/test-smtp.sh | tail -n1)"
+export CRONIUM_TEST_AIOSMTPD
 
 step "build"
 cargo build --workspace --all-targets

@@ -57,6 +57,9 @@ pub enum Command {
     /// Manage SSH servers.
     #[command(subcommand)]
     Server(ServerCmd),
+    /// Manage notification channels (e-mail, Slack, Discord, signed webhook).
+    #[command(subcommand)]
+    Channel(ChannelCmd),
     /// Run a script locally with the runtime helpers, without a server.
     Run(RunArgs),
     /// Remove now what is past its retention: old jobs with their executions and logs, unused
@@ -193,9 +196,19 @@ pub struct ServeArgs {
     #[arg(long, env = "CRONIUM_SESSION_LIFETIME", default_value = "7d")]
     pub session_lifetime: String,
     /// Web UI: mark cookies `Secure` (set it when users reach Cronium over HTTPS, through a
-    /// TLS-terminating proxy).
+    /// TLS-terminating proxy; implied by --tls-cert).
     #[arg(long, env = "CRONIUM_SECURE_COOKIES")]
     pub secure_cookies: bool,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, env = "CRONIUM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "CRONIUM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The URL users reach this server at (links in notifications, webhook URLs), e.g.
+    /// https://cronium.example.com. Default: the listen address.
+    #[arg(long, env = "CRONIUM_PUBLIC_URL")]
+    pub public_url: Option<String>,
     /// Time between retention sweeps (for tests).
     #[arg(
         long,
@@ -239,6 +252,16 @@ pub enum EventCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Show the event's webhook URL, and its secret the first time (`webhook: true` in its
+    /// file enables it).
+    Hook {
+        name: String,
+        /// Replace the secret with a new one, printed this once (the old one stops working).
+        #[arg(long)]
+        rotate: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Run an event now.
     Run {
         name: String,
@@ -277,6 +300,16 @@ pub enum WorkflowCmd {
     /// Show a workflow: its nodes, edges and versions.
     Show {
         name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show the workflow's webhook URL, and its secret the first time (`webhook: true` in its
+    /// file enables it).
+    Hook {
+        name: String,
+        /// Replace the secret with a new one, printed this once (the old one stops working).
+        #[arg(long)]
+        rotate: bool,
         #[command(flatten)]
         client: ClientOpts,
     },
@@ -596,4 +629,80 @@ pub struct RunArgs {
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ChannelCmd {
+    /// Add a channel. Secrets (webhook URLs, the SMTP password, an HMAC secret) are read from
+    /// the environment variable named by the `*-env` flags, so they stay out of `ps`; they are
+    /// stored encrypted and never shown back.
+    Add(Box<ChannelAddArgs>),
+    /// List channels with their delivery state (last success, last error, pending).
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Show a channel.
+    Show {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Remove a channel (refused while an event or workflow notifies it).
+    Remove {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Send a test message now; exits non-zero when it is not delivered.
+    Test {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct ChannelAddArgs {
+    pub name: String,
+    /// email | slack | discord | webhook
+    #[arg(long = "type", value_parser = ["email", "slack", "discord", "webhook"])]
+    pub kind: String,
+    /// The incoming-webhook URL (slack, discord) or the URL to POST to (webhook).
+    #[arg(long, conflicts_with = "webhook_url_env")]
+    pub webhook_url: Option<String>,
+    /// An environment variable holding that URL (keeps a Slack or Discord URL, a secret, out
+    /// of `ps`).
+    #[arg(long)]
+    pub webhook_url_env: Option<String>,
+    /// webhook: an environment variable holding the HMAC secret (default: one is made and
+    /// printed once).
+    #[arg(long)]
+    pub secret_env: Option<String>,
+    /// email: the SMTP server's host.
+    #[arg(long)]
+    pub smtp_host: Option<String>,
+    /// email: its port (default 587 with starttls, 465 with tls, 25 with none).
+    #[arg(long)]
+    pub smtp_port: Option<u16>,
+    /// email: starttls (default, required), tls, or none (a local relay only).
+    #[arg(long, value_parser = ["starttls", "tls", "none"])]
+    pub smtp_tls: Option<String>,
+    /// email: the login.
+    #[arg(long)]
+    pub smtp_user: Option<String>,
+    /// email: an environment variable holding the password.
+    #[arg(long, requires = "smtp_user")]
+    pub smtp_password_env: Option<String>,
+    /// email: a PEM file (on the server) with the CA to trust for the SMTP server.
+    #[arg(long)]
+    pub smtp_ca_file: Option<String>,
+    /// email: the sender, e.g. 'Cronium <cronium@example.com>'.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// email: a recipient (repeatable).
+    #[arg(long)]
+    pub to: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientOpts,
 }

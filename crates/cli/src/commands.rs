@@ -27,6 +27,9 @@ pub(crate) fn print_applied(kind: &str, name: &str, r: &Value, json: bool) {
         s(r, "result"),
         r[kind]["version"]
     );
+    if r[kind]["spec"]["webhook"] == json!(true) {
+        println!("webhook enabled: `cronium {kind} hook {name}` prints its URL and secret");
+    }
 }
 
 pub fn print_json(v: &Value) {
@@ -187,6 +190,11 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
                 println!("event {name} deleted");
             }
         }
+        EventCmd::Hook {
+            name,
+            rotate,
+            client,
+        } => return crate::notify::hook("event", &name, rotate, &client).await,
         EventCmd::Run {
             name,
             input,

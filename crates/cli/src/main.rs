@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod commands;
 mod local_run;
+mod notify;
 mod prune;
 mod table;
 mod workflow;
@@ -149,6 +150,19 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.ui.session_idle = duration("--session-idle", &args.session_idle)?;
     config.ui.session_lifetime = duration("--session-lifetime", &args.session_lifetime)?;
     config.ui.secure_cookies = args.secure_cookies;
+    config.public_url = match args.public_url {
+        Some(u) => {
+            let t = u.trim().trim_end_matches('/').to_string();
+            if !(t.starts_with("http://") || t.starts_with("https://")) {
+                return Err(anyhow!("--public-url: must start with http:// or https://"));
+            }
+            Some(t)
+        }
+        None => None,
+    };
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(cronium_server::tls::TlsFiles { cert, key });
+    }
     config.retain =
         cronium_core::spec::Retain::parse(&args.retain).map_err(|e| anyhow!("--retain: {e}"))?;
     config.audit_retain = cronium_core::spec::Retain::parse(&args.audit_retain)
@@ -196,9 +210,22 @@ async fn serve(args: ServeArgs) -> Result<i32> {
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(%addr, data_dir = %data_dir.display(), database = %redact(&config.database_url()), "cronium listening");
+    if config.tls.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(%addr, "listening on a non-loopback address without TLS");
+        eprintln!(
+            "WARNING: Cronium listens on {addr} without TLS: passwords, tokens and session \
+             cookies cross the network in clear. Serve HTTPS with --tls-cert/--tls-key, or put a \
+             TLS-terminating proxy in front and listen on 127.0.0.1."
+        );
+    }
     println!(
-        "Cronium listening on http://{addr} (data in {})",
+        "Cronium listening on {scheme}://{addr} (data in {})",
         data_dir.display()
     );
     if let Some(b) = &running.bootstrap {
@@ -206,7 +233,7 @@ async fn serve(args: ServeArgs) -> Result<i32> {
             Some(_) => "the password above",
             None => "the password of CRONIUM_ADMIN_PASSWORD",
         };
-        println!("Open http://{addr}/ in a browser and log in as `admin` with {which}.");
+        println!("Open {scheme}://{addr}/ in a browser and log in as `admin` with {which}.");
     }
     let shutdown = CancellationToken::new();
     let s = shutdown.clone();
@@ -280,6 +307,7 @@ async fn main() {
         Command::User(cmd) => accounts::user(cmd).await,
         Command::Audit(args) => accounts::audit(args).await,
         Command::Server(cmd) => commands::server(cmd).await,
+        Command::Channel(cmd) => notify::channel(cmd).await,
         Command::Prune(args) => prune::prune(args).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

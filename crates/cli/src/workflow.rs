@@ -332,6 +332,11 @@ pub async fn workflow(cmd: WorkflowCmd) -> Result<i32> {
                 println!("\nversions:  {}", versions.join(", "));
             }
         }
+        WorkflowCmd::Hook {
+            name,
+            rotate,
+            client,
+        } => return crate::notify::hook("workflow", &name, rotate, &client).await,
         WorkflowCmd::Run {
             name,
             input,

@@ -253,6 +253,48 @@ impl<'a> Checker<'a> {
             .insert((method.to_string(), template.to_string(), a.status));
     }
 
+    /// A raw request with extra headers and no token (a webhook's), checked as `hit` checks.
+    async fn hit_hook(
+        &mut self,
+        template: &str,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, String)],
+        expect: u16,
+    ) -> Answer {
+        let mut rb = self
+            .server
+            .http
+            .post(format!("{}{path}", self.server.url))
+            .header("content-type", "application/json")
+            .body(body.to_vec());
+        for (k, v) in headers {
+            rb = rb.header(*k, v);
+        }
+        let resp = rb.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let content_type = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.expect("body").to_vec();
+        let a = Answer {
+            status,
+            content_type,
+            headers,
+            body,
+        };
+        assert_eq!(
+            a.status,
+            expect,
+            "POST {path}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        self.check("POST", template, path, &a);
+        a
+    }
+
     /// Every operation of the document was answered with a success at least once.
     fn assert_every_operation_succeeded(&self) {
         for (path, item) in self.doc["paths"].as_object().expect("paths") {
@@ -1268,6 +1310,203 @@ async fn every_route_answers_as_the_document_says() {
     )
     .await;
 
+    // Notification channels and webhooks.
+    let chs = "/api/v1/channels";
+    c.hit("GET", chs, chs, Body::None, 200).await;
+    let a = c
+        .hit(
+            "POST",
+            chs,
+            chs,
+            Body::Json(json!({"name": "ops", "type": "webhook", "url": "http://127.0.0.1:9/in"})),
+            201,
+        )
+        .await;
+    assert!(a.json()["secret"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("cws_")));
+    c.hit(
+        "POST",
+        chs,
+        chs,
+        Body::Json(json!({"name": "ops", "type": "slack", "url": "http://127.0.0.1:9/"})),
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        chs,
+        chs,
+        Body::Json(json!({"name": "m", "type": "email", "url": "http://127.0.0.1:9/"})),
+        422,
+    )
+    .await;
+    c.hit_too_large("POST", chs, chs);
+    let ch = "/api/v1/channels/{name}";
+    let a = c
+        .hit("GET", ch, "/api/v1/channels/ops", Body::None, 200)
+        .await;
+    assert_eq!(a.json()["secret_fields"], json!(["url", "secret"]));
+    c.hit("GET", ch, "/api/v1/channels/none", Body::None, 404)
+        .await;
+    let cht = "/api/v1/channels/{name}/test";
+    let a = c
+        .hit("POST", cht, "/api/v1/channels/ops/test", Body::None, 200)
+        .await;
+    assert_eq!(
+        a.json()["delivered"],
+        json!(false),
+        "nothing listens on port 9"
+    );
+    c.hit("POST", cht, "/api/v1/channels/none/test", Body::None, 404)
+        .await;
+    c.hit(
+        "PUT",
+        one,
+        "/api/v1/events/hooked",
+        Body::Json(json!({"type": "bash", "script": "true", "webhook": true,
+            "notify": [{"on": ["failure"], "channel": "ops"}]})),
+        200,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        one,
+        "/api/v1/events/hooked2",
+        Body::Json(json!({"type": "bash", "script": "true",
+            "notify": [{"on": ["failure"], "channel": "nope"}]})),
+        422,
+    )
+    .await;
+    c.hit("DELETE", ch, "/api/v1/channels/ops", Body::None, 409)
+        .await;
+    let eh = "/api/v1/events/{name}/hook";
+    let a = c
+        .hit("GET", eh, "/api/v1/events/hooked/hook", Body::None, 200)
+        .await;
+    let secret = a.json()["secret"]
+        .as_str()
+        .expect("secret once")
+        .to_string();
+    let a = c
+        .hit("GET", eh, "/api/v1/events/hooked/hook", Body::None, 200)
+        .await;
+    assert_eq!(a.json()["secret"], Value::Null, "shown once");
+    c.hit("GET", eh, "/api/v1/events/none/hook", Body::None, 404)
+        .await;
+    let ehr = "/api/v1/events/{name}/hook/rotate";
+    c.hit(
+        "POST",
+        ehr,
+        "/api/v1/events/hello/hook/rotate",
+        Body::None,
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        ehr,
+        "/api/v1/events/none/hook/rotate",
+        Body::None,
+        404,
+    )
+    .await;
+    let a = c
+        .hit(
+            "POST",
+            ehr,
+            "/api/v1/events/hooked/hook/rotate",
+            Body::None,
+            200,
+        )
+        .await;
+    let rotated = a.json()["secret"].as_str().expect("new secret").to_string();
+    assert_ne!(rotated, secret);
+    let hk = "/hooks/{name}";
+    let body = br#"{"ref": "main"}"#;
+    let ts = chrono::Utc::now().timestamp();
+    let signed = |secret: &str, body: &[u8]| {
+        vec![
+            ("X-Cronium-Timestamp", ts.to_string()),
+            ("X-Cronium-Signature", cronium_signature(secret, ts, body)),
+        ]
+    };
+    // The old secret stopped working with the rotation.
+    c.hit_hook(hk, "/hooks/hooked", body, &signed(&secret, body), 401)
+        .await;
+    let a = c
+        .hit_hook(hk, "/hooks/hooked", body, &signed(&rotated, body), 202)
+        .await;
+    assert!(a.json()["job_id"].is_i64(), "{}", a.json());
+    c.hit_hook(hk, "/hooks/hooked", body, &signed(&rotated, body), 401)
+        .await;
+    c.hit_hook(hk, "/hooks/none", body, &signed(&rotated, body), 404)
+        .await;
+    c.hit_hook(hk, "/hooks/hooked", b"[1]", &signed(&rotated, b"[1]"), 400)
+        .await;
+    c.hit_too_large("POST", hk, "/hooks/hooked");
+    c.hit(
+        "PUT",
+        wf,
+        "/api/v1/workflows/hooked-wf",
+        Body::Json(json!({"webhook": true, "nodes": [{"id": "a", "event": "hooked"}]})),
+        200,
+    )
+    .await;
+    let wh = "/api/v1/workflows/{name}/hook";
+    let a = c
+        .hit(
+            "GET",
+            wh,
+            "/api/v1/workflows/hooked-wf/hook",
+            Body::None,
+            200,
+        )
+        .await;
+    assert!(a.json()["secret"].is_string());
+    let whr = "/api/v1/workflows/{name}/hook/rotate";
+    let a = c
+        .hit(
+            "POST",
+            whr,
+            "/api/v1/workflows/hooked-wf/hook/rotate",
+            Body::None,
+            200,
+        )
+        .await;
+    let wsecret = a.json()["secret"].as_str().expect("secret").to_string();
+    c.hit("GET", wh, "/api/v1/workflows/none/hook", Body::None, 404)
+        .await;
+    c.hit(
+        "POST",
+        whr,
+        "/api/v1/workflows/none/hook/rotate",
+        Body::None,
+        404,
+    )
+    .await;
+    let a = c
+        .hit_hook(hk, "/hooks/hooked-wf", body, &signed(&wsecret, body), 202)
+        .await;
+    assert!(a.json()["workflow_run_id"].is_i64(), "{}", a.json());
+    // A workflow cannot take the hook of an event of the same name.
+    c.hit(
+        "PUT",
+        wf,
+        "/api/v1/workflows/hooked",
+        Body::Json(json!({"webhook": true, "nodes": [{"id": "a", "event": "hooked"}]})),
+        422,
+    )
+    .await;
+    c.hit("DELETE", wf, "/api/v1/workflows/hooked-wf", Body::None, 204)
+        .await;
+    c.hit("DELETE", one, "/api/v1/events/hooked", Body::None, 204)
+        .await;
+    c.hit("DELETE", ch, "/api/v1/channels/ops", Body::None, 204)
+        .await;
+    c.hit("DELETE", ch, "/api/v1/channels/ops", Body::None, 404)
+        .await;
+
     // Deleting the event keeps its jobs (event_id becomes null); they still validate.
     c.hit("DELETE", one, "/api/v1/events/hello", Body::None, 204)
         .await;
@@ -1422,9 +1661,15 @@ async fn the_document_describes_every_operation_completely() {
             let id = op["operationId"].as_str().expect("operationId");
             assert!(ids.insert(id.to_string()), "{what}: duplicate id {id}");
             let responses = op["responses"].as_object().expect("responses");
-            let public = path == "/healthz";
+            // A webhook takes no token (its signature authenticates it) but answers 401 and 500.
+            let hook = path == "/hooks/{name}";
+            let public = path == "/healthz" || hook;
             for status in ["401", "500"] {
-                assert_eq!(responses.contains_key(status), !public, "{what}: {status}");
+                assert_eq!(
+                    responses.contains_key(status),
+                    !public || hook,
+                    "{what}: {status}"
+                );
             }
             // The runtime API takes an execution's token (scheme `runtime`), the rest an API token.
             let scheme = match path.starts_with("/api/v1/runtime/") {

@@ -505,6 +505,103 @@ pub struct EventSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::helpers))]
     pub helpers: Option<cronium_protocol::HelperMode>,
+    /// `true`: `POST /hooks/NAME`, signed with the hook's secret, runs the event with the
+    /// request's JSON body as input.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub webhook: bool,
+    /// Who hears about the event's jobs: each rule sends to a channel (`cronium channel add`)
+    /// when a job ends as one of `on` says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyRule>,
+}
+
+/// When a notification rule fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyOn {
+    /// The job failed, partly failed or timed out (a workflow run: failed or timed out).
+    Failure,
+    /// It succeeded after the previous one of the same event (or workflow) had not.
+    Recovery,
+    /// It succeeded.
+    Success,
+    /// It timed out.
+    Timeout,
+}
+
+impl NotifyOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyOn::Failure => "failure",
+            NotifyOn::Recovery => "recovery",
+            NotifyOn::Success => "success",
+            NotifyOn::Timeout => "timeout",
+        }
+    }
+}
+
+/// `{ on: [failure, recovery], channel: NAME }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "utoipa", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NotifyRule {
+    /// At least one of `failure`, `recovery`, `success`, `timeout`.
+    pub on: Vec<NotifyOn>,
+    /// A channel's name.
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::name))]
+    pub channel: String,
+}
+
+/// Most notification rules an event or workflow has.
+pub const MAX_NOTIFY_RULES: usize = 20;
+
+/// The rules of `notify` that need no store: each has an `on` without repeats and a valid
+/// channel name. Whether the channels exist is checked by the server at apply time.
+pub fn validate_notify(at: FieldPath<'_>, rules: &[NotifyRule]) -> Result<(), SpecError> {
+    if rules.len() > MAX_NOTIFY_RULES {
+        return Err(at.error(
+            "notify",
+            format!("at most {MAX_NOTIFY_RULES} rules, got {}", rules.len()),
+        ));
+    }
+    for (i, rule) in rules.iter().enumerate() {
+        if rule.on.is_empty() {
+            return Err(at.error(
+                &format!("notify[{i}].on"),
+                "needs at least one of failure, recovery, success, timeout",
+            ));
+        }
+        for (j, on) in rule.on.iter().enumerate() {
+            if rule.on[..j].contains(on) {
+                return Err(at.error(
+                    &format!("notify[{i}].on[{j}]"),
+                    format!("`{}` is listed twice", on.as_str()),
+                ));
+            }
+        }
+        validate_name(&rule.channel)
+            .map_err(|e| at.error(&format!("notify[{i}].channel"), e.message))?;
+    }
+    Ok(())
+}
+
+/// Which rules of `rules` fire for an end described by `ons` (most specific first), per
+/// channel: each channel gets one notification, for the first of `ons` one of its rules names.
+pub fn matching_channels(rules: &[NotifyRule], ons: &[NotifyOn]) -> Vec<(String, NotifyOn)> {
+    let mut out: Vec<(String, NotifyOn)> = Vec::new();
+    for on in ons {
+        for rule in rules {
+            if rule.on.contains(on) && !out.iter().any(|(c, _)| *c == rule.channel) {
+                out.push((rule.channel.clone(), *on));
+            }
+        }
+    }
+    out
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -755,6 +852,7 @@ impl EventSpec {
                 format!("must be at most {MAX_KEEP}, got {}", self.keep),
             ));
         }
+        validate_notify(at, &self.notify)?;
         Ok(())
     }
 
@@ -1143,5 +1241,75 @@ status: sleeping
     fn malformed_yaml_is_reported() {
         let e = parse_yaml("name: [unclosed\n").unwrap_err();
         assert!(e.message.contains("YAML"), "{e}");
+    }
+
+    #[test]
+    fn webhook_and_notify_are_read_and_checked() {
+        let base = "name: a\ntype: bash\nscript: echo\n";
+        let s = parse_yaml(base).unwrap();
+        assert!(!s.webhook && s.notify.is_empty());
+        // Absent, they leave the stored form as it was (no new version for old events).
+        assert!(s.to_value().get("webhook").is_none() && s.to_value().get("notify").is_none());
+        let s = parse_yaml(&format!(
+            "{base}webhook: true\nnotify:\n  - {{ on: [failure, recovery], channel: ops }}\n"
+        ))
+        .unwrap();
+        assert!(s.webhook);
+        assert_eq!(
+            s.notify,
+            vec![NotifyRule {
+                on: vec![NotifyOn::Failure, NotifyOn::Recovery],
+                channel: "ops".into()
+            }]
+        );
+        for (extra, field) in [
+            ("notify:\n  - { on: [], channel: ops }\n", "notify[0].on"),
+            (
+                "notify:\n  - { on: [failure, failure], channel: ops }\n",
+                "notify[0].on[1]",
+            ),
+            (
+                "notify:\n  - { on: [failure], channel: 'Bad Name' }\n",
+                "notify[0].channel",
+            ),
+            (
+                "notify:\n  - { on: [sometimes], channel: ops }\n",
+                "notify[0].on[0]",
+            ),
+            ("notify:\n  - { on: [failure] }\n", "notify[0]"),
+        ] {
+            let e = parse_yaml(&format!("{base}{extra}")).unwrap_err();
+            assert_eq!(e.field, field, "{extra}: {e}");
+        }
+    }
+
+    #[test]
+    fn each_channel_gets_the_most_specific_matching_rule() {
+        let rules = vec![
+            NotifyRule {
+                on: vec![NotifyOn::Success],
+                channel: "a".into(),
+            },
+            NotifyRule {
+                on: vec![NotifyOn::Recovery, NotifyOn::Failure],
+                channel: "a".into(),
+            },
+            NotifyRule {
+                on: vec![NotifyOn::Failure],
+                channel: "b".into(),
+            },
+        ];
+        assert_eq!(
+            matching_channels(&rules, &[NotifyOn::Recovery, NotifyOn::Success]),
+            vec![("a".to_string(), NotifyOn::Recovery)]
+        );
+        assert_eq!(
+            matching_channels(&rules, &[NotifyOn::Timeout, NotifyOn::Failure]),
+            vec![
+                ("a".to_string(), NotifyOn::Failure),
+                ("b".to_string(), NotifyOn::Failure)
+            ]
+        );
+        assert!(matching_channels(&rules, &[]).is_empty());
     }
 }

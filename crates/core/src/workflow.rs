@@ -30,7 +30,7 @@ use crate::schedule::{parse_timezone, Schedule};
 use crate::spec::{
     self, default_timeout, empty_object, inline_event_name, utc, validate_env, validate_name,
     validate_node_id, validate_retries, validate_target, validate_timeout, EventSpec, EventType,
-    FieldPath, HttpSpec, Missed, Overlap, Retries, ScheduleText, SpecError, Target,
+    FieldPath, HttpSpec, Missed, NotifyRule, Overlap, Retries, ScheduleText, SpecError, Target,
 };
 
 /// A node's incoming edges `(upstream id, kind)` in the order written. Written as a list
@@ -160,6 +160,13 @@ pub struct WorkflowSpec {
     pub timeout: Option<HumanDuration>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// `true`: `POST /hooks/NAME`, signed with the hook's secret, runs the workflow with the
+    /// request's JSON body as input.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub webhook: bool,
+    /// Who hears about the workflow's runs (as an event's `notify`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<NotifyRule>,
     pub nodes: Vec<NodeSpec>,
     /// Indices into `nodes`, every node after its upstream nodes (computed by `validate`).
     #[serde(skip)]
@@ -209,6 +216,7 @@ impl WorkflowSpec {
                 "must be a mapping of keys to values",
             ));
         }
+        spec::validate_notify(FieldPath::ROOT, &self.notify)?;
         if self.nodes.is_empty() {
             return Err(SpecError::new(
                 "nodes",
@@ -384,6 +392,8 @@ impl WorkflowSpec {
             retain: None,
             keep: 0,
             helpers: None,
+            webhook: false,
+            notify: Vec::new(),
         }
     }
 

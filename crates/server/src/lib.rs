@@ -9,8 +9,11 @@ pub mod auth;
 pub mod authz;
 pub mod background;
 pub mod data_dir;
+pub mod notify;
 pub mod scheduler;
+pub mod signature;
 pub mod state;
+pub mod tls;
 pub mod ui;
 pub mod usecases;
 
@@ -83,6 +86,11 @@ pub struct ServerConfig {
     pub ui: ui::UiConfig,
     /// `--helpers`: the helpers mode of events and nodes that choose none.
     pub helpers: cronium_protocol::HelperMode,
+    /// `--public-url`: the base of links in notifications and of hook URLs (None: the listen
+    /// address).
+    pub public_url: Option<String>,
+    /// `--tls-cert` / `--tls-key`: serve HTTPS with this certificate chain and key (PEM).
+    pub tls: Option<tls::TlsFiles>,
 }
 
 impl ServerConfig {
@@ -113,6 +121,8 @@ impl ServerConfig {
             pass_env: Vec::new(),
             ui: ui::UiConfig::default(),
             helpers: cronium_protocol::HelperMode::Bundled,
+            public_url: None,
+            tls: None,
         }
     }
 
@@ -140,6 +150,8 @@ pub enum ServeError {
     Bootstrap(String),
     #[error(transparent)]
     Isolation(#[from] cronium_agent::isolation::IsolationError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -246,6 +258,10 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
     if !config.runner_path.is_file() {
         return Err(ServeError::Runner(config.runner_path.display().to_string()));
     }
+    // A certificate or key that cannot serve is refused before anything starts.
+    if let Some(files) = &config.tls {
+        tls::acceptor(files)?;
+    }
     let database_url = config.database_url();
     let sqlite_file = data_dir::sqlite_file(&database_url);
     if let Some(file) = &sqlite_file {
@@ -328,6 +344,9 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
     let agent_wake = agent
         .as_ref()
         .map_or_else(|| Arc::new(Notify::new()), |a| a.waker());
+    // Cookies are Secure whenever this server itself speaks TLS.
+    let mut ui_config = config.ui.clone();
+    ui_config.secure_cookies |= config.tls.is_some();
     let state = AppState {
         store,
         secrets,
@@ -339,7 +358,8 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         ssh: transports.ssh,
         docker: transports.docker,
         retention,
-        ui: Arc::new(config.ui.clone()),
+        ui: Arc::new(ui_config),
+        hooks: Arc::new(notify::Hub::new(config.public_url.clone())),
     };
     Ok(Running {
         state,
@@ -416,18 +436,44 @@ pub async fn serve(
             shutdown.clone(),
         )));
     }
+    tasks.push(tokio::spawn(background::notify::run(
+        state.clone(),
+        shutdown.clone(),
+    )));
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if let Ok(addr) = listener.local_addr() {
+        state.hooks.set_listen_url(format!("{scheme}://{addr}"));
+    }
     let app = api::router(state);
     let s = shutdown.clone();
-    // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small responses (an SSE log
-    // line, a job status) back for ~40 ms on kept-alive connections.
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    // The client's address: the failed-login delay counts per address too.
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { s.cancelled().await })
-        .await?;
+    match &config.tls {
+        Some(files) => {
+            let acceptor = tls::acceptor(files)?;
+            let listener = tls::TlsListener::new(listener, acceptor, shutdown.clone());
+            let app = app
+                .layer(axum::middleware::from_fn(tls::peer_address))
+                .into_make_service_with_connect_info::<tls::TlsPeer>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await?;
+        }
+        None => {
+            // The client's address: the failed-login delay counts per address too.
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            // Without TCP_NODELAY, Nagle's algorithm and delayed ACKs hold small responses (an
+            // SSE log line, a job status) back for ~40 ms on kept-alive connections.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { s.cancelled().await })
+                .await?;
+        }
+    }
     shutdown.cancel();
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(15), t).await;

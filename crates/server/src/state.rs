@@ -28,4 +28,6 @@ pub struct AppState {
     pub retention: Arc<crate::background::retention::Retention>,
     /// Web UI settings (sessions, cookies).
     pub ui: Arc<crate::ui::UiConfig>,
+    /// Webhooks and notifications: the public URL, the delivery client and its waker.
+    pub hooks: Arc<crate::notify::Hub>,
 }

@@ -1,5 +1,6 @@
 //! The store: the single source of truth of a Cronium installation (queue, schedule state, logs,
-//! results, variables, users and API tokens, workflows and their runs), on SQLite (embedded
+//! results, variables, users and API tokens, workflows and their runs, webhook secrets,
+//! notification channels and their outbox), on SQLite (embedded
 //! default) or PostgreSQL (several servers and agents).
 //!
 //! One set of behaviours on both backends: every query is one SQL text run through sqlx's `Any`
@@ -24,8 +25,10 @@ mod batch;
 mod error;
 mod events;
 mod executions;
+mod hooks;
 mod jobs;
 mod logs;
+mod notify;
 mod progression;
 mod retention;
 mod row;
@@ -46,8 +49,10 @@ pub use batch::{BatchChange, BatchResult, EventApply};
 pub use error::StoreError;
 pub use events::{Applied, EventRow};
 pub use executions::{ExecutionRow, ExecutionUpdate};
+pub use hooks::{HookKind, HookRow};
 pub use jobs::{CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob};
 pub use logs::{LogLine, NewLogLine};
+pub use notify::{ChannelRow, NewChannel, NewNotification, NotifySource, OutboxRow};
 pub use retention::{
     PruneCounts, PruneLimits, PruneRule, PruneScope, PruneStep, PRUNE_STEP_JOBS,
     PRUNE_STEP_LOG_LINES,

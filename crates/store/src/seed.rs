@@ -39,7 +39,7 @@ impl Store {
             let sql = format!(
                 "{COUNTER}INSERT INTO jobs (event_id, event_name, event_version, trigger_kind, status, input, output, \
                  exit_code, attempt, max_attempts, backoff_ms, max_backoff_ms, run_at, scheduled_for, timeout_ms, \
-                 created_at, started_at, finished_at) \
+                 created_at, started_at, finished_at, notified) \
                  SELECT $2 + ((n.i + $3) % $4), 'bench-' || ((n.i + $3) % $4), 1, \
                  CASE WHEN (n.i + $3) % 3 = 0 THEN 'schedule' ELSE 'manual' END, \
                  CASE WHEN (n.i + $3) % 20 < 14 THEN 'succeeded' WHEN (n.i + $3) % 20 < 17 THEN 'failed' \
@@ -47,7 +47,7 @@ impl Store {
                  '{{}}', '{{\"n\": 1}}', \
                  CASE WHEN (n.i + $3) % 20 < 14 THEN 0 ELSE 1 END, 1, 1, 1000, 60000, \
                  $5 + (n.i + $3) * 1000, CASE WHEN (n.i + $3) % 3 = 0 THEN $5 + (n.i + $3) * 1000 ELSE NULL END, 60000, \
-                 $5 + (n.i + $3) * 1000, $5 + (n.i + $3) * 1000 + 5, $5 + (n.i + $3) * 1000 + 250 FROM n"
+                 $5 + (n.i + $3) * 1000, $5 + (n.i + $3) * 1000 + 5, $5 + (n.i + $3) * 1000 + 250, 1 FROM n"
             );
             let mut tx = self.begin_write().await?;
             sqlx::query(&sql)

@@ -422,3 +422,26 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// HMAC-SHA256 of the concatenated `parts` with `secret`, in hex.
+pub fn hmac_hex(secret: &[u8], parts: &[&[u8]]) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC key");
+    for p in parts {
+        m.update(p);
+    }
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// Cronium's webhook signature: `sha256=HEX(HMAC(secret, "{ts}.{body}"))`.
+pub fn cronium_signature(secret: &str, ts: i64, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hmac_hex(secret.as_bytes(), &[ts.to_string().as_bytes(), b".", body])
+    )
+}
+
+/// GitHub's webhook signature: `sha256=HEX(HMAC(secret, body))`.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    format!("sha256={}", hmac_hex(secret.as_bytes(), &[body]))
+}

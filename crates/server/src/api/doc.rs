@@ -23,13 +23,14 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
 use super::{
-    apply, audit, events, jobs, prune, runtime, servers, tokens, users, variables, workflows,
+    apply, audit, channels, events, hooks, jobs, prune, runtime, servers, tokens, users,
+    variables, workflows,
 };
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Cronium API", description = "Events, jobs, logs, variables, tokens and servers of a Cronium server. \
-Every route but `/healthz` needs `Authorization: Bearer <token>`; each operation says the role it needs (`viewer` < `operator` < `admin`: a token acts with its user's role or a narrower one) and answers 403 below it. Errors are `ErrorBody`: \
+Every route but `/healthz` and `POST /hooks/{name}` (signed instead) needs `Authorization: Bearer <token>`; each operation says the role it needs (`viewer` < `operator` < `admin`: a token acts with its user's role or a narrower one) and answers 403 below it. Errors are `ErrorBody`: \
 `{\"error\": {\"code\", \"message\", \"field\"}}`, the field naming what is at fault."),
     paths(
         events::list, events::create, events::apply, events::show, events::delete, events::run,
@@ -47,6 +48,9 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`; each operation
         runtime::input, runtime::event, runtime::get_output, runtime::set_output,
         runtime::set_output_key, runtime::get_variable, runtime::set_variable,
         runtime::set_condition,
+        hooks::receive, hooks::show_event_hook, hooks::rotate_event_hook,
+        hooks::show_workflow_hook, hooks::rotate_workflow_hook,
+        channels::list, channels::create, channels::show, channels::delete, channels::test,
     ),
     components(schemas(ErrorBody, super::dto::WorkflowLogLineDto)),
     modifiers(&SharedResponses),
@@ -60,6 +64,8 @@ Every route but `/healthz` needs `Authorization: Bearer <token>`; each operation
         (name = "servers", description = "SSH servers"),
         (name = "retention", description = "Pruning what is past its retention"),
         (name = "runtime", description = "What a running script reads and writes, with its execution's token (CRONIUM_API_TOKEN)"),
+        (name = "hooks", description = "Signed webhooks: `POST /hooks/{name}` (no token: the signature), each hook's URL and secret"),
+        (name = "channels", description = "Notification channels: e-mail, Slack, Discord, signed webhook"),
         (name = "metrics"), (name = "meta", description = "Health, Prometheus metrics, this document"),
     )
 )]

@@ -874,3 +874,216 @@ pub struct ApplyBatchDto {
     /// The items in the order given, then the deletions by name.
     pub changes: Vec<ChangeDto>,
 }
+
+/// A webhook: its URL, whether the current version enables it, and its secret the one time it
+/// is shown (the first time it is asked for, and after a rotation).
+#[derive(Serialize, ToSchema)]
+pub struct HookDto {
+    /// `event` or `workflow`.
+    pub kind: String,
+    pub name: String,
+    /// Where to POST (`PUBLIC_URL/hooks/NAME`).
+    pub url: String,
+    /// `webhook: true` in the current version.
+    pub enabled: bool,
+    /// The secret, only when shown now (once); null otherwise.
+    #[schema(required)]
+    pub secret: Option<String>,
+    /// When the secret was made; null before the webhook was first enabled.
+    #[schema(required, format = DateTime)]
+    pub created_at: Option<String>,
+    /// When the secret was last replaced (its creation if never).
+    #[schema(required, format = DateTime)]
+    pub rotated_at: Option<String>,
+}
+
+impl From<crate::usecases::hooks::HookInfo> for HookDto {
+    fn from(h: crate::usecases::hooks::HookInfo) -> Self {
+        HookDto {
+            kind: h.kind.as_str().into(),
+            name: h.name,
+            url: h.url,
+            enabled: h.enabled,
+            secret: h.secret,
+            created_at: ts(h.created_at),
+            rotated_at: ts(h.rotated_at),
+        }
+    }
+}
+
+/// What a webhook started: the job of an event, or the run of a workflow.
+#[derive(Serialize, ToSchema)]
+pub struct HookStartedDto {
+    /// The new job (an event's hook); absent for a workflow's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<i64>,
+    /// The new workflow run (a workflow's hook); absent for an event's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workflow_run_id: Option<i64>,
+}
+
+/// The type of a notification channel.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKindDto {
+    Email,
+    Slack,
+    Discord,
+    Webhook,
+}
+
+impl ChannelKindDto {
+    fn as_str(self) -> &'static str {
+        match self {
+            ChannelKindDto::Email => "email",
+            ChannelKindDto::Slack => "slack",
+            ChannelKindDto::Discord => "discord",
+            ChannelKindDto::Webhook => "webhook",
+        }
+    }
+}
+
+/// How an e-mail channel secures its SMTP connection.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTlsDto {
+    /// STARTTLS, required (default; port 587).
+    Starttls,
+    /// TLS from the start (port 465).
+    Tls,
+    /// No encryption (port 25): a relay on this host or a trusted network only.
+    None,
+}
+
+/// A channel to add. `type` says which fields apply: `url` for slack, discord and webhook
+/// (plus `secret`, the HMAC key, for webhook: made when absent and answered once); `smtp_*`,
+/// `from` and `to` for email. A field another type uses is refused, naming it. `url`,
+/// `secret` and `smtp_password` are encrypted at rest and never shown back.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelBody {
+    #[schema(schema_with = cronium_core::spec_schema::name)]
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: ChannelKindDto,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub smtp_host: Option<String>,
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
+    pub smtp_port: Option<u16>,
+    #[serde(default)]
+    pub smtp_user: Option<String>,
+    #[serde(default)]
+    pub smtp_password: Option<String>,
+    #[serde(default)]
+    pub smtp_tls: Option<SmtpTlsDto>,
+    /// A PEM file on the server with the CA certificate(s) to trust for the SMTP server
+    /// (default: the public web PKI roots).
+    #[serde(default)]
+    pub smtp_ca_file: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+}
+
+impl From<ChannelBody> for crate::usecases::channels::ChannelInput {
+    fn from(b: ChannelBody) -> Self {
+        crate::usecases::channels::ChannelInput {
+            name: b.name,
+            kind: b.kind.as_str().into(),
+            url: b.url,
+            secret: b.secret,
+            smtp_host: b.smtp_host,
+            smtp_port: b.smtp_port,
+            smtp_user: b.smtp_user,
+            smtp_password: b.smtp_password,
+            smtp_tls: b.smtp_tls.map(|t| {
+                match t {
+                    SmtpTlsDto::Starttls => "starttls",
+                    SmtpTlsDto::Tls => "tls",
+                    SmtpTlsDto::None => "none",
+                }
+                .into()
+            }),
+            smtp_ca_file: b.smtp_ca_file,
+            from: b.from,
+            to: b.to,
+        }
+    }
+}
+
+/// A notification channel and how its deliveries go. Secret settings are never shown: only
+/// which ones are set.
+#[derive(Serialize, ToSchema)]
+pub struct ChannelDto {
+    pub id: i64,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The settings that are not secret (for email: smtp_host, smtp_port, smtp_tls, smtp_user,
+    /// smtp_ca_file, from, to; empty for the others).
+    #[schema(value_type = Object)]
+    pub config: Value,
+    /// The secret settings it holds (names only).
+    pub secret_fields: Vec<String>,
+    #[schema(format = DateTime)]
+    pub created_at: String,
+    /// The last delivery (or test) that went through.
+    #[schema(required, format = DateTime)]
+    pub last_success_at: Option<String>,
+    /// The last delivery (or test) error.
+    #[schema(required)]
+    pub last_error: Option<String>,
+    #[schema(required, format = DateTime)]
+    pub last_error_at: Option<String>,
+    /// Notifications waiting for delivery (retried with backoff).
+    pub pending: i64,
+    /// Notifications given up after their last attempt.
+    pub given_up: i64,
+}
+
+impl From<cronium_store::ChannelRow> for ChannelDto {
+    fn from(c: cronium_store::ChannelRow) -> Self {
+        let secret_fields = crate::usecases::channels::secret_fields(&c)
+            .into_iter()
+            .map(String::from)
+            .collect();
+        ChannelDto {
+            id: c.id,
+            name: c.name,
+            kind: c.kind,
+            config: c.config,
+            secret_fields,
+            created_at: rfc3339(c.created_at),
+            last_success_at: ts(c.last_success_at),
+            last_error: c.last_error,
+            last_error_at: ts(c.last_error_at),
+            pending: c.pending,
+            given_up: c.given_up,
+        }
+    }
+}
+
+/// A channel as added; `secret` is the HMAC key made for a webhook channel given none (shown
+/// this once), else absent.
+#[derive(Serialize, ToSchema)]
+pub struct ChannelCreatedDto {
+    #[serde(flatten)]
+    pub channel: ChannelDto,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// A channel test's outcome (a test message sent at once, outside the outbox).
+#[derive(Serialize, ToSchema)]
+pub struct ChannelTestDto {
+    pub delivered: bool,
+    /// Why it was not delivered; null when it was.
+    #[schema(required)]
+    pub error: Option<String>,
+}

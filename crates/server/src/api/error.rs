@@ -43,6 +43,8 @@ pub enum ErrorCode {
     Conflict,
     /// 413: the request body is over the limit.
     TooLarge,
+    /// 400: a webhook's body is not a JSON object.
+    Malformed,
     /// 500: details are in the server's log.
     Internal,
 }
@@ -67,6 +69,13 @@ pub enum ApiError {
     },
     #[error("request body too large")]
     TooLarge,
+    /// 400: a body that is not what the route takes (a webhook's JSON).
+    #[error("{0}")]
+    Malformed(String),
+    /// 401 without a bearer challenge: a webhook's signature is missing, wrong, stale or
+    /// replayed.
+    #[error("{0}")]
+    BadSignature(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -209,6 +218,12 @@ impl IntoResponse for ApiError {
                 (StatusCode::CONFLICT, ErrorCode::Conflict, field.clone())
             }
             ApiError::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge, None),
+            ApiError::Malformed(_) => (
+                StatusCode::BAD_REQUEST,
+                ErrorCode::Malformed,
+                Some("(body)".to_string()),
+            ),
+            ApiError::BadSignature(_) => (StatusCode::UNAUTHORIZED, ErrorCode::Unauthorized, None),
             ApiError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
                 (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, None)

@@ -1,5 +1,6 @@
 //! The HTTP API under `/api/v1` (JSON), `/metrics` (Prometheus) and `/healthz`.
-//! Every route except `/healthz` requires `Authorization: Bearer <token>`: an API token, except
+//! `POST /hooks/{name}` is public: a webhook is authenticated by its HMAC signature
+//! (`hooks.rs`). Every other route except `/healthz` requires `Authorization: Bearer <token>`: an API token, except
 //! under `/api/v1/runtime`, which takes only an execution's runtime token (`runtime.rs`); a
 //! session cookie never authenticates them. Each route behind an API token declares the role
 //! it needs in [`api_routes`] (`crate::authz`). The pages (`crate::ui`) are merged in here, behind
@@ -8,11 +9,13 @@
 pub mod apply;
 pub mod audit;
 pub mod body;
+pub mod channels;
 pub mod doc;
 pub mod dto;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod hooks;
 pub mod jobs;
 pub mod params;
 pub mod prune;
@@ -302,6 +305,30 @@ pub fn api_routes() -> Routes<AppState> {
         .route("/prune", post(Admin, prune::prune))
         .route("/metrics/transports", get(Viewer, transport_metrics))
         .route("/openapi.json", get(Viewer, openapi))
+        // Webhooks (each hook's URL and secret; `POST /hooks/{name}` itself is public: see
+        // [`router`]) and notification channels.
+        .route("/events/{name}/hook", get(Operator, hooks::show_event_hook))
+        .route(
+            "/events/{name}/hook/rotate",
+            post(Operator, hooks::rotate_event_hook),
+        )
+        .route(
+            "/workflows/{name}/hook",
+            get(Operator, hooks::show_workflow_hook),
+        )
+        .route(
+            "/workflows/{name}/hook/rotate",
+            post(Operator, hooks::rotate_workflow_hook),
+        )
+        .route(
+            "/channels",
+            get(Viewer, channels::list).post(Admin, channels::create),
+        )
+        .route(
+            "/channels/{name}",
+            get(Viewer, channels::show).delete(Admin, channels::delete),
+        )
+        .route("/channels/{name}/test", post(Operator, channels::test))
 }
 
 /// `/metrics` (outside `/api/v1`, behind the same tokens).
@@ -338,8 +365,13 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(metrics_routes().into_router())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    // Public: a webhook authenticates by its signature, never by a token or a session.
+    let public_hooks = Router::new()
+        .route("/hooks/{name}", axum::routing::post(hooks::receive))
+        .layer(DefaultBodyLimit::max(hooks::MAX_HOOK_BODY));
     Router::new()
         .nest("/api/v1/runtime", runtime_api)
+        .merge(public_hooks)
         .merge(protected)
         .route("/healthz", plain_get(healthz))
         .merge(crate::ui::router(state.clone()))

@@ -92,3 +92,21 @@ fn user_name() -> utoipa::openapi::schema::ObjectBuilder {
         .schema_type(utoipa::openapi::schema::Type::String)
         .pattern(Some(USER_NAME_PATTERN))
 }
+
+/// A notification channel, by name.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ChannelName {
+    /// The channel's name.
+    #[param(schema_with = cronium_core::spec_schema::name, example = "ops-slack")]
+    pub name: String,
+}
+
+/// A webhook, by the name of its event or workflow.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct HookName {
+    /// The event's (or else the workflow's) name.
+    #[param(schema_with = cronium_core::spec_schema::name, example = "deploy")]
+    pub name: String,
+}

@@ -5,11 +5,14 @@
 //! - [`retention`]: prunes old jobs, executions and log lines, and removes cached payloads unused
 //!   for a while and the work directories of runners that were killed.
 //! - [`reaper`]: removes containers and networks a crashed agent left behind.
+//! - [`notify`]: writes the notifications of ended jobs and workflow runs into the outbox and
+//!   delivers them, with retries.
 //! - [`workflows`]: times out workflow runs past their whole-run `timeout`; and, once at
 //!   startup, the job policy of events written before workflows existed.
 //!
 //! Not for request handling (the `api` module) nor for deciding when jobs run (the scheduler).
 
+pub mod notify;
 pub mod reaper;
 pub mod retention;
 pub mod workflows;

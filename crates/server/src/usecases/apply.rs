@@ -10,11 +10,11 @@ use std::collections::HashMap;
 
 use cronium_core::spec;
 use cronium_core::workflow::{self, WorkflowSpec};
-use cronium_store::{BatchResult, EventApply, StoreError};
+use cronium_store::{BatchResult, EventApply, HookKind, StoreError};
 use serde_json::Value;
 
 use super::workflows::{reschedule, validate_references, validate_targets};
-use super::{audit, check_target, Actor, UseCaseError, UseCaseResult};
+use super::{audit, channels, check_target, hooks, Actor, UseCaseError, UseCaseResult};
 use crate::scheduler;
 use crate::state::AppState;
 
@@ -133,11 +133,19 @@ async fn events(
     now: i64,
 ) -> UseCaseResult<(Vec<Change>, Vec<Audited>)> {
     let mut batch = Vec::with_capacity(items.len());
+    let mut webhooks = Vec::with_capacity(items.len());
     for (i, value) in items.into_iter().enumerate() {
         let s = spec::from_value(value).map_err(|e| at(i, e.into()))?;
         check_target(state, "target", &s.target)
             .await
             .map_err(|e| at(i, e))?;
+        channels::check_notify(state, &s.notify)
+            .await
+            .map_err(|e| at(i, e))?;
+        hooks::check_unique(state, HookKind::Event, &s.name, s.webhook)
+            .await
+            .map_err(|e| at(i, e))?;
+        webhooks.push((s.name.clone(), s.webhook));
         batch.push(EventApply {
             name: s.name.clone(),
             status: s.status,
@@ -171,6 +179,12 @@ async fn events(
             if let (Some(row), BatchResult::Created | BatchResult::Updated) = (&c.row, c.result) {
                 scheduler::reschedule(state, row).await?;
             }
+            if c.result == BatchResult::Deleted {
+                hooks::deleted(state, HookKind::Event, &c.name).await?;
+            }
+        }
+        for (name, webhook) in &webhooks {
+            hooks::applied(state, HookKind::Event, name, *webhook).await?;
         }
         state.scheduler_wake.notify_one();
     }
@@ -203,6 +217,12 @@ async fn workflows(
             ));
         }
         validate_targets(state, &s).await.map_err(|e| at(i, e))?;
+        channels::check_notify(state, &s.notify)
+            .await
+            .map_err(|e| at(i, e))?;
+        hooks::check_unique(state, HookKind::Workflow, &s.name, s.webhook)
+            .await
+            .map_err(|e| at(i, e))?;
         specs.push(s);
     }
     // Sub-workflows of the batch count with their new references (recursion across files is
@@ -250,6 +270,12 @@ async fn workflows(
                 if let Some(s) = specs.iter().find(|s| s.name == row.name) {
                     reschedule(state, row, s, now).await?;
                 }
+            }
+            if c.result == BatchResult::Deleted {
+                hooks::deleted(state, HookKind::Workflow, &c.name).await?;
+            }
+            if let Some(s) = specs.iter().find(|s| s.name == c.name) {
+                hooks::applied(state, HookKind::Workflow, &s.name, s.webhook).await?;
             }
         }
         out.push(Change {

@@ -9,7 +9,9 @@ use cronium_model::Trigger;
 use cronium_store::{Applied, EventRow, JobFilter, JobRow};
 use serde_json::Value;
 
-use super::{audit, runs, Actor, UseCaseError, UseCaseResult};
+use cronium_store::HookKind;
+
+use super::{audit, channels, hooks, runs, Actor, UseCaseError, UseCaseResult};
 use crate::scheduler;
 use crate::state::AppState;
 
@@ -42,7 +44,9 @@ pub fn spec_of(event: &EventRow) -> UseCaseResult<EventSpec> {
 /// Checks what depends on this installation: servers named by the target exist, container
 /// limits are within the configured maximums.
 pub async fn validate_target(state: &AppState, spec: &EventSpec) -> UseCaseResult<()> {
-    super::check_target(state, "target", &spec.target).await
+    super::check_target(state, "target", &spec.target).await?;
+    channels::check_notify(state, &spec.notify).await?;
+    hooks::check_unique(state, HookKind::Event, &spec.name, spec.webhook).await
 }
 
 /// An event as the audit log shows it: version, status and the event file fields.
@@ -78,6 +82,7 @@ async fn create_unrecorded(state: &AppState, spec: &EventSpec) -> UseCaseResult<
         )
         .await?;
     event.next_fire_at = scheduler::reschedule(state, &event).await?;
+    hooks::applied(state, HookKind::Event, &spec.name, spec.webhook).await?;
     Ok(event)
 }
 
@@ -123,6 +128,7 @@ async fn apply_unrecorded(
     if applied != Applied::Unchanged {
         event.next_fire_at = scheduler::reschedule(state, &event).await?;
     }
+    hooks::applied(state, HookKind::Event, &spec.name, spec.webhook).await?;
     Ok((event, applied))
 }
 
@@ -181,6 +187,9 @@ pub async fn delete(state: &AppState, actor: &Actor, name: &str) -> UseCaseResul
         .delete_event(event.id)
         .await
         .map_err(UseCaseError::from);
+    if result.is_ok() {
+        hooks::deleted(state, HookKind::Event, name).await?;
+    }
     state.scheduler_wake.notify_one();
     audit::record(
         state,

@@ -7,7 +7,9 @@
 
 pub mod apply;
 pub mod audit;
+pub mod channels;
 pub mod events;
+pub mod hooks;
 pub mod jobs;
 pub mod prune;
 pub mod runs;
@@ -49,6 +51,19 @@ impl Actor {
             token_id: None,
             session_id: None,
             source: None,
+        }
+    }
+
+    /// A signed webhook request: acts for the hook's event or workflow, as an operator would
+    /// (it can run that one thing, which the signature proved it may).
+    pub fn webhook(name: &str, source: Option<String>) -> Actor {
+        Actor {
+            user_id: None,
+            username: format!("webhook:{name}"),
+            role: Role::Operator,
+            token_id: None,
+            session_id: None,
+            source,
         }
     }
 

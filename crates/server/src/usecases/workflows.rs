@@ -15,7 +15,7 @@ use cronium_core::spec::Overlap;
 use cronium_core::workflow::{self, check_references, WorkflowSpec};
 use cronium_model::{EventStatus, Trigger};
 use cronium_store::{
-    Applied, CancelRunResult, RunFilter, RunRequest, Store, WorkflowGraph, WorkflowRow,
+    Applied, CancelRunResult, HookKind, RunFilter, RunRequest, Store, WorkflowGraph, WorkflowRow,
     WorkflowRunDetail, WorkflowRunRow, WorkflowVersionRow,
 };
 use serde_json::Value;
@@ -40,6 +40,8 @@ pub async fn validate(state: &AppState, value: Value) -> UseCaseResult<WorkflowS
     let spec = workflow::from_value(value)?;
     validate_targets(state, &spec).await?;
     validate_references(&state.store, &spec, &HashMap::new()).await?;
+    super::channels::check_notify(state, &spec.notify).await?;
+    super::hooks::check_unique(state, HookKind::Workflow, &spec.name, spec.webhook).await?;
     Ok(spec)
 }
 
@@ -160,6 +162,7 @@ async fn apply_unrecorded(
     if applied != Applied::Unchanged {
         row.next_fire_at = reschedule(state, &row, &spec, now).await?;
     }
+    super::hooks::applied(state, HookKind::Workflow, &spec.name, spec.webhook).await?;
     Ok((row, applied))
 }
 
@@ -211,6 +214,9 @@ pub async fn delete(state: &AppState, actor: &Actor, name: &str, now: i64) -> Us
             "workflow `{name}` not found"
         ))),
     };
+    if result.is_ok() {
+        super::hooks::deleted(state, HookKind::Workflow, name).await?;
+    }
     state.scheduler_wake.notify_one();
     audit::record(
         state,

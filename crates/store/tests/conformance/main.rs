@@ -13,6 +13,7 @@ mod events;
 mod executions;
 mod limits;
 mod logs;
+mod notify;
 mod perf;
 mod queue;
 mod retention;
