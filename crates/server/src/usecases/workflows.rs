@@ -1,6 +1,6 @@
 //! The workflow operations the API and the web UI share: apply (one, or a directory's worth in
 //! one transaction), read, list, delete, run, list runs, read a run with its explanation,
-//! retry from the failure, cancel.
+//! retry from the failure, cancel; and a run watched as it changes (the live run page).
 //!
 //! Validation happens here once, in this order, and nothing is written before it passed: the
 //! workflow file rules (`cronium_core::workflow::from_value`: node and field named, cycles
@@ -10,16 +10,20 @@
 //! transaction.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use cronium_core::spec::Overlap;
 use cronium_core::workflow::{self, check_references, WorkflowSpec};
+use cronium_model::workflow::WorkflowRunStatus;
 use cronium_model::{EventStatus, Trigger};
 use cronium_store::{
-    Applied, CancelRunResult, RunFilter, RunRequest, Store, WorkflowGraph, WorkflowRow,
+    Applied, CancelRunResult, JobRow, RunFilter, RunRequest, Store, WorkflowGraph, WorkflowRow,
     WorkflowRunDetail, WorkflowRunRow, WorkflowVersionRow,
 };
+use futures::Stream;
 use serde_json::Value;
 
+use super::jobs::retry_read;
 use super::{UseCaseError, UseCaseResult};
 use crate::scheduler;
 use crate::state::AppState;
@@ -286,4 +290,147 @@ pub async fn cancel(state: &AppState, id: i64, now: i64) -> UseCaseResult<Workfl
         CancelRunResult::Cancelled | CancelRunResult::Requested => {}
     }
     Ok(run_detail(state, id).await?.run)
+}
+
+/// The latest runs of a workflow by id, newest first (its page; the index on
+/// `(workflow_id, id)` keeps it fast however many runs other workflows have).
+pub async fn recent_runs(
+    state: &AppState,
+    workflow_id: i64,
+    limit: i64,
+) -> UseCaseResult<Vec<WorkflowRunRow>> {
+    Ok(state
+        .store
+        .list_workflow_runs(&RunFilter {
+            workflow_id: Some(workflow_id),
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// The latest runs in one status, of every workflow, newest first (the dashboard).
+pub async fn runs_in_status(
+    state: &AppState,
+    status: WorkflowRunStatus,
+    limit: i64,
+) -> UseCaseResult<Vec<WorkflowRunRow>> {
+    Ok(state
+        .store
+        .list_workflow_runs(&RunFilter {
+            status: Some(status),
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// The run and node a node's job belongs to (None for a job of no workflow).
+pub async fn run_of_job(state: &AppState, job: &JobRow) -> UseCaseResult<Option<(i64, String)>> {
+    match job.node_run_id {
+        Some(n) => Ok(state.store.workflow_run_of_node_run(n).await?),
+        None => Ok(None),
+    }
+}
+
+/// What a live run page needs to redraw: the run's status and each node's status and job.
+fn fingerprint(d: &WorkflowRunDetail) -> Vec<(String, Option<i64>, Option<i64>)> {
+    let mut f = vec![(
+        format!("{}:{}", d.run.status, d.run.cancel_requested()),
+        None,
+        None,
+    )];
+    f.extend(
+        d.nodes
+            .iter()
+            .map(|n| (n.status.to_string(), n.job_id, n.sub_run_id)),
+    );
+    f
+}
+
+/// How often a live run is read when nothing woke it (a node's job claimed, a sub-run
+/// progressing, a job run by another server's agent): one small read of the run's rows.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// A run as it changes: its detail now, then again each time its status or a node's status
+/// or job changed, ending after the detail in which the run is final. Woken at once when one
+/// of its node jobs ends in this process (the log bus's `done`), else every
+/// [`WATCH_POLL`]; never faster. A store error (after a few tries) is the last item.
+pub async fn watch_run(
+    state: &AppState,
+    id: i64,
+) -> UseCaseResult<impl Stream<Item = UseCaseResult<WorkflowRunDetail>>> {
+    let first = run_detail(state, id).await?;
+    struct Watch {
+        state: AppState,
+        id: i64,
+        /// The last detail read (the first one not yet sent when `sent` is false).
+        current: WorkflowRunDetail,
+        sent: bool,
+        ended: bool,
+    }
+    let w = Watch {
+        state: state.clone(),
+        id,
+        current: first,
+        sent: false,
+        ended: false,
+    };
+    Ok(futures::stream::unfold(w, |mut w| async move {
+        if w.ended {
+            return None;
+        }
+        if !w.sent {
+            w.sent = true;
+            w.ended = w.current.run.status.is_final();
+            return Some((Ok(w.current.clone()), w));
+        }
+        loop {
+            // The jobs of nodes still going: the end of any of them wakes the watch at once.
+            let jobs: Vec<i64> = w
+                .current
+                .nodes
+                .iter()
+                .filter(|n| !n.status.is_final())
+                .filter_map(|n| n.job_id)
+                .collect();
+            wait_for_any_end(&w.state, &jobs, WATCH_POLL).await;
+            let d = match retry_read(|| w.state.store.get_workflow_run(w.id)).await {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    w.ended = true;
+                    let gone = UseCaseError::NotFound(format!("workflow run {} not found", w.id));
+                    return Some((Err(gone), w));
+                }
+                Err(e) => {
+                    w.ended = true;
+                    return Some((Err(e.into()), w));
+                }
+            };
+            let changed = fingerprint(&d) != fingerprint(&w.current);
+            w.current = d;
+            if changed {
+                w.ended = w.current.run.status.is_final();
+                return Some((Ok(w.current.clone()), w));
+            }
+        }
+    }))
+}
+
+/// Waits until one of `jobs` has ended in this process (the agent marks the log bus `done`
+/// after the job's final state is committed), or `poll` passed.
+async fn wait_for_any_end(state: &AppState, jobs: &[i64], poll: Duration) {
+    let mut rxs: Vec<_> = jobs.iter().filter_map(|j| state.bus.subscribe(*j)).collect();
+    if !rxs.is_empty() {
+        let waits = rxs
+            .iter_mut()
+            .map(|rx| Box::pin(async move { rx.wait_for(|m| m.done).await.is_ok() }));
+        let _ = tokio::time::timeout(poll, futures::future::select_all(waits)).await;
+    } else {
+        tokio::time::sleep(poll).await;
+    }
+    drop(rxs);
+    for j in jobs {
+        state.bus.release(*j);
+    }
 }
