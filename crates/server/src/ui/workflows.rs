@@ -134,6 +134,8 @@ pub struct GraphView {
     pub edges: Vec<EdgeView>,
     /// What the picture shows, for screen readers.
     pub title: String,
+    /// Every edge kind (an arrowhead marker each).
+    pub kinds: Vec<&'static str>,
 }
 
 fn edge_label(kind: EdgeKind) -> &'static str {
@@ -223,6 +225,7 @@ fn graph_view(graph: &WorkflowGraph, run: Option<&WorkflowRunDetail>, title: Str
         nodes,
         edges,
         title,
+        kinds: EdgeKind::ALL.iter().map(|k| k.as_str()).collect(),
     }
 }
 
@@ -407,16 +410,14 @@ pub async fn run(
     Path(name): Path<String>,
     Form(f): Form<RunForm>,
 ) -> UiResult<Response> {
-    let refuse = |message: String| async {
-        let page = workflow_page(&state, &session, &name, Some(f.input.clone()), Some(message))
-            .await?;
-        Ok::<_, UiError>((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
-    };
     let input = match f.input.trim() {
         "" => None,
         text => match serde_json::from_str::<Value>(text) {
             Ok(v) => Some(v),
-            Err(e) => return refuse(format!("input: not valid JSON: {e}")).await,
+            Err(e) => {
+                let message = format!("input: not valid JSON: {e}");
+                return refuse_run(&state, &session, &name, f.input, message).await;
+            }
         },
     };
     match uc::run(&state, &name, input, Trigger::Manual, now_ms()).await {
@@ -424,10 +425,22 @@ pub async fn run(
             Ok(Redirect::to(&format!("/workflow-runs/{}?done=started", run.id)).into_response())
         }
         Err(e @ (UseCaseError::Invalid { .. } | UseCaseError::Conflict { .. })) => {
-            refuse(e.to_string()).await
+            refuse_run(&state, &session, &name, f.input, e.to_string()).await
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The workflow's page again (422), with the form's text and the error at its field.
+async fn refuse_run(
+    state: &AppState,
+    session: &Session,
+    name: &str,
+    input: String,
+    message: String,
+) -> UiResult<Response> {
+    let page = workflow_page(state, session, name, Some(input), Some(message)).await?;
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, render(&page)).into_response())
 }
 
 // ---------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use cronium_core::logbus::LogMark;
 use cronium_core::spec::Overlap;
 use cronium_core::workflow::{self, check_references, WorkflowSpec};
 use cronium_model::workflow::WorkflowRunStatus;
@@ -368,6 +369,51 @@ pub async fn watch_run(
         current: WorkflowRunDetail,
         sent: bool,
         ended: bool,
+        /// The log bus of each node job still going: its `done` wakes the watch.
+        rxs: HashMap<i64, tokio::sync::watch::Receiver<LogMark>>,
+    }
+    impl Watch {
+        /// Follows the jobs of the nodes still going; lets go of the others (their jobs have
+        /// ended, as the store says: the bus entry is marked so and dropped).
+        fn follow(&mut self) {
+            let going: HashSet<i64> = self
+                .current
+                .nodes
+                .iter()
+                .filter(|n| !n.status.is_final() && !self.ended)
+                .filter_map(|n| n.job_id)
+                .collect();
+            let over: Vec<i64> = self
+                .rxs
+                .keys()
+                .filter(|j| !going.contains(j))
+                .copied()
+                .collect();
+            for j in over {
+                self.rxs.remove(&j);
+                self.state.bus.finish(j);
+            }
+            for j in going {
+                if !self.rxs.contains_key(&j) {
+                    if let Some(rx) = self.state.bus.subscribe(j) {
+                        self.rxs.insert(j, rx);
+                    }
+                }
+            }
+        }
+
+        /// Until one followed job ends in this process, or [`WATCH_POLL`] passed.
+        async fn wait(&mut self) {
+            if self.rxs.is_empty() {
+                tokio::time::sleep(WATCH_POLL).await;
+                return;
+            }
+            let waits = self
+                .rxs
+                .values_mut()
+                .map(|rx| Box::pin(async move { rx.wait_for(|m| m.done).await.is_ok() }));
+            let _ = tokio::time::timeout(WATCH_POLL, futures::future::select_all(waits)).await;
+        }
     }
     let w = Watch {
         state: state.clone(),
@@ -375,6 +421,7 @@ pub async fn watch_run(
         current: first,
         sent: false,
         ended: false,
+        rxs: HashMap::new(),
     };
     Ok(futures::stream::unfold(w, |mut w| async move {
         if w.ended {
@@ -386,24 +433,19 @@ pub async fn watch_run(
             return Some((Ok(w.current.clone()), w));
         }
         loop {
-            // The jobs of nodes still going: the end of any of them wakes the watch at once.
-            let jobs: Vec<i64> = w
-                .current
-                .nodes
-                .iter()
-                .filter(|n| !n.status.is_final())
-                .filter_map(|n| n.job_id)
-                .collect();
-            wait_for_any_end(&w.state, &jobs, WATCH_POLL).await;
+            w.follow();
+            w.wait().await;
             let d = match retry_read(|| w.state.store.get_workflow_run(w.id)).await {
                 Ok(Some(d)) => d,
                 Ok(None) => {
                     w.ended = true;
+                    w.rxs.clear();
                     let gone = UseCaseError::NotFound(format!("workflow run {} not found", w.id));
                     return Some((Err(gone), w));
                 }
                 Err(e) => {
                     w.ended = true;
+                    w.rxs.clear();
                     return Some((Err(e.into()), w));
                 }
             };
@@ -411,26 +453,11 @@ pub async fn watch_run(
             w.current = d;
             if changed {
                 w.ended = w.current.run.status.is_final();
+                if w.ended {
+                    w.follow();
+                }
                 return Some((Ok(w.current.clone()), w));
             }
         }
     }))
-}
-
-/// Waits until one of `jobs` has ended in this process (the agent marks the log bus `done`
-/// after the job's final state is committed), or `poll` passed.
-async fn wait_for_any_end(state: &AppState, jobs: &[i64], poll: Duration) {
-    let mut rxs: Vec<_> = jobs.iter().filter_map(|j| state.bus.subscribe(*j)).collect();
-    if !rxs.is_empty() {
-        let waits = rxs
-            .iter_mut()
-            .map(|rx| Box::pin(async move { rx.wait_for(|m| m.done).await.is_ok() }));
-        let _ = tokio::time::timeout(poll, futures::future::select_all(waits)).await;
-    } else {
-        tokio::time::sleep(poll).await;
-    }
-    drop(rxs);
-    for j in jobs {
-        state.bus.release(*j);
-    }
 }
