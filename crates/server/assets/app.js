@@ -132,10 +132,10 @@
     // A workflow run's combined log: every node's job on one stream, lines tagged by node,
     // its position (`JOB:SEQ,...`) kept for a resume; no older pages (each job's page has them).
     var streamUrl = el.getAttribute("data-stream");
-    var cursor = "";
+    var cursor = streamUrl ? el.getAttribute("data-after") || "" : "";
     var lastByJob = {};
     el.hidden = false;
-    var last = parseInt(el.getAttribute("data-after") || "0", 10);
+    var last = streamUrl ? 0 : parseInt(el.getAttribute("data-after") || "0", 10);
     var live = el.getAttribute("data-live") === "true";
     var follow = document.getElementById("log-follow");
     var search = document.getElementById("log-search");

@@ -39,6 +39,9 @@ use crate::usecases::UseCaseError;
 
 /// Runs listed on a workflow's page.
 const RECENT: i64 = 20;
+/// The combined log opens at about this many last lines of each node (the node's job page
+/// has the whole log), so a big log never reaches the page whole.
+pub const NODE_TAIL: i64 = 200;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -532,6 +535,10 @@ struct RunPage {
     cancel_requested: bool,
     retryable: bool,
     done: Option<String>,
+    /// Where the combined log starts (`JOB:SEQ,...`): each node's last [`NODE_TAIL`] lines.
+    log_after: String,
+    /// Whether a node's log was cut to its tail.
+    log_cut: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -558,6 +565,14 @@ pub async fn show_run(
     Query(q): Query<RunQuery>,
 ) -> UiResult<Response> {
     let d = uc::run_detail(&state, id).await?;
+    let mut cursor = Vec::new();
+    for job in d.nodes.iter().filter_map(|n| n.job_id) {
+        if let Some(last) = crate::usecases::jobs::last_seq(&state, job).await? {
+            if last > NODE_TAIL {
+                cursor.push(format!("{job}:{}", last - NODE_TAIL));
+            }
+        }
+    }
     let r = &d.run;
     let graph = d.graph.as_ref().map(|g| {
         graph_view(
@@ -583,6 +598,8 @@ pub async fn show_run(
         cancel_requested: r.cancel_requested(),
         retryable: retryable(r),
         done: done_message(q.done.as_deref()),
+        log_cut: !cursor.is_empty(),
+        log_after: cursor.join(","),
     }))
 }
 
