@@ -622,7 +622,7 @@ pub async fn cancel(State(state): State<AppState>, Path(id): Path<i64>) -> UiRes
 /// final (the stream ends); a read error is one `error` event and the end of the stream.
 pub async fn stream(State(state): State<AppState>, Path(id): Path<i64>) -> UiResult<Response> {
     let changes = uc::watch_run(&state, id).await?;
-    let events = changes.flat_map(|c| {
+    let events = changes.flat_map(move |c| {
         let events: Vec<Event> = match c {
             Ok(d) => {
                 let mut v = vec![Event::default()
