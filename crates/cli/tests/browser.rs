@@ -764,6 +764,8 @@ async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
         b.path().await == "/workflows/release"
     })
     .await;
+    // A taller window, so that the screenshots hold the whole graph.
+    b.d().set_window_rect(0, 0, 1280, 1300).await.expect("resize");
     let groups = b.d().find_all(By::Css("svg.graph g.node")).await.expect("nodes");
     assert_eq!(groups.len(), 6);
     b.shot("workflow").await;
@@ -832,8 +834,8 @@ async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
     })
     .await;
     // Dark theme, through the browser's emulation of prefers-color-scheme.
-    let cdp = thirtyfour::extensions::cdp::ChromeDevTools::new(b.d().handle.clone());
-    cdp.execute_cdp_with_params(
+    let cdp = b.d().cdp();
+    cdp.send_raw(
         "Emulation.setEmulatedMedia",
         serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
     )
@@ -842,7 +844,7 @@ async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
     b.d().refresh().await.expect("reload");
     wait_node(&b, "test", "failed").await;
     b.shot("workflow-run-dark").await;
-    cdp.execute_cdp_with_params(
+    cdp.send_raw(
         "Emulation.setEmulatedMedia",
         serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "light"}]}),
     )

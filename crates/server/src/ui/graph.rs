@@ -297,17 +297,49 @@ pub fn layout(nodes: &[GraphNode]) -> Layout {
             }
         })
         .collect();
+    // Ports: the edges into a box spread over its top in the order of where they come from,
+    // the edges out of it over its bottom in the order of where they go, so that edges
+    // sharing an end stay apart (and so do their labels).
+    let mut in_port = vec![0i64; edges.len()];
+    let mut out_port = vec![0i64; edges.len()];
+    let spread = |ends: &mut Vec<(i64, usize)>, centre: i64, port: &mut Vec<i64>| {
+        ends.sort();
+        let k = ends.len() as i64;
+        let span = (NODE_W * 3 / 5).min(k * 28);
+        for (i, (_, e)) in ends.iter().enumerate() {
+            port[*e] = if k == 1 {
+                centre
+            } else {
+                centre - span / 2 + (2 * i as i64 + 1) * span / (2 * k)
+            };
+        }
+    };
+    for n in 0..real {
+        let mut ins: Vec<(i64, usize)> = Vec::new();
+        let mut outs: Vec<(i64, usize)> = Vec::new();
+        for (e, chain) in chains.iter().enumerate() {
+            if chain[chain.len() - 1] == n {
+                ins.push((centre_x[chain[chain.len() - 2]], e));
+            }
+            if chain[0] == n {
+                outs.push((centre_x[chain[1]], e));
+            }
+        }
+        spread(&mut ins, centre_x[n], &mut in_port);
+        spread(&mut outs, centre_x[n], &mut out_port);
+    }
     let lines = edges
         .iter()
         .zip(&chains)
-        .map(|(&(f, t, kind), chain)| {
-            // Points: bottom of the source, each virtual point's rank (its middle), top of the
-            // target; joined by vertical-tangent cubic curves.
-            let mut pts: Vec<(i64, i64)> = vec![(centre_x[f], top(g.rank[f]) + NODE_H)];
+        .enumerate()
+        .map(|(e, (&(f, t, kind), chain))| {
+            // Points: the source's bottom port, each virtual point's rank (its middle), the
+            // target's top port; joined by vertical-tangent cubic curves.
+            let mut pts: Vec<(i64, i64)> = vec![(out_port[e], top(g.rank[f]) + NODE_H)];
             for &v in &chain[1..chain.len() - 1] {
                 pts.push((centre_x[v], top(g.rank[v]) + NODE_H / 2));
             }
-            let end = (centre_x[t], top(g.rank[t]) - 2);
+            let end = (in_port[e], top(g.rank[t]) - 2);
             pts.push(end);
             let mut d = format!("M{},{}", pts[0].0, pts[0].1);
             for w in pts.windows(2) {
@@ -315,15 +347,15 @@ pub fn layout(nodes: &[GraphNode]) -> Layout {
                 let my = (y0 + y1) / 2;
                 d.push_str(&format!(" C{x0},{my} {x1},{my} {x1},{y1}"));
             }
-            // The label sits on the last curve, a little above the target.
-            let (px, _) = pts[pts.len() - 2];
+            // The label sits on the middle of the last curve (where it crosses the gap).
+            let (px, py) = pts[pts.len() - 2];
             EdgeLine {
                 from: nodes[f].id.clone(),
                 to: nodes[t].id.clone(),
                 kind,
                 path: d,
-                label_x: (px + end.0 * 3) / 4,
-                label_y: end.1 - GAP_Y / 4,
+                label_x: (px + end.0) / 2,
+                label_y: (py + end.1) / 2 + 4,
             }
         })
         .collect();
@@ -414,6 +446,14 @@ mod tests {
         let join = by_id(&l, "a-join-with-a-very-long-name-indeed");
         assert_eq!(join.rank, 2);
         assert!(join.label.ends_with('…') && join.label.chars().count() == LABEL_MAX);
+        // The 30 edges into the join end at 30 different points of its top.
+        let ends: std::collections::HashSet<&str> = l
+            .edges
+            .iter()
+            .filter(|e| e.to == join.id)
+            .filter_map(|e| e.path.rsplit(' ').next())
+            .collect();
+        assert_eq!(ends.len(), 30);
         assert_eq!(l.crossings, 0);
     }
 
