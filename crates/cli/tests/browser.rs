@@ -765,8 +765,15 @@ async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
     })
     .await;
     // A taller window, so that the screenshots hold the whole graph.
-    b.d().set_window_rect(0, 0, 1280, 1300).await.expect("resize");
-    let groups = b.d().find_all(By::Css("svg.graph g.node")).await.expect("nodes");
+    b.d()
+        .set_window_rect(0, 0, 1280, 1300)
+        .await
+        .expect("resize");
+    let groups = b
+        .d()
+        .find_all(By::Css("svg.graph g.node"))
+        .await
+        .expect("nodes");
     assert_eq!(groups.len(), 6);
     b.shot("workflow").await;
 
@@ -780,10 +787,14 @@ async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
     wait_node(&b, "build", "running").await;
     assert_eq!(node_class(&b, "test").await, "node waiting");
     assert_eq!(node_class(&b, "publish").await, "node waiting");
-    b.wait("the build's line in the combined log", Duration::from_secs(30), || async {
-        let t = b.log_text().await;
-        t.contains("build") && t.contains("building 1.4")
-    })
+    b.wait(
+        "the build's line in the combined log",
+        Duration::from_secs(30),
+        || async {
+            let t = b.log_text().await;
+            t.contains("build") && t.contains("building 1.4")
+        },
+    )
     .await;
 
     // build succeeds: rollback is skipped with its reason, test and docs run.
@@ -792,9 +803,7 @@ async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
     wait_node(&b, "rollback", "skipped").await;
     wait_node(&b, "test", "running").await;
     wait_node(&b, "docs", "succeeded").await;
-    let why = b
-        .text_of(By::Css("tr[data-node='rollback'] .n-why"))
-        .await;
+    let why = b.text_of(By::Css("tr[data-node='rollback'] .n-why")).await;
     assert_eq!(why, "skipped: build succeeded, edge needs failure");
     let job_link = b
         .d()
@@ -805,7 +814,10 @@ async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
         .await
         .expect("href")
         .unwrap_or_default();
-    assert!(job_link.starts_with("/jobs/"), "a node links to its job: {job_link}");
+    assert!(
+        job_link.starts_with("/jobs/"),
+        "a node links to its job: {job_link}"
+    );
     b.shot("workflow-run").await;
 
     // test fails: publish is skipped, announce runs (always), the run fails; retry offered.
@@ -818,8 +830,18 @@ async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
     })
     .await;
     let retry = b.d().find(By::Id("retry")).await.expect("retry");
-    assert!(retry.is_displayed().await.expect("shown"), "retry is offered");
-    assert!(!b.d().find(By::Id("cancel")).await.expect("cancel").is_displayed().await.expect("shown"));
+    assert!(
+        retry.is_displayed().await.expect("shown"),
+        "retry is offered"
+    );
+    assert!(!b
+        .d()
+        .find(By::Id("cancel"))
+        .await
+        .expect("cancel")
+        .is_displayed()
+        .await
+        .expect("shown"));
     b.wait("test's log", Duration::from_secs(30), || async {
         b.log_text().await.contains("3 tests failed")
     })

@@ -693,7 +693,11 @@ async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
     let s = server(&[]);
     let dir = shared_tempdir();
     let (st, body) = s
-        .api("PUT", "/api/v1/workflows/gated", Some(gated_workflow(dir.path())))
+        .api(
+            "PUT",
+            "/api/v1/workflows/gated",
+            Some(gated_workflow(dir.path())),
+        )
         .await;
     assert_eq!(st, 200, "{body}");
     let mut web = Web::new(&s);
@@ -704,7 +708,11 @@ async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
     let p = web.get("/workflows").await;
     assert_eq!(p.status, StatusCode::OK);
     assert!(p.body.contains("href=\"/workflows/gated\""), "{}", p.body);
-    assert!(p.body.contains("<td>4</td>") && p.body.contains("never"), "{}", p.body);
+    assert!(
+        p.body.contains("<td>4</td>") && p.body.contains("never"),
+        "{}",
+        p.body
+    );
     let p = web.get("/workflows?q=nothing-like-it").await;
     assert!(p.body.contains("No workflow matches"), "{}", p.body);
 
@@ -724,24 +732,45 @@ async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
     let p = web.post("/workflows/gated/run", &[("input", "{}")]).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
     let p = web
-        .post("/workflows/gated/run", &[("csrf", &csrf), ("input", "{\"a\": ")])
+        .post(
+            "/workflows/gated/run",
+            &[("csrf", &csrf), ("input", "{\"a\": ")],
+        )
         .await;
     assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(p.body.contains("data-field=\"input\""), "{}", p.body);
     assert!(p.body.contains("input: not valid JSON"), "{}", p.body);
     assert!(p.body.contains("aria-invalid=\"true\""));
-    assert!(p.body.contains("{&#34;a&#34;: </textarea>"), "the text is kept: {}", p.body);
+    assert!(
+        p.body.contains("{&#34;a&#34;: </textarea>"),
+        "the text is kept: {}",
+        p.body
+    );
     let p = web
-        .post("/workflows/gated/run", &[("csrf", &csrf), ("input", "[1, 2]")])
+        .post(
+            "/workflows/gated/run",
+            &[("csrf", &csrf), ("input", "[1, 2]")],
+        )
         .await;
     assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(p.body.contains("input: expected a JSON object"), "{}", p.body);
+    assert!(
+        p.body.contains("input: expected a JSON object"),
+        "{}",
+        p.body
+    );
     let (_, runs) = s.api("GET", "/api/v1/workflows/gated/runs", None).await;
-    assert_eq!(runs.as_array().map(Vec::len), Some(0), "nothing ran: {runs}");
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(0),
+        "nothing ran: {runs}"
+    );
 
     // A good run: the page of the run, live while it runs.
     let p = web
-        .post("/workflows/gated/run", &[("csrf", &csrf), ("input", "{\"version\": \"1.4\"}")])
+        .post(
+            "/workflows/gated/run",
+            &[("csrf", &csrf), ("input", "{\"version\": \"1.4\"}")],
+        )
         .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     assert!(p.location.starts_with("/workflow-runs/"), "{}", p.location);
@@ -753,26 +782,59 @@ async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
     let d = wait_run_status(&s, run, "running").await;
     assert_eq!(d["run"]["input"]["version"], "1.4");
     s.wait_for("gate to run", Duration::from_secs(60), || async {
-        let (_, d) = s.api("GET", &format!("/api/v1/workflow-runs/{run}"), None).await;
-        d["nodes"].as_array().into_iter().flatten().any(|n| n["node"] == "gate" && n["status"] == "running")
+        let (_, d) = s
+            .api("GET", &format!("/api/v1/workflow-runs/{run}"), None)
+            .await;
+        d["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["node"] == "gate" && n["status"] == "running")
     })
     .await;
     let p = web.get(&format!("/workflow-runs/{run}")).await;
     assert_eq!(p.status, StatusCode::OK);
     assert_eq!(count(&p.body, "<g class=\"node "), 4, "{}", p.body);
-    assert!(p.body.contains("<g class=\"node succeeded\" data-node=\"prepare\""), "{}", p.body);
-    assert!(p.body.contains("<g class=\"node running\" data-node=\"gate\""), "{}", p.body);
-    assert!(p.body.contains("<g class=\"node waiting\" data-node=\"report\""), "{}", p.body);
+    assert!(
+        p.body
+            .contains("<g class=\"node succeeded\" data-node=\"prepare\""),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("<g class=\"node running\" data-node=\"gate\""),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("<g class=\"node waiting\" data-node=\"report\""),
+        "{}",
+        p.body
+    );
     assert!(p.body.contains("data-live=\"true\""));
-    assert!(p.body.contains("id=\"cancel-form\">"), "cancel offered: {}", p.body);
-    assert!(p.body.contains("skipped: prepare succeeded, edge needs failure"));
-    assert!(p.body.contains("waiting for gate (running)"), "the explanation: {}", p.body);
+    assert!(
+        p.body.contains("id=\"cancel-form\">"),
+        "cancel offered: {}",
+        p.body
+    );
+    assert!(p
+        .body
+        .contains("skipped: prepare succeeded, edge needs failure"));
+    assert!(
+        p.body.contains("waiting for gate (running)"),
+        "the explanation: {}",
+        p.body
+    );
     // Each node links to its job; the job links back to the run.
     let prepare_job = d["nodes"][0]["job_id"].as_i64().expect("prepare's job");
     assert!(p.body.contains(&format!("href=\"/jobs/{prepare_job}\"")));
     let j = web.get(&format!("/jobs/{prepare_job}")).await;
     assert!(
-        j.body.contains(&format!("href=\"/workflow-runs/{run}\" id=\"workflow-run\"")),
+        j.body.contains(&format!(
+            "href=\"/workflow-runs/{run}\" id=\"workflow-run\""
+        )),
         "{}",
         j.body
     );
@@ -786,7 +848,10 @@ async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
         req.send().await.expect("stream")
     };
     assert_eq!(live.status(), StatusCode::OK);
-    assert!(live.headers()["content-type"].to_str().unwrap_or_default().starts_with("text/event-stream"));
+    assert!(live.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/event-stream"));
     // The gate fails (no `go` file), unhandled: report is skipped, the run fails.
     std::fs::write(dir.path().join("gate"), "").expect("gate");
     let body = tokio::time::timeout(Duration::from_secs(60), live.text())
@@ -794,7 +859,10 @@ async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
         .expect("the stream ends with the run")
         .expect("stream body");
     assert!(body.starts_with("event: state"), "{body}");
-    assert!(body.contains("event: end\ndata: {\"status\":\"failed\"}"), "{body}");
+    assert!(
+        body.contains("event: end\ndata: {\"status\":\"failed\"}"),
+        "{body}"
+    );
     assert!(body.contains("\"node\":\"cleanup\""), "{body}");
     let last_state = body
         .split("event: state\ndata: ")
@@ -805,37 +873,65 @@ async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
     assert_eq!(last["final"], true);
     assert_eq!(last["retryable"], true);
     let status_of = |v: &serde_json::Value, n: &str| {
-        v["nodes"].as_array().into_iter().flatten().find(|x| x["node"] == n).map(|x| x["status"].clone())
+        v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["node"] == n)
+            .map(|x| x["status"].clone())
     };
     assert_eq!(status_of(&last, "gate"), Some("failed".into()));
     assert_eq!(status_of(&last, "report"), Some("skipped".into()));
 
     // The ended run's page: final classes, the skip reason, retry offered, no cancel.
     let p = web.get(&format!("/workflow-runs/{run}")).await;
-    assert!(p.body.contains("<g class=\"node failed\" data-node=\"gate\""), "{}", p.body);
-    assert!(p.body.contains("<g class=\"node skipped\" data-node=\"cleanup\""));
-    assert!(p.body.contains("<g class=\"node skipped\" data-node=\"report\""));
-    assert!(p.body.contains("skipped: gate failed, edge needs success"), "{}", p.body);
+    assert!(
+        p.body
+            .contains("<g class=\"node failed\" data-node=\"gate\""),
+        "{}",
+        p.body
+    );
+    assert!(p
+        .body
+        .contains("<g class=\"node skipped\" data-node=\"cleanup\""));
+    assert!(p
+        .body
+        .contains("<g class=\"node skipped\" data-node=\"report\""));
+    assert!(
+        p.body.contains("skipped: gate failed, edge needs success"),
+        "{}",
+        p.body
+    );
     assert!(p.body.contains("id=\"cancel-form\" hidden"), "{}", p.body);
     assert!(!p.body.contains("id=\"retry-form\" hidden"), "{}", p.body);
     // The combined log of every node, tagged by node.
     let logs = web.get(&format!("/workflow-runs/{run}/log/stream")).await;
     assert_eq!(logs.status, StatusCode::OK);
-    assert!(logs.body.contains("\"node\":\"gate\"") && logs.body.contains("no go"), "{}", logs.body);
+    assert!(
+        logs.body.contains("\"node\":\"gate\"") && logs.body.contains("no go"),
+        "{}",
+        logs.body
+    );
     assert!(logs.body.contains("\"node\":\"prepare\"") && logs.body.contains("preparing"));
     assert!(!logs.body.contains("cleaning"), "a skipped node has no log");
-    let p = web.get(&format!("/workflow-runs/{run}/log/stream?after=nonsense")).await;
+    let p = web
+        .get(&format!("/workflow-runs/{run}/log/stream?after=nonsense"))
+        .await;
     assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
 
     // Cancel of an ended run is refused; retry without the token is refused.
-    let p = web.post(&format!("/workflow-runs/{run}/cancel"), &[("csrf", &csrf)]).await;
+    let p = web
+        .post(&format!("/workflow-runs/{run}/cancel"), &[("csrf", &csrf)])
+        .await;
     assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
     let p = web.post(&format!("/workflow-runs/{run}/retry"), &[]).await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
 
     // Retry from the failure: prepare is kept, gate passes now, report runs.
     std::fs::write(dir.path().join("go"), "").expect("go");
-    let p = web.post(&format!("/workflow-runs/{run}/retry"), &[("csrf", &csrf)]).await;
+    let p = web
+        .post(&format!("/workflow-runs/{run}/retry"), &[("csrf", &csrf)])
+        .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let retry: i64 = p.location["/workflow-runs/".len()..]
         .split('?')
@@ -846,16 +942,36 @@ async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
     assert_ne!(retry, run);
     wait_run_status(&s, retry, "succeeded").await;
     let p = web.get(&format!("/workflow-runs/{retry}")).await;
-    assert!(p.body.contains("<g class=\"node succeeded\" data-node=\"report\""), "{}", p.body);
-    assert!(p.body.contains(&format!("retry of <a href=\"/workflow-runs/{run}\">")), "{}", p.body);
-    assert!(p.body.contains("id=\"retry-form\" hidden"), "a succeeded run is not retried");
+    assert!(
+        p.body
+            .contains("<g class=\"node succeeded\" data-node=\"report\""),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains(&format!("retry of <a href=\"/workflow-runs/{run}\">")),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body.contains("id=\"retry-form\" hidden"),
+        "a succeeded run is not retried"
+    );
     // The stream of an ended run sends its state and ends at once.
     let live = web.get(&format!("/workflow-runs/{retry}/stream")).await;
-    assert!(live.body.contains("event: end\ndata: {\"status\":\"succeeded\"}"), "{}", live.body);
+    assert!(
+        live.body
+            .contains("event: end\ndata: {\"status\":\"succeeded\"}"),
+        "{}",
+        live.body
+    );
 
     // Cancel a running run from its page.
     std::fs::remove_file(dir.path().join("gate")).expect("close the gate");
-    let p = web.post("/workflows/gated/run", &[("csrf", &csrf), ("input", "")]).await;
+    let p = web
+        .post("/workflows/gated/run", &[("csrf", &csrf), ("input", "")])
+        .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
     let third: i64 = p.location["/workflow-runs/".len()..]
         .split('?')
@@ -863,25 +979,64 @@ async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
         .and_then(|i| i.parse().ok())
         .expect("run id");
     s.wait_for("gate to run again", Duration::from_secs(60), || async {
-        let (_, d) = s.api("GET", &format!("/api/v1/workflow-runs/{third}"), None).await;
-        d["nodes"].as_array().into_iter().flatten().any(|n| n["node"] == "gate" && n["status"] == "running")
+        let (_, d) = s
+            .api("GET", &format!("/api/v1/workflow-runs/{third}"), None)
+            .await;
+        d["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["node"] == "gate" && n["status"] == "running")
     })
     .await;
-    let p = web.post(&format!("/workflow-runs/{third}/cancel"), &[("csrf", &csrf)]).await;
+    let p = web
+        .post(
+            &format!("/workflow-runs/{third}/cancel"),
+            &[("csrf", &csrf)],
+        )
+        .await;
     assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
-    assert!(p.location.starts_with(&format!("/workflow-runs/{third}?done=cancel")), "{}", p.location);
+    assert!(
+        p.location
+            .starts_with(&format!("/workflow-runs/{third}?done=cancel")),
+        "{}",
+        p.location
+    );
     let d = wait_run_status(&s, third, "cancelled").await;
     let p = web.get(&format!("/workflow-runs/{third}")).await;
-    assert!(p.body.contains("<g class=\"node cancelled\" data-node=\"gate\""), "{}", p.body);
-    assert!(p.body.contains("<span class=\"badge cancelled\" id=\"run-status\""), "{d:#}");
+    assert!(
+        p.body
+            .contains("<g class=\"node cancelled\" data-node=\"gate\""),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("<span class=\"badge cancelled\" id=\"run-status\""),
+        "{d:#}"
+    );
 
     // The dashboard shows workflow runs; the list shows the last run.
     let p = web.get("/").await;
     assert!(p.body.contains("Workflow runs"), "{}", p.body);
-    assert!(p.body.contains(&format!("href=\"/workflow-runs/{run}\"")), "the failed run: {}", p.body);
+    assert!(
+        p.body.contains(&format!("href=\"/workflow-runs/{run}\"")),
+        "the failed run: {}",
+        p.body
+    );
     let p = web.get("/workflows").await;
-    assert!(p.body.contains(&format!("href=\"/workflow-runs/{third}\"")), "{}", p.body);
+    assert!(
+        p.body.contains(&format!("href=\"/workflow-runs/{third}\"")),
+        "{}",
+        p.body
+    );
     // A run that does not exist is a 404 page.
-    assert_eq!(web.get("/workflow-runs/999999").await.status, StatusCode::NOT_FOUND);
-    assert_eq!(web.get("/workflows/nope").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        web.get("/workflow-runs/999999").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        web.get("/workflows/nope").await.status,
+        StatusCode::NOT_FOUND
+    );
 }

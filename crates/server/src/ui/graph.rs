@@ -259,9 +259,7 @@ pub fn layout(nodes: &[GraphNode]) -> Layout {
     let widths: Vec<i64> = g
         .layers
         .iter()
-        .map(|l| {
-            l.iter().map(|&p| size(p)).sum::<i64>() + (l.len() as i64 - 1).max(0) * GAP_X
-        })
+        .map(|l| l.iter().map(|&p| size(p)).sum::<i64>() + (l.len() as i64 - 1).max(0) * GAP_X)
         .collect();
     let inner = widths.iter().copied().max().unwrap_or(0).max(NODE_W);
     let width = inner + 2 * MARGIN;
@@ -399,7 +397,11 @@ mod tests {
         assert_eq!(by_id(&l, "lone").rank, 0);
         assert!(by_id(&l, "c").y > by_id(&l, "b").y);
         // The long edge a → c bends through a virtual point, so it has two curves.
-        let long = l.edges.iter().find(|e| e.from == "a" && e.to == "c").unwrap();
+        let long = l
+            .edges
+            .iter()
+            .find(|e| e.from == "a" && e.to == "c")
+            .unwrap();
         assert_eq!(long.path.matches('C').count(), 2, "{}", long.path);
         assert_eq!(long.kind, Failure);
         assert_eq!(l.edges.len(), 3);

@@ -551,9 +551,7 @@ fn done_message(done: Option<&str>) -> Option<String> {
         "started" => Some("Workflow run started.".into()),
         "retried" => Some("Retry started: the nodes that succeeded keep their outputs.".into()),
         "cancelled" => Some("The run was cancelled.".into()),
-        "cancel_requested" => {
-            Some("Cancellation requested: its running jobs are stopping.".into())
-        }
+        "cancel_requested" => Some("Cancellation requested: its running jobs are stopping.".into()),
         _ => None,
     }
 }

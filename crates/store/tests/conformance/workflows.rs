@@ -1934,7 +1934,10 @@ async fn a_node_job_finds_its_run_and_seeded_runs_read_back(t: Ctx) {
     events(s, &["e"]).await;
     let wf = apply(
         s,
-        &def("w", vec![node("a", "e", &[]), node("b", "e", &[("a", Success)])]),
+        &def(
+            "w",
+            vec![node("a", "e", &[]), node("b", "e", &[("a", Success)])],
+        ),
     )
     .await;
     let run = start(s, &wf, 100).await;
@@ -1944,7 +1947,10 @@ async fn a_node_job_finds_its_run_and_seeded_runs_read_back(t: Ctx) {
         s.workflow_run_of_node_run(node_run).await.unwrap(),
         Some((run.id, "a".to_string()))
     );
-    assert_eq!(s.workflow_run_of_node_run(node_run + 1000).await.unwrap(), None);
+    assert_eq!(
+        s.workflow_run_of_node_run(node_run + 1000).await.unwrap(),
+        None
+    );
 
     let (first, last) = s
         .seed_workflow_runs(&cronium_store::SeedWorkflowRuns {
@@ -1973,7 +1979,10 @@ async fn a_node_job_finds_its_run_and_seeded_runs_read_back(t: Ctx) {
     assert_eq!(d.run.status, R::Failed, "every fifth seeded run failed");
     assert_eq!(d.run.root_run_id, last);
     assert_eq!(d.nodes.len(), 2);
-    assert_eq!((d.nodes[0].status, d.nodes[1].status), (N::Succeeded, N::Failed));
+    assert_eq!(
+        (d.nodes[0].status, d.nodes[1].status),
+        (N::Succeeded, N::Failed)
+    );
     assert!(d.nodes.iter().all(|n| n.job_id == Some(a.id)));
     assert!(d.graph.is_some());
     assert_eq!(detail(s, first).await.run.status, R::Succeeded);
