@@ -1,8 +1,10 @@
 //! The web UI in a real browser: Debian's headless Chromium driven through chromium-driver
 //! (WebDriver, thirtyfour) against the real `cronium serve`. Log in; create an event in the
 //! editor with a mistake, see the error at its field and line, fix it and save; run it and see
-//! its lines arrive live; cancel a running job; follow a fan-out-free log with search. The
-//! tests save screenshots of the main pages into `docs/screenshots/` (the README shows them).
+//! its lines arrive live; cancel a running job; follow a fan-out-free log with search; watch a
+//! workflow graph change colour as its nodes finish, then retry and cancel runs from their
+//! page. The tests save screenshots of the main pages into `docs/screenshots/` (the README
+//! shows them).
 //!
 //! What needs no browser (login required everywhere, CSRF, sessions, headers) is in
 //! `webui.rs`. `scripts/test.sh` installs `chromium` and `chromium-driver` when missing.

@@ -1,8 +1,10 @@
 //! The web UI over plain HTTP against the real `cronium serve`: what guards the pages (a
 //! login on every page, CSRF on every state change, failed-login delays, session expiry,
 //! logout and id rotation, a cookie that never authenticates the API) and what every page
-//! sends (Content-Security-Policy, no inline script, hashed immutable assets). What needs a
-//! real browser (the editor, the live log, cancel) is in `browser.rs`.
+//! sends (Content-Security-Policy, no inline script, hashed immutable assets); the workflow
+//! pages (the run form's refusals at the field, the server-drawn graph with a status class per
+//! node, the live stream that ends with the run, retry, cancel). What needs a real browser
+//! (the editor, the live log, cancel, a graph changing colour) is in `browser.rs`.
 
 mod support;
 
