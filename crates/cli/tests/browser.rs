@@ -1,8 +1,10 @@
 //! The web UI in a real browser: Debian's headless Chromium driven through chromium-driver
 //! (WebDriver, thirtyfour) against the real `cronium serve`. Log in; create an event in the
 //! editor with a mistake, see the error at its field and line, fix it and save; run it and see
-//! its lines arrive live; cancel a running job; follow a fan-out-free log with search. The
-//! tests save screenshots of the main pages into `docs/screenshots/` (the README shows them).
+//! its lines arrive live; cancel a running job; follow a fan-out-free log with search; watch a
+//! workflow graph change colour as its nodes finish, then retry and cancel runs from their
+//! page. The tests save screenshots of the main pages into `docs/screenshots/` (the README
+//! shows them).
 //!
 //! What needs no browser (login required everywhere, CSRF, sessions, headers) is in
 //! `webui.rs`. `scripts/test.sh` installs `chromium` and `chromium-driver` when missing.
@@ -695,5 +697,221 @@ async fn add_a_server_with_a_key_file_test_it_and_accept_a_changed_host_key() {
         .text_of(By::Id("report"))
         .await
         .contains("matches the pinned key"));
+    b.quit().await;
+}
+
+/// The class of a node's group in the run page's SVG (`node running`), read through
+/// WebDriver as the page's script leaves it.
+async fn node_class(b: &Browser, node: &str) -> String {
+    match b
+        .d()
+        .find(By::Css(format!("svg.graph g.node[data-node='{node}']")))
+        .await
+    {
+        Ok(el) => el.attr("class").await.ok().flatten().unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+async fn wait_node(b: &Browser, node: &str, class: &str) {
+    let want = format!("node {class}");
+    b.wait(
+        &format!("{node} to be {class}"),
+        Duration::from_secs(60),
+        || async { node_class(b, node).await == want },
+    )
+    .await;
+}
+
+fn run_id_of(path: &str) -> i64 {
+    path.trim_start_matches("/workflow-runs/")
+        .split('?')
+        .next()
+        .and_then(|i| i.parse().ok())
+        .unwrap_or_else(|| panic!("not a run page: {path}"))
+}
+
+/// Watch a workflow graph change colour as nodes finish: the page is loaded once, and its
+/// script moves each node through running, succeeded, failed or skipped (with its reason)
+/// from the run's stream; retry and cancel through the page's buttons. Screenshots of the
+/// workflow's page and of a run (light and dark).
+#[tokio::test]
+async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
+    let s = server();
+    let dir = shared_tempdir();
+    let f = |name: &str| dir.path().join(name).display().to_string();
+    let wf = serde_json::json!({
+        "name": "release",
+        "input": {"version": "1.4"},
+        "nodes": [
+            {"id": "build", "type": "bash",
+             "script": format!("echo \"building $(cronium.input version)\"\nwhile [ ! -f {} ]; do sleep 0.05; done\necho built", f("built"))},
+            {"id": "rollback", "type": "bash", "after": {"build": "failure"}, "script": "echo rolling back"},
+            {"id": "test", "type": "python", "after": ["build"],
+             "script": format!("import os, sys, time\nprint('testing', flush=True)\nwhile not os.path.exists('{}'):\n    time.sleep(0.05)\nif not os.path.exists('{}'):\n    print('3 tests failed', flush=True)\n    sys.exit(1)\nprint('all tests passed')", f("tested"), f("fixed"))},
+            {"id": "docs", "type": "bash", "after": ["build"], "script": "echo docs built"},
+            {"id": "publish", "type": "bash", "after": ["test", "docs"], "script": "echo published"},
+            {"id": "announce", "type": "bash", "after": {"publish": "always"}, "script": "echo announced"},
+        ]
+    });
+    let (st, body) = s.api("PUT", "/api/v1/workflows/release", Some(wf)).await;
+    assert_eq!(st, 200, "{body}");
+    let b = Browser::start().await;
+    b.login(&s).await;
+
+    // The list, then the workflow's page: the graph drawn by the server.
+    b.goto(&s, "/workflows").await;
+    b.click(By::LinkText("release")).await;
+    b.wait("the workflow page", Duration::from_secs(15), || async {
+        b.path().await == "/workflows/release"
+    })
+    .await;
+    // A taller window, so that the screenshots hold the whole graph.
+    b.d()
+        .set_window_rect(0, 0, 1280, 1300)
+        .await
+        .expect("resize");
+    let groups = b
+        .d()
+        .find_all(By::Css("svg.graph g.node"))
+        .await
+        .expect("nodes");
+    assert_eq!(groups.len(), 6);
+    b.shot("workflow").await;
+
+    // Run it with the default input: the run's page, live.
+    b.click(By::Id("run")).await;
+    b.wait("the run page", Duration::from_secs(15), || async {
+        b.path().await.starts_with("/workflow-runs/")
+    })
+    .await;
+    let run = run_id_of(&b.path().await);
+    wait_node(&b, "build", "running").await;
+    assert_eq!(node_class(&b, "test").await, "node waiting");
+    assert_eq!(node_class(&b, "publish").await, "node waiting");
+    b.wait(
+        "the build's line in the combined log",
+        Duration::from_secs(30),
+        || async {
+            let t = b.log_text().await;
+            t.contains("build") && t.contains("building 1.4")
+        },
+    )
+    .await;
+
+    // build succeeds: rollback is skipped with its reason, test and docs run.
+    std::fs::write(f("built"), "").expect("built");
+    wait_node(&b, "build", "succeeded").await;
+    wait_node(&b, "rollback", "skipped").await;
+    wait_node(&b, "test", "running").await;
+    wait_node(&b, "docs", "succeeded").await;
+    let why = b.text_of(By::Css("tr[data-node='rollback'] .n-why")).await;
+    assert_eq!(why, "skipped: build succeeded, edge needs failure");
+    let job_link = b
+        .d()
+        .find(By::Css("a[data-link='test']"))
+        .await
+        .expect("test's link")
+        .attr("href")
+        .await
+        .expect("href")
+        .unwrap_or_default();
+    assert!(
+        job_link.starts_with("/jobs/"),
+        "a node links to its job: {job_link}"
+    );
+    b.shot("workflow-run").await;
+
+    // test fails: publish is skipped, announce runs (always), the run fails; retry offered.
+    std::fs::write(f("tested"), "").expect("tested");
+    wait_node(&b, "test", "failed").await;
+    wait_node(&b, "publish", "skipped").await;
+    wait_node(&b, "announce", "succeeded").await;
+    b.wait("the run to fail", Duration::from_secs(30), || async {
+        b.text_of(By::Id("run-status")).await == "failed"
+    })
+    .await;
+    let retry = b.d().find(By::Id("retry")).await.expect("retry");
+    assert!(
+        retry.is_displayed().await.expect("shown"),
+        "retry is offered"
+    );
+    assert!(!b
+        .d()
+        .find(By::Id("cancel"))
+        .await
+        .expect("cancel")
+        .is_displayed()
+        .await
+        .expect("shown"));
+    b.wait("test's log", Duration::from_secs(30), || async {
+        b.log_text().await.contains("3 tests failed")
+    })
+    .await;
+    let why = b.text_of(By::Css("tr[data-node='publish'] .n-why")).await;
+    assert_eq!(why, "skipped: test failed, edge needs success");
+    // The node's job page links back to the run.
+    b.goto(&s, &job_link).await;
+    b.click(By::Id("workflow-run")).await;
+    b.wait("back on the run", Duration::from_secs(15), || async {
+        b.path().await == format!("/workflow-runs/{run}")
+    })
+    .await;
+    // Dark theme, through the browser's emulation of prefers-color-scheme.
+    let cdp = b.d().cdp();
+    cdp.send_raw(
+        "Emulation.setEmulatedMedia",
+        serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+    )
+    .await
+    .expect("dark");
+    b.d().refresh().await.expect("reload");
+    wait_node(&b, "test", "failed").await;
+    b.shot("workflow-run-dark").await;
+    cdp.send_raw(
+        "Emulation.setEmulatedMedia",
+        serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "light"}]}),
+    )
+    .await
+    .expect("light");
+
+    // Fix and retry from the page: build and docs are kept, test passes, publish runs.
+    std::fs::write(f("fixed"), "").expect("fixed");
+    b.click(By::Id("retry")).await;
+    b.wait("the retry's page", Duration::from_secs(15), || async {
+        let p = b.path().await;
+        p.starts_with("/workflow-runs/") && run_id_of(&p) != run
+    })
+    .await;
+    wait_node(&b, "publish", "succeeded").await;
+    b.wait("the retry to succeed", Duration::from_secs(30), || async {
+        b.text_of(By::Id("run-status")).await == "succeeded"
+    })
+    .await;
+    assert_eq!(node_class(&b, "build").await, "node succeeded");
+    let why = b.text_of(By::Css("tr[data-node='build'] .n-why")).await;
+    assert!(why.contains(&format!("kept from run {run}")), "{why}");
+
+    // Cancel a running run from its page.
+    std::fs::remove_file(f("built")).expect("remove");
+    b.goto(&s, "/workflows/release").await;
+    b.click(By::Id("run")).await;
+    b.wait("the new run page", Duration::from_secs(15), || async {
+        b.path().await.starts_with("/workflow-runs/")
+    })
+    .await;
+    let third = run_id_of(&b.path().await);
+    wait_node(&b, "build", "running").await;
+    b.click(By::Id("cancel")).await;
+    b.d().accept_alert().await.expect("confirm");
+    b.wait("the cancellation", Duration::from_secs(30), || async {
+        b.text_of(By::Id("run-status")).await == "cancelled"
+    })
+    .await;
+    wait_node(&b, "build", "cancelled").await;
+    let (_, d) = s
+        .api("GET", &format!("/api/v1/workflow-runs/{third}"), None)
+        .await;
+    assert_eq!(d["run"]["status"], "cancelled", "{d:#}");
     b.quit().await;
 }

@@ -1,8 +1,10 @@
 //! The web UI over plain HTTP against the real `cronium serve`: what guards the pages (a
 //! login on every page, CSRF on every state change, failed-login delays, session expiry,
 //! logout and id rotation, a cookie that never authenticates the API) and what every page
-//! sends (Content-Security-Policy, no inline script, hashed immutable assets). What needs a
-//! real browser (the editor, the live log, cancel) is in `browser.rs`.
+//! sends (Content-Security-Policy, no inline script, hashed immutable assets); the workflow
+//! pages (the run form's refusals at the field, the server-drawn graph with a status class per
+//! node, the live stream that ends with the run, retry, cancel). What needs a real browser
+//! (the editor, the live log, cancel, a graph changing colour) is in `browser.rs`.
 
 mod support;
 
@@ -165,6 +167,12 @@ const PAGES: &[&str] = &[
     "/servers/web1",
     "/variables",
     "/tokens",
+    "/workflows",
+    "/workflows?q=flow",
+    "/workflows/some-flow",
+    "/workflow-runs/1",
+    "/workflow-runs/1/stream",
+    "/workflow-runs/1/log/stream",
 ];
 
 const FORMS: &[&str] = &[
@@ -178,6 +186,9 @@ const FORMS: &[&str] = &[
     "/variables/v/delete",
     "/tokens",
     "/tokens/1/revoke",
+    "/workflows/some-flow/run",
+    "/workflow-runs/1/retry",
+    "/workflow-runs/1/cancel",
     "/logout",
 ];
 
@@ -637,5 +648,397 @@ async fn secret_variables_are_write_only_and_a_new_token_is_shown_once() {
         p.body.contains("name: must be 1 to 100 characters"),
         "{}",
         p.body
+    );
+}
+
+/// A workflow with a failure branch that is skipped, a node gated on a file (held running
+/// until `gate` exists, then failing unhandled unless `go` exists), and a node after it.
+fn gated_workflow(dir: &std::path::Path) -> serde_json::Value {
+    let gate = dir.join("gate");
+    let go = dir.join("go");
+    serde_json::json!({
+        "name": "gated",
+        "nodes": [
+            {"id": "prepare", "type": "bash", "script": "echo preparing"},
+            {"id": "gate", "type": "bash", "after": ["prepare"], "timeout": "2m",
+             "script": format!("echo waiting\nwhile [ ! -f {g} ]; do sleep 0.05; done\ntest -f {o} || {{ echo 'no go'; exit 3; }}\necho passed",
+                g = gate.display(), o = go.display())},
+            {"id": "cleanup", "type": "bash", "after": {"prepare": "failure"}, "script": "echo cleaning"},
+            {"id": "report", "type": "bash", "after": ["gate"], "script": "echo reported"},
+        ]
+    })
+}
+
+async fn wait_run_status(s: &Server, id: i64, want: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, d) = s
+            .api("GET", &format!("/api/v1/workflow-runs/{id}"), None)
+            .await;
+        if d["run"]["status"] == want {
+            return d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {id} is not {want}: {d:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn count(html: &str, needle: &str) -> usize {
+    html.matches(needle).count()
+}
+
+#[tokio::test]
+async fn workflow_pages_run_with_input_draw_the_run_and_retry_and_cancel_it() {
+    let s = server(&[]);
+    let dir = shared_tempdir();
+    let (st, body) = s
+        .api(
+            "PUT",
+            "/api/v1/workflows/gated",
+            Some(gated_workflow(dir.path())),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let mut web = Web::new(&s);
+    web.login().await;
+    let csrf = web.csrf().await;
+
+    // The list: name, node count, never run.
+    let p = web.get("/workflows").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("href=\"/workflows/gated\""), "{}", p.body);
+    assert!(
+        p.body.contains("<td>4</td>") && p.body.contains("never"),
+        "{}",
+        p.body
+    );
+    let p = web.get("/workflows?q=nothing-like-it").await;
+    assert!(p.body.contains("No workflow matches"), "{}", p.body);
+
+    // The detail: the graph drawn by the server, one group per node, edges by kind.
+    let p = web.get("/workflows/gated").await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("<svg class=\"graph\""), "{}", p.body);
+    assert_eq!(count(&p.body, "<g class=\"node def\""), 4, "{}", p.body);
+    for n in ["prepare", "gate", "cleanup", "report"] {
+        assert!(p.body.contains(&format!("data-node=\"{n}\"")), "{n}");
+    }
+    assert_eq!(count(&p.body, "<path class=\"edge failure\""), 1);
+    assert_eq!(count(&p.body, "<path class=\"edge success\""), 2);
+
+    // The run form: without its CSRF token, with bad JSON, with a non-object: refused,
+    // the error at the field, nothing run.
+    let p = web.post("/workflows/gated/run", &[("input", "{}")]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+    let p = web
+        .post(
+            "/workflows/gated/run",
+            &[("csrf", &csrf), ("input", "{\"a\": ")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(p.body.contains("data-field=\"input\""), "{}", p.body);
+    assert!(p.body.contains("input: not valid JSON"), "{}", p.body);
+    assert!(p.body.contains("aria-invalid=\"true\""));
+    assert!(
+        p.body.contains("{&#34;a&#34;: </textarea>"),
+        "the text is kept: {}",
+        p.body
+    );
+    let p = web
+        .post(
+            "/workflows/gated/run",
+            &[("csrf", &csrf), ("input", "[1, 2]")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        p.body.contains("input: expected a JSON object"),
+        "{}",
+        p.body
+    );
+    let (_, runs) = s.api("GET", "/api/v1/workflows/gated/runs", None).await;
+    assert_eq!(
+        runs.as_array().map(Vec::len),
+        Some(0),
+        "nothing ran: {runs}"
+    );
+
+    // A good run: the page of the run, live while it runs.
+    let p = web
+        .post(
+            "/workflows/gated/run",
+            &[("csrf", &csrf), ("input", "{\"version\": \"1.4\"}")],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(p.location.starts_with("/workflow-runs/"), "{}", p.location);
+    let run: i64 = p.location["/workflow-runs/".len()..]
+        .split('?')
+        .next()
+        .and_then(|i| i.parse().ok())
+        .expect("run id");
+    let d = wait_run_status(&s, run, "running").await;
+    assert_eq!(d["run"]["input"]["version"], "1.4");
+    s.wait_for("gate to run", Duration::from_secs(60), || async {
+        let (_, d) = s
+            .api("GET", &format!("/api/v1/workflow-runs/{run}"), None)
+            .await;
+        d["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["node"] == "gate" && n["status"] == "running")
+    })
+    .await;
+    let p = web.get(&format!("/workflow-runs/{run}")).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert_eq!(count(&p.body, "<g class=\"node "), 4, "{}", p.body);
+    assert!(
+        p.body
+            .contains("<g class=\"node succeeded\" data-node=\"prepare\""),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("<g class=\"node running\" data-node=\"gate\""),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("<g class=\"node waiting\" data-node=\"report\""),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("data-live=\"true\""));
+    assert!(
+        p.body.contains("id=\"cancel-form\">"),
+        "cancel offered: {}",
+        p.body
+    );
+    assert!(p
+        .body
+        .contains("skipped: prepare succeeded, edge needs failure"));
+    assert!(
+        p.body.contains("waiting for gate (running)"),
+        "the explanation: {}",
+        p.body
+    );
+    // Each node links to its job; the job links back to the run.
+    let prepare_job = d["nodes"][0]["job_id"].as_i64().expect("prepare's job");
+    assert!(p.body.contains(&format!("href=\"/jobs/{prepare_job}\"")));
+    let j = web.get(&format!("/jobs/{prepare_job}")).await;
+    assert!(
+        j.body.contains(&format!(
+            "href=\"/workflow-runs/{run}\" id=\"workflow-run\""
+        )),
+        "{}",
+        j.body
+    );
+
+    // The live stream: the state now, then the changes; it ends with the run.
+    let live = {
+        let req = web
+            .http
+            .get(format!("{}/workflow-runs/{run}/stream", web.base))
+            .header("cookie", web.cookie_header());
+        req.send().await.expect("stream")
+    };
+    assert_eq!(live.status(), StatusCode::OK);
+    assert!(live.headers()["content-type"]
+        .to_str()
+        .unwrap_or_default()
+        .starts_with("text/event-stream"));
+    // The gate fails (no `go` file), unhandled: report is skipped, the run fails.
+    std::fs::write(dir.path().join("gate"), "").expect("gate");
+    let body = tokio::time::timeout(Duration::from_secs(60), live.text())
+        .await
+        .expect("the stream ends with the run")
+        .expect("stream body");
+    assert!(body.starts_with("event: state"), "{body}");
+    assert!(
+        body.contains("event: end\ndata: {\"status\":\"failed\"}"),
+        "{body}"
+    );
+    assert!(body.contains("\"node\":\"cleanup\""), "{body}");
+    let last_state = body
+        .split("event: state\ndata: ")
+        .last()
+        .and_then(|t| t.lines().next())
+        .expect("a state");
+    let last: serde_json::Value = serde_json::from_str(last_state).expect("state json");
+    assert_eq!(last["final"], true);
+    assert_eq!(last["retryable"], true);
+    let status_of = |v: &serde_json::Value, n: &str| {
+        v["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["node"] == n)
+            .map(|x| x["status"].clone())
+    };
+    assert_eq!(status_of(&last, "gate"), Some("failed".into()));
+    assert_eq!(status_of(&last, "report"), Some("skipped".into()));
+
+    // The ended run's page: final classes, the skip reason, retry offered, no cancel.
+    let p = web.get(&format!("/workflow-runs/{run}")).await;
+    assert!(
+        p.body
+            .contains("<g class=\"node failed\" data-node=\"gate\""),
+        "{}",
+        p.body
+    );
+    assert!(p
+        .body
+        .contains("<g class=\"node skipped\" data-node=\"cleanup\""));
+    assert!(p
+        .body
+        .contains("<g class=\"node skipped\" data-node=\"report\""));
+    assert!(
+        p.body.contains("skipped: gate failed, edge needs success"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("id=\"cancel-form\" hidden"), "{}", p.body);
+    assert!(!p.body.contains("id=\"retry-form\" hidden"), "{}", p.body);
+    // The combined log of every node, tagged by node.
+    let logs = web.get(&format!("/workflow-runs/{run}/log/stream")).await;
+    assert_eq!(logs.status, StatusCode::OK);
+    assert!(
+        logs.body.contains("\"node\":\"gate\"") && logs.body.contains("no go"),
+        "{}",
+        logs.body
+    );
+    assert!(logs.body.contains("\"node\":\"prepare\"") && logs.body.contains("preparing"));
+    assert!(!logs.body.contains("cleaning"), "a skipped node has no log");
+    let p = web
+        .get(&format!("/workflow-runs/{run}/log/stream?after=nonsense"))
+        .await;
+    assert_eq!(p.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Cancel of an ended run is refused; retry without the token is refused.
+    let p = web
+        .post(&format!("/workflow-runs/{run}/cancel"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, StatusCode::CONFLICT, "{}", p.body);
+    let p = web.post(&format!("/workflow-runs/{run}/retry"), &[]).await;
+    assert_eq!(p.status, StatusCode::FORBIDDEN);
+
+    // Retry from the failure: prepare is kept, gate passes now, report runs.
+    std::fs::write(dir.path().join("go"), "").expect("go");
+    let p = web
+        .post(&format!("/workflow-runs/{run}/retry"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let retry: i64 = p.location["/workflow-runs/".len()..]
+        .split('?')
+        .next()
+        .and_then(|i| i.parse().ok())
+        .expect("retry id");
+    assert!(p.location.ends_with("?done=retried"), "{}", p.location);
+    assert_ne!(retry, run);
+    wait_run_status(&s, retry, "succeeded").await;
+    let p = web.get(&format!("/workflow-runs/{retry}")).await;
+    assert!(
+        p.body
+            .contains("<g class=\"node succeeded\" data-node=\"report\""),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains(&format!("retry of <a href=\"/workflow-runs/{run}\">")),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body.contains("id=\"retry-form\" hidden"),
+        "a succeeded run is not retried"
+    );
+    // The stream of an ended run sends its state and ends at once.
+    let live = web.get(&format!("/workflow-runs/{retry}/stream")).await;
+    assert!(
+        live.body
+            .contains("event: end\ndata: {\"status\":\"succeeded\"}"),
+        "{}",
+        live.body
+    );
+
+    // Cancel a running run from its page.
+    std::fs::remove_file(dir.path().join("gate")).expect("close the gate");
+    let p = web
+        .post("/workflows/gated/run", &[("csrf", &csrf), ("input", "")])
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let third: i64 = p.location["/workflow-runs/".len()..]
+        .split('?')
+        .next()
+        .and_then(|i| i.parse().ok())
+        .expect("run id");
+    s.wait_for("gate to run again", Duration::from_secs(60), || async {
+        let (_, d) = s
+            .api("GET", &format!("/api/v1/workflow-runs/{third}"), None)
+            .await;
+        d["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n["node"] == "gate" && n["status"] == "running")
+    })
+    .await;
+    let p = web
+        .post(
+            &format!("/workflow-runs/{third}/cancel"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    assert!(
+        p.location
+            .starts_with(&format!("/workflow-runs/{third}?done=cancel")),
+        "{}",
+        p.location
+    );
+    let d = wait_run_status(&s, third, "cancelled").await;
+    let p = web.get(&format!("/workflow-runs/{third}")).await;
+    assert!(
+        p.body
+            .contains("<g class=\"node cancelled\" data-node=\"gate\""),
+        "{}",
+        p.body
+    );
+    assert!(
+        p.body
+            .contains("<span class=\"badge cancelled\" id=\"run-status\""),
+        "{d:#}"
+    );
+
+    // The dashboard shows workflow runs; the list shows the last run.
+    let p = web.get("/").await;
+    assert!(p.body.contains("Workflow runs"), "{}", p.body);
+    assert!(
+        p.body.contains(&format!("href=\"/workflow-runs/{run}\"")),
+        "the failed run: {}",
+        p.body
+    );
+    let p = web.get("/workflows").await;
+    assert!(
+        p.body.contains(&format!("href=\"/workflow-runs/{third}\"")),
+        "{}",
+        p.body
+    );
+    // A run that does not exist is a 404 page.
+    assert_eq!(
+        web.get("/workflow-runs/999999").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        web.get("/workflows/nope").await.status,
+        StatusCode::NOT_FOUND
     );
 }

@@ -15,7 +15,7 @@
 
   // Keyboard shortcuts: two-key "g x" moves, "/" searches, "?" lists them. Ignored while typing.
   var pending = null;
-  var go = { d: "/", e: "/events", j: "/jobs", s: "/servers", v: "/variables", t: "/tokens" };
+  var go = { d: "/", e: "/events", j: "/jobs", w: "/workflows", s: "/servers", v: "/variables", t: "/tokens" };
   document.addEventListener("keydown", function (e) {
     var t = e.target;
     if (e.ctrlKey || e.metaKey || e.altKey) return;
@@ -56,9 +56,86 @@
   var log = document.getElementById("log");
   if (log) viewer = logViewer(log);
 
+  // A workflow run's page: node statuses (SVG classes and table cells) follow the run's stream.
+  var nodesTable = document.getElementById("nodes");
+  if (nodesTable && nodesTable.getAttribute("data-live") === "true") runWatcher(nodesTable);
+
+  function runWatcher(table) {
+    var run = table.getAttribute("data-run");
+    var note = document.getElementById("run-live");
+    var esc = function (v) { return window.CSS && CSS.escape ? CSS.escape(v) : v; };
+    var byId = function (id) { return document.getElementById(id); };
+    function cell(tr, cls, text) { var c = tr.querySelector("." + cls); if (c) c.textContent = text; }
+    function apply(s) {
+      var badge = byId("run-status");
+      if (badge) { badge.textContent = s.status; badge.className = "badge " + s.status; }
+      s.nodes.forEach(function (n) {
+        var sel = '[data-node="' + esc(n.node) + '"]';
+        var g = document.querySelector("g.node" + sel);
+        if (g) {
+          g.setAttribute("class", "node " + n.status);
+          var st = g.querySelector("text.state"); if (st) st.textContent = n.state;
+          var t = g.querySelector("title"); if (t) t.textContent = n.node + ": " + n.state;
+        }
+        var a = document.querySelector('a[data-link="' + esc(n.node) + '"]');
+        if (a && n.href) a.setAttribute("href", n.href);
+        var tr = table.querySelector("tr" + sel);
+        if (!tr) return;
+        var b = tr.querySelector(".n-status .badge");
+        if (b) { b.textContent = n.state; b.className = "badge " + n.status; }
+        var job = tr.querySelector(".n-job");
+        if (job && n.href && !job.querySelector("a")) {
+          var link = document.createElement("a"); link.href = n.href; link.textContent = n.link; job.appendChild(link);
+        }
+        cell(tr, "n-started", n.started); cell(tr, "n-ended", n.ended);
+        cell(tr, "n-took", n.took); cell(tr, "n-why", n.why);
+      });
+      var cancel = byId("cancel-form");
+      if (cancel) {
+        cancel.hidden = s.final;
+        var cb = byId("cancel");
+        if (cb && s.cancel_requested) { cb.disabled = true; cb.textContent = "Cancelling…"; }
+      }
+      var retry = byId("retry-form");
+      if (retry) retry.hidden = !s.retryable;
+      var err = byId("run-error");
+      if (err) { err.hidden = !s.error; err.textContent = s.error || ""; }
+      if (byId("run-finished")) byId("run-finished").textContent = s.finished;
+      if (byId("run-took")) byId("run-took").textContent = s.took;
+      var out = byId("run-output"), none = byId("run-output-none");
+      if (out && s.output) { out.textContent = s.output; out.hidden = false; if (none) none.hidden = true; }
+      else if (none && s.final) none.textContent = "none";
+    }
+    function connect() {
+      var source = new EventSource("/workflow-runs/" + run + "/stream");
+      source.addEventListener("open", function () { if (note) note.textContent = "live"; });
+      source.addEventListener("state", function (e) { apply(JSON.parse(e.data)); });
+      source.addEventListener("end", function (e) {
+        source.close();
+        if (note) note.textContent = "run ended: " + JSON.parse(e.data).status;
+      });
+      source.addEventListener("error", function (e) {
+        if (e.data) {
+          source.close();
+          if (note) note.textContent = JSON.parse(e.data).message + " (retrying)";
+          window.setTimeout(connect, 2000);
+        } else if (note && source.readyState !== EventSource.CLOSED) {
+          note.textContent = "reconnecting…";
+        }
+      });
+    }
+    connect();
+  }
+
   function logViewer(el) {
     var job = el.getAttribute("data-job");
-    var last = parseInt(el.getAttribute("data-after") || "0", 10);
+    // A workflow run's combined log: every node's job on one stream, lines tagged by node,
+    // its position (`JOB:SEQ,...`) kept for a resume; no older pages (each job's page has them).
+    var streamUrl = el.getAttribute("data-stream");
+    var cursor = streamUrl ? el.getAttribute("data-after") || "" : "";
+    var lastByJob = {};
+    el.hidden = false;
+    var last = streamUrl ? 0 : parseInt(el.getAttribute("data-after") || "0", 10);
     var live = el.getAttribute("data-live") === "true";
     var follow = document.getElementById("log-follow");
     var search = document.getElementById("log-search");
@@ -99,7 +176,10 @@
       d.setAttribute("data-seq", l.seq);
       d.setAttribute("data-server", l.server || "");
       var ts = document.createElement("span"); ts.className = "ts"; ts.title = l.ts; d.appendChild(ts);
-      if (l.server) { var s = document.createElement("span"); s.className = "srv"; s.textContent = l.server; d.appendChild(s); }
+      if (streamUrl) {
+        d.setAttribute("data-server", l.node);
+        var n = document.createElement("span"); n.className = "srv"; n.textContent = l.node + (l.server ? " @" + l.server : ""); d.appendChild(n);
+      } else if (l.server) { var s = document.createElement("span"); s.className = "srv"; s.textContent = l.server; d.appendChild(s); }
       var t = document.createElement("span"); t.className = "txt"; t.textContent = l.line; d.appendChild(t);
       if (!matches(d)) d.classList.add("hidden");
       return d;
@@ -119,14 +199,21 @@
       var extra = el.children.length - MAX_LINES;
       if (extra > 0 && stick) {
         for (var i = 0; i < extra; i++) el.removeChild(el.firstElementChild);
-        older = parseInt(el.firstElementChild.getAttribute("data-seq"), 10);
-        showOlderLink();
+        if (!streamUrl) {
+          older = parseInt(el.firstElementChild.getAttribute("data-seq"), 10);
+          showOlderLink();
+        }
       }
       if (stick) toBottom();
     }
     function push(l) {
-      if (l.seq <= last) return;
-      last = l.seq;
+      if (streamUrl) {
+        if (l.seq <= (lastByJob[l.job_id] || 0)) return;
+        lastByJob[l.job_id] = l.seq;
+      } else {
+        if (l.seq <= last) return;
+        last = l.seq;
+      }
       queue.push(l);
       if (!scheduled) { scheduled = true; window.requestAnimationFrame(flush); }
     }
@@ -177,14 +264,19 @@
       if (c) c.closest("form").remove();
     }
     function connect() {
-      source = new EventSource("/jobs/" + job + "/log/stream?after=" + last);
+      source = new EventSource(streamUrl
+        ? streamUrl + (cursor ? "?after=" + encodeURIComponent(cursor) : "")
+        : "/jobs/" + job + "/log/stream?after=" + last);
       source.addEventListener("open", function () { say("live"); });
-      source.addEventListener("line", function (e) { push(JSON.parse(e.data)); });
+      source.addEventListener("line", function (e) {
+        if (e.lastEventId) cursor = e.lastEventId;
+        push(JSON.parse(e.data));
+      });
       source.addEventListener("end", function (e) {
         var d = JSON.parse(e.data);
         source.close();
         flush();
-        setStatus(d.status, d.exit_code);
+        if (!streamUrl) setStatus(d.status, d.exit_code);
         say("finished: " + d.status);
       });
       source.addEventListener("error", function (e) {
@@ -201,6 +293,10 @@
     }
     toBottom();
     if (live) connect();
+    if (streamUrl && !el.children.length) {
+      var none = document.createElement("p"); none.className = "muted"; none.id = "log-empty"; none.textContent = "No output yet.";
+      el.parentNode.insertBefore(none, el.nextSibling);
+    }
     return {
       toggleFollow: function () { if (follow) { follow.checked = !follow.checked; if (follow.checked) toBottom(); } }
     };

@@ -59,7 +59,7 @@ pub use retention::{
 };
 pub use runtime::RuntimeExecution;
 pub use schedule::{FireResult, Lease};
-pub use seed::SeedHistory;
+pub use seed::{SeedHistory, SeedWorkflowRuns};
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
 pub use sessions::{NewSession, SessionRow, SESSION_TOUCH_MS};
 pub use store::{Backend, Store};

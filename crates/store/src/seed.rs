@@ -26,6 +26,25 @@ pub struct SeedHistory {
     pub start_ms: i64,
 }
 
+/// What [`Store::seed_workflow_runs`] writes.
+#[derive(Debug, Clone)]
+pub struct SeedWorkflowRuns {
+    /// A workflow applied normally (its version's graph is stored).
+    pub workflow_id: i64,
+    pub workflow_name: String,
+    pub version: i64,
+    /// Its node ids, in file order.
+    pub nodes: Vec<String>,
+    pub runs: i64,
+    /// The node runs' jobs: among `jobs` seeded jobs from `first_job_id`.
+    pub first_job_id: i64,
+    pub jobs: i64,
+    /// Runs per statement.
+    pub chunk: i64,
+    /// The time of the oldest run (epoch ms); each later one a second after.
+    pub start_ms: i64,
+}
+
 const COUNTER: &str =
     "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) ";
 
@@ -131,12 +150,85 @@ impl Store {
         Ok(())
     }
 
+    /// Writes `s.runs` ended runs of a workflow version whose graph is stored, each with a
+    /// node run per node (in `s.nodes`' order) pointing at one of the seeded jobs: the
+    /// history a workflow's pages stand on in a benchmark. Every fifth run failed at its last
+    /// node. Returns the id range of the runs.
+    pub async fn seed_workflow_runs(&self, s: &SeedWorkflowRuns) -> Result<(i64, i64), StoreError> {
+        let before = self.max_workflow_run_id().await?;
+        let mut done = 0;
+        while done < s.runs {
+            let n = s.chunk.min(s.runs - done);
+            let sql = format!(
+                "{COUNTER}INSERT INTO workflow_runs (workflow_id, workflow_name, workflow_version, trigger_kind, \
+                 status, input, output, attempt, depth, serial, created_at, started_at, finished_at) \
+                 SELECT $2, $3, $4, CASE WHEN (n.i + $5) % 3 = 0 THEN 'schedule' ELSE 'manual' END, \
+                 CASE WHEN (n.i + $5) % 5 = 0 THEN 'failed' ELSE 'succeeded' END, '{{\"version\": \"1.4\"}}', '{{}}', \
+                 1, 1, 0, $6 + (n.i + $5) * 1000, $6 + (n.i + $5) * 1000 + 5, $6 + (n.i + $5) * 1000 + 900 FROM n"
+            );
+            let mut tx = self.begin_write().await?;
+            sqlx::query(&sql)
+                .bind(n)
+                .bind(s.workflow_id)
+                .bind(s.workflow_name.as_str())
+                .bind(s.version)
+                .bind(done)
+                .bind(s.start_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            done += n;
+        }
+        let (first, last) = (before + 1, self.max_workflow_run_id().await?);
+        let mut tx = self.begin_write().await?;
+        sqlx::query("UPDATE workflow_runs SET root_run_id = id WHERE id BETWEEN $1 AND $2")
+            .bind(first)
+            .bind(last)
+            .execute(&mut *tx)
+            .await?;
+        let count = s.nodes.len() as i64;
+        for (pos, node) in s.nodes.iter().enumerate() {
+            // Only our own numbers are written into the text; the node id is a parameter.
+            let status = if pos + 1 == s.nodes.len() {
+                "CASE WHEN r.status = 'failed' THEN 'failed' ELSE 'succeeded' END"
+            } else {
+                "'succeeded'"
+            };
+            let sql = format!(
+                "INSERT INTO workflow_node_runs (run_id, node_id, position, kind, status, job_id, input, \
+                 output, reason, started_at, finished_at) \
+                 SELECT r.id, $5, {pos}, 'event', {status}, $1 + ((r.id * {count} + {pos}) % $2), '{{}}', \
+                 '{{}}', 'ran: no upstream node', r.started_at + {pos} * 60, r.started_at + {pos} * 60 + 50 \
+                 FROM workflow_runs r WHERE r.id BETWEEN $3 AND $4"
+            );
+            sqlx::query(&sql)
+                .bind(s.first_job_id)
+                .bind(s.jobs.max(1))
+                .bind(first)
+                .bind(last)
+                .bind(node.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok((first, last))
+    }
+
+    async fn max_workflow_run_id(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT id FROM workflow_runs ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&self.read)
+            .await?;
+        Ok(crate::store::map_opt(row, |r| i64_col(r, "id"))?.unwrap_or(0))
+    }
+
     /// Updates the planner's statistics after a bulk load (`ANALYZE`; on PostgreSQL
     /// `VACUUM ANALYZE`, so that autovacuum does not start on the fresh rows mid-measurement).
     pub async fn settle_after_seed(&self) -> Result<(), StoreError> {
         let sql = match self.backend {
             crate::Backend::Sqlite => "ANALYZE",
-            crate::Backend::Postgres => "VACUUM ANALYZE jobs, executions, logs, events",
+            crate::Backend::Postgres => {
+                "VACUUM ANALYZE jobs, executions, logs, events, workflow_runs, workflow_node_runs"
+            }
         };
         sqlx::query(sql).execute(&self.write).await?;
         Ok(())

@@ -789,6 +789,19 @@ impl Store {
         rows.iter().map(run_row).collect()
     }
 
+    /// The run a node run belongs to, and the node's id (a node job's page links back to it).
+    pub async fn workflow_run_of_node_run(
+        &self,
+        node_run_id: i64,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        let row = sqlx::query("SELECT run_id, node_id FROM workflow_node_runs WHERE id = $1")
+            .bind(node_run_id)
+            .fetch_optional(&self.read)
+            .await?;
+        row.map(|r| Ok((i64_col(&r, "run_id")?, text(&r, "node_id")?)))
+            .transpose()
+    }
+
     /// Whether the workflow has a top run queued or running (overlap policy).
     pub async fn has_active_workflow_run(&self, workflow_id: i64) -> Result<bool, StoreError> {
         let row = sqlx::query(

@@ -5,12 +5,14 @@
 //! time on a kept-alive connection (the time from the request to the last byte of the page,
 //! on loopback: the server's time plus a negligible transfer). Then a live job's log lines to
 //! the open page's stream (`/jobs/ID/log/stream`, what `app.js` follows), and opening the 50 MB
-//! log's page (its tail) and the first "older" step. SQLite, then PostgreSQL.
+//! log's page (its tail) and the first "older" step. SQLite, then PostgreSQL. The workflow
+//! pages stand on a 12-node workflow applied through the API with a tenth as many ended
+//! runs as jobs (`Store::seed_workflow_runs`, their nodes on the seeded jobs).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use cronium_store::{SeedHistory, Store};
+use cronium_store::{SeedHistory, SeedWorkflowRuns, Store};
 use serde_json::{json, Value};
 
 use super::Ctx;
@@ -112,6 +114,83 @@ impl Browser {
     }
 }
 
+/// The node ids of the benchmark's workflow and their `after`: a build, four parallel
+/// tests, a join, two deploys, a check, and three nodes on failure or always edges.
+const FLOW: &[(&str, &[(&str, &str)])] = &[
+    ("build", &[]),
+    ("test-unit", &[("build", "success")]),
+    ("test-api", &[("build", "success")]),
+    ("test-ui", &[("build", "success")]),
+    ("lint", &[("build", "success")]),
+    (
+        "package",
+        &[
+            ("test-unit", "success"),
+            ("test-api", "success"),
+            ("test-ui", "success"),
+            ("lint", "always"),
+        ],
+    ),
+    ("deploy-eu", &[("package", "success")]),
+    ("deploy-us", &[("package", "success")]),
+    (
+        "smoke",
+        &[("deploy-eu", "success"), ("deploy-us", "success")],
+    ),
+    ("rollback", &[("smoke", "failure")]),
+    ("announce", &[("smoke", "condition")]),
+    ("report", &[("smoke", "always"), ("rollback", "always")]),
+];
+
+/// Applies the benchmark's workflow (through the API, as a user would) and writes `runs`
+/// ended runs of it through the store, their nodes on the seeded jobs `first..=last`.
+/// Returns the newest run's id.
+async fn seed_workflow(
+    url: &str,
+    server: &Server,
+    first: i64,
+    last: i64,
+    runs: i64,
+    start_ms: i64,
+) -> anyhow::Result<i64> {
+    let nodes: Vec<Value> = FLOW
+        .iter()
+        .enumerate()
+        .map(|(i, (id, after))| {
+            let after: serde_json::Map<String, Value> = after
+                .iter()
+                .map(|(from, kind)| (from.to_string(), json!(kind)))
+                .collect();
+            json!({"id": id, "event": format!("bench-{i}"), "after": after})
+        })
+        .collect();
+    let spec = json!({"name": "bench-flow", "input": {"version": "1.4"}, "nodes": nodes});
+    server
+        .api("PUT", "/api/v1/workflows/bench-flow", Some(&spec))
+        .await?;
+    let store = Store::open(url).await?;
+    let w = store
+        .get_workflow_by_name("bench-flow")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the applied workflow is not stored"))?;
+    let (_, newest) = store
+        .seed_workflow_runs(&SeedWorkflowRuns {
+            workflow_id: w.id,
+            workflow_name: w.name.clone(),
+            version: w.version,
+            nodes: FLOW.iter().map(|(id, _)| id.to_string()).collect(),
+            runs: runs.max(1),
+            first_job_id: first,
+            jobs: last - first + 1,
+            chunk: 1000,
+            start_ms,
+        })
+        .await?;
+    store.settle_after_seed().await?;
+    store.close().await;
+    Ok(newest)
+}
+
 fn cookie_of(resp: &reqwest::Response, name: &str) -> anyhow::Result<String> {
     resp.headers()
         .get_all("set-cookie")
@@ -205,6 +284,11 @@ async fn backend(
     opts.extra_args = vec!["--retain".into(), "forever".into()];
     let server = Server::start(&ctx.bins, &opts)?;
     let b = Browser::login(&server.url).await?;
+    let last_run = seed_workflow(url, &server, first, last, size.jobs / 10, start_ms).await?;
+    report.info(
+        format!("{name}: workflow runs seeded"),
+        format!("{} runs of a 12-node workflow", size.jobs / 10),
+    );
     let deep = first + (last - first) / 10;
     let pages: Vec<(&str, String)> = vec![
         ("dashboard", "/".into()),
@@ -232,6 +316,12 @@ async fn backend(
         (
             "older log lines",
             format!("/jobs/{last}/log/lines?before={}", big_lines / 2),
+        ),
+        ("workflows", "/workflows".into()),
+        ("workflow (graph, runs)", "/workflows/bench-flow".into()),
+        (
+            "workflow run (graph, nodes)",
+            format!("/workflow-runs/{last_run}"),
         ),
         ("servers", "/servers".into()),
         ("variables", "/variables".into()),

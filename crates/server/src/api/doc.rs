@@ -23,8 +23,8 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
 use super::{
-    apply, audit, channels, events, hooks, jobs, prune, runtime, servers, tokens, users,
-    variables, workflows,
+    apply, audit, channels, events, hooks, jobs, prune, runtime, servers, tokens, users, variables,
+    workflows,
 };
 
 #[derive(OpenApi)]

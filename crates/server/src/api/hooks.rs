@@ -82,8 +82,13 @@ pub async fn receive(
         github_delivery: header(&headers, signature::GITHUB_DELIVERY_HEADER),
         body: &bytes,
     };
-    let started = hooks::receive(&state, &name, &delivery, peer.map(|Extension(ConnectInfo(a))| a.ip().to_string()))
-        .await?;
+    let started = hooks::receive(
+        &state,
+        &name,
+        &delivery,
+        peer.map(|Extension(ConnectInfo(a))| a.ip().to_string()),
+    )
+    .await?;
     let dto = match started {
         Started::Job(job) => HookStartedDto {
             job_id: Some(job.id),
@@ -132,7 +137,9 @@ pub async fn rotate_event_hook(
     Path(EventName { name }): Path<EventName>,
 ) -> ApiResult<Json<HookDto>> {
     Ok(Json(
-        hooks::rotate(&state, &actor, HookKind::Event, &name).await?.into(),
+        hooks::rotate(&state, &actor, HookKind::Event, &name)
+            .await?
+            .into(),
     ))
 }
 

@@ -1,5 +1,5 @@
-//! `GET /`: the dashboard: jobs running now, recent failures, the next scheduled runs and the
-//! servers at a glance.
+//! `GET /`: the dashboard: jobs running now, recent failures, the next scheduled runs, the
+//! servers at a glance, and workflow runs (running now, recent failures).
 
 use askama::Template;
 use axum::extract::State;
@@ -36,6 +36,9 @@ struct Dashboard {
     next_runs: Vec<NextRun>,
     servers: Vec<ServerItem>,
     events: usize,
+    /// Workflow runs running now, and the latest failed ones.
+    wf_running: Vec<super::workflows::RunItem>,
+    wf_failures: Vec<super::workflows::RunItem>,
 }
 
 pub fn server_health(s: &cronium_store::ServerRow) -> &'static str {
@@ -83,6 +86,7 @@ pub async fn show(
                 .unwrap_or_else(|| "no runner yet".into()),
         })
         .collect();
+    let (wf_running, wf_failures) = super::workflows::dashboard_runs(&state).await?;
     Ok(render(&Dashboard {
         ctx: Ctx::new(&session, "dashboard"),
         running: running.into_iter().map(JobItem::from).collect(),
@@ -90,5 +94,7 @@ pub async fn show(
         next_runs,
         servers,
         events: events.len(),
+        wf_running,
+        wf_failures,
     }))
 }

@@ -273,6 +273,14 @@ struct JobPage {
     active: bool,
     cancel_requested: bool,
     done: Option<String>,
+    /// For a workflow node's job: its run and node.
+    workflow_run: Option<WorkflowLink>,
+}
+
+/// The workflow run (and node) a node's job belongs to.
+pub struct WorkflowLink {
+    pub run: i64,
+    pub node: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -301,6 +309,9 @@ pub async fn show(
     Query(q): Query<ShowQuery>,
 ) -> UiResult<Response> {
     let (job, executions) = uc::detail(&state, id).await?;
+    let workflow_run = usecases::workflows::run_of_job(&state, &job)
+        .await?
+        .map(|(run, node)| WorkflowLink { run, node });
     let lines = uc::log_tail(&state, id, q.before, TAIL).await?;
     let mut servers: Vec<String> = executions.iter().filter_map(|x| x.server.clone()).collect();
     servers.sort();
@@ -329,6 +340,7 @@ pub async fn show(
         older,
         last_seq,
         done: done_message(q.done.as_deref()),
+        workflow_run,
     }))
 }
 

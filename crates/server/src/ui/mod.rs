@@ -1,8 +1,8 @@
 //! The web UI: server-rendered HTML pages at `/`, behind a login.
 //!
-//! One view module per area (`dashboard`, `events`, `jobs`, `servers`, `variables`,
-//! `tokens`, `login`), one [`router`] that assembles them, errors rendered in one place
-//! ([`error::UiError`]). Templates (`crates/server/templates/`) are askama templates checked
+//! One view module per area (`dashboard`, `events`, `jobs`, `workflows` (with `graph`, the
+//! SVG layout), `servers`, `variables`, `tokens`, `login`), one [`router`] that assembles
+//! them, errors rendered in one place ([`error::UiError`]). Templates (`crates/server/templates/`) are askama templates checked
 //! at compile time: a page extends `base.html`, and a fragment a script fetches is a
 //! `*_partial.html` rendered alone. Every page is a full HTML page that works without
 //! JavaScript; `assets/app.js` only makes the live log and statuses live and adds shortcuts.
@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod error;
 pub mod events;
 pub mod format;
+pub mod graph;
 pub mod jobs;
 pub mod login;
 pub mod servers;
@@ -24,6 +25,7 @@ pub mod session;
 pub mod tokens;
 pub mod users;
 pub mod variables;
+pub mod workflows;
 
 use std::time::Duration;
 
@@ -144,8 +146,7 @@ pub fn page_routes() -> Routes<AppState> {
         .route("/logout", post(Role::Viewer, login::logout))
         .merge(events::routes())
         .merge(jobs::routes())
-        // The workflow pages (graph, runs, retry) come with the workflows server work: they
-        // add `workflows::routes()` here and their entry in `base.html`'s navigation.
+        .merge(workflows::routes())
         .merge(servers::routes())
         .merge(variables::routes())
         .merge(tokens::routes())

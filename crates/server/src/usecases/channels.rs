@@ -230,7 +230,10 @@ pub async fn create(
         state,
         actor,
         "channel.add",
-        format!("channel {}", input.name.chars().take(200).collect::<String>()),
+        format!(
+            "channel {}",
+            input.name.chars().take(200).collect::<String>()
+        ),
         None,
         result,
         |(row, _)| Some(json!({"name": row.name, "type": row.kind, "config": row.config})),

@@ -209,7 +209,11 @@ pub async fn rotate(
     .await
 }
 
-async fn rotate_unrecorded(state: &AppState, kind: HookKind, name: &str) -> UseCaseResult<HookInfo> {
+async fn rotate_unrecorded(
+    state: &AppState,
+    kind: HookKind,
+    name: &str,
+) -> UseCaseResult<HookInfo> {
     let (on, _) = enabled(state, kind, name).await?;
     if !on {
         return Err(UseCaseError::Conflict {
@@ -354,8 +358,8 @@ pub async fn receive(
         HookKind::Event => {
             Started::Job(events::run(state, actor, name, Some(input), Trigger::Webhook).await?)
         }
-        HookKind::Workflow => {
-            Started::Run(workflows::run(state, actor, name, Some(input), Trigger::Webhook, now).await?)
-        }
+        HookKind::Workflow => Started::Run(
+            workflows::run(state, actor, name, Some(input), Trigger::Webhook, now).await?,
+        ),
     })
 }

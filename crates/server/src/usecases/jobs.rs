@@ -229,6 +229,12 @@ pub async fn log_tail(
     Ok(with_servers(lines, &servers))
 }
 
+/// The seq of the last stored line of job `id`'s log (None: no line, or no such job).
+pub async fn last_seq(state: &AppState, id: i64) -> UseCaseResult<Option<i64>> {
+    let lines = state.store.read_logs_before(id, i64::MAX, 1).await?;
+    Ok(lines.last().map(|l| l.seq))
+}
+
 /// What a live log stream yields.
 #[derive(Debug)]
 pub enum LogEvent {

@@ -1,6 +1,6 @@
 //! The workflow operations the API and the web UI share: apply (one, or a directory's worth in
 //! one transaction), read, list, delete, run, list runs, read a run with its explanation,
-//! retry from the failure, cancel.
+//! retry from the failure, cancel; and a run watched as it changes (the live run page).
 //!
 //! Validation happens here once, in this order, and nothing is written before it passed: the
 //! workflow file rules (`cronium_core::workflow::from_value`: node and field named, cycles
@@ -10,16 +10,21 @@
 //! transaction.
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
+use cronium_core::logbus::LogMark;
 use cronium_core::spec::Overlap;
 use cronium_core::workflow::{self, check_references, WorkflowSpec};
+use cronium_model::workflow::WorkflowRunStatus;
 use cronium_model::{EventStatus, Trigger};
 use cronium_store::{
-    Applied, CancelRunResult, HookKind, RunFilter, RunRequest, Store, WorkflowGraph, WorkflowRow,
-    WorkflowRunDetail, WorkflowRunRow, WorkflowVersionRow,
+    Applied, CancelRunResult, HookKind, JobRow, RunFilter, RunRequest, Store, WorkflowGraph,
+    WorkflowRow, WorkflowRunDetail, WorkflowRunRow, WorkflowVersionRow,
 };
+use futures::Stream;
 use serde_json::Value;
 
+use super::jobs::retry_read;
 use super::{audit, Actor, UseCaseError, UseCaseResult};
 use crate::scheduler;
 use crate::state::AppState;
@@ -403,4 +408,173 @@ async fn cancel_unrecorded(state: &AppState, id: i64, now: i64) -> UseCaseResult
         CancelRunResult::Cancelled | CancelRunResult::Requested => {}
     }
     Ok(run_detail(state, id).await?.run)
+}
+
+/// The latest runs of a workflow by id, newest first (its page; the index on
+/// `(workflow_id, id)` keeps it fast however many runs other workflows have).
+pub async fn recent_runs(
+    state: &AppState,
+    workflow_id: i64,
+    limit: i64,
+) -> UseCaseResult<Vec<WorkflowRunRow>> {
+    Ok(state
+        .store
+        .list_workflow_runs(&RunFilter {
+            workflow_id: Some(workflow_id),
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// The latest runs in one status, of every workflow, newest first (the dashboard).
+pub async fn runs_in_status(
+    state: &AppState,
+    status: WorkflowRunStatus,
+    limit: i64,
+) -> UseCaseResult<Vec<WorkflowRunRow>> {
+    Ok(state
+        .store
+        .list_workflow_runs(&RunFilter {
+            status: Some(status),
+            limit: Some(limit),
+            ..Default::default()
+        })
+        .await?)
+}
+
+/// The run and node a node's job belongs to (None for a job of no workflow).
+pub async fn run_of_job(state: &AppState, job: &JobRow) -> UseCaseResult<Option<(i64, String)>> {
+    match job.node_run_id {
+        Some(n) => Ok(state.store.workflow_run_of_node_run(n).await?),
+        None => Ok(None),
+    }
+}
+
+/// What a live run page needs to redraw: the run's status and each node's status and job.
+fn fingerprint(d: &WorkflowRunDetail) -> Vec<(String, Option<i64>, Option<i64>)> {
+    let mut f = vec![(
+        format!("{}:{}", d.run.status, d.run.cancel_requested()),
+        None,
+        None,
+    )];
+    f.extend(
+        d.nodes
+            .iter()
+            .map(|n| (n.status.to_string(), n.job_id, n.sub_run_id)),
+    );
+    f
+}
+
+/// How often a live run is read when nothing woke it (a node's job claimed, a sub-run
+/// progressing, a job run by another server's agent): one small read of the run's rows.
+const WATCH_POLL: Duration = Duration::from_millis(250);
+
+/// A run as it changes: its detail now, then again each time its status or a node's status
+/// or job changed, ending after the detail in which the run is final. Woken at once when one
+/// of its node jobs ends in this process (the log bus's `done`), else every
+/// [`WATCH_POLL`]; never faster. A store error (after a few tries) is the last item.
+pub async fn watch_run(
+    state: &AppState,
+    id: i64,
+) -> UseCaseResult<impl Stream<Item = UseCaseResult<WorkflowRunDetail>>> {
+    let first = run_detail(state, id).await?;
+    struct Watch {
+        state: AppState,
+        id: i64,
+        /// The last detail read (the first one not yet sent when `sent` is false).
+        current: WorkflowRunDetail,
+        sent: bool,
+        ended: bool,
+        /// The log bus of each node job still going: its `done` wakes the watch.
+        rxs: HashMap<i64, tokio::sync::watch::Receiver<LogMark>>,
+    }
+    impl Watch {
+        /// Follows the jobs of the nodes still going; lets go of the others (their jobs have
+        /// ended, as the store says: the bus entry is marked so and dropped).
+        fn follow(&mut self) {
+            let going: HashSet<i64> = self
+                .current
+                .nodes
+                .iter()
+                .filter(|n| !n.status.is_final() && !self.ended)
+                .filter_map(|n| n.job_id)
+                .collect();
+            let over: Vec<i64> = self
+                .rxs
+                .keys()
+                .filter(|j| !going.contains(j))
+                .copied()
+                .collect();
+            for j in over {
+                self.rxs.remove(&j);
+                self.state.bus.finish(j);
+            }
+            for j in going {
+                if !self.rxs.contains_key(&j) {
+                    if let Some(rx) = self.state.bus.subscribe(j) {
+                        self.rxs.insert(j, rx);
+                    }
+                }
+            }
+        }
+
+        /// Until one followed job ends in this process, or [`WATCH_POLL`] passed.
+        async fn wait(&mut self) {
+            if self.rxs.is_empty() {
+                tokio::time::sleep(WATCH_POLL).await;
+                return;
+            }
+            let waits = self
+                .rxs
+                .values_mut()
+                .map(|rx| Box::pin(async move { rx.wait_for(|m| m.done).await.is_ok() }));
+            let _ = tokio::time::timeout(WATCH_POLL, futures::future::select_all(waits)).await;
+        }
+    }
+    let w = Watch {
+        state: state.clone(),
+        id,
+        current: first,
+        sent: false,
+        ended: false,
+        rxs: HashMap::new(),
+    };
+    Ok(futures::stream::unfold(w, |mut w| async move {
+        if w.ended {
+            return None;
+        }
+        if !w.sent {
+            w.sent = true;
+            w.ended = w.current.run.status.is_final();
+            return Some((Ok(w.current.clone()), w));
+        }
+        loop {
+            w.follow();
+            w.wait().await;
+            let d = match retry_read(|| w.state.store.get_workflow_run(w.id)).await {
+                Ok(Some(d)) => d,
+                Ok(None) => {
+                    w.ended = true;
+                    w.rxs.clear();
+                    let gone = UseCaseError::NotFound(format!("workflow run {} not found", w.id));
+                    return Some((Err(gone), w));
+                }
+                Err(e) => {
+                    w.ended = true;
+                    w.rxs.clear();
+                    return Some((Err(e.into()), w));
+                }
+            };
+            let changed = fingerprint(&d) != fingerprint(&w.current);
+            w.current = d;
+            if changed {
+                w.ended = w.current.run.status.is_final();
+                if w.ended {
+                    w.follow();
+                }
+                return Some((Ok(w.current.clone()), w));
+            }
+        }
+    }))
 }

@@ -46,6 +46,7 @@ conformance!(
     fire_workflow_is_fenced_and_once_per_tick,
     delete_workflow_cancels_its_runs_and_removes_its_events,
     explain_says_why_each_node_stands_where_it_does,
+    a_node_job_finds_its_run_and_seeded_runs_read_back,
 );
 
 const W: &str = "w";
@@ -1925,4 +1926,64 @@ async fn explain_says_why_each_node_stands_where_it_does(t: Ctx) {
         (N::Skipped, "skipped: build succeeded, edge needs failure")
     );
     assert!(ex[1].job_id.is_some() && ex[1].finished_at == Some(300));
+}
+
+/// The job page's link back to its run, and the benchmark's seeded runs read like real ones.
+async fn a_node_job_finds_its_run_and_seeded_runs_read_back(t: Ctx) {
+    let s = &t.store;
+    events(s, &["e"]).await;
+    let wf = apply(
+        s,
+        &def(
+            "w",
+            vec![node("a", "e", &[]), node("b", "e", &[("a", Success)])],
+        ),
+    )
+    .await;
+    let run = start(s, &wf, 100).await;
+    let a = job_of(s, run.id, "a").await;
+    let node_run = a.node_run_id.expect("a node's job");
+    assert_eq!(
+        s.workflow_run_of_node_run(node_run).await.unwrap(),
+        Some((run.id, "a".to_string()))
+    );
+    assert_eq!(
+        s.workflow_run_of_node_run(node_run + 1000).await.unwrap(),
+        None
+    );
+
+    let (first, last) = s
+        .seed_workflow_runs(&cronium_store::SeedWorkflowRuns {
+            workflow_id: wf.id,
+            workflow_name: wf.name.clone(),
+            version: wf.version,
+            nodes: vec!["a".into(), "b".into()],
+            runs: 5,
+            first_job_id: a.id,
+            jobs: 1,
+            chunk: 2,
+            start_ms: 1_000,
+        })
+        .await
+        .unwrap();
+    assert_eq!(last - first, 4);
+    let runs = s
+        .list_workflow_runs(&cronium_store::RunFilter {
+            workflow_id: Some(wf.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(runs.len(), 6, "the real run and five seeded");
+    let d = detail(s, last).await;
+    assert_eq!(d.run.status, R::Failed, "every fifth seeded run failed");
+    assert_eq!(d.run.root_run_id, last);
+    assert_eq!(d.nodes.len(), 2);
+    assert_eq!(
+        (d.nodes[0].status, d.nodes[1].status),
+        (N::Succeeded, N::Failed)
+    );
+    assert!(d.nodes.iter().all(|n| n.job_id == Some(a.id)));
+    assert!(d.graph.is_some());
+    assert_eq!(detail(s, first).await.run.status, R::Succeeded);
 }
