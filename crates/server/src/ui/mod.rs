@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod format;
 pub mod jobs;
+pub mod live;
 pub mod login;
 pub mod servers;
 pub mod session;
@@ -134,6 +135,7 @@ pub fn router(state: AppState) -> Router<AppState> {
         .route("/logout", post(login::logout))
         .merge(events::routes())
         .merge(jobs::routes())
+        .merge(live::routes())
         // The workflow pages (graph, runs, retry) come with the workflows server work: they
         // add `workflows::routes()` here and their entry in `base.html`'s navigation.
         .merge(servers::routes())

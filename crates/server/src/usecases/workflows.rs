@@ -210,6 +210,7 @@ pub async fn run(
         .store
         .start_workflow_run(workflow.id, &req, now)
         .await?;
+    state.bus.job_changed(None);
     state.agent_wake.notify_one();
     Ok(run)
 }
@@ -264,6 +265,7 @@ pub async fn retry(state: &AppState, id: i64, now: i64) -> UseCaseResult<Workflo
             },
             other => other.into(),
         })?;
+    state.bus.job_changed(None);
     state.agent_wake.notify_one();
     Ok(run)
 }
@@ -283,7 +285,10 @@ pub async fn cancel(state: &AppState, id: i64, now: i64) -> UseCaseResult<Workfl
                 message: format!("workflow run {id} has already ended ({status})"),
             })
         }
-        CancelRunResult::Cancelled | CancelRunResult::Requested => {}
+        CancelRunResult::Cancelled | CancelRunResult::Requested => {
+            // Queued node jobs were cancelled in the store: the job views resync.
+            state.bus.job_changed(None);
+        }
     }
     Ok(run_detail(state, id).await?.run)
 }
