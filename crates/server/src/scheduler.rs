@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cronium_core::clock::{now_ms, Clock};
+use cronium_core::logbus::LogBus;
 use cronium_core::metrics::Metrics;
 use cronium_core::schedule::Schedule;
 use cronium_core::spec::{self, EventSpec, EventStatus, Missed, Overlap};

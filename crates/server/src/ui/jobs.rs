@@ -362,7 +362,7 @@ pub async fn show(
             (x.id, s)
         })
         .collect();
-    let writes = writes
+    let writes: Vec<WriteItem> = writes
         .into_iter()
         .map(|w| WriteItem {
             by: w
