@@ -1190,8 +1190,9 @@ async fn the_dark_theme_has_no_light_boxes_on_the_main_pages() {
     let ok = s.run_event("counter", None).await;
     s.wait_job(ok, Duration::from_secs(60)).await;
     let b = Browser::start().await;
-    thirtyfour::extensions::cdp::ChromeDevTools::new(b.d().handle.clone())
-        .execute_cdp_with_params(
+    b.d()
+        .cdp()
+        .send_raw(
             "Emulation.setEmulatedMedia",
             serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
         )

@@ -771,10 +771,10 @@ async fn live_statuses_move_jobs_between_blocks_and_respect_the_list_filters() {
     web.login().await;
 
     let bad = web.get("/jobs/stream?status=bogus").await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.body.contains("status"), "{}", bad.body);
     let bad = web.get("/jobs/stream?view=everything").await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.body.contains("view"), "{}", bad.body);
 
     let mut dash = Live::open(&web, "/jobs/stream?view=dashboard").await;

@@ -101,7 +101,6 @@
       else if (source.readyState !== EventSource.CLOSED) say("reconnecting…");
       else say("live updates stopped: reload the page");
     });
-    window.croniumLiveJobs = source;
   }
 
   // The live log viewer.
@@ -231,7 +230,6 @@
     }
     function connect() {
       source = new EventSource("/jobs/" + job + "/log/stream?after=" + last);
-      window.croniumLog = source;
       source.addEventListener("open", function () { say("live"); });
       source.addEventListener("line", function (e) { push(JSON.parse(e.data)); });
       source.addEventListener("end", function (e) {

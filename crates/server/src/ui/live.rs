@@ -172,7 +172,7 @@ pub struct StreamForm {
 }
 
 /// The live statuses of the dashboard (`?view=dashboard`) or of a job list page (its filters
-/// and `before`, as the page's own query). A filter that does not parse is refused (400) before
+/// and `before`, as the page's own query). A filter that does not parse is refused (422) before
 /// the stream starts.
 pub async fn stream(
     State(state): State<AppState>,
