@@ -868,11 +868,16 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
         assert!(o.status.success(), "server add {name}: {}", stderr(&o));
     }
     let markers = shared_tempdir();
-    let (m1, m2) = (markers.path().join("one"), markers.path().join("two"));
+    let (m1, m2, m3) = (
+        markers.path().join("one"),
+        markers.path().join("two"),
+        markers.path().join("three"),
+    );
     s.apply_yaml(&format!(
-        "name: fleet-log\ntype: bash\ntarget: {{ servers: [web-a, web-b] }}\ntimeout: 5m\nscript: |\n  for i in $(seq 1 5); do echo \"early $i from $CRONIUM_SERVER\"; done\n  echo \"warning on $CRONIUM_SERVER\" >&2\n  while [ ! -e {m1} ]; do sleep 0.05; done\n  for i in $(seq 1 30); do echo \"middle $i from $CRONIUM_SERVER\"; sleep 0.01; done\n  while [ ! -e {m2} ]; do sleep 0.05; done\n  for i in $(seq 1 150); do echo \"late $i from $CRONIUM_SERVER\"; done\n",
+        "name: fleet-log\ntype: bash\ntarget: {{ servers: [web-a, web-b] }}\ntimeout: 5m\nscript: |\n  for i in $(seq 1 5); do echo \"early $i from $CRONIUM_SERVER\"; done\n  echo \"warning on $CRONIUM_SERVER\" >&2\n  while [ ! -e {m1} ]; do sleep 0.05; done\n  for i in $(seq 1 10); do echo \"middle $i from $CRONIUM_SERVER\"; done\n  while [ ! -e {m2} ]; do sleep 0.05; done\n  for i in $(seq 11 30); do echo \"middle $i from $CRONIUM_SERVER\"; sleep 0.01; done\n  while [ ! -e {m3} ]; do sleep 0.05; done\n  for i in $(seq 1 150); do echo \"late $i from $CRONIUM_SERVER\"; done\n",
         m1 = m1.display(),
-        m2 = m2.display()
+        m2 = m2.display(),
+        m3 = m3.display()
     ))
     .await;
     let id = s.run_event("fleet-log", None).await;
@@ -933,11 +938,18 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
         .await;
     assert!(visible_servers().await.contains(&"web-a".to_string()));
 
-    // The stream is cut under the page while the script writes the middle lines.
+    // Lines that arrive over the stream (so the browser has a last event id)...
+    std::fs::write(&m1, "go").expect("marker one");
+    b.wait("the first middle lines, live", Duration::from_secs(30), || async {
+        let t = b.log_text().await;
+        t.contains("middle 10 from web-a") && t.contains("middle 10 from web-b")
+    })
+    .await;
+    // ...then the stream is cut under the page while the script writes the rest.
     let before_cut = shown_seqs(&b).await;
     let last_before = *before_cut.last().expect("lines before the cut");
     relay.cut();
-    std::fs::write(&m1, "go").expect("marker one");
+    std::fs::write(&m2, "go").expect("marker two");
     b.wait("the browser to reconnect and catch up", Duration::from_secs(60), || async {
         let t = b.log_text().await;
         t.contains("middle 30 from web-a") && t.contains("middle 30 from web-b")
@@ -979,7 +991,7 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
         .await;
     let follow = b.d().find(By::Id("log-follow")).await.expect("follow");
     assert!(!follow.is_selected().await.expect("state"), "scrolling up pauses follow");
-    std::fs::write(&m2, "go").expect("marker two");
+    std::fs::write(&m3, "go").expect("marker three");
     b.wait("the late lines", Duration::from_secs(60), || async {
         let t = b.log_text().await;
         t.contains("late 150 from web-a") && t.contains("late 150 from web-b")
