@@ -112,10 +112,7 @@ impl Browser {
 
     /// Opens `path` at `base` (the server, or a proxy in front of it).
     async fn goto_at(&self, base: &str, path: &str) {
-        self.d()
-            .goto(format!("{base}{path}"))
-            .await
-            .expect("goto");
+        self.d().goto(format!("{base}{path}")).await.expect("goto");
     }
 
     /// Runs `script` in the page and returns its value.
@@ -881,10 +878,14 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
     ))
     .await;
     let id = s.run_event("fleet-log", None).await;
-    s.wait_for("both servers' first lines", Duration::from_secs(90), || async {
-        let t = s.log_text(id).await;
-        t.contains("early 5 from web-a") && t.contains("early 5 from web-b")
-    })
+    s.wait_for(
+        "both servers' first lines",
+        Duration::from_secs(90),
+        || async {
+            let t = s.log_text(id).await;
+            t.contains("early 5 from web-a") && t.contains("early 5 from web-b")
+        },
+    )
     .await;
 
     let relay = Relay::start(&s.url).await;
@@ -907,10 +908,16 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
     assert_eq!(early.len(), 10, "{prefixes:?}");
     for p in &early {
         let (srv, txt) = (p[0].as_str().unwrap(), p[1].as_str().unwrap());
-        assert!(txt.ends_with(&format!("from {srv}")), "line {txt:?} prefixed {srv:?}");
+        assert!(
+            txt.ends_with(&format!("from {srv}")),
+            "line {txt:?} prefixed {srv:?}"
+        );
     }
     let options = b.text_of(By::Id("log-server")).await;
-    assert!(options.contains("web-a") && options.contains("web-b"), "{options}");
+    assert!(
+        options.contains("web-a") && options.contains("web-b"),
+        "{options}"
+    );
     let visible_servers = || async {
         let v = b
             .js("return Array.prototype.filter.call(document.querySelectorAll('#log .line'), function (d) { return !d.classList.contains('hidden'); }).map(function (d) { return d.getAttribute('data-server'); });")
@@ -928,11 +935,16 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
     b.js("var s = document.getElementById('log-server'); s.value = 'web-b'; s.dispatchEvent(new Event('change')); return true;")
         .await;
     let only_b = visible_servers().await;
-    assert!(!only_b.is_empty() && only_b.iter().all(|s| s == "web-b"), "{only_b:?}");
+    assert!(
+        !only_b.is_empty() && only_b.iter().all(|s| s == "web-b"),
+        "{only_b:?}"
+    );
     assert!(b
         .text_of(By::Id("log-state"))
         .await
         .contains("loaded lines match"));
+    b.js("document.getElementById('log-h').scrollIntoView(); return true;")
+        .await;
     b.shot("job-fanout").await;
     b.js("var s = document.getElementById('log-server'); s.value = ''; s.dispatchEvent(new Event('change')); return true;")
         .await;
@@ -940,20 +952,28 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
 
     // Lines that arrive over the stream (so the browser has a last event id)...
     std::fs::write(&m1, "go").expect("marker one");
-    b.wait("the first middle lines, live", Duration::from_secs(30), || async {
-        let t = b.log_text().await;
-        t.contains("middle 10 from web-a") && t.contains("middle 10 from web-b")
-    })
+    b.wait(
+        "the first middle lines, live",
+        Duration::from_secs(30),
+        || async {
+            let t = b.log_text().await;
+            t.contains("middle 10 from web-a") && t.contains("middle 10 from web-b")
+        },
+    )
     .await;
     // ...then the stream is cut under the page while the script writes the rest.
     let before_cut = shown_seqs(&b).await;
     let last_before = *before_cut.last().expect("lines before the cut");
     relay.cut();
     std::fs::write(&m2, "go").expect("marker two");
-    b.wait("the browser to reconnect and catch up", Duration::from_secs(60), || async {
-        let t = b.log_text().await;
-        t.contains("middle 30 from web-a") && t.contains("middle 30 from web-b")
-    })
+    b.wait(
+        "the browser to reconnect and catch up",
+        Duration::from_secs(60),
+        || async {
+            let t = b.log_text().await;
+            t.contains("middle 30 from web-a") && t.contains("middle 30 from web-b")
+        },
+    )
     .await;
     let resumed = relay
         .heads()
@@ -961,7 +981,10 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
         .filter(|h| h.starts_with(&format!("GET /jobs/{id}/log/stream")))
         .collect::<Vec<_>>();
     assert!(resumed.len() >= 2, "no reconnection seen: {resumed:?}");
-    let again = resumed.last().expect("the reconnection").to_ascii_lowercase();
+    let again = resumed
+        .last()
+        .expect("the reconnection")
+        .to_ascii_lowercase();
     let sent_id = again
         .lines()
         .find_map(|l| l.strip_prefix("last-event-id:"))
@@ -990,20 +1013,31 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
     b.js("var l = document.getElementById('log'); l.scrollTop = 0; l.dispatchEvent(new Event('scroll')); return true;")
         .await;
     let follow = b.d().find(By::Id("log-follow")).await.expect("follow");
-    assert!(!follow.is_selected().await.expect("state"), "scrolling up pauses follow");
+    assert!(
+        !follow.is_selected().await.expect("state"),
+        "scrolling up pauses follow"
+    );
     std::fs::write(&m3, "go").expect("marker three");
     b.wait("the late lines", Duration::from_secs(60), || async {
         let t = b.log_text().await;
         t.contains("late 150 from web-a") && t.contains("late 150 from web-b")
     })
     .await;
-    let top = b.js("return document.getElementById('log').scrollTop;").await;
-    assert!(top.as_f64().unwrap_or(1e9) < 50.0, "the paused view moved to {top}");
+    let top = b
+        .js("return document.getElementById('log').scrollTop;")
+        .await;
+    assert!(
+        top.as_f64().unwrap_or(1e9) < 50.0,
+        "the paused view moved to {top}"
+    );
     follow.click().await.expect("follow again");
     let gap = b
         .js("var l = document.getElementById('log'); return l.scrollHeight - l.scrollTop - l.clientHeight;")
         .await;
-    assert!(gap.as_f64().unwrap_or(1e9) < 24.0, "following again did not jump to the end: {gap}");
+    assert!(
+        gap.as_f64().unwrap_or(1e9) < 24.0,
+        "following again did not jump to the end: {gap}"
+    );
 
     // Search, alone and with the server filter.
     b.d()
@@ -1059,10 +1093,9 @@ async fn the_dashboard_and_the_job_list_update_live_as_jobs_start_and_end() {
     b.login(&s).await;
     b.goto(&s, "/").await;
     b.js("window.__sameDocument = true; return true;").await;
-    let live = || async {
-        b.text_of(By::Css("[data-live-state]")).await == "live"
-    };
-    b.wait("the dashboard's stream", Duration::from_secs(15), live).await;
+    let live = || async { b.text_of(By::Css("[data-live-state]")).await == "live" };
+    b.wait("the dashboard's stream", Duration::from_secs(15), live)
+        .await;
     let row = |view: &'static str, id: i64| {
         let b = &b;
         async move {
@@ -1076,7 +1109,10 @@ async fn the_dashboard_and_the_job_list_update_live_as_jobs_start_and_end() {
     };
     let marker = markers.path().join("first");
     let first = s
-        .run_event("waits", Some(serde_json::json!({"marker": marker.display().to_string()})))
+        .run_event(
+            "waits",
+            Some(serde_json::json!({"marker": marker.display().to_string()})),
+        )
         .await;
     b.wait("the job under running", Duration::from_secs(30), || async {
         row("running", first)
@@ -1095,9 +1131,11 @@ async fn the_dashboard_and_the_job_list_update_live_as_jobs_start_and_end() {
         .expect("shown"));
     b.shot("dashboard-live").await;
     std::fs::write(&marker, "go").expect("marker");
-    b.wait("the job to leave running", Duration::from_secs(30), || async {
-        row("running", first).await.is_none()
-    })
+    b.wait(
+        "the job to leave running",
+        Duration::from_secs(30),
+        || async { row("running", first).await.is_none() },
+    )
     .await;
     assert_eq!(b.text_of(By::Css("[data-count=running]")).await, "0");
     assert!(b
@@ -1124,11 +1162,18 @@ async fn the_dashboard_and_the_job_list_update_live_as_jobs_start_and_end() {
     // The failed jobs' list: the failure arrives, the running job never does.
     b.goto(&s, "/jobs?status=failed").await;
     b.js("window.__sameDocument = true; return true;").await;
-    b.wait("the list's stream", Duration::from_secs(15), live).await;
-    assert!(row("list", broken).await.is_some(), "the page is complete at load");
+    b.wait("the list's stream", Duration::from_secs(15), live)
+        .await;
+    assert!(
+        row("list", broken).await.is_some(),
+        "the page is complete at load"
+    );
     let marker2 = markers.path().join("second");
     let waiting = s
-        .run_event("waits", Some(serde_json::json!({"marker": marker2.display().to_string()})))
+        .run_event(
+            "waits",
+            Some(serde_json::json!({"marker": marker2.display().to_string()})),
+        )
         .await;
     s.wait_for("the second job to run", Duration::from_secs(30), || async {
         s.job(waiting).await["status"] == "running"
@@ -1148,7 +1193,8 @@ async fn the_dashboard_and_the_job_list_update_live_as_jobs_start_and_end() {
     // The unfiltered list shows it running, then done, without a reload.
     b.goto(&s, "/jobs").await;
     b.js("window.__sameDocument = true; return true;").await;
-    b.wait("the list's stream", Duration::from_secs(15), live).await;
+    b.wait("the list's stream", Duration::from_secs(15), live)
+        .await;
     assert!(row("list", waiting)
         .await
         .is_some_and(|t| t.contains("running")));
@@ -1194,7 +1240,10 @@ return bad;
 #[tokio::test]
 async fn the_dark_theme_has_no_light_boxes_on_the_main_pages() {
     let s = server();
-    s.apply_yaml("name: nightly-backup\ntype: bash\nscript: echo backup\nschedule: \"0 30 2 * * *\"\n").await;
+    s.apply_yaml(
+        "name: nightly-backup\ntype: bash\nscript: echo backup\nschedule: \"0 30 2 * * *\"\n",
+    )
+    .await;
     s.apply_yaml("name: flaky-report\ntype: python\nscript: |\n  import sys\n  print('connecting to the warehouse')\n  print('timeout talking to db-2', file=sys.stderr)\n  sys.exit(3)\n").await;
     s.apply_yaml("name: counter\ntype: bash\nscript: |\n  echo counting\n  cronium.setVariable runs 1\n  cronium.output total 1\n").await;
     let failed = s.run_event("flaky-report", None).await;
@@ -1233,7 +1282,8 @@ async fn the_dark_theme_has_no_light_boxes_on_the_main_pages() {
                 .await
                 .expect("value")
                 .unwrap_or_default();
-            b.set_text("yaml", &format!("{yaml}retries:\n  max_attempts: 0\n"))
+            assert!(yaml.contains("timeout: 1h"), "{yaml}");
+            b.set_text("yaml", &yaml.replace("timeout: 1h", "timeout: soon"))
                 .await;
             b.click(By::Id("save")).await;
             b.wait("the editor's error", Duration::from_secs(10), || async {
@@ -1242,7 +1292,11 @@ async fn the_dark_theme_has_no_light_boxes_on_the_main_pages() {
             .await;
         }
         let bad = b.js(UNREADABLE).await;
-        assert_eq!(bad, serde_json::json!([]), "{name}: light boxes or dark text");
+        assert_eq!(
+            bad,
+            serde_json::json!([]),
+            "{name}: light boxes or dark text"
+        );
         b.shot(name).await;
     }
     b.quit().await;

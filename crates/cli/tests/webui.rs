@@ -724,7 +724,10 @@ impl Live {
             rows.insert(k.clone(), html.as_str().expect("html").to_string());
         }
         rows.retain(|k, _| keys.contains(k));
-        self.ever.entry(view.clone()).or_default().extend(keys.clone());
+        self.ever
+            .entry(view.clone())
+            .or_default()
+            .extend(keys.clone());
         self.blocks.insert(view, keys);
     }
 
@@ -792,7 +795,9 @@ async fn live_statuses_move_jobs_between_blocks_and_respect_the_list_filters() {
     })
     .await;
     failed
-        .until("the failed list first", quick, |l| l.blocks.contains_key("list"))
+        .until("the failed list first", quick, |l| {
+            l.blocks.contains_key("list")
+        })
         .await;
 
     let slow = s.run_event("slow", None).await;
@@ -803,7 +808,8 @@ async fn live_statuses_move_jobs_between_blocks_and_respect_the_list_filters() {
     })
     .await;
     all.until("the running job in the list", within, |l| {
-        l.row("list", slow).is_some_and(|h| h.contains("badge running"))
+        l.row("list", slow)
+            .is_some_and(|h| h.contains("badge running"))
     })
     .await;
 
@@ -813,7 +819,8 @@ async fn live_statuses_move_jobs_between_blocks_and_respect_the_list_filters() {
     })
     .await;
     all.until("its final status in the list", within, |l| {
-        l.row("list", slow).is_some_and(|h| h.contains("badge succeeded") && h.contains("exit 0"))
+        l.row("list", slow)
+            .is_some_and(|h| h.contains("badge succeeded") && h.contains("exit 0"))
     })
     .await;
 
@@ -825,7 +832,8 @@ async fn live_statuses_move_jobs_between_blocks_and_respect_the_list_filters() {
     .await;
     failed
         .until("the failure in the failed list", within, |l| {
-            l.row("list", broken).is_some_and(|h| h.contains("badge failed"))
+            l.row("list", broken)
+                .is_some_and(|h| h.contains("badge failed"))
         })
         .await;
     all.until("both jobs, newest first", within, |l| {
@@ -842,7 +850,8 @@ async fn live_statuses_move_jobs_between_blocks_and_respect_the_list_filters() {
     assert!(page.body.contains(&format!("data-job=\"{broken}\"")));
     assert!(!page.body.contains(&format!("data-job=\"{slow}\"")));
     assert!(
-        page.body.contains("data-live-jobs=\"/jobs/stream?status=failed\""),
+        page.body
+            .contains("data-live-jobs=\"/jobs/stream?status=failed\""),
         "{}",
         page.body
     );
@@ -887,10 +896,16 @@ async fn a_jobs_variable_writes_are_shown_without_their_values() {
         .nth(1)
         .expect("the variable writes section");
     let section = &section[..section.find("</section>").expect("its end")];
-    assert!(section.contains(">counter<") && section.contains(">api-key<"), "{section}");
+    assert!(
+        section.contains(">counter<") && section.contains(">api-key<"),
+        "{section}"
+    );
     assert!(section.contains("badge secret"), "{section}");
     assert!(section.contains("attempt 1"), "{section}");
-    assert!(!page.body.contains("rotated-secret-value-2"), "a secret value on the page");
+    assert!(
+        !page.body.contains("rotated-secret-value-2"),
+        "a secret value on the page"
+    );
     assert!(!page.body.contains("old-secret-value-1"));
     // Timings per execution: the Took column.
     assert!(page.body.contains("<th scope=\"col\">Took</th>"));

@@ -138,7 +138,10 @@ impl Store {
     }
 
     /// What job `job_id` wrote, in order.
-    pub async fn list_variable_writes(&self, job_id: i64) -> Result<Vec<VariableWrite>, StoreError> {
+    pub async fn list_variable_writes(
+        &self,
+        job_id: i64,
+    ) -> Result<Vec<VariableWrite>, StoreError> {
         let rows = sqlx::query(
             "SELECT job_id, execution_id, name, is_secret, written_at FROM variable_writes \
              WHERE job_id = $1 ORDER BY id",

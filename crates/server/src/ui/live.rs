@@ -297,7 +297,10 @@ mod tests {
     fn the_diff_sends_the_whole_view_first_then_only_what_changed() {
         let mut s = Sent::default();
         let first = s.diff(vec![
-            block("running", &[("2", "<tr>2 running</tr>"), ("1", "<tr>1</tr>")]),
+            block(
+                "running",
+                &[("2", "<tr>2 running</tr>"), ("1", "<tr>1</tr>")],
+            ),
             block("failures", &[]),
         ]);
         assert_eq!(first.len(), 2, "{first:?}");
@@ -307,7 +310,10 @@ mod tests {
         // Nothing changed: nothing sent.
         assert!(s
             .diff(vec![
-                block("running", &[("2", "<tr>2 running</tr>"), ("1", "<tr>1</tr>")]),
+                block(
+                    "running",
+                    &[("2", "<tr>2 running</tr>"), ("1", "<tr>1</tr>")]
+                ),
                 block("failures", &[]),
             ])
             .is_empty());

@@ -127,7 +127,12 @@ async fn runtime_writes_are_fenced_by_the_claim(t: Ctx) {
     let writes = s.list_variable_writes(j.id).await.unwrap();
     assert_eq!(writes.len(), 1, "{writes:?}");
     assert_eq!(
-        (writes[0].name.as_str(), writes[0].execution_id, writes[0].secret, writes[0].written_at),
+        (
+            writes[0].name.as_str(),
+            writes[0].execution_id,
+            writes[0].secret,
+            writes[0].written_at
+        ),
         ("v", Some(e.id), false, 3)
     );
     let row = s.get_execution(e.id).await.unwrap().unwrap();

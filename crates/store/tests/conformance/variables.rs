@@ -26,7 +26,10 @@ async fn a_jobs_variable_writes_are_recorded_without_their_values(t: Ctx) {
         .iter()
         .map(|w| (w.name.as_str(), w.job_id, w.secret, w.written_at))
         .collect();
-    assert_eq!(seen, [("counter", a.id, false, 5), ("token", a.id, true, 6)]);
+    assert_eq!(
+        seen,
+        [("counter", a.id, false, 5), ("token", a.id, true, 6)]
+    );
     assert_eq!(s.list_variable_writes(b.id).await.unwrap().len(), 1);
     // The values went to the variables, as a plain write would.
     assert_eq!(
