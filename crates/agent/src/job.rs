@@ -121,14 +121,18 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             tracing::error!(job = job.id, error = %message, "reading the job's log position");
             heartbeat.abort();
             if !lost.load(Ordering::SeqCst) {
-                conclude(
+                if conclude(
                     &inner,
                     &job,
                     &lease,
                     Err(JobError::retryable(message)),
                     &HashMap::new(),
                 )
-                .await;
+                .await
+                {
+                    inner.bus.finish(job.id);
+                }
+                inner.bus.job_changed(Some(job.id));
             }
             inner.wake.notify_one();
             return;
@@ -193,6 +197,8 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
     if done {
         inner.bus.finish(job.id);
     }
+    // Final, or queued again for a retry: either way the dashboards and lists change.
+    inner.bus.job_changed(Some(job.id));
     inner.wake.notify_one();
 }
 

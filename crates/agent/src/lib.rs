@@ -241,6 +241,7 @@ impl Agent {
             match inner.queue.claim(&inner.config.worker_id, lease_ms).await {
                 Ok(Some(job)) => {
                     tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "claimed");
+                    inner.bus.job_changed(Some(job.id));
                     let inner = inner.clone();
                     running.spawn(async move {
                         job::execute(inner, job).await;
@@ -298,6 +299,7 @@ async fn recovery_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(jobs = n, "recovered jobs whose worker vanished");
+                inner.bus.job_changed(None);
                 inner.wake.notify_one();
             }
             Err(e) => tracing::warn!(error = %e, "lease recovery failed"),

@@ -114,8 +114,16 @@ pub trait JobQueue: Send + Sync + 'static {
     /// decrypted (another encryption key) or does not decode is an error naming it, never a
     /// silent null.
     async fn variables(&self) -> Result<Variables, QueueError>;
-    /// A variable written by a script; a secret variable stays secret. True when it is secret.
-    async fn set_variable(&self, name: &str, value: &Value) -> Result<bool, QueueError>;
+    /// A variable written by a script of job `job_id` (its execution, when known), recorded as
+    /// a write of that job (never its value); a secret variable stays secret. True when it is
+    /// secret.
+    async fn set_variable(
+        &self,
+        job_id: i64,
+        execution_id: Option<i64>,
+        name: &str,
+        value: &Value,
+    ) -> Result<bool, QueueError>;
     async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError>;
     async fn retry_later(
         &self,
@@ -296,7 +304,13 @@ impl JobQueue for StoreQueue {
         Ok(out)
     }
 
-    async fn set_variable(&self, name: &str, value: &Value) -> Result<bool, QueueError> {
+    async fn set_variable(
+        &self,
+        job_id: i64,
+        execution_id: Option<i64>,
+        name: &str,
+        value: &Value,
+    ) -> Result<bool, QueueError> {
         let secret = matches!(
             self.store.get_variable(name).await?.map(|r| r.value),
             Some(VariableValue::Secret(_))
@@ -307,7 +321,9 @@ impl JobQueue for StoreQueue {
         } else {
             VariableValue::Plain(value.clone())
         };
-        self.store.set_variable(name, v, now_ms()).await?;
+        self.store
+            .set_job_variable(job_id, execution_id, name, v, now_ms())
+            .await?;
         Ok(secret)
     }
 
@@ -480,9 +496,40 @@ mod tests {
         assert_eq!(vars.values["token"], json!("hunter2-good"));
         assert_eq!(vars.values["plain"], json!(1));
         assert_eq!(vars.secret, BTreeSet::from(["token".to_string()]));
-        // A script's write to it stays secret, and says so.
-        assert!(queue.set_variable("token", &json!("next")).await.unwrap());
-        assert!(!queue.set_variable("plain", &json!(2)).await.unwrap());
+        // A script's write to it stays secret, and says so; both are recorded as the job's
+        // writes, without their values.
+        let job = store
+            .enqueue(
+                &cronium_store::NewJob {
+                    event_id: None,
+                    event_name: "writer".into(),
+                    event_version: 1,
+                    trigger: cronium_model::Trigger::Manual,
+                    input: json!({}),
+                    run_at: 0,
+                    max_attempts: 1,
+                    backoff_ms: 1000,
+                    max_backoff_ms: 1000,
+                    serial: false,
+                    scheduled_for: None,
+                    timeout_ms: 60_000,
+                    max_executions: 0,
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        assert!(queue
+            .set_variable(job.id, None, "token", &json!("next"))
+            .await
+            .unwrap());
+        assert!(!queue
+            .set_variable(job.id, None, "plain", &json!(2))
+            .await
+            .unwrap());
+        let writes = store.list_variable_writes(job.id).await.unwrap();
+        let seen: Vec<(&str, bool)> = writes.iter().map(|w| (w.name.as_str(), w.secret)).collect();
+        assert_eq!(seen, [("token", true), ("plain", false)]);
         store.close().await;
     }
 }

@@ -407,7 +407,11 @@ impl Writer {
                 }
             }
             RunnerEvent::Variable { name, value } => {
-                match self.queue.set_variable(&name, &value).await {
+                match self
+                    .queue
+                    .set_variable(self.lease.job_id, exec, &name, &value)
+                    .await
+                {
                     Ok(false) => {}
                     Ok(true) => {
                         // Secret from now on: mask it in whatever follows (in bundled mode the

@@ -110,6 +110,7 @@ const PAGES: &[(&str, &str, Need)] = &[
     ("POST", "/events/nothing-here/run", Operator),
     ("POST", "/events/nothing-here/delete", Operator),
     ("GET", "/jobs", Viewer),
+    ("GET", "/jobs/stream", Viewer),
     ("GET", "/jobs/999999", Viewer),
     ("POST", "/jobs/999999/cancel", Operator),
     ("POST", "/jobs/999999/rerun", Operator),

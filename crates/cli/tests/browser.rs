@@ -1,10 +1,12 @@
 //! The web UI in a real browser: Debian's headless Chromium driven through chromium-driver
 //! (WebDriver, thirtyfour) against the real `cronium serve`. Log in; create an event in the
 //! editor with a mistake, see the error at its field and line, fix it and save; run it and see
-//! its lines arrive live; cancel a running job; follow a fan-out-free log with search; watch a
-//! workflow graph change colour as its nodes finish, then retry and cancel runs from their
-//! page. The tests save screenshots of the main pages into `docs/screenshots/` (the README
-//! shows them).
+//! its lines arrive live; cancel a running job; a fan-out's log over two real sshd servers
+//! (per-server filter and prefix, follow and pause, search, and the stream cut under the page
+//! by a TCP relay and resumed with `Last-Event-ID`, no line lost or doubled); the dashboard and
+//! the job list updating live as jobs start and end; the dark theme; watch a workflow graph
+//! change colour as its nodes finish, then retry and cancel runs from their page. The tests
+//! save screenshots of the main pages into `docs/screenshots/` (the README shows them).
 //!
 //! What needs no browser (login required everywhere, CSRF, sessions, headers) is in
 //! `webui.rs`. `scripts/test.sh` installs `chromium` and `chromium-driver` when missing.
@@ -106,10 +108,22 @@ impl Browser {
     }
 
     async fn goto(&self, s: &Server, path: &str) {
+        self.goto_at(&s.url, path).await;
+    }
+
+    /// Opens `path` at `base` (the server, or a proxy in front of it).
+    async fn goto_at(&self, base: &str, path: &str) {
+        self.d().goto(format!("{base}{path}")).await.expect("goto");
+    }
+
+    /// Runs `script` in the page and returns its value.
+    async fn js(&self, script: &str) -> serde_json::Value {
         self.d()
-            .goto(format!("{}{path}", s.url))
+            .execute(script, vec![])
             .await
-            .expect("goto");
+            .expect("script")
+            .json()
+            .clone()
     }
 
     async fn path(&self) -> String {
@@ -182,7 +196,11 @@ impl Browser {
     }
 
     async fn login(&self, s: &Server) {
-        self.goto(s, "/").await;
+        self.login_at(&s.url).await;
+    }
+
+    async fn login_at(&self, base: &str) {
+        self.goto_at(base, "/").await;
         assert!(
             self.path().await.starts_with("/login"),
             "not sent to the login page"
@@ -697,6 +715,591 @@ async fn add_a_server_with_a_key_file_test_it_and_accept_a_changed_host_key() {
         .text_of(By::Id("report"))
         .await
         .contains("matches the pinned key"));
+    b.quit().await;
+}
+
+/// A TCP relay between the browser and the server, so that a test can cut every connection
+/// under the page (a network failure, not a server restart) and see what the browser sends
+/// when it reconnects. Ends with the test (its tasks are aborted on drop).
+struct Relay {
+    base: String,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// The head of every request the browser sent (method, path, headers).
+    heads: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Relay {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let upstream = upstream
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("relay listener");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> =
+            Default::default();
+        let heads: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let (c, h) = (conns.clone(), heads.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    continue;
+                };
+                let heads = h.clone();
+                let task = tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match cr.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                            if text.starts_with("GET ") || text.starts_with("POST ") {
+                                if let Ok(mut hs) = heads.lock() {
+                                    hs.push(text);
+                                }
+                            }
+                            if sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    };
+                    let down = tokio::io::copy(&mut sr, &mut cw);
+                    tokio::select! { _ = up => {}, _ = down => {} }
+                });
+                if let Ok(mut cs) = c.lock() {
+                    cs.push(task.abort_handle());
+                }
+            }
+        });
+        Relay {
+            base,
+            conns,
+            heads,
+            accept,
+        }
+    }
+
+    /// Drops every open connection: the browser sees its streams end abruptly.
+    fn cut(&self) {
+        if let Ok(mut cs) = self.conns.lock() {
+            for c in cs.drain(..) {
+                c.abort();
+            }
+        }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().map(|h| h.clone()).unwrap_or_default()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// A server that can reach SSH servers: the static runner, deployed to a directory of its own
+/// on the hosts (removed by the caller).
+fn ssh_server(deploy_dir: &str) -> Server {
+    Server::start_with(ServerOpts {
+        env: vec![("CRONIUM_ADMIN_PASSWORD".into(), PASSWORD.into())],
+        args: vec![
+            "--static-runner".into(),
+            static_runner_bin().display().to_string(),
+            "--ssh-deploy-dir".into(),
+            deploy_dir.to_string(),
+        ],
+        ..Default::default()
+    })
+}
+
+/// The seq of every line the viewer shows, in page order.
+async fn shown_seqs(b: &Browser) -> Vec<i64> {
+    let v = b
+        .js("return Array.prototype.map.call(document.querySelectorAll('#log .line'), function (d) { return parseInt(d.getAttribute('data-seq'), 10); });")
+        .await;
+    v.as_array()
+        .expect("seqs")
+        .iter()
+        .map(|x| x.as_i64().expect("seq"))
+        .collect()
+}
+
+/// A fan-out over two real sshd servers, watched in the browser: every line carries its
+/// server's prefix and the server filter shows one server's lines only; the live stream is cut
+/// under the page (a TCP relay drops the connection, nothing restarts) while the script writes,
+/// and the browser's own reconnection resumes with `Last-Event-ID`: no line lost, none doubled;
+/// with follow paused, new lines do not move the view, and following again jumps to the end;
+/// search shows the matching lines only, together with the server filter.
+#[tokio::test]
+async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_search() {
+    let deploy_dir = format!(".cache/cronium-ui-{:08x}", rand::random::<u32>());
+    let s = ssh_server(&deploy_dir);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = write(dir.path(), "id_ed25519", &sshd::env().client_key);
+    let hosts = [sshd::Sshd::start(), sshd::Sshd::start()];
+    for (name, h) in ["web-a", "web-b"].iter().zip(&hosts) {
+        let port = h.port.to_string();
+        let o = s.cli(&[
+            "server",
+            "add",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--user",
+            sshd::USER,
+            "--key-file",
+            key.to_str().expect("path"),
+        ]);
+        assert!(o.status.success(), "server add {name}: {}", stderr(&o));
+    }
+    let markers = shared_tempdir();
+    let (m1, m2, m3) = (
+        markers.path().join("one"),
+        markers.path().join("two"),
+        markers.path().join("three"),
+    );
+    s.apply_yaml(&format!(
+        "name: fleet-log\ntype: bash\ntarget: {{ servers: [web-a, web-b] }}\ntimeout: 5m\nscript: |\n  for i in $(seq 1 5); do echo \"early $i from $CRONIUM_SERVER\"; done\n  echo \"warning on $CRONIUM_SERVER\" >&2\n  while [ ! -e {m1} ]; do sleep 0.05; done\n  for i in $(seq 1 10); do echo \"middle $i from $CRONIUM_SERVER\"; done\n  while [ ! -e {m2} ]; do sleep 0.05; done\n  for i in $(seq 11 30); do echo \"middle $i from $CRONIUM_SERVER\"; sleep 0.01; done\n  while [ ! -e {m3} ]; do sleep 0.05; done\n  for i in $(seq 1 150); do echo \"late $i from $CRONIUM_SERVER\"; done\n",
+        m1 = m1.display(),
+        m2 = m2.display(),
+        m3 = m3.display()
+    ))
+    .await;
+    let id = s.run_event("fleet-log", None).await;
+    s.wait_for(
+        "both servers' first lines",
+        Duration::from_secs(90),
+        || async {
+            let t = s.log_text(id).await;
+            t.contains("early 5 from web-a") && t.contains("early 5 from web-b")
+        },
+    )
+    .await;
+
+    let relay = Relay::start(&s.url).await;
+    let b = Browser::start().await;
+    b.login_at(&relay.base).await;
+    b.goto_at(&relay.base, &format!("/jobs/{id}")).await;
+    b.wait("the live stream", Duration::from_secs(15), || async {
+        b.text_of(By::Id("log-state")).await == "live"
+    })
+    .await;
+    // Every line carries its server, as a prefix and as data for the filter.
+    let prefixes = b
+        .js("return Array.prototype.map.call(document.querySelectorAll('#log .line'), function (d) { var s = d.querySelector('.srv'); return [s ? s.textContent : '', d.querySelector('.txt').textContent]; });")
+        .await;
+    let prefixes = prefixes.as_array().expect("lines");
+    let early: Vec<_> = prefixes
+        .iter()
+        .filter(|p| p[1].as_str().unwrap_or_default().starts_with("early "))
+        .collect();
+    assert_eq!(early.len(), 10, "{prefixes:?}");
+    for p in &early {
+        let (srv, txt) = (p[0].as_str().unwrap(), p[1].as_str().unwrap());
+        assert!(
+            txt.ends_with(&format!("from {srv}")),
+            "line {txt:?} prefixed {srv:?}"
+        );
+    }
+    let options = b.text_of(By::Id("log-server")).await;
+    assert!(
+        options.contains("web-a") && options.contains("web-b"),
+        "{options}"
+    );
+    let visible_servers = || async {
+        let v = b
+            .js("return Array.prototype.filter.call(document.querySelectorAll('#log .line'), function (d) { return !d.classList.contains('hidden'); }).map(function (d) { return d.getAttribute('data-server'); });")
+            .await;
+        v.as_array()
+            .expect("servers")
+            .iter()
+            .map(|x| x.as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    b.d()
+        .find(By::Css("#log-server option[value='']"))
+        .await
+        .expect("all");
+    b.js("var s = document.getElementById('log-server'); s.value = 'web-b'; s.dispatchEvent(new Event('change')); return true;")
+        .await;
+    let only_b = visible_servers().await;
+    assert!(
+        !only_b.is_empty() && only_b.iter().all(|s| s == "web-b"),
+        "{only_b:?}"
+    );
+    assert!(b
+        .text_of(By::Id("log-state"))
+        .await
+        .contains("loaded lines match"));
+    b.js("document.getElementById('log-h').scrollIntoView(); return true;")
+        .await;
+    b.shot("job-fanout").await;
+    b.js("var s = document.getElementById('log-server'); s.value = ''; s.dispatchEvent(new Event('change')); return true;")
+        .await;
+    assert!(visible_servers().await.contains(&"web-a".to_string()));
+
+    // Lines that arrive over the stream (so the browser has a last event id)...
+    std::fs::write(&m1, "go").expect("marker one");
+    b.wait(
+        "the first middle lines, live",
+        Duration::from_secs(30),
+        || async {
+            let t = b.log_text().await;
+            t.contains("middle 10 from web-a") && t.contains("middle 10 from web-b")
+        },
+    )
+    .await;
+    // ...then the stream is cut under the page while the script writes the rest.
+    let before_cut = shown_seqs(&b).await;
+    let last_before = *before_cut.last().expect("lines before the cut");
+    relay.cut();
+    std::fs::write(&m2, "go").expect("marker two");
+    b.wait(
+        "the browser to reconnect and catch up",
+        Duration::from_secs(60),
+        || async {
+            let t = b.log_text().await;
+            t.contains("middle 30 from web-a") && t.contains("middle 30 from web-b")
+        },
+    )
+    .await;
+    let resumed = relay
+        .heads()
+        .into_iter()
+        .filter(|h| h.starts_with(&format!("GET /jobs/{id}/log/stream")))
+        .collect::<Vec<_>>();
+    assert!(resumed.len() >= 2, "no reconnection seen: {resumed:?}");
+    let again = resumed
+        .last()
+        .expect("the reconnection")
+        .to_ascii_lowercase();
+    let sent_id = again
+        .lines()
+        .find_map(|l| l.strip_prefix("last-event-id:"))
+        .map(|v| v.trim().parse::<i64>().expect("an id"));
+    assert!(
+        sent_id.is_some_and(|n| n >= last_before),
+        "the reconnection did not resume with Last-Event-ID >= {last_before}: {again}"
+    );
+    let seqs = shown_seqs(&b).await;
+    let first = seqs[0];
+    let want: Vec<i64> = (first..first + seqs.len() as i64).collect();
+    assert_eq!(seqs, want, "a line lost or doubled across the cut");
+    let text = b.log_text().await;
+    for srv in ["web-a", "web-b"] {
+        for i in 1..=30 {
+            let line = format!("middle {i} from {srv}");
+            assert_eq!(
+                text.lines().filter(|l| l.ends_with(&line)).count(),
+                1,
+                "{line} shown other than once"
+            );
+        }
+    }
+
+    // Follow paused: new lines do not move the view; following again jumps to the end.
+    b.js("var l = document.getElementById('log'); l.scrollTop = 0; l.dispatchEvent(new Event('scroll')); return true;")
+        .await;
+    let follow = b.d().find(By::Id("log-follow")).await.expect("follow");
+    assert!(
+        !follow.is_selected().await.expect("state"),
+        "scrolling up pauses follow"
+    );
+    std::fs::write(&m3, "go").expect("marker three");
+    b.wait("the late lines", Duration::from_secs(60), || async {
+        let t = b.log_text().await;
+        t.contains("late 150 from web-a") && t.contains("late 150 from web-b")
+    })
+    .await;
+    let top = b
+        .js("return document.getElementById('log').scrollTop;")
+        .await;
+    assert!(
+        top.as_f64().unwrap_or(1e9) < 50.0,
+        "the paused view moved to {top}"
+    );
+    follow.click().await.expect("follow again");
+    let gap = b
+        .js("var l = document.getElementById('log'); return l.scrollHeight - l.scrollTop - l.clientHeight;")
+        .await;
+    assert!(
+        gap.as_f64().unwrap_or(1e9) < 24.0,
+        "following again did not jump to the end: {gap}"
+    );
+
+    // Search, alone and with the server filter.
+    b.d()
+        .find(By::Id("log-search"))
+        .await
+        .expect("search")
+        .send_keys("late 14")
+        .await
+        .expect("type");
+    let matching = || async {
+        let v = b
+            .js("return Array.prototype.filter.call(document.querySelectorAll('#log .line'), function (d) { return !d.classList.contains('hidden'); }).map(function (d) { return d.textContent; });")
+            .await;
+        v.as_array()
+            .expect("lines")
+            .iter()
+            .map(|x| x.as_str().unwrap_or_default().to_string())
+            .collect::<Vec<_>>()
+    };
+    b.wait("the search to filter", Duration::from_secs(5), || async {
+        matching().await.len() == 22
+    })
+    .await;
+    // late 14, late 140..149 on each server.
+    assert!(matching().await.iter().all(|l| l.contains("late 14")));
+    b.js("var s = document.getElementById('log-server'); s.value = 'web-a'; s.dispatchEvent(new Event('change')); return true;")
+        .await;
+    let both = matching().await;
+    assert_eq!(both.len(), 11, "{both:?}");
+    assert!(both.iter().all(|l| l.contains("from web-a")), "{both:?}");
+    assert_eq!(
+        b.text_of(By::Id("log-state")).await,
+        format!("11 of {} loaded lines match", shown_seqs(&b).await.len())
+    );
+    let job = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    b.quit().await;
+    drop(relay);
+    let _ = std::fs::remove_dir_all(sshd::home_path(&deploy_dir));
+}
+
+/// The dashboard and the job list follow jobs without a reload: a job that starts appears
+/// under running, moves out when it ends; a failure joins the recent failures; a
+/// `status=failed` list gains the failure but never the running job.
+#[tokio::test]
+async fn the_dashboard_and_the_job_list_update_live_as_jobs_start_and_end() {
+    let s = server();
+    let markers = shared_tempdir();
+    s.apply_yaml("name: waits\ntype: bash\nscript: |\n  while [ ! -e \"$(cronium.input marker)\" ]; do sleep 0.05; done\n  echo done\ntimeout: 5m\n").await;
+    s.apply_yaml("name: breaks\ntype: bash\nscript: |\n  echo failing\n  exit 3\n")
+        .await;
+    let b = Browser::start().await;
+    b.login(&s).await;
+    b.goto(&s, "/").await;
+    b.js("window.__sameDocument = true; return true;").await;
+    let live = || async { b.text_of(By::Css("[data-live-state]")).await == "live" };
+    b.wait("the dashboard's stream", Duration::from_secs(15), live)
+        .await;
+    let row = |view: &'static str, id: i64| {
+        let b = &b;
+        async move {
+            let v = b
+                .js(&format!(
+                    "var r = document.querySelector('tbody[data-view={view}] tr[data-key=\"{id}\"]'); return r ? r.textContent : null;"
+                ))
+                .await;
+            v.as_str().map(str::to_string)
+        }
+    };
+    let marker = markers.path().join("first");
+    let first = s
+        .run_event(
+            "waits",
+            Some(serde_json::json!({"marker": marker.display().to_string()})),
+        )
+        .await;
+    b.wait("the job under running", Duration::from_secs(30), || async {
+        row("running", first)
+            .await
+            .is_some_and(|t| t.contains("running"))
+    })
+    .await;
+    assert_eq!(b.text_of(By::Css("[data-count=running]")).await, "1");
+    assert!(!b
+        .d()
+        .find(By::Css("[data-empty=running]"))
+        .await
+        .expect("empty note")
+        .is_displayed()
+        .await
+        .expect("shown"));
+    b.shot("dashboard-live").await;
+    std::fs::write(&marker, "go").expect("marker");
+    b.wait(
+        "the job to leave running",
+        Duration::from_secs(30),
+        || async { row("running", first).await.is_none() },
+    )
+    .await;
+    assert_eq!(b.text_of(By::Css("[data-count=running]")).await, "0");
+    assert!(b
+        .d()
+        .find(By::Css("[data-empty=running]"))
+        .await
+        .expect("empty note")
+        .is_displayed()
+        .await
+        .expect("shown"));
+    let broken = s.run_event("breaks", None).await;
+    b.wait("the failure", Duration::from_secs(30), || async {
+        row("failures", broken)
+            .await
+            .is_some_and(|t| t.contains("failed") && t.contains("exit 3"))
+    })
+    .await;
+    assert_eq!(
+        b.js("return window.__sameDocument === true;").await,
+        serde_json::json!(true),
+        "the dashboard reloaded instead of patching"
+    );
+
+    // The failed jobs' list: the failure arrives, the running job never does.
+    b.goto(&s, "/jobs?status=failed").await;
+    b.js("window.__sameDocument = true; return true;").await;
+    b.wait("the list's stream", Duration::from_secs(15), live)
+        .await;
+    assert!(
+        row("list", broken).await.is_some(),
+        "the page is complete at load"
+    );
+    let marker2 = markers.path().join("second");
+    let waiting = s
+        .run_event(
+            "waits",
+            Some(serde_json::json!({"marker": marker2.display().to_string()})),
+        )
+        .await;
+    s.wait_for("the second job to run", Duration::from_secs(30), || async {
+        s.job(waiting).await["status"] == "running"
+    })
+    .await;
+    let again = s.run_event("breaks", None).await;
+    b.wait("the new failure at the top", Duration::from_secs(30), || async {
+        b.js("var r = document.querySelector('tbody[data-view=list] tr'); return r ? r.getAttribute('data-key') : null;")
+            .await
+            == serde_json::json!(again.to_string())
+    })
+    .await;
+    assert!(
+        row("list", waiting).await.is_none(),
+        "a status=failed list shows the running job"
+    );
+    // The unfiltered list shows it running, then done, without a reload.
+    b.goto(&s, "/jobs").await;
+    b.js("window.__sameDocument = true; return true;").await;
+    b.wait("the list's stream", Duration::from_secs(15), live)
+        .await;
+    assert!(row("list", waiting)
+        .await
+        .is_some_and(|t| t.contains("running")));
+    std::fs::write(&marker2, "go").expect("marker");
+    b.wait("its final status", Duration::from_secs(30), || async {
+        row("list", waiting)
+            .await
+            .is_some_and(|t| t.contains("succeeded") && t.contains("exit 0"))
+    })
+    .await;
+    assert_eq!(
+        b.js("return window.__sameDocument === true;").await,
+        serde_json::json!(true)
+    );
+    b.quit().await;
+}
+
+/// Every visible element that is a light box on a dark page (a background of luminance over
+/// 0.5) or whose own text has a contrast under 4.5:1 (WCAG AA) against the background it is
+/// drawn on, as "TAG.class: what".
+const UNREADABLE: &str = r#"
+function rgba(c) { var m = c.match(/[\d.]+/g); if (!m) return null; return [+m[0], +m[1], +m[2], m.length > 3 ? +m[3] : 1]; }
+function lum(c) { var v = c.slice(0, 3).map(function (x) { x = x / 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); }); return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; }
+function under(e) { for (; e; e = e.parentElement) { var c = rgba(getComputedStyle(e).backgroundColor); if (c && c[3] > 0.5) return c; } return [255, 255, 255, 1]; }
+var bad = [];
+document.querySelectorAll('body, body *').forEach(function (e) {
+  if (!e.getClientRects().length || getComputedStyle(e).visibility === 'hidden') return;
+  var name = e.tagName + '.' + e.className;
+  var own = rgba(getComputedStyle(e).backgroundColor);
+  if (own && own[3] > 0.5 && lum(own) > 0.5) bad.push(name + ': light background ' + getComputedStyle(e).backgroundColor);
+  var text = Array.prototype.some.call(e.childNodes, function (n) { return n.nodeType === 3 && n.textContent.trim(); });
+  if (!text || e.disabled) return;
+  var fg = lum(rgba(getComputedStyle(e).color)), bg = lum(under(e));
+  var ratio = (Math.max(fg, bg) + 0.05) / (Math.min(fg, bg) + 0.05);
+  if (ratio < 4.5) bad.push(name + ': contrast ' + ratio.toFixed(2) + ' (' + getComputedStyle(e).color + ' on ' + under(e).join(',') + ')');
+});
+return bad;
+"#;
+
+/// The dark theme (`prefers-color-scheme: dark`, emulated through the DevTools protocol):
+/// screenshots of the dashboard, a job page and the editor with an error, and no light box
+/// left anywhere on them (every element's background is dark, its text light).
+#[tokio::test]
+async fn the_dark_theme_has_no_light_boxes_on_the_main_pages() {
+    let s = server();
+    s.apply_yaml(
+        "name: nightly-backup\ntype: bash\nscript: echo backup\nschedule: \"0 30 2 * * *\"\n",
+    )
+    .await;
+    s.apply_yaml("name: flaky-report\ntype: python\nscript: |\n  import sys\n  print('connecting to the warehouse')\n  print('timeout talking to db-2', file=sys.stderr)\n  sys.exit(3)\n").await;
+    s.apply_yaml("name: counter\ntype: bash\nscript: |\n  echo counting\n  cronium.setVariable runs 1\n  cronium.output total 1\n").await;
+    let failed = s.run_event("flaky-report", None).await;
+    s.wait_job(failed, Duration::from_secs(60)).await;
+    let ok = s.run_event("counter", None).await;
+    s.wait_job(ok, Duration::from_secs(60)).await;
+    let b = Browser::start().await;
+    b.d()
+        .cdp()
+        .send_raw(
+            "Emulation.setEmulatedMedia",
+            serde_json::json!({"features": [{"name": "prefers-color-scheme", "value": "dark"}]}),
+        )
+        .await
+        .expect("emulate the dark scheme");
+    b.login(&s).await;
+    for (path, name) in [
+        ("/".to_string(), "dashboard-dark"),
+        (format!("/jobs/{failed}"), "job-dark"),
+        ("/events/counter/edit".to_string(), "editor-dark"),
+    ] {
+        b.goto(&s, &path).await;
+        assert_eq!(
+            b.js("return window.matchMedia('(prefers-color-scheme: dark)').matches;")
+                .await,
+            serde_json::json!(true),
+            "the dark scheme is not emulated"
+        );
+        if name == "editor-dark" {
+            let yaml = b
+                .d()
+                .find(By::Id("yaml"))
+                .await
+                .expect("editor")
+                .value()
+                .await
+                .expect("value")
+                .unwrap_or_default();
+            assert!(yaml.contains("timeout: 1h"), "{yaml}");
+            b.set_text("yaml", &yaml.replace("timeout: 1h", "timeout: soon"))
+                .await;
+            b.click(By::Id("save")).await;
+            b.wait("the editor's error", Duration::from_secs(10), || async {
+                b.d().find(By::Id("editor-error")).await.is_ok()
+            })
+            .await;
+        }
+        let bad = b.js(UNREADABLE).await;
+        assert_eq!(
+            bad,
+            serde_json::json!([]),
+            "{name}: light boxes or dark text"
+        );
+        b.shot(name).await;
+    }
     b.quit().await;
 }
 

@@ -1,10 +1,12 @@
 //! The web UI over plain HTTP against the real `cronium serve`: what guards the pages (a
 //! login on every page, CSRF on every state change, failed-login delays, session expiry,
 //! logout and id rotation, a cookie that never authenticates the API) and what every page
-//! sends (Content-Security-Policy, no inline script, hashed immutable assets); the workflow
-//! pages (the run form's refusals at the field, the server-drawn graph with a status class per
-//! node, the live stream that ends with the run, retry, cancel). What needs a real browser
-//! (the editor, the live log, cancel, a graph changing colour) is in `browser.rs`.
+//! sends (Content-Security-Policy, no inline script, hashed immutable assets); the live job
+//! statuses' stream (filters respected, jobs moving between the dashboard's blocks) and the
+//! variable writes of a job; the workflow pages (the run form's refusals at the field, the
+//! server-drawn graph with a status class per node, the live stream that ends with the run,
+//! retry, cancel). What needs a real browser (the editor, the live log, cancel, a graph
+//! changing colour) is in `browser.rs`.
 
 mod support;
 
@@ -163,6 +165,8 @@ const PAGES: &[&str] = &[
     "/jobs/1/log/lines?before=10",
     "/jobs/1/log/stream",
     "/jobs/1/log.txt",
+    "/jobs/stream",
+    "/jobs/stream?view=dashboard",
     "/servers",
     "/servers/web1",
     "/variables",
@@ -649,6 +653,273 @@ async fn secret_variables_are_write_only_and_a_new_token_is_shown_once() {
         "{}",
         p.body
     );
+}
+
+/// A Server-Sent Events reader over a page's session, which applies the `view` events of
+/// `/jobs/stream` to a model of the page: each block's row keys and each row's HTML.
+struct Live {
+    resp: reqwest::Response,
+    buf: String,
+    blocks: HashMap<String, Vec<String>>,
+    rows: HashMap<String, HashMap<String, String>>,
+    /// Every key any `view` event ever named, per block.
+    ever: HashMap<String, Vec<String>>,
+}
+
+impl Live {
+    async fn open(web: &Web, path: &str) -> Live {
+        let resp = web
+            .http
+            .get(format!("{}{path}", web.base))
+            .header("cookie", web.cookie_header())
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap_or_default()
+            .starts_with("text/event-stream"));
+        Live {
+            resp,
+            buf: String::new(),
+            blocks: HashMap::new(),
+            rows: HashMap::new(),
+            ever: HashMap::new(),
+        }
+    }
+
+    /// The next event (name, data), or None after `within`.
+    async fn next(&mut self, within: Duration) -> Option<(String, serde_json::Value)> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..i + 2).collect();
+                let mut event = "message".to_string();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                    }
+                }
+                if data.is_empty() {
+                    continue; // a keep-alive comment
+                }
+                let v = serde_json::from_str(&data).expect("event data is JSON");
+                if event == "view" {
+                    self.apply(&v);
+                }
+                return Some((event, v));
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.resp.chunk())
+                .await
+                .ok()?
+                .expect("stream read")?;
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    fn apply(&mut self, v: &serde_json::Value) {
+        let view = v["view"].as_str().expect("view").to_string();
+        let keys: Vec<String> = v["keys"]
+            .as_array()
+            .expect("keys")
+            .iter()
+            .map(|k| k.as_str().expect("key").to_string())
+            .collect();
+        let rows = self.rows.entry(view.clone()).or_default();
+        for (k, html) in v["rows"].as_object().expect("rows") {
+            rows.insert(k.clone(), html.as_str().expect("html").to_string());
+        }
+        rows.retain(|k, _| keys.contains(k));
+        self.ever
+            .entry(view.clone())
+            .or_default()
+            .extend(keys.clone());
+        self.blocks.insert(view, keys);
+    }
+
+    /// The HTML of job `id`'s row in block `view`, if the page shows it.
+    fn row(&self, view: &str, id: i64) -> Option<&str> {
+        self.rows
+            .get(view)
+            .and_then(|r| r.get(&id.to_string()))
+            .map(String::as_str)
+    }
+
+    /// Reads events until `f` holds for the model; panics with `what` after `within`.
+    async fn until(&mut self, what: &str, within: Duration, f: impl Fn(&Live) -> bool) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !f(self) {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            assert!(
+                !left.is_zero() && self.next(left).await.is_some(),
+                "timed out waiting for {what}; the page shows {:?}",
+                self.blocks
+            );
+        }
+    }
+}
+
+/// The dashboard's and the job list's live stream: a job that starts appears under running
+/// and in the list, one that ends leaves running and shows its final status, a failure joins
+/// the recent failures; a `status=failed` list never gains the running job; each stream's
+/// first event is the whole view (a reconnected page resyncs); a filter that does not parse is
+/// refused naming it.
+#[tokio::test]
+async fn live_statuses_move_jobs_between_blocks_and_respect_the_list_filters() {
+    let s = server(&[]);
+    let dir = shared_tempdir();
+    let marker = dir.path().join("go");
+    s.apply_yaml(&format!(
+        "name: slow\ntype: bash\nscript: |\n  while [ ! -e {} ]; do sleep 0.05; done\n  echo done\n",
+        marker.display()
+    ))
+    .await;
+    s.apply_yaml("name: breaks\ntype: bash\nscript: exit 3\n")
+        .await;
+    let mut web = Web::new(&s);
+    web.login().await;
+
+    let bad = web.get("/jobs/stream?status=bogus").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("status"), "{}", bad.body);
+    let bad = web.get("/jobs/stream?view=everything").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.body.contains("view"), "{}", bad.body);
+
+    let mut dash = Live::open(&web, "/jobs/stream?view=dashboard").await;
+    let mut all = Live::open(&web, "/jobs/stream").await;
+    let mut failed = Live::open(&web, "/jobs/stream?status=failed").await;
+    let quick = Duration::from_secs(5);
+    dash.until("the whole dashboard first", quick, |l| {
+        ["running", "failures", "next"]
+            .iter()
+            .all(|b| l.blocks.get(*b).is_some_and(Vec::is_empty))
+    })
+    .await;
+    all.until("the whole list first", quick, |l| {
+        l.blocks.get("list").is_some_and(Vec::is_empty)
+    })
+    .await;
+    failed
+        .until("the failed list first", quick, |l| {
+            l.blocks.contains_key("list")
+        })
+        .await;
+
+    let slow = s.run_event("slow", None).await;
+    let within = Duration::from_secs(30);
+    dash.until("the job under running", within, |l| {
+        l.row("running", slow)
+            .is_some_and(|h| h.contains("badge running") && h.contains("/jobs/"))
+    })
+    .await;
+    all.until("the running job in the list", within, |l| {
+        l.row("list", slow)
+            .is_some_and(|h| h.contains("badge running"))
+    })
+    .await;
+
+    std::fs::write(&marker, "go").expect("marker");
+    dash.until("the job to leave running", within, |l| {
+        l.blocks.get("running").is_some_and(Vec::is_empty)
+    })
+    .await;
+    all.until("its final status in the list", within, |l| {
+        l.row("list", slow)
+            .is_some_and(|h| h.contains("badge succeeded") && h.contains("exit 0"))
+    })
+    .await;
+
+    let broken = s.run_event("breaks", None).await;
+    dash.until("the failure under recent failures", within, |l| {
+        l.row("failures", broken)
+            .is_some_and(|h| h.contains("badge failed") && h.contains("exit 3"))
+    })
+    .await;
+    failed
+        .until("the failure in the failed list", within, |l| {
+            l.row("list", broken)
+                .is_some_and(|h| h.contains("badge failed"))
+        })
+        .await;
+    all.until("both jobs, newest first", within, |l| {
+        l.blocks.get("list") == Some(&vec![broken.to_string(), slow.to_string()])
+    })
+    .await;
+    assert!(
+        !failed.ever["list"].contains(&slow.to_string()),
+        "a status=failed list was sent the job that ran and succeeded: {:?}",
+        failed.ever
+    );
+    // The no-script page is complete at load time, and names its stream with its filters.
+    let page = web.get("/jobs?status=failed").await;
+    assert!(page.body.contains(&format!("data-job=\"{broken}\"")));
+    assert!(!page.body.contains(&format!("data-job=\"{slow}\"")));
+    assert!(
+        page.body
+            .contains("data-live-jobs=\"/jobs/stream?status=failed\""),
+        "{}",
+        page.body
+    );
+}
+
+/// A job's page and the API list the variables the job wrote (name, secret or not, by which
+/// execution, when), never their values.
+#[tokio::test]
+async fn a_jobs_variable_writes_are_shown_without_their_values() {
+    let s = server(&[]);
+    let (status, _) = s
+        .api(
+            "PUT",
+            "/api/v1/variables/api-key",
+            Some(serde_json::json!({"value": "old-secret-value-1", "secret": true})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    s.apply_yaml("name: writer\ntype: bash\nscript: |\n  cronium.setVariable counter 41\n  cronium.setVariable api-key rotated-secret-value-2\n  echo wrote\n").await;
+    let id = s.run_event("writer", None).await;
+    let job = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let writes = job["variable_writes"].as_array().expect("variable_writes");
+    let seen: Vec<(&str, bool)> = writes
+        .iter()
+        .map(|w| (w["name"].as_str().unwrap_or_default(), w["secret"] == true))
+        .collect();
+    assert_eq!(seen, [("counter", false), ("api-key", true)], "{job}");
+    let exec = job["executions"][0]["id"].as_i64().expect("execution");
+    assert!(writes.iter().all(|w| w["execution_id"] == exec), "{job}");
+    assert!(writes.iter().all(|w| w.get("value").is_none()), "{job}");
+    let (_, v) = s.api("GET", "/api/v1/variables/counter", None).await;
+    assert_eq!(v["value"], 41);
+
+    let mut web = Web::new(&s);
+    web.login().await;
+    let page = web.get(&format!("/jobs/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let section = page
+        .body
+        .split("id=\"writes-h\"")
+        .nth(1)
+        .expect("the variable writes section");
+    let section = &section[..section.find("</section>").expect("its end")];
+    assert!(
+        section.contains(">counter<") && section.contains(">api-key<"),
+        "{section}"
+    );
+    assert!(section.contains("badge secret"), "{section}");
+    assert!(section.contains("attempt 1"), "{section}");
+    assert!(
+        !page.body.contains("rotated-secret-value-2"),
+        "a secret value on the page"
+    );
+    assert!(!page.body.contains("old-secret-value-1"));
+    // Timings per execution: the Took column.
+    assert!(page.body.contains("<th scope=\"col\">Took</th>"));
 }
 
 /// A workflow with a failure branch that is skipped, a node gated on a file (held running

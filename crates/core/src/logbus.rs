@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 /// Latest stored seq per job, and whether the job has ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -15,14 +15,45 @@ pub struct LogMark {
     pub done: bool,
 }
 
-#[derive(Debug, Default)]
+/// A job's state changed (queued, running, final, retry scheduled, cancelled): `job_id`, or
+/// `None` when the writer does not know which jobs (a lease recovery, a scheduler pass).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobChanged {
+    pub job_id: Option<i64>,
+}
+
+/// Status changes a slow viewer may fall behind by before it is told it lagged (and resyncs).
+pub const STATUS_CAPACITY: usize = 256;
+
+#[derive(Debug)]
 pub struct LogBus {
     jobs: Mutex<HashMap<i64, watch::Sender<LogMark>>>,
+    statuses: broadcast::Sender<JobChanged>,
+}
+
+impl Default for LogBus {
+    fn default() -> Self {
+        LogBus {
+            jobs: Mutex::default(),
+            statuses: broadcast::channel(STATUS_CAPACITY).0,
+        }
+    }
 }
 
 impl LogBus {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A job's status changed in the store (call after the commit). Never waits: without
+    /// receivers the change is dropped, a lagging receiver loses its oldest wake-ups.
+    pub fn job_changed(&self, job_id: Option<i64>) {
+        let _ = self.statuses.send(JobChanged { job_id });
+    }
+
+    /// Every status change from now on (see [`LogBus::job_changed`]).
+    pub fn watch_jobs(&self) -> broadcast::Receiver<JobChanged> {
+        self.statuses.subscribe()
     }
 
     fn sender(&self, job_id: i64) -> Option<watch::Sender<LogMark>> {

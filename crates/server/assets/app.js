@@ -1,5 +1,6 @@
 // Cronium web UI: the small amount of script the pages use. Every page works without it;
-// this makes the live log live, asks before destructive actions, and adds keyboard shortcuts.
+// this makes the live log and the job statuses live, asks before destructive actions, and adds
+// keyboard shortcuts.
 // No inline script anywhere (the Content-Security-Policy forbids it): data comes in data-*
 // attributes.
 (function () {
@@ -49,6 +50,57 @@
       yaml.focus();
       yaml.setSelectionRange(start, start + (lines[badLine - 1] || "").length);
     }
+  }
+
+  // Live job statuses (the dashboard, the job list): the server's `view` events name a block
+  // (tbody[data-view]), its row keys in order and the HTML of the rows that are new or changed;
+  // rows are patched in place, the others are left alone (focus and selection survive). A
+  // reconnected stream starts with the whole view, which resyncs the page.
+  var liveRoot = document.querySelector("[data-live-jobs]");
+  if (liveRoot && window.EventSource) liveStatuses(liveRoot);
+
+  function liveStatuses(root) {
+    var stateEl = document.querySelector("[data-live-state]");
+    function say(text) { if (stateEl) stateEl.textContent = text; }
+    function toggle(sel, hidden) { document.querySelectorAll(sel).forEach(function (el) { el.hidden = hidden; }); }
+    function patch(d) {
+      var body = document.querySelector('tbody[data-view="' + d.view + '"]');
+      if (!body) return;
+      var have = {};
+      Array.prototype.forEach.call(body.children, function (tr) { have[tr.getAttribute("data-key")] = tr; });
+      d.keys.forEach(function (k, i) {
+        var tr = have[k];
+        var html = d.rows[k];
+        if (html !== undefined) {
+          var t = document.createElement("tbody");
+          t.innerHTML = html;
+          var fresh = t.firstElementChild;
+          if (!fresh) return;
+          if (!tr) fresh.classList.add("fresh");
+          if (tr) tr.replaceWith(fresh);
+          tr = fresh;
+          have[k] = fresh;
+        }
+        if (!tr) return;
+        var at = body.children[i];
+        if (at !== tr) body.insertBefore(tr, at || null);
+      });
+      while (body.children.length > d.keys.length) body.removeChild(body.lastElementChild);
+      var empty = d.keys.length === 0;
+      var table = body.closest("table");
+      if (table) table.hidden = empty;
+      toggle('[data-empty="' + d.view + '"]', !empty);
+      toggle('[data-more="' + d.view + '"]', empty);
+      document.querySelectorAll('[data-count="' + d.view + '"]').forEach(function (el) { el.textContent = d.keys.length; });
+    }
+    var source = new EventSource(root.getAttribute("data-live-jobs"));
+    source.addEventListener("open", function () { say("live"); });
+    source.addEventListener("view", function (e) { patch(JSON.parse(e.data)); });
+    source.addEventListener("error", function (e) {
+      if (e.data) say(JSON.parse(e.data).message);
+      else if (source.readyState !== EventSource.CLOSED) say("reconnecting…");
+      else say("live updates stopped: reload the page");
+    });
   }
 
   // The live log viewer.

@@ -413,6 +413,7 @@ pub async fn serve(
         agent_wake: state.agent_wake.clone(),
         scheduler_wake: state.scheduler_wake.clone(),
         clock: Arc::new(SystemClock),
+        bus: state.bus.clone(),
     };
     tasks.push(tokio::spawn(scheduler::run(deps, holder, shutdown.clone())));
     if let Some(agent) = agent {

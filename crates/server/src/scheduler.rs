@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cronium_core::clock::{now_ms, Clock};
+use cronium_core::logbus::LogBus;
 use cronium_core::metrics::Metrics;
 use cronium_core::schedule::Schedule;
 use cronium_core::spec::{self, EventSpec, EventStatus, Missed, Overlap};
@@ -67,6 +68,8 @@ pub struct Deps {
     /// Wakes the loop after an event changed.
     pub scheduler_wake: Arc<Notify>,
     pub clock: Arc<dyn Clock>,
+    /// Told about each job a tick inserts (the live dashboard and job lists).
+    pub bus: Arc<LogBus>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -535,6 +538,7 @@ impl Scheduler {
                     .scheduler_lag
                     .observe((run.created_at - due).max(0) as f64 / 1000.0);
                 metrics.ticks.get_or_create(&kind("fired")).inc();
+                self.deps.bus.job_changed(None);
                 self.deps.agent_wake.notify_one();
                 tracing::debug!(workflow = %w.name, run = run.id, lag_ms = run.created_at - due, "workflow fired");
             }
@@ -593,6 +597,7 @@ impl Scheduler {
                     .scheduler_lag
                     .observe((job.created_at - due).max(0) as f64 / 1000.0);
                 metrics.ticks.get_or_create(&kind("fired")).inc();
+                self.deps.bus.job_changed(Some(job.id));
                 self.deps.agent_wake.notify_one();
                 tracing::debug!(event = %event.name, job = job.id, lag_ms = job.created_at - due, "fired");
             }

@@ -129,6 +129,7 @@ fn node(store: &Store, holder: &str, now: i64) -> Node {
         agent_wake: Arc::new(Notify::new()),
         scheduler_wake: wake.clone(),
         clock: clock.clone(),
+        bus: Arc::new(cronium_core::logbus::LogBus::new()),
     };
     Node {
         sched: Scheduler::new(deps, holder),

@@ -63,7 +63,7 @@ pub use seed::{SeedHistory, SeedWorkflowRuns};
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
 pub use sessions::{NewSession, SessionRow, SESSION_TOUCH_MS};
 pub use store::{Backend, Store};
-pub use variables::{VariableRow, VariableValue};
+pub use variables::{VariableRow, VariableValue, VariableWrite};
 pub use workflow_runs::{
     CancelRunResult, NodeExplanation, NodeRunRow, RunFilter, RunRequest, WorkflowFireResult,
     WorkflowRunDetail, WorkflowRunRow,

@@ -420,6 +420,10 @@ async fn delete_job(
         .execute(&mut **tx)
         .await?
         .rows_affected();
+    sqlx::query("DELETE FROM variable_writes WHERE job_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
     let executions = sqlx::query("DELETE FROM executions WHERE job_id = $1")
         .bind(id)
         .execute(&mut **tx)

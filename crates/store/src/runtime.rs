@@ -192,16 +192,19 @@ impl Store {
             Backend::Postgres => " FOR SHARE OF e",
         };
         let owned = sqlx::query(&format!(
-            "SELECT e.id FROM executions e WHERE {FENCE}{lock}"
+            "SELECT e.id, e.job_id FROM executions e WHERE {FENCE}{lock}"
         ))
         .bind(exec_id)
         .bind(i64::from(attempt))
         .fetch_optional(&mut *tx)
         .await?;
-        if owned.is_none() {
+        let Some(owned) = owned else {
             return Ok(false);
-        }
+        };
+        let job_id = i64_col(&owned, "job_id")?;
+        let secret = matches!(value, VariableValue::Secret(_));
         Self::set_variable_on(&mut *tx, name, value, now).await?;
+        Self::record_variable_write(&mut *tx, job_id, Some(exec_id), name, secret, now).await?;
         tx.commit().await?;
         Ok(true)
     }

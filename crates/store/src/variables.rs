@@ -6,7 +6,7 @@
 use serde_json::Value;
 use sqlx::any::AnyRow;
 
-use crate::row::{bool_col, i64_col, json, text, to_json};
+use crate::row::{bool_col, i64_col, json, opt_i64, text, to_json};
 use crate::store::map_opt;
 use crate::{Store, StoreError};
 
@@ -22,6 +22,17 @@ pub struct VariableRow {
     pub name: String,
     pub value: VariableValue,
     pub updated_at: i64,
+}
+
+/// A variable written by a job (`cronium.setVariable`): never its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VariableWrite {
+    pub name: String,
+    pub job_id: i64,
+    /// The execution (server, attempt) that wrote it, when the writer knew.
+    pub execution_id: Option<i64>,
+    pub secret: bool,
+    pub written_at: i64,
 }
 
 fn variable_row(row: &AnyRow) -> Result<VariableRow, StoreError> {
@@ -81,6 +92,74 @@ impl Store {
         .execute(executor)
         .await?;
         Ok(())
+    }
+
+    /// Writes a variable for job `job_id` (its execution, when known) and records the write
+    /// (name, job, execution, secret or not, time; never the value), in one transaction.
+    pub async fn set_job_variable(
+        &self,
+        job_id: i64,
+        execution_id: Option<i64>,
+        name: &str,
+        value: VariableValue,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.begin_write().await?;
+        let secret = matches!(value, VariableValue::Secret(_));
+        Self::set_variable_on(&mut *tx, name, value, now).await?;
+        Self::record_variable_write(&mut *tx, job_id, execution_id, name, secret, now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) async fn record_variable_write<'c, E>(
+        executor: E,
+        job_id: i64,
+        execution_id: Option<i64>,
+        name: &str,
+        secret: bool,
+        now: i64,
+    ) -> Result<(), StoreError>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
+        sqlx::query(
+            "INSERT INTO variable_writes (job_id, execution_id, name, is_secret, written_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(job_id)
+        .bind(execution_id)
+        .bind(name)
+        .bind(i64::from(secret))
+        .bind(now)
+        .execute(executor)
+        .await?;
+        Ok(())
+    }
+
+    /// What job `job_id` wrote, in order.
+    pub async fn list_variable_writes(
+        &self,
+        job_id: i64,
+    ) -> Result<Vec<VariableWrite>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT job_id, execution_id, name, is_secret, written_at FROM variable_writes \
+             WHERE job_id = $1 ORDER BY id",
+        )
+        .bind(job_id)
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(VariableWrite {
+                    name: text(row, "name")?,
+                    job_id: i64_col(row, "job_id")?,
+                    execution_id: opt_i64(row, "execution_id")?,
+                    secret: bool_col(row, "is_secret")?,
+                    written_at: i64_col(row, "written_at")?,
+                })
+            })
+            .collect()
     }
 
     pub async fn get_variable(&self, name: &str) -> Result<Option<VariableRow>, StoreError> {

@@ -214,6 +214,34 @@ pub struct JobDto {
     /// Only in the answer for one job (`GET /api/v1/jobs/{id}`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executions: Option<Vec<ExecutionDto>>,
+    /// The variables the job's scripts wrote, in order (never their values). Only in the
+    /// answer for one job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub variable_writes: Option<Vec<VariableWriteDto>>,
+}
+
+/// A variable a job's script wrote (`cronium.setVariable`): its name, never its value.
+#[derive(Serialize, ToSchema)]
+pub struct VariableWriteDto {
+    pub name: String,
+    /// The execution (server, attempt) that wrote it; null when not known.
+    #[schema(required)]
+    pub execution_id: Option<i64>,
+    /// The variable is secret (its value is write-only).
+    pub secret: bool,
+    #[schema(format = DateTime)]
+    pub written_at: String,
+}
+
+impl From<cronium_store::VariableWrite> for VariableWriteDto {
+    fn from(w: cronium_store::VariableWrite) -> Self {
+        VariableWriteDto {
+            name: w.name,
+            execution_id: w.execution_id,
+            secret: w.secret,
+            written_at: rfc3339(w.written_at),
+        }
+    }
 }
 
 impl JobDto {
@@ -239,7 +267,14 @@ impl JobDto {
             started_at: ts(j.started_at),
             finished_at: ts(j.finished_at),
             executions: executions.map(|xs| xs.into_iter().map(ExecutionDto::from).collect()),
+            variable_writes: None,
         }
+    }
+
+    /// With the variables the job wrote (the answer for one job).
+    pub fn with_writes(mut self, writes: Vec<cronium_store::VariableWrite>) -> Self {
+        self.variable_writes = Some(writes.into_iter().map(VariableWriteDto::from).collect());
+        self
     }
 }
 

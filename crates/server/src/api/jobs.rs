@@ -67,7 +67,7 @@ pub async fn list(
 /// One job with its executions.
 #[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "jobs", operation_id = "show_job", params(JobId),
     responses(
-        (status = 200, description = "The job, with `executions`", body = JobDto),
+        (status = 200, description = "The job, with `executions` and `variable_writes`", body = JobDto),
         (status = 404, description = "No such job", body = ErrorBody),
         (status = 422, description = "The id is not an integer", body = ErrorBody),
     ),
@@ -77,7 +77,8 @@ pub async fn show(
     Path(JobId { id }): Path<JobId>,
 ) -> ApiResult<Json<JobDto>> {
     let (job, executions) = jobs::detail(&state, id).await?;
-    Ok(Json(JobDto::new(job, Some(executions))))
+    let writes = jobs::variable_writes(&state, id).await?;
+    Ok(Json(JobDto::new(job, Some(executions)).with_writes(writes)))
 }
 
 /// Cancel a queued (at once) or running (the runner stops the script) job.

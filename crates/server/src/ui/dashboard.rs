@@ -1,5 +1,6 @@
 //! `GET /`: the dashboard: jobs running now, recent failures, the next scheduled runs, the
-//! servers at a glance, and workflow runs (running now, recent failures).
+//! servers at a glance, and workflow runs (running now, recent failures). `app.js` keeps the
+//! jobs blocks live through `live.rs`'s stream.
 
 use askama::Template;
 use axum::extract::State;
@@ -9,7 +10,7 @@ use axum::Extension;
 use super::error::UiResult;
 use super::jobs::JobItem;
 use super::session::Session;
-use super::{format, render, Ctx};
+use super::{format, live, render, Ctx};
 use crate::state::AppState;
 use crate::usecases;
 
@@ -41,6 +42,24 @@ struct Dashboard {
     wf_failures: Vec<super::workflows::RunItem>,
 }
 
+/// The next 10 scheduled runs, soonest first.
+pub fn next_runs(events: &[cronium_store::EventRow]) -> Vec<NextRun> {
+    let mut scheduled: Vec<_> = events
+        .iter()
+        .filter_map(|e| e.next_fire_at.map(|t| (t, e.name.clone())))
+        .collect();
+    scheduled.sort();
+    scheduled
+        .into_iter()
+        .take(10)
+        .map(|(t, event)| NextRun {
+            event,
+            at: format::ts(Some(t)),
+            iso: format::iso(Some(t)),
+        })
+        .collect()
+}
+
 pub fn server_health(s: &cronium_store::ServerRow) -> &'static str {
     if s.pending_host_key.is_some() {
         "changed"
@@ -55,23 +74,10 @@ pub async fn show(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
 ) -> UiResult<Response> {
-    let running = usecases::jobs::running(&state, 20).await?;
-    let failures = usecases::jobs::recent_failures(&state, 10).await?;
+    let running = usecases::jobs::running(&state, live::DASH_RUNNING).await?;
+    let failures = usecases::jobs::recent_failures(&state, live::DASH_FAILURES).await?;
     let events = usecases::events::list(&state).await?;
-    let mut scheduled: Vec<_> = events
-        .iter()
-        .filter_map(|e| e.next_fire_at.map(|t| (t, e.name.clone())))
-        .collect();
-    scheduled.sort();
-    let next_runs = scheduled
-        .into_iter()
-        .take(10)
-        .map(|(t, event)| NextRun {
-            event,
-            at: format::ts(Some(t)),
-            iso: format::iso(Some(t)),
-        })
-        .collect();
+    let next_runs = next_runs(&events);
     let servers = usecases::servers::list(&state)
         .await?
         .iter()

@@ -1,7 +1,7 @@
 //! The jobs pages: the list (filters by status, event, server and trigger; keyset paging on
-//! id, so a page deep in the history costs what the first one does), a job's detail (every
-//! execution per attempt and server, exit codes, outputs, timings; cancel, re-run) and its
-//! log viewer.
+//! id, so a page deep in the history costs what the first one does; kept live by `live.rs`),
+//! a job's detail (every execution per attempt and server, exit codes, outputs, timings, the
+//! variables it wrote; cancel, re-run) and its log viewer.
 //!
 //! The log viewer opens at the tail: the page holds the last [`TAIL`] lines, rendered by the
 //! server (so it works without JavaScript, with a link to older lines). `app.js` then follows
@@ -94,6 +94,47 @@ fn blank(v: Option<String>) -> Option<String> {
     v.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
+impl ListForm {
+    /// The filters (blank fields are no filter), without paging.
+    pub fn query(&self) -> JobQuery {
+        JobQuery {
+            event: blank(self.event.clone()),
+            status: blank(self.status.clone()),
+            trigger: blank(self.trigger.clone()),
+            server: blank(self.server.clone()),
+            limit: None,
+            before: None,
+        }
+    }
+
+    /// The `before` of a later page; an error naming the field when it is not a job id.
+    pub fn before(&self) -> Result<Option<i64>, &'static str> {
+        match blank(self.before.clone()).map(|b| b.parse::<i64>()) {
+            Some(Ok(b)) => Ok(Some(b)),
+            Some(Err(_)) => Err("before: must be a job id"),
+            None => Ok(None),
+        }
+    }
+
+    /// The page's query string for its live stream (`/jobs/stream?...`).
+    fn stream_query(&self) -> String {
+        let q = self.query();
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        for (k, v) in [
+            ("status", q.status),
+            ("event", q.event),
+            ("server", q.server),
+            ("trigger", q.trigger),
+            ("before", blank(self.before.clone())),
+        ] {
+            if let Some(v) = v {
+                pairs.push((k, v));
+            }
+        }
+        serde_urlencoded::to_string(&pairs).unwrap_or_default()
+    }
+}
+
 #[derive(Template)]
 #[template(path = "jobs.html")]
 struct JobsPage {
@@ -111,6 +152,8 @@ struct JobsPage {
     older: Option<String>,
     /// Whether this is a page after the first.
     paged: bool,
+    /// The live statuses' stream of this page (none when its filters are refused).
+    live: Option<String>,
 }
 
 pub async fn list(
@@ -118,29 +161,20 @@ pub async fn list(
     Extension(session): Extension<Session>,
     Query(f): Query<ListForm>,
 ) -> UiResult<Response> {
+    let mut q = f.query();
     let (status, event, server, trigger) = (
-        blank(f.status),
-        blank(f.event),
-        blank(f.server),
-        blank(f.trigger),
+        q.status.clone(),
+        q.event.clone(),
+        q.server.clone(),
+        q.trigger.clone(),
     );
     let mut error = None;
-    let before = match blank(f.before).map(|b| b.parse::<i64>()) {
-        Some(Ok(b)) => Some(b),
-        Some(Err(_)) => {
-            error = Some("before: must be a job id".to_string());
-            None
-        }
-        None => None,
-    };
-    let q = JobQuery {
-        event: event.clone(),
-        status: status.clone(),
-        trigger: trigger.clone(),
-        server: server.clone(),
-        limit: Some(PAGE),
-        before,
-    };
+    let before = f.before().unwrap_or_else(|m| {
+        error = Some(m.to_string());
+        None
+    });
+    q.limit = Some(PAGE);
+    q.before = before;
     let jobs = match uc::list(&state, &q).await {
         Ok(j) => j,
         Err(UseCaseError::Invalid { message, .. }) => {
@@ -172,7 +206,12 @@ pub async fn list(
         .into_iter()
         .map(|s| s.name)
         .collect();
+    // A page whose filters are refused has nothing to keep live.
+    let live = error
+        .is_none()
+        .then(|| format!("/jobs/stream?{}", f.stream_query()));
     Ok(render(&JobsPage {
+        live,
         ctx: Ctx::new(&session, "jobs"),
         jobs: jobs.into_iter().map(JobItem::from).collect(),
         status: status.unwrap_or_default(),
@@ -226,6 +265,16 @@ impl From<ExecutionRow> for ExecItem {
     }
 }
 
+/// A variable the job wrote, as the page shows it (never its value).
+pub struct WriteItem {
+    pub name: String,
+    pub secret: bool,
+    /// `attempt 1 · web-1`, or empty when the execution is unknown.
+    pub by: String,
+    pub at: String,
+    pub iso: String,
+}
+
 /// A log line as the page shows it.
 pub struct LineItem {
     pub seq: i64,
@@ -265,6 +314,7 @@ struct JobPage {
     created: String,
     finished: String,
     executions: Vec<ExecItem>,
+    writes: Vec<WriteItem>,
     servers: Vec<String>,
     lines: Vec<LineItem>,
     /// The seq of the first line shown, when older lines exist.
@@ -312,7 +362,32 @@ pub async fn show(
     let workflow_run = usecases::workflows::run_of_job(&state, &job)
         .await?
         .map(|(run, node)| WorkflowLink { run, node });
+    let writes = uc::variable_writes(&state, id).await?;
     let lines = uc::log_tail(&state, id, q.before, TAIL).await?;
+    let by: std::collections::HashMap<i64, String> = executions
+        .iter()
+        .map(|x| {
+            let mut s = format!("attempt {}", x.attempt);
+            if let Some(server) = &x.server {
+                s.push_str(" · ");
+                s.push_str(server);
+            }
+            (x.id, s)
+        })
+        .collect();
+    let writes: Vec<WriteItem> = writes
+        .into_iter()
+        .map(|w| WriteItem {
+            by: w
+                .execution_id
+                .and_then(|x| by.get(&x).cloned())
+                .unwrap_or_default(),
+            at: format::ts(Some(w.written_at)),
+            iso: format::iso(Some(w.written_at)),
+            secret: w.secret,
+            name: w.name,
+        })
+        .collect();
     let mut servers: Vec<String> = executions.iter().filter_map(|x| x.server.clone()).collect();
     servers.sort();
     servers.dedup();
@@ -335,6 +410,7 @@ pub async fn show(
         cancel_requested: job.cancel_requested,
         job: JobItem::from(job),
         executions: executions.into_iter().map(ExecItem::from).collect(),
+        writes,
         servers,
         lines: lines.into_iter().map(LineItem::from).collect(),
         older,

@@ -19,6 +19,7 @@ pub mod events;
 pub mod format;
 pub mod graph;
 pub mod jobs;
+pub mod live;
 pub mod login;
 pub mod servers;
 pub mod session;
@@ -147,6 +148,7 @@ pub fn page_routes() -> Routes<AppState> {
         .merge(events::routes())
         .merge(jobs::routes())
         .merge(workflows::routes())
+        .merge(live::routes())
         .merge(servers::routes())
         .merge(variables::routes())
         .merge(tokens::routes())

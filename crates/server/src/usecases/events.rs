@@ -243,6 +243,7 @@ async fn run_unrecorded(
     let job = runs::new_job(&event, &spec, trigger, input, now, None);
     // The limit check, the insert and the pause at the limit are one store transaction.
     let job = state.store.enqueue(&job, now).await?;
+    state.bus.job_changed(Some(job.id));
     state.agent_wake.notify_one();
     Ok(job)
 }

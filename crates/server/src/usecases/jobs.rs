@@ -92,6 +92,14 @@ pub async fn detail(state: &AppState, id: i64) -> UseCaseResult<(JobRow, Vec<Exe
     Ok((job, executions))
 }
 
+/// The variables job `id` wrote, in order (names and when, never values).
+pub async fn variable_writes(
+    state: &AppState,
+    id: i64,
+) -> UseCaseResult<Vec<cronium_store::VariableWrite>> {
+    Ok(state.store.list_variable_writes(id).await?)
+}
+
 /// Cancels a queued (at once) or running (the runner stops the script) job; a conflict when
 /// it has already ended. Returns the job as it is after the request.
 pub async fn cancel(state: &AppState, actor: &Actor, id: i64) -> UseCaseResult<JobRow> {
@@ -120,7 +128,11 @@ async fn cancel_unrecorded(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
                 message: format!("job {id} has already ended ({status})"),
             })
         }
-        CancelResult::Cancelled => state.bus.finish(id),
+        CancelResult::Cancelled => {
+            state.bus.finish(id);
+            state.bus.job_changed(Some(id));
+        }
+        // The agent ends the run and publishes its final status.
         CancelResult::Requested => {}
     }
     get(state, id).await

@@ -294,6 +294,7 @@ async fn run_unrecorded(
         .store
         .start_workflow_run(workflow.id, &req, now)
         .await?;
+    state.bus.job_changed(None);
     state.agent_wake.notify_one();
     Ok(run)
 }
@@ -367,6 +368,7 @@ async fn retry_unrecorded(state: &AppState, id: i64, now: i64) -> UseCaseResult<
             },
             other => other.into(),
         })?;
+    state.bus.job_changed(None);
     state.agent_wake.notify_one();
     Ok(run)
 }
@@ -405,7 +407,10 @@ async fn cancel_unrecorded(state: &AppState, id: i64, now: i64) -> UseCaseResult
                 message: format!("workflow run {id} has already ended ({status})"),
             })
         }
-        CancelRunResult::Cancelled | CancelRunResult::Requested => {}
+        CancelRunResult::Cancelled | CancelRunResult::Requested => {
+            // Queued node jobs were cancelled in the store: the job views resync.
+            state.bus.job_changed(None);
+        }
     }
     Ok(run_detail(state, id).await?.run)
 }

@@ -123,6 +123,18 @@ async fn runtime_writes_are_fenced_by_the_claim(t: Ctx) {
         .runtime_set_variable(e.id, 1, "v", VariableValue::Plain(json!("stale")), 4)
         .await
         .unwrap());
+    // The write that went through is the job's, with its execution; the refused one is not.
+    let writes = s.list_variable_writes(j.id).await.unwrap();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert_eq!(
+        (
+            writes[0].name.as_str(),
+            writes[0].execution_id,
+            writes[0].secret,
+            writes[0].written_at
+        ),
+        ("v", Some(e.id), false, 3)
+    );
     let row = s.get_execution(e.id).await.unwrap().unwrap();
     assert_eq!(
         (row.output, row.condition),

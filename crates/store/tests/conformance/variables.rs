@@ -3,9 +3,46 @@
 use cronium_store::{StoreError, VariableValue};
 use serde_json::json;
 
-use crate::harness::Ctx;
+use crate::harness::{job, Ctx};
 
 conformance!(variables_plain_and_secret);
+conformance!(a_jobs_variable_writes_are_recorded_without_their_values);
+
+async fn a_jobs_variable_writes_are_recorded_without_their_values(t: Ctx) {
+    let s = &t.store;
+    let a = s.enqueue(&job("writer", 0), 0).await.unwrap();
+    let b = s.enqueue(&job("other", 0), 0).await.unwrap();
+    s.set_job_variable(a.id, None, "counter", VariableValue::Plain(json!(1)), 5)
+        .await
+        .unwrap();
+    s.set_job_variable(a.id, None, "token", VariableValue::Secret(vec![9, 9]), 6)
+        .await
+        .unwrap();
+    s.set_job_variable(b.id, None, "counter", VariableValue::Plain(json!(2)), 7)
+        .await
+        .unwrap();
+    let w = s.list_variable_writes(a.id).await.unwrap();
+    let seen: Vec<_> = w
+        .iter()
+        .map(|w| (w.name.as_str(), w.job_id, w.secret, w.written_at))
+        .collect();
+    assert_eq!(
+        seen,
+        [("counter", a.id, false, 5), ("token", a.id, true, 6)]
+    );
+    assert_eq!(s.list_variable_writes(b.id).await.unwrap().len(), 1);
+    // The values went to the variables, as a plain write would.
+    assert_eq!(
+        s.get_variable("counter").await.unwrap().unwrap().value,
+        VariableValue::Plain(json!(2))
+    );
+    // A refused write (bad name) records nothing.
+    assert!(s
+        .set_job_variable(a.id, None, " ", VariableValue::Plain(json!(0)), 8)
+        .await
+        .is_err());
+    assert_eq!(s.list_variable_writes(a.id).await.unwrap().len(), 2);
+}
 
 async fn variables_plain_and_secret(t: Ctx) {
     let s = &t.store;
