@@ -83,9 +83,21 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
+/// `path` made absolute against the current directory: runs start in their own working
+/// directory, where a relative `--runner target/runner/cronium-runner` would name nothing.
+fn absolute(path: PathBuf, flag: &str) -> Result<PathBuf> {
+    std::path::absolute(&path).map_err(|e| anyhow!("{flag} {}: {e}", path.display()))
+}
+
 async fn serve(args: ServeArgs) -> Result<i32> {
-    let static_runner = args.static_runner.clone().or_else(find_static_runner);
-    let runner = find_runner(args.runner, static_runner.as_deref())?;
+    let static_runner = match args.static_runner.clone() {
+        Some(p) => Some(absolute(p, "--static-runner")?),
+        None => find_static_runner(),
+    };
+    let runner = absolute(
+        find_runner(args.runner, static_runner.as_deref())?,
+        "--runner",
+    )?;
     tracing::info!(runner = %runner.display(), "runner for local runs");
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let mut config = ServerConfig::new(data_dir.clone(), runner);

@@ -94,6 +94,26 @@ async fn outputs_survive_a_timeout() {
     assert_eq!(v["value"], 50);
 }
 
+/// `serve --runner` with a path relative to where the server was started: every run starts in
+/// a working directory of its own, where the relative path would name nothing.
+#[tokio::test]
+async fn a_relative_runner_path_is_taken_from_the_servers_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("bin")).expect("mkdir");
+    std::fs::copy(runner_bin(), dir.path().join("bin/cronium-runner")).expect("copy runner");
+    let s = Server::start_with(ServerOpts {
+        runner: Some("bin/cronium-runner".into()),
+        current_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    });
+    s.apply_yaml("name: rel\ntype: bash\nscript: echo from-relative\n")
+        .await;
+    let id = s.run_event("rel", None).await;
+    let j = s.wait_job(id, Duration::from_secs(30)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert!(s.log_text(id).await.contains("from-relative"));
+}
+
 #[tokio::test]
 async fn payloads_are_reused_until_the_event_changes() {
     let s = Server::start();

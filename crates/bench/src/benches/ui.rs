@@ -416,6 +416,11 @@ async fn backend(
         anyhow::bail!("the stream closed before its end")
     })
     .await??;
+    if lat.is_empty() {
+        // Say why: the job's final state and its executions' errors.
+        let job = server.job(id).await.unwrap_or(Value::Null);
+        anyhow::bail!("no live lines from job {id}: {job}");
+    }
     let s = Summary::of(&lat).ok_or_else(|| anyhow::anyhow!("no live lines"))?;
     report.at_most(
         format!(

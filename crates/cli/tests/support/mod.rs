@@ -72,6 +72,8 @@ pub struct ServerOpts {
     pub args: Vec<String>,
     /// Where the server's log (stderr) goes; default: the test's stderr.
     pub log_file: Option<PathBuf>,
+    /// The server's working directory (default: the test's).
+    pub current_dir: Option<PathBuf>,
 }
 
 pub struct Server {
@@ -117,6 +119,9 @@ impl Server {
             });
         if let Some(db) = &opts.database_url {
             cmd.arg("--database-url").arg(db);
+        }
+        if let Some(dir) = &opts.current_dir {
+            cmd.current_dir(dir);
         }
         for (k, v) in &opts.env {
             cmd.env(k, v);
