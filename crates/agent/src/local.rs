@@ -59,7 +59,9 @@ impl LocalTransport {
         sink: &EventSink,
         cancel: CancellationToken,
     ) -> Result<Finished, TransportError> {
-        let payload = tokio::fs::read(&req.payload_path).await.map_err(|e| {
+        // A payload is a compressed script (kilobytes) read back from the page cache: read in
+        // place, without the blocking pool's two thread hops on every run.
+        let payload = std::fs::read(&req.payload_path).map_err(|e| {
             TransportError::Spawn(format!(
                 "cannot read the payload {}: {e}",
                 req.payload_path.display()

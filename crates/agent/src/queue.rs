@@ -360,12 +360,14 @@ impl JobQueue for StoreQueue {
         Ok(self
             .store
             .finish_attempt(
-                lease.job_id,
-                &lease.worker,
-                lease.attempt,
-                node_run_id,
-                executions,
-                outcome,
+                &cronium_store::AttemptEnd {
+                    job_id: lease.job_id,
+                    worker: &lease.worker,
+                    attempt: lease.attempt,
+                    node_run_id,
+                    executions,
+                    outcome,
+                },
                 now_ms(),
             )
             .await?)

@@ -353,6 +353,19 @@ pub(crate) async fn insert_job(
     map_opt(row, job_row)
 }
 
+/// What [`Store::finish_attempt`] writes: the attempt (job, worker, attempt number), whether
+/// the job is a node's (`node_run_id` of the claimed row), its executions' final updates and
+/// the job's outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptEnd<'a> {
+    pub job_id: i64,
+    pub worker: &'a str,
+    pub attempt: i32,
+    pub node_run_id: Option<i64>,
+    pub executions: &'a [(i64, crate::ExecutionUpdate)],
+    pub outcome: &'a JobOutcome,
+}
+
 /// An attempt's end: the job's outcome, fenced by its lease (`$6` id, `$7` worker, `$8`
 /// attempt).
 const FINISH: &str = "UPDATE jobs SET status = $1, exit_code = $2, output = $3, error = $4, \
@@ -561,16 +574,15 @@ impl Store {
     /// node's job (`node_run_id` of the claimed row), the successors that became ready. One
     /// commit instead of two or three; nothing of the end is visible before all of it is.
     /// False (and nothing written) when `worker` no longer owns `attempt`.
-    pub async fn finish_attempt(
-        &self,
-        job_id: i64,
-        worker: &str,
-        attempt: i32,
-        node_run_id: Option<i64>,
-        executions: &[(i64, crate::ExecutionUpdate)],
-        outcome: &JobOutcome,
-        now: i64,
-    ) -> Result<bool, StoreError> {
+    pub async fn finish_attempt(&self, end: &AttemptEnd<'_>, now: i64) -> Result<bool, StoreError> {
+        let AttemptEnd {
+            job_id,
+            worker,
+            attempt,
+            node_run_id,
+            executions,
+            outcome,
+        } = *end;
         check_final(outcome)?;
         let output = to_json("output", &outcome.output)?;
         let mut tx = self.begin_write().await?;

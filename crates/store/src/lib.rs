@@ -50,7 +50,9 @@ pub use error::StoreError;
 pub use events::{Applied, EventRow};
 pub use executions::{ExecutionRow, ExecutionUpdate};
 pub use hooks::{HookKind, HookRow};
-pub use jobs::{CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob};
+pub use jobs::{
+    AttemptEnd, CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob,
+};
 pub use logs::{LogLine, NewLogLine};
 pub use notify::{ChannelRow, NewChannel, NewNotification, NotifySource, OutboxRow};
 pub use retention::{

@@ -11,9 +11,9 @@ use cronium_model::workflow::{
 };
 use cronium_model::{EventStatus, ExecutionStatus, JobPolicy, JobStatus, PolicyOverride, Trigger};
 use cronium_store::{
-    Applied, CancelRunResult, ExecutionUpdate, Heartbeat, JobFilter, JobOutcome, JobRow, RunFilter,
-    RunRequest, Store, StoreError, WorkflowFireResult, WorkflowRow, WorkflowRunDetail,
-    WorkflowRunRow,
+    Applied, AttemptEnd, CancelRunResult, ExecutionUpdate, Heartbeat, JobFilter, JobOutcome,
+    JobRow, RunFilter, RunRequest, Store, StoreError, WorkflowFireResult, WorkflowRow,
+    WorkflowRunDetail, WorkflowRunRow,
 };
 use serde_json::{json, Value};
 
@@ -308,13 +308,15 @@ async fn an_attempts_end_is_one_write_with_its_executions_and_successors(t: Ctx)
     // Another worker's end of a's attempt: nothing written, neither the execution nor the job.
     assert!(!s
         .finish_attempt(
-            a.id,
-            "other",
-            a.attempt,
-            a.node_run_id,
-            &[(xa.id, end.clone())],
-            &outcome,
-            200
+            &AttemptEnd {
+                job_id: a.id,
+                worker: "other",
+                attempt: a.attempt,
+                node_run_id: a.node_run_id,
+                executions: &[(xa.id, end.clone())],
+                outcome: &outcome,
+            },
+            200,
         )
         .await
         .unwrap());
@@ -328,13 +330,15 @@ async fn an_attempts_end_is_one_write_with_its_executions_and_successors(t: Ctx)
 
     assert!(s
         .finish_attempt(
-            a.id,
-            W,
-            a.attempt,
-            a.node_run_id,
-            &[(xa.id, end.clone())],
-            &outcome,
-            200
+            &AttemptEnd {
+                job_id: a.id,
+                worker: W,
+                attempt: a.attempt,
+                node_run_id: a.node_run_id,
+                executions: &[(xa.id, end.clone())],
+                outcome: &outcome,
+            },
+            200,
         )
         .await
         .unwrap());
@@ -361,7 +365,17 @@ async fn an_attempts_end_is_one_write_with_its_executions_and_successors(t: Ctx)
         .unwrap()
         .unwrap();
     assert!(s
-        .finish_attempt(b.id, W, b.attempt, None, &[(xb.id, end)], &outcome, 400)
+        .finish_attempt(
+            &AttemptEnd {
+                job_id: b.id,
+                worker: W,
+                attempt: b.attempt,
+                node_run_id: None,
+                executions: &[(xb.id, end)],
+                outcome: &outcome,
+            },
+            400,
+        )
         .await
         .unwrap());
     assert_eq!(
