@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use cronium_core::clock::now_ms;
 use cronium_core::duration::HumanDuration;
+use cronium_core::fanout::{self, ServerCount, Verdict};
 use cronium_core::payload::{PayloadError, PayloadRef, PayloadSource};
 use cronium_core::spec::{self, EventSpec, EventType, Target};
 use cronium_core::transport::RunRequest;
@@ -127,6 +128,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
                     &lease,
                     Err(JobError::retryable(message)),
                     &HashMap::new(),
+                    None,
                 )
                 .await
                 {
@@ -155,8 +157,13 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             .await;
     }
 
+    // The fan-out's `min_success`, known once the spec is read, for the job's status.
+    let mut min_success = None;
     let results = async {
         let spec = load_spec(&inner, &job).await?;
+        if let Target::Servers(t) = &spec.target {
+            min_success = t.min_success;
+        }
         run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await
     }
     .await;
@@ -193,7 +200,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         return;
     }
     let results = mask_results(results, &masker);
-    let done = conclude(&inner, &job, &lease, results, &facts).await;
+    let done = conclude(&inner, &job, &lease, results, &facts, min_success).await;
     if done {
         inner.bus.finish(job.id);
     }
@@ -339,13 +346,19 @@ async fn load_spec(inner: &Inner, job: &JobRow) -> Result<Arc<EventSpec>, JobErr
 /// timeout the job was made with (the event's, or the node's `timeout`). Retries are the job's
 /// own columns and the input was merged by the store, so nothing else is needed here. Jobs of
 /// anything but a node are left as their event says.
+///
+/// A job made by `cronium job retry --failed-only` carries overrides too, without a node: its
+/// target narrowed to the servers to run again.
 fn apply_node_overrides(job: &JobRow, spec: &mut EventSpec) -> Result<(), JobError> {
-    if job.node_run_id.is_none() {
+    if job.node_run_id.is_none() && job.overrides.is_null() {
         return Ok(());
     }
     let overrides = NodeOverrides::from_value(&job.overrides)
-        .map_err(|e| JobError::fatal(format!("the node's overrides are invalid: {e}")))?;
+        .map_err(|e| JobError::fatal(format!("the job's overrides are invalid: {e}")))?;
     overrides.apply(spec);
+    if job.node_run_id.is_none() {
+        return Ok(());
+    }
     if let Ok(ms) = u64::try_from(job.timeout_ms) {
         if ms > 0 {
             spec.timeout = HumanDuration(std::time::Duration::from_millis(ms));
@@ -610,6 +623,7 @@ async fn conclude(
     lease: &Lease,
     results: Result<Vec<ExecResult>, JobError>,
     facts: &HashMap<Option<i64>, ExecutionFacts>,
+    min_success: Option<ServerCount>,
 ) -> bool {
     let now = now_ms();
     let (status, exit_code, output, error, retryable) = match results {
@@ -633,7 +647,7 @@ async fn conclude(
                     ExecutionUpdate {
                         status: Some(status),
                         exit_code: r.finished.exit_code,
-                        finished_at: Some(now),
+                        finished_at: r.extra.finished_at.or(Some(now)),
                         run_ms: Some(r.finished.run_ms as i64),
                         error: r.finished.error.clone(),
                         output: f.output.clone(),
@@ -646,9 +660,11 @@ async fn conclude(
             if let Err(e) = inner.queue.update_executions(lease, &updates).await {
                 tracing::warn!(error = %e, "recording execution ends");
             }
-            let (status, exit_code, output, error) = aggregate(&results, facts);
+            let (status, exit_code, output, error) = aggregate(&results, facts, min_success);
             // A script that failed or timed out may pass next time; a partial fan-out is an
             // outcome (retrying would re-run the servers that succeeded), a cancel is final.
+            // A fan-out failed by `min_success` is retried whole, like one where no server
+            // succeeded (`cronium job retry --failed-only` re-runs only the failed servers).
             let retryable = matches!(status, JobStatus::Failed | JobStatus::TimedOut);
             (status, exit_code, output, error, retryable)
         }
@@ -691,11 +707,13 @@ async fn conclude(
     }
 }
 
-/// The job's status from its executions: all succeeded => succeeded; some => partial; none =>
-/// the (single) failure's status.
+/// The job's status from its executions: all succeeded => succeeded; enough succeeded
+/// (`min_success`, else one) => partial; fewer => failed, or, when none succeeded, the first
+/// failure's status (timed out, cancelled...).
 fn aggregate(
     results: &[ExecResult],
     facts: &HashMap<Option<i64>, ExecutionFacts>,
+    min_success: Option<ServerCount>,
 ) -> (JobStatus, Option<i32>, Value, Option<String>) {
     if results.is_empty() {
         // Every server task died before reporting (a panic): nothing ran to an end.
@@ -726,20 +744,33 @@ fn aggregate(
     let first_bad = results
         .iter()
         .find(|r| r.finished.status != RunStatus::Succeeded);
-    let status = match first_bad {
-        None => JobStatus::Succeeded,
-        Some(_) if ok > 0 => JobStatus::Partial,
-        Some(bad) => JobStatus::from(bad.finished.status),
+    let verdict = fanout::verdict(results.len(), ok, min_success);
+    let status = match (verdict, first_bad) {
+        (Verdict::Succeeded, _) | (_, None) => JobStatus::Succeeded,
+        (Verdict::Partial, Some(_)) => JobStatus::Partial,
+        // Some servers succeeded, fewer than `min_success` asks.
+        (Verdict::Failed, Some(_)) if ok > 0 => JobStatus::Failed,
+        (Verdict::Failed, Some(bad)) => JobStatus::from(bad.finished.status),
     };
     let exit_code = match first_bad {
         None => results.first().and_then(|r| r.finished.exit_code),
         Some(bad) => bad.finished.exit_code,
     };
-    let error = first_bad.and_then(|r| {
+    let mut error = first_bad.and_then(|r| {
         r.finished.error.clone().map(|e| match &r.server {
             Some(s) => format!("{s}: {e}"),
             None => e,
         })
     });
+    if let (Some(m), Verdict::Failed, true) = (min_success, verdict, ok > 0) {
+        let why = format!(
+            "{ok} of {} servers succeeded, fewer than target.min_success ({m})",
+            results.len()
+        );
+        error = Some(match error {
+            Some(e) => format!("{why}; {e}"),
+            None => why,
+        });
+    }
     (status, exit_code, output, error)
 }

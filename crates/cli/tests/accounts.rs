@@ -48,6 +48,7 @@ const API: &[(&str, &str, Need)] = &[
     ("GET", "/api/v1/jobs", Viewer),
     ("GET", "/api/v1/jobs/{id}", Viewer),
     ("POST", "/api/v1/jobs/{id}/cancel", Operator),
+    ("POST", "/api/v1/jobs/{id}/retry", Operator),
     ("GET", "/api/v1/jobs/{id}/logs", Viewer),
     ("GET", "/api/v1/jobs/{id}/logs/stream", Viewer),
     ("GET", "/api/v1/variables", Viewer),
