@@ -84,6 +84,9 @@ pub(crate) struct ExecResult {
     /// More fields for the execution's final write (mode, runner version, note), so that an
     /// execution costs as few store writes as possible: create, start, end.
     pub(crate) extra: ExecutionUpdate,
+    /// Never started: its batch was not reached (an earlier one failed, or the job was
+    /// cancelled between batches). Not what the job's status or error is taken from.
+    pub(crate) not_run: bool,
 }
 
 impl ExecResult {
@@ -97,6 +100,7 @@ impl ExecResult {
             server,
             finished,
             extra: ExecutionUpdate::default(),
+            not_run: false,
         }
     }
 }
@@ -741,9 +745,10 @@ fn aggregate(
                 .collect(),
         )
     };
-    let first_bad = results
-        .iter()
-        .find(|r| r.finished.status != RunStatus::Succeeded);
+    // The first server that ran and did not succeed (one whose batch never ran says nothing).
+    let bad = |r: &&ExecResult| r.finished.status != RunStatus::Succeeded;
+    let first_bad =
+        (results.iter().filter(bad).find(|r| !r.not_run)).or_else(|| results.iter().find(bad));
     let verdict = fanout::verdict(results.len(), ok, min_success);
     let status = match (verdict, first_bad) {
         (Verdict::Succeeded, _) | (_, None) => JobStatus::Succeeded,
@@ -763,9 +768,15 @@ fn aggregate(
         })
     });
     if let (Some(m), Verdict::Failed, true) = (min_success, verdict, ok > 0) {
+        let not: Vec<&str> = results
+            .iter()
+            .filter(bad)
+            .filter_map(|r| r.server.as_deref())
+            .collect();
         let why = format!(
-            "{ok} of {} servers succeeded, fewer than target.min_success ({m})",
-            results.len()
+            "{ok} of {} servers succeeded (not: {}), fewer than target.min_success ({m})",
+            results.len(),
+            not.join(", ")
         );
         error = Some(match error {
             Some(e) => format!("{why}; {e}"),

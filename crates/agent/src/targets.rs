@@ -278,7 +278,11 @@ pub(crate) async fn run_servers(
         if !failed.is_empty() && i + 1 < count {
             // A rolling fan-out stops at the first batch with a failure: the later batches'
             // servers are recorded as cancelled, saying why.
-            let note = format!("not run: batch {} failed", i + 1);
+            let note = if cancel.is_cancelled() {
+                "not run: the job was cancelled".to_string()
+            } else {
+                format!("not run: batch {} failed", i + 1)
+            };
             recorder
                 .system(
                     None,
@@ -314,10 +318,11 @@ fn not_run(servers: &[(RemoteServer, i64)], why: &str) -> Vec<ExecResult> {
                 exit_code: None,
                 signal: None,
                 run_ms: 0,
-                error: Some(why.to_string()),
+                error: None,
             };
             let mut r = ExecResult::new(Some(*id), Some(server.config.name.clone()), finished);
             r.extra.note = Some(why.to_string());
+            r.not_run = true;
             r
         })
         .collect()
