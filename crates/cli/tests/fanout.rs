@@ -134,7 +134,7 @@ async fn min_success_makes_a_fan_out_partial_or_failed() {
     for name in ["min-two", "min-sixty", "min-all", "min-none"] {
         ids.push((name, s.run_event(name, None).await));
     }
-    for (name, id) in ids {
+    for &(name, id) in &ids {
         let j = s.wait_job(id, Duration::from_secs(90)).await;
         let want = if name == "min-all" {
             "failed"
@@ -161,6 +161,23 @@ async fn min_success_makes_a_fan_out_partial_or_failed() {
             );
         }
     }
+
+    // Only the failed server runs again, through the API the CLI calls: the new job's one
+    // execution names it, and without min_success (dropped from a retry) its failure fails it.
+    let all = ids[2].1;
+    let (status, r) = s
+        .api(
+            "POST",
+            &format!("/api/v1/jobs/{all}/retry"),
+            Some(json!({"failed_only": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{r}");
+    let again = r["id"].as_i64().unwrap();
+    let j = s.wait_job(again, Duration::from_secs(90)).await;
+    assert_eq!(statuses(&j), vec![pair("ms1", "failed")], "{j}");
+    assert_eq!(j["status"], "failed", "{j}");
+    assert_eq!(j["event"], "min-all", "{j}");
 }
 
 #[tokio::test]
