@@ -178,6 +178,36 @@ async fn min_success_makes_a_fan_out_partial_or_failed() {
     assert_eq!(statuses(&j), vec![pair("ms1", "failed")], "{j}");
     assert_eq!(j["status"], "failed", "{j}");
     assert_eq!(j["event"], "min-all", "{j}");
+
+    // A workflow node's target override carries min_success through the same spec path.
+    let wf = "name: fan-wf\nnodes:\n  - id: check\n    event: min-none\n    target: { tags: [ms], min_success: '100%' }\n";
+    let v: Value = serde_saphyr::from_str(wf).unwrap();
+    let (status, body) = s.api("PUT", "/api/v1/workflows/fan-wf", Some(v)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, r) = s.api("POST", "/api/v1/workflows/fan-wf/runs", None).await;
+    assert_eq!(status, 201, "{r}");
+    let run = r["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let (_, d) = s
+            .api("GET", &format!("/api/v1/workflow-runs/{run}"), None)
+            .await;
+        if let Some(id) = d["nodes"][0]["job_id"].as_i64() {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no job for the node: {d}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let j = s.wait_job(job, Duration::from_secs(90)).await;
+    assert_eq!(
+        j["status"], "failed",
+        "without the override it would be partial: {j}"
+    );
+    let error = j["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("fewer than target.min_success (100%)"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
