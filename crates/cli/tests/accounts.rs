@@ -115,6 +115,7 @@ const PAGES: &[(&str, &str, Need)] = &[
     ("GET", "/jobs/999999", Viewer),
     ("POST", "/jobs/999999/cancel", Operator),
     ("POST", "/jobs/999999/rerun", Operator),
+    ("POST", "/jobs/999999/retry-failed", Operator),
     ("GET", "/jobs/999999/log/lines?before=10", Viewer),
     ("GET", "/jobs/999999/log/stream", Viewer),
     ("GET", "/jobs/999999/log.txt", Viewer),

@@ -182,6 +182,24 @@ pub async fn retry(
     .await
 }
 
+/// The servers of the job's last attempt whose execution did not succeed, in the order they
+/// were started; `None` when no execution of that attempt ran on a server (not a fan-out).
+pub fn failed_servers(job: &JobRow, executions: &[ExecutionRow]) -> Option<Vec<String>> {
+    let last: Vec<&ExecutionRow> = executions
+        .iter()
+        .filter(|x| x.attempt == job.attempt && x.server.is_some())
+        .collect();
+    if last.is_empty() {
+        return None;
+    }
+    Some(
+        last.iter()
+            .filter(|x| x.status != ExecutionStatus::Succeeded)
+            .filter_map(|x| x.server.clone())
+            .collect(),
+    )
+}
+
 async fn retry_failed_unrecorded(
     state: &AppState,
     id: i64,
@@ -204,20 +222,12 @@ async fn retry_failed_unrecorded(
         )));
     }
     let executions = state.store.list_executions(id).await?;
-    let last: Vec<&ExecutionRow> = executions
-        .iter()
-        .filter(|x| x.attempt == job.attempt && x.server.is_some())
-        .collect();
-    if last.is_empty() {
+    let Some(failed) = failed_servers(&job, &executions) else {
         return Err(conflict(format!(
             "job {id} is not a fan-out to servers: no execution of its last attempt ran on a server"
         )));
-    }
-    *servers = last
-        .iter()
-        .filter(|x| x.status != ExecutionStatus::Succeeded)
-        .filter_map(|x| x.server.clone())
-        .collect();
+    };
+    *servers = failed;
     if servers.is_empty() {
         return Err(conflict(format!(
             "job {id} has no failed server: every server of attempt {} succeeded",
