@@ -304,8 +304,29 @@ async fn heartbeat_loop(
 ) {
     let lease_ms = inner.config.lease.as_millis() as i64;
     let every = inner.config.lease / 3;
+    // A change of this job published in this process (a cancel request through the API or
+    // the UI) beats at once, so that a cancel stops a run, or a rolling fan-out's pause,
+    // without waiting for the next beat. Remote agents hear of it at their next beat.
+    let mut changes = inner.bus.watch_jobs();
     loop {
-        tokio::time::sleep(every).await;
+        let next = tokio::time::sleep(every);
+        tokio::pin!(next);
+        loop {
+            tokio::select! {
+                _ = &mut next => break,
+                change = changes.recv() => match change {
+                    Ok(c) if c.job_id == Some(lease.job_id) => break,
+                    // Lagged: one of the missed changes may have been ours.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                    Ok(_) => {}
+                    // No sender any more: beat on the timer alone.
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        (&mut next).await;
+                        break;
+                    }
+                },
+            }
+        }
         match inner.queue.heartbeat(&lease, lease_ms).await {
             Ok(Heartbeat::Ok { cancel_requested }) => {
                 if cancel_requested && !cancel.is_cancelled() {
