@@ -264,7 +264,7 @@ async fn retry_failed_unrecorded(
     // The target the job ran (a retry's narrowed one), narrowed to the servers to run again.
     let overrides = NodeOverrides::from_value(&job.overrides)
         .map_err(|e| conflict(format!("job {id} has invalid overrides: {e}")))?;
-    let Target::Servers(ran) = overrides.target.unwrap_or(spec.target.clone()) else {
+    let Target::Servers(ran) = overrides.target.unwrap_or_else(|| spec.target.clone()) else {
         return Err(conflict(format!("job {id} is not a fan-out to servers")));
     };
     let target = ServersTarget {
