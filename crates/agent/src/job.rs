@@ -113,11 +113,14 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
     };
     let cancel = CancellationToken::new();
     let lost = Arc::new(AtomicBool::new(false));
+    // Registered before the heartbeat starts, so that no request made in between is missed.
+    let cancel_wake = inner.bus.watch_cancel(job.id);
     let heartbeat = tokio::spawn(heartbeat_loop(
         inner.clone(),
         lease.clone(),
         cancel.clone(),
         lost.clone(),
+        cancel_wake,
     ));
     let first_seq = match first_log_seq(&inner, &job).await {
         Ok(seq) => seq,
@@ -125,6 +128,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             // Without it no line can be numbered safely: the attempt fails, visibly, on the job.
             tracing::error!(job = job.id, error = %message, "reading the job's log position");
             heartbeat.abort();
+            inner.bus.forget_cancel(job.id);
             if !lost.load(Ordering::SeqCst) {
                 if conclude(
                     &inner,
@@ -196,6 +200,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         api_results(runtime.as_ref(), job.id, &results, &mut facts).await;
     }
     heartbeat.abort();
+    inner.bus.forget_cancel(job.id);
     if lost.load(Ordering::SeqCst) {
         tracing::warn!(
             job = job.id,
@@ -301,31 +306,17 @@ async fn heartbeat_loop(
     lease: Lease,
     cancel: CancellationToken,
     lost: Arc<AtomicBool>,
+    cancel_wake: Arc<tokio::sync::Notify>,
 ) {
     let lease_ms = inner.config.lease.as_millis() as i64;
     let every = inner.config.lease / 3;
-    // A change of this job published in this process (a cancel request through the API or
-    // the UI) beats at once, so that a cancel stops a run, or a rolling fan-out's pause,
-    // without waiting for the next beat. Remote agents hear of it at their next beat.
-    let mut changes = inner.bus.watch_jobs();
     loop {
-        let next = tokio::time::sleep(every);
-        tokio::pin!(next);
-        loop {
-            tokio::select! {
-                _ = &mut next => break,
-                change = changes.recv() => match change {
-                    Ok(c) if c.job_id == Some(lease.job_id) => break,
-                    // Lagged: one of the missed changes may have been ours.
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
-                    Ok(_) => {}
-                    // No sender any more: beat on the timer alone.
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        (&mut next).await;
-                        break;
-                    }
-                },
-            }
+        // A cancel requested in this process (through the API or the UI) beats at once, so
+        // that it stops a run, or a rolling fan-out's pause, without waiting for the next
+        // beat. Remote agents hear of it at their next beat.
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cancel_wake.notified() => {}
         }
         match inner.queue.heartbeat(&lease, lease_ms).await {
             Ok(Heartbeat::Ok { cancel_requested }) => {

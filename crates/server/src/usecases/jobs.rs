@@ -135,10 +135,10 @@ async fn cancel_unrecorded(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
             state.bus.finish(id);
             state.bus.job_changed(Some(id));
         }
-        // The agent ends the run and publishes its final status. The change wakes an
-        // in-process agent's heartbeat, which reads the request at once instead of at its
-        // next beat (a third of the lease).
-        CancelResult::Requested => state.bus.job_changed(Some(id)),
+        // The agent ends the run and publishes its final status. An agent in this process
+        // is woken to read the request at once instead of at its next beat (a third of the
+        // lease).
+        CancelResult::Requested => state.bus.cancel_requested(id),
     }
     get(state, id).await
 }
