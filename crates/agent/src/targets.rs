@@ -2,8 +2,13 @@
 //! same payload and run context as the local target to a runner elsewhere and record the
 //! runner's stream the same way; they differ only in transport.
 //!
+//! A fan-out runs its servers in one batch, or in the rolling batches of the target's `batch`
+//! with its `pause` between them; a batch with a failure stops the later ones, whose
+//! executions (created with the others, `pending`) end `cancelled` with the reason as their
+//! note. How many must succeed (`min_success`) is the job's status, decided in `job.rs`.
+//!
 //! What can fail before a run (no transport, unknown servers, undecryptable credentials, the
-//! payload) fails before any execution is created, as a [`JobError`] that says whether another
+//! payload, a `min_success` larger than the servers) fails before any execution is created, as a [`JobError`] that says whether another
 //! attempt could help. A server that cannot be reached or whose run fails is an execution
 //! result (retryable), not an error of the job.
 

@@ -335,8 +335,13 @@ async fn a_rolling_fan_out_runs_batch_after_batch_and_stops_at_a_failed_batch() 
     );
 
     // Retry only what did not succeed: roll1 (failed) and roll2, roll3 (not run), still in
-    // batches of 50% (of the three), with the same version.
+    // batches of 50% (of the three), with the same version: a newer one (which would fail
+    // roll1 whatever the marker says) is not what a retry runs.
     std::fs::write(&marker, "").unwrap();
+    s.apply_yaml(
+        "name: rolling-bad\ntype: bash\ntarget: { tags: [roll], batch: '50%' }\nscript: |\n  if [ \"$CRONIUM_SERVER\" = roll1 ]; then exit 5; fi\n",
+    )
+    .await;
     let o = s.cli(&["job", "retry", &bad.to_string(), "--failed-only"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let again: i64 = stdout(&o).trim().parse().expect("the new job's id");
