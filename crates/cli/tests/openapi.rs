@@ -1792,3 +1792,17 @@ fn the_name_pattern_is_the_name_rule() {
         );
     }
 }
+
+#[test]
+fn the_percentage_pattern_is_the_parser_rule() {
+    use cronium_core::fanout::{ServerCount, PERCENT_PATTERN};
+    let schema = json!({"type": "string", "pattern": PERCENT_PATTERN});
+    let validator = jsonschema::validator_for(&schema).expect("pattern compiles");
+    for text in [
+        "1%", "60%", "100%", " 60 % ", "99%", "0%", "101%", "060%", "%", "60", "abc", "-5%", "+5%",
+        "5.5%", "1000%", "60%%", "",
+    ] {
+        let parsed = serde_json::from_value::<ServerCount>(json!(text)).is_ok();
+        assert_eq!(validator.is_valid(&json!(text)), parsed, "`{text}`");
+    }
+}

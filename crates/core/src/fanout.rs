@@ -18,6 +18,10 @@ pub enum ServerCount {
     Percent(u8),
 }
 
+/// The percentage form as a JSON Schema pattern (the document's), the same rule as
+/// [`ServerCount::parse`]'s for a string ending in `%`.
+pub const PERCENT_PATTERN: &str = r"^\s*(?:[1-9][0-9]?|100)\s*%\s*$";
+
 /// What the parser says when a [`ServerCount`] is not one.
 const EXPECTED: &str = "expected a number of servers (at least 1, e.g. 2) or a percentage \
                         of the targeted servers from 1% to 100% (e.g. \"60%\")";

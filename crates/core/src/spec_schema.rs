@@ -169,7 +169,7 @@ impl PartialSchema for ServerCount {
                     .schema_type(Type::Integer)
                     .minimum(Some(1)),
             )
-            .item(string().pattern(Some(r"^\s*(?:[1-9][0-9]?|100)\s*%\s*$")))
+            .item(string().pattern(Some(crate::fanout::PERCENT_PATTERN)))
             .examples([serde_json::json!(2), serde_json::json!("60%")])
             .into()
     }
