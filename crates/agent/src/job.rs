@@ -337,7 +337,51 @@ async fn heartbeat_loop(
 
 /// The event version the job was enqueued with, parsed once for the whole job: every execution
 /// and server gets this one value.
+/// Parsed specs of stored event versions, which never change. Bounded: emptied when full (a
+/// miss costs one read of the store).
+#[derive(Default)]
+pub(crate) struct SpecCache(std::sync::Mutex<HashMap<(i64, i64), Arc<EventSpec>>>);
+
+impl SpecCache {
+    const MAX: usize = 1024;
+
+    fn get(&self, key: (i64, i64)) -> Option<Arc<EventSpec>> {
+        self.0.lock().ok()?.get(&key).cloned()
+    }
+
+    fn put(&self, key: (i64, i64), spec: Arc<EventSpec>) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(key, spec);
+        }
+    }
+}
+
 async fn load_spec(inner: &Inner, job: &JobRow) -> Result<Arc<EventSpec>, JobError> {
+    let key = job.event_id.map(|id| (id, job.event_version));
+    let stored = match key.and_then(|k| inner.specs.get(k)) {
+        Some(spec) => spec,
+        None => {
+            let spec = Arc::new(stored_spec(inner, job).await?);
+            if let Some(k) = key {
+                inner.specs.put(k, spec.clone());
+            }
+            spec
+        }
+    };
+    // A node's job, or a failed-only retry (overrides without a node): its own copy.
+    if job.node_run_id.is_none() && job.overrides.is_null() {
+        return Ok(stored);
+    }
+    let mut spec = EventSpec::clone(&stored);
+    apply_node_overrides(job, &mut spec)?;
+    Ok(Arc::new(spec))
+}
+
+/// The job's event version as stored, parsed and checked.
+async fn stored_spec(inner: &Inner, job: &JobRow) -> Result<EventSpec, JobError> {
     let value = inner
         .queue
         .event_spec(job)
@@ -351,10 +395,8 @@ async fn load_spec(inner: &Inner, job: &JobRow) -> Result<Arc<EventSpec>, JobErr
         })?;
     // A stored version: the event of an inline workflow node has a `WORKFLOW/NODE` name, which
     // an event file could not have.
-    let mut spec = spec::from_stored_value(value)
-        .map_err(|e| JobError::fatal(format!("the stored event is invalid: {e}")))?;
-    apply_node_overrides(job, &mut spec)?;
-    Ok(Arc::new(spec))
+    spec::from_stored_value(value)
+        .map_err(|e| JobError::fatal(format!("the stored event is invalid: {e}")))
 }
 
 /// A workflow node's job runs its event under the node's overrides: the target (local,
@@ -642,13 +684,23 @@ async fn conclude(
     min_success: Option<ServerCount>,
 ) -> bool {
     let now = now_ms();
-    let (status, exit_code, output, error, retryable) = match results {
-        Err(JobError::Fatal(message)) => {
-            (JobStatus::Failed, None, Value::Null, Some(message), false)
-        }
-        Err(JobError::Retryable(message)) => {
-            (JobStatus::Failed, None, Value::Null, Some(message), true)
-        }
+    let (status, exit_code, output, error, retryable, updates) = match results {
+        Err(JobError::Fatal(message)) => (
+            JobStatus::Failed,
+            None,
+            Value::Null,
+            Some(message),
+            false,
+            Vec::new(),
+        ),
+        Err(JobError::Retryable(message)) => (
+            JobStatus::Failed,
+            None,
+            Value::Null,
+            Some(message),
+            true,
+            Vec::new(),
+        ),
         Ok(results) => {
             let mut updates = Vec::with_capacity(results.len());
             for r in &results {
@@ -672,20 +724,23 @@ async fn conclude(
                     },
                 ));
             }
-            // One transaction for all of a job's executions (a fan-out ends them together).
-            if let Err(e) = inner.queue.update_executions(lease, &updates).await {
-                tracing::warn!(error = %e, "recording execution ends");
-            }
             let (status, exit_code, output, error) = aggregate(&results, facts, min_success);
             // A script that failed or timed out may pass next time; a partial fan-out is an
             // outcome (retrying would re-run the servers that succeeded), a cancel is final.
             // A fan-out failed by `min_success` is retried whole, like one where no server
             // succeeded (`cronium job retry --failed-only` re-runs only the failed servers).
             let retryable = matches!(status, JobStatus::Failed | JobStatus::TimedOut);
-            (status, exit_code, output, error, retryable)
+            (status, exit_code, output, error, retryable, updates)
         }
     };
     if retryable && job.attempt < job.max_attempts {
+        // One transaction for all of a job's executions (a fan-out ends them together). When
+        // the job ends instead, they are written with its outcome, below.
+        if !updates.is_empty() {
+            if let Err(e) = inner.queue.update_executions(lease, &updates).await {
+                tracing::warn!(error = %e, "recording execution ends");
+            }
+        }
         let delay = backoff_delay(
             job.backoff_ms,
             job.max_backoff_ms,
@@ -710,7 +765,11 @@ async fn conclude(
         output,
         error,
     };
-    match inner.queue.finish(lease, &outcome).await {
+    match inner
+        .queue
+        .finish_attempt(lease, job.node_run_id, &updates, &outcome)
+        .await
+    {
         Ok(true) => true,
         Ok(false) => {
             tracing::warn!(job = job.id, "lease lost before the outcome was written");

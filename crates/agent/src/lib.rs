@@ -120,6 +120,9 @@ pub(crate) struct Inner {
     pub(crate) docker: Option<Arc<cronium_docker::DockerExecutor>>,
     pub(crate) ssh: Option<cronium_ssh::SshExecutor>,
     pub(crate) runtime: Option<Arc<dyn runtime::RuntimeApi>>,
+    /// Parsed event specs by (event id, version): a stored version never changes, so each is
+    /// read and validated once, not on every run.
+    pub(crate) specs: job::SpecCache,
 }
 
 /// The remote transports an agent can use; a target whose transport is missing fails its jobs
@@ -212,6 +215,7 @@ impl Agent {
                 docker: transports.docker,
                 ssh: transports.ssh,
                 runtime: transports.runtime,
+                specs: job::SpecCache::default(),
             }),
         }
     }

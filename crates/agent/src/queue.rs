@@ -125,6 +125,16 @@ pub trait JobQueue: Send + Sync + 'static {
         value: &Value,
     ) -> Result<bool, QueueError>;
     async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError>;
+    /// The attempt's end as one write: its executions' final updates and the job's outcome
+    /// (`node_run_id` is the claimed row's: a node's job also starts its ready successors).
+    /// False when the lease was lost.
+    async fn finish_attempt(
+        &self,
+        lease: &Lease,
+        node_run_id: Option<i64>,
+        executions: &[(i64, ExecutionUpdate)],
+        outcome: &JobOutcome,
+    ) -> Result<bool, QueueError>;
     async fn retry_later(
         &self,
         lease: &Lease,
@@ -334,6 +344,27 @@ impl JobQueue for StoreQueue {
                 lease.job_id,
                 &lease.worker,
                 lease.attempt,
+                outcome,
+                now_ms(),
+            )
+            .await?)
+    }
+
+    async fn finish_attempt(
+        &self,
+        lease: &Lease,
+        node_run_id: Option<i64>,
+        executions: &[(i64, ExecutionUpdate)],
+        outcome: &JobOutcome,
+    ) -> Result<bool, QueueError> {
+        Ok(self
+            .store
+            .finish_attempt(
+                lease.job_id,
+                &lease.worker,
+                lease.attempt,
+                node_run_id,
+                executions,
                 outcome,
                 now_ms(),
             )

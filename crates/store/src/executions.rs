@@ -202,7 +202,7 @@ impl Store {
         Ok(written)
     }
 
-    async fn update_execution_on<'c, E>(
+    pub(crate) async fn update_execution_on<'c, E>(
         executor: E,
         exec_id: i64,
         worker: &str,

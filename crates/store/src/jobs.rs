@@ -354,6 +354,24 @@ pub(crate) async fn insert_job(
     map_opt(row, job_row)
 }
 
+/// An attempt's end: the job's outcome, fenced by its lease (`$6` id, `$7` worker, `$8`
+/// attempt).
+const FINISH: &str = "UPDATE jobs SET status = $1, exit_code = $2, output = $3, error = $4, \
+     finished_at = $5, lease_expires_at = NULL \
+     WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running'";
+
+fn check_final(outcome: &JobOutcome) -> Result<(), StoreError> {
+    if outcome.status.is_final() {
+        return Ok(());
+    }
+    let finals: Vec<&str> = JobStatus::FINAL.iter().map(|s| s.as_str()).collect();
+    Err(StoreError::Invalid(format!(
+        "status: `{}` is not a final status; expected one of {}",
+        outcome.status,
+        finals.join(", ")
+    )))
+}
+
 impl Store {
     /// Adds a queued job, claimable from `job.run_at`.
     ///
@@ -510,19 +528,8 @@ impl Store {
         outcome: &JobOutcome,
         now: i64,
     ) -> Result<bool, StoreError> {
-        if !outcome.status.is_final() {
-            let finals: Vec<&str> = JobStatus::FINAL.iter().map(|s| s.as_str()).collect();
-            return Err(StoreError::Invalid(format!(
-                "status: `{}` is not a final status; expected one of {}",
-                outcome.status,
-                finals.join(", ")
-            )));
-        }
+        check_final(outcome)?;
         let output = to_json("output", &outcome.output)?;
-        const FINISH: &str =
-            "UPDATE jobs SET status = $1, exit_code = $2, output = $3, error = $4, \
-             finished_at = $5, lease_expires_at = NULL \
-             WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running'";
         // A job without a node (almost every job): one statement, no transaction.
         let done = sqlx::query(&format!("{FINISH} AND node_run_id IS NULL"))
             .bind(outcome.status.as_str())
@@ -564,6 +571,66 @@ impl Store {
             return Ok(false);
         };
         job_ended(&mut tx, self.for_update(), &job, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// An attempt's end in one write transaction: its executions' final updates (fenced like
+    /// [`Store::update_executions`]) and the job's outcome (like [`Store::finish`]), and, for a
+    /// node's job (`node_run_id` of the claimed row), the successors that became ready. One
+    /// commit instead of two or three; nothing of the end is visible before all of it is.
+    /// False (and nothing written) when `worker` no longer owns `attempt`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn finish_attempt(
+        &self,
+        job_id: i64,
+        worker: &str,
+        attempt: i32,
+        node_run_id: Option<i64>,
+        executions: &[(i64, crate::ExecutionUpdate)],
+        outcome: &JobOutcome,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        check_final(outcome)?;
+        let output = to_json("output", &outcome.output)?;
+        let mut tx = self.begin_write().await?;
+        // A node's job locks its run's tree first, as every other change of the tree does.
+        if node_run_id.is_some()
+            && lock_job_tree(&mut tx, self.for_update(), job_id)
+                .await?
+                .is_none()
+        {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for (exec_id, update) in executions {
+            Self::update_execution_on(&mut *tx, *exec_id, worker, attempt, update).await?;
+        }
+        let node_filter = match node_run_id {
+            Some(_) => "AND node_run_id IS NOT NULL",
+            None => "AND node_run_id IS NULL",
+        };
+        let row = sqlx::query(&format!("{FINISH} {node_filter} RETURNING {}", job_cols!()))
+            .bind(outcome.status.as_str())
+            .bind(outcome.exit_code.map(i64::from))
+            .bind(&output)
+            .bind(outcome.error.as_deref())
+            .bind(now)
+            .bind(job_id)
+            .bind(worker)
+            .bind(i64::from(attempt))
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(job) = map_opt(row, job_row)? else {
+            tx.rollback().await?;
+            // Not ours any more, or the caller's idea of the node was wrong: the general path
+            // decides, finding the row by what it is (rare: a lost lease).
+            self.update_executions(worker, attempt, executions).await?;
+            return self.finish(job_id, worker, attempt, outcome, now).await;
+        };
+        if job.node_run_id.is_some() {
+            job_ended(&mut tx, self.for_update(), &job, now).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }

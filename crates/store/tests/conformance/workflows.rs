@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use crate::harness::Ctx;
 
 conformance!(
+    an_attempts_end_is_one_write_with_its_executions_and_successors,
     apply_writes_versions_graph_rows_and_inline_events,
     bad_definitions_are_refused_with_nothing_stored,
     event_policy_is_stored_beside_the_spec,
@@ -265,6 +266,109 @@ async fn node_jobs(s: &Store) -> Vec<JobRow> {
         .into_iter()
         .filter(|j| j.node_run_id.is_some())
         .collect()
+}
+
+/// `finish_attempt`: the executions' ends, the job's outcome and the successors it makes ready
+/// in one write; nothing of it when the lease is lost; right also when the caller's idea of
+/// whether the job is a node's is wrong.
+async fn an_attempts_end_is_one_write_with_its_executions_and_successors(t: Ctx) {
+    let s = &t.store;
+    events(s, &["e"]).await;
+    let wf = apply(
+        s,
+        &def(
+            "w",
+            vec![
+                node("a", "e", &[]),
+                node("b", "e", &[("a", Success)]),
+                node("c", "e", &[("b", Success)]),
+            ],
+        ),
+    )
+    .await;
+    let run = start(s, &wf, 100).await;
+    let outcome = JobOutcome {
+        status: JobStatus::Succeeded,
+        exit_code: Some(0),
+        output: json!({"k": 1}),
+        error: None,
+    };
+    let end = ExecutionUpdate {
+        status: Some(ExecutionStatus::Succeeded),
+        exit_code: Some(0),
+        finished_at: Some(200),
+        ..Default::default()
+    };
+    let a = claim_node(s, run.id, "a", 150).await;
+    let xa = s
+        .create_execution(a.id, W, a.attempt, None, ExecutionStatus::Running, 150)
+        .await
+        .unwrap()
+        .unwrap();
+    // Another worker's end of a's attempt: nothing written, neither the execution nor the job.
+    assert!(!s
+        .finish_attempt(
+            a.id,
+            "other",
+            a.attempt,
+            a.node_run_id,
+            &[(xa.id, end.clone())],
+            &outcome,
+            200
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_job(a.id).await.unwrap().unwrap().status,
+        JobStatus::Running
+    );
+    let x = s.list_executions(a.id).await.unwrap();
+    assert_eq!(x[0].status, ExecutionStatus::Running);
+    assert_eq!(status_of(s, run.id, "b").await, N::Waiting);
+
+    assert!(s
+        .finish_attempt(
+            a.id,
+            W,
+            a.attempt,
+            a.node_run_id,
+            &[(xa.id, end.clone())],
+            &outcome,
+            200
+        )
+        .await
+        .unwrap());
+    let done = s.get_job(a.id).await.unwrap().unwrap();
+    assert_eq!(
+        (done.status, done.finished_at),
+        (JobStatus::Succeeded, Some(200))
+    );
+    let x = s.list_executions(a.id).await.unwrap();
+    assert_eq!(
+        (x[0].status, x[0].exit_code),
+        (ExecutionStatus::Succeeded, Some(0))
+    );
+    // The successor was made ready by the same write.
+    assert_eq!(status_of(s, run.id, "b").await, N::Queued);
+    assert_eq!(job_of(s, run.id, "b").await.status, JobStatus::Queued);
+
+    // A caller that does not know b is a node's job: the general path still ends it, and c
+    // becomes ready.
+    let b = claim_node(s, run.id, "b", 300).await;
+    let xb = s
+        .create_execution(b.id, W, b.attempt, None, ExecutionStatus::Running, 300)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s
+        .finish_attempt(b.id, W, b.attempt, None, &[(xb.id, end)], &outcome, 400)
+        .await
+        .unwrap());
+    assert_eq!(
+        s.list_executions(b.id).await.unwrap()[0].status,
+        ExecutionStatus::Succeeded
+    );
+    assert_eq!(status_of(s, run.id, "c").await, N::Queued);
 }
 
 async fn apply_writes_versions_graph_rows_and_inline_events(t: Ctx) {
