@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use cronium_core::clock::now_ms;
 use cronium_core::duration::HumanDuration;
+use cronium_core::fanout::{self, ServerCount, Verdict};
 use cronium_core::payload::{PayloadError, PayloadRef, PayloadSource};
 use cronium_core::spec::{self, EventSpec, EventType, Target};
 use cronium_core::transport::RunRequest;
@@ -83,6 +84,9 @@ pub(crate) struct ExecResult {
     /// More fields for the execution's final write (mode, runner version, note), so that an
     /// execution costs as few store writes as possible: create, start, end.
     pub(crate) extra: ExecutionUpdate,
+    /// Never started: its batch was not reached (an earlier one failed, or the job was
+    /// cancelled between batches). Not what the job's status or error is taken from.
+    pub(crate) not_run: bool,
 }
 
 impl ExecResult {
@@ -96,6 +100,7 @@ impl ExecResult {
             server,
             finished,
             extra: ExecutionUpdate::default(),
+            not_run: false,
         }
     }
 }
@@ -108,11 +113,14 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
     };
     let cancel = CancellationToken::new();
     let lost = Arc::new(AtomicBool::new(false));
+    // Registered before the heartbeat starts, so that no request made in between is missed.
+    let cancel_wake = inner.bus.watch_cancel(job.id);
     let heartbeat = tokio::spawn(heartbeat_loop(
         inner.clone(),
         lease.clone(),
         cancel.clone(),
         lost.clone(),
+        cancel_wake,
     ));
     let first_seq = match first_log_seq(&inner, &job).await {
         Ok(seq) => seq,
@@ -120,6 +128,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             // Without it no line can be numbered safely: the attempt fails, visibly, on the job.
             tracing::error!(job = job.id, error = %message, "reading the job's log position");
             heartbeat.abort();
+            inner.bus.forget_cancel(job.id);
             if !lost.load(Ordering::SeqCst) {
                 if conclude(
                     &inner,
@@ -127,6 +136,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
                     &lease,
                     Err(JobError::retryable(message)),
                     &HashMap::new(),
+                    None,
                 )
                 .await
                 {
@@ -155,8 +165,13 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             .await;
     }
 
+    // The fan-out's `min_success`, known once the spec is read, for the job's status.
+    let mut min_success = None;
     let results = async {
         let spec = load_spec(&inner, &job).await?;
+        if let Target::Servers(t) = &spec.target {
+            min_success = t.min_success;
+        }
         run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await
     }
     .await;
@@ -185,6 +200,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         api_results(runtime.as_ref(), job.id, &results, &mut facts).await;
     }
     heartbeat.abort();
+    inner.bus.forget_cancel(job.id);
     if lost.load(Ordering::SeqCst) {
         tracing::warn!(
             job = job.id,
@@ -193,7 +209,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         return;
     }
     let results = mask_results(results, &masker);
-    let done = conclude(&inner, &job, &lease, results, &facts).await;
+    let done = conclude(&inner, &job, &lease, results, &facts, min_success).await;
     if done {
         inner.bus.finish(job.id);
     }
@@ -290,11 +306,18 @@ async fn heartbeat_loop(
     lease: Lease,
     cancel: CancellationToken,
     lost: Arc<AtomicBool>,
+    cancel_wake: Arc<tokio::sync::Notify>,
 ) {
     let lease_ms = inner.config.lease.as_millis() as i64;
     let every = inner.config.lease / 3;
     loop {
-        tokio::time::sleep(every).await;
+        // A cancel requested in this process (through the API or the UI) beats at once, so
+        // that it stops a run, or a rolling fan-out's pause, without waiting for the next
+        // beat. Remote agents hear of it at their next beat.
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cancel_wake.notified() => {}
+        }
         match inner.queue.heartbeat(&lease, lease_ms).await {
             Ok(Heartbeat::Ok { cancel_requested }) => {
                 if cancel_requested && !cancel.is_cancelled() {
@@ -348,7 +371,8 @@ async fn load_spec(inner: &Inner, job: &JobRow) -> Result<Arc<EventSpec>, JobErr
             spec
         }
     };
-    if job.node_run_id.is_none() {
+    // A node's job, or a failed-only retry (overrides without a node): its own copy.
+    if job.node_run_id.is_none() && job.overrides.is_null() {
         return Ok(stored);
     }
     let mut spec = EventSpec::clone(&stored);
@@ -380,13 +404,19 @@ async fn stored_spec(inner: &Inner, job: &JobRow) -> Result<EventSpec, JobError>
 /// timeout the job was made with (the event's, or the node's `timeout`). Retries are the job's
 /// own columns and the input was merged by the store, so nothing else is needed here. Jobs of
 /// anything but a node are left as their event says.
+///
+/// A job made by `cronium job retry --failed-only` carries overrides too, without a node: its
+/// target narrowed to the servers to run again.
 fn apply_node_overrides(job: &JobRow, spec: &mut EventSpec) -> Result<(), JobError> {
-    if job.node_run_id.is_none() {
+    if job.node_run_id.is_none() && job.overrides.is_null() {
         return Ok(());
     }
     let overrides = NodeOverrides::from_value(&job.overrides)
-        .map_err(|e| JobError::fatal(format!("the node's overrides are invalid: {e}")))?;
+        .map_err(|e| JobError::fatal(format!("the job's overrides are invalid: {e}")))?;
     overrides.apply(spec);
+    if job.node_run_id.is_none() {
+        return Ok(());
+    }
     if let Ok(ms) = u64::try_from(job.timeout_ms) {
         if ms > 0 {
             spec.timeout = HumanDuration(std::time::Duration::from_millis(ms));
@@ -651,6 +681,7 @@ async fn conclude(
     lease: &Lease,
     results: Result<Vec<ExecResult>, JobError>,
     facts: &HashMap<Option<i64>, ExecutionFacts>,
+    min_success: Option<ServerCount>,
 ) -> bool {
     let now = now_ms();
     let (status, exit_code, output, error, retryable, updates) = match results {
@@ -684,7 +715,7 @@ async fn conclude(
                     ExecutionUpdate {
                         status: Some(status),
                         exit_code: r.finished.exit_code,
-                        finished_at: Some(now),
+                        finished_at: r.extra.finished_at.or(Some(now)),
                         run_ms: Some(r.finished.run_ms as i64),
                         error: r.finished.error.clone(),
                         output: f.output.clone(),
@@ -693,9 +724,11 @@ async fn conclude(
                     },
                 ));
             }
-            let (status, exit_code, output, error) = aggregate(&results, facts);
+            let (status, exit_code, output, error) = aggregate(&results, facts, min_success);
             // A script that failed or timed out may pass next time; a partial fan-out is an
             // outcome (retrying would re-run the servers that succeeded), a cancel is final.
+            // A fan-out failed by `min_success` is retried whole, like one where no server
+            // succeeded (`cronium job retry --failed-only` re-runs only the failed servers).
             let retryable = matches!(status, JobStatus::Failed | JobStatus::TimedOut);
             (status, exit_code, output, error, retryable, updates)
         }
@@ -749,11 +782,13 @@ async fn conclude(
     }
 }
 
-/// The job's status from its executions: all succeeded => succeeded; some => partial; none =>
-/// the (single) failure's status.
+/// The job's status from its executions: all succeeded => succeeded; enough succeeded
+/// (`min_success`, else one) => partial; fewer => failed, or, when none succeeded, the first
+/// failure's status (timed out, cancelled...).
 fn aggregate(
     results: &[ExecResult],
     facts: &HashMap<Option<i64>, ExecutionFacts>,
+    min_success: Option<ServerCount>,
 ) -> (JobStatus, Option<i32>, Value, Option<String>) {
     if results.is_empty() {
         // Every server task died before reporting (a panic): nothing ran to an end.
@@ -781,23 +816,43 @@ fn aggregate(
                 .collect(),
         )
     };
-    let first_bad = results
-        .iter()
-        .find(|r| r.finished.status != RunStatus::Succeeded);
-    let status = match first_bad {
-        None => JobStatus::Succeeded,
-        Some(_) if ok > 0 => JobStatus::Partial,
-        Some(bad) => JobStatus::from(bad.finished.status),
+    // The first server that ran and did not succeed (one whose batch never ran says nothing).
+    let bad = |r: &&ExecResult| r.finished.status != RunStatus::Succeeded;
+    let first_bad =
+        (results.iter().filter(bad).find(|r| !r.not_run)).or_else(|| results.iter().find(bad));
+    let verdict = fanout::verdict(results.len(), ok, min_success);
+    let status = match (verdict, first_bad) {
+        (Verdict::Succeeded, _) | (_, None) => JobStatus::Succeeded,
+        (Verdict::Partial, Some(_)) => JobStatus::Partial,
+        // Some servers succeeded, fewer than `min_success` asks.
+        (Verdict::Failed, Some(_)) if ok > 0 => JobStatus::Failed,
+        (Verdict::Failed, Some(bad)) => JobStatus::from(bad.finished.status),
     };
     let exit_code = match first_bad {
         None => results.first().and_then(|r| r.finished.exit_code),
         Some(bad) => bad.finished.exit_code,
     };
-    let error = first_bad.and_then(|r| {
+    let mut error = first_bad.and_then(|r| {
         r.finished.error.clone().map(|e| match &r.server {
             Some(s) => format!("{s}: {e}"),
             None => e,
         })
     });
+    if let (Some(m), Verdict::Failed, true) = (min_success, verdict, ok > 0) {
+        let not: Vec<&str> = results
+            .iter()
+            .filter(bad)
+            .filter_map(|r| r.server.as_deref())
+            .collect();
+        let why = format!(
+            "{ok} of {} servers succeeded (not: {}), fewer than target.min_success ({m})",
+            results.len(),
+            not.join(", ")
+        );
+        error = Some(match error {
+            Some(e) => format!("{why}; {e}"),
+            None => why,
+        });
+    }
     (status, exit_code, output, error)
 }

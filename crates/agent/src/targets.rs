@@ -2,8 +2,13 @@
 //! same payload and run context as the local target to a runner elsewhere and record the
 //! runner's stream the same way; they differ only in transport.
 //!
+//! A fan-out runs its servers in one batch, or in the rolling batches of the target's `batch`
+//! with its `pause` between them; a batch with a failure stops the later ones, whose
+//! executions (created with the others, `pending`) end `cancelled` with the reason as their
+//! note. How many must succeed (`min_success`) is the job's status, decided in `job.rs`.
+//!
 //! What can fail before a run (no transport, unknown servers, undecryptable credentials, the
-//! payload) fails before any execution is created, as a [`JobError`] that says whether another
+//! payload, a `min_success` larger than the servers) fails before any execution is created, as a [`JobError`] that says whether another
 //! attempt could help. A server that cannot be reached or whose run fails is an execution
 //! result (retryable), not an error of the job.
 
@@ -11,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cronium_core::clock::now_ms;
+use cronium_core::fanout::{self, ServerCount};
 use cronium_core::payload::PayloadRef;
 use cronium_core::spec::{ContainerNetwork, ContainerTarget, EventSpec, ServerMode, ServersTarget};
 use cronium_docker::{ContainerSpec, Limits, NetworkMode};
@@ -164,61 +170,235 @@ pub(crate) async fn run_servers(
     // One payload for every server (built once per job), one variables snapshot.
     let payload = Arc::new(payload(inner, job, spec)?);
     let variables = Arc::new(variables_snapshot(inner, recorder).await?);
-    let limit = target
-        .concurrency
-        .map_or(inner.config.fanout_concurrency, |c| c as usize)
-        .clamp(1, inner.config.fanout_concurrency.max(1));
-    let slots = Arc::new(Semaphore::new(limit));
     let mut servers = servers;
     order_servers(&mut servers, &target.servers);
+    if let Some(ServerCount::Count(n)) = target.min_success {
+        // Fatal: the next attempt, seconds away, resolves the same servers.
+        if n as usize > servers.len() {
+            return Err(JobError::fatal(format!(
+                "target.min_success: {n} is more than the {} server(s) the target resolved to",
+                servers.len()
+            )));
+        }
+    }
+    let batches = fanout::batches(servers.len(), target.batch);
     // Cancelling the job cancels every server; with continue_on_failure: false the first failure
     // cancels the others too.
     let group = cancel.child_token();
-    let mode = ssh_mode(target.mode);
-    let mut tasks = tokio::task::JoinSet::new();
-    // Servers start in the order the target lists them (a slot is taken before each spawn), so
-    // that with a small concurrency and `continue_on_failure: false` the first ones decide.
+    // Every server's execution exists from the start, so that a batch never run is still
+    // recorded: the first batch's are deploying, the later ones' pending until their turn.
     let names: Vec<&str> = servers.iter().map(|s| s.config.name.as_str()).collect();
-    let executions = inner
+    let first = batches.first().map_or(0, |b| b.end);
+    let mut executions = inner
         .queue
-        .start_executions(lease, &names, ExecutionStatus::Deploying)
+        .start_executions(lease, &names[..first], ExecutionStatus::Deploying)
         .await?
         .ok_or_else(|| JobError::retryable("lease lost before the executions started"))?;
-    for (server, exec) in servers.into_iter().zip(executions) {
-        let exec_id = exec.id;
-        let permit = slots.clone().acquire_owned().await;
-        let (variables, payload) = (variables.clone(), payload.clone());
-        let lease = lease.clone();
-        let (inner, job, spec, recorder, group, ssh) = (
-            inner.clone(),
-            job.clone(),
-            spec.clone(),
-            recorder.clone(),
-            group.clone(),
-            ssh.clone(),
+    if first < names.len() {
+        executions.extend(
+            inner
+                .queue
+                .start_executions(lease, &names[first..], ExecutionStatus::Pending)
+                .await?
+                .ok_or_else(|| JobError::retryable("lease lost before the executions started"))?,
         );
-        let fail_fast = !target.continue_on_failure;
-        tasks.spawn(async move {
-            let _permit = permit;
-            let r = run_on_server(&inner, &ssh, &job, &lease, &spec, &payload, interpreter, mode, &server, exec_id, &recorder, &group, &variables).await;
-            if fail_fast && r.finished.status != RunStatus::Succeeded && !group.is_cancelled() {
-                recorder
-                    .system(r.execution_id, format!("[cronium] {} failed; cancelling the other servers (continue_on_failure: false)", server.config.name))
-                    .await;
-                group.cancel();
-            }
-            r
-        });
     }
-    let mut results = Vec::new();
-    while let Some(r) = tasks.join_next().await {
-        match r {
-            Ok(r) => results.push(r),
-            Err(e) => tracing::error!(error = %e, "a server task panicked"),
+    let ids: Vec<i64> = executions.iter().map(|e| e.id).collect();
+    let fanout = Fanout {
+        inner,
+        ssh,
+        job,
+        lease,
+        spec,
+        target,
+        recorder,
+        group: &group,
+        payload,
+        variables,
+        interpreter,
+    };
+    let mut servers = servers.into_iter().map(Some).collect::<Vec<_>>();
+    let mut results = Vec::with_capacity(servers.len());
+    let count = batches.len();
+    for (i, range) in batches.into_iter().enumerate() {
+        let batch: Vec<(RemoteServer, i64)> = range
+            .clone()
+            .filter_map(|k| servers[k].take().map(|s| (s, ids[k])))
+            .collect();
+        if count > 1 {
+            if i > 0 {
+                let pause = target
+                    .pause
+                    .filter(|p| !p.0.is_zero() && !group.is_cancelled());
+                if let Some(pause) = pause {
+                    recorder
+                        .system(
+                            None,
+                            format!("[cronium] pausing {pause} before batch {}", i + 1),
+                        )
+                        .await;
+                    // Promptly stopped by a cancel of the job (or a lost lease).
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause.0) => {}
+                        _ = group.cancelled() => {}
+                    }
+                }
+                if group.is_cancelled() {
+                    results.extend(not_run(&batch, "not run: the job was cancelled"));
+                    continue;
+                }
+                let deploying: Vec<(i64, ExecutionUpdate)> = batch
+                    .iter()
+                    .map(|(_, id)| {
+                        let update = ExecutionUpdate {
+                            status: Some(ExecutionStatus::Deploying),
+                            ..Default::default()
+                        };
+                        (*id, update)
+                    })
+                    .collect();
+                if let Err(e) = inner.queue.update_executions(lease, &deploying).await {
+                    tracing::warn!(error = %e, "marking a batch deploying");
+                }
+            }
+            let listed: Vec<&str> = batch.iter().map(|(s, _)| s.config.name.as_str()).collect();
+            recorder
+                .system(
+                    None,
+                    format!(
+                        "[cronium] batch {} of {count}: {}",
+                        i + 1,
+                        listed.join(", ")
+                    ),
+                )
+                .await;
+        }
+        let done = fanout.run_batch(batch).await;
+        let failed: Vec<String> = done
+            .iter()
+            .filter(|r| r.finished.status != RunStatus::Succeeded)
+            .filter_map(|r| r.server.clone())
+            .collect();
+        results.extend(done);
+        if !failed.is_empty() && i + 1 < count {
+            // A rolling fan-out stops at the first batch with a failure: the later batches'
+            // servers are recorded as cancelled, saying why.
+            let note = if cancel.is_cancelled() {
+                "not run: the job was cancelled".to_string()
+            } else {
+                format!("not run: batch {} failed", i + 1)
+            };
+            recorder
+                .system(
+                    None,
+                    format!(
+                        "[cronium] batch {} failed ({}); the {} later batch(es) do not run",
+                        i + 1,
+                        failed.join(", "),
+                        count - i - 1
+                    ),
+                )
+                .await;
+            let rest: Vec<(RemoteServer, i64)> = servers
+                .iter_mut()
+                .zip(&ids)
+                .filter_map(|(s, id)| s.take().map(|s| (s, *id)))
+                .collect();
+            results.extend(not_run(&rest, &note));
+            break;
         }
     }
     results.sort_by(|a, b| a.server.cmp(&b.server));
     Ok(results)
+}
+
+/// The results of servers whose batch never ran (an earlier batch failed, or the job was
+/// cancelled between batches): cancelled, with the reason as the execution's note.
+fn not_run(servers: &[(RemoteServer, i64)], why: &str) -> Vec<ExecResult> {
+    servers
+        .iter()
+        .map(|(server, id)| {
+            let finished = Finished {
+                status: RunStatus::Cancelled,
+                exit_code: None,
+                signal: None,
+                run_ms: 0,
+                error: None,
+            };
+            let mut r = ExecResult::new(Some(*id), Some(server.config.name.clone()), finished);
+            r.extra.note = Some(why.to_string());
+            r.not_run = true;
+            r
+        })
+        .collect()
+}
+
+/// What every server of one fan-out shares.
+struct Fanout<'a> {
+    inner: &'a Arc<Inner>,
+    ssh: &'a cronium_ssh::SshExecutor,
+    job: &'a JobRow,
+    lease: &'a Lease,
+    spec: &'a Arc<EventSpec>,
+    target: &'a ServersTarget,
+    recorder: &'a Arc<Recorder>,
+    group: &'a CancellationToken,
+    payload: Arc<PayloadRef>,
+    variables: Arc<BTreeMap<String, Value>>,
+    interpreter: cronium_protocol::Interpreter,
+}
+
+impl Fanout<'_> {
+    /// Runs one batch (every server, when there are no batches) at the target's concurrency
+    /// and waits for all of it.
+    async fn run_batch(&self, batch: Vec<(RemoteServer, i64)>) -> Vec<ExecResult> {
+        let inner = self.inner;
+        let limit = self
+            .target
+            .concurrency
+            .map_or(inner.config.fanout_concurrency, |c| c as usize)
+            .clamp(1, inner.config.fanout_concurrency.max(1));
+        let slots = Arc::new(Semaphore::new(limit));
+        let mode = ssh_mode(self.target.mode);
+        let interpreter = self.interpreter;
+        let mut tasks = tokio::task::JoinSet::new();
+        // Servers start in the order the target lists them (a slot is taken before each
+        // spawn), so that with a small concurrency and `continue_on_failure: false` the first
+        // ones decide.
+        for (server, exec_id) in batch {
+            let permit = slots.clone().acquire_owned().await;
+            let (variables, payload) = (self.variables.clone(), self.payload.clone());
+            let lease = self.lease.clone();
+            let (inner, job, spec, recorder, group, ssh) = (
+                inner.clone(),
+                self.job.clone(),
+                self.spec.clone(),
+                self.recorder.clone(),
+                self.group.clone(),
+                self.ssh.clone(),
+            );
+            let fail_fast = !self.target.continue_on_failure;
+            tasks.spawn(async move {
+                let _permit = permit;
+                let r = run_on_server(&inner, &ssh, &job, &lease, &spec, &payload, interpreter, mode, &server, exec_id, &recorder, &group, &variables).await;
+                if fail_fast && r.finished.status != RunStatus::Succeeded && !group.is_cancelled() {
+                    recorder
+                        .system(r.execution_id, format!("[cronium] {} failed; cancelling the other servers (continue_on_failure: false)", server.config.name))
+                        .await;
+                    group.cancel();
+                }
+                r
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(r) = tasks.join_next().await {
+            match r {
+                Ok(r) => results.push(r),
+                Err(e) => tracing::error!(error = %e, "a server task panicked"),
+            }
+        }
+        results
+    }
 }
 
 /// Named servers first, in the order the target names them; servers matched by tag after, by name.
@@ -354,6 +534,9 @@ async fn run_on_server(
         }
     };
     let mut r = ExecResult::new(Some(exec_id), Some(name), finished);
+    // When this server ended, not when the whole fan-out did (the executions are written
+    // together at the end): a rolling fan-out's batches show in these times.
+    extra.finished_at = Some(now_ms());
     r.extra = extra;
     r
 }

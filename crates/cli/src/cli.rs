@@ -403,6 +403,20 @@ pub enum JobCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Run a job again as a new job with the same input: its event's current version on
+    /// every server, or with --failed-only the same version on only the servers of a fan-out
+    /// that did not succeed in its last attempt. Prints the new job's id.
+    Retry {
+        id: i64,
+        /// Only the servers whose execution failed, timed out, was lost, cancelled or not run.
+        #[arg(long)]
+        failed_only: bool,
+        /// Stream the new job's log and exit with its exit code.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 #[derive(Subcommand, Debug)]

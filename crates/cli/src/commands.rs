@@ -313,6 +313,9 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
                         s(x, "runner_version"),
                         x["run_ms"]
                     );
+                    if let Some(note) = x["note"].as_str() {
+                        println!("    note: {note}");
+                    }
                     if let Some(h) = x["helpers"].as_str() {
                         match x["helpers_note"].as_str() {
                             Some(note) => println!("    helpers: {h} (fell back from api: {note})"),
@@ -361,6 +364,38 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
                 };
                 println!("job {id}: {what}");
             }
+        }
+        JobCmd::Retry {
+            id,
+            failed_only,
+            follow,
+            client,
+        } => {
+            let c = Client::new(&client)?;
+            let body = json!({"failed_only": failed_only});
+            let r = c
+                .request(
+                    Method::POST,
+                    &format!("/api/v1/jobs/{id}/retry"),
+                    Some(&body),
+                )
+                .await?;
+            let new = r["id"]
+                .as_i64()
+                .ok_or_else(|| anyhow!("server returned no job id"))?;
+            if !follow {
+                if client.json {
+                    print_json(&json!({"id": new}));
+                } else {
+                    println!("{new}");
+                }
+                return Ok(0);
+            }
+            let end = c.follow(new, 0).await?;
+            if client.json {
+                print_json(&c.get(&format!("/api/v1/jobs/{new}")).await?);
+            }
+            return Ok(exit_code_for(&end));
         }
     }
     Ok(0)

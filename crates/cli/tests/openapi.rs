@@ -572,6 +572,30 @@ async fn every_route_answers_as_the_document_says() {
     c.hit("GET", job, &format!("/api/v1/jobs/{slow}"), Body::None, 200)
         .await;
 
+    // Retry: every server again (a re-run), or only a fan-out's failed ones.
+    let retry = "/api/v1/jobs/{id}/retry";
+    let at = format!("/api/v1/jobs/{slow}/retry");
+    let again = c.hit("POST", retry, &at, Body::None, 201).await;
+    let again = again.json()["id"].as_i64().expect("id");
+    c.hit(
+        "POST",
+        cancel,
+        &format!("/api/v1/jobs/{again}/cancel"),
+        Body::None,
+        200,
+    )
+    .await;
+    let failed_only = Body::Json(json!({"failed_only": true}));
+    // A local job is not a fan-out to servers.
+    c.hit("POST", retry, &at, failed_only, 409).await;
+    c.hit("POST", retry, "/api/v1/jobs/999999/retry", Body::None, 404)
+        .await;
+    c.hit("POST", retry, "/api/v1/jobs/x/retry", Body::None, 422)
+        .await;
+    let bad = Body::Json(json!({"failed_only": "yes"}));
+    c.hit("POST", retry, &at, bad, 422).await;
+    c.hit_too_large("POST", retry, &at);
+
     // Logs, paged and live.
     let logs = "/api/v1/jobs/{id}/logs";
     c.hit(
@@ -1766,5 +1790,19 @@ fn the_name_pattern_is_the_name_rule() {
             cronium_core::spec::validate_name(name).is_ok(),
             "`{name}`"
         );
+    }
+}
+
+#[test]
+fn the_percentage_pattern_is_the_parser_rule() {
+    use cronium_core::fanout::{ServerCount, PERCENT_PATTERN};
+    let schema = json!({"type": "string", "pattern": PERCENT_PATTERN});
+    let validator = jsonschema::validator_for(&schema).expect("pattern compiles");
+    for text in [
+        "1%", "60%", "100%", " 60 % ", "99%", "0%", "101%", "060%", "%", "60", "abc", "-5%", "+5%",
+        "5.5%", "1000%", "60%%", "",
+    ] {
+        let parsed = serde_json::from_value::<ServerCount>(json!(text)).is_ok();
+        assert_eq!(validator.is_valid(&json!(text)), parsed, "`{text}`");
     }
 }

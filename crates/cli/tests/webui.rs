@@ -186,6 +186,7 @@ const FORMS: &[&str] = &[
     "/events/some-event/delete",
     "/jobs/1/cancel",
     "/jobs/1/rerun",
+    "/jobs/1/retry-failed",
     "/variables",
     "/variables/v/delete",
     "/tokens",

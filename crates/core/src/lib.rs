@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod crypto;
 pub mod duration;
+pub mod fanout;
 pub mod logbus;
 pub mod mask;
 pub mod metrics;

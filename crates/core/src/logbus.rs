@@ -2,11 +2,15 @@
 //! after the lines are stored; viewers wait on it and then read the store. The store stays the
 //! only source of lines (so a viewer never sees a line that is not stored, and reconnecting with
 //! the last seq seen misses nothing); the bus only saves viewers from polling.
+//!
+//! It also carries cancel requests to the agent running a job in this process
+//! ([`LogBus::cancel_requested`]): the request itself is in the store, which the agent's
+//! heartbeat reads; the wake-up only makes it read now instead of at its next beat.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, watch, Notify};
 
 /// Latest stored seq per job, and whether the job has ended.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -29,6 +33,8 @@ pub const STATUS_CAPACITY: usize = 256;
 pub struct LogBus {
     jobs: Mutex<HashMap<i64, watch::Sender<LogMark>>>,
     statuses: broadcast::Sender<JobChanged>,
+    /// The jobs running in this process whose heartbeat listens for cancel requests.
+    cancels: Mutex<HashMap<i64, Arc<Notify>>>,
 }
 
 impl Default for LogBus {
@@ -36,6 +42,7 @@ impl Default for LogBus {
         LogBus {
             jobs: Mutex::default(),
             statuses: broadcast::channel(STATUS_CAPACITY).0,
+            cancels: Mutex::default(),
         }
     }
 }
@@ -85,6 +92,29 @@ impl LogBus {
         }
     }
 
+    /// What the heartbeat of `job_id` waits on besides its timer: notified (a permit kept if
+    /// it is not waiting yet) when a cancel of the job is requested in this process. Until
+    /// [`LogBus::forget_cancel`].
+    pub fn watch_cancel(&self, job_id: i64) -> Arc<Notify> {
+        let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        cancels.entry(job_id).or_default().clone()
+    }
+
+    /// The job's run in this process has ended: nothing waits for its cancel any more.
+    pub fn forget_cancel(&self, job_id: i64) {
+        let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        cancels.remove(&job_id);
+    }
+
+    /// A cancel of `job_id` was stored: wakes its heartbeat if it runs in this process (a job
+    /// run elsewhere learns it at its next beat).
+    pub fn cancel_requested(&self, job_id: i64) {
+        let cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = cancels.get(&job_id) {
+            n.notify_one();
+        }
+    }
+
     /// A receiver that changes whenever new lines of `job_id` are stored.
     pub fn subscribe(&self, job_id: i64) -> Option<watch::Receiver<LogMark>> {
         self.sender(job_id).map(|tx| tx.subscribe())
@@ -100,5 +130,36 @@ impl LogBus {
                 jobs.remove(&job_id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cancel_request_wakes_only_its_jobs_watcher_even_before_it_waits() {
+        let bus = LogBus::new();
+        let mine = bus.watch_cancel(1);
+        let other = bus.watch_cancel(2);
+        // Requested before anyone waits: the permit is kept.
+        bus.cancel_requested(1);
+        tokio::time::timeout(Duration::from_secs(1), mine.notified())
+            .await
+            .expect("woken");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), other.notified())
+                .await
+                .is_err(),
+            "another job's watcher was woken"
+        );
+        // Forgotten: a late request wakes nothing (and does not fail).
+        bus.forget_cancel(1);
+        bus.cancel_requested(1);
+        assert!(!bus.cancels.lock().unwrap().contains_key(&1));
+        bus.forget_cancel(2);
+        assert!(bus.cancels.lock().unwrap().is_empty());
     }
 }

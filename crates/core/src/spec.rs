@@ -17,6 +17,7 @@ use serde_json::Value;
 pub use cronium_model::{EventStatus, JobPolicy};
 
 use crate::duration::{ByteSize, HumanDuration};
+pub use crate::fanout::ServerCount;
 use crate::schedule::{parse_timezone, Schedule};
 
 /// Largest script accepted inline.
@@ -149,6 +150,17 @@ pub struct ServersTarget {
     /// `false`: the first failing server cancels the remaining ones.
     #[serde(default = "yes")]
     pub continue_on_failure: bool,
+    /// How many servers must succeed for the job to be `partial` rather than `failed` when
+    /// some fail (default: one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_success: Option<ServerCount>,
+    /// Rolling fan-out: the servers run in batches of this size, one after the other; a batch
+    /// with a failure stops the ones after it (default: one batch of every server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<ServerCount>,
+    /// The wait between two batches (needs `batch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<HumanDuration>,
 }
 
 fn yes() -> bool {
@@ -210,6 +222,12 @@ struct TargetMap {
     #[serde(default)]
     continue_on_failure: Option<bool>,
     #[serde(default)]
+    min_success: Option<ServerCount>,
+    #[serde(default)]
+    batch: Option<ServerCount>,
+    #[serde(default)]
+    pause: Option<HumanDuration>,
+    #[serde(default)]
     container: Option<ContainerTarget>,
     #[serde(default)]
     local: Option<Value>,
@@ -238,7 +256,10 @@ impl<'de> Deserialize<'de> for Target {
                     || m.tags.is_some()
                     || m.mode.is_some()
                     || m.concurrency.is_some()
-                    || m.continue_on_failure.is_some();
+                    || m.continue_on_failure.is_some()
+                    || m.min_success.is_some()
+                    || m.batch.is_some()
+                    || m.pause.is_some();
                 match (server_keys, m.container, m.local) {
                     (true, None, None) => {
                         let t = ServersTarget {
@@ -247,6 +268,9 @@ impl<'de> Deserialize<'de> for Target {
                             mode: m.mode.unwrap_or_default(),
                             concurrency: m.concurrency,
                             continue_on_failure: m.continue_on_failure.unwrap_or(true),
+                            min_success: m.min_success,
+                            batch: m.batch,
+                            pause: m.pause,
                         };
                         if t.servers.is_empty() && t.tags.is_empty() {
                             return Err(de::Error::custom(
@@ -796,6 +820,25 @@ pub fn validate_target(at: FieldPath<'_>, target: &Target) -> Result<(), SpecErr
         if t.concurrency == Some(0) {
             return Err(at.error("target.concurrency", "must be at least 1"));
         }
+        // With tags the number of servers is known only when the job runs (the agent refuses
+        // a count larger than what it resolved); with names alone it is known now.
+        if let (Some(ServerCount::Count(n)), true) = (t.min_success, t.tags.is_empty()) {
+            if n as usize > t.servers.len() {
+                return Err(at.error(
+                    "target.min_success",
+                    format!(
+                        "{n} is more than the {} server(s) the target names",
+                        t.servers.len()
+                    ),
+                ));
+            }
+        }
+        if t.pause.is_some() && t.batch.is_none() {
+            return Err(at.error(
+                "target.pause",
+                "is the wait between batches: set target.batch too",
+            ));
+        }
     }
     Ok(())
 }
@@ -1311,5 +1354,81 @@ status: sleeping
             ]
         );
         assert!(matching_channels(&rules, &[]).is_empty());
+    }
+
+    #[test]
+    fn fan_out_controls_are_read_from_yaml_and_json_and_stored_back() {
+        let yaml = "name: x\ntype: bash\nscript: echo\ntarget:\n  tags: [web]\n  \
+                    min_success: '60%'\n  batch: 2\n  pause: 30s\n";
+        let json = r#"{"name": "x", "type": "bash", "script": "echo",
+            "target": {"tags": ["web"], "min_success": "60%", "batch": 2, "pause": "30s"}}"#;
+        for spec in [parse_yaml(yaml).unwrap(), parse_json(json).unwrap()] {
+            let Target::Servers(t) = &spec.target else {
+                panic!("not a servers target: {:?}", spec.target)
+            };
+            assert_eq!(t.min_success, Some(ServerCount::Percent(60)));
+            assert_eq!(t.batch, Some(ServerCount::Count(2)));
+            assert_eq!(t.pause.map(|p| p.0.as_secs()), Some(30));
+            // The stored version reads back the same.
+            let stored = spec.to_value();
+            assert_eq!(stored["target"]["min_success"], "60%", "{stored}");
+            assert_eq!(stored["target"]["batch"], 2, "{stored}");
+            assert_eq!(from_stored_value(stored).unwrap(), spec);
+        }
+        // Absent, they are absent from the stored version too (older versions are unchanged).
+        let plain = parse_yaml("name: x\ntype: bash\nscript: echo\ntarget: {servers: [a]}\n")
+            .unwrap()
+            .to_value();
+        let target = plain["target"].as_object().unwrap();
+        for field in ["min_success", "batch", "pause"] {
+            assert!(!target.contains_key(field), "{plain}");
+        }
+        // min_success alone makes a servers target too.
+        let t = parse_yaml(
+            "{name: x, type: bash, script: e, target: {servers: [a, b], min_success: 2}}",
+        )
+        .unwrap();
+        assert!(matches!(
+            t.target,
+            Target::Servers(ServersTarget {
+                min_success: Some(ServerCount::Count(2)),
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn bad_fan_out_values_are_refused_naming_the_field() {
+        let base = "{name: x, type: bash, script: e, target: {tags: [web], ";
+        for (fields, field, needle) in [
+            ("min_success: 0", "target.min_success", "at least 1"),
+            ("min_success: '0%'", "target.min_success", "1% to 100%"),
+            ("min_success: '101%'", "target.min_success", "1% to 100%"),
+            ("min_success: abc", "target.min_success", "percentage"),
+            ("min_success: -2", "target.min_success", "percentage"),
+            ("min_success: 1.5", "target.min_success", "percentage"),
+            ("min_success: '3'", "target.min_success", "percentage"),
+            ("batch: 0", "target.batch", "at least 1"),
+            ("batch: '200%'", "target.batch", "percentage"),
+            ("pause: soon, batch: 1", "target.pause", "not a duration"),
+            ("pause: 10s", "target.pause", "target.batch"),
+        ] {
+            let text = format!("{base}{fields}}}}}");
+            let e = parse_yaml(&text).unwrap_err();
+            assert_eq!(e.field, field, "{text}: {e}");
+            assert!(e.to_string().contains(needle), "{text}: {e}");
+            let e = parse_json(
+                &serde_json::to_string(&serde_saphyr::from_str::<Value>(&text).unwrap()).unwrap(),
+            )
+            .unwrap_err();
+            assert_eq!(e.field, field, "{text} as JSON: {e}");
+        }
+        // Named servers only: a count larger than they are is known at once.
+        let e = parse_yaml(
+            "{name: x, type: bash, script: e, target: {servers: [a, b], min_success: 3}}",
+        )
+        .unwrap_err();
+        assert_eq!(e.field, "target.min_success", "{e}");
+        assert!(e.message.contains("more than the 2 server(s)"), "{e}");
     }
 }

@@ -18,6 +18,7 @@ use utoipa::openapi::{Ref, RefOr};
 use utoipa::{PartialSchema, ToSchema};
 
 use crate::duration::{ByteSize, HumanDuration};
+use crate::fanout::ServerCount;
 use crate::spec::{
     ContainerNetwork, ContainerTarget, Retain, ScheduleText, ServersTarget, Target, NAME_PATTERN,
 };
@@ -156,6 +157,25 @@ impl PartialSchema for Retain {
 }
 impl ToSchema for Retain {}
 
+impl PartialSchema for ServerCount {
+    fn schema() -> RefOr<Schema> {
+        AnyOfBuilder::new()
+            .description(Some(
+                "A number of servers (at least 1) or a percentage of the targeted servers, \
+                 rounded up (`\"60%\"`, from 1% to 100%)",
+            ))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1)),
+            )
+            .item(string().pattern(Some(crate::fanout::PERCENT_PATTERN)))
+            .examples([serde_json::json!(2), serde_json::json!("60%")])
+            .into()
+    }
+}
+impl ToSchema for ServerCount {}
+
 impl PartialSchema for ContainerNetwork {
     fn schema() -> RefOr<Schema> {
         string()
@@ -250,6 +270,7 @@ mod tests {
             HumanDuration::schema(),
             ByteSize::schema(),
             ContainerNetwork::schema(),
+            ServerCount::schema(),
             ScheduleText::schema(),
             Target::schema(),
         ] {

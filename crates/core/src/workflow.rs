@@ -813,6 +813,26 @@ nodes:
                 "at least 1",
             ),
             (
+                "  - {id: deploy, event: deploy, target: {tags: [a], min_success: '0%'}}\n",
+                "nodes[1].target.min_success",
+                "percentage",
+            ),
+            (
+                "  - {id: deploy, event: deploy, target: {servers: [a], min_success: 2}}\n",
+                "nodes[1].target.min_success",
+                "more than the 1 server",
+            ),
+            (
+                "  - {id: deploy, event: deploy, target: {tags: [a], batch: abc}}\n",
+                "nodes[1].target.batch",
+                "percentage",
+            ),
+            (
+                "  - {id: deploy, event: deploy, target: {tags: [a], pause: 5s}}\n",
+                "nodes[1].target.pause",
+                "target.batch",
+            ),
+            (
                 "  - {id: deploy, event: deploy, target: {container: {cpus: -1}}}\n",
                 "nodes[1].target.container.cpus",
                 "positive",

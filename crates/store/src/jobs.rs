@@ -294,8 +294,9 @@ fn check_lease(worker: &str, lease_ms: i64) -> Result<(), StoreError> {
 }
 
 /// What makes a job a workflow node's: the node run, and the node's overrides of its event.
+/// Without a node run: a job with overrides of its own (a retry of a fan-out's failed servers).
 pub(crate) struct NodeLink<'a> {
-    pub node_run_id: i64,
+    pub node_run_id: Option<i64>,
     pub overrides: &'a Value,
 }
 
@@ -346,7 +347,7 @@ pub(crate) async fn insert_job(
     .bind(job.scheduled_for)
     .bind(job.timeout_ms)
     .bind(now)
-    .bind(node.as_ref().map(|n| n.node_run_id))
+    .bind(node.as_ref().and_then(|n| n.node_run_id))
     .bind(overrides)
     .fetch_optional(conn)
     .await?;
@@ -392,14 +393,32 @@ impl Store {
     /// paused, if it was active), and the event is paused (status `paused`, no next fire) when
     /// this job reaches the limit.
     pub async fn enqueue(&self, job: &NewJob, now: i64) -> Result<JobRow, StoreError> {
+        self.enqueue_with_overrides(job, &Value::Null, now).await
+    }
+
+    /// As [`Store::enqueue`], the job carrying `overrides` of its event spec (read by the agent
+    /// with `cronium_core::workflow::NodeOverrides`; Null: none), as a retry of a fan-out's
+    /// failed servers narrows the target.
+    pub async fn enqueue_with_overrides(
+        &self,
+        job: &NewJob,
+        overrides: &Value,
+        now: i64,
+    ) -> Result<JobRow, StoreError> {
         validate_new_job(job)?;
+        let link = || {
+            (!overrides.is_null()).then_some(NodeLink {
+                node_run_id: None,
+                overrides,
+            })
+        };
         let duplicate = || StoreError::Conflict("scheduled_for".into());
         let mut tx = match (job.event_id, job.max_executions) {
             (Some(_), limit) if limit > 0 => self.begin_write().await?,
             // No limit: one statement, no transaction (the common, fast path).
             _ => {
                 let mut conn = self.write.acquire().await?;
-                return insert_job(&mut conn, job, None, now, false)
+                return insert_job(&mut conn, job, link(), now, false)
                     .await?
                     .ok_or_else(duplicate);
             }
@@ -418,7 +437,7 @@ impl Store {
                 });
             }
         };
-        let row = insert_job(&mut tx, job, None, now, false)
+        let row = insert_job(&mut tx, job, link(), now, false)
             .await?
             .ok_or_else(duplicate)?;
         if let (true, Some(event_id)) = (last, job.event_id) {

@@ -739,7 +739,7 @@ async fn node_job(
         }
     };
     let link = NodeLink {
-        node_run_id: node_run,
+        node_run_id: Some(node_run),
         overrides: &node.overrides,
     };
     let row = insert_job(conn, &job, Some(link), env.now, false)

@@ -34,7 +34,7 @@ Every route but `/healthz` and `POST /hooks/{name}` (signed instead) needs `Auth
 `{\"error\": {\"code\", \"message\", \"field\"}}`, the field naming what is at fault."),
     paths(
         events::list, events::create, events::apply, events::show, events::delete, events::run,
-        jobs::list, jobs::show, jobs::cancel, jobs::logs, jobs::stream,
+        jobs::list, jobs::show, jobs::cancel, jobs::retry, jobs::logs, jobs::stream,
         variables::list, variables::show, variables::set, variables::delete,
         tokens::list, tokens::create, tokens::revoke,
         users::list, users::add, users::show, users::update, users::set_password,

@@ -1,20 +1,23 @@
-//! `/api/v1/jobs`: list with filters, detail with executions, cancel, logs (paged and live).
+//! `/api/v1/jobs`: list with filters, detail with executions, cancel, retry (of every server or
+//! only the failed ones), logs (paged and live).
 
 use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::{Extension, Json};
 use cronium_model::JobStatus;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
-use super::dto::{JobDto, LogLineDto, LogPageDto};
+use super::body;
+use super::dto::{CreatedDto, JobDto, LogLineDto, LogPageDto};
 use super::error::{ApiResult, ErrorBody};
-use super::extract::{Path, Query};
+use super::extract::{Body, Path, Query};
 use super::params::JobId;
 use crate::state::AppState;
 use crate::usecases::jobs::{self, JobQuery, LogEvent};
@@ -97,6 +100,40 @@ pub async fn cancel(
 ) -> ApiResult<Json<JobDto>> {
     let job = jobs::cancel(&state, &actor, id).await?;
     Ok(Json(JobDto::new(job, None)))
+}
+
+/// What `POST /api/v1/jobs/{id}/retry` runs again.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    /// Only the servers whose execution in the job's last attempt did not succeed (failed,
+    /// timed out, lost, cancelled, or not run by a rolling fan-out), with the same event
+    /// version. False or absent: run the event again (its current version, every server).
+    #[serde(default)]
+    pub failed_only: bool,
+}
+
+/// Run a job again: a new job of the same event with the job's input. With `failed_only`, a
+/// fan-out's servers that did not succeed in its last attempt, and only them.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", tag = "jobs", operation_id = "retry_job", params(JobId),
+    request_body(content = Option<RetryBody>, description = "Optional (no body: run every server again)"),
+    responses(
+        (status = 201, description = "The new job", body = CreatedDto),
+        (status = 404, description = "No such job, or its event is gone", body = ErrorBody),
+        (status = 409, description = "`failed_only`: the job has not ended, is not a fan-out to servers, or has no failed server; or the event reached its `max_executions`", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MiB", body = ErrorBody),
+        (status = 422, description = "The id or the body is not valid, or the event is archived", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(JobId { id }): Path<JobId>,
+    Body(bytes): Body,
+) -> ApiResult<(StatusCode, Json<CreatedDto>)> {
+    let body: RetryBody = body::optional_json(&bytes)?;
+    let job = jobs::retry(&state, &actor, id, body.failed_only).await?;
+    Ok((StatusCode::CREATED, Json(CreatedDto { id: job.id })))
 }
 
 #[derive(Deserialize, IntoParams)]

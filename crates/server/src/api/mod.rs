@@ -244,6 +244,7 @@ pub fn api_routes() -> Routes<AppState> {
         .route("/jobs", get(Viewer, jobs::list))
         .route("/jobs/{id}", get(Viewer, jobs::show))
         .route("/jobs/{id}/cancel", post(Operator, jobs::cancel))
+        .route("/jobs/{id}/retry", post(Operator, jobs::retry))
         .route("/jobs/{id}/logs", get(Viewer, jobs::logs))
         .route("/jobs/{id}/logs/stream", get(Viewer, jobs::stream))
         .route("/variables", get(Viewer, variables::list))

@@ -46,6 +46,7 @@ pub fn routes() -> Routes<AppState> {
         .route("/jobs/{id}", get(Viewer, show))
         .route("/jobs/{id}/cancel", post(Operator, cancel))
         .route("/jobs/{id}/rerun", post(Operator, rerun))
+        .route("/jobs/{id}/retry-failed", post(Operator, retry_failed))
         .route("/jobs/{id}/log/lines", get(Viewer, lines))
         .route("/jobs/{id}/log/stream", get(Viewer, stream))
         .route("/jobs/{id}/log.txt", get(Viewer, download))
@@ -325,6 +326,9 @@ struct JobPage {
     done: Option<String>,
     /// For a workflow node's job: its run and node.
     workflow_run: Option<WorkflowLink>,
+    /// An ended fan-out (not a node's) with servers that did not succeed: the
+    /// "Retry failed servers" button.
+    retry_failed: bool,
 }
 
 /// The workflow run (and node) a node's job belongs to.
@@ -388,6 +392,9 @@ pub async fn show(
             name: w.name,
         })
         .collect();
+    let retry_failed = job.status.is_final()
+        && job.node_run_id.is_none()
+        && uc::failed_servers(&job, &executions).is_some_and(|f| !f.is_empty());
     let mut servers: Vec<String> = executions.iter().filter_map(|x| x.server.clone()).collect();
     servers.sort();
     servers.dedup();
@@ -417,6 +424,7 @@ pub async fn show(
         last_seq,
         done: done_message(q.done.as_deref()),
         workflow_run,
+        retry_failed,
     }))
 }
 
@@ -440,6 +448,17 @@ pub async fn rerun(
     Path(id): Path<i64>,
 ) -> UiResult<Response> {
     let job = uc::rerun(&state, &actor, id).await?;
+    Ok(Redirect::to(&format!("/jobs/{}?done=started", job.id)).into_response())
+}
+
+/// `cronium job retry --failed-only` from the job page: a new job on the servers that did not
+/// succeed.
+pub async fn retry_failed(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<i64>,
+) -> UiResult<Response> {
+    let job = uc::retry(&state, &actor, id, true).await?;
     Ok(Redirect::to(&format!("/jobs/{}?done=started", job.id)).into_response())
 }
 

@@ -1,12 +1,15 @@
-//! Jobs: list with filters (keyset paging on id), detail with executions, cancel, re-run, and
-//! their logs: a page after a seq, the tail before a seq (a big log opens at its end), and the
-//! live stream that the API and the log viewer both serve as Server-Sent Events.
+//! Jobs: list with filters (keyset paging on id), detail with executions, cancel, re-run, the
+//! retry of a fan-out's failed servers, and their logs: a page after a seq, the tail before a
+//! seq (a big log opens at its end), and the live stream that the API and the log viewer both
+//! serve as Server-Sent Events.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use cronium_core::clock::now_ms;
-use cronium_model::{JobStatus, Trigger};
+use cronium_core::spec::{self, ServersTarget, Target};
+use cronium_core::workflow::NodeOverrides;
+use cronium_model::{EventStatus, ExecutionStatus, JobStatus, Trigger};
 use cronium_store::{CancelResult, ExecutionRow, JobFilter, JobRow, LogLine, StoreError};
 use futures::Stream;
 
@@ -132,8 +135,10 @@ async fn cancel_unrecorded(state: &AppState, id: i64) -> UseCaseResult<JobRow> {
             state.bus.finish(id);
             state.bus.job_changed(Some(id));
         }
-        // The agent ends the run and publishes its final status.
-        CancelResult::Requested => {}
+        // The agent ends the run and publishes its final status. An agent in this process
+        // is woken to read the request at once instead of at its next beat (a third of the
+        // lease).
+        CancelResult::Requested => state.bus.cancel_requested(id),
     }
     get(state, id).await
 }
@@ -149,6 +154,144 @@ pub async fn rerun(state: &AppState, actor: &Actor, id: i64) -> UseCaseResult<Jo
         Trigger::Manual,
     )
     .await
+}
+
+/// `cronium job retry`: without `failed_only` a re-run ([`rerun`]); with it, a new job that runs
+/// the same event version again on only the servers whose execution in the job's last attempt
+/// did not succeed (failed, timed out, lost, cancelled or never run by a rolling fan-out).
+/// Refused (a conflict saying why) when the job has not ended, is not a fan-out to servers, or
+/// has no such server.
+pub async fn retry(
+    state: &AppState,
+    actor: &Actor,
+    id: i64,
+    failed_only: bool,
+) -> UseCaseResult<JobRow> {
+    if !failed_only {
+        return rerun(state, actor, id).await;
+    }
+    let mut servers = Vec::new();
+    let result = retry_failed_unrecorded(state, id, &mut servers).await;
+    audit::record(
+        state,
+        actor,
+        "job.retry",
+        format!("job {id}"),
+        None,
+        result,
+        |j| Some(serde_json::json!({"job": j.id, "retry_of": id, "servers": servers})),
+    )
+    .await
+}
+
+/// The servers of the job's last attempt whose execution did not succeed, in the order they
+/// were started; `None` when no execution of that attempt ran on a server (not a fan-out).
+pub fn failed_servers(job: &JobRow, executions: &[ExecutionRow]) -> Option<Vec<String>> {
+    let last: Vec<&ExecutionRow> = executions
+        .iter()
+        .filter(|x| x.attempt == job.attempt && x.server.is_some())
+        .collect();
+    if last.is_empty() {
+        return None;
+    }
+    Some(
+        last.iter()
+            .filter(|x| x.status != ExecutionStatus::Succeeded)
+            .filter_map(|x| x.server.clone())
+            .collect(),
+    )
+}
+
+async fn retry_failed_unrecorded(
+    state: &AppState,
+    id: i64,
+    servers: &mut Vec<String>,
+) -> UseCaseResult<JobRow> {
+    let conflict = |message: String| UseCaseError::Conflict {
+        field: None,
+        message,
+    };
+    let job = get(state, id).await?;
+    if !job.status.is_final() {
+        return Err(conflict(format!(
+            "job {id} has not ended ({}); retry it once it has",
+            job.status
+        )));
+    }
+    if job.node_run_id.is_some() {
+        return Err(conflict(format!(
+            "job {id} is a workflow node's; retry its workflow run instead"
+        )));
+    }
+    let executions = state.store.list_executions(id).await?;
+    let Some(failed) = failed_servers(&job, &executions) else {
+        return Err(conflict(format!(
+            "job {id} is not a fan-out to servers: no execution of its last attempt ran on a server"
+        )));
+    };
+    *servers = failed;
+    if servers.is_empty() {
+        return Err(conflict(format!(
+            "job {id} has no failed server: every server of attempt {} succeeded",
+            job.attempt
+        )));
+    }
+    let gone = || UseCaseError::NotFound(format!("the event of job {id} no longer exists"));
+    let event_id = job.event_id.ok_or_else(gone)?;
+    let event = state.store.get_event(event_id).await?.ok_or_else(gone)?;
+    if event.status == EventStatus::Archived {
+        return Err(UseCaseError::invalid(
+            "status",
+            format!("event `{}` is archived", event.name),
+        ));
+    }
+    let version = state
+        .store
+        .get_event_version(event_id, job.event_version)
+        .await?
+        .ok_or_else(|| {
+            UseCaseError::NotFound(format!(
+                "version {} of event `{}` no longer exists",
+                job.event_version, event.name
+            ))
+        })?;
+    let spec = spec::from_stored_value(version).map_err(|e| {
+        conflict(format!(
+            "version {} of event `{}` does not parse: {e}",
+            job.event_version, event.name
+        ))
+    })?;
+    // The target the job ran (a retry's narrowed one), narrowed to the servers to run again.
+    let overrides = NodeOverrides::from_value(&job.overrides)
+        .map_err(|e| conflict(format!("job {id} has invalid overrides: {e}")))?;
+    let Target::Servers(ran) = overrides.target.unwrap_or_else(|| spec.target.clone()) else {
+        return Err(conflict(format!("job {id} is not a fan-out to servers")));
+    };
+    let target = ServersTarget {
+        servers: servers.clone(),
+        tags: Vec::new(),
+        // The retried servers all have to succeed: a `min_success` counted over the whole
+        // fan-out means nothing over its failed part.
+        min_success: None,
+        ..ran
+    };
+    let overrides = NodeOverrides {
+        target: Some(Target::Servers(target)),
+        ..Default::default()
+    };
+    let overrides = serde_json::to_value(&overrides)
+        .map_err(|e| UseCaseError::Store(StoreError::Invalid(e.to_string())))?;
+    let now = now_ms();
+    let mut new = super::runs::new_job(&event, &spec, Trigger::Manual, Some(job.input), now, None);
+    // The same version as the job: a retry repeats what failed (`event run` runs the newest).
+    new.event_version = job.event_version;
+    let new = state
+        .store
+        .enqueue_with_overrides(&new, &overrides, now)
+        .await?;
+    state.bus.job_changed(Some(new.id));
+    state.agent_wake.notify_one();
+    Ok(new)
 }
 
 /// A log line with the server it came from (multi-server runs).

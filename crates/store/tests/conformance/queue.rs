@@ -26,6 +26,7 @@ conformance!(
     serial_jobs_wait_for_running_sibling,
     list_filters_pages_and_counts,
     invalid_jobs_write_nothing,
+    a_job_enqueued_with_overrides_carries_them_without_a_node,
 );
 
 fn ok(status: JobStatus) -> JobOutcome {
@@ -771,4 +772,45 @@ async fn invalid_jobs_write_nothing(t: Ctx) {
         }
     }
     assert!(s.list_jobs(&JobFilter::default()).await.unwrap().is_empty());
+}
+
+/// A fan-out's failed-only retry is an ordinary job whose `overrides` narrow its target: kept on
+/// the row (and the claim) without a node run, through both insert paths (plain, and the
+/// `max_executions` transaction).
+async fn a_job_enqueued_with_overrides_carries_them_without_a_node(t: Ctx) {
+    let s = &t.store;
+    let overrides = json!({"target": {"servers": ["web2"], "batch": 1}});
+    let plain = s.enqueue(&job("plain", 0), 0).await.unwrap();
+    assert_eq!(plain.overrides, serde_json::Value::Null);
+    let retry = s
+        .enqueue_with_overrides(&job("retry", 0), &overrides, 0)
+        .await
+        .unwrap();
+    assert_eq!((&retry.overrides, retry.node_run_id), (&overrides, None));
+    let e = s
+        .create_event("limited", EventStatus::Active, &json!({}), 0)
+        .await
+        .unwrap();
+    let limited = NewJob {
+        max_executions: 5,
+        ..event_job(e.id, "limited", 0)
+    };
+    let counted = s
+        .enqueue_with_overrides(&limited, &overrides, 0)
+        .await
+        .unwrap();
+    assert_eq!(counted.overrides, overrides);
+    let mut claimed = Vec::new();
+    while let Some(j) = s.claim("w", 1000, 10).await.unwrap() {
+        claimed.push((j.id, j.overrides));
+    }
+    claimed.sort_by_key(|(id, _)| *id);
+    assert_eq!(
+        claimed,
+        vec![
+            (plain.id, serde_json::Value::Null),
+            (retry.id, overrides.clone()),
+            (counted.id, overrides)
+        ]
+    );
 }
