@@ -68,4 +68,44 @@ if [ "$size" -gt "$max_bytes" ]; then
 fi
 
 "$bin" --version >&2
+
+# One directory per architecture, for the servers (and the artifact list) to pick from:
+# target/runner/linux-x86_64/ holds the host build above; linux-aarch64/ a cross build, linked
+# by the toolchain's own rust-lld (musl's C runtime comes with the Rust target, so no cross C
+# toolchain is needed). CRONIUM_RUNNER_ARCHS (default "x86_64 aarch64") can leave aarch64 out.
+mkdir -p "$target_dir/runner/linux-x86_64"
+cp "$bin" "$target_dir/runner/linux-x86_64/cronium-runner.tmp.$$"
+mv -f "$target_dir/runner/linux-x86_64/cronium-runner.tmp.$$" "$target_dir/runner/linux-x86_64/cronium-runner"
+archs="${CRONIUM_RUNNER_ARCHS:-x86_64 aarch64}"
+if [[ " ${archs//,/ } " == *" aarch64 "* ]]; then
+    cross=aarch64-unknown-linux-musl
+    if [ -z "$sysroot" ] || [ ! -d "$sysroot/lib/rustlib/$cross" ]; then
+        if ! command -v rustup >/dev/null || ! timeout 300 rustup target add "$cross" >&2; then
+            echo "error: the $cross target is not installed and rustup cannot add it;" \
+                "set CRONIUM_RUNNER_ARCHS=x86_64 to build for this machine only" >&2
+            exit 1
+        fi
+    fi
+    CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=rust-lld \
+        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+        cargo build --profile release-runner -p cronium-runner --target "$cross" >&2
+    cross_built="$target_dir/$cross/release-runner/cronium-runner"
+    cross_bin="$target_dir/runner/linux-aarch64/cronium-runner"
+    mkdir -p "$(dirname "$cross_bin")"
+    cp "$cross_built" "$cross_bin.tmp.$$"
+    mv -f "$cross_bin.tmp.$$" "$cross_bin"
+    cross_size=$(stat -c %s "$cross_bin")
+    if command -v file >/dev/null; then
+        description=$(file -b "$cross_bin")
+        case "$description" in
+            *"ARM aarch64"*"statically linked"*) ;;
+            *) echo "error: $cross_bin is not a static aarch64 binary: $description" >&2; exit 1 ;;
+        esac
+    fi
+    if [ "$cross_size" -gt "$max_bytes" ]; then
+        echo "error: $cross_bin is larger than 3 MB" >&2
+        exit 1
+    fi
+    echo "aarch64: $cross_bin, $cross_size bytes" >&2
+fi
 echo "$bin"

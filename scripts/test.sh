@@ -34,6 +34,8 @@ command -v docker >/dev/null || missing+=(docker.io)
 command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
 [ -x /bin/busybox ] || missing+=(busybox-static)
 command -v file >/dev/null || missing+=(file)
+# The aarch64 runner's tests (crates/runner/tests/aarch64.rs) run it under qemu-user.
+[ -x /usr/bin/qemu-aarch64-static ] || missing+=(qemu-user-static)
 # The web UI's browser tests (crates/cli/tests/browser.rs) drive headless Chromium over WebDriver.
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)

@@ -241,9 +241,23 @@ pub fn run_with(scratch: &Scratch, payload: &[u8], ctx: &Value, extra: &[&str]) 
 }
 
 fn run_path_with(scratch: &Scratch, payload_path: &Path, ctx: &Value, extra: &[&str]) -> RunOutput {
+    run_launched(&[Path::new(RUNNER)], scratch, payload_path, ctx, extra)
+}
+
+/// Runs a payload file with `launcher` (the runner binary, or an emulator and then the runner:
+/// `[qemu-aarch64-static, runner]`).
+pub fn run_launched(
+    launcher: &[&Path],
+    scratch: &Scratch,
+    payload_path: &Path,
+    ctx: &Value,
+    extra: &[&str],
+) -> RunOutput {
     let ctx_path = scratch.path("context.json");
     std::fs::write(&ctx_path, ctx.to_string()).unwrap();
-    let out = Command::new(RUNNER)
+    let (program, rest) = launcher.split_first().expect("a launcher");
+    let out = Command::new(program)
+        .args(rest.iter())
         .arg("run")
         .arg(payload_path)
         .arg("--context")
