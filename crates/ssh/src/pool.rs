@@ -184,13 +184,12 @@ impl Pool {
         })
     }
 
-    /// Closes every idle connection to `server` (after a host key change was accepted, or when
-    /// the server is removed).
+    /// Closes every idle connection to `server` and forgets its pool, so that a connection
+    /// still leased by a run is closed when the run gives it back instead of going idle (after
+    /// a host key change was accepted, a credential change, or when the server is removed).
     pub fn forget(&self, server: &ServerConfig) {
         let key = ServerKey::of(server);
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sp) = servers.get_mut(&key) {
-            sp.idle.clear();
-        }
+        servers.remove(&key);
     }
 }
