@@ -602,14 +602,15 @@ pub enum ServerCmd {
     },
     /// Replace a server's credential. The new one is tested first (a login and `true`, with
     /// the pinned host key checked) and stored only when that works; otherwise nothing changes.
+    #[command(group(
+        clap::ArgGroup::new("credential")
+            .required(true)
+            .args(["key_file", "password_env"])
+    ))]
     SetKey {
         name: String,
         /// Private key file.
-        #[arg(
-            long,
-            conflicts_with = "password_env",
-            required_unless_present = "password_env"
-        )]
+        #[arg(long)]
         key_file: Option<PathBuf>,
         /// Environment variable holding the key's passphrase.
         #[arg(long, requires = "key_file")]

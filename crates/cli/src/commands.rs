@@ -583,6 +583,9 @@ fn credential_fields(
                 body["passphrase"] = json!(env_secret(&var, "passphrase")?);
             }
         }
+        (None, Some(_)) if passphrase_env.is_some() => {
+            bail!("--passphrase-env goes with --key-file, not --password-env")
+        }
         (None, Some(var)) => body["password"] = json!(env_secret(&var, "password")?),
         _ => bail!("give --key-file PATH or --password-env VAR"),
     }
