@@ -38,7 +38,7 @@ impl Drop for TestServer {
     }
 }
 
-fn server_logging_to(log_file: Option<PathBuf>) -> TestServer {
+fn start(log_file: Option<PathBuf>, database_url: Option<String>) -> TestServer {
     let deploy_dir = format!(".cache/cronium-cred-{:08x}", rand::random::<u32>());
     let server = Server::start_with(ServerOpts {
         args: vec![
@@ -48,13 +48,18 @@ fn server_logging_to(log_file: Option<PathBuf>) -> TestServer {
             deploy_dir.clone(),
         ],
         log_file,
+        database_url,
         ..Default::default()
     });
     TestServer { server, deploy_dir }
 }
 
+fn server_logging_to(log_file: Option<PathBuf>) -> TestServer {
+    start(log_file, None)
+}
+
 fn server() -> TestServer {
-    server_logging_to(None)
+    start(None, None)
 }
 
 /// A new ed25519 key pair in `dir`: (private key file, public key line, SHA256 fingerprint).
@@ -115,7 +120,17 @@ fn logins_with(h: &sshd::Sshd, fp: &str) -> usize {
 
 #[tokio::test]
 async fn rotating_from_key_a_to_key_b_keeps_runs_working_after_a_is_revoked() {
-    let s = server();
+    rotate_from_a_to_b(server()).await;
+}
+
+#[tokio::test]
+async fn rotating_from_key_a_to_key_b_on_postgres() {
+    rotate_from_a_to_b(start(None, Some(fresh_pg_database().await))).await;
+}
+
+/// Key A registered, B added to authorized_keys, `set-key` to B: the pooled session of A is
+/// closed, runs log in with B, and keep working once A is removed from the host.
+async fn rotate_from_a_to_b(s: TestServer) {
     let dir = tempfile::tempdir().unwrap();
     let (key_a, pub_a, fp_a) = keypair(dir.path(), "key-a", "");
     let (key_b, pub_b, fp_b) = keypair(dir.path(), "key-b", "");
