@@ -600,6 +600,27 @@ pub enum ServerCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Replace a server's credential. The new one is tested first (a login and `true`, with
+    /// the pinned host key checked) and stored only when that works; otherwise nothing changes.
+    #[command(group(
+        clap::ArgGroup::new("credential")
+            .required(true)
+            .args(["key_file", "password_env"])
+    ))]
+    SetKey {
+        name: String,
+        /// Private key file.
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+        /// Environment variable holding the key's passphrase.
+        #[arg(long, requires = "key_file")]
+        passphrase_env: Option<String>,
+        /// Environment variable holding the password.
+        #[arg(long)]
+        password_env: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
     /// Trust the changed host key a server presented (after checking it).
     AcceptKey {
         name: String,

@@ -1,6 +1,6 @@
 //! Client commands: each one request (or a few) to the server, printed as text or JSON.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use cronium_model::JobStatus;
@@ -565,6 +565,33 @@ fn env_secret(var: &str, what: &str) -> Result<String> {
         .map_err(|_| anyhow!("--{what}-env {var}: the environment variable is not set"))
 }
 
+/// Puts the credential the flags name into a server body: `private_key` (read from the file)
+/// with its `passphrase`, or `password`; secrets come from files and the environment, never
+/// from the command line.
+fn credential_fields(
+    body: &mut Value,
+    key_file: Option<PathBuf>,
+    passphrase_env: Option<String>,
+    password_env: Option<String>,
+) -> Result<()> {
+    match (key_file, password_env) {
+        (Some(path), None) => {
+            let pem = std::fs::read_to_string(&path)
+                .with_context(|| format!("--key-file: cannot read {}", path.display()))?;
+            body["private_key"] = json!(pem);
+            if let Some(var) = passphrase_env {
+                body["passphrase"] = json!(env_secret(&var, "passphrase")?);
+            }
+        }
+        (None, Some(_)) if passphrase_env.is_some() => {
+            bail!("--passphrase-env goes with --key-file, not --password-env")
+        }
+        (None, Some(var)) => body["password"] = json!(env_secret(&var, "password")?),
+        _ => bail!("give --key-file PATH or --password-env VAR"),
+    }
+    Ok(())
+}
+
 pub async fn server(cmd: ServerCmd) -> Result<i32> {
     match cmd {
         ServerCmd::Add {
@@ -581,18 +608,7 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
         } => {
             let mut body =
                 json!({"name": name, "host": host, "port": port, "user": user, "tags": tags});
-            match (key_file, password_env) {
-                (Some(path), None) => {
-                    let pem = std::fs::read_to_string(&path)
-                        .with_context(|| format!("--key-file: cannot read {}", path.display()))?;
-                    body["private_key"] = json!(pem);
-                    if let Some(var) = passphrase_env {
-                        body["passphrase"] = json!(env_secret(&var, "passphrase")?);
-                    }
-                }
-                (None, Some(var)) => body["password"] = json!(env_secret(&var, "password")?),
-                _ => bail!("give --key-file PATH or --password-env VAR"),
-            }
+            credential_fields(&mut body, key_file, passphrase_env, password_env)?;
             if let Some(k) = host_key {
                 body["host_key"] = json!(k);
             }
@@ -731,6 +747,31 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                 .await?;
             if !client.json {
                 println!("server {name} removed");
+            }
+        }
+        ServerCmd::SetKey {
+            name,
+            key_file,
+            passphrase_env,
+            password_env,
+            client,
+        } => {
+            let mut body = json!({});
+            credential_fields(&mut body, key_file, passphrase_env, password_env)?;
+            let r = Client::new(&client)?
+                .request(
+                    Method::PUT,
+                    &format!("/api/v1/servers/{name}/credential"),
+                    Some(&body),
+                )
+                .await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "server {name}: new {} credential tested and stored",
+                    s(&r, "auth")
+                );
             }
         }
         ServerCmd::AcceptKey {

@@ -72,6 +72,7 @@ const API: &[(&str, &str, Need)] = &[
     ("DELETE", "/api/v1/servers/{name}", Operator),
     ("POST", "/api/v1/servers/{name}/test", Operator),
     ("POST", "/api/v1/servers/{name}/accept-key", Operator),
+    ("PUT", "/api/v1/servers/{name}/credential", Operator),
     ("GET", "/api/v1/workflows", Viewer),
     ("GET", "/api/v1/workflows/{name}", Viewer),
     ("PUT", "/api/v1/workflows/{name}", Operator),

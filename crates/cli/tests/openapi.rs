@@ -4,6 +4,8 @@
 //! documented headers are sent), so a violation is caught without the fuzzer's luck
 //! (scripts/fuzz-api.sh fuzzes the same document).
 
+#[path = "../../ssh/tests/support/mod.rs"]
+mod sshd;
 mod support;
 
 use std::collections::BTreeSet;
@@ -453,6 +455,11 @@ async fn every_route_answers_as_the_document_says() {
         "/api/v1/servers/{name}/accept-key",
         "/api/v1/servers/nope/accept-key",
     );
+    c.hit_too_large(
+        "PUT",
+        "/api/v1/servers/{name}/credential",
+        "/api/v1/servers/nope/credential",
+    );
     c.hit("GET", e, e, Body::None, 200).await;
     c.hit("GET", one, "/api/v1/events/hello", Body::None, 200)
         .await;
@@ -847,6 +854,54 @@ async fn every_route_answers_as_the_document_says() {
         404,
     )
     .await;
+    // A credential is tested before it is kept: unreachable, then proven on a real sshd.
+    let cred = "/api/v1/servers/{name}/credential";
+    c.hit(
+        "PUT",
+        cred,
+        "/api/v1/servers/nowhere/credential",
+        Body::Json(json!({"password": "pw2"})),
+        409,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        cred,
+        "/api/v1/servers/nowhere/credential",
+        Body::Json(json!({})),
+        422,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        cred,
+        "/api/v1/servers/nope/credential",
+        Body::Json(json!({"password": "pw2"})),
+        404,
+    )
+    .await;
+    let host = sshd::Sshd::start();
+    c.hit(
+        "POST",
+        servers,
+        servers,
+        Body::Json(
+            json!({"name": "reached", "host": "127.0.0.1", "port": host.port,
+                          "user": sshd::USER, "private_key": sshd::env().client_key}),
+        ),
+        201,
+    )
+    .await;
+    c.hit(
+        "PUT",
+        cred,
+        "/api/v1/servers/reached/credential",
+        Body::Json(json!({"password": sshd::PASSWORD})),
+        200,
+    )
+    .await;
+    c.hit("DELETE", server, "/api/v1/servers/reached", Body::None, 204)
+        .await;
     c.hit("DELETE", server, "/api/v1/servers/nowhere", Body::None, 204)
         .await;
     c.hit("DELETE", server, "/api/v1/servers/nowhere", Body::None, 404)

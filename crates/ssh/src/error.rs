@@ -38,6 +38,10 @@ pub enum SshError {
         /// The failed deployment, for the deployment history.
         record: Option<Box<crate::DeploymentRecord>>,
     },
+    /// The login worked but a plain command did not (a forced command, a shell that is not
+    /// one): what [`crate::SshExecutor::check_login`] reports after authenticating.
+    #[error("server '{server}' accepted the login but could not run a command: {reason}")]
+    Command { server: String, reason: String },
     #[error("lost the connection to server '{server}': {reason}")]
     Lost { server: String, reason: String },
     #[error("invalid server configuration: {field}: {reason}")]

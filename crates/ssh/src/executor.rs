@@ -196,6 +196,39 @@ impl SshExecutor {
         report
     }
 
+    /// Logs in with a fresh connection (never pooled; the same host key check as every
+    /// connection: a pinned key must match) and runs `true`. This is how a new credential is
+    /// proven before it replaces the stored one. Returns the host key the server presented
+    /// (OpenSSH format), for the caller to pin when none is pinned yet.
+    pub async fn check_login(&self, server: &ServerConfig) -> Result<String, SshError> {
+        let conn = connection::connect(server, &self.inner.cfg).await?;
+        let out = exec(&conn, "true", None, self.inner.cfg.connect_timeout).await;
+        let _ = conn
+            .handle
+            .disconnect(russh::Disconnect::ByApplication, "", "")
+            .await;
+        let failed = |reason: String| SshError::Command {
+            server: server.name.clone(),
+            reason,
+        };
+        match out {
+            Ok(o) if o.ok() => Ok(conn.host_key.clone()),
+            Ok(o) => Err(failed(format!(
+                "`true` ended with {}{}",
+                o.status.map_or_else(
+                    || "no exit status".to_string(),
+                    |c| format!("exit status {c}")
+                ),
+                if o.stderr_str().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", o.stderr_str().chars().take(200).collect::<String>())
+                }
+            ))),
+            Err(e) => Err(failed(e)),
+        }
+    }
+
     /// Runs one execution on `server`. Script failures, timeouts and cancellations are
     /// `Ok(RemoteRun)` with the matching `Finished`; `Err` means the transport failed (host key,
     /// credentials, network, deployment in runner-ssh mode).

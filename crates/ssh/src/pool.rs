@@ -184,13 +184,14 @@ impl Pool {
         })
     }
 
-    /// Closes every idle connection to `server` (after a host key change was accepted, or when
-    /// the server is removed).
+    /// Closes every idle connection to `server`'s address and login, whatever credential and
+    /// pinned key they were opened with (a first run opens its connection before the key is
+    /// pinned), and forgets those pools, so that a connection still leased by a run is closed
+    /// when the run gives it back instead of going idle (after a host key change was accepted,
+    /// a credential change, or when the server is removed).
     pub fn forget(&self, server: &ServerConfig) {
         let key = ServerKey::of(server);
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sp) = servers.get_mut(&key) {
-            sp.idle.clear();
-        }
+        servers.retain(|k, _| (&k.host, k.port, &k.user) != (&key.host, key.port, &key.user));
     }
 }

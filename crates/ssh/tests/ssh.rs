@@ -1488,3 +1488,63 @@ async fn large_output_through_the_serve_session_arrives_complete_and_in_order() 
     }
     assert_eq!(ex.metrics().serve_sessions, 1);
 }
+
+#[tokio::test]
+async fn check_login_proves_a_credential_and_forget_evicts_the_first_runs_connection() {
+    let ex = executor("check").await;
+    let _cleanup = DirCleanup::new(&ex);
+    let sshd = Sshd::start();
+    let server = sshd.server("check");
+    // A working credential: the presented host key comes back, nothing is pooled.
+    let key = ex.check_login(&server).await.expect("login");
+    assert_eq!(
+        key.split_whitespace().take(2).collect::<Vec<_>>(),
+        sshd.host_key()
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(ex.idle_connections(&server), 0);
+    // A refused key, a wrong password, a pinned key the host does not present.
+    let mut refused = sshd.server("check");
+    refused.credential = Credential::Key {
+        pem: env().other_key.clone(),
+        passphrase: None,
+    };
+    let err = ex.check_login(&refused).await.unwrap_err();
+    assert!(matches!(err, SshError::Auth { .. }), "{err:?}");
+    let mut wrong_pw = sshd.server("check");
+    wrong_pw.credential = Credential::Password("not-the-password".into());
+    let err = ex.check_login(&wrong_pw).await.unwrap_err();
+    assert!(matches!(err, SshError::Auth { .. }), "{err:?}");
+    let mut pinned_elsewhere = sshd.server("check");
+    pinned_elsewhere.host_key = Some(
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMTzbbst47xEvVNW6qC8WZmL2oKrrONAv6PhPieyC96f".into(),
+    );
+    let err = ex.check_login(&pinned_elsewhere).await.unwrap_err();
+    assert!(matches!(err, SshError::HostKeyChanged { .. }), "{err:?}");
+
+    // A first run pools its connection under no pinned key; forgetting the server as it is
+    // now (key pinned) still closes that connection.
+    let p = payload(Interpreter::Bash, "echo hi", Duration::from_secs(30));
+    let req = request(&p, Duration::from_secs(30), "check");
+    let (tx, _rx) = sink();
+    let run = ex
+        .run(
+            &server,
+            Mode::DirectSsh,
+            &req,
+            &bash("echo hi"),
+            &tx,
+            CancellationToken::new(),
+        )
+        .await
+        .expect("run");
+    assert_eq!(run.finished.status, RunStatus::Succeeded);
+    assert_eq!(ex.idle_connections(&server), 1);
+    let mut pinned = sshd.server("check");
+    pinned.host_key = Some(key);
+    ex.forget(&pinned);
+    assert_eq!(ex.idle_connections(&server), 0);
+    assert_all_gone("sshd sessions after forget", || sshd.session_processes()).await;
+}

@@ -200,6 +200,36 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Replaces a server's credential (ciphertext, with its kind) once it has been proven
+    /// against the host, and pins `seen_host_key` when no key was pinned yet. Fenced by the
+    /// pinned key the proof was made against (`expected_host_key`): when it changed meanwhile
+    /// (a key accepted, a first contact pinned one), nothing changes and `false` is returned.
+    pub async fn set_server_credential(
+        &self,
+        id: i64,
+        auth_kind: &str,
+        credential: &[u8],
+        expected_host_key: Option<&str>,
+        seen_host_key: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE servers SET auth_kind = $1, credential = $2, \
+             host_key = COALESCE(host_key, $3), updated_at = $4 \
+             WHERE id = $5 AND (host_key = $6 OR (host_key IS NULL AND $7 = 0))",
+        )
+        .bind(auth_kind)
+        .bind(credential.to_vec())
+        .bind(seen_host_key)
+        .bind(now)
+        .bind(id)
+        .bind(expected_host_key.unwrap_or_default())
+        .bind(i64::from(expected_host_key.is_some()))
+        .execute(&self.write)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
     /// Records a changed host key seen on contact, for an operator to check and accept.
     pub async fn set_pending_host_key(
         &self,

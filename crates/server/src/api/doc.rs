@@ -40,6 +40,7 @@ Every route but `/healthz` and `POST /hooks/{name}` (signed instead) needs `Auth
         users::list, users::add, users::show, users::update, users::set_password,
         audit::list,
         servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
+        servers::set_credential,
         workflows::list, workflows::apply, workflows::show, workflows::delete, workflows::run,
         workflows::runs, workflows::show_run, workflows::retry, workflows::cancel, workflows::logs,
         apply::apply,

@@ -281,6 +281,10 @@ pub fn api_routes() -> Routes<AppState> {
             "/servers/{name}/accept-key",
             post(Operator, servers::accept_key),
         )
+        .route(
+            "/servers/{name}/credential",
+            put(Operator, servers::set_credential),
+        )
         .route("/workflows", get(Viewer, workflows::list))
         .route(
             "/workflows/{name}",

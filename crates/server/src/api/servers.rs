@@ -1,5 +1,5 @@
 //! `/api/v1/servers`: registered SSH servers (register, list, show, test, remove, accept a changed
-//! host key) and their runner deployment history. Credentials are encrypted before they reach the
+//! host key, replace the credential) and their runner deployment history. Credentials are encrypted before they reach the
 //! store and never returned. The rules are in `usecases::servers`.
 
 use axum::extract::State;
@@ -16,7 +16,7 @@ use super::error::{ApiResult, ErrorBody};
 use super::extract::{Body, Path};
 use super::params::ServerName;
 use crate::state::AppState;
-use crate::usecases::servers::{self, Registration};
+use crate::usecases::servers::{self, NewCredential, Registration};
 use crate::usecases::Actor;
 
 #[derive(Deserialize, ToSchema)]
@@ -335,5 +335,56 @@ pub async fn accept_key(
 ) -> ApiResult<Json<ServerDto>> {
     let b: AcceptKeyBody = body::optional_json(&bytes)?;
     let row = servers::accept_key(&state, &actor, &name, b.host_key).await?;
+    Ok(Json(dto(row)))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"password": "new-secret"}))]
+pub struct CredentialBody {
+    /// Private key, OpenSSH or PEM text. Either this or `password`.
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// The private key's passphrase, if it has one.
+    #[serde(default)]
+    pub passphrase: Option<String>,
+    /// The login's password (not empty). Either this or `private_key`.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// Replace a server's credential, tested first: the server logs in to the host with the new
+/// credential (the pinned host key must match; nothing pinned: the key seen is pinned) and runs
+/// `true`. Only then is it stored, and connections logged in with the old one are dropped.
+/// When the test fails nothing changes.
+#[utoipa::path(put, path = "/api/v1/servers/{name}/credential", tag = "servers", operation_id = "set_server_credential",
+    params(ServerName),
+    request_body = CredentialBody,
+    responses(
+        (status = 200, description = "The server, now with the new credential", body = ServerDto),
+        (status = 404, description = "No such server", body = ErrorBody),
+        (status = 409, description = "Not stored: the host key does not match the pinned one, the host is unreachable, or the login cannot run a command", body = ErrorBody),
+        (status = 413, description = "The body is over 2 MiB", body = ErrorBody),
+        (status = 422, description = "Not stored: the host refused the credential, the key cannot be read (wrong passphrase), or the body is not valid (the field is named)", body = ErrorBody),
+    ),
+    security(("bearer" = [])))]
+pub async fn set_credential(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(ServerName { name }): Path<ServerName>,
+    Body(bytes): Body,
+) -> ApiResult<Json<ServerDto>> {
+    let b: CredentialBody = body::json(&bytes)?;
+    let row = servers::set_credential(
+        &state,
+        &actor,
+        &name,
+        NewCredential {
+            private_key: b.private_key,
+            passphrase: b.passphrase,
+            password: b.password,
+        },
+    )
+    .await?;
     Ok(Json(dto(row)))
 }

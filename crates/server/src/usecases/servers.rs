@@ -1,11 +1,11 @@
 //! SSH servers: register (credentials encrypted before they reach the store), list, read,
-//! remove, test (pinning the host key on first contact, recording a changed one as pending)
-//! and accept a changed host key.
+//! remove, test (pinning the host key on first contact, recording a changed one as pending),
+//! accept a changed host key, and replace a credential once the host has accepted it.
 
 use cronium_agent::credentials;
 use cronium_core::clock::now_ms;
 use cronium_core::spec::validate_name;
-use cronium_ssh::{Credential, HostKeyStatus, ServerConfig, TestReport};
+use cronium_ssh::{Credential, HostKeyStatus, ServerConfig, SshError, TestReport};
 use cronium_store::{DeploymentRow, NewServer, ServerRow};
 
 use super::{audit, Actor, UseCaseError, UseCaseResult};
@@ -94,30 +94,7 @@ async fn register_unrecorded(state: &AppState, r: Registration) -> UseCaseResult
     for t in &r.tags {
         validate_name(t).map_err(|e| UseCaseError::invalid("tags", e.message))?;
     }
-    let credential = match (r.private_key, r.password) {
-        (Some(pem), None) => {
-            cronium_ssh::validate_private_key(&pem, r.passphrase.as_deref())
-                .map_err(|reason| UseCaseError::invalid("private_key", reason))?;
-            Credential::Key {
-                pem,
-                passphrase: r.passphrase,
-            }
-        }
-        (None, Some(p)) if !p.is_empty() => Credential::Password(p),
-        (None, Some(_)) => return Err(UseCaseError::invalid("password", "must not be empty")),
-        (Some(_), Some(_)) => {
-            return Err(UseCaseError::invalid(
-                "password",
-                "give either private_key or password, not both",
-            ))
-        }
-        (None, None) => {
-            return Err(UseCaseError::invalid(
-                "private_key",
-                "a private_key or a password is required",
-            ))
-        }
-    };
+    let credential = credential_of(r.private_key, r.passphrase, r.password)?;
     if let Some(k) = &r.host_key {
         cronium_ssh::validate_host_key(k)
             .map_err(|reason| UseCaseError::invalid("host_key", reason))?;
@@ -138,6 +115,32 @@ async fn register_unrecorded(state: &AppState, r: Registration) -> UseCaseResult
             now_ms(),
         )
         .await?)
+}
+
+/// A credential from the API's fields: a private key that this client can read (with its
+/// passphrase), or a password that is not empty; exactly one of them.
+fn credential_of(
+    private_key: Option<String>,
+    passphrase: Option<String>,
+    password: Option<String>,
+) -> UseCaseResult<Credential> {
+    match (private_key, password) {
+        (Some(pem), None) => {
+            cronium_ssh::validate_private_key(&pem, passphrase.as_deref())
+                .map_err(|reason| UseCaseError::invalid("private_key", reason))?;
+            Ok(Credential::Key { pem, passphrase })
+        }
+        (None, Some(p)) if !p.is_empty() => Ok(Credential::Password(p)),
+        (None, Some(_)) => Err(UseCaseError::invalid("password", "must not be empty")),
+        (Some(_), Some(_)) => Err(UseCaseError::invalid(
+            "password",
+            "give either private_key or password, not both",
+        )),
+        (None, None) => Err(UseCaseError::invalid(
+            "private_key",
+            "a private_key or a password is required",
+        )),
+    }
 }
 
 /// The connection settings of a stored server.
@@ -288,4 +291,122 @@ async fn accept_key_unrecorded(
         }
     }
     get(state, name).await
+}
+
+/// A replacement credential (the API's body): a private key (with its passphrase) or a password.
+#[derive(Clone, Default)]
+pub struct NewCredential {
+    pub private_key: Option<String>,
+    pub passphrase: Option<String>,
+    pub password: Option<String>,
+}
+
+/// Replaces the credential of server `name`, tested before it is kept: a fresh connection with
+/// the new credential (the pinned host key must match, as for every connection) runs `true`,
+/// and only then is the credential stored, encrypted, and the server's pooled connections
+/// (logged in with the old one) dropped. When the test fails nothing changes; the error names
+/// the server and why (the login refused, the host key, the host unreachable, the key file).
+/// Recorded as `server.set_key`, with the server before and after (never the credential).
+pub async fn set_credential(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    c: NewCredential,
+) -> UseCaseResult<ServerRow> {
+    let before = get(state, name).await?;
+    let result = set_credential_unrecorded(state, &before, c).await;
+    audit::record(
+        state,
+        actor,
+        "server.set_key",
+        format!("server {name}"),
+        Some(audit_json(&before)),
+        result,
+        |s| Some(audit_json(s)),
+    )
+    .await
+}
+
+async fn set_credential_unrecorded(
+    state: &AppState,
+    row: &ServerRow,
+    c: NewCredential,
+) -> UseCaseResult<ServerRow> {
+    let name = &row.name;
+    let field = if c.password.is_some() && c.private_key.is_none() {
+        "password"
+    } else {
+        "private_key"
+    };
+    let credential =
+        credential_of(c.private_key, c.passphrase, c.password).map_err(|e| match e {
+            UseCaseError::Invalid {
+                field: Some(f),
+                message,
+            } => UseCaseError::Invalid {
+                message: format!("{message} (server `{name}` unchanged)"),
+                field: Some(f),
+            },
+            other => other,
+        })?;
+    let ssh = state.ssh.as_ref().ok_or_else(|| {
+        UseCaseError::invalid(
+            "server",
+            "the SSH transport is not available on this server",
+        )
+    })?;
+    let old = config_of(state, row)?;
+    let candidate = ServerConfig {
+        credential: credential.clone(),
+        ..old.clone()
+    };
+    let seen_key = ssh
+        .check_login(&candidate)
+        .await
+        .map_err(|e| refused(name, field, e))?;
+    let stored = state
+        .store
+        .set_server_credential(
+            row.id,
+            credentials::kind(&credential),
+            &credentials::encrypt(&state.secrets, name, &credential),
+            row.host_key.as_deref(),
+            &seen_key,
+            now_ms(),
+        )
+        .await?;
+    if !stored {
+        return Err(UseCaseError::Conflict {
+            field: Some("host_key".into()),
+            message: format!(
+                "server `{name}`: its host key changed while the credential was tested; nothing was changed, try again"
+            ),
+        });
+    }
+    // Runs from now on log in with the new credential; no session of the old one is reused.
+    ssh.forget(&old);
+    get(state, name).await
+}
+
+/// Why the host did not take the new credential, as the caller's error: a refused login or an
+/// unreadable key is the credential's fault (422, naming its field); a host key that does not
+/// match, an unreachable host or a login that cannot run a command is the host's (409).
+fn refused(name: &str, field: &str, e: SshError) -> UseCaseError {
+    let message = format!("the new credential was not stored (server `{name}` unchanged): {e}");
+    match e {
+        SshError::Auth { .. } | SshError::InvalidConfig { .. } => UseCaseError::Invalid {
+            message: format!("{field}: {message}"),
+            field: Some(field.to_string()),
+        },
+        SshError::HostKeyChanged { .. } | SshError::HostKeyRejected { .. } => {
+            UseCaseError::Conflict {
+                message: format!("host_key: {message}"),
+                field: Some("host_key".into()),
+            }
+        }
+        _ => UseCaseError::Conflict {
+            message,
+            field: None,
+        },
+    }
 }

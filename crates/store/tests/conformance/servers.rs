@@ -6,6 +6,7 @@ use crate::harness::Ctx;
 
 conformance!(servers_register_pin_and_deploy);
 conformance!(servers_remember_the_verified_runner);
+conformance!(servers_credential_change_is_fenced_by_the_pinned_key);
 
 fn server(name: &str) -> NewServer {
     NewServer {
@@ -214,5 +215,54 @@ async fn servers_remember_the_verified_runner(t: Ctx) {
     assert_eq!(
         (w.runner, w.host_key.as_deref()),
         (None, Some("ssh-ed25519 NEW"))
+    );
+}
+
+async fn servers_credential_change_is_fenced_by_the_pinned_key(t: Ctx) {
+    let s = &t.store;
+    let web = s.create_server(&server("web"), 10).await.unwrap();
+    // Nothing pinned: the proof's key is pinned with the new credential.
+    assert!(s
+        .set_server_credential(web.id, "password", &[9, 9], None, "ssh-ed25519 SEEN", 20)
+        .await
+        .unwrap());
+    let w = s.get_server_by_name("web").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            w.auth_kind.as_str(),
+            w.credential.clone(),
+            w.host_key.as_deref(),
+            w.updated_at
+        ),
+        ("password", vec![9, 9], Some("ssh-ed25519 SEEN"), 20)
+    );
+    // Proven against a key that is no longer the pinned one (or against none, now that one
+    // is pinned): nothing changes.
+    for expected in [Some("ssh-ed25519 OLD"), None] {
+        assert!(!s
+            .set_server_credential(web.id, "key", &[1], expected, "ssh-ed25519 OLD", 30)
+            .await
+            .unwrap());
+    }
+    // Proven against the pinned key: replaced, the pinned key kept.
+    assert!(s
+        .set_server_credential(
+            web.id,
+            "key",
+            &[7],
+            Some("ssh-ed25519 SEEN"),
+            "ssh-ed25519 X",
+            40
+        )
+        .await
+        .unwrap());
+    let w = s.get_server_by_name("web").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            w.auth_kind.as_str(),
+            w.credential.clone(),
+            w.host_key.as_deref()
+        ),
+        ("key", vec![7], Some("ssh-ed25519 SEEN"))
     );
 }
