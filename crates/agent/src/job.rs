@@ -114,13 +114,14 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
     let cancel = CancellationToken::new();
     let lost = Arc::new(AtomicBool::new(false));
     // Registered before the heartbeat starts, so that no request made in between is missed.
-    let cancel_wake = inner.bus.watch_cancel(job.id);
+    // Dropped when this returns, whichever way.
+    let cancel_watch = inner.bus.watch_cancel(job.id);
     let heartbeat = tokio::spawn(heartbeat_loop(
         inner.clone(),
         lease.clone(),
         cancel.clone(),
         lost.clone(),
-        cancel_wake,
+        cancel_watch.notify(),
     ));
     let first_seq = match first_log_seq(&inner, &job).await {
         Ok(seq) => seq,
@@ -128,7 +129,6 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             // Without it no line can be numbered safely: the attempt fails, visibly, on the job.
             tracing::error!(job = job.id, error = %message, "reading the job's log position");
             heartbeat.abort();
-            inner.bus.forget_cancel(job.id);
             if !lost.load(Ordering::SeqCst) {
                 if conclude(
                     &inner,
@@ -200,7 +200,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         api_results(runtime.as_ref(), job.id, &results, &mut facts).await;
     }
     heartbeat.abort();
-    inner.bus.forget_cancel(job.id);
+    drop(cancel_watch);
     if lost.load(Ordering::SeqCst) {
         tracing::warn!(
             job = job.id,

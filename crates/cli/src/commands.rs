@@ -210,33 +210,33 @@ pub async fn event(cmd: EventCmd) -> Result<i32> {
                 None => json!({}),
             };
             let c = Client::new(&client)?;
-            let r = c
-                .request(
-                    Method::POST,
-                    &format!("/api/v1/events/{name}/run"),
-                    Some(&body),
-                )
-                .await?;
-            let id = r["id"]
-                .as_i64()
-                .ok_or_else(|| anyhow!("server returned no job id"))?;
-            if !follow {
-                if client.json {
-                    print_json(&json!({"id": id}));
-                } else {
-                    println!("{id}");
-                }
-                return Ok(0);
-            }
-            let end = c.follow(id, 0).await?;
-            if client.json {
-                let job = c.get(&format!("/api/v1/jobs/{id}")).await?;
-                print_json(&job);
-            }
-            return Ok(exit_code_for(&end));
+            let path = format!("/api/v1/events/{name}/run");
+            return start_job(&c, &path, &body, follow, client.json).await;
         }
     }
     Ok(0)
+}
+
+/// POSTs `body` to `path`, which answers with a new job: prints its id, or with `follow`
+/// streams its log and exits as the job ended (the job itself printed too with `json`).
+async fn start_job(c: &Client, path: &str, body: &Value, follow: bool, json: bool) -> Result<i32> {
+    let r = c.request(Method::POST, path, Some(body)).await?;
+    let id = r["id"]
+        .as_i64()
+        .ok_or_else(|| anyhow!("server returned no job id"))?;
+    if !follow {
+        if json {
+            print_json(&json!({"id": id}));
+        } else {
+            println!("{id}");
+        }
+        return Ok(0);
+    }
+    let end = c.follow(id, 0).await?;
+    if json {
+        print_json(&c.get(&format!("/api/v1/jobs/{id}")).await?);
+    }
+    Ok(exit_code_for(&end))
 }
 
 pub async fn job(cmd: JobCmd) -> Result<i32> {
@@ -373,29 +373,8 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
         } => {
             let c = Client::new(&client)?;
             let body = json!({"failed_only": failed_only});
-            let r = c
-                .request(
-                    Method::POST,
-                    &format!("/api/v1/jobs/{id}/retry"),
-                    Some(&body),
-                )
-                .await?;
-            let new = r["id"]
-                .as_i64()
-                .ok_or_else(|| anyhow!("server returned no job id"))?;
-            if !follow {
-                if client.json {
-                    print_json(&json!({"id": new}));
-                } else {
-                    println!("{new}");
-                }
-                return Ok(0);
-            }
-            let end = c.follow(new, 0).await?;
-            if client.json {
-                print_json(&c.get(&format!("/api/v1/jobs/{new}")).await?);
-            }
-            return Ok(exit_code_for(&end));
+            let path = format!("/api/v1/jobs/{id}/retry");
+            return start_job(&c, &path, &body, follow, client.json).await;
         }
     }
     Ok(0)

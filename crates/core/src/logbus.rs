@@ -93,17 +93,16 @@ impl LogBus {
     }
 
     /// What the heartbeat of `job_id` waits on besides its timer: notified (a permit kept if
-    /// it is not waiting yet) when a cancel of the job is requested in this process. Until
-    /// [`LogBus::forget_cancel`].
-    pub fn watch_cancel(&self, job_id: i64) -> Arc<Notify> {
+    /// it is not waiting yet) when a cancel of the job is requested in this process, for as
+    /// long as the returned guard lives.
+    pub fn watch_cancel(self: &Arc<Self>, job_id: i64) -> CancelWatch {
         let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
-        cancels.entry(job_id).or_default().clone()
-    }
-
-    /// The job's run in this process has ended: nothing waits for its cancel any more.
-    pub fn forget_cancel(&self, job_id: i64) {
-        let mut cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
-        cancels.remove(&job_id);
+        let notify = cancels.entry(job_id).or_default().clone();
+        CancelWatch {
+            bus: self.clone(),
+            job_id,
+            notify,
+        }
     }
 
     /// A cancel of `job_id` was stored: wakes its heartbeat if it runs in this process (a job
@@ -133,6 +132,34 @@ impl LogBus {
     }
 }
 
+/// A job's registration for cancel wake-ups ([`LogBus::watch_cancel`]); dropped when the job's
+/// run in this process ends, on every path.
+pub struct CancelWatch {
+    bus: Arc<LogBus>,
+    job_id: i64,
+    notify: Arc<Notify>,
+}
+
+impl CancelWatch {
+    /// The wake-up to wait on.
+    pub fn notify(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+}
+
+impl Drop for CancelWatch {
+    fn drop(&mut self) {
+        let mut cancels = self.bus.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        // Only its own entry: a later attempt of the job may have registered another.
+        if cancels
+            .get(&self.job_id)
+            .is_some_and(|n| Arc::ptr_eq(n, &self.notify))
+        {
+            cancels.remove(&self.job_id);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -141,25 +168,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_request_wakes_only_its_jobs_watcher_even_before_it_waits() {
-        let bus = LogBus::new();
+        let bus = Arc::new(LogBus::new());
         let mine = bus.watch_cancel(1);
         let other = bus.watch_cancel(2);
         // Requested before anyone waits: the permit is kept.
         bus.cancel_requested(1);
-        tokio::time::timeout(Duration::from_secs(1), mine.notified())
+        tokio::time::timeout(Duration::from_secs(1), mine.notify().notified())
             .await
             .expect("woken");
         assert!(
-            tokio::time::timeout(Duration::from_millis(50), other.notified())
+            tokio::time::timeout(Duration::from_millis(50), other.notify().notified())
                 .await
                 .is_err(),
             "another job's watcher was woken"
         );
-        // Forgotten: a late request wakes nothing (and does not fail).
-        bus.forget_cancel(1);
+        // Dropped: a late request wakes nothing (and does not fail).
+        drop(mine);
         bus.cancel_requested(1);
         assert!(!bus.cancels.lock().unwrap().contains_key(&1));
-        bus.forget_cancel(2);
+        drop(other);
         assert!(bus.cancels.lock().unwrap().is_empty());
     }
 }

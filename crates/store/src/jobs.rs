@@ -373,6 +373,26 @@ const FINISH: &str = "UPDATE jobs SET status = $1, exit_code = $2, output = $3, 
      finished_at = $5, lease_expires_at = NULL \
      WHERE id = $6 AND lease_owner = $7 AND attempt = $8 AND status = 'running'";
 
+/// [`FINISH`] (with whatever `sql` appends to it) bound to `outcome`, its serialised `output`
+/// and the attempt `(job id, worker, attempt)`.
+fn finish_query<'q>(
+    sql: &'q str,
+    outcome: &'q JobOutcome,
+    output: &'q str,
+    now: i64,
+    (job_id, worker, attempt): (i64, &'q str, i32),
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(outcome.status.as_str())
+        .bind(outcome.exit_code.map(i64::from))
+        .bind(output)
+        .bind(outcome.error.as_deref())
+        .bind(now)
+        .bind(job_id)
+        .bind(worker)
+        .bind(i64::from(attempt))
+}
+
 fn check_final(outcome: &JobOutcome) -> Result<(), StoreError> {
     if outcome.status.is_final() {
         return Ok(());
@@ -544,15 +564,8 @@ impl Store {
         check_final(outcome)?;
         let output = to_json("output", &outcome.output)?;
         // A job without a node (almost every job): one statement, no transaction.
-        let done = sqlx::query(&format!("{FINISH} AND node_run_id IS NULL"))
-            .bind(outcome.status.as_str())
-            .bind(outcome.exit_code.map(i64::from))
-            .bind(&output)
-            .bind(outcome.error.as_deref())
-            .bind(now)
-            .bind(job_id)
-            .bind(worker)
-            .bind(i64::from(attempt))
+        let sql = format!("{FINISH} AND node_run_id IS NULL");
+        let done = finish_query(&sql, outcome, &output, now, (job_id, worker, attempt))
             .execute(&self.write)
             .await?;
         if done.rows_affected() > 0 {
@@ -568,15 +581,8 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         }
-        let row = sqlx::query(&format!("{FINISH} RETURNING {}", job_cols!()))
-            .bind(outcome.status.as_str())
-            .bind(outcome.exit_code.map(i64::from))
-            .bind(&output)
-            .bind(outcome.error.as_deref())
-            .bind(now)
-            .bind(job_id)
-            .bind(worker)
-            .bind(i64::from(attempt))
+        let sql = format!("{FINISH} RETURNING {}", job_cols!());
+        let row = finish_query(&sql, outcome, &output, now, (job_id, worker, attempt))
             .fetch_optional(&mut *tx)
             .await?;
         let Some(job) = map_opt(row, job_row)? else {
@@ -621,15 +627,8 @@ impl Store {
             Some(_) => "AND node_run_id IS NOT NULL",
             None => "AND node_run_id IS NULL",
         };
-        let row = sqlx::query(&format!("{FINISH} {node_filter} RETURNING {}", job_cols!()))
-            .bind(outcome.status.as_str())
-            .bind(outcome.exit_code.map(i64::from))
-            .bind(&output)
-            .bind(outcome.error.as_deref())
-            .bind(now)
-            .bind(job_id)
-            .bind(worker)
-            .bind(i64::from(attempt))
+        let sql = format!("{FINISH} {node_filter} RETURNING {}", job_cols!());
+        let row = finish_query(&sql, outcome, &output, now, (job_id, worker, attempt))
             .fetch_optional(&mut *tx)
             .await?;
         let Some(job) = map_opt(row, job_row)? else {
