@@ -44,6 +44,7 @@ pub async fn run_http(
         signal: None,
         run_ms: started.elapsed().as_millis() as u64,
         error,
+        usage: None,
     };
     let m = match reqwest::Method::from_bytes(method.as_bytes()) {
         Ok(m) => m,

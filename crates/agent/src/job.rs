@@ -25,7 +25,9 @@ use cronium_model::{ExecutionStatus, JobStatus};
 use cronium_protocol::{
     ApiSettings, EventMeta, Finished, HelperMode, RunContext, RunStatus, API_RELAY,
 };
-use cronium_store::{backoff_delay, ExecutionUpdate, Heartbeat, JobOutcome, JobRow};
+use cronium_store::{
+    backoff_delay, ExecutionUpdate, ExecutionUsage, Heartbeat, JobOutcome, JobRow,
+};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -479,6 +481,7 @@ async fn run_executions(
                     signal: None,
                     run_ms: 0,
                     error: Some(e.to_string()),
+                    usage: None,
                 },
             };
             drop(sink);
@@ -673,6 +676,18 @@ pub(crate) async fn enable_api(
     }
 }
 
+/// The runner's usage figures as the execution row stores them.
+fn usage_of(u: cronium_protocol::Usage) -> ExecutionUsage {
+    let n = |v: u64| Some(i64::try_from(v).unwrap_or(i64::MAX));
+    ExecutionUsage {
+        cpu_user_ms: n(u.cpu_user_ms),
+        cpu_system_ms: n(u.cpu_system_ms),
+        max_rss_bytes: n(u.max_rss_bytes),
+        cgroup_cpu_ms: u.cgroup_cpu_ms.and_then(n),
+        cgroup_memory_peak_bytes: u.cgroup_memory_peak_bytes.and_then(n),
+    }
+}
+
 /// Records each execution's end and the job's outcome, or schedules a retry when the failure
 /// is retryable and attempts are left. Returns true when the job reached a final status.
 async fn conclude(
@@ -708,6 +723,10 @@ async fn conclude(
                 inner
                     .metrics
                     .execution_finished(status.as_str(), r.finished.run_ms);
+                if let Some(u) = &r.finished.usage {
+                    let transport = r.extra.mode.as_deref().unwrap_or("local");
+                    inner.metrics.execution_usage(transport, u);
+                }
                 let Some(id) = r.execution_id else { continue };
                 let f = facts.get(&r.execution_id).cloned().unwrap_or_default();
                 updates.push((
@@ -720,6 +739,7 @@ async fn conclude(
                         error: r.finished.error.clone(),
                         output: f.output.clone(),
                         condition: f.condition,
+                        usage: r.finished.usage.map(usage_of).unwrap_or_default(),
                         ..r.extra.clone()
                     },
                 ));

@@ -40,6 +40,7 @@ fn failed(error: String) -> Finished {
         signal: None,
         run_ms: 0,
         error: Some(error),
+        usage: None,
     }
 }
 
@@ -324,6 +325,7 @@ fn not_run(servers: &[(RemoteServer, i64)], why: &str) -> Vec<ExecResult> {
                 signal: None,
                 run_ms: 0,
                 error: None,
+                usage: None,
             };
             let mut r = ExecResult::new(Some(*id), Some(server.config.name.clone()), finished);
             r.extra.note = Some(why.to_string());
@@ -436,6 +438,7 @@ async fn run_on_server(
             signal: None,
             run_ms: 0,
             error: Some("cancelled before it started".into()),
+            usage: None,
         };
         return ExecResult::new(Some(exec_id), Some(name), cancelled);
     }

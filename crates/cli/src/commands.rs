@@ -239,6 +239,38 @@ async fn start_job(c: &Client, path: &str, body: &Value, follow: bool, json: boo
     Ok(exit_code_for(&end))
 }
 
+/// An execution's `usage` in one line: `cpu 243 ms (user 200 ms, system 43 ms), peak memory
+/// 50.2 MiB (largest process)`, then a container's cgroup figures; `None` when not measured.
+fn usage_line(u: &Value) -> Option<String> {
+    if u.is_null() {
+        return None;
+    }
+    let ms = |k: &str| u[k].as_i64();
+    let mut parts = Vec::new();
+    if let (Some(user), Some(sys)) = (ms("cpu_user_ms"), ms("cpu_system_ms")) {
+        parts.push(format!(
+            "cpu {} ms (user {user} ms, system {sys} ms)",
+            user + sys
+        ));
+    }
+    if let Some(b) = ms("max_rss_bytes") {
+        parts.push(format!(
+            "peak memory {} (largest process)",
+            cronium_docker::format_bytes(b)
+        ));
+    }
+    if let Some(c) = ms("cgroup_cpu_ms") {
+        parts.push(format!("container cpu {c} ms"));
+    }
+    if let Some(b) = ms("cgroup_memory_peak_bytes") {
+        parts.push(format!(
+            "container peak memory {}",
+            cronium_docker::format_bytes(b)
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
+}
+
 pub async fn job(cmd: JobCmd) -> Result<i32> {
     match cmd {
         JobCmd::List {
@@ -315,6 +347,9 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
                     );
                     if let Some(note) = x["note"].as_str() {
                         println!("    note: {note}");
+                    }
+                    if let Some(line) = usage_line(&x["usage"]) {
+                        println!("    usage: {line}");
                     }
                     if let Some(h) = x["helpers"].as_str() {
                         match x["helpers_note"].as_str() {

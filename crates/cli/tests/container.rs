@@ -93,3 +93,51 @@ async fn container_timeouts_and_failures() {
         "{j}"
     );
 }
+
+/// A container run records the runner's figures for the script's tree and the container's
+/// cgroup's own (the whole container: cgroup v2 `memory.peak` / `cpu.stat`, or v1's
+/// `memory.max_usage_in_bytes` / `cpuacct.usage` on a v1 engine).
+#[tokio::test]
+async fn a_container_run_records_its_cgroup_usage() {
+    let s = server();
+    let script = "import time\nblock = b'x' * (50 << 20)\nstart = time.process_time()\nwhile time.process_time() - start < 0.25:\n    pass\n";
+    let indented: String = script.lines().map(|l| format!("  {l}\n")).collect();
+    s.apply_yaml(&format!(
+        "name: boxed-burn\ntype: python\ntarget: {{ container: {{ memory: 256m }} }}\nscript: |\n{indented}"
+    ))
+    .await;
+    let id = s.run_event("boxed-burn", None).await;
+    let j = s.wait_job(id, Duration::from_secs(120)).await;
+    let log = s.log_text(id).await;
+    assert_eq!(j["status"], "succeeded", "{j}\n{log}");
+    let u = &j["executions"][0]["usage"];
+    let mib = 1i64 << 20;
+    let cpu = u["cpu_user_ms"].as_i64().unwrap_or(0) + u["cpu_system_ms"].as_i64().unwrap_or(0);
+    assert!(cpu >= 150, "{u}");
+    assert!(u["max_rss_bytes"].as_i64() >= Some(40 * mib), "{u}");
+    assert!(
+        u["cgroup_memory_peak_bytes"].as_i64() >= Some(40 * mib),
+        "no cgroup peak memory: {u}\n{log}"
+    );
+    assert!(
+        u["cgroup_cpu_ms"].as_i64() >= Some(150),
+        "no cgroup CPU time: {u}\n{log}"
+    );
+    assert!(!log.contains("usage not measured"), "{log}");
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for needle in [
+        "cronium_execution_cpu_seconds_count{transport=\"container\"} 1",
+        "cronium_execution_container_peak_memory_bytes_count 1",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+}

@@ -257,6 +257,46 @@ async fn direct_ssh_runs_without_a_runner() {
         "{j}"
     );
     assert!(s.log_text(id).await.contains("direct 3"));
+    // No runner, nothing measured: documented as not measured, null rather than zeros.
+    assert!(j["executions"][0]["usage"].is_null(), "{j}");
+}
+
+/// A runner-ssh run records what the script used on the host, measured by the runner there
+/// (through the persistent `cronium-runner serve` relay, each run a child runner of its own).
+#[tokio::test]
+async fn a_runner_ssh_run_records_the_remote_scripts_usage() {
+    let s = server();
+    let dir = tempfile::tempdir().unwrap();
+    let key = keyfile(dir.path());
+    let h = sshd::Sshd::start();
+    add(&s, "worker", &h, &[], &key);
+    s.apply_yaml("name: remote-burn\ntype: python\ntarget: { servers: [worker], mode: runner-ssh }\nscript: |\n  import time\n  block = b'x' * (50 << 20)\n  start = time.process_time()\n  while time.process_time() - start < 0.25:\n      pass\n").await;
+    let mib = 1i64 << 20;
+    // Twice: the first run deploys the runner, the second goes through the warm relay.
+    for _ in 0..2 {
+        let id = s.run_event("remote-burn", None).await;
+        let j = s.wait_job(id, Duration::from_secs(60)).await;
+        assert_eq!(j["status"], "succeeded", "{j}\n{}", s.log_text(id).await);
+        let x = &j["executions"][0];
+        assert_eq!(x["mode"], "runner-ssh", "{x}");
+        let u = &x["usage"];
+        let cpu = u["cpu_user_ms"].as_i64().unwrap_or(0) + u["cpu_system_ms"].as_i64().unwrap_or(0);
+        assert!(cpu >= 150, "{u}");
+        assert!(u["max_rss_bytes"].as_i64() >= Some(40 * mib), "{u}");
+        assert!(u["cgroup_memory_peak_bytes"].is_null(), "{u}");
+    }
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    let needle = "cronium_execution_peak_memory_bytes_count{transport=\"runner-ssh\"} 2";
+    assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
 }
 
 #[tokio::test]

@@ -923,6 +923,57 @@ async fn a_jobs_variable_writes_are_shown_without_their_values() {
     assert!(page.body.contains("<th scope=\"col\">Took</th>"));
 }
 
+/// A job's page shows what each execution used: CPU time (its split in the title) and the
+/// peak memory of the largest process.
+#[tokio::test]
+async fn a_jobs_page_shows_what_each_execution_used() {
+    let s = server(&[]);
+    s.apply_yaml("name: hungry\ntype: python\nscript: |\n  import time\n  block = b'x' * (50 << 20)\n  start = time.process_time()\n  while time.process_time() - start < 0.2:\n      pass\n").await;
+    let id = s.run_event("hungry", None).await;
+    let job = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let usage = &job["executions"][0]["usage"];
+    let cpu =
+        usage["cpu_user_ms"].as_i64().unwrap_or(0) + usage["cpu_system_ms"].as_i64().unwrap_or(0);
+
+    let mut web = Web::new(&s);
+    web.login().await;
+    let page = web.get(&format!("/jobs/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains(">Peak memory</abbr></th>"),
+        "no usage columns"
+    );
+    let cell = |class: &str| -> String {
+        let start = page
+            .body
+            .find(&format!("class=\"{class}\""))
+            .unwrap_or_else(|| panic!("no {class} cell"));
+        let rest = &page.body[start..];
+        let open = rest.find('>').expect("cell start") + 1;
+        rest[open..open + rest[open..].find("</td>").expect("cell end")].to_string()
+    };
+    let shown_cpu = cell("usage-cpu");
+    // Under a second the page shows whole milliseconds: the API's figure exactly.
+    let expected = if cpu < 1000 {
+        format!("{cpu} ms")
+    } else {
+        format!("{:.1} s", cpu as f64 / 1000.0)
+    };
+    assert_eq!(shown_cpu, expected, "{usage}");
+    assert!(
+        page.body.contains("title=\"user "),
+        "the CPU split is missing"
+    );
+    let memory = cell("usage-memory");
+    assert!(memory.ends_with(" MiB"), "{memory}");
+    let mib: f64 = memory
+        .trim_end_matches(" MiB")
+        .parse()
+        .expect("a number of MiB");
+    assert!(mib >= 40.0, "{memory}");
+}
+
 /// A workflow with a failure branch that is skipped, a node gated on a file (held running
 /// until `gate` exists, then failing unhandled unless `go` exists), and a node after it.
 fn gated_workflow(dir: &std::path::Path) -> serde_json::Value {

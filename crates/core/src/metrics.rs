@@ -17,6 +17,12 @@ pub struct StatusLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TransportLabel {
+    /// `local`, `container`, `runner-ssh`.
+    pub transport: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
 }
@@ -33,6 +39,14 @@ pub struct Metrics {
     pub run_duration: Histogram,
     /// Finished executions by final status.
     pub executions: Family<StatusLabel, Counter>,
+    /// CPU time (user + system) of each measured execution's process tree, in seconds.
+    pub execution_cpu: Family<TransportLabel, Histogram>,
+    /// Peak resident set of the largest process of each measured execution, in bytes.
+    pub execution_peak_memory: Family<TransportLabel, Histogram>,
+    /// CPU time of a container run's whole cgroup, in seconds.
+    pub container_cpu: Histogram,
+    /// Peak memory of a container run's whole cgroup, in bytes.
+    pub container_peak_memory: Histogram,
     /// Ticks fired / skipped by the scheduler.
     pub ticks: Family<KindLabel, Counter>,
     /// Counters kept elsewhere (a transport's atomics), mirrored at scrape time.
@@ -59,6 +73,10 @@ impl Metrics {
             scheduler_lag: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             run_duration: Histogram::new(exponential_buckets(0.005, 2.0, 20)),
             executions: Family::default(),
+            execution_cpu: Family::new_with_constructor(cpu_histogram),
+            execution_peak_memory: Family::new_with_constructor(memory_histogram),
+            container_cpu: cpu_histogram(),
+            container_peak_memory: memory_histogram(),
             ticks: Family::default(),
             transport: Family::default(),
             scheduler_leader: Gauge::default(),
@@ -85,6 +103,26 @@ impl Metrics {
                 "executions",
                 "Finished executions by status",
                 m.executions.clone(),
+            );
+            r.register(
+                "execution_cpu_seconds",
+                "CPU time (user + system) of an execution's process tree, by transport",
+                m.execution_cpu.clone(),
+            );
+            r.register(
+                "execution_peak_memory_bytes",
+                "Peak resident set of the largest process of an execution, by transport",
+                m.execution_peak_memory.clone(),
+            );
+            r.register(
+                "execution_container_cpu_seconds",
+                "CPU time of a container execution's whole cgroup",
+                m.container_cpu.clone(),
+            );
+            r.register(
+                "execution_container_peak_memory_bytes",
+                "Peak memory of a container execution's whole cgroup",
+                m.container_peak_memory.clone(),
             );
             r.register(
                 "scheduler_ticks",
@@ -137,6 +175,26 @@ impl Metrics {
         }
     }
 
+    /// Observes what one execution used (`transport`: `local`, `container`, `runner-ssh`).
+    pub fn execution_usage(&self, transport: &str, usage: &cronium_protocol::Usage) {
+        let label = TransportLabel {
+            transport: transport.to_string(),
+        };
+        let cpu_ms = usage.cpu_user_ms.saturating_add(usage.cpu_system_ms);
+        self.execution_cpu
+            .get_or_create(&label)
+            .observe(cpu_ms as f64 / 1000.0);
+        self.execution_peak_memory
+            .get_or_create(&label)
+            .observe(usage.max_rss_bytes as f64);
+        if let Some(ms) = usage.cgroup_cpu_ms {
+            self.container_cpu.observe(ms as f64 / 1000.0);
+        }
+        if let Some(bytes) = usage.cgroup_memory_peak_bytes {
+            self.container_peak_memory.observe(bytes as f64);
+        }
+    }
+
     pub fn execution_finished(&self, status: &str, run_ms: u64) {
         self.executions
             .get_or_create(&StatusLabel {
@@ -145,4 +203,14 @@ impl Metrics {
             .inc();
         self.run_duration.observe(run_ms as f64 / 1000.0);
     }
+}
+
+/// 1 ms to about 9 h, doubling.
+fn cpu_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 25))
+}
+
+/// 1 MiB to 64 GiB, doubling.
+fn memory_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(1_048_576.0, 2.0, 17))
 }

@@ -213,6 +213,7 @@ impl DockerExecutor {
                 signal: None,
                 run_ms: 0,
                 error: Some("cancelled before the container started".into()),
+                usage: None,
             };
             let _ = sink.send(RunnerEvent::Finished(finished.clone())).await;
             return Ok(ContainerRun {
@@ -362,6 +363,7 @@ impl DockerExecutor {
                     signal: Some(9),
                     run_ms: 0,
                     error: Some(message),
+                    usage: None,
                 };
                 amend_oom(&mut finished, limits.memory_bytes);
                 let _ = sink.send(RunnerEvent::Finished(finished.clone())).await;
@@ -423,6 +425,8 @@ impl DockerExecutor {
                 "--control-stdin".to_string(),
                 "--work-base".to_string(),
                 "/tmp".to_string(),
+                // The runner is alone in the container's cgroup: its figures are the run's.
+                "--cgroup-usage".to_string(),
             ]),
             env: Some(vec!["TMPDIR=/tmp".to_string(), "HOME=/tmp".to_string()]),
             // No WorkingDir=/tmp: the engine would then create /tmp in images that lack it and
@@ -778,6 +782,7 @@ mod tests {
             signal: Some(9),
             run_ms: 5,
             error: None,
+            usage: None,
         };
         amend_oom(&mut f, Some(64 * 1024 * 1024));
         assert_eq!(f.error.as_deref(), Some("out of memory (limit 64 MiB)"));

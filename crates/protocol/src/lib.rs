@@ -365,6 +365,36 @@ pub struct Finished {
     /// A message when the runner itself failed (bad payload, interpreter missing, ...).
     #[serde(default)]
     pub error: Option<String>,
+    /// What the script's process tree used, when it was measured (older runners, runs that
+    /// never started and `direct-ssh` have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// Resources one run used, as the runner measured them once every process of the script was
+/// reaped.
+///
+/// The CPU times and `max_rss_bytes` are `getrusage(RUSAGE_CHILDREN)` of the runner, a child
+/// subreaper: they cover the script's main process and every descendant that was reaped, orphans
+/// re-parented to the runner included. `max_rss_bytes` is the resident set of the *largest
+/// single process* of the tree at its peak, not the sum of the tree. The `cgroup_*` figures are
+/// the whole container's (every process in it, the runner and page cache charged to it
+/// included), read from its cgroup when the runner runs in a container (`--cgroup-usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time in user mode, milliseconds.
+    pub cpu_user_ms: u64,
+    /// CPU time in kernel mode, milliseconds.
+    pub cpu_system_ms: u64,
+    /// Peak resident set of the largest single process of the tree, bytes.
+    pub max_rss_bytes: u64,
+    /// CPU time of the whole container's cgroup (user and system), milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_cpu_ms: Option<u64>,
+    /// Peak memory of the whole container's cgroup, bytes (cgroup v2 `memory.peak`, v1
+    /// `memory.max_usage_in_bytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_memory_peak_bytes: Option<u64>,
 }
 
 /// One line of the runner's stdout.
@@ -473,6 +503,21 @@ mod tests {
                 signal: Some(15),
                 run_ms: 10,
                 error: None,
+                usage: None,
+            }),
+            RunnerEvent::Finished(Finished {
+                status: RunStatus::Succeeded,
+                exit_code: Some(0),
+                signal: None,
+                run_ms: 10,
+                error: None,
+                usage: Some(Usage {
+                    cpu_user_ms: 200,
+                    cpu_system_ms: 3,
+                    max_rss_bytes: 50 << 20,
+                    cgroup_cpu_ms: Some(210),
+                    cgroup_memory_peak_bytes: None,
+                }),
             }),
         ];
         for e in events {
@@ -480,6 +525,26 @@ mod tests {
             assert_eq!(line.matches('\n').count(), 1, "{line}");
             assert_eq!(RunnerEvent::parse(&line).unwrap(), e);
         }
+    }
+
+    #[test]
+    fn finished_of_an_older_runner_reads_without_usage() {
+        // A runner from before resource usage existed: no `usage` key at all.
+        let line = r#"{"t":"finished","status":"succeeded","exit_code":0,"run_ms":4}"#;
+        let RunnerEvent::Finished(f) = RunnerEvent::parse(line).unwrap() else {
+            panic!("not a Finished: {line}");
+        };
+        assert_eq!(f.usage, None);
+        // And a run without usage writes no key, so older agents read it unchanged.
+        assert!(!RunnerEvent::Finished(f).to_line().contains("usage"));
+        let with = r#"{"t":"finished","status":"failed","exit_code":1,"run_ms":4,
+            "usage":{"cpu_user_ms":1,"cpu_system_ms":2,"max_rss_bytes":3}}"#;
+        let RunnerEvent::Finished(f) = RunnerEvent::parse(with).unwrap() else {
+            panic!("not a Finished: {with}");
+        };
+        let u = f.usage.unwrap();
+        assert_eq!((u.cpu_user_ms, u.cpu_system_ms, u.max_rss_bytes), (1, 2, 3));
+        assert_eq!((u.cgroup_cpu_ms, u.cgroup_memory_peak_bytes), (None, None));
     }
 
     #[test]

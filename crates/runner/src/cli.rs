@@ -9,11 +9,12 @@ use std::path::PathBuf;
 pub const USAGE: &str = "usage:
   cronium-runner --version
   cronium-runner run PAYLOAD [--context FILE] [--control-stdin] [--work-base DIR] [--hide PATH]...
-                     [--umask OCTAL] [--run-as UID:GID[:GROUP,...]]
+                     [--umask OCTAL] [--run-as UID:GID[:GROUP,...]] [--cgroup-usage]
       PAYLOAD is a .tar.gz file, or - (with --control-stdin) to read it from stdin
       --hide: the script cannot reach PATH (Landlock, where the kernel has it)
       --umask: the umask of the runner and the script
       --run-as: started as root, become this user before anything else
+      --cgroup-usage: also report the own cgroup's CPU and peak memory (in a container)
   cronium-runner serve [--work-base DIR]
       relays runs requested on stdin to child runners (used over SSH; see serve.rs)
   cronium-runner helper OP [ARGS...]";
@@ -107,6 +108,9 @@ pub struct RunArgs {
     /// rather than between fork and exec in the caller, so that the caller can start the runner
     /// with posix_spawn instead of a fork of its whole address space.
     pub run_as: Option<RunAs>,
+    /// `--cgroup-usage`: the runner is alone in its cgroup (a container), so the cgroup's figures
+    /// are the run's and are reported with the rest of its usage.
+    pub cgroup_usage: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -157,6 +161,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, CliError> {
     let mut hide = Vec::new();
     let mut umask = None;
     let mut run_as = None;
+    let mut cgroup_usage = false;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -181,6 +186,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, CliError> {
                 context_file = Some(PathBuf::from(v));
             }
             "--control-stdin" => control_stdin = true,
+            "--cgroup-usage" => cgroup_usage = true,
             "--work-base" => {
                 let v = it.next().ok_or(CliError::MissingValue("--work-base"))?;
                 work_base = Some(PathBuf::from(v));
@@ -209,6 +215,7 @@ fn parse_run(args: &[String]) -> Result<RunArgs, CliError> {
         hide,
         umask,
         run_as,
+        cgroup_usage,
     })
 }
 
@@ -224,7 +231,7 @@ mod tests {
     fn parses_run_with_options() {
         let cmd = parse(&args(
             "run p.tgz --control-stdin --work-base /w --hide /d --hide /e --umask 022 \
-             --run-as 999:995:995,4",
+             --run-as 999:995:995,4 --cgroup-usage",
         ))
         .unwrap();
         assert_eq!(
@@ -240,6 +247,7 @@ mod tests {
                     gid: 995,
                     groups: vec![995, 4],
                 }),
+                cgroup_usage: true,
             })
         );
     }

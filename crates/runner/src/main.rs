@@ -27,6 +27,7 @@ mod run;
 mod sandbox;
 mod serve;
 mod updates;
+mod usage;
 mod workdir;
 
 use std::time::Instant;

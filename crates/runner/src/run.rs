@@ -106,6 +106,8 @@ struct Prepared {
     sandbox: Option<String>,
     /// Why API mode has no endpoint in this run, for the run's log.
     api_note: Option<String>,
+    /// `--cgroup-usage`: add the own cgroup's figures to the run's usage.
+    cgroup_usage: bool,
 }
 
 /// Runs one payload; returns the runner's exit code. `started` is when the runner process began.
@@ -134,6 +136,7 @@ pub fn run(args: RunArgs, started: Instant) -> i32 {
                 signal: None,
                 run_ms: 0,
                 error: Some(e.to_string()),
+                usage: None,
             }));
             code
         }
@@ -182,6 +185,7 @@ pub fn report_setup_failure(message: &str) {
         signal: None,
         run_ms: 0,
         error: Some(message.to_string()),
+        usage: None,
     }));
 }
 
@@ -293,6 +297,7 @@ fn prepare(
         env,
         sandbox,
         api_note,
+        cgroup_usage: args.cgroup_usage,
     })
 }
 
@@ -495,6 +500,8 @@ fn execute(
         ended = Some(Instant::now());
     }
     process::kill_descendants(CLEANUP_LIMIT);
+    // Every process of the script has been reaped: its figures are complete.
+    let usage = measure(prepared.cgroup_usage, emitter);
     let run_ms = ended
         .unwrap_or_else(Instant::now)
         .duration_since(run_start)
@@ -525,8 +532,28 @@ fn execute(
         signal,
         run_ms,
         error: None,
+        usage: Some(usage),
     };
     Ok((finished, exit_code))
+}
+
+/// The run's usage: the reaped process tree's, and with `cgroup` the own cgroup's, a figure the
+/// kernel does not offer said once in the run's log.
+fn measure(cgroup: bool, emitter: &Emitter) -> cronium_protocol::Usage {
+    let mut usage = crate::usage::children();
+    if cgroup {
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let c = crate::usage::cgroup(Path::new("/sys/fs/cgroup"), &own);
+        usage.cgroup_cpu_ms = c.cpu_ms;
+        usage.cgroup_memory_peak_bytes = c.memory_peak_bytes;
+        if !c.missing.is_empty() {
+            emitter.system_line(format!(
+                "[cronium] container usage not measured: {}",
+                c.missing.join("; ")
+            ));
+        }
+    }
+    usage
 }
 
 /// Waits for the main process to exit until `until`, polling helper updates meanwhile.

@@ -374,6 +374,7 @@ pub(crate) async fn run_direct(
             signal: None,
             run_ms,
             error: None,
+            usage: None,
         },
         Some(Stop::Cancel) => Finished {
             status: RunStatus::Cancelled,
@@ -381,6 +382,7 @@ pub(crate) async fn run_direct(
             signal: None,
             run_ms,
             error: None,
+            usage: None,
         },
         None => match (status, &signal) {
             (Some(0), _) => Finished {
@@ -389,6 +391,7 @@ pub(crate) async fn run_direct(
                 signal: None,
                 run_ms,
                 error: None,
+                usage: None,
             },
             (Some(code), _) => Finished {
                 status: RunStatus::Failed,
@@ -401,6 +404,7 @@ pub(crate) async fn run_direct(
                     }
                     _ => None,
                 },
+                usage: None,
             },
             (None, Some(sig)) => Finished {
                 status: RunStatus::Failed,
@@ -408,6 +412,7 @@ pub(crate) async fn run_direct(
                 signal: None,
                 run_ms,
                 error: Some(format!("killed by signal {sig}")),
+                usage: None,
             },
             (None, None) => {
                 return Err(lost(

@@ -40,7 +40,34 @@ pub struct ExecutionRow {
     pub helpers: Option<String>,
     /// Why API mode fell back to bundled mode, when it did.
     pub helpers_note: Option<String>,
+    /// What the run used ([`ExecutionUsage`]); all `None` when it was not measured.
+    #[serde(flatten)]
+    pub usage: ExecutionUsage,
     pub created_at: i64,
+}
+
+/// The resources an execution used, as its runner measured them (`cronium_protocol::Usage`).
+/// Each `None` when not measured: older rows and runners, `direct-ssh` and `http` runs, runs that
+/// never started; the `cgroup_*` figures exist for container runs only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct ExecutionUsage {
+    /// CPU time of the script's process tree in user mode.
+    pub cpu_user_ms: Option<i64>,
+    /// CPU time of the script's process tree in kernel mode.
+    pub cpu_system_ms: Option<i64>,
+    /// Peak resident set of the largest single process of the tree (not the tree's sum).
+    pub max_rss_bytes: Option<i64>,
+    /// CPU time of the container's whole cgroup.
+    pub cgroup_cpu_ms: Option<i64>,
+    /// Peak memory of the container's whole cgroup.
+    pub cgroup_memory_peak_bytes: Option<i64>,
+}
+
+impl ExecutionUsage {
+    /// True when nothing was measured.
+    pub fn is_empty(&self) -> bool {
+        *self == ExecutionUsage::default()
+    }
 }
 
 /// Fields to change on an execution; `None` leaves a field as it is.
@@ -60,12 +87,15 @@ pub struct ExecutionUpdate {
     pub condition: Option<bool>,
     pub helpers: Option<String>,
     pub helpers_note: Option<String>,
+    /// Usage figures to record; a `None` figure leaves the stored one.
+    pub usage: ExecutionUsage,
 }
 
 macro_rules! execution_cols {
     () => {
         "id, job_id, attempt, server, status, exit_code, started_at, finished_at, setup_ms, run_ms, \
-         runner_version, error, output, mode, note, condition, helpers, helpers_note, created_at"
+         runner_version, error, output, mode, note, condition, helpers, helpers_note, cpu_user_ms, \
+         cpu_system_ms, max_rss_bytes, cgroup_cpu_ms, cgroup_memory_peak_bytes, created_at"
     };
 }
 
@@ -89,6 +119,13 @@ fn execution_row(row: &AnyRow) -> Result<ExecutionRow, StoreError> {
         condition: opt_i64(row, "condition")?.map(|c| c != 0),
         helpers: opt_text(row, "helpers")?,
         helpers_note: opt_text(row, "helpers_note")?,
+        usage: ExecutionUsage {
+            cpu_user_ms: opt_i64(row, "cpu_user_ms")?,
+            cpu_system_ms: opt_i64(row, "cpu_system_ms")?,
+            max_rss_bytes: opt_i64(row, "max_rss_bytes")?,
+            cgroup_cpu_ms: opt_i64(row, "cgroup_cpu_ms")?,
+            cgroup_memory_peak_bytes: opt_i64(row, "cgroup_memory_peak_bytes")?,
+        },
         created_at: i64_col(row, "created_at")?,
     })
 }
@@ -225,7 +262,10 @@ impl Store {
                runner_version = COALESCE($7, runner_version), error = COALESCE($8, error), \
                output = COALESCE($9, output), mode = COALESCE($10, mode), note = COALESCE($11, note), \
                condition = COALESCE($15, condition), helpers = COALESCE($16, helpers), \
-               helpers_note = COALESCE($17, helpers_note) \
+               helpers_note = COALESCE($17, helpers_note), \
+               cpu_user_ms = COALESCE($18, cpu_user_ms), cpu_system_ms = COALESCE($19, cpu_system_ms), \
+               max_rss_bytes = COALESCE($20, max_rss_bytes), cgroup_cpu_ms = COALESCE($21, cgroup_cpu_ms), \
+               cgroup_memory_peak_bytes = COALESCE($22, cgroup_memory_peak_bytes) \
              WHERE id = $12 AND attempt = $13 AND EXISTS (SELECT 1 FROM jobs j \
                WHERE j.id = executions.job_id AND j.lease_owner = $14 AND j.attempt = $13)",
         )
@@ -246,6 +286,11 @@ impl Store {
         .bind(update.condition.map(i64::from))
         .bind(update.helpers.as_deref())
         .bind(update.helpers_note.as_deref())
+        .bind(update.usage.cpu_user_ms)
+        .bind(update.usage.cpu_system_ms)
+        .bind(update.usage.max_rss_bytes)
+        .bind(update.usage.cgroup_cpu_ms)
+        .bind(update.usage.cgroup_memory_peak_bytes)
         .execute(executor)
         .await?;
         Ok(done.rows_affected() > 0)

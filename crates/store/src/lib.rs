@@ -48,7 +48,7 @@ pub use backoff::backoff_delay;
 pub use batch::{BatchChange, BatchResult, EventApply};
 pub use error::StoreError;
 pub use events::{Applied, EventRow};
-pub use executions::{ExecutionRow, ExecutionUpdate};
+pub use executions::{ExecutionRow, ExecutionUpdate, ExecutionUsage};
 pub use hooks::{HookKind, HookRow};
 pub use jobs::{
     AttemptEnd, CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob,

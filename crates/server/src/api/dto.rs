@@ -13,8 +13,8 @@ use cronium_model::workflow::{EdgeKind, Join, NodeKind, NodeRunStatus, WorkflowR
 use cronium_model::Role;
 use cronium_model::{EventStatus, ExecutionStatus, JobStatus, Trigger};
 use cronium_store::{
-    Applied, AuditRow, EventRow, ExecutionRow, JobRow, LogLine, NodeExplanation, NodeRunRow,
-    TokenRow, UserRow, WorkflowNodeRow, WorkflowRow, WorkflowRunDetail, WorkflowRunRow,
+    Applied, AuditRow, EventRow, ExecutionRow, ExecutionUsage, JobRow, LogLine, NodeExplanation,
+    NodeRunRow, TokenRow, UserRow, WorkflowNodeRow, WorkflowRow, WorkflowRunDetail, WorkflowRunRow,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -148,6 +148,46 @@ pub struct ExecutionDto {
     /// Why API mode fell back to bundled mode, when it did.
     #[schema(required)]
     pub helpers_note: Option<String>,
+    /// What the run used, as its runner measured it; null when it was not measured (`http`
+    /// and `direct-ssh` runs, runs that never started, rows from before it was recorded).
+    #[schema(required)]
+    pub usage: Option<UsageDto>,
+}
+
+/// Resources one execution used.
+#[derive(Serialize, ToSchema)]
+pub struct UsageDto {
+    /// CPU time of the script's process tree in user mode (every process of it, orphans
+    /// included), milliseconds.
+    #[schema(required)]
+    pub cpu_user_ms: Option<i64>,
+    /// CPU time of the script's process tree in kernel mode, milliseconds.
+    #[schema(required)]
+    pub cpu_system_ms: Option<i64>,
+    /// Peak resident memory of the largest single process of the tree (not the tree's sum),
+    /// bytes.
+    #[schema(required)]
+    pub max_rss_bytes: Option<i64>,
+    /// Container runs: CPU time of the container's whole cgroup, milliseconds; null elsewhere
+    /// or when the kernel does not offer it.
+    #[schema(required)]
+    pub cgroup_cpu_ms: Option<i64>,
+    /// Container runs: peak memory of the container's whole cgroup (every process, the page
+    /// cache charged to it), bytes; null elsewhere or when the kernel does not offer it.
+    #[schema(required)]
+    pub cgroup_memory_peak_bytes: Option<i64>,
+}
+
+impl From<ExecutionUsage> for UsageDto {
+    fn from(u: ExecutionUsage) -> Self {
+        UsageDto {
+            cpu_user_ms: u.cpu_user_ms,
+            cpu_system_ms: u.cpu_system_ms,
+            max_rss_bytes: u.max_rss_bytes,
+            cgroup_cpu_ms: u.cgroup_cpu_ms,
+            cgroup_memory_peak_bytes: u.cgroup_memory_peak_bytes,
+        }
+    }
 }
 
 impl From<ExecutionRow> for ExecutionDto {
@@ -170,6 +210,7 @@ impl From<ExecutionRow> for ExecutionDto {
             condition: x.condition,
             helpers: x.helpers,
             helpers_note: x.helpers_note,
+            usage: (!x.usage.is_empty()).then(|| x.usage.into()),
         }
     }
 }

@@ -243,6 +243,14 @@ pub struct ExecItem {
     pub error: String,
     pub note: String,
     pub output: String,
+    /// CPU time of the process tree (user + system), empty when not measured.
+    pub cpu: String,
+    /// Its split, for the cell's title: `user 200 ms, system 43 ms`.
+    pub cpu_split: String,
+    /// Peak resident memory of the tree's largest process.
+    pub memory: String,
+    /// A container run's cgroup figures: `container: 260 ms CPU, 58 MiB peak`, else empty.
+    pub container_usage: String,
 }
 
 impl From<ExecutionRow> for ExecItem {
@@ -262,7 +270,32 @@ impl From<ExecutionRow> for ExecItem {
             error: x.error.unwrap_or_default(),
             note: x.note.unwrap_or_default(),
             output: format::json(&x.output),
+            cpu: format::cpu(&x.usage),
+            cpu_split: match (x.usage.cpu_user_ms, x.usage.cpu_system_ms) {
+                (Some(u), Some(s)) => format!(
+                    "user {}, system {}",
+                    format::duration(Some(u)),
+                    format::duration(Some(s))
+                ),
+                _ => String::new(),
+            },
+            memory: format::bytes(x.usage.max_rss_bytes),
+            container_usage: container_usage(&x.usage),
         }
+    }
+}
+
+fn container_usage(u: &cronium_store::ExecutionUsage) -> String {
+    let mut parts = Vec::new();
+    if let Some(ms) = u.cgroup_cpu_ms {
+        parts.push(format!("{} CPU", format::duration(Some(ms))));
+    }
+    if let Some(b) = u.cgroup_memory_peak_bytes {
+        parts.push(format!("{} peak", format::bytes(Some(b))));
+    }
+    match parts.is_empty() {
+        true => String::new(),
+        false => format!("container: {}", parts.join(", ")),
     }
 }
 

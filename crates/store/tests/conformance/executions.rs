@@ -1,7 +1,7 @@
 //! Executions: creation and updates by the lease holder, listing.
 
 use cronium_model::{ExecutionStatus, JobStatus};
-use cronium_store::ExecutionUpdate;
+use cronium_store::{AttemptEnd, ExecutionUpdate, ExecutionUsage, JobOutcome};
 use serde_json::json;
 
 use crate::harness::{job, Ctx};
@@ -58,6 +58,7 @@ async fn executions_create_update_list(t: Ctx) {
         condition: Some(false),
         helpers: Some("api".into()),
         helpers_note: Some("socket gone".into()),
+        usage: ExecutionUsage::default(),
     };
     assert!(s.update_execution(web1.id, "w", 1, &full).await.unwrap());
     // A partial update leaves the other fields alone.
@@ -151,6 +152,120 @@ async fn executions_create_update_list(t: Ctx) {
             .await
             .unwrap(),
         None
+    );
+}
+
+conformance!(executions_record_what_they_used);
+
+/// The runner's usage figures reach the row through the attempt's end, stay NULL when not
+/// measured, and a stale worker cannot write them.
+async fn executions_record_what_they_used(t: Ctx) {
+    let s = &t.store;
+    let j = s.enqueue(&job("usage", 0), 0).await.unwrap();
+    let claimed = s.claim("w", 10_000, 1).await.unwrap().unwrap();
+    let xs = s
+        .create_executions(j.id, "w", 1, &["a", "b"], ExecutionStatus::Running, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    let fresh = s.get_execution(xs[0].id).await.unwrap().unwrap();
+    assert!(
+        fresh.usage.is_empty(),
+        "nothing measured yet: {:?}",
+        fresh.usage
+    );
+
+    let measured = ExecutionUsage {
+        cpu_user_ms: Some(212),
+        cpu_system_ms: Some(31),
+        // Beyond 32 bits: a big process must not wrap.
+        max_rss_bytes: Some(6_000_000_000),
+        cgroup_cpu_ms: Some(250),
+        cgroup_memory_peak_bytes: Some(58_720_256),
+    };
+    let host_only = ExecutionUsage {
+        cpu_user_ms: Some(5),
+        cpu_system_ms: Some(0),
+        max_rss_bytes: Some(4_194_304),
+        ..Default::default()
+    };
+    let end = |usage| ExecutionUpdate {
+        status: Some(ExecutionStatus::Succeeded),
+        exit_code: Some(0),
+        finished_at: Some(9),
+        usage,
+        ..Default::default()
+    };
+    let outcome = JobOutcome {
+        status: JobStatus::Succeeded,
+        exit_code: Some(0),
+        output: json!({}),
+        error: None,
+    };
+    let updates = [(xs[0].id, end(measured)), (xs[1].id, end(host_only))];
+    // Another worker's end writes nothing.
+    assert!(!s
+        .finish_attempt(
+            &AttemptEnd {
+                job_id: j.id,
+                worker: "other",
+                attempt: claimed.attempt,
+                node_run_id: None,
+                executions: &updates,
+                outcome: &outcome,
+            },
+            9,
+        )
+        .await
+        .unwrap());
+    assert!(s
+        .get_execution(xs[0].id)
+        .await
+        .unwrap()
+        .unwrap()
+        .usage
+        .is_empty());
+    assert!(s
+        .finish_attempt(
+            &AttemptEnd {
+                job_id: j.id,
+                worker: "w",
+                attempt: claimed.attempt,
+                node_run_id: None,
+                executions: &updates,
+                outcome: &outcome,
+            },
+            9,
+        )
+        .await
+        .unwrap());
+    let list = s.list_executions(j.id).await.unwrap();
+    assert_eq!(list[0].usage, measured);
+    assert_eq!(list[1].usage, host_only);
+    assert_eq!(
+        (
+            list[1].usage.cgroup_cpu_ms,
+            list[1].usage.cgroup_memory_peak_bytes
+        ),
+        (None, None),
+        "no cgroup figures outside a container"
+    );
+    // A later update without usage leaves the figures alone.
+    assert!(s
+        .update_execution(
+            xs[0].id,
+            "w",
+            1,
+            &ExecutionUpdate {
+                note: Some("later".into()),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap());
+    assert_eq!(
+        s.get_execution(xs[0].id).await.unwrap().unwrap().usage,
+        measured
     );
 }
 
