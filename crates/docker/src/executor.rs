@@ -581,6 +581,7 @@ impl DockerExecutor {
                         "hard deadline"
                     }
                 )),
+                usage: None,
             }),
             (Err(e), None) => {
                 let tail = stderr_tail.lock().map(|t| t.tail()).unwrap_or_default();
