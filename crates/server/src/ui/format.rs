@@ -68,6 +68,21 @@ pub fn json(v: &Value) -> String {
     }
 }
 
+/// An execution's CPU time: `243 ms` (user + system), empty when not measured.
+pub fn cpu(u: &cronium_store::ExecutionUsage) -> String {
+    match (u.cpu_user_ms, u.cpu_system_ms) {
+        (None, None) => String::new(),
+        (user, sys) => duration(Some(user.unwrap_or(0) + sys.unwrap_or(0))),
+    }
+}
+
+/// `50.2 MiB`; empty for none.
+pub fn bytes(b: Option<i64>) -> String {
+    b.filter(|b| *b >= 0)
+        .map(cronium_docker::format_bytes)
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -91,19 +106,4 @@ mod tests {
         );
         assert_eq!(ts(Some(ms)), "2026-01-01 00:00:00 UTC");
     }
-}
-
-/// An execution's CPU time: `243 ms` (user + system), empty when not measured.
-pub fn cpu(u: &cronium_store::ExecutionUsage) -> String {
-    match (u.cpu_user_ms, u.cpu_system_ms) {
-        (None, None) => String::new(),
-        (user, sys) => duration(Some(user.unwrap_or(0) + sys.unwrap_or(0))),
-    }
-}
-
-/// `50.2 MiB`; empty for none.
-pub fn bytes(b: Option<i64>) -> String {
-    b.filter(|b| *b >= 0)
-        .map(cronium_docker::format_bytes)
-        .unwrap_or_default()
 }
