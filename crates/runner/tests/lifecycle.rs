@@ -705,3 +705,45 @@ fn directories_left_by_killed_runners_are_swept_by_the_next_run() {
         assert!(kept.exists(), "{} must be kept", kept.display());
     }
 }
+
+/// The runner's `Finished` carries the tree's usage: a grandchild started through a child
+/// that exits at once (so re-parented to the runner, a subreaper) does the work and is still
+/// alive when the script ends; the cleanup reaps it and its CPU and memory count.
+#[test]
+fn usage_counts_a_grandchild_that_outlives_its_parent() {
+    let scratch = Scratch::new();
+    let done = scratch.path("done");
+    let burn = "import sys, time\nblock = b'x' * (50 << 20)\nstart = time.process_time()\nwhile time.process_time() - start < 0.25:\n    pass\nopen(sys.argv[1], 'w').close()\ntime.sleep(600)\n";
+    let burn_path = scratch.path("burn.py");
+    std::fs::write(&burn_path, burn).unwrap();
+    let src = format!(
+        "sh -c '{py} \"$0\" \"$1\" & exit 0' {} {}\nwhile [ ! -e {} ]; do sleep 0.05; done\n",
+        burn_path.display(),
+        done.display(),
+        done.display(),
+        py = python(),
+    );
+    let out = run(
+        &scratch,
+        &script("bash", &src, json!({})),
+        &context(json!({})),
+    );
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::Succeeded, "{:?}", out.events);
+    let u = fin.usage.expect("usage measured");
+    assert!(u.cpu_user_ms + u.cpu_system_ms >= 150, "{u:?}");
+    assert!(u.max_rss_bytes >= 40 << 20, "{u:?}");
+    // No cgroup figures unless the transport says the runner is alone in its cgroup.
+    assert_eq!((u.cgroup_cpu_ms, u.cgroup_memory_peak_bytes), (None, None));
+    scratch.assert_clean();
+}
+
+/// A run that never started measured nothing: no usage rather than zeros.
+#[test]
+fn a_run_that_never_started_reports_no_usage() {
+    let scratch = Scratch::new();
+    let out = run(&scratch, b"not a tar.gz", &context(json!({})));
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::Failed);
+    assert_eq!(fin.usage, None);
+}
