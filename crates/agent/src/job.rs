@@ -89,6 +89,9 @@ pub(crate) struct ExecResult {
     /// Never started: its batch was not reached (an earlier one failed, or the job was
     /// cancelled between batches). Not what the job's status or error is taken from.
     pub(crate) not_run: bool,
+    /// Not attempted because the server was unreachable (`skip_unreachable`): stored as a
+    /// `skipped` execution; counts as a server that did not succeed.
+    pub(crate) skipped: bool,
 }
 
 impl ExecResult {
@@ -103,6 +106,7 @@ impl ExecResult {
             finished,
             extra: ExecutionUpdate::default(),
             not_run: false,
+            skipped: false,
         }
     }
 }
@@ -153,6 +157,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
     let recorder = Arc::new(Recorder::start(
         inner.queue.clone(),
         inner.bus.clone(),
+        inner.metrics.clone(),
         lease.clone(),
         first_seq,
         cancel.clone(),
@@ -719,7 +724,10 @@ async fn conclude(
         Ok(results) => {
             let mut updates = Vec::with_capacity(results.len());
             for r in &results {
-                let status = ExecutionStatus::from(r.finished.status);
+                let status = match r.skipped {
+                    true => ExecutionStatus::Skipped,
+                    false => ExecutionStatus::from(r.finished.status),
+                };
                 inner
                     .metrics
                     .execution_finished(status.as_str(), r.finished.run_ms);

@@ -70,6 +70,8 @@ pub struct AgentConfig {
     /// On shutdown, how long running jobs may take to finish. Jobs still running after it are
     /// left to lease recovery (their runners stop the scripts when the agent exits).
     pub shutdown_grace: Duration,
+    /// What makes a server `unreachable` for a target's `skip_unreachable`.
+    pub health_thresholds: cronium_core::health::Thresholds,
 }
 
 impl AgentConfig {
@@ -92,6 +94,7 @@ impl AgentConfig {
             private_paths: Vec::new(),
             run_umask: None,
             helpers: cronium_protocol::HelperMode::Bundled,
+            health_thresholds: Default::default(),
         }
     }
 }

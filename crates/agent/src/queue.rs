@@ -32,6 +32,8 @@ pub struct Lease {
 pub struct RemoteServer {
     pub id: i64,
     pub config: cronium_ssh::ServerConfig,
+    /// Its health checks as stored, for `skip_unreachable`.
+    pub health: cronium_store::HealthState,
 }
 
 /// The variables a run sees: every value (secret ones decrypted) and which of them are secret,
@@ -444,6 +446,7 @@ impl JobQueue for StoreQueue {
                         verified_at_ms: r.verified_at,
                     }),
                 },
+                health: row.health,
             });
         }
         Ok(out)

@@ -119,6 +119,7 @@ impl Recorder {
     pub fn start(
         queue: Arc<dyn JobQueue>,
         bus: Arc<LogBus>,
+        metrics: Arc<cronium_core::metrics::Metrics>,
         lease: Lease,
         first_seq: i64,
         cancel: CancellationToken,
@@ -131,6 +132,7 @@ impl Recorder {
             api: api.clone(),
             queue,
             bus,
+            metrics,
             lease,
             masker: masker.clone(),
             cancel,
@@ -341,6 +343,8 @@ struct Writer {
     api: ApiContexts,
     queue: Arc<dyn JobQueue>,
     bus: Arc<LogBus>,
+    /// `streaming_log_latency`: observed once per stored batch, for its oldest line.
+    metrics: Arc<cronium_core::metrics::Metrics>,
     lease: Lease,
     masker: SharedMasker,
     cancel: CancellationToken,
@@ -714,6 +718,13 @@ impl Writer {
                 Ok(true) => {
                     self.unstored = 0;
                     self.bus.publish(self.lease.job_id, self.seq);
+                    if let Some(oldest) = lines.iter().map(|l| l.ts).min() {
+                        let ms = (now_ms() - oldest).max(0);
+                        self.metrics
+                            .runner
+                            .streaming_log_latency
+                            .observe(ms as f64 / 1000.0);
+                    }
                     return;
                 }
                 Ok(false) => return self.lose("storing log lines"),

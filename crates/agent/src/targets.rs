@@ -5,7 +5,9 @@
 //! A fan-out runs its servers in one batch, or in the rolling batches of the target's `batch`
 //! with its `pause` between them; a batch with a failure stops the later ones, whose
 //! executions (created with the others, `pending`) end `cancelled` with the reason as their
-//! note. How many must succeed (`min_success`) is the job's status, decided in `job.rs`.
+//! note. How many must succeed (`min_success`) is the job's status, decided in `job.rs`. With
+//! `skip_unreachable`, the servers the health checks judge `unreachable` are not attempted:
+//! their executions end `skipped` with the reason, and count as servers that did not succeed.
 //!
 //! What can fail before a run (no transport, unknown servers, undecryptable credentials, the
 //! payload, a `min_success` larger than the servers) fails before any execution is created, as a [`JobError`] that says whether another
@@ -17,10 +19,11 @@ use std::sync::Arc;
 
 use cronium_core::clock::now_ms;
 use cronium_core::fanout::{self, ServerCount};
+use cronium_core::health;
 use cronium_core::payload::PayloadRef;
 use cronium_core::spec::{ContainerNetwork, ContainerTarget, EventSpec, ServerMode, ServersTarget};
 use cronium_docker::{ContainerSpec, Limits, NetworkMode};
-use cronium_model::ExecutionStatus;
+use cronium_model::{ExecutionStatus, ServerHealth};
 use cronium_protocol::{Finished, RunStatus};
 use cronium_ssh::{DeployOutcome, DirectScript, Mode, SshError};
 use cronium_store::{ExecutionUpdate, JobRow, NewDeployment, RunnerState};
@@ -182,6 +185,9 @@ pub(crate) async fn run_servers(
             )));
         }
     }
+    // Servers the health checks mark unreachable are recorded as skipped, not attempted.
+    let (servers, unreachable) = split_unreachable(inner, target, servers);
+    let skipped = skip(inner, lease, recorder, &unreachable).await?;
     let batches = fanout::batches(servers.len(), target.batch);
     // Cancelling the job cancels every server; with continue_on_failure: false the first failure
     // cancels the others too.
@@ -190,11 +196,14 @@ pub(crate) async fn run_servers(
     // recorded: the first batch's are deploying, the later ones' pending until their turn.
     let names: Vec<&str> = servers.iter().map(|s| s.config.name.as_str()).collect();
     let first = batches.first().map_or(0, |b| b.end);
-    let mut executions = inner
-        .queue
-        .start_executions(lease, &names[..first], ExecutionStatus::Deploying)
-        .await?
-        .ok_or_else(|| JobError::retryable("lease lost before the executions started"))?;
+    let mut executions = Vec::new();
+    if first > 0 {
+        executions = inner
+            .queue
+            .start_executions(lease, &names[..first], ExecutionStatus::Deploying)
+            .await?
+            .ok_or_else(|| JobError::retryable("lease lost before the executions started"))?;
+    }
     if first < names.len() {
         executions.extend(
             inner
@@ -219,7 +228,8 @@ pub(crate) async fn run_servers(
         interpreter,
     };
     let mut servers = servers.into_iter().map(Some).collect::<Vec<_>>();
-    let mut results = Vec::with_capacity(servers.len());
+    let mut results = Vec::with_capacity(servers.len() + skipped.len());
+    results.extend(skipped);
     let count = batches.len();
     for (i, range) in batches.into_iter().enumerate() {
         let batch: Vec<(RemoteServer, i64)> = range
@@ -310,6 +320,84 @@ pub(crate) async fn run_servers(
         }
     }
     results.sort_by(|a, b| a.server.cmp(&b.server));
+    Ok(results)
+}
+
+/// With `skip_unreachable`, the servers judged `unreachable` now (with the reason) apart from the
+/// ones to run; without it, every server runs.
+fn split_unreachable(
+    inner: &Inner,
+    target: &ServersTarget,
+    servers: Vec<RemoteServer>,
+) -> (Vec<RemoteServer>, Vec<(RemoteServer, String)>) {
+    if !target.skip_unreachable {
+        return (servers, Vec::new());
+    }
+    let now = now_ms();
+    let mut run = Vec::with_capacity(servers.len());
+    let mut unreachable = Vec::new();
+    for s in servers {
+        let h = &s.health;
+        let observed = health::Observed {
+            checked_at: h.checked_at,
+            contact_at: h.contact_at,
+            failures: h.failures,
+            error: h.error.as_deref(),
+            reading: h.reading.as_ref(),
+        };
+        let v = health::judge(&observed, now, &inner.config.health_thresholds);
+        if v.status == ServerHealth::Unreachable {
+            unreachable.push((s, v.reasons.join("; ")));
+        } else {
+            run.push(s);
+        }
+    }
+    (run, unreachable)
+}
+
+/// Records the unreachable servers' executions as skipped, with the reason as their note and
+/// error; they count as servers that did not succeed.
+async fn skip(
+    inner: &Inner,
+    lease: &Lease,
+    recorder: &Recorder,
+    unreachable: &[(RemoteServer, String)],
+) -> Result<Vec<ExecResult>, JobError> {
+    if unreachable.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = unreachable
+        .iter()
+        .map(|(s, _)| s.config.name.as_str())
+        .collect();
+    let executions = inner
+        .queue
+        .start_executions(lease, &names, ExecutionStatus::Pending)
+        .await?
+        .ok_or_else(|| JobError::retryable("lease lost before the executions started"))?;
+    let mut results = Vec::with_capacity(unreachable.len());
+    for ((server, why), exec) in unreachable.iter().zip(executions) {
+        let note = format!("skipped: unreachable ({why})");
+        recorder
+            .system(
+                Some(exec.id),
+                format!("[cronium] {}: {note}", server.config.name),
+            )
+            .await;
+        let finished = Finished {
+            status: RunStatus::Failed,
+            exit_code: None,
+            signal: None,
+            run_ms: 0,
+            error: Some(note.clone()),
+        };
+        let mut r = ExecResult::new(Some(exec.id), Some(server.config.name.clone()), finished);
+        r.extra.note = Some(note);
+        r.extra.finished_at = Some(now_ms());
+        r.not_run = true;
+        r.skipped = true;
+        results.push(r);
+    }
     Ok(results)
 }
 
@@ -468,9 +556,15 @@ async fn run_on_server(
         env: spec.env.clone(),
     };
     let sink = recorder.sink_for(Some(exec_id));
+    let started = std::time::Instant::now();
     let result = ssh
         .run(&server.config, mode, &req, &direct, &sink, cancel.clone())
         .await;
+    inner
+        .metrics
+        .runner
+        .execution_duration
+        .observe(started.elapsed().as_secs_f64());
     drop(sink);
     let finished = match result {
         Ok(run) => {

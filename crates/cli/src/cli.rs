@@ -209,6 +209,31 @@ pub struct ServeArgs {
     /// https://cronium.example.com. Default: the listen address.
     #[arg(long, env = "CRONIUM_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Time between health checks of every SSH server (`cronium-runner health` on a pooled
+    /// connection); 0 disables them (servers are still checked after each run).
+    #[arg(long, env = "CRONIUM_HEALTH_INTERVAL", default_value = "60s")]
+    pub health_interval: String,
+    /// Health checks kept per server.
+    #[arg(long, env = "CRONIUM_HEALTH_KEEP", default_value_t = 20)]
+    pub health_keep: i64,
+    /// A server is `degraded` when its work or deploy directory has less free space than this:
+    /// a percentage (5%) or a size (2g).
+    #[arg(long, env = "CRONIUM_HEALTH_DISK_FREE_MIN", default_value = "5%")]
+    pub health_disk_free_min: String,
+    /// A server is `degraded` when less memory than this is available (5%, 256m).
+    #[arg(
+        long,
+        env = "CRONIUM_HEALTH_MEMORY_AVAILABLE_MIN",
+        default_value = "5%"
+    )]
+    pub health_memory_available_min: String,
+    /// A server is `unreachable` after this many failed checks or connections in a row.
+    #[arg(long, env = "CRONIUM_HEALTH_UNREACHABLE_AFTER", default_value_t = 3)]
+    pub health_unreachable_after: u32,
+    /// A server is `unreachable` when its last contact is older than this (default: three
+    /// health intervals; 0 never, and never when the interval is 0).
+    #[arg(long, env = "CRONIUM_HEALTH_STALE_AFTER")]
+    pub health_stale_after: Option<String>,
     /// Time between retention sweeps (for tests).
     #[arg(
         long,

@@ -606,6 +606,104 @@ fn credential_fields(
     Ok(())
 }
 
+/// `1.5g`-style sizes for the tables (powers of 1024).
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["", "k", "m", "g", "t"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b}")
+    } else {
+        format!("{v:.1}{}", UNITS[unit])
+    }
+}
+
+fn percent(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        100.0
+    } else {
+        part as f64 * 100.0 / total as f64
+    }
+}
+
+/// The fuller of the work and deploy directories' file systems: `1.2g (4%)`.
+fn disk_free(reading: &Value) -> String {
+    let dirs = [&reading["work_dir"], &reading["deploy_dir"]];
+    let worst = dirs
+        .iter()
+        .filter_map(|d| Some((d["free_bytes"].as_u64()?, d["total_bytes"].as_u64()?)))
+        .min_by(|a, b| percent(a.0, a.1).total_cmp(&percent(b.0, b.1)));
+    match worst {
+        Some((free, total)) => format!("{} ({:.0}%)", human_bytes(free), percent(free, total)),
+        None => "-".into(),
+    }
+}
+
+fn mem_available(reading: &Value) -> String {
+    match (
+        reading["memory_available_bytes"].as_u64(),
+        reading["memory_total_bytes"].as_u64(),
+    ) {
+        (Some(a), Some(t)) => format!("{} ({:.0}%)", human_bytes(a), percent(a, t)),
+        _ => "-".into(),
+    }
+}
+
+/// The health part of `server show`.
+fn print_health(h: &Value) {
+    println!("health:    {}", h["status"].as_str().unwrap_or("?"));
+    for reason in h["reasons"].as_array().into_iter().flatten() {
+        println!("  {}", reason.as_str().unwrap_or_default());
+    }
+    let at = |k: &str| h[k].as_str().unwrap_or("never").to_string();
+    println!(
+        "  checked {}, last contact {}, {} failure(s) in a row",
+        at("checked_at"),
+        at("last_contact_at"),
+        h["failures"]
+    );
+    if let Some(e) = h["error"].as_str() {
+        println!("  last error: {e}");
+    }
+    let r = &h["reading"];
+    if r.is_object() {
+        let load: Vec<String> = r["load"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_f64)
+            .map(|l| format!("{l:.2}"))
+            .collect();
+        println!(
+            "  reading of {}: runner {}, {} CPU(s), load {}, up {}s",
+            at("reading_at"),
+            r["runner_version"].as_str().unwrap_or("?"),
+            r["cpus"],
+            load.join(" "),
+            r["uptime_s"]
+        );
+        println!("  memory: {} available", mem_available(r));
+        for (what, key) in [("work dir", "work_dir"), ("deploy dir", "deploy_dir")] {
+            let d = &r[key];
+            let (free, total) = (
+                d["free_bytes"].as_u64().unwrap_or(0),
+                d["total_bytes"].as_u64().unwrap_or(0),
+            );
+            println!(
+                "  {what}: {} has {} free of {} ({:.1}%)",
+                d["path"].as_str().unwrap_or("?"),
+                human_bytes(free),
+                human_bytes(total),
+                percent(free, total)
+            );
+        }
+    }
+}
+
 pub async fn server(cmd: ServerCmd) -> Result<i32> {
     match cmd {
         ServerCmd::Add {
@@ -664,16 +762,42 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                             .flatten()
                             .filter_map(|t| t.as_str())
                             .collect();
+                        let h = &v["health"];
+                        let reading = &h["reading"];
                         vec![
                             s(v, "name").to_string(),
                             format!("{}:{}", s(v, "host"), v["port"]),
                             s(v, "user").to_string(),
                             key.to_string(),
+                            h["status"].as_str().unwrap_or("?").to_string(),
+                            reading["runner_version"]
+                                .as_str()
+                                .unwrap_or("-")
+                                .to_string(),
+                            reading["load"][0]
+                                .as_f64()
+                                .map_or_else(|| "-".into(), |l| format!("{l:.2}")),
+                            disk_free(reading),
+                            mem_available(reading),
                             tags.join(","),
                         ]
                     })
                     .collect();
-                table::print(&["NAME", "ADDRESS", "USER", "HOST KEY", "TAGS"], &rows);
+                table::print(
+                    &[
+                        "NAME",
+                        "ADDRESS",
+                        "USER",
+                        "HOST KEY",
+                        "HEALTH",
+                        "RUNNER",
+                        "LOAD",
+                        "DISK FREE",
+                        "MEM AVAIL",
+                        "TAGS",
+                    ],
+                    &rows,
+                );
             }
         }
         ServerCmd::Show { name, client } => {
@@ -703,6 +827,7 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                     ),
                     None => println!("runner:    not known to be deployed"),
                 }
+                print_health(&r["health"]);
                 for d in r["deployments"].as_array().into_iter().flatten() {
                     println!(
                         "  deployment {} {} {} ({} attempts, {} ms){}",

@@ -159,6 +159,31 @@ async fn serve(args: ServeArgs) -> Result<i32> {
             .map(|d| d.0)
             .map_err(|e| anyhow!("{flag}: {e}"))
     };
+    config.health.interval = duration("--health-interval", &args.health_interval)?;
+    if args.health_keep < 1 {
+        return Err(anyhow!("--health-keep: must be at least 1"));
+    }
+    config.health.keep = args.health_keep;
+    let minimum = |flag: &str, v: &str| {
+        v.parse::<cronium_core::health::Minimum>()
+            .map_err(|e| anyhow!("{flag}: {e}"))
+    };
+    config.health.thresholds = cronium_core::health::Thresholds {
+        disk_free_min: minimum("--health-disk-free-min", &args.health_disk_free_min)?,
+        memory_available_min: minimum(
+            "--health-memory-available-min",
+            &args.health_memory_available_min,
+        )?,
+        unreachable_after: args.health_unreachable_after.max(1),
+        stale_after_ms: match &args.health_stale_after {
+            None => None,
+            // 0: the contact's age is never judged.
+            Some(v) => Some(match duration("--health-stale-after", v)? {
+                d if d.is_zero() => i64::MAX,
+                d => d.as_millis() as i64,
+            }),
+        },
+    };
     config.ui.session_idle = duration("--session-idle", &args.session_idle)?;
     config.ui.session_lifetime = duration("--session-lifetime", &args.session_lifetime)?;
     config.ui.secure_cookies = args.secure_cookies;

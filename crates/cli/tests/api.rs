@@ -690,7 +690,8 @@ async fn openapi_declares_statuses_and_triggers_as_enums() {
                 "failed",
                 "timed_out",
                 "cancelled",
-                "lost"
+                "lost",
+                "skipped"
             ]),
         ),
         (

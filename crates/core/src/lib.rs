@@ -10,6 +10,7 @@ pub mod clock;
 pub mod crypto;
 pub mod duration;
 pub mod fanout;
+pub mod health;
 pub mod logbus;
 pub mod mask;
 pub mod metrics;

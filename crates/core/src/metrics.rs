@@ -2,6 +2,7 @@
 //! store (jobs by status, queue depth) are refreshed from it at scrape time; histograms and
 //! counters are updated where things happen.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -25,6 +26,169 @@ pub struct TransportLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: String,
+}
+
+/// One SSH server (the per-server health gauges).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerLabel {
+    pub server: String,
+}
+
+/// One server in one health status (1 for its current status, absent otherwise).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerStatusLabel {
+    pub server: String,
+    pub status: String,
+}
+
+/// One directory of a server: `work` or `deploy`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServerDirLabel {
+    pub server: String,
+    pub dir: String,
+}
+
+/// The runner metrics of the design documents (seed 003's names, under the `cronium_` prefix;
+/// counters get the `_total` suffix, durations `_seconds`), and the per-server health gauges,
+/// refreshed from the store at scrape time.
+pub struct RunnerMetrics {
+    /// Deployment checks of runner-ssh runs (uploads, verifications and cache hits).
+    pub deployments: Counter,
+    pub deployments_failed: Counter,
+    /// Deployment checks answered by the deployment cache or a runner already on the host.
+    pub artifact_cache_hits: Counter,
+    /// Deployment checks the cache could not answer (an upload, successful or not).
+    pub artifact_cache_misses: Counter,
+    /// New SSH connections that could not be opened.
+    pub connection_failures: Counter,
+    /// `cronium-runner health` over SSH, in seconds.
+    pub health_check_duration: Histogram,
+    /// An SSH execution from start to end (deployment included), in seconds.
+    pub execution_duration: Histogram,
+    /// From a log line leaving the runner to its being stored, in seconds.
+    pub streaming_log_latency: Histogram,
+    pub server_health: Family<ServerStatusLabel, Gauge>,
+    pub server_health_failures: Family<ServerLabel, Gauge>,
+    pub server_disk_free_bytes: Family<ServerDirLabel, Gauge>,
+    pub server_disk_total_bytes: Family<ServerDirLabel, Gauge>,
+    pub server_memory_available_bytes: Family<ServerLabel, Gauge>,
+    pub server_memory_total_bytes: Family<ServerLabel, Gauge>,
+    pub server_load1: Family<ServerLabel, Gauge<f64, AtomicU64>>,
+    pub server_cpus: Family<ServerLabel, Gauge>,
+}
+
+impl RunnerMetrics {
+    fn new() -> Self {
+        RunnerMetrics {
+            deployments: Counter::default(),
+            deployments_failed: Counter::default(),
+            artifact_cache_hits: Counter::default(),
+            artifact_cache_misses: Counter::default(),
+            connection_failures: Counter::default(),
+            health_check_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            execution_duration: Histogram::new(exponential_buckets(0.005, 2.0, 20)),
+            streaming_log_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            server_health: Family::default(),
+            server_health_failures: Family::default(),
+            server_disk_free_bytes: Family::default(),
+            server_disk_total_bytes: Family::default(),
+            server_memory_available_bytes: Family::default(),
+            server_memory_total_bytes: Family::default(),
+            server_load1: Family::default(),
+            server_cpus: Family::default(),
+        }
+    }
+
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "runner_deployments",
+            "Runner deployment checks of runner-ssh runs",
+            self.deployments.clone(),
+        );
+        r.register(
+            "runner_deployments_failed",
+            "Runner deployments that failed",
+            self.deployments_failed.clone(),
+        );
+        r.register(
+            "runner_artifact_cache_hits",
+            "Deployment checks satisfied without an upload",
+            self.artifact_cache_hits.clone(),
+        );
+        r.register(
+            "runner_artifact_cache_misses",
+            "Deployment checks that uploaded the runner",
+            self.artifact_cache_misses.clone(),
+        );
+        r.register(
+            "ssh_runner_connection_failures",
+            "SSH connections that could not be opened",
+            self.connection_failures.clone(),
+        );
+        r.register(
+            "runner_health_check_duration_seconds",
+            "cronium-runner health over SSH",
+            self.health_check_duration.clone(),
+        );
+        r.register(
+            "ssh_runner_execution_duration_seconds",
+            "SSH executions from start to end, deployment included",
+            self.execution_duration.clone(),
+        );
+        r.register(
+            "streaming_log_latency_seconds",
+            "From a log line leaving the runner to its being stored",
+            self.streaming_log_latency.clone(),
+        );
+        r.register(
+            "server_health",
+            "1 for each SSH server's current health status",
+            self.server_health.clone(),
+        );
+        r.register(
+            "server_health_failures",
+            "Health checks of the server failed in a row",
+            self.server_health_failures.clone(),
+        );
+        r.register(
+            "server_disk_free_bytes",
+            "Free space of the server's work and deploy directories (latest reading)",
+            self.server_disk_free_bytes.clone(),
+        );
+        r.register(
+            "server_disk_total_bytes",
+            "Size of the file systems of the server's work and deploy directories",
+            self.server_disk_total_bytes.clone(),
+        );
+        r.register(
+            "server_memory_available_bytes",
+            "Memory available on the server (latest reading)",
+            self.server_memory_available_bytes.clone(),
+        );
+        r.register(
+            "server_memory_total_bytes",
+            "Memory of the server",
+            self.server_memory_total_bytes.clone(),
+        );
+        r.register(
+            "server_load1",
+            "One-minute load average of the server (latest reading)",
+            self.server_load1.clone(),
+        );
+        r.register(
+            "server_cpus",
+            "CPUs of the server",
+            self.server_cpus.clone(),
+        );
+    }
+}
+
+/// Brings counter `c` up to `value` (a counter kept elsewhere, mirrored at scrape time).
+pub fn mirror(c: &Counter, value: u64) {
+    let cur = c.get();
+    if value > cur {
+        c.inc_by(value - cur);
+    }
 }
 
 pub struct Metrics {
@@ -56,6 +220,8 @@ pub struct Metrics {
     /// Events whose stored spec no longer parses (they do not fire), from the store at scrape
     /// time.
     pub events_broken: Gauge,
+    /// Seed 003's runner metrics and the per-server health gauges.
+    pub runner: RunnerMetrics,
 }
 
 impl Default for Metrics {
@@ -81,6 +247,7 @@ impl Metrics {
             transport: Family::default(),
             scheduler_leader: Gauge::default(),
             events_broken: Gauge::default(),
+            runner: RunnerMetrics::new(),
         };
         if let Ok(mut r) = m.registry.lock() {
             r.register("jobs", "Jobs by status", m.jobs.clone());
@@ -144,6 +311,7 @@ impl Metrics {
                 "Events whose stored spec no longer parses; they do not fire",
                 m.events_broken.clone(),
             );
+            m.runner.register(&mut r);
         }
         m
     }

@@ -161,6 +161,11 @@ pub struct ServersTarget {
     /// The wait between two batches (needs `batch`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<HumanDuration>,
+    /// Servers the health checks mark `unreachable` are not attempted: each is recorded as a
+    /// `skipped` execution with the reason, and counts as a server that did not succeed (for
+    /// `min_success` too).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub skip_unreachable: bool,
 }
 
 fn yes() -> bool {
@@ -228,6 +233,8 @@ struct TargetMap {
     #[serde(default)]
     pause: Option<HumanDuration>,
     #[serde(default)]
+    skip_unreachable: Option<bool>,
+    #[serde(default)]
     container: Option<ContainerTarget>,
     #[serde(default)]
     local: Option<Value>,
@@ -259,7 +266,8 @@ impl<'de> Deserialize<'de> for Target {
                     || m.continue_on_failure.is_some()
                     || m.min_success.is_some()
                     || m.batch.is_some()
-                    || m.pause.is_some();
+                    || m.pause.is_some()
+                    || m.skip_unreachable.is_some();
                 match (server_keys, m.container, m.local) {
                     (true, None, None) => {
                         let t = ServersTarget {
@@ -271,6 +279,7 @@ impl<'de> Deserialize<'de> for Target {
                             min_success: m.min_success,
                             batch: m.batch,
                             pause: m.pause,
+                            skip_unreachable: m.skip_unreachable.unwrap_or(false),
                         };
                         if t.servers.is_empty() && t.tags.is_empty() {
                             return Err(de::Error::custom(
@@ -1380,9 +1389,24 @@ status: sleeping
             .unwrap()
             .to_value();
         let target = plain["target"].as_object().unwrap();
-        for field in ["min_success", "batch", "pause"] {
+        for field in ["min_success", "batch", "pause", "skip_unreachable"] {
             assert!(!target.contains_key(field), "{plain}");
         }
+        // skip_unreachable is kept, and makes a servers target by itself beside tags.
+        let skip = parse_yaml(
+            "{name: x, type: bash, script: e, target: {tags: [web], skip_unreachable: true}}",
+        )
+        .unwrap();
+        assert!(matches!(
+            &skip.target,
+            Target::Servers(ServersTarget {
+                skip_unreachable: true,
+                ..
+            })
+        ));
+        let stored = skip.to_value();
+        assert_eq!(stored["target"]["skip_unreachable"], true, "{stored}");
+        assert_eq!(from_stored_value(stored).unwrap(), skip);
         // min_success alone makes a servers target too.
         let t = parse_yaml(
             "{name: x, type: bash, script: e, target: {servers: [a, b], min_success: 2}}",
@@ -1412,6 +1436,12 @@ status: sleeping
             ("batch: '200%'", "target.batch", "percentage"),
             ("pause: soon, batch: 1", "target.pause", "not a duration"),
             ("pause: 10s", "target.pause", "target.batch"),
+            (
+                "skip_unreachable: sometimes",
+                "target.skip_unreachable",
+                "boolean",
+            ),
+            ("skip_unreachable: 1", "target.skip_unreachable", "boolean"),
         ] {
             let text = format!("{base}{fields}}}}}");
             let e = parse_yaml(&text).unwrap_err();

@@ -22,7 +22,7 @@ pub mod workflow;
 
 pub use policy::{JobPolicy, PolicyOverride};
 pub use role::Role;
-pub use status::{EventStatus, ExecutionStatus, JobStatus};
+pub use status::{EventStatus, ExecutionStatus, JobStatus, ServerHealth};
 pub use trigger::Trigger;
 
 /// A word that is not one of a vocabulary's values (from the database, a query string, a

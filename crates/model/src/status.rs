@@ -63,6 +63,9 @@ vocabulary! {
         Cancelled = "cancelled",
         /// The worker vanished; the output up to that point is kept.
         Lost = "lost",
+        /// Not attempted: the server was unreachable and the target says `skip_unreachable`
+        /// (the reason is the execution's note).
+        Skipped = "skipped",
     }
 }
 
@@ -106,6 +109,20 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// What the server makes of an SSH server's health checks (`cronium_core::health::judge`):
+    /// judged when read, from the latest contact and reading and the configured thresholds.
+    pub enum ServerHealth ("server health") {
+        /// Never checked yet, or no contact yet and too few failures to say.
+        Unknown = "unknown",
+        Healthy = "healthy",
+        /// Answering, but a threshold is crossed (disk or memory nearly exhausted).
+        Degraded = "degraded",
+        /// Checks failed several times in a row, or the last contact is too old.
+        Unreachable = "unreachable",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::str::FromStr;
@@ -135,6 +152,7 @@ mod tests {
         check(JobStatus::ALL, |v| v.as_str());
         check(ExecutionStatus::ALL, |v| v.as_str());
         check(EventStatus::ALL, |v| v.as_str());
+        check(ServerHealth::ALL, |v| v.as_str());
         check(crate::Trigger::ALL, |v| v.as_str());
         assert_eq!(JobStatus::TimedOut.as_str(), "timed_out");
     }

@@ -12,10 +12,14 @@
 //! This crate is deliberately tiny (serde only) because the runner must stay a small static binary.
 //! It holds no I/O.
 
+mod health;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+pub use health::{Disk, Health};
 
 /// Version of the manifest format; the runner refuses manifests newer than it knows.
 pub const MANIFEST_FORMAT: u32 = 1;

@@ -1,6 +1,6 @@
 //! Command-line parsing for `cronium-runner`.
 //!
-//! Hand-written rather than clap to keep the static binary small; the grammar is four commands.
+//! Hand-written rather than clap to keep the static binary small; the grammar is five commands.
 //! Only parses: nothing here touches the file system.
 
 use std::path::PathBuf;
@@ -17,6 +17,9 @@ pub const USAGE: &str = "usage:
       --cgroup-usage: also report the own cgroup's CPU and peak memory (in a container)
   cronium-runner serve [--work-base DIR]
       relays runs requested on stdin to child runners (used over SSH; see serve.rs)
+  cronium-runner health [--work-dir DIR] [--deploy-dir DIR]
+      prints the host's load, CPUs, memory, uptime and the free space of both directories as
+      one JSON object (defaults: the runs' default work base, this binary's directory)
   cronium-runner helper OP [ARGS...]";
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -117,8 +120,17 @@ pub struct RunArgs {
 pub enum Command {
     Version,
     Run(RunArgs),
-    Serve { work_base: Option<PathBuf> },
-    Helper { op: String, args: Vec<String> },
+    Serve {
+        work_base: Option<PathBuf>,
+    },
+    Helper {
+        op: String,
+        args: Vec<String>,
+    },
+    Health {
+        work_dir: Option<PathBuf>,
+        deploy_dir: Option<PathBuf>,
+    },
 }
 
 pub fn parse(args: &[String]) -> Result<Command, CliError> {
@@ -127,6 +139,7 @@ pub fn parse(args: &[String]) -> Result<Command, CliError> {
         "--version" | "-V" | "version" => Ok(Command::Version),
         "run" => parse_run(rest).map(Command::Run),
         "serve" => parse_serve(rest),
+        "health" => parse_health(rest),
         "helper" => {
             let (op, args) = rest.split_first().ok_or(CliError::MissingHelperOp)?;
             Ok(Command::Helper {
@@ -151,6 +164,28 @@ fn parse_serve(args: &[String]) -> Result<Command, CliError> {
         }
     }
     Ok(Command::Serve { work_base })
+}
+
+fn parse_health(args: &[String]) -> Result<Command, CliError> {
+    let (mut work_dir, mut deploy_dir) = (None, None);
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--work-dir" => {
+                let v = it.next().ok_or(CliError::MissingValue("--work-dir"))?;
+                work_dir = Some(PathBuf::from(v));
+            }
+            "--deploy-dir" => {
+                let v = it.next().ok_or(CliError::MissingValue("--deploy-dir"))?;
+                deploy_dir = Some(PathBuf::from(v));
+            }
+            s => return Err(CliError::Unexpected(s.to_string())),
+        }
+    }
+    Ok(Command::Health {
+        work_dir,
+        deploy_dir,
+    })
 }
 
 fn parse_run(args: &[String]) -> Result<RunArgs, CliError> {
@@ -301,6 +336,25 @@ mod tests {
         assert_eq!(
             parse(&args("serve extra")).unwrap_err(),
             CliError::Unexpected("extra".into())
+        );
+    }
+
+    #[test]
+    fn parses_health() {
+        assert_eq!(
+            parse(&args("health --work-dir /w --deploy-dir /d")).unwrap(),
+            Command::Health {
+                work_dir: Some("/w".into()),
+                deploy_dir: Some("/d".into()),
+            }
+        );
+        assert_eq!(
+            parse(&args("health --work-dir")).unwrap_err(),
+            CliError::MissingValue("--work-dir")
+        );
+        assert_eq!(
+            parse(&args("health /x")).unwrap_err(),
+            CliError::Unexpected("/x".into())
         );
     }
 

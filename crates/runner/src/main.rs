@@ -20,6 +20,7 @@ mod capture;
 mod cli;
 mod control;
 mod emit;
+mod health;
 mod helper_cmd;
 mod payload;
 mod process;
@@ -54,6 +55,10 @@ fn main() {
         Ok(cli::Command::Run(run_args)) => run::run(run_args, started),
         Ok(cli::Command::Serve { work_base }) => serve::serve(work_base),
         Ok(cli::Command::Helper { op, args }) => helper_cmd::main(&op, &args),
+        Ok(cli::Command::Health {
+            work_dir,
+            deploy_dir,
+        }) => health::main(work_dir, deploy_dir),
         Err(e) => {
             diag!("cronium-runner: {e}\n{}", cli::USAGE);
             if args.first().map(String::as_str) == Some("run") {

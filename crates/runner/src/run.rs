@@ -310,7 +310,7 @@ fn prepare(
 /// scans past every inode freed in the last minute to allocate a new one; a disk mounted with
 /// `discard` trims on every delete). A script that writes large files into its working directory
 /// should get a disk directory through `TMPDIR` or the controller's work-dir setting.
-fn default_work_base() -> PathBuf {
+pub(crate) fn default_work_base() -> PathBuf {
     let candidates = std::env::var_os("TMPDIR")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)

@@ -91,6 +91,8 @@ pub struct ServerConfig {
     pub public_url: Option<String>,
     /// `--tls-cert` / `--tls-key`: serve HTTPS with this certificate chain and key (PEM).
     pub tls: Option<tls::TlsFiles>,
+    /// `--health-*`: the health checks of SSH servers and the thresholds that judge them.
+    pub health: background::health::HealthConfig,
 }
 
 impl ServerConfig {
@@ -123,6 +125,7 @@ impl ServerConfig {
             helpers: cronium_protocol::HelperMode::Bundled,
             public_url: None,
             tls: None,
+            health: Default::default(),
         }
     }
 
@@ -242,6 +245,8 @@ pub struct Running {
     pub state: AppState,
     pub agent: Option<Agent>,
     pub bootstrap: Option<Bootstrap>,
+    /// The SSH executor's contacts after runs, for the health loop.
+    pub health_contacts: Option<tokio::sync::mpsc::Receiver<cronium_ssh::Contact>>,
 }
 
 /// Opens the store and prepares everything [`serve`] runs.
@@ -306,6 +311,10 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         .clone()
         .unwrap_or_else(|| config.runner_path.clone());
     let mut transports = transports(config, &remote_runner).await;
+    let health_contacts = transports
+        .ssh
+        .as_ref()
+        .and_then(background::health::observe);
     transports.runtime = Some(Arc::new(cronium_agent::runtime::StoreRuntime {
         store: store.clone(),
         secrets: secrets.clone(),
@@ -323,6 +332,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         ac.private_paths = private_paths;
         ac.run_umask = Some(run_umask);
         ac.helpers = config.helpers;
+        ac.health_thresholds = config.health.effective_thresholds();
         let queue = Arc::new(StoreQueue {
             store: store.clone(),
             secrets: secrets.clone(),
@@ -360,11 +370,13 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         retention,
         ui: Arc::new(ui_config),
         hooks: Arc::new(notify::Hub::new(config.public_url.clone())),
+        health: Arc::new(config.health.effective_thresholds()),
     };
     Ok(Running {
         state,
         agent,
         bootstrap,
+        health_contacts,
     })
 }
 
@@ -400,7 +412,12 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let Running { state, agent, .. } = running;
+    let Running {
+        state,
+        agent,
+        health_contacts,
+        ..
+    } = running;
     // The agent's worker id is already unique to this process; reusing it lets an operator match
     // the lock row to the server.
     let holder = agent
@@ -434,6 +451,15 @@ pub async fn serve(
         tasks.push(tokio::spawn(background::reaper::run(
             state.store.clone(),
             docker,
+            shutdown.clone(),
+        )));
+    }
+    if let Some(ssh) = state.ssh.clone() {
+        tasks.push(tokio::spawn(background::health::run(
+            state.clone(),
+            ssh,
+            config.health.clone(),
+            health_contacts,
             shutdown.clone(),
         )));
     }

@@ -30,4 +30,6 @@ pub struct AppState {
     pub ui: Arc<crate::ui::UiConfig>,
     /// Webhooks and notifications: the public URL, the delivery client and its waker.
     pub hooks: Arc<crate::notify::Hub>,
+    /// The thresholds that judge servers' health (`serve --health-*`).
+    pub health: Arc<cronium_core::health::Thresholds>,
 }

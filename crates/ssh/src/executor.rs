@@ -68,18 +68,20 @@ pub struct TestReport {
     pub error: Option<String>,
 }
 
-struct Inner {
-    cfg: SshConfig,
-    runner: RunnerArtifact,
-    pool: Arc<Pool>,
-    cache: DeployCache,
-    metrics: Arc<Metrics>,
+pub(crate) struct Inner {
+    pub(crate) cfg: SshConfig,
+    pub(crate) runner: RunnerArtifact,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) cache: DeployCache,
+    pub(crate) metrics: Arc<Metrics>,
+    /// Where each run's [`crate::Contact`] goes (`observe_contacts`).
+    pub(crate) contacts: std::sync::OnceLock<tokio::sync::mpsc::Sender<crate::Contact>>,
 }
 
 /// Runs executions on SSH servers. Cheap to clone; clones share pools, cache and metrics.
 #[derive(Clone)]
 pub struct SshExecutor {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl SshExecutor {
@@ -92,6 +94,7 @@ impl SshExecutor {
                 runner,
                 cache: DeployCache::default(),
                 metrics,
+                contacts: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -259,6 +262,7 @@ impl SshExecutor {
             Err(SshError::Lost { .. }) => inc(&m.executions_lost),
             Err(_) => inc(&m.executions_failed),
         }
+        self.report_contact(server, result.as_ref().err());
         result
     }
 

@@ -20,6 +20,7 @@ mod deploy;
 mod direct;
 mod error;
 mod executor;
+mod health;
 mod metrics;
 mod pool;
 mod runner_run;
@@ -33,6 +34,7 @@ pub use config::{
 pub use deploy::{DeployOutcome, DeploymentRecord};
 pub use error::SshError;
 pub use executor::{HostKeyStatus, RemoteRun, SshExecutor, TestReport};
+pub use health::{Contact, HealthCheck, HealthConnection};
 pub use metrics::MetricsSnapshot;
 pub use shell::{quote, validate_env_name};
 pub use validate::{validate_host_key, validate_private_key};

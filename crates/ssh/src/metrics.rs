@@ -26,6 +26,9 @@ pub(crate) struct Metrics {
     pub execution_count: AtomicU64,
     pub deployment_ms_sum: AtomicU64,
     pub deployment_count: AtomicU64,
+    pub connection_failures: AtomicU64,
+    pub health_checks: AtomicU64,
+    pub health_failures: AtomicU64,
 }
 
 pub(crate) fn inc(c: &AtomicU64) {
@@ -69,6 +72,11 @@ pub struct MetricsSnapshot {
     pub execution_count: u64,
     pub deployment_ms_sum: u64,
     pub deployment_count: u64,
+    /// New connections that could not be opened (unreachable, authentication, host key).
+    pub connection_failures: u64,
+    /// Health checks made (`SshExecutor::health`), and those that failed.
+    pub health_checks: u64,
+    pub health_failures: u64,
 }
 
 impl Metrics {
@@ -96,6 +104,9 @@ impl Metrics {
             execution_count: g(&self.execution_count),
             deployment_ms_sum: g(&self.deployment_ms_sum),
             deployment_count: g(&self.deployment_count),
+            connection_failures: g(&self.connection_failures),
+            health_checks: g(&self.health_checks),
+            health_failures: g(&self.health_failures),
         }
     }
 }

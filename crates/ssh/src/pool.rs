@@ -162,13 +162,46 @@ impl Pool {
             });
         }
         inc(&self.metrics.pool_misses);
-        let conn = connection::connect(server, &self.cfg).await?;
+        let conn = connection::connect(server, &self.cfg)
+            .await
+            .inspect_err(|e| {
+                if !matches!(e, SshError::InvalidConfig { .. }) {
+                    inc(&self.metrics.connection_failures);
+                }
+            })?;
         Ok(Lease {
             conn: Arc::new(conn),
             key,
             pool: self.clone(),
             broken: false,
             _permit: permit,
+        })
+    }
+
+    /// The most recently used idle connection to `server`, left in the pool: a health check
+    /// opens a channel of its own on it, so a run that wants the connection meanwhile leases it
+    /// as usual (SSH multiplexes channels) instead of logging in again. `None` when no idle
+    /// connection is open.
+    pub fn peek_idle(&self, server: &ServerConfig) -> Option<Arc<Conn>> {
+        let key = ServerKey::of(server);
+        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        servers.get(&key)?.idle.iter().rev().find_map(|i| {
+            let fresh = now.duration_since(i.since) < self.cfg.idle_timeout;
+            (fresh && !i.conn.handle.is_closed()).then(|| i.conn.clone())
+        })
+    }
+
+    /// Connections to `server` leased right now (runs in progress).
+    pub fn in_use(&self, server: &ServerConfig) -> usize {
+        let key = ServerKey::of(server);
+        let servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
+        // A lease holds a permit; idle connections hold none.
+        servers.get(&key).map_or(0, |sp| {
+            self.cfg
+                .pool_size
+                .max(1)
+                .saturating_sub(sp.slots.available_permits())
         })
     }
 

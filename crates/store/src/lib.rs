@@ -35,6 +35,7 @@ mod row;
 mod runtime;
 mod schedule;
 mod seed;
+mod server_health;
 mod servers;
 mod sessions;
 mod store;
@@ -62,6 +63,7 @@ pub use retention::{
 pub use runtime::RuntimeExecution;
 pub use schedule::{FireResult, Lease};
 pub use seed::{SeedHistory, SeedWorkflowRuns};
+pub use server_health::{HealthCheckRow, HealthState, NewHealthCheck};
 pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
 pub use sessions::{NewSession, SessionRow, SESSION_TOUCH_MS};
 pub use store::{Backend, Store};

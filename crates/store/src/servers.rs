@@ -7,6 +7,7 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 
 use crate::row::{i64_col, json, opt_i64, opt_text, text, to_json};
+use crate::server_health::{health_state, HealthState};
 use crate::store::map_opt;
 use crate::{Store, StoreError};
 
@@ -28,6 +29,8 @@ pub struct ServerRow {
     pub updated_at: i64,
     /// The runner last verified on the host, if nothing has put it in doubt since.
     pub runner: Option<RunnerState>,
+    /// The latest health check and reading (`record_health_check`).
+    pub health: HealthState,
 }
 
 /// A runner verified on a server: where, which build, when.
@@ -78,7 +81,9 @@ pub struct NewDeployment {
 
 const SERVER_COLS: &str = "id, name, host, port, username, auth_kind, credential, host_key, \
                            pending_host_key, tags, created_at, updated_at, runner_path, \
-                           runner_sha256, runner_verified_at";
+                           runner_sha256, runner_verified_at, health_checked_at, \
+                           health_contact_at, health_failures, health_error, health_reading, \
+                           health_reading_at";
 
 fn server_row(row: &AnyRow) -> Result<ServerRow, StoreError> {
     let tags = match json(row, "tags")? {
@@ -113,6 +118,7 @@ fn server_row(row: &AnyRow) -> Result<ServerRow, StoreError> {
             }),
             _ => None,
         },
+        health: health_state(row)?,
     })
 }
 

@@ -112,10 +112,22 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         .events_broken
         .set(state.store.count_broken_events().await?);
     if let Some(ssh) = &state.ssh {
-        for (name, value) in ssh_counters(&ssh.metrics()) {
+        let m = ssh.metrics();
+        for (name, value) in ssh_counters(&m) {
             state.metrics.set_counter(name, value);
         }
+        let r = &state.metrics.runner;
+        use cronium_core::metrics::mirror;
+        mirror(&r.deployments, m.deployments_total);
+        mirror(&r.deployments_failed, m.deployments_failed);
+        mirror(&r.artifact_cache_hits, m.deployments_cached);
+        mirror(
+            &r.artifact_cache_misses,
+            m.deployments_total.saturating_sub(m.deployments_cached),
+        );
+        mirror(&r.connection_failures, m.connection_failures);
     }
+    server_health_gauges(&state).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -124,6 +136,64 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError
         state.metrics.encode(),
     )
         .into_response())
+}
+
+/// The per-server health gauges, from the store and the thresholds at scrape time (a removed
+/// server's series disappear).
+async fn server_health_gauges(state: &AppState) -> Result<(), ApiError> {
+    use cronium_core::metrics::{ServerDirLabel, ServerLabel, ServerStatusLabel};
+    let rows = crate::usecases::servers::list(state).await?;
+    let r = &state.metrics.runner;
+    r.server_health.clear();
+    r.server_health_failures.clear();
+    r.server_disk_free_bytes.clear();
+    r.server_disk_total_bytes.clear();
+    r.server_memory_available_bytes.clear();
+    r.server_memory_total_bytes.clear();
+    r.server_load1.clear();
+    r.server_cpus.clear();
+    let clamp = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    for row in &rows {
+        let server = || ServerLabel {
+            server: row.name.clone(),
+        };
+        let verdict = crate::usecases::servers::health(state, row);
+        r.server_health
+            .get_or_create(&ServerStatusLabel {
+                server: row.name.clone(),
+                status: verdict.status.as_str().into(),
+            })
+            .set(1);
+        r.server_health_failures
+            .get_or_create(&server())
+            .set(row.health.failures);
+        let Some(h) = crate::usecases::servers::reading(row) else {
+            continue;
+        };
+        for (dir, d) in [("work", &h.work_dir), ("deploy", &h.deploy_dir)] {
+            let label = ServerDirLabel {
+                server: row.name.clone(),
+                dir: dir.into(),
+            };
+            r.server_disk_free_bytes
+                .get_or_create(&label)
+                .set(clamp(d.free_bytes));
+            r.server_disk_total_bytes
+                .get_or_create(&label)
+                .set(clamp(d.total_bytes));
+        }
+        r.server_memory_available_bytes
+            .get_or_create(&server())
+            .set(clamp(h.memory_available_bytes));
+        r.server_memory_total_bytes
+            .get_or_create(&server())
+            .set(clamp(h.memory_total_bytes));
+        r.server_load1.get_or_create(&server()).set(h.load[0]);
+        r.server_cpus
+            .get_or_create(&server())
+            .set(i64::from(h.cpus));
+    }
+    Ok(())
 }
 
 fn ssh_counters(m: &cronium_ssh::MetricsSnapshot) -> Vec<(&'static str, u64)> {
@@ -149,6 +219,9 @@ fn ssh_counters(m: &cronium_ssh::MetricsSnapshot) -> Vec<(&'static str, u64)> {
         ("ssh_execution_count", m.execution_count),
         ("ssh_deployment_ms_sum", m.deployment_ms_sum),
         ("ssh_deployment_count", m.deployment_count),
+        ("ssh_connection_failures", m.connection_failures),
+        ("ssh_health_checks", m.health_checks),
+        ("ssh_health_failures", m.health_failures),
     ]
 }
 

@@ -87,6 +87,70 @@ pub struct ServerDto {
     /// Only in the answer for one server (`GET /api/v1/servers/{name}`), newest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployments: Option<Vec<DeploymentDto>>,
+    /// The server's health: its checks judged now with the server's thresholds.
+    pub health: ServerHealthDto,
+}
+
+/// A server's health (`cronium-runner health` after runs and on the health interval).
+#[derive(Serialize, ToSchema)]
+pub struct ServerHealthDto {
+    /// `unknown` (not checked yet), `healthy`, `degraded` (a disk or memory threshold is
+    /// crossed) or `unreachable` (checks failed in a row, or no contact for too long).
+    pub status: cronium_model::ServerHealth,
+    /// Why the status is what it is, in words (empty when healthy).
+    pub reasons: Vec<String>,
+    #[schema(format = DateTime, required)]
+    pub checked_at: Option<String>,
+    /// The last check the host answered.
+    #[schema(format = DateTime, required)]
+    pub last_contact_at: Option<String>,
+    /// Checks failed in a row since the last contact.
+    pub failures: i64,
+    /// Why the last check failed, or why it has no reading (no runner on the host yet).
+    #[schema(required)]
+    pub error: Option<String>,
+    /// The latest reading; kept when later checks fail (see `reading_at`).
+    #[schema(required)]
+    pub reading: Option<ServerHealthReadingDto>,
+    #[schema(format = DateTime, required)]
+    pub reading_at: Option<String>,
+    /// Only in the answer for one server: its last checks, newest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<ServerHealthCheckDto>>,
+}
+
+/// What `cronium-runner health` reported.
+#[derive(Serialize, ToSchema)]
+pub struct ServerHealthReadingDto {
+    pub runner_version: String,
+    /// Load averages over 1, 5 and 15 minutes.
+    #[schema(min_items = 3, max_items = 3)]
+    pub load: Vec<f64>,
+    pub cpus: u32,
+    pub memory_total_bytes: u64,
+    pub memory_available_bytes: u64,
+    pub uptime_s: u64,
+    pub work_dir: ServerDiskDto,
+    pub deploy_dir: ServerDiskDto,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServerDiskDto {
+    pub path: String,
+    pub total_bytes: u64,
+    /// Free to an unprivileged user.
+    pub free_bytes: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ServerHealthCheckDto {
+    #[schema(format = DateTime)]
+    pub at: String,
+    /// The host answered.
+    pub ok: bool,
+    pub duration_ms: i64,
+    #[schema(required)]
+    pub error: Option<String>,
 }
 
 fn auth_kind() -> utoipa::openapi::schema::ObjectBuilder {
@@ -160,8 +224,42 @@ pub struct TestReportDto {
     pub error: Option<String>,
 }
 
-fn dto(s: ServerRow) -> ServerDto {
+fn disk(d: cronium_protocol::Disk) -> ServerDiskDto {
+    ServerDiskDto {
+        path: d.path,
+        total_bytes: d.total_bytes,
+        free_bytes: d.free_bytes,
+    }
+}
+
+fn health_dto(state: &AppState, s: &ServerRow) -> ServerHealthDto {
+    let verdict = servers::health(state, s);
+    ServerHealthDto {
+        status: verdict.status,
+        reasons: verdict.reasons,
+        checked_at: s.health.checked_at.map(rfc3339),
+        last_contact_at: s.health.contact_at.map(rfc3339),
+        failures: s.health.failures,
+        error: s.health.error.clone(),
+        reading: servers::reading(s).map(|h| ServerHealthReadingDto {
+            runner_version: h.runner_version,
+            load: h.load.to_vec(),
+            cpus: h.cpus,
+            memory_total_bytes: h.memory_total_bytes,
+            memory_available_bytes: h.memory_available_bytes,
+            uptime_s: h.uptime_s,
+            work_dir: disk(h.work_dir),
+            deploy_dir: disk(h.deploy_dir),
+        }),
+        reading_at: s.health.reading_at.map(rfc3339),
+        history: None,
+    }
+}
+
+fn dto(state: &AppState, s: ServerRow) -> ServerDto {
+    let health = health_dto(state, &s);
     ServerDto {
+        health,
         name: s.name,
         host: s.host,
         port: s.port,
@@ -212,7 +310,7 @@ pub async fn create(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(dto(row))))
+    Ok((StatusCode::CREATED, Json(dto(&state, row))))
 }
 
 /// List servers.
@@ -221,7 +319,11 @@ pub async fn create(
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerDto>>> {
     Ok(Json(
-        servers::list(&state).await?.into_iter().map(dto).collect(),
+        servers::list(&state)
+            .await?
+            .into_iter()
+            .map(|s| dto(&state, s))
+            .collect(),
     ))
 }
 
@@ -240,7 +342,19 @@ pub async fn show(
 ) -> ApiResult<Json<ServerDto>> {
     let row = servers::get(&state, &name).await?;
     let deployments = servers::deployments(&state, &row, 50).await?;
-    let mut d = dto(row);
+    let checks = servers::health_checks(&state, &row, 20).await?;
+    let mut d = dto(&state, row);
+    d.health.history = Some(
+        checks
+            .into_iter()
+            .map(|c| ServerHealthCheckDto {
+                at: rfc3339(c.at),
+                ok: c.ok,
+                duration_ms: c.duration_ms,
+                error: c.error,
+            })
+            .collect(),
+    );
     d.deployments = Some(
         deployments
             .into_iter()
@@ -335,7 +449,7 @@ pub async fn accept_key(
 ) -> ApiResult<Json<ServerDto>> {
     let b: AcceptKeyBody = body::optional_json(&bytes)?;
     let row = servers::accept_key(&state, &actor, &name, b.host_key).await?;
-    Ok(Json(dto(row)))
+    Ok(Json(dto(&state, row)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -386,5 +500,5 @@ pub async fn set_credential(
         },
     )
     .await?;
-    Ok(Json(dto(row)))
+    Ok(Json(dto(&state, row)))
 }

@@ -7,11 +7,14 @@
 //! - [`reaper`]: removes containers and networks a crashed agent left behind.
 //! - [`notify`]: writes the notifications of ended jobs and workflow runs into the outbox and
 //!   delivers them, with retries.
+//! - [`health`]: collects `cronium-runner health` from the SSH servers after runs and on an
+//!   interval, and stores the latest reading and a short history per server.
 //! - [`workflows`]: times out workflow runs past their whole-run `timeout`; and, once at
 //!   startup, the job policy of events written before workflows existed.
 //!
 //! Not for request handling (the `api` module) nor for deciding when jobs run (the scheduler).
 
+pub mod health;
 pub mod notify;
 pub mod reaper;
 pub mod retention;

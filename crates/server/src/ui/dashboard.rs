@@ -26,6 +26,54 @@ pub struct ServerItem {
     /// `ok`, `changed` (a new host key waits to be accepted), `new` (never connected).
     pub health: &'static str,
     pub runner: String,
+    /// The health status (`healthy`, `degraded`, `unreachable`, `unknown`): the dot's class,
+    /// unless the host key changed.
+    pub status: &'static str,
+    /// The reasons of the status, or the latest reading in short (load, disk, memory).
+    pub summary: String,
+}
+
+impl ServerItem {
+    /// The dot's class: a changed host key outweighs the health.
+    pub fn dot(&self) -> &'static str {
+        if self.health == "changed" {
+            "changed"
+        } else {
+            self.status
+        }
+    }
+}
+
+/// A server as the lists show it.
+pub fn server_item(state: &AppState, s: &cronium_store::ServerRow) -> ServerItem {
+    let verdict = usecases::servers::health(state, s);
+    let summary = if !verdict.reasons.is_empty() {
+        verdict.reasons.join("; ")
+    } else {
+        usecases::servers::reading(s)
+            .map(|h| {
+                let disk = h.work_dir.free_percent().min(h.deploy_dir.free_percent());
+                format!(
+                    "load {:.2} · disk {disk:.0}% free · memory {:.0}% available",
+                    h.load[0],
+                    h.memory_available_percent()
+                )
+            })
+            .unwrap_or_default()
+    };
+    let runner = match (usecases::servers::reading(s), &s.runner) {
+        (Some(h), _) => format!("runner {}", h.runner_version),
+        (None, Some(r)) => format!("runner {}", &r.sha256[..r.sha256.len().min(12)]),
+        (None, None) => "no runner yet".into(),
+    };
+    ServerItem {
+        name: s.name.clone(),
+        address: format!("{}@{}:{}", s.username, s.host, s.port),
+        health: server_health(s),
+        runner,
+        status: verdict.status.as_str(),
+        summary,
+    }
 }
 
 #[derive(Template)]
@@ -81,16 +129,7 @@ pub async fn show(
     let servers = usecases::servers::list(&state)
         .await?
         .iter()
-        .map(|s| ServerItem {
-            name: s.name.clone(),
-            address: format!("{}@{}:{}", s.username, s.host, s.port),
-            health: server_health(s),
-            runner: s
-                .runner
-                .as_ref()
-                .map(|r| format!("runner {}", &r.sha256[..r.sha256.len().min(12)]))
-                .unwrap_or_else(|| "no runner yet".into()),
-        })
+        .map(|s| server_item(&state, s))
         .collect();
     let (wf_running, wf_failures) = super::workflows::dashboard_runs(&state).await?;
     Ok(render(&Dashboard {

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Extension;
 
-use super::dashboard::{server_health, ServerItem};
+use super::dashboard::{server_health, server_item, ServerItem};
 use super::error::{UiError, UiResult};
 use super::session::Session;
 use super::{format, render, Ctx};
@@ -44,16 +44,7 @@ pub async fn list(
     let servers = uc::list(&state)
         .await?
         .iter()
-        .map(|s| ServerItem {
-            name: s.name.clone(),
-            address: format!("{}@{}:{}", s.username, s.host, s.port),
-            health: server_health(s),
-            runner: s
-                .runner
-                .as_ref()
-                .map(|r| format!("runner {}", &r.sha256[..r.sha256.len().min(12)]))
-                .unwrap_or_else(|| "no runner yet".into()),
-        })
+        .map(|s| server_item(&state, s))
         .collect();
     Ok(render(&ServersPage {
         ctx: Ctx::new(&session, "servers"),
@@ -88,6 +79,44 @@ struct ServerPage {
     deployments: Vec<DeploymentItem>,
     report: Option<ReportItem>,
     done: Option<String>,
+    /// The health status, its reasons and the latest reading.
+    status: &'static str,
+    reasons: Vec<String>,
+    checked: String,
+    contact: String,
+    failures: i64,
+    health_error: String,
+    reading: Option<ReadingItem>,
+    checks: Vec<CheckItem>,
+}
+
+/// The latest `cronium-runner health` reading, as the page shows it.
+pub struct ReadingItem {
+    pub at: String,
+    pub runner_version: String,
+    pub cpus: u32,
+    pub load: String,
+    pub uptime: String,
+    pub memory: String,
+    pub work_dir: String,
+    pub deploy_dir: String,
+}
+
+pub struct CheckItem {
+    pub at: String,
+    pub ok: bool,
+    pub took: String,
+    pub error: String,
+}
+
+fn disk_line(d: &cronium_protocol::Disk) -> String {
+    format!(
+        "{}: {} free of {} ({:.1}%)",
+        d.path,
+        cronium_core::duration::ByteSize(d.free_bytes),
+        cronium_core::duration::ByteSize(d.total_bytes),
+        d.free_percent()
+    )
 }
 
 /// What a connection test found, as the page shows it.
@@ -141,7 +170,41 @@ async fn server_page(
         .collect();
     let host_key = s.host_key.clone().unwrap_or_default();
     let pending_key = s.pending_host_key.clone().unwrap_or_default();
+    let verdict = uc::health(state, &s);
+    let reading = uc::reading(&s).map(|h| ReadingItem {
+        at: format::ts(s.health.reading_at),
+        runner_version: h.runner_version.clone(),
+        cpus: h.cpus,
+        load: format!("{:.2} {:.2} {:.2}", h.load[0], h.load[1], h.load[2]),
+        uptime: format::duration(Some(h.uptime_s as i64 * 1000)),
+        memory: format!(
+            "{} available of {} ({:.1}%)",
+            cronium_core::duration::ByteSize(h.memory_available_bytes),
+            cronium_core::duration::ByteSize(h.memory_total_bytes),
+            h.memory_available_percent()
+        ),
+        work_dir: disk_line(&h.work_dir),
+        deploy_dir: disk_line(&h.deploy_dir),
+    });
+    let checks = uc::health_checks(state, &s, 20)
+        .await?
+        .into_iter()
+        .map(|c| CheckItem {
+            at: format::ts(Some(c.at)),
+            ok: c.ok,
+            took: format::duration(Some(c.duration_ms)),
+            error: c.error.unwrap_or_default(),
+        })
+        .collect();
     Ok(ServerPage {
+        status: verdict.status.as_str(),
+        reasons: verdict.reasons,
+        checked: format::ts(s.health.checked_at),
+        contact: format::ts(s.health.contact_at),
+        failures: s.health.failures,
+        health_error: s.health.error.clone().unwrap_or_default(),
+        reading,
+        checks,
         ctx: Ctx::new(session, "servers"),
         address: format!("{}@{}:{}", s.username, s.host, s.port),
         auth: s.auth_kind.clone(),

@@ -40,6 +40,39 @@ pub async fn get(state: &AppState, name: &str) -> UseCaseResult<ServerRow> {
         .ok_or_else(|| UseCaseError::NotFound(format!("server `{name}` not found")))
 }
 
+/// The server's health now: its stored checks judged with the configured thresholds.
+pub fn health(state: &AppState, s: &ServerRow) -> cronium_core::health::Verdict {
+    cronium_core::health::judge(&observed(s), now_ms(), &state.health)
+}
+
+/// What the store holds of a server's checks, as the rule reads it.
+pub fn observed(s: &ServerRow) -> cronium_core::health::Observed<'_> {
+    cronium_core::health::Observed {
+        checked_at: s.health.checked_at,
+        contact_at: s.health.contact_at,
+        failures: s.health.failures,
+        error: s.health.error.as_deref(),
+        reading: s.health.reading.as_ref(),
+    }
+}
+
+/// The latest reading, when the stored one is a health report.
+pub fn reading(s: &ServerRow) -> Option<cronium_protocol::Health> {
+    s.health
+        .reading
+        .as_ref()
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+}
+
+/// The server's last health checks, newest first.
+pub async fn health_checks(
+    state: &AppState,
+    server: &ServerRow,
+    limit: i64,
+) -> UseCaseResult<Vec<cronium_store::HealthCheckRow>> {
+    Ok(state.store.list_health_checks(server.id, limit).await?)
+}
+
 /// The server's runner deployments, newest first.
 pub async fn deployments(
     state: &AppState,

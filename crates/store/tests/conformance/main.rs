@@ -19,6 +19,7 @@ mod queue;
 mod retention;
 mod runtime;
 mod schedule;
+mod server_health;
 mod servers;
 mod sessions;
 mod variables;

@@ -1,0 +1,284 @@
+//! The health loop: collects `cronium-runner health` from every SSH server and stores the
+//! latest reading and a short history (`Store::record_health_check`).
+//!
+//! Two triggers, both on pooled connections (`cronium_ssh::HealthConnection`):
+//! - **after each run**: the executor reports a [`Contact`]; a contact whose transport failed
+//!   is recorded as a failed check at once, one that worked is followed by a check on the idle
+//!   connection the run just gave back (never a new login); one whose deployment or runner
+//!   failed (the host may or may not be there) is checked at once, logging in if need be. Contacts of one server closer than
+//!   [`AFTER_RUN_GAP`] are folded into one check, so a busy server is not checked per run;
+//! - **every `interval`** (`serve --health-interval`, 0 disables): every server, at most
+//!   [`CONCURRENCY`] at once, on an idle pooled connection, or a new one (which stays pooled)
+//!   when the server has none open; a server whose connections are all busy is left to its runs.
+//!
+//! Not for judging the readings (`cronium_core::health::judge`, at read time) nor for running
+//! anything but the health command.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cronium_core::clock::now_ms;
+use cronium_core::health::Thresholds;
+use cronium_ssh::{Contact, HealthConnection, ServerConfig, SshExecutor};
+use cronium_store::NewHealthCheck;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::AppState;
+use crate::usecases::servers::config_of;
+
+/// Checks of all servers at once, at most.
+pub const CONCURRENCY: usize = 16;
+/// After-run checks of one server are at least this far apart.
+pub const AFTER_RUN_GAP: Duration = Duration::from_secs(1);
+/// Contacts waiting to be handled; more are dropped (never blocking a run).
+pub const CONTACT_QUEUE: usize = 1024;
+
+/// `serve --health-*`.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Between interval checks; zero: only after runs.
+    pub interval: Duration,
+    /// Checks kept per server.
+    pub keep: i64,
+    pub thresholds: Thresholds,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            interval: Duration::from_secs(60),
+            keep: 20,
+            thresholds: Thresholds::default(),
+        }
+    }
+}
+
+impl HealthConfig {
+    /// The thresholds with the contact age judged: three intervals without contact is
+    /// unreachable, unless `--health-stale-after` said otherwise (no interval: not judged).
+    pub fn effective_thresholds(&self) -> Thresholds {
+        let mut t = self.thresholds.clone();
+        if t.stale_after_ms.is_none() && !self.interval.is_zero() {
+            t.stale_after_ms = Some(self.interval.as_millis() as i64 * 3);
+        }
+        t
+    }
+}
+
+/// Registers the contact channel on the executor; the receiver goes to [`run`].
+pub fn observe(ssh: &SshExecutor) -> Option<mpsc::Receiver<Contact>> {
+    let (tx, rx) = mpsc::channel(CONTACT_QUEUE);
+    ssh.observe_contacts(tx).then_some(rx)
+}
+
+/// After-run checks in progress or recently made, by server name.
+#[derive(Default)]
+struct Recent(Mutex<HashMap<String, Instant>>);
+
+impl Recent {
+    /// True (and noted) when `name` may be checked now.
+    fn take(&self, name: &str) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        m.retain(|_, at| now.duration_since(*at) < AFTER_RUN_GAP);
+        if m.contains_key(name) {
+            return false;
+        }
+        m.insert(name.to_string(), now);
+        true
+    }
+}
+
+pub async fn run(
+    state: AppState,
+    ssh: SshExecutor,
+    config: HealthConfig,
+    mut contacts: Option<mpsc::Receiver<Contact>>,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(CONCURRENCY));
+    let recent = Arc::new(Recent::default());
+    let interval = (!config.interval.is_zero()).then_some(config.interval);
+    // The first interval pass runs at once: a restarted server learns its fleet's state.
+    let mut next = tokio::time::Instant::now();
+    loop {
+        let tick = async {
+            match interval {
+                Some(_) => tokio::time::sleep_until(next).await,
+                None => std::future::pending().await,
+            }
+        };
+        let contact = async {
+            match contacts.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick => {
+                next = tokio::time::Instant::now() + interval.unwrap_or_default();
+                interval_pass(&state, &ssh, &config, &slots).await;
+            }
+            c = contact => match c {
+                Some(c) => after_run(&state, &ssh, &config, &recent, c),
+                None => contacts = None,
+            }
+        }
+    }
+}
+
+/// Spawns one check per server (bounded by `slots`); does not wait for them.
+async fn interval_pass(
+    state: &AppState,
+    ssh: &SshExecutor,
+    config: &HealthConfig,
+    slots: &Arc<Semaphore>,
+) {
+    let rows = match state.store.list_servers().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "health: listing the servers failed");
+            return;
+        }
+    };
+    for row in rows {
+        let cfg = match config_of(state, &row) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(server = %row.name, error = %e, "health: cannot read the server's settings");
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (state, ssh, keep) = (state.clone(), ssh.clone(), config.keep);
+        tokio::spawn(async move {
+            let _permit = permit;
+            check(
+                &state,
+                &ssh,
+                row.id,
+                &cfg,
+                HealthConnection::PooledOrLogin,
+                keep,
+            )
+            .await;
+        });
+    }
+}
+
+fn after_run(
+    state: &AppState,
+    ssh: &SshExecutor,
+    config: &HealthConfig,
+    recent: &Arc<Recent>,
+    c: Contact,
+) {
+    let (state, ssh, keep, recent) = (state.clone(), ssh.clone(), config.keep, recent.clone());
+    tokio::spawn(async move {
+        let id = match state.store.get_server_by_name(&c.server.name).await {
+            Ok(Some(row)) => row.id,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(server = %c.server.name, error = %e, "health: reading the server failed");
+                return;
+            }
+        };
+        if let Some(failure) = c.failure {
+            record(
+                &state,
+                id,
+                &c.server.name,
+                failed(now_ms(), 0, failure),
+                keep,
+            )
+            .await;
+            return;
+        }
+        if c.doubtful {
+            check(
+                &state,
+                &ssh,
+                id,
+                &c.server,
+                HealthConnection::PooledOrLogin,
+                keep,
+            )
+            .await;
+        } else if recent.take(&c.server.name) {
+            check(
+                &state,
+                &ssh,
+                id,
+                &c.server,
+                HealthConnection::IdleOnly,
+                keep,
+            )
+            .await;
+        }
+    });
+}
+
+/// One check of one server, recorded (after a run with no idle connection left, the run's
+/// contact alone; on the interval with none, nothing).
+pub async fn check(
+    state: &AppState,
+    ssh: &SshExecutor,
+    id: i64,
+    server: &ServerConfig,
+    how: HealthConnection,
+    keep: i64,
+) {
+    let at = now_ms();
+    let started = Instant::now();
+    let outcome = ssh.health(server, how).await;
+    let elapsed = started.elapsed();
+    let check = match outcome {
+        // After a run whose connection another run already took: the run itself was the
+        // contact (so a server kept busy does not look stale), without a new reading.
+        Ok(None) if how == HealthConnection::IdleOnly => NewHealthCheck {
+            at,
+            ok: true,
+            duration_ms: 0,
+            error: None,
+            reading: None,
+        },
+        Ok(None) => return,
+        Ok(Some(c)) => {
+            state
+                .metrics
+                .runner
+                .health_check_duration
+                .observe(c.duration.as_secs_f64());
+            NewHealthCheck {
+                at,
+                ok: true,
+                duration_ms: c.duration.as_millis() as i64,
+                error: c.error,
+                reading: c.reading.and_then(|r| serde_json::to_value(r).ok()),
+            }
+        }
+        Err(e) => failed(at, elapsed.as_millis() as i64, e.to_string()),
+    };
+    record(state, id, &server.name, check, keep).await;
+}
+
+fn failed(at: i64, duration_ms: i64, error: String) -> NewHealthCheck {
+    NewHealthCheck {
+        at,
+        ok: false,
+        duration_ms,
+        error: Some(error),
+        reading: None,
+    }
+}
+
+async fn record(state: &AppState, id: i64, name: &str, check: NewHealthCheck, keep: i64) {
+    if let Err(e) = state.store.record_health_check(id, &check, keep).await {
+        tracing::warn!(server = %name, error = %e, "health: recording a check failed");
+    }
+}
