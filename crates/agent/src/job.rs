@@ -105,7 +105,7 @@ impl ExecResult {
     }
 }
 
-pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
+pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow, gate: ClaimGate) {
     let lease = Lease {
         job_id: job.id,
         worker: inner.config.worker_id.clone(),
@@ -172,7 +172,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         if let Target::Servers(t) = &spec.target {
             min_success = t.min_success;
         }
-        run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await
+        run_executions(&inner, &job, &lease, &spec, &recorder, &cancel, &gate).await
     }
     .await;
     if let Err(e) = &results {
@@ -432,6 +432,7 @@ async fn run_executions(
     spec: &Arc<EventSpec>,
     recorder: &Arc<Recorder>,
     cancel: &CancellationToken,
+    gate: &ClaimGate,
 ) -> Result<Vec<ExecResult>, JobError> {
     match (&spec.kind, &spec.target) {
         (EventType::Http, Target::Local) => {
@@ -442,6 +443,7 @@ async fn run_executions(
             // An http event sees no variables, but a response may still echo a secret.
             variables_snapshot(inner, recorder).await?;
             let exec = start_execution(inner, lease).await?;
+            gate.open();
             let sink = recorder.sink_for(Some(exec));
             let _ = inner
                 .queue
@@ -467,6 +469,7 @@ async fn run_executions(
             let payload = payload(inner, job, spec)?;
             let variables = variables_snapshot(inner, recorder).await?;
             let exec = start_execution(inner, lease).await?;
+            gate.open();
             let sink = recorder.sink_for(Some(exec));
             let mut req = run_request(inner, job, spec, &payload, exec, None, variables);
             let helpers = enable_api(inner, job, spec, lease, recorder, &mut req, Ok(())).await;
@@ -487,10 +490,31 @@ async fn run_executions(
             Ok(vec![result])
         }
         (_, Target::Container(c)) => {
+            gate.open();
             targets::run_container(inner, job, lease, spec, c, recorder, cancel).await
         }
         (_, Target::Servers(t)) => {
+            gate.open();
             targets::run_servers(inner, job, lease, spec, t, recorder, cancel).await
+        }
+    }
+}
+
+/// Tells the claim loop that a just-claimed job has made its first write (or will not make
+/// one), so that its next claim does not compete with it for the store's write connection.
+/// Opens when dropped too, on every path out of the job.
+pub(crate) struct ClaimGate(std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>);
+
+impl ClaimGate {
+    pub(crate) fn new(tx: tokio::sync::oneshot::Sender<()>) -> Self {
+        ClaimGate(std::sync::Mutex::new(Some(tx)))
+    }
+
+    pub(crate) fn open(&self) {
+        if let Ok(mut tx) = self.0.lock() {
+            if let Some(tx) = tx.take() {
+                let _ = tx.send(());
+            }
         }
     }
 }

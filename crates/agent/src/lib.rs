@@ -26,7 +26,7 @@ use cronium_core::logbus::LogBus;
 use cronium_core::metrics::Metrics;
 use cronium_core::payload::PayloadCache;
 use cronium_protocol::Interpreter;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::local::LocalTransport;
@@ -190,6 +190,8 @@ impl Agent {
                 None => config.private_paths.clone(),
             },
             umask: config.run_umask,
+            prestart: true,
+            warm: Default::default(),
         };
         match run_user {
             Some(u) => tracing::info!(user = %u.name, uid = u.uid, "local runs execute as an unprivileged user"),
@@ -247,10 +249,21 @@ impl Agent {
                     tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "claimed");
                     inner.bus.job_changed(Some(job.id));
                     let inner = inner.clone();
+                    let (started, first_write) = oneshot::channel();
                     running.spawn(async move {
-                        job::execute(inner, job).await;
+                        job::execute(inner, job, job::ClaimGate::new(started)).await;
                         drop(permit);
                     });
+                    // The job's first write (its execution) goes before this loop's next
+                    // claim: the store has one write connection, and a claim that finds
+                    // nothing (the usual case when jobs come one at a time, as a workflow's
+                    // nodes do) would only delay it. Bounded, so that a slow start never
+                    // holds back the queue.
+                    tokio::select! {
+                        _ = first_write => {}
+                        _ = tokio::time::sleep(CLAIM_GATE) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
                 }
                 Ok(None) => {
                     drop(permit);
@@ -290,6 +303,9 @@ impl Agent {
         }
     }
 }
+
+/// Longest the claim loop waits for a just-claimed job's first write before claiming again.
+const CLAIM_GATE: Duration = Duration::from_millis(5);
 
 /// Requeues jobs whose worker vanished (crashed agent, lost machine).
 async fn recovery_loop(inner: Arc<Inner>, shutdown: CancellationToken) {

@@ -106,6 +106,9 @@ struct Prepared {
     sandbox: Option<String>,
     /// Why API mode has no endpoint in this run, for the run's log.
     api_note: Option<String>,
+    /// When the run was handed over on stdin: a runner started ahead of its run waits for it,
+    /// and its setup is counted from then, not from its own start.
+    received: Option<Instant>,
 }
 
 /// Runs one payload; returns the runner's exit code. `started` is when the runner process began.
@@ -191,12 +194,14 @@ fn prepare(
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Prepared, SetupError> {
     let mut stdin_payload = None;
+    let mut received = None;
     let context = match &args.context {
         ContextSource::Default => control::default_context(),
         ContextSource::File(path) => control::context_from_file(path)?,
         ContextSource::ControlStdin => {
             let mut stdin = ControlStdin::new();
             let context = stdin.read_context()?;
+            received = Some(Instant::now());
             if args.payload == PayloadSource::Stdin {
                 stdin_payload = Some(stdin.read_payload()?);
             }
@@ -293,6 +298,7 @@ fn prepare(
         env,
         sandbox,
         api_note,
+        received,
     })
 }
 
@@ -390,6 +396,7 @@ fn execute(
     rx: Receiver<Msg>,
 ) -> Result<(Finished, i32), SetupError> {
     let manifest = &prepared.manifest;
+    let started = prepared.received.unwrap_or(started);
     let run_start = Instant::now();
     let mut child = process::spawn(
         &prepared.interpreter,
