@@ -123,6 +123,8 @@ pub(crate) struct Inner {
     /// Parsed event specs by (event id, version): a stored version never changes, so each is
     /// read and validated once, not on every run.
     pub(crate) specs: job::SpecCache,
+    /// Set when the agent stops claiming: a job's end then hands no successor to its slot.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 /// The remote transports an agent can use; a target whose transport is missing fails its jobs
@@ -218,6 +220,7 @@ impl Agent {
                 ssh: transports.ssh,
                 runtime: transports.runtime,
                 specs: job::SpecCache::default(),
+                draining: Default::default(),
             }),
         }
     }
@@ -251,7 +254,15 @@ impl Agent {
                     let inner = inner.clone();
                     let (started, first_write) = oneshot::channel();
                     running.spawn(async move {
-                        job::execute(inner, job, job::ClaimGate::new(started)).await;
+                        let mut next =
+                            job::execute(inner.clone(), job, job::ClaimGate::new(started)).await;
+                        // A successor node handed to this slot by the job's end runs at once.
+                        while let Some(job) = next {
+                            tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "handed off");
+                            inner.bus.job_changed(Some(job.id));
+                            let gate = job::ClaimGate::waking(inner.wake.clone());
+                            next = job::execute(inner.clone(), job, gate).await;
+                        }
                         drop(permit);
                     });
                     // The job's first write (its execution) goes before this loop's next
@@ -290,6 +301,9 @@ impl Agent {
                 }
             }
         }
+        inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         recovery.abort();
         if !running.is_empty() {
             tracing::info!(
