@@ -826,7 +826,7 @@ async fn conclude(
     };
     // A node's end hands its ready successor to this slot, unless the agent is stopping.
     let handoff = (job.node_run_id.is_some() && !inner.draining.load(Ordering::SeqCst))
-        .then(|| inner.config.lease.as_millis() as i64);
+        .then_some(inner.config.lease.as_millis() as i64);
     match inner
         .queue
         .finish_attempt(lease, job.node_run_id, &updates, &outcome, handoff)
