@@ -111,7 +111,9 @@ impl ExecResult {
     }
 }
 
-pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
+/// Returns a successor node's job that this job's end claimed for this worker (a hand-off), to
+/// run next in the same slot.
+pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow, mut gate: ClaimGate) -> Option<JobRow> {
     let lease = Lease {
         job_id: job.id,
         worker: inner.config.worker_id.clone(),
@@ -135,8 +137,10 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             // Without it no line can be numbered safely: the attempt fails, visibly, on the job.
             tracing::error!(job = job.id, error = %message, "reading the job's log position");
             heartbeat.abort();
+            let mut next = None;
             if !lost.load(Ordering::SeqCst) {
-                if conclude(
+                let done;
+                (done, next) = conclude(
                     &inner,
                     &job,
                     &lease,
@@ -144,14 +148,16 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
                     &HashMap::new(),
                     None,
                 )
-                .await
-                {
+                .await;
+                if done {
                     inner.bus.finish(job.id);
                 }
                 inner.bus.job_changed(Some(job.id));
             }
-            inner.wake.notify_one();
-            return;
+            if next.is_none() {
+                inner.wake.notify_one();
+            }
+            return next;
         }
     };
     let recorder = Arc::new(Recorder::start(
@@ -179,7 +185,7 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
         if let Target::Servers(t) = &spec.target {
             min_success = t.min_success;
         }
-        run_executions(&inner, &job, &lease, &spec, &recorder, &cancel).await
+        run_executions(&inner, &job, &lease, &spec, &recorder, &cancel, &mut gate).await
     }
     .await;
     if let Err(e) = &results {
@@ -213,16 +219,21 @@ pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow) {
             job = job.id,
             "lease lost; leaving the outcome to the new owner"
         );
-        return;
+        return None;
     }
     let results = mask_results(results, &masker);
-    let done = conclude(&inner, &job, &lease, results, &facts, min_success).await;
+    let (done, next) = conclude(&inner, &job, &lease, results, &facts, min_success).await;
     if done {
         inner.bus.finish(job.id);
     }
     // Final, or queued again for a retry: either way the dashboards and lists change.
     inner.bus.job_changed(Some(job.id));
-    inner.wake.notify_one();
+    // Other work may have become ready (other successors, a serial sibling...). With a
+    // hand-off the next job's gate wakes the loop once that job has made its first write.
+    if next.is_none() {
+        inner.wake.notify_one();
+    }
+    next
 }
 
 /// After an attempt's runs: revokes its runtime tokens, and takes the output and condition of
@@ -439,6 +450,7 @@ async fn run_executions(
     spec: &Arc<EventSpec>,
     recorder: &Arc<Recorder>,
     cancel: &CancellationToken,
+    gate: &mut ClaimGate,
 ) -> Result<Vec<ExecResult>, JobError> {
     match (&spec.kind, &spec.target) {
         (EventType::Http, Target::Local) => {
@@ -449,6 +461,7 @@ async fn run_executions(
             // An http event sees no variables, but a response may still echo a secret.
             variables_snapshot(inner, recorder).await?;
             let exec = start_execution(inner, lease).await?;
+            gate.open();
             let sink = recorder.sink_for(Some(exec));
             let _ = inner
                 .queue
@@ -474,6 +487,7 @@ async fn run_executions(
             let payload = payload(inner, job, spec)?;
             let variables = variables_snapshot(inner, recorder).await?;
             let exec = start_execution(inner, lease).await?;
+            gate.open();
             let sink = recorder.sink_for(Some(exec));
             let mut req = run_request(inner, job, spec, &payload, exec, None, variables);
             let helpers = enable_api(inner, job, spec, lease, recorder, &mut req, Ok(())).await;
@@ -495,11 +509,56 @@ async fn run_executions(
             Ok(vec![result])
         }
         (_, Target::Container(c)) => {
+            gate.open();
             targets::run_container(inner, job, lease, spec, c, recorder, cancel).await
         }
         (_, Target::Servers(t)) => {
+            gate.open();
             targets::run_servers(inner, job, lease, spec, t, recorder, cancel).await
         }
+    }
+}
+
+/// Tells the claim loop that a job has made its first write (or will not make one), so that the
+/// loop's next claim does not compete with it for the store's write connection: a claimed job's
+/// gate answers the loop waiting on it; a handed-off job's gate wakes the loop, which its
+/// predecessor's end would otherwise have done at once. Opens when dropped too, on every path.
+pub(crate) struct ClaimGate {
+    started: Option<tokio::sync::oneshot::Sender<()>>,
+    wake: Option<Arc<tokio::sync::Notify>>,
+}
+
+impl ClaimGate {
+    /// For a job the claim loop just claimed and waits on.
+    pub(crate) fn new(tx: tokio::sync::oneshot::Sender<()>) -> Self {
+        ClaimGate {
+            started: Some(tx),
+            wake: None,
+        }
+    }
+
+    /// For a job handed off by its predecessor's end: opening it wakes the claim loop.
+    pub(crate) fn waking(wake: Arc<tokio::sync::Notify>) -> Self {
+        ClaimGate {
+            started: None,
+            wake: Some(wake),
+        }
+    }
+
+    /// Opens the gate; only the first call does anything.
+    pub(crate) fn open(&mut self) {
+        if let Some(tx) = self.started.take() {
+            let _ = tx.send(());
+        }
+        if let Some(wake) = self.wake.take() {
+            wake.notify_one();
+        }
+    }
+}
+
+impl Drop for ClaimGate {
+    fn drop(&mut self) {
+        self.open();
     }
 }
 
@@ -702,7 +761,7 @@ async fn conclude(
     results: Result<Vec<ExecResult>, JobError>,
     facts: &HashMap<Option<i64>, ExecutionFacts>,
     min_success: Option<ServerCount>,
-) -> bool {
+) -> (bool, Option<JobRow>) {
     let now = now_ms();
     let (status, exit_code, output, error, retryable, updates) = match results {
         Err(JobError::Fatal(message)) => (
@@ -781,9 +840,9 @@ async fn conclude(
         match inner.queue.retry_later(lease, now + delay, &reason).await {
             Ok(true) => {
                 tracing::info!(job = job.id, delay_ms = delay, "retry scheduled");
-                return false;
+                return (false, None);
             }
-            Ok(false) => return false,
+            Ok(false) => return (false, None),
             Err(e) => tracing::warn!(error = %e, "scheduling a retry failed; finishing the job"),
         }
     }
@@ -793,19 +852,22 @@ async fn conclude(
         output,
         error,
     };
+    // A node's end hands its ready successor to this slot, unless the agent is stopping.
+    let handoff = (job.node_run_id.is_some() && !inner.draining.load(Ordering::SeqCst))
+        .then_some(inner.config.lease.as_millis() as i64);
     match inner
         .queue
-        .finish_attempt(lease, job.node_run_id, &updates, &outcome)
+        .finish_attempt(lease, job.node_run_id, &updates, &outcome, handoff)
         .await
     {
-        Ok(true) => true,
-        Ok(false) => {
+        Ok((true, next)) => (true, next),
+        Ok((false, _)) => {
             tracing::warn!(job = job.id, "lease lost before the outcome was written");
-            false
+            (false, None)
         }
         Err(e) => {
             tracing::error!(job = job.id, error = %e, "writing the outcome failed");
-            false
+            (false, None)
         }
     }
 }

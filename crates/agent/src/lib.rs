@@ -26,7 +26,7 @@ use cronium_core::logbus::LogBus;
 use cronium_core::metrics::Metrics;
 use cronium_core::payload::PayloadCache;
 use cronium_protocol::Interpreter;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::local::LocalTransport;
@@ -126,6 +126,8 @@ pub(crate) struct Inner {
     /// Parsed event specs by (event id, version): a stored version never changes, so each is
     /// read and validated once, not on every run.
     pub(crate) specs: job::SpecCache,
+    /// Set when the agent stops claiming: a job's end then hands no successor to its slot.
+    pub(crate) draining: std::sync::atomic::AtomicBool,
 }
 
 /// The remote transports an agent can use; a target whose transport is missing fails its jobs
@@ -193,6 +195,8 @@ impl Agent {
                 None => config.private_paths.clone(),
             },
             umask: config.run_umask,
+            prestart: true,
+            warm: Default::default(),
         };
         match run_user {
             Some(u) => tracing::info!(user = %u.name, uid = u.uid, "local runs execute as an unprivileged user"),
@@ -219,6 +223,7 @@ impl Agent {
                 ssh: transports.ssh,
                 runtime: transports.runtime,
                 specs: job::SpecCache::default(),
+                draining: Default::default(),
             }),
         }
     }
@@ -250,10 +255,29 @@ impl Agent {
                     tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "claimed");
                     inner.bus.job_changed(Some(job.id));
                     let inner = inner.clone();
+                    let (started, first_write) = oneshot::channel();
                     running.spawn(async move {
-                        job::execute(inner, job).await;
+                        let mut next =
+                            job::execute(inner.clone(), job, job::ClaimGate::new(started)).await;
+                        // A successor node handed to this slot by the job's end runs at once.
+                        while let Some(job) = next {
+                            tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "handed off");
+                            inner.bus.job_changed(Some(job.id));
+                            let gate = job::ClaimGate::waking(inner.wake.clone());
+                            next = job::execute(inner.clone(), job, gate).await;
+                        }
                         drop(permit);
                     });
+                    // The job's first write (its execution) goes before this loop's next
+                    // claim: the store has one write connection, and a claim that finds
+                    // nothing (the usual case when jobs come one at a time, as a workflow's
+                    // nodes do) would only delay it. Bounded, so that a slow start never
+                    // holds back the queue.
+                    tokio::select! {
+                        _ = first_write => {}
+                        _ = tokio::time::sleep(CLAIM_GATE) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
                 }
                 Ok(None) => {
                     drop(permit);
@@ -280,6 +304,9 @@ impl Agent {
                 }
             }
         }
+        inner
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         recovery.abort();
         if !running.is_empty() {
             tracing::info!(
@@ -293,6 +320,9 @@ impl Agent {
         }
     }
 }
+
+/// Longest the claim loop waits for a just-claimed job's first write before claiming again.
+const CLAIM_GATE: Duration = Duration::from_millis(5);
 
 /// Requeues jobs whose worker vanished (crashed agent, lost machine).
 async fn recovery_loop(inner: Arc<Inner>, shutdown: CancellationToken) {

@@ -9,10 +9,17 @@
 //! For the server, the runner starts with the clean environment and as the run user that
 //! `isolation` decided, never with the server's own; `cronium run` (the user's own shell) keeps
 //! its environment.
+//!
+//! With `prestart` (the server's agent), one runner is kept started ahead, waiting for its
+//! context on stdin: a run takes it and starts the next one, so starting a runner process is
+//! never on a run's critical path. It holds nothing before it is handed a run (no working
+//! directory, no secret), runs with the same arguments, environment and user as any runner of
+//! this transport, and exits by itself when the agent goes (EOF on its stdin).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cronium_core::transport::{
@@ -21,7 +28,9 @@ use cronium_core::transport::{
 };
 use cronium_protocol::Finished;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::process::Command;
+use tokio::process::{
+    Child, ChildStderr as Stderr, ChildStdin as Stdin, ChildStdout as Stdout, Command,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::isolation::RunUser;
@@ -42,6 +51,10 @@ pub struct LocalTransport {
     /// The umask of the runner and so of the script: the one the server started with (the
     /// server itself runs with 077 so that its own files are private).
     pub umask: Option<u32>,
+    /// Keep one runner started ahead of the next run (see the module's documentation).
+    pub prestart: bool,
+    /// The runner started ahead, when `prestart`; shared by the clones of this transport.
+    pub warm: Arc<Mutex<Option<Child>>>,
 }
 
 impl LocalTransport {
@@ -53,20 +66,49 @@ impl LocalTransport {
         }
     }
 
-    pub async fn run(
-        &self,
-        req: &RunRequest,
-        sink: &EventSink,
-        cancel: CancellationToken,
-    ) -> Result<Finished, TransportError> {
-        // A payload is a compressed script (kilobytes) read back from the page cache: read in
-        // place, without the blocking pool's two thread hops on every run.
-        let payload = std::fs::read(&req.payload_path).map_err(|e| {
-            TransportError::Spawn(format!(
-                "cannot read the payload {}: {e}",
-                req.payload_path.display()
-            ))
-        })?;
+    /// A runner ready for a run, and whether it was started ahead: the one started ahead if it
+    /// is still alive, else a new one.
+    fn runner_for_run(&self) -> Result<(Child, Stdin, Stdout, Stderr, bool), TransportError> {
+        let warm = match self.prestart {
+            true => self.warm.lock().ok().and_then(|mut w| w.take()),
+            false => None,
+        };
+        if let Some(mut child) = warm {
+            // Gone meanwhile (killed, out of memory): start one the usual way.
+            if let Ok(None) = child.try_wait() {
+                if let Some((stdin, stdout, stderr)) = take_pipes(&mut child) {
+                    return Ok((child, stdin, stdout, stderr, true));
+                }
+            }
+            let _ = child.start_kill();
+        }
+        let mut child = self.spawn_runner()?;
+        let (stdin, stdout, stderr) = take_pipes(&mut child)
+            .ok_or_else(|| TransportError::Spawn("runner pipes unavailable".into()))?;
+        Ok((child, stdin, stdout, stderr, false))
+    }
+
+    /// With `prestart`, starts the runner of the next run unless one is waiting already. A
+    /// failure is only logged: the next run then starts its runner itself, and reports why.
+    fn prestart_next(&self) {
+        if !self.prestart {
+            return;
+        }
+        let Ok(mut warm) = self.warm.lock() else {
+            return;
+        };
+        if warm.is_some() {
+            return;
+        }
+        match self.spawn_runner() {
+            Ok(child) => *warm = Some(child),
+            Err(e) => tracing::warn!(error = %e, "cannot start a runner ahead of the next run"),
+        }
+    }
+
+    /// Starts `cronium-runner run - --control-stdin` with this transport's settings; it waits
+    /// for its context on stdin.
+    fn spawn_runner(&self) -> Result<Child, TransportError> {
         // Nothing runs between fork and exec: the runner sets its umask and becomes the run user
         // itself (`--umask`, `--run-as`) before anything else, so that the standard library
         // starts it with posix_spawn rather than a fork of this server's whole address space.
@@ -89,24 +131,47 @@ impl LocalTransport {
         if let Some(env) = &self.env {
             cmd.env_clear().envs(env);
         }
-        let mut child = cmd
-            .stdin(Stdio::piped())
+        cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| TransportError::Spawn(format!("{}: {e}", self.runner.display())))?;
-        let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(TransportError::Spawn("runner pipes unavailable".into()));
-        };
-        send_context(&mut stdin, &req.context).await?;
-        stdin
-            .write_all(format!("{}\n", payload.len()).as_bytes())
-            .await?;
-        stdin.write_all(&payload).await?;
-        stdin.flush().await?;
+            .map_err(|e| TransportError::Spawn(format!("{}: {e}", self.runner.display())))
+    }
+
+    pub async fn run(
+        &self,
+        req: &RunRequest,
+        sink: &EventSink,
+        cancel: CancellationToken,
+    ) -> Result<Finished, TransportError> {
+        // A payload is a compressed script (kilobytes) read back from the page cache: read in
+        // place, without the blocking pool's two thread hops on every run.
+        let payload = std::fs::read(&req.payload_path).map_err(|e| {
+            TransportError::Spawn(format!(
+                "cannot read the payload {}: {e}",
+                req.payload_path.display()
+            ))
+        })?;
+        let (mut child, mut stdin, mut stdout, mut stderr, warm) = self.runner_for_run()?;
+        if let Err(e) = hand_over(&mut stdin, req, &payload).await {
+            if !warm {
+                return Err(e);
+            }
+            // The runner started ahead died between the check and the hand-over: a new one.
+            let _ = child.start_kill();
+            let mut cold = self.spawn_runner()?;
+            (stdin, stdout, stderr) = take_pipes(&mut cold)
+                .ok_or_else(|| TransportError::Spawn("runner pipes unavailable".into()))?;
+            child = cold;
+            hand_over(&mut stdin, req, &payload).await?;
+        }
         drop(payload);
+        // The next run's runner starts while this one runs, on another of the runtime's threads:
+        // starting a process is not this run's business.
+        if self.prestart {
+            let transport = self.clone();
+            tokio::spawn(async move { transport.prestart_next() });
+        }
 
         // The runner's own diagnostics, kept for the error message if it ends without a result.
         let diag = tokio::spawn(async move {
@@ -155,4 +220,27 @@ impl LocalTransport {
             other => other,
         }
     }
+}
+
+fn take_pipes(child: &mut Child) -> Option<(Stdin, Stdout, Stderr)> {
+    Some((
+        child.stdin.take()?,
+        child.stdout.take()?,
+        child.stderr.take()?,
+    ))
+}
+
+/// Writes the run's context, then the payload's length and bytes, to the runner's stdin.
+async fn hand_over(
+    stdin: &mut Stdin,
+    req: &RunRequest,
+    payload: &[u8],
+) -> Result<(), TransportError> {
+    send_context(stdin, &req.context).await?;
+    stdin
+        .write_all(format!("{}\n", payload.len()).as_bytes())
+        .await?;
+    stdin.write_all(payload).await?;
+    stdin.flush().await?;
+    Ok(())
 }

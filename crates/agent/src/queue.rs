@@ -129,14 +129,16 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn finish(&self, lease: &Lease, outcome: &JobOutcome) -> Result<bool, QueueError>;
     /// The attempt's end as one write: its executions' final updates and the job's outcome
     /// (`node_run_id` is the claimed row's: a node's job also starts its ready successors).
-    /// False when the lease was lost.
+    /// False when the lease was lost. With `handoff` (a lease, in ms), a successor it made
+    /// ready is claimed for this worker in the same write and returned, to run next.
     async fn finish_attempt(
         &self,
         lease: &Lease,
         node_run_id: Option<i64>,
         executions: &[(i64, ExecutionUpdate)],
         outcome: &JobOutcome,
-    ) -> Result<bool, QueueError>;
+        handoff: Option<i64>,
+    ) -> Result<(bool, Option<JobRow>), QueueError>;
     async fn retry_later(
         &self,
         lease: &Lease,
@@ -358,21 +360,24 @@ impl JobQueue for StoreQueue {
         node_run_id: Option<i64>,
         executions: &[(i64, ExecutionUpdate)],
         outcome: &JobOutcome,
-    ) -> Result<bool, QueueError> {
-        Ok(self
-            .store
-            .finish_attempt(
-                &cronium_store::AttemptEnd {
-                    job_id: lease.job_id,
-                    worker: &lease.worker,
-                    attempt: lease.attempt,
-                    node_run_id,
-                    executions,
-                    outcome,
-                },
-                now_ms(),
-            )
-            .await?)
+        handoff: Option<i64>,
+    ) -> Result<(bool, Option<JobRow>), QueueError> {
+        let end = cronium_store::AttemptEnd {
+            job_id: lease.job_id,
+            worker: &lease.worker,
+            attempt: lease.attempt,
+            node_run_id,
+            executions,
+            outcome,
+        };
+        Ok(match handoff {
+            Some(lease_ms) => {
+                self.store
+                    .finish_attempt_and_claim(&end, lease_ms, now_ms())
+                    .await?
+            }
+            None => (self.store.finish_attempt(&end, now_ms()).await?, None),
+        })
     }
 
     async fn retry_later(

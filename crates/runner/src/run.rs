@@ -108,6 +108,9 @@ struct Prepared {
     api_note: Option<String>,
     /// `--cgroup-usage`: add the own cgroup's figures to the run's usage.
     cgroup_usage: bool,
+    /// When the run was handed over on stdin: a runner started ahead of its run waits for it,
+    /// and its setup is counted from then, not from its own start.
+    received: Option<Instant>,
 }
 
 /// Runs one payload; returns the runner's exit code. `started` is when the runner process began.
@@ -195,12 +198,14 @@ fn prepare(
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Prepared, SetupError> {
     let mut stdin_payload = None;
+    let mut received = None;
     let context = match &args.context {
         ContextSource::Default => control::default_context(),
         ContextSource::File(path) => control::context_from_file(path)?,
         ContextSource::ControlStdin => {
             let mut stdin = ControlStdin::new();
             let context = stdin.read_context()?;
+            received = Some(Instant::now());
             if args.payload == PayloadSource::Stdin {
                 stdin_payload = Some(stdin.read_payload()?);
             }
@@ -298,6 +303,7 @@ fn prepare(
         sandbox,
         api_note,
         cgroup_usage: args.cgroup_usage,
+        received,
     })
 }
 
@@ -395,6 +401,7 @@ fn execute(
     rx: Receiver<Msg>,
 ) -> Result<(Finished, i32), SetupError> {
     let manifest = &prepared.manifest;
+    let started = prepared.received.unwrap_or(started);
     let run_start = Instant::now();
     let mut child = process::spawn(
         &prepared.interpreter,

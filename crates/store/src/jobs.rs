@@ -600,6 +600,30 @@ impl Store {
     /// commit instead of two or three; nothing of the end is visible before all of it is.
     /// False (and nothing written) when `worker` no longer owns `attempt`.
     pub async fn finish_attempt(&self, end: &AttemptEnd<'_>, now: i64) -> Result<bool, StoreError> {
+        Ok(self.end_attempt(end, None, now).await?.0)
+    }
+
+    /// As [`Store::finish_attempt`], and, when the attempt's end makes a node's successor
+    /// ready, claims that successor for the same worker in the same transaction (lease until
+    /// `now + lease_ms`): the worker whose job just ended runs the next node at once, without a
+    /// round trip through the queue. Serial successors and delayed ones are left to the queue.
+    /// Returns whether the end was written, and the claimed successor.
+    pub async fn finish_attempt_and_claim(
+        &self,
+        end: &AttemptEnd<'_>,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<(bool, Option<JobRow>), StoreError> {
+        check_lease(end.worker, lease_ms)?;
+        self.end_attempt(end, Some(lease_ms), now).await
+    }
+
+    async fn end_attempt(
+        &self,
+        end: &AttemptEnd<'_>,
+        handoff: Option<i64>,
+        now: i64,
+    ) -> Result<(bool, Option<JobRow>), StoreError> {
         let AttemptEnd {
             job_id,
             worker,
@@ -618,7 +642,7 @@ impl Store {
                 .is_none()
         {
             tx.rollback().await?;
-            return Ok(false);
+            return Ok((false, None));
         }
         for (exec_id, update) in executions {
             Self::update_execution_on(&mut *tx, *exec_id, worker, attempt, update).await?;
@@ -636,13 +660,33 @@ impl Store {
             // Not ours any more, or the caller's idea of the node was wrong: the general path
             // decides, finding the row by what it is (rare: a lost lease).
             self.update_executions(worker, attempt, executions).await?;
-            return self.finish(job_id, worker, attempt, outcome, now).await;
+            let written = self.finish(job_id, worker, attempt, outcome, now).await?;
+            return Ok((written, None));
         };
+        let mut next = None;
         if job.node_run_id.is_some() {
-            job_ended(&mut tx, self.for_update(), &job, now).await?;
+            let enqueued = job_ended(&mut tx, self.for_update(), &job, now).await?;
+            if let (Some(lease_ms), Some(&first)) = (handoff, enqueued.first()) {
+                // Inserted by this transaction, so no other claimer can see it yet.
+                const HANDOFF: &str = concat!(
+                    "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
+                    "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+                    "WHERE id = $4 AND status = 'queued' AND run_at <= $3 AND serial = 0 ",
+                    "RETURNING ",
+                    job_cols!()
+                );
+                let row = sqlx::query(HANDOFF)
+                    .bind(worker)
+                    .bind(now.saturating_add(lease_ms))
+                    .bind(now)
+                    .bind(first)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                next = map_opt(row, job_row)?;
+            }
         }
         tx.commit().await?;
-        Ok(true)
+        Ok((true, next))
     }
 
     /// Gives a failed attempt back to the queue, claimable from `run_at` (the caller computes it

@@ -40,6 +40,19 @@ use crate::StoreError;
 pub(crate) struct Env {
     pub for_update: &'static str,
     pub now: i64,
+    /// The node jobs enqueued in this transaction, in order (for a hand-off to the worker that
+    /// ended their predecessor: [`crate::Store::finish_attempt_and_claim`]).
+    pub enqueued: std::sync::Mutex<Vec<i64>>,
+}
+
+impl Env {
+    pub(crate) fn new(for_update: &'static str, now: i64) -> Self {
+        Env {
+            for_update,
+            now,
+            enqueued: Default::default(),
+        }
+    }
 }
 
 /// Locks the trees of `runs` (their root rows), lowest root first so that two transactions
@@ -135,14 +148,14 @@ pub(crate) async fn job_ended(
     for_update: &'static str,
     job: &JobRow,
     now: i64,
-) -> Result<(), StoreError> {
+) -> Result<Vec<i64>, StoreError> {
     let Some(node_run) = job.node_run_id else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if !job.status.is_final() {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let env = Env { for_update, now };
+    let env = Env::new(for_update, now);
     let condition = if job.status == JobStatus::Succeeded {
         condition_of(conn, job.id, job.attempt).await?
     } else {
@@ -168,12 +181,12 @@ pub(crate) async fn job_ended(
     )
     .await?;
     let Some(run_id) = ended else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     if let Some(run) = progress(conn, &env, run_id).await? {
         after_end(conn, &env, run).await?;
     }
-    Ok(())
+    Ok(env.enqueued.into_inner().unwrap_or_default())
 }
 
 /// Ends a node run that has not ended yet; returns its run, None when it had already ended.
@@ -745,6 +758,9 @@ async fn node_job(
     let row = insert_job(conn, &job, Some(link), env.now, false)
         .await?
         .ok_or_else(|| StoreError::Conflict("scheduled_for".into()))?;
+    if let Ok(mut enqueued) = env.enqueued.lock() {
+        enqueued.push(row.id);
+    }
     if last {
         pause_event(conn, event.id, env.now).await?;
     }

@@ -453,10 +453,7 @@ async fn begin_run(
 
 impl Store {
     fn env(&self, now: i64) -> Env {
-        Env {
-            for_update: self.for_update(),
-            now,
-        }
+        Env::new(self.for_update(), now)
     }
 
     /// Starts a run of the current version of workflow `workflow_id` in one transaction: the run,

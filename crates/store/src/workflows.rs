@@ -901,7 +901,7 @@ pub(crate) async fn delete_workflow_in(
         .map(|r| i64_col(r, "id"))
         .collect::<Result<_, _>>()?;
     lock_trees(tx, for_update, &runs).await?;
-    let env = Env { for_update, now };
+    let env = Env::new(for_update, now);
     for run in &runs {
         stop_tree(
             tx,

@@ -21,6 +21,7 @@ use crate::harness::Ctx;
 
 conformance!(
     an_attempts_end_is_one_write_with_its_executions_and_successors,
+    an_attempts_end_hands_the_ready_successor_to_its_worker,
     apply_writes_versions_graph_rows_and_inline_events,
     bad_definitions_are_refused_with_nothing_stored,
     event_policy_is_stored_beside_the_spec,
@@ -383,6 +384,75 @@ async fn an_attempts_end_is_one_write_with_its_executions_and_successors(t: Ctx)
         ExecutionStatus::Succeeded
     );
     assert_eq!(status_of(s, run.id, "c").await, N::Queued);
+}
+
+/// `finish_attempt_and_claim`: the successor a node's end makes ready is claimed for the same
+/// worker by the same write (running, its attempt 1, leased); a fan-out's second ready successor
+/// is left queued for anyone; a lost lease hands nothing.
+async fn an_attempts_end_hands_the_ready_successor_to_its_worker(t: Ctx) {
+    let s = &t.store;
+    events(s, &["e"]).await;
+    let wf = apply(
+        s,
+        &def(
+            "w",
+            vec![
+                node("a", "e", &[]),
+                node("b", "e", &[("a", Success)]),
+                node("c", "e", &[("a", Success)]),
+            ],
+        ),
+    )
+    .await;
+    let run = start(s, &wf, 100).await;
+    let outcome = JobOutcome {
+        status: JobStatus::Succeeded,
+        exit_code: Some(0),
+        output: json!({}),
+        error: None,
+    };
+    let a = claim_node(s, run.id, "a", 150).await;
+    let end = |worker| AttemptEnd {
+        job_id: a.id,
+        worker,
+        attempt: a.attempt,
+        node_run_id: a.node_run_id,
+        executions: &[],
+        outcome: &outcome,
+    };
+    // Not the lease holder: nothing written, nothing handed.
+    let (written, next) = s
+        .finish_attempt_and_claim(&end("other"), 30_000, 200)
+        .await
+        .unwrap();
+    assert!(!written && next.is_none());
+    assert_eq!(status_of(s, run.id, "b").await, N::Waiting);
+
+    let (written, next) = s
+        .finish_attempt_and_claim(&end(W), 30_000, 200)
+        .await
+        .unwrap();
+    assert!(written);
+    let next = next.expect("a ready successor is handed to the worker");
+    let stored = s.get_job(next.id).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.status, stored.attempt, stored.started_at),
+        (JobStatus::Running, 1, Some(200))
+    );
+    assert_eq!(stored.lease_owner.as_deref(), Some(W));
+    assert_eq!(stored.lease_expires_at, Some(30_200));
+    // Exactly one of b and c was handed; the other waits in the queue for any worker.
+    let b = job_of(s, run.id, "b").await;
+    let c = job_of(s, run.id, "c").await;
+    let mut statuses = [b.status, c.status];
+    statuses.sort_by_key(|s| s.as_str());
+    assert_eq!(statuses, [JobStatus::Queued, JobStatus::Running]);
+    let other = s
+        .claim("w2", 30_000, 300)
+        .await
+        .unwrap()
+        .expect("the other successor");
+    assert_ne!(other.id, next.id);
 }
 
 async fn apply_writes_versions_graph_rows_and_inline_events(t: Ctx) {
