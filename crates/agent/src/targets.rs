@@ -390,6 +390,7 @@ async fn skip(
             signal: None,
             run_ms: 0,
             error: Some(note.clone()),
+            usage: None,
         };
         let mut r = ExecResult::new(Some(exec.id), Some(server.config.name.clone()), finished);
         r.extra.note = Some(note);
