@@ -82,10 +82,16 @@ impl LocalTransport {
             }
             let _ = child.start_kill();
         }
+        let (child, stdin, stdout, stderr) = self.new_runner()?;
+        Ok((child, stdin, stdout, stderr, false))
+    }
+
+    /// A runner started now, with its pipes.
+    fn new_runner(&self) -> Result<(Child, Stdin, Stdout, Stderr), TransportError> {
         let mut child = self.spawn_runner()?;
         let (stdin, stdout, stderr) = take_pipes(&mut child)
             .ok_or_else(|| TransportError::Spawn("runner pipes unavailable".into()))?;
-        Ok((child, stdin, stdout, stderr, false))
+        Ok((child, stdin, stdout, stderr))
     }
 
     /// With `prestart`, starts the runner of the next run unless one is waiting already. A
@@ -159,10 +165,7 @@ impl LocalTransport {
             }
             // The runner started ahead died between the check and the hand-over: a new one.
             let _ = child.start_kill();
-            let mut cold = self.spawn_runner()?;
-            (stdin, stdout, stderr) = take_pipes(&mut cold)
-                .ok_or_else(|| TransportError::Spawn("runner pipes unavailable".into()))?;
-            child = cold;
+            (child, stdin, stdout, stderr) = self.new_runner()?;
             hand_over(&mut stdin, req, &payload).await?;
         }
         drop(payload);

@@ -486,14 +486,7 @@ async fn openapi_metrics_and_health() {
         .await;
     let id = s.run_event("m", None).await;
     s.wait_job(id, Duration::from_secs(30)).await;
-    let resp = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    let text = resp.text().await.unwrap();
+    let (_, text) = s.metrics().await;
     for needle in [
         "cronium_jobs{status=\"succeeded\"} 1",
         "cronium_queue_depth",

@@ -124,16 +124,7 @@ async fn a_container_run_records_its_cgroup_usage() {
         "no cgroup CPU time: {u}\n{log}"
     );
     assert!(!log.contains("usage not measured"), "{log}");
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = s.metrics().await.1;
     for needle in [
         "cronium_execution_cpu_seconds_count{transport=\"container\"} 1",
         "cronium_execution_container_peak_memory_bytes_count 1",

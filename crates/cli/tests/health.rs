@@ -279,7 +279,7 @@ async fn interval_checks_mark_degraded_by_disk_then_unreachable_and_export_metri
     .await;
     assert!(v["health"]["reading"].is_object(), "{v}");
 
-    let (status, text) = metrics(&s).await;
+    let (status, text) = s.metrics().await;
     assert_eq!(status, 200);
     for needle in [
         "cronium_server_health{server=\"d0\",status=\"degraded\"} 1",
@@ -303,7 +303,7 @@ async fn interval_checks_mark_degraded_by_disk_then_unreachable_and_export_metri
     })
     .await;
     assert!(v["health"]["failures"].as_i64() >= Some(2), "{v}");
-    let (_, text) = metrics(&s).await;
+    let (_, text) = s.metrics().await;
     assert!(
         text.contains("cronium_server_health{server=\"d0\",status=\"unreachable\"} 1"),
         "{text}"
@@ -313,15 +313,4 @@ async fn interval_checks_mark_degraded_by_disk_then_unreachable_and_export_metri
         !text.contains("cronium_ssh_runner_connection_failures_total 0\n"),
         "{text}"
     );
-}
-
-async fn metrics(s: &Server) -> (u16, String) {
-    let r = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
 }

@@ -285,16 +285,7 @@ async fn a_runner_ssh_run_records_the_remote_scripts_usage() {
         assert!(u["max_rss_bytes"].as_i64() >= Some(40 * mib), "{u}");
         assert!(u["cgroup_memory_peak_bytes"].is_null(), "{u}");
     }
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = s.metrics().await.1;
     let needle = "cronium_execution_peak_memory_bytes_count{transport=\"runner-ssh\"} 2";
     assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
 }

@@ -76,16 +76,7 @@ async fn a_local_run_records_its_cpu_time_and_peak_memory() {
     );
 
     // And the histograms count it, labelled by transport.
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.token)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
+    let metrics = s.metrics().await.1;
     for needle in [
         "cronium_execution_cpu_seconds_count{transport=\"local\"} 1",
         "cronium_execution_peak_memory_bytes_count{transport=\"local\"} 1",

@@ -319,6 +319,19 @@ impl Server {
         }
     }
 
+    /// `GET /metrics` with the admin token: the status and the Prometheus text.
+    pub async fn metrics(&self) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}/metrics", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .expect("GET /metrics");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("metrics text"))
+    }
+
     pub async fn log_text(&self, id: i64) -> String {
         let (_, page) = self
             .api("GET", &format!("/api/v1/jobs/{id}/logs?limit=10000"), None)
