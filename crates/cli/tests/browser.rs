@@ -134,14 +134,17 @@ impl Browser {
         }
     }
 
+    /// The text of the element `by` finds, waiting up to 15 s for it to appear: after a
+    /// click that submits a form, the next page may not have loaded yet.
     async fn text_of(&self, by: By) -> String {
-        self.d()
-            .find(by)
-            .await
-            .expect("element")
-            .text()
-            .await
-            .expect("text")
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match self.d().find(by.clone()).await {
+                Ok(e) => return e.text().await.expect("text"),
+                Err(e) if Instant::now() > deadline => panic!("element {by:?}: {e}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Waits until `f` holds for the page, polling; panics with `what` after `within`.
