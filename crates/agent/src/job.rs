@@ -26,7 +26,7 @@ use cronium_protocol::{
     ApiSettings, EventMeta, Finished, HelperMode, RunContext, RunStatus, API_RELAY,
 };
 use cronium_store::{
-    backoff_delay, ExecutionUpdate, ExecutionUsage, Heartbeat, JobOutcome, JobRow,
+    backoff_delay, ExecutionUpdate, ExecutionUsage, HandedOff, Heartbeat, JobOutcome, JobRow,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -113,7 +113,11 @@ impl ExecResult {
 
 /// Returns a successor node's job that this job's end claimed for this worker (a hand-off), to
 /// run next in the same slot.
-pub(crate) async fn execute(inner: Arc<Inner>, job: JobRow, mut gate: ClaimGate) -> Option<JobRow> {
+pub(crate) async fn execute(
+    inner: Arc<Inner>,
+    job: JobRow,
+    mut gate: ClaimGate,
+) -> Option<HandedOff> {
     let lease = Lease {
         job_id: job.id,
         worker: inner.config.worker_id.clone(),
@@ -545,6 +549,14 @@ impl ClaimGate {
         }
     }
 
+    /// For a handed-off job whose predecessor's end left nothing else ready: nobody waits.
+    pub(crate) fn none() -> Self {
+        ClaimGate {
+            started: None,
+            wake: None,
+        }
+    }
+
     /// Opens the gate; only the first call does anything.
     pub(crate) fn open(&mut self) {
         if let Some(tx) = self.started.take() {
@@ -761,7 +773,7 @@ async fn conclude(
     results: Result<Vec<ExecResult>, JobError>,
     facts: &HashMap<Option<i64>, ExecutionFacts>,
     min_success: Option<ServerCount>,
-) -> (bool, Option<JobRow>) {
+) -> (bool, Option<HandedOff>) {
     let now = now_ms();
     let (status, exit_code, output, error, retryable, updates) = match results {
         Err(JobError::Fatal(message)) => (

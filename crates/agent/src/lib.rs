@@ -260,10 +260,16 @@ impl Agent {
                         let mut next =
                             job::execute(inner.clone(), job, job::ClaimGate::new(started)).await;
                         // A successor node handed to this slot by the job's end runs at once.
-                        while let Some(job) = next {
+                        while let Some(handed) = next {
+                            let job = handed.job;
                             tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "handed off");
                             inner.bus.job_changed(Some(job.id));
-                            let gate = job::ClaimGate::waking(inner.wake.clone());
+                            // The claim loop looks again only if the end left other work ready.
+                            let gate = if handed.more_ready {
+                                job::ClaimGate::waking(inner.wake.clone())
+                            } else {
+                                job::ClaimGate::none()
+                            };
                             next = job::execute(inner.clone(), job, gate).await;
                         }
                         drop(permit);

@@ -14,8 +14,8 @@ use cronium_core::clock::now_ms;
 use cronium_core::crypto::SecretBox;
 use cronium_model::ExecutionStatus;
 use cronium_store::{
-    ExecutionRow, ExecutionUpdate, Heartbeat, JobOutcome, JobRow, NewDeployment, NewLogLine,
-    RunnerState, Store, StoreError, VariableValue,
+    ExecutionRow, ExecutionUpdate, HandedOff, Heartbeat, JobOutcome, JobRow, NewDeployment,
+    NewLogLine, RunnerState, Store, StoreError, VariableValue,
 };
 use serde_json::Value;
 
@@ -138,7 +138,7 @@ pub trait JobQueue: Send + Sync + 'static {
         executions: &[(i64, ExecutionUpdate)],
         outcome: &JobOutcome,
         handoff: Option<i64>,
-    ) -> Result<(bool, Option<JobRow>), QueueError>;
+    ) -> Result<(bool, Option<HandedOff>), QueueError>;
     async fn retry_later(
         &self,
         lease: &Lease,
@@ -361,7 +361,7 @@ impl JobQueue for StoreQueue {
         executions: &[(i64, ExecutionUpdate)],
         outcome: &JobOutcome,
         handoff: Option<i64>,
-    ) -> Result<(bool, Option<JobRow>), QueueError> {
+    ) -> Result<(bool, Option<HandedOff>), QueueError> {
         let end = cronium_store::AttemptEnd {
             job_id: lease.job_id,
             worker: &lease.worker,

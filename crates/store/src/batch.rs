@@ -172,6 +172,7 @@ impl Store {
                 row: Some(row),
             });
         }
+        let mut deleted = Vec::new();
         if prune {
             let rows = sqlx::query("SELECT id, name FROM workflows ORDER BY name")
                 .fetch_all(&mut *tx)
@@ -181,7 +182,9 @@ impl Store {
                 if defs.iter().any(|d| d.name == name) {
                     continue;
                 }
-                delete_workflow_in(&mut tx, self.for_update(), i64_col(row, "id")?, now).await?;
+                let id = i64_col(row, "id")?;
+                delete_workflow_in(&mut tx, self.for_update(), id, now).await?;
+                deleted.push(id);
                 changes.push(BatchChange {
                     name,
                     result: BatchResult::Deleted,
@@ -193,6 +196,9 @@ impl Store {
             tx.rollback().await?;
         } else {
             tx.commit().await?;
+            for id in deleted {
+                self.graphs.evict(id);
+            }
         }
         Ok(changes)
     }

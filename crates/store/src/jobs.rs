@@ -354,6 +354,17 @@ pub(crate) async fn insert_job(
     map_opt(row, job_row)
 }
 
+/// The successor a node's end claimed for the same worker
+/// ([`Store::finish_attempt_and_claim`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HandedOff {
+    pub job: JobRow,
+    /// Whether other work may have become claimable by the same end: more successors than the
+    /// one handed off (left queued for any claimer), or a serial sibling of the ended job.
+    /// False: the worker's claim loop has nothing new to look for.
+    pub more_ready: bool,
+}
+
 /// What [`Store::finish_attempt`] writes: the attempt (job, worker, attempt number), whether
 /// the job is a node's (`node_run_id` of the claimed row), its executions' final updates and
 /// the job's outcome.
@@ -589,7 +600,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         };
-        job_ended(&mut tx, self.for_update(), &job, now).await?;
+        job_ended(&mut tx, self.env(now), &job).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -613,7 +624,7 @@ impl Store {
         end: &AttemptEnd<'_>,
         lease_ms: i64,
         now: i64,
-    ) -> Result<(bool, Option<JobRow>), StoreError> {
+    ) -> Result<(bool, Option<HandedOff>), StoreError> {
         check_lease(end.worker, lease_ms)?;
         self.end_attempt(end, Some(lease_ms), now).await
     }
@@ -623,7 +634,7 @@ impl Store {
         end: &AttemptEnd<'_>,
         handoff: Option<i64>,
         now: i64,
-    ) -> Result<(bool, Option<JobRow>), StoreError> {
+    ) -> Result<(bool, Option<HandedOff>), StoreError> {
         let AttemptEnd {
             job_id,
             worker,
@@ -635,8 +646,11 @@ impl Store {
         check_final(outcome)?;
         let output = to_json("output", &outcome.output)?;
         let mut tx = self.begin_write().await?;
-        // A node's job locks its run's tree first, as every other change of the tree does.
+        // A node's job locks its run's tree first, as every other change of the tree does (on
+        // SQLite the write transaction already holds the database: nothing to lock, and the
+        // finish below checks that the job is a node's).
         if node_run_id.is_some()
+            && !self.for_update().is_empty()
             && lock_job_tree(&mut tx, self.for_update(), job_id)
                 .await?
                 .is_none()
@@ -665,7 +679,7 @@ impl Store {
         };
         let mut next = None;
         if job.node_run_id.is_some() {
-            let enqueued = job_ended(&mut tx, self.for_update(), &job, now).await?;
+            let enqueued = job_ended(&mut tx, self.env(now), &job).await?;
             if let (Some(lease_ms), Some(&first)) = (handoff, enqueued.first()) {
                 // Inserted by this transaction, so no other claimer can see it yet.
                 const HANDOFF: &str = concat!(
@@ -682,7 +696,10 @@ impl Store {
                     .bind(first)
                     .fetch_optional(&mut *tx)
                     .await?;
-                next = map_opt(row, job_row)?;
+                next = map_opt(row, job_row)?.map(|next| HandedOff {
+                    job: next,
+                    more_ready: enqueued.len() > 1 || job.serial,
+                });
             }
         }
         tx.commit().await?;
@@ -741,7 +758,7 @@ impl Store {
             return Ok(false);
         };
         if job.status.is_final() {
-            job_ended(&mut tx, self.for_update(), &job, now).await?;
+            job_ended(&mut tx, self.env(now), &job).await?;
         }
         tx.commit().await?;
         Ok(true)
@@ -815,7 +832,7 @@ impl Store {
             tx.rollback().await?;
             return Ok(false);
         };
-        job_ended(&mut tx, self.for_update(), &job, now).await?;
+        job_ended(&mut tx, self.env(now), &job).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -895,7 +912,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if job.status.is_final() {
-                job_ended(&mut tx, self.for_update(), &job, now).await?;
+                job_ended(&mut tx, self.env(now), &job).await?;
             }
             tx.commit().await?;
             recovered.push(RecoveredJob {

@@ -52,7 +52,8 @@ pub use events::{Applied, EventRow};
 pub use executions::{ExecutionRow, ExecutionUpdate, ExecutionUsage};
 pub use hooks::{HookKind, HookRow};
 pub use jobs::{
-    AttemptEnd, CancelResult, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob, RecoveredJob,
+    AttemptEnd, CancelResult, HandedOff, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob,
+    RecoveredJob,
 };
 pub use logs::{LogLine, NewLogLine};
 pub use notify::{ChannelRow, NewChannel, NewNotification, NotifySource, OutboxRow};

@@ -32,7 +32,7 @@ use crate::jobs::{check_limit, insert_job, JobRow, Limit, NewJob, NodeLink};
 use crate::row::{bool_int, i64_col, opt_i64, to_json, word};
 use crate::store::map_opt;
 use crate::workflow_runs::{load_node_run, load_node_runs, load_run, NodeRunRow, WorkflowRunRow};
-use crate::workflows::{load_graph, load_version, WorkflowGraph, WorkflowNodeRow};
+use crate::workflows::{load_graph, load_version, GraphCache, WorkflowGraph, WorkflowNodeRow};
 use crate::StoreError;
 
 /// What every step of a progression needs: the row-lock suffix of the backend and the caller's
@@ -43,6 +43,8 @@ pub(crate) struct Env {
     /// The node jobs enqueued in this transaction, in order (for a hand-off to the worker that
     /// ended their predecessor: [`crate::Store::finish_attempt_and_claim`]).
     pub enqueued: std::sync::Mutex<Vec<i64>>,
+    /// The store's cache of version graphs, read through by [`progress`]; None reads the rows.
+    pub graphs: Option<std::sync::Arc<GraphCache>>,
 }
 
 impl Env {
@@ -51,6 +53,22 @@ impl Env {
             for_update,
             now,
             enqueued: Default::default(),
+            graphs: None,
+        }
+    }
+
+    /// The graph of version `version` of workflow `workflow_id`, through the cache if any.
+    async fn graph(
+        &self,
+        conn: &mut AnyConnection,
+        workflow_id: i64,
+        version: i64,
+    ) -> Result<Option<std::sync::Arc<WorkflowGraph>>, StoreError> {
+        match &self.graphs {
+            Some(cache) => cache.get(conn, workflow_id, version).await,
+            None => Ok(load_graph(conn, workflow_id, version)
+                .await?
+                .map(std::sync::Arc::new)),
         }
     }
 }
@@ -115,39 +133,13 @@ pub(crate) async fn lock_job_tree(
     Ok(Some(node_run))
 }
 
-/// The condition a node's job set: among the executions of its last attempt that succeeded,
-/// true only when every one of them set it true (a fan-out whose servers disagree, or where
-/// some did not set it, reads as false); None when none of them set it.
-async fn condition_of(
-    conn: &mut AnyConnection,
-    job_id: i64,
-    attempt: i32,
-) -> Result<Option<bool>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT condition FROM executions WHERE job_id = $1 AND attempt = $2 AND status = 'succeeded'",
-    )
-    .bind(job_id)
-    .bind(i64::from(attempt))
-    .fetch_all(&mut *conn)
-    .await?;
-    let set: Vec<Option<bool>> = rows
-        .iter()
-        .map(|r| opt_i64(r, "condition").map(|c| c.map(|c| c != 0)))
-        .collect::<Result<_, _>>()?;
-    if set.iter().all(Option::is_none) {
-        return Ok(None);
-    }
-    Ok(Some(set.iter().all(|c| *c == Some(true))))
-}
-
 /// Called by every path that put a job in a final state, in the same transaction and after the
 /// job's tree was locked ([`lock_job_tree`]): records the node's outcome and lets its run
 /// progress. A job that is no node's, or whose node has already ended, changes nothing.
 pub(crate) async fn job_ended(
     conn: &mut AnyConnection,
-    for_update: &'static str,
+    env: Env,
     job: &JobRow,
-    now: i64,
 ) -> Result<Vec<i64>, StoreError> {
     let Some(node_run) = job.node_run_id else {
         return Ok(Vec::new());
@@ -155,12 +147,6 @@ pub(crate) async fn job_ended(
     if !job.status.is_final() {
         return Ok(Vec::new());
     }
-    let env = Env::new(for_update, now);
-    let condition = if job.status == JobStatus::Succeeded {
-        condition_of(conn, job.id, job.attempt).await?
-    } else {
-        None
-    };
     let error = if job.status == JobStatus::Succeeded {
         None
     } else {
@@ -170,16 +156,7 @@ pub(crate) async fn job_ended(
                 .unwrap_or_else(|| format!("job {} {}", job.id, job.status)),
         )
     };
-    let ended = record_node_end(
-        conn,
-        &env,
-        node_run,
-        NodeRunStatus::from_job(job.status),
-        &job.output,
-        condition,
-        error.as_deref(),
-    )
-    .await?;
+    let ended = record_job_node_end(conn, &env, node_run, job, error.as_deref()).await?;
     let Some(run_id) = ended else {
         return Ok(Vec::new());
     };
@@ -187,6 +164,43 @@ pub(crate) async fn job_ended(
         after_end(conn, &env, run).await?;
     }
     Ok(env.enqueued.into_inner().unwrap_or_default())
+}
+
+/// Ends the node run of a node's job that has not ended yet, in one statement: its status, its
+/// output and, when it succeeded, the condition its job set: among the executions of its last
+/// attempt that succeeded, true only when every one of them set it true (a fan-out whose
+/// servers disagree, or where some did not set it, reads as false); null when none of them set
+/// it. Returns its run, None when it had already ended.
+async fn record_job_node_end(
+    conn: &mut AnyConnection,
+    env: &Env,
+    node_run: i64,
+    job: &JobRow,
+    error: Option<&str>,
+) -> Result<Option<i64>, StoreError> {
+    const SET: &str = "UPDATE workflow_node_runs SET status = $1, output = $2, condition = ";
+    const OF_JOB: &str = "(SELECT CASE WHEN COUNT(condition) = 0 THEN NULL \
+         WHEN COUNT(condition) = COUNT(*) AND MIN(condition) = 1 THEN 1 ELSE 0 END \
+         FROM executions WHERE job_id = $6 AND attempt = $7 AND status = 'succeeded')";
+    const REST: &str = ", error = COALESCE($3, error), finished_at = $4 \
+         WHERE id = $5 AND status IN ('waiting', 'queued', 'running') RETURNING run_id";
+    let condition = if job.status == JobStatus::Succeeded {
+        OF_JOB
+    } else {
+        "NULL"
+    };
+    let sql = format!("{SET}{condition}{REST}");
+    let mut q = sqlx::query(&sql)
+        .bind(NodeRunStatus::from_job(job.status).as_str())
+        .bind(to_json("output", &job.output)?)
+        .bind(error)
+        .bind(env.now)
+        .bind(node_run);
+    if job.status == JobStatus::Succeeded {
+        q = q.bind(job.id).bind(i64::from(job.attempt));
+    }
+    let row = q.fetch_optional(&mut *conn).await?;
+    map_opt(row, |r| i64_col(r, "run_id"))
 }
 
 /// Ends a node run that has not ended yet; returns its run, None when it had already ended.
@@ -379,7 +393,7 @@ pub(crate) fn progress<'a>(conn: &'a mut AnyConnection, env: &'a Env, run_id: i6
             return Ok(None);
         }
         let graph = match run.workflow_id {
-            Some(w) => load_graph(conn, w, run.workflow_version).await?,
+            Some(w) => env.graph(conn, w, run.workflow_version).await?,
             None => None,
         };
         let mut nodes = load_node_runs(conn, run_id).await?;
@@ -439,8 +453,8 @@ pub(crate) fn progress<'a>(conn: &'a mut AnyConnection, env: &'a Env, run_id: i6
                                 .collect();
                             merge_input(&run.input, &node.input, &outputs)
                         };
-                        let id = nodes[pos].id;
-                        nodes[pos] = start_node(conn, env, &run, node, id, &reason, input).await?;
+                        nodes[pos] =
+                            start_node(conn, env, &run, node, &nodes[pos], reason, input).await?;
                     }
                 }
             }
@@ -448,7 +462,7 @@ pub(crate) fn progress<'a>(conn: &'a mut AnyConnection, env: &'a Env, run_id: i6
         if !nodes.iter().all(|n| n.status.is_final()) {
             return Ok(None);
         }
-        end_run(conn, env, &run, graph.as_ref(), &nodes).await?;
+        end_run(conn, env, &run, graph.as_deref(), &nodes).await?;
         load_run(conn, run_id).await
     })
 }
@@ -628,14 +642,16 @@ async fn start_node(
     env: &Env,
     run: &WorkflowRunRow,
     node: &WorkflowNodeRow,
-    node_run: i64,
-    reason: &str,
+    current: &NodeRunRow,
+    reason: String,
     input: Value,
 ) -> Result<NodeRunRow, StoreError> {
+    let node_run = current.id;
+    let reason = reason.as_str();
     let input_text = to_json("input", &input)?;
     let started = match node.kind {
         NodeKind::Event | NodeKind::Inline => {
-            match node_job(conn, env, node, node_run, input).await? {
+            match node_job(conn, env, node, node_run, input.clone()).await? {
                 Ok(job_id) => {
                     sqlx::query(
                         "UPDATE workflow_node_runs SET status = 'queued', job_id = $1, input = $2, \
@@ -648,7 +664,15 @@ async fn start_node(
                     .bind(node_run)
                     .execute(&mut *conn)
                     .await?;
-                    Ok(())
+                    // What the statement wrote, without reading it back (the common path).
+                    return Ok(NodeRunRow {
+                        status: NodeRunStatus::Queued,
+                        job_id: Some(job_id),
+                        input,
+                        reason: Some(reason.to_string()),
+                        started_at: Some(env.now),
+                        ..current.clone()
+                    });
                 }
                 Err(why) => Err(why),
             }

@@ -10,6 +10,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::Migrator;
 use sqlx::{Any, AnyPool, Executor, Transaction};
 
+use crate::workflows::GraphCache;
 use crate::StoreError;
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -43,6 +44,8 @@ pub struct Store {
     /// Plain reads.
     pub(crate) read: AnyPool,
     pub(crate) backend: Backend,
+    /// The graphs of workflow versions the progression has read: immutable rows, so read once.
+    pub(crate) graphs: std::sync::Arc<GraphCache>,
 }
 
 impl Store {
@@ -72,6 +75,7 @@ impl Store {
             write: pool.clone(),
             read: pool,
             backend: Backend::Postgres,
+            graphs: Default::default(),
         })
     }
 
@@ -127,6 +131,7 @@ impl Store {
             write,
             read,
             backend: Backend::Sqlite,
+            graphs: Default::default(),
         })
     }
 

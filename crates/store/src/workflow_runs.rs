@@ -98,7 +98,8 @@ pub struct NodeRunRow {
     pub input: Value,
     /// Its job's output (or its sub-run's); Null until it ended.
     pub output: Value,
-    /// The condition its script set, if it did (see `progression::condition_of` for fan-outs).
+    /// The condition its script set, if it did (see `progression::record_job_node_end` for
+    /// fan-outs).
     pub condition: Option<bool>,
     /// Why it ran or was skipped, in words ("ran: build succeeded (success)"); "kept from run
     /// N" for a node a retry kept. None while waiting.
@@ -452,8 +453,12 @@ async fn begin_run(
 }
 
 impl Store {
-    fn env(&self, now: i64) -> Env {
-        Env::new(self.for_update(), now)
+    /// What a progression needs from this store: the backend's row lock, the clock, the graph
+    /// cache.
+    pub(crate) fn env(&self, now: i64) -> Env {
+        let mut env = Env::new(self.for_update(), now);
+        env.graphs = Some(self.graphs.clone());
+        env
     }
 
     /// Starts a run of the current version of workflow `workflow_id` in one transaction: the run,

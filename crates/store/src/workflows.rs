@@ -16,6 +16,7 @@
 //! Not for runs: those are `workflow_runs.rs` and `progression.rs`.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 
 use cronium_model::workflow::{
     topological_order, EdgeKind, Join, NodeBody, NodeKind, WorkflowDefinition, WorkflowRunStatus,
@@ -190,6 +191,51 @@ fn version_row(r: &AnyRow) -> Result<WorkflowVersionRow, StoreError> {
         timeout_ms: opt_i64(r, "timeout_ms")?,
         created_at: i64_col(r, "created_at")?,
     })
+}
+
+/// The graphs of workflow versions, by (workflow id, version), shared by the clones of a
+/// [`crate::Store`]. A version's graph rows are written once, in the transaction that creates
+/// the version, and never changed; ids are never reused (SQLite `AUTOINCREMENT`, PostgreSQL
+/// identity), so an entry can only go stale by the workflow's deletion, which evicts it (and
+/// after which its runs no longer name the workflow). Only the progression of a run reads
+/// through it, for a version the run was created with: one the database already holds.
+/// Bounded: emptied when full (a miss costs two reads).
+#[derive(Debug, Default)]
+pub(crate) struct GraphCache(std::sync::Mutex<HashMap<(i64, i64), Arc<WorkflowGraph>>>);
+
+impl GraphCache {
+    const MAX: usize = 256;
+
+    /// Version `version` of workflow `workflow_id`, from the cache or read through `conn`.
+    pub(crate) async fn get(
+        &self,
+        conn: &mut AnyConnection,
+        workflow_id: i64,
+        version: i64,
+    ) -> Result<Option<Arc<WorkflowGraph>>, StoreError> {
+        let key = (workflow_id, version);
+        if let Some(g) = self.0.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Ok(Some(g));
+        }
+        let Some(graph) = load_graph(conn, workflow_id, version).await? else {
+            return Ok(None);
+        };
+        let graph = Arc::new(graph);
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= Self::MAX {
+                map.clear();
+            }
+            map.insert(key, graph.clone());
+        }
+        Ok(Some(graph))
+    }
+
+    /// Forgets every version of workflow `workflow_id` (deleted).
+    pub(crate) fn evict(&self, workflow_id: i64) {
+        if let Ok(mut map) = self.0.lock() {
+            map.retain(|(w, _), _| *w != workflow_id);
+        }
+    }
 }
 
 /// Reads a version's graph; None when the version has no node rows (unknown version, or a
@@ -801,6 +847,7 @@ impl Store {
         let deleted = delete_workflow_in(&mut tx, self.for_update(), id, now).await?;
         if deleted {
             tx.commit().await?;
+            self.graphs.evict(id);
         } else {
             tx.rollback().await?;
         }

@@ -433,7 +433,12 @@ async fn an_attempts_end_hands_the_ready_successor_to_its_worker(t: Ctx) {
         .await
         .unwrap();
     assert!(written);
-    let next = next.expect("a ready successor is handed to the worker");
+    let handed = next.expect("a ready successor is handed to the worker");
+    assert!(
+        handed.more_ready,
+        "the other successor is left ready for the claim loop"
+    );
+    let next = handed.job;
     let stored = s.get_job(next.id).await.unwrap().unwrap();
     assert_eq!(
         (stored.status, stored.attempt, stored.started_at),
@@ -453,6 +458,37 @@ async fn an_attempts_end_hands_the_ready_successor_to_its_worker(t: Ctx) {
         .unwrap()
         .expect("the other successor");
     assert_ne!(other.id, next.id);
+
+    // A chain: the one successor is handed, and nothing else is left for the claim loop.
+    let chain = apply(
+        s,
+        &def(
+            "chain",
+            vec![node("x", "e", &[]), node("y", "e", &[("x", Success)])],
+        ),
+    )
+    .await;
+    let run = start(s, &chain, 400).await;
+    let x = claim_node(s, run.id, "x", 450).await;
+    let (written, next) = s
+        .finish_attempt_and_claim(
+            &AttemptEnd {
+                job_id: x.id,
+                worker: W,
+                attempt: x.attempt,
+                node_run_id: x.node_run_id,
+                executions: &[],
+                outcome: &outcome,
+            },
+            30_000,
+            500,
+        )
+        .await
+        .unwrap();
+    assert!(written);
+    let handed = next.expect("y is handed to the worker");
+    assert!(!handed.more_ready, "nothing else became ready");
+    assert_eq!(handed.job.id, job_of(s, run.id, "y").await.id);
 }
 
 async fn apply_writes_versions_graph_rows_and_inline_events(t: Ctx) {
