@@ -268,11 +268,12 @@ impl Store {
     }
 
     /// Trusts a new host key (the pending one, or one given by the operator). A new key may
-    /// mean a new machine, so what was known about its runner is forgotten.
+    /// mean a new machine, so what was known about its runner and platform is forgotten.
     pub async fn accept_host_key(&self, id: i64, key: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE servers SET host_key = $1, pending_host_key = NULL, runner_path = NULL, \
-             runner_sha256 = NULL, runner_verified_at = NULL, updated_at = $2 WHERE id = $3",
+             runner_sha256 = NULL, runner_verified_at = NULL, os = NULL, arch = NULL, \
+             platform_detected_at = NULL, updated_at = $2 WHERE id = $3",
         )
         .bind(key)
         .bind(now)

@@ -20,6 +20,7 @@ pub mod jobs;
 pub mod params;
 pub mod prune;
 pub mod runtime;
+pub mod runners;
 pub mod servers;
 pub mod tokens;
 pub mod users;
@@ -350,6 +351,7 @@ pub fn api_routes() -> Routes<AppState> {
             get(Viewer, servers::show).delete(Operator, servers::delete),
         )
         .route("/servers/{name}/test", post(Operator, servers::test))
+        .route("/runners", get(Viewer, runners::list))
         .route(
             "/servers/{name}/accept-key",
             post(Operator, servers::accept_key),

@@ -276,6 +276,7 @@ impl Sshd {
             },
             host_key: None,
             known_runner: None,
+            platform: None,
         }
     }
 }
