@@ -49,8 +49,7 @@ impl Platform {
         let plain = |v: &str| {
             !v.is_empty()
                 && v.len() <= 64
-                && v
-                    .chars()
+                && v.chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
         };
         let os = os.trim().to_ascii_lowercase();
@@ -321,12 +320,14 @@ impl RunnerArtifact {
             ))
         })?;
         let manifest_path = path.with_file_name(MANIFEST_NAME);
-        let text = tokio::fs::read_to_string(&manifest_path).await.map_err(|e| {
-            SshError::Io(format!(
-                "cannot read {} (written by scripts/build-runner.sh): {e}",
-                manifest_path.display()
-            ))
-        })?;
+        let text = tokio::fs::read_to_string(&manifest_path)
+            .await
+            .map_err(|e| {
+                SshError::Io(format!(
+                    "cannot read {} (written by scripts/build-runner.sh): {e}",
+                    manifest_path.display()
+                ))
+            })?;
         let m: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| SshError::Io(format!("{}: {e}", manifest_path.display())))?;
         let field = |name: &str| {

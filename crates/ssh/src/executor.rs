@@ -227,7 +227,10 @@ impl SshExecutor {
                         if out.stderr_str().is_empty() {
                             String::new()
                         } else {
-                            format!(" ({})", out.stderr_str().chars().take(200).collect::<String>())
+                            format!(
+                                " ({})",
+                                out.stderr_str().chars().take(200).collect::<String>()
+                            )
                         }
                     ))
                 })?;

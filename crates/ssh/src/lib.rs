@@ -34,8 +34,8 @@ mod shell;
 mod validate;
 
 pub use config::{
-    Credential, DirectScript, KnownRunner, Mode, Platform, RunnerArtifact, ServerConfig,
-    SshConfig, MANIFEST_NAME,
+    Credential, DirectScript, KnownRunner, Mode, Platform, RunnerArtifact, ServerConfig, SshConfig,
+    MANIFEST_NAME,
 };
 pub use deploy::{DeployOutcome, DeploymentRecord};
 pub use error::SshError;

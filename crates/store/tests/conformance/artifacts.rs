@@ -49,7 +49,11 @@ async fn artifacts_register_once_per_build_and_refresh(t: Ctx) {
         .collect();
     assert_eq!(
         seen,
-        [("aarch64", "0.1.0"), ("x86_64", "0.2.0"), ("x86_64", "0.1.0")]
+        [
+            ("aarch64", "0.1.0"),
+            ("x86_64", "0.2.0"),
+            ("x86_64", "0.1.0")
+        ]
     );
 }
 
