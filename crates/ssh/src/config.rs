@@ -481,3 +481,40 @@ pub struct DirectScript {
     /// Environment of the script (event env merged with the run's env by the caller).
     pub env: BTreeMap<String, String>,
 }
+
+#[cfg(test)]
+mod platform_tests {
+    use super::*;
+
+    #[test]
+    fn uname_output_is_normalised() {
+        let p = |os, arch| Platform::new(os, arch).map(|p| p.to_string());
+        assert_eq!(p("Linux\n", "x86_64\n").as_deref(), Some("linux/x86_64"));
+        assert_eq!(p("Linux", "amd64").as_deref(), Some("linux/x86_64"));
+        assert_eq!(p("Linux", "arm64").as_deref(), Some("linux/aarch64"));
+        assert_eq!(p("Linux", "aarch64").as_deref(), Some("linux/aarch64"));
+        assert_eq!(p("Linux", "riscv64").as_deref(), Some("linux/riscv64"));
+        assert_eq!(p("Darwin", "arm64").as_deref(), Some("darwin/aarch64"));
+        assert_eq!(p("Linux", ""), None);
+        assert_eq!(p("", "x86_64"), None);
+        assert_eq!(p("Linux", "x86 64; rm -rf"), None);
+    }
+
+    #[test]
+    fn the_elf_header_names_the_architecture() {
+        let header = |class_data: u8, machine: [u8; 2]| {
+            let mut h = vec![0u8; 64];
+            h[..4].copy_from_slice(b"\x7fELF");
+            h[5] = class_data;
+            h[18..20].copy_from_slice(&machine);
+            h
+        };
+        let arch = |b: &[u8]| elf_platform(b).map(|p| p.arch);
+        assert_eq!(arch(&header(1, [0x3e, 0])).as_deref(), Some("x86_64"));
+        assert_eq!(arch(&header(1, [0xb7, 0])).as_deref(), Some("aarch64"));
+        assert_eq!(arch(&header(2, [0, 0xb7])).as_deref(), Some("aarch64"));
+        assert_eq!(arch(&header(1, [0x99, 0x99])), None);
+        assert_eq!(arch(b"#!/bin/sh\necho cronium-runner 0.1.0\n"), None);
+        assert_eq!(arch(b""), None);
+    }
+}
