@@ -68,6 +68,17 @@ if [ "$size" -gt "$max_bytes" ]; then
 fi
 
 "$bin" --version >&2
+version=$("$bin" --version | sed -n 's/^cronium-runner //p')
+
+# The manifest next to each per-architecture binary: how the server learns the version of a
+# binary it cannot run (the aarch64 one on an x86_64 server; it checks the sha256 against the
+# file, so a manifest left from another build is refused). Both binaries come from this one
+# source tree, so the host build's --version is theirs.
+write_manifest() {
+    local file=$1 sum
+    sum=$(sha256sum "$file" | cut -d' ' -f1)
+    printf '{"version": "%s", "sha256": "%s"}\n' "$version" "$sum" >"$(dirname "$file")/cronium-runner.json"
+}
 
 # One directory per architecture, for the servers (and the artifact list) to pick from:
 # target/runner/linux-x86_64/ holds the host build above; linux-aarch64/ a cross build, linked
@@ -76,6 +87,7 @@ fi
 mkdir -p "$target_dir/runner/linux-x86_64"
 cp "$bin" "$target_dir/runner/linux-x86_64/cronium-runner.tmp.$$"
 mv -f "$target_dir/runner/linux-x86_64/cronium-runner.tmp.$$" "$target_dir/runner/linux-x86_64/cronium-runner"
+write_manifest "$target_dir/runner/linux-x86_64/cronium-runner"
 archs="${CRONIUM_RUNNER_ARCHS:-x86_64 aarch64}"
 if [[ " ${archs//,/ } " == *" aarch64 "* ]]; then
     cross=aarch64-unknown-linux-musl
@@ -94,6 +106,7 @@ if [[ " ${archs//,/ } " == *" aarch64 "* ]]; then
     mkdir -p "$(dirname "$cross_bin")"
     cp "$cross_built" "$cross_bin.tmp.$$"
     mv -f "$cross_bin.tmp.$$" "$cross_bin"
+    write_manifest "$cross_bin"
     cross_size=$(stat -c %s "$cross_bin")
     if command -v file >/dev/null; then
         description=$(file -b "$cross_bin")

@@ -165,6 +165,8 @@ pub trait JobQueue: Send + Sync + 'static {
         server_id: i64,
         deployment: &NewDeployment,
     ) -> Result<(), QueueError>;
+    /// Stores the OS and architecture detected on a server.
+    async fn set_platform(&self, server_id: i64, os: &str, arch: &str) -> Result<(), QueueError>;
     /// Remembers the runner verified on a server (`None`: forget it, an error put it in doubt).
     async fn set_runner_state(
         &self,
@@ -450,6 +452,10 @@ impl JobQueue for StoreQueue {
                         sha256: r.sha256,
                         verified_at_ms: r.verified_at,
                     }),
+                    platform: row
+                        .platform
+                        .as_ref()
+                        .and_then(|p| cronium_ssh::Platform::new(&p.os, &p.arch)),
                 },
                 health: row.health,
             });
@@ -475,6 +481,13 @@ impl JobQueue for StoreQueue {
         deployment: &NewDeployment,
     ) -> Result<(), QueueError> {
         Ok(self.store.record_deployment(server_id, deployment).await?)
+    }
+
+    async fn set_platform(&self, server_id: i64, os: &str, arch: &str) -> Result<(), QueueError> {
+        self.store
+            .set_server_platform(server_id, os, arch, now_ms())
+            .await?;
+        Ok(())
     }
 
     async fn set_runner_state(

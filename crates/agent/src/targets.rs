@@ -567,6 +567,15 @@ async fn run_on_server(
         .execution_duration
         .observe(started.elapsed().as_secs_f64());
     drop(sink);
+    // First contact (or a changed machine): store what the deployment detected, whatever the
+    // run's outcome.
+    if let Some(p) = ssh.detected_platform(&server.config) {
+        if server.config.platform.as_ref() != Some(&p) {
+            if let Err(e) = inner.queue.set_platform(server.id, &p.os, &p.arch).await {
+                tracing::warn!(server = %name, error = %e, "storing the detected platform");
+            }
+        }
+    }
     let finished = match result {
         Ok(run) => {
             if server.config.host_key.is_none() {

@@ -57,6 +57,9 @@ pub enum Command {
     /// Manage SSH servers.
     #[command(subcommand)]
     Server(ServerCmd),
+    /// The runner binaries deployed to SSH servers, per OS and architecture.
+    #[command(subcommand)]
+    Runner(RunnerCmd),
     /// Manage notification channels (e-mail, Slack, Discord, signed webhook).
     #[command(subcommand)]
     Channel(ChannelCmd),
@@ -571,6 +574,16 @@ pub struct AuditArgs {
     pub limit: i64,
     #[command(flatten)]
     pub client: ClientOpts,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RunnerCmd {
+    /// List the registered runners: OS, architecture, version, checksum, size, whether this
+    /// server deploys it now, and where the file is.
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 #[derive(Subcommand, Debug)]

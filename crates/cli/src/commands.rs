@@ -7,7 +7,7 @@ use cronium_model::JobStatus;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::cli::{EventCmd, JobCmd, ServerCmd, TokenCmd, VarCmd};
+use crate::cli::{EventCmd, JobCmd, RunnerCmd, ServerCmd, TokenCmd, VarCmd};
 use crate::client::{exit_code_for, print_line, Client};
 use crate::table;
 
@@ -769,6 +769,7 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                             format!("{}:{}", s(v, "host"), v["port"]),
                             s(v, "user").to_string(),
                             key.to_string(),
+                            v["arch"].as_str().unwrap_or("-").to_string(),
                             h["status"].as_str().unwrap_or("?").to_string(),
                             reading["runner_version"]
                                 .as_str()
@@ -789,6 +790,7 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                         "ADDRESS",
                         "USER",
                         "HOST KEY",
+                        "ARCH",
                         "HEALTH",
                         "RUNNER",
                         "LOAD",
@@ -816,6 +818,13 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                     s(&r, "auth"),
                     s(&r, "host_key")
                 );
+                match (r["os"].as_str(), r["arch"].as_str()) {
+                    (Some(os), Some(arch)) => println!(
+                        "system:    {os} {arch} (detected {})",
+                        s(&r, "platform_detected_at")
+                    ),
+                    _ => println!("system:    not detected yet (on the first deployment or test)"),
+                }
                 if let Some(p) = r["pending_host_key"].as_str() {
                     println!("CHANGED host key presented: {p}\n  check it, then: cronium server accept-key {name}");
                 }
@@ -933,6 +942,48 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                 print_json(&r);
             } else {
                 println!("server {name}: host key trusted: {}", s(&r, "host_key"));
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `cronium runner ...`.
+pub async fn runner(cmd: RunnerCmd) -> Result<i32> {
+    match cmd {
+        RunnerCmd::List { client } => {
+            let v = Client::new(&client)?.get("/api/v1/runners").await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|a| {
+                        vec![
+                            s(a, "os").to_string(),
+                            s(a, "arch").to_string(),
+                            s(a, "version").to_string(),
+                            s(a, "sha256").chars().take(12).collect(),
+                            a["size_bytes"].to_string(),
+                            if a["active"].as_bool() == Some(true) {
+                                "yes"
+                            } else {
+                                "no"
+                            }
+                            .to_string(),
+                            s(a, "added_at").to_string(),
+                            s(a, "path").to_string(),
+                        ]
+                    })
+                    .collect();
+                table::print(
+                    &[
+                        "OS", "ARCH", "VERSION", "SHA256", "SIZE", "ACTIVE", "ADDED", "PATH",
+                    ],
+                    &rows,
+                );
             }
         }
     }

@@ -344,6 +344,7 @@ async fn main() {
         Command::User(cmd) => accounts::user(cmd).await,
         Command::Audit(args) => accounts::audit(args).await,
         Command::Server(cmd) => commands::server(cmd).await,
+        Command::Runner(cmd) => commands::runner(cmd).await,
         Command::Channel(cmd) => notify::channel(cmd).await,
         Command::Prune(args) => prune::prune(args).await,
         Command::Completions { shell } => {

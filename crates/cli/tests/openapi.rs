@@ -812,6 +812,8 @@ async fn every_route_answers_as_the_document_says() {
     )
     .await;
     c.hit("GET", servers, servers, Body::None, 200).await;
+    c.hit("GET", "/api/v1/runners", "/api/v1/runners", Body::None, 200)
+        .await;
     c.hit("GET", server, "/api/v1/servers/nowhere", Body::None, 200)
         .await;
     c.hit("GET", server, "/api/v1/servers/nope", Body::None, 404)

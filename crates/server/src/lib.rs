@@ -311,6 +311,9 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         .clone()
         .unwrap_or_else(|| config.runner_path.clone());
     let mut transports = transports(config, &remote_runner).await;
+    if let Some(ssh) = &transports.ssh {
+        register_artifacts(&store, ssh).await;
+    }
     let health_contacts = transports
         .ssh
         .as_ref()
@@ -380,6 +383,25 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
     })
 }
 
+/// Registers the runners the SSH transport deploys in the artifact table (`cronium runner
+/// list`): one row per build, refreshed at every start.
+async fn register_artifacts(store: &Store, ssh: &cronium_ssh::SshExecutor) {
+    let now = cronium_core::clock::now_ms();
+    for a in ssh.runners() {
+        let row = cronium_store::NewArtifact {
+            version: a.version.clone(),
+            os: a.platform.os.clone(),
+            arch: a.platform.arch.clone(),
+            sha256: a.sha256.clone(),
+            size: i64::try_from(a.size).unwrap_or(i64::MAX),
+            path: a.path.display().to_string(),
+        };
+        if let Err(e) = store.register_artifact(&row, now).await {
+            tracing::warn!(path = %row.path, error = %e, "registering a runner artifact");
+        }
+    }
+}
+
 /// The SSH and container transports. Neither is fatal when missing: a server without Docker
 /// still runs local and SSH jobs, and says why container jobs fail.
 async fn transports(
@@ -387,11 +409,21 @@ async fn transports(
     remote_runner: &std::path::Path,
 ) -> cronium_agent::Transports {
     let mut t = cronium_agent::Transports::default();
-    match cronium_ssh::RunnerArtifact::from_path(remote_runner).await {
-        Ok(artifact) => t.ssh = Some(cronium_ssh::SshExecutor::new(config.ssh.clone(), artifact)),
-        Err(e) => {
-            tracing::warn!(error = %e, "SSH targets unavailable: the runner binary cannot be read")
+    // The configured runner and those for other platforms beside it (`linux-*/cronium-runner`).
+    let (artifacts, problems) = cronium_ssh::RunnerArtifact::discover(remote_runner).await;
+    for p in &problems {
+        tracing::warn!(problem = %p, "a runner artifact was left out");
+    }
+    if artifacts.iter().any(|a| a.path == remote_runner) {
+        for a in &artifacts {
+            tracing::info!(platform = %a.platform, version = %a.version, path = %a.path.display(), "runner artifact");
         }
+        t.ssh = Some(cronium_ssh::SshExecutor::with_runners(
+            config.ssh.clone(),
+            artifacts,
+        ));
+    } else {
+        tracing::warn!("SSH targets unavailable: the runner binary cannot be read");
     }
     if config.docker {
         let mut dc = config.container.clone();

@@ -27,6 +27,53 @@ pub struct ServerConfig {
     /// [`SshConfig::reverify_after`] and matches the runner and path to use; a run that then
     /// finds it missing redeploys it.
     pub known_runner: Option<KnownRunner>,
+    /// The OS and architecture the caller's store remembers for this host (detected on an
+    /// earlier contact). `None`: the executor asks the host (`uname -s; uname -m`) before the
+    /// first deployment and remembers the answer ([`crate::SshExecutor::detected_platform`]).
+    pub platform: Option<Platform>,
+}
+
+/// A host's (or a runner binary's) OS and architecture, normalised: `os` is `uname -s` in lower
+/// case (`linux`), `arch` is `uname -m` with the aliases folded (`amd64` is `x86_64`, `arm64`
+/// is `aarch64`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+}
+
+impl Platform {
+    /// From what `uname -s` and `uname -m` print (or a stored row). `None` when either is empty
+    /// or not a plain name.
+    pub fn new(os: &str, arch: &str) -> Option<Platform> {
+        let plain = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        };
+        let os = os.trim().to_ascii_lowercase();
+        let arch = match arch.trim().to_ascii_lowercase().as_str() {
+            "amd64" | "x64" => "x86_64".to_string(),
+            "arm64" | "armv8" | "armv8l" => "aarch64".to_string(),
+            other => other.to_string(),
+        };
+        (plain(&os) && plain(&arch)).then_some(Platform { os, arch })
+    }
+
+    /// The machine this process runs on.
+    pub fn local() -> Platform {
+        Platform {
+            os: std::env::consts::OS.to_string(),
+            arch: std::env::consts::ARCH.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)
+    }
 }
 
 /// A runner deployment verified on a host: what the store keeps per server so that a restarted
@@ -51,6 +98,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("user", &self.user)
             .field("host_key", &self.host_key)
             .field("known_runner", &self.known_runner)
+            .field("platform", &self.platform)
             .finish_non_exhaustive()
     }
 }
@@ -180,7 +228,7 @@ impl SshConfig {
     }
 }
 
-/// The runner binary to deploy (linux x86_64, static).
+/// A runner binary to deploy (static), for one OS and architecture.
 #[derive(Debug, Clone)]
 pub struct RunnerArtifact {
     pub path: PathBuf,
@@ -188,16 +236,54 @@ pub struct RunnerArtifact {
     pub version: String,
     /// SHA-256 of the file, hex.
     pub sha256: String,
+    /// Size of the file in bytes.
+    pub size: u64,
+    /// Where it runs: from the ELF header (`e_machine`); a file that is not ELF (a wrapper
+    /// script in tests) runs where this process runs.
+    pub platform: Platform,
+}
+
+/// The name of the manifest `scripts/build-runner.sh` writes next to each binary:
+/// `{"version": "X.Y.Z", "sha256": "..."}`. How the server knows the version of a binary it
+/// cannot run (the aarch64 one on an x86_64 server).
+pub const MANIFEST_NAME: &str = "cronium-runner.json";
+
+/// The architecture of an ELF file from its header, `None` when it is not ELF (or an
+/// architecture Cronium does not name).
+fn elf_platform(bytes: &[u8]) -> Option<Platform> {
+    if bytes.len() < 20 || &bytes[..4] != b"\x7fELF" {
+        return None;
+    }
+    // e_machine, at offset 18, in the file's byte order (EI_DATA: 1 little, 2 big endian).
+    let m = match bytes[5] {
+        2 => u16::from_be_bytes([bytes[18], bytes[19]]),
+        _ => u16::from_le_bytes([bytes[18], bytes[19]]),
+    };
+    let arch = match m {
+        0x3e => "x86_64",
+        0xb7 => "aarch64",
+        0xf3 => "riscv64",
+        0x28 => "arm",
+        0x03 => "i686",
+        _ => return None,
+    };
+    Some(Platform {
+        os: "linux".into(),
+        arch: arch.into(),
+    })
 }
 
 impl RunnerArtifact {
-    /// Reads the binary at `path`: hashes it and asks it for its version.
+    /// Reads the binary at `path`: hashes it, reads its platform from its header, and asks it
+    /// for its version.
     pub async fn from_path(path: impl Into<PathBuf>) -> Result<Self, SshError> {
         let path = path.into();
         let bytes = tokio::fs::read(&path).await.map_err(|e| {
             SshError::Io(format!("cannot read runner binary {}: {e}", path.display()))
         })?;
         let sha256 = hex::encode(Sha256::digest(&bytes));
+        let platform = elf_platform(&bytes).unwrap_or_else(Platform::local);
+        let size = bytes.len() as u64;
         let out = tokio::process::Command::new(&path)
             .arg("--version")
             .output()
@@ -213,7 +299,130 @@ impl RunnerArtifact {
             path,
             version,
             sha256,
+            size,
+            platform,
         })
+    }
+
+    /// Reads a binary built for another machine: its version comes from the manifest next to
+    /// it ([`MANIFEST_NAME`]), whose `sha256` must be the file's (a manifest of another build is
+    /// refused).
+    pub async fn from_path_with_manifest(path: impl Into<PathBuf>) -> Result<Self, SshError> {
+        let path = path.into();
+        let bytes = tokio::fs::read(&path).await.map_err(|e| {
+            SshError::Io(format!("cannot read runner binary {}: {e}", path.display()))
+        })?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let platform = elf_platform(&bytes).ok_or_else(|| {
+            SshError::Io(format!(
+                "{} is not an ELF binary of a known architecture",
+                path.display()
+            ))
+        })?;
+        let manifest_path = path.with_file_name(MANIFEST_NAME);
+        let text = tokio::fs::read_to_string(&manifest_path)
+            .await
+            .map_err(|e| {
+                SshError::Io(format!(
+                    "cannot read {} (written by scripts/build-runner.sh): {e}",
+                    manifest_path.display()
+                ))
+            })?;
+        let m: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| SshError::Io(format!("{}: {e}", manifest_path.display())))?;
+        let field = |name: &str| {
+            m.get(name)
+                .and_then(|v| v.as_str())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    SshError::Io(format!(
+                        "{}: {name}: missing or not a non-empty string",
+                        manifest_path.display()
+                    ))
+                })
+        };
+        let (version, listed) = (field("version")?, field("sha256")?);
+        if !listed.eq_ignore_ascii_case(&sha256) {
+            return Err(SshError::Io(format!(
+                "{}: sha256 is {listed}, but {} has {sha256} (a manifest of another build)",
+                manifest_path.display(),
+                path.display()
+            )));
+        }
+        Ok(RunnerArtifact {
+            path,
+            version,
+            sha256,
+            size: bytes.len() as u64,
+            platform,
+        })
+    }
+
+    /// The configured runner and the ones for other platforms shipped beside it: every
+    /// `linux-*/cronium-runner` in the runner's directory (and in its parent, when the
+    /// configured runner is itself in a `linux-*` directory). A binary for this machine is
+    /// asked for its version; one for another machine needs its manifest. One artifact per
+    /// platform: the configured runner wins for its own. Binaries that cannot be read are
+    /// left out, each with the reason in the second list.
+    pub async fn discover(configured: &std::path::Path) -> (Vec<RunnerArtifact>, Vec<String>) {
+        let mut found: Vec<RunnerArtifact> = Vec::new();
+        let mut problems = Vec::new();
+        match RunnerArtifact::from_path(configured).await {
+            Ok(a) => found.push(a),
+            Err(e) => problems.push(e.to_string()),
+        }
+        let mut dirs = Vec::new();
+        if let Some(dir) = configured.parent() {
+            dirs.push(dir.to_path_buf());
+            let in_arch_dir = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("linux-"));
+            if let (true, Some(up)) = (in_arch_dir, dir.parent()) {
+                dirs.push(up.to_path_buf());
+            }
+        }
+        let mut candidates = Vec::new();
+        for dir in dirs {
+            let Ok(mut rd) = tokio::fs::read_dir(&dir).await else {
+                continue;
+            };
+            while let Ok(Some(entry)) = rd.next_entry().await {
+                let name = entry.file_name();
+                if name.to_str().is_some_and(|n| n.starts_with("linux-")) {
+                    let bin = entry.path().join("cronium-runner");
+                    if bin.is_file() {
+                        candidates.push(bin);
+                    }
+                }
+            }
+        }
+        candidates.sort();
+        let local = Platform::local();
+        for bin in candidates {
+            let bytes_platform = match tokio::fs::read(&bin).await {
+                Ok(b) => elf_platform(&b),
+                Err(e) => {
+                    problems.push(format!("cannot read runner binary {}: {e}", bin.display()));
+                    continue;
+                }
+            };
+            let artifact = match bytes_platform {
+                Some(p) if p == local => RunnerArtifact::from_path(&bin).await,
+                _ => RunnerArtifact::from_path_with_manifest(&bin).await,
+            };
+            match artifact {
+                Ok(a) if found.iter().any(|f| f.platform == a.platform) => {
+                    // The configured runner (or an earlier directory) already covers it.
+                    let _ = a;
+                }
+                Ok(a) => found.push(a),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        (found, problems)
     }
 
     /// File name on the host: versioned so that several versions can coexist while agents roll.
@@ -271,4 +480,41 @@ pub struct DirectScript {
     pub script: String,
     /// Environment of the script (event env merged with the run's env by the caller).
     pub env: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod platform_tests {
+    use super::*;
+
+    #[test]
+    fn uname_output_is_normalised() {
+        let p = |os, arch| Platform::new(os, arch).map(|p| p.to_string());
+        assert_eq!(p("Linux\n", "x86_64\n").as_deref(), Some("linux/x86_64"));
+        assert_eq!(p("Linux", "amd64").as_deref(), Some("linux/x86_64"));
+        assert_eq!(p("Linux", "arm64").as_deref(), Some("linux/aarch64"));
+        assert_eq!(p("Linux", "aarch64").as_deref(), Some("linux/aarch64"));
+        assert_eq!(p("Linux", "riscv64").as_deref(), Some("linux/riscv64"));
+        assert_eq!(p("Darwin", "arm64").as_deref(), Some("darwin/aarch64"));
+        assert_eq!(p("Linux", ""), None);
+        assert_eq!(p("", "x86_64"), None);
+        assert_eq!(p("Linux", "x86 64; rm -rf"), None);
+    }
+
+    #[test]
+    fn the_elf_header_names_the_architecture() {
+        let header = |class_data: u8, machine: [u8; 2]| {
+            let mut h = vec![0u8; 64];
+            h[..4].copy_from_slice(b"\x7fELF");
+            h[5] = class_data;
+            h[18..20].copy_from_slice(&machine);
+            h
+        };
+        let arch = |b: &[u8]| elf_platform(b).map(|p| p.arch);
+        assert_eq!(arch(&header(1, [0x3e, 0])).as_deref(), Some("x86_64"));
+        assert_eq!(arch(&header(1, [0xb7, 0])).as_deref(), Some("aarch64"));
+        assert_eq!(arch(&header(2, [0, 0xb7])).as_deref(), Some("aarch64"));
+        assert_eq!(arch(&header(1, [0x99, 0x99])), None);
+        assert_eq!(arch(b"#!/bin/sh\necho cronium-runner 0.1.0\n"), None);
+        assert_eq!(arch(b""), None);
+    }
 }

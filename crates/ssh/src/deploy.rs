@@ -513,6 +513,8 @@ mod tests {
             path: "/nonexistent".into(),
             version: "0.1.0".into(),
             sha256: "ab".repeat(32),
+            size: 1,
+            platform: crate::Platform::local(),
         }
     }
 
@@ -525,6 +527,7 @@ mod tests {
             credential: Credential::Password("x".into()),
             host_key: None,
             known_runner: known,
+            platform: None,
         }
     }
 

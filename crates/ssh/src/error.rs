@@ -44,6 +44,17 @@ pub enum SshError {
     Command { server: String, reason: String },
     #[error("lost the connection to server '{server}': {reason}")]
     Lost { server: String, reason: String },
+    /// No runner artifact is built for the host's OS and architecture (auto mode falls back
+    /// to direct-ssh).
+    #[error(
+        "no runner for server '{server}': it is {platform}, and runners are available for {available}"
+    )]
+    UnsupportedPlatform {
+        server: String,
+        platform: String,
+        /// The platforms there are runners for, comma-separated (`linux/aarch64, linux/x86_64`).
+        available: String,
+    },
     #[error("invalid server configuration: {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
     #[error("invalid run request: {field}: {reason}")]

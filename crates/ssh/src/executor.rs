@@ -1,6 +1,7 @@
 //! [`SshExecutor`]: the public face of the crate. Picks the mode, leases a connection, deploys the
 //! runner when needed, runs, falls back in auto mode, and counts. Holds no per-run state.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,7 +18,8 @@ use crate::runner_run::{run_runner, RunnerRunError};
 use crate::serve_run;
 use crate::shell::quote;
 use crate::{
-    DeploymentRecord, DirectScript, Mode, RunnerArtifact, ServerConfig, SshConfig, SshError,
+    DeploymentRecord, DirectScript, Mode, Platform, RunnerArtifact, ServerConfig, SshConfig,
+    SshError,
 };
 
 /// The result of one execution on one server.
@@ -70,7 +72,10 @@ pub struct TestReport {
 
 pub(crate) struct Inner {
     pub(crate) cfg: SshConfig,
-    pub(crate) runner: RunnerArtifact,
+    /// One per platform.
+    pub(crate) runners: Vec<RunnerArtifact>,
+    /// Platforms detected on contact, by host, port and user.
+    pub(crate) platforms: std::sync::Mutex<HashMap<(String, u16, String), Platform>>,
     pub(crate) pool: Arc<Pool>,
     pub(crate) cache: DeployCache,
     pub(crate) metrics: Arc<Metrics>,
@@ -85,13 +90,28 @@ pub struct SshExecutor {
 }
 
 impl SshExecutor {
+    /// An executor with one runner (the platform it was built for).
     pub fn new(config: SshConfig, runner: RunnerArtifact) -> Self {
+        Self::with_runners(config, vec![runner])
+    }
+
+    /// An executor with one runner per platform ([`RunnerArtifact::discover`]); of two for the
+    /// same platform the first is used. The first is also the one `test` and health checks look
+    /// for on a host whose platform is not known yet.
+    pub fn with_runners(config: SshConfig, runners: Vec<RunnerArtifact>) -> Self {
+        let mut unique: Vec<RunnerArtifact> = Vec::new();
+        for r in runners {
+            if !unique.iter().any(|u| u.platform == r.platform) {
+                unique.push(r);
+            }
+        }
         let metrics = Arc::new(Metrics::default());
         SshExecutor {
             inner: Arc::new(Inner {
                 pool: Arc::new(Pool::new(config.clone(), metrics.clone())),
                 cfg: config,
-                runner,
+                runners: unique,
+                platforms: Default::default(),
                 cache: DeployCache::default(),
                 metrics,
                 contacts: std::sync::OnceLock::new(),
@@ -107,6 +127,125 @@ impl SshExecutor {
         &self.inner.cfg
     }
 
+    /// The runners this executor deploys, one per platform.
+    pub fn runners(&self) -> &[RunnerArtifact] {
+        &self.inner.runners
+    }
+
+    /// The platform this executor detected on `server` (by a run's deployment or `test`), for
+    /// the caller to store.
+    pub fn detected_platform(&self, server: &ServerConfig) -> Option<Platform> {
+        self.inner
+            .platforms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&platform_key(server))
+            .cloned()
+    }
+
+    fn remember_platform(&self, server: &ServerConfig, p: Platform) {
+        self.inner
+            .platforms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(platform_key(server), p);
+    }
+
+    /// What is known of `server`'s platform: detected by this process, else the caller's.
+    fn known_platform(&self, server: &ServerConfig) -> Option<Platform> {
+        self.detected_platform(server)
+            .or_else(|| server.platform.clone())
+    }
+
+    pub(crate) fn known_platform_name(&self, server: &ServerConfig) -> String {
+        self.known_platform(server)
+            .map_or_else(|| "unknown".into(), |p| p.to_string())
+    }
+
+    fn artifact_for(&self, p: &Platform) -> Option<&RunnerArtifact> {
+        self.inner.runners.iter().find(|r| &r.platform == p)
+    }
+
+    /// The runner a health check looks for: the one for `server`'s known platform (none when
+    /// there is no runner for it), else the first.
+    pub(crate) fn probe_artifact(&self, server: &ServerConfig) -> Option<&RunnerArtifact> {
+        match self.known_platform(server) {
+            Some(p) => self.artifact_for(&p),
+            None => self.inner.runners.first(),
+        }
+    }
+
+    /// The platforms there are runners for: `linux/aarch64, linux/x86_64`.
+    fn available(&self) -> String {
+        let mut v: Vec<String> = self
+            .inner
+            .runners
+            .iter()
+            .map(|r| r.platform.to_string())
+            .collect();
+        v.sort();
+        if v.is_empty() {
+            "no platform".into()
+        } else {
+            v.join(", ")
+        }
+    }
+
+    /// The runner for `server`: its known platform, or the one `uname` reports on `conn`
+    /// (remembered). No runner for it: [`SshError::UnsupportedPlatform`].
+    async fn select(
+        &self,
+        conn: &connection::Conn,
+        server: &ServerConfig,
+    ) -> Result<&RunnerArtifact, SshError> {
+        let platform = match self.known_platform(server) {
+            Some(p) => p,
+            None => {
+                let failed = |reason: String| SshError::Deploy {
+                    server: server.name.clone(),
+                    reason: format!("cannot detect the host's OS and architecture: {reason}"),
+                    record: None,
+                };
+                let out = exec(
+                    conn,
+                    "uname -s; uname -m",
+                    None,
+                    self.inner.cfg.connect_timeout,
+                )
+                .await
+                .map_err(failed)?;
+                let text = out.stdout_str();
+                let mut lines = text.lines();
+                let p = match (out.ok(), lines.next(), lines.next()) {
+                    (true, Some(os), Some(arch)) => Platform::new(os, arch),
+                    _ => None,
+                }
+                .ok_or_else(|| {
+                    failed(format!(
+                        "`uname -s; uname -m` printed {:?}{}",
+                        text.chars().take(100).collect::<String>(),
+                        if out.stderr_str().is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                " ({})",
+                                out.stderr_str().chars().take(200).collect::<String>()
+                            )
+                        }
+                    ))
+                })?;
+                self.remember_platform(server, p.clone());
+                p
+            }
+        };
+        self.artifact_for(&platform)
+            .ok_or_else(|| SshError::UnsupportedPlatform {
+                server: server.name.clone(),
+                platform: platform.to_string(),
+                available: self.available(),
+            })
+    }
+
     /// Idle pooled connections to `server` that are still open (for status pages and tests).
     pub fn idle_connections(&self, server: &ServerConfig) -> usize {
         self.inner.pool.idle_count(server)
@@ -117,6 +256,11 @@ impl SshExecutor {
     pub fn forget(&self, server: &ServerConfig) {
         self.inner.pool.forget(server);
         self.inner.cache.invalidate(server);
+        self.inner
+            .platforms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&platform_key(server));
     }
 
     /// Connects with a fresh connection (never pooled) and reports what an operator needs to
@@ -172,15 +316,25 @@ impl SshExecutor {
             HostKeyStatus::FirstUse
         });
         report.host_key = Some(conn.host_key.clone());
-        let path = Deployer {
-            cfg: &self.inner.cfg,
-            runner: &self.inner.runner,
-            cache: &self.inner.cache,
-            metrics: &self.inner.metrics,
-        }
-        .remote_path();
-        let q = quote(&path);
-        let cmd = format!("uname -s; uname -m; if [ -x {q} ]; then {q} --version; fi");
+        // The first runner of ours that runs on the host tells its version.
+        let probes: String = self
+            .inner
+            .runners
+            .iter()
+            .map(|r| {
+                let q = quote(
+                    &Deployer {
+                        cfg: &self.inner.cfg,
+                        runner: r,
+                        cache: &self.inner.cache,
+                        metrics: &self.inner.metrics,
+                    }
+                    .remote_path(),
+                );
+                format!(" if [ -x {q} ] && {q} --version 2>/dev/null; then exit 0; fi;")
+            })
+            .collect();
+        let cmd = format!("uname -s; uname -m;{probes} true");
         match exec(&conn, &cmd, None, self.inner.cfg.connect_timeout).await {
             Ok(out) => {
                 let text = out.stdout_str();
@@ -188,6 +342,12 @@ impl SshExecutor {
                 report.os = lines.next().map(|s| s.trim().to_string());
                 report.arch = lines.next().map(|s| s.trim().to_string());
                 report.runner_version = crate::config::parse_version(&text);
+                if let Some(p) = Platform::new(
+                    report.os.as_deref().unwrap_or_default(),
+                    report.arch.as_deref().unwrap_or_default(),
+                ) {
+                    self.remember_platform(server, p);
+                }
             }
             Err(e) => report.error = Some(format!("probe command failed: {e}")),
         }
@@ -297,7 +457,8 @@ impl SshExecutor {
             },
             Mode::Auto => match self.runner(&mut lease, server, req, sink, cancel).await {
                 Ok(r) => Ok(r),
-                Err((Some(record), e @ SshError::Deploy { .. })) => {
+                Err((record, e @ SshError::UnsupportedPlatform { .. }))
+                | Err((record @ Some(_), e @ SshError::Deploy { .. })) => {
                     inc(&self.inner.metrics.fallbacks);
                     let reason = e.to_string();
                     let _ = sink
@@ -316,7 +477,7 @@ impl SshExecutor {
                         sink,
                         cancel,
                         Some(reason),
-                        Some(record),
+                        record,
                     )
                     .await
                 }
@@ -334,9 +495,13 @@ impl SshExecutor {
         sink: &EventSink,
         cancel: &CancellationToken,
     ) -> Result<RemoteRun, (Option<DeploymentRecord>, SshError)> {
+        let runner = self
+            .select(&lease.conn, server)
+            .await
+            .map_err(|e| (None, e))?;
         let deployer = Deployer {
             cfg: &self.inner.cfg,
-            runner: &self.inner.runner,
+            runner,
             cache: &self.inner.cache,
             metrics: &self.inner.metrics,
         };
@@ -375,7 +540,7 @@ impl SshExecutor {
                         fallback_reason: None,
                         deployment: Some(record),
                         observed_host_key: lease.conn.host_key.clone(),
-                        runner_version: Some(self.inner.runner.version.clone()),
+                        runner_version: Some(runner.version.clone()),
                     })
                 }
                 Err(RunnerRunError::Missing(why)) if !retried => {
@@ -530,4 +695,8 @@ impl SshExecutor {
             }
         }
     }
+}
+
+fn platform_key(server: &ServerConfig) -> (String, u16, String) {
+    (server.host.clone(), server.port, server.user.clone())
 }

@@ -71,6 +71,8 @@ impl SshExecutor {
             Some(SshError::Deploy { .. } | SshError::Protocol { .. }) => (None, true),
             Some(SshError::InvalidConfig { .. } | SshError::InvalidRequest { .. }) => return,
             Some(SshError::Io(_)) => return,
+            // The host answered; it only has no runner of ours.
+            Some(SshError::UnsupportedPlatform { .. }) => (None, false),
             Some(e) => (Some(e.to_string()), false),
         };
         let _ = tx.try_send(Contact {
@@ -112,9 +114,19 @@ impl SshExecutor {
         };
         inc(&self.inner.metrics.health_checks);
         let started = Instant::now();
+        let Some(runner) = self.probe_artifact(server) else {
+            return Ok(Some(HealthCheck {
+                reading: None,
+                error: Some(format!(
+                    "no runner for this server's platform ({})",
+                    self.known_platform_name(server)
+                )),
+                duration: started.elapsed(),
+            }));
+        };
         let path = Deployer {
             cfg: &self.inner.cfg,
-            runner: &self.inner.runner,
+            runner,
             cache: &self.inner.cache,
             metrics: &self.inner.metrics,
         }

@@ -7,7 +7,12 @@
 //!   channel and forward the runner's event stream;
 //! - `direct-ssh`: send the script itself to the interpreter (`bash -s`, `python3 -`, `node -`)
 //!   in its own process group, with no runtime helpers;
-//! - `auto`: runner-ssh, falling back to direct-ssh when the runner cannot be deployed.
+//! - `auto`: runner-ssh, falling back to direct-ssh when the runner cannot be deployed (or no
+//!   runner is built for the host's OS and architecture).
+//!
+//! The executor holds one runner artifact per platform; the host's platform is detected with
+//! `uname -s; uname -m` before its first deployment (unless the caller knows it) and picks the
+//! artifact.
 //!
 //! This crate is not the store, the fan-out or the scheduler: it runs one execution on one server
 //! and returns what the caller must record (the observed host key to pin, the deployment record).
@@ -29,7 +34,8 @@ mod shell;
 mod validate;
 
 pub use config::{
-    Credential, DirectScript, KnownRunner, Mode, RunnerArtifact, ServerConfig, SshConfig,
+    Credential, DirectScript, KnownRunner, Mode, Platform, RunnerArtifact, ServerConfig, SshConfig,
+    MANIFEST_NAME,
 };
 pub use deploy::{DeployOutcome, DeploymentRecord};
 pub use error::SshError;

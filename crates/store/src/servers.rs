@@ -6,6 +6,7 @@
 use serde_json::Value;
 use sqlx::any::AnyRow;
 
+use crate::artifacts::ServerPlatform;
 use crate::row::{i64_col, json, opt_i64, opt_text, text, to_json};
 use crate::server_health::{health_state, HealthState};
 use crate::store::map_opt;
@@ -31,6 +32,8 @@ pub struct ServerRow {
     pub runner: Option<RunnerState>,
     /// The latest health check and reading (`record_health_check`).
     pub health: HealthState,
+    /// The OS and architecture detected on contact (`set_server_platform`).
+    pub platform: Option<ServerPlatform>,
 }
 
 /// A runner verified on a server: where, which build, when.
@@ -83,7 +86,7 @@ const SERVER_COLS: &str = "id, name, host, port, username, auth_kind, credential
                            pending_host_key, tags, created_at, updated_at, runner_path, \
                            runner_sha256, runner_verified_at, health_checked_at, \
                            health_contact_at, health_failures, health_error, health_reading, \
-                           health_reading_at";
+                           health_reading_at, os, arch, platform_detected_at";
 
 fn server_row(row: &AnyRow) -> Result<ServerRow, StoreError> {
     let tags = match json(row, "tags")? {
@@ -119,6 +122,18 @@ fn server_row(row: &AnyRow) -> Result<ServerRow, StoreError> {
             _ => None,
         },
         health: health_state(row)?,
+        platform: match (
+            opt_text(row, "os")?,
+            opt_text(row, "arch")?,
+            opt_i64(row, "platform_detected_at")?,
+        ) {
+            (Some(os), Some(arch), Some(detected_at)) => Some(ServerPlatform {
+                os,
+                arch,
+                detected_at,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -253,11 +268,12 @@ impl Store {
     }
 
     /// Trusts a new host key (the pending one, or one given by the operator). A new key may
-    /// mean a new machine, so what was known about its runner is forgotten.
+    /// mean a new machine, so what was known about its runner and platform is forgotten.
     pub async fn accept_host_key(&self, id: i64, key: &str, now: i64) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE servers SET host_key = $1, pending_host_key = NULL, runner_path = NULL, \
-             runner_sha256 = NULL, runner_verified_at = NULL, updated_at = $2 WHERE id = $3",
+             runner_sha256 = NULL, runner_verified_at = NULL, os = NULL, arch = NULL, \
+             platform_detected_at = NULL, updated_at = $2 WHERE id = $3",
         )
         .bind(key)
         .bind(now)

@@ -23,8 +23,8 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
 use super::{
-    apply, audit, channels, events, hooks, jobs, prune, runtime, servers, tokens, users, variables,
-    workflows,
+    apply, audit, channels, events, hooks, jobs, prune, runners, runtime, servers, tokens, users,
+    variables, workflows,
 };
 
 #[derive(OpenApi)]
@@ -41,6 +41,7 @@ Every route but `/healthz` and `POST /hooks/{name}` (signed instead) needs `Auth
         audit::list,
         servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
         servers::set_credential,
+        runners::list,
         workflows::list, workflows::apply, workflows::show, workflows::delete, workflows::run,
         workflows::runs, workflows::show_run, workflows::retry, workflows::cancel, workflows::logs,
         apply::apply,
@@ -63,6 +64,7 @@ Every route but `/healthz` and `POST /hooks/{name}` (signed instead) needs `Auth
         (name = "users", description = "Accounts and their roles (admin, operator, viewer)"),
         (name = "audit", description = "The append-only log of every change, run, cancel and login"),
         (name = "servers", description = "SSH servers"),
+        (name = "runners", description = "The runner binaries deployed to SSH servers, per OS and architecture"),
         (name = "retention", description = "Pruning what is past its retention"),
         (name = "runtime", description = "What a running script reads and writes, with its execution's token (CRONIUM_API_TOKEN)"),
         (name = "hooks", description = "Signed webhooks: `POST /hooks/{name}` (no token: the signature), each hook's URL and secret"),

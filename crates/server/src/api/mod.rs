@@ -19,6 +19,7 @@ pub mod hooks;
 pub mod jobs;
 pub mod params;
 pub mod prune;
+pub mod runners;
 pub mod runtime;
 pub mod servers;
 pub mod tokens;
@@ -350,6 +351,7 @@ pub fn api_routes() -> Routes<AppState> {
             get(Viewer, servers::show).delete(Operator, servers::delete),
         )
         .route("/servers/{name}/test", post(Operator, servers::test))
+        .route("/runners", get(Viewer, runners::list))
         .route(
             "/servers/{name}/accept-key",
             post(Operator, servers::accept_key),

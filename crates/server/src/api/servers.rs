@@ -84,6 +84,15 @@ pub struct ServerDto {
     /// it in doubt since. A restarted server trusts it for 24 h instead of checking the host.
     #[schema(required)]
     pub runner: Option<RunnerStateDto>,
+    /// The OS detected on first contact (`uname -s`, lower case: `linux`); null until then.
+    #[schema(required)]
+    pub os: Option<String>,
+    /// The architecture detected on first contact (`uname -m`, `amd64` folded into `x86_64`,
+    /// `arm64` into `aarch64`); it picks the runner deployed. Null until then.
+    #[schema(required)]
+    pub arch: Option<String>,
+    #[schema(format = DateTime, required)]
+    pub platform_detected_at: Option<String>,
     /// Only in the answer for one server (`GET /api/v1/servers/{name}`), newest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deployments: Option<Vec<DeploymentDto>>,
@@ -275,6 +284,9 @@ fn dto(state: &AppState, s: ServerRow) -> ServerDto {
             verified_at: rfc3339(r.verified_at),
         }),
         deployments: None,
+        os: s.platform.as_ref().map(|p| p.os.clone()),
+        arch: s.platform.as_ref().map(|p| p.arch.clone()),
+        platform_detected_at: s.platform.as_ref().map(|p| rfc3339(p.detected_at)),
     }
 }
 

@@ -26,6 +26,8 @@ pub struct ServerItem {
     /// `ok`, `changed` (a new host key waits to be accepted), `new` (never connected).
     pub health: &'static str,
     pub runner: String,
+    /// `linux/x86_64`, or empty until detected.
+    pub platform: String,
     /// The health status (`healthy`, `degraded`, `unreachable`, `unknown`): the dot's class,
     /// unless the host key changed.
     pub status: &'static str,
@@ -71,6 +73,11 @@ pub fn server_item(state: &AppState, s: &cronium_store::ServerRow) -> ServerItem
         address: format!("{}@{}:{}", s.username, s.host, s.port),
         health: server_health(s),
         runner,
+        platform: s
+            .platform
+            .as_ref()
+            .map(|p| format!("{}/{}", p.os, p.arch))
+            .unwrap_or_default(),
         status: verdict.status.as_str(),
         summary,
     }

@@ -76,6 +76,8 @@ struct ServerPage {
     pending_fingerprint: String,
     runner: String,
     runner_verified: String,
+    /// `linux x86_64 (detected ...)`, or empty.
+    platform: String,
     deployments: Vec<DeploymentItem>,
     report: Option<ReportItem>,
     done: Option<String>,
@@ -220,6 +222,18 @@ async fn server_page(
             .map(|r| r.sha256.clone())
             .unwrap_or_default(),
         runner_verified: format::ts(s.runner.as_ref().map(|r| r.verified_at)),
+        platform: s
+            .platform
+            .as_ref()
+            .map(|p| {
+                format!(
+                    "{}/{} (detected {})",
+                    p.os,
+                    p.arch,
+                    format::ts(Some(p.detected_at))
+                )
+            })
+            .unwrap_or_default(),
         name: s.name,
         deployments,
         report,

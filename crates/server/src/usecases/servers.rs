@@ -192,6 +192,10 @@ pub fn config_of(state: &AppState, s: &ServerRow) -> UseCaseResult<ServerConfig>
             sha256: r.sha256.clone(),
             verified_at_ms: r.verified_at,
         }),
+        platform: s
+            .platform
+            .as_ref()
+            .and_then(|p| cronium_ssh::Platform::new(&p.os, &p.arch)),
     })
 }
 
@@ -273,7 +277,30 @@ async fn test_unrecorded(state: &AppState, name: &str) -> UseCaseResult<TestRepo
         }
         _ => {}
     }
+    if r.authenticated {
+        store_platform(state, ssh, &row, &cfg).await;
+    }
     Ok(r)
+}
+
+/// Stores the platform the executor detected on `cfg` when it is not the row's.
+pub async fn store_platform(
+    state: &AppState,
+    ssh: &cronium_ssh::SshExecutor,
+    row: &ServerRow,
+    cfg: &ServerConfig,
+) {
+    if let Some(p) = ssh.detected_platform(cfg) {
+        if cfg.platform.as_ref() != Some(&p) {
+            if let Err(e) = state
+                .store
+                .set_server_platform(row.id, &p.os, &p.arch, now_ms())
+                .await
+            {
+                tracing::warn!(server = %row.name, error = %e, "storing the detected platform");
+            }
+        }
+    }
 }
 
 /// Trusts `key` (default: the pending key the server presented) as the server's host key.

@@ -120,6 +120,8 @@ pub struct Sshd {
     pub sftp: bool,
     /// sshd's `LogLevel` (its log is `dir/sshd.log`).
     log_level: &'static str,
+    /// Appended to the generated sshd_config.
+    extra_config: String,
     child: Option<Child>,
 }
 
@@ -135,6 +137,16 @@ impl Sshd {
     /// An sshd that logs at `log_level` (DEBUG1 shows the negotiated algorithms) into
     /// [`Sshd::log`].
     pub fn start_logging(sftp: bool, log_level: &'static str) -> Sshd {
+        Self::start_configured(sftp, log_level, "")
+    }
+
+    /// An sshd with `extra` appended to its configuration (e.g. `SetEnv PATH=...` to give its
+    /// sessions a fake `uname`).
+    pub fn start_with_config(extra: &str) -> Sshd {
+        Self::start_configured(true, "ERROR", extra)
+    }
+
+    fn start_configured(sftp: bool, log_level: &'static str, extra: &str) -> Sshd {
         let env = env();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("authorized_keys"), &env.client_pub).unwrap();
@@ -143,6 +155,7 @@ impl Sshd {
             port: free_port(),
             sftp,
             log_level,
+            extra_config: extra.to_string(),
             child: None,
         };
         s.new_host_key();
@@ -184,6 +197,7 @@ impl Sshd {
         if self.sftp {
             cfg.push_str("Subsystem sftp /usr/lib/openssh/sftp-server\n");
         }
+        cfg.push_str(&self.extra_config);
         std::fs::write(d.join("sshd_config"), cfg).unwrap();
         let log = std::fs::File::create(d.join("sshd.log")).unwrap();
         let child = Command::new("/usr/sbin/sshd")
@@ -276,6 +290,7 @@ impl Sshd {
             },
             host_key: None,
             known_runner: None,
+            platform: None,
         }
     }
 }
