@@ -6,9 +6,16 @@
 //! It also carries cancel requests to the agent running a job in this process
 //! ([`LogBus::cancel_requested`]): the request itself is in the store, which the agent's
 //! heartbeat reads; the wake-up only makes it read now instead of at its next beat.
+//!
+//! Several server processes on one PostgreSQL each have their own bus: a [`Relay`] (set once,
+//! [`LogBus::set_relay`]) hands every local wake-up to the other processes as a [`Signal`], and
+//! what they send is applied with [`LogBus::apply`], which wakes only the watchers this process
+//! has (it registers nothing). A lost signal loses no line, only promptness: viewers still reread
+//! the store on their fallback timer, and [`LogBus::wake_all`] wakes every watcher when the
+//! relay may have missed signals (its connection was lost).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::{broadcast, watch, Notify};
 
@@ -26,6 +33,25 @@ pub struct JobChanged {
     pub job_id: Option<i64>,
 }
 
+/// A wake-up as it travels between server processes (see [`Relay`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Signal {
+    /// Lines up to `seq` of `job` are stored ([`LogBus::publish`]).
+    Lines { job: i64, seq: i64 },
+    /// `job` reached a final status ([`LogBus::finish`]).
+    Finished { job: i64 },
+    /// A job's status changed ([`LogBus::job_changed`]).
+    Changed { job: Option<i64> },
+    /// A cancel of `job` was stored ([`LogBus::cancel_requested`]).
+    Cancel { job: i64 },
+}
+
+/// Carries this process's wake-ups to the other server processes on the same database. Called
+/// on the writer's path, so it must not wait (queue and send elsewhere).
+pub trait Relay: Send + Sync + std::fmt::Debug {
+    fn relay(&self, signal: Signal);
+}
+
 /// Status changes a slow viewer may fall behind by before it is told it lagged (and resyncs).
 pub const STATUS_CAPACITY: usize = 256;
 
@@ -35,6 +61,7 @@ pub struct LogBus {
     statuses: broadcast::Sender<JobChanged>,
     /// The jobs running in this process whose heartbeat listens for cancel requests.
     cancels: Mutex<HashMap<i64, Arc<Notify>>>,
+    relay: OnceLock<Arc<dyn Relay>>,
 }
 
 impl Default for LogBus {
@@ -43,6 +70,7 @@ impl Default for LogBus {
             jobs: Mutex::default(),
             statuses: broadcast::channel(STATUS_CAPACITY).0,
             cancels: Mutex::default(),
+            relay: OnceLock::new(),
         }
     }
 }
@@ -52,10 +80,67 @@ impl LogBus {
         Self::default()
     }
 
+    /// Sends every wake-up from now on to the other server processes too. Only the first
+    /// relay set counts (false when one was already set).
+    pub fn set_relay(&self, relay: Arc<dyn Relay>) -> bool {
+        self.relay.set(relay).is_ok()
+    }
+
+    fn relay(&self, signal: Signal) {
+        if let Some(r) = self.relay.get() {
+            r.relay(signal);
+        }
+    }
+
     /// A job's status changed in the store (call after the commit). Never waits: without
     /// receivers the change is dropped, a lagging receiver loses its oldest wake-ups.
     pub fn job_changed(&self, job_id: Option<i64>) {
         let _ = self.statuses.send(JobChanged { job_id });
+        self.relay(Signal::Changed { job: job_id });
+    }
+
+    /// A wake-up sent by another server process: wakes the watchers of this one, registers
+    /// nothing (a job nobody here watches is ignored) and relays nothing.
+    pub fn apply(&self, signal: Signal) {
+        match signal {
+            Signal::Lines { job, seq } => {
+                if let Some(tx) = self.existing(job) {
+                    tx.send_modify(|m| m.seq = m.seq.max(seq));
+                }
+            }
+            Signal::Finished { job } => {
+                if let Some(tx) = self.existing(job) {
+                    tx.send_modify(|m| m.done = true);
+                }
+                self.forget_unwatched(job);
+            }
+            Signal::Changed { job } => {
+                let _ = self.statuses.send(JobChanged { job_id: job });
+            }
+            Signal::Cancel { job } => self.wake_cancel(job),
+        }
+    }
+
+    /// Wakes every watcher of this process (log viewers, status streams, cancel listeners), as
+    /// if each had been signalled: for when signals from other processes may have been lost.
+    /// Each rereads the store, so nothing is missed.
+    pub fn wake_all(&self) {
+        let senders: Vec<_> = match self.jobs.lock() {
+            Ok(jobs) => jobs.values().cloned().collect(),
+            Err(_) => Vec::new(),
+        };
+        for tx in senders {
+            tx.send_modify(|_| {});
+        }
+        let _ = self.statuses.send(JobChanged { job_id: None });
+        let cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
+        for n in cancels.values() {
+            n.notify_one();
+        }
+    }
+
+    fn existing(&self, job_id: i64) -> Option<watch::Sender<LogMark>> {
+        self.jobs.lock().ok()?.get(&job_id).cloned()
     }
 
     /// Every status change from now on (see [`LogBus::job_changed`]).
@@ -77,6 +162,7 @@ impl LogBus {
         if let Some(tx) = self.sender(job_id) {
             tx.send_modify(|m| m.seq = m.seq.max(seq));
         }
+        self.relay(Signal::Lines { job: job_id, seq });
     }
 
     /// The job has reached a final status; viewers can stop after reading the rest.
@@ -84,7 +170,12 @@ impl LogBus {
         if let Some(tx) = self.sender(job_id) {
             tx.send_modify(|m| m.done = true);
         }
-        // Forget it once nobody listens; late subscribers read the store and see the status.
+        self.forget_unwatched(job_id);
+        self.relay(Signal::Finished { job: job_id });
+    }
+
+    /// Forgets a job once nobody listens; late subscribers read the store and see the status.
+    fn forget_unwatched(&self, job_id: i64) {
         if let Ok(mut jobs) = self.jobs.lock() {
             if jobs.get(&job_id).is_some_and(|tx| tx.receiver_count() == 0) {
                 jobs.remove(&job_id);
@@ -106,8 +197,13 @@ impl LogBus {
     }
 
     /// A cancel of `job_id` was stored: wakes its heartbeat if it runs in this process (a job
-    /// run elsewhere learns it at its next beat).
+    /// run by another process is woken through the [`Relay`], or learns it at its next beat).
     pub fn cancel_requested(&self, job_id: i64) {
+        self.wake_cancel(job_id);
+        self.relay(Signal::Cancel { job: job_id });
+    }
+
+    fn wake_cancel(&self, job_id: i64) {
         let cancels = self.cancels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = cancels.get(&job_id) {
             n.notify_one();
