@@ -148,8 +148,10 @@ async fn a_viewer_on_another_replica_gets_every_line_at_once_and_its_cancel_stop
     );
 
     // A cancel through B stops the run on A's agent at once.
-    a.apply_yaml("name: forever\ntype: bash\ntimeout: 5m\nscript: |\n  echo started\n  sleep 300\n")
-        .await;
+    a.apply_yaml(
+        "name: forever\ntype: bash\ntimeout: 5m\nscript: |\n  echo started\n  sleep 300\n",
+    )
+    .await;
     let id = b.run_event("forever", None).await;
     let mut sse = Sse::open(&b, &format!("/api/v1/jobs/{id}/logs/stream")).await;
     let (name, data) = sse.next().await.expect("a line");
@@ -198,9 +200,12 @@ async fn metric(s: &Server, series: &str) -> Option<f64> {
 async fn a_replica_without_scheduler_and_agent_fires_and_claims_nothing() {
     let db = fresh_pg_database().await;
     let b = api_only(&db);
-    b.apply_yaml("name: pulse\ntype: bash\nschedule: '* * * * * *'\noverlap: allow\nscript: 'true'\n")
+    b.apply_yaml(
+        "name: pulse\ntype: bash\nschedule: '* * * * * *'\noverlap: allow\nscript: 'true'\n",
+    )
+    .await;
+    b.apply_yaml("name: once\ntype: bash\nscript: echo ran\n")
         .await;
-    b.apply_yaml("name: once\ntype: bash\nscript: echo ran\n").await;
     let id = b.run_event("once", None).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(
@@ -213,7 +218,10 @@ async fn a_replica_without_scheduler_and_agent_fires_and_claims_nothing() {
         "a --no-scheduler server took the lease"
     );
     let job = b.job(id).await;
-    assert_eq!(job["status"], "queued", "a --no-agent server claimed it: {job}");
+    assert_eq!(
+        job["status"], "queued",
+        "a --no-agent server claimed it: {job}"
+    );
     assert!(job["started_at"].is_null(), "{job}");
 
     // A replica with both: the queued job runs, and each tick fires once.

@@ -285,4 +285,91 @@ mod tests {
         drop(other);
         assert!(bus.cancels.lock().unwrap().is_empty());
     }
+
+    #[derive(Debug, Default)]
+    struct Recorder(Mutex<Vec<Signal>>);
+
+    impl Relay for Recorder {
+        fn relay(&self, signal: Signal) {
+            self.0.lock().unwrap().push(signal);
+        }
+    }
+
+    #[tokio::test]
+    async fn every_local_wake_up_is_relayed_and_applied_signals_are_not() {
+        let bus = LogBus::new();
+        let relay = Arc::new(Recorder::default());
+        assert!(bus.set_relay(relay.clone()));
+        assert!(!bus.set_relay(relay.clone()), "only one relay");
+        bus.publish(1, 4);
+        bus.job_changed(Some(1));
+        bus.job_changed(None);
+        bus.cancel_requested(1);
+        bus.finish(1);
+        assert_eq!(
+            *relay.0.lock().unwrap(),
+            vec![
+                Signal::Lines { job: 1, seq: 4 },
+                Signal::Changed { job: Some(1) },
+                Signal::Changed { job: None },
+                Signal::Cancel { job: 1 },
+                Signal::Finished { job: 1 },
+            ]
+        );
+        relay.0.lock().unwrap().clear();
+        bus.apply(Signal::Lines { job: 2, seq: 1 });
+        bus.apply(Signal::Changed { job: None });
+        assert!(
+            relay.0.lock().unwrap().is_empty(),
+            "applied signals go nowhere"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_applied_signal_wakes_only_existing_watchers_and_registers_nothing() {
+        let bus = Arc::new(LogBus::new());
+        let mut rx = bus.subscribe(5).unwrap();
+        let mut statuses = bus.watch_jobs();
+        let cancel = bus.watch_cancel(5);
+        bus.apply(Signal::Lines { job: 5, seq: 3 });
+        tokio::time::timeout(Duration::from_secs(1), rx.changed())
+            .await
+            .expect("woken")
+            .unwrap();
+        assert_eq!(rx.borrow_and_update().seq, 3);
+        bus.apply(Signal::Lines { job: 5, seq: 2 });
+        assert_eq!(rx.borrow().seq, 3, "a late signal never lowers the mark");
+        bus.apply(Signal::Changed { job: Some(5) });
+        assert_eq!(statuses.recv().await.unwrap().job_id, Some(5));
+        bus.apply(Signal::Cancel { job: 5 });
+        tokio::time::timeout(Duration::from_secs(1), cancel.notify().notified())
+            .await
+            .expect("cancel woken");
+        // A job nobody here watches: nothing registered.
+        bus.apply(Signal::Lines { job: 6, seq: 1 });
+        bus.apply(Signal::Finished { job: 6 });
+        assert!(!bus.jobs.lock().unwrap().contains_key(&6));
+        bus.apply(Signal::Finished { job: 5 });
+        assert!(rx.borrow().done);
+    }
+
+    #[tokio::test]
+    async fn wake_all_wakes_every_kind_of_watcher() {
+        let bus = Arc::new(LogBus::new());
+        let mut a = bus.subscribe(1).unwrap();
+        let mut b = bus.subscribe(2).unwrap();
+        let mut statuses = bus.watch_jobs();
+        let cancel = bus.watch_cancel(3);
+        bus.wake_all();
+        for rx in [&mut a, &mut b] {
+            tokio::time::timeout(Duration::from_secs(1), rx.changed())
+                .await
+                .expect("log watcher woken")
+                .unwrap();
+        }
+        assert_eq!(statuses.recv().await.unwrap().job_id, None);
+        tokio::time::timeout(Duration::from_secs(1), cancel.notify().notified())
+            .await
+            .expect("cancel watcher woken");
+    }
 }

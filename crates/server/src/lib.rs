@@ -48,10 +48,11 @@ pub struct ServerConfig {
     pub admin_password: Option<String>,
     /// `CRONIUM_ENCRYPTION_KEY`.
     pub encryption_key: Option<String>,
-    /// Run an agent inside the server (default true). `--no-agent`: this server claims no jobs.
+    /// Run an agent inside the server (default true). `--no-agent`: this server claims no jobs
+    /// (nor recovers a crashed server's: that is the agent's).
     pub embedded_agent: bool,
     /// Run the scheduler (default true). `--no-scheduler`: this server never takes the
-    /// scheduler lease, so it fires no schedule and recovers no expired claims.
+    /// scheduler lease, so it fires no schedule.
     pub scheduler: bool,
     pub agent_concurrency: usize,
     /// How long a job claim stays valid without a heartbeat; a crashed agent's jobs are

@@ -62,6 +62,10 @@ impl BusListener {
     /// The next payload; `Ok(None)` when the connection was lost and made again (payloads sent
     /// in between are lost). An error: the listener could not reconnect (try a new one later).
     pub async fn next(&mut self) -> Result<Option<String>, StoreError> {
-        Ok(self.inner.try_recv().await?.map(|n| n.payload().to_string()))
+        Ok(self
+            .inner
+            .try_recv()
+            .await?
+            .map(|n| n.payload().to_string()))
     }
 }

@@ -345,7 +345,15 @@ mod tests {
 
     #[test]
     fn what_is_not_a_signal_does_not_decode() {
-        for bad in ["", "v2 x L1:2", "v1", "v1 o L1", "v1 o Lx:2", "v1 o Q1", "v1 o F"] {
+        for bad in [
+            "",
+            "v2 x L1:2",
+            "v1",
+            "v1 o L1",
+            "v1 o Lx:2",
+            "v1 o Q1",
+            "v1 o F",
+        ] {
             assert!(decode(bad).is_none(), "{bad:?}");
         }
         assert_eq!(decode("v1 o").map(|(_, s)| s.len()), Some(0));
