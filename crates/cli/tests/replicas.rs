@@ -4,8 +4,9 @@
 //! arrives once, in order, each well within B's fallback reread (500 ms), so the test fails
 //! without the notifications (20 lines each under 250 ms by chance: about 1 in a million). A
 //! cancel through B stops the job on A at once (without the signal: at A's next heartbeat, 10 s
-//! with the default 30 s lease). B alone fires no schedule and claims no job; with A there is
-//! one fire per tick.
+//! with the default 30 s lease). The web UI's job list stream on B shows a job A ran as final
+//! within a second (its fallback reread is every 10 s). B alone fires no schedule and claims no
+//! job; with A there is one fire per tick.
 
 mod support;
 
@@ -243,6 +244,130 @@ async fn a_replica_without_scheduler_and_agent_fires_and_claims_nothing() {
     assert_eq!(ticks.len(), n, "a tick fired twice: {ticks:?}");
     for w in ticks.windows(2) {
         assert_eq!(w[1] - w[0], 1000, "a tick was lost: {ticks:?}");
+    }
+    drop(a);
+    drop(b);
+    drop_database(&db).await;
+}
+
+const PASSWORD: &str = "correct-horse-battery-staple";
+
+/// The `name=value` pairs of a response's cookies, added to `jar`.
+fn keep_cookies(resp: &reqwest::Response, jar: &mut Vec<(String, String)>) {
+    for c in resp.headers().get_all("set-cookie") {
+        let c = c.to_str().unwrap();
+        let kv = c.split(';').next().unwrap();
+        let (k, v) = kv.split_once('=').unwrap();
+        jar.retain(|(name, _)| name != k);
+        jar.push((k.to_string(), v.to_string()));
+    }
+}
+
+fn cookie_header(jar: &[(String, String)]) -> String {
+    jar.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Logs in to the web UI of `s` through its form; returns the session's Cookie header.
+async fn ui_login(s: &Server) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut jar = Vec::new();
+    let page = http.get(format!("{}/login", s.url)).send().await.unwrap();
+    keep_cookies(&page, &mut jar);
+    let body = page.text().await.unwrap();
+    let at = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    let csrf = body[at..].split('"').next().unwrap().to_string();
+    let resp = http
+        .post(format!("{}/login", s.url))
+        .header("cookie", cookie_header(&jar))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", "admin"),
+            ("password", PASSWORD),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "login");
+    keep_cookies(&resp, &mut jar);
+    cookie_header(&jar)
+}
+
+/// Every string inside a JSON value.
+fn strings(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => out.push(s.clone()),
+        Value::Array(a) => a.iter().for_each(|x| strings(x, out)),
+        Value::Object(o) => o.values().for_each(|x| strings(x, out)),
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn the_job_list_stream_on_another_replica_shows_each_change_at_once() {
+    let db = fresh_pg_database().await;
+    let with_password = |args: &[&str]| {
+        Server::start_with(ServerOpts {
+            database_url: Some(db.clone()),
+            env: vec![("CRONIUM_ADMIN_PASSWORD".into(), PASSWORD.into())],
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..Default::default()
+        })
+    };
+    let a = with_password(&[]);
+    let b = with_password(&["--no-agent", "--no-scheduler"]);
+    a.apply_yaml("name: short\ntype: bash\nscript: sleep 0.3\n")
+        .await;
+    let cookie = ui_login(&b).await;
+    let resp = b
+        .http
+        .get(format!("{}/jobs/stream", b.url))
+        .header("cookie", cookie)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut sse = Sse {
+        resp,
+        buf: String::new(),
+    };
+    let (name, _) = sse.next().await.expect("the first view");
+    assert_eq!(name, "view");
+    // Three jobs in turn, each shown final on B well within B's 10 s fallback reread (by chance
+    // without the signals: about 1 in 1000).
+    for _ in 0..3 {
+        let id = a.run_event("short", None).await;
+        let job = a.wait_job(id, Duration::from_secs(20)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        let finished = ms(&job["finished_at"]);
+        let row = format!("data-job=\"{id}\"");
+        let arrived = loop {
+            let (name, data) = sse.next().await.expect("the stream goes on");
+            if name != "view" {
+                continue;
+            }
+            let mut texts = Vec::new();
+            strings(&serde_json::from_str(&data).unwrap(), &mut texts);
+            if texts
+                .iter()
+                .any(|t| t.contains(&row) && t.contains("badge succeeded"))
+            {
+                break now_ms();
+            }
+        };
+        let lag = arrived - finished;
+        eprintln!("job {id}: final on the other replica's job list after {lag} ms");
+        assert!(
+            lag < 1000,
+            "job {id} was shown final on B {lag} ms after it ended on A"
+        );
     }
     drop(a);
     drop(b);
