@@ -9,6 +9,7 @@ mod harness;
 
 mod auth;
 mod batch;
+mod bus;
 mod events;
 mod executions;
 mod limits;
