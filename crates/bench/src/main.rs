@@ -82,6 +82,12 @@ enum Cmd {
         #[arg(long, default_value_t = 1500)]
         lines: usize,
     },
+    /// Two servers on one PostgreSQL (B with --no-agent --no-scheduler): log line latency from a
+    /// script on A's agent to a viewer on A and on B, and the cost of one NOTIFY.
+    Replicas {
+        #[arg(long, default_value_t = 1500)]
+        lines: usize,
+    },
     /// 50 MB of output: nothing lost, throughput, end-to-success time.
     BigOutput {
         #[arg(long, default_value_t = 50)]
@@ -195,6 +201,7 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::IdleRss { seconds } => benches::idle_rss::run(&ctx, seconds).await?,
         Cmd::Chain40 { reps, python } => benches::chain40::run(&ctx, reps, python).await?,
         Cmd::LogLatency { lines } => benches::log_latency::run(&ctx, lines).await?,
+        Cmd::Replicas { lines } => benches::replicas::run(&ctx, lines).await?,
         Cmd::Failover { trials } => benches::failover::run(&ctx, trials).await?,
         Cmd::BigOutput { mb } => benches::big_output::run(&ctx, mb).await?,
         Cmd::Workflow { reps, python } => benches::workflow::run(&ctx, reps, python).await?,
@@ -269,8 +276,9 @@ async fn all(ctx: &Ctx, quick: bool, no_build: bool) -> anyhow::Result<bool> {
             "failover",
             benches::failover::run(ctx, if quick { 1 } else { 3 })
         );
+        step!("replicas", benches::replicas::run(ctx, lines));
     } else {
-        eprintln!("-- not running failover: it needs PostgreSQL (--pg-url or CRONIUM_TEST_PG_URL)");
+        eprintln!("-- not running failover nor replicas: they need PostgreSQL (--pg-url or CRONIUM_TEST_PG_URL)");
     }
     let load_after = loadavg();
     println!();

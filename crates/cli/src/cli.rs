@@ -128,9 +128,14 @@ pub struct ServeArgs {
     /// to the server over the run's own connection).
     #[arg(long, env = "CRONIUM_HELPERS", default_value = "bundled", value_parser = ["bundled", "api"])]
     pub helpers: String,
-    /// Do not run an agent in this server.
+    /// Do not run an agent in this server: it claims no jobs (API and web UI only; another
+    /// server's agent runs them).
     #[arg(long)]
     pub no_agent: bool,
+    /// Do not run the scheduler in this server: it never takes the scheduler lease, so it fires
+    /// no schedules (another server on the same PostgreSQL must run one).
+    #[arg(long)]
+    pub no_scheduler: bool,
     /// A statically linked runner for containers and SSH servers (scripts/build-runner.sh builds
     /// it). Default: the one found next to this binary at target/runner/cronium-runner, else --runner.
     #[arg(long, env = "CRONIUM_STATIC_RUNNER")]

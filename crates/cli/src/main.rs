@@ -106,6 +106,7 @@ async fn serve(args: ServeArgs) -> Result<i32> {
     config.admin_password = std::env::var("CRONIUM_ADMIN_PASSWORD").ok();
     config.encryption_key = std::env::var("CRONIUM_ENCRYPTION_KEY").ok();
     config.embedded_agent = !args.no_agent;
+    config.scheduler = !args.no_scheduler;
     config.run_as = args.run_as;
     config.pass_env = args.pass_env;
     config.helpers = args

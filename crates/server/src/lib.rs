@@ -48,8 +48,12 @@ pub struct ServerConfig {
     pub admin_password: Option<String>,
     /// `CRONIUM_ENCRYPTION_KEY`.
     pub encryption_key: Option<String>,
-    /// Run an agent inside the server (default true).
+    /// Run an agent inside the server (default true). `--no-agent`: this server claims no jobs
+    /// (nor recovers a crashed server's: that is the agent's).
     pub embedded_agent: bool,
+    /// Run the scheduler (default true). `--no-scheduler`: this server never takes the
+    /// scheduler lease, so it fires no schedule.
+    pub scheduler: bool,
     pub agent_concurrency: usize,
     /// How long a job claim stays valid without a heartbeat; a crashed agent's jobs are
     /// recovered after this.
@@ -105,6 +109,7 @@ impl ServerConfig {
             admin_password: None,
             encryption_key: None,
             embedded_agent: true,
+            scheduler: true,
             agent_concurrency: 16,
             lease: Duration::from_secs(30),
             max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
@@ -247,6 +252,9 @@ pub struct Running {
     pub bootstrap: Option<Bootstrap>,
     /// The SSH executor's contacts after runs, for the health loop.
     pub health_contacts: Option<tokio::sync::mpsc::Receiver<cronium_ssh::Contact>>,
+    /// On PostgreSQL: the relay of the log bus's wake-ups to the other server replicas, and the
+    /// database URL its listener connects to.
+    pub replicas: Option<(Arc<background::replicas::PgRelay>, String)>,
 }
 
 /// Opens the store and prepares everything [`serve`] runs.
@@ -305,6 +313,11 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         );
     }
     let bus = Arc::new(LogBus::new());
+    let replicas = store.can_notify().then(|| {
+        let relay = Arc::new(background::replicas::PgRelay::new());
+        bus.set_relay(relay.clone());
+        (relay, database_url.clone())
+    });
     let metrics = Arc::new(Metrics::new());
     let remote_runner = config
         .static_runner
@@ -380,6 +393,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         agent,
         bootstrap,
         health_contacts,
+        replicas,
     })
 }
 
@@ -448,6 +462,7 @@ pub async fn serve(
         state,
         agent,
         health_contacts,
+        replicas,
         ..
     } = running;
     // The agent's worker id is already unique to this process; reusing it lets an operator match
@@ -464,7 +479,25 @@ pub async fn serve(
         clock: Arc::new(SystemClock),
         bus: state.bus.clone(),
     };
-    tasks.push(tokio::spawn(scheduler::run(deps, holder, shutdown.clone())));
+    if config.scheduler {
+        tasks.push(tokio::spawn(scheduler::run(deps, holder, shutdown.clone())));
+    } else {
+        tracing::info!("--no-scheduler: this server fires no schedules");
+    }
+    if let Some((relay, url)) = replicas {
+        tasks.push(tokio::spawn(background::replicas::run_listener(
+            state.bus.clone(),
+            state.agent_wake.clone(),
+            url,
+            relay.origin().to_string(),
+            shutdown.clone(),
+        )));
+        tasks.push(tokio::spawn(background::replicas::run_sender(
+            relay,
+            state.store.clone(),
+            shutdown.clone(),
+        )));
+    }
     if let Some(agent) = agent {
         let s = shutdown.clone();
         tasks.push(tokio::spawn(async move { agent.run(s).await }));

@@ -14,15 +14,26 @@ use crate::stats::Summary;
 pub const TARGET_P99_MS: f64 = 50.0;
 
 pub async fn run(ctx: &Ctx, lines: usize) -> anyhow::Result<Report> {
+    let server = Server::start(&ctx.bins, &ServerOpts::default())?;
+    measure(&server, &server, lines, "log-latency").await
+}
+
+/// Runs the printing job through `runner` (whose agent records it) and follows it on `viewer`'s
+/// SSE (the same server, or another replica on the same PostgreSQL).
+pub async fn measure(
+    runner: &Server,
+    viewer: &Server,
+    lines: usize,
+    name: &'static str,
+) -> anyhow::Result<Report> {
     let script = format!(
         "import time\nfor i in range({lines}):\n    print(i, time.time_ns(), flush=True)\n    time.sleep(0.01)\n"
     );
-    let server = Server::start(&ctx.bins, &ServerOpts::default())?;
-    server
+    runner
         .put_event(&json!({"name": "bench-log", "type": "python", "script": script}))
         .await?;
-    let id = server.run("bench-log", None).await?;
-    let mut sse = server.stream(id).await?;
+    let id = runner.run("bench-log", None).await?;
+    let mut sse = viewer.stream(id).await?;
     let connected_ns = now_ns();
 
     let mut total = Vec::with_capacity(lines);
@@ -89,7 +100,7 @@ pub async fn run(ctx: &Ctx, lines: usize) -> anyhow::Result<Report> {
     let t = Summary::of(&total).ok_or_else(|| anyhow::anyhow!("no live line"))?;
     let s = Summary::of(&to_store).ok_or_else(|| anyhow::anyhow!("no stored ts"))?;
     let v = Summary::of(&to_viewer).ok_or_else(|| anyhow::anyhow!("no stored ts"))?;
-    let mut r = Report::new("log-latency");
+    let mut r = Report::new(name);
     r.at_most(
         format!("p99 script → live viewer ({} lines)", t.n),
         t.p99,
@@ -112,9 +123,9 @@ pub async fn run(ctx: &Ctx, lines: usize) -> anyhow::Result<Report> {
         next == lines,
         format!("{next}/{lines}"),
     );
-    println!("log-latency: total      {}", t.line("ms"));
-    println!("log-latency: to store   {}", s.line("ms"));
-    println!("log-latency: to viewer  {}", v.line("ms"));
+    println!("{name}: total      {}", t.line("ms"));
+    println!("{name}: to store   {}", s.line("ms"));
+    println!("{name}: to viewer  {}", v.line("ms"));
     r.set("lines", json!(lines));
     r.set("before_connect", json!(before_connect));
     r.set("latency_ms", t.to_json());

@@ -12,6 +12,7 @@ pub mod idle_rss;
 pub mod log_latency;
 pub mod overhead;
 pub mod prefect;
+pub mod replicas;
 pub mod runner_size;
 pub mod throughput;
 pub mod ui;

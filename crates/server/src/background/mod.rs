@@ -9,6 +9,8 @@
 //!   delivers them, with retries.
 //! - [`health`]: collects `cronium-runner health` from the SSH servers after runs and on an
 //!   interval, and stores the latest reading and a short history per server.
+//! - [`replicas`]: on PostgreSQL, sends this process's log-bus wake-ups to the other server
+//!   replicas (`NOTIFY`) and applies theirs (`LISTEN`).
 //! - [`workflows`]: times out workflow runs past their whole-run `timeout`; and, once at
 //!   startup, the job policy of events written before workflows existed.
 //!
@@ -17,5 +19,6 @@
 pub mod health;
 pub mod notify;
 pub mod reaper;
+pub mod replicas;
 pub mod retention;
 pub mod workflows;

@@ -13,7 +13,8 @@
 //! `status=failed` list never gains a running row), and sends the difference. The store stays
 //! the only source of truth, so a wake-up that is lost costs nothing but latency: a viewer that
 //! lagged behind the broadcast (a slow client) rereads its view, as does every viewer every
-//! [`FALLBACK`] (jobs run by another server's agent), and a reconnected stream starts with the
+//! [`FALLBACK`] (a wake-up lost between replicas: those of another replica arrive relayed, see
+//! `background::replicas`), and a reconnected stream starts with the
 //! whole view (its first event), which resyncs the page. Wake-ups are coalesced: at most one
 //! reread per [`MIN_GAP`] and viewer, whatever the rate of changes.
 

@@ -408,7 +408,8 @@ pub enum LogEvent {
 
 /// The live log of job `id` after seq `after`: every stored line in order, then `End` once
 /// the job is final, or `Error` when the store cannot be read (never a silent end with lines
-/// missing). Woken by the log bus; polls when the job runs on another server's agent.
+/// missing). Woken by the log bus (for a job another replica's agent records, through its
+/// relay: `background::replicas`); rereads every 500 ms besides, in case a wake-up was lost.
 pub async fn log_stream(
     state: &AppState,
     id: i64,
@@ -516,7 +517,8 @@ pub async fn log_stream(
                 c.ended = true;
                 continue;
             }
-            // Wait for the agent's wake-up, or poll (jobs run by another server's agent).
+            // Wait for the agent's wake-up (this process's or, relayed, another replica's), or
+            // reread after a while (a wake-up lost between replicas).
             match c.rx.as_mut() {
                 Some(rx) => {
                     let _ = tokio::time::timeout(Duration::from_millis(500), rx.changed()).await;

@@ -10,6 +10,7 @@ mod harness;
 mod artifacts;
 mod auth;
 mod batch;
+mod bus;
 mod events;
 mod executions;
 mod limits;
