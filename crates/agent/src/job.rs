@@ -621,12 +621,17 @@ pub(crate) fn payload(
             version: job.event_version,
         },
     };
-    let (payload, generated) = inner.payloads.get_or_build_timed(&src).map_err(|e| match e {
-        // What the event holds cannot be encoded: the same spec fails the same way every time.
-        PayloadError::Manifest(_) => JobError::fatal(format!("cannot build the payload: {e}")),
-        // Writing it failed (disk full, permissions): that may be fixed before the next attempt.
-        PayloadError::Io { .. } => JobError::retryable(format!("cannot store the payload: {e}")),
-    })?;
+    let (payload, generated) = inner
+        .payloads
+        .get_or_build_timed(&src)
+        .map_err(|e| match e {
+            // What the event holds cannot be encoded: the same spec fails the same way every time.
+            PayloadError::Manifest(_) => JobError::fatal(format!("cannot build the payload: {e}")),
+            // Writing it failed (disk full, permissions): that may be fixed before the next attempt.
+            PayloadError::Io { .. } => {
+                JobError::retryable(format!("cannot store the payload: {e}"))
+            }
+        })?;
     if let Some(took) = generated {
         inner
             .metrics

@@ -390,7 +390,9 @@ async fn health_cost(
         }
     }
     let per_check = |a: Option<f64>, b: Option<f64>| {
-        (checks > 0).then(|| Some((b? - a?) / checks as f64)).flatten()
+        (checks > 0)
+            .then(|| Some((b? - a?) / checks as f64))
+            .flatten()
     };
     Ok(HealthCost {
         checks,
@@ -578,9 +580,7 @@ pub fn markdown(results: &[FanoutResult], versions: &str) -> String {
                 let dur = format!(
                     "{} / {} (n={})",
                     median_ms(&ds).map_or("n/a".into(), |x| format!("{x} ms")),
-                    ds.iter()
-                        .max()
-                        .map_or("n/a".into(), |x| format!("{x} ms")),
+                    ds.iter().max().map_or("n/a".into(), |x| format!("{x} ms")),
                     ds.len()
                 );
                 (
@@ -595,10 +595,8 @@ pub fn markdown(results: &[FanoutResult], versions: &str) -> String {
         s.push_str(&format!(
             "| {} | {} / {} | {checks} | {dur} | {hosts} | {client} |\n",
             r.n,
-            r.health_rs_warm
-                .map_or("n/a".into(), |v| format!("{v:.1}")),
-            r.health_ds_warm
-                .map_or("n/a".into(), |v| format!("{v:.1}")),
+            r.health_rs_warm.map_or("n/a".into(), |v| format!("{v:.1}")),
+            r.health_ds_warm.map_or("n/a".into(), |v| format!("{v:.1}")),
         ));
     }
 

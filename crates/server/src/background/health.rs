@@ -32,7 +32,7 @@ use crate::usecases::servers::config_of;
 /// Checks of all servers at once, at most.
 pub const CONCURRENCY: usize = 16;
 /// An after-run check waits until the server has had no run for this long.
-pub const AFTER_RUN_QUIET: Duration = Duration::from_secs(1);
+pub const AFTER_RUN_QUIET: Duration = Duration::from_secs(3);
 /// Contacts waiting to be handled; more are dropped (never blocking a run).
 pub const CONTACT_QUEUE: usize = 1024;
 
