@@ -287,7 +287,13 @@ async fn first_log_seq(inner: &Inner, job: &JobRow) -> Result<i64, String> {
     let mut tries = 0;
     loop {
         match inner.queue.max_log_seq(job.id).await {
-            Ok(max) => return Ok(max + 1),
+            Ok(max) => {
+                if max > 0 {
+                    // The earlier attempt's lines stay; this one continues after them.
+                    inner.metrics.runner.partial_log_recovery.inc();
+                }
+                return Ok(max + 1);
+            }
             Err(e) if tries < 4 => {
                 tries += 1;
                 tracing::warn!(job = job.id, error = %e, tries, "reading the job's last log line, retrying");
@@ -627,12 +633,25 @@ pub(crate) fn payload(
             version: job.event_version,
         },
     };
-    inner.payloads.get_or_build(&src).map_err(|e| match e {
-        // What the event holds cannot be encoded: the same spec fails the same way every time.
-        PayloadError::Manifest(_) => JobError::fatal(format!("cannot build the payload: {e}")),
-        // Writing it failed (disk full, permissions): that may be fixed before the next attempt.
-        PayloadError::Io { .. } => JobError::retryable(format!("cannot store the payload: {e}")),
-    })
+    let (payload, generated) = inner
+        .payloads
+        .get_or_build_timed(&src)
+        .map_err(|e| match e {
+            // What the event holds cannot be encoded: the same spec fails the same way every time.
+            PayloadError::Manifest(_) => JobError::fatal(format!("cannot build the payload: {e}")),
+            // Writing it failed (disk full, permissions): that may be fixed before the next attempt.
+            PayloadError::Io { .. } => {
+                JobError::retryable(format!("cannot store the payload: {e}"))
+            }
+        })?;
+    if let Some(took) = generated {
+        inner
+            .metrics
+            .runner
+            .payload_generation_duration
+            .observe(took.as_secs_f64());
+    }
+    Ok(payload)
 }
 
 /// The run request for one execution: the job's payload and this execution's run context.

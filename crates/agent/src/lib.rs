@@ -87,7 +87,7 @@ impl AgentConfig {
             max_output_bytes: cronium_protocol::DEFAULT_MAX_OUTPUT_BYTES,
             kill_grace: Duration::from_millis(cronium_protocol::DEFAULT_KILL_GRACE_MS),
             shutdown_grace: Duration::from_secs(10),
-            fanout_concurrency: 50,
+            fanout_concurrency: 256,
             interpreters: BTreeMap::new(),
             run_user: None,
             pass_env: Vec::new(),

@@ -143,6 +143,7 @@ impl Recorder {
             facts: HashMap::new(),
             held: HashMap::new(),
             unstored: 0,
+            starts: Vec::new(),
         };
         let task = tokio::spawn(async move {
             let mut batch = Vec::with_capacity(BATCH);
@@ -171,6 +172,7 @@ impl Recorder {
                     w.event(exec, event, &mut masker, &mut touched_outputs)
                         .await;
                 }
+                w.store_starts().await;
                 // Outputs are written as they change, so a script that later fails or times out
                 // keeps what it produced.
                 for exec in touched_outputs {
@@ -359,6 +361,10 @@ struct Writer {
     held: HashMap<(Option<i64>, &'static str), Held>,
     /// Lines the store did not take, reported in the log at the next batch it takes.
     unstored: usize,
+    /// Executions' starts of the current batch, written in one transaction with
+    /// [`Writer::store_starts`] (a 200-server fan-out starts 200 executions within milliseconds:
+    /// one write each would queue them behind each other).
+    starts: Vec<(i64, ExecutionUpdate)>,
 }
 
 impl Writer {
@@ -396,11 +402,8 @@ impl Writer {
                         runner_version: Some(runner_version),
                         ..Default::default()
                     };
-                    match self.queue.update_execution(&self.lease, id, &update).await {
-                        Ok(true) => {}
-                        Ok(false) => self.lose("recording the execution's start"),
-                        Err(e) => tracing::warn!(error = %e, "recording execution start"),
-                    }
+                    // Written with the other starts of this batch, before its lines.
+                    self.starts.push((id, update));
                 }
             }
             RunnerEvent::Output { mut value } => {
@@ -690,6 +693,21 @@ impl Writer {
         }
     }
 
+    /// Writes the batch's execution starts in one transaction. Fenced like every write: fewer
+    /// rows written than starts means the lease was lost.
+    async fn store_starts(&mut self) {
+        if self.starts.is_empty() || self.stopped {
+            self.starts.clear();
+            return;
+        }
+        let starts = std::mem::take(&mut self.starts);
+        match self.queue.update_executions(&self.lease, &starts).await {
+            Ok(n) if n == starts.len() => {}
+            Ok(_) => self.lose("recording the executions' start"),
+            Err(e) => tracing::warn!(error = %e, "recording execution starts"),
+        }
+    }
+
     /// Stores the batch's lines, retrying store errors. Lines the store still refuses to take
     /// are counted and reported in the log with the next batch it takes, never dropped silently.
     async fn store_lines(&mut self) {
@@ -771,6 +789,7 @@ impl Writer {
     async fn finish(mut self) -> HashMap<Option<i64>, ExecutionFacts> {
         let masker = self.masker.current();
         self.release_held(None, &masker);
+        self.store_starts().await;
         self.store_lines().await;
         if self.unstored > 0 {
             tracing::error!(

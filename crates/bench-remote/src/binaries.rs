@@ -68,7 +68,8 @@ pub fn prepare(workspace: &Path, build: bool, poll: bool) -> Result<ServerSpec, 
         static_runner,
         data_dir: PathBuf::new(),
         deploy_dir: String::new(),
-        fanout_concurrency: 50,
+        fanout_concurrency: None,
+        extra_args: Vec::new(),
         poll,
     };
     for p in [&spec.cronium, &spec.runner, &spec.static_runner] {

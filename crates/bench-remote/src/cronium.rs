@@ -60,7 +60,10 @@ pub struct ServerSpec {
     pub data_dir: PathBuf,
     /// Deploy directory on the hosts, relative to the login's home.
     pub deploy_dir: String,
-    pub fanout_concurrency: usize,
+    /// `serve --fanout-concurrency`; `None` measures the server's default.
+    pub fanout_concurrency: Option<usize>,
+    /// More `cronium serve` flags (e.g. `--health-interval 2s`).
+    pub extra_args: Vec<String>,
     /// Wait for a job by polling GET /jobs/{id} every 5 ms instead of following its live log
     /// stream (to tell the stream's own latency from the job's).
     pub poll: bool,
@@ -142,17 +145,20 @@ impl Server {
                 what: format!("open {}", log_path.display()),
                 source,
             })?;
-        let mut child = Command::new(&spec.cronium)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut cmd = Command::new(&spec.cronium);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&spec.data_dir)
             .arg("--runner")
             .arg(&spec.runner)
             .arg("--static-runner")
             .arg(&spec.static_runner)
             .arg("--ssh-deploy-dir")
-            .arg(&spec.deploy_dir)
-            .arg("--fanout-concurrency")
-            .arg(spec.fanout_concurrency.to_string())
+            .arg(&spec.deploy_dir);
+        if let Some(c) = spec.fanout_concurrency {
+            cmd.arg("--fanout-concurrency").arg(c.to_string());
+        }
+        let mut child = cmd
+            .args(&spec.extra_args)
             .env("CRONIUM_ADMIN_TOKEN", TOKEN)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -228,6 +234,30 @@ impl Server {
         body: Option<&Value>,
     ) -> Result<Value, CroniumError> {
         Ok(api::call(&self.http, &self.url, TOKEN, method, path, body).await?)
+    }
+
+    /// The value of one series of `/metrics` (e.g. `cronium_ssh_health_checks_total`); `None`
+    /// when the server does not export it.
+    pub async fn metric(&self, series: &str) -> Result<Option<f64>, CroniumError> {
+        let path = "/metrics";
+        let http_err = |source| {
+            CroniumError::Api(ApiError::Http {
+                method: "GET".into(),
+                path: path.into(),
+                source,
+            })
+        };
+        let text = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .map_err(http_err)?
+            .text()
+            .await
+            .map_err(http_err)?;
+        Ok(metric_value(&text, series))
     }
 
     /// Registers an SSH server (host key pinned on first use by Cronium itself).
@@ -370,6 +400,14 @@ impl Drop for Server {
     }
 }
 
+/// The value of `series` (name and labels exactly as exported) in a Prometheus text page.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
 /// True when an SSE byte stream holds a complete `event: end` field line.
 pub fn contains_end_event(buf: &[u8]) -> bool {
     buf.windows(11).any(|w| w == b"event: end\n") || buf.windows(12).any(|w| w == b"event: end\r\n")
@@ -385,6 +423,14 @@ pub fn is_final(status: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_values_are_read_by_exact_series() {
+        let page = "# HELP x\ncronium_a_total 3\ncronium_a_total_more 9\ncronium_b{s=\"x\"} 1.5\n";
+        assert_eq!(metric_value(page, "cronium_a_total"), Some(3.0));
+        assert_eq!(metric_value(page, "cronium_b{s=\"x\"}"), Some(1.5));
+        assert_eq!(metric_value(page, "cronium_c"), None);
+    }
 
     #[test]
     fn end_event_is_found_only_when_complete() {

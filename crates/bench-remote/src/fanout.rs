@@ -1,6 +1,7 @@
-//! The SSH fan-out benchmark (PRODUCT.md quality bar): a trivial command on 1, 10 and 50 local
-//! sshd hosts through Cronium (runner-ssh: warm, cold, cold with the first deployment; direct-ssh:
-//! warm, cold), then parallel-ssh (warm, cold) and Ansible on the same hosts in the same run.
+//! The SSH fan-out benchmark (PRODUCT.md quality bar): a trivial command on 1, 10 and 50 (up to
+//! 200) local sshd hosts through Cronium (runner-ssh: warm, cold, cold with the first deployment;
+//! direct-ssh: warm, cold), then parallel-ssh (warm, cold) and Ansible on the same hosts in the
+//! same run; and the cost of health collection (interval checks on pooled connections).
 //!
 //! Not a load test: one job at a time, each timed from the POST to the job being final.
 
@@ -42,6 +43,29 @@ pub struct FanoutOpts {
     /// Ansible runs.
     pub ansible: usize,
     pub venv: PathBuf,
+    /// `serve --fanout-concurrency`; `None` measures the server's default.
+    pub concurrency: Option<usize>,
+    /// Seconds of interval health checks measured per fleet size (0: not measured).
+    pub health_secs: u64,
+}
+
+/// The `--health-interval` of the health measurement.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+
+/// The cost of collecting `cronium-runner health` (interval checks on pooled connections, no
+/// runs meanwhile).
+#[derive(Debug, Default, Clone)]
+pub struct HealthCost {
+    /// Checks that ran during the window (`cronium_runner_health_check_duration_seconds_count`).
+    pub checks: u64,
+    /// Interval passes in the window.
+    pub intervals: f64,
+    /// The stored duration of each check in the window (ms, as the server records it).
+    pub durations_ms: Vec<i64>,
+    /// CPU of the hosts' side (sshd sessions, shells, runners) per check, ms.
+    pub hosts_cpu_per_check: Option<f64>,
+    /// CPU of the Cronium server process per check, ms.
+    pub client_cpu_per_check: Option<f64>,
 }
 
 /// Parses `--servers 1,10,50`: positive counts, at most 200 (the sshd MaxStartups budget).
@@ -85,6 +109,10 @@ pub struct FanoutResult {
     /// CPU per cold fan-out (medians over the cold samples): runner-ssh, direct-ssh.
     pub cold_cpu_rs: ColdCpu,
     pub cold_cpu_ds: ColdCpu,
+    /// Health checks that ran during the warm loops (after-run checks), per warm run.
+    pub health_rs_warm: Option<f64>,
+    pub health_ds_warm: Option<f64>,
+    pub health: Option<HealthCost>,
 }
 
 /// CPU of a cold fan-out (ms).
@@ -194,7 +222,7 @@ async fn one_size(
     let spec = ServerSpec {
         data_dir: work.join(format!("data-n{n}")),
         deploy_dir,
-        fanout_concurrency: 50,
+        fanout_concurrency: opts.concurrency,
         ..bins.clone()
     };
 
@@ -223,11 +251,13 @@ async fn one_size(
     eprintln!("[{n} servers] cronium runner-ssh warm");
     server.run_timed("fan-rs", n).await?;
     let (cpu, client) = (busy_cpu_ms(), server.cpu_ms());
+    let checks = server.metric(HEALTH_CHECKS).await?;
     for _ in 0..opts.warm {
         r.rs_warm.push(server.run_timed("fan-rs", n).await?);
     }
     r.cpu_rs_warm = per_run(cpu, busy_cpu_ms(), opts.warm);
     r.client_rs_warm = per_run(client, server.cpu_ms(), opts.warm);
+    r.health_rs_warm = per_run(checks, server.metric(HEALTH_CHECKS).await?, opts.warm);
     eprintln!("[{n} servers] cronium cold (server restarts)");
     let (mut rs_cpu, mut ds_cpu) = (vec![], vec![]);
     for _ in 0..opts.cold {
@@ -258,12 +288,19 @@ async fn one_size(
     eprintln!("[{n} servers] cronium direct-ssh warm");
     server.run_timed("fan-ds", n).await?;
     let (cpu, client) = (busy_cpu_ms(), server.cpu_ms());
+    let checks = server.metric(HEALTH_CHECKS).await?;
     for _ in 0..opts.warm {
         r.ds_warm.push(server.run_timed("fan-ds", n).await?);
     }
     r.cpu_ds_warm = per_run(cpu, busy_cpu_ms(), opts.warm);
     r.client_ds_warm = per_run(client, server.cpu_ms(), opts.warm);
+    r.health_ds_warm = per_run(checks, server.metric(HEALTH_CHECKS).await?, opts.warm);
     server.stop();
+    if opts.health_secs > 0 {
+        eprintln!("[{n} servers] cronium health collection cost");
+        fleet.wait_idle(n, Duration::from_secs(5));
+        r.health = Some(health_cost(fleet, &spec, n, opts.health_secs).await?);
+    }
 
     eprintln!("[{n} servers] parallel-ssh");
     let key = fleet.key.path.clone();
@@ -298,6 +335,72 @@ async fn one_size(
             .push(peers::ansible_once(venv, &ports, USER, &key, work)?);
     }
     Ok(r)
+}
+
+/// Checks that produced an answer from the host (interval and after-run checks).
+const HEALTH_CHECKS: &str = "cronium_runner_health_check_duration_seconds_count";
+
+/// Interval health checks on pooled connections with nothing else running: a server with
+/// `--health-interval 2s` runs the runner-ssh event once (which opens and pools a connection per
+/// host and is followed by after-run checks), waits for those, then counts the checks, the
+/// hosts' CPU (open sessions included) and its own CPU over `secs` seconds without runs.
+async fn health_cost(
+    fleet: &Fleet,
+    spec: &ServerSpec,
+    n: usize,
+    secs: u64,
+) -> Result<HealthCost, FanoutError> {
+    let spec = ServerSpec {
+        extra_args: vec![
+            "--health-interval".into(),
+            format!("{}s", HEALTH_INTERVAL.as_secs()),
+        ],
+        ..spec.clone()
+    };
+    let server = Server::start(&spec)?;
+    server.run_timed("fan-rs", n).await?;
+    // The after-run checks of that run, and the first interval pass, are over by then.
+    tokio::time::sleep(HEALTH_INTERVAL + Duration::from_millis(500)).await;
+    let t0 = chrono::Utc::now();
+    let (hosts0, client0) = (fleet.tree_cpu_ms(n), server.cpu_ms());
+    let checks0 = server.metric(HEALTH_CHECKS).await?;
+    let window = Duration::from_secs(secs);
+    tokio::time::sleep(window).await;
+    let (hosts1, client1) = (fleet.tree_cpu_ms(n), server.cpu_ms());
+    let checks1 = server.metric(HEALTH_CHECKS).await?;
+    let t1 = chrono::Utc::now();
+    let checks = match (checks0, checks1) {
+        (Some(a), Some(b)) => (b - a).max(0.0) as u64,
+        _ => 0,
+    };
+    let mut durations_ms = Vec::new();
+    for i in 0..n {
+        let s = server
+            .api("GET", &format!("/api/v1/servers/bench-{i}"), None)
+            .await?;
+        for c in s["health"]["history"].as_array().into_iter().flatten() {
+            let at = c["at"]
+                .as_str()
+                .and_then(|a| chrono::DateTime::parse_from_rfc3339(a).ok());
+            if at.is_some_and(|a| a >= t0 && a <= t1) && c["ok"] == true {
+                if let Some(d) = c["duration_ms"].as_i64() {
+                    durations_ms.push(d);
+                }
+            }
+        }
+    }
+    let per_check = |a: Option<f64>, b: Option<f64>| {
+        (checks > 0)
+            .then(|| Some((b? - a?) / checks as f64))
+            .flatten()
+    };
+    Ok(HealthCost {
+        checks,
+        intervals: window.as_secs_f64() / HEALTH_INTERVAL.as_secs_f64(),
+        durations_ms,
+        hosts_cpu_per_check: per_check(hosts0, hosts1),
+        client_cpu_per_check: per_check(client0, client1),
+    })
 }
 
 /// A target from PRODUCT.md, applied to the 50-server figures.
@@ -456,6 +559,62 @@ pub fn markdown(results: &[FanoutResult], versions: &str) -> String {
                 m(|x| x.run_ms_max),
             ));
         }
+    }
+
+    s.push_str(
+        "\nHealth checks during the warm loops (after-run checks that ran, per warm fan-out), and \
+         the cost of collecting health: interval checks (`--health-interval 2s`) on pooled \
+         connections with nothing else running. `duration`: the check as the server stores it \
+         (a channel on the pooled connection, `cronium-runner health`, its answer); `hosts CPU`: \
+         the hosts' side per check (sshd session, shell, runner), from every process below the \
+         sshd listeners; `client CPU`: the Cronium server process per check. One check per \
+         server per interval, so the CPU per check is the CPU per server per interval.\n\n\
+         | servers | checks per warm run, runner-ssh / direct-ssh | checks (intervals) | duration median / max | hosts CPU per server per interval | client CPU per server per interval |\n\
+         | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let cpu2 = |x: Option<f64>| x.map_or_else(|| "n/a".to_string(), |v| format!("{v:.2} ms"));
+    for r in results {
+        let (checks, dur, hosts, client) = match &r.health {
+            Some(h) => {
+                let ds: Vec<i64> = h.durations_ms.clone();
+                let dur = format!(
+                    "{} / {} (n={})",
+                    median_ms(&ds).map_or("n/a".into(), |x| format!("{x} ms")),
+                    ds.iter().max().map_or("n/a".into(), |x| format!("{x} ms")),
+                    ds.len()
+                );
+                (
+                    format!("{} ({:.0})", h.checks, h.intervals),
+                    dur,
+                    cpu2(h.hosts_cpu_per_check),
+                    cpu2(h.client_cpu_per_check),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        s.push_str(&format!(
+            "| {} | {} / {} | {checks} | {dur} | {hosts} | {client} |\n",
+            r.n,
+            r.health_rs_warm.map_or("n/a".into(), |v| format!("{v:.1}")),
+            r.health_ds_warm.map_or("n/a".into(), |v| format!("{v:.1}")),
+        ));
+    }
+
+    s.push_str(
+        "\nAgainst parallel-ssh at every fleet size (warm and cold medians of this run):\n\n\
+         | servers | runner-ssh warm | direct-ssh warm | runner-ssh cold | direct-ssh cold |\n\
+         | ---: | --- | --- | --- | --- |\n",
+    );
+    for r in results {
+        let (pw, pc) = (median(&r.pssh_warm), median(&r.pssh_cold));
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            r.n,
+            faster(median(&walls(&r.rs_warm)), pw, 1.0),
+            faster(median(&walls(&r.ds_warm)), pw, 1.0),
+            faster(median(&walls(&r.rs_cold)), pc, 1.0),
+            faster(median(&walls(&r.ds_cold)), pc, 1.0),
+        ));
     }
 
     if let Some(r) = results.iter().find(|r| r.n == 50) {

@@ -148,6 +148,13 @@ impl Fleet {
             .sum()
     }
 
+    /// CPU (ms) used so far on the first `n` hosts, open connections included (every process
+    /// below each listener, live or reaped: [`procs::tree_cpu_ms`]).
+    pub fn tree_cpu_ms(&self, n: usize) -> Option<f64> {
+        let roots: Vec<u32> = self.hosts.iter().take(n).filter_map(Host::pid).collect();
+        procs::tree_cpu_ms(&roots)
+    }
+
     /// Waits (up to `limit`) until no connection to the first `n` hosts is left open, so that
     /// [`Fleet::cpu_ms`] includes all of them.
     pub fn wait_idle(&self, n: usize, limit: Duration) {

@@ -65,6 +65,13 @@ struct SshArgs {
     /// Ansible runs per fleet size.
     #[arg(long, default_value_t = 3)]
     ansible: usize,
+    /// `cronium serve --fanout-concurrency` (default: the server's own default).
+    #[arg(long)]
+    fanout_concurrency: Option<usize>,
+    /// Seconds of health collection measured per fleet size (interval checks every 2 s on
+    /// pooled connections, nothing else running); 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    health_secs: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,6 +99,8 @@ async fn main() -> anyhow::Result<()> {
             cold: s.cold.max(1),
             ansible: s.ansible,
             venv: cli.venv.clone(),
+            concurrency: s.fanout_concurrency,
+            health_secs: s.health_secs,
         }),
         None => None,
     };

@@ -27,7 +27,8 @@ fn spec(data: &Path, deploy_dir: &str) -> ServerSpec {
             .unwrap_or_else(|| ws.join("target/runner/cronium-runner")),
         data_dir: data.to_path_buf(),
         deploy_dir: deploy_dir.to_string(),
-        fanout_concurrency: 50,
+        fanout_concurrency: Some(50),
+        extra_args: Vec::new(),
         poll: false,
     };
     for p in [&spec.cronium, &spec.runner, &spec.static_runner] {

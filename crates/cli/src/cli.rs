@@ -187,8 +187,10 @@ pub struct ServeArgs {
     /// choice: $TMPDIR, else /dev/shm, else /tmp). Relative to the login's home unless absolute.
     #[arg(long, env = "CRONIUM_SSH_WORK_DIR")]
     pub ssh_work_dir: Option<String>,
-    /// Most servers one job runs on at once.
-    #[arg(long, env = "CRONIUM_FANOUT_CONCURRENCY", default_value_t = 50)]
+    /// Most servers one job runs on at once (a target's `concurrency` may lower it for its own
+    /// jobs). Like parallel-ssh, every server of a fleet of up to 256 starts at once; a larger
+    /// fleet runs in waves of this size.
+    #[arg(long, env = "CRONIUM_FANOUT_CONCURRENCY", default_value_t = 256)]
     pub fanout_concurrency: usize,
     /// How long finished jobs (with their executions and logs) are kept unless their event sets
     /// `retain`: e.g. 30d, 12h; `forever` (or 0) keeps everything.

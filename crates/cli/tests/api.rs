@@ -318,6 +318,18 @@ async fn failed_runs_are_retried_with_backoff() {
     for n in 1..=3 {
         assert!(log.contains(&format!("attempt {n}")), "{log}");
     }
+    // Attempts 2 and 3 each continued the log after the lines already stored; the payload was
+    // generated once (the later attempts found it in the cache).
+    let (_, text) = s.metrics().await;
+    for needle in [
+        "cronium_partial_log_recovery_count_total 2",
+        "cronium_runner_payload_generation_duration_seconds_count 1",
+    ] {
+        assert!(
+            text.contains(needle),
+            "{needle} missing from /metrics:\n{text}"
+        );
+    }
 }
 
 fn chrono_ms(t: &str) -> i64 {

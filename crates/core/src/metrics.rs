@@ -67,6 +67,12 @@ pub struct RunnerMetrics {
     pub execution_duration: Histogram,
     /// From a log line leaving the runner to its being stored, in seconds.
     pub streaming_log_latency: Histogram,
+    /// Generating a run's payload archive (manifest, tar, gzip, hash, write), in seconds; a
+    /// payload the cache already holds generates nothing and is not observed.
+    pub payload_generation_duration: Histogram,
+    /// Later attempts of a job (a retry, or a recovery after its worker was lost) that continued
+    /// the job's log after the lines an earlier attempt had stored, instead of starting over.
+    pub partial_log_recovery: Counter,
     pub server_health: Family<ServerStatusLabel, Gauge>,
     pub server_health_failures: Family<ServerLabel, Gauge>,
     pub server_disk_free_bytes: Family<ServerDirLabel, Gauge>,
@@ -88,6 +94,8 @@ impl RunnerMetrics {
             health_check_duration: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             execution_duration: Histogram::new(exponential_buckets(0.005, 2.0, 20)),
             streaming_log_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            payload_generation_duration: Histogram::new(exponential_buckets(0.00005, 2.0, 16)),
+            partial_log_recovery: Counter::default(),
             server_health: Family::default(),
             server_health_failures: Family::default(),
             server_disk_free_bytes: Family::default(),
@@ -139,6 +147,16 @@ impl RunnerMetrics {
             "streaming_log_latency_seconds",
             "From a log line leaving the runner to its being stored",
             self.streaming_log_latency.clone(),
+        );
+        r.register(
+            "runner_payload_generation_duration_seconds",
+            "Generating a run's payload archive (cache misses only)",
+            self.payload_generation_duration.clone(),
+        );
+        r.register(
+            "partial_log_recovery_count",
+            "Later attempts that continued a job's log after an earlier attempt's lines",
+            self.partial_log_recovery.clone(),
         );
         r.register(
             "server_health",

@@ -108,6 +108,15 @@ impl PayloadCache {
 
     /// The payload for `src`, built and written only when not already cached.
     pub fn get_or_build(&self, src: &PayloadSource<'_>) -> Result<PayloadRef, PayloadError> {
+        self.get_or_build_timed(src).map(|(r, _)| r)
+    }
+
+    /// As [`Self::get_or_build`], with how long generating it took (building the archive,
+    /// hashing and writing it) when it was generated; `None` when the cache answered.
+    pub fn get_or_build_timed(
+        &self,
+        src: &PayloadSource<'_>,
+    ) -> Result<(PayloadRef, Option<Duration>), PayloadError> {
         // The env is part of the key: a workflow node may override its event's env, which
         // makes another payload of the same event version.
         let env = {
@@ -132,9 +141,10 @@ impl PayloadCache {
                 if marked.is_none_or(|age| age > USE_MARK_INTERVAL) {
                     mark_used(&hit.path);
                 }
-                return Ok(hit);
+                return Ok((hit, None));
             }
         }
+        let started = std::time::Instant::now();
         let bytes = build_archive(src)?;
         let sha256 = sha256_hex(&bytes);
         let path = self.dir.join(format!("{sha256}.tar.gz"));
@@ -169,7 +179,7 @@ impl PayloadCache {
         if let Ok(mut i) = self.index.lock() {
             i.insert(key, r.clone());
         }
-        Ok(r)
+        Ok((r, Some(started.elapsed())))
     }
 
     /// Payload files not used for `max_age`, with their sizes: what [`Self::cleanup`] removes.
@@ -297,9 +307,11 @@ mod tests {
     fn cache_reuses_and_cleans_up() {
         let dir = tempfile::tempdir().unwrap();
         let cache = PayloadCache::new(dir.path());
-        let a = cache.get_or_build(&src("print(1)", 1)).unwrap();
-        let again = cache.get_or_build(&src("print(1)", 1)).unwrap();
+        let (a, built) = cache.get_or_build_timed(&src("print(1)", 1)).unwrap();
+        assert!(built.is_some(), "the first call generates the payload");
+        let (again, cached) = cache.get_or_build_timed(&src("print(1)", 1)).unwrap();
         assert_eq!(a, again);
+        assert_eq!(cached, None, "a cache hit generates nothing");
         let b = cache.get_or_build(&src("print(2)", 2)).unwrap();
         assert_ne!(a.sha256, b.sha256);
         assert!(a.path.exists() && b.path.exists());

@@ -121,7 +121,7 @@ impl ServerConfig {
             docker: true,
             container: cronium_docker::DockerConfig::new(PathBuf::new()),
             ssh: cronium_ssh::SshConfig::default(),
-            fanout_concurrency: 50,
+            fanout_concurrency: 256,
             work_dir: None,
             interpreters: Default::default(),
             run_as: None,

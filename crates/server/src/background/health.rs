@@ -4,9 +4,10 @@
 //! Two triggers, both on pooled connections (`cronium_ssh::HealthConnection`):
 //! - **after each run**: the executor reports a [`Contact`]; a contact whose transport failed
 //!   is recorded as a failed check at once, one that worked is followed by a check on the idle
-//!   connection the run just gave back (never a new login); one whose deployment or runner
-//!   failed (the host may or may not be there) is checked at once, logging in if need be. Contacts of one server closer than
-//!   [`AFTER_RUN_GAP`] are folded into one check, so a busy server is not checked per run;
+//!   connection the run gave back (never a new login) once the server has had no run for
+//!   [`AFTER_RUN_QUIET`]: a burst of runs (back-to-back fan-outs) is checked once, after it,
+//!   instead of having health commands compete with its runs; one whose deployment or runner
+//!   failed (the host may or may not be there) is checked at once, logging in if need be;
 //! - **every `interval`** (`serve --health-interval`, 0 disables): every server, at most
 //!   [`CONCURRENCY`] at once, on an idle pooled connection, or a new one (which stays pooled)
 //!   when the server has none open; a server whose connections are all busy is left to its runs.
@@ -30,8 +31,8 @@ use crate::usecases::servers::config_of;
 
 /// Checks of all servers at once, at most.
 pub const CONCURRENCY: usize = 16;
-/// After-run checks of one server are at least this far apart.
-pub const AFTER_RUN_GAP: Duration = Duration::from_secs(1);
+/// An after-run check waits until the server has had no run for this long.
+pub const AFTER_RUN_QUIET: Duration = Duration::from_secs(3);
 /// Contacts waiting to be handled; more are dropped (never blocking a run).
 pub const CONTACT_QUEUE: usize = 1024;
 
@@ -73,21 +74,28 @@ pub fn observe(ssh: &SshExecutor) -> Option<mpsc::Receiver<Contact>> {
     ssh.observe_contacts(tx).then_some(rx)
 }
 
-/// After-run checks in progress or recently made, by server name.
+/// The latest run contact of each server waiting for its quiet period, by server name.
 #[derive(Default)]
-struct Recent(Mutex<HashMap<String, Instant>>);
+struct Recent(Mutex<(u64, HashMap<String, u64>)>);
 
 impl Recent {
-    /// True (and noted) when `name` may be checked now.
-    fn take(&self, name: &str) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = Instant::now();
-        m.retain(|_, at| now.duration_since(*at) < AFTER_RUN_GAP);
-        if m.contains_key(name) {
-            return false;
+    /// Notes a run contact of `name`; the returned ticket is current until the next one.
+    fn note(&self, name: &str) -> u64 {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += 1;
+        let ticket = g.0;
+        g.1.insert(name.to_string(), ticket);
+        ticket
+    }
+
+    /// True (and forgotten) when no run of `name` came after the one that got `ticket`.
+    fn take(&self, name: &str, ticket: u64) -> bool {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.1.get(name) == Some(&ticket) {
+            g.1.remove(name);
+            return true;
         }
-        m.insert(name.to_string(), now);
-        true
+        false
     }
 }
 
@@ -180,6 +188,14 @@ fn after_run(
 ) {
     let (state, ssh, keep, recent) = (state.clone(), ssh.clone(), config.keep, recent.clone());
     tokio::spawn(async move {
+        if c.failure.is_none() && !c.doubtful {
+            let ticket = recent.note(&c.server.name);
+            tokio::time::sleep(AFTER_RUN_QUIET).await;
+            if !recent.take(&c.server.name, ticket) {
+                // A later run of the server will be followed by its own check.
+                return;
+            }
+        }
         let id = match state.store.get_server_by_name(&c.server.name).await {
             Ok(Some(row)) => row.id,
             Ok(None) => return,
@@ -209,7 +225,7 @@ fn after_run(
                 keep,
             )
             .await;
-        } else if recent.take(&c.server.name) {
+        } else {
             check(
                 &state,
                 &ssh,
