@@ -67,6 +67,7 @@ const API: &[(&str, &str, Need)] = &[
     ("PUT", "/api/v1/users/{name}/password", Viewer),
     ("GET", "/api/v1/audit", Admin),
     ("GET", "/api/v1/servers", Viewer),
+    ("GET", "/api/v1/runners", Viewer),
     ("POST", "/api/v1/servers", Operator),
     ("GET", "/api/v1/servers/{name}", Viewer),
     ("DELETE", "/api/v1/servers/{name}", Operator),
