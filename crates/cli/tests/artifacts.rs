@@ -147,21 +147,12 @@ fn host_with_uname(fake: &Path) -> sshd::Sshd {
 }
 
 fn add(s: &Server, name: &str, h: &sshd::Sshd, keyfile: &Path) {
-    let port = h.port.to_string();
-    let o = s.cli(&[
-        "server",
-        "add",
+    s.add_server(
         name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--user",
+        h.port,
         sshd::USER,
-        "--key-file",
-        keyfile.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "server add {name}: {}", stderr(&o));
+        &["--key-file", keyfile.to_str().unwrap()],
+    );
 }
 
 async fn show(s: &Server, name: &str) -> Value {

@@ -87,21 +87,7 @@ fn keypair(dir: &Path, name: &str, passphrase: &str) -> (PathBuf, String, String
 
 /// Registers `h` as NAME with the key in `keyfile` (or extra CLI arguments).
 fn add(s: &Server, name: &str, port: u16, extra: &[&str]) {
-    let port = port.to_string();
-    let mut args = vec![
-        "server",
-        "add",
-        name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--user",
-        sshd::USER,
-    ];
-    args.extend_from_slice(extra);
-    let o = s.cli(&args);
-    assert!(o.status.success(), "server add {name}: {}", stderr(&o));
+    s.add_server(name, port, sshd::USER, extra);
 }
 
 /// Runs `event` to its end and returns the job.

@@ -49,23 +49,13 @@ fn server(health_args: &[&str]) -> TestServer {
 }
 
 fn add(s: &Server, name: &str, h: &sshd::Sshd, keyfile: &std::path::Path) {
-    let port = h.port.to_string();
-    let o = s.cli(&[
-        "server",
-        "add",
+    let key = keyfile.to_str().unwrap();
+    s.add_server(
         name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--user",
+        h.port,
         sshd::USER,
-        "--key-file",
-        keyfile.to_str().unwrap(),
-        "--tag",
-        "fleet",
-    ]);
-    assert!(o.status.success(), "server add {name}: {}", stderr(&o));
+        &["--key-file", key, "--tag", "fleet"],
+    );
 }
 
 async fn show(s: &Server, name: &str) -> Value {

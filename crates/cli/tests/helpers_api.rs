@@ -564,21 +564,8 @@ async fn api_mode_works_in_containers_without_a_network() {
 /// Registers an sshd instance as NAME with the test key.
 fn add_host(s: &Server, name: &str, h: &sshd::Sshd, dir: &Path) {
     let key = write(dir, "id_ed25519", &sshd::env().client_key);
-    let port = h.port.to_string();
-    let o = s.cli(&[
-        "server",
-        "add",
-        name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--user",
-        sshd::USER,
-        "--key-file",
-        key.to_str().unwrap_or_default(),
-    ]);
-    assert!(o.status.success(), "server add: {}", stderr(&o));
+    let key = key.to_str().unwrap_or_default();
+    s.add_server(name, h.port, sshd::USER, &["--key-file", key]);
 }
 
 #[tokio::test]

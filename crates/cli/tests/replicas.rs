@@ -188,15 +188,6 @@ async fn jobs_of(s: &Server, event: &str) -> Vec<Value> {
     list.as_array().cloned().unwrap_or_default()
 }
 
-async fn metric(s: &Server, series: &str) -> Option<f64> {
-    let (status, body) = s.metrics().await;
-    assert_eq!(status, 200, "/metrics: {body}");
-    body.lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
-
 #[tokio::test]
 async fn a_replica_without_scheduler_and_agent_fires_and_claims_nothing() {
     let db = fresh_pg_database().await;
@@ -214,7 +205,7 @@ async fn a_replica_without_scheduler_and_agent_fires_and_claims_nothing() {
         "a --no-scheduler server fired a schedule"
     );
     assert_ne!(
-        metric(&b, "cronium_scheduler_leader").await,
+        b.metric("cronium_scheduler_leader").await,
         Some(1.0),
         "a --no-scheduler server took the lease"
     );

@@ -83,18 +83,8 @@ async fn runs(s: &Server, event: &str, n: usize) -> Vec<i64> {
 }
 
 async fn metric(s: &Server, series: &str) -> f64 {
-    let (status, body) = s.api("GET", "/metrics", None).await;
-    assert_eq!(status, 200, "/metrics: {body}");
-    body.as_str()
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
+    s.metric(series)
+        .await
         .unwrap_or_else(|| panic!("{series} not on /metrics"))
 }
 

@@ -44,18 +44,8 @@ async fn jobs_of(s: &Server, event: &str) -> Vec<Value> {
     v
 }
 
-/// The value of an unlabelled metric (or of one series, `name{label="v"}`) on /metrics.
-async fn metric(s: &Server, series: &str) -> Option<f64> {
-    let (status, body) = s.api("GET", "/metrics", None).await;
-    assert_eq!(status, 200, "/metrics: {body}");
-    body.as_str()?.lines().find_map(|l| {
-        let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
-        rest.split_whitespace().next()?.parse().ok()
-    })
-}
-
 async fn is_leader(s: &Server) -> bool {
-    metric(s, "cronium_scheduler_leader").await == Some(1.0)
+    s.metric("cronium_scheduler_leader").await == Some(1.0)
 }
 
 /// Waits until the pulse event has fired `n` more ticks: the scheduler made passes since.
@@ -129,7 +119,7 @@ async fn overlap_skip_drops_ticks_while_a_run_is_active() {
                 .filter(|j| j["status"] == "succeeded")
                 .count();
             done >= 2
-                && metric(&s, "cronium_scheduler_ticks_total{kind=\"overlap\"}")
+                && s.metric("cronium_scheduler_ticks_total{kind=\"overlap\"}")
                     .await
                     .unwrap_or(0.0)
                     >= 1.0
@@ -343,7 +333,7 @@ async fn an_event_whose_stored_spec_no_longer_parses_is_shown_broken() {
         stdout(&out)
     );
 
-    assert_eq!(metric(&s, "cronium_events_broken").await, Some(2.0));
+    assert_eq!(s.metric("cronium_events_broken").await, Some(2.0));
 
     // It never fires while broken, and the warning is logged once, not on every pass.
     let fired = jobs_of(&s, "victim").await.len();
@@ -369,7 +359,7 @@ async fn an_event_whose_stored_spec_no_longer_parses_is_shown_broken() {
         || async { jobs_of(&s, "victim").await.len() > fired },
     )
     .await;
-    assert_eq!(metric(&s, "cronium_events_broken").await, Some(1.0));
+    assert_eq!(s.metric("cronium_events_broken").await, Some(1.0));
 }
 
 /// Every second; a run the dead server's agent had claimed is run again by the survivor's.

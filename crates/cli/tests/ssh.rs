@@ -59,26 +59,11 @@ fn start_on(data_dir: Option<std::path::PathBuf>, deploy_dir: &str) -> Server {
 
 /// Registers `h` as NAME through the CLI with a key file and tags.
 fn add(s: &Server, name: &str, h: &sshd::Sshd, tags: &[&str], keyfile: &std::path::Path) {
-    let port = h.port.to_string();
-    let mut args = vec![
-        "server",
-        "add",
-        name,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--user",
-        sshd::USER,
-        "--key-file",
-        keyfile.to_str().unwrap(),
-    ];
+    let mut extra = vec!["--key-file", keyfile.to_str().unwrap()];
     for t in tags {
-        args.push("--tag");
-        args.push(t);
+        extra.extend(["--tag", t]);
     }
-    let o = s.cli(&args);
-    assert!(o.status.success(), "server add {name}: {}", stderr(&o));
+    s.add_server(name, h.port, sshd::USER, &extra);
 }
 
 /// `type base64` without the comment.

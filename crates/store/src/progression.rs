@@ -454,7 +454,7 @@ pub(crate) fn progress<'a>(conn: &'a mut AnyConnection, env: &'a Env, run_id: i6
                             merge_input(&run.input, &node.input, &outputs)
                         };
                         nodes[pos] =
-                            start_node(conn, env, &run, node, &nodes[pos], reason, input).await?;
+                            start_node(conn, env, &run, node, &nodes[pos], &reason, input).await?;
                     }
                 }
             }
@@ -643,11 +643,10 @@ async fn start_node(
     run: &WorkflowRunRow,
     node: &WorkflowNodeRow,
     current: &NodeRunRow,
-    reason: String,
+    reason: &str,
     input: Value,
 ) -> Result<NodeRunRow, StoreError> {
     let node_run = current.id;
-    let reason = reason.as_str();
     let input_text = to_json("input", &input)?;
     let started = match node.kind {
         NodeKind::Event | NodeKind::Inline => {

@@ -332,6 +332,41 @@ impl Server {
         (status, r.text().await.expect("metrics text"))
     }
 
+    /// `cronium server add NAME --host 127.0.0.1 --port PORT --user USER` and `extra` (the
+    /// credential, tags...): a test sshd on loopback; panics with the CLI's error on failure.
+    pub fn add_server(&self, name: &str, port: u16, user: &str, extra: &[&str]) {
+        let port = port.to_string();
+        let mut args = vec![
+            "server",
+            "add",
+            name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--user",
+            user,
+        ];
+        args.extend_from_slice(extra);
+        let o = self.cli(&args);
+        assert!(
+            o.status.success(),
+            "server add {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
+    /// The value of an unlabelled metric (or of one series, `name{label="v"}`) on /metrics;
+    /// None when the series is not there.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let (status, body) = self.metrics().await;
+        assert_eq!(status, 200, "/metrics: {body}");
+        body.lines().find_map(|l| {
+            let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
+            rest.split_whitespace().next()?.parse().ok()
+        })
+    }
+
     pub async fn log_text(&self, id: i64) -> String {
         let (_, page) = self
             .api("GET", &format!("/api/v1/jobs/{id}/logs?limit=10000"), None)
