@@ -284,3 +284,53 @@ fn a_client_command_piped_into_head_ends_without_a_panic() {
         "exit status {code}, stderr: {err}"
     );
 }
+
+/// The systemd units shipped in deploy/systemd start the binary with flags it has: each
+/// `ExecStart` names our binary, a subcommand and only options its `--help` lists.
+#[test]
+fn the_shipped_systemd_units_use_only_flags_the_binary_has() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/systemd");
+    let mut units = 0;
+    for entry in std::fs::read_dir(&dir).expect("deploy/systemd") {
+        let path = entry.expect("entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("service") {
+            continue;
+        }
+        units += 1;
+        let text = std::fs::read_to_string(&path).expect("read unit");
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap_or_else(|| panic!("{}: no ExecStart", path.display()));
+        let mut words = exec.split_whitespace();
+        assert_eq!(words.next(), Some("/usr/local/bin/cronium"), "{exec}");
+        let sub = words.next().expect("a subcommand");
+        let help = Command::new(cronium_bin())
+            .args([sub, "--help"])
+            .output()
+            .expect("run --help");
+        assert!(
+            help.status.success(),
+            "{}: `cronium {sub}` does not exist",
+            path.display()
+        );
+        let help = String::from_utf8_lossy(&help.stdout).to_string();
+        for w in words.filter(|w| w.starts_with("--")) {
+            let flag = w.split('=').next().unwrap_or(w);
+            assert!(
+                help.contains(&format!("{flag} ")) || help.contains(&format!("{flag}\n")),
+                "{}: `cronium {sub}` has no {flag}",
+                path.display()
+            );
+        }
+        for key in [
+            "User=",
+            "EnvironmentFile=",
+            "KillSignal=SIGTERM",
+            "WantedBy=",
+        ] {
+            assert!(text.contains(key), "{}: no {key}", path.display());
+        }
+    }
+    assert!(units >= 1, "no unit in {}", dir.display());
+}
