@@ -826,6 +826,91 @@ fn ssh_server(deploy_dir: &str) -> Server {
     })
 }
 
+/// A fan-out where one server failed: the job page offers "Retry failed servers"; pressing it
+/// starts a job on the failed server only, whose page the browser lands on and which succeeds.
+#[tokio::test]
+async fn retry_only_the_failed_servers_of_a_fan_out_from_its_page() {
+    let deploy_dir = format!(".cache/cronium-ui-{:08x}", rand::random::<u32>());
+    let s = ssh_server(&deploy_dir);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = write(dir.path(), "id_ed25519", &sshd::env().client_key);
+    let hosts = [sshd::Sshd::start(), sshd::Sshd::start()];
+    for (name, h) in ["ok-a", "flaky-b"].iter().zip(&hosts) {
+        s.add_server(
+            name,
+            h.port,
+            sshd::USER,
+            &["--key-file", key.to_str().expect("path")],
+        );
+    }
+    let fixed = shared_tempdir();
+    let marker = fixed.path().join("fixed");
+    s.apply_yaml(&format!(
+        "name: half-fleet\ntype: bash\ntarget: {{ servers: [ok-a, flaky-b] }}\nscript: |\n  if [ \"$CRONIUM_SERVER\" = flaky-b ] && [ ! -e {m} ]; then echo 'disk full' >&2; exit 3; fi\n  echo \"done on $CRONIUM_SERVER\"\n",
+        m = marker.display()
+    ))
+    .await;
+    let id = s.run_event("half-fleet", None).await;
+    let j = s.wait_job(id, Duration::from_secs(120)).await;
+    assert_ne!(j["status"], "succeeded", "{j}");
+
+    let b = Browser::start().await;
+    b.login(&s).await;
+    b.goto(&s, &format!("/jobs/{id}")).await;
+    let label = b.text_of(By::Id("retry-failed")).await;
+    assert_eq!(label, "Retry failed servers");
+    std::fs::write(&marker, "yes").expect("marker");
+    b.click(By::Id("retry-failed")).await;
+    b.wait("the retry's page", Duration::from_secs(15), || async {
+        let p = b.path().await;
+        p.starts_with("/jobs/") && !p.starts_with(&format!("/jobs/{id}"))
+    })
+    .await;
+    let path = b.path().await;
+    let retry: i64 = path
+        .trim_start_matches("/jobs/")
+        .split(['?', '/'])
+        .next()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or_else(|| panic!("not a job page: {path}"));
+    let r = s.wait_job(retry, Duration::from_secs(120)).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let servers: Vec<&str> = r["executions"]
+        .as_array()
+        .expect("executions")
+        .iter()
+        .filter_map(|x| x["server"].as_str())
+        .collect();
+    assert_eq!(servers, ["flaky-b"], "the retry ran on {servers:?}");
+    b.goto(&s, &format!("/jobs/{retry}")).await;
+    assert_eq!(b.text_of(By::Id("job-status")).await, "succeeded");
+    assert!(b.log_text().await.contains("done on flaky-b"));
+    // The execution's Took is its whole wall time: never less than its Setup plus its Run.
+    let cells = b
+        .js("var r = document.querySelector('table.executions tbody tr'); return Array.prototype.map.call(r.cells, function (c) { return c.textContent.trim(); });")
+        .await;
+    let cells: Vec<String> = cells
+        .as_array()
+        .expect("cells")
+        .iter()
+        .map(|c| c.as_str().unwrap_or_default().to_string())
+        .collect();
+    let ms = |t: &str| -> f64 {
+        match t.split_once(' ') {
+            Some((n, "ms")) => n.parse().expect("ms"),
+            Some((n, "s")) => n.parse::<f64>().expect("s") * 1000.0,
+            _ => panic!("unexpected duration {t:?} in {cells:?}"),
+        }
+    };
+    let (setup, run, took) = (ms(&cells[7]), ms(&cells[8]), ms(&cells[9]));
+    assert!(
+        took + 1.0 >= setup + run,
+        "Took {took} ms < Setup {setup} + Run {run}: {cells:?}"
+    );
+    b.shot("job-retry-failed").await;
+    b.quit().await;
+}
+
 /// The seq of every line the viewer shows, in page order.
 async fn shown_seqs(b: &Browser) -> Vec<i64> {
     let v = b
@@ -852,21 +937,12 @@ async fn a_fan_out_log_by_server_resumes_after_a_cut_with_follow_pause_and_searc
     let key = write(dir.path(), "id_ed25519", &sshd::env().client_key);
     let hosts = [sshd::Sshd::start(), sshd::Sshd::start()];
     for (name, h) in ["web-a", "web-b"].iter().zip(&hosts) {
-        let port = h.port.to_string();
-        let o = s.cli(&[
-            "server",
-            "add",
+        s.add_server(
             name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--user",
+            h.port,
             sshd::USER,
-            "--key-file",
-            key.to_str().expect("path"),
-        ]);
-        assert!(o.status.success(), "server add {name}: {}", stderr(&o));
+            &["--key-file", key.to_str().expect("path")],
+        );
     }
     let markers = shared_tempdir();
     let (m1, m2, m3) = (

@@ -919,8 +919,8 @@ async fn a_jobs_variable_writes_are_shown_without_their_values() {
         "a secret value on the page"
     );
     assert!(!page.body.contains("old-secret-value-1"));
-    // Timings per execution: the Took column.
-    assert!(page.body.contains("<th scope=\"col\">Took</th>"));
+    // Timings per execution: the Took column, the whole execution's wall time.
+    assert!(page.body.contains(">Took</abbr></th>"));
 }
 
 /// A job's page shows what each execution used: CPU time (its split in the title) and the

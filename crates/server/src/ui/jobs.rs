@@ -266,7 +266,9 @@ impl From<ExecutionRow> for ExecItem {
             started: format::ts(x.started_at),
             setup: format::duration(x.setup_ms),
             run: format::duration(x.run_ms),
-            took: format::between(x.started_at, x.finished_at),
+            // Wall time of the whole execution: connection, deployment and setup included, so
+            // never less than Setup + Run (started -> finished alone was, confusingly).
+            took: format::between(Some(x.created_at), x.finished_at),
             error: x.error.unwrap_or_default(),
             note: x.note.unwrap_or_default(),
             output: format::json(&x.output),
