@@ -106,24 +106,13 @@ fn hosts(s: &Server, prefix: &str, n: usize, tag: &str, dir: &std::path::Path) -
     let key = write(dir, "id_ed25519", &sshd::env().client_key);
     let hosts: Vec<sshd::Sshd> = (0..n).map(|_| sshd::Sshd::start()).collect();
     for (i, h) in hosts.iter().enumerate() {
-        let port = h.port.to_string();
         let name = format!("{prefix}{i}");
-        let o = s.cli(&[
-            "server",
-            "add",
+        s.add_server(
             &name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--user",
+            h.port,
             sshd::USER,
-            "--key-file",
-            key.to_str().unwrap(),
-            "--tag",
-            tag,
-        ]);
-        assert!(o.status.success(), "server add {name}: {}", stderr(&o));
+            &["--key-file", key.to_str().unwrap(), "--tag", tag],
+        );
     }
     hosts
 }

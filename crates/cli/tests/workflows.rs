@@ -833,24 +833,13 @@ async fn a_node_fans_out_to_servers_and_a_partial_feeds_a_failure_edge() {
     let key = write(dir.path(), "id_ed25519", &sshd::env().client_key);
     let hosts: Vec<sshd::Sshd> = (0..3).map(|_| sshd::Sshd::start()).collect();
     for (i, h) in hosts.iter().enumerate() {
-        let port = h.port.to_string();
         let name = format!("web{i}");
-        let o = s.cli(&[
-            "server",
-            "add",
+        s.add_server(
             &name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--user",
+            h.port,
             sshd::USER,
-            "--key-file",
-            key.to_str().unwrap(),
-            "--tag",
-            "web",
-        ]);
-        assert!(o.status.success(), "{}", stderr(&o));
+            &["--key-file", key.to_str().unwrap(), "--tag", "web"],
+        );
     }
     // A local event; the workflow sends it to the servers.
     s.apply_yaml(
