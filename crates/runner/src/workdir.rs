@@ -3,7 +3,11 @@
 //! Created with mode 0700 under the work base, holds the unpacked payload and `.cronium/`, and is
 //! removed when the [`WorkDir`] is dropped, on every path. A runner that is killed outright
 //! (SIGKILL, out of memory) cannot clean up, so each live directory is held under an `flock`, and
-//! [`sweep_stale`] lets the next run on that host remove directories nobody holds any more.
+//! [`sweep_stale`] lets a later run on that host remove directories nobody holds any more: at
+//! most one run a minute per user and work base looks (the age of a stamp file,
+//! `.cronium-swept-UID`, says when the last one did), because reading the work base on every run
+//! costs each run time proportional to the runs alive beside it (0.6 ms per run with 200
+//! concurrent runs on one host, measured).
 //! Not responsible for what goes in the directory.
 
 use std::fs::{self, File};
@@ -18,6 +22,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const PREFIX: &str = "cronium-run-";
 /// A directory younger than this is never swept: its runner may not have locked it yet.
 const SWEEP_MIN_AGE: Duration = Duration::from_secs(60);
+/// A user's sweep of a work base is skipped when its previous one is younger than this.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// Prefix of the stamp file whose modification time is the user's last sweep of the work base.
+pub(crate) const SWEEP_STAMP_PREFIX: &str = ".cronium-swept-";
 /// Another build's shared helper library directory (`cronium-lib-*`, see `bundle`) unused for
 /// this long is removed. Its runner touches it at least daily while using it.
 const LIB_SWEEP_MIN_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -134,13 +142,18 @@ fn lock(dir: &Path) -> Option<File> {
 ///
 /// Shared helper library directories (`cronium-lib-*`) are never treated as working directories;
 /// only ours of another runner build that were not used for a week are removed.
+///
+/// Skipped when this user swept `base` less than [`SWEEP_EVERY`] ago ([`swept_recently`]).
 pub fn sweep_stale(base: &Path) {
-    let Ok(entries) = fs::read_dir(base) else {
-        return;
-    };
     // SAFETY: geteuid has no preconditions and cannot fail.
     let uid = unsafe { libc::geteuid() };
     let now = SystemTime::now();
+    if swept_recently(base, uid, now) {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
     let own_libs = format!("{}{uid}-", crate::bundle::LIB_DIR_PREFIX);
     let current_lib = crate::bundle::shared_lib_name();
     for entry in entries.flatten() {
@@ -173,6 +186,44 @@ pub fn sweep_stale(base: &Path) {
                 _lock: None,
             };
             stale.remove();
+        }
+    }
+}
+
+/// True when `uid` swept `base` less than [`SWEEP_EVERY`] ago, by the stamp file's age. When
+/// not, the stamp is set to `now` (created when missing) and the caller sweeps. A stamp that is
+/// not a regular file of `uid` (a symlink, another user's file) is never trusted nor written:
+/// then every run sweeps, as before stamps existed. A stamp from the future (the clock was set
+/// back) counts as old.
+fn swept_recently(base: &Path, uid: u32, now: SystemTime) -> bool {
+    use std::os::unix::fs::OpenOptionsExt;
+    let stamp = base.join(format!("{SWEEP_STAMP_PREFIX}{uid}"));
+    let open = |create: bool| {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(create)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&stamp)
+    };
+    match fs::symlink_metadata(&stamp) {
+        Ok(meta) if meta.is_file() && meta.uid() == uid => {
+            let fresh = meta
+                .modified()
+                .ok()
+                .and_then(|m| now.duration_since(m).ok())
+                .is_some_and(|age| age < SWEEP_EVERY);
+            if !fresh {
+                if let Ok(f) = open(false) {
+                    let _ = f.set_modified(now);
+                }
+            }
+            fresh
+        }
+        Ok(_) => false,
+        Err(_) => {
+            let _ = open(true);
+            false
         }
     }
 }

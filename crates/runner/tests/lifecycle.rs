@@ -706,6 +706,64 @@ fn directories_left_by_killed_runners_are_swept_by_the_next_run() {
     }
 }
 
+/// At most one run a minute reads the work base to sweep it: a stale directory that appears
+/// right after a sweep stays until the stamp of that sweep is a minute old; a stamp that is not
+/// the user's own regular file is never trusted.
+#[test]
+fn the_work_base_is_swept_at_most_once_a_minute() {
+    use std::time::SystemTime;
+    let scratch = Scratch::new();
+    let hi = || {
+        let out = run(
+            &scratch,
+            &script("bash", "echo hi\n", json!({})),
+            &context(json!({})),
+        );
+        assert_eq!(out.finished().status, RunStatus::Succeeded);
+    };
+    let stale = |name: &str| {
+        let dir = scratch.work().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::File::open(&dir)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .unwrap();
+        dir
+    };
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    let stamp = scratch.work().join(format!("{SWEEP_STAMP_PREFIX}{uid}"));
+    hi();
+    assert!(stamp.is_file(), "no stamp after a sweep");
+    let first = stale("cronium-run-1-dead");
+    hi();
+    assert!(first.exists(), "swept again within the minute");
+    std::fs::File::options()
+        .write(true)
+        .open(&stamp)
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(61))
+        .unwrap();
+    hi();
+    assert!(
+        !first.exists(),
+        "not swept once the last sweep was a minute ago"
+    );
+    // A symlink in the stamp's place is neither followed nor trusted: every run sweeps.
+    std::fs::remove_file(&stamp).unwrap();
+    let target = scratch.path("elsewhere");
+    std::fs::write(&target, b"keep").unwrap();
+    std::os::unix::fs::symlink(&target, &stamp).unwrap();
+    let second = stale("cronium-run-2-dead");
+    hi();
+    assert!(!second.exists(), "a symlinked stamp stopped the sweep");
+    let third = stale("cronium-run-3-dead");
+    hi();
+    assert!(!third.exists(), "a symlinked stamp stopped the sweep");
+    assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+    std::fs::remove_file(&stamp).unwrap();
+}
+
 /// The runner's `Finished` carries the tree's usage: a grandchild started through a child
 /// that exits at once (so re-parented to the runner, a subreaper) does the work and is still
 /// alive when the script ends; the cleanup reaps it and its CPU and memory count.

@@ -385,6 +385,13 @@ fn sweeper_keeps_library_directories_except_old_ones_of_other_builds() {
     }
 
     let inode = std::fs::metadata(current.join("cronium.py")).unwrap().ino();
+    // The first run swept a minute ago or more, so the next one sweeps again.
+    std::fs::File::options()
+        .write(true)
+        .open(scratch.work().join(format!("{SWEEP_STAMP_PREFIX}{uid}")))
+        .unwrap()
+        .set_modified(SystemTime::now() - Duration::from_secs(120))
+        .unwrap();
 
     let probe = Probe::run(&scratch);
     assert!(probe.shared(), "{}", probe.out.stderr);

@@ -18,6 +18,8 @@ pub const RUNNER: &str = env!("CARGO_BIN_EXE_cronium-runner");
 pub const NODE: &str = "/usr/bin/node";
 /// Prefix of the shared helper library directories the runner keeps in the work base.
 pub const LIB_PREFIX: &str = "cronium-lib-";
+/// The stamp file whose age is a user's last sweep of the work base.
+pub const SWEEP_STAMP_PREFIX: &str = ".cronium-swept-";
 
 /// The real python binary (the `python3` on PATH is a slow pyenv shim), resolved once.
 pub fn python() -> &'static str {
@@ -128,7 +130,7 @@ impl Scratch {
         std::fs::read_dir(self.work())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| !name.starts_with(LIB_PREFIX))
+            .filter(|name| !name.starts_with(LIB_PREFIX) && !name.starts_with(SWEEP_STAMP_PREFIX))
             .collect()
     }
     /// The shared helper library directories in the work base.
