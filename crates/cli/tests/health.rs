@@ -304,3 +304,38 @@ async fn interval_checks_mark_degraded_by_disk_then_unreachable_and_export_metri
         "{text}"
     );
 }
+
+/// The interval pass leaves a server in a burst of runs alone: its check follows the burst
+/// (after the quiet period), instead of health commands competing with the runs every interval.
+#[tokio::test]
+async fn interval_checks_leave_a_server_alone_while_runs_keep_it_busy() {
+    let s = server(&["--health-interval", "1s"]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = write(dir.path(), "id_ed25519", &sshd::env().client_key);
+    let h = sshd::Sshd::start();
+    add(&s, "busy", &h, &key);
+    s.apply_yaml("name: quick\ntype: bash\ntarget: { servers: [busy] }\nscript: echo ok\n")
+        .await;
+    let checks = "cronium_runner_health_check_duration_seconds_count";
+    assert_eq!(run_and_wait(&s, "quick").await["status"], "succeeded");
+    // Back-to-back runs for 4 s: 4 interval passes go by.
+    let before = s.metric(checks).await.unwrap_or(0.0);
+    let burst = Instant::now();
+    let mut runs = 0;
+    while burst.elapsed() < Duration::from_secs(4) {
+        assert_eq!(run_and_wait(&s, "quick").await["status"], "succeeded");
+        runs += 1;
+    }
+    let during = s.metric(checks).await.unwrap_or(0.0) - before;
+    assert!(
+        during <= 1.0,
+        "{during} health checks during a burst of {runs} runs"
+    );
+    // Once the server is quiet, its check comes.
+    s.wait_for(
+        "the check after the burst",
+        Duration::from_secs(15),
+        || async { s.metric(checks).await.unwrap_or(0.0) > before + during },
+    )
+    .await;
+}

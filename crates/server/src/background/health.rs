@@ -10,7 +10,9 @@
 //!   failed (the host may or may not be there) is checked at once, logging in if need be;
 //! - **every `interval`** (`serve --health-interval`, 0 disables): every server, at most
 //!   [`CONCURRENCY`] at once, on an idle pooled connection, or a new one (which stays pooled)
-//!   when the server has none open; a server whose connections are all busy is left to its runs.
+//!   when the server has none open; a server whose connections are all busy is left to its runs,
+//!   and so is one in a burst of runs (its after-run check follows) or checked less than half an
+//!   interval ago.
 //!
 //! Not for judging the readings (`cronium_core::health::judge`, at read time) nor for running
 //! anything but the health command.
@@ -88,6 +90,13 @@ impl Recent {
         ticket
     }
 
+    /// True while a run contact of `name` waits for its quiet period: the server is in a burst
+    /// of runs, and a check follows it.
+    fn busy(&self, name: &str) -> bool {
+        let g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.1.contains_key(name)
+    }
+
     /// True (and forgotten) when no run of `name` came after the one that got `ticket`.
     fn take(&self, name: &str, ticket: u64) -> bool {
         let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
@@ -128,7 +137,7 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             _ = tick => {
                 next = tokio::time::Instant::now() + interval.unwrap_or_default();
-                interval_pass(&state, &ssh, &config, &slots).await;
+                interval_pass(&state, &ssh, &config, &slots, &recent).await;
             }
             c = contact => match c {
                 Some(c) => after_run(&state, &ssh, &config, &recent, c),
@@ -139,12 +148,17 @@ pub async fn run(
 }
 
 /// Spawns one check per server (bounded by `slots`); does not wait for them.
+/// Servers in a burst of runs are left out (their check follows the burst), and so are those
+/// checked less than half an interval ago (after a run): the interval pass only fills the gaps
+/// the runs leave, instead of competing with them.
 async fn interval_pass(
     state: &AppState,
     ssh: &SshExecutor,
     config: &HealthConfig,
     slots: &Arc<Semaphore>,
+    recent: &Recent,
 ) {
+    let half = config.interval.as_millis() as i64 / 2;
     let rows = match state.store.list_servers().await {
         Ok(r) => r,
         Err(e) => {
@@ -152,7 +166,11 @@ async fn interval_pass(
             return;
         }
     };
+    let now = now_ms();
     for row in rows {
+        if recent.busy(&row.name) || row.health.checked_at.is_some_and(|t| now - t < half) {
+            continue;
+        }
         let cfg = match config_of(state, &row) {
             Ok(c) => c,
             Err(e) => {
