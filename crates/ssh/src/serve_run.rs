@@ -190,6 +190,37 @@ pub(crate) async fn ensure_session<'a>(
         .map_err(|_| StartError::Other("no serve session".into()))
 }
 
+/// Payload archives being sent, by SHA-256: the runs of one fan-out (hundreds of servers at
+/// once) share one read of the file instead of one blocking-pool read each. Entries are weak,
+/// so the bytes live only as long as some run still holds them.
+static PAYLOADS: Mutex<Vec<(String, std::sync::Weak<[u8]>)>> = Mutex::new(Vec::new());
+/// Held while a payload is read, so that concurrent first runs wait for one read.
+static LOADING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn cached_payload(sha256: &str) -> Option<Arc<[u8]>> {
+    let list = PAYLOADS.lock().unwrap_or_else(|p| p.into_inner());
+    list.iter()
+        .find(|(sha, _)| sha == sha256)
+        .and_then(|(_, bytes)| bytes.upgrade())
+}
+
+/// The request's payload bytes: shared with the other runs that send the same archive now
+/// (payload files are content-addressed: one SHA-256, one content).
+async fn payload_bytes(req: &RunRequest) -> std::io::Result<Arc<[u8]>> {
+    if let Some(bytes) = cached_payload(&req.payload_sha256) {
+        return Ok(bytes);
+    }
+    let _loading = LOADING.lock().await;
+    if let Some(bytes) = cached_payload(&req.payload_sha256) {
+        return Ok(bytes);
+    }
+    let bytes: Arc<[u8]> = tokio::fs::read(&req.payload_path).await?.into();
+    let mut list = PAYLOADS.lock().unwrap_or_else(|p| p.into_inner());
+    list.retain(|(_, b)| b.strong_count() > 0);
+    list.push((req.payload_sha256.clone(), Arc::downgrade(&bytes)));
+    Ok(bytes)
+}
+
 /// Why a run on a session produced no result.
 pub(crate) enum ServeRunError {
     /// As from `runner_run::run_runner`.
@@ -223,7 +254,7 @@ pub(crate) async fn run_on_session(
             pid,
         ))
     };
-    let payload = tokio::fs::read(&req.payload_path)
+    let payload = payload_bytes(req)
         .await
         .map_err(|e| unreadable_payload(req, e))?;
     // The request body: context line, payload length line, payload (what `run -` reads).
@@ -404,5 +435,56 @@ pub(crate) async fn run_on_session(
             },
             script_pid,
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(path: &std::path::Path, sha: &str) -> RunRequest {
+        RunRequest {
+            payload_path: path.to_path_buf(),
+            payload_sha256: sha.into(),
+            context: Default::default(),
+            timeout: Duration::from_secs(1),
+            kill_grace: Duration::from_secs(1),
+            control: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_sending_one_payload_share_one_read_while_they_hold_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.tgz");
+        std::fs::write(&path, b"first").unwrap();
+        let sha = format!("test-{}", std::process::id());
+        let req = request(&path, &sha);
+        let reads: Vec<_> = (0..50)
+            .map(|_| {
+                let req = req.clone();
+                tokio::spawn(async move { payload_bytes(&req).await.unwrap() })
+            })
+            .collect();
+        let mut held = Vec::new();
+        for r in reads {
+            held.push(r.await.unwrap());
+        }
+        assert!(
+            held.iter().all(|b| Arc::ptr_eq(b, &held[0])),
+            "read more than once"
+        );
+        assert_eq!(&held[0][..], b"first");
+        // Held by nobody any more: the next run reads the file again.
+        drop(held);
+        std::fs::write(&path, b"second").unwrap();
+        assert_eq!(&payload_bytes(&req).await.unwrap()[..], b"second");
+        // Another archive is another read.
+        let other = dir.path().join("q.tgz");
+        std::fs::write(&other, b"other").unwrap();
+        let b = payload_bytes(&request(&other, &format!("{sha}-q")))
+            .await
+            .unwrap();
+        assert_eq!(&b[..], b"other");
     }
 }
