@@ -181,3 +181,89 @@ impl SshExecutor {
         Ok(doomed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::{
+        Credential, Platform, RunnerArtifact, ServerConfig, SshConfig, SshError, SshExecutor,
+    };
+
+    fn artifact(version: &str, arch: &str, sha: char) -> RunnerArtifact {
+        RunnerArtifact {
+            path: "/nonexistent".into(),
+            version: version.into(),
+            sha256: std::iter::repeat_n(sha, 64).collect(),
+            size: 1,
+            platform: Platform {
+                os: "linux".into(),
+                arch: arch.into(),
+            },
+        }
+    }
+
+    fn server(arch: &str, version: Option<&str>) -> ServerConfig {
+        ServerConfig {
+            name: "web".into(),
+            host: "127.0.0.1".into(),
+            port: 22,
+            user: "deploy".into(),
+            credential: Credential::Password("x".into()),
+            host_key: None,
+            known_runner: None,
+            platform: Platform::new("Linux", arch),
+            runner_version: version.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_wanted_version_picks_the_artifact_and_a_missing_one_is_an_error() {
+        let ex = SshExecutor::with_runners(
+            SshConfig::default(),
+            vec![
+                artifact("0.1.0", "x86_64", 'a'),
+                artifact("0.2.0", "x86_64", 'b'),
+                artifact("0.1.0", "aarch64", 'c'),
+            ],
+        );
+        assert_eq!(ex.default_version(), "0.1.0");
+        let pick = |arch, v| {
+            let s = server(arch, v);
+            let p = s.platform.clone().unwrap();
+            ex.artifact_for(&s, &p)
+        };
+        assert_eq!(pick("x86_64", None).unwrap().version, "0.1.0");
+        assert_eq!(
+            pick("x86_64", Some("0.2.0")).unwrap().sha256,
+            "b".repeat(64)
+        );
+        assert_eq!(pick("aarch64", None).unwrap().sha256, "c".repeat(64));
+        // A version the platform does not have: an error naming server, platform and version
+        // (never another version, and not the "unsupported platform" auto mode falls back on).
+        match pick("aarch64", Some("0.2.0")) {
+            Err(e @ SshError::NoArtifact { .. }) => assert_eq!(
+                e.to_string(),
+                "no runner 0.2.0 for server 'web' (linux/aarch64): versions registered for linux/aarch64: 0.1.0"
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            pick("riscv64", None),
+            Err(SshError::UnsupportedPlatform { .. })
+        ));
+    }
+
+    #[test]
+    fn a_version_means_one_build() {
+        let ex =
+            SshExecutor::with_runners(SshConfig::default(), vec![artifact("0.1.0", "x86_64", 'a')]);
+        assert_eq!(ex.add_runner(artifact("0.1.0", "x86_64", 'a')), Ok(false));
+        let e = ex.add_runner(artifact("0.1.0", "x86_64", 'd')).unwrap_err();
+        assert!(e.contains("already registered with another build"), "{e}");
+        assert_eq!(ex.add_runner(artifact("0.2.0", "x86_64", 'd')), Ok(true));
+        assert_eq!(
+            ex.versions_for(&Platform::new("linux", "x86_64").unwrap()),
+            "0.1.0, 0.2.0"
+        );
+        assert_eq!(ex.runners().len(), 2);
+    }
+}
