@@ -63,6 +63,7 @@ struct Setup {
     _runners: tempfile::TempDir,
     old: String,
     next: String,
+    bin: PathBuf,
     next_bin: PathBuf,
 }
 
@@ -73,7 +74,26 @@ impl Drop for Setup {
     }
 }
 
+fn start_server(bin: &Path, deploy_dir: &str, data_dir: Option<PathBuf>) -> Server {
+    Server::start_with(ServerOpts {
+        data_dir,
+        args: vec![
+            "--static-runner".into(),
+            bin.display().to_string(),
+            "--ssh-deploy-dir".into(),
+            deploy_dir.to_string(),
+            "--health-interval".into(),
+            "0".into(),
+        ],
+        ..Default::default()
+    })
+}
+
 fn setup() -> Setup {
+    setup_in(None)
+}
+
+fn setup_in(data_dir: Option<PathBuf>) -> Setup {
     let runners = tempfile::tempdir().unwrap();
     let bin = runners.path().join("cronium-runner");
     std::fs::copy(static_runner_bin(), &bin).unwrap();
@@ -84,23 +104,14 @@ fn setup() -> Setup {
     let (old, next) = (version_of(&bin), version_of(&next_bin));
     assert_ne!(old, next, "the next runner must report another version");
     let deploy_dir = format!(".cache/cronium-roll-{:08x}", rand::random::<u32>());
-    let server = Server::start_with(ServerOpts {
-        args: vec![
-            "--static-runner".into(),
-            bin.display().to_string(),
-            "--ssh-deploy-dir".into(),
-            deploy_dir.clone(),
-            "--health-interval".into(),
-            "0".into(),
-        ],
-        ..Default::default()
-    });
+    let server = start_server(&bin, &deploy_dir, data_dir);
     Setup {
         server,
         deploy_dir,
         _runners: runners,
         old,
         next,
+        bin,
         next_bin,
     }
 }
@@ -603,4 +614,84 @@ async fn the_api_refuses_viewers_and_bad_bodies_precisely() {
     );
     let (st, v) = s.api("GET", "/api/v1/runners/rollouts/999", None).await;
     assert_eq!(st, 404, "{v}");
+}
+
+#[tokio::test]
+async fn a_rollout_interrupted_by_a_restart_is_marked_failed() {
+    let data = tempfile::tempdir().unwrap();
+    let data_dir = data.path().join("data");
+    let mut t = setup_in(Some(data_dir.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let key = write(dir.path(), "id_ed25519", &sshd::env().client_key);
+    let key = key.to_str().unwrap();
+    let hosts: Vec<sshd::Sshd> = (0..2).map(|_| sshd::Sshd::start()).collect();
+    for (name, h) in ["p1", "p2"].iter().zip(&hosts) {
+        t.server.add_server(
+            name,
+            h.port,
+            sshd::USER,
+            &["--key-file", key, "--tag", "pair"],
+        );
+    }
+    let o = t
+        .server
+        .cli(&["runner", "add", t.next_bin.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // One server per batch and an hour between them: the rollout waits after batch 1.
+    let (st, r) = t
+        .server
+        .api(
+            "POST",
+            "/api/v1/runners/rollouts",
+            Some(json!({"version": t.next, "tag": "pair", "batch": "50%", "pause": "1h"})),
+        )
+        .await;
+    assert_eq!(st, 202, "{r}");
+    let id = r["id"].as_i64().unwrap();
+    assert_eq!(r["status"], "running", "{r}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = rollout_state(&t.server, id).await;
+        if server_status(&r, "p1").0 == "upgraded" {
+            break;
+        }
+        assert_eq!(r["status"], "running", "{r}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "batch 1 never ended: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    t.server.crash();
+    t.server = start_server(&t.bin, &t.deploy_dir, Some(data_dir));
+    let r = rollout_state(&t.server, id).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    assert!(
+        r["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("interrupted: the Cronium server driving it stopped"),
+        "{r}"
+    );
+    assert_eq!(server_status(&r, "p1").0, "upgraded", "{r}");
+    assert_eq!(server_status(&r, "p2").0, "pending", "{r}");
+    // The registered runner is deployable after the restart: p1 still runs it.
+    assert_eq!(
+        versions_on(&t.server, "after-restart", &["p1", "p2"]).await,
+        vec![
+            ("p1".to_string(), t.next.clone()),
+            ("p2".to_string(), t.old.clone())
+        ]
+    );
+    // And the failed rollout can be rolled back.
+    let (st, r) = t
+        .server
+        .api(
+            "POST",
+            "/api/v1/runners/rollback",
+            Some(json!({"tag": "pair"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["status"], "rolled_back", "{r}");
 }
