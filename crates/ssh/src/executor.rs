@@ -435,9 +435,12 @@ impl SshExecutor {
             HostKeyStatus::FirstUse
         });
         report.host_key = Some(conn.host_key.clone());
-        // The first runner of ours that runs on the host tells its version.
-        let probes: String = self
-            .runners()
+        // The first runner of ours that runs on the host tells its version: the server's wanted
+        // version first (with several on the host, the one it runs).
+        let wanted = self.wanted_version(server).to_string();
+        let mut runners = self.runners();
+        runners.sort_by_key(|r| r.version != wanted);
+        let probes: String = runners
             .iter()
             .map(|r| {
                 let q = quote(

@@ -644,14 +644,7 @@ async fn drive(state: &AppState, ssh: &SshExecutor, id: i64, pause: Duration) ->
                     .await?;
                 // The host is on `version` now: only it and the previous one stay.
                 if let Ok(cfg) = config_at(state, &server, &version) {
-                    cleanup(
-                        state,
-                        ssh,
-                        &cfg,
-                        &server,
-                        &[&version, &s.row.previous_version],
-                    )
-                    .await;
+                    cleanup(ssh, &cfg, &server, &[&version, &s.row.previous_version]).await;
                 }
                 refresh_health(state, ssh, &server, &version).await;
             }
@@ -813,13 +806,7 @@ async fn refresh_health(state: &AppState, ssh: &SshExecutor, row: &ServerRow, ve
 
 /// Removes from the host the runner binaries of ours other than `versions`' (best effort: a
 /// failure is logged, it changes nothing of the rollout).
-async fn cleanup(
-    _state: &AppState,
-    ssh: &SshExecutor,
-    cfg: &ServerConfig,
-    row: &ServerRow,
-    versions: &[&str],
-) {
+async fn cleanup(ssh: &SshExecutor, cfg: &ServerConfig, row: &ServerRow, versions: &[&str]) {
     let Some(platform) = ssh.known_platform(cfg).or_else(|| platform_of(row)) else {
         return;
     };
@@ -924,7 +911,6 @@ async fn rollback_unrecorded(
                 if let Ok(row) = servers::get(state, &s.server_name).await {
                     if let Ok(cfg) = config_at(state, &row, &s.previous_version) {
                         cleanup(
-                            state,
                             ssh,
                             &cfg,
                             &row,

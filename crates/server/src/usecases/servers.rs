@@ -273,7 +273,7 @@ async fn test_unrecorded(state: &AppState, name: &str) -> UseCaseResult<TestRepo
             "the SSH transport is not available on this server",
         )
     })?;
-    let cfg = config_of(state, &row)?;
+    let cfg = config_with_pins(state, &row).await?;
     let r = ssh.test(&cfg).await;
     match (&r.host_key_status, &r.host_key) {
         (Some(HostKeyStatus::FirstUse), Some(k)) => {
