@@ -688,7 +688,44 @@ async fn a_rollout_interrupted_by_a_restart_is_marked_failed() {
             ("p2".to_string(), t.old.clone())
         ]
     );
-    // And the failed rollout can be rolled back.
+    // A later rollout moves p1 on (back to the old version, on purpose): the first one cannot
+    // be rolled back behind its back.
+    let (st, later) = t
+        .server
+        .api(
+            "POST",
+            "/api/v1/runners/rollouts",
+            Some(json!({"version": t.old, "tag": "pair", "batch": "50%", "pause": "0s"})),
+        )
+        .await;
+    assert_eq!(st, 202, "{later}");
+    let later = later["id"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while rollout_state(&t.server, later).await["status"] == "running" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rollout {later} never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = rollout_state(&t.server, later).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let (st, r) = t
+        .server
+        .api(
+            "POST",
+            "/api/v1/runners/rollback",
+            Some(json!({"rollout": id})),
+        )
+        .await;
+    assert_eq!(st, 409, "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains(&format!(
+            "server `p1` was upgraded again by the later rollout {later}"
+        )),
+        "{r}"
+    );
+    // The later one first (the latest of the tag), then the failed one.
     let (st, r) = t
         .server
         .api(
@@ -697,6 +734,22 @@ async fn a_rollout_interrupted_by_a_restart_is_marked_failed() {
             Some(json!({"tag": "pair"})),
         )
         .await;
+    assert_eq!((st, r["id"].as_i64()), (200, Some(later)), "{r}");
+    let (st, r) = t
+        .server
+        .api(
+            "POST",
+            "/api/v1/runners/rollback",
+            Some(json!({"rollout": id})),
+        )
+        .await;
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["status"], "rolled_back", "{r}");
+    assert_eq!(
+        versions_on(&t.server, "after-rollbacks", &["p1", "p2"]).await,
+        vec![
+            ("p1".to_string(), t.old.clone()),
+            ("p2".to_string(), t.old.clone())
+        ]
+    );
 }

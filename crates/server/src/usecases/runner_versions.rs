@@ -892,6 +892,26 @@ async fn rollback_unrecorded(
         .filter(|s| s.status == "upgraded")
         .cloned()
         .collect();
+    // A later rollout that moved one of these servers on would be undone behind its back:
+    // that one is rolled back first.
+    for later in state.store.list_rollouts(1000).await? {
+        if later.id <= id || later.status == "rolled_back" {
+            continue;
+        }
+        let moved = state.store.rollout_servers(later.id).await?;
+        if let Some(m) = moved
+            .iter()
+            .find(|m| m.status == "upgraded" && upgraded.iter().any(|u| u.server_id == m.server_id))
+        {
+            return Err(UseCaseError::Conflict {
+                field: None,
+                message: format!(
+                    "server `{}` was upgraded again by the later rollout {} ({}); roll that one back first",
+                    m.server_name, later.id, later.version
+                ),
+            });
+        }
+    }
     let results: Vec<(RolloutServerRow, Result<(), String>)> =
         stream::iter(upgraded.into_iter().map(|s| async move {
             let r = restore(state, ssh, &s).await;
