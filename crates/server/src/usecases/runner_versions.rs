@@ -30,6 +30,9 @@ use crate::state::AppState;
 /// Servers deployed at once by `server deploy` (the fan-out's default concurrency).
 pub const DEPLOY_CONCURRENCY: usize = 50;
 
+/// The largest file `runner add` reads (the runner itself is at most 3 MB).
+const MAX_RUNNER_BYTES: u64 = 64 * 1024 * 1024;
+
 /// Where `runner add` keeps the binaries it registers, under the data directory.
 const ADDED_DIR: &str = "runners";
 
@@ -115,6 +118,17 @@ async fn add_unrecorded(state: &AppState, path: &str) -> UseCaseResult<ArtifactR
         return Err(UseCaseError::invalid(
             "path",
             format!("{} is not a file on the Cronium server", source.display()),
+        ));
+    }
+    // A runner is a few MB; anything far larger (a device-like file under /proc) is not read.
+    let size = std::fs::metadata(&source).map(|m| m.len()).unwrap_or(0);
+    if size > MAX_RUNNER_BYTES {
+        return Err(UseCaseError::invalid(
+            "path",
+            format!(
+                "{} is {size} bytes: not a runner binary (at most {MAX_RUNNER_BYTES})",
+                source.display()
+            ),
         ));
     }
     let read = match RunnerArtifact::from_path(&source).await {
