@@ -2,10 +2,24 @@
 # Builds the static cronium-runner binary (the one shipped to containers and SSH hosts), checks
 # that it is fully static and at most 3 MB, and prints its path on the last line.
 #
-# Usage: scripts/build-runner.sh
+# Usage: scripts/build-runner.sh           the runner of this tree (x86_64, and aarch64)
+#        scripts/build-runner.sh --next    a second x86_64 runner of the same source that reports
+#                                          VERSION-next, at target/runner/next/cronium-runner (with
+#                                          its cronium-runner.json): the "new version" of the
+#                                          rollout tests. Its own CARGO_TARGET_DIR
+#                                          (target/runner-next-build), so the two builds never
+#                                          invalidate each other and a second call is a no-op.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+
+next=0
+if [ "${1:-}" = "--next" ]; then
+    next=1
+elif [ -n "${1:-}" ]; then
+    echo "usage: scripts/build-runner.sh [--next]" >&2
+    exit 2
+fi
 
 max_bytes=$((3 * 1024 * 1024))
 
@@ -21,6 +35,39 @@ if [ -z "$sysroot" ] || [ ! -d "$sysroot/lib/rustlib/$target" ]; then
         echo "note: the $target target is not available; building for the gnu target" >&2
         target=x86_64-unknown-linux-gnu
     fi
+fi
+
+if [ "$next" = 1 ]; then
+    target_dir=$(cargo metadata --format-version 1 --no-deps \
+        | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+    target_dir="${target_dir:-target}"
+    base_version=$(cargo metadata --format-version 1 --no-deps \
+        | sed -n 's/.*"name":"cronium-runner","version":"\([^"]*\)".*/\1/p')
+    if [ -z "$base_version" ]; then
+        echo "error: cannot read the cronium-runner package version from cargo metadata" >&2
+        exit 1
+    fi
+    next_version="$base_version-next"
+    CARGO_TARGET_DIR="$target_dir/runner-next-build" CRONIUM_RUNNER_VERSION="$next_version" \
+        RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+        cargo build --profile release-runner -p cronium-runner --target "$target" >&2
+    built="$target_dir/runner-next-build/$target/release-runner/cronium-runner"
+    bin="$target_dir/runner/next/cronium-runner"
+    mkdir -p "$(dirname "$bin")"
+    if ! cmp -s "$built" "$bin"; then
+        cp "$built" "$bin.tmp.$$"
+        mv -f "$bin.tmp.$$" "$bin"
+    fi
+    reported=$("$bin" --version | sed -n 's/^cronium-runner //p')
+    if [ "$reported" != "$next_version" ]; then
+        echo "error: $bin reports '$reported', expected '$next_version'" >&2
+        exit 1
+    fi
+    sum=$(sha256sum "$bin" | cut -d' ' -f1)
+    printf '{"version": "%s", "sha256": "%s"}\n' "$next_version" "$sum" >"$(dirname "$bin")/cronium-runner.json"
+    echo "next: $next_version" >&2
+    echo "$bin"
+    exit 0
 fi
 
 # --target keeps these flags away from host builds.

@@ -28,6 +28,10 @@
 #     channel names, and the fuzzer adds channels with any URL; tests must never dial hosts off
 #     this machine. tests/openapi.rs tests it against a loopback port, tests/notify.rs against
 #     real receivers.
+#   - POST /api/v1/servers/deploy, /api/v1/runners/rollouts (and GET of them: an exclusion is
+#     by path) and POST /api/v1/runners/rollback: they deploy runners over SSH to the servers
+#     the fuzzer registered, with any host name or address. tests/openapi.rs tests them against
+#     an unreachable loopback port, tests/rollout.rs against real sshd hosts.
 #   - DELETE /api/v1/tokens/{id} for the fuzzer's own token (scripts/fuzz-api-hooks.py): every
 #     request after it would be a 401.
 # The server runs with --no-agent and --no-docker: the fuzzer creates events with generated
@@ -97,6 +101,10 @@ fuzz() {
         --exclude-path /api/v1/workflow-runs/{id}/logs \
         --exclude-path /api/v1/servers/{name}/test \
         --exclude-path /api/v1/channels/{name}/test \
+        --exclude-path /api/v1/servers/deploy \
+        --exclude-path /api/v1/runners/rollouts \
+        --exclude-path /api/v1/runners/rollouts/{id} \
+        --exclude-path /api/v1/runners/rollback \
         --request-timeout 10 \
         --workers 2 \
         --generation-database none \

@@ -3,7 +3,7 @@
 #   - installs what the tests need (PostgreSQL, OpenSSH server, Python, Node.js, image tools,
 #     Chromium and chromium-driver for the web UI's browser tests),
 #   - starts a throwaway PostgreSQL on 127.0.0.1:55432,
-#   - builds the binaries, the static runner and the container images (once; reused when present),
+#   - builds the binaries, the static runner (and its `--next` twin for the rollout tests) and the container images (once; reused when present),
 #   - runs every test (unit, store conformance on SQLite and PostgreSQL, integration against the
 #     real binaries, sshd instances and the Docker engine), fuzzes the API against its OpenAPI
 #     document (scripts/fuzz-api.sh: schemathesis, in a venv under $CRONIUM_TEST_DIR), then
@@ -65,6 +65,11 @@ if [ -x scripts/build-runner.sh ]; then
     # One static runner for every suite: the server's container/SSH runner, the SSH transport
     # tests (CRONIUM_RUNNER_BIN) and the container transport tests (CRONIUM_RUNNER).
     export CRONIUM_STATIC_RUNNER CRONIUM_RUNNER_BIN="$CRONIUM_STATIC_RUNNER" CRONIUM_RUNNER="$CRONIUM_STATIC_RUNNER"
+    # A second runner version (same source, reporting X.Y.Z-next) for the rollout tests
+    # (crates/cli/tests/rollout.rs); its own target dir, about a minute the first time, a
+    # no-op after.
+    CRONIUM_NEXT_RUNNER="$(scripts/build-runner.sh --next | tail -n1)"
+    export CRONIUM_NEXT_RUNNER
 fi
 
 if [ -x scripts/build-images.sh ]; then

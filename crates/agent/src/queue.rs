@@ -424,6 +424,9 @@ impl JobQueue for StoreQueue {
             missing.sort();
             return Err(QueueError::UnknownServers(missing.join(", ")));
         }
+        // The runner version each server runs: its pin, else its tags' (newest), else the
+        // executor's default.
+        let pins = self.store.list_pins().await?;
         let mut out = Vec::new();
         for row in all {
             let wanted = names.contains(&row.name) || row.tags.iter().any(|t| tags.contains(t));
@@ -456,6 +459,8 @@ impl JobQueue for StoreQueue {
                         .platform
                         .as_ref()
                         .and_then(|p| cronium_ssh::Platform::new(&p.os, &p.arch)),
+                    runner_version: cronium_store::wanted_pin(&pins, row.id, &row.tags)
+                        .map(|p| p.version.clone()),
                 },
                 health: row.health,
             });

@@ -591,6 +591,75 @@ pub enum RunnerCmd {
         #[command(flatten)]
         client: ClientOpts,
     },
+    /// Register another runner binary (a path on the Cronium server's machine; copied into its
+    /// data directory). Its version is what `PATH --version` prints, else the
+    /// `cronium-runner.json` manifest beside it.
+    Add {
+        path: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Pin a server or a tag to a runner version (a server's own pin beats its tags' pins; of
+    /// two tag pins the most recently set wins; without a pin: the runner Cronium ships with).
+    Pin {
+        #[arg(long)]
+        version: String,
+        #[arg(long, conflicts_with = "tag", required_unless_present = "tag")]
+        server: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Remove a server's or a tag's pin.
+    Unpin {
+        #[arg(long, conflicts_with = "tag", required_unless_present = "tag")]
+        server: Option<String>,
+        #[arg(long)]
+        tag: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List the pins.
+    Pins {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Roll a runner version out in batches and follow it: each batch is deployed and checked
+    /// (`cronium-runner health` of the new binary) in parallel, then its servers are pinned to
+    /// the version; a failed batch stops the rollout and its servers keep their previous
+    /// version. Exits non-zero when the rollout failed.
+    Rollout {
+        #[arg(long)]
+        version: String,
+        /// Only the servers with this tag (default: every server).
+        #[arg(long)]
+        tag: Option<String>,
+        /// Servers per batch: a count (`2`) or a share (`10%`).
+        #[arg(long, default_value = "10%")]
+        batch: String,
+        /// Wait between batches.
+        #[arg(long, default_value = "30s")]
+        pause: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// List the rollouts, or show one with its servers.
+    Rollouts {
+        id: Option<i64>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Return each server a rollout upgraded to its previous version (still on the host;
+    /// uploaded again when missing) and restore its pin. Default: the latest rollout (of
+    /// `--tag`, when given).
+    Rollback {
+        rollout: Option<i64>,
+        #[arg(long, conflicts_with = "rollout")]
+        tag: Option<String>,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -636,6 +705,15 @@ pub enum ServerCmd {
     /// Connect and report reachability, authentication, host key, OS/arch and runner.
     Test {
         name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Pre-deploy each server's runner version (its pin, else the default) in parallel and
+    /// print a summary; exits non-zero when one failed. No names and no tag: every server.
+    Deploy {
+        names: Vec<String>,
+        #[arg(long)]
+        tag: Option<String>,
         #[command(flatten)]
         client: ClientOpts,
     },

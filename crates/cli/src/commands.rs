@@ -836,6 +836,12 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                     ),
                     None => println!("runner:    not known to be deployed"),
                 }
+                if let Some(v) = r["runner_version"].as_str() {
+                    println!(
+                        "version:   {v} ({})",
+                        r["runner_version_source"].as_str().unwrap_or("?")
+                    );
+                }
                 print_health(&r["health"]);
                 for d in r["deployments"].as_array().into_iter().flatten() {
                     println!(
@@ -888,6 +894,16 @@ pub async fn server(cmd: ServerCmd) -> Result<i32> {
                 && r["authenticated"].as_bool() == Some(true)
                 && r["host_key_status"] != "changed";
             return Ok(if ok { 0 } else { 1 });
+        }
+        ServerCmd::Deploy { names, tag, client } => {
+            let body = json!({ "servers": names, "tag": tag });
+            let v = crate::rollout::deploy(&Client::new(&client)?, &body, client.json).await?;
+            let failed = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|l| s(l, "outcome") == "failed");
+            return Ok(if failed { 1 } else { 0 });
         }
         ServerCmd::Remove { name, client } => {
             Client::new(&client)?
@@ -986,6 +1002,167 @@ pub async fn runner(cmd: RunnerCmd) -> Result<i32> {
                 );
             }
         }
+        RunnerCmd::Add { path, client } => {
+            let path = std::path::absolute(&path)
+                .map(|p| p.display().to_string())
+                .unwrap_or(path);
+            let r = Client::new(&client)?
+                .request(
+                    Method::POST,
+                    "/api/v1/runners",
+                    Some(&json!({ "path": path })),
+                )
+                .await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "runner {} for {}/{} registered (sha256 {})",
+                    s(&r, "version"),
+                    s(&r, "os"),
+                    s(&r, "arch"),
+                    s(&r, "sha256").chars().take(12).collect::<String>()
+                );
+            }
+        }
+        RunnerCmd::Pin {
+            version,
+            server,
+            tag,
+            client,
+        } => {
+            let body = json!({ "version": version, "server": server, "tag": tag });
+            let r = Client::new(&client)?
+                .request(Method::POST, "/api/v1/runners/pins", Some(&body))
+                .await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                println!("{} pinned to runner {}", pin_target(&r), s(&r, "version"));
+            }
+        }
+        RunnerCmd::Unpin {
+            server,
+            tag,
+            client,
+        } => {
+            let body = json!({ "server": server, "tag": tag });
+            Client::new(&client)?
+                .request(Method::POST, "/api/v1/runners/pins/remove", Some(&body))
+                .await?;
+            if !client.json {
+                println!("{} unpinned", pin_target(&body));
+            }
+        }
+        RunnerCmd::Pins { client } => {
+            let v = Client::new(&client)?.get("/api/v1/runners/pins").await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| {
+                        vec![
+                            pin_target(p),
+                            s(p, "version").to_string(),
+                            s(p, "set_at").to_string(),
+                            s(p, "set_by").to_string(),
+                        ]
+                    })
+                    .collect();
+                table::print(&["PIN", "VERSION", "SET", "BY"], &rows);
+            }
+        }
+        RunnerCmd::Rollout {
+            version,
+            tag,
+            batch,
+            pause,
+            client,
+        } => {
+            let api = Client::new(&client)?;
+            let body = json!({ "version": version, "tag": tag, "batch": batch, "pause": pause });
+            let started = api
+                .request(Method::POST, "/api/v1/runners/rollouts", Some(&body))
+                .await?;
+            let id = started["id"]
+                .as_i64()
+                .ok_or_else(|| anyhow!("the server answered without a rollout id"))?;
+            let end = crate::rollout::follow(&api, id, client.json).await?;
+            return Ok(if s(&end, "status") == "succeeded" {
+                0
+            } else {
+                1
+            });
+        }
+        RunnerCmd::Rollouts { id, client } => {
+            let api = Client::new(&client)?;
+            match id {
+                Some(id) => {
+                    let r = api.get(&format!("/api/v1/runners/rollouts/{id}")).await?;
+                    if client.json {
+                        print_json(&r);
+                    } else {
+                        crate::rollout::print_summary(&r);
+                    }
+                }
+                None => {
+                    let v = api.get("/api/v1/runners/rollouts").await?;
+                    if client.json {
+                        print_json(&v);
+                    } else {
+                        let rows: Vec<Vec<String>> = v
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|r| {
+                                vec![
+                                    r["id"].to_string(),
+                                    s(r, "version").to_string(),
+                                    r["tag"].as_str().unwrap_or("(all)").to_string(),
+                                    s(r, "batch").to_string(),
+                                    s(r, "status").to_string(),
+                                    s(r, "created_at").to_string(),
+                                    r["error"].as_str().unwrap_or("").to_string(),
+                                ]
+                            })
+                            .collect();
+                        table::print(
+                            &[
+                                "ID", "VERSION", "TAG", "BATCH", "STATUS", "STARTED", "ERROR",
+                            ],
+                            &rows,
+                        );
+                    }
+                }
+            }
+        }
+        RunnerCmd::Rollback {
+            rollout,
+            tag,
+            client,
+        } => {
+            let body = json!({ "rollout": rollout, "tag": tag });
+            let r = Client::new(&client)?
+                .request(Method::POST, "/api/v1/runners/rollback", Some(&body))
+                .await?;
+            if client.json {
+                print_json(&r);
+            } else {
+                crate::rollout::print_summary(&r);
+            }
+        }
     }
     Ok(0)
+}
+
+/// `server web1` or `tag web` of a pin (or of a pin request's body).
+fn pin_target(p: &Value) -> String {
+    match (p["server"].as_str(), p["tag"].as_str()) {
+        (Some(server), _) => format!("server {server}"),
+        (None, Some(tag)) => format!("tag {tag}"),
+        _ => "?".into(),
+    }
 }

@@ -8,6 +8,7 @@ mod commands;
 mod local_run;
 mod notify;
 mod prune;
+mod rollout;
 mod table;
 mod workflow;
 

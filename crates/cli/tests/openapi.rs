@@ -902,6 +902,176 @@ async fn every_route_answers_as_the_document_says() {
         200,
     )
     .await;
+    // Runner versions: add (the shipped build again: already there), pins_path, deploy_path, a rollout
+    // (the unreachable server fails its batch), its state, a rollback_path.
+    let runners_path = "/api/v1/runners";
+    let shipped = static_runner_bin().display().to_string();
+    let a = c
+        .hit(
+            "POST",
+            runners_path,
+            runners_path,
+            Body::Json(json!({"path": shipped})),
+            201,
+        )
+        .await;
+    let shipped_version = a.json()["version"].as_str().unwrap().to_string();
+    c.hit(
+        "POST",
+        runners_path,
+        runners_path,
+        Body::Json(json!({"path": "relative/cronium-runner"})),
+        422,
+    )
+    .await;
+    let pins_path = "/api/v1/runners/pins";
+    c.hit(
+        "POST",
+        pins_path,
+        pins_path,
+        Body::Json(json!({"version": shipped_version, "server": "reached"})),
+        200,
+    )
+    .await;
+    c.hit(
+        "POST",
+        pins_path,
+        pins_path,
+        Body::Json(json!({"version": "9.9.9", "server": "reached"})),
+        422,
+    )
+    .await;
+    c.hit(
+        "POST",
+        pins_path,
+        pins_path,
+        Body::Json(json!({"version": shipped_version, "server": "nope"})),
+        404,
+    )
+    .await;
+    c.hit("GET", pins_path, pins_path, Body::None, 200).await;
+    let unpin_path = "/api/v1/runners/pins/remove";
+    c.hit(
+        "POST",
+        unpin_path,
+        unpin_path,
+        Body::Json(json!({"server": "reached"})),
+        204,
+    )
+    .await;
+    c.hit(
+        "POST",
+        unpin_path,
+        unpin_path,
+        Body::Json(json!({"server": "reached"})),
+        404,
+    )
+    .await;
+    c.hit("POST", unpin_path, unpin_path, Body::Json(json!({})), 422)
+        .await;
+    let deploy_path = "/api/v1/servers/deploy";
+    let a = c
+        .hit(
+            "POST",
+            deploy_path,
+            deploy_path,
+            Body::Json(json!({"servers": ["nowhere"]})),
+            200,
+        )
+        .await;
+    // (No host is written to: this test shares the test user's default deploy_path directory.)
+    assert_eq!(a.json()[0]["outcome"], "failed", "{}", a.json());
+    c.hit(
+        "POST",
+        deploy_path,
+        deploy_path,
+        Body::Json(json!({"servers": ["nope"]})),
+        404,
+    )
+    .await;
+    c.hit(
+        "POST",
+        deploy_path,
+        deploy_path,
+        Body::Json(json!({"tag": "nope"})),
+        422,
+    )
+    .await;
+    let rollouts_path = "/api/v1/runners/rollouts";
+    c.hit(
+        "POST",
+        rollouts_path,
+        rollouts_path,
+        Body::Json(json!({"version": shipped_version, "batch": "150%"})),
+        422,
+    )
+    .await;
+    let a = c
+        .hit(
+            "POST",
+            rollouts_path,
+            rollouts_path,
+            Body::Json(json!({"version": shipped_version, "batch": 1, "pause": "0s"})),
+            202,
+        )
+        .await;
+    let rollout_id = a.json()["id"].as_i64().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, r) = s
+            .api("GET", &format!("{rollouts_path}/{rollout_id}"), None)
+            .await;
+        if r["status"] != "running" {
+            assert_eq!(r["status"], "failed", "the unreachable server's batch: {r}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let rollout_one = "/api/v1/runners/rollouts/{id}";
+    c.hit(
+        "GET",
+        rollout_one,
+        &format!("{rollouts_path}/{rollout_id}"),
+        Body::None,
+        200,
+    )
+    .await;
+    c.hit(
+        "GET",
+        rollout_one,
+        &format!("{rollouts_path}/999999"),
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit("GET", rollouts_path, rollouts_path, Body::None, 200)
+        .await;
+    let rollback_path = "/api/v1/runners/rollback";
+    c.hit(
+        "POST",
+        rollback_path,
+        rollback_path,
+        Body::Json(json!({"rollout": rollout_id})),
+        200,
+    )
+    .await;
+    c.hit(
+        "POST",
+        rollback_path,
+        rollback_path,
+        Body::Json(json!({"rollout": rollout_id})),
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        rollback_path,
+        rollback_path,
+        Body::Json(json!({"rollout": 999999})),
+        404,
+    )
+    .await;
     c.hit("DELETE", server, "/api/v1/servers/reached", Body::None, 204)
         .await;
     c.hit("DELETE", server, "/api/v1/servers/nowhere", Body::None, 204)

@@ -64,7 +64,7 @@ pub fn read(work_dir: &Path, deploy_dir: &Path) -> Result<Health, HealthError> {
     let uptime = read_proc("/proc/uptime")?;
     let (memory_total_bytes, memory_available_bytes) = parse_meminfo(&meminfo)?;
     Ok(Health {
-        runner_version: env!("CARGO_PKG_VERSION").to_string(),
+        runner_version: crate::VERSION.to_string(),
         load: parse_loadavg(&loadavg)?,
         cpus: cpus(),
         memory_total_bytes,

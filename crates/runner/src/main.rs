@@ -33,6 +33,14 @@ mod workdir;
 
 use std::time::Instant;
 
+/// The version this runner reports (`--version`, `health`, `!ready`, each run's result): the
+/// package version unless the build set `CRONIUM_RUNNER_VERSION` (how `scripts/build-runner.sh
+/// --next` makes a second version of the same source for the rollout tests).
+pub(crate) const VERSION: &str = match option_env!("CRONIUM_RUNNER_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};
+
 fn main() {
     let started = Instant::now();
     // Started under another name (argv[0] of a copied or descriptor-started binary) the process
@@ -45,11 +53,7 @@ fn main() {
     let code = match cli::parse(&args) {
         Ok(cli::Command::Version) => {
             use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stdout(),
-                "cronium-runner {}",
-                env!("CARGO_PKG_VERSION")
-            );
+            let _ = writeln!(std::io::stdout(), "cronium-runner {VERSION}");
             0
         }
         Ok(cli::Command::Run(run_args)) => run::run(run_args, started),

@@ -416,7 +416,7 @@ fn execute(
     })?;
     let pid = child.id();
     emitter.event(&RunnerEvent::Started {
-        runner_version: env!("CARGO_PKG_VERSION").to_string(),
+        runner_version: crate::VERSION.to_string(),
         pid,
         setup_ms: run_start.duration_since(started).as_millis() as u64,
     });

@@ -62,7 +62,7 @@ pub fn serve(work_base: Option<PathBuf>) -> i32 {
     // are refused as missing so that the controller redeploys instead of trusting a ghost.
     let exe_path = std::env::current_exe().ok();
     let children: Arc<Mutex<HashMap<u64, Option<ChildStdin>>>> = Arc::default();
-    emit(&out, &format!("!ready {}", env!("CARGO_PKG_VERSION")));
+    emit(&out, &format!("!ready {}", crate::VERSION));
 
     let mut input = BufReader::with_capacity(64 * 1024, io::stdin());
     let mut line = String::new();

@@ -326,7 +326,10 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
     let mut transports = transports(config, &remote_runner).await;
     if let Some(ssh) = &transports.ssh {
         register_artifacts(&store, ssh).await;
+        usecases::runner_versions::load_added(&store, ssh, &config.data_dir).await;
     }
+    // A rollout is driven by the server that started it: after a restart nothing drives it.
+    usecases::runner_versions::fail_interrupted(&store).await;
     let health_contacts = transports
         .ssh
         .as_ref()

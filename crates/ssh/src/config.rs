@@ -31,6 +31,11 @@ pub struct ServerConfig {
     /// earlier contact). `None`: the executor asks the host (`uname -s; uname -m`) before the
     /// first deployment and remembers the answer ([`crate::SshExecutor::detected_platform`]).
     pub platform: Option<Platform>,
+    /// The runner version this server should run (its pin, or a pin on one of its tags);
+    /// `None`: the executor's default ([`crate::SshExecutor::default_version`], the runner
+    /// this Cronium ships with). No artifact of that version for the host's platform is an
+    /// error of the execution ([`SshError::NoArtifact`]), never a silent other version.
+    pub runner_version: Option<String>,
 }
 
 /// A host's (or a runner binary's) OS and architecture, normalised: `os` is `uname -s` in lower
@@ -99,6 +104,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("host_key", &self.host_key)
             .field("known_runner", &self.known_runner)
             .field("platform", &self.platform)
+            .field("runner_version", &self.runner_version)
             .finish_non_exhaustive()
     }
 }
@@ -426,10 +432,31 @@ impl RunnerArtifact {
     }
 
     /// File name on the host: versioned so that several versions can coexist while agents roll.
-    pub(crate) fn remote_name(&self) -> String {
+    pub fn remote_name(&self) -> String {
         let sha8: String = self.sha256.chars().take(8).collect();
         format!("cronium-runner-{}-{}", self.version, sha8)
     }
+}
+
+/// Whether `name` (a file name in the deploy directory) is one of ours: exactly
+/// `cronium-runner-VERSION-SHA8` as [`RunnerArtifact::remote_name`] makes it (VERSION of letters,
+/// digits, `.`, `_`, `-`; SHA8 eight lower-case hex digits). Anything else (a temporary
+/// `.cronium-runner-*.part-*`, an operator's `cronium-runner-notes.txt`) is not.
+pub fn is_runner_file_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("cronium-runner-") else {
+        return false;
+    };
+    let Some((version, sha8)) = rest.rsplit_once('-') else {
+        return false;
+    };
+    !version.is_empty()
+        && version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && sha8.len() == 8
+        && sha8
+            .chars()
+            .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
 }
 
 /// Extracts `X.Y.Z` from `cronium-runner X.Y.Z`.
@@ -498,6 +525,22 @@ mod platform_tests {
         assert_eq!(p("Linux", ""), None);
         assert_eq!(p("", "x86_64"), None);
         assert_eq!(p("Linux", "x86 64; rm -rf"), None);
+    }
+
+    #[test]
+    fn only_our_runner_file_names_are_ours() {
+        assert!(is_runner_file_name("cronium-runner-0.1.0-abcdef01"));
+        assert!(is_runner_file_name("cronium-runner-0.1.0-next-abcdef01"));
+        assert!(!is_runner_file_name("cronium-runner-notes.txt"));
+        assert!(!is_runner_file_name("cronium-runner-0.1.0-ABCDEF01"));
+        assert!(!is_runner_file_name("cronium-runner-0.1.0-abcdef0"));
+        assert!(!is_runner_file_name("cronium-runner--abcdef01"));
+        assert!(!is_runner_file_name(
+            ".cronium-runner-0.1.0-abcdef01.part-00000001"
+        ));
+        assert!(!is_runner_file_name("cronium-runner-0.1 0-abcdef01"));
+        assert!(!is_runner_file_name("cronium-runner-$(rm)-abcdef01"));
+        assert!(!is_runner_file_name("cronium-runner"));
     }
 
     #[test]

@@ -528,6 +528,7 @@ mod tests {
             host_key: None,
             known_runner: known,
             platform: None,
+            runner_version: None,
         }
     }
 

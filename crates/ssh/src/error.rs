@@ -55,6 +55,18 @@ pub enum SshError {
         /// The platforms there are runners for, comma-separated (`linux/aarch64, linux/x86_64`).
         available: String,
     },
+    /// The server's wanted runner version has no artifact for its platform (a pin to a version
+    /// that was never registered for it). Not a reason to fall back to direct-ssh in auto mode,
+    /// nor to run another version: the execution fails.
+    #[error(
+        "no runner {version} for server '{server}' ({platform}): versions registered for {platform}: {available}"
+    )]
+    NoArtifact {
+        server: String,
+        platform: String,
+        version: String,
+        available: String,
+    },
     #[error("invalid server configuration: {field}: {reason}")]
     InvalidConfig { field: &'static str, reason: String },
     #[error("invalid run request: {field}: {reason}")]

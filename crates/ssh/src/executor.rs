@@ -72,8 +72,12 @@ pub struct TestReport {
 
 pub(crate) struct Inner {
     pub(crate) cfg: SshConfig,
-    /// One per platform.
-    pub(crate) runners: Vec<RunnerArtifact>,
+    /// Every registered runner: several versions per platform, at most one per (platform,
+    /// version). Grows at run time (`add_runner`, `cronium runner add`).
+    pub(crate) runners: std::sync::RwLock<Vec<RunnerArtifact>>,
+    /// The version of the runner this Cronium ships with (the first given): what a server with
+    /// no pin runs.
+    pub(crate) default_version: String,
     /// Platforms detected on contact, by host, port and user.
     pub(crate) platforms: std::sync::Mutex<HashMap<(String, u16, String), Platform>>,
     pub(crate) pool: Arc<Pool>,
@@ -95,13 +99,21 @@ impl SshExecutor {
         Self::with_runners(config, vec![runner])
     }
 
-    /// An executor with one runner per platform ([`RunnerArtifact::discover`]); of two for the
-    /// same platform the first is used. The first is also the one `test` and health checks look
-    /// for on a host whose platform is not known yet.
+    /// An executor with these runners ([`RunnerArtifact::discover`], then the ones registered
+    /// later); of two for the same platform and version the first is used. The first runner's
+    /// version is the default ([`Self::default_version`]); it is also the one `test` and health
+    /// checks look for on a host whose platform is not known yet.
     pub fn with_runners(config: SshConfig, runners: Vec<RunnerArtifact>) -> Self {
+        let default_version = runners
+            .first()
+            .map(|r| r.version.clone())
+            .unwrap_or_default();
         let mut unique: Vec<RunnerArtifact> = Vec::new();
         for r in runners {
-            if !unique.iter().any(|u| u.platform == r.platform) {
+            if !unique
+                .iter()
+                .any(|u| u.platform == r.platform && u.version == r.version)
+            {
                 unique.push(r);
             }
         }
@@ -110,7 +122,8 @@ impl SshExecutor {
             inner: Arc::new(Inner {
                 pool: Arc::new(Pool::new(config.clone(), metrics.clone())),
                 cfg: config,
-                runners: unique,
+                runners: std::sync::RwLock::new(unique),
+                default_version,
                 platforms: Default::default(),
                 cache: DeployCache::default(),
                 metrics,
@@ -127,9 +140,74 @@ impl SshExecutor {
         &self.inner.cfg
     }
 
-    /// The runners this executor deploys, one per platform.
-    pub fn runners(&self) -> &[RunnerArtifact] {
-        &self.inner.runners
+    /// The runners this executor can deploy: every platform and version.
+    pub fn runners(&self) -> Vec<RunnerArtifact> {
+        self.inner
+            .runners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The version a server without a pin runs: the runner this Cronium ships with.
+    pub fn default_version(&self) -> &str {
+        &self.inner.default_version
+    }
+
+    /// Makes another runner deployable (`cronium runner add`). `Ok(false)`: this very build is
+    /// already there. A different build of a (platform, version) already held is refused: a
+    /// pin names a version, and it must mean one binary.
+    pub fn add_runner(&self, a: RunnerArtifact) -> Result<bool, String> {
+        let mut runners = self
+            .inner
+            .runners
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        match runners
+            .iter()
+            .find(|r| r.platform == a.platform && r.version == a.version)
+        {
+            Some(r) if r.sha256 == a.sha256 => Ok(false),
+            Some(r) => Err(format!(
+                "version {} for {} is already registered with another build (sha256 {}); give the new build another version",
+                a.version, a.platform, r.sha256
+            )),
+            None => {
+                runners.push(a);
+                Ok(true)
+            }
+        }
+    }
+
+    /// The runner of `version` for `platform`, if registered.
+    pub fn artifact(&self, platform: &Platform, version: &str) -> Option<RunnerArtifact> {
+        self.inner
+            .runners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|r| &r.platform == platform && r.version == version)
+            .cloned()
+    }
+
+    /// The versions registered for `platform`, sorted (`0.1.0, 0.2.0`), or `none`.
+    pub fn versions_for(&self, platform: &Platform) -> String {
+        let mut v: Vec<String> = self
+            .inner
+            .runners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| &r.platform == platform)
+            .map(|r| r.version.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
     }
 
     /// The platform this executor detected on `server` (by a run's deployment or `test`), for
@@ -152,7 +230,7 @@ impl SshExecutor {
     }
 
     /// What is known of `server`'s platform: detected by this process, else the caller's.
-    fn known_platform(&self, server: &ServerConfig) -> Option<Platform> {
+    pub fn known_platform(&self, server: &ServerConfig) -> Option<Platform> {
         self.detected_platform(server)
             .or_else(|| server.platform.clone())
     }
@@ -162,16 +240,58 @@ impl SshExecutor {
             .map_or_else(|| "unknown".into(), |p| p.to_string())
     }
 
-    fn artifact_for(&self, p: &Platform) -> Option<&RunnerArtifact> {
-        self.inner.runners.iter().find(|r| &r.platform == p)
+    /// The version `server` should run: its wanted one, else the default.
+    pub fn wanted_version<'a>(&'a self, server: &'a ServerConfig) -> &'a str {
+        server
+            .runner_version
+            .as_deref()
+            .unwrap_or(&self.inner.default_version)
     }
 
-    /// The runner a health check looks for: the one for `server`'s known platform (none when
-    /// there is no runner for it), else the first.
-    pub(crate) fn probe_artifact(&self, server: &ServerConfig) -> Option<&RunnerArtifact> {
+    /// The runner of `server`'s wanted version for platform `p`. No runner at all for `p`:
+    /// [`SshError::UnsupportedPlatform`] (auto mode falls back); runners for `p` but not of
+    /// that version: [`SshError::NoArtifact`] (it does not).
+    pub(crate) fn artifact_for(
+        &self,
+        server: &ServerConfig,
+        p: &Platform,
+    ) -> Result<RunnerArtifact, SshError> {
+        let version = self.wanted_version(server);
+        if let Some(a) = self.artifact(p, version) {
+            return Ok(a);
+        }
+        let runners = self.inner.runners.read().unwrap_or_else(|p| p.into_inner());
+        if !runners.iter().any(|r| &r.platform == p) {
+            drop(runners);
+            return Err(SshError::UnsupportedPlatform {
+                server: server.name.clone(),
+                platform: p.to_string(),
+                available: self.available(),
+            });
+        }
+        drop(runners);
+        Err(SshError::NoArtifact {
+            server: server.name.clone(),
+            platform: p.to_string(),
+            version: version.to_string(),
+            available: self.versions_for(p),
+        })
+    }
+
+    /// The runner a health check looks for: the one of `server`'s wanted version for its
+    /// known platform (none when there is no runner for it), else the first of that version.
+    pub(crate) fn probe_artifact(&self, server: &ServerConfig) -> Option<RunnerArtifact> {
         match self.known_platform(server) {
-            Some(p) => self.artifact_for(&p),
-            None => self.inner.runners.first(),
+            Some(p) => self.artifact_for(server, &p).ok(),
+            None => {
+                let version = self.wanted_version(server);
+                let runners = self.inner.runners.read().unwrap_or_else(|p| p.into_inner());
+                runners
+                    .iter()
+                    .find(|r| r.version == version)
+                    .or(runners.first())
+                    .cloned()
+            }
         }
     }
 
@@ -180,10 +300,13 @@ impl SshExecutor {
         let mut v: Vec<String> = self
             .inner
             .runners
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|r| r.platform.to_string())
             .collect();
         v.sort();
+        v.dedup();
         if v.is_empty() {
             "no platform".into()
         } else {
@@ -191,13 +314,14 @@ impl SshExecutor {
         }
     }
 
-    /// The runner for `server`: its known platform, or the one `uname` reports on `conn`
-    /// (remembered). No runner for it: [`SshError::UnsupportedPlatform`].
-    async fn select(
+    /// The runner for `server`: its wanted version for its known platform, or the one `uname`
+    /// reports on `conn` (remembered). No runner for the platform:
+    /// [`SshError::UnsupportedPlatform`]; none of that version: [`SshError::NoArtifact`].
+    pub(crate) async fn select(
         &self,
         conn: &connection::Conn,
         server: &ServerConfig,
-    ) -> Result<&RunnerArtifact, SshError> {
+    ) -> Result<RunnerArtifact, SshError> {
         let platform = match self.known_platform(server) {
             Some(p) => p,
             None => {
@@ -238,12 +362,7 @@ impl SshExecutor {
                 p
             }
         };
-        self.artifact_for(&platform)
-            .ok_or_else(|| SshError::UnsupportedPlatform {
-                server: server.name.clone(),
-                platform: platform.to_string(),
-                available: self.available(),
-            })
+        self.artifact_for(server, &platform)
     }
 
     /// Idle pooled connections to `server` that are still open (for status pages and tests).
@@ -316,10 +435,12 @@ impl SshExecutor {
             HostKeyStatus::FirstUse
         });
         report.host_key = Some(conn.host_key.clone());
-        // The first runner of ours that runs on the host tells its version.
-        let probes: String = self
-            .inner
-            .runners
+        // The first runner of ours that runs on the host tells its version: the server's wanted
+        // version first (with several on the host, the one it runs).
+        let wanted = self.wanted_version(server).to_string();
+        let mut runners = self.runners();
+        runners.sort_by_key(|r| r.version != wanted);
+        let probes: String = runners
             .iter()
             .map(|r| {
                 let q = quote(
@@ -501,7 +622,7 @@ impl SshExecutor {
             .map_err(|e| (None, e))?;
         let deployer = Deployer {
             cfg: &self.inner.cfg,
-            runner,
+            runner: &runner,
             cache: &self.inner.cache,
             metrics: &self.inner.metrics,
         };

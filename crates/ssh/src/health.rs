@@ -126,7 +126,7 @@ impl SshExecutor {
         };
         let path = Deployer {
             cfg: &self.inner.cfg,
-            runner,
+            runner: &runner,
             cache: &self.inner.cache,
             metrics: &self.inner.metrics,
         }

@@ -10,9 +10,11 @@
 //! - `auto`: runner-ssh, falling back to direct-ssh when the runner cannot be deployed (or no
 //!   runner is built for the host's OS and architecture).
 //!
-//! The executor holds one runner artifact per platform; the host's platform is detected with
-//! `uname -s; uname -m` before its first deployment (unless the caller knows it) and picks the
-//! artifact.
+//! The executor holds every registered runner artifact, several versions per platform; the
+//! host's platform is detected with `uname -s; uname -m` before its first deployment (unless the
+//! caller knows it), and the artifact is the one of that platform and the server's wanted
+//! version ([`ServerConfig::runner_version`], else the default). `versions.rs` deploys a given
+//! version without running anything (rollouts, `server deploy`), checks it and removes old ones.
 //!
 //! This crate is not the store, the fan-out or the scheduler: it runs one execution on one server
 //! and returns what the caller must record (the observed host key to pin, the deployment record).
@@ -32,10 +34,11 @@ mod runner_run;
 mod serve_run;
 mod shell;
 mod validate;
+mod versions;
 
 pub use config::{
-    Credential, DirectScript, KnownRunner, Mode, Platform, RunnerArtifact, ServerConfig, SshConfig,
-    MANIFEST_NAME,
+    is_runner_file_name, Credential, DirectScript, KnownRunner, Mode, Platform, RunnerArtifact,
+    ServerConfig, SshConfig, MANIFEST_NAME,
 };
 pub use deploy::{DeployOutcome, DeploymentRecord};
 pub use error::SshError;
@@ -44,3 +47,4 @@ pub use health::{Contact, HealthCheck, HealthConnection};
 pub use metrics::MetricsSnapshot;
 pub use shell::{quote, validate_env_name};
 pub use validate::{validate_host_key, validate_private_key};
+pub use versions::{DeployedRunner, VersionDeploy};

@@ -34,6 +34,7 @@ mod notify;
 mod progression;
 mod retention;
 mod row;
+mod runner_versions;
 mod runtime;
 mod schedule;
 mod seed;
@@ -64,6 +65,10 @@ pub use notify::{ChannelRow, NewChannel, NewNotification, NotifySource, OutboxRo
 pub use retention::{
     PruneCounts, PruneLimits, PruneRule, PruneScope, PruneStep, PRUNE_STEP_JOBS,
     PRUNE_STEP_LOG_LINES,
+};
+pub use runner_versions::{
+    wanted_pin, NewRollout, NewRolloutServer, PinRow, PinScope, RolloutBusy, RolloutRow,
+    RolloutServerRow,
 };
 pub use runtime::RuntimeExecution;
 pub use schedule::{FireResult, Lease};

@@ -351,7 +351,22 @@ pub fn api_routes() -> Routes<AppState> {
             get(Viewer, servers::show).delete(Operator, servers::delete),
         )
         .route("/servers/{name}/test", post(Operator, servers::test))
-        .route("/runners", get(Viewer, runners::list))
+        .route(
+            "/runners",
+            get(Viewer, runners::list).post(Admin, runners::add),
+        )
+        .route(
+            "/runners/pins",
+            get(Viewer, runners::list_pins).post(Admin, runners::set_pin),
+        )
+        .route("/runners/pins/remove", post(Admin, runners::remove_pin))
+        .route(
+            "/runners/rollouts",
+            get(Viewer, runners::list_rollouts).post(Admin, runners::start_rollout),
+        )
+        .route("/runners/rollouts/{id}", get(Viewer, runners::show_rollout))
+        .route("/runners/rollback", post(Admin, runners::rollback))
+        .route("/servers/deploy", post(Admin, runners::deploy))
         .route(
             "/servers/{name}/accept-key",
             post(Operator, servers::accept_key),

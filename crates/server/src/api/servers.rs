@@ -98,6 +98,13 @@ pub struct ServerDto {
     pub deployments: Option<Vec<DeploymentDto>>,
     /// The server's health: its checks judged now with the server's thresholds.
     pub health: ServerHealthDto,
+    /// The runner version this server runs: its pin, else its tags' newest pin, else the
+    /// default (the runner this Cronium ships with). Null without the SSH transport.
+    #[schema(required)]
+    pub runner_version: Option<String>,
+    /// Which pin gives `runner_version`: `server pin`, `tag pin (TAG)` or `default`.
+    #[schema(required)]
+    pub runner_version_source: Option<String>,
 }
 
 /// A server's health (`cronium-runner health` after runs and on the health interval).
@@ -266,9 +273,20 @@ fn health_dto(state: &AppState, s: &ServerRow) -> ServerHealthDto {
 }
 
 fn dto(state: &AppState, s: ServerRow) -> ServerDto {
+    dto_with(state, s, &[])
+}
+
+/// The server with the runner version its pins ask for.
+fn dto_with(state: &AppState, s: ServerRow, pins: &[cronium_store::PinRow]) -> ServerDto {
     let health = health_dto(state, &s);
+    let wanted = state
+        .ssh
+        .as_ref()
+        .map(|ssh| crate::usecases::runner_versions::wanted(ssh, pins, &s));
     ServerDto {
         health,
+        runner_version: wanted.as_ref().map(|w| w.version.clone()),
+        runner_version_source: wanted.map(|w| w.source),
         name: s.name,
         host: s.host,
         port: s.port,
@@ -322,7 +340,8 @@ pub async fn create(
         },
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(dto(&state, row))))
+    let pins = state.store.list_pins().await?;
+    Ok((StatusCode::CREATED, Json(dto_with(&state, row, &pins))))
 }
 
 /// List servers.
@@ -330,11 +349,12 @@ pub async fn create(
     responses((status = 200, description = "Every server, by name (without deployments)", body = [ServerDto])),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ServerDto>>> {
+    let pins = state.store.list_pins().await?;
     Ok(Json(
         servers::list(&state)
             .await?
             .into_iter()
-            .map(|s| dto(&state, s))
+            .map(|s| dto_with(&state, s, &pins))
             .collect(),
     ))
 }
@@ -355,7 +375,8 @@ pub async fn show(
     let row = servers::get(&state, &name).await?;
     let deployments = servers::deployments(&state, &row, 50).await?;
     let checks = servers::health_checks(&state, &row, 20).await?;
-    let mut d = dto(&state, row);
+    let pins = state.store.list_pins().await?;
+    let mut d = dto_with(&state, row, &pins);
     d.health.history = Some(
         checks
             .into_iter()

@@ -167,12 +167,18 @@ async fn interval_pass(
         }
     };
     let now = now_ms();
+    // The pinned version is the one a check asks for its health.
+    let pins = state.store.list_pins().await.unwrap_or_default();
     for row in rows {
         if recent.busy(&row.name) || row.health.checked_at.is_some_and(|t| now - t < half) {
             continue;
         }
         let cfg = match config_of(state, &row) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                c.runner_version =
+                    cronium_store::wanted_pin(&pins, row.id, &row.tags).map(|p| p.version.clone());
+                c
+            }
             Err(e) => {
                 tracing::warn!(server = %row.name, error = %e, "health: cannot read the server's settings");
                 continue;
@@ -214,14 +220,22 @@ fn after_run(
                 return;
             }
         }
-        let id = match state.store.get_server_by_name(&c.server.name).await {
-            Ok(Some(row)) => row.id,
+        let row = match state.store.get_server_by_name(&c.server.name).await {
+            Ok(Some(row)) => row,
             Ok(None) => return,
             Err(e) => {
                 tracing::warn!(server = %c.server.name, error = %e, "health: reading the server failed");
                 return;
             }
         };
+        let id = row.id;
+        // The version pinned now, not at the run: a rollout may have moved the server on
+        // during the quiet period, and the check must read the runner it runs now.
+        let mut c = c;
+        if let Ok(pins) = state.store.list_pins().await {
+            c.server.runner_version =
+                cronium_store::wanted_pin(&pins, row.id, &row.tags).map(|p| p.version.clone());
+        }
         if let Some(failure) = c.failure {
             record(
                 &state,

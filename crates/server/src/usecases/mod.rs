@@ -12,6 +12,7 @@ pub mod events;
 pub mod hooks;
 pub mod jobs;
 pub mod prune;
+pub mod runner_versions;
 pub mod runs;
 pub mod servers;
 pub mod tokens;

@@ -176,7 +176,16 @@ fn credential_of(
     }
 }
 
-/// The connection settings of a stored server.
+/// The connection settings of a stored server, with the runner version its pins ask for.
+pub async fn config_with_pins(state: &AppState, s: &ServerRow) -> UseCaseResult<ServerConfig> {
+    let pins = state.store.list_pins().await?;
+    let mut cfg = config_of(state, s)?;
+    cfg.runner_version = cronium_store::wanted_pin(&pins, s.id, &s.tags).map(|p| p.version.clone());
+    Ok(cfg)
+}
+
+/// The connection settings of a stored server (the default runner version: see
+/// [`config_with_pins`]).
 pub fn config_of(state: &AppState, s: &ServerRow) -> UseCaseResult<ServerConfig> {
     let internal = |m: String| UseCaseError::Store(cronium_store::StoreError::Corrupt(m));
     Ok(ServerConfig {
@@ -196,6 +205,7 @@ pub fn config_of(state: &AppState, s: &ServerRow) -> UseCaseResult<ServerConfig>
             .platform
             .as_ref()
             .and_then(|p| cronium_ssh::Platform::new(&p.os, &p.arch)),
+        runner_version: None,
     })
 }
 
@@ -263,7 +273,7 @@ async fn test_unrecorded(state: &AppState, name: &str) -> UseCaseResult<TestRepo
             "the SSH transport is not available on this server",
         )
     })?;
-    let cfg = config_of(state, &row)?;
+    let cfg = config_with_pins(state, &row).await?;
     let r = ssh.test(&cfg).await;
     match (&r.host_key_status, &r.host_key) {
         (Some(HostKeyStatus::FirstUse), Some(k)) => {

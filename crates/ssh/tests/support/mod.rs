@@ -291,6 +291,7 @@ impl Sshd {
             host_key: None,
             known_runner: None,
             platform: None,
+            runner_version: None,
         }
     }
 }

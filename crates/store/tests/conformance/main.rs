@@ -19,6 +19,7 @@ mod notify;
 mod perf;
 mod queue;
 mod retention;
+mod runner_versions;
 mod runtime;
 mod schedule;
 mod server_health;
