@@ -4,6 +4,7 @@
 //! `main` only parses flags and calls [`serve`]; the listener and the shutdown signal are passed
 //! in so tests bind port 0 and stop the server when they like.
 
+pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod authz;
@@ -21,8 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent::queue::StoreQueue;
 use axum::serve::ListenerExt;
-use cronium_agent::queue::StoreQueue;
 use cronium_agent::{Agent, AgentConfig};
 use cronium_core::clock::{now_ms, SystemClock};
 use cronium_core::crypto::SecretBox;
@@ -331,7 +332,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         .ssh
         .as_ref()
         .and_then(background::health::observe);
-    transports.runtime = Some(Arc::new(cronium_agent::runtime::StoreRuntime {
+    transports.runtime = Some(Arc::new(crate::agent::runtime::StoreRuntime {
         store: store.clone(),
         secrets: secrets.clone(),
     }));
