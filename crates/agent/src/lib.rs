@@ -13,8 +13,10 @@ mod job;
 pub mod local;
 pub mod queue;
 pub mod recorder;
+pub mod remote;
 pub mod runtime;
 pub mod targets;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +44,9 @@ pub struct AgentConfig {
     pub lease: Duration,
     /// Fallback poll interval when no wake-up arrives (e.g. jobs enqueued by another server).
     pub poll_interval: Duration,
+    /// How long one claim may wait on the queue for a job (a remote agent's long-poll; zero
+    /// for the embedded agent, which is woken in-process).
+    pub claim_wait: Duration,
     /// The `cronium-runner` binary for local runs.
     pub runner_path: PathBuf,
     /// Where payload archives are cached.
@@ -81,6 +86,7 @@ impl AgentConfig {
             concurrency: 16,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            claim_wait: Duration::ZERO,
             runner_path,
             payload_dir,
             work_base: None,
@@ -250,7 +256,12 @@ impl Agent {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
-            match inner.queue.claim(&inner.config.worker_id, lease_ms).await {
+            let claimed = tokio::select! {
+                c = inner.queue.claim_wait(&inner.config.worker_id, lease_ms, inner.config.claim_wait) => c,
+                // A long-poll given up: a job it claimed meanwhile is left to lease recovery.
+                _ = shutdown.cancelled() => break,
+            };
+            match claimed {
                 Ok(Some(job)) => {
                     tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "claimed");
                     inner.bus.job_changed(Some(job.id));

@@ -28,7 +28,7 @@ pub struct Lease {
 }
 
 /// A registered server, ready to connect to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RemoteServer {
     pub id: i64,
     pub config: cronium_ssh::ServerConfig,
@@ -96,6 +96,17 @@ impl QueueError {
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
     async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<JobRow>, QueueError>;
+    /// Like [`JobQueue::claim`], but may wait up to `wait` for a claimable job (the agent API's
+    /// long-poll). The default answers at once: the embedded agent is woken in-process.
+    async fn claim_wait(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        wait: std::time::Duration,
+    ) -> Result<Option<JobRow>, QueueError> {
+        let _ = wait;
+        self.claim(worker, lease_ms).await
+    }
     async fn heartbeat(&self, lease: &Lease, lease_ms: i64) -> Result<Heartbeat, QueueError>;
     /// The event spec of the version the job was enqueued with.
     async fn event_spec(&self, job: &JobRow) -> Result<Option<Value>, QueueError>;

@@ -122,6 +122,7 @@ pub struct ExecutionRow {
 /// Each `None` when not measured: older rows and runners, `direct-ssh` and `http` runs, runs that
 /// never started; the `cgroup_*` figures exist for container runs only.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ExecutionUsage {
     /// CPU time of the script's process tree in user mode.
     pub cpu_user_ms: Option<i64>,
@@ -144,6 +145,7 @@ impl ExecutionUsage {
 
 /// Fields to change on an execution; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ExecutionUpdate {
     pub status: Option<ExecutionStatus>,
     pub exit_code: Option<i32>,

@@ -388,6 +388,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         ui: Arc::new(ui_config),
         hooks: Arc::new(notify::Hub::new(config.public_url.clone())),
         health: Arc::new(config.health.effective_thresholds()),
+        stopping: CancellationToken::new(),
     };
     Ok(Running {
         state,
@@ -472,6 +473,13 @@ pub async fn serve(
         .as_ref()
         .map_or_else(scheduler::new_holder_id, |a| a.worker_id().to_string());
     let mut tasks = Vec::new();
+    {
+        let (stopping, shutdown) = (state.stopping.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stopping.cancel();
+        }));
+    }
     let deps = scheduler::Deps {
         store: state.store.clone(),
         metrics: state.metrics.clone(),
@@ -500,6 +508,16 @@ pub async fn serve(
         )));
     }
     if let Some(agent) = agent {
+        tasks.push(tokio::spawn(crate::agent::registry::embedded(
+            state.store.clone(),
+            crate::agent::registry::Embedded {
+                worker: agent.worker_id().to_string(),
+                concurrency: config.agent_concurrency,
+                container: state.docker.is_some(),
+                ssh: state.ssh.is_some(),
+            },
+            shutdown.clone(),
+        )));
         let s = shutdown.clone();
         tasks.push(tokio::spawn(async move { agent.run(s).await }));
     }

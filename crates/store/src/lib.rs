@@ -18,6 +18,7 @@
 //! `cronium-model`; a word the model does not know, read back from the database, is
 //! [`StoreError::Corrupt`].
 
+mod agents;
 mod artifacts;
 mod audit;
 mod auth;
@@ -44,6 +45,7 @@ mod variables;
 mod workflow_runs;
 mod workflows;
 
+pub use agents::{AgentRegistration, AgentRow, AgentTokenRow};
 pub use artifacts::{ArtifactRow, NewArtifact, ServerPlatform};
 pub use audit::{AuditFilter, AuditRow, NewAudit};
 pub use auth::{NewToken, TokenAuth, TokenRow, UserRow, UserUpdate, LAST_USED_RESOLUTION_MS};

@@ -3,4 +3,5 @@
 //! directly and by the agent API (`api/agent.rs`) on behalf of remote agents.
 
 pub mod queue;
+pub mod registry;
 pub mod runtime;
