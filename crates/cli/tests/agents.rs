@@ -386,3 +386,87 @@ async fn a_log_batch_sent_again_is_stored_once_and_every_call_is_fenced_by_the_l
     assert_eq!(j["status"], "succeeded", "{j}");
     assert_eq!(j["output"], json!({"k": 1}), "{j}");
 }
+
+#[tokio::test]
+async fn helpers_in_api_mode_work_on_a_remote_agent() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let _agent = AgentProc::start(&s, &token, "edge-api", &[]);
+    wait_agent_connected(&s, "edge-api").await;
+    let (status, body) = s
+        .api(
+            "PUT",
+            "/api/v1/variables/seed",
+            Some(json!({"value": "from-server"})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{body}");
+    s.apply_yaml(
+        "name: api-helpers\ntype: bash\nhelpers: api\nscript: |\n  v=$(cronium.getVariable seed)\n  echo \"read $v\"\n  cronium.setVariable written-remotely 42\n  cronium.output seen \"$v\"\n  cronium.setCondition true\n",
+    )
+    .await;
+    let id = s.run_event("api-helpers", None).await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let x = &j["executions"][0];
+    assert_eq!(
+        x["helpers"], "api",
+        "relayed through the agent API, not bundled: {j}"
+    );
+    assert_eq!(x["output"], json!({"seen": "from-server"}), "{j}");
+    assert_eq!(x["condition"], true, "{j}");
+    assert!(s.log_text(id).await.contains("read from-server"));
+    let (_, v) = s
+        .api("GET", "/api/v1/variables/written-remotely", None)
+        .await;
+    assert_eq!(v["value"], 42, "{v}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_agent_it_finishes_what_runs_claims_nothing_more_and_exits_0() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let mut agent = AgentProc::start(&s, &token, "drainer", &[]);
+    wait_agent_connected(&s, "drainer").await;
+    let tmp = shared_tempdir();
+    let gate = tmp.path().join("go");
+    s.apply_yaml(&format!(
+        "name: held\ntype: bash\nscript: |\n  echo started\n  while [ ! -e {} ]; do sleep 0.05; done\n  echo released\n",
+        gate.display()
+    ))
+    .await;
+    let id = s.run_event("held", None).await;
+    s.wait_for("the job starts", Duration::from_secs(30), || async {
+        s.log_text(id).await.contains("started")
+    })
+    .await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(agent.child.id() as i32, libc::SIGTERM);
+    }
+    // Draining: a job enqueued now is not claimed by it.
+    let later = s.run_event("held", None).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        agent.child.try_wait().expect("wait").is_none(),
+        "it waits for its job"
+    );
+    std::fs::write(&gate, b"").expect("release");
+    let j = s.wait_job(id, Duration::from_secs(30)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = agent.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(s.job(later).await["status"], "queued");
+    let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+    assert_eq!(list[0]["state"], "stopped", "{list}");
+}
