@@ -97,7 +97,8 @@ impl From<cronium_store::AgentTokenRow> for AgentTokenDto {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgentTokenBody {
-    /// A name for the token (unique): 1 to 100 characters.
+    /// A name for the token (unique).
+    #[schema(schema_with = cronium_core::spec_schema::name)]
     pub name: String,
 }
 
@@ -106,6 +107,7 @@ pub struct AgentTokenBody {
 #[into_params(parameter_in = Path)]
 pub struct AgentTokenName {
     /// The token's name.
+    #[param(schema_with = cronium_core::spec_schema::name, example = "edge-eu")]
     pub name: String,
 }
 
@@ -159,12 +161,7 @@ pub async fn create_token(
 ) -> ApiResult<(StatusCode, Json<AgentTokenDto>)> {
     let b: AgentTokenBody = body::json(&bytes)?;
     let name = b.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
-        return Err(ApiError::BadRequest {
-            field: Some("name".into()),
-            message: "name: must be 1 to 100 characters".into(),
-        });
-    }
+    cronium_core::spec::validate_name(name).map_err(|e| ApiError::bad("name", e.message))?;
     let token = new_token();
     let row = state
         .store
