@@ -250,6 +250,9 @@ impl Agent {
         let recovery = tokio::spawn(recovery_loop(inner.clone(), shutdown.clone()));
         let lease_ms = inner.config.lease.as_millis() as i64;
         let mut running = tokio::task::JoinSet::new();
+        // Claims failed in a row: the wait before the next one doubles (a remote agent whose
+        // server is unreachable backs off), back to the poll interval at the first success.
+        let mut failures: u32 = 0;
         loop {
             while running.try_join_next().is_some() {}
             let permit = tokio::select! {
@@ -261,6 +264,9 @@ impl Agent {
                 // A long-poll given up: a job it claimed meanwhile is left to lease recovery.
                 _ = shutdown.cancelled() => break,
             };
+            if claimed.is_ok() {
+                failures = 0;
+            }
             match claimed {
                 Ok(Some(job)) => {
                     tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "claimed");
@@ -313,9 +319,12 @@ impl Agent {
                 }
                 Err(e) => {
                     drop(permit);
-                    tracing::warn!(error = %e, "claiming failed");
+                    failures = failures.saturating_add(1);
+                    let wait = (inner.config.poll_interval * 2u32.pow(failures.min(5) - 1))
+                        .min(MAX_CLAIM_BACKOFF);
+                    tracing::warn!(error = %e, retry_in = ?wait, "claiming failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(inner.config.poll_interval) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => break,
                     }
                 }
@@ -337,6 +346,9 @@ impl Agent {
         }
     }
 }
+
+/// Longest wait between two claims after failed ones.
+const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Longest the claim loop waits for a just-claimed job's first write before claiming again.
 const CLAIM_GATE: Duration = Duration::from_millis(5);

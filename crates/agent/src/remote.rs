@@ -196,10 +196,9 @@ fn into_error(e: CallError) -> QueueError {
                     reason: d.message,
                 },
                 code::UNAVAILABLE => QueueError::Unavailable(d.message),
-                code::UNAUTHORIZED => QueueError::Unavailable(format!(
-                    "the server refused the agent token: {}",
-                    d.message
-                )),
+                code::UNAUTHORIZED => {
+                    QueueError::Fatal(format!("the server refused the agent token: {}", d.message))
+                }
                 code::FATAL | code::INVALID => QueueError::Fatal(d.message),
                 _ if status >= 500 => QueueError::Unavailable(d.message),
                 _ => QueueError::Other(d.message),

@@ -251,6 +251,10 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
     loop {
         match queue.register(&registration).await {
             Ok(()) => break,
+            // A refused token (or a request the server cannot take) does not get better.
+            Err(e @ cronium_agent::queue::QueueError::Fatal(_)) => {
+                return Err(anyhow!("{}: {e}", args.url));
+            }
             Err(e) => {
                 tracing::warn!(url = %args.url, error = %e, "registering with the server; retrying");
                 tokio::select! {

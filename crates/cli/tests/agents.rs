@@ -510,3 +510,27 @@ async fn throughput_embedded_and_one_remote_agent() {
         rate(r) / rate(e)
     );
 }
+
+#[tokio::test]
+async fn cronium_agent_with_an_api_token_exits_non_zero_saying_the_token_was_refused() {
+    let s = no_agent_server();
+    let o = Command::new(cronium_bin())
+        .args([
+            "agent", "--url", &s.url, "--token", &s.token, "--name", "wrong",
+        ])
+        .arg("--runner")
+        .arg(runner_bin())
+        .arg("--data-dir")
+        .arg(tempfile::tempdir().expect("tempdir").path().join("a"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cronium agent");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("refused the agent token"),
+        "{}",
+        stderr(&o)
+    );
+    let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+    assert_eq!(list, json!([]), "nothing registered");
+}

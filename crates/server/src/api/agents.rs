@@ -5,9 +5,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use cronium_core::clock::{now_ms, rfc3339};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use utoipa::ToSchema;
 
 use super::body;
@@ -15,6 +16,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Body, Path};
 use crate::auth::{hash_token, new_token};
 use crate::state::AppState;
+use crate::usecases::{audit, Actor, UseCaseError, UseCaseResult};
 
 /// An agent: a `cronium agent` process, or a server's embedded agent.
 #[derive(Serialize, ToSchema)]
@@ -157,17 +159,30 @@ pub async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<Vec<Ag
     security(("bearer" = [])))]
 pub async fn create_token(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<AgentTokenDto>)> {
     let b: AgentTokenBody = body::json(&bytes)?;
-    let name = b.name.trim();
-    cronium_core::spec::validate_name(name).map_err(|e| ApiError::bad("name", e.message))?;
+    let name = b.name.trim().to_string();
+    cronium_core::spec::validate_name(&name).map_err(|e| ApiError::bad("name", e.message))?;
     let token = new_token();
-    let row = state
+    let result: UseCaseResult<_> = state
         .store
-        .create_agent_token(name, &hash_token(&token), now_ms())
-        .await?;
-    let mut dto = AgentTokenDto::from(row);
+        .create_agent_token(&name, &hash_token(&token), now_ms())
+        .await
+        .map_err(UseCaseError::from);
+    // The token's name and id, never its value.
+    let result = audit::record(
+        &state,
+        &actor,
+        "agent_token.create",
+        format!("agent token {name}"),
+        None,
+        result,
+        |t| Some(json!({"id": t.id, "name": t.name})),
+    )
+    .await;
+    let mut dto = AgentTokenDto::from(result?);
     dto.token = Some(token);
     Ok((StatusCode::CREATED, Json(dto)))
 }
@@ -182,12 +197,25 @@ pub async fn create_token(
     security(("bearer" = [])))]
 pub async fn revoke_token(
     State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
     Path(AgentTokenName { name }): Path<AgentTokenName>,
 ) -> ApiResult<StatusCode> {
-    match state.store.revoke_agent_token(&name, now_ms()).await? {
-        Some(_) => Ok(StatusCode::NO_CONTENT),
-        None => Err(ApiError::NotFound(format!(
+    let result = match state.store.revoke_agent_token(&name, now_ms()).await {
+        Ok(Some(t)) => Ok(t),
+        Ok(None) => Err(UseCaseError::NotFound(format!(
             "no agent token {name}, or it is revoked"
         ))),
-    }
+        Err(e) => Err(UseCaseError::from(e)),
+    };
+    audit::record(
+        &state,
+        &actor,
+        "agent_token.revoke",
+        format!("agent token {name}"),
+        None,
+        result,
+        |t| Some(json!({"id": t.id, "name": t.name, "revoked": true})),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
