@@ -534,3 +534,28 @@ async fn cronium_agent_with_an_api_token_exits_non_zero_saying_the_token_was_ref
     let (_, list) = s.api("GET", "/api/v1/agents", None).await;
     assert_eq!(list, json!([]), "nothing registered");
 }
+
+#[tokio::test]
+async fn a_remote_agent_runs_jobs_of_a_server_on_postgresql() {
+    let s = Server::start_with(ServerOpts {
+        args: vec!["--no-agent".into()],
+        database_url: Some(fresh_pg_database().await),
+        ..Default::default()
+    });
+    let token = agent_token(&s, "edge");
+    let _agent = AgentProc::start(&s, &token, "edge-pg", &[]);
+    wait_agent_connected(&s, "edge-pg").await;
+    s.apply_yaml("name: pg\ntype: bash\nscript: |\n  for i in $(seq 1 50); do echo pg-$i; done\n")
+        .await;
+    let id = s.run_event("pg", None).await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let printed: Vec<String> = log_lines(&s, id)
+        .await
+        .into_iter()
+        .map(|l| l.1)
+        .filter(|l| l.starts_with("pg-"))
+        .collect();
+    let expected: Vec<String> = (1..=50).map(|i| format!("pg-{i}")).collect();
+    assert_eq!(printed, expected);
+}
