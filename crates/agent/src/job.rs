@@ -21,12 +21,13 @@ use cronium_core::payload::{PayloadError, PayloadRef, PayloadSource};
 use cronium_core::spec::{self, EventSpec, EventType, Target};
 use cronium_core::transport::RunRequest;
 use cronium_core::workflow::NodeOverrides;
+use cronium_model::backoff_delay;
+use cronium_model::queue::{
+    ExecutionUpdate, ExecutionUsage, HandedOff, Heartbeat, JobOutcome, JobRow,
+};
 use cronium_model::{ExecutionStatus, JobStatus};
 use cronium_protocol::{
     ApiSettings, EventMeta, Finished, HelperMode, RunContext, RunStatus, API_RELAY,
-};
-use cronium_store::{
-    backoff_delay, ExecutionUpdate, ExecutionUsage, HandedOff, Heartbeat, JobOutcome, JobRow,
 };
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;

@@ -13,8 +13,10 @@ mod job;
 pub mod local;
 pub mod queue;
 pub mod recorder;
+pub mod remote;
 pub mod runtime;
 pub mod targets;
+pub mod wire;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,6 +44,9 @@ pub struct AgentConfig {
     pub lease: Duration,
     /// Fallback poll interval when no wake-up arrives (e.g. jobs enqueued by another server).
     pub poll_interval: Duration,
+    /// How long one claim may wait on the queue for a job (a remote agent's long-poll; zero
+    /// for the embedded agent, which is woken in-process).
+    pub claim_wait: Duration,
     /// The `cronium-runner` binary for local runs.
     pub runner_path: PathBuf,
     /// Where payload archives are cached.
@@ -81,6 +86,7 @@ impl AgentConfig {
             concurrency: 16,
             lease: Duration::from_secs(30),
             poll_interval: Duration::from_secs(1),
+            claim_wait: Duration::ZERO,
             runner_path,
             payload_dir,
             work_base: None,
@@ -244,13 +250,24 @@ impl Agent {
         let recovery = tokio::spawn(recovery_loop(inner.clone(), shutdown.clone()));
         let lease_ms = inner.config.lease.as_millis() as i64;
         let mut running = tokio::task::JoinSet::new();
+        // Claims failed in a row: the wait before the next one doubles (a remote agent whose
+        // server is unreachable backs off), back to the poll interval at the first success.
+        let mut failures: u32 = 0;
         loop {
             while running.try_join_next().is_some() {}
             let permit = tokio::select! {
                 p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
-            match inner.queue.claim(&inner.config.worker_id, lease_ms).await {
+            let claimed = tokio::select! {
+                c = inner.queue.claim_wait(&inner.config.worker_id, lease_ms, inner.config.claim_wait) => c,
+                // A long-poll given up: a job it claimed meanwhile is left to lease recovery.
+                _ = shutdown.cancelled() => break,
+            };
+            if claimed.is_ok() {
+                failures = 0;
+            }
+            match claimed {
                 Ok(Some(job)) => {
                     tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "claimed");
                     inner.bus.job_changed(Some(job.id));
@@ -302,9 +319,12 @@ impl Agent {
                 }
                 Err(e) => {
                     drop(permit);
-                    tracing::warn!(error = %e, "claiming failed");
+                    failures = failures.saturating_add(1);
+                    let wait = (inner.config.poll_interval * 2u32.pow(failures.min(5) - 1))
+                        .min(MAX_CLAIM_BACKOFF);
+                    tracing::warn!(error = %e, retry_in = ?wait, "claiming failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(inner.config.poll_interval) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = shutdown.cancelled() => break,
                     }
                 }
@@ -326,6 +346,9 @@ impl Agent {
         }
     }
 }
+
+/// Longest wait between two claims after failed ones.
+const MAX_CLAIM_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Longest the claim loop waits for a just-claimed job's first write before claiming again.
 const CLAIM_GATE: Duration = Duration::from_millis(5);

@@ -26,10 +26,10 @@ use cronium_core::logbus::LogBus;
 use cronium_core::mask::{maskable, secret_texts, MaskError, Masker, MIN_SECRET_CHARS};
 use cronium_core::transport::ControlRx;
 use cronium_core::transport::EventSink;
+use cronium_model::queue::{ExecutionUpdate, NewLogLine};
 use cronium_model::ExecutionStatus;
 use cronium_protocol::{api_error, ApiCall, Control, RunnerEvent, Stream, MAX_LINE_BYTES};
 use cronium_ssh::Credential;
-use cronium_store::{ExecutionUpdate, NewLogLine, StoreError};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -747,9 +747,7 @@ impl Writer {
                 }
                 Ok(false) => return self.lose("storing log lines"),
                 // The previous try committed but its answer was lost: the lines are stored.
-                Err(QueueError::Store(StoreError::Conflict(field)))
-                    if attempt > 0 && field == "seq" =>
-                {
+                Err(QueueError::Conflict(field)) if attempt > 0 && field == "seq" => {
                     self.unstored = 0;
                     self.bus.publish(self.lease.job_id, self.seq);
                     return;

@@ -63,6 +63,9 @@ pub enum Command {
     /// Manage notification channels (e-mail, Slack, Discord, signed webhook).
     #[command(subcommand)]
     Channel(ChannelCmd),
+    /// Run an agent on this machine against a server over HTTP(S) (`cronium agent --url URL
+    /// --token TOKEN`), or list agents and manage agent tokens.
+    Agent(Box<AgentArgs>),
     /// Run a script locally with the runtime helpers, without a server.
     Run(RunArgs),
     /// Remove now what is past its retention: old jobs with their executions and logs, unused
@@ -863,4 +866,83 @@ pub struct ChannelAddArgs {
     pub to: Vec<String>,
     #[command(flatten)]
     pub client: ClientOpts,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AgentArgs {
+    #[command(subcommand)]
+    pub cmd: Option<AgentCmd>,
+    #[command(flatten)]
+    pub run: AgentRunArgs,
+}
+
+/// `cronium agent` itself: claims jobs from the server's agent API and runs them here.
+#[derive(Args, Debug)]
+pub struct AgentRunArgs {
+    /// The server's URL.
+    #[arg(long, env = "CRONIUM_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An agent token (`cronium agent token create NAME`); API tokens are refused.
+    #[arg(long, env = "CRONIUM_AGENT_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// This agent's name in `cronium agent list` (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A tag (repeatable).
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Jobs run at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// How long a claim stays valid without a heartbeat (e.g. 30s): a killed agent's jobs run
+    /// again elsewhere after it.
+    #[arg(long, default_value = "30s")]
+    pub lease: String,
+    /// Where payloads are cached (default
+    /// `$HOME/.cronium-agent`).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// The `cronium-runner` binary for local runs (default: next to this binary).
+    #[arg(long)]
+    pub runner: Option<PathBuf>,
+    /// On SIGTERM, how long running jobs may take to finish before the agent exits anyway.
+    #[arg(long, default_value = "10m")]
+    pub drain_timeout: String,
+    /// The user local runs execute as (default: `cronium-run` when the agent is root, else the
+    /// agent's own user), as with `cronium serve --run-as`.
+    #[arg(long)]
+    pub run_as: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentCmd {
+    /// Every agent (remote and embedded): version, tags, state, last heartbeat, running jobs.
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Agent tokens: good for the agent API only.
+    #[command(subcommand)]
+    Token(AgentTokenCmd),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AgentTokenCmd {
+    /// Create an agent token; its value is printed once.
+    Create {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    List {
+        #[command(flatten)]
+        client: ClientOpts,
+    },
+    /// Revoke an agent token: agents using it are refused from their next call.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        client: ClientOpts,
+    },
 }

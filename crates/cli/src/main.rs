@@ -2,6 +2,7 @@
 //! Only flag parsing and dispatch live here.
 
 mod accounts;
+mod agent;
 mod cli;
 mod client;
 mod commands;
@@ -348,6 +349,10 @@ async fn main() {
         Command::Server(cmd) => commands::server(cmd).await,
         Command::Runner(cmd) => commands::runner(cmd).await,
         Command::Channel(cmd) => notify::channel(cmd).await,
+        Command::Agent(args) => {
+            let runner = args.run.runner.clone();
+            agent::agent(*args, find_runner(runner, find_static_runner().as_deref())).await
+        }
         Command::Prune(args) => prune::prune(args).await,
         Command::Completions { shell } => {
             let mut command = <Cli as clap::CommandFactory>::command();

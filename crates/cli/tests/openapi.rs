@@ -791,6 +791,54 @@ async fn every_route_answers_as_the_document_says() {
     c.hit("DELETE", token, "/api/v1/tokens/abc", Body::None, 422)
         .await;
 
+    // Agents and agent tokens (the agent API itself, /api/v1/agent/..., is tests/agents.rs's).
+    let agent_tokens = "/api/v1/agent-tokens";
+    let agent_token = "/api/v1/agent-tokens/{name}";
+    c.hit(
+        "POST",
+        agent_tokens,
+        agent_tokens,
+        Body::Json(json!({"name": "edge"})),
+        201,
+    )
+    .await;
+    c.hit(
+        "POST",
+        agent_tokens,
+        agent_tokens,
+        Body::Json(json!({"name": "edge"})),
+        409,
+    )
+    .await;
+    c.hit(
+        "POST",
+        agent_tokens,
+        agent_tokens,
+        Body::Json(json!({"name": "Not A Name"})),
+        422,
+    )
+    .await;
+    c.hit("GET", agent_tokens, agent_tokens, Body::None, 200)
+        .await;
+    c.hit(
+        "DELETE",
+        agent_token,
+        "/api/v1/agent-tokens/edge",
+        Body::None,
+        204,
+    )
+    .await;
+    c.hit(
+        "DELETE",
+        agent_token,
+        "/api/v1/agent-tokens/edge",
+        Body::None,
+        404,
+    )
+    .await;
+    c.hit("GET", "/api/v1/agents", "/api/v1/agents", Body::None, 200)
+        .await;
+
     // Servers: registered on a loopback port nothing listens on, so a test reaches nothing.
     let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -14,13 +14,20 @@
 //! applies them in its transactions, and the API, which explains them, share one definition. The runner's own terms (`cronium_protocol::RunStatus`) are
 //! mapped onto these here, in one place.
 
+pub mod backoff;
 mod policy;
+pub mod queue;
 mod role;
 mod status;
 mod trigger;
 pub mod workflow;
 
+pub use backoff::backoff_delay;
 pub use policy::{JobPolicy, PolicyOverride};
+pub use queue::{
+    ExecutionRow, ExecutionUpdate, ExecutionUsage, HandedOff, HealthState, Heartbeat, JobOutcome,
+    JobRow, NewDeployment, NewLogLine, RunnerState,
+};
 pub use role::Role;
 pub use status::{EventStatus, ExecutionStatus, JobStatus, ServerHealth};
 pub use trigger::Trigger;

@@ -4,6 +4,7 @@
 //! `main` only parses flags and calls [`serve`]; the listener and the shutdown signal are passed
 //! in so tests bind port 0 and stop the server when they like.
 
+pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod authz;
@@ -21,8 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::agent::queue::StoreQueue;
 use axum::serve::ListenerExt;
-use cronium_agent::queue::StoreQueue;
 use cronium_agent::{Agent, AgentConfig};
 use cronium_core::clock::{now_ms, SystemClock};
 use cronium_core::crypto::SecretBox;
@@ -334,7 +335,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         .ssh
         .as_ref()
         .and_then(background::health::observe);
-    transports.runtime = Some(Arc::new(cronium_agent::runtime::StoreRuntime {
+    transports.runtime = Some(Arc::new(crate::agent::runtime::StoreRuntime {
         store: store.clone(),
         secrets: secrets.clone(),
     }));
@@ -390,6 +391,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         ui: Arc::new(ui_config),
         hooks: Arc::new(notify::Hub::new(config.public_url.clone())),
         health: Arc::new(config.health.effective_thresholds()),
+        stopping: CancellationToken::new(),
     };
     Ok(Running {
         state,
@@ -474,6 +476,13 @@ pub async fn serve(
         .as_ref()
         .map_or_else(scheduler::new_holder_id, |a| a.worker_id().to_string());
     let mut tasks = Vec::new();
+    {
+        let (stopping, shutdown) = (state.stopping.clone(), shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            shutdown.cancelled().await;
+            stopping.cancel();
+        }));
+    }
     let deps = scheduler::Deps {
         store: state.store.clone(),
         metrics: state.metrics.clone(),
@@ -502,6 +511,16 @@ pub async fn serve(
         )));
     }
     if let Some(agent) = agent {
+        tasks.push(tokio::spawn(crate::agent::registry::embedded(
+            state.store.clone(),
+            crate::agent::registry::Embedded {
+                worker: agent.worker_id().to_string(),
+                concurrency: config.agent_concurrency,
+                container: state.docker.is_some(),
+                ssh: state.ssh.is_some(),
+            },
+            shutdown.clone(),
+        )));
         let s = shutdown.clone();
         tasks.push(tokio::spawn(async move { agent.run(s).await }));
     }

@@ -32,4 +32,7 @@ pub struct AppState {
     pub hooks: Arc<crate::notify::Hub>,
     /// The thresholds that judge servers' health (`serve --health-*`).
     pub health: Arc<cronium_core::health::Thresholds>,
+    /// Cancelled when the server begins to stop: long-polls (the agent API's claims) answer at
+    /// once instead of holding the graceful shutdown.
+    pub stopping: tokio_util::sync::CancellationToken,
 }

@@ -11,8 +11,9 @@ use sha2::{Digest, Sha256};
 
 use crate::SshError;
 
-/// A registered SSH server.
-#[derive(Clone)]
+/// A registered SSH server. Serde: the server sends it (credential included) to a remote agent
+/// over its authenticated agent API.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct ServerConfig {
     /// The server's name in Cronium (used in messages and the deployment record).
     pub name: String,
@@ -41,7 +42,9 @@ pub struct ServerConfig {
 /// A host's (or a runner binary's) OS and architecture, normalised: `os` is `uname -s` in lower
 /// case (`linux`), `arch` is `uname -m` with the aliases folded (`amd64` is `x86_64`, `arm64`
 /// is `aarch64`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Platform {
     pub os: String,
     pub arch: String,
@@ -84,7 +87,7 @@ impl std::fmt::Display for Platform {
 /// A runner deployment verified on a host: what the store keeps per server so that a restarted
 /// agent does not re-check every host (a checksum of the 2 MB binary and a `--version` call)
 /// before its first run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KnownRunner {
     /// Path on the host, as [`crate::DeploymentRecord::path`].
     pub path: String,
@@ -154,7 +157,7 @@ impl ServerConfig {
 }
 
 /// How the executor logs in.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub enum Credential {
     /// A private key in OpenSSH or PEM format, with its passphrase if it is encrypted.
     Key {

@@ -72,6 +72,8 @@ fn conflict_field(key: &str) -> &str {
         "jobs_serial_running" | "jobs.event_id" => "serial",
         "event_versions_pkey" | "event_versions.event_id, event_versions.version" => "version",
         "servers_name_key" | "servers.name" => "name",
+        "agent_tokens_name_key" | "agent_tokens.name" => "name",
+        "agent_tokens_token_hash_key" | "agent_tokens.token_hash" => "token_hash",
         "workflows_name_key" | "workflows.name" => "name",
         "workflow_runs_workflow_id_scheduled_for_key"
         | "workflow_runs.workflow_id, workflow_runs.scheduled_for" => "scheduled_for",

@@ -3,93 +3,13 @@
 //!
 //! Not for the job's own outcome: that is `jobs.rs` (`finish`).
 
+use cronium_model::queue::{ExecutionRow, ExecutionUpdate, ExecutionUsage};
 use cronium_model::ExecutionStatus;
-use serde::Serialize;
-use serde_json::Value;
 use sqlx::any::AnyRow;
 
 use crate::row::{i32_col, i64_col, json, opt_i32, opt_i64, opt_text, to_json, word};
 use crate::store::map_opt;
 use crate::{Store, StoreError};
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ExecutionRow {
-    pub id: i64,
-    pub job_id: i64,
-    pub attempt: i32,
-    /// The SSH server's name; `None` for local and container runs.
-    pub server: Option<String>,
-    pub status: ExecutionStatus,
-    pub exit_code: Option<i32>,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    /// Time spent getting the runner and payload in place.
-    pub setup_ms: Option<i64>,
-    /// Time the script itself ran.
-    pub run_ms: Option<i64>,
-    pub runner_version: Option<String>,
-    pub error: Option<String>,
-    pub output: Value,
-    /// How it ran, e.g. `local`, `container`, `runner-ssh`, `direct-ssh`.
-    pub mode: Option<String>,
-    /// Free-form remark for users (e.g. "fell back to direct-ssh: ...").
-    pub note: Option<String>,
-    /// The workflow condition the script set (`setCondition`), if it did.
-    pub condition: Option<bool>,
-    /// The mode the runtime helpers used: `bundled` or `api` (None: not recorded, older rows).
-    pub helpers: Option<String>,
-    /// Why API mode fell back to bundled mode, when it did.
-    pub helpers_note: Option<String>,
-    /// What the run used ([`ExecutionUsage`]); all `None` when it was not measured.
-    #[serde(flatten)]
-    pub usage: ExecutionUsage,
-    pub created_at: i64,
-}
-
-/// The resources an execution used, as its runner measured them (`cronium_protocol::Usage`).
-/// Each `None` when not measured: older rows and runners, `direct-ssh` and `http` runs, runs that
-/// never started; the `cgroup_*` figures exist for container runs only.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct ExecutionUsage {
-    /// CPU time of the script's process tree in user mode.
-    pub cpu_user_ms: Option<i64>,
-    /// CPU time of the script's process tree in kernel mode.
-    pub cpu_system_ms: Option<i64>,
-    /// Peak resident set of the largest single process of the tree (not the tree's sum).
-    pub max_rss_bytes: Option<i64>,
-    /// CPU time of the container's whole cgroup.
-    pub cgroup_cpu_ms: Option<i64>,
-    /// Peak memory of the container's whole cgroup.
-    pub cgroup_memory_peak_bytes: Option<i64>,
-}
-
-impl ExecutionUsage {
-    /// True when nothing was measured.
-    pub fn is_empty(&self) -> bool {
-        *self == ExecutionUsage::default()
-    }
-}
-
-/// Fields to change on an execution; `None` leaves a field as it is.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ExecutionUpdate {
-    pub status: Option<ExecutionStatus>,
-    pub exit_code: Option<i32>,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub setup_ms: Option<i64>,
-    pub run_ms: Option<i64>,
-    pub runner_version: Option<String>,
-    pub error: Option<String>,
-    pub output: Option<Value>,
-    pub mode: Option<String>,
-    pub note: Option<String>,
-    pub condition: Option<bool>,
-    pub helpers: Option<String>,
-    pub helpers_note: Option<String>,
-    /// Usage figures to record; a `None` figure leaves the stored one.
-    pub usage: ExecutionUsage,
-}
 
 macro_rules! execution_cols {
     () => {

@@ -18,7 +18,6 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
-use crate::backoff::{backoff_delay, row_jitter};
 use crate::events::pause_event;
 use crate::progression::{job_ended, lock_job_tree};
 use crate::row::{
@@ -26,6 +25,8 @@ use crate::row::{
 };
 use crate::store::map_opt;
 use crate::{Backend, Store, StoreError};
+use cronium_model::backoff::{backoff_delay, row_jitter};
+use cronium_model::queue::{HandedOff, Heartbeat, JobOutcome, JobRow};
 
 /// Error recorded on a job whose worker stopped renewing its lease.
 pub const WORKER_LOST: &str = "worker lost";
@@ -61,53 +62,6 @@ pub struct NewJob {
     pub max_executions: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct JobRow {
-    pub id: i64,
-    /// NULL once the event is deleted (the job keeps `event_name`).
-    pub event_id: Option<i64>,
-    pub event_name: String,
-    pub event_version: i64,
-    pub trigger: Trigger,
-    pub status: JobStatus,
-    pub input: Value,
-    pub output: Value,
-    pub exit_code: Option<i32>,
-    pub error: Option<String>,
-    /// Attempts started so far (0 while never claimed); the fencing token.
-    pub attempt: i32,
-    pub max_attempts: i32,
-    pub backoff_ms: i64,
-    pub max_backoff_ms: i64,
-    pub run_at: i64,
-    pub scheduled_for: Option<i64>,
-    pub serial: bool,
-    pub timeout_ms: i64,
-    /// The worker holding (or, once finished, last holding) the lease.
-    pub lease_owner: Option<String>,
-    pub lease_expires_at: Option<i64>,
-    pub cancel_requested: bool,
-    pub created_at: i64,
-    /// First claim.
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    /// The workflow node run this job is for (trigger `workflow`); None for every other job.
-    pub node_run_id: Option<i64>,
-    /// The node's overrides of the event spec, which the agent applies (`target`, `env`,
-    /// `helpers`; read with `cronium_core::workflow::NodeOverrides`). Null when none.
-    pub overrides: Value,
-}
-
-/// The end of a run, as reported by its worker.
-#[derive(Debug, Clone, PartialEq)]
-pub struct JobOutcome {
-    /// A final status ([`JobStatus::is_final`]).
-    pub status: JobStatus,
-    pub exit_code: Option<i32>,
-    pub output: Value,
-    pub error: Option<String>,
-}
-
 /// Filter for [`Store::list_jobs`]; all conditions are ANDed. Results are newest first.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobFilter {
@@ -121,14 +75,6 @@ pub struct JobFilter {
     pub trigger: Option<Trigger>,
     /// Only jobs with an execution on this server.
     pub server: Option<String>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Heartbeat {
-    /// Lease renewed; `cancel_requested` tells the worker to stop the run.
-    Ok { cancel_requested: bool },
-    /// The worker no longer owns this attempt: it must stop and write nothing more.
-    Lost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -352,17 +298,6 @@ pub(crate) async fn insert_job(
     .fetch_optional(conn)
     .await?;
     map_opt(row, job_row)
-}
-
-/// The successor a node's end claimed for the same worker
-/// ([`Store::finish_attempt_and_claim`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct HandedOff {
-    pub job: JobRow,
-    /// Whether other work may have become claimable by the same end: more successors than the
-    /// one handed off (left queued for any claimer), or a serial sibling of the ended job.
-    /// False: the worker's claim loop has nothing new to look for.
-    pub more_ready: bool,
 }
 
 /// What [`Store::finish_attempt`] writes: the attempt (job, worker, attempt number), whether

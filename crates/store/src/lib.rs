@@ -18,10 +18,10 @@
 //! `cronium-model`; a word the model does not know, read back from the database, is
 //! [`StoreError::Corrupt`].
 
+mod agents;
 mod artifacts;
 mod audit;
 mod auth;
-mod backoff;
 mod batch;
 mod bus;
 mod error;
@@ -46,21 +46,24 @@ mod variables;
 mod workflow_runs;
 mod workflows;
 
+pub use agents::{AgentRegistration, AgentRow, AgentTokenRow};
 pub use artifacts::{ArtifactRow, NewArtifact, ServerPlatform};
 pub use audit::{AuditFilter, AuditRow, NewAudit};
 pub use auth::{NewToken, TokenAuth, TokenRow, UserRow, UserUpdate, LAST_USED_RESOLUTION_MS};
-pub use backoff::backoff_delay;
 pub use batch::{BatchChange, BatchResult, EventApply};
 pub use bus::{BusListener, MAX_PAYLOAD};
+pub use cronium_model::backoff::backoff_delay;
+/// The rows the agent's queue interface carries live in `cronium-model` (a remote agent speaks
+/// them without the store); re-exported here so that store callers name them as before.
+pub use cronium_model::queue::{
+    ExecutionRow, ExecutionUpdate, ExecutionUsage, HandedOff, HealthState, Heartbeat, JobOutcome,
+    JobRow, NewDeployment, NewLogLine, RunnerState,
+};
 pub use error::StoreError;
 pub use events::{Applied, EventRow};
-pub use executions::{ExecutionRow, ExecutionUpdate, ExecutionUsage};
 pub use hooks::{HookKind, HookRow};
-pub use jobs::{
-    AttemptEnd, CancelResult, HandedOff, Heartbeat, JobFilter, JobOutcome, JobRow, NewJob,
-    RecoveredJob,
-};
-pub use logs::{LogLine, NewLogLine};
+pub use jobs::{AttemptEnd, CancelResult, JobFilter, NewJob, RecoveredJob};
+pub use logs::LogLine;
 pub use notify::{ChannelRow, NewChannel, NewNotification, NotifySource, OutboxRow};
 pub use retention::{
     PruneCounts, PruneLimits, PruneRule, PruneScope, PruneStep, PRUNE_STEP_JOBS,
@@ -73,8 +76,8 @@ pub use runner_versions::{
 pub use runtime::RuntimeExecution;
 pub use schedule::{FireResult, Lease};
 pub use seed::{SeedHistory, SeedWorkflowRuns};
-pub use server_health::{HealthCheckRow, HealthState, NewHealthCheck};
-pub use servers::{DeploymentRow, NewDeployment, NewServer, RunnerState, ServerRow};
+pub use server_health::{HealthCheckRow, NewHealthCheck};
+pub use servers::{DeploymentRow, NewServer, ServerRow};
 pub use sessions::{NewSession, SessionRow, SESSION_TOUCH_MS};
 pub use store::{Backend, Store};
 pub use variables::{VariableRow, VariableValue, VariableWrite};

@@ -7,6 +7,7 @@
 
 use std::sync::OnceLock;
 
+use cronium_model::queue::NewLogLine;
 use serde::Serialize;
 use sqlx::any::AnyRow;
 
@@ -20,17 +21,6 @@ const CHUNK_ROWS: usize = 1000;
 const COLS: usize = 6;
 /// Largest page [`Store::read_logs`] returns.
 pub const MAX_READ_LIMIT: i64 = 100_000;
-
-/// A line to store; `seq` is assigned by the job's current owner, strictly increasing per job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NewLogLine {
-    pub execution_id: Option<i64>,
-    pub seq: i64,
-    /// `stdout`, `stderr`, or `system` for Cronium's own messages.
-    pub stream: String,
-    pub line: String,
-    pub ts: i64,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogLine {

@@ -28,11 +28,12 @@ use serde_json::Value;
 use sqlx::AnyConnection;
 
 use crate::events::{event_cols, event_row, pause_event};
-use crate::jobs::{check_limit, insert_job, JobRow, Limit, NewJob, NodeLink};
+use crate::jobs::{check_limit, insert_job, Limit, NewJob, NodeLink};
 use crate::row::{bool_int, i64_col, opt_i64, to_json, word};
 use crate::store::map_opt;
 use crate::workflow_runs::{load_node_run, load_node_runs, load_run, NodeRunRow, WorkflowRunRow};
 use crate::workflows::{load_graph, load_version, GraphCache, WorkflowGraph, WorkflowNodeRow};
+use crate::JobRow;
 use crate::StoreError;
 
 /// What every step of a progression needs: the row-lock suffix of the backend and the caller's

@@ -13,8 +13,9 @@ use serde::Serialize;
 use sqlx::AnyConnection;
 
 use crate::events::pause_event;
-use crate::jobs::{check_limit, insert_job, validate_new_job, JobRow, Limit, NewJob};
+use crate::jobs::{check_limit, insert_job, validate_new_job, Limit, NewJob};
 use crate::row::{i64_col, text};
+use crate::JobRow;
 use crate::{Store, StoreError};
 
 /// What [`Store::fire`] did with a tick.

@@ -4,28 +4,12 @@
 //! Not for judging a reading (`cronium_core::health` does, at read time, with the server's
 //! thresholds): the store keeps what was seen and when, the reading as opaque JSON.
 
+use cronium_model::queue::HealthState;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 
 use crate::row::{bool_col, bool_int, i64_col, json, opt_i64, opt_text, to_json};
 use crate::{Store, StoreError};
-
-/// What is known of a server's health, as its row holds it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HealthState {
-    /// The last check, successful or not (epoch ms).
-    pub checked_at: Option<i64>,
-    /// The last check the host answered.
-    pub contact_at: Option<i64>,
-    /// Checks failed in a row since the last contact.
-    pub failures: i64,
-    /// Why the last check failed, or what it could not read.
-    pub error: Option<String>,
-    /// The latest reading (`cronium-runner health` JSON) and when it was taken; kept when later
-    /// checks fail, so that its age says how stale it is.
-    pub reading: Option<Value>,
-    pub reading_at: Option<i64>,
-}
 
 /// One check to record.
 #[derive(Debug, Clone, PartialEq)]

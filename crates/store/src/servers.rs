@@ -8,9 +8,10 @@ use sqlx::any::AnyRow;
 
 use crate::artifacts::ServerPlatform;
 use crate::row::{i64_col, json, opt_i64, opt_text, text, to_json};
-use crate::server_health::{health_state, HealthState};
+use crate::server_health::health_state;
 use crate::store::map_opt;
 use crate::{Store, StoreError};
+use cronium_model::queue::{HealthState, NewDeployment, RunnerState};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServerRow {
@@ -36,15 +37,6 @@ pub struct ServerRow {
     pub platform: Option<ServerPlatform>,
 }
 
-/// A runner verified on a server: where, which build, when.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunnerState {
-    pub path: String,
-    pub sha256: String,
-    /// Unix milliseconds.
-    pub verified_at: i64,
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewServer {
     pub name: String,
@@ -64,17 +56,6 @@ pub struct DeploymentRow {
     pub version: String,
     pub sha256: String,
     /// `deployed`, `verified` (found intact on the host) or `failed`.
-    pub outcome: String,
-    pub attempts: i64,
-    pub duration_ms: i64,
-    pub error: Option<String>,
-    pub at: i64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewDeployment {
-    pub version: String,
-    pub sha256: String,
     pub outcome: String,
     pub attempts: i64,
     pub duration_ms: i64,

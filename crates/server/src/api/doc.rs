@@ -23,8 +23,8 @@ use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::error::ErrorBody;
 use super::{
-    apply, audit, channels, events, hooks, jobs, prune, runners, runtime, servers, tokens, users,
-    variables, workflows,
+    agents, apply, audit, channels, events, hooks, jobs, prune, runners, runtime, servers, tokens,
+    users, variables, workflows,
 };
 
 #[derive(OpenApi)]
@@ -37,6 +37,7 @@ Every route but `/healthz` and `POST /hooks/{name}` (signed instead) needs `Auth
         jobs::list, jobs::show, jobs::cancel, jobs::retry, jobs::logs, jobs::stream,
         variables::list, variables::show, variables::set, variables::delete,
         tokens::list, tokens::create, tokens::revoke,
+        agents::list, agents::list_tokens, agents::create_token, agents::revoke_token,
         users::list, users::add, users::show, users::update, users::set_password,
         audit::list,
         servers::list, servers::create, servers::show, servers::delete, servers::test, servers::accept_key,
@@ -66,6 +67,7 @@ Every route but `/healthz` and `POST /hooks/{name}` (signed instead) needs `Auth
         (name = "users", description = "Accounts and their roles (admin, operator, viewer)"),
         (name = "audit", description = "The append-only log of every change, run, cancel and login"),
         (name = "servers", description = "SSH servers"),
+        (name = "agents", description = "Agents (`cronium agent` processes and embedded ones) and the agent tokens that open the agent API, `/api/v1/agent/...`, and nothing else"),
         (name = "runners", description = "The runner binaries deployed to SSH servers, per OS, architecture and version; pins, rollouts and rollbacks"),
         (name = "retention", description = "Pruning what is past its retention"),
         (name = "runtime", description = "What a running script reads and writes, with its execution's token (CRONIUM_API_TOKEN)"),
@@ -159,6 +161,19 @@ impl Modify for SharedResponses {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .description(Some("A running execution's CRONIUM_API_TOKEN"))
+                    .build(),
+            ),
+        );
+        // The agent API (`/api/v1/agent/...`, what `cronium agent` calls) takes only an agent
+        // token (`cronium agent token create NAME`), and an agent token opens nothing else.
+        components.add_security_scheme(
+            "agent",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An agent token: good for the agent API (/api/v1/agent/...) only",
+                    ))
                     .build(),
             ),
         );

@@ -6,6 +6,8 @@
 //! it needs in [`api_routes`] (`crate::authz`). The pages (`crate::ui`) are merged in here, behind
 //! their login.
 
+pub mod agent;
+pub mod agents;
 pub mod apply;
 pub mod audit;
 pub mod body;
@@ -334,6 +336,12 @@ pub fn api_routes() -> Routes<AppState> {
             get(Viewer, tokens::list).post(Viewer, tokens::create),
         )
         .route("/tokens/{id}", delete(Viewer, tokens::revoke))
+        .route("/agents", get(Viewer, agents::list))
+        .route(
+            "/agent-tokens",
+            get(Admin, agents::list_tokens).post(Admin, agents::create_token),
+        )
+        .route("/agent-tokens/{name}", delete(Admin, agents::revoke_token))
         .route("/users", get(Admin, users::list).post(Admin, users::add))
         .route(
             "/users/{name}",
@@ -464,8 +472,11 @@ pub fn router(state: AppState) -> Router {
     let public_hooks = Router::new()
         .route("/hooks/{name}", axum::routing::post(hooks::receive))
         .layer(DefaultBodyLimit::max(hooks::MAX_HOOK_BODY));
+    // The agent API checks its own tokens (agent tokens), never an API token.
+    let agent_api = agent::router(state.clone()).fallback(not_found);
     Router::new()
         .nest("/api/v1/runtime", runtime_api)
+        .nest(cronium_agent::wire::PREFIX, agent_api)
         .merge(public_hooks)
         .merge(protected)
         .route("/healthz", plain_get(healthz))
@@ -495,7 +506,10 @@ mod tests {
         for (path, item) in doc["paths"].as_object().expect("paths") {
             // Public (`/healthz`), signed instead of a token (`/hooks/{name}`), or an
             // execution's token (the runtime API): outside the role rules.
-            if path == "/healthz" || path == "/hooks/{name}" || path.starts_with("/api/v1/runtime/")
+            if path == "/healthz"
+                || path == "/hooks/{name}"
+                || path.starts_with("/api/v1/runtime/")
+                || path.starts_with("/api/v1/agent/")
             {
                 continue;
             }

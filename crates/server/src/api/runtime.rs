@@ -10,11 +10,13 @@
 //! masked with the secret variables' values before they are stored, as the recorder masks the
 //! relayed ones. The JSON shapes live here, as the servers resource's do in `servers.rs`.
 
+use crate::agent::queue::StoreQueue;
+use crate::agent::runtime::StoreRuntime;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::Json;
-use cronium_agent::queue::{JobQueue, StoreQueue};
-use cronium_agent::runtime::{RuntimeApi, StoreRuntime};
+use cronium_agent::queue::JobQueue;
+use cronium_agent::runtime::RuntimeApi;
 use cronium_core::clock::now_ms;
 use cronium_core::crypto::token_sha256;
 use cronium_core::mask::{secret_texts, Masker};

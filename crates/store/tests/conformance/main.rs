@@ -7,6 +7,7 @@
 #[macro_use]
 mod harness;
 
+mod agents;
 mod artifacts;
 mod auth;
 mod batch;

@@ -29,7 +29,7 @@ pub fn backoff_delay(backoff_ms: i64, max_backoff_ms: i64, attempt: i32, jitter:
 
 /// A jitter in ±[`MAX_JITTER`] derived from the job and attempt, so retries of many jobs lost at
 /// once spread out, while the store still never needs a random source (tests stay repeatable).
-pub(crate) fn row_jitter(job_id: i64, attempt: i32) -> f64 {
+pub fn row_jitter(job_id: i64, attempt: i32) -> f64 {
     // splitmix64 finaliser: a well-mixed 64-bit value from the pair.
     let mut z = (job_id as u64)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)

@@ -1,0 +1,561 @@
+//! Remote agents against a real `cronium serve --no-agent` and real `cronium agent` processes
+//! over HTTP: jobs and workflow nodes run on the agent with every log line stored once and in
+//! order; kill -9 of an agent mid-job and the job runs again on another agent with one
+//! outcome; agent tokens and API tokens each refused where the other belongs; a log batch sent
+//! again is stored once; the lease is fenced at the HTTP edge.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::*;
+
+/// A `cronium agent` process; killed (SIGKILL) when dropped.
+struct AgentProc {
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl AgentProc {
+    fn start(s: &Server, token: &str, name: &str, extra: &[&str]) -> AgentProc {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(cronium_bin())
+            .args(["agent", "--url", &s.url, "--token", token, "--name", name])
+            .arg("--runner")
+            .arg(runner_bin())
+            .arg("--data-dir")
+            .arg(dir.path().join("agent"))
+            .args(extra)
+            .env(
+                "CRONIUM_LOG",
+                std::env::var("CRONIUM_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env_remove("CRONIUM_TOKEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn cronium agent");
+        AgentProc { child, _dir: dir }
+    }
+
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn agent_token(s: &Server, name: &str) -> String {
+    let o = s.cli(&["agent", "token", "create", name]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let token = stdout(&o).trim().to_string();
+    assert!(token.starts_with("crn_"), "{token}");
+    token
+}
+
+async fn wait_agent_connected(s: &Server, name: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+        let a = list
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["name"] == name && a["state"] == "connected")
+            .cloned();
+        if let Some(a) = a {
+            return a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agent {name} not connected: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn log_lines(s: &Server, id: i64) -> Vec<(i64, String)> {
+    let (status, page) = s
+        .api("GET", &format!("/api/v1/jobs/{id}/logs?limit=10000"), None)
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["lines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            (
+                l["seq"].as_i64().unwrap_or_default(),
+                l["line"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn no_agent_server() -> Server {
+    Server::start_with(ServerOpts {
+        args: vec!["--no-agent".into()],
+        ..Default::default()
+    })
+}
+
+#[tokio::test]
+async fn a_remote_agent_runs_jobs_and_workflow_nodes_with_every_line_once_in_order() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let _agent = AgentProc::start(&s, &token, "edge-1", &["--tag", "eu", "--concurrency", "2"]);
+    let a = wait_agent_connected(&s, "edge-1").await;
+    assert_eq!(a["embedded"], false, "{a}");
+    assert_eq!(a["tags"], json!(["eu"]), "{a}");
+    assert!(
+        a["capabilities"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("local"))),
+        "{a}"
+    );
+
+    s.apply_yaml(
+        "name: count\ntype: bash\nscript: |\n  for i in $(seq 1 300); do echo line-$i; done\n  cronium.output n 300\n",
+    )
+    .await;
+    let id = s.run_event("count", None).await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let lines = log_lines(&s, id).await;
+    let seqs: Vec<i64> = lines.iter().map(|l| l.0).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seqs not increasing: {seqs:?}"
+    );
+    let printed: Vec<&str> = lines
+        .iter()
+        .map(|l| l.1.as_str())
+        .filter(|l| l.starts_with("line-"))
+        .collect();
+    let expected: Vec<String> = (1..=300).map(|i| format!("line-{i}")).collect();
+    assert_eq!(printed, expected, "every line once, in order");
+
+    // A workflow's nodes run on the agent too (the server has none).
+    let wf: Value = serde_saphyr::from_str(
+        "name: pipeline\nnodes:\n  - id: a\n    type: bash\n    script: |\n      cronium.output '{\"k\": 1}'\n  - id: b\n    type: bash\n    after: [a]\n    script: echo second\n",
+    )
+    .expect("yaml");
+    let (status, body) = s.api("PUT", "/api/v1/workflows/pipeline", Some(wf)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, run) = s.api("POST", "/api/v1/workflows/pipeline/runs", None).await;
+    assert!(status == 201 || status == 200, "{status} {run}");
+    let run_id = run["id"].as_i64().expect("run id");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let (_, d) = s
+            .api("GET", &format!("/api/v1/workflow-runs/{run_id}"), None)
+            .await;
+        let st = &d["run"]["status"];
+        if st != "running" && st != "queued" {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "run not ended: {d}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(last["run"]["status"], "succeeded", "{last}");
+    let nodes: Vec<&Value> = last["nodes"].as_array().into_iter().flatten().collect();
+    assert!(
+        nodes.len() == 2 && nodes.iter().all(|n| n["status"] == "succeeded"),
+        "{last}"
+    );
+
+    let o = s.cli(&["agent", "list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("edge-1") && out.contains("remote") && out.contains("connected"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_job_of_a_killed_agent_runs_again_on_another_agent_with_one_outcome() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let mut first = AgentProc::start(&s, &token, "first", &["--lease", "2s"]);
+    wait_agent_connected(&s, "first").await;
+    s.apply_yaml(
+        "name: slow\ntype: bash\nretries: { max_attempts: 3, backoff: 100ms }\nscript: |\n  echo \"start-$CRONIUM_ATTEMPT\"\n  if [ \"$CRONIUM_ATTEMPT\" = 1 ]; then sleep 60; fi\n  echo finished\n",
+    )
+    .await;
+    let id = s.run_event("slow", None).await;
+    s.wait_for(
+        "the first attempt prints",
+        Duration::from_secs(30),
+        || async { s.log_text(id).await.contains("start-1") },
+    )
+    .await;
+    first.kill9();
+    let killed_at = std::time::Instant::now();
+    let _second = AgentProc::start(&s, &token, "second", &["--lease", "2s"]);
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["attempt"], 2, "{j}");
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(15),
+        "recovered in {:?}",
+        killed_at.elapsed()
+    );
+    let text = s.log_text(id).await;
+    assert_eq!(text.matches("finished").count(), 1, "{text}");
+    assert!(
+        text.contains("start-1") && text.contains("start-2"),
+        "{text}"
+    );
+    let succeeded = j["executions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["status"] == "succeeded")
+        .count();
+    assert_eq!(succeeded, 1, "exactly one outcome: {j}");
+}
+
+#[tokio::test]
+async fn agent_tokens_open_the_agent_api_only_and_api_tokens_never_open_it() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let claim = json!({"worker": "w", "lease_ms": 1000, "max": 1, "wait_ms": 0});
+    let (status, body) = s
+        .api_with_token(
+            "POST",
+            "/api/v1/agent/claim",
+            Some(claim.clone()),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["jobs"], json!([]));
+
+    // The admin's API token is refused on agent routes...
+    let (status, body) = s
+        .api("POST", "/api/v1/agent/claim", Some(claim.clone()))
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized", "{body}");
+    // ...and the agent token everywhere else.
+    for path in ["/api/v1/jobs", "/api/v1/agents", "/api/v1/agent-tokens"] {
+        let (status, body) = s.api_with_token("GET", path, None, Some(&token)).await;
+        assert_eq!(status, 401, "{path}: {body}");
+    }
+    // A forged one, none at all.
+    let (status, _) = s
+        .api_with_token(
+            "POST",
+            "/api/v1/agent/claim",
+            Some(claim.clone()),
+            Some("crn_0000000000000000000000000000000000000000000000000000000000000000"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let (status, _) = s
+        .api_with_token("POST", "/api/v1/agent/claim", Some(claim.clone()), None)
+        .await;
+    assert_eq!(status, 401);
+
+    // Revoked: refused from the next call.
+    let o = s.cli(&["agent", "token", "revoke", "edge"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (status, _) = s
+        .api_with_token("POST", "/api/v1/agent/claim", Some(claim), Some(&token))
+        .await;
+    assert_eq!(status, 401);
+    let (_, list) = s.api("GET", "/api/v1/agent-tokens", None).await;
+    assert!(list[0]["revoked_at"].is_string(), "{list}");
+    assert!(
+        list[0].get("token").is_none(),
+        "never the value again: {list}"
+    );
+    // Names are unique; a bad one is refused naming the field.
+    let (status, body) = s
+        .api(
+            "POST",
+            "/api/v1/agent-tokens",
+            Some(json!({"name": "edge"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = s
+        .api("POST", "/api/v1/agent-tokens", Some(json!({"name": " "})))
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "name", "{body}");
+}
+
+#[tokio::test]
+async fn a_log_batch_sent_again_is_stored_once_and_every_call_is_fenced_by_the_lease() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    s.apply_yaml("name: x\ntype: bash\nscript: echo hi\n").await;
+    let id = s.run_event("x", None).await;
+    let call = |path: &'static str, body: Value| {
+        let s = &s;
+        let token = token.clone();
+        async move {
+            s.api_with_token(
+                "POST",
+                &format!("/api/v1/agent{path}"),
+                Some(body),
+                Some(&token),
+            )
+            .await
+        }
+    };
+    let (status, claimed) = call(
+        "/claim",
+        json!({"worker": "w1", "lease_ms": 60000, "max": 4, "wait_ms": 5000}),
+    )
+    .await;
+    assert_eq!(status, 200, "{claimed}");
+    assert_eq!(claimed["jobs"][0]["id"], id, "{claimed}");
+    let attempt = claimed["jobs"][0]["attempt"].clone();
+    let lease = json!({"job_id": id, "worker": "w1", "attempt": attempt});
+    let (status, exec) = call(
+        "/execution",
+        json!({"lease": lease, "server": null, "status": "running"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{exec}");
+    let exec_id = exec["execution"]["id"].clone();
+    let batch = json!({"lease": lease, "lines": [
+        {"execution_id": exec_id, "seq": 1, "stream": "stdout", "line": "one", "ts": 1},
+        {"execution_id": exec_id, "seq": 2, "stream": "stdout", "line": "two", "ts": 2},
+    ]});
+    let (status, body) = call("/logs", batch.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    // The same batch again (its answer was lost): refused on its seqs, nothing stored twice.
+    let (status, body) = call("/logs", batch).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "conflict", "{body}");
+    assert_eq!(body["error"]["field"], "seq", "{body}");
+    assert_eq!(
+        log_lines(&s, id).await,
+        [(1, "one".to_string()), (2, "two".to_string())]
+    );
+
+    // Another worker's lease is lost, at every fenced call.
+    let stale = json!({"job_id": id, "worker": "w2", "attempt": attempt});
+    let (status, body) = call(
+        "/logs",
+        json!({"lease": stale, "lines": [{"execution_id": null, "seq": 3, "stream": "stdout", "line": "x", "ts": 3}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("lease_lost")),
+        "{body}"
+    );
+    let (status, body) = call("/heartbeat", json!({"lease": stale, "lease_ms": 1000})).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("lease_lost")),
+        "{body}"
+    );
+    // A malformed call names the field.
+    let (status, body) = call("/heartbeat", json!({"lease": lease})).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "invalid", "{body}");
+
+    let end = json!({
+        "lease": lease, "node_run_id": null, "handoff": null,
+        "executions": [[exec_id, {"status": "succeeded", "exit_code": 0}]],
+        "outcome": {"status": "succeeded", "exit_code": 0, "output": {"k": 1}, "error": null},
+    });
+    let (status, body) = call("/finish-attempt", end.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    // Sent again: the attempt has ended, the first outcome stands.
+    let (status, body) = call("/finish-attempt", end).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (409, &json!("lease_lost")),
+        "{body}"
+    );
+    let j = s.job(id).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["output"], json!({"k": 1}), "{j}");
+}
+
+#[tokio::test]
+async fn helpers_in_api_mode_work_on_a_remote_agent() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let _agent = AgentProc::start(&s, &token, "edge-api", &[]);
+    wait_agent_connected(&s, "edge-api").await;
+    let (status, body) = s
+        .api(
+            "PUT",
+            "/api/v1/variables/seed",
+            Some(json!({"value": "from-server"})),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{body}");
+    s.apply_yaml(
+        "name: api-helpers\ntype: bash\nhelpers: api\nscript: |\n  v=$(cronium.getVariable seed)\n  echo \"read $v\"\n  cronium.setVariable written-remotely 42\n  cronium.output seen \"$v\"\n  cronium.setCondition true\n",
+    )
+    .await;
+    let id = s.run_event("api-helpers", None).await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let x = &j["executions"][0];
+    assert_eq!(
+        x["helpers"], "api",
+        "relayed through the agent API, not bundled: {j}"
+    );
+    assert_eq!(x["output"], json!({"seen": "from-server"}), "{j}");
+    assert_eq!(x["condition"], true, "{j}");
+    assert!(s.log_text(id).await.contains("read from-server"));
+    let (_, v) = s
+        .api("GET", "/api/v1/variables/written-remotely", None)
+        .await;
+    assert_eq!(v["value"], 42, "{v}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_agent_it_finishes_what_runs_claims_nothing_more_and_exits_0() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let mut agent = AgentProc::start(&s, &token, "drainer", &[]);
+    wait_agent_connected(&s, "drainer").await;
+    let tmp = shared_tempdir();
+    let gate = tmp.path().join("go");
+    s.apply_yaml(&format!(
+        "name: held\ntype: bash\nscript: |\n  echo started\n  while [ ! -e {} ]; do sleep 0.05; done\n  echo released\n",
+        gate.display()
+    ))
+    .await;
+    let id = s.run_event("held", None).await;
+    s.wait_for("the job starts", Duration::from_secs(30), || async {
+        s.log_text(id).await.contains("started")
+    })
+    .await;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(agent.child.id() as i32, libc::SIGTERM);
+    }
+    // Draining: a job enqueued now is not claimed by it.
+    let later = s.run_event("held", None).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        agent.child.try_wait().expect("wait").is_none(),
+        "it waits for its job"
+    );
+    std::fs::write(&gate, b"").expect("release");
+    let j = s.wait_job(id, Duration::from_secs(30)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(st) = agent.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent did not exit"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert_eq!(s.job(later).await["status"], "queued");
+    let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+    assert_eq!(list[0]["state"], "stopped", "{list}");
+}
+
+/// Not a benchmark (a debug build, a shared host): the order of magnitude of trivial-job
+/// throughput, the embedded agent beside one remote agent, both with 8 slots. Run with
+/// `cargo test -p cronium --test agents -- --ignored --nocapture throughput`.
+#[tokio::test]
+#[ignore]
+async fn throughput_embedded_and_one_remote_agent() {
+    const JOBS: usize = 200;
+    async fn drive(s: &Server) -> Duration {
+        s.apply_yaml("name: trivial\ntype: bash\nscript: 'true'\n")
+            .await;
+        let start = std::time::Instant::now();
+        let mut ids = Vec::new();
+        for _ in 0..JOBS {
+            ids.push(s.run_event("trivial", None).await);
+        }
+        for id in ids {
+            let j = s.wait_job(id, Duration::from_secs(120)).await;
+            assert_eq!(j["status"], "succeeded", "{j}");
+        }
+        start.elapsed()
+    }
+    let embedded = Server::start_with(ServerOpts {
+        args: vec!["--concurrency".into(), "8".into()],
+        ..Default::default()
+    });
+    let e = drive(&embedded).await;
+    let s = no_agent_server();
+    let token = agent_token(&s, "bench");
+    let _agent = AgentProc::start(&s, &token, "bench-1", &["--concurrency", "8"]);
+    wait_agent_connected(&s, "bench-1").await;
+    let r = drive(&s).await;
+    let rate = |d: Duration| JOBS as f64 / d.as_secs_f64();
+    println!(
+        "{JOBS} trivial jobs: embedded {:.0} jobs/s ({e:?}), one remote agent {:.0} jobs/s ({r:?}), ratio {:.2}",
+        rate(e),
+        rate(r),
+        rate(r) / rate(e)
+    );
+}
+
+#[tokio::test]
+async fn cronium_agent_with_an_api_token_exits_non_zero_saying_the_token_was_refused() {
+    let s = no_agent_server();
+    let o = Command::new(cronium_bin())
+        .args([
+            "agent", "--url", &s.url, "--token", &s.token, "--name", "wrong",
+        ])
+        .arg("--runner")
+        .arg(runner_bin())
+        .arg("--data-dir")
+        .arg(tempfile::tempdir().expect("tempdir").path().join("a"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cronium agent");
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("refused the agent token"),
+        "{}",
+        stderr(&o)
+    );
+    let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+    assert_eq!(list, json!([]), "nothing registered");
+}
+
+#[tokio::test]
+async fn a_remote_agent_runs_jobs_of_a_server_on_postgresql() {
+    let s = Server::start_with(ServerOpts {
+        args: vec!["--no-agent".into()],
+        database_url: Some(fresh_pg_database().await),
+        ..Default::default()
+    });
+    let token = agent_token(&s, "edge");
+    let _agent = AgentProc::start(&s, &token, "edge-pg", &[]);
+    wait_agent_connected(&s, "edge-pg").await;
+    s.apply_yaml("name: pg\ntype: bash\nscript: |\n  for i in $(seq 1 50); do echo pg-$i; done\n")
+        .await;
+    let id = s.run_event("pg", None).await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let printed: Vec<String> = log_lines(&s, id)
+        .await
+        .into_iter()
+        .map(|l| l.1)
+        .filter(|l| l.starts_with("pg-"))
+        .collect();
+    let expected: Vec<String> = (1..=50).map(|i| format!("pg-{i}")).collect();
+    assert_eq!(printed, expected);
+}
