@@ -93,6 +93,22 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         mb: usize,
     },
+    /// Remote agents on PostgreSQL: throughput beside the embedded agent (1, 2, 4 agents), the
+    /// queue alone through the agent API, claim latency, a killed agent's recovery.
+    Agents {
+        /// Trivial jobs per throughput figure (at most 999).
+        #[arg(short = 'k', long, default_value_t = 500)]
+        jobs: usize,
+        /// Jobs through the queue alone.
+        #[arg(long, default_value_t = 5000)]
+        queue_jobs: usize,
+        /// Claim latency samples.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        /// Killed-agent trials.
+        #[arg(long, default_value_t = 3)]
+        trials: usize,
+    },
     /// kill -9 of the scheduler's leader among two servers on PostgreSQL: the survivor's tick lag.
     Failover {
         #[arg(long, default_value_t = 3)]
@@ -202,6 +218,23 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         Cmd::Chain40 { reps, python } => benches::chain40::run(&ctx, reps, python).await?,
         Cmd::LogLatency { lines } => benches::log_latency::run(&ctx, lines).await?,
         Cmd::Replicas { lines } => benches::replicas::run(&ctx, lines).await?,
+        Cmd::Agents {
+            jobs,
+            queue_jobs,
+            samples,
+            trials,
+        } => {
+            benches::agents::run(
+                &ctx,
+                &benches::agents::Sizes {
+                    jobs,
+                    queue_jobs,
+                    samples,
+                    trials,
+                },
+            )
+            .await?
+        }
         Cmd::Failover { trials } => benches::failover::run(&ctx, trials).await?,
         Cmd::BigOutput { mb } => benches::big_output::run(&ctx, mb).await?,
         Cmd::Workflow { reps, python } => benches::workflow::run(&ctx, reps, python).await?,
@@ -277,6 +310,18 @@ async fn all(ctx: &Ctx, quick: bool, no_build: bool) -> anyhow::Result<bool> {
             benches::failover::run(ctx, if quick { 1 } else { 3 })
         );
         step!("replicas", benches::replicas::run(ctx, lines));
+        step!(
+            "agents",
+            benches::agents::run(
+                ctx,
+                &benches::agents::Sizes {
+                    jobs: k,
+                    queue_jobs: if quick { 500 } else { 5000 },
+                    samples: if quick { 20 } else { 200 },
+                    trials: if quick { 1 } else { 3 },
+                }
+            )
+        );
     } else {
         eprintln!("-- not running failover nor replicas: they need PostgreSQL (--pg-url or CRONIUM_TEST_PG_URL)");
     }

@@ -54,6 +54,16 @@ impl Report {
         });
     }
 
+    /// A figure with a lower bound.
+    pub fn at_least(&mut self, metric: impl Into<String>, value: f64, bound: f64, unit: &str) {
+        self.rows.push(Row {
+            metric: metric.into(),
+            measured: format!("{} {unit}", fmt_num(value)),
+            target: format!("≥ {} {unit}", fmt_num(bound)),
+            pass: Some(value >= bound),
+        });
+    }
+
     /// A yes/no property (no drift, no line lost).
     pub fn holds(&mut self, metric: impl Into<String>, ok: bool, detail: impl Into<String>) {
         self.rows.push(Row {

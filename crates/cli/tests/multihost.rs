@@ -10,6 +10,10 @@
 //! network loses the database as a server on another machine would. Every script appends a
 //! `JOB ATTEMPT` line to a file on a volume shared by every container at its very end: that file
 //! tells how many times each job ran to completion, whatever the database says.
+//!
+//! The agent tests run two servers without agents of their own (`--no-agent`) and three
+//! `cronium agent` containers that reach them by one name (`http://cronium:8080`, every server's
+//! address in Docker's DNS, as behind a load balancer); only the agents run jobs.
 
 mod support;
 
@@ -264,6 +268,10 @@ impl Cluster {
             &self.net,
             "--ip",
             &ip,
+            // Agents reach "the servers" by this name: Docker's DNS answers every server's
+            // address, so a call that cannot reach one goes to another (a load balancer's job).
+            "--network-alias",
+            "cronium",
             "-v",
             &format!("{bin}:/usr/local/bin/cronium:ro"),
             "-v",
@@ -299,6 +307,119 @@ impl Cluster {
         docker_ok(&refs);
         self.nodes.push(name);
         self.wait_up(node).await;
+    }
+
+    fn agent_name(&self, n: usize) -> String {
+        format!("{}-a{n}", self.net)
+    }
+
+    /// Creates the agents' token through server 0.
+    async fn agent_token(&self) -> String {
+        let (status, body) = self
+            .api(
+                0,
+                "POST",
+                "/api/v1/agent-tokens",
+                Some(json!({"name": "fleet"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("the token").to_string()
+    }
+
+    /// Starts agent `n` (a container) that reaches the servers as `http://cronium:8080`, and
+    /// waits until the servers list it connected.
+    async fn start_agent(&mut self, n: usize, token: &str, extra: &[&str]) {
+        let name = self.agent_name(n);
+        let ip = format!("{}.{}", self.prefix, 50 + n);
+        let bin = cronium_bin().display().to_string();
+        let runner = static_runner_bin().display().to_string();
+        let shared = self.shared.path().display().to_string();
+        let mut args: Vec<String> = [
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--hostname",
+            &name,
+            "--network",
+            &self.net,
+            "--ip",
+            &ip,
+            "-v",
+            &format!("{bin}:/usr/local/bin/cronium:ro"),
+            "-v",
+            &format!("{runner}:/usr/local/bin/cronium-runner:ro"),
+            "-v",
+            &format!("{shared}:/shared"),
+            "-e",
+            &format!("CRONIUM_AGENT_TOKEN={token}"),
+            "-e",
+            "CRONIUM_LOG=info",
+            IMAGE,
+            "cronium",
+            "agent",
+            "--url",
+            "http://cronium:8080",
+            "--name",
+            &name,
+            "--data-dir",
+            "/agent",
+            "--runner",
+            "/usr/local/bin/cronium-runner",
+            "--run-as",
+            "root",
+            "--concurrency",
+            "4",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        docker_ok(&refs);
+        self.nodes.push(name.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, list) = self.api(0, "GET", "/api/v1/agents", None).await;
+            let connected = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|a| a["name"] == name.as_str() && a["state"] == "connected");
+            if connected {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "agent {name} did not connect: {list}\n{}",
+                self.container_logs(&name)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn container_logs(&self, name: &str) -> String {
+        let out = docker(&["logs", "--tail", "80", name]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }
+
+    /// The agent (by index) whose claim `job` is under now.
+    async fn holder_of(&self, db: &mut sqlx::PgConnection, job: i64, agents: usize) -> usize {
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT lease_owner FROM jobs WHERE id = $1")
+                .bind(job)
+                .fetch_one(&mut *db)
+                .await
+                .expect("the job's lease");
+        let owner = owner.unwrap_or_default();
+        (0..agents)
+            .find(|n| owner.starts_with(&format!("{}-", self.agent_name(*n))))
+            .unwrap_or_else(|| panic!("job {job} is held by {owner:?}, not by an agent"))
     }
 
     async fn wait_up(&self, node: usize) {
@@ -426,12 +547,7 @@ impl Cluster {
     }
 
     fn server_logs(&self, node: usize) -> String {
-        let out = docker(&["logs", "--tail", "80", &self.name(node)]);
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
+        self.container_logs(&self.name(node))
     }
 }
 
@@ -819,5 +935,114 @@ async fn schedules_fire_once_per_tick_while_the_scheduler_is_killed_and_cut_off(
     let completions = c.completions();
     for (job, runs) in &completions {
         assert_eq!(runs.len(), 1, "tick job {job} ran {} times", runs.len());
+    }
+}
+
+/// Two servers without agents, three agents reaching them by one name.
+async fn agent_cluster(agent_args: &[&str]) -> Cluster {
+    let mut c = Cluster::start().await;
+    c.start_server(0, &["--no-agent"]).await;
+    c.start_server(1, &["--no-agent", "--no-scheduler"]).await;
+    let token = c.agent_token().await;
+    for n in 0..3 {
+        c.start_agent(n, &token, agent_args).await;
+    }
+    c
+}
+
+#[tokio::test]
+async fn kill_9_of_the_agent_running_a_job_another_agent_runs_it_once() {
+    let c = agent_cluster(&["--lease", "3s"]).await;
+    c.apply(0, &counting_event("count", 30, "0.1")).await;
+    let mut db = c.db().await;
+    let job = c.try_run(1, "count").await.expect("start a run");
+    wait_lines(&mut db, job, 5, Duration::from_secs(60)).await;
+    let holder = c.holder_of(&mut db, job, 3).await;
+    docker_ok(&["kill", "-s", "KILL", &c.agent_name(holder)]);
+    let killed = Instant::now();
+    let s = wait_final(&mut db, job, Duration::from_secs(60)).await;
+    let took = killed.elapsed();
+    assert_sound(job, &s, &c.completions(), 30);
+    assert!(
+        s.attempt >= 2,
+        "the job was not run again: {:?}",
+        s.executions
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "recovered and finished in {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_cut_off_for_10s_while_its_script_prints_loses_no_line() {
+    // A lease longer than the cut: the agent keeps its claim and sends what it held back.
+    let c = agent_cluster(&["--lease", "30s"]).await;
+    c.apply(0, &counting_event("chatty", 100, "0.2")).await;
+    let mut db = c.db().await;
+    let job = c.try_run(0, "chatty").await.expect("start a run");
+    wait_lines(&mut db, job, 5, Duration::from_secs(60)).await;
+    let holder = c.holder_of(&mut db, job, 3).await;
+    let name = c.agent_name(holder);
+    docker_ok(&["network", "disconnect", "--force", &c.net, &name]);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    docker_ok(&[
+        "network",
+        "connect",
+        "--ip",
+        &format!("{}.{}", c.prefix, 50 + holder),
+        &c.net,
+        &name,
+    ]);
+    let s = wait_final(&mut db, job, Duration::from_secs(120)).await;
+    assert_sound(job, &s, &c.completions(), 100);
+    eprintln!(
+        "after the cut: attempt {} finished; lines per attempt {:?}",
+        s.attempt,
+        s.lines
+            .iter()
+            .map(|(a, l)| (*a, l.len()))
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn servers_killed_one_after_the_other_under_load_agents_lose_no_job() {
+    let c = agent_cluster(&["--lease", "3s"]).await;
+    c.apply(0, &counting_event("work", 5, "0.1")).await;
+    let mut db = c.db().await;
+    let mut jobs = Vec::new();
+    let mut i = 0usize;
+    for phase in 0..3 {
+        if phase > 0 {
+            let node = phase - 1;
+            c.kill(node);
+            for _ in 0..20 {
+                if let Some(id) = run_anywhere(&c, i).await {
+                    jobs.push(id);
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            docker_ok(&["start", &c.name(node)]);
+            c.wait_up(node).await;
+        }
+        for _ in 0..20 {
+            if let Some(id) = run_anywhere(&c, i).await {
+                jobs.push(id);
+            }
+            i += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert!(
+        jobs.len() >= 80,
+        "only {} runs could be started",
+        jobs.len()
+    );
+    let completions = loop_until_done(&c, &mut db, &jobs).await;
+    for &job in &jobs {
+        let s = stored(&mut db, job).await;
+        assert_sound(job, &s, &completions, 5);
     }
 }

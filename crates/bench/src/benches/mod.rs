@@ -3,6 +3,7 @@
 //!
 //! Not where figures are formatted (`report`) or where the server process is managed (`server`).
 
+pub mod agents;
 pub mod big_output;
 pub mod chain40;
 pub mod cron;

@@ -61,16 +61,16 @@ pub async fn run(ctx: &Ctx, k: usize) -> anyhow::Result<Report> {
     Ok(r)
 }
 
-struct Figures {
-    k: usize,
-    total_ms: f64,
-    enqueue_ms: f64,
-    jobs_per_s: f64,
-    enqueue_per_s: f64,
+pub struct Figures {
+    pub k: usize,
+    pub total_ms: f64,
+    pub enqueue_ms: f64,
+    pub jobs_per_s: f64,
+    pub enqueue_per_s: f64,
 }
 
 impl Figures {
-    fn json(&self) -> serde_json::Value {
+    pub fn json(&self) -> serde_json::Value {
         json!({
             "k": self.k,
             "total_ms": self.total_ms.round(),
@@ -89,10 +89,15 @@ fn epoch_ms() -> i64 {
 }
 
 async fn one_backend(ctx: &Ctx, k: usize, opts: ServerOpts) -> anyhow::Result<Figures> {
+    let server = Server::start(&ctx.bins, &opts)?;
+    measure(&server, k).await
+}
+
+/// K trivial jobs through `server` (whoever runs them: its embedded agent or remote agents).
+pub async fn measure(server: &Server, k: usize) -> anyhow::Result<Figures> {
     if !(1..=999).contains(&k) {
         anyhow::bail!("-k must be between 1 and 999 (the job list API pages at 1000), got {k}");
     }
-    let server = Server::start(&ctx.bins, &opts)?;
     for name in ["bench-warm", "bench-tp"] {
         server
             .put_event(&json!({"name": name, "type": "bash", "script": "true\n"}))
