@@ -355,7 +355,9 @@ const CLAIM_GATE: Duration = Duration::from_millis(5);
 
 /// Requeues jobs whose worker vanished (crashed agent, lost machine).
 async fn recovery_loop(inner: Arc<Inner>, shutdown: CancellationToken) {
-    let every = (inner.config.lease / 2).max(Duration::from_millis(100));
+    // At most 2 s apart whatever the lease: a dead agent's jobs wait out its lease, not also
+    // half of ours. One indexed UPDATE per pass.
+    let every = (inner.config.lease / 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}

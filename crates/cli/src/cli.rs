@@ -895,9 +895,10 @@ pub struct AgentRunArgs {
     /// Jobs run at once.
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
-    /// How long a claim stays valid without a heartbeat (e.g. 30s): a killed agent's jobs run
-    /// again elsewhere after it.
-    #[arg(long, default_value = "30s")]
+    /// How long a claim stays valid without a heartbeat (sent every third of it): a killed
+    /// agent's jobs run again elsewhere after it, and an agent cut off for longer loses its jobs
+    /// to others. Raise it for flaky links (e.g. 60s).
+    #[arg(long, default_value = "10s")]
     pub lease: String,
     /// Where payloads are cached (default
     /// `$HOME/.cronium-agent`).

@@ -52,6 +52,8 @@ struct Postgres {
     bin: PathBuf,
     port: u16,
     host: String,
+    /// The server's options, for a restart.
+    opts: String,
 }
 
 fn pg_bindir() -> PathBuf {
@@ -123,15 +125,30 @@ impl Postgres {
         );
         std::fs::write(data.join("pg_hba.conf"), hba).expect("write pg_hba.conf");
         let port = free_port();
+        // fsync off (no machine crash to survive), but commits written before they are
+        // acknowledged: a kill -9 of PostgreSQL must not lose what it said it stored.
         let opts = format!(
-            "-c listen_addresses={host} -p {port} -c fsync=off -c synchronous_commit=off \
+            "-c listen_addresses={host} -p {port} -c fsync=off \
              -c unix_socket_directories={data_s} -c max_connections=200"
         );
-        let log = dir.path().join("pg.log").display().to_string();
+        let pg = Postgres {
+            dir,
+            bin,
+            port,
+            host: host.to_string(),
+            opts,
+        };
+        pg.pg_ctl_start();
+        pg
+    }
+
+    fn pg_ctl_start(&self) {
+        let data_s = self.dir.path().join("data").display().to_string();
+        let log = self.dir.path().join("pg.log").display().to_string();
         let out = pg_command(
-            &bin,
+            &self.bin,
             "pg_ctl",
-            &["-D", &data_s, "-o", &opts, "-l", &log, "-w", "start"],
+            &["-D", &data_s, "-o", &self.opts, "-l", &log, "-w", "start"],
         );
         assert!(
             out.status.success(),
@@ -139,11 +156,43 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Postgres {
-            dir,
-            bin,
-            port,
-            host: host.to_string(),
+    }
+
+    /// `kill -9` of the postmaster; its backends end as they notice.
+    fn kill9(&self) {
+        let pidfile = self.dir.path().join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&pidfile).expect("postmaster.pid");
+        let pid = text.lines().next().expect("a pid line").trim().to_string();
+        let ok = Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill -9 {pid}");
+    }
+
+    /// Starts it again after [`kill9`](Self::kill9) (crash recovery replays the WAL). Refused
+    /// while a backend of the killed one still holds the shared memory: tried again until they
+    /// have noticed and gone.
+    fn restart(&self) {
+        let data_s = self.dir.path().join("data").display().to_string();
+        let log = self.dir.path().join("pg.log").display().to_string();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = pg_command(
+                &self.bin,
+                "pg_ctl",
+                &["-D", &data_s, "-o", &self.opts, "-l", &log, "-w", "start"],
+            );
+            if out.status.success() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "pg_ctl start after kill -9: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 
@@ -1045,4 +1094,32 @@ async fn servers_killed_one_after_the_other_under_load_agents_lose_no_job() {
         let s = stored(&mut db, job).await;
         assert_sound(job, &s, &completions, 5);
     }
+}
+
+#[tokio::test]
+async fn postgresql_killed_mid_job_and_restarted_the_job_ends_once() {
+    let c = agent_cluster(&["--lease", "30s"]).await;
+    c.apply(0, &counting_event("through", 60, "0.1")).await;
+    let mut db = c.db().await;
+    let job = c.try_run(0, "through").await.expect("start a run");
+    wait_lines(&mut db, job, 5, Duration::from_secs(60)).await;
+    drop(db);
+    c.pg.kill9();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.pg.restart();
+    let mut db = c.db().await;
+    let s = wait_final(&mut db, job, Duration::from_secs(120)).await;
+    assert_sound(job, &s, &c.completions(), 60);
+    eprintln!(
+        "after the database restart: attempt {} finished; lines per attempt {:?}",
+        s.attempt,
+        s.lines
+            .iter()
+            .map(|(a, l)| (*a, l.len()))
+            .collect::<Vec<_>>()
+    );
+    // The servers serve again: a new run succeeds.
+    let after = c.try_run(1, "through").await.expect("a run after the restart");
+    let s = wait_final(&mut db, after, Duration::from_secs(120)).await;
+    assert_sound(after, &s, &c.completions(), 60);
 }
