@@ -471,46 +471,6 @@ async fn sigterm_drains_the_agent_it_finishes_what_runs_claims_nothing_more_and_
     assert_eq!(list[0]["state"], "stopped", "{list}");
 }
 
-/// Not a benchmark (a debug build, a shared host): the order of magnitude of trivial-job
-/// throughput, the embedded agent beside one remote agent, both with 8 slots. Run with
-/// `cargo test -p cronium --test agents -- --ignored --nocapture throughput`.
-#[tokio::test]
-#[ignore]
-async fn throughput_embedded_and_one_remote_agent() {
-    const JOBS: usize = 200;
-    async fn drive(s: &Server) -> Duration {
-        s.apply_yaml("name: trivial\ntype: bash\nscript: 'true'\n")
-            .await;
-        let start = std::time::Instant::now();
-        let mut ids = Vec::new();
-        for _ in 0..JOBS {
-            ids.push(s.run_event("trivial", None).await);
-        }
-        for id in ids {
-            let j = s.wait_job(id, Duration::from_secs(120)).await;
-            assert_eq!(j["status"], "succeeded", "{j}");
-        }
-        start.elapsed()
-    }
-    let embedded = Server::start_with(ServerOpts {
-        args: vec!["--concurrency".into(), "8".into()],
-        ..Default::default()
-    });
-    let e = drive(&embedded).await;
-    let s = no_agent_server();
-    let token = agent_token(&s, "bench");
-    let _agent = AgentProc::start(&s, &token, "bench-1", &["--concurrency", "8"]);
-    wait_agent_connected(&s, "bench-1").await;
-    let r = drive(&s).await;
-    let rate = |d: Duration| JOBS as f64 / d.as_secs_f64();
-    println!(
-        "{JOBS} trivial jobs: embedded {:.0} jobs/s ({e:?}), one remote agent {:.0} jobs/s ({r:?}), ratio {:.2}",
-        rate(e),
-        rate(r),
-        rate(r) / rate(e)
-    );
-}
-
 #[tokio::test]
 async fn cronium_agent_with_an_api_token_exits_non_zero_saying_the_token_was_refused() {
     let s = no_agent_server();

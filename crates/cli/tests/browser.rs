@@ -1597,3 +1597,79 @@ async fn watch_a_workflow_graph_change_colour_as_nodes_finish() {
     assert_eq!(d["run"]["status"], "cancelled", "{d:#}");
     b.quit().await;
 }
+
+/// An admin creates an agent token on the agents page (its value shown once), a real
+/// `cronium agent` started with it appears there as connected beside the server's embedded
+/// agent, and after a revoke from the page the agent is refused and exits 1.
+#[tokio::test]
+async fn create_an_agent_token_on_the_agents_page_and_see_the_agent_connect() {
+    let s = server();
+    let b = Browser::start().await;
+    b.login(&s).await;
+    b.goto(&s, "/agents").await;
+    b.set_text("agent-token-name", "edge-eu").await;
+    b.click(By::Css("form[action='/agents/tokens'] button[type=submit]"))
+        .await;
+    b.wait("the new token", Duration::from_secs(10), || async {
+        b.d().find(By::Id("new-agent-token")).await.is_ok()
+    })
+    .await;
+    let token = b.text_of(By::Id("new-agent-token")).await;
+    assert!(token.starts_with("crn_"), "{token}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut agent = Command::new(cronium_bin())
+        .args(["agent", "--url", &s.url, "--name", "edge-eu-1", "--tag", "eu"])
+        .arg("--runner")
+        .arg(runner_bin())
+        .arg("--data-dir")
+        .arg(dir.path().join("agent"))
+        .env("CRONIUM_AGENT_TOKEN", &token)
+        .env_remove("CRONIUM_TOKEN")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cronium agent");
+    // The page is server-rendered: reload until the agent is listed as connected.
+    b.wait("the agent, connected", Duration::from_secs(30), || async {
+        b.goto(&s, "/agents").await;
+        match b
+            .d()
+            .find(By::Css("tr[data-agent='edge-eu-1'] td.state"))
+            .await
+        {
+            Ok(td) => td.text().await.unwrap_or_default() == "connected",
+            Err(_) => false,
+        }
+    })
+    .await;
+    let table = b.text_of(By::Id("agents")).await;
+    assert!(table.contains("remote") && table.contains("eu"), "{table}");
+    assert!(table.contains("embedded"), "the server's own agent is listed: {table}");
+    let tokens = b.text_of(By::Id("agent-tokens")).await;
+    assert!(tokens.contains("edge-eu") && tokens.contains("active"), "{tokens}");
+    assert!(
+        !b.d().source().await.expect("source").contains(&token[8..]),
+        "the token's value is not shown again"
+    );
+    b.shot("agents").await;
+
+    // Revoke it from the page (the confirm dialog accepted by script).
+    b.js("window.confirm = () => true; return true;").await;
+    b.click(By::Css("form[action='/agents/tokens/edge-eu/revoke'] button"))
+        .await;
+    b.wait("the revoked token", Duration::from_secs(10), || async {
+        b.text_of(By::Id("agent-tokens")).await.contains("revoked")
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = agent.try_wait().expect("try_wait") {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the agent kept running after the revoke");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    b.quit().await;
+}

@@ -467,6 +467,63 @@ impl Store {
         Ok(None)
     }
 
+    /// Claims up to `max` due queued jobs for `worker`, oldest first, as [`claim`](Self::claim)
+    /// does one: jobs of non-serial events in one statement, then (while fewer than `max`)
+    /// one at a time, which takes serial jobs too (two serial jobs of one event must never be
+    /// claimed by one statement, since neither sees the other running).
+    pub async fn claim_batch(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        now: i64,
+        max: usize,
+    ) -> Result<Vec<JobRow>, StoreError> {
+        check_lease(worker, lease_ms)?;
+        let max = max.clamp(1, 1000);
+        let mut out = Vec::new();
+        if max > 1 {
+            const BATCH_SQLITE: &str = concat!(
+                "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
+                "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+                "WHERE id IN (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
+                "AND j.serial = 0 ORDER BY j.run_at, j.id LIMIT $4) ",
+                "RETURNING ",
+                job_cols!()
+            );
+            const BATCH_POSTGRES: &str = concat!(
+                "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
+                "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+                "WHERE id IN (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
+                "AND j.serial = 0 ORDER BY j.run_at, j.id LIMIT $4 FOR UPDATE OF j SKIP LOCKED) ",
+                "AND status = 'queued' RETURNING ",
+                job_cols!()
+            );
+            let sql = match self.backend {
+                Backend::Sqlite => BATCH_SQLITE,
+                Backend::Postgres => BATCH_POSTGRES,
+            };
+            let rows = sqlx::query(sql)
+                .bind(worker)
+                .bind(now.saturating_add(lease_ms))
+                .bind(now)
+                .bind(max as i64)
+                .fetch_all(&self.write)
+                .await?;
+            for row in &rows {
+                out.push(job_row(row)?);
+            }
+            // RETURNING follows no ORDER BY: hand them out oldest first.
+            out.sort_by_key(|j| (j.run_at, j.id));
+        }
+        while out.len() < max {
+            match self.claim(worker, lease_ms, now).await? {
+                Some(job) => out.push(job),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// Renews the lease of a running attempt to `now + lease_ms`.
     pub async fn heartbeat(
         &self,

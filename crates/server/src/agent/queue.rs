@@ -38,6 +38,22 @@ pub struct StoreQueue {
     pub secrets: Arc<SecretBox>,
 }
 
+impl StoreQueue {
+    /// Up to `max` jobs in as few statements as the store can (`Store::claim_batch`), for the
+    /// agent API's claims.
+    pub async fn claim_batch(
+        &self,
+        worker: &str,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<JobRow>, QueueError> {
+        self.store
+            .claim_batch(worker, lease_ms, now_ms(), max)
+            .await
+            .map_err(store_error)
+    }
+}
+
 #[async_trait]
 impl JobQueue for StoreQueue {
     async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<JobRow>, QueueError> {

@@ -301,13 +301,7 @@ async fn claim(State(state): State<AppState>, body: Bytes) -> Answer<wire::Claim
     let q = queue(&state);
     let deadline = Instant::now() + Duration::from_millis(r.wait_ms.min(wire::MAX_CLAIM_WAIT_MS));
     loop {
-        let mut jobs = Vec::new();
-        while jobs.len() < r.max.max(1) {
-            match q.claim(&r.worker, r.lease_ms).await? {
-                Some(job) => jobs.push(job),
-                None => break,
-            }
-        }
+        let jobs = q.claim_batch(&r.worker, r.lease_ms, r.max).await?;
         let left = deadline.saturating_duration_since(Instant::now());
         if !jobs.is_empty() || left.is_zero() {
             for job in &jobs {

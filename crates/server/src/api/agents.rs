@@ -8,15 +8,13 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use cronium_core::clock::{now_ms, rfc3339};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::ToSchema;
 
 use super::body;
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{Body, Path};
-use crate::auth::{hash_token, new_token};
 use crate::state::AppState;
-use crate::usecases::{audit, Actor, UseCaseError, UseCaseResult};
+use crate::usecases::Actor;
 
 /// An agent: a `cronium agent` process, or a server's embedded agent.
 #[derive(Serialize, ToSchema)]
@@ -39,18 +37,9 @@ pub struct AgentDto {
     pub running_jobs: i64,
 }
 
-/// An agent heard of within this long is `connected`.
-pub const CONNECTED_WITHIN_MS: i64 = 30_000;
-
 impl AgentDto {
     fn from_row(a: cronium_store::AgentRow, now: i64) -> Self {
-        let state = if a.stopped_at.is_some() {
-            "stopped"
-        } else if now - a.last_heartbeat_at <= CONNECTED_WITHIN_MS {
-            "connected"
-        } else {
-            "unreachable"
-        };
+        let state = crate::usecases::agents::state_of(&a, now);
         AgentDto {
             name: a.name,
             worker: a.worker,
@@ -163,26 +152,8 @@ pub async fn create_token(
     Body(bytes): Body,
 ) -> ApiResult<(StatusCode, Json<AgentTokenDto>)> {
     let b: AgentTokenBody = body::json(&bytes)?;
-    let name = b.name.trim().to_string();
-    cronium_core::spec::validate_name(&name).map_err(|e| ApiError::bad("name", e.message))?;
-    let token = new_token();
-    let result: UseCaseResult<_> = state
-        .store
-        .create_agent_token(&name, &hash_token(&token), now_ms())
-        .await
-        .map_err(UseCaseError::from);
-    // The token's name and id, never its value.
-    let result = audit::record(
-        &state,
-        &actor,
-        "agent_token.create",
-        format!("agent token {name}"),
-        None,
-        result,
-        |t| Some(json!({"id": t.id, "name": t.name})),
-    )
-    .await;
-    let mut dto = AgentTokenDto::from(result?);
+    let (row, token) = crate::usecases::agents::create_token(&state, &actor, &b.name).await?;
+    let mut dto = AgentTokenDto::from(row);
     dto.token = Some(token);
     Ok((StatusCode::CREATED, Json(dto)))
 }
@@ -200,22 +171,6 @@ pub async fn revoke_token(
     Extension(actor): Extension<Actor>,
     Path(AgentTokenName { name }): Path<AgentTokenName>,
 ) -> ApiResult<StatusCode> {
-    let result = match state.store.revoke_agent_token(&name, now_ms()).await {
-        Ok(Some(t)) => Ok(t),
-        Ok(None) => Err(UseCaseError::NotFound(format!(
-            "no agent token {name}, or it is revoked"
-        ))),
-        Err(e) => Err(UseCaseError::from(e)),
-    };
-    audit::record(
-        &state,
-        &actor,
-        "agent_token.revoke",
-        format!("agent token {name}"),
-        None,
-        result,
-        |t| Some(json!({"id": t.id, "name": t.name, "revoked": true})),
-    )
-    .await?;
+    crate::usecases::agents::revoke_token(&state, &actor, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

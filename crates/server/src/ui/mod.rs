@@ -11,6 +11,7 @@
 //! (a store row; see [`session`]) authenticates pages only, never `/api/*`, and every
 //! state-changing request carries its CSRF token.
 
+pub mod agents;
 pub mod assets;
 pub mod audit;
 pub mod dashboard;
@@ -150,6 +151,7 @@ pub fn page_routes() -> Routes<AppState> {
         .merge(workflows::routes())
         .merge(live::routes())
         .merge(servers::routes())
+        .merge(agents::routes())
         .merge(variables::routes())
         .merge(tokens::routes())
         .merge(users::routes())

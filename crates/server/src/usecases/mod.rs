@@ -5,6 +5,7 @@
 //!
 //! [`AppState`]: crate::state::AppState
 
+pub mod agents;
 pub mod apply;
 pub mod audit;
 pub mod channels;

@@ -16,6 +16,7 @@ use crate::harness::{event_job, job, Ctx};
 conformance!(
     enqueue_and_claim_in_order,
     claim_is_atomic_under_concurrency,
+    batch_claims_take_each_job_once_oldest_first_and_one_serial_job_per_event,
     heartbeat_renews_and_reports_cancel,
     finish_records_the_outcome,
     fenced_attempts_ignore_stale_workers,
@@ -813,4 +814,76 @@ async fn a_job_enqueued_with_overrides_carries_them_without_a_node(t: Ctx) {
             (counted.id, overrides)
         ]
     );
+}
+
+async fn batch_claims_take_each_job_once_oldest_first_and_one_serial_job_per_event(t: Ctx) {
+    let s = &t.store;
+    assert!(s.claim_batch("w", 1000, 0, 8).await.unwrap().is_empty());
+    let e = s
+        .create_event("serial-b", EventStatus::Active, &json!({}), 0)
+        .await
+        .unwrap();
+    let serial = |run_at| NewJob {
+        serial: true,
+        ..event_job(e.id, "serial-b", run_at)
+    };
+    let s1 = s.enqueue(&serial(0), 0).await.unwrap();
+    let s2 = s.enqueue(&serial(0), 0).await.unwrap();
+    let mut plain = Vec::new();
+    for i in 0..5 {
+        plain.push(s.enqueue(&job(&format!("p{i}"), 5 - i), 0).await.unwrap().id);
+    }
+    let later = s.enqueue(&job("later", 1000), 0).await.unwrap();
+    // Five plain jobs due, oldest run_at first; then one of the two serial jobs, never both.
+    let got = s.claim_batch("w", 1000, 100, 10).await.unwrap();
+    let ids: Vec<i64> = got.iter().map(|j| j.id).collect();
+    let mut expected: Vec<i64> = plain.iter().rev().copied().collect();
+    expected.push(s1.id);
+    assert_eq!(ids, expected, "{got:?}");
+    for j in &got {
+        assert_eq!(
+            (j.status.as_str(), j.attempt, j.lease_owner.as_deref()),
+            ("running", 1, Some("w"))
+        );
+        assert_eq!(j.lease_expires_at, Some(1100));
+    }
+    assert!(!ids.contains(&s2.id) && !ids.contains(&later.id));
+    // `max` is honoured, and the rest waits.
+    assert!(s.finish(s1.id, "w", 1, &ok(JobStatus::Succeeded), 110).await.unwrap());
+    let next = s.claim_batch("w2", 1000, 120, 1).await.unwrap();
+    assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![s2.id]);
+    assert!(s.claim_batch("w2", 1000, 120, 4).await.unwrap().is_empty());
+    assert!(
+        matches!(s.claim_batch("", 1000, 0, 4).await, Err(StoreError::Invalid(m)) if m.starts_with("worker"))
+    );
+
+    // Concurrent batch claimers: every job claimed exactly once.
+    const JOBS: usize = 300;
+    let mut ids = HashSet::new();
+    for i in 0..JOBS {
+        ids.insert(s.enqueue(&job(&format!("c{i}"), 200), 0).await.unwrap().id);
+    }
+    let shared = Arc::new(s.clone());
+    let handles: Vec<_> = (0..6)
+        .map(|w| {
+            let s = shared.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                loop {
+                    let batch = s.claim_batch(&format!("b{w}"), 60_000, 300, 16).await.unwrap();
+                    if batch.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(batch.into_iter().map(|j| j.id));
+                }
+            })
+        })
+        .collect();
+    let mut claimed = Vec::new();
+    for h in handles {
+        claimed.extend(h.await.unwrap());
+    }
+    let unique: HashSet<i64> = claimed.iter().copied().collect();
+    assert_eq!(claimed.len(), JOBS, "every job claimed exactly once");
+    assert_eq!(unique, ids);
 }
