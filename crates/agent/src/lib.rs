@@ -14,6 +14,7 @@ pub mod local;
 pub mod queue;
 pub mod recorder;
 pub mod remote;
+pub mod spool;
 pub mod runtime;
 pub mod targets;
 pub mod wire;
