@@ -14,8 +14,8 @@ pub mod local;
 pub mod queue;
 pub mod recorder;
 pub mod remote;
-pub mod spool;
 pub mod runtime;
+pub mod spool;
 pub mod targets;
 pub mod wire;
 

@@ -144,7 +144,11 @@ impl HttpQueue {
         match self.once(path, body, WRITE_TIMEOUT).await {
             Err(e) if unreachable(&e) => match spool.append(lease, record()) {
                 Ok(()) => {
-                    tracing::warn!(job = lease.job_id, call = path, "the server is unreachable: buffering the job's writes on disk");
+                    tracing::warn!(
+                        job = lease.job_id,
+                        call = path,
+                        "the server is unreachable: buffering the job's writes on disk"
+                    );
                     Ok(Written::Buffered)
                 }
                 Err(io) => {
@@ -247,7 +251,10 @@ impl HttpQueue {
         let answer: Result<(), CallError> = match rec {
             Record::Logs { lines } => {
                 let req = wire::AppendLogs { lease, lines };
-                match self.once::<_, wire::Done>("/logs", &req, WRITE_TIMEOUT).await {
+                match self
+                    .once::<_, wire::Done>("/logs", &req, WRITE_TIMEOUT)
+                    .await
+                {
                     // Stored by a try whose answer was lost: stored once.
                     Err(CallError::Answer { body, .. })
                         if body.error.code == code::CONFLICT
@@ -265,7 +272,7 @@ impl HttpQueue {
                 let req = wire::UpdateExecution {
                     lease,
                     execution_id,
-                    update,
+                    update: *update,
                 };
                 self.once::<_, wire::Done>("/execution/update", &req, WRITE_TIMEOUT)
                     .await
@@ -593,9 +600,11 @@ impl JobQueue for HttpQueue {
             update: update.clone(),
         };
         let r: Option<Written<wire::Done>> = fenced(
-            self.write(lease, "/execution/update", &req, || Record::UpdateExecution {
-                execution_id,
-                update: update.clone(),
+            self.write(lease, "/execution/update", &req, || {
+                Record::UpdateExecution {
+                    execution_id,
+                    update: Box::new(update.clone()),
+                }
             })
             .await,
         )?;
@@ -612,8 +621,10 @@ impl JobQueue for HttpQueue {
             updates: updates.to_vec(),
         };
         let r: Option<Written<wire::Count>> = fenced(
-            self.write(lease, "/executions/update", &req, || Record::UpdateExecutions {
-                updates: updates.to_vec(),
+            self.write(lease, "/executions/update", &req, || {
+                Record::UpdateExecutions {
+                    updates: updates.to_vec(),
+                }
             })
             .await,
         )?;

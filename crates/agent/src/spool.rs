@@ -43,7 +43,7 @@ pub enum Record {
     },
     UpdateExecution {
         execution_id: i64,
-        update: ExecutionUpdate,
+        update: Box<ExecutionUpdate>,
     },
     UpdateExecutions {
         updates: Vec<(i64, ExecutionUpdate)>,
@@ -224,9 +224,10 @@ impl Spool {
         let k = key(lease);
         let created = !state.files.contains_key(&k);
         if created {
-            let path = self
-                .dir
-                .join(format!("job-{}-attempt-{}.spool", lease.job_id, lease.attempt));
+            let path = self.dir.join(format!(
+                "job-{}-attempt-{}.spool",
+                lease.job_id, lease.attempt
+            ));
             let mut file = OpenOptions::new()
                 .create(true)
                 .truncate(true)
@@ -391,7 +392,9 @@ impl Spool {
         let mut line = Vec::new();
         (&mut r).take(f.len - f.sent).read_until(b'\n', &mut line)?;
         match serde_json::from_slice::<Record>(&line) {
-            Ok(rec) if line.ends_with(b"\n") => Ok(Next::Record(f.lease.clone(), rec, line.len() as u64)),
+            Ok(rec) if line.ends_with(b"\n") => {
+                Ok(Next::Record(f.lease.clone(), rec, line.len() as u64))
+            }
             _ => {
                 // Checked when the file was opened; a file changed under the agent.
                 tracing::warn!(file = %f.path.display(), offset = f.sent, "an unreadable spool record ends the file");
@@ -585,7 +588,7 @@ mod tests {
                 &l,
                 Record::UpdateExecution {
                     execution_id: 7,
-                    update: ExecutionUpdate::default(),
+                    update: Box::default(),
                 },
             )
             .expect("append");
@@ -608,7 +611,11 @@ mod tests {
             s.ack(&l, n);
         }
         let s = Spool::open(dir.path(), 1 << 20).expect("reopen");
-        assert_eq!(s.attempts(), vec![l.clone()], "the lease (worker too) is kept");
+        assert_eq!(
+            s.attempts(),
+            vec![l.clone()],
+            "the lease (worker too) is kept"
+        );
         let got = drain(&s, &l);
         assert_eq!(got.len(), 3, "{got:?}");
         assert!(matches!(got[0], Record::UpdateExecution { .. }));
@@ -633,13 +640,8 @@ mod tests {
         }
         assert!(s.bytes() <= 2048, "bounded: {}", s.bytes());
         // The end always goes in, after the marker of what was dropped.
-        s.append(
-            &l,
-            Record::Finish {
-                outcome: outcome(),
-            },
-        )
-        .expect("append");
+        s.append(&l, Record::Finish { outcome: outcome() })
+            .expect("append");
         let got = drain(&s, &l);
         let kept = seqs(&got);
         assert!(kept.windows(2).all(|w| w[0] < w[1]), "in order: {kept:?}");
@@ -654,7 +656,11 @@ mod tests {
         let dropped = 100 - stored;
         assert!(dropped > 0);
         assert_eq!(marker.line, dropped_line(dropped));
-        assert_eq!(marker.seq, stored as i64 + 1, "in place of the first dropped line");
+        assert_eq!(
+            marker.seq,
+            stored as i64 + 1,
+            "in place of the first dropped line"
+        );
         assert!(matches!(got.last(), Some(Record::Finish { .. })));
     }
 

@@ -27,7 +27,31 @@ impl AgentProc {
 
     /// An agent talking to the server at `url` (a proxy in front of it).
     fn start_at(url: &str, token: &str, name: &str, extra: &[&str]) -> AgentProc {
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            url,
+            token,
+            name,
+            extra,
+        )
+    }
+
+    /// Kills this agent (SIGKILL) and starts another on the same data directory.
+    fn restart(mut self, url: &str, token: &str, name: &str, extra: &[&str]) -> AgentProc {
+        self.kill9();
         let dir = tempfile::tempdir().expect("tempdir");
+        let old = std::mem::replace(&mut self._dir, dir);
+        drop(self);
+        Self::start_in(old, url, token, name, extra)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        url: &str,
+        token: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> AgentProc {
         let child = Command::new(cronium_bin())
             .args(["agent", "--url", url, "--token", token, "--name", name])
             .arg("--runner")
@@ -617,7 +641,11 @@ impl Proxy {
             match socket.bind(self.addr) {
                 Ok(()) => break,
                 Err(e) => {
-                    assert!(std::time::Instant::now() < deadline, "rebinding {}: {e}", self.addr);
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "rebinding {}: {e}",
+                        self.addr
+                    );
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -647,7 +675,11 @@ impl Proxy {
             a.abort();
             let _ = a.await;
         }
-        let conns: Vec<_> = self.conns.lock().map(|mut c| c.drain(..).collect()).unwrap_or_default();
+        let conns: Vec<_> = self
+            .conns
+            .lock()
+            .map(|mut c| c.drain(..).collect())
+            .unwrap_or_default();
         for c in conns {
             c.abort();
             let _ = c.await;
@@ -693,7 +725,11 @@ async fn a_job_keeps_running_through_a_server_outage_and_every_line_arrives_once
     assert_eq!(j["attempt"], 1, "the attempt survived the outage: {j}");
     let got = numbered(&log_lines(&s, id).await, "n-");
     assert!(during.len() < 60, "the outage held lines back: {during:?}");
-    assert_eq!(got, (1..=80).collect::<Vec<i64>>(), "every line once, in order");
+    assert_eq!(
+        got,
+        (1..=80).collect::<Vec<i64>>(),
+        "every line once, in order"
+    );
     s.wait_for("the spool is emptied", Duration::from_secs(10), || async {
         agent.spool_files().is_empty()
     })
@@ -796,9 +832,11 @@ async fn an_outage_longer_than_the_lease_runs_the_job_elsewhere_and_discards_the
     )
     .await;
     let id = s.run_event("long", None).await;
-    s.wait_for("the first attempt prints", Duration::from_secs(30), || async {
-        s.log_text(id).await.contains("a1-5\n")
-    })
+    s.wait_for(
+        "the first attempt prints",
+        Duration::from_secs(30),
+        || async { s.log_text(id).await.contains("a1-5\n") },
+    )
     .await;
     proxy.down().await;
     let _second = AgentProc::start(&s, &token, "other", &["--lease", "3s"]);
@@ -827,10 +865,60 @@ async fn an_outage_longer_than_the_lease_runs_the_job_elsewhere_and_discards_the
         .position(|(_, l)| l.starts_with("a2-"))
         .expect("attempt 2 lines");
     assert!(
-        after[first_of_2..].iter().all(|(_, l)| !l.starts_with("a1-")),
+        after[first_of_2..]
+            .iter()
+            .all(|(_, l)| !l.starts_with("a1-")),
         "{after:?}"
     );
     assert_eq!(numbered(&after, "a2-"), (1..=5).collect::<Vec<i64>>());
     let a1 = numbered(&after, "a1-");
     assert_eq!(a1, (1..=a1.len() as i64).collect::<Vec<i64>>(), "{a1:?}");
+}
+
+#[tokio::test]
+async fn a_restarted_agent_delivers_what_it_buffered_with_the_lease_it_held() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let mut proxy = Proxy::start(&s).await;
+    let agent = AgentProc::start_at(&proxy.url(), &token, "again", &["--lease", "60s"]);
+    wait_agent_connected(&s, "again").await;
+    s.apply_yaml(
+        "name: cut\ntype: bash\nretries: { max_attempts: 3, backoff: 100ms }\nscript: |\n  for i in $(seq 1 600); do echo n-$i; sleep 0.1; done\n",
+    )
+    .await;
+    let id = s.run_event("cut", None).await;
+    s.wait_for("the job prints", Duration::from_secs(30), || async {
+        s.log_text(id).await.contains("n-5\n")
+    })
+    .await;
+    proxy.down().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stored = numbered(&log_lines(&s, id).await, "n-");
+    assert!(!agent.spool_files().is_empty(), "buffered");
+    // The agent dies with a buffer; the server is back; the agent starts again.
+    proxy.up().await;
+    let agent = agent.restart(&proxy.url(), &token, "again", &["--lease", "60s"]);
+    s.wait_for(
+        "the restarted agent delivers its buffer",
+        Duration::from_secs(20),
+        || async { agent.spool_files().is_empty() },
+    )
+    .await;
+    let got = numbered(&log_lines(&s, id).await, "n-");
+    assert!(
+        got.len() >= stored.len() + 10,
+        "the buffered lines arrived: {} stored before, {} now",
+        stored.len(),
+        got.len()
+    );
+    assert_eq!(
+        got,
+        (1..=got.len() as i64).collect::<Vec<i64>>(),
+        "once, in order"
+    );
+    let j = s.job(id).await;
+    assert_eq!(
+        j["attempt"], 1,
+        "still the first attempt (its lease holds): {j}"
+    );
 }
