@@ -264,31 +264,36 @@ impl Spool {
             f.file = Some(OpenOptions::new().append(true).open(&f.path)?);
         }
         let ends = record.ends_attempt();
+        // Lines of this batch that do not fit: (how many, the first one's seq). They come after
+        // the lines kept, so their marker is written later, with the next record.
+        let mut tail: (u64, i64) = (0, 0);
         let record = match record {
             Record::Logs { lines } => {
                 let mut kept = Vec::with_capacity(lines.len());
                 let mut room = self.max_bytes.saturating_sub(state.total);
-                let mut lines = lines.into_iter();
-                for line in lines.by_ref() {
-                    // A line's share of the record: its JSON and a separator.
+                for line in lines {
+                    // A line's share of the record: its JSON and a separator (64 bytes: the
+                    // record's own framing, with room to spare).
                     let size = serde_json::to_vec(&line).map(|v| v.len()).unwrap_or(0) as u64 + 1;
-                    if size + 64 > room {
-                        if f.dropped == 0 {
-                            f.first_dropped_seq = line.seq;
+                    if tail.0 > 0 || size + 64 > room {
+                        if tail.0 == 0 {
+                            tail.1 = line.seq;
                         }
-                        f.dropped += 1;
-                        break;
+                        tail.0 += 1;
+                        continue;
                     }
                     room -= size;
                     kept.push(line);
                 }
-                for line in lines {
-                    if f.dropped == 0 {
-                        f.first_dropped_seq = line.seq;
-                    }
-                    f.dropped += 1;
-                }
                 if kept.is_empty() {
+                    if f.dropped == 0 {
+                        f.first_dropped_seq = tail.1;
+                        tracing::warn!(
+                            job = lease.job_id,
+                            "the agent's buffer is full: log lines are dropped (and counted)"
+                        );
+                    }
+                    f.dropped += tail.0;
                     drop(guard);
                     if created {
                         self.wake.notify_one();
@@ -311,14 +316,17 @@ impl Spool {
                 }],
             };
             written += write_record(f, &marker)?;
-            tracing::warn!(
-                job = lease.job_id,
-                lines = f.dropped,
-                "log lines dropped: the agent's buffer is full"
-            );
             f.dropped = 0;
         }
         written += write_record(f, &record)?;
+        if tail.0 > 0 {
+            tracing::warn!(
+                job = lease.job_id,
+                "the agent's buffer is full: log lines are dropped (and counted)"
+            );
+            f.dropped = tail.0;
+            f.first_dropped_seq = tail.1;
+        }
         if ends {
             if let Some(file) = &f.file {
                 file.sync_data()?;
@@ -662,6 +670,26 @@ mod tests {
             "in place of the first dropped line"
         );
         assert!(matches!(got.last(), Some(Record::Finish { .. })));
+    }
+
+    #[test]
+    fn a_batch_cut_by_the_bound_is_followed_by_its_marker_in_seq_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Spool::open(dir.path(), 4096).expect("open");
+        let l = lease(9);
+        s.append(&l, lines(1, 100)).expect("append");
+        // Delivered with nothing written since: the marker comes at the end.
+        let got = drain(&s, &l);
+        let all = seqs(&got);
+        assert!(all.windows(2).all(|w| w[0] < w[1]), "in seq order: {all:?}");
+        let Some(Record::Logs { lines: last }) = got.last() else {
+            panic!("a marker last: {got:?}")
+        };
+        let kept = all.len() as u64 - 1;
+        assert!(kept > 0 && kept < 100, "{kept}");
+        assert_eq!(last[0].line, dropped_line(100 - kept));
+        assert_eq!(last[0].seq, kept as i64 + 1);
+        assert!(s.is_empty());
     }
 
     #[test]

@@ -183,6 +183,7 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
     let drain = HumanDuration::parse(&args.drain_timeout)
         .map_err(|e| anyhow!("--drain-timeout: {e}"))?
         .0;
+    let buffer_max = parse_buffer_max(&args.buffer_max)?;
     if args.concurrency == 0 {
         return Err(anyhow!("--concurrency: must be at least 1"));
     }
@@ -202,7 +203,6 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
             .create(&data_dir)
             .with_context(|| format!("--data-dir {}", data_dir.display()))?;
     }
-    let buffer_max = parse_buffer_max(&args.buffer_max)?;
     let run_user = cronium_agent::isolation::choose_run_user(args.run_as.as_deref())
         .map_err(|e| anyhow!("--run-as: {e}"))?;
     let name = args.name.clone().unwrap_or_else(host_name);

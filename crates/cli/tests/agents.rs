@@ -577,6 +577,38 @@ async fn cronium_agent_with_an_api_token_exits_non_zero_saying_the_token_was_ref
 }
 
 #[tokio::test]
+async fn a_bad_buffer_max_is_refused_naming_the_flag_and_nothing_is_registered() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    for (value, says) in [
+        ("lots", "`lots` is not a size"),
+        ("1KiB", "below the smallest buffer, 4KiB"),
+        ("-5m", "--buffer-max"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Command::new(cronium_bin())
+            .args(["agent", "--url", &s.url, "--token", &token, "--name", "bad"])
+            .arg("--runner")
+            .arg(runner_bin())
+            .arg("--data-dir")
+            .arg(dir.path().join("a"))
+            .arg(format!("--buffer-max={value}"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cronium agent");
+        let err = stderr(&o);
+        assert_ne!(o.status.code(), Some(0), "{value}: {err}");
+        assert!(
+            err.contains("--buffer-max") && err.contains(says),
+            "{value}: {err}"
+        );
+        assert!(!dir.path().join("a").exists(), "nothing created: {value}");
+    }
+    let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+    assert_eq!(list, json!([]), "nothing registered");
+}
+
+#[tokio::test]
 async fn a_remote_agent_runs_jobs_of_a_server_on_postgresql() {
     let s = Server::start_with(ServerOpts {
         args: vec!["--no-agent".into()],
