@@ -228,11 +228,9 @@ impl Spool {
                 "job-{}-attempt-{}.spool",
                 lease.job_id, lease.attempt
             ));
-            let mut file = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(&path)?;
+            // Left by an attempt of the same number whose records were discarded: replaced.
+            let _ = std::fs::remove_file(&path);
+            let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
             let mut header = serde_json::to_vec(&Header {
                 cronium_spool: 1,
                 lease: lease.clone(),
@@ -453,7 +451,12 @@ fn write_record(f: &mut SpoolFile, record: &Record) -> std::io::Result<u64> {
     let Some(file) = f.file.as_mut() else {
         return Err(std::io::Error::other("spool file not open"));
     };
-    file.write_all(&bytes)?;
+    if let Err(e) = file.write_all(&bytes) {
+        // A full disk: what was written of the record goes, so that the file stays whole
+        // (the file is in append mode, so the next record starts at the new end).
+        let _ = file.set_len(f.len);
+        return Err(e);
+    }
     f.len += bytes.len() as u64;
     Ok(bytes.len() as u64)
 }
