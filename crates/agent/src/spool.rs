@@ -371,18 +371,18 @@ impl Spool {
         let mut guard = self.state();
         let state = &mut *guard;
         let k = key(lease);
-        let Some(f) = state.files.get(&k) else {
-            return Ok(Next::Empty);
-        };
-        if f.sent >= f.len && f.dropped > 0 {
-            self.flush_dropped(state, k)?;
-        }
         let Some(f) = state.files.get_mut(&k) else {
             return Ok(Next::Empty);
         };
         if f.sent == 0 {
             f.sent = header_len(&f.path)?;
         }
+        if f.sent >= f.len && f.dropped > 0 {
+            self.flush_dropped(state, k)?;
+        }
+        let Some(f) = state.files.get_mut(&k) else {
+            return Ok(Next::Empty);
+        };
         if f.sent >= f.len {
             let len = f.len;
             let path = f.path.clone();
@@ -404,7 +404,9 @@ impl Spool {
             _ => {
                 // Checked when the file was opened; a file changed under the agent.
                 tracing::warn!(file = %f.path.display(), offset = f.sent, "an unreadable spool record ends the file");
+                let cut = f.len - f.sent;
                 f.len = f.sent;
+                state.total = state.total.saturating_sub(cut);
                 Ok(Next::Empty)
             }
         }
@@ -693,6 +695,23 @@ mod tests {
         assert_eq!(last[0].line, dropped_line(100 - kept));
         assert_eq!(last[0].seq, kept as i64 + 1);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn lines_dropped_before_any_was_kept_are_still_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let s = Spool::open(dir.path(), 4096).expect("open");
+        // Another attempt filled the buffer.
+        s.append(&lease(1), lines(1, 100)).expect("append");
+        let l = lease(2);
+        s.append(&l, lines(1, 3)).expect("append");
+        let got = drain(&s, &l);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let Record::Logs { lines: marker } = &got[0] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(marker[0].line, dropped_line(3));
+        assert_eq!(marker[0].seq, 1);
     }
 
     #[test]
