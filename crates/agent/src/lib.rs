@@ -15,6 +15,7 @@ pub mod queue;
 pub mod recorder;
 pub mod remote;
 pub mod runtime;
+pub mod spool;
 pub mod targets;
 pub mod wire;
 

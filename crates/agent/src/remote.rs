@@ -5,7 +5,15 @@
 //! refuses or makes harmless: log lines carry their seqs) are retried with backoff when the
 //! server cannot be reached; a claim is never resent blindly (a lost answer leaves its jobs to
 //! lease recovery). A lost lease (409 `lease_lost`) becomes the trait's "lost" answer.
+//!
+//! With a [`Spool`] ([`HttpQueue::with_spool`], what `cronium agent` uses), the fenced writes of
+//! a running job (log batches, execution updates, the attempt's end) that meet an unreachable
+//! server (no answer, a timeout, 502/503/504) are buffered on disk instead, and so are the
+//! attempt's later writes until the buffer is delivered, in order, by
+//! [`HttpQueue::deliver_spool`]: the job keeps running. When the server is reachable nothing is
+//! written to disk.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,6 +28,7 @@ use serde_json::Value;
 
 use crate::queue::{JobQueue, Lease, QueueError, RemoteServer, Variables};
 use crate::runtime::RuntimeApi;
+use crate::spool::{Next, Record, Spool};
 use crate::wire::{self, code};
 
 /// Tries of an idempotent call before its error is returned (with backoff between).
@@ -27,6 +36,10 @@ const TRIES: u32 = 6;
 /// First backoff; doubled up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a write that may be buffered waits for an answer before it is buffered.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest wait between two delivery attempts of the spool while the server is unreachable.
+const MAX_DELIVERY_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The agent API of one server, with an agent token.
 #[derive(Clone)]
@@ -34,6 +47,37 @@ pub struct HttpQueue {
     base: String,
     token: String,
     http: reqwest::Client,
+    spool: Option<Arc<Spool>>,
+}
+
+/// What a write that may be buffered got.
+enum Written<T> {
+    Answer(T),
+    /// Buffered in the spool, to be delivered later: for the job, it is written.
+    Buffered,
+}
+
+/// What delivering one buffered record got.
+enum Delivered {
+    Done,
+    /// The attempt is no longer this agent's.
+    Lost,
+    /// No answer: try again later.
+    Unreachable(String),
+    /// An answer no resend can change: the record is given up (logged).
+    Refused(String),
+}
+
+/// No answer, or an answer that says the server is not there (a proxy's 502/503/504).
+fn unreachable(e: &CallError) -> bool {
+    matches!(
+        e,
+        CallError::Transport(_)
+            | CallError::Answer {
+                status: 502..=504,
+                ..
+            }
+    )
 }
 
 /// A failed call: the server's error answer, or no answer at all.
@@ -58,7 +102,240 @@ impl HttpQueue {
             base: format!("{}{}", url.trim_end_matches('/'), wire::PREFIX),
             token: token.trim().to_string(),
             http,
+            spool: None,
         })
+    }
+
+    /// Buffers the fenced writes of running jobs in `spool` while the server is unreachable.
+    pub fn with_spool(mut self, spool: Arc<Spool>) -> HttpQueue {
+        self.spool = Some(spool);
+        self
+    }
+
+    pub fn spool(&self) -> Option<&Arc<Spool>> {
+        self.spool.as_ref()
+    }
+
+    /// A fenced write of `lease`'s attempt. Without a spool: [`HttpQueue::call`]. With one: sent
+    /// once, and buffered when the server does not answer, or when earlier writes of the attempt
+    /// are still buffered (they go first); refused at once when the server already said the
+    /// attempt is not this agent's.
+    async fn write<B: Serialize, T: DeserializeOwned>(
+        &self,
+        lease: &Lease,
+        path: &str,
+        body: &B,
+        record: impl FnOnce() -> Record,
+    ) -> Result<Written<T>, CallError> {
+        let Some(spool) = &self.spool else {
+            return self.call(path, body).await.map(Written::Answer);
+        };
+        if spool.is_lost(lease) {
+            return Err(lease_lost());
+        }
+        if spool.holds(lease) {
+            return match spool.append(lease, record()) {
+                Ok(()) => Ok(Written::Buffered),
+                Err(e) => Err(CallError::Transport(format!(
+                    "earlier writes are buffered and this one cannot be: {e}"
+                ))),
+            };
+        }
+        match self.once(path, body, WRITE_TIMEOUT).await {
+            Err(e) if unreachable(&e) => match spool.append(lease, record()) {
+                Ok(()) => {
+                    tracing::warn!(
+                        job = lease.job_id,
+                        call = path,
+                        "the server is unreachable: buffering the job's writes on disk"
+                    );
+                    Ok(Written::Buffered)
+                }
+                Err(io) => {
+                    tracing::error!(job = lease.job_id, error = %io, "buffering a write on disk");
+                    Err(e)
+                }
+            },
+            other => other.map(Written::Answer),
+        }
+    }
+
+    /// Delivers the spool, in order, attempt by attempt, each record removed once the server
+    /// acknowledged it. Returns false when the server is unreachable (something is left).
+    pub async fn deliver_spool(&self) -> bool {
+        let Some(spool) = &self.spool else {
+            return true;
+        };
+        for lease in spool.attempts() {
+            loop {
+                let (rec, bytes) = match spool.next(&lease) {
+                    Ok(Next::Record(_, rec, bytes)) => (rec, bytes),
+                    Ok(Next::Empty) => break,
+                    Err(e) => {
+                        tracing::error!(job = lease.job_id, error = %e, "reading the spool");
+                        return false;
+                    }
+                };
+                let ends = rec.ends_attempt();
+                match self.deliver(&lease, rec).await {
+                    Delivered::Done => spool.ack(&lease, bytes),
+                    Delivered::Lost if ends => {
+                        // Also what a resent end meets when the first one was written (its
+                        // answer lost): either way nothing of the attempt is left to write.
+                        spool.discard(
+                            &lease,
+                            "the server says the attempt is over (ended already, or its lease ran out and the job went elsewhere)",
+                        );
+                        break;
+                    }
+                    Delivered::Lost => {
+                        spool.discard(
+                            &lease,
+                            "the server says the lease was lost (it ran out while the server was unreachable; the job went elsewhere)",
+                        );
+                        break;
+                    }
+                    Delivered::Unreachable(m) => {
+                        tracing::debug!(error = %m, "delivering the spool: the server is still unreachable");
+                        return false;
+                    }
+                    Delivered::Refused(m) => {
+                        tracing::error!(job = lease.job_id, error = %m, "the server refused a buffered write; it is given up");
+                        spool.ack(&lease, bytes);
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Delivers the spool until `shutdown`: at once when it fills, then with backoff while the
+    /// server does not answer.
+    pub async fn deliver_spool_loop(&self, shutdown: tokio_util::sync::CancellationToken) {
+        let Some(spool) = self.spool.clone() else {
+            return;
+        };
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            if spool.is_empty() {
+                backoff = FIRST_BACKOFF;
+                tokio::select! {
+                    _ = spool.wake.notified() => {}
+                    // A safety net: a file created between the check and the wait.
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+                continue;
+            }
+            if self.deliver_spool().await {
+                backoff = FIRST_BACKOFF;
+                if !spool.is_empty() {
+                    // Written meanwhile: the next round delivers it, after a breath.
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                        _ = shutdown.cancelled() => return,
+                    }
+                }
+                continue;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(MAX_DELIVERY_BACKOFF);
+        }
+    }
+
+    async fn deliver(&self, lease: &Lease, rec: Record) -> Delivered {
+        let lease = lease.clone();
+        let answer: Result<(), CallError> = match rec {
+            Record::Logs { lines } => {
+                let req = wire::AppendLogs { lease, lines };
+                match self
+                    .once::<_, wire::Done>("/logs", &req, WRITE_TIMEOUT)
+                    .await
+                {
+                    // Stored by a try whose answer was lost: stored once.
+                    Err(CallError::Answer { body, .. })
+                        if body.error.code == code::CONFLICT
+                            && body.error.field.as_deref() == Some("seq") =>
+                    {
+                        Ok(())
+                    }
+                    r => r.map(|_| ()),
+                }
+            }
+            Record::UpdateExecution {
+                execution_id,
+                update,
+            } => {
+                let req = wire::UpdateExecution {
+                    lease,
+                    execution_id,
+                    update: *update,
+                };
+                self.once::<_, wire::Done>("/execution/update", &req, WRITE_TIMEOUT)
+                    .await
+                    .map(|_| ())
+            }
+            Record::UpdateExecutions { updates } => {
+                let n = updates.len();
+                let req = wire::UpdateExecutions { lease, updates };
+                match self
+                    .once::<_, wire::Count>("/executions/update", &req, WRITE_TIMEOUT)
+                    .await
+                {
+                    // Fewer rows than updates: the lease is not this worker's.
+                    Ok(c) if c.count < n => Err(lease_lost()),
+                    r => r.map(|_| ()),
+                }
+            }
+            Record::Finish { outcome } => {
+                let req = wire::Finish { lease, outcome };
+                self.once::<_, wire::Done>("/finish", &req, WRITE_TIMEOUT)
+                    .await
+                    .map(|_| ())
+            }
+            Record::FinishAttempt {
+                node_run_id,
+                executions,
+                outcome,
+            } => {
+                // No hand-off: this agent's slot moved on long ago.
+                let req = wire::FinishAttempt {
+                    lease,
+                    node_run_id,
+                    executions,
+                    outcome,
+                    handoff: None,
+                };
+                self.once::<_, wire::FinishedAttempt>("/finish-attempt", &req, WRITE_TIMEOUT)
+                    .await
+                    .map(|_| ())
+            }
+            Record::RetryLater { run_at, error } => {
+                let req = wire::RetryLater {
+                    lease,
+                    run_at,
+                    error,
+                };
+                self.once::<_, wire::Done>("/retry-later", &req, WRITE_TIMEOUT)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        match answer {
+            Ok(()) => Delivered::Done,
+            Err(e) if unreachable(&e) => Delivered::Unreachable(match e {
+                CallError::Transport(m) => m,
+                CallError::Answer { body, .. } => body.error.message,
+            }),
+            Err(e) => match into_error(e) {
+                QueueError::LeaseLost => Delivered::Lost,
+                QueueError::Unavailable(m) => Delivered::Unreachable(m),
+                e => Delivered::Refused(e.to_string()),
+            },
+        }
     }
 
     async fn once<B: Serialize, T: DeserializeOwned>(
@@ -173,6 +450,19 @@ impl HttpQueue {
             .await
             .map_err(into_error)?;
         Ok(r.jobs)
+    }
+}
+
+fn lease_lost() -> CallError {
+    CallError::Answer {
+        status: 409,
+        body: wire::ErrorBody {
+            error: wire::ErrorDetail {
+                code: code::LEASE_LOST.into(),
+                message: "the job's lease was lost".into(),
+                field: None,
+            },
+        },
     }
 }
 
@@ -309,7 +599,15 @@ impl JobQueue for HttpQueue {
             execution_id,
             update: update.clone(),
         };
-        let r: Option<wire::Done> = fenced(self.call("/execution/update", &req).await)?;
+        let r: Option<Written<wire::Done>> = fenced(
+            self.write(lease, "/execution/update", &req, || {
+                Record::UpdateExecution {
+                    execution_id,
+                    update: Box::new(update.clone()),
+                }
+            })
+            .await,
+        )?;
         Ok(r.is_some())
     }
 
@@ -322,11 +620,19 @@ impl JobQueue for HttpQueue {
             lease: lease.clone(),
             updates: updates.to_vec(),
         };
-        let r: wire::Count = self
-            .call("/executions/update", &req)
-            .await
-            .map_err(into_error)?;
-        Ok(r.count)
+        let r: Option<Written<wire::Count>> = fenced(
+            self.write(lease, "/executions/update", &req, || {
+                Record::UpdateExecutions {
+                    updates: updates.to_vec(),
+                }
+            })
+            .await,
+        )?;
+        Ok(match r {
+            Some(Written::Answer(c)) => c.count,
+            Some(Written::Buffered) => updates.len(),
+            None => 0,
+        })
     }
 
     async fn max_log_seq(&self, job_id: i64) -> Result<i64, QueueError> {
@@ -342,6 +648,17 @@ impl JobQueue for HttpQueue {
             lease: lease.clone(),
             lines: lines.to_vec(),
         };
+        if self.spool.is_some() {
+            // Sent once; a batch with no answer is buffered, and delivered later, where a seq
+            // conflict (a try whose answer was lost stored it) counts as delivered.
+            let r: Option<Written<wire::Done>> = fenced(
+                self.write(lease, "/logs", &req, || Record::Logs {
+                    lines: lines.to_vec(),
+                })
+                .await,
+            )?;
+            return Ok(r.is_some());
+        }
         let mut resent = false;
         let mut backoff = FIRST_BACKOFF;
         for tries in 1.. {
@@ -397,7 +714,12 @@ impl JobQueue for HttpQueue {
             lease: lease.clone(),
             outcome: outcome.clone(),
         };
-        let r: Option<wire::Done> = fenced(self.call("/finish", &req).await)?;
+        let r: Option<Written<wire::Done>> = fenced(
+            self.write(lease, "/finish", &req, || Record::Finish {
+                outcome: outcome.clone(),
+            })
+            .await,
+        )?;
         Ok(r.is_some())
     }
 
@@ -418,9 +740,19 @@ impl JobQueue for HttpQueue {
         };
         // Resent on a lost answer: the second try finds the attempt ended (lease lost), and
         // the outcome the first one wrote stands.
-        let r: Option<wire::FinishedAttempt> = fenced(self.call("/finish-attempt", &req).await)?;
+        // Buffered: written for the job, without a hand-off (the successor is claimed the
+        // usual way once the end is delivered).
+        let r: Option<Written<wire::FinishedAttempt>> = fenced(
+            self.write(lease, "/finish-attempt", &req, || Record::FinishAttempt {
+                node_run_id,
+                executions: executions.to_vec(),
+                outcome: outcome.clone(),
+            })
+            .await,
+        )?;
         Ok(match r {
-            Some(r) => (true, r.handed_off),
+            Some(Written::Answer(r)) => (true, r.handed_off),
+            Some(Written::Buffered) => (true, None),
             None => (false, None),
         })
     }
@@ -436,7 +768,13 @@ impl JobQueue for HttpQueue {
             run_at,
             error: error.into(),
         };
-        let r: Option<wire::Done> = fenced(self.call("/retry-later", &req).await)?;
+        let r: Option<Written<wire::Done>> = fenced(
+            self.write(lease, "/retry-later", &req, || Record::RetryLater {
+                run_at,
+                error: error.into(),
+            })
+            .await,
+        )?;
         Ok(r.is_some())
     }
 

@@ -142,6 +142,28 @@ async fn token(cmd: AgentTokenCmd) -> Result<i32> {
     Ok(0)
 }
 
+/// `--buffer-max`: a size (`256MiB`, `256m`, `1g`, bytes) or 0 for none.
+fn parse_buffer_max(v: &str) -> Result<u64> {
+    let t = v.trim();
+    if t == "0" {
+        return Ok(0);
+    }
+    let lower = t.to_ascii_lowercase();
+    let plain = lower
+        .strip_suffix("ib")
+        .map(|n| format!("{n}b"))
+        .unwrap_or(lower);
+    let n = cronium_core::duration::ByteSize::parse(&plain)
+        .map_err(|e| anyhow!("--buffer-max: {}", e.replace(&plain, t)))?
+        .0;
+    if n < 4096 {
+        return Err(anyhow!(
+            "--buffer-max: {t} is below the smallest buffer, 4KiB (0 turns the buffer off)"
+        ));
+    }
+    Ok(n)
+}
+
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -161,6 +183,7 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
     let drain = HumanDuration::parse(&args.drain_timeout)
         .map_err(|e| anyhow!("--drain-timeout: {e}"))?
         .0;
+    let buffer_max = parse_buffer_max(&args.buffer_max)?;
     if args.concurrency == 0 {
         return Err(anyhow!("--concurrency: must be at least 1"));
     }
@@ -183,7 +206,21 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
     let run_user = cronium_agent::isolation::choose_run_user(args.run_as.as_deref())
         .map_err(|e| anyhow!("--run-as: {e}"))?;
     let name = args.name.clone().unwrap_or_else(host_name);
-    let queue = Arc::new(HttpQueue::new(&args.url, &token).map_err(|e| anyhow!("{e}"))?);
+    let mut queue = HttpQueue::new(&args.url, &token).map_err(|e| anyhow!("{e}"))?;
+    if buffer_max > 0 {
+        // Opened before anything runs: what an earlier run left is delivered first.
+        let dir = data_dir.join("spool");
+        let spool = cronium_agent::spool::Spool::open(&dir, buffer_max)
+            .with_context(|| format!("--data-dir: the spool directory {}", dir.display()))?;
+        queue = queue.with_spool(Arc::new(spool));
+    }
+    let queue = Arc::new(queue);
+    let delivery_stop = CancellationToken::new();
+    let delivery = {
+        let queue = queue.clone();
+        let stop = delivery_stop.clone();
+        tokio::spawn(async move { queue.deliver_spool_loop(stop).await })
+    };
 
     let mut config = AgentConfig::new(runner.clone(), data_dir.join("payloads"));
     config.concurrency = args.concurrency;
@@ -297,6 +334,18 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
     };
     agent.run(shutdown).await;
     beats.abort();
+    delivery_stop.cancel();
+    let _ = delivery.await;
+    // What is still buffered gets one more try now; the rest waits for the next start.
+    if queue.spool().is_some_and(|s| !s.is_empty()) {
+        let delivered = tokio::time::timeout(Duration::from_secs(10), queue.deliver_spool()).await;
+        if !matches!(delivered, Ok(true)) || queue.spool().is_some_and(|s| !s.is_empty()) {
+            tracing::warn!(
+                dir = %data_dir.join("spool").display(),
+                "buffered writes left undelivered: the next start of this agent delivers them"
+            );
+        }
+    }
     let beat = wire::AgentBeat {
         name,
         worker: agent.worker_id().to_string(),

@@ -900,10 +900,15 @@ pub struct AgentRunArgs {
     /// to others. Raise it for flaky links (e.g. 60s).
     #[arg(long, default_value = "10s")]
     pub lease: String,
-    /// Where payloads are cached (default
-    /// `$HOME/.cronium-agent`).
+    /// Where payloads are cached and writes are buffered while the server is unreachable
+    /// (default `$HOME/.cronium-agent`).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Most bytes of log lines and results buffered on disk (under `--data-dir`/spool) while
+    /// the server is unreachable, e.g. 256MiB; lines beyond it are dropped and counted. 0: no
+    /// buffer (writes are retried for a while, then the attempt fails).
+    #[arg(long, default_value = "256MiB")]
+    pub buffer_max: String,
     /// The `cronium-runner` binary for local runs (default: next to this binary).
     #[arg(long)]
     pub runner: Option<PathBuf>,

@@ -2,7 +2,9 @@
 //! over HTTP: jobs and workflow nodes run on the agent with every log line stored once and in
 //! order; kill -9 of an agent mid-job and the job runs again on another agent with one
 //! outcome; agent tokens and API tokens each refused where the other belongs; a log batch sent
-//! again is stored once; the lease is fenced at the HTTP edge.
+//! again is stored once; the lease is fenced at the HTTP edge; a server unreachable for a
+//! while (a TCP proxy the test stops) leaves a running job running, its writes buffered on disk
+//! and delivered in order once it is back, bounded, and discarded when the lease ran out.
 
 mod support;
 
@@ -20,9 +22,38 @@ struct AgentProc {
 
 impl AgentProc {
     fn start(s: &Server, token: &str, name: &str, extra: &[&str]) -> AgentProc {
+        Self::start_at(&s.url, token, name, extra)
+    }
+
+    /// An agent talking to the server at `url` (a proxy in front of it).
+    fn start_at(url: &str, token: &str, name: &str, extra: &[&str]) -> AgentProc {
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            url,
+            token,
+            name,
+            extra,
+        )
+    }
+
+    /// Kills this agent (SIGKILL) and starts another on the same data directory.
+    fn restart(mut self, url: &str, token: &str, name: &str, extra: &[&str]) -> AgentProc {
+        self.kill9();
         let dir = tempfile::tempdir().expect("tempdir");
+        let old = std::mem::replace(&mut self._dir, dir);
+        drop(self);
+        Self::start_in(old, url, token, name, extra)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        url: &str,
+        token: &str,
+        name: &str,
+        extra: &[&str],
+    ) -> AgentProc {
         let child = Command::new(cronium_bin())
-            .args(["agent", "--url", &s.url, "--token", token, "--name", name])
+            .args(["agent", "--url", url, "--token", token, "--name", name])
             .arg("--runner")
             .arg(runner_bin())
             .arg("--data-dir")
@@ -38,6 +69,16 @@ impl AgentProc {
             .spawn()
             .expect("spawn cronium agent");
         AgentProc { child, _dir: dir }
+    }
+
+    /// Files in the agent's spool directory.
+    fn spool_files(&self) -> Vec<String> {
+        std::fs::read_dir(self._dir.path().join("agent").join("spool"))
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect()
     }
 
     fn kill9(&mut self) {
@@ -496,6 +537,38 @@ async fn cronium_agent_with_an_api_token_exits_non_zero_saying_the_token_was_ref
 }
 
 #[tokio::test]
+async fn a_bad_buffer_max_is_refused_naming_the_flag_and_nothing_is_registered() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    for (value, says) in [
+        ("lots", "`lots` is not a size"),
+        ("1KiB", "below the smallest buffer, 4KiB"),
+        ("-5m", "--buffer-max"),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let o = Command::new(cronium_bin())
+            .args(["agent", "--url", &s.url, "--token", &token, "--name", "bad"])
+            .arg("--runner")
+            .arg(runner_bin())
+            .arg("--data-dir")
+            .arg(dir.path().join("a"))
+            .arg(format!("--buffer-max={value}"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cronium agent");
+        let err = stderr(&o);
+        assert_ne!(o.status.code(), Some(0), "{value}: {err}");
+        assert!(
+            err.contains("--buffer-max") && err.contains(says),
+            "{value}: {err}"
+        );
+        assert!(!dir.path().join("a").exists(), "nothing created: {value}");
+    }
+    let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+    assert_eq!(list, json!([]), "nothing registered");
+}
+
+#[tokio::test]
 async fn a_remote_agent_runs_jobs_of_a_server_on_postgresql() {
     let s = Server::start_with(ServerOpts {
         args: vec!["--no-agent".into()],
@@ -518,4 +591,326 @@ async fn a_remote_agent_runs_jobs_of_a_server_on_postgresql() {
         .collect();
     let expected: Vec<String> = (1..=50).map(|i| format!("pg-{i}")).collect();
     assert_eq!(printed, expected);
+}
+
+/// A TCP proxy in front of the server that the test can take down (its port closed, every
+/// connection through it cut) and bring back on the same port: the server unreachable for an
+/// agent, without Docker networks.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    target: std::net::SocketAddr,
+    accept: Option<tokio::task::JoinHandle<()>>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(s: &Server) -> Proxy {
+        let target: std::net::SocketAddr = s
+            .url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("server address");
+        let mut p = Proxy {
+            addr: "127.0.0.1:0".parse().expect("addr"),
+            target,
+            accept: None,
+            conns: Default::default(),
+        };
+        p.up().await;
+        p
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn up(&mut self) {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_reuseaddr(true).expect("reuseaddr");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match socket.bind(self.addr) {
+                Ok(()) => break,
+                Err(e) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "rebinding {}: {e}",
+                        self.addr
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+        let listener = socket.listen(128).expect("listen");
+        self.addr = listener.local_addr().expect("addr");
+        let target = self.target;
+        let conns = self.conns.clone();
+        self.accept = Some(tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let conn = tokio::spawn(async move {
+                    if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                    }
+                });
+                if let Ok(mut c) = conns.lock() {
+                    c.retain(|h| !h.is_finished());
+                    c.push(conn);
+                }
+            }
+        }));
+    }
+
+    /// Closes the port (connections are refused) and cuts every connection through it.
+    async fn down(&mut self) {
+        if let Some(a) = self.accept.take() {
+            a.abort();
+            let _ = a.await;
+        }
+        let conns: Vec<_> = self
+            .conns
+            .lock()
+            .map(|mut c| c.drain(..).collect())
+            .unwrap_or_default();
+        for c in conns {
+            c.abort();
+            let _ = c.await;
+        }
+    }
+}
+
+/// The numbered lines `prefix-N` of a log, in log order.
+fn numbered(lines: &[(i64, String)], prefix: &str) -> Vec<i64> {
+    lines
+        .iter()
+        .filter_map(|(_, l)| l.strip_prefix(prefix)?.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_job_keeps_running_through_a_server_outage_and_every_line_arrives_once_in_order() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let mut proxy = Proxy::start(&s).await;
+    let agent = AgentProc::start_at(&proxy.url(), &token, "far", &["--lease", "60s"]);
+    wait_agent_connected(&s, "far").await;
+    s.apply_yaml(
+        "name: ticks\ntype: bash\nretries: { max_attempts: 3, backoff: 100ms }\nscript: |\n  for i in $(seq 1 80); do echo n-$i; sleep 0.1; done\n",
+    )
+    .await;
+    let id = s.run_event("ticks", None).await;
+    s.wait_for("the job prints", Duration::from_secs(30), || async {
+        s.log_text(id).await.contains("n-10\n")
+    })
+    .await;
+    proxy.down().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let during = numbered(&log_lines(&s, id).await, "n-");
+    assert!(
+        agent.spool_files().iter().any(|f| f.ends_with(".spool")),
+        "the agent buffers on disk while the server is unreachable: {:?}",
+        agent.spool_files()
+    );
+    proxy.up().await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["attempt"], 1, "the attempt survived the outage: {j}");
+    let got = numbered(&log_lines(&s, id).await, "n-");
+    assert!(during.len() < 60, "the outage held lines back: {during:?}");
+    assert_eq!(
+        got,
+        (1..=80).collect::<Vec<i64>>(),
+        "every line once, in order"
+    );
+    s.wait_for("the spool is emptied", Duration::from_secs(10), || async {
+        agent.spool_files().is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_job_that_ends_during_a_long_outage_within_its_lease_loses_nothing() {
+    // Longer than the retries of an unbuffered agent (about 20 s for a log batch, 3 s for the
+    // attempt's end, after which lines are counted as lost and the end is given up), shorter
+    // than the lease.
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let mut proxy = Proxy::start(&s).await;
+    let agent = AgentProc::start_at(&proxy.url(), &token, "ends", &["--lease", "60s"]);
+    wait_agent_connected(&s, "ends").await;
+    s.apply_yaml(
+        "name: short\ntype: bash\nretries: { max_attempts: 3, backoff: 100ms }\nscript: |\n  for i in $(seq 1 20); do echo n-$i; sleep 0.1; done\n  cronium.output done true\n",
+    )
+    .await;
+    let id = s.run_event("short", None).await;
+    s.wait_for("the job prints", Duration::from_secs(30), || async {
+        s.log_text(id).await.contains("n-5\n")
+    })
+    .await;
+    proxy.down().await;
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    proxy.up().await;
+    let j = s.wait_job(id, Duration::from_secs(20)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["attempt"], 1, "{j}");
+    assert_eq!(
+        numbered(&log_lines(&s, id).await, "n-"),
+        (1..=20).collect::<Vec<i64>>()
+    );
+    s.wait_for("the spool is emptied", Duration::from_secs(10), || async {
+        agent.spool_files().is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_full_buffer_drops_lines_counted_and_says_how_many_in_their_place() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let mut proxy = Proxy::start(&s).await;
+    let _agent = AgentProc::start_at(
+        &proxy.url(),
+        &token,
+        "small",
+        &["--lease", "60s", "--buffer-max", "4KiB"],
+    );
+    wait_agent_connected(&s, "small").await;
+    s.apply_yaml(
+        "name: flood\ntype: bash\nscript: |\n  for i in $(seq 1 80); do echo n-$i; sleep 0.1; done\n",
+    )
+    .await;
+    let id = s.run_event("flood", None).await;
+    s.wait_for("the job prints", Duration::from_secs(30), || async {
+        s.log_text(id).await.contains("n-5\n")
+    })
+    .await;
+    proxy.down().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    proxy.up().await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let lines = log_lines(&s, id).await;
+    let seqs: Vec<i64> = lines.iter().map(|l| l.0).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    let got = numbered(&lines, "n-");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    let dropped: u64 = lines
+        .iter()
+        .filter_map(|(_, l)| {
+            l.strip_prefix("[cronium] ")?
+                .strip_suffix(" lines dropped: the agent's buffer was full")?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(dropped > 0, "the buffer overflowed: {lines:?}");
+    assert_eq!(
+        got.len() as u64 + dropped,
+        80,
+        "every line is there or counted as dropped: {got:?}"
+    );
+    assert_eq!(got.last(), Some(&80), "{got:?}");
+}
+
+#[tokio::test]
+async fn an_outage_longer_than_the_lease_runs_the_job_elsewhere_and_discards_the_buffer() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let mut proxy = Proxy::start(&s).await;
+    let first = AgentProc::start_at(&proxy.url(), &token, "cut-off", &["--lease", "3s"]);
+    wait_agent_connected(&s, "cut-off").await;
+    s.apply_yaml(
+        "name: long\ntype: bash\nretries: { max_attempts: 3, backoff: 100ms }\nscript: |\n  if [ \"$CRONIUM_ATTEMPT\" = 1 ]; then n=300; else n=5; fi\n  for i in $(seq 1 $n); do echo a$CRONIUM_ATTEMPT-$i; sleep 0.1; done\n",
+    )
+    .await;
+    let id = s.run_event("long", None).await;
+    s.wait_for(
+        "the first attempt prints",
+        Duration::from_secs(30),
+        || async { s.log_text(id).await.contains("a1-5\n") },
+    )
+    .await;
+    proxy.down().await;
+    let _second = AgentProc::start(&s, &token, "other", &["--lease", "3s"]);
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert_eq!(j["attempt"], 2, "{j}");
+    let before = log_lines(&s, id).await;
+    assert!(
+        first.spool_files().iter().any(|f| f.ends_with(".spool")),
+        "the first agent buffered its attempt: {:?}",
+        first.spool_files()
+    );
+    proxy.up().await;
+    s.wait_for(
+        "the first agent discards its buffer",
+        Duration::from_secs(30),
+        || async { first.spool_files().is_empty() },
+    )
+    .await;
+    // Time for anything wrongly delivered to show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = log_lines(&s, id).await;
+    assert_eq!(after, before, "nothing of attempt 1 after its end");
+    let first_of_2 = after
+        .iter()
+        .position(|(_, l)| l.starts_with("a2-"))
+        .expect("attempt 2 lines");
+    assert!(
+        after[first_of_2..]
+            .iter()
+            .all(|(_, l)| !l.starts_with("a1-")),
+        "{after:?}"
+    );
+    assert_eq!(numbered(&after, "a2-"), (1..=5).collect::<Vec<i64>>());
+    let a1 = numbered(&after, "a1-");
+    assert_eq!(a1, (1..=a1.len() as i64).collect::<Vec<i64>>(), "{a1:?}");
+}
+
+#[tokio::test]
+async fn a_restarted_agent_delivers_what_it_buffered_with_the_lease_it_held() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let mut proxy = Proxy::start(&s).await;
+    let agent = AgentProc::start_at(&proxy.url(), &token, "again", &["--lease", "60s"]);
+    wait_agent_connected(&s, "again").await;
+    s.apply_yaml(
+        "name: cut\ntype: bash\nretries: { max_attempts: 3, backoff: 100ms }\nscript: |\n  for i in $(seq 1 600); do echo n-$i; sleep 0.1; done\n",
+    )
+    .await;
+    let id = s.run_event("cut", None).await;
+    s.wait_for("the job prints", Duration::from_secs(30), || async {
+        s.log_text(id).await.contains("n-5\n")
+    })
+    .await;
+    proxy.down().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let stored = numbered(&log_lines(&s, id).await, "n-");
+    assert!(!agent.spool_files().is_empty(), "buffered");
+    // The agent dies with a buffer; the server is back; the agent starts again.
+    proxy.up().await;
+    let agent = agent.restart(&proxy.url(), &token, "again", &["--lease", "60s"]);
+    s.wait_for(
+        "the restarted agent delivers its buffer",
+        Duration::from_secs(20),
+        || async { agent.spool_files().is_empty() },
+    )
+    .await;
+    let got = numbered(&log_lines(&s, id).await, "n-");
+    assert!(
+        got.len() >= stored.len() + 10,
+        "the buffered lines arrived: {} stored before, {} now",
+        stored.len(),
+        got.len()
+    );
+    assert_eq!(
+        got,
+        (1..=got.len() as i64).collect::<Vec<i64>>(),
+        "once, in order"
+    );
+    let j = s.job(id).await;
+    assert_eq!(
+        j["attempt"], 1,
+        "still the first attempt (its lease holds): {j}"
+    );
 }
