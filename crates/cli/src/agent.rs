@@ -307,9 +307,12 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
         args.url,
         agent.worker_id()
     );
+    // A token refused after registration (revoked): the agent drains and exits 1, saying so.
+    let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let beats = {
         let queue = queue.clone();
         let shutdown = shutdown.clone();
+        let refused = refused.clone();
         let beat = wire::AgentBeat {
             name: name.clone(),
             worker: registration.worker.clone(),
@@ -327,6 +330,14 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
                             tracing::warn!(error = %e, "registering again");
                         }
                     }
+                    Err(cronium_agent::queue::QueueError::Fatal(m)) => {
+                        tracing::error!(error = %m, "the server refused this agent: draining and stopping");
+                        if let Ok(mut r) = refused.lock() {
+                            *r = Some(m);
+                        }
+                        shutdown.cancel();
+                        return;
+                    }
                     Err(e) => tracing::warn!(error = %e, "agent heartbeat failed"),
                 }
             }
@@ -336,6 +347,9 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
     beats.abort();
     delivery_stop.cancel();
     let _ = delivery.await;
+    if let Some(m) = refused.lock().ok().and_then(|r| r.clone()) {
+        return Err(anyhow!("{}: {m}", args.url));
+    }
     // What is still buffered gets one more try now; the rest waits for the next start.
     if queue.spool().is_some_and(|s| !s.is_empty()) {
         let delivered = tokio::time::timeout(Duration::from_secs(10), queue.deliver_spool()).await;

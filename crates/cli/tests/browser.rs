@@ -1618,7 +1618,15 @@ async fn create_an_agent_token_on_the_agents_page_and_see_the_agent_connect() {
     assert!(token.starts_with("crn_"), "{token}");
     let dir = tempfile::tempdir().expect("tempdir");
     let mut agent = Command::new(cronium_bin())
-        .args(["agent", "--url", &s.url, "--name", "edge-eu-1", "--tag", "eu"])
+        .args([
+            "agent",
+            "--url",
+            &s.url,
+            "--name",
+            "edge-eu-1",
+            "--tag",
+            "eu",
+        ])
         .arg("--runner")
         .arg(runner_bin())
         .arg("--data-dir")
@@ -1645,9 +1653,15 @@ async fn create_an_agent_token_on_the_agents_page_and_see_the_agent_connect() {
     .await;
     let table = b.text_of(By::Id("agents")).await;
     assert!(table.contains("remote") && table.contains("eu"), "{table}");
-    assert!(table.contains("embedded"), "the server's own agent is listed: {table}");
+    assert!(
+        table.contains("embedded"),
+        "the server's own agent is listed: {table}"
+    );
     let tokens = b.text_of(By::Id("agent-tokens")).await;
-    assert!(tokens.contains("edge-eu") && tokens.contains("active"), "{tokens}");
+    assert!(
+        tokens.contains("edge-eu") && tokens.contains("active"),
+        "{tokens}"
+    );
     assert!(
         !b.d().source().await.expect("source").contains(&token[8..]),
         "the token's value is not shown again"
@@ -1656,8 +1670,10 @@ async fn create_an_agent_token_on_the_agents_page_and_see_the_agent_connect() {
 
     // Revoke it from the page (the confirm dialog accepted by script).
     b.js("window.confirm = () => true; return true;").await;
-    b.click(By::Css("form[action='/agents/tokens/edge-eu/revoke'] button"))
-        .await;
+    b.click(By::Css(
+        "form[action='/agents/tokens/edge-eu/revoke'] button",
+    ))
+    .await;
     b.wait("the revoked token", Duration::from_secs(10), || async {
         b.text_of(By::Id("agent-tokens")).await.contains("revoked")
     })
@@ -1667,7 +1683,10 @@ async fn create_an_agent_token_on_the_agents_page_and_see_the_agent_connect() {
         if let Some(st) = agent.try_wait().expect("try_wait") {
             break st;
         }
-        assert!(Instant::now() < deadline, "the agent kept running after the revoke");
+        assert!(
+            Instant::now() < deadline,
+            "the agent kept running after the revoke"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status.code(), Some(1), "{status:?}");

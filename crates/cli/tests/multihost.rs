@@ -1119,7 +1119,10 @@ async fn postgresql_killed_mid_job_and_restarted_the_job_ends_once() {
             .collect::<Vec<_>>()
     );
     // The servers serve again: a new run succeeds.
-    let after = c.try_run(1, "through").await.expect("a run after the restart");
+    let after = c
+        .try_run(1, "through")
+        .await
+        .expect("a run after the restart");
     let s = wait_final(&mut db, after, Duration::from_secs(120)).await;
     assert_sound(after, &s, &c.completions(), 60);
 }

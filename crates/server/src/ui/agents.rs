@@ -21,7 +21,10 @@ pub fn routes() -> Routes<AppState> {
     Routes::new()
         .route("/agents", get(Role::Viewer, list))
         .route("/agents/tokens", post(Role::Admin, create_token))
-        .route("/agents/tokens/{name}/revoke", post(Role::Admin, revoke_token))
+        .route(
+            "/agents/tokens/{name}/revoke",
+            post(Role::Admin, revoke_token),
+        )
 }
 
 pub struct AgentItem {

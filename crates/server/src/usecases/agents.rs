@@ -56,7 +56,11 @@ pub async fn create_token(
 }
 
 /// Revokes the agent token `name`: its agents are refused from their next call.
-pub async fn revoke_token(state: &AppState, actor: &Actor, name: &str) -> UseCaseResult<AgentTokenRow> {
+pub async fn revoke_token(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+) -> UseCaseResult<AgentTokenRow> {
     let result = match state.store.revoke_agent_token(name, now_ms()).await {
         Ok(Some(t)) => Ok(t),
         Ok(None) => Err(UseCaseError::NotFound(format!(

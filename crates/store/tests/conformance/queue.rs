@@ -831,7 +831,12 @@ async fn batch_claims_take_each_job_once_oldest_first_and_one_serial_job_per_eve
     let s2 = s.enqueue(&serial(0), 0).await.unwrap();
     let mut plain = Vec::new();
     for i in 0..5 {
-        plain.push(s.enqueue(&job(&format!("p{i}"), 5 - i), 0).await.unwrap().id);
+        plain.push(
+            s.enqueue(&job(&format!("p{i}"), 5 - i), 0)
+                .await
+                .unwrap()
+                .id,
+        );
     }
     let later = s.enqueue(&job("later", 1000), 0).await.unwrap();
     // Five plain jobs due, oldest run_at first; then one of the two serial jobs, never both.
@@ -849,7 +854,10 @@ async fn batch_claims_take_each_job_once_oldest_first_and_one_serial_job_per_eve
     }
     assert!(!ids.contains(&s2.id) && !ids.contains(&later.id));
     // `max` is honoured, and the rest waits.
-    assert!(s.finish(s1.id, "w", 1, &ok(JobStatus::Succeeded), 110).await.unwrap());
+    assert!(s
+        .finish(s1.id, "w", 1, &ok(JobStatus::Succeeded), 110)
+        .await
+        .unwrap());
     let next = s.claim_batch("w2", 1000, 120, 1).await.unwrap();
     assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![s2.id]);
     assert!(s.claim_batch("w2", 1000, 120, 4).await.unwrap().is_empty());
@@ -870,7 +878,10 @@ async fn batch_claims_take_each_job_once_oldest_first_and_one_serial_job_per_eve
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 loop {
-                    let batch = s.claim_batch(&format!("b{w}"), 60_000, 300, 16).await.unwrap();
+                    let batch = s
+                        .claim_batch(&format!("b{w}"), 60_000, 300, 16)
+                        .await
+                        .unwrap();
                     if batch.is_empty() {
                         return mine;
                     }
