@@ -753,6 +753,7 @@ async fn invalid_jobs_write_nothing(t: Ctx) {
         (
             NewJob {
                 max_executions: -1,
+                routing: Default::default(),
                 ..job("x", 0)
             },
             "max_executions",
@@ -793,6 +794,7 @@ async fn a_job_enqueued_with_overrides_carries_them_without_a_node(t: Ctx) {
         .unwrap();
     let limited = NewJob {
         max_executions: 5,
+        routing: Default::default(),
         ..event_job(e.id, "limited", 0)
     };
     let counted = s
