@@ -265,6 +265,10 @@ pub struct JobDto {
     pub capability: Option<cronium_model::Capability>,
     /// Only an agent with all these tags claims it (empty: any agent).
     pub agent_tags: Vec<String>,
+    /// The worker holding (or that last held) its lease: an agent's `worker` in
+    /// `GET /api/v1/agents`.
+    #[schema(required)]
+    pub worker: Option<String>,
     /// Only in the answer for one queued job that no connected agent can take: why it waits
     /// ("an agent with tags gpu, eu (none connected)").
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -321,6 +325,7 @@ impl JobDto {
             variable_writes: None,
             capability: j.capability,
             agent_tags: j.agent_tags,
+            worker: j.lease_owner,
             waiting_for: None,
         }
     }
