@@ -595,7 +595,11 @@ async fn job_page(s: &Server, id: i64) -> String {
             .collect::<Vec<_>>()
             .join("; ")
     };
-    let form = http.get(format!("{}/login", s.url)).send().await.expect("login form");
+    let form = http
+        .get(format!("{}/login", s.url))
+        .send()
+        .await
+        .expect("login form");
     let jar = cookies(&form);
     let html = form.text().await.expect("form");
     let marker = "name=\"csrf\" value=\"";
@@ -657,7 +661,12 @@ async fn wait_waiting_for(s: &Server, id: i64) -> Value {
 async fn jobs_with_agent_tags_run_only_on_agents_with_those_tags_and_wait_visibly_otherwise() {
     let s = routing_server(&["--no-agent"]);
     let token = agent_token(&s, "edge");
-    let _a = AgentProc::start(&s, &token, "agent-a", &["--tag", "eu", "--concurrency", "4"]);
+    let _a = AgentProc::start(
+        &s,
+        &token,
+        "agent-a",
+        &["--tag", "eu", "--concurrency", "4"],
+    );
     let _b = AgentProc::start(&s, &token, "agent-b", &["--concurrency", "4"]);
     wait_agent_connected(&s, "agent-a").await;
     wait_agent_connected(&s, "agent-b").await;
@@ -824,7 +833,8 @@ async fn a_container_job_waits_for_an_agent_that_can_run_containers() {
     .await;
     let id = s.run_event("boxed", None).await;
     // Local jobs still run meanwhile.
-    s.apply_yaml("name: plain\ntype: bash\nscript: echo plain\n").await;
+    s.apply_yaml("name: plain\ntype: bash\nscript: echo plain\n")
+        .await;
     let plain = s.run_event("plain", None).await;
     let j = s.wait_job(plain, Duration::from_secs(60)).await;
     assert_eq!(j["status"], "succeeded", "{j}");

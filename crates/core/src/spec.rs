@@ -1496,7 +1496,10 @@ status: sleeping
     fn agent_tags_are_read_checked_and_give_the_capability() {
         let spec = parse_yaml("name: a\ntype: bash\nscript: x\nagent_tags: [eu, gpu]\n").unwrap();
         assert_eq!(spec.agent_tags, ["eu", "gpu"]);
-        assert_eq!(spec.to_value()["agent_tags"], serde_json::json!(["eu", "gpu"]));
+        assert_eq!(
+            spec.to_value()["agent_tags"],
+            serde_json::json!(["eu", "gpu"])
+        );
         assert_eq!(spec.capability(), Capability::Local);
         let spec = parse_yaml("name: a\ntype: bash\nscript: x\n").unwrap();
         assert!(spec.to_value().get("agent_tags").is_none());
@@ -1505,7 +1508,8 @@ status: sleeping
         )
         .unwrap();
         assert_eq!(spec.capability(), Capability::Container);
-        let spec = parse_yaml("name: a\ntype: bash\nscript: x\ntarget: { servers: [w] }\n").unwrap();
+        let spec =
+            parse_yaml("name: a\ntype: bash\nscript: x\ntarget: { servers: [w] }\n").unwrap();
         assert_eq!(spec.capability(), Capability::Ssh);
         for (yaml, field, words) in [
             ("agent_tags: [eu, Bad]\n", "agent_tags[1]", "contains `B`"),

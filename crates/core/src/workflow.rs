@@ -28,9 +28,10 @@ use serde_json::{Map, Value};
 use crate::duration::HumanDuration;
 use crate::schedule::{parse_timezone, Schedule};
 use crate::spec::{
-    self, default_timeout, empty_object, inline_event_name, utc, validate_agent_tags, validate_env, validate_name,
-    validate_node_id, validate_retries, validate_target, validate_timeout, EventSpec, EventType,
-    FieldPath, HttpSpec, Missed, NotifyRule, Overlap, Retries, ScheduleText, SpecError, Target,
+    self, default_timeout, empty_object, inline_event_name, utc, validate_agent_tags, validate_env,
+    validate_name, validate_node_id, validate_retries, validate_target, validate_timeout,
+    EventSpec, EventType, FieldPath, HttpSpec, Missed, NotifyRule, Overlap, Retries, ScheduleText,
+    SpecError, Target,
 };
 
 /// A node's incoming edges `(upstream id, kind)` in the order written. Written as a list

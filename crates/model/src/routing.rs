@@ -57,10 +57,7 @@ impl Claimant {
     pub fn from_registration(tags: &[String], capabilities: &[String]) -> Claimant {
         Claimant {
             tags: tags.to_vec(),
-            capabilities: capabilities
-                .iter()
-                .filter_map(|c| c.parse().ok())
-                .collect(),
+            capabilities: capabilities.iter().filter_map(|c| c.parse().ok()).collect(),
         }
     }
 
@@ -130,7 +127,11 @@ mod tests {
             capabilities: vec![Capability::Local],
         };
         assert_eq!(
-            waiting_for(Some(Capability::Local), &tags(&["gpu", "eu"]), &[local.clone()]),
+            waiting_for(
+                Some(Capability::Local),
+                &tags(&["gpu", "eu"]),
+                &[local.clone()]
+            ),
             Some("an agent with tags gpu, eu (none connected)".into())
         );
         assert_eq!(
@@ -141,7 +142,10 @@ mod tests {
             waiting_for(Some(Capability::Container), &tags(&["gpu"]), &[]),
             Some("an agent with tag gpu that can run containers (none connected)".into())
         );
-        assert_eq!(waiting_for(Some(Capability::Local), &[], &[]), Some("an agent (none connected)".into()));
+        assert_eq!(
+            waiting_for(Some(Capability::Local), &[], &[]),
+            Some("an agent (none connected)".into())
+        );
         assert_eq!(waiting_for(Some(Capability::Local), &[], &[local]), None);
     }
 }

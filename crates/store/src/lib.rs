@@ -53,13 +53,13 @@ pub use auth::{NewToken, TokenAuth, TokenRow, UserRow, UserUpdate, LAST_USED_RES
 pub use batch::{BatchChange, BatchResult, EventApply};
 pub use bus::{BusListener, MAX_PAYLOAD};
 pub use cronium_model::backoff::backoff_delay;
-pub use cronium_model::routing::{Capability, Claimant, Routing};
 /// The rows the agent's queue interface carries live in `cronium-model` (a remote agent speaks
 /// them without the store); re-exported here so that store callers name them as before.
 pub use cronium_model::queue::{
     ExecutionRow, ExecutionUpdate, ExecutionUsage, HandedOff, HealthState, Heartbeat, JobOutcome,
     JobRow, NewDeployment, NewLogLine, RunnerState,
 };
+pub use cronium_model::routing::{Capability, Claimant, Routing};
 pub use error::StoreError;
 pub use events::{Applied, EventRow};
 pub use hooks::{HookKind, HookRow};

@@ -768,11 +768,12 @@ async fn node_job(
         event.spec.clone()
     } else {
         // An inline node pinned to an older version of its workflow.
-        let row = sqlx::query("SELECT spec FROM event_versions WHERE event_id = $1 AND version = $2")
-            .bind(event.id)
-            .bind(version)
-            .fetch_optional(&mut *conn)
-            .await?;
+        let row =
+            sqlx::query("SELECT spec FROM event_versions WHERE event_id = $1 AND version = $2")
+                .bind(event.id)
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await?;
         map_opt(row, |r| json(r, "spec"))?.unwrap_or(Value::Null)
     };
     let job = NewJob {

@@ -15,8 +15,8 @@ use cronium_core::clock::now_ms;
 use cronium_core::crypto::SecretBox;
 use cronium_model::ExecutionStatus;
 use cronium_store::{
-    Claimant, ExecutionRow, ExecutionUpdate, HandedOff, Heartbeat, JobOutcome, JobRow, NewDeployment,
-    NewLogLine, RunnerState, Store, StoreError, VariableValue,
+    Claimant, ExecutionRow, ExecutionUpdate, HandedOff, Heartbeat, JobOutcome, JobRow,
+    NewDeployment, NewLogLine, RunnerState, Store, StoreError, VariableValue,
 };
 use serde_json::Value;
 

@@ -67,7 +67,10 @@ async fn a_claim_takes_only_jobs_whose_tags_and_capability_the_claimant_has(t: C
     assert_eq!(ids(&got), [Some(eu.id), Some(plain.id), None]);
 
     // Without a tag (the embedded agent): the container job, not the tagged ones.
-    let embedded = claimant(&[], &[Capability::Local, Capability::Container, Capability::Ssh]);
+    let embedded = claimant(
+        &[],
+        &[Capability::Local, Capability::Container, Capability::Ssh],
+    );
     let got = [
         s.claim_as("embedded", &embedded, 60_000, 10).await.unwrap(),
         s.claim_as("embedded", &embedded, 60_000, 10).await.unwrap(),
@@ -75,16 +78,35 @@ async fn a_claim_takes_only_jobs_whose_tags_and_capability_the_claimant_has(t: C
     assert_eq!(ids(&got), [Some(container.id), None]);
     // No capability at all: nothing.
     let none = claimant(&["eu", "gpu"], &[]);
-    assert!(s.claim_as("none", &none, 60_000, 10).await.unwrap().is_none());
+    assert!(s
+        .claim_as("none", &none, 60_000, 10)
+        .await
+        .unwrap()
+        .is_none());
     // Tagged eu with SSH: the fan-out; tagged gpu and eu: the gpu job.
     let eu_ssh = claimant(&["eu"], &[Capability::Ssh]);
-    let c = s.claim_as("eu-ssh", &eu_ssh, 60_000, 10).await.unwrap().unwrap();
-    assert_eq!((c.id, c.lease_owner.as_deref()), (ssh_eu.id, Some("eu-ssh")));
+    let c = s
+        .claim_as("eu-ssh", &eu_ssh, 60_000, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (c.id, c.lease_owner.as_deref()),
+        (ssh_eu.id, Some("eu-ssh"))
+    );
     let both = claimant(&["gpu", "eu"], &[Capability::Local]);
-    let c = s.claim_as("both", &both, 60_000, 10).await.unwrap().unwrap();
+    let c = s
+        .claim_as("both", &both, 60_000, 10)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(c.id, gpu.id);
     assert_eq!(c.agent_tags, ["eu", "gpu"]);
-    assert!(s.claim_as("both", &both, 60_000, 10).await.unwrap().is_none());
+    assert!(s
+        .claim_as("both", &both, 60_000, 10)
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn untagged_jobs_are_claimed_as_before(t: Ctx) {
@@ -122,9 +144,5 @@ async fn bad_agent_tags_are_refused_naming_the_index(t: Ctx) {
         other => panic!("expected Invalid, got {other:?}"),
     }
     assert!(s.claim("w", 60_000, 10).await.unwrap().is_none());
-    assert!(s
-        .list_jobs(&Default::default())
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(s.list_jobs(&Default::default()).await.unwrap().is_empty());
 }
