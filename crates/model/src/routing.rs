@@ -130,12 +130,16 @@ mod tests {
             waiting_for(
                 Some(Capability::Local),
                 &tags(&["gpu", "eu"]),
-                &[local.clone()]
+                std::slice::from_ref(&local)
             ),
             Some("an agent with tags gpu, eu (none connected)".into())
         );
         assert_eq!(
-            waiting_for(Some(Capability::Container), &[], &[local.clone()]),
+            waiting_for(
+                Some(Capability::Container),
+                &[],
+                std::slice::from_ref(&local)
+            ),
             Some("an agent that can run containers (none connected)".into())
         );
         assert_eq!(
