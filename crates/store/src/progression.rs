@@ -1022,3 +1022,47 @@ async fn stop_job(
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_node_job_is_routed_by_its_overrides_then_its_event() {
+        let local = json!({"name": "e", "type": "bash", "target": "local", "agent_tags": ["eu"]});
+        let r = node_routing(&local, &Value::Null);
+        assert_eq!(
+            (r.capability, r.agent_tags),
+            (Capability::Local, vec!["eu".into()])
+        );
+        // The node's target and tags replace the event's.
+        let r = node_routing(
+            &local,
+            &json!({"target": {"container": {"image": "alpine"}}, "agent_tags": ["gpu"]}),
+        );
+        assert_eq!(
+            (r.capability, r.agent_tags),
+            (Capability::Container, vec!["gpu".into()])
+        );
+        let r = node_routing(
+            &local,
+            &json!({"target": {"tags": ["web"], "mode": "runner-ssh"}}),
+        );
+        assert_eq!(
+            (r.capability, r.agent_tags),
+            (Capability::Ssh, vec!["eu".into()])
+        );
+        // An event without either (an http event, a spec written before routing): local, any agent.
+        let r = node_routing(&json!({"name": "h", "type": "http"}), &Value::Null);
+        assert_eq!(r, Routing::default());
+        let r = node_routing(
+            &json!({"target": {"servers": ["a"]}}),
+            &json!({"agent_tags": []}),
+        );
+        assert_eq!(
+            (r.capability, r.agent_tags),
+            (Capability::Ssh, Vec::<String>::new())
+        );
+    }
+}
