@@ -87,11 +87,7 @@ impl Drop for Agent {
 
 async fn agent_token(server: &Server, name: &str) -> anyhow::Result<String> {
     let v = server
-        .api(
-            "POST",
-            "/api/v1/agent-tokens",
-            Some(&json!({ "name": name })),
-        )
+        .api("POST", "/api/v1/agent-tokens", Some(&json!({ "name": name })))
         .await?;
     v["token"]
         .as_str()
@@ -198,10 +194,7 @@ pub async fn run(ctx: &Ctx, sizes: &Sizes) -> anyhow::Result<Report> {
     );
     r.set("queue_jobs_per_s", json!(rate.round()));
     let latency = claim_latency(&server, &queue, sizes.samples).await?;
-    r.info(
-        "claim latency (POST run → long-poll answer)",
-        latency.line("ms"),
-    );
+    r.info("claim latency (POST run → long-poll answer)", latency.line("ms"));
     r.set("claim_latency_ms", latency.to_json());
     drop(server);
 
@@ -212,10 +205,7 @@ pub async fn run(ctx: &Ctx, sizes: &Sizes) -> anyhow::Result<Report> {
     }
     if let Some(s) = Summary::of(&recovered) {
         r.at_most(
-            format!(
-                "killed agent: its job running again elsewhere (max of {})",
-                s.n
-            ),
+            format!("killed agent: its job running again elsewhere (max of {})", s.n),
             s.max,
             15.0,
             "s",
