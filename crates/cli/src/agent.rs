@@ -187,6 +187,11 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
     if args.concurrency == 0 {
         return Err(anyhow!("--concurrency: must be at least 1"));
     }
+    // The rule of `agent_tags` on events and nodes, so that every tag given can be asked for.
+    for tag in &args.tags {
+        cronium_core::spec::validate_name(tag)
+            .map_err(|e| anyhow!("--tag {tag:?}: {}", e.message))?;
+    }
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
         None => PathBuf::from(

@@ -329,6 +329,13 @@ pub async fn job(cmd: JobCmd) -> Result<i32> {
                     s(&r, "trigger"),
                     s(&r, "status")
                 );
+                if let Some(w) = r["waiting_for"].as_str() {
+                    println!("waiting for {w}");
+                }
+                if let Some(tags) = r["agent_tags"].as_array().filter(|t| !t.is_empty()) {
+                    let tags: Vec<&str> = tags.iter().filter_map(Value::as_str).collect();
+                    println!("agent tags: {}", tags.join(", "));
+                }
                 println!("exit code: {}", r["exit_code"]);
                 if let Some(e) = r["error"].as_str() {
                     println!("error:     {e}");

@@ -25,6 +25,24 @@ impl AgentProc {
         Self::start_at(&s.url, token, name, extra)
     }
 
+    /// As [`start`](Self::start), with extra environment.
+    fn start_env(
+        s: &Server,
+        token: &str,
+        name: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> AgentProc {
+        Self::start_in(
+            tempfile::tempdir().expect("tempdir"),
+            &s.url,
+            token,
+            name,
+            extra,
+            env,
+        )
+    }
+
     /// An agent talking to the server at `url` (a proxy in front of it).
     fn start_at(url: &str, token: &str, name: &str, extra: &[&str]) -> AgentProc {
         Self::start_in(
@@ -33,6 +51,7 @@ impl AgentProc {
             token,
             name,
             extra,
+            &[],
         )
     }
 
@@ -42,7 +61,7 @@ impl AgentProc {
         let dir = tempfile::tempdir().expect("tempdir");
         let old = std::mem::replace(&mut self._dir, dir);
         drop(self);
-        Self::start_in(old, url, token, name, extra)
+        Self::start_in(old, url, token, name, extra, &[])
     }
 
     fn start_in(
@@ -51,8 +70,10 @@ impl AgentProc {
         token: &str,
         name: &str,
         extra: &[&str],
+        env: &[(&str, &str)],
     ) -> AgentProc {
         let child = Command::new(cronium_bin())
+            .envs(env.iter().copied())
             .args(["agent", "--url", url, "--token", token, "--name", name])
             .arg("--runner")
             .arg(runner_bin())
@@ -912,5 +933,282 @@ async fn a_restarted_agent_delivers_what_it_buffered_with_the_lease_it_held() {
     assert_eq!(
         j["attempt"], 1,
         "still the first attempt (its lease holds): {j}"
+    );
+}
+
+/// The job page's HTML as the logged-in admin sees it.
+async fn job_page(s: &Server, id: i64) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let cookies = |r: &reqwest::Response| -> String {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|c| c.to_str().ok()?.split(';').next().map(str::to_string))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let form = http
+        .get(format!("{}/login", s.url))
+        .send()
+        .await
+        .expect("login form");
+    let jar = cookies(&form);
+    let html = form.text().await.expect("form");
+    let marker = "name=\"csrf\" value=\"";
+    let at = html.find(marker).expect("csrf field") + marker.len();
+    let csrf = &html[at..at + html[at..].find('"').expect("csrf end")];
+    let login = http
+        .post(format!("{}/login", s.url))
+        .header("cookie", &jar)
+        .form(&[
+            ("csrf", csrf),
+            ("username", "admin"),
+            ("password", PASSWORD),
+            ("next", "/"),
+        ])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), 303, "login");
+    let page = http
+        .get(format!("{}/jobs/{id}", s.url))
+        .header("cookie", cookies(&login))
+        .send()
+        .await
+        .expect("job page");
+    assert_eq!(page.status(), 200);
+    page.text().await.expect("page")
+}
+
+/// The worker (lease owner) of each connected agent, by name.
+async fn workers(s: &Server) -> std::collections::HashMap<String, String> {
+    let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["name"].as_str().unwrap_or_default().to_string(),
+                a["worker"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until the queued job says why it waits (the agents' registrations are seen).
+async fn wait_waiting_for(s: &Server, id: i64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let j = s.job(id).await;
+        assert_eq!(j["status"], "queued", "{j}");
+        if j["waiting_for"].is_string() {
+            return j;
+        }
+        assert!(std::time::Instant::now() < deadline, "no waiting_for: {j}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn jobs_with_agent_tags_run_only_on_agents_with_those_tags_and_wait_visibly_otherwise() {
+    let s = routing_server(&["--no-agent"]);
+    let token = agent_token(&s, "edge");
+    let _a = AgentProc::start(
+        &s,
+        &token,
+        "agent-a",
+        &["--tag", "eu", "--concurrency", "4"],
+    );
+    let _b = AgentProc::start(&s, &token, "agent-b", &["--concurrency", "4"]);
+    wait_agent_connected(&s, "agent-a").await;
+    wait_agent_connected(&s, "agent-b").await;
+    let w = workers(&s).await;
+
+    // Bad agent_tags: refused at apply naming the field, nothing stored.
+    for (tags, field) in [
+        (json!("eu"), "agent_tags"),
+        (json!(["eu", "Bad"]), "agent_tags[1]"),
+        (json!([1]), "agent_tags[0]"),
+    ] {
+        let (status, body) = s
+            .api(
+                "PUT",
+                "/api/v1/events/bad",
+                Some(json!({"name": "bad", "type": "bash", "script": "true", "agent_tags": tags})),
+            )
+            .await;
+        assert_eq!(status, 422, "{tags}: {body}");
+        assert_eq!(body["error"]["field"], field, "{tags}: {body}");
+    }
+    let (status, _) = s.api("GET", "/api/v1/events/bad", None).await;
+    assert_eq!(status, 404, "nothing stored");
+
+    s.apply_yaml("name: eu-only\ntype: bash\nagent_tags: [eu]\nscript: echo on-eu\n")
+        .await;
+    s.apply_yaml("name: anywhere\ntype: bash\nscript: echo anywhere\n")
+        .await;
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(s.run_event("eu-only", None).await);
+    }
+    for id in ids {
+        let j = s.wait_job(id, Duration::from_secs(60)).await;
+        assert_eq!(j["status"], "succeeded", "{j}");
+        assert_eq!(j["agent_tags"], json!(["eu"]), "{j}");
+        assert_eq!(j["worker"], w["agent-a"].as_str(), "always on agent-a: {j}");
+    }
+    // An untagged job still runs anywhere.
+    let id = s.run_event("anywhere", None).await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    assert!(j.get("waiting_for").is_none(), "{j}");
+
+    // No agent has gpu: the job stays queued and says why, in the API, the CLI and the page.
+    s.apply_yaml("name: gpu-only\ntype: bash\nagent_tags: [gpu]\nscript: echo on-gpu\n")
+        .await;
+    let id = s.run_event("gpu-only", None).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let j = wait_waiting_for(&s, id).await;
+    assert_eq!(
+        j["waiting_for"], "an agent with tag gpu (none connected)",
+        "{j}"
+    );
+    let o = s.cli(&["job", "show", &id.to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("waiting for an agent with tag gpu (none connected)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = s.cli(&["job", "show", &id.to_string(), "--json"]);
+    let shown: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(shown["waiting_for"], j["waiting_for"], "{shown}");
+    let page = job_page(&s, id).await;
+    assert!(
+        page.contains("Waiting for an agent with tag gpu (none connected)"),
+        "{page}"
+    );
+
+    // An agent tagged gpu arrives: it runs there.
+    let _c = AgentProc::start(&s, &token, "agent-gpu", &["--tag", "gpu"]);
+    wait_agent_connected(&s, "agent-gpu").await;
+    let j = s.wait_job(id, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let w = workers(&s).await;
+    assert_eq!(j["worker"], w["agent-gpu"].as_str(), "{j}");
+    assert!(j.get("waiting_for").is_none(), "{j}");
+
+    // A workflow: a node's agent_tags override its event's (none here), an inline node's own.
+    let (status, body) = s
+        .api(
+            "PUT",
+            "/api/v1/workflows/routed",
+            Some(json!({"name": "routed", "nodes": [
+                {"id": "bad", "event": "anywhere", "agent_tags": ["NOPE"]},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["field"], "nodes[0].agent_tags[0]", "{body}");
+    let (status, _) = s.api("GET", "/api/v1/workflows/routed", None).await;
+    assert_eq!(status, 404, "nothing stored");
+    let (status, body) = s
+        .api(
+            "PUT",
+            "/api/v1/workflows/routed",
+            Some(json!({"name": "routed", "nodes": [
+                {"id": "eu", "event": "anywhere", "agent_tags": ["eu"]},
+                {"id": "gpu", "type": "bash", "script": "echo inline", "agent_tags": ["gpu"], "after": ["eu"]},
+                {"id": "back", "event": "eu-only", "after": ["gpu"]},
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..2 {
+        let (status, run) = s.api("POST", "/api/v1/workflows/routed/runs", None).await;
+        assert!(status == 201 || status == 200, "{status} {run}");
+        let run_id = run["id"].as_i64().expect("run id");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let last = loop {
+            let (_, d) = s
+                .api("GET", &format!("/api/v1/workflow-runs/{run_id}"), None)
+                .await;
+            let st = &d["run"]["status"];
+            if st != "running" && st != "queued" {
+                break d;
+            }
+            assert!(std::time::Instant::now() < deadline, "run not ended: {d}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        assert_eq!(last["run"]["status"], "succeeded", "{last}");
+        for n in last["nodes"].as_array().into_iter().flatten() {
+            let j = s.job(n["job_id"].as_i64().expect("job id")).await;
+            let (tags, on): (Value, &[&str]) = match n["node"].as_str() {
+                // Ends on agent-a, whose hand-off of the next node must not take it.
+                Some("eu") => (json!(["eu"]), &["agent-a"]),
+                Some("gpu") => (json!(["gpu"]), &["agent-gpu"]),
+                _ => (json!(["eu"]), &["agent-a"]),
+            };
+            assert_eq!(j["agent_tags"], tags, "{n} {j}");
+            let ran_on: Vec<&str> = on.iter().map(|a| w[*a].as_str()).collect();
+            assert!(
+                ran_on.contains(&j["worker"].as_str().unwrap_or_default()),
+                "node {} ran on {} not one of {on:?}",
+                n["node"],
+                j["worker"]
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_container_job_waits_for_an_agent_that_can_run_containers() {
+    // The embedded agent without Docker, and a remote agent whose Docker engine is not there.
+    let s = routing_server(&["--no-docker"]);
+    let token = agent_token(&s, "edge");
+    let _a = AgentProc::start_env(
+        &s,
+        &token,
+        "no-docker",
+        &[],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    let a = wait_agent_connected(&s, "no-docker").await;
+    assert!(
+        !a["capabilities"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("container"))),
+        "{a}"
+    );
+    s.apply_yaml(
+        "name: boxed\ntype: bash\ntarget: { container: { image: alpine:3 } }\nscript: echo boxed\n",
+    )
+    .await;
+    let id = s.run_event("boxed", None).await;
+    // Local jobs still run meanwhile.
+    s.apply_yaml("name: plain\ntype: bash\nscript: echo plain\n")
+        .await;
+    let plain = s.run_event("plain", None).await;
+    let j = s.wait_job(plain, Duration::from_secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j}");
+    let j = wait_waiting_for(&s, id).await;
+    assert_eq!(j["capability"], "container", "{j}");
+    assert_eq!(
+        j["waiting_for"], "an agent that can run containers (none connected)",
+        "{j}"
+    );
+    assert_eq!(j["attempt"], 0, "never claimed: {j}");
+    let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+    assert!(
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .all(|a| !a["capabilities"]
+                .as_array()
+                .is_some_and(|c| c.contains(&json!("container")))),
+        "{list}"
     );
 }

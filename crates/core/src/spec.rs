@@ -14,7 +14,7 @@ use std::fmt;
 use serde::{de, Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
-pub use cronium_model::{EventStatus, JobPolicy};
+pub use cronium_model::{Capability, EventStatus, JobPolicy};
 
 use crate::duration::{ByteSize, HumanDuration};
 pub use crate::fanout::ServerCount;
@@ -546,6 +546,11 @@ pub struct EventSpec {
     /// when a job ends as one of `on` says.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notify: Vec<NotifyRule>,
+    /// Only an agent with all these tags (`cronium agent --tag`) runs the event's jobs; empty:
+    /// any agent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "utoipa", schema(schema_with = crate::spec_schema::names))]
+    pub agent_tags: Vec<String>,
 }
 
 /// When a notification rule fires.
@@ -852,6 +857,25 @@ pub fn validate_target(at: FieldPath<'_>, target: &Target) -> Result<(), SpecErr
     Ok(())
 }
 
+/// `agent_tags` (of an event, or a node's override): tag names as `cronium agent --tag` and
+/// server tags take them, each named by its index (`agent_tags[1]`).
+pub fn validate_agent_tags(at: FieldPath<'_>, tags: &[String]) -> Result<(), SpecError> {
+    for (i, tag) in tags.iter().enumerate() {
+        validate_name(tag).map_err(|e| at.error(&format!("agent_tags[{i}]"), e.message))?;
+    }
+    Ok(())
+}
+
+/// What an agent needs to run `target`: `local` (http events too: they run in the agent),
+/// `container` or `ssh`.
+pub fn target_capability(target: &Target) -> Capability {
+    match target {
+        Target::Local => Capability::Local,
+        Target::Container(_) => Capability::Container,
+        Target::Servers(_) => Capability::Ssh,
+    }
+}
+
 /// The fields read into structs. serde also reads a struct from a list (its fields in order:
 /// `retries: [3]`), which no event file means and the OpenAPI document does not allow, so a
 /// list there is refused before deserialising. (`target` has its own deserialiser, which takes
@@ -905,7 +929,13 @@ impl EventSpec {
             ));
         }
         validate_notify(at, &self.notify)?;
+        validate_agent_tags(at, &self.agent_tags)?;
         Ok(())
+    }
+
+    /// What the agent that runs this event's jobs must be able to do.
+    pub fn capability(&self) -> Capability {
+        target_capability(&self.target)
     }
 
     /// The script or the request, as the event's type wants.
@@ -1460,5 +1490,36 @@ status: sleeping
         .unwrap_err();
         assert_eq!(e.field, "target.min_success", "{e}");
         assert!(e.message.contains("more than the 2 server(s)"), "{e}");
+    }
+
+    #[test]
+    fn agent_tags_are_read_checked_and_give_the_capability() {
+        let spec = parse_yaml("name: a\ntype: bash\nscript: x\nagent_tags: [eu, gpu]\n").unwrap();
+        assert_eq!(spec.agent_tags, ["eu", "gpu"]);
+        assert_eq!(
+            spec.to_value()["agent_tags"],
+            serde_json::json!(["eu", "gpu"])
+        );
+        assert_eq!(spec.capability(), Capability::Local);
+        let spec = parse_yaml("name: a\ntype: bash\nscript: x\n").unwrap();
+        assert!(spec.to_value().get("agent_tags").is_none());
+        let spec = parse_yaml(
+            "name: a\ntype: bash\nscript: x\ntarget: { container: { image: alpine } }\n",
+        )
+        .unwrap();
+        assert_eq!(spec.capability(), Capability::Container);
+        let spec =
+            parse_yaml("name: a\ntype: bash\nscript: x\ntarget: { servers: [w] }\n").unwrap();
+        assert_eq!(spec.capability(), Capability::Ssh);
+        for (yaml, field, words) in [
+            ("agent_tags: [eu, Bad]\n", "agent_tags[1]", "contains `B`"),
+            ("agent_tags: [\"\"]\n", "agent_tags[0]", "1 to 100"),
+            ("agent_tags: eu\n", "agent_tags", "sequence"),
+            ("agent_tags: { a: 1 }\n", "agent_tags", "sequence"),
+        ] {
+            let err = parse_yaml(&format!("name: a\ntype: bash\nscript: x\n{yaml}")).unwrap_err();
+            assert_eq!(err.field, field, "{yaml}: {err}");
+            assert!(err.message.contains(words), "{yaml}: {err}");
+        }
     }
 }

@@ -28,9 +28,10 @@ use serde_json::{Map, Value};
 use crate::duration::HumanDuration;
 use crate::schedule::{parse_timezone, Schedule};
 use crate::spec::{
-    self, default_timeout, empty_object, inline_event_name, utc, validate_env, validate_name,
-    validate_node_id, validate_retries, validate_target, validate_timeout, EventSpec, EventType,
-    FieldPath, HttpSpec, Missed, NotifyRule, Overlap, Retries, ScheduleText, SpecError, Target,
+    self, default_timeout, empty_object, inline_event_name, utc, validate_agent_tags, validate_env,
+    validate_name, validate_node_id, validate_retries, validate_target, validate_timeout,
+    EventSpec, EventType, FieldPath, HttpSpec, Missed, NotifyRule, Overlap, Retries, ScheduleText,
+    SpecError, Target,
 };
 
 /// A node's incoming edges `(upstream id, kind)` in the order written. Written as a list
@@ -125,7 +126,8 @@ pub struct NodeSpec {
     pub input: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helpers: Option<HelperMode>,
-    /// Routes the node's job to agents with these tags: refused until remote agents exist.
+    /// Only an agent with all these tags runs the node's job (replaces the event's
+    /// `agent_tags`; on an inline node, its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_tags: Option<Vec<String>>,
 }
@@ -293,12 +295,8 @@ impl WorkflowSpec {
                 ))
             }
         }
-        if node.agent_tags.is_some() {
-            return Err(at.error(
-                "agent_tags",
-                "routing a node to agents needs remote agents, which this version does not have \
-                 yet; remove it",
-            ));
+        if let Some(tags) = &node.agent_tags {
+            validate_agent_tags(at, tags)?;
         }
         if node.input.as_ref().is_some_and(|v| !v.is_object()) {
             return Err(at.error("input", "must be a mapping of keys to values"));
@@ -329,6 +327,7 @@ impl WorkflowSpec {
                 ("retries", node.retries.is_some()),
                 ("env", node.env.is_some()),
                 ("helpers", node.helpers.is_some()),
+                ("agent_tags", node.agent_tags.is_some()),
             ] {
                 if set {
                     return Err(at.error(
@@ -394,6 +393,7 @@ impl WorkflowSpec {
             helpers: None,
             webhook: false,
             notify: Vec::new(),
+            agent_tags: node.agent_tags.clone().unwrap_or_default(),
         }
     }
 
@@ -454,6 +454,9 @@ impl WorkflowSpec {
                     if let Some(env) = &node.env {
                         overrides.insert("env".into(), to_json(env));
                     }
+                    if let Some(tags) = &node.agent_tags {
+                        overrides.insert("agent_tags".into(), to_json(tags));
+                    }
                 }
                 if let Some(h) = &node.helpers {
                     overrides.insert("helpers".into(), to_json(h));
@@ -503,6 +506,10 @@ pub struct NodeOverrides {
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub helpers: Option<HelperMode>,
+    /// Read by the store when it enqueues the node's job (the job's `agent_tags`), not by the
+    /// agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_tags: Option<Vec<String>>,
 }
 
 impl NodeOverrides {
@@ -843,9 +850,14 @@ nodes:
                 "unknown variant",
             ),
             (
-                "  - {id: deploy, event: deploy, agent_tags: [gpu]}\n",
+                "  - {id: deploy, event: deploy, agent_tags: [gpu, GPU]}\n",
+                "nodes[1].agent_tags[1]",
+                "contains `G`",
+            ),
+            (
+                "  - {id: deploy, event: deploy, agent_tags: gpu}\n",
                 "nodes[1].agent_tags",
-                "remote agents",
+                "sequence",
             ),
             (
                 "  - {id: deploy, event: deploy, input: [1]}\n",

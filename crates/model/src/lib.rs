@@ -18,6 +18,7 @@ pub mod backoff;
 mod policy;
 pub mod queue;
 mod role;
+pub mod routing;
 mod status;
 mod trigger;
 pub mod workflow;
@@ -29,6 +30,7 @@ pub use queue::{
     JobRow, NewDeployment, NewLogLine, RunnerState,
 };
 pub use role::Role;
+pub use routing::{Capability, Claimant, Routing};
 pub use status::{EventStatus, ExecutionStatus, JobStatus, ServerHealth};
 pub use trigger::Trigger;
 

@@ -53,6 +53,13 @@ pub struct JobRow {
     /// The node's overrides of the event spec, which the agent applies (`target`, `env`,
     /// `helpers`; read with `cronium_core::workflow::NodeOverrides`). Null when none.
     pub overrides: Value,
+    /// What its target needs of the agent that claims it; None for a job enqueued before
+    /// routing existed (any agent takes it).
+    #[serde(default)]
+    pub capability: Option<crate::Capability>,
+    /// Only an agent with all these tags claims it (empty: any agent).
+    #[serde(default)]
+    pub agent_tags: Vec<String>,
 }
 
 /// The end of a run, as reported by its worker.

@@ -356,6 +356,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         let queue = Arc::new(StoreQueue {
             store: store.clone(),
             secrets: secrets.clone(),
+            claimant: crate::agent::registry::embedded_claimant(transports.docker.is_some()),
         });
         Agent::new(ac, queue, bus.clone(), metrics.clone(), transports.clone())
     });
@@ -517,7 +518,6 @@ pub async fn serve(
                 worker: agent.worker_id().to_string(),
                 concurrency: config.agent_concurrency,
                 container: state.docker.is_some(),
-                ssh: state.ssh.is_some(),
             },
             shutdown.clone(),
         )));

@@ -271,6 +271,39 @@ impl Store {
         map_opt(row, agent_row)
     }
 
+    /// The agent whose process runs as `worker` (the lease owner of its claims).
+    pub async fn agent_by_worker(&self, worker: &str) -> Result<Option<AgentRow>, StoreError> {
+        let row = sqlx::query(&format!("{AGENT_SELECT} WHERE a.worker = $1"))
+            .bind(worker)
+            .fetch_optional(&self.read)
+            .await?;
+        map_opt(row, agent_row)
+    }
+
+    /// What the agents heard of in the last `fresh_ms` (and not stopped) can take: the
+    /// claimants [`cronium_model::routing::waiting_for`] weighs a queued job against.
+    pub async fn connected_claimants(
+        &self,
+        now: i64,
+        fresh_ms: i64,
+    ) -> Result<Vec<cronium_model::Claimant>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT tags, capabilities FROM agents \
+             WHERE stopped_at IS NULL AND last_heartbeat_at >= $1",
+        )
+        .bind(now.saturating_sub(fresh_ms))
+        .fetch_all(&self.read)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(cronium_model::Claimant::from_registration(
+                    &strings(r, "tags")?,
+                    &strings(r, "capabilities")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Every agent, by name, with the jobs running under its worker now.
     pub async fn list_agents(&self) -> Result<Vec<AgentRow>, StoreError> {
         let rows = sqlx::query(&format!("{AGENT_SELECT} ORDER BY a.name"))

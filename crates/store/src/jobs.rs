@@ -12,7 +12,7 @@
 //! fails or cancels the job) decides the node's successors in the commit that ended it. Jobs
 //! without a node keep their single-statement paths.
 
-use cronium_model::{JobStatus, Trigger};
+use cronium_model::{Claimant, JobStatus, Routing, Trigger};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -60,6 +60,8 @@ pub struct NewJob {
     /// The event's `max_executions` (0 = no limit): at most this many jobs are ever created for
     /// `event_id`. Checked, and the event paused when reached, in the insert's transaction.
     pub max_executions: i64,
+    /// Who may claim it: the capability its target needs and the agent tags it asks for.
+    pub routing: Routing,
 }
 
 /// Filter for [`Store::list_jobs`]; all conditions are ANDed. Results are newest first.
@@ -108,7 +110,7 @@ macro_rules! job_cols {
         "id, event_id, event_name, event_version, trigger_kind, status, input, output, exit_code, \
          error, attempt, max_attempts, backoff_ms, max_backoff_ms, run_at, scheduled_for, serial, \
          timeout_ms, lease_owner, lease_expires_at, cancel_requested, created_at, started_at, \
-         finished_at, node_run_id, overrides"
+         finished_at, node_run_id, overrides, capability, agent_tags"
     };
 }
 
@@ -140,7 +142,49 @@ pub(crate) fn job_row(row: &AnyRow) -> Result<JobRow, StoreError> {
         finished_at: opt_i64(row, "finished_at")?,
         node_run_id: opt_i64(row, "node_run_id")?,
         overrides: json(row, "overrides")?,
+        capability: opt_text(row, "capability")?
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| StoreError::Corrupt(format!("column capability: {e}")))
+            })
+            .transpose()?,
+        agent_tags: tag_list(row)?,
     })
+}
+
+/// `jobs.agent_tags`: NULL (no tags) or a JSON array of strings.
+fn tag_list(row: &AnyRow) -> Result<Vec<String>, StoreError> {
+    match json(row, "agent_tags")? {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                other => Err(StoreError::Corrupt(format!(
+                    "jobs.agent_tags: {other} is not a string"
+                ))),
+            })
+            .collect(),
+        other => Err(StoreError::Corrupt(format!(
+            "jobs.agent_tags: {other} is not an array"
+        ))),
+    }
+}
+
+/// What `jobs.agent_tags` keeps: NULL for none (so that the claim never reads JSON for an
+/// untagged job), else the tags as a JSON array, sorted and without repeats.
+pub(crate) fn tags_column(tags: &[String]) -> Result<Option<String>, StoreError> {
+    if tags.is_empty() {
+        return Ok(None);
+    }
+    let mut tags = tags.to_vec();
+    tags.sort();
+    tags.dedup();
+    to_json(
+        "agent_tags",
+        &Value::Array(tags.into_iter().map(Value::String).collect()),
+    )
+    .map(Some)
 }
 
 pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), StoreError> {
@@ -177,6 +221,15 @@ pub(crate) fn validate_new_job(job: &NewJob) -> Result<(), StoreError> {
             "max_executions: must not be negative, got {}",
             job.max_executions
         ));
+    }
+    if let Some((i, _)) = job
+        .routing
+        .agent_tags
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.trim().is_empty())
+    {
+        return invalid(format!("agent_tags[{i}]: must not be empty"));
     }
     Ok(())
 }
@@ -227,6 +280,33 @@ pub(crate) async fn check_limit(
     })
 }
 
+/// The capability test of a claim (`$4`..`$6`: the claimant's capabilities, padded): a job
+/// from before routing (NULL) is anyone's.
+macro_rules! routing_filter {
+    () => {
+        "AND (j.capability IS NULL OR j.capability IN ($4, $5, $6)) "
+    };
+}
+
+/// A claimant as claim parameters: three capability words (padded with the first, or with a
+/// word no job has when it has none) and its tags as a JSON array.
+fn claimant_params(claimant: &Claimant) -> Result<([&'static str; 3], String), StoreError> {
+    let mut caps = ["none"; 3];
+    let mut words: Vec<&'static str> = claimant.capabilities.iter().map(|c| c.as_str()).collect();
+    words.sort();
+    words.dedup();
+    for (i, slot) in caps.iter_mut().enumerate() {
+        if let Some(w) = words.get(i).or(words.first()) {
+            *slot = w;
+        }
+    }
+    let tags = to_json(
+        "tags",
+        &Value::Array(claimant.tags.iter().cloned().map(Value::String).collect()),
+    )?;
+    Ok((caps, tags))
+}
+
 fn check_lease(worker: &str, lease_ms: i64) -> Result<(), StoreError> {
     if worker.is_empty() {
         return Err(StoreError::Invalid("worker: must not be empty".into()));
@@ -258,15 +338,15 @@ pub(crate) async fn insert_job(
     const INSERT: &str = concat!(
         "INSERT INTO jobs (event_id, event_name, event_version, trigger_kind, status, input, run_at, ",
         "max_attempts, backoff_ms, max_backoff_ms, serial, scheduled_for, timeout_ms, created_at, ",
-        "node_run_id, overrides) ",
-        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING ",
+        "node_run_id, overrides, capability, agent_tags) ",
+        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) RETURNING ",
         job_cols!()
     );
     const INSERT_SKIP: &str = concat!(
         "INSERT INTO jobs (event_id, event_name, event_version, trigger_kind, status, input, run_at, ",
         "max_attempts, backoff_ms, max_backoff_ms, serial, scheduled_for, timeout_ms, created_at, ",
-        "node_run_id, overrides) ",
-        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) ",
+        "node_run_id, overrides, capability, agent_tags) ",
+        "VALUES ($1, $2, $3, $4, 'queued', $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) ",
         "ON CONFLICT (event_id, scheduled_for) DO NOTHING RETURNING ",
         job_cols!()
     );
@@ -295,6 +375,8 @@ pub(crate) async fn insert_job(
     .bind(now)
     .bind(node.as_ref().and_then(|n| n.node_run_id))
     .bind(overrides)
+    .bind(job.routing.capability.as_str())
+    .bind(tags_column(&job.routing.agent_tags)?)
     .fetch_optional(conn)
     .await?;
     map_opt(row, job_row)
@@ -415,10 +497,26 @@ impl Store {
 
     /// Claims the oldest due queued job (by `run_at`, then id) for `worker`, in one statement:
     /// status `running`, `attempt + 1`, lease until `now + lease_ms`. Serial jobs whose event
-    /// already has a running job are passed over. `None` when nothing is claimable.
+    /// already has a running job are passed over. `None` when nothing is claimable. As
+    /// [`Store::claim_as`] with [`Claimant::untagged`]: any job without `agent_tags`.
     pub async fn claim(
         &self,
         worker: &str,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<Option<JobRow>, StoreError> {
+        self.claim_as(worker, &Claimant::untagged(), lease_ms, now)
+            .await
+    }
+
+    /// As [`Store::claim`], for a claimant that takes only the jobs it can run: a job's
+    /// capability must be one of `claimant.capabilities` (a job from before routing, with none,
+    /// is anyone's), and every one of its `agent_tags` one of `claimant.tags`. The filter is
+    /// part of the one claim statement; an untagged job costs one NULL test, never a JSON read.
+    pub async fn claim_as(
+        &self,
+        worker: &str,
+        claimant: &Claimant,
         lease_ms: i64,
         now: i64,
     ) -> Result<Option<JobRow>, StoreError> {
@@ -428,6 +526,9 @@ impl Store {
             "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
             "WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
             "AND (j.serial = 0 OR NOT EXISTS (SELECT 1 FROM jobs r WHERE r.event_id = j.event_id AND r.status = 'running')) ",
+            routing_filter!(),
+            "AND (j.agent_tags IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.agent_tags) t ",
+            "WHERE t.value NOT IN (SELECT a.value FROM json_each($7) a))) ",
             "ORDER BY j.run_at, j.id LIMIT 1) ",
             "RETURNING ",
             job_cols!()
@@ -438,10 +539,13 @@ impl Store {
             "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
             "WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
             "AND (j.serial = 0 OR NOT EXISTS (SELECT 1 FROM jobs r WHERE r.event_id = j.event_id AND r.status = 'running')) ",
+            routing_filter!(),
+            "AND (j.agent_tags IS NULL OR CAST(j.agent_tags AS jsonb) <@ CAST($7 AS jsonb)) ",
             "ORDER BY j.run_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED) AND status = 'queued' ",
             "RETURNING ",
             job_cols!()
         );
+        let (caps, tags) = claimant_params(claimant)?;
         let sql = match self.backend {
             Backend::Sqlite => CLAIM_SQLITE,
             Backend::Postgres => CLAIM_POSTGRES,
@@ -451,6 +555,10 @@ impl Store {
                 .bind(worker)
                 .bind(now.saturating_add(lease_ms))
                 .bind(now)
+                .bind(caps[0])
+                .bind(caps[1])
+                .bind(caps[2])
+                .bind(tags.as_str())
                 .fetch_optional(&self.write)
                 .await;
             match claimed {
@@ -474,6 +582,7 @@ impl Store {
     pub async fn claim_batch(
         &self,
         worker: &str,
+        claimant: &Claimant,
         lease_ms: i64,
         now: i64,
         max: usize,
@@ -486,7 +595,11 @@ impl Store {
                 "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
                 "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
                 "WHERE id IN (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
-                "AND j.serial = 0 ORDER BY j.run_at, j.id LIMIT $4) ",
+                "AND j.serial = 0 ",
+                routing_filter!(),
+                "AND (j.agent_tags IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.agent_tags) t ",
+                "WHERE t.value NOT IN (SELECT a.value FROM json_each($7) a))) ",
+                "ORDER BY j.run_at, j.id LIMIT $8) ",
                 "RETURNING ",
                 job_cols!()
             );
@@ -494,10 +607,14 @@ impl Store {
                 "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
                 "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
                 "WHERE id IN (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
-                "AND j.serial = 0 ORDER BY j.run_at, j.id LIMIT $4 FOR UPDATE OF j SKIP LOCKED) ",
+                "AND j.serial = 0 ",
+                routing_filter!(),
+                "AND (j.agent_tags IS NULL OR CAST(j.agent_tags AS jsonb) <@ CAST($7 AS jsonb)) ",
+                "ORDER BY j.run_at, j.id LIMIT $8 FOR UPDATE OF j SKIP LOCKED) ",
                 "AND status = 'queued' RETURNING ",
                 job_cols!()
             );
+            let (caps, tags) = claimant_params(claimant)?;
             let sql = match self.backend {
                 Backend::Sqlite => BATCH_SQLITE,
                 Backend::Postgres => BATCH_POSTGRES,
@@ -506,6 +623,10 @@ impl Store {
                 .bind(worker)
                 .bind(now.saturating_add(lease_ms))
                 .bind(now)
+                .bind(caps[0])
+                .bind(caps[1])
+                .bind(caps[2])
+                .bind(tags.as_str())
                 .bind(max as i64)
                 .fetch_all(&self.write)
                 .await?;
@@ -516,7 +637,7 @@ impl Store {
             out.sort_by_key(|j| (j.run_at, j.id));
         }
         while out.len() < max {
-            match self.claim(worker, lease_ms, now).await? {
+            match self.claim_as(worker, claimant, lease_ms, now).await? {
                 Some(job) => out.push(job),
                 None => break,
             }
@@ -617,14 +738,27 @@ impl Store {
         lease_ms: i64,
         now: i64,
     ) -> Result<(bool, Option<HandedOff>), StoreError> {
+        self.finish_attempt_and_claim_as(end, &Claimant::untagged(), lease_ms, now)
+            .await
+    }
+
+    /// As [`Store::finish_attempt_and_claim`], the successor claimed only when `claimant` may
+    /// take it (as [`Store::claim_as`]); otherwise it stays queued for an agent that can.
+    pub async fn finish_attempt_and_claim_as(
+        &self,
+        end: &AttemptEnd<'_>,
+        claimant: &Claimant,
+        lease_ms: i64,
+        now: i64,
+    ) -> Result<(bool, Option<HandedOff>), StoreError> {
         check_lease(end.worker, lease_ms)?;
-        self.end_attempt(end, Some(lease_ms), now).await
+        self.end_attempt(end, Some((lease_ms, claimant)), now).await
     }
 
     async fn end_attempt(
         &self,
         end: &AttemptEnd<'_>,
-        handoff: Option<i64>,
+        handoff: Option<(i64, &Claimant)>,
         now: i64,
     ) -> Result<(bool, Option<HandedOff>), StoreError> {
         let AttemptEnd {
@@ -672,19 +806,43 @@ impl Store {
         let mut next = None;
         if job.node_run_id.is_some() {
             let enqueued = job_ended(&mut tx, self.env(now), &job).await?;
-            if let (Some(lease_ms), Some(&first)) = (handoff, enqueued.first()) {
+            if let (Some((lease_ms, claimant)), Some(&first)) = (handoff, enqueued.first()) {
                 // Inserted by this transaction, so no other claimer can see it yet.
-                const HANDOFF: &str = concat!(
+                // Only when the worker may claim it: the same filter as a claim's.
+                const HANDOFF_SQLITE: &str = concat!(
                     "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
                     "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
-                    "WHERE id = $4 AND status = 'queued' AND run_at <= $3 AND serial = 0 ",
+                    "WHERE id = (SELECT j.id FROM jobs j WHERE j.id = $8 AND j.status = 'queued' ",
+                    "AND j.run_at <= $3 AND j.serial = 0 ",
+                    routing_filter!(),
+                    "AND (j.agent_tags IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.agent_tags) t ",
+                    "WHERE t.value NOT IN (SELECT a.value FROM json_each($7) a)))) ",
                     "RETURNING ",
                     job_cols!()
                 );
-                let row = sqlx::query(HANDOFF)
+                const HANDOFF_POSTGRES: &str = concat!(
+                    "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
+                    "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+                    "WHERE id = (SELECT j.id FROM jobs j WHERE j.id = $8 AND j.status = 'queued' ",
+                    "AND j.run_at <= $3 AND j.serial = 0 ",
+                    routing_filter!(),
+                    "AND (j.agent_tags IS NULL OR CAST(j.agent_tags AS jsonb) <@ CAST($7 AS jsonb))) ",
+                    "RETURNING ",
+                    job_cols!()
+                );
+                let (caps, tags) = claimant_params(claimant)?;
+                let sql = match self.backend {
+                    Backend::Sqlite => HANDOFF_SQLITE,
+                    Backend::Postgres => HANDOFF_POSTGRES,
+                };
+                let row = sqlx::query(sql)
                     .bind(worker)
                     .bind(now.saturating_add(lease_ms))
                     .bind(now)
+                    .bind(caps[0])
+                    .bind(caps[1])
+                    .bind(caps[2])
+                    .bind(tags.as_str())
                     .bind(first)
                     .fetch_optional(&mut *tx)
                     .await?;

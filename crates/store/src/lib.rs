@@ -59,6 +59,7 @@ pub use cronium_model::queue::{
     ExecutionRow, ExecutionUpdate, ExecutionUsage, HandedOff, HealthState, Heartbeat, JobOutcome,
     JobRow, NewDeployment, NewLogLine, RunnerState,
 };
+pub use cronium_model::routing::{Capability, Claimant, Routing};
 pub use error::StoreError;
 pub use events::{Applied, EventRow};
 pub use hooks::{HookKind, HookRow};

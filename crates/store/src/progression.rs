@@ -23,13 +23,13 @@ use cronium_model::workflow::{
     decide, merge_input, run_status, Decision, EdgeKind, NodeEnd, NodeKind, NodeRunStatus, Outcome,
     Upstream, WorkflowRunStatus, MAX_DEPTH,
 };
-use cronium_model::{EventStatus, JobPolicy, JobStatus, Trigger};
+use cronium_model::{Capability, EventStatus, JobPolicy, JobStatus, Routing, Trigger};
 use serde_json::Value;
 use sqlx::AnyConnection;
 
 use crate::events::{event_cols, event_row, pause_event};
 use crate::jobs::{check_limit, insert_job, Limit, NewJob, NodeLink};
-use crate::row::{bool_int, i64_col, opt_i64, to_json, word};
+use crate::row::{bool_int, i64_col, json, opt_i64, to_json, word};
 use crate::store::map_opt;
 use crate::workflow_runs::{load_node_run, load_node_runs, load_run, NodeRunRow, WorkflowRunRow};
 use crate::workflows::{load_graph, load_version, GraphCache, WorkflowGraph, WorkflowNodeRow};
@@ -762,6 +762,23 @@ async fn node_job(
         scheduled_for: None,
         timeout_ms: policy.timeout_ms,
         max_executions: policy.max_executions,
+        routing: Routing::default(),
+    };
+    let spec = if version == event.version {
+        event.spec.clone()
+    } else {
+        // An inline node pinned to an older version of its workflow.
+        let row =
+            sqlx::query("SELECT spec FROM event_versions WHERE event_id = $1 AND version = $2")
+                .bind(event.id)
+                .bind(version)
+                .fetch_optional(&mut *conn)
+                .await?;
+        map_opt(row, |r| json(r, "spec"))?.unwrap_or(Value::Null)
+    };
+    let job = NewJob {
+        routing: node_routing(&spec, &node.overrides),
+        ..job
     };
     let last = match check_limit(conn, env.for_update, &job).await? {
         Limit::Unlimited => false,
@@ -789,6 +806,36 @@ async fn node_job(
         pause_event(conn, event.id, env.now).await?;
     }
     Ok(Ok(row.id))
+}
+
+/// Who may claim a node's job, from the stored event spec and the node's overrides (both as
+/// written by cronium-core: `target` is `"local"`, `{"container": ...}` or a servers mapping):
+/// the override's `agent_tags` replace the event's, its `target` the event's.
+pub(crate) fn node_routing(spec: &Value, overrides: &Value) -> Routing {
+    let target = overrides
+        .get("target")
+        .or_else(|| spec.get("target"))
+        .unwrap_or(&Value::Null);
+    let capability = match target {
+        Value::Object(m) if m.contains_key("container") => Capability::Container,
+        Value::Object(_) => Capability::Ssh,
+        Value::String(s) if s == "container" => Capability::Container,
+        _ => Capability::Local,
+    };
+    let tags = overrides
+        .get("agent_tags")
+        .or_else(|| spec.get("agent_tags"))
+        .and_then(Value::as_array)
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Routing {
+        capability,
+        agent_tags: tags,
+    }
 }
 
 /// Starts the sub-run of a `workflow` node (its input: the node's merged input), ending the
@@ -974,4 +1021,48 @@ async fn stop_job(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_node_job_is_routed_by_its_overrides_then_its_event() {
+        let local = json!({"name": "e", "type": "bash", "target": "local", "agent_tags": ["eu"]});
+        let r = node_routing(&local, &Value::Null);
+        assert_eq!(
+            (r.capability, r.agent_tags),
+            (Capability::Local, vec!["eu".into()])
+        );
+        // The node's target and tags replace the event's.
+        let r = node_routing(
+            &local,
+            &json!({"target": {"container": {"image": "alpine"}}, "agent_tags": ["gpu"]}),
+        );
+        assert_eq!(
+            (r.capability, r.agent_tags),
+            (Capability::Container, vec!["gpu".into()])
+        );
+        let r = node_routing(
+            &local,
+            &json!({"target": {"tags": ["web"], "mode": "runner-ssh"}}),
+        );
+        assert_eq!(
+            (r.capability, r.agent_tags),
+            (Capability::Ssh, vec!["eu".into()])
+        );
+        // An event without either (an http event, a spec written before routing): local, any agent.
+        let r = node_routing(&json!({"name": "h", "type": "http"}), &Value::Null);
+        assert_eq!(r, Routing::default());
+        let r = node_routing(
+            &json!({"target": {"servers": ["a"]}}),
+            &json!({"agent_tags": []}),
+        );
+        assert_eq!(
+            (r.capability, r.agent_tags),
+            (Capability::Ssh, Vec::<String>::new())
+        );
+    }
 }

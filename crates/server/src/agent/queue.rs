@@ -15,8 +15,8 @@ use cronium_core::clock::now_ms;
 use cronium_core::crypto::SecretBox;
 use cronium_model::ExecutionStatus;
 use cronium_store::{
-    ExecutionRow, ExecutionUpdate, HandedOff, Heartbeat, JobOutcome, JobRow, NewDeployment,
-    NewLogLine, RunnerState, Store, StoreError, VariableValue,
+    Claimant, ExecutionRow, ExecutionUpdate, HandedOff, Heartbeat, JobOutcome, JobRow,
+    NewDeployment, NewLogLine, RunnerState, Store, StoreError, VariableValue,
 };
 use serde_json::Value;
 
@@ -36,6 +36,9 @@ pub fn store_error(e: StoreError) -> QueueError {
 pub struct StoreQueue {
     pub store: Store,
     pub secrets: Arc<SecretBox>,
+    /// What its claims (and the successors handed to it) may be: the embedded agent's own
+    /// capabilities, or a remote agent's registration.
+    pub claimant: Claimant,
 }
 
 impl StoreQueue {
@@ -48,7 +51,7 @@ impl StoreQueue {
         max: usize,
     ) -> Result<Vec<JobRow>, QueueError> {
         self.store
-            .claim_batch(worker, lease_ms, now_ms(), max)
+            .claim_batch(worker, &self.claimant, lease_ms, now_ms(), max)
             .await
             .map_err(store_error)
     }
@@ -59,7 +62,7 @@ impl JobQueue for StoreQueue {
     async fn claim(&self, worker: &str, lease_ms: i64) -> Result<Option<JobRow>, QueueError> {
         Ok(self
             .store
-            .claim(worker, lease_ms, now_ms())
+            .claim_as(worker, &self.claimant, lease_ms, now_ms())
             .await
             .map_err(store_error)?)
     }
@@ -260,7 +263,7 @@ impl JobQueue for StoreQueue {
         Ok(match handoff {
             Some(lease_ms) => self
                 .store
-                .finish_attempt_and_claim(&end, lease_ms, now_ms())
+                .finish_attempt_and_claim_as(&end, &self.claimant, lease_ms, now_ms())
                 .await
                 .map_err(store_error)?,
             None => (
@@ -431,6 +434,7 @@ mod tests {
         let queue = StoreQueue {
             store: store.clone(),
             secrets: secrets.clone(),
+            claimant: Claimant::untagged(),
         };
         let set = |name: &str, value: VariableValue| {
             let store = store.clone();
@@ -485,6 +489,7 @@ mod tests {
                     scheduled_for: None,
                     timeout_ms: 60_000,
                     max_executions: 0,
+                    routing: Default::default(),
                 },
                 0,
             )

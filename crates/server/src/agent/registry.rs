@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cronium_core::clock::now_ms;
-use cronium_store::{AgentRegistration, Store};
+use cronium_store::{AgentRegistration, Capability, Claimant, Store};
 use tokio_util::sync::CancellationToken;
 
 /// Between two heartbeats (an agent unheard of for 30 s shows `unreachable`).
@@ -15,24 +15,36 @@ const BEAT_EVERY: Duration = Duration::from_secs(5);
 pub struct Embedded {
     pub worker: String,
     pub concurrency: usize,
+    /// Its Docker engine answered (and `--no-docker` was not given).
     pub container: bool,
-    pub ssh: bool,
+}
+
+/// What the embedded agent claims: local and SSH jobs always (an SSH job it cannot deploy to
+/// fails saying why), container jobs only with a usable Docker engine, and never a job with
+/// `agent_tags` (it has no tags).
+pub fn embedded_claimant(container: bool) -> Claimant {
+    let mut capabilities = vec![Capability::Local, Capability::Ssh];
+    if container {
+        capabilities.insert(1, Capability::Container);
+    }
+    Claimant {
+        tags: Vec::new(),
+        capabilities,
+    }
 }
 
 pub async fn embedded(store: Store, e: Embedded, shutdown: CancellationToken) {
-    let mut capabilities = vec!["local".to_string()];
-    if e.container {
-        capabilities.push("container".into());
-    }
-    if e.ssh {
-        capabilities.push("ssh".into());
-    }
+    let claimant = embedded_claimant(e.container);
     let registration = AgentRegistration {
         name: e.worker.clone(),
         worker: e.worker.clone(),
         version: env!("CARGO_PKG_VERSION").into(),
         tags: Vec::new(),
-        capabilities,
+        capabilities: claimant
+            .capabilities
+            .iter()
+            .map(|c| c.as_str().to_string())
+            .collect(),
         concurrency: i64::try_from(e.concurrency).unwrap_or(i64::MAX),
         embedded: true,
         token_id: None,

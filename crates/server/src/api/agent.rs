@@ -22,7 +22,7 @@ use cronium_agent::runtime::RuntimeApi;
 use cronium_agent::wire::{self, code};
 use cronium_core::clock::now_ms;
 use cronium_model::Heartbeat;
-use cronium_store::{AgentRegistration, AgentTokenRow};
+use cronium_store::{AgentRegistration, AgentTokenRow, Claimant};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -156,7 +156,25 @@ fn queue(state: &AppState) -> StoreQueue {
     StoreQueue {
         store: state.store.clone(),
         secrets: state.secrets.clone(),
+        claimant: Claimant::untagged(),
     }
+}
+
+/// The queue of the agent running as `worker`, whose claims take only what its registration
+/// says it can run (its tags and capabilities). A worker that never registered claims as a
+/// plain agent: local jobs without `agent_tags`.
+async fn queue_for(state: &AppState, worker: &str) -> Result<StoreQueue, AgentError> {
+    let claimant = match state.store.agent_by_worker(worker).await? {
+        Some(a) => Claimant::from_registration(&a.tags, &a.capabilities),
+        None => Claimant {
+            tags: Vec::new(),
+            capabilities: vec![cronium_store::Capability::Local],
+        },
+    };
+    Ok(StoreQueue {
+        claimant,
+        ..queue(state)
+    })
 }
 
 fn runtime(state: &AppState) -> StoreRuntime {
@@ -298,7 +316,7 @@ async fn stopped(State(state): State<AppState>, body: Bytes) -> Answer<wire::Kno
 /// by a due delayed retry) or `wait_ms` passed.
 async fn claim(State(state): State<AppState>, body: Bytes) -> Answer<wire::ClaimResponse> {
     let r: wire::ClaimRequest = parse(&body)?;
-    let q = queue(&state);
+    let q = queue_for(&state, &r.worker).await?;
     let deadline = Instant::now() + Duration::from_millis(r.wait_ms.min(wire::MAX_CLAIM_WAIT_MS));
     loop {
         let jobs = q.claim_batch(&r.worker, r.lease_ms, r.max).await?;
@@ -444,7 +462,11 @@ async fn finish_attempt(
     body: Bytes,
 ) -> Answer<wire::FinishedAttempt> {
     let r: wire::FinishAttempt = parse(&body)?;
-    let (written, handed_off) = queue(&state)
+    let q = match r.handoff {
+        Some(_) => queue_for(&state, &r.lease.worker).await?,
+        None => queue(&state),
+    };
+    let (written, handed_off) = q
         .finish_attempt(
             &r.lease,
             r.node_run_id,

@@ -259,6 +259,20 @@ pub struct JobDto {
     /// answer for one job.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variable_writes: Option<Vec<VariableWriteDto>>,
+    /// What its target needs of the agent that claims it (`local`, `container`, `ssh`); null
+    /// for a job enqueued before routing existed.
+    #[schema(required)]
+    pub capability: Option<cronium_model::Capability>,
+    /// Only an agent with all these tags claims it (empty: any agent).
+    pub agent_tags: Vec<String>,
+    /// The worker holding (or that last held) its lease: an agent's `worker` in
+    /// `GET /api/v1/agents`.
+    #[schema(required)]
+    pub worker: Option<String>,
+    /// Only in the answer for one queued job that no connected agent can take: why it waits
+    /// ("an agent with tags gpu, eu (none connected)").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// A variable a job's script wrote (`cronium.setVariable`): its name, never its value.
@@ -309,7 +323,17 @@ impl JobDto {
             finished_at: ts(j.finished_at),
             executions: executions.map(|xs| xs.into_iter().map(ExecutionDto::from).collect()),
             variable_writes: None,
+            capability: j.capability,
+            agent_tags: j.agent_tags,
+            worker: j.lease_owner,
+            waiting_for: None,
         }
+    }
+
+    /// With why it waits (the answer for one job).
+    pub fn with_waiting_for(mut self, waiting_for: Option<String>) -> Self {
+        self.waiting_for = waiting_for;
+        self
     }
 
     /// With the variables the job wrote (the answer for one job).

@@ -81,7 +81,12 @@ pub async fn show(
 ) -> ApiResult<Json<JobDto>> {
     let (job, executions) = jobs::detail(&state, id).await?;
     let writes = jobs::variable_writes(&state, id).await?;
-    Ok(Json(JobDto::new(job, Some(executions)).with_writes(writes)))
+    let waiting_for = jobs::waiting_for(&state, &job).await?;
+    Ok(Json(
+        JobDto::new(job, Some(executions))
+            .with_writes(writes)
+            .with_waiting_for(waiting_for),
+    ))
 }
 
 /// Cancel a queued (at once) or running (the runner stops the script) job.

@@ -105,6 +105,7 @@ async fn masked(state: &AppState, mut value: Value) -> ApiResult<Value> {
     let queue = StoreQueue {
         store: state.store.clone(),
         secrets: state.secrets.clone(),
+        claimant: cronium_store::Claimant::untagged(),
     };
     let vars = queue.variables().await.map_err(internal)?;
     let texts: Vec<String> = vars

@@ -364,6 +364,8 @@ struct JobPage {
     /// An ended fan-out (not a node's) with servers that did not succeed: the
     /// "Retry failed servers" button.
     retry_failed: bool,
+    /// A queued job no connected agent can take: why it waits.
+    waiting_for: Option<String>,
 }
 
 /// The workflow run (and node) a node's job belongs to.
@@ -402,6 +404,7 @@ pub async fn show(
         .await?
         .map(|(run, node)| WorkflowLink { run, node });
     let writes = uc::variable_writes(&state, id).await?;
+    let waiting_for = uc::waiting_for(&state, &job).await?;
     let lines = uc::log_tail(&state, id, q.before, TAIL).await?;
     let by: std::collections::HashMap<i64, String> = executions
         .iter()
@@ -460,6 +463,7 @@ pub async fn show(
         done: done_message(q.done.as_deref()),
         workflow_run,
         retry_failed,
+        waiting_for,
     }))
 }
 

@@ -103,6 +103,25 @@ pub async fn variable_writes(
     Ok(state.store.list_variable_writes(id).await?)
 }
 
+/// Why a queued job waits when no connected agent (one heard of within
+/// [`crate::api::agents::CONNECTED_WITHIN_MS`], not stopped) can take it: "an agent with tags
+/// gpu, eu (none connected)". None for any other job. Computed when a job is shown, never on
+/// claim.
+pub async fn waiting_for(state: &AppState, job: &JobRow) -> UseCaseResult<Option<String>> {
+    if job.status != cronium_model::JobStatus::Queued {
+        return Ok(None);
+    }
+    let connected = state
+        .store
+        .connected_claimants(now_ms(), crate::api::agents::CONNECTED_WITHIN_MS)
+        .await?;
+    Ok(cronium_model::routing::waiting_for(
+        job.capability,
+        &job.agent_tags,
+        &connected,
+    ))
+}
+
 /// Cancels a queued (at once) or running (the runner stops the script) job; a conflict when
 /// it has already ended. Returns the job as it is after the request.
 pub async fn cancel(state: &AppState, actor: &Actor, id: i64) -> UseCaseResult<JobRow> {
@@ -285,6 +304,11 @@ async fn retry_failed_unrecorded(
     let mut new = super::runs::new_job(&event, &spec, Trigger::Manual, Some(job.input), now, None);
     // The same version as the job: a retry repeats what failed (`event run` runs the newest).
     new.event_version = job.event_version;
+    // The agents the job asked for (a node's override included), on servers over SSH.
+    new.routing = cronium_model::Routing {
+        capability: cronium_model::Capability::Ssh,
+        agent_tags: job.agent_tags.clone(),
+    };
     let new = state
         .store
         .enqueue_with_overrides(&new, &overrides, now)

@@ -3,7 +3,7 @@
 //! the store, in the transaction that inserts the job (see `Store::enqueue`).
 
 use cronium_core::spec::{EventSpec, Overlap};
-use cronium_model::Trigger;
+use cronium_model::{Routing, Trigger};
 use cronium_store::{EventRow, NewJob};
 use serde_json::Value;
 
@@ -30,5 +30,9 @@ pub fn new_job(
         scheduled_for,
         timeout_ms: spec.timeout.as_millis(),
         max_executions: i64::try_from(spec.max_executions).unwrap_or(i64::MAX),
+        routing: Routing {
+            capability: spec.capability(),
+            agent_tags: spec.agent_tags.clone(),
+        },
     }
 }

@@ -121,6 +121,7 @@ pub fn job(name: &str, run_at: i64) -> NewJob {
         scheduled_for: None,
         timeout_ms: 60_000,
         max_executions: 0,
+        routing: Default::default(),
     }
 }
 

@@ -20,6 +20,7 @@ conformance!(
 fn limited(event_id: i64, limit: i64) -> NewJob {
     NewJob {
         max_executions: limit,
+        routing: Default::default(),
         ..event_job(event_id, "limited", 0)
     }
 }

@@ -20,6 +20,7 @@ mod notify;
 mod perf;
 mod queue;
 mod retention;
+mod routing;
 mod runner_versions;
 mod runtime;
 mod schedule;

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use cronium_model::{EventStatus, ExecutionStatus, JobStatus};
 use cronium_store::{
-    backoff_delay, CancelResult, ExecutionUpdate, Heartbeat, JobFilter, JobOutcome, NewJob,
-    StoreError,
+    backoff_delay, CancelResult, Claimant, ExecutionUpdate, Heartbeat, JobFilter, JobOutcome,
+    NewJob, StoreError,
 };
 use serde_json::json;
 
@@ -754,6 +754,7 @@ async fn invalid_jobs_write_nothing(t: Ctx) {
         (
             NewJob {
                 max_executions: -1,
+                routing: Default::default(),
                 ..job("x", 0)
             },
             "max_executions",
@@ -794,6 +795,7 @@ async fn a_job_enqueued_with_overrides_carries_them_without_a_node(t: Ctx) {
         .unwrap();
     let limited = NewJob {
         max_executions: 5,
+        routing: Default::default(),
         ..event_job(e.id, "limited", 0)
     };
     let counted = s
@@ -818,7 +820,11 @@ async fn a_job_enqueued_with_overrides_carries_them_without_a_node(t: Ctx) {
 
 async fn batch_claims_take_each_job_once_oldest_first_and_one_serial_job_per_event(t: Ctx) {
     let s = &t.store;
-    assert!(s.claim_batch("w", 1000, 0, 8).await.unwrap().is_empty());
+    assert!(s
+        .claim_batch("w", &Claimant::untagged(), 1000, 0, 8)
+        .await
+        .unwrap()
+        .is_empty());
     let e = s
         .create_event("serial-b", EventStatus::Active, &json!({}), 0)
         .await
@@ -840,7 +846,10 @@ async fn batch_claims_take_each_job_once_oldest_first_and_one_serial_job_per_eve
     }
     let later = s.enqueue(&job("later", 1000), 0).await.unwrap();
     // Five plain jobs due, oldest run_at first; then one of the two serial jobs, never both.
-    let got = s.claim_batch("w", 1000, 100, 10).await.unwrap();
+    let got = s
+        .claim_batch("w", &Claimant::untagged(), 1000, 100, 10)
+        .await
+        .unwrap();
     let ids: Vec<i64> = got.iter().map(|j| j.id).collect();
     let mut expected: Vec<i64> = plain.iter().rev().copied().collect();
     expected.push(s1.id);
@@ -858,11 +867,18 @@ async fn batch_claims_take_each_job_once_oldest_first_and_one_serial_job_per_eve
         .finish(s1.id, "w", 1, &ok(JobStatus::Succeeded), 110)
         .await
         .unwrap());
-    let next = s.claim_batch("w2", 1000, 120, 1).await.unwrap();
+    let next = s
+        .claim_batch("w2", &Claimant::untagged(), 1000, 120, 1)
+        .await
+        .unwrap();
     assert_eq!(next.iter().map(|j| j.id).collect::<Vec<_>>(), vec![s2.id]);
-    assert!(s.claim_batch("w2", 1000, 120, 4).await.unwrap().is_empty());
+    assert!(s
+        .claim_batch("w2", &Claimant::untagged(), 1000, 120, 4)
+        .await
+        .unwrap()
+        .is_empty());
     assert!(
-        matches!(s.claim_batch("", 1000, 0, 4).await, Err(StoreError::Invalid(m)) if m.starts_with("worker"))
+        matches!(s.claim_batch("", &Claimant::untagged(), 1000, 0, 4).await, Err(StoreError::Invalid(m)) if m.starts_with("worker"))
     );
 
     // Concurrent batch claimers: every job claimed exactly once.
@@ -879,7 +895,7 @@ async fn batch_claims_take_each_job_once_oldest_first_and_one_serial_job_per_eve
                 let mut mine = Vec::new();
                 loop {
                     let batch = s
-                        .claim_batch(&format!("b{w}"), 60_000, 300, 16)
+                        .claim_batch(&format!("b{w}"), &Claimant::untagged(), 60_000, 300, 16)
                         .await
                         .unwrap();
                     if batch.is_empty() {
