@@ -393,6 +393,7 @@ pub async fn prepare(config: &ServerConfig) -> Result<Running, ServeError> {
         hooks: Arc::new(notify::Hub::new(config.public_url.clone())),
         health: Arc::new(config.health.effective_thresholds()),
         stopping: CancellationToken::new(),
+        agent_tokens: Arc::default(),
     };
     Ok(Running {
         state,

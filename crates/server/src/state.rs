@@ -35,4 +35,6 @@ pub struct AppState {
     /// Cancelled when the server begins to stop: long-polls (the agent API's claims) answer at
     /// once instead of holding the graceful shutdown.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// Agent tokens verified within the last second (the agent API's calls).
+    pub agent_tokens: Arc<crate::api::agent::TokenCache>,
 }

@@ -184,6 +184,43 @@ fn runtime(state: &AppState) -> StoreRuntime {
     }
 }
 
+/// How long a verified agent token is taken on trust before it is read again.
+const TOKEN_TRUST: Duration = Duration::from_secs(1);
+
+/// Agent tokens verified within [`TOKEN_TRUST`], by hash: an agent's calls (several per job)
+/// do not each read the token. A revoke through this server clears it at once; one through
+/// another replica takes effect here within [`TOKEN_TRUST`].
+#[derive(Default)]
+pub struct TokenCache {
+    tokens: std::sync::Mutex<
+        std::collections::HashMap<String, (cronium_store::AgentTokenRow, Instant)>,
+    >,
+}
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<cronium_store::AgentTokenRow> {
+        let map = self.tokens.lock().ok()?;
+        map.get(hash)
+            .filter(|(_, at)| at.elapsed() < TOKEN_TRUST)
+            .map(|(t, _)| t.clone())
+    }
+
+    fn put(&self, hash: String, token: cronium_store::AgentTokenRow) {
+        if let Ok(mut map) = self.tokens.lock() {
+            // Few tokens in practice; stale entries go whenever the map is written.
+            map.retain(|_, (_, at)| at.elapsed() < TOKEN_TRUST);
+            map.insert(hash, (token, Instant::now()));
+        }
+    }
+
+    /// Forgets every token (after a revoke).
+    pub fn clear(&self) {
+        if let Ok(mut map) = self.tokens.lock() {
+            map.clear();
+        }
+    }
+}
+
 /// Lets through requests with a valid, unrevoked agent token (never an API token).
 pub async fn require_agent_token(
     State(state): State<AppState>,
@@ -212,12 +249,14 @@ pub async fn require_agent_token(
     let Some(token) = token else {
         return unauthorized();
     };
-    match state
-        .store
-        .find_agent_token(&hash_token(token), now_ms())
-        .await
-    {
+    let hash = hash_token(token);
+    if let Some(t) = state.agent_tokens.get(&hash) {
+        req.extensions_mut().insert(t);
+        return next.run(req).await;
+    }
+    match state.store.find_agent_token(&hash, now_ms()).await {
         Ok(Some(t)) => {
+            state.agent_tokens.put(hash, t.clone());
             req.extensions_mut().insert(t);
             next.run(req).await
         }

@@ -62,7 +62,10 @@ pub async fn revoke_token(
     name: &str,
 ) -> UseCaseResult<AgentTokenRow> {
     let result = match state.store.revoke_agent_token(name, now_ms()).await {
-        Ok(Some(t)) => Ok(t),
+        Ok(Some(t)) => {
+            state.agent_tokens.clear();
+            Ok(t)
+        }
         Ok(None) => Err(UseCaseError::NotFound(format!(
             "no agent token {name}, or it is revoked"
         ))),

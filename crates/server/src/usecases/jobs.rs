@@ -104,7 +104,7 @@ pub async fn variable_writes(
 }
 
 /// Why a queued job waits when no connected agent (one heard of within
-/// [`crate::api::agents::CONNECTED_WITHIN_MS`], not stopped) can take it: "an agent with tags
+/// [`crate::usecases::agents::CONNECTED_WITHIN_MS`], not stopped) can take it: "an agent with tags
 /// gpu, eu (none connected)". None for any other job. Computed when a job is shown, never on
 /// claim.
 pub async fn waiting_for(state: &AppState, job: &JobRow) -> UseCaseResult<Option<String>> {
@@ -113,7 +113,7 @@ pub async fn waiting_for(state: &AppState, job: &JobRow) -> UseCaseResult<Option
     }
     let connected = state
         .store
-        .connected_claimants(now_ms(), crate::api::agents::CONNECTED_WITHIN_MS)
+        .connected_claimants(now_ms(), crate::usecases::agents::CONNECTED_WITHIN_MS)
         .await?;
     Ok(cronium_model::routing::waiting_for(
         job.capability,
