@@ -936,6 +936,16 @@ async fn a_restarted_agent_delivers_what_it_buffered_with_the_lease_it_held() {
     );
 }
 
+const PASSWORD: &str = "correct-horse-battery-staple";
+
+fn routing_server(args: &[&str]) -> Server {
+    Server::start_with(ServerOpts {
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: vec![("CRONIUM_ADMIN_PASSWORD".into(), PASSWORD.into())],
+        ..Default::default()
+    })
+}
+
 /// The job page's HTML as the logged-in admin sees it.
 async fn job_page(s: &Server, id: i64) -> String {
     let http = reqwest::Client::builder()
