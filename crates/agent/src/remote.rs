@@ -430,6 +430,15 @@ impl HttpQueue {
         Ok(())
     }
 
+    /// The ids of every job running now, on any agent: what a container reaper must spare.
+    pub async fn running_jobs(&self) -> Result<Vec<i64>, QueueError> {
+        let r: wire::RunningJobs = self
+            .call("/running-jobs", &wire::Done {})
+            .await
+            .map_err(into_error)?;
+        Ok(r.jobs)
+    }
+
     /// Claims up to `max` jobs, the server holding the request up to `wait` while none is
     /// claimable.
     pub async fn claim_many(

@@ -206,6 +206,12 @@ pub struct NextRunAt {
     pub at: Option<i64>,
 }
 
+/// The ids of every running job (for a remote agent's container reaper).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunningJobs {
+    pub jobs: Vec<i64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ResolveServers {
     pub names: Vec<String>,

@@ -30,6 +30,46 @@ use crate::table;
 const BEAT_EVERY: Duration = Duration::from_secs(5);
 /// Longest wait between two registration attempts while the server is unreachable.
 const MAX_RECONNECT: Duration = Duration::from_secs(30);
+/// Between two passes of the container reaper (the first pass runs at start).
+const REAP_EVERY: Duration = Duration::from_secs(60);
+
+/// The remote agent's container reaper: every [`REAP_EVERY`], removes this engine's Cronium
+/// containers and networks (by label, older than the executor's grace) whose job is running
+/// nowhere, as the server's reaper does for its own engine. The running jobs come from the
+/// server; when they cannot be read the pass is skipped (an empty list would doom every
+/// container).
+async fn reap_loop(
+    queue: Arc<HttpQueue>,
+    docker: Arc<cronium_docker::DockerExecutor>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        match queue.running_jobs().await {
+            Ok(jobs) => {
+                let running: std::collections::HashSet<i64> = jobs.into_iter().collect();
+                match docker
+                    .reap_with(std::time::SystemTime::now(), |job, _| {
+                        running.contains(&job)
+                    })
+                    .await
+                {
+                    Ok(r) if !r.containers.is_empty() || !r.networks.is_empty() => {
+                        tracing::warn!(containers = ?r.containers, networks = ?r.networks, "reaped orphaned containers");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "container reaper: pass failed"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "container reaper: pass skipped (the running jobs could not be read)")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REAP_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
 
 pub async fn agent(args: AgentArgs, runner: Result<PathBuf>) -> Result<i32> {
     match args.cmd {
@@ -267,6 +307,7 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
         capabilities,
         concurrency: args.concurrency as i64,
     };
+    let docker = transports.docker.clone();
     let agent = Agent::new(
         config,
         queue.clone(),
@@ -312,6 +353,9 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
         args.url,
         agent.worker_id()
     );
+    // The containers a crashed run of an agent left on this machine's engine go, those of
+    // jobs running on any agent (another agent on the same engine) stay.
+    let reaper = docker.map(|d| tokio::spawn(reap_loop(queue.clone(), d, shutdown.clone())));
     // A token refused after registration (revoked): the agent drains and exits 1, saying so.
     let refused: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let beats = {
@@ -350,6 +394,9 @@ async fn run(args: AgentRunArgs, runner: PathBuf) -> Result<i32> {
     };
     agent.run(shutdown).await;
     beats.abort();
+    if let Some(r) = reaper {
+        r.abort();
+    }
     delivery_stop.cancel();
     let _ = delivery.await;
     if let Some(m) = refused.lock().ok().and_then(|r| r.clone()) {

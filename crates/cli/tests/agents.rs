@@ -1222,3 +1222,89 @@ async fn a_container_job_waits_for_an_agent_that_can_run_containers() {
         "{list}"
     );
 }
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run docker")
+}
+
+/// A Cronium-labelled container as a crashed run would leave it (created long ago).
+fn leftover_container(job: i64) -> String {
+    let o = docker(&[
+        "create",
+        "--label",
+        "io.cronium.managed=true",
+        "--label",
+        &format!("io.cronium.job={job}"),
+        "--label",
+        "io.cronium.execution=1",
+        "--label",
+        "io.cronium.created=1000",
+        "cronium/scratch-sh:1",
+        "sleep",
+        "300",
+    ]);
+    assert!(o.status.success(), "docker create: {}", stderr(&o));
+    stdout(&o).trim().to_string()
+}
+
+fn container_exists(id: &str) -> bool {
+    docker(&["inspect", "--format", "{{.Id}}", id])
+        .status
+        .success()
+}
+
+/// A remote agent with a Docker engine reaps the containers crashed runs left on it, and
+/// spares those of jobs running on another agent (whose containers it cannot tell from its
+/// own but by the server's list of running jobs).
+#[tokio::test]
+async fn a_remote_agent_reaps_leftover_containers_but_never_those_of_running_jobs() {
+    // The server has no engine of its own (so its reaper is not the one at work).
+    let s = Server::start_with(ServerOpts {
+        args: vec!["--no-agent".into(), "--no-docker".into()],
+        ..Default::default()
+    });
+    let token = agent_token(&s, "edge");
+    // Agent B: no Docker engine, so no reaper; it runs the long job.
+    let _b = AgentProc::start_env(
+        &s,
+        &token,
+        "b",
+        &["--tag", "b"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    wait_agent_connected(&s, "b").await;
+    s.apply_yaml("name: long\ntype: bash\nagent_tags: [b]\nscript: sleep 60\n")
+        .await;
+    let running = s.run_event("long", None).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while s.job(running).await["status"] != "running" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the long job did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let orphan = leftover_container(running + 1000);
+    let spared = leftover_container(running);
+    // Agent A: with the engine; its reaper's first pass runs at start.
+    let _a = AgentProc::start(&s, &token, "a", &[]);
+    wait_agent_connected(&s, "a").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while container_exists(&orphan) {
+        if std::time::Instant::now() > deadline {
+            let _ = docker(&["rm", "-f", &orphan, &spared]);
+            panic!("the leftover container of a job that runs nowhere was not reaped");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let kept = container_exists(&spared);
+    let _ = docker(&["rm", "-f", &spared]);
+    assert!(
+        kept,
+        "the container of a job running on another agent was removed"
+    );
+    assert_eq!(s.job(running).await["status"], "running");
+}

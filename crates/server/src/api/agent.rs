@@ -288,6 +288,7 @@ pub fn router(state: AppState) -> axum::Router<AppState> {
         .route("/retry-later", post(retry_later))
         .route("/recover-expired", post(recover_expired))
         .route("/next-run-at", post(next_run_at))
+        .route("/running-jobs", post(running_jobs))
         .route("/servers/resolve", post(resolve_servers))
         .route("/servers/pin-host-key", post(pin_host_key))
         .route("/servers/host-key-changed", post(host_key_changed))
@@ -549,6 +550,16 @@ async fn next_run_at(State(state): State<AppState>) -> Answer<wire::NextRunAt> {
     ok(wire::NextRunAt {
         at: queue(&state).next_run_at().await?,
     })
+}
+
+async fn running_jobs(State(state): State<AppState>) -> Answer<wire::RunningJobs> {
+    let mut jobs: Vec<i64> = crate::background::reaper::running_jobs(&state.store)
+        .await
+        .map_err(AgentError::from)?
+        .into_iter()
+        .collect();
+    jobs.sort_unstable();
+    ok(wire::RunningJobs { jobs })
 }
 
 async fn resolve_servers(

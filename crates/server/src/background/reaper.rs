@@ -57,7 +57,7 @@ pub async fn reap_once(
 }
 
 /// Ids of every running job, page by page (a partial list would doom the rest).
-async fn running_jobs(store: &Store) -> Result<HashSet<i64>, StoreError> {
+pub(crate) async fn running_jobs(store: &Store) -> Result<HashSet<i64>, StoreError> {
     const PAGE: i64 = 10_000;
     let mut ids = HashSet::new();
     let mut before_id = None;
