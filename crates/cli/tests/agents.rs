@@ -1308,3 +1308,42 @@ async fn a_remote_agent_reaps_leftover_containers_but_never_those_of_running_job
     );
     assert_eq!(s.job(running).await["status"], "running");
 }
+
+/// A registration that could never be matched with jobs is refused naming the field, and
+/// nothing is registered.
+#[tokio::test]
+async fn a_registration_with_bad_tags_or_capabilities_is_refused_naming_the_field() {
+    let s = no_agent_server();
+    let token = agent_token(&s, "edge");
+    let base = json!({
+        "name": "edge-1", "worker": "w-1", "version": "0.1.0",
+        "tags": ["eu"], "capabilities": ["local"], "concurrency": 2,
+    });
+    let cases = [
+        ("tags", json!(["eu", "Not OK"]), "tags[1]"),
+        ("capabilities", json!(["local", "gpu"]), "capabilities[1]"),
+        ("concurrency", json!(0), "concurrency"),
+        ("worker", json!(" "), "worker"),
+    ];
+    for (key, value, field) in cases {
+        let mut body = base.clone();
+        body[key] = value;
+        let (status, answer) = s
+            .api_with_token("POST", "/api/v1/agent/register", Some(body), Some(&token))
+            .await;
+        assert_eq!(status, 422, "{key}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(field)),
+            "{answer}"
+        );
+    }
+    let (_, list) = s.api("GET", "/api/v1/agents", None).await;
+    assert_eq!(list, json!([]), "nothing registered");
+    let (status, answer) = s
+        .api_with_token("POST", "/api/v1/agent/register", Some(base), Some(&token))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+}

@@ -314,6 +314,7 @@ async fn register(
     body: Bytes,
 ) -> Answer<cronium_store::AgentRow> {
     let r: wire::Register = parse(&body)?;
+    check_registration(&r)?;
     let row = state
         .store
         .register_agent(
@@ -331,6 +332,43 @@ async fn register(
         )
         .await?;
     ok(row)
+}
+
+/// What an agent says of itself, checked as the jobs it will be matched with are: tags by the
+/// rule of names (a job's `agent_tags` follow it, so another tag could never match), the
+/// capabilities among those jobs need, at least one slot.
+fn check_registration(r: &wire::Register) -> Result<(), AgentError> {
+    let invalid = |field: String, message: String| {
+        let mut err = AgentError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code::INVALID,
+            format!("{field}: {message}"),
+        );
+        err.field = Some(field);
+        err
+    };
+    if r.worker.trim().is_empty() {
+        return Err(invalid("worker".into(), "must not be empty".into()));
+    }
+    for (i, tag) in r.tags.iter().enumerate() {
+        cronium_core::spec::validate_name(tag)
+            .map_err(|e| invalid(format!("tags[{i}]"), e.message))?;
+    }
+    for (i, c) in r.capabilities.iter().enumerate() {
+        if !matches!(c.as_str(), "local" | "container" | "ssh") {
+            return Err(invalid(
+                format!("capabilities[{i}]"),
+                format!("`{c}` is not one of local, container, ssh"),
+            ));
+        }
+    }
+    if r.concurrency < 1 {
+        return Err(invalid(
+            "concurrency".into(),
+            format!("must be at least 1, got {}", r.concurrency),
+        ));
+    }
+    Ok(())
 }
 
 async fn beat(State(state): State<AppState>, body: Bytes) -> Answer<wire::Known> {
