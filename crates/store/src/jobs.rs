@@ -282,6 +282,29 @@ pub(crate) async fn check_limit(
 
 /// The capability test of a claim (`$4`..`$6`: the claimant's capabilities, padded): a job
 /// from before routing (NULL) is anyone's.
+/// What every claim sets on the row it takes ($1 worker, $2 lease end, $3 now).
+macro_rules! claim_set {
+    () => {
+        "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, \
+         lease_expires_at = $2, started_at = COALESCE(started_at, $3) "
+    };
+}
+
+/// Every one of the job's `agent_tags` among the claimant's ($7, a JSON array); an untagged
+/// job costs the NULL test only.
+macro_rules! tags_filter_sqlite {
+    () => {
+        "AND (j.agent_tags IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.agent_tags) t \
+         WHERE t.value NOT IN (SELECT a.value FROM json_each($7) a))) "
+    };
+}
+
+macro_rules! tags_filter_postgres {
+    () => {
+        "AND (j.agent_tags IS NULL OR CAST(j.agent_tags AS jsonb) <@ CAST($7 AS jsonb)) "
+    };
+}
+
 macro_rules! routing_filter {
     () => {
         "AND (j.capability IS NULL OR j.capability IN ($4, $5, $6)) "
@@ -522,25 +545,22 @@ impl Store {
     ) -> Result<Option<JobRow>, StoreError> {
         check_lease(worker, lease_ms)?;
         const CLAIM_SQLITE: &str = concat!(
-            "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
-            "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+            claim_set!(),
             "WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
             "AND (j.serial = 0 OR NOT EXISTS (SELECT 1 FROM jobs r WHERE r.event_id = j.event_id AND r.status = 'running')) ",
             routing_filter!(),
-            "AND (j.agent_tags IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.agent_tags) t ",
-            "WHERE t.value NOT IN (SELECT a.value FROM json_each($7) a))) ",
+            tags_filter_sqlite!(),
             "ORDER BY j.run_at, j.id LIMIT 1) ",
             "RETURNING ",
             job_cols!()
         );
         // SKIP LOCKED: concurrent claimers take different rows instead of queueing on one.
         const CLAIM_POSTGRES: &str = concat!(
-            "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
-            "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+            claim_set!(),
             "WHERE id = (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
             "AND (j.serial = 0 OR NOT EXISTS (SELECT 1 FROM jobs r WHERE r.event_id = j.event_id AND r.status = 'running')) ",
             routing_filter!(),
-            "AND (j.agent_tags IS NULL OR CAST(j.agent_tags AS jsonb) <@ CAST($7 AS jsonb)) ",
+            tags_filter_postgres!(),
             "ORDER BY j.run_at, j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED) AND status = 'queued' ",
             "RETURNING ",
             job_cols!()
@@ -592,24 +612,21 @@ impl Store {
         let mut out = Vec::new();
         if max > 1 {
             const BATCH_SQLITE: &str = concat!(
-                "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
-                "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+                claim_set!(),
                 "WHERE id IN (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
                 "AND j.serial = 0 ",
                 routing_filter!(),
-                "AND (j.agent_tags IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.agent_tags) t ",
-                "WHERE t.value NOT IN (SELECT a.value FROM json_each($7) a))) ",
+                tags_filter_sqlite!(),
                 "ORDER BY j.run_at, j.id LIMIT $8) ",
                 "RETURNING ",
                 job_cols!()
             );
             const BATCH_POSTGRES: &str = concat!(
-                "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
-                "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+                claim_set!(),
                 "WHERE id IN (SELECT j.id FROM jobs j WHERE j.status = 'queued' AND j.run_at <= $3 ",
                 "AND j.serial = 0 ",
                 routing_filter!(),
-                "AND (j.agent_tags IS NULL OR CAST(j.agent_tags AS jsonb) <@ CAST($7 AS jsonb)) ",
+                tags_filter_postgres!(),
                 "ORDER BY j.run_at, j.id LIMIT $8 FOR UPDATE OF j SKIP LOCKED) ",
                 "AND status = 'queued' RETURNING ",
                 job_cols!()
@@ -810,23 +827,22 @@ impl Store {
                 // Inserted by this transaction, so no other claimer can see it yet.
                 // Only when the worker may claim it: the same filter as a claim's.
                 const HANDOFF_SQLITE: &str = concat!(
-                    "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
-                    "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+                    claim_set!(),
                     "WHERE id = (SELECT j.id FROM jobs j WHERE j.id = $8 AND j.status = 'queued' ",
                     "AND j.run_at <= $3 AND j.serial = 0 ",
                     routing_filter!(),
-                    "AND (j.agent_tags IS NULL OR NOT EXISTS (SELECT 1 FROM json_each(j.agent_tags) t ",
-                    "WHERE t.value NOT IN (SELECT a.value FROM json_each($7) a)))) ",
+                    tags_filter_sqlite!(),
+                    ") ",
                     "RETURNING ",
                     job_cols!()
                 );
                 const HANDOFF_POSTGRES: &str = concat!(
-                    "UPDATE jobs SET status = 'running', attempt = attempt + 1, lease_owner = $1, ",
-                    "lease_expires_at = $2, started_at = COALESCE(started_at, $3) ",
+                    claim_set!(),
                     "WHERE id = (SELECT j.id FROM jobs j WHERE j.id = $8 AND j.status = 'queued' ",
                     "AND j.run_at <= $3 AND j.serial = 0 ",
                     routing_filter!(),
-                    "AND (j.agent_tags IS NULL OR CAST(j.agent_tags AS jsonb) <@ CAST($7 AS jsonb))) ",
+                    tags_filter_postgres!(),
+                    ") ",
                     "RETURNING ",
                     job_cols!()
                 );

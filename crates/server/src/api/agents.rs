@@ -109,9 +109,7 @@ pub struct AgentTokenName {
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<AgentDto>>> {
     let now = now_ms();
     Ok(Json(
-        state
-            .store
-            .list_agents()
+        crate::usecases::agents::list(&state)
             .await?
             .into_iter()
             .map(|a| AgentDto::from_row(a, now))
@@ -125,9 +123,7 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<AgentDto>
     security(("bearer" = [])))]
 pub async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<Vec<AgentTokenDto>>> {
     Ok(Json(
-        state
-            .store
-            .list_agent_tokens()
+        crate::usecases::agents::list_tokens(&state)
             .await?
             .into_iter()
             .map(AgentTokenDto::from)

@@ -67,11 +67,8 @@ async fn page(
     error: Option<String>,
 ) -> UiResult<AgentsPage> {
     let now = cronium_core::clock::now_ms();
-    let agents: Vec<AgentItem> = state
-        .store
-        .list_agents()
-        .await
-        .map_err(UseCaseError::from)?
+    let agents: Vec<AgentItem> = uc::list(state)
+        .await?
         .into_iter()
         .map(|a| AgentItem {
             state: uc::state_of(&a, now),
@@ -88,11 +85,8 @@ async fn page(
         .collect();
     let ctx = Ctx::new(session, "agents");
     let tokens = if ctx.is_admin {
-        state
-            .store
-            .list_agent_tokens()
-            .await
-            .map_err(UseCaseError::from)?
+        uc::list_tokens(state)
+            .await?
             .into_iter()
             .map(|t| AgentTokenItem {
                 name: t.name,

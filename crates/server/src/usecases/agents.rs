@@ -26,6 +26,16 @@ pub fn state_of(a: &AgentRow, now: i64) -> &'static str {
     }
 }
 
+/// Every agent that registered, remote and embedded.
+pub async fn list(state: &AppState) -> UseCaseResult<Vec<AgentRow>> {
+    Ok(state.store.list_agents().await?)
+}
+
+/// The agent tokens, revoked ones included (never their values).
+pub async fn list_tokens(state: &AppState) -> UseCaseResult<Vec<AgentTokenRow>> {
+    Ok(state.store.list_agent_tokens().await?)
+}
+
 /// Creates an agent token named `name`; returns it with its value (shown this once).
 pub async fn create_token(
     state: &AppState,
