@@ -1304,7 +1304,10 @@ document.querySelectorAll('body, body *').forEach(function (e) {
   if (!e.getClientRects().length || getComputedStyle(e).visibility === 'hidden') return;
   var name = e.tagName + '.' + e.className;
   var own = rgba(getComputedStyle(e).backgroundColor);
-  if (own && own[3] > 0.5 && lum(own) > 0.5) bad.push(name + ': light background ' + getComputedStyle(e).backgroundColor);
+  var r = e.getBoundingClientRect();
+  // A status dot (a few pixels, no text) is a colour, not a box.
+  var dot = r.width < 16 && r.height < 16 && !e.textContent.trim();
+  if (own && own[3] > 0.5 && lum(own) > 0.5 && !dot) bad.push(name + ': light background ' + getComputedStyle(e).backgroundColor);
   var text = Array.prototype.some.call(e.childNodes, function (n) { return n.nodeType === 3 && n.textContent.trim(); });
   if (!text || e.disabled) return;
   var fg = lum(rgba(getComputedStyle(e).color)), bg = lum(under(e));
@@ -1315,7 +1318,7 @@ return bad;
 "#;
 
 /// The dark theme (`prefers-color-scheme: dark`, emulated through the DevTools protocol):
-/// screenshots of the dashboard, a job page and the editor with an error, and no light box
+/// screenshots of the dashboard, a job page, the editor with an error and the agents page, and no light box
 /// left anywhere on them (every element's background is dark, its text light).
 #[tokio::test]
 async fn the_dark_theme_has_no_light_boxes_on_the_main_pages() {
@@ -1344,6 +1347,7 @@ async fn the_dark_theme_has_no_light_boxes_on_the_main_pages() {
         ("/".to_string(), "dashboard-dark"),
         (format!("/jobs/{failed}"), "job-dark"),
         ("/events/counter/edit".to_string(), "editor-dark"),
+        ("/agents".to_string(), "agents-dark"),
     ] {
         b.goto(&s, &path).await;
         assert_eq!(
@@ -1667,6 +1671,18 @@ async fn create_an_agent_token_on_the_agents_page_and_see_the_agent_connect() {
         "the token's value is not shown again"
     );
     b.shot("agents").await;
+    // On a phone: the tables scroll in their own box, the page does not.
+    b.d().set_window_rect(0, 0, 390, 844).await.expect("resize");
+    b.goto(&s, "/agents").await;
+    b.shot("agents-phone").await;
+    let overflow = b
+        .js("return document.documentElement.scrollWidth > window.innerWidth + 1;")
+        .await;
+    assert_eq!(
+        overflow,
+        serde_json::json!(false),
+        "the agents page overflows a phone"
+    );
 
     // Revoke it from the page (the confirm dialog accepted by script).
     b.js("window.confirm = () => true; return true;").await;
