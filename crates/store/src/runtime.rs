@@ -32,7 +32,8 @@ pub struct RuntimeExecution {
 }
 
 /// The claim condition on an execution row `e` (its id is `$1`, its attempt `$2`).
-const FENCE: &str = "e.id = $1 AND e.attempt = $2 AND e.status IN ('pending', 'running') \
+const FENCE: &str =
+    "e.id = $1 AND e.attempt = $2 AND e.status IN ('pending', 'deploying', 'running') \
      AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = e.job_id AND j.status = 'running' \
      AND j.attempt = e.attempt)";
 
@@ -92,7 +93,7 @@ impl Store {
                j.event_id, j.event_name, j.event_version, j.trigger_kind, j.input \
              FROM executions e JOIN jobs j ON j.id = e.job_id \
              WHERE e.api_token_sha256 = $1 AND e.api_token_expires_at > $2 \
-               AND e.status IN ('pending', 'running') AND j.status = 'running' \
+               AND e.status IN ('pending', 'deploying', 'running') AND j.status = 'running' \
                AND j.attempt = e.attempt",
         )
         .bind(token_sha256)

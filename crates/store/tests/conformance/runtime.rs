@@ -10,6 +10,7 @@ use crate::harness::{job, Ctx};
 
 conformance!(runtime_tokens_open_one_running_execution_until_its_deadline);
 conformance!(runtime_writes_are_fenced_by_the_claim);
+conformance!(an_execution_still_deploying_takes_runtime_calls);
 
 async fn runtime_tokens_open_one_running_execution_until_its_deadline(t: Ctx) {
     let s = &t.store;
@@ -142,4 +143,35 @@ async fn runtime_writes_are_fenced_by_the_claim(t: Ctx) {
     );
     let v = s.get_variable("v").await.unwrap().unwrap();
     assert_eq!(v.value, VariableValue::Plain(json!("x")));
+}
+
+/// The runner may be up and the script calling the runtime API before the recorder has stored
+/// the execution's `running` mark (starts are written in batches): an execution still marked
+/// `deploying` is as live as a running one, for its token and for every fenced write.
+async fn an_execution_still_deploying_takes_runtime_calls(t: Ctx) {
+    let s = &t.store;
+    let j = s.enqueue(&job("d", 0), 0).await.unwrap();
+    s.claim("w", 10_000, 1).await.unwrap().unwrap();
+    let e = s
+        .create_execution(j.id, "w", 1, None, ExecutionStatus::Deploying, 2)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(s
+        .set_execution_token(e.id, "w", 1, "hd", 1_000)
+        .await
+        .unwrap());
+    let found = s.runtime_execution("hd", 999).await.unwrap().unwrap();
+    assert_eq!(found.execution_id, e.id);
+    assert_eq!(
+        s.runtime_set_output(e.id, 1, Some("k"), &json!(1))
+            .await
+            .unwrap(),
+        Some(json!({"k": 1}))
+    );
+    assert!(s.runtime_set_condition(e.id, 1, true).await.unwrap());
+    assert!(s
+        .runtime_set_variable(e.id, 1, "dv", VariableValue::Plain(json!("x")), 3)
+        .await
+        .unwrap());
 }
