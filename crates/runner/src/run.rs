@@ -127,8 +127,12 @@ pub fn run(args: RunArgs, started: Instant) -> i32 {
     let prepared = prepare(&args, &emitter, &tx);
     let result = prepared.and_then(|p| execute(p, started, &emitter, tx, rx));
     match result {
-        Ok((finished, code)) => {
+        Ok((finished, code, mut workdir)) => {
+            // The script and every process of it are gone and its output is read: the result
+            // goes out first, and the directory is removed while the caller records it (off
+            // the run's critical path; the runner still exits only once it is gone).
             emitter.event(&RunnerEvent::Finished(finished));
+            workdir.remove();
             code
         }
         Err(e) => {
@@ -399,7 +403,7 @@ fn execute(
     emitter: &Arc<Emitter>,
     tx: mpsc::Sender<Msg>,
     rx: Receiver<Msg>,
-) -> Result<(Finished, i32), SetupError> {
+) -> Result<(Finished, i32, WorkDir), SetupError> {
     let manifest = &prepared.manifest;
     let started = prepared.received.unwrap_or(started);
     let run_start = Instant::now();
@@ -524,7 +528,6 @@ fn execute(
         }
     }
     tail.poll(emitter);
-    prepared.workdir.remove();
 
     let (code, signal) = status.map_or((255, None), process::decode);
     let (status, exit_code) = match stop {
@@ -541,7 +544,7 @@ fn execute(
         error: None,
         usage: Some(usage),
     };
-    Ok((finished, exit_code))
+    Ok((finished, exit_code, prepared.workdir))
 }
 
 /// The run's usage: the reaped process tree's, and with `cgroup` the own cgroup's, a figure the
