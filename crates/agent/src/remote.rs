@@ -44,9 +44,8 @@ const MAX_DELIVERY_BACKOFF: Duration = Duration::from_secs(2);
 /// The agent API of one server, with an agent token.
 #[derive(Clone)]
 pub struct HttpQueue {
-    base: String,
-    token: String,
-    http: reqwest::Client,
+    /// Based at the agent API's prefix (paths are `/claim`, `/logs`, ...).
+    api: cronium_client::Client,
     spool: Option<Arc<Spool>>,
 }
 
@@ -93,17 +92,17 @@ enum CallError {
 impl HttpQueue {
     /// `url` is the server's base URL (`https://cronium.example:8080`).
     pub fn new(url: &str, token: &str) -> Result<HttpQueue, QueueError> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("cronium-agent/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| QueueError::Fatal(format!("HTTP client: {e}")))?;
-        Ok(HttpQueue {
-            base: format!("{}{}", url.trim_end_matches('/'), wire::PREFIX),
-            token: token.trim().to_string(),
-            http,
-            spool: None,
-        })
+        let api = cronium_client::Client::builder(&format!(
+            "{}{}",
+            url.trim_end_matches('/'),
+            wire::PREFIX
+        ))
+        .token(token)
+        .user_agent(concat!("cronium-agent/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Some(Duration::from_secs(5)))
+        .build()
+        .map_err(|e| QueueError::Fatal(e.to_string()))?;
+        Ok(HttpQueue { api, spool: None })
     }
 
     /// Buffers the fenced writes of running jobs in `spool` while the server is unreachable.
@@ -338,54 +337,17 @@ impl HttpQueue {
         }
     }
 
+    /// One call, sent once.
     async fn once<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
         timeout: Duration,
     ) -> Result<T, CallError> {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .timeout(timeout)
-            .json(body)
-            .send()
+        self.api
+            .post(path, body, Some(timeout))
             .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        let status = resp.status().as_u16();
-        let bytes = resp
-            .bytes()
-            .await
-            .map_err(|e| CallError::Transport(e.to_string()))?;
-        if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|e| CallError::Answer {
-                status,
-                body: wire::ErrorBody {
-                    error: wire::ErrorDetail {
-                        code: code::FATAL.into(),
-                        message: format!("the server's answer to {path} does not parse: {e}"),
-                        field: None,
-                    },
-                },
-            });
-        }
-        let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| wire::ErrorBody {
-            error: wire::ErrorDetail {
-                code: if status >= 500 {
-                    code::UNAVAILABLE
-                } else {
-                    code::FATAL
-                }
-                .into(),
-                message: format!(
-                    "{path}: HTTP {status}: {}",
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                ),
-                field: None,
-            },
-        });
-        Err(CallError::Answer { status, body })
+            .map_err(|e| call_error(path, e))
     }
 
     /// One call, sent again with backoff while the server cannot be reached or answers 503.
@@ -459,6 +421,54 @@ impl HttpQueue {
             .await
             .map_err(into_error)?;
         Ok(r.jobs)
+    }
+}
+
+/// The client's error as the agent classifies it: no answer, or the server's answer (a body not
+/// in the error shape, or a success that does not parse, get a code that says whether to try
+/// again).
+fn call_error(path: &str, e: cronium_client::Error) -> CallError {
+    use cronium_client::Error;
+    let answer =
+        |status: u16, code: &str, message: String, field: Option<String>| CallError::Answer {
+            status,
+            body: wire::ErrorBody {
+                error: wire::ErrorDetail {
+                    code: code.into(),
+                    message,
+                    field,
+                },
+            },
+        };
+    match e {
+        Error::Status {
+            status,
+            code: Some(code),
+            message,
+            field,
+            ..
+        } => answer(status, &code, message, field.map(String::from)),
+        Error::Status {
+            status,
+            code: None,
+            message,
+            ..
+        } => {
+            let code = if status >= 500 {
+                code::UNAVAILABLE
+            } else {
+                code::FATAL
+            };
+            let text: String = message.chars().take(200).collect();
+            answer(status, code, format!("{path}: HTTP {status}: {text}"), None)
+        }
+        Error::Shape { status, reason, .. } => answer(
+            status,
+            code::FATAL,
+            format!("the server's answer to {path} does not parse: {reason}"),
+            None,
+        ),
+        e => CallError::Transport(e.to_string()),
     }
 }
 

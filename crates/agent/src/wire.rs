@@ -46,19 +46,9 @@ pub mod code {
     pub const OTHER: &str = "other";
 }
 
-/// An error answer: `{"error": {"code", "message", "field"?}}` (the API's error shape).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorBody {
-    pub error: ErrorDetail,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ErrorDetail {
-    pub code: String,
-    pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub field: Option<String>,
-}
+/// An error answer: `{"error": {"code", "message", "field"?}}` (the API's error shape), defined
+/// by the client crate so that every client of the server reads the one definition.
+pub use cronium_client::{ErrorBody, ErrorDetail};
 
 /// No data: the answer of calls that only succeed or fail.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

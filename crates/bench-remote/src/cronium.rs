@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use cronium_client::{Client, Method};
 use serde_json::{json, Value};
 
-use crate::api::{self, ApiError};
 use crate::procs;
 
 /// The admin token given to every server this benchmark starts (>= 16 characters).
@@ -30,7 +30,7 @@ pub enum CroniumError {
     #[error("the server did not print `Cronium listening on` within 60 s; its log is {log}")]
     NoBanner { log: String },
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(#[from] cronium_client::Error),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -73,7 +73,7 @@ pub struct ServerSpec {
 pub struct Server {
     child: Option<Child>,
     pub url: String,
-    http: reqwest::Client,
+    api: Client,
     poll: bool,
 }
 
@@ -183,29 +183,40 @@ impl Server {
                 let _ = tx.send(line);
             }
         });
-        let mut server = Server {
-            child: Some(child),
-            url: String::new(),
-            poll: spec.poll,
-            http: api::client(usize::MAX)?,
-        };
         let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
+        let url = loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
                     if let Some(rest) = line.strip_prefix("Cronium listening on ") {
-                        server.url = rest.split_whitespace().next().unwrap_or_default().into();
-                        return Ok(server);
+                        break rest
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_string();
                     }
                 }
-                // `server` is dropped here, which kills the process.
-                Err(_) => return Err(no_banner()),
+                Err(_) => {
+                    stop_child(child);
+                    return Err(no_banner());
+                }
             }
-        }
+        };
+        let api = match client(&url) {
+            Ok(api) => api,
+            Err(e) => {
+                stop_child(child);
+                return Err(e.into());
+            }
+        };
+        Ok(Server {
+            child: Some(child),
+            url,
+            api,
+            poll: spec.poll,
+        })
     }
 
-    /// Stops the server: SIGTERM, then SIGKILL after 10 s; children (sessions) go with it.
     /// The server process's id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -216,47 +227,26 @@ impl Server {
         procs::cpu_ms(self.pid()?, false)
     }
 
+    /// Stops the server: SIGTERM, then SIGKILL after 10 s; children (sessions) go with it.
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            procs::signal(c.id(), libc::SIGTERM);
-            if !procs::wait_exit(&mut c, Duration::from_secs(10)) {
-                procs::kill_tree(c.id());
-                let _ = c.wait();
-            }
-            procs::unregister(c.id());
+        if let Some(c) = self.child.take() {
+            stop_child(c);
         }
     }
 
     pub async fn api(
         &self,
-        method: &str,
+        method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CroniumError> {
-        Ok(api::call(&self.http, &self.url, TOKEN, method, path, body).await?)
+        Ok(self.api.request(method, path, body).await?)
     }
 
     /// The value of one series of `/metrics` (e.g. `cronium_ssh_health_checks_total`); `None`
     /// when the server does not export it.
     pub async fn metric(&self, series: &str) -> Result<Option<f64>, CroniumError> {
-        let path = "/metrics";
-        let http_err = |source| {
-            CroniumError::Api(ApiError::Http {
-                method: "GET".into(),
-                path: path.into(),
-                source,
-            })
-        };
-        let text = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .map_err(http_err)?
-            .text()
-            .await
-            .map_err(http_err)?;
+        let text = self.api.text("/metrics").await?;
         Ok(metric_value(&text, series))
     }
 
@@ -273,14 +263,15 @@ impl Server {
             "name": name, "host": "127.0.0.1", "port": port, "user": user,
             "private_key": pem, "tags": tags,
         });
-        self.api("POST", "/api/v1/servers", Some(&body)).await?;
+        self.api(Method::POST, "/api/v1/servers", Some(&body))
+            .await?;
         Ok(())
     }
 
     /// Creates or replaces an event from its JSON spec.
     pub async fn put_event(&self, spec: &Value) -> Result<(), CroniumError> {
         let name = spec["name"].as_str().unwrap_or_default();
-        self.api("PUT", &format!("/api/v1/events/{name}"), Some(spec))
+        self.api(Method::PUT, &format!("/api/v1/events/{name}"), Some(spec))
             .await?;
         Ok(())
     }
@@ -293,7 +284,7 @@ impl Server {
         let t0 = Instant::now();
         let created = self
             .api(
-                "POST",
+                Method::POST,
                 &format!("/api/v1/events/{event}/run"),
                 Some(&json!({})),
             )
@@ -307,7 +298,9 @@ impl Server {
             self.poll_final(id, Duration::from_secs(120)).await?;
         }
         let wall = t0.elapsed();
-        let job = self.api("GET", &format!("/api/v1/jobs/{id}"), None).await?;
+        let job = self
+            .api(Method::GET, &format!("/api/v1/jobs/{id}"), None)
+            .await?;
         let status = job["status"].as_str().unwrap_or_default();
         if status != "succeeded" {
             return Err(CroniumError::NotSucceeded {
@@ -340,44 +333,28 @@ impl Server {
         })
     }
 
-    /// Reads the job's SSE log stream until `event: end`; false when it closed before that.
+    /// Reads the job's SSE log stream until `event: end`; false when the server refused the
+    /// stream or closed it before that.
     async fn follow_to_end(&self, id: i64) -> Result<bool, CroniumError> {
         let path = format!("/api/v1/jobs/{id}/logs/stream");
-        let http_err = |source| {
-            CroniumError::Api(ApiError::Http {
-                method: "GET".into(),
-                path: path.clone(),
-                source,
-            })
+        let mut sse = match self.api.stream(&path, None).await {
+            Ok(sse) => sse,
+            Err(cronium_client::Error::Status { .. }) => return Ok(false),
+            Err(e) => return Err(e.into()),
         };
-        let mut resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .map_err(http_err)?;
-        if resp.status().as_u16() != 200 {
-            return Ok(false);
+        match sse.until_end().await {
+            Ok(_) => Ok(true),
+            Err(cronium_client::Error::Closed { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
         }
-        let mut buf: Vec<u8> = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(http_err)? {
-            buf.extend_from_slice(&chunk);
-            if contains_end_event(&buf) {
-                return Ok(true);
-            }
-            // Only the tail can still hold a partial `event: end` line: keep it bounded.
-            if buf.len() > 64 * 1024 {
-                buf.drain(..buf.len() - 64);
-            }
-        }
-        Ok(false)
     }
 
     async fn poll_final(&self, id: i64, timeout: Duration) -> Result<(), CroniumError> {
         let deadline = Instant::now() + timeout;
         loop {
-            let job = self.api("GET", &format!("/api/v1/jobs/{id}"), None).await?;
+            let job = self
+                .api(Method::GET, &format!("/api/v1/jobs/{id}"), None)
+                .await?;
             let status = job["status"].as_str().unwrap_or_default().to_string();
             if is_final(&status) {
                 return Ok(());
@@ -394,6 +371,26 @@ impl Server {
     }
 }
 
+/// The benchmark's client of `url`: no Nagle delay, connections kept (as many as the fan-out
+/// opens).
+fn client(url: &str) -> Result<Client, cronium_client::Error> {
+    Client::builder(url)
+        .token(TOKEN)
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(usize::MAX)
+        .build()
+}
+
+/// Stops a server process: SIGTERM, then SIGKILL of its tree after 10 s.
+fn stop_child(mut c: Child) {
+    procs::signal(c.id(), libc::SIGTERM);
+    if !procs::wait_exit(&mut c, Duration::from_secs(10)) {
+        procs::kill_tree(c.id());
+        let _ = c.wait();
+    }
+    procs::unregister(c.id());
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
@@ -406,11 +403,6 @@ pub fn metric_value(text: &str, series: &str) -> Option<f64> {
         let rest = l.strip_prefix(series)?.strip_prefix(' ')?;
         rest.split_whitespace().next()?.parse().ok()
     })
-}
-
-/// True when an SSE byte stream holds a complete `event: end` field line.
-pub fn contains_end_event(buf: &[u8]) -> bool {
-    buf.windows(11).any(|w| w == b"event: end\n") || buf.windows(12).any(|w| w == b"event: end\r\n")
 }
 
 pub fn is_final(status: &str) -> bool {
@@ -430,18 +422,5 @@ mod tests {
         assert_eq!(metric_value(page, "cronium_a_total"), Some(3.0));
         assert_eq!(metric_value(page, "cronium_b{s=\"x\"}"), Some(1.5));
         assert_eq!(metric_value(page, "cronium_c"), None);
-    }
-
-    #[test]
-    fn end_event_is_found_only_when_complete() {
-        assert!(contains_end_event(
-            b"event: line\ndata: {}\n\nevent: end\ndata: {}\n\n"
-        ));
-        assert!(contains_end_event(b"event: end\r\n"));
-        // A line event whose data mentions "end" must not end the wait.
-        assert!(!contains_end_event(
-            b"event: line\ndata: {\"line\":\"event: en\"}\n"
-        ));
-        assert!(!contains_end_event(b"event: en"));
     }
 }

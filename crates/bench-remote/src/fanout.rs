@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use cronium_client::Method;
 use serde_json::json;
 
 use crate::cronium::{CroniumError, Sample, Server, ServerSpec};
@@ -376,7 +377,7 @@ async fn health_cost(
     let mut durations_ms = Vec::new();
     for i in 0..n {
         let s = server
-            .api("GET", &format!("/api/v1/servers/bench-{i}"), None)
+            .api(Method::GET, &format!("/api/v1/servers/bench-{i}"), None)
             .await?;
         for c in s["health"]["history"].as_array().into_iter().flatten() {
             let at = c["at"]

@@ -8,6 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use cronium_client::Method;
 use serde_json::{json, Value};
 
 use crate::cronium::{Server, ServerSpec};
@@ -66,7 +67,7 @@ pub async fn run(
         .await?;
     server
         .api(
-            "PUT",
+            Method::PUT,
             "/api/v1/variables/bench",
             Some(&json!({"value": {"counter": 41}})),
         )
@@ -86,7 +87,7 @@ pub async fn run(
     server.run_timed("run-bundled", 1).await?;
     let id = server
         .api(
-            "POST",
+            Method::POST,
             "/api/v1/events/calls-api/run",
             Some(&json!({"input": {"n": calls}})),
         )
@@ -95,7 +96,7 @@ pub async fn run(
         .ok_or_else(|| anyhow::anyhow!("no job id"))?;
     let job = loop {
         let job = server
-            .api("GET", &format!("/api/v1/jobs/{id}"), None)
+            .api(Method::GET, &format!("/api/v1/jobs/{id}"), None)
             .await?;
         if crate::cronium::is_final(job["status"].as_str().unwrap_or_default()) {
             break job;

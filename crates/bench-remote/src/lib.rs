@@ -6,7 +6,6 @@
 //! Not a test suite: it measures and reports; pass/fail against PRODUCT.md's targets is printed,
 //! never asserted.
 
-pub mod api;
 pub mod binaries;
 pub mod container;
 pub mod cronium;

@@ -7,7 +7,6 @@
 mod benches;
 mod report;
 mod server;
-mod sse;
 mod stats;
 
 use std::path::PathBuf;

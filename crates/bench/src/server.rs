@@ -10,10 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cronium_bench_remote::api::{self, ApiError};
+use cronium_client::{Client, Method, SseReader};
 use serde_json::{json, Value};
-
-use crate::sse::SseReader;
 
 pub const TOKEN: &str = "crn_bench_token_0123456789abcdef";
 
@@ -24,13 +22,11 @@ pub enum ServerError {
     #[error("the server did not print its address within 60 s; stderr is in {log}")]
     NoBanner { log: String },
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(#[from] cronium_client::Error),
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("job {id} did not end within {secs} s (last status `{status}`)")]
     Timeout { id: i64, secs: u64, status: String },
-    #[error(transparent)]
-    Sse(#[from] crate::sse::SseError),
     #[error("unexpected answer to {what}: {body}")]
     Shape { what: String, body: String },
 }
@@ -56,7 +52,7 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub pid: u32,
-    pub http: reqwest::Client,
+    api: Client,
     /// Holds the data directory and the server's stderr log for the server's lifetime.
     _dir: tempfile::TempDir,
 }
@@ -135,35 +131,42 @@ impl Server {
         // CRONIUM_BENCH_FRESH_CONNECTIONS=1: a new TCP connection per request, to tell costs of
         // connection reuse (delayed ACK against Nagle) from the server's own work.
         let fresh = std::env::var_os("CRONIUM_BENCH_FRESH_CONNECTIONS").is_some_and(|v| v == "1");
-        let http = client(fresh)?;
+        let api = match client(&url, fresh) {
+            Ok(api) => api,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(e.into());
+            }
+        };
         Ok(Server {
             child,
             url,
             pid,
-            http,
+            api,
             _dir: dir,
         })
     }
 
     /// From now on, open a new TCP connection per request (see `client`).
     pub fn use_fresh_connections(&mut self) -> Result<(), ServerError> {
-        self.http = client(true)?;
+        self.api = client(&self.url, true)?;
         Ok(())
     }
 
     pub async fn api(
         &self,
-        method: &str,
+        method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, ServerError> {
-        Ok(api::call(&self.http, &self.url, TOKEN, method, path, body).await?)
+        Ok(self.api.request(method, path, body).await?)
     }
 
     /// Creates or replaces an event from its JSON spec.
     pub async fn put_event(&self, spec: &Value) -> Result<(), ServerError> {
         let name = spec["name"].as_str().unwrap_or_default();
-        self.api("PUT", &format!("/api/v1/events/{name}"), Some(spec))
+        self.api(Method::PUT, &format!("/api/v1/events/{name}"), Some(spec))
             .await?;
         Ok(())
     }
@@ -172,7 +175,11 @@ impl Server {
     pub async fn run(&self, event: &str, input: Option<Value>) -> Result<i64, ServerError> {
         let body = json!({ "input": input });
         let v = self
-            .api("POST", &format!("/api/v1/events/{event}/run"), Some(&body))
+            .api(
+                Method::POST,
+                &format!("/api/v1/events/{event}/run"),
+                Some(&body),
+            )
             .await?;
         v["id"].as_i64().ok_or_else(|| ServerError::Shape {
             what: "POST run".into(),
@@ -181,38 +188,16 @@ impl Server {
     }
 
     pub async fn job(&self, id: i64) -> Result<Value, ServerError> {
-        self.api("GET", &format!("/api/v1/jobs/{id}"), None).await
+        self.api(Method::GET, &format!("/api/v1/jobs/{id}"), None)
+            .await
     }
 
     /// Opens the live log of a job.
     pub async fn stream(&self, id: i64) -> Result<SseReader, ServerError> {
-        let path = format!("/api/v1/jobs/{id}/logs/stream");
-        let http_err = |source| {
-            ServerError::Api(ApiError::Http {
-                method: "GET".into(),
-                path: path.clone(),
-                source,
-            })
-        };
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .map_err(http_err)?;
-        let status = resp.status().as_u16();
-        if status != 200 {
-            let body = resp.text().await.unwrap_or_default();
-            return Err(ApiError::Status {
-                method: "GET".into(),
-                path,
-                status,
-                body,
-            }
-            .into());
-        }
-        Ok(SseReader::new(resp))
+        Ok(self
+            .api
+            .stream(&format!("/api/v1/jobs/{id}/logs/stream"), None)
+            .await?)
     }
 
     /// Polls a job until it reaches a final status, `interval` apart, and returns it.
@@ -248,16 +233,7 @@ impl Server {
 
     /// The value of a gauge on `/metrics` (`None` when the server does not answer or lacks it).
     pub async fn gauge(&self, name: &str) -> Option<f64> {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.url))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = self.api.text("/metrics").await.ok()?;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
@@ -277,10 +253,15 @@ impl Server {
     }
 }
 
-/// The HTTP client; `fresh`: no connection reuse, so every request starts on a new connection
-/// (in TCP quick-ACK mode), which hides a server's missing TCP_NODELAY.
-fn client(fresh: bool) -> Result<reqwest::Client, ServerError> {
-    Ok(api::client(if fresh { 0 } else { 64 })?)
+/// The API client of `url`, without Nagle's delay; `fresh`: no connection reuse, so every
+/// request starts on a new connection (in TCP quick-ACK mode), which hides a server's missing
+/// TCP_NODELAY.
+fn client(url: &str, fresh: bool) -> Result<Client, cronium_client::Error> {
+    Client::builder(url)
+        .token(TOKEN)
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(if fresh { 0 } else { 64 })
+        .build()
 }
 
 impl Drop for Server {

@@ -6,7 +6,7 @@
 use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{anyhow, bail, Context, Result};
-use reqwest::Method;
+use cronium_client::Method;
 use serde_json::{json, Value};
 
 use crate::cli::{AuditArgs, UserCmd};

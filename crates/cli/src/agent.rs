@@ -14,10 +14,10 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use cronium_agent::remote::HttpQueue;
 use cronium_agent::{wire, Agent, AgentConfig, Transports};
+use cronium_client::Method;
 use cronium_core::duration::HumanDuration;
 use cronium_core::logbus::LogBus;
 use cronium_core::metrics::Metrics;
-use reqwest::Method;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

@@ -1,21 +1,23 @@
-//! The HTTP client of the CLI: requests with the token, errors turned into the server's message
-//! (which names the field at fault), and the live log follower (SSE with resume).
+//! The CLI's client of the server: `cronium_client::Client` with the token, its errors worded
+//! for a user (the server's message, which names the field at fault; what to check when the
+//! server cannot be reached or refuses the token), and the live log followers (the shared SSE
+//! reader, reconnecting and resuming after the last line seen).
 
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
+use cronium_client::{Error, Method, SseReader};
 use cronium_model::JobStatus;
-use futures::StreamExt;
-use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
 use crate::cli::ClientOpts;
 
 pub struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: String,
+    api: cronium_client::Client,
 }
+
+/// How often a follower tries to reconnect before it gives up.
+const STREAM_TRIES: u32 = 10;
 
 impl Client {
     pub fn new(opts: &ClientOpts) -> Result<Self> {
@@ -24,197 +26,149 @@ impl Client {
             .clone()
             .filter(|t| !t.trim().is_empty())
             .ok_or_else(|| anyhow!("no API token: pass --token or set CRONIUM_TOKEN (the server prints one on first start)"))?;
-        Ok(Client {
-            http: reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .build()?,
-            base: opts.url.trim_end_matches('/').to_string(),
-            token,
-        })
+        let api = cronium_client::Client::builder(&opts.url)
+            .token(token)
+            .connect_timeout(Some(Duration::from_secs(5)))
+            .build()?;
+        Ok(Client { api })
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let url = format!("{}{}", self.base, path);
-        let mut rb = self.http.request(method, &url).bearer_auth(&self.token);
-        if let Some(b) = body {
-            rb = rb.json(b);
-        }
-        let resp = rb.send().await.with_context(|| {
-            format!(
-                "cannot reach the Cronium server at {} (is `cronium serve` running? see --url)",
-                self.base
-            )
-        })?;
-        let status = resp.status();
-        let text = resp.text().await.unwrap_or_default();
-        if status == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
-        }
-        if !status.is_success() {
-            let msg = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| text.trim().to_string());
-            if status == StatusCode::UNAUTHORIZED {
-                bail!("the server refused the token ({msg})");
-            }
-            bail!("{msg}");
-        }
-        serde_json::from_str(&text).with_context(|| format!("unexpected response from {url}"))
+        self.api
+            .request(method, path, body)
+            .await
+            .map_err(|e| self.explain(e))
     }
 
     pub async fn get(&self, path: &str) -> Result<Value> {
         self.request(Method::GET, path, None).await
     }
 
+    /// A client error in the user's words.
+    fn explain(&self, e: Error) -> anyhow::Error {
+        match e {
+            Error::Unreachable { .. } => anyhow::Error::new(e).context(format!(
+                "cannot reach the Cronium server at {} (is `cronium serve` running? see --url)",
+                self.api.base()
+            )),
+            Error::Status {
+                status: 401,
+                message,
+                ..
+            } => anyhow!("the server refused the token ({message})"),
+            Error::Status { message, .. } => anyhow!("{message}"),
+            Error::Shape { ref path, .. } => {
+                let context = format!("unexpected response from {}{path}", self.api.base());
+                anyhow::Error::new(e).context(context)
+            }
+            e => anyhow::Error::new(e),
+        }
+    }
+
+    /// Opens the event stream at `path`, resuming after `last_event_id`. `Ok(None)`: the server
+    /// could not be reached, try again (up to [`STREAM_TRIES`] times in a row, with backoff);
+    /// an answer that refuses the stream is an error.
+    async fn open_stream(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+        failures: &mut u32,
+    ) -> Result<Option<SseReader>> {
+        match self.api.stream(path, last_event_id).await {
+            Ok(sse) => {
+                *failures = 0;
+                Ok(Some(sse))
+            }
+            Err(e @ Error::Unreachable { .. }) => {
+                *failures += 1;
+                if *failures > STREAM_TRIES {
+                    return Err(anyhow::Error::new(e).context("log stream lost"));
+                }
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(*failures))).await;
+                Ok(None)
+            }
+            Err(e) => Err(self.explain(e).context("log stream")),
+        }
+    }
+
     /// Streams a job's log to stdout/stderr until it ends; returns the final `end` event
     /// (`{"status", "exit_code"}`). Reconnects and resumes after the last line seen; an `error`
     /// event (the server could not read the log) is an error.
     pub async fn follow(&self, job_id: i64, mut after: i64) -> Result<Value> {
-        let url = format!("{}/api/v1/jobs/{job_id}/logs/stream", self.base);
+        let path = format!("/api/v1/jobs/{job_id}/logs/stream");
         let mut failures = 0;
         loop {
-            let resp = self
-                .http
-                .get(&url)
-                .bearer_auth(&self.token)
-                .header("Last-Event-ID", after.to_string())
-                .send()
-                .await;
-            let resp = match resp {
-                Ok(r) if r.status().is_success() => r,
-                Ok(r) => {
-                    let status = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    bail!("log stream: {status}: {}", text.trim());
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures > 10 {
-                        return Err(e).context("log stream lost");
-                    }
-                    tokio::time::sleep(Duration::from_millis(200 * failures)).await;
-                    continue;
-                }
+            let Some(mut sse) = self
+                .open_stream(&path, Some(&after.to_string()), &mut failures)
+                .await?
+            else {
+                continue;
             };
-            failures = 0;
-            let mut body = resp.bytes_stream();
-            let mut buf: Vec<u8> = Vec::new();
-            let (mut event, mut data) = (String::new(), String::new());
-            while let Some(chunk) = body.next().await {
-                let Ok(chunk) = chunk else { break };
-                buf.extend_from_slice(&chunk);
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let raw: Vec<u8> = buf.drain(..=pos).collect();
-                    let line = String::from_utf8_lossy(&raw);
-                    let line = line.trim_end_matches(['\n', '\r']);
-                    if line.is_empty() {
-                        if event == "line" {
-                            if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                                after = v["seq"].as_i64().unwrap_or(after);
-                                print_line(&v);
-                            }
-                        } else if event == "end" {
-                            return Ok(serde_json::from_str(&data).unwrap_or(Value::Null));
-                        } else if event == "error" {
-                            // The server could not read the log: lines may be missing, so this
-                            // is a failure, not an end.
-                            let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                            let message = v["message"].as_str().unwrap_or(data.as_str());
-                            bail!("the log stream of job {job_id} failed: {message}");
+            // Until the connection ends (or breaks) before `end`: then resume from the last
+            // line seen.
+            while let Ok(Some(e)) = sse.next().await {
+                match e.event.as_str() {
+                    "line" => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&e.data) {
+                            after = v["seq"].as_i64().unwrap_or(after);
+                            print_line(&v);
                         }
-                        event.clear();
-                        data.clear();
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        if !data.is_empty() {
-                            data.push('\n');
-                        }
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
                     }
+                    "end" => return Ok(serde_json::from_str(&e.data).unwrap_or(Value::Null)),
+                    // The server could not read the log: lines may be missing, so this is a
+                    // failure, not an end.
+                    "error" => bail!(
+                        "the log stream of job {job_id} failed: {}",
+                        error_message(&e.data)
+                    ),
+                    _ => {}
                 }
             }
-            // Connection ended before `end`: resume from the last line seen.
         }
     }
-}
 
-impl Client {
     /// Streams every node's log of a workflow run to stdout/stderr, each line prefixed with its
     /// node id, until the run ends; returns the `end` event (`{"status"}`). Reconnects and
     /// resumes from the last position seen; an `error` event is an error.
     pub async fn follow_run(&self, run_id: i64) -> Result<Value> {
-        let url = format!("{}/api/v1/workflow-runs/{run_id}/logs", self.base);
+        let path = format!("/api/v1/workflow-runs/{run_id}/logs");
         let mut position: Option<String> = None;
         let mut failures = 0;
         loop {
-            let mut rb = self.http.get(&url).bearer_auth(&self.token);
-            if let Some(p) = &position {
-                rb = rb.header("Last-Event-ID", p.as_str());
-            }
-            let resp = match rb.send().await {
-                Ok(r) if r.status().is_success() => r,
-                Ok(r) => {
-                    let status = r.status();
-                    let text = r.text().await.unwrap_or_default();
-                    bail!("log stream: {status}: {}", text.trim());
-                }
-                Err(e) => {
-                    failures += 1;
-                    if failures > 10 {
-                        return Err(e).context("log stream lost");
-                    }
-                    tokio::time::sleep(Duration::from_millis(200 * failures)).await;
-                    continue;
-                }
+            let Some(mut sse) = self
+                .open_stream(&path, position.as_deref(), &mut failures)
+                .await?
+            else {
+                continue;
             };
-            failures = 0;
-            let mut body = resp.bytes_stream();
-            let mut buf: Vec<u8> = Vec::new();
-            let (mut event, mut data, mut id) = (String::new(), String::new(), None::<String>);
-            while let Some(chunk) = body.next().await {
-                let Ok(chunk) = chunk else { break };
-                buf.extend_from_slice(&chunk);
-                while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-                    let raw: Vec<u8> = buf.drain(..=pos).collect();
-                    let line = String::from_utf8_lossy(&raw);
-                    let line = line.trim_end_matches(['\n', '\r']);
-                    if line.is_empty() {
-                        match event.as_str() {
-                            "line" => {
-                                if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                                    print_node_line(&v);
-                                }
-                                if let Some(i) = id.take() {
-                                    position = Some(i);
-                                }
-                            }
-                            "end" => return Ok(serde_json::from_str(&data).unwrap_or(Value::Null)),
-                            "error" => {
-                                let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                                let message = v["message"].as_str().unwrap_or(data.as_str());
-                                bail!("the log stream of workflow run {run_id} failed: {message}");
-                            }
-                            _ => {}
+            while let Ok(Some(e)) = sse.next().await {
+                match e.event.as_str() {
+                    "line" => {
+                        if let Ok(v) = serde_json::from_str::<Value>(&e.data) {
+                            print_node_line(&v);
                         }
-                        event.clear();
-                        data.clear();
-                        id = None;
-                    } else if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        id = Some(v.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        if !data.is_empty() {
-                            data.push('\n');
+                        if let Some(i) = e.id {
+                            position = Some(i);
                         }
-                        data.push_str(v.strip_prefix(' ').unwrap_or(v));
                     }
+                    "end" => return Ok(serde_json::from_str(&e.data).unwrap_or(Value::Null)),
+                    "error" => bail!(
+                        "the log stream of workflow run {run_id} failed: {}",
+                        error_message(&e.data)
+                    ),
+                    _ => {}
                 }
             }
         }
     }
+}
+
+/// The `message` of an `error` event's data (`{"message"}`), else the data itself.
+fn error_message(data: &str) -> String {
+    serde_json::from_str::<Value>(data)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| data.to_string())
 }
 
 /// Prints one line of a workflow run's log, `[node] text` (`[node] [server] text` from a

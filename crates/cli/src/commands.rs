@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use cronium_client::Method;
 use cronium_model::JobStatus;
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::cli::{EventCmd, JobCmd, RunnerCmd, ServerCmd, TokenCmd, VarCmd};

@@ -2,7 +2,7 @@
 //! and `cronium channel ...` (notification channels).
 
 use anyhow::{anyhow, Result};
-use reqwest::Method;
+use cronium_client::Method;
 use serde_json::{json, Map, Value};
 
 use crate::cli::{ChannelAddArgs, ChannelCmd, ClientOpts};

@@ -2,7 +2,7 @@
 //! retention (`POST /api/v1/prune`), or only to count it, and prints what went or would go.
 
 use anyhow::Result;
-use reqwest::Method;
+use cronium_client::Method;
 use serde_json::{json, Value};
 
 use crate::cli::PruneArgs;

@@ -8,7 +8,7 @@ use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use anyhow::Result;
-use reqwest::Method;
+use cronium_client::Method;
 use serde_json::Value;
 
 use crate::client::Client;

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use reqwest::Method;
+use cronium_client::Method;
 use serde_json::{json, Value};
 
 use crate::cli::{ClientOpts, WorkflowCmd};

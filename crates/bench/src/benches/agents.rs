@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use cronium_agent::queue::{JobQueue, Lease};
 use cronium_agent::remote::HttpQueue;
+use cronium_client::Method;
 use cronium_model::queue::JobOutcome;
 use cronium_model::JobStatus;
 use futures::StreamExt;
@@ -88,7 +89,7 @@ impl Drop for Agent {
 async fn agent_token(server: &Server, name: &str) -> anyhow::Result<String> {
     let v = server
         .api(
-            "POST",
+            Method::POST,
             "/api/v1/agent-tokens",
             Some(&json!({ "name": name })),
         )
@@ -105,7 +106,7 @@ async fn wait_connected(server: &Server, names: &[String]) -> anyhow::Result<()>
         Duration::from_secs(60),
         Duration::from_millis(50),
         || async {
-            let v = server.api("GET", "/api/v1/agents", None).await?;
+            let v = server.api(Method::GET, "/api/v1/agents", None).await?;
             let list = v.as_array().cloned().unwrap_or_default();
             let up = names.iter().all(|n| {
                 list.iter()

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use cronium_client::Method;
 use serde_json::{json, Value};
 
 use super::{real_python, Ctx, JobTimes};
@@ -70,7 +71,7 @@ pub async fn run(ctx: &Ctx, mb: usize) -> anyhow::Result<Report> {
     loop {
         let page = server
             .api(
-                "GET",
+                Method::GET,
                 &format!("/api/v1/jobs/{id}/logs?after={after}&limit=10000"),
                 None,
             )

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use cronium_client::Method;
 use serde_json::{json, Value};
 
 use super::Ctx;
@@ -30,7 +31,7 @@ pub async fn run(ctx: &Ctx, seconds: u64) -> anyhow::Result<Report> {
         Duration::from_secs(60),
         Duration::from_millis(50),
         || async {
-            let v = server.api("GET", path, None).await?;
+            let v = server.api(Method::GET, path, None).await?;
             let list = v.as_array().cloned().unwrap_or_default();
             let all_final = list
                 .iter()

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use cronium_client::Method;
 use serde_json::{json, Value};
 
 use super::Ctx;
@@ -149,7 +150,7 @@ async fn trial(ctx: &Ctx, base: &str) -> anyhow::Result<Trial> {
 async fn scheduled(s: &Server) -> anyhow::Result<Vec<(i64, i64)>> {
     let v: Value = s
         .api(
-            "GET",
+            Method::GET,
             &format!("/api/v1/jobs?event={EVENT}&limit=1000"),
             None,
         )

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use cronium_client::Method;
 use serde_json::{json, Value};
 
 use super::Ctx;
@@ -42,7 +43,7 @@ pub async fn run(ctx: &Ctx, n: usize) -> anyhow::Result<Report> {
     let server = Server::start(&ctx.bins, &ServerOpts::default())?;
     server
         .api(
-            "PUT",
+            Method::PUT,
             "/api/v1/variables/bench",
             Some(&json!({"value": {"counter": 41}})),
         )

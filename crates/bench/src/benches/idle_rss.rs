@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use cronium_client::Method;
 use serde_json::json;
 
 use super::Ctx;
@@ -17,7 +18,7 @@ pub async fn run(ctx: &Ctx, seconds: u64) -> anyhow::Result<Report> {
     // The idle period is what is measured: a scheduler or agent that allocates while idle shows.
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     // A health check proves the server is alive (a crashed server has no RSS to read).
-    server.api("GET", "/healthz", None).await?;
+    server.api(Method::GET, "/healthz", None).await?;
     let (rss, hwm) = server.rss_kb()?;
     let mb = rss as f64 / 1024.0;
     let mut r = Report::new("idle-rss");

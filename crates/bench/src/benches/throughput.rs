@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use cronium_client::Method;
 use futures::StreamExt;
 use serde_json::json;
 
@@ -136,7 +137,7 @@ pub async fn measure(server: &Server, k: usize) -> anyhow::Result<Figures> {
         Duration::from_secs(300),
         Duration::from_millis(50),
         || async {
-            let v = server.api("GET", &path, None).await?;
+            let v = server.api(Method::GET, &path, None).await?;
             let mut list = v.as_array().cloned().unwrap_or_default();
             list.retain(|j| j["id"].as_i64().is_some_and(|id| id > warm_id));
             let done = list.len() == k

@@ -12,13 +12,13 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
+use cronium_client::{Method, SseReader};
 use cronium_store::{SeedHistory, SeedWorkflowRuns, Store};
 use serde_json::{json, Value};
 
 use super::Ctx;
 use crate::report::Report;
 use crate::server::{fresh_pg_database, Server, ServerOpts};
-use crate::sse::SseReader;
 use crate::stats::Summary;
 
 pub const PAGE_P99_MS: f64 = 50.0;
@@ -166,7 +166,7 @@ async fn seed_workflow(
         .collect();
     let spec = json!({"name": "bench-flow", "input": {"version": "1.4"}, "nodes": nodes});
     server
-        .api("PUT", "/api/v1/workflows/bench-flow", Some(&spec))
+        .api(Method::PUT, "/api/v1/workflows/bench-flow", Some(&spec))
         .await?;
     let store = Store::open(url).await?;
     let w = store

@@ -15,6 +15,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use cronium_client::Method;
 use serde_json::{json, Value};
 
 use super::{real_python, time_direct, Ctx};
@@ -56,7 +57,11 @@ fn fan_in() -> Value {
 /// Starts a run of `name` and polls it to its end; returns the run detail.
 async fn run_to_end(server: &Server, name: &str) -> anyhow::Result<Value> {
     let r = server
-        .api("POST", &format!("/api/v1/workflows/{name}/runs"), None)
+        .api(
+            Method::POST,
+            &format!("/api/v1/workflows/{name}/runs"),
+            None,
+        )
         .await?;
     let id = r["id"]
         .as_i64()
@@ -64,7 +69,7 @@ async fn run_to_end(server: &Server, name: &str) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let d = server
-            .api("GET", &format!("/api/v1/workflow-runs/{id}"), None)
+            .api(Method::GET, &format!("/api/v1/workflow-runs/{id}"), None)
             .await?;
         let status = d["run"]["status"].as_str().unwrap_or_default();
         if !["queued", "running"].contains(&status) {
@@ -181,7 +186,11 @@ pub async fn run(ctx: &Ctx, reps: usize, python: Option<PathBuf>) -> anyhow::Res
     for spec in [sequential(), fan_in()] {
         let name = spec["name"].as_str().unwrap_or_default().to_string();
         server
-            .api("PUT", &format!("/api/v1/workflows/{name}"), Some(&spec))
+            .api(
+                Method::PUT,
+                &format!("/api/v1/workflows/{name}"),
+                Some(&spec),
+            )
             .await?;
     }
     // Warm-up: payloads built and cached, interpreter pages in memory.
