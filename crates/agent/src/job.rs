@@ -10,107 +10,29 @@
 //! Every write is fenced by the lease; when the store reports the lease lost, the job stops
 //! writing at once (another worker owns it now) and the local run is cancelled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use cronium_core::clock::now_ms;
 use cronium_core::duration::HumanDuration;
 use cronium_core::fanout::{self, ServerCount, Verdict};
-use cronium_core::payload::{PayloadError, PayloadRef, PayloadSource};
-use cronium_core::spec::{self, EventSpec, EventType, Target};
-use cronium_core::transport::RunRequest;
+use cronium_core::spec::{self, EventSpec, Target};
 use cronium_core::workflow::NodeOverrides;
 use cronium_model::backoff_delay;
 use cronium_model::queue::{
     ExecutionUpdate, ExecutionUsage, HandedOff, Heartbeat, JobOutcome, JobRow,
 };
 use cronium_model::{ExecutionStatus, JobStatus};
-use cronium_protocol::{
-    ApiSettings, EventMeta, Finished, HelperMode, RunContext, RunStatus, API_RELAY,
-};
+use cronium_protocol::{HelperMode, RunStatus};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{Lease, QueueError};
-use crate::recorder::{ExecutionFacts, Recorder};
-use crate::{http, targets, Inner};
-
-/// Why a job could not run (or finish running) its executions, and whether another attempt
-/// could help. Script failures are not errors here: they are execution results.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum JobError {
-    /// Can never succeed on another attempt: the event or its version is gone, the stored spec
-    /// is invalid, the payload cannot be built, a secret or credential cannot be decrypted, a
-    /// server is unknown. The job ends `failed` at once; its retries are not consumed.
-    #[error("{0}")]
-    Fatal(String),
-    /// May succeed on another attempt: the store was unreachable, a transport was not available,
-    /// the lease was lost. The event's retry policy applies.
-    #[error("{0}")]
-    Retryable(String),
-}
-
-impl JobError {
-    pub(crate) fn fatal(message: impl Into<String>) -> Self {
-        JobError::Fatal(message.into())
-    }
-
-    pub(crate) fn retryable(message: impl Into<String>) -> Self {
-        JobError::Retryable(message.into())
-    }
-
-    /// The same kind of error, its message prefixed with what was being done.
-    fn context(self, doing: &str) -> Self {
-        match self {
-            JobError::Fatal(m) => JobError::Fatal(format!("{doing}: {m}")),
-            JobError::Retryable(m) => JobError::Retryable(format!("{doing}: {m}")),
-        }
-    }
-}
-
-impl From<QueueError> for JobError {
-    fn from(e: QueueError) -> Self {
-        if e.is_fatal() {
-            JobError::Fatal(e.to_string())
-        } else {
-            JobError::Retryable(e.to_string())
-        }
-    }
-}
-
-/// The result of one execution, before it is turned into a job outcome.
-pub(crate) struct ExecResult {
-    pub(crate) execution_id: Option<i64>,
-    pub(crate) server: Option<String>,
-    pub(crate) finished: Finished,
-    /// More fields for the execution's final write (mode, runner version, note), so that an
-    /// execution costs as few store writes as possible: create, start, end.
-    pub(crate) extra: ExecutionUpdate,
-    /// Never started: its batch was not reached (an earlier one failed, or the job was
-    /// cancelled between batches). Not what the job's status or error is taken from.
-    pub(crate) not_run: bool,
-    /// Not attempted because the server was unreachable (`skip_unreachable`): stored as a
-    /// `skipped` execution; counts as a server that did not succeed.
-    pub(crate) skipped: bool,
-}
-
-impl ExecResult {
-    pub(crate) fn new(
-        execution_id: Option<i64>,
-        server: Option<String>,
-        finished: Finished,
-    ) -> Self {
-        ExecResult {
-            execution_id,
-            server,
-            finished,
-            extra: ExecutionUpdate::default(),
-            not_run: false,
-            skipped: false,
-        }
-    }
-}
+use crate::claim_gate::ClaimGate;
+use crate::exec::{ExecResult, JobError, RunCtx};
+use crate::queue::Lease;
+use crate::recorder::{ExecutionFacts, OnLeaseLost, Recorder};
+use crate::{targets, Inner};
 
 /// Returns a successor node's job that this job's end claimed for this worker (a hand-off), to
 /// run next in the same slot.
@@ -119,6 +41,8 @@ pub(crate) async fn execute(
     job: JobRow,
     mut gate: ClaimGate,
 ) -> Option<HandedOff> {
+    // Shared with the run's context (and each server's, in a fan-out).
+    let job = Arc::new(job);
     let lease = Lease {
         job_id: job.id,
         worker: inner.config.worker_id.clone(),
@@ -171,8 +95,10 @@ pub(crate) async fn execute(
         inner.metrics.clone(),
         lease.clone(),
         first_seq,
-        cancel.clone(),
-        lost.clone(),
+        OnLeaseLost {
+            lost: lost.clone(),
+            cancel: cancel.clone(),
+        },
     ));
     if job.attempt > 1 {
         recorder
@@ -190,7 +116,16 @@ pub(crate) async fn execute(
         if let Target::Servers(t) = &spec.target {
             min_success = t.min_success;
         }
-        run_executions(&inner, &job, &lease, &spec, &recorder, &cancel, &mut gate).await
+        let ctx = RunCtx {
+            inner: inner.clone(),
+            job: job.clone(),
+            lease: lease.clone(),
+            spec: spec.clone(),
+            recorder: recorder.clone(),
+            cancel: cancel.clone(),
+        };
+        let target = targets::for_spec(&spec);
+        target.run(&ctx, &mut gate).await
     }
     .await;
     if let Err(e) = &results {
@@ -452,324 +387,6 @@ fn apply_node_overrides(job: &JobRow, spec: &mut EventSpec) -> Result<(), JobErr
         }
     }
     Ok(())
-}
-
-async fn run_executions(
-    inner: &Arc<Inner>,
-    job: &JobRow,
-    lease: &Lease,
-    spec: &Arc<EventSpec>,
-    recorder: &Arc<Recorder>,
-    cancel: &CancellationToken,
-    gate: &mut ClaimGate,
-) -> Result<Vec<ExecResult>, JobError> {
-    match (&spec.kind, &spec.target) {
-        (EventType::Http, Target::Local) => {
-            let h = spec
-                .http
-                .as_ref()
-                .ok_or_else(|| JobError::fatal("http: settings missing"))?;
-            // An http event sees no variables, but a response may still echo a secret.
-            variables_snapshot(inner, recorder).await?;
-            let exec = start_execution(inner, lease).await?;
-            gate.open();
-            let sink = recorder.sink_for(Some(exec));
-            let _ = inner
-                .queue
-                .update_execution(
-                    lease,
-                    exec,
-                    &ExecutionUpdate {
-                        status: Some(ExecutionStatus::Running),
-                        started_at: Some(now_ms()),
-                        mode: Some("http".into()),
-                        ..Default::default()
-                    },
-                )
-                .await;
-            let finished =
-                http::run_http(&inner.http, h, spec.timeout.0, &sink, cancel.clone()).await;
-            drop(sink);
-            Ok(vec![ExecResult::new(Some(exec), None, finished)])
-        }
-        (_, Target::Local) => {
-            // Everything that can fail before the run is done before its execution exists, so
-            // that a job that never ran leaves no execution stuck in `pending`.
-            let payload = payload(inner, job, spec)?;
-            let variables = variables_snapshot(inner, recorder).await?;
-            let exec = start_execution(inner, lease).await?;
-            gate.open();
-            let sink = recorder.sink_for(Some(exec));
-            let mut req = run_request(inner, job, spec, &payload, exec, None, variables);
-            let helpers = enable_api(inner, job, spec, lease, recorder, &mut req, Ok(())).await;
-            let finished = match inner.local.run(&req, &sink, cancel.clone()).await {
-                Ok(f) => f,
-                // The runner could not be started or vanished: worth another attempt.
-                Err(e) => Finished {
-                    status: RunStatus::Failed,
-                    exit_code: None,
-                    signal: None,
-                    run_ms: 0,
-                    error: Some(e.to_string()),
-                    usage: None,
-                },
-            };
-            drop(sink);
-            let mut result = ExecResult::new(Some(exec), None, finished);
-            result.extra = helpers;
-            Ok(vec![result])
-        }
-        (_, Target::Container(c)) => {
-            gate.open();
-            targets::run_container(inner, job, lease, spec, c, recorder, cancel).await
-        }
-        (_, Target::Servers(t)) => {
-            gate.open();
-            targets::run_servers(inner, job, lease, spec, t, recorder, cancel).await
-        }
-    }
-}
-
-/// Tells the claim loop that a job has made its first write (or will not make one), so that the
-/// loop's next claim does not compete with it for the store's write connection: a claimed job's
-/// gate answers the loop waiting on it; a handed-off job's gate wakes the loop, which its
-/// predecessor's end would otherwise have done at once. Opens when dropped too, on every path.
-pub(crate) struct ClaimGate {
-    started: Option<tokio::sync::oneshot::Sender<()>>,
-    wake: Option<Arc<tokio::sync::Notify>>,
-}
-
-impl ClaimGate {
-    /// For a job the claim loop just claimed and waits on.
-    pub(crate) fn new(tx: tokio::sync::oneshot::Sender<()>) -> Self {
-        ClaimGate {
-            started: Some(tx),
-            wake: None,
-        }
-    }
-
-    /// For a job handed off by its predecessor's end: opening it wakes the claim loop.
-    pub(crate) fn waking(wake: Arc<tokio::sync::Notify>) -> Self {
-        ClaimGate {
-            started: None,
-            wake: Some(wake),
-        }
-    }
-
-    /// For a handed-off job whose predecessor's end left nothing else ready: nobody waits.
-    pub(crate) fn none() -> Self {
-        ClaimGate {
-            started: None,
-            wake: None,
-        }
-    }
-
-    /// Opens the gate; only the first call does anything.
-    pub(crate) fn open(&mut self) {
-        if let Some(tx) = self.started.take() {
-            let _ = tx.send(());
-        }
-        if let Some(wake) = self.wake.take() {
-            wake.notify_one();
-        }
-    }
-}
-
-impl Drop for ClaimGate {
-    fn drop(&mut self) {
-        self.open();
-    }
-}
-
-/// The single execution of a local or container run, created `pending`.
-async fn start_execution(inner: &Inner, lease: &Lease) -> Result<i64, JobError> {
-    Ok(inner
-        .queue
-        .start_execution(lease, None, ExecutionStatus::Pending)
-        .await?
-        .ok_or_else(|| JobError::retryable("lease lost before the execution started"))?
-        .id)
-}
-
-/// The variables a run sees (secret ones decrypted), read once per job, before the run starts;
-/// the recorder learns the secret ones, to mask them in everything the run produces. A secret
-/// that cannot be decrypted is fatal: no later attempt would decrypt it either.
-pub(crate) async fn variables_snapshot(
-    inner: &Inner,
-    recorder: &Recorder,
-) -> Result<BTreeMap<String, Value>, JobError> {
-    let vars = inner
-        .queue
-        .variables()
-        .await
-        .map_err(|e| JobError::from(e).context("cannot read variables"))?;
-    recorder
-        .learn_variables(&vars)
-        .await
-        .map_err(JobError::retryable)?;
-    Ok(vars.values)
-}
-
-/// The payload of the job's event version, built (or found in the cache) once per job, before
-/// any execution starts.
-pub(crate) fn payload(
-    inner: &Inner,
-    job: &JobRow,
-    spec: &EventSpec,
-) -> Result<PayloadRef, JobError> {
-    let interpreter = spec
-        .kind
-        .interpreter()
-        .ok_or_else(|| JobError::fatal("http events do not run in a runner"))?;
-    let src = PayloadSource {
-        interpreter,
-        script: spec.script.as_deref().unwrap_or_default(),
-        env: spec.env.clone(),
-        timeout: spec.timeout.0,
-        kill_grace: inner.config.kill_grace,
-        max_output_bytes: inner.config.max_output_bytes,
-        event: EventMeta {
-            id: job.event_id.unwrap_or_default(),
-            name: job.event_name.clone(),
-            version: job.event_version,
-        },
-    };
-    let (payload, generated) = inner
-        .payloads
-        .get_or_build_timed(&src)
-        .map_err(|e| match e {
-            // What the event holds cannot be encoded: the same spec fails the same way every time.
-            PayloadError::Manifest(_) => JobError::fatal(format!("cannot build the payload: {e}")),
-            // Writing it failed (disk full, permissions): that may be fixed before the next attempt.
-            PayloadError::Io { .. } => {
-                JobError::retryable(format!("cannot store the payload: {e}"))
-            }
-        })?;
-    if let Some(took) = generated {
-        inner
-            .metrics
-            .runner
-            .payload_generation_duration
-            .observe(took.as_secs_f64());
-    }
-    Ok(payload)
-}
-
-/// The run request for one execution: the job's payload and this execution's run context.
-pub(crate) fn run_request(
-    inner: &Inner,
-    job: &JobRow,
-    spec: &EventSpec,
-    payload: &PayloadRef,
-    execution_id: i64,
-    server: Option<&str>,
-    variables: BTreeMap<String, Value>,
-) -> RunRequest {
-    RunRequest {
-        payload_path: payload.path.clone(),
-        payload_sha256: payload.sha256.clone(),
-        context: RunContext {
-            job_id: job.id,
-            execution_id,
-            // The claimed attempt (the lease's fencing token).
-            attempt: job.attempt.max(1) as u32,
-            trigger: job.trigger.as_str().to_string(),
-            server: server.map(str::to_string),
-            input: job.input.clone(),
-            variables,
-            helper_mode: HelperMode::Bundled,
-            api: None,
-            interpreters: inner.interpreters.clone(),
-            env: Default::default(),
-        },
-        timeout: spec.timeout.0,
-        kill_grace: inner.config.kill_grace,
-        control: None,
-    }
-}
-
-/// The helpers mode of a job: its workflow node's override, else the event's `helpers`, else
-/// the server's `--helpers` default.
-pub(crate) fn helper_mode(inner: &Inner, job: &JobRow, spec: &EventSpec) -> HelperMode {
-    cronium_core::workflow::NodeOverrides::from_value(&job.overrides)
-        .ok()
-        .and_then(|o| o.helpers)
-        .or(spec.helpers)
-        .unwrap_or(inner.config.helpers)
-}
-
-/// Turns `req` into an API-mode request when the job asks for it: mints the execution's
-/// runtime token (only its SHA-256 is stored, valid until the run's hard deadline), gives the
-/// runner the token and the relay endpoint, and makes the recorder answer its calls. Returns
-/// what to record on the execution: `helpers` and, when API mode cannot be had, why.
-pub(crate) async fn enable_api(
-    inner: &Inner,
-    job: &JobRow,
-    spec: &EventSpec,
-    lease: &Lease,
-    recorder: &Recorder,
-    req: &mut RunRequest,
-    relay_possible: Result<(), String>,
-) -> ExecutionUpdate {
-    let bundled = |note: Option<String>| ExecutionUpdate {
-        helpers: Some(HelperMode::Bundled.as_str().into()),
-        helpers_note: note,
-        ..Default::default()
-    };
-    if helper_mode(inner, job, spec) != HelperMode::Api {
-        return bundled(None);
-    }
-    if let Err(why) = relay_possible {
-        return bundled(Some(why));
-    }
-    let Some(runtime) = inner.runtime.clone() else {
-        return bundled(Some("this agent has no runtime API; bundled mode".into()));
-    };
-    let exec = req.context.execution_id;
-    let token = cronium_core::crypto::new_runtime_token();
-    // A script that prints its token shows it masked, like any secret of the job.
-    if let Err(e) = recorder.masker().extend([token.as_str()]) {
-        return bundled(Some(format!("cannot mask the runtime token: {e}")));
-    }
-    let expires_at = now_ms() + req.hard_deadline().as_millis() as i64;
-    match runtime
-        .set_token(
-            lease,
-            exec,
-            &cronium_core::crypto::token_sha256(&token),
-            expires_at,
-        )
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => return bundled(Some("the lease was lost before API mode started".into())),
-        Err(e) => return bundled(Some(format!("cannot store the runtime token: {e}"))),
-    }
-    let ctx = &req.context;
-    let event = serde_json::json!({
-        "id": job.event_id,
-        "name": job.event_name,
-        "job_id": job.id,
-        "execution_id": exec,
-        "attempt": ctx.attempt,
-        "trigger": ctx.trigger,
-        "server": ctx.server,
-        "version": job.event_version,
-    });
-    let input = match &job.input {
-        Value::Null => Value::Object(Default::default()),
-        v => v.clone(),
-    };
-    req.control = Some(recorder.api_channel(exec, runtime, lease.attempt, input, event));
-    req.context.helper_mode = HelperMode::Api;
-    req.context.api = Some(ApiSettings {
-        endpoint: API_RELAY.to_string(),
-        token,
-    });
-    ExecutionUpdate {
-        helpers: Some(HelperMode::Api.as_str().into()),
-        ..Default::default()
-    }
 }
 
 /// The runner's usage figures as the execution row stores them.

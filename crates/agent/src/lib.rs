@@ -4,13 +4,19 @@
 //! server (the default) and, later, as separate `cronium agent` processes. It never decides *when*
 //! something runs (that is the scheduler's job) and never runs user code itself: scripts run in
 //! `cronium-runner`; only `http` events are carried out here, with an HTTP client.
+//!
+//! A job runs in `job.rs`, which hands the attempt's context (`exec::RunCtx`) to the job's
+//! target (`targets`); both build on `exec.rs`, which knows neither.
 
+// Functions take at most 6 arguments (`clippy.toml`); more go in a context struct.
+#![deny(clippy::too_many_arguments)]
+
+mod claim_gate;
 pub mod credentials;
-pub mod http;
+mod exec;
 pub mod interpreters;
 pub mod isolation;
 mod job;
-pub mod local;
 pub mod queue;
 pub mod recorder;
 pub mod remote;
@@ -32,8 +38,8 @@ use cronium_protocol::Interpreter;
 use tokio::sync::{oneshot, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::local::LocalTransport;
 use crate::queue::JobQueue;
+use crate::targets::local::LocalTransport;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -276,7 +282,7 @@ impl Agent {
                     let (started, first_write) = oneshot::channel();
                     running.spawn(async move {
                         let mut next =
-                            job::execute(inner.clone(), job, job::ClaimGate::new(started)).await;
+                            job::execute(inner.clone(), job, claim_gate::ClaimGate::new(started)).await;
                         // A successor node handed to this slot by the job's end runs at once.
                         while let Some(handed) = next {
                             let job = handed.job;
@@ -284,9 +290,9 @@ impl Agent {
                             inner.bus.job_changed(Some(job.id));
                             // The claim loop looks again only if the end left other work ready.
                             let gate = if handed.more_ready {
-                                job::ClaimGate::waking(inner.wake.clone())
+                                claim_gate::ClaimGate::waking(inner.wake.clone())
                             } else {
-                                job::ClaimGate::none()
+                                claim_gate::ClaimGate::none()
                             };
                             next = job::execute(inner.clone(), job, gate).await;
                         }

@@ -105,6 +105,13 @@ impl SharedMasker {
     }
 }
 
+/// What a recorder does when the store refuses one of its writes (another worker owns the
+/// job now): sets `lost` and cancels `cancel`, which stops the run.
+pub struct OnLeaseLost {
+    pub lost: Arc<AtomicBool>,
+    pub cancel: CancellationToken,
+}
+
 pub struct Recorder {
     tx: mpsc::Sender<(Option<i64>, RunnerEvent)>,
     task: JoinHandle<HashMap<Option<i64>, ExecutionFacts>>,
@@ -115,16 +122,16 @@ pub struct Recorder {
 
 impl Recorder {
     /// Starts recording for `lease`, numbering lines from `first_seq`. When the store refuses a
-    /// write (the lease was lost), `lost` is set and `cancel` cancelled.
+    /// write (the lease was lost), it does what `on_lost` says.
     pub fn start(
         queue: Arc<dyn JobQueue>,
         bus: Arc<LogBus>,
         metrics: Arc<cronium_core::metrics::Metrics>,
         lease: Lease,
         first_seq: i64,
-        cancel: CancellationToken,
-        lost: Arc<AtomicBool>,
+        on_lost: OnLeaseLost,
     ) -> Self {
+        let OnLeaseLost { lost, cancel } = on_lost;
         let (tx, mut rx) = mpsc::channel::<(Option<i64>, RunnerEvent)>(4 * BATCH);
         let masker = SharedMasker::default();
         let api: ApiContexts = Default::default();

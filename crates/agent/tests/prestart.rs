@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cronium_agent::local::LocalTransport;
+use cronium_agent::targets::local::LocalTransport;
 use cronium_core::payload::{build_archive, sha256_hex, PayloadSource};
 use cronium_core::transport::RunRequest;
 use cronium_protocol::{EventMeta, Interpreter, RunContext, RunStatus, RunnerEvent};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use cronium_agent::local::LocalTransport;
+use cronium_agent::targets::local::LocalTransport;
 use cronium_core::duration::HumanDuration;
 use cronium_core::payload::{build_archive, sha256_hex, PayloadSource};
 use cronium_core::transport::RunRequest;

@@ -1,15 +1,65 @@
-//! `http` events: the agent makes the request itself with a real HTTP client and reports it
-//! through the same event stream a runner would (log lines, output, final result), so that
-//! storage, live logs and statuses need no special case.
+//! The `http` target, for `http` events: the agent makes the request itself with a real HTTP
+//! client and reports it through the same event stream a runner would (log lines, output,
+//! final result), so that storage, live logs and statuses need no special case.
 
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use cronium_core::clock::now_ms;
 use cronium_core::spec::HttpSpec;
 use cronium_core::transport::EventSink;
+use cronium_model::queue::ExecutionUpdate;
+use cronium_model::ExecutionStatus;
 use cronium_protocol::{Finished, RunStatus, RunnerEvent, Stream, EXIT_CANCELLED, EXIT_TIMEOUT};
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
+
+use super::Target;
+use crate::claim_gate::ClaimGate;
+use crate::exec::{ExecResult, JobError, RunCtx};
+
+/// The http target: one execution, the event's request.
+pub(crate) struct Http;
+
+#[async_trait]
+impl Target for Http {
+    async fn run(&self, ctx: &RunCtx, gate: &mut ClaimGate) -> Result<Vec<ExecResult>, JobError> {
+        let h = ctx
+            .spec
+            .http
+            .as_ref()
+            .ok_or_else(|| JobError::fatal("http: settings missing"))?;
+        // An http event sees no variables, but a response may still echo a secret.
+        ctx.variables().await?;
+        let exec = ctx.start_execution().await?;
+        gate.open();
+        let sink = ctx.recorder.sink_for(Some(exec));
+        let _ = ctx
+            .inner
+            .queue
+            .update_execution(
+                &ctx.lease,
+                exec,
+                &ExecutionUpdate {
+                    status: Some(ExecutionStatus::Running),
+                    started_at: Some(now_ms()),
+                    mode: Some("http".into()),
+                    ..Default::default()
+                },
+            )
+            .await;
+        let finished = run_http(
+            &ctx.inner.http,
+            h,
+            ctx.spec.timeout.0,
+            &sink,
+            ctx.cancel.clone(),
+        )
+        .await;
+        drop(sink);
+        Ok(vec![ExecResult::new(Some(exec), None, finished)])
+    }
+}
 
 /// Largest response body kept in the output and the log.
 const MAX_BODY: usize = 1024 * 1024;
@@ -28,7 +78,7 @@ async fn log(sink: &EventSink, seq: &mut u64, stream: Stream, line: String) {
 
 /// Performs the request and returns its final record. The output is
 /// `{status, headers, body, json?}`.
-pub async fn run_http(
+async fn run_http(
     client: &reqwest::Client,
     spec: &HttpSpec,
     timeout: Duration,

@@ -1,4 +1,5 @@
-//! The `local` transport: `cronium-runner` as a child process of the agent.
+//! The `local` target: the event's script in `cronium-runner`, a child process of the agent
+//! ([`LocalTransport`], which `cronium run` uses on its own too).
 //!
 //! The runner reads the run context and then the payload from its stdin (so that it never needs
 //! to read the data directory, where the payload cache lives) and treats EOF on stdin as
@@ -22,6 +23,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use cronium_core::transport::{
     next_control, pump_events, send_cancel, send_context, send_control, EventSink, RunRequest,
     TransportError,
@@ -33,7 +35,37 @@ use tokio::process::{
 };
 use tokio_util::sync::CancellationToken;
 
+use super::Target;
+use crate::claim_gate::ClaimGate;
+use crate::exec::{failed, ExecResult, JobError, RunCtx};
 use crate::isolation::RunUser;
+
+/// The local target: one execution, in this agent's [`LocalTransport`].
+pub(crate) struct Local;
+
+#[async_trait]
+impl Target for Local {
+    async fn run(&self, ctx: &RunCtx, gate: &mut ClaimGate) -> Result<Vec<ExecResult>, JobError> {
+        // Everything that can fail before the run is done before its execution exists, so
+        // that a job that never ran leaves no execution stuck in `pending`.
+        let payload = ctx.payload()?;
+        let variables = ctx.variables().await?;
+        let exec = ctx.start_execution().await?;
+        gate.open();
+        let sink = ctx.recorder.sink_for(Some(exec));
+        let mut req = ctx.run_request(&payload, exec, None, variables);
+        let helpers = ctx.enable_api(&mut req, Ok(())).await;
+        let finished = match ctx.inner.local.run(&req, &sink, ctx.cancel.clone()).await {
+            Ok(f) => f,
+            // The runner could not be started or vanished: worth another attempt.
+            Err(e) => failed(e.to_string()),
+        };
+        drop(sink);
+        let mut result = ExecResult::new(Some(exec), None, finished);
+        result.extra = helpers;
+        Ok(vec![result])
+    }
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct LocalTransport {
