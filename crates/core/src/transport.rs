@@ -120,6 +120,23 @@ pub async fn pump_events<R: AsyncBufRead + Unpin>(
     finished.ok_or(TransportError::NoResult(None))
 }
 
+/// As [`pump_events`], but returns as soon as the `finished` event is forwarded: the runner's
+/// last event, after which it only removes its run directory and exits. A local transport
+/// reaps the process after that, off the run's path. Without a `finished` event, reads to the
+/// end like [`pump_events`].
+pub async fn pump_until_finished<R: AsyncBufRead + Unpin>(
+    reader: R,
+    sink: &EventSink,
+) -> Result<Finished, TransportError> {
+    let mut lines = reader.lines();
+    while let Some(line) = lines.next_line().await? {
+        if let Some(RunnerEvent::Finished(f)) = forward_line(&line, sink).await {
+            return Ok(f);
+        }
+    }
+    Err(TransportError::NoResult(None))
+}
+
 /// Forwards one line of a runner's stdout to `sink` and returns the event it carried. A line
 /// that is not an event is forwarded as a system log line (and `None` returned); an empty line
 /// is skipped.

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cronium_core::transport::{
-    next_control, pump_events, send_cancel, send_context, send_control, EventSink, RunRequest,
+    next_control, pump_until_finished, send_cancel, send_context, send_control, EventSink, RunRequest,
     TransportError,
 };
 use cronium_protocol::Finished;
@@ -215,7 +215,7 @@ impl LocalTransport {
             String::from_utf8_lossy(&buf).trim().to_string()
         });
 
-        let pump = pump_events(BufReader::with_capacity(64 * 1024, stdout), sink);
+        let pump = pump_until_finished(BufReader::with_capacity(64 * 1024, stdout), sink);
         tokio::pin!(pump);
         let deadline = tokio::time::sleep(req.hard_deadline());
         tokio::pin!(deadline);
@@ -242,11 +242,14 @@ impl LocalTransport {
             }
         };
         drop(stdin);
-        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
-        if status.is_err() {
-            let _ = child.start_kill();
-            let _ = child.wait().await;
+        if result.is_ok() {
+            // After `finished` the runner removes its run directory and exits: reaped here in
+            // the background while the run's result is recorded (and killed if it hangs).
+            drop(diag);
+            tokio::spawn(reap(child));
+            return result;
         }
+        reap(child).await;
         match result {
             Err(TransportError::NoResult(_)) => {
                 let msg = diag.await.unwrap_or_default();
@@ -254,6 +257,17 @@ impl LocalTransport {
             }
             other => other,
         }
+    }
+}
+
+/// Waits for a runner's exit, killing it if it takes more than 10 s.
+async fn reap(mut child: Child) {
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
     }
 }
 
