@@ -123,13 +123,15 @@ pub async fn pump_events<R: AsyncBufRead + Unpin>(
 /// As [`pump_events`], but returns as soon as the `finished` event is forwarded: the runner's
 /// last event, after which it only removes its run directory and exits. A local transport
 /// reaps the process after that, off the run's path. Without a `finished` event, reads to the
-/// end like [`pump_events`].
+/// end like [`pump_events`]. `seen` is set at the first line read.
 pub async fn pump_until_finished<R: AsyncBufRead + Unpin>(
     reader: R,
     sink: &EventSink,
+    seen: &std::sync::atomic::AtomicBool,
 ) -> Result<Finished, TransportError> {
     let mut lines = reader.lines();
     while let Some(line) = lines.next_line().await? {
+        seen.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(RunnerEvent::Finished(f)) = forward_line(&line, sink).await {
             return Ok(f);
         }

@@ -20,13 +20,14 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use cronium_core::transport::{
-    next_control, pump_until_finished, send_cancel, send_context, send_control, EventSink, RunRequest,
-    TransportError,
+    next_control, pump_until_finished, send_cancel, send_context, send_control, EventSink,
+    RunRequest, TransportError,
 };
 use cronium_protocol::Finished;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
@@ -190,17 +191,50 @@ impl LocalTransport {
                 req.payload_path.display()
             ))
         })?;
-        let (mut child, mut stdin, mut stdout, mut stderr, warm) = self.runner_for_run()?;
-        if let Err(e) = hand_over(&mut stdin, req, &payload).await {
+        let seen = AtomicBool::new(false);
+        let (result, warm) = self.run_once(req, sink, &cancel, &payload, &seen).await;
+        if warm && !seen.load(Ordering::Relaxed) && !cancel.is_cancelled() {
+            if let Err(TransportError::NoResult(why)) = &result {
+                // The runner started ahead died after the check, its pipe taking the hand-over
+                // (killed, out of memory): it said nothing, so the script never started. Once
+                // more, on a runner started now.
+                tracing::warn!(reason = ?why, "the runner started ahead died before the run began; starting another");
+                let seen = AtomicBool::new(false);
+                return self.run_once(req, sink, &cancel, &payload, &seen).await.0;
+            }
+        }
+        result
+    }
+
+    /// One try of [`LocalTransport::run`]: on the runner started ahead when there is one
+    /// (the bool says so), else on a new one. `seen` is set once the runner says anything.
+    async fn run_once(
+        &self,
+        req: &RunRequest,
+        sink: &EventSink,
+        cancel: &CancellationToken,
+        payload: &[u8],
+        seen: &AtomicBool,
+    ) -> (Result<Finished, TransportError>, bool) {
+        let started = match self.runner_for_run() {
+            Ok(r) => r,
+            Err(e) => return (Err(e), false),
+        };
+        let (mut child, mut stdin, mut stdout, mut stderr, warm) = started;
+        if let Err(e) = hand_over(&mut stdin, req, payload).await {
             if !warm {
-                return Err(e);
+                return (Err(e), false);
             }
             // The runner started ahead died between the check and the hand-over: a new one.
             let _ = child.start_kill();
-            (child, stdin, stdout, stderr) = self.new_runner()?;
-            hand_over(&mut stdin, req, &payload).await?;
+            (child, stdin, stdout, stderr) = match self.new_runner() {
+                Ok(r) => r,
+                Err(e) => return (Err(e), false),
+            };
+            if let Err(e) = hand_over(&mut stdin, req, payload).await {
+                return (Err(e), false);
+            }
         }
-        drop(payload);
         // The next run's runner starts while this one runs, on another of the runtime's threads:
         // starting a process is not this run's business.
         if self.prestart {
@@ -215,7 +249,7 @@ impl LocalTransport {
             String::from_utf8_lossy(&buf).trim().to_string()
         });
 
-        let pump = pump_until_finished(BufReader::with_capacity(64 * 1024, stdout), sink);
+        let pump = pump_until_finished(BufReader::with_capacity(64 * 1024, stdout), sink, seen);
         tokio::pin!(pump);
         let deadline = tokio::time::sleep(req.hard_deadline());
         tokio::pin!(deadline);
@@ -247,27 +281,36 @@ impl LocalTransport {
             // the background while the run's result is recorded (and killed if it hangs).
             drop(diag);
             tokio::spawn(reap(child));
-            return result;
+            return (result, warm);
         }
-        reap(child).await;
-        match result {
+        let pid = child.id();
+        let status = reap(child).await;
+        let result = match result {
             Err(TransportError::NoResult(_)) => {
-                let msg = diag.await.unwrap_or_default();
-                Err(TransportError::NoResult((!msg.is_empty()).then_some(msg)))
+                let mut msg = diag.await.unwrap_or_default();
+                if msg.is_empty() {
+                    // Nothing said: at least how it ended (a kill shows as its signal).
+                    msg = match status {
+                        Some(s) => format!("runner {} {s}", pid.unwrap_or_default()),
+                        None => "its exit status is unknown".into(),
+                    };
+                }
+                Err(TransportError::NoResult(Some(msg)))
             }
             other => other,
-        }
+        };
+        (result, warm)
     }
 }
 
-/// Waits for a runner's exit, killing it if it takes more than 10 s.
-async fn reap(mut child: Child) {
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+/// Waits for a runner's exit, killing it if it takes more than 10 s; how it ended.
+async fn reap(mut child: Child) -> Option<std::process::ExitStatus> {
+    match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+        Ok(status) => status.ok(),
+        Err(_) => {
+            let _ = child.start_kill();
+            child.wait().await.ok()
+        }
     }
 }
 
