@@ -1066,11 +1066,12 @@ impl Store {
                 tx.rollback().await?;
                 continue;
             };
-            sqlx::query(
+            sqlx::query(concat!(
                 "UPDATE executions SET status = 'lost', finished_at = COALESCE(finished_at, $1), \
                  error = COALESCE(error, $2) \
-                 WHERE job_id = $3 AND attempt = $4 AND status IN ('pending', 'deploying', 'running')",
-            )
+                 WHERE job_id = $3 AND attempt = $4 AND status IN ",
+                live_execution_statuses!()
+            ))
             .bind(now)
             .bind(WORKER_LOST)
             .bind(job_id)

@@ -18,6 +18,14 @@
 //! `cronium-model`; a word the model does not know, read back from the database, is
 //! [`StoreError::Corrupt`].
 
+/// The statuses of an execution that has not ended (`ExecutionStatus::is_final` is false), as
+/// an SQL list: the one definition every query that asks "is it still live" uses.
+macro_rules! live_execution_statuses {
+    () => {
+        "('pending', 'deploying', 'running')"
+    };
+}
+
 mod agents;
 mod artifacts;
 mod audit;
@@ -87,3 +95,25 @@ pub use workflow_runs::{
     WorkflowRunDetail, WorkflowRunRow,
 };
 pub use workflows::{WorkflowGraph, WorkflowNodeRow, WorkflowRow, WorkflowVersionRow};
+
+#[cfg(test)]
+mod tests {
+    use cronium_model::ExecutionStatus;
+
+    /// The SQL list of live statuses is exactly the statuses that are not final: a status added
+    /// to the model without it here would make the runtime fence refuse a live run.
+    #[test]
+    fn the_live_execution_list_is_every_status_that_is_not_final() {
+        let listed: Vec<&str> = live_execution_statuses!()
+            .trim_matches(['(', ')'])
+            .split(", ")
+            .map(|s| s.trim_matches('\''))
+            .collect();
+        let live: Vec<&str> = ExecutionStatus::ALL
+            .iter()
+            .filter(|s| !s.is_final())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(listed, live);
+    }
+}

@@ -32,10 +32,12 @@ pub struct RuntimeExecution {
 }
 
 /// The claim condition on an execution row `e` (its id is `$1`, its attempt `$2`).
-const FENCE: &str =
-    "e.id = $1 AND e.attempt = $2 AND e.status IN ('pending', 'deploying', 'running') \
-     AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = e.job_id AND j.status = 'running' \
-     AND j.attempt = e.attempt)";
+const FENCE: &str = concat!(
+    "e.id = $1 AND e.attempt = $2 AND e.status IN ",
+    live_execution_statuses!(),
+    " AND EXISTS (SELECT 1 FROM jobs j WHERE j.id = e.job_id AND j.status = 'running' \
+     AND j.attempt = e.attempt)"
+);
 
 fn runtime_row(row: &AnyRow) -> Result<RuntimeExecution, StoreError> {
     Ok(RuntimeExecution {
@@ -88,14 +90,15 @@ impl Store {
         token_sha256: &str,
         now: i64,
     ) -> Result<Option<RuntimeExecution>, StoreError> {
-        let row = sqlx::query(
+        let row = sqlx::query(concat!(
             "SELECT e.id, e.job_id, e.attempt, e.server, e.output, e.api_token_expires_at, \
                j.event_id, j.event_name, j.event_version, j.trigger_kind, j.input \
              FROM executions e JOIN jobs j ON j.id = e.job_id \
              WHERE e.api_token_sha256 = $1 AND e.api_token_expires_at > $2 \
-               AND e.status IN ('pending', 'deploying', 'running') AND j.status = 'running' \
-               AND j.attempt = e.attempt",
-        )
+               AND e.status IN ",
+            live_execution_statuses!(),
+            " AND j.status = 'running' AND j.attempt = e.attempt"
+        ))
         .bind(token_sha256)
         .bind(now)
         .fetch_optional(&self.read)
