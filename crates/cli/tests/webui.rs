@@ -293,7 +293,9 @@ async fn a_form_posted_without_its_csrf_token_is_refused() {
         .post("/new-event", &[("yaml", yaml), ("csrf", "0000")])
         .await;
     assert_eq!(p.status, StatusCode::FORBIDDEN);
-    let wrong = format!("{}0", &csrf[..csrf.len() - 1]);
+    // The real token with its last character changed (to one it is not).
+    let last = if csrf.ends_with('0') { '1' } else { '0' };
+    let wrong = format!("{}{last}", &csrf[..csrf.len() - 1]);
     let p = web
         .post("/new-event", &[("yaml", yaml), ("csrf", &wrong)])
         .await;

@@ -187,6 +187,8 @@ const TERM_TRAPPING_TREE: &str = r#"(
     sleep 0.05
   done
 ) &
+# "ready" only once the grandchild's trap is set (it writes its pid after setting it).
+until [ -s "$PIDFILE" ]; do sleep 0.01; done
 echo $$ >> "$PIDFILE"
 trap 'echo main got TERM' TERM
 echo ready
