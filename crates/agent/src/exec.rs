@@ -22,7 +22,7 @@ use cronium_protocol::{
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::{Lease, QueueError};
+use crate::queue::{Lease, QueueError, Variables};
 use crate::recorder::Recorder;
 use crate::Inner;
 
@@ -129,6 +129,9 @@ pub(crate) struct RunCtx {
     pub(crate) recorder: Arc<Recorder>,
     /// Cancelled when the job is cancelled or its lease is lost.
     pub(crate) cancel: CancellationToken,
+    /// The variables read while the predecessor node's end was written (a hand-off), taken by
+    /// the first [`RunCtx::variables`] instead of a read of its own.
+    pub(crate) prefetched: Arc<std::sync::Mutex<Option<Variables>>>,
 }
 
 impl RunCtx {
@@ -147,12 +150,16 @@ impl RunCtx {
     /// starts; the recorder learns the secret ones, to mask them in everything the run produces.
     /// A secret that cannot be decrypted is fatal: no later attempt would decrypt it either.
     pub(crate) async fn variables(&self) -> Result<BTreeMap<String, Value>, JobError> {
-        let vars = self
-            .inner
-            .queue
-            .variables()
-            .await
-            .map_err(|e| JobError::from(e).context("cannot read variables"))?;
+        let prefetched = self.prefetched.lock().ok().and_then(|mut p| p.take());
+        let vars = match prefetched {
+            Some(vars) => vars,
+            None => self
+                .inner
+                .queue
+                .variables()
+                .await
+                .map_err(|e| JobError::from(e).context("cannot read variables"))?,
+        };
         self.recorder
             .learn_variables(&vars)
             .await

@@ -30,17 +30,25 @@ use tokio_util::sync::CancellationToken;
 
 use crate::claim_gate::ClaimGate;
 use crate::exec::{ExecResult, JobError, RunCtx};
-use crate::queue::Lease;
+use crate::queue::{Lease, Variables};
 use crate::recorder::{ExecutionFacts, OnLeaseLost, Recorder};
 use crate::{targets, Inner};
 
-/// Returns a successor node's job that this job's end claimed for this worker (a hand-off), to
-/// run next in the same slot.
+/// A successor node's job that a job's end claimed for the same worker (a hand-off), to run
+/// next in the same slot, with the variables read while that end was written.
+pub(crate) struct Next {
+    pub(crate) handed: HandedOff,
+    pub(crate) variables: Option<Variables>,
+}
+
+/// Returns the [`Next`] job when this job's end handed one off. `variables`: the ones its
+/// predecessor's end read for it (else the job reads them itself).
 pub(crate) async fn execute(
     inner: Arc<Inner>,
     job: JobRow,
     mut gate: ClaimGate,
-) -> Option<HandedOff> {
+    variables: Option<Variables>,
+) -> Option<Next> {
     // Shared with the run's context (and each server's, in a fan-out).
     let job = Arc::new(job);
     let lease = Lease {
@@ -123,6 +131,7 @@ pub(crate) async fn execute(
             spec: spec.clone(),
             recorder: recorder.clone(),
             cancel: cancel.clone(),
+            prefetched: Arc::new(std::sync::Mutex::new(variables)),
         };
         let target = targets::for_spec(&spec);
         target.run(&ctx, &mut gate).await
@@ -410,7 +419,7 @@ async fn conclude(
     results: Result<Vec<ExecResult>, JobError>,
     facts: &HashMap<Option<i64>, ExecutionFacts>,
     min_success: Option<ServerCount>,
-) -> (bool, Option<HandedOff>) {
+) -> (bool, Option<Next>) {
     let now = now_ms();
     let (status, exit_code, output, error, retryable, updates) = match results {
         Err(JobError::Fatal(message)) => (
@@ -504,12 +513,22 @@ async fn conclude(
     // A node's end hands its ready successor to this slot, unless the agent is stopping.
     let handoff = (job.node_run_id.is_some() && !inner.draining.load(Ordering::SeqCst))
         .then_some(inner.config.lease.as_millis() as i64);
-    match inner
+    let finish = inner
         .queue
-        .finish_attempt(lease, job.node_run_id, &updates, &outcome, handoff)
-        .await
-    {
-        Ok((true, next)) => (true, next),
+        .finish_attempt(lease, job.node_run_id, &updates, &outcome, handoff);
+    // A successor handed off reads the variables first thing: read here, on another
+    // connection, while the end is written. Every variable this job's scripts set is stored
+    // already (the recorder is closed). A read that fails is only a lost head start: the
+    // successor reads them again and reports the error itself.
+    let (written, variables) = match handoff {
+        Some(_) => {
+            let (written, variables) = tokio::join!(finish, inner.queue.variables());
+            (written, variables.ok())
+        }
+        None => (finish.await, None),
+    };
+    match written {
+        Ok((true, next)) => (true, next.map(|handed| Next { handed, variables })),
         Ok((false, _)) => {
             tracing::warn!(job = job.id, "lease lost before the outcome was written");
             (false, None)

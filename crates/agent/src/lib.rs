@@ -281,10 +281,15 @@ impl Agent {
                     let inner = inner.clone();
                     let (started, first_write) = oneshot::channel();
                     running.spawn(async move {
-                        let mut next =
-                            job::execute(inner.clone(), job, claim_gate::ClaimGate::new(started)).await;
+                        let mut next = job::execute(
+                            inner.clone(),
+                            job,
+                            claim_gate::ClaimGate::new(started),
+                            None,
+                        )
+                        .await;
                         // A successor node handed to this slot by the job's end runs at once.
-                        while let Some(handed) = next {
+                        while let Some(job::Next { handed, variables }) = next {
                             let job = handed.job;
                             tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "handed off");
                             inner.bus.job_changed(Some(job.id));
@@ -294,7 +299,7 @@ impl Agent {
                             } else {
                                 claim_gate::ClaimGate::none()
                             };
-                            next = job::execute(inner.clone(), job, gate).await;
+                            next = job::execute(inner.clone(), job, gate, variables).await;
                         }
                         drop(permit);
                     });
