@@ -104,6 +104,11 @@ impl Store {
             AnyPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                // A SQLite connection is a file opened in this process: it cannot have been
+                // dropped by a network or a restarted server, and the pool's default ping
+                // before each acquire is one more round trip to the connection's worker
+                // thread on every statement outside a transaction and every transaction.
+                .test_before_acquire(false)
                 .after_connect(|conn, _meta| {
                     Box::pin(async move {
                         conn.execute(SQLITE_PRAGMAS).await?;
