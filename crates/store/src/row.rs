@@ -52,16 +52,28 @@ pub(crate) fn word<T: FromStr<Err = UnknownValue>>(
     row: &AnyRow,
     col: &str,
 ) -> Result<T, StoreError> {
-    text(row, col)?
-        .parse()
+    parse_word(col, &text(row, col)?)
+}
+
+/// A stored word (a status, a kind) as its enum; `col` names it in the error.
+pub(crate) fn parse_word<T: FromStr<Err = UnknownValue>>(
+    col: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    text.parse()
         .map_err(|e: UnknownValue| StoreError::Corrupt(format!("column {col}: {e}")))
 }
 
 /// A JSON column; SQL NULL reads as `Value::Null`.
 pub(crate) fn json(row: &AnyRow, col: &str) -> Result<Value, StoreError> {
-    match opt_text(row, col)? {
+    parse_json(col, opt_text(row, col)?.as_deref())
+}
+
+/// The stored text of a JSON column (None for SQL NULL, read as `Value::Null`) as its value.
+pub(crate) fn parse_json(col: &str, text: Option<&str>) -> Result<Value, StoreError> {
+    match text {
         None => Ok(Value::Null),
-        Some(s) => serde_json::from_str(&s)
+        Some(s) => serde_json::from_str(s)
             .map_err(|e| StoreError::Corrupt(format!("column {col} holds invalid JSON: {e}"))),
     }
 }
