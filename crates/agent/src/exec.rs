@@ -129,14 +129,33 @@ pub(crate) struct RunCtx {
     pub(crate) recorder: Arc<Recorder>,
     /// Cancelled when the job is cancelled or its lease is lost.
     pub(crate) cancel: CancellationToken,
-    /// The variables read while the predecessor node's end was written (a hand-off), taken by
-    /// the first [`RunCtx::variables`] instead of a read of its own.
-    pub(crate) prefetched: Arc<std::sync::Mutex<Option<Variables>>>,
+    /// What the predecessor node's end prepared for this job (a hand-off), taken once.
+    pub(crate) prepared: Arc<std::sync::Mutex<Prepared>>,
+}
+
+/// What a node's end prepares for the successor it hands off, so that the successor starts
+/// without store calls of its own: the variables, read while the end was written, and its one
+/// execution, created `pending` by the end's write (local, container and http jobs).
+#[derive(Default)]
+pub(crate) struct Prepared {
+    /// Taken by the first [`RunCtx::variables`].
+    pub(crate) variables: Option<Variables>,
+    /// Taken by [`RunCtx::start_execution`]; still here after the run when the target failed
+    /// before it started the run, and then ended as failed with the job's error.
+    pub(crate) execution: Option<i64>,
 }
 
 impl RunCtx {
     /// The single execution of a local, http or container run, created `pending`.
     pub(crate) async fn start_execution(&self) -> Result<i64, JobError> {
+        if let Some(id) = self
+            .prepared
+            .lock()
+            .ok()
+            .and_then(|mut p| p.execution.take())
+        {
+            return Ok(id);
+        }
         Ok(self
             .inner
             .queue
@@ -150,7 +169,11 @@ impl RunCtx {
     /// starts; the recorder learns the secret ones, to mask them in everything the run produces.
     /// A secret that cannot be decrypted is fatal: no later attempt would decrypt it either.
     pub(crate) async fn variables(&self) -> Result<BTreeMap<String, Value>, JobError> {
-        let prefetched = self.prefetched.lock().ok().and_then(|mut p| p.take());
+        let prefetched = self
+            .prepared
+            .lock()
+            .ok()
+            .and_then(|mut p| p.variables.take());
         let vars = match prefetched {
             Some(vars) => vars,
             None => self

@@ -20,34 +20,33 @@ use cronium_core::fanout::{self, ServerCount, Verdict};
 use cronium_core::spec::{self, EventSpec, Target};
 use cronium_core::workflow::NodeOverrides;
 use cronium_model::backoff_delay;
-use cronium_model::queue::{
-    ExecutionUpdate, ExecutionUsage, HandedOff, Heartbeat, JobOutcome, JobRow,
-};
+use cronium_model::queue::{ExecutionUpdate, ExecutionUsage, Heartbeat, JobOutcome, JobRow};
 use cronium_model::{ExecutionStatus, JobStatus};
 use cronium_protocol::{HelperMode, RunStatus};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::claim_gate::ClaimGate;
-use crate::exec::{ExecResult, JobError, RunCtx};
-use crate::queue::{Lease, Variables};
+use crate::exec::{ExecResult, JobError, Prepared, RunCtx};
+use crate::queue::Lease;
 use crate::recorder::{ExecutionFacts, OnLeaseLost, Recorder};
 use crate::{targets, Inner};
 
 /// A successor node's job that a job's end claimed for the same worker (a hand-off), to run
-/// next in the same slot, with the variables read while that end was written.
+/// next in the same slot, with what that end prepared for it.
 pub(crate) struct Next {
-    pub(crate) handed: HandedOff,
-    pub(crate) variables: Option<Variables>,
+    pub(crate) job: JobRow,
+    pub(crate) more_ready: bool,
+    pub(crate) prepared: Prepared,
 }
 
-/// Returns the [`Next`] job when this job's end handed one off. `variables`: the ones its
-/// predecessor's end read for it (else the job reads them itself).
+/// Returns the [`Next`] job when this job's end handed one off. `prepared`: what its
+/// predecessor's end prepared for it (empty for a claimed job).
 pub(crate) async fn execute(
     inner: Arc<Inner>,
     job: JobRow,
     mut gate: ClaimGate,
-    variables: Option<Variables>,
+    prepared: Prepared,
 ) -> Option<Next> {
     // Shared with the run's context (and each server's, in a fan-out).
     let job = Arc::new(job);
@@ -68,6 +67,7 @@ pub(crate) async fn execute(
         lost.clone(),
         cancel_watch.notify(),
     ));
+    let prepared = Arc::new(std::sync::Mutex::new(prepared));
     let first_seq = match first_log_seq(&inner, &job).await {
         Ok(seq) => seq,
         Err(message) => {
@@ -131,12 +131,14 @@ pub(crate) async fn execute(
             spec: spec.clone(),
             recorder: recorder.clone(),
             cancel: cancel.clone(),
-            prefetched: Arc::new(std::sync::Mutex::new(variables)),
+            prepared: prepared.clone(),
         };
         let target = targets::for_spec(&spec);
         target.run(&ctx, &mut gate).await
     }
     .await;
+    // An execution the hand-off created that the target never took (it failed before the run).
+    let unused = prepared.lock().ok().and_then(|mut p| p.execution.take());
     if let Err(e) = &results {
         let line = match e {
             JobError::Fatal(m) => {
@@ -171,6 +173,9 @@ pub(crate) async fn execute(
         return None;
     }
     let results = mask_results(results, &masker);
+    if let Some(id) = unused {
+        end_unused_execution(&inner, &lease, id, &results).await;
+    }
     let (done, next) = conclude(&inner, &job, &lease, results, &facts, min_success).await;
     if done {
         inner.bus.finish(job.id);
@@ -183,6 +188,29 @@ pub(crate) async fn execute(
         inner.wake.notify_one();
     }
     next
+}
+
+/// Ends an execution that the hand-off created for a run that never started (the target failed
+/// before it), so that no execution is left `pending`: failed, with the job's error.
+async fn end_unused_execution(
+    inner: &Inner,
+    lease: &Lease,
+    id: i64,
+    results: &Result<Vec<ExecResult>, JobError>,
+) {
+    let error = match results {
+        Err(JobError::Fatal(m) | JobError::Retryable(m)) => m.clone(),
+        Ok(_) => "the run did not start".to_string(),
+    };
+    let update = ExecutionUpdate {
+        status: Some(ExecutionStatus::Failed),
+        finished_at: Some(now_ms()),
+        error: Some(error),
+        ..Default::default()
+    };
+    if let Err(e) = inner.queue.update_execution(lease, id, &update).await {
+        tracing::warn!(execution = id, error = %e, "ending an execution that never ran");
+    }
 }
 
 /// After an attempt's runs: revokes its runtime tokens, and takes the output and condition of
@@ -528,7 +556,17 @@ async fn conclude(
         None => (finish.await, None),
     };
     match written {
-        Ok((true, next)) => (true, next.map(|handed| Next { handed, variables })),
+        Ok((true, next)) => (
+            true,
+            next.map(|handed| Next {
+                job: handed.job,
+                more_ready: handed.more_ready,
+                prepared: Prepared {
+                    variables,
+                    execution: handed.execution.map(|e| e.id),
+                },
+            }),
+        ),
         Ok((false, _)) => {
             tracing::warn!(job = job.id, "lease lost before the outcome was written");
             (false, None)

@@ -285,11 +285,11 @@ impl Agent {
                             inner.clone(),
                             job,
                             claim_gate::ClaimGate::new(started),
-                            None,
+                            exec::Prepared::default(),
                         )
                         .await;
                         // A successor node handed to this slot by the job's end runs at once.
-                        while let Some(job::Next { handed, variables }) = next {
+                        while let Some(handed) = next {
                             let job = handed.job;
                             tracing::debug!(job = job.id, event = %job.event_name, attempt = job.attempt, "handed off");
                             inner.bus.job_changed(Some(job.id));
@@ -299,7 +299,7 @@ impl Agent {
                             } else {
                                 claim_gate::ClaimGate::none()
                             };
-                            next = job::execute(inner.clone(), job, gate, variables).await;
+                            next = job::execute(inner.clone(), job, gate, handed.prepared).await;
                         }
                         drop(permit);
                     });

@@ -89,6 +89,11 @@ pub struct HandedOff {
     /// one handed off (left queued for any claimer), or a serial sibling of the ended job.
     /// False: the worker's claim loop has nothing new to look for.
     pub more_ready: bool,
+    /// The job's one execution, created `pending` by the same write, when its target runs
+    /// exactly one (local, container and http jobs); None for a fan-out, which creates one
+    /// per server itself.
+    #[serde(default)]
+    pub execution: Option<ExecutionRow>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

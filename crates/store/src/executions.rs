@@ -19,6 +19,16 @@ macro_rules! execution_cols {
     };
 }
 
+/// An execution to create for the attempt `worker` holds ([`Store::create_execution_on`]).
+#[derive(Clone, Copy)]
+pub(crate) struct NewExecution<'a> {
+    pub(crate) job_id: i64,
+    pub(crate) worker: &'a str,
+    pub(crate) attempt: i32,
+    pub(crate) server: Option<&'a str>,
+    pub(crate) status: ExecutionStatus,
+}
+
 fn execution_row(row: &AnyRow) -> Result<ExecutionRow, StoreError> {
     Ok(ExecutionRow {
         id: i64_col(row, "id")?,
@@ -62,6 +72,32 @@ impl Store {
         status: ExecutionStatus,
         now: i64,
     ) -> Result<Option<ExecutionRow>, StoreError> {
+        let new = NewExecution {
+            job_id,
+            worker,
+            attempt,
+            server,
+            status,
+        };
+        Self::create_execution_on(&self.write, &new, now).await
+    }
+
+    /// [`Store::create_execution`] on `executor` (a transaction's connection, or a pool).
+    pub(crate) async fn create_execution_on<'c, E>(
+        executor: E,
+        new: &NewExecution<'_>,
+        now: i64,
+    ) -> Result<Option<ExecutionRow>, StoreError>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
+        let NewExecution {
+            job_id,
+            worker,
+            attempt,
+            server,
+            status,
+        } = *new;
         // INSERT ... SELECT from the job row: the fence and the insert are one statement.
         let row = sqlx::query(concat!(
             "INSERT INTO executions (job_id, attempt, server, status, created_at) ",
@@ -76,7 +112,7 @@ impl Store {
         .bind(job_id)
         .bind(worker)
         .bind(i64::from(attempt))
-        .fetch_optional(&self.write)
+        .fetch_optional(executor)
         .await?;
         map_opt(row, execution_row)
     }

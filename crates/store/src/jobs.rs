@@ -12,13 +12,14 @@
 //! fails or cancels the job) decides the node's successors in the commit that ended it. Jobs
 //! without a node keep their single-statement paths.
 
-use cronium_model::{Claimant, JobStatus, Routing, Trigger};
+use cronium_model::{Capability, Claimant, ExecutionStatus, JobStatus, Routing, Trigger};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::AnyConnection;
 
 use crate::events::pause_event;
+use crate::executions::NewExecution;
 use crate::progression::{job_ended, lock_job_tree};
 use crate::row::{
     bool_col, bool_int, i32_col, i64_col, json, opt_i32, opt_i64, opt_text, text, to_json, word,
@@ -862,10 +863,32 @@ impl Store {
                     .bind(first)
                     .fetch_optional(&mut *tx)
                     .await?;
-                next = map_opt(row, job_row)?.map(|next| HandedOff {
-                    job: next,
-                    more_ready: enqueued.len() > 1 || job.serial,
-                });
+                if let Some(claimed) = map_opt(row, job_row)? {
+                    // A target that runs one execution gets it from this write, not from one
+                    // of its own (a fan-out creates one per server itself).
+                    let single = matches!(
+                        claimed.capability,
+                        Some(Capability::Local | Capability::Container)
+                    );
+                    let execution = match single {
+                        true => {
+                            let new = NewExecution {
+                                job_id: claimed.id,
+                                worker,
+                                attempt: claimed.attempt,
+                                server: None,
+                                status: ExecutionStatus::Pending,
+                            };
+                            Self::create_execution_on(&mut *tx, &new, now).await?
+                        }
+                        false => None,
+                    };
+                    next = Some(HandedOff {
+                        job: claimed,
+                        more_ready: enqueued.len() > 1 || job.serial,
+                        execution,
+                    });
+                }
             }
         }
         tx.commit().await?;

@@ -438,6 +438,37 @@ async fn an_attempts_end_hands_the_ready_successor_to_its_worker(t: Ctx) {
         handed.more_ready,
         "the other successor is left ready for the claim loop"
     );
+    // A local job runs one execution: created by the same write, pending, fenced to the
+    // worker's attempt.
+    let execution = handed.execution.clone().expect("the successor's execution");
+    assert_eq!(
+        (
+            execution.job_id,
+            execution.attempt,
+            execution.server.as_deref()
+        ),
+        (handed.job.id, 1, None)
+    );
+    assert_eq!(
+        (execution.status, execution.created_at),
+        (ExecutionStatus::Pending, 200)
+    );
+    assert_eq!(
+        s.list_executions(handed.job.id).await.unwrap(),
+        vec![execution.clone()]
+    );
+    assert!(s
+        .update_execution(
+            execution.id,
+            W,
+            1,
+            &ExecutionUpdate {
+                status: Some(ExecutionStatus::Running),
+                ..Default::default()
+            }
+        )
+        .await
+        .unwrap());
     let next = handed.job;
     let stored = s.get_job(next.id).await.unwrap().unwrap();
     assert_eq!(
@@ -458,6 +489,8 @@ async fn an_attempts_end_hands_the_ready_successor_to_its_worker(t: Ctx) {
         .unwrap()
         .expect("the other successor");
     assert_ne!(other.id, next.id);
+    // The successor left in the queue got no execution from the end: its claimer makes its own.
+    assert!(s.list_executions(other.id).await.unwrap().is_empty());
 
     // A chain: the one successor is handed, and nothing else is left for the claim loop.
     let chain = apply(
