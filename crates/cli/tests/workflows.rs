@@ -2,7 +2,7 @@
 //! with its reason, data merging, conditions set in bash, python and node, bad input refused
 //! with nothing stored (API and CLI), `run --follow`, `run-show --explain`, retry after a fix,
 //! cancel, the whole-run timeout, kill -9 of the server mid-run, directory apply with
-//! `--dry-run` and `--prune`.
+//! `--dry-run` and `--prune`, a handed-off node that cannot start its run.
 
 #[path = "../../ssh/tests/support/mod.rs"]
 mod sshd;
@@ -1018,4 +1018,59 @@ async fn a_nodes_successor_is_claimed_without_waiting_for_a_poll() {
         }
         prev_end = Some(ms(&job["finished_at"]));
     }
+}
+
+/// A node's end creates its successor's execution in the same write (a hand-off). When the
+/// successor then cannot start its run (here: its payload cannot be stored, because the
+/// payload directory was replaced by a file while the first node ran), that execution ends
+/// `failed` with the reason, never left `pending`, and the run fails on that node.
+#[tokio::test]
+async fn a_handed_off_node_that_cannot_start_leaves_no_pending_execution() {
+    let s = Server::start();
+    apply_workflow(
+        &s,
+        r#"
+name: cannot-start
+nodes:
+  - id: first
+    type: bash
+    script: "sleep 2"
+  - id: second
+    type: bash
+    script: "echo never"
+    after: [first]
+"#,
+    )
+    .await;
+    let id = start_run(&s, "cannot-start", None).await;
+    // Once the first node runs, its payload has been read: the directory can go.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&run_detail(&s, id).await, "first") != "running" {
+        assert!(Instant::now() < deadline, "the first node never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let payloads = s.data_dir.join("payloads");
+    std::fs::remove_dir_all(&payloads).expect("remove the payload directory");
+    std::fs::write(&payloads, b"not a directory").expect("a file in its place");
+
+    let d = wait_run(&s, id, Duration::from_secs(60)).await;
+    assert_eq!(d["run"]["status"], "failed", "{d:#}");
+    assert_eq!(status(&d, "first"), "succeeded", "{d:#}");
+    assert_eq!(status(&d, "second"), "failed", "{d:#}");
+    let job = s
+        .job(node(&d, "second")["job_id"].as_i64().expect("second's job"))
+        .await;
+    let xs = job["executions"].as_array().expect("executions");
+    assert_eq!(
+        xs.len(),
+        1,
+        "one execution, the one the hand-off made: {job:#}"
+    );
+    assert_eq!(xs[0]["status"], "failed", "{job:#}");
+    let error = xs[0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("cannot store the payload"), "{job:#}");
+    assert!(!s
+        .log_text(job["id"].as_i64().unwrap_or_default())
+        .await
+        .contains("never"));
 }
