@@ -1043,10 +1043,18 @@ nodes:
     )
     .await;
     let id = start_run(&s, "cannot-start", None).await;
-    // Once the first node runs, its payload has been read: the directory can go.
+    // Once the first node's execution runs, its runner has read the payload: the directory
+    // can go (the node being `running` is not enough: that is its job's claim).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&run_detail(&s, id).await, "first") != "running" {
-        assert!(Instant::now() < deadline, "the first node never ran");
+    loop {
+        let d = run_detail(&s, id).await;
+        if let Some(job_id) = node(&d, "first")["job_id"].as_i64() {
+            let job = s.job(job_id).await;
+            if job["executions"][0]["status"] == "running" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the first node never ran: {d:#}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let payloads = s.data_dir.join("payloads");

@@ -870,19 +870,17 @@ impl Store {
                         claimed.capability,
                         Some(Capability::Local | Capability::Container)
                     );
-                    let execution = match single {
-                        true => {
-                            let new = NewExecution {
-                                job_id: claimed.id,
-                                worker,
-                                attempt: claimed.attempt,
-                                server: None,
-                                status: ExecutionStatus::Pending,
-                            };
-                            Self::create_execution_on(&mut *tx, &new, now).await?
-                        }
-                        false => None,
-                    };
+                    let mut execution = None;
+                    if single {
+                        let new = NewExecution {
+                            job_id: claimed.id,
+                            worker,
+                            attempt: claimed.attempt,
+                            server: None,
+                            status: ExecutionStatus::Pending,
+                        };
+                        execution = Self::create_execution_on(&mut *tx, &new, now).await?;
+                    }
                     next = Some(HandedOff {
                         job: claimed,
                         more_ready: enqueued.len() > 1 || job.serial,

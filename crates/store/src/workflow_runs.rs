@@ -416,10 +416,25 @@ type NodeRunTuple = (
     Option<i64>,
 );
 
-fn node_run_from_tuple(t: NodeRunTuple) -> Result<NodeRunRow, StoreError> {
-    let (id, run_id, node_id, position, kind, status, job_id, sub_run_id, input, output) =
-        (t.0, t.1, t.2, t.3, t.4, t.5, t.6, t.7, t.8, t.9);
-    let (condition, reason, error, started_at, finished_at) = (t.10, t.11, t.12, t.13, t.14);
+fn node_run_from_tuple(
+    (
+        id,
+        run_id,
+        node_id,
+        position,
+        kind,
+        status,
+        job_id,
+        sub_run_id,
+        input,
+        output,
+        condition,
+        reason,
+        error,
+        started_at,
+        finished_at,
+    ): NodeRunTuple,
+) -> Result<NodeRunRow, StoreError> {
     Ok(NodeRunRow {
         id,
         run_id,
