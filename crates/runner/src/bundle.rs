@@ -71,30 +71,48 @@ pub struct Helpers {
     pub lib_dir: PathBuf,
 }
 
-/// Writes the run's data into `.cronium/` under `workdir`, makes sure the helper libraries exist
-/// (shared under `base`, the work base, else in `.cronium/` too) and says where both are.
+/// Creates `.cronium/` under `workdir`, makes sure the helper libraries exist (shared under
+/// `base`, the work base, else in `.cronium/` too) and says where both are. Nothing of the run
+/// is needed for it: a runner started ahead of its run does it while it waits for the run, and
+/// [`write_run_files`] adds the run's data once it is known.
 ///
 /// `.cronium/` is kept flat on purpose: every directory and file created here is also deleted at
 /// the end, and each one costs a measurable part of a trivial run (inode allocation, `discard`).
 /// So the files sit directly in `.cronium/`, `updates.jsonl` is created by the first helper that
 /// writes, and the libraries are only written here when the shared directory is unusable (Node
 /// finds `cronium.js` on NODE_PATH exactly as it would `cronium/index.js`, wherever it is).
-pub fn write(
-    base: &Path,
-    workdir: &Path,
-    manifest: &Manifest,
-    context: &RunContext,
-) -> Result<Helpers, BundleError> {
+pub fn prepare(base: &Path, workdir: &Path) -> Result<Helpers, BundleError> {
     let dir = workdir.join(RESERVED_DIR);
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| BundleError { path, source }
-    };
     fs::DirBuilder::new()
         .mode(0o700)
         .create(&dir)
         .map_err(err(&dir))?;
+    let lib_dir = match shared_lib_dir(base) {
+        Ok(lib_dir) => lib_dir,
+        Err(e) => {
+            diag!(
+                "cronium-runner: not sharing the helper libraries under {}: {e}; writing them into the run's directory",
+                base.display()
+            );
+            for (name, content) in LIBRARIES {
+                let path = dir.join(name);
+                fs::write(&path, content).map_err(err(&path))?;
+            }
+            dir.clone()
+        }
+    };
+    Ok(Helpers {
+        data_dir: dir,
+        lib_dir,
+    })
+}
 
+/// Writes the run's data (input, event, variables) into the `.cronium/` [`prepare`] made.
+pub fn write_run_files(
+    helpers: &Helpers,
+    manifest: &Manifest,
+    context: &RunContext,
+) -> Result<(), BundleError> {
     let event = json!({
         "id": manifest.event.id,
         "name": manifest.event.name,
@@ -116,28 +134,16 @@ pub fn write(
         (VARIABLES_FILE, variables),
     ];
     for (name, bytes) in files {
-        let path = dir.join(name);
+        let path = helpers.data_dir.join(name);
         fs::write(&path, bytes).map_err(err(&path))?;
     }
+    Ok(())
+}
 
-    let lib_dir = match shared_lib_dir(base) {
-        Ok(lib_dir) => lib_dir,
-        Err(e) => {
-            diag!(
-                "cronium-runner: not sharing the helper libraries under {}: {e}; writing them into the run's directory",
-                base.display()
-            );
-            for (name, content) in LIBRARIES {
-                let path = dir.join(name);
-                fs::write(&path, content).map_err(err(&path))?;
-            }
-            dir.clone()
-        }
-    };
-    Ok(Helpers {
-        data_dir: dir,
-        lib_dir,
-    })
+/// The [`BundleError`] of an I/O failure on `path`.
+fn err(path: &Path) -> impl FnOnce(io::Error) -> BundleError {
+    let path = path.to_path_buf();
+    move |source| BundleError { path, source }
 }
 
 /// Name of this build's shared library directory: `cronium-lib-<euid>-<hash16>`, the hash

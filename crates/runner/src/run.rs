@@ -196,11 +196,63 @@ pub fn report_setup_failure(message: &str) {
     }));
 }
 
+/// What a run needs that does not depend on the run: made before its context is read, so that a
+/// runner started ahead of its run has it ready when the run arrives.
+struct Ahead {
+    /// The work base, absolute.
+    base: PathBuf,
+    workdir: WorkDir,
+    helpers: bundle::Helpers,
+    runner_bin: PathBuf,
+}
+
+impl Ahead {
+    fn make(args: &RunArgs) -> Result<Ahead, SetupError> {
+        if let Err(e) = process::become_subreaper() {
+            diag!("cronium-runner: cannot become a child subreaper: {e}");
+        }
+        let base = args.work_base.clone().unwrap_or_else(default_work_base);
+        // The script runs elsewhere (its working directory) and finds the helpers through
+        // absolute paths only: a relative work base is made absolute first.
+        let base = if base.is_relative() {
+            std::env::current_dir()
+                .map(|d| d.join(&base))
+                .unwrap_or(base)
+        } else {
+            base
+        };
+        crate::workdir::sweep_stale(&base);
+        let workdir = WorkDir::create(&base)?;
+        // Bundled files are written in API mode too: they are what the helpers fall back to.
+        let helpers = bundle::prepare(&base, workdir.path())?;
+        let runner_bin = std::env::current_exe()
+            .or_else(|_| std::env::args().next().map(PathBuf::from).ok_or(()))
+            .unwrap_or_else(|_| PathBuf::from("cronium-runner"));
+        // Started as another user from a descriptor, our own path may lie in a directory we
+        // cannot enter (a build under /root); the script's helpers then exec us through /proc
+        // instead.
+        let runner_bin = if can_execute(&runner_bin) {
+            runner_bin
+        } else {
+            PathBuf::from(format!("/proc/{}/exe", std::process::id()))
+        };
+        Ok(Ahead {
+            base,
+            workdir,
+            helpers,
+            runner_bin,
+        })
+    }
+}
+
 fn prepare(
     args: &RunArgs,
     emitter: &Arc<Emitter>,
     tx: &mpsc::Sender<Msg>,
 ) -> Result<Prepared, SetupError> {
+    // Before the context is read (a runner started ahead waits for it here); a failure is the
+    // run's, reported once the run is known.
+    let ahead = Ahead::make(args);
     let mut stdin_payload = None;
     let mut received = None;
     let context = match &args.context {
@@ -217,21 +269,12 @@ fn prepare(
             context
         }
     };
-    if let Err(e) = process::become_subreaper() {
-        diag!("cronium-runner: cannot become a child subreaper: {e}");
-    }
-    let base = args.work_base.clone().unwrap_or_else(default_work_base);
-    // The script runs elsewhere (its working directory) and finds the helpers through absolute
-    // paths only: a relative work base is made absolute first.
-    let base = if base.is_relative() {
-        std::env::current_dir()
-            .map(|d| d.join(&base))
-            .unwrap_or(base)
-    } else {
-        base
-    };
-    crate::workdir::sweep_stale(&base);
-    let workdir = WorkDir::create(&base)?;
+    let Ahead {
+        base,
+        workdir,
+        helpers,
+        runner_bin,
+    } = ahead?;
     let manifest_bytes = match (&args.payload, stdin_payload) {
         (_, Some(bytes)) => payload::unpack(Cursor::new(bytes), workdir.path())?,
         (PayloadSource::File(path), None) => {
@@ -255,8 +298,7 @@ fn prepare(
         }
     };
     payload::check_env(&context.env).map_err(SetupError::ContextEnv)?;
-    // Bundled files are written in API mode too: they are what the helpers fall back to.
-    let helpers = bundle::write(&base, workdir.path(), &manifest, &context)?;
+    bundle::write_run_files(&helpers, &manifest, &context)?;
     let mut api_note = None;
     let socket = match api {
         None => None,
@@ -269,16 +311,6 @@ fn prepare(
                 None
             }
         },
-    };
-    let runner_bin = std::env::current_exe()
-        .or_else(|_| std::env::args().next().map(PathBuf::from).ok_or(()))
-        .unwrap_or_else(|_| PathBuf::from("cronium-runner"));
-    // Started as another user from a descriptor, our own path may lie in a directory we cannot
-    // enter (a build under /root); the script's helpers then exec us through /proc instead.
-    let runner_bin = if can_execute(&runner_bin) {
-        runner_bin
-    } else {
-        PathBuf::from(format!("/proc/{}/exe", std::process::id()))
     };
     let mut env = bundle::environment(&manifest, &context, &helpers, &runner_bin);
     if let Some((socket, token)) = &socket {
@@ -407,7 +439,7 @@ fn execute(
     let manifest = &prepared.manifest;
     let started = prepared.received.unwrap_or(started);
     let run_start = Instant::now();
-    let mut child = process::spawn(
+    let child = process::spawn(
         &prepared.interpreter,
         &prepared.entrypoint,
         prepared.workdir.path(),
@@ -418,7 +450,7 @@ fn execute(
         path: prepared.interpreter.clone(),
         source,
     })?;
-    let pid = child.id();
+    let pid = child.pid;
     emitter.event(&RunnerEvent::Started {
         runner_version: crate::VERSION.to_string(),
         pid,
@@ -433,15 +465,18 @@ fn execute(
 
     let (done_tx, done_rx) = mpsc::channel();
     let mut readers = 0;
-    if let Some(out) = child.stdout.take() {
-        if capture::spawn_reader(out, Stream::Stdout, emitter.clone(), done_tx.clone()).is_ok() {
-            readers += 1;
-        }
+    if capture::spawn_reader(
+        child.stdout,
+        Stream::Stdout,
+        emitter.clone(),
+        done_tx.clone(),
+    )
+    .is_ok()
+    {
+        readers += 1;
     }
-    if let Some(err) = child.stderr.take() {
-        if capture::spawn_reader(err, Stream::Stderr, emitter.clone(), done_tx).is_ok() {
-            readers += 1;
-        }
+    if capture::spawn_reader(child.stderr, Stream::Stderr, emitter.clone(), done_tx).is_ok() {
+        readers += 1;
     }
     let mut tail = UpdateTail::new(
         prepared

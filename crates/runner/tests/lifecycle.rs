@@ -392,6 +392,58 @@ mkdir -p locked/inner && touch locked/inner/f && chmod 000 locked/inner locked
 }
 
 #[test]
+fn an_interpreter_that_cannot_be_executed_fails_with_126_and_says_why() {
+    let scratch = Scratch::new();
+    let not_executable = scratch.path("python3");
+    std::fs::write(&not_executable, "not a program\n").unwrap();
+    let out = run(
+        &scratch,
+        &script("python", "print(1)\n", json!({})),
+        &context(json!({"interpreters": {"python": not_executable.to_str().unwrap()}})),
+    );
+    let fin = out.finished();
+    assert_eq!(fin.status, RunStatus::Failed);
+    assert_eq!(fin.exit_code, Some(126), "{fin:?}");
+    let error = fin.error.as_deref().unwrap_or("");
+    assert!(
+        error.contains(not_executable.to_str().unwrap()) && error.contains("ermission denied"),
+        "{fin:?}"
+    );
+    assert_eq!(out.code, 126);
+    scratch.assert_clean();
+}
+
+#[test]
+fn a_killed_runner_takes_the_scripts_main_process_with_it() {
+    let scratch = Scratch::new();
+    let pidfile = scratch.path("pids");
+    let mut live = Live::start(
+        &scratch,
+        &script(
+            "bash",
+            "echo $$ >> \"$PIDFILE\"\necho ready\nexec sleep 1000\n",
+            json!({}),
+        ),
+        &context(json!({"env": {"PIDFILE": pidfile.to_str().unwrap()}})),
+    );
+    live.wait_for(
+        Duration::from_secs(10),
+        |e| matches!(e, RunnerEvent::Log { line, .. } if line == "ready"),
+    );
+    let pids = read_pids(&pidfile);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    assert!(alive(pids[0]));
+    // SIGKILL: the runner cannot clean up; the parent-death signal is what ends the script.
+    live.child.kill().unwrap();
+    live.child.wait().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || !alive(pids[0])),
+        "the script's main process {} outlived its killed runner",
+        pids[0]
+    );
+}
+
+#[test]
 fn missing_interpreter_fails_with_127() {
     let scratch = Scratch::new();
     let out = run(
