@@ -272,3 +272,57 @@ fn a_deleted_runner_binary_refuses_new_runs_as_missing() {
     assert!(errs[0].contains("No such file"), "{errs:?}");
     assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// Children of `parent` running `cronium-runner run - --control-stdin`.
+fn run_children(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+            let cmdline = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
+            ppid == Some(parent) && String::from_utf8_lossy(&cmdline).contains("run\0-\0")
+        })
+        .collect()
+}
+
+#[test]
+fn once_quiet_the_next_run_gets_a_runner_started_ahead_and_eof_ends_it() {
+    let scratch = Scratch::new();
+    let mut s = Serve::start(Path::new(RUNNER), &scratch);
+    let p = script("bash", "echo \"runner $PPID\"\n", json!({}));
+    let serve_pid = s.child.id();
+    s.run(1, &p, &context(json!({})));
+    let mut others = vec![];
+    assert_eq!(s.collect(1, &mut others).2, 0);
+    // Quiet for a while: one child waits for the next run, with its directory made.
+    assert!(
+        wait_until(Duration::from_secs(5), || run_children(serve_pid).len()
+            == 1),
+        "no runner started ahead: {:?}",
+        run_children(serve_pid)
+    );
+    let ahead = run_children(serve_pid)[0];
+    assert!(
+        wait_until(Duration::from_secs(5), || scratch.leftovers().len() == 1),
+        "{:?}",
+        scratch.leftovers()
+    );
+    s.run(2, &p, &context(json!({})));
+    let (events, errs, code) = s.collect(2, &mut others);
+    assert_eq!(code, 0, "{errs:?}");
+    assert_eq!(stdout_lines(&events), vec![format!("runner {ahead}")]);
+    // EOF: the child started ahead for run 3 is told, removes its directory and exits, and the
+    // server exits after it.
+    assert!(wait_until(Duration::from_secs(5), || run_children(
+        serve_pid
+    )
+    .len()
+        == 1));
+    s.close();
+    assert_eq!(s.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(scratch.leftovers().is_empty(), "{:?}", scratch.leftovers());
+}
