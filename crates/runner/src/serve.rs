@@ -3,11 +3,7 @@
 //! shell and a runner exec.
 //!
 //! Each run is a child `cronium-runner run - --control-stdin` (the same code path as every other
-//! target, started from `/proc/self/exe`); this process only relays bytes. Once the host has
-//! been without a run for [`QUIET`], the child of the next run is started ahead: it makes its
-//! work directory and checks the helper libraries, then waits for its run on stdin, so that a
-//! warm run costs neither the exec nor that setup (a child started ahead holds no secret; it is
-//! told EOF, and gone, when this process ends). Framing, all lines:
+//! target, started from `/proc/self/exe`); this process only relays bytes. Framing, all lines:
 //!
 //! - in (stdin): `run ID N` followed by exactly N bytes, which become the child's stdin (the run
 //!   context line, the payload length line, the payload); `cancel ID` sends the child a cancel
@@ -25,10 +21,8 @@ use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::{ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use cronium_protocol::Control;
 
@@ -46,109 +40,7 @@ const EXIT_REFUSED: i32 = 125;
 /// Exit code reported when the runner binary was removed from the host: the client redeploys.
 pub const EXIT_MISSING: i32 = 127;
 
-/// How long the host must be without a run before the next run's child is started ahead: a
-/// burst of runs (a fan-out's batches, a retry) is not slowed by starting processes meanwhile.
-const QUIET: Duration = Duration::from_millis(250);
-
 type Out = Arc<Mutex<io::Stdout>>;
-type Children = Arc<Mutex<HashMap<u64, Option<ChildStdin>>>>;
-
-/// A run's child and its pipes.
-struct RunChild {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: ChildStdout,
-    stderr: ChildStderr,
-}
-
-/// The child started ahead of the next run, if any, and whether this process is ending (then
-/// none is started any more).
-#[derive(Default)]
-struct Warm {
-    ahead: Mutex<Option<RunChild>>,
-    closing: AtomicBool,
-}
-
-impl Warm {
-    /// The child started ahead if it is still alive, else none.
-    fn take(&self) -> Option<RunChild> {
-        let mut ahead = self.ahead.lock().ok()?.take()?;
-        match ahead.child.try_wait() {
-            Ok(None) => Some(ahead),
-            _ => {
-                let _ = ahead.child.kill();
-                let _ = ahead.child.wait();
-                None
-            }
-        }
-    }
-
-    /// After a run's exit: once the host has been quiet for [`QUIET`] (no run going), starts the
-    /// next run's child unless one is waiting already. A failure only means the next run starts
-    /// its own child, as without this.
-    fn start_ahead_when_quiet(&self, children: &Children, work_base: Option<&PathBuf>) {
-        // In steps, so that a closing server does not wait out the whole period.
-        for _ in 0..10 {
-            if self.closing.load(Ordering::SeqCst) {
-                return;
-            }
-            std::thread::sleep(QUIET / 10);
-        }
-        let busy = children.lock().map(|c| !c.is_empty()).unwrap_or(true);
-        if busy {
-            return;
-        }
-        let Ok(mut ahead) = self.ahead.lock() else {
-            return;
-        };
-        // Checked under the lock [`Warm::close`] takes: none is started once it has run.
-        if ahead.is_none() && !self.closing.load(Ordering::SeqCst) {
-            *ahead = spawn_child(work_base).ok();
-        }
-    }
-
-    /// EOF to the child started ahead (it removes its directory and exits), waited for.
-    fn close(&self) {
-        let ahead = self.ahead.lock().ok().and_then(|mut a| {
-            self.closing.store(true, Ordering::SeqCst);
-            a.take()
-        });
-        if let Some(RunChild {
-            mut child, stdin, ..
-        }) = ahead
-        {
-            drop(stdin);
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Starts `cronium-runner run - --control-stdin`, which waits for its run on stdin.
-fn spawn_child(work_base: Option<&PathBuf>) -> io::Result<RunChild> {
-    let mut cmd = Command::new("/proc/self/exe");
-    cmd.args(["run", "-", "--control-stdin"]);
-    if let Some(base) = work_base {
-        cmd.arg("--work-base").arg(base);
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    match (child.stdin.take(), child.stdout.take(), child.stderr.take()) {
-        (Some(stdin), Some(stdout), Some(stderr)) => Ok(RunChild {
-            child,
-            stdin,
-            stdout,
-            stderr,
-        }),
-        _ => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(io::Error::other("child pipes unavailable"))
-        }
-    }
-}
 
 /// Writes one whole line to stdout (lines of different runs never interleave) and flushes it.
 fn emit(out: &Out, line: &str) {
@@ -169,9 +61,7 @@ pub fn serve(work_base: Option<PathBuf>) -> i32 {
     // The path the controller started us from: if it disappears (deleted on the host), new runs
     // are refused as missing so that the controller redeploys instead of trusting a ghost.
     let exe_path = std::env::current_exe().ok();
-    let children: Children = Arc::default();
-    let warm = Arc::new(Warm::default());
-    let work_base = work_base.map(Arc::new);
+    let children: Arc<Mutex<HashMap<u64, Option<ChildStdin>>>> = Arc::default();
     emit(&out, &format!("!ready {}", crate::VERSION));
 
     let mut input = BufReader::with_capacity(64 * 1024, io::stdin());
@@ -228,7 +118,7 @@ pub fn serve(work_base: Option<PathBuf>) -> i32 {
                     refuse(&out, id, EXIT_REFUSED, "too many runs at once");
                     continue;
                 }
-                match start(id, &body, &work_base, &out, &children, &warm) {
+                match start(id, &body, work_base.as_ref(), &out, &children) {
                     Ok(waiter) => waiters.push(waiter),
                     Err(e) => refuse(&out, id, EXIT_REFUSED, &format!("cannot start a run: {e}")),
                 }
@@ -282,7 +172,6 @@ pub fn serve(work_base: Option<PathBuf>) -> i32 {
     }
     // The controller is gone (or broke the protocol): every run still going is cancelled by
     // closing its stdin, and this process stays until each child has reported and exited.
-    warm.close();
     if let Ok(mut c) = children.lock() {
         for stdin in c.values_mut() {
             stdin.take();
@@ -306,44 +195,35 @@ fn read_exact_len(input: &mut impl Read, len: u64) -> io::Result<Vec<u8>> {
     Ok(body)
 }
 
-/// Starts child run `id` with `body` on its stdin (on the child started ahead when there is
-/// one); the returned thread relays its output and reports its exit.
+/// Starts child run `id` with `body` on its stdin; the returned thread relays its output and
+/// reports its exit.
 fn start(
     id: u64,
     body: &[u8],
-    work_base: &Option<Arc<PathBuf>>,
+    work_base: Option<&PathBuf>,
     out: &Out,
-    children: &Children,
-    warm: &Arc<Warm>,
+    children: &Arc<Mutex<HashMap<u64, Option<ChildStdin>>>>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
-    let base = work_base.as_deref();
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.args(["run", "-", "--control-stdin"]);
+    if let Some(base) = work_base {
+        cmd.arg("--work-base").arg(base);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let (Some(mut stdin), Some(stdout), Some(stderr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(io::Error::other("child pipes unavailable"));
+    };
     // The child reads the whole body before it starts the script, so this cannot deadlock on a
     // full pipe; a child that died early (bad context) just makes the write fail.
-    let mut run = match warm.take() {
-        Some(mut ahead) => match ahead.stdin.write_all(body) {
-            Ok(()) => ahead,
-            Err(_) => {
-                // Died between the check and the hand-over: its run never started.
-                let _ = ahead.child.kill();
-                let _ = ahead.child.wait();
-                let mut run = spawn_child(base)?;
-                let _ = run.stdin.write_all(body);
-                run
-            }
-        },
-        None => {
-            let mut run = spawn_child(base)?;
-            let _ = run.stdin.write_all(body);
-            run
-        }
-    };
-    let _ = run.stdin.flush();
-    let RunChild {
-        mut child,
-        stdin,
-        stdout,
-        stderr,
-    } = run;
+    let _ = stdin.write_all(body);
     if let Ok(mut c) = children.lock() {
         c.insert(id, Some(stdin));
     }
@@ -353,12 +233,7 @@ fn start(
             .name("relay-err".into())
             .spawn(move || relay(stderr, &out, &format!("{id} !err ")))?
     };
-    let (out, children, warm, work_base) = (
-        out.clone(),
-        children.clone(),
-        warm.clone(),
-        work_base.clone(),
-    );
+    let (out, children) = (out.clone(), children.clone());
     std::thread::Builder::new()
         .name("relay".into())
         .spawn(move || {
@@ -375,7 +250,6 @@ fn start(
                 c.remove(&id);
             }
             emit(&out, &format!("{id} !exit {code}"));
-            warm.start_ahead_when_quiet(&children, work_base.as_deref());
         })
 }
 
