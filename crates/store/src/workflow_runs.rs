@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use cronium_model::workflow::{
     decide, NodeKind, NodeRunStatus, Outcome, Upstream, WorkflowRunStatus,
 };
-use cronium_model::{EventStatus, JobStatus, Trigger};
+use cronium_model::{EventStatus, Trigger};
 use serde::Serialize;
 use serde_json::Value;
 use sqlx::any::AnyRow;
@@ -797,25 +797,24 @@ impl Store {
         let Some(run) = load_run(&mut conn, id).await? else {
             return Ok(None);
         };
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            node_run_cols!(),
-            ", j.status AS job_status FROM workflow_node_runs n ",
-            "LEFT JOIN jobs j ON j.id = n.job_id WHERE n.run_id = $1 ORDER BY n.position"
-        ))
-        .bind(id)
-        .fetch_all(&mut *conn)
-        .await?;
-        let mut nodes = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let mut n = node_run_row(row)?;
-            let job_status = opt_text(row, "job_status")?;
-            if n.status == NodeRunStatus::Queued
-                && job_status.as_deref() == Some(JobStatus::Running.as_str())
-            {
-                n.status = NodeRunStatus::Running;
+        // The node runs as one row (see `load_node_runs`), then which of the queued ones have
+        // their job claimed already: shown `running`. Two statements whatever the run's size.
+        let mut nodes = load_node_runs(&mut conn, id).await?;
+        if nodes.iter().any(|n| n.status == NodeRunStatus::Queued) {
+            let running: Vec<i64> = sqlx::query_scalar(
+                "SELECT j.id FROM workflow_node_runs n JOIN jobs j ON j.id = n.job_id \
+                 WHERE n.run_id = $1 AND n.status = 'queued' AND j.status = 'running'",
+            )
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+            for n in nodes.iter_mut() {
+                if n.status == NodeRunStatus::Queued
+                    && n.job_id.is_some_and(|j| running.contains(&j))
+                {
+                    n.status = NodeRunStatus::Running;
+                }
             }
-            nodes.push(n);
         }
         let graph = match run.workflow_id {
             Some(w) => load_graph(&mut conn, w, run.workflow_version).await?,

@@ -844,6 +844,16 @@ async fn success_failure_and_always_edges(t: Ctx) {
         reason_of(s, run.id, "on_ok").await,
         "ran: a succeeded (success)"
     );
+    // A queued node whose job has been claimed reads `running` in the run's detail; the other
+    // queued one stays `queued`.
+    claim_node(s, run.id, "on_ok", 250).await;
+    let st = statuses(s, run.id).await;
+    let anyway_job = job_of(s, run.id, "anyway").await;
+    let expected = match anyway_job.status {
+        JobStatus::Running => N::Running,
+        _ => N::Queued,
+    };
+    assert_eq!((st["on_ok"], st["anyway"]), (N::Running, expected));
 
     let run2 = start(s, &wf, 300).await;
     fail(s, run2.id, "a", 400).await;
