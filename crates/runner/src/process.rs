@@ -130,12 +130,15 @@ pub fn spawn(
         pid
     };
     drop((out_w, err_w, null));
-    if args.error != 0 {
+    // Written by the child, in this memory, while this thread was suspended.
+    // SAFETY: a plain read of our own live value.
+    let error = unsafe { std::ptr::read_volatile(&args.error) };
+    if error != 0 {
         // The child exited without exec: reap it, report why.
         let mut status = 0;
         // SAFETY: waitpid on our own child.
         unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Err(io::Error::from_raw_os_error(args.error));
+        return Err(io::Error::from_raw_os_error(error));
     }
     Ok(Script {
         pid: pid as u32,
