@@ -135,12 +135,17 @@ impl Browser {
     }
 
     /// The text of the element `by` finds, waiting up to 15 s for it to appear: after a
-    /// click that submits a form, the next page may not have loaded yet.
+    /// click that submits a form, the next page may not have loaded yet. A live page may
+    /// replace the element between finding it and reading it (stale): found again.
     async fn text_of(&self, by: By) -> String {
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
-            match self.d().find(by.clone()).await {
-                Ok(e) => return e.text().await.expect("text"),
+            let text = match self.d().find(by.clone()).await {
+                Ok(e) => e.text().await,
+                Err(e) => Err(e),
+            };
+            match text {
+                Ok(text) => return text,
                 Err(e) if Instant::now() > deadline => panic!("element {by:?}: {e}"),
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
