@@ -70,8 +70,9 @@ pub fn spawn(
     cwd: &Path,
     env: &BTreeMap<OsString, OsString>,
 ) -> io::Result<Script> {
-    // The program is found from the runner's directory, not the script's.
-    let program = match program.is_relative() && program.components().count() > 1 {
+    // A relative program is the one the runner found from its own directory (execve searches
+    // no PATH, and the child changes to the script's directory first).
+    let program = match program.is_relative() {
         true => std::env::current_dir()?.join(program),
         false => program.to_path_buf(),
     };
