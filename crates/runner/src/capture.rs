@@ -1,12 +1,12 @@
-//! Reading the script's stdout and stderr: one thread per pipe, bytes split into lines, decoded
-//! lossily, handed to the [`Emitter`] as they arrive.
+//! Reading the script's stdout and stderr: one read whenever the run loop finds a pipe readable,
+//! bytes split into lines, decoded lossily, handed to the [`Emitter`] as they arrive.
 //!
 //! Pipes are always drained to EOF, even past the output cap, so a chatty script never blocks on a
 //! full pipe. Not for numbering or capping lines: the emitter does that for both streams at once.
 
-use std::io::{self, Read};
-use std::sync::mpsc::Sender;
-use std::sync::Arc;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
 
 use cronium_protocol::Stream;
 
@@ -76,45 +76,59 @@ fn decode(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Starts the reader thread for one pipe; `done` gets a message when the pipe reached EOF.
-pub fn spawn_reader<R: Read + Send + 'static>(
-    mut pipe: R,
+/// One of the script's output pipes, read by the run loop whenever it is readable.
+pub struct Capture {
+    file: Option<File>,
     stream: Stream,
-    emitter: Arc<Emitter>,
-    done: Sender<()>,
-) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name(format!("read-{}", stream.as_str()))
-        .spawn(move || {
-            let mut splitter = LineSplitter::default();
-            let mut buf = vec![0u8; 64 * 1024];
-            let mut lines = Vec::new();
-            loop {
-                match pipe.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        if emitter.is_truncated() {
-                            continue; // keep draining, nothing more is kept
-                        }
-                        splitter.push(&buf[..n], &mut lines);
-                        if !lines.is_empty() {
-                            emitter.script_lines(stream, std::mem::take(&mut lines), now_ms());
-                        }
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        diag!("cronium-runner: reading {}: {e}", stream.as_str());
-                        break;
-                    }
+    splitter: LineSplitter,
+    lines: Vec<String>,
+}
+
+impl Capture {
+    pub fn new(file: File, stream: Stream) -> Capture {
+        Capture {
+            file: Some(file),
+            stream,
+            splitter: LineSplitter::default(),
+            lines: Vec::new(),
+        }
+    }
+
+    /// The descriptor to poll, until EOF.
+    pub fn fd(&self) -> Option<RawFd> {
+        self.file.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    /// The pipe is readable (or closed): one read into `buf`, its whole lines emitted at once.
+    pub fn on_readable(&mut self, buf: &mut [u8], emitter: &Emitter) {
+        let Some(fd) = self.fd() else { return };
+        match crate::control::read_fd(fd, buf) {
+            Ok(0) => self.close(emitter),
+            Ok(n) => {
+                if emitter.is_truncated() {
+                    return; // keep draining, nothing more is kept
+                }
+                self.splitter.push(&buf[..n], &mut self.lines);
+                if !self.lines.is_empty() {
+                    emitter.script_lines(self.stream, std::mem::take(&mut self.lines), now_ms());
                 }
             }
-            splitter.finish(&mut lines);
-            if !lines.is_empty() {
-                emitter.script_lines(stream, lines, now_ms());
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => {
+                diag!("cronium-runner: reading {}: {e}", self.stream.as_str());
+                self.close(emitter);
             }
-            let _ = done.send(());
-        })
-        .map(|_| ())
+        }
+    }
+
+    /// EOF: a last line without a newline is emitted, the pipe closed.
+    fn close(&mut self, emitter: &Emitter) {
+        self.file = None;
+        self.splitter.finish(&mut self.lines);
+        if !self.lines.is_empty() && !emitter.is_truncated() {
+            emitter.script_lines(self.stream, std::mem::take(&mut self.lines), now_ms());
+        }
+    }
 }
 
 #[cfg(test)]

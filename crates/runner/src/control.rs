@@ -1,19 +1,19 @@
 //! What the controller sends the runner: the run context, optionally the payload itself, and
 //! control messages (cancel, answers to relayed runtime API calls) on stdin; plus termination signals sent to the runner process.
 //!
-//! Turns all of them into [`Msg::Cancel`] for the run loop. Not for anything the script reads:
-//! the script's own stdin is `/dev/null`.
+//! Hands the run loop (`watch`) what it polls: the control lines left on stdin and the self-pipe
+//! of the signal handlers (termination signals, and SIGCHLD for the script's end). Not for
+//! anything the script reads: the script's own stdin is `/dev/null`.
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, Read, Stdin};
+use std::io::{self, BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::mpsc::Sender;
 
 use cronium_protocol::{Control, RunContext};
 
 use crate::payload::MAX_COMPRESSED_BYTES;
-use crate::run::Msg;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -51,15 +51,40 @@ pub fn default_context() -> RunContext {
     }
 }
 
+/// The runner's own stdin, read without the standard library's global buffer, so that what
+/// the setup read ahead is known exactly and handed to the run loop.
+struct Fd0;
+
+impl Read for Fd0 {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        read_fd(0, buf)
+    }
+}
+
+/// One `read(2)`, retried on EINTR.
+pub fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is a valid writable buffer of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// The runner's stdin in `--control-stdin` mode, read in protocol order.
 pub struct ControlStdin {
-    reader: BufReader<Stdin>,
+    reader: BufReader<Fd0>,
 }
 
 impl ControlStdin {
     pub fn new() -> Self {
         ControlStdin {
-            reader: BufReader::with_capacity(64 * 1024, io::stdin()),
+            reader: BufReader::with_capacity(64 * 1024, Fd0),
         }
     }
 
@@ -102,92 +127,177 @@ impl ControlStdin {
         Ok(buf)
     }
 
-    /// Reads control lines until a cancel or EOF (which also means cancel) on its own thread.
-    pub fn watch(mut self, tx: Sender<Msg>) {
-        let spawned = std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || loop {
-                match self.line() {
-                    Ok(None) => {
-                        crate::api::close();
-                        let _ = tx.send(Msg::Cancel("stdin closed"));
-                        return;
-                    }
-                    Err(e) => {
-                        crate::api::close();
-                        diag!("cronium-runner: {e}; treating it as a cancel");
-                        let _ = tx.send(Msg::Cancel("stdin failed"));
-                        return;
-                    }
-                    Ok(Some(line)) if line.trim().is_empty() => {}
-                    Ok(Some(line)) => match serde_json::from_str::<Control>(line.trim_end()) {
-                        Ok(Control::Cancel) => {
-                            let _ = tx.send(Msg::Cancel("cancel requested"));
-                        }
-                        Ok(Control::ApiReply { id, status, body }) => {
-                            crate::api::deliver(id, status, body)
-                        }
-                        Err(e) => diag!("cronium-runner: ignoring control line: {e}"),
-                    },
-                }
-            });
-        if let Err(e) = spawned {
-            diag!("cronium-runner: cannot watch stdin for control messages: {e}");
+    /// The rest of stdin, control lines, for the run loop: with what was already read ahead.
+    pub fn into_channel(self) -> ControlChannel {
+        ControlChannel {
+            pending: self.reader.buffer().to_vec(),
+            open: true,
         }
     }
 }
 
-/// Write end of the self-pipe the signal handler writes to (-1 until installed).
-static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
-
-extern "C" fn on_signal(_sig: libc::c_int) {
-    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
-    if fd >= 0 {
-        // write(2) is async-signal-safe; a full pipe just means a cancel is already pending.
-        unsafe {
-            libc::write(fd, b"x".as_ptr().cast(), 1);
-        }
-    }
+/// Control lines on stdin while the script runs (cancel, answers to relayed API calls), read by
+/// the run loop whenever stdin is readable. EOF also means cancel.
+pub struct ControlChannel {
+    /// Bytes read but not yet a whole line.
+    pending: Vec<u8>,
+    open: bool,
 }
 
-/// SIGTERM, SIGINT or SIGHUP sent to the runner cancel the run (the script is in its own process
-/// group, so it does not receive them directly) instead of killing the runner and orphaning it.
-pub fn cancel_on_signals(tx: Sender<Msg>) {
-    let mut fds = [0 as libc::c_int; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        diag!(
-            "cronium-runner: cannot create a signal pipe: {}",
-            io::Error::last_os_error()
-        );
-        return;
+impl ControlChannel {
+    /// The descriptor to poll while [`ControlChannel::is_open`].
+    pub const FD: RawFd = 0;
+
+    pub fn is_open(&self) -> bool {
+        self.open
     }
-    SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
-    let read_fd = fds[0];
-    let spawned = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            let mut byte = 0u8;
-            loop {
-                let n = unsafe { libc::read(read_fd, (&mut byte as *mut u8).cast(), 1) };
-                if n == 1 {
-                    let _ = tx.send(Msg::Cancel("runner received a termination signal"));
-                } else if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted
-                {
-                    return;
+
+    /// Handles the whole lines read ahead during setup; a cancel among them is returned.
+    pub fn take_read_ahead(&mut self) -> Option<&'static str> {
+        self.take_lines(false)
+    }
+
+    /// Stdin is readable (or closed): one read, then every whole line; returns why the run
+    /// must stop when a cancel came or stdin ended.
+    pub fn on_readable(&mut self, buf: &mut [u8]) -> Option<&'static str> {
+        match read_fd(Self::FD, buf) {
+            Ok(0) => {
+                self.open = false;
+                let cancel = self.take_lines(true);
+                crate::api::close();
+                Some(cancel.unwrap_or("stdin closed"))
+            }
+            Ok(n) => {
+                self.pending.extend_from_slice(&buf[..n]);
+                self.take_lines(false)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => {
+                self.open = false;
+                crate::api::close();
+                diag!("cronium-runner: cannot read stdin: {e}; treating it as a cancel");
+                Some("stdin failed")
+            }
+        }
+    }
+
+    /// Acts on every whole line in `pending` (and with `last`, on a final one without newline).
+    fn take_lines(&mut self, last: bool) -> Option<&'static str> {
+        let mut cancel = None;
+        let mut start = 0;
+        while start < self.pending.len() {
+            let end = match self.pending[start..].iter().position(|&b| b == b'\n') {
+                Some(nl) => start + nl,
+                None if last => self.pending.len(),
+                None => break,
+            };
+            let line = String::from_utf8_lossy(&self.pending[start..end]);
+            let line = line.trim();
+            if !line.is_empty() {
+                match serde_json::from_str::<Control>(line) {
+                    Ok(Control::Cancel) => cancel = Some("cancel requested"),
+                    Ok(Control::ApiReply { id, status, body }) => {
+                        crate::api::deliver(id, status, body)
+                    }
+                    Err(e) => diag!("cronium-runner: ignoring control line: {e}"),
                 }
             }
-        });
-    if spawned.is_err() {
-        return;
-    }
-    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-        // SAFETY: the handler only loads an atomic and calls write(2).
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = on_signal as *const () as usize;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(sig, &action, std::ptr::null_mut());
+            start = end + 1;
         }
+        self.pending.drain(..start.min(self.pending.len()));
+        cancel
+    }
+}
+
+/// Write end of the self-pipe the signal handlers write to (-1 until installed).
+static SIGNAL_PIPE: AtomicI32 = AtomicI32::new(-1);
+
+/// Byte a termination signal writes.
+const TERMINATE: u8 = b'x';
+/// Byte SIGCHLD writes.
+const CHILD: u8 = b'c';
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    let fd = SIGNAL_PIPE.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = if sig == libc::SIGCHLD {
+            CHILD
+        } else {
+            TERMINATE
+        };
+        // write(2) is async-signal-safe and the pipe does not block: a full pipe just means a
+        // wake-up is already pending. errno is kept for the code the signal interrupted.
+        // SAFETY: errno location and write(2) on our own descriptor.
+        unsafe {
+            let errno = *libc::__errno_location();
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+            *libc::__errno_location() = errno;
+        }
+    }
+}
+
+/// What the signal pipe said since it was last read.
+#[derive(Default, Clone, Copy)]
+pub struct Signalled {
+    /// SIGTERM, SIGINT or SIGHUP: cancel the run.
+    pub terminate: bool,
+    /// SIGCHLD: a child changed state.
+    pub child: bool,
+}
+
+/// The read end of the self-pipe: SIGTERM, SIGINT or SIGHUP sent to the runner cancel the run
+/// (the script is in its own process group, so it does not receive them directly) instead of
+/// killing the runner and orphaning it; SIGCHLD wakes the run loop when the script ends.
+pub struct SignalPipe {
+    read: OwnedFd,
+}
+
+impl SignalPipe {
+    /// Creates the pipe and installs the handlers; before the script is started, so that its
+    /// end cannot go unnoticed.
+    pub fn install() -> io::Result<SignalPipe> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 writes two descriptors into `fds`, which we then own.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: both are fresh descriptors; the write end lives as long as the process.
+        let read = unsafe { OwnedFd::from_raw_fd(fds[0]) };
+        SIGNAL_PIPE.store(fds[1], Ordering::Relaxed);
+        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGCHLD] {
+            // SAFETY: the handler only loads an atomic and calls write(2).
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as *const () as usize;
+                action.sa_flags = libc::SA_RESTART
+                    | if sig == libc::SIGCHLD {
+                        libc::SA_NOCLDSTOP
+                    } else {
+                        0
+                    };
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(sig, &action, std::ptr::null_mut());
+            }
+        }
+        Ok(SignalPipe { read })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Empties the pipe; what it held.
+    pub fn drain(&self) -> Signalled {
+        let mut seen = Signalled::default();
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = read_fd(self.fd(), &mut buf) {
+            for &b in &buf[..n] {
+                match b {
+                    TERMINATE => seen.terminate = true,
+                    _ => seen.child = true,
+                }
+            }
+        }
+        seen
     }
 }

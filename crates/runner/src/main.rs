@@ -29,6 +29,7 @@ mod sandbox;
 mod serve;
 mod updates;
 mod usage;
+mod watch;
 mod workdir;
 
 use std::time::Instant;

@@ -15,10 +15,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::ExitStatus;
-use std::sync::mpsc::Sender;
 use std::time::{Duration, Instant};
-
-use crate::run::Msg;
 
 /// Asks the kernel to re-parent orphaned descendants to this process instead of init.
 pub fn become_subreaper() -> io::Result<()> {
@@ -213,33 +210,6 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// Waits for the script's main process on a thread and reports its raw wait status.
-///
-/// Waits for that one pid only: orphans are reaped by [`kill_descendants`] after the main process
-/// is gone, so two waiters never race for the same child.
-pub fn watch_exit(pid: u32, tx: Sender<Msg>) -> io::Result<()> {
-    std::thread::Builder::new()
-        .name("wait".into())
-        .spawn(move || {
-            let mut status: libc::c_int = 0;
-            loop {
-                let rc = unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
-                if rc == pid as libc::pid_t {
-                    let _ = tx.send(Msg::Exited(ExitStatus::from_raw(status)));
-                    return;
-                }
-                let err = io::Error::last_os_error();
-                if err.kind() != io::ErrorKind::Interrupted {
-                    diag!("cronium-runner: waitpid failed: {err}");
-                    // Report a failure rather than hang the run forever.
-                    let _ = tx.send(Msg::Exited(ExitStatus::from_raw(255 << 8)));
-                    return;
-                }
-            }
-        })
-        .map(|_| ())
-}
-
 /// Sends `sig` to every process of group `pgid`; a group that is already empty is fine.
 pub fn signal_group(pgid: u32, sig: libc::c_int) {
     unsafe {
@@ -249,7 +219,7 @@ pub fn signal_group(pgid: u32, sig: libc::c_int) {
 
 /// Reaps descendants that were re-parented to the runner and have already exited, so a
 /// long-running script that keeps starting short-lived daemons does not fill the process table
-/// with zombies. Leaves the script's main process alone: its waiter thread owns it.
+/// with zombies. Leaves the script's main process alone: the run loop reaps it.
 pub fn reap_orphans(main_pid: u32) {
     loop {
         // SAFETY: waitid only writes into `info`.

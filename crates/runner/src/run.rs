@@ -8,23 +8,22 @@ use std::io::Cursor;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cronium_protocol::{
-    Finished, HelperMode, Interpreter, Manifest, RunContext, RunStatus, RunnerEvent, Stream,
-    API_RELAY, DEFAULT_MAX_OUTPUT_BYTES, EXIT_CANCELLED, EXIT_TIMEOUT,
+    Finished, HelperMode, Interpreter, Manifest, RunContext, RunStatus, RunnerEvent, API_RELAY,
+    DEFAULT_MAX_OUTPUT_BYTES, EXIT_CANCELLED, EXIT_TIMEOUT,
 };
 
 use crate::bundle::{self, BundleError, UPDATES_FILE};
-use crate::capture;
 use crate::cli::{ContextSource, PayloadSource, RunArgs};
-use crate::control::{self, ControlError, ControlStdin};
+use crate::control::{self, ControlChannel, ControlError, ControlStdin, SignalPipe};
 use crate::emit::Emitter;
 use crate::payload::{self, PayloadError};
 use crate::process;
 use crate::updates::UpdateTail;
+use crate::watch::{Wake, Watch};
 use crate::workdir::{WorkDir, WorkDirError};
 
 /// Exit code of the runner when the payload or the setup is invalid.
@@ -33,18 +32,8 @@ pub const EXIT_SETUP: i32 = 2;
 pub const EXIT_NOT_FOUND: i32 = 127;
 /// Longest honoured SIGTERM-to-SIGKILL grace period (one day).
 const MAX_GRACE_MS: u64 = 86_400_000;
-/// How often helper updates are read while the script runs.
-const TICK: Duration = Duration::from_millis(50);
 /// Upper bound for things that should be instant once every process is SIGKILLed.
 const CLEANUP_LIMIT: Duration = Duration::from_secs(10);
-
-/// What the run loop waits for.
-pub enum Msg {
-    /// The script's main process ended (raw wait status).
-    Exited(ExitStatus),
-    /// Stop the run (control message, stdin EOF, signal to the runner).
-    Cancel(&'static str),
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -111,6 +100,8 @@ struct Prepared {
     /// When the run was handed over on stdin: a runner started ahead of its run waits for it,
     /// and its setup is counted from then, not from its own start.
     received: Option<Instant>,
+    /// The rest of stdin in `--control-stdin` mode.
+    control: Option<ControlChannel>,
 }
 
 /// Runs one payload; returns the runner's exit code. `started` is when the runner process began.
@@ -122,10 +113,12 @@ pub fn run(args: RunArgs, started: Instant) -> i32 {
         return EXIT_SETUP;
     }
     let emitter = Arc::new(Emitter::new(DEFAULT_MAX_OUTPUT_BYTES));
-    let (tx, rx) = mpsc::channel();
-    control::cancel_on_signals(tx.clone());
-    let prepared = prepare(&args, &emitter, &tx);
-    let result = prepared.and_then(|p| execute(p, started, &emitter, tx, rx));
+    // Before the script exists, so that neither its end nor a signal to us can be missed.
+    let signals = SignalPipe::install()
+        .map_err(|e| diag!("cronium-runner: cannot create a signal pipe: {e}"))
+        .ok();
+    let prepared = prepare(&args, &emitter);
+    let result = prepared.and_then(|p| execute(p, started, &emitter, signals));
     match result {
         Ok((finished, code, mut workdir)) => {
             // The script and every process of it are gone and its output is read: the result
@@ -245,16 +238,13 @@ impl Ahead {
     }
 }
 
-fn prepare(
-    args: &RunArgs,
-    emitter: &Arc<Emitter>,
-    tx: &mpsc::Sender<Msg>,
-) -> Result<Prepared, SetupError> {
+fn prepare(args: &RunArgs, emitter: &Arc<Emitter>) -> Result<Prepared, SetupError> {
     // Before the context is read (a runner started ahead waits for it here); a failure is the
     // run's, reported once the run is known.
     let ahead = Ahead::make(args);
     let mut stdin_payload = None;
     let mut received = None;
+    let mut control = None;
     let context = match &args.context {
         ContextSource::Default => control::default_context(),
         ContextSource::File(path) => control::context_from_file(path)?,
@@ -265,7 +255,7 @@ fn prepare(
             if args.payload == PayloadSource::Stdin {
                 stdin_payload = Some(stdin.read_payload()?);
             }
-            stdin.watch(tx.clone());
+            control = Some(stdin.into_channel());
             context
         }
     };
@@ -340,6 +330,7 @@ fn prepare(
         api_note,
         cgroup_usage: args.cgroup_usage,
         received,
+        control,
     })
 }
 
@@ -433,8 +424,7 @@ fn execute(
     mut prepared: Prepared,
     started: Instant,
     emitter: &Arc<Emitter>,
-    tx: mpsc::Sender<Msg>,
-    rx: Receiver<Msg>,
+    signals: Option<SignalPipe>,
 ) -> Result<(Finished, i32, WorkDir), SetupError> {
     let manifest = &prepared.manifest;
     let started = prepared.received.unwrap_or(started);
@@ -462,22 +452,7 @@ fn execute(
     if let Some(line) = prepared.api_note.take() {
         emitter.system_line(line);
     }
-
-    let (done_tx, done_rx) = mpsc::channel();
-    let mut readers = 0;
-    if capture::spawn_reader(
-        child.stdout,
-        Stream::Stdout,
-        emitter.clone(),
-        done_tx.clone(),
-    )
-    .is_ok()
-    {
-        readers += 1;
-    }
-    if capture::spawn_reader(child.stderr, Stream::Stderr, emitter.clone(), done_tx).is_ok() {
-        readers += 1;
-    }
+    let mut watch = Watch::new(child, prepared.control.take(), signals);
     let mut tail = UpdateTail::new(
         prepared
             .workdir
@@ -485,11 +460,6 @@ fn execute(
             .join(crate::payload::RESERVED_DIR)
             .join(UPDATES_FILE),
     );
-    if let Err(e) = process::watch_exit(pid, tx.clone()) {
-        // Without a waiter the run cannot end normally: stop it now rather than hang.
-        emitter.system_line(format!("[cronium] cannot wait for the script: {e}"));
-        let _ = tx.send(Msg::Cancel("internal error"));
-    }
 
     // 0, or a timeout too large to represent, means no timeout.
     let deadline = (manifest.timeout_ms > 0)
@@ -500,19 +470,16 @@ fn execute(
     let mut stop = None;
     // Phase 1: until the script exits, the deadline passes or a cancel arrives.
     while status.is_none() && stop.is_none() {
-        let wait = deadline.map_or(TICK, |d| {
-            TICK.min(d.saturating_duration_since(Instant::now()))
-        });
-        match rx.recv_timeout(wait) {
-            Ok(Msg::Exited(st)) => {
+        match watch.next(deadline, emitter) {
+            Wake::Exited(st) => {
                 ended = Some(Instant::now());
                 status = Some(st);
             }
-            Ok(Msg::Cancel(reason)) => {
+            Wake::Cancel(reason) => {
                 emitter.system_line(format!("[cronium] run cancelled: {reason}"));
                 stop = Some(Stop::Cancelled);
             }
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {
+            Wake::Tick => {
                 tail.poll(emitter);
                 process::reap_orphans(pid);
                 if emitter.is_broken() {
@@ -534,7 +501,7 @@ fn execute(
         // Capped so that an absurd value cannot overflow the clock; a day is already "forever".
         let grace = Duration::from_millis(manifest.kill_grace_ms.min(MAX_GRACE_MS));
         let grace_end = Instant::now() + grace;
-        status = wait_exit(&rx, grace_end, &mut tail, emitter);
+        status = wait_exit(&mut watch, grace_end, &mut tail, emitter);
         if status.is_some() {
             ended = Some(Instant::now());
         }
@@ -542,7 +509,12 @@ fn execute(
     // Phase 3: nothing of the script survives, whatever happened above.
     process::signal_group(pid, libc::SIGKILL);
     if status.is_none() {
-        status = wait_exit(&rx, Instant::now() + CLEANUP_LIMIT, &mut tail, emitter);
+        status = wait_exit(
+            &mut watch,
+            Instant::now() + CLEANUP_LIMIT,
+            &mut tail,
+            emitter,
+        );
         ended = Some(Instant::now());
     }
     process::kill_descendants(CLEANUP_LIMIT);
@@ -553,14 +525,9 @@ fn execute(
         .duration_since(run_start)
         .as_millis() as u64;
 
-    // Every writer of the pipes is dead now, so the readers reach EOF promptly.
-    let readers_deadline = Instant::now() + Duration::from_secs(5);
-    for _ in 0..readers {
-        let left = readers_deadline.saturating_duration_since(Instant::now());
-        if done_rx.recv_timeout(left).is_err() {
-            diag!("cronium-runner: output pipes still open after cleanup; not waiting");
-            break;
-        }
+    // Every writer of the pipes is dead now, so they reach EOF promptly.
+    if !watch.drain_output(Instant::now() + Duration::from_secs(5), emitter) {
+        diag!("cronium-runner: output pipes still open after cleanup; not waiting");
     }
     tail.poll(emitter);
 
@@ -601,23 +568,21 @@ fn measure(cgroup: bool, emitter: &Emitter) -> cronium_protocol::Usage {
     usage
 }
 
-/// Waits for the main process to exit until `until`, polling helper updates meanwhile.
+/// Waits for the main process to exit until `until`, reading output and helper updates meanwhile.
 fn wait_exit(
-    rx: &Receiver<Msg>,
+    watch: &mut Watch,
     until: Instant,
     tail: &mut UpdateTail,
     emitter: &Emitter,
 ) -> Option<ExitStatus> {
     loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        if Instant::now() >= until {
             return None;
         }
-        match rx.recv_timeout(TICK.min(left)) {
-            Ok(Msg::Exited(st)) => return Some(st),
-            Ok(Msg::Cancel(_)) => {} // already stopping
-            Err(RecvTimeoutError::Timeout) => tail.poll(emitter),
-            Err(RecvTimeoutError::Disconnected) => return None,
+        match watch.next(Some(until), emitter) {
+            Wake::Exited(st) => return Some(st),
+            Wake::Cancel(_) => {} // already stopping
+            Wake::Tick => tail.poll(emitter),
         }
     }
 }
