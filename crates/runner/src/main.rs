@@ -34,6 +34,12 @@ mod workdir;
 
 use std::time::Instant;
 
+/// See the `dlmalloc` entry in Cargo.toml. Safe with the script's start (`process.rs`), whose
+/// child allocates nothing, and with `serve`'s spawns (the standard library's child does not
+/// allocate before exec either).
+#[global_allocator]
+static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+
 /// The version this runner reports (`--version`, `health`, `!ready`, each run's result): the
 /// package version unless the build set `CRONIUM_RUNNER_VERSION` (how `scripts/build-runner.sh
 /// --next` makes a second version of the same source for the rollout tests).

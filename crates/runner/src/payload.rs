@@ -251,8 +251,14 @@ pub fn load_manifest(dir: &Path, bytes: Option<Vec<u8>>) -> Result<Manifest, Pay
     let bytes = bytes.ok_or(PayloadError::NoManifest)?;
     let text = String::from_utf8(bytes)
         .map_err(|_| PayloadError::Manifest("not valid UTF-8".to_string()))?;
-    let manifest: Manifest =
-        serde_saphyr::from_str(&text).map_err(|e| PayloadError::Manifest(e.to_string()))?;
+    // The server writes JSON (a subset of YAML), read here by the cheaper parser; anything else,
+    // or JSON it refuses, is read as the YAML it is documented to be (whose error is reported).
+    let manifest: Manifest = match serde_json::from_str(&text) {
+        Ok(m) => m,
+        Err(_) => {
+            serde_saphyr::from_str(&text).map_err(|e| PayloadError::Manifest(e.to_string()))?
+        }
+    };
     if manifest.format == 0 || manifest.format > MANIFEST_FORMAT {
         return Err(PayloadError::Format {
             found: manifest.format,
