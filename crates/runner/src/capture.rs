@@ -102,7 +102,7 @@ impl Capture {
     /// The pipe is readable (or closed): one read into `buf`, its whole lines emitted at once.
     pub fn on_readable(&mut self, buf: &mut [u8], emitter: &Emitter) {
         let Some(fd) = self.fd() else { return };
-        match crate::control::read_fd(fd, buf) {
+        match crate::fdio::read_fd(fd, buf) {
             Ok(0) => self.close(emitter),
             Ok(n) => {
                 if emitter.is_truncated() {

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use cronium_protocol::{Control, RunContext};
 
+use crate::fdio::{read_fd, take_lines};
 use crate::payload::MAX_COMPRESSED_BYTES;
 
 #[derive(Debug, thiserror::Error)]
@@ -58,21 +59,6 @@ struct Fd0;
 impl Read for Fd0 {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         read_fd(0, buf)
-    }
-}
-
-/// One `read(2)`, retried on EINTR.
-pub fn read_fd(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        // SAFETY: `buf` is a valid writable buffer of its length.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n as usize);
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
     }
 }
 
@@ -184,27 +170,18 @@ impl ControlChannel {
     /// Acts on every whole line in `pending` (and with `last`, on a final one without newline).
     fn take_lines(&mut self, last: bool) -> Option<&'static str> {
         let mut cancel = None;
-        let mut start = 0;
-        while start < self.pending.len() {
-            let end = match self.pending[start..].iter().position(|&b| b == b'\n') {
-                Some(nl) => start + nl,
-                None if last => self.pending.len(),
-                None => break,
-            };
-            let line = String::from_utf8_lossy(&self.pending[start..end]);
+        take_lines(&mut self.pending, last, |line| {
+            let line = String::from_utf8_lossy(line);
             let line = line.trim();
-            if !line.is_empty() {
-                match serde_json::from_str::<Control>(line) {
-                    Ok(Control::Cancel) => cancel = Some("cancel requested"),
-                    Ok(Control::ApiReply { id, status, body }) => {
-                        crate::api::deliver(id, status, body)
-                    }
-                    Err(e) => diag!("cronium-runner: ignoring control line: {e}"),
-                }
+            if line.is_empty() {
+                return;
             }
-            start = end + 1;
-        }
-        self.pending.drain(..start.min(self.pending.len()));
+            match serde_json::from_str::<Control>(line) {
+                Ok(Control::Cancel) => cancel = Some("cancel requested"),
+                Ok(Control::ApiReply { id, status, body }) => crate::api::deliver(id, status, body),
+                Err(e) => diag!("cronium-runner: ignoring control line: {e}"),
+            }
+        });
         cancel
     }
 }

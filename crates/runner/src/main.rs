@@ -20,6 +20,7 @@ mod capture;
 mod cli;
 mod control;
 mod emit;
+mod fdio;
 mod health;
 mod helper_cmd;
 mod payload;

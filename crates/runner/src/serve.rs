@@ -30,7 +30,7 @@ use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 
 use cronium_protocol::Control;
 
-use crate::control::read_fd;
+use crate::fdio::{read_fd, take_lines};
 use crate::payload::MAX_COMPRESSED_BYTES;
 
 /// Most runs one server relays at once (a client runs one at a time per connection; the margin
@@ -106,19 +106,12 @@ impl<R: AsRawFd> Pipe<R> {
         };
         if n == 0 {
             self.file = None;
-            if !self.partial.is_empty() {
-                let rest = std::mem::take(&mut self.partial);
-                emit_line(prefix, &rest, out);
-            }
-            return;
+        } else {
+            self.partial.extend_from_slice(&buf[..n]);
         }
-        self.partial.extend_from_slice(&buf[..n]);
-        let mut start = 0;
-        while let Some(nl) = self.partial[start..].iter().position(|&b| b == b'\n') {
-            emit_line(prefix, &self.partial[start..start + nl], out);
-            start += nl + 1;
-        }
-        self.partial.drain(..start);
+        take_lines(&mut self.partial, n == 0, |line| {
+            emit_line(prefix, line, out)
+        });
     }
 }
 
@@ -383,7 +376,7 @@ impl Relay {
                     start += len;
                     self.reading = Reading::Header;
                     match run {
-                        true => self.start_run(id, &body),
+                        true => self.start_run(id, body),
                         false => {
                             if let Some(r) = self.runs.get_mut(&id) {
                                 r.send(&body);
@@ -443,7 +436,7 @@ impl Relay {
         }
     }
 
-    fn start_run(&mut self, id: u64, body: &[u8]) {
+    fn start_run(&mut self, id: u64, body: Vec<u8>) {
         if self
             .exe_path
             .as_ref()
@@ -470,7 +463,7 @@ impl Relay {
     }
 
     /// Starts child run `id` with `body` queued for its stdin.
-    fn spawn(&self, id: u64, body: &[u8]) -> io::Result<Run> {
+    fn spawn(&self, id: u64, body: Vec<u8>) -> io::Result<Run> {
         let mut cmd = Command::new("/proc/self/exe");
         cmd.args(["run", "-", "--control-stdin"]);
         if let Some(base) = &self.work_base {
@@ -498,7 +491,7 @@ impl Relay {
         let mut run = Run {
             child,
             stdin: Some(stdin),
-            queue: body.to_vec(),
+            queue: body,
             written: 0,
             close_after: false,
             stdout: Pipe::new(stdout),

@@ -89,20 +89,20 @@ impl Watch {
                 return Wake::Tick;
             }
             let wake_at = until.map_or(self.next_tick, |u| u.min(self.next_tick));
-            let mut fds = Vec::with_capacity(4);
+            let mut fds = Fds::default();
             for (i, out) in self.outputs.iter().enumerate() {
                 if let Some(fd) = out.fd() {
-                    fds.push((Source::Output(i), fd));
+                    fds.push(Source::Output(i), fd);
                 }
             }
             if self.control.as_ref().is_some_and(|c| c.is_open()) {
-                fds.push((Source::Control, ControlChannel::FD));
+                fds.push(Source::Control, ControlChannel::FD);
             }
             if let Some(s) = &self.signals {
-                fds.push((Source::Signals, s.fd()));
+                fds.push(Source::Signals, s.fd());
             }
             let mut child = false;
-            for source in ready(&fds, wake_at.saturating_duration_since(now)) {
+            for source in fds.ready(wake_at.saturating_duration_since(now)) {
                 match source {
                     Source::Output(i) => self.outputs[i].on_readable(&mut self.buf, emitter),
                     Source::Control => {
@@ -136,20 +136,20 @@ impl Watch {
     /// Reads the pipes until both reached EOF; false if `until` came first.
     pub fn drain_output(&mut self, until: Instant, emitter: &Emitter) -> bool {
         loop {
-            let fds: Vec<(Source, RawFd)> = self
-                .outputs
-                .iter()
-                .enumerate()
-                .filter_map(|(i, o)| o.fd().map(|fd| (Source::Output(i), fd)))
-                .collect();
-            if fds.is_empty() {
+            let mut fds = Fds::default();
+            for (i, out) in self.outputs.iter().enumerate() {
+                if let Some(fd) = out.fd() {
+                    fds.push(Source::Output(i), fd);
+                }
+            }
+            if fds.len == 0 {
                 return true;
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return false;
             }
-            for source in ready(&fds, left) {
+            for source in fds.ready(left) {
                 if let Source::Output(i) = source {
                     self.outputs[i].on_readable(&mut self.buf, emitter);
                 }
@@ -192,29 +192,55 @@ enum Source {
     Signals,
 }
 
-/// The sources among `fds` that are readable or closed within `timeout` (none on timeout or
-/// interruption). An invalid descriptor counts as ready: its read fails and closes it.
-fn ready(fds: &[(Source, RawFd)], timeout: Duration) -> Vec<Source> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&(_, fd)| libc::pollfd {
+/// Most descriptors one round polls: the two output pipes, the control channel, the signal pipe.
+const MAX_FDS: usize = 4;
+
+/// The descriptors of one round, without an allocation per round.
+struct Fds {
+    sources: [Source; MAX_FDS],
+    pfds: [libc::pollfd; MAX_FDS],
+    len: usize,
+}
+
+impl Default for Fds {
+    fn default() -> Self {
+        Fds {
+            sources: [Source::Signals; MAX_FDS],
+            pfds: [libc::pollfd {
+                fd: -1,
+                events: 0,
+                revents: 0,
+            }; MAX_FDS],
+            len: 0,
+        }
+    }
+}
+
+impl Fds {
+    fn push(&mut self, source: Source, fd: RawFd) {
+        self.sources[self.len] = source;
+        self.pfds[self.len] = libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
-        })
-        .collect();
-    // Rounded up, so that a wait of less than a millisecond does not spin.
-    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: `pfds` is a valid array of its length.
-    let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-    if n <= 0 {
-        return Vec::new();
+        };
+        self.len += 1;
     }
-    pfds.iter()
-        .zip(fds)
-        .filter(|(p, _)| {
-            p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
-        })
-        .map(|(_, &(s, _))| s)
-        .collect()
+
+    /// The sources that are readable or closed within `timeout` (none on timeout or
+    /// interruption). An invalid descriptor counts as ready: its read fails and closes it.
+    fn ready(&mut self, timeout: Duration) -> impl Iterator<Item = Source> + '_ {
+        // Rounded up, so that a wait of less than a millisecond does not spin.
+        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: the first `len` entries of `pfds` are a valid array of that length.
+        let n = unsafe { libc::poll(self.pfds.as_mut_ptr(), self.len as libc::nfds_t, ms) };
+        let len = if n > 0 { self.len } else { 0 };
+        self.pfds[..len]
+            .iter()
+            .zip(&self.sources[..len])
+            .filter(|(p, _)| {
+                p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
+            })
+            .map(|(_, &s)| s)
+    }
 }
